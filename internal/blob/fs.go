@@ -1,0 +1,213 @@
+package blob
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Dir is a Store on a local directory. Objects are files; a Put writes a
+// temporary file, fsyncs it, renames it into place and fsyncs the directory,
+// so a crash leaves either the old state or the whole new object.
+type Dir struct {
+	root string
+}
+
+// NewDir returns a Store rooted at dir, which must exist.
+func NewDir(dir string) (*Dir, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("vault directory %s: %w", dir, err)
+	}
+	st, err := os.Stat(abs)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("vault directory %s: %w", dir, ErrNotExist)
+		}
+		return nil, fmt.Errorf("vault directory %s: %w", dir, err)
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("vault directory %s: not a directory: %w", dir, ErrPermanent)
+	}
+	return &Dir{root: abs}, nil
+}
+
+func (d *Dir) String() string { return d.root }
+
+func (d *Dir) path(name string) string { return filepath.Join(d.root, filepath.FromSlash(name)) }
+
+func (d *Dir) Put(ctx context.Context, name string, data []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := ValidName(name); err != nil {
+		return err
+	}
+	final := d.path(name)
+	dir := filepath.Dir(final)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("%s: creating directory for %s: %w", d, name, err)
+	}
+	tmp, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return fmt.Errorf("%s: writing %s: %w", d, name, err)
+	}
+	cleanup := func() { tmp.Close(); os.Remove(tmp.Name()) }
+	if _, err := tmp.Write(data); err != nil {
+		cleanup()
+		return fmt.Errorf("%s: writing %s: %w", d, name, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		cleanup()
+		return fmt.Errorf("%s: syncing %s: %w", d, name, err)
+	}
+	if err := tmp.Close(); err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("%s: writing %s: %w", d, name, err)
+	}
+	if err := os.Rename(tmp.Name(), final); err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("%s: renaming %s: %w", d, name, err)
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("syncing directory %s: %w", dir, err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("syncing directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+func (d *Dir) open(name string) (*os.File, error) {
+	if err := ValidName(name); err != nil {
+		return nil, err
+	}
+	f, err := os.Open(d.path(name))
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, notExist(d, name)
+		}
+		return nil, fmt.Errorf("%s: opening %s: %w", d, name, err)
+	}
+	return f, nil
+}
+
+func (d *Dir) Get(ctx context.Context, name string) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	f, err := d.open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: reading %s: %w", d, name, err)
+	}
+	return data, nil
+}
+
+func (d *Dir) GetRange(ctx context.Context, name string, offset, length int64) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if offset < 0 || length < 0 {
+		return nil, fmt.Errorf("%s: %s: invalid range %d+%d", d, name, offset, length)
+	}
+	f, err := d.open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	buf := make([]byte, length)
+	n, err := f.ReadAt(buf, offset)
+	if n == len(buf) {
+		return buf, nil
+	}
+	if err == io.EOF {
+		return nil, fmt.Errorf("%s: %s: range %d+%d past the end of the object", d, name, offset, length)
+	}
+	return nil, fmt.Errorf("%s: reading %s: %w", d, name, err)
+}
+
+func (d *Dir) Stat(ctx context.Context, name string) (Info, error) {
+	if err := ValidName(name); err != nil {
+		return Info{}, err
+	}
+	st, err := os.Stat(d.path(name))
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return Info{}, notExist(d, name)
+		}
+		return Info{}, fmt.Errorf("%s: %s: %w", d, name, err)
+	}
+	return Info{Name: name, Size: st.Size()}, nil
+}
+
+func (d *Dir) List(ctx context.Context, prefix string, fn func(Info) error) error {
+	// Walk from the deepest directory the prefix names completely.
+	start := d.root
+	if i := strings.LastIndex(prefix, "/"); i >= 0 {
+		start = d.path(prefix[:i])
+	}
+	err := filepath.WalkDir(start, func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if e.IsDir() || strings.HasPrefix(e.Name(), ".tmp-") {
+			return nil
+		}
+		rel, err := filepath.Rel(d.root, p)
+		if err != nil {
+			return err
+		}
+		name := filepath.ToSlash(rel)
+		if !strings.HasPrefix(name, prefix) {
+			return nil
+		}
+		info, err := e.Info()
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // deleted while listing
+			}
+			return err
+		}
+		return fn(Info{Name: name, Size: info.Size()})
+	})
+	if err != nil {
+		return fmt.Errorf("%s: listing %q: %w", d, prefix, err)
+	}
+	return nil
+}
+
+func (d *Dir) Delete(ctx context.Context, name string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := ValidName(name); err != nil {
+		return err
+	}
+	err := os.Remove(d.path(name))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%s: deleting %s: %w", d, name, err)
+	}
+	return nil
+}
