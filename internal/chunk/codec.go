@@ -1,0 +1,149 @@
+package chunk
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+
+	"github.com/klauspost/compress/zstd"
+
+	"lifeboat/internal/crypto"
+)
+
+// Blob encodings (the first byte of a sealed blob's payload).
+const (
+	encRaw  = 0
+	encZstd = 1
+)
+
+// ErrCorrupt marks data that failed authentication or its ID check.
+var ErrCorrupt = errors.New("corrupt data")
+
+// Codec turns blocks into sealed blobs and back, and seals metadata objects.
+// It is safe for concurrent use.
+type Codec struct {
+	aead   *crypto.AEAD
+	hasher *Hasher
+	enc    *zstd.Encoder
+	dec    *zstd.Decoder
+	metaD  *zstd.Decoder
+}
+
+// Level is a compression level for NewCodec.
+type Level = zstd.EncoderLevel
+
+// Compression levels.
+const (
+	LevelFastest = zstd.SpeedFastest
+	LevelDefault = zstd.SpeedDefault
+	LevelBetter  = zstd.SpeedBetterCompression
+)
+
+// NewCodec returns a codec sealing with dataKey and checking IDs with hasher.
+func NewCodec(dataKey crypto.Key, hasher *Hasher, level Level, maxChunk int) (*Codec, error) {
+	aead, err := crypto.NewAEAD(dataKey)
+	if err != nil {
+		return nil, err
+	}
+	n := runtime.GOMAXPROCS(0)
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(n),
+		zstd.WithEncoderCRC(false), zstd.WithWindowSize(windowFor(maxChunk)))
+	if err != nil {
+		return nil, fmt.Errorf("creating compressor: %w", err)
+	}
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(n),
+		zstd.WithDecoderMaxMemory(uint64(maxChunk)+1<<16), zstd.IgnoreChecksum(true))
+	if err != nil {
+		return nil, fmt.Errorf("creating decompressor: %w", err)
+	}
+	metaD, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(2), zstd.WithDecoderMaxMemory(4<<30))
+	if err != nil {
+		return nil, fmt.Errorf("creating decompressor: %w", err)
+	}
+	return &Codec{aead: aead, hasher: hasher, enc: enc, dec: dec, metaD: metaD}, nil
+}
+
+func windowFor(n int) int {
+	w := zstd.MinWindowSize
+	for w < n && w < zstd.MaxWindowSize {
+		w <<= 1
+	}
+	return w
+}
+
+// Hasher returns the codec's chunk ID hasher.
+func (c *Codec) Hasher() *Hasher { return c.hasher }
+
+// EncodeBlob appends the sealed blob of block (whose ID is id) to dst.
+// scratch is reused for the compressed payload and returned for reuse.
+func (c *Codec) EncodeBlob(dst []byte, id ID, block []byte, scratch []byte) (out, scratchOut []byte) {
+	payload := append(scratch[:0], encZstd)
+	payload = c.enc.EncodeAll(block, payload)
+	// Store raw unless compression saves at least 1/16.
+	if len(payload)-1 > len(block)-len(block)/16 {
+		payload = append(payload[:0], encRaw)
+		payload = append(payload, block...)
+	}
+	return c.aead.Seal(dst, payload, id[:]), payload
+}
+
+// DecodeBlob opens a sealed blob, decompresses it into dst[:0] and checks
+// that its keyed hash is id and its length rawLen.
+func (c *Codec) DecodeBlob(dst []byte, id ID, blob []byte, rawLen int) ([]byte, error) {
+	payload, err := c.aead.Open(nil, blob, id[:])
+	if err != nil {
+		return nil, fmt.Errorf("chunk %s: %w: %w", id, ErrCorrupt, err)
+	}
+	if len(payload) == 0 {
+		return nil, fmt.Errorf("chunk %s: empty payload: %w", id, ErrCorrupt)
+	}
+	var out []byte
+	switch payload[0] {
+	case encRaw:
+		out = append(dst[:0], payload[1:]...)
+	case encZstd:
+		out, err = c.dec.DecodeAll(payload[1:], dst[:0])
+		if err != nil {
+			return nil, fmt.Errorf("chunk %s: decompressing: %w: %w", id, ErrCorrupt, err)
+		}
+	default:
+		return nil, fmt.Errorf("chunk %s: unknown encoding %d: %w", id, payload[0], ErrCorrupt)
+	}
+	if len(out) != rawLen {
+		return nil, fmt.Errorf("chunk %s: length %d, index says %d: %w", id, len(out), rawLen, ErrCorrupt)
+	}
+	if got := c.hasher.Sum(out); got != id {
+		return nil, fmt.Errorf("chunk %s: content hashes to %s: %w", id, got, ErrCorrupt)
+	}
+	return out, nil
+}
+
+// SealObject compresses and seals a metadata object (index, manifest, point).
+func (c *Codec) SealObject(plain []byte, aad string) []byte {
+	return c.aead.Seal(nil, c.enc.EncodeAll(plain, nil), []byte(aad))
+}
+
+// OpenObject reverses SealObject.
+func (c *Codec) OpenObject(sealed []byte, aad string) ([]byte, error) {
+	z, err := c.aead.Open(nil, sealed, []byte(aad))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
+	}
+	plain, err := c.metaD.DecodeAll(z, nil)
+	if err != nil {
+		return nil, fmt.Errorf("decompressing: %w: %w", ErrCorrupt, err)
+	}
+	return plain, nil
+}
+
+// Seal seals without compression (pack headers).
+func (c *Codec) Seal(dst, plain []byte, aad string) []byte { return c.aead.Seal(dst, plain, []byte(aad)) }
+
+// Open reverses Seal.
+func (c *Codec) Open(sealed []byte, aad string) ([]byte, error) {
+	p, err := c.aead.Open(nil, sealed, []byte(aad))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
+	}
+	return p, nil
+}
