@@ -36,6 +36,9 @@ func (m *Mem) Get(ctx context.Context, name string) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if err := ValidName(name); err != nil {
+		return nil, err
+	}
 	m.mu.RLock()
 	data, ok := m.objects[name]
 	m.mu.RUnlock()
@@ -49,6 +52,9 @@ func (m *Mem) GetRange(ctx context.Context, name string, offset, length int64) (
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if err := ValidName(name); err != nil {
+		return nil, err
+	}
 	m.mu.RLock()
 	data, ok := m.objects[name]
 	m.mu.RUnlock()
@@ -56,12 +62,18 @@ func (m *Mem) GetRange(ctx context.Context, name string, offset, length int64) (
 		return nil, notExist(m, name)
 	}
 	if offset < 0 || length < 0 || offset+length > int64(len(data)) {
-		return nil, fmt.Errorf("%s: %s: range %d+%d outside object of %d bytes", m, name, offset, length, len(data))
+		return nil, fmt.Errorf("%s: %s: range %d+%d outside object of %d bytes: %w", m, name, offset, length, len(data), ErrPermanent)
 	}
 	return append([]byte(nil), data[offset:offset+length]...), nil
 }
 
 func (m *Mem) Stat(ctx context.Context, name string) (Info, error) {
+	if err := ctx.Err(); err != nil {
+		return Info{}, err
+	}
+	if err := ValidName(name); err != nil {
+		return Info{}, err
+	}
 	m.mu.RLock()
 	data, ok := m.objects[name]
 	m.mu.RUnlock()
@@ -72,6 +84,9 @@ func (m *Mem) Stat(ctx context.Context, name string) (Info, error) {
 }
 
 func (m *Mem) List(ctx context.Context, prefix string, fn func(Info) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	m.mu.RLock()
 	var infos []Info
 	for name, data := range m.objects {
@@ -93,6 +108,9 @@ func (m *Mem) List(ctx context.Context, prefix string, fn func(Info) error) erro
 
 func (m *Mem) Delete(ctx context.Context, name string) error {
 	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := ValidName(name); err != nil {
 		return err
 	}
 	m.mu.Lock()

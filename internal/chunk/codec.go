@@ -137,7 +137,9 @@ func (c *Codec) OpenObject(sealed []byte, aad string) ([]byte, error) {
 }
 
 // Seal seals without compression (pack headers).
-func (c *Codec) Seal(dst, plain []byte, aad string) []byte { return c.aead.Seal(dst, plain, []byte(aad)) }
+func (c *Codec) Seal(dst, plain []byte, aad string) []byte {
+	return c.aead.Seal(dst, plain, []byte(aad))
+}
 
 // Open reverses Seal.
 func (c *Codec) Open(sealed []byte, aad string) ([]byte, error) {
