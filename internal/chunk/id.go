@@ -83,3 +83,13 @@ func IsZeroBlock(b []byte) bool {
 }
 
 var zeros [64 << 10]byte
+
+// MarshalText encodes the ID as hex.
+func (id ID) MarshalText() ([]byte, error) { return []byte(id.String()), nil }
+
+// UnmarshalText parses a hex ID.
+func (id *ID) UnmarshalText(b []byte) error {
+	p, err := ParseID(string(b))
+	*id = p
+	return err
+}

@@ -117,3 +117,6 @@ func ParsePackHeader(c *Codec, sealed []byte, blobsEnd int64) ([]PackEntry, erro
 	}
 	return entries, nil
 }
+
+// NewPackBuilderBuf returns a builder that appends to buf[:0].
+func NewPackBuilderBuf(buf []byte) *PackBuilder { return &PackBuilder{buf: buf[:0]} }

@@ -7,6 +7,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 )
@@ -80,4 +81,18 @@ func (a *AEAD) Open(dst, sealed, aad []byte) ([]byte, error) {
 		return nil, ErrAuth
 	}
 	return out, nil
+}
+
+// MarshalText encodes the key as base64, as key slots store it.
+func (k Key) MarshalText() ([]byte, error) {
+	return []byte(base64.StdEncoding.EncodeToString(k[:])), nil
+}
+
+// UnmarshalText decodes a base64 key.
+func (k *Key) UnmarshalText(b []byte) error {
+	n, err := base64.StdEncoding.Decode(k[:], b)
+	if err != nil || n != KeySize || base64.StdEncoding.DecodedLen(len(b)) > KeySize+2 {
+		return fmt.Errorf("invalid key encoding")
+	}
+	return nil
 }

@@ -1,0 +1,204 @@
+// Package recovery is lifeboat's L3: recovery points — every disk of a
+// machine at one instant, its definition and its consistency level.
+package recovery
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"lifeboat/internal/blob"
+	"lifeboat/internal/chunk"
+	"lifeboat/internal/vault"
+)
+
+// Consistency is what a point's disks are consistent with.
+type Consistency string
+
+// Consistency levels (DESIGN.md).
+const (
+	Crash Consistency = "crash"
+	File  Consistency = "file"
+	App   Consistency = "app"
+)
+
+// ParseConsistency checks a consistency name.
+func ParseConsistency(s string) (Consistency, error) {
+	switch c := Consistency(s); c {
+	case Crash, File, App:
+		return c, nil
+	}
+	return "", fmt.Errorf("unknown consistency %q: want crash, file or app", s)
+}
+
+// DiskStats say what a backup did for one disk.
+type DiskStats struct {
+	ReadBytes    int64 `json:"read_bytes"`
+	ZeroChunks   int64 `json:"zero_chunks"`
+	ParentChunks int64 `json:"parent_chunks"` // same as in the parent point
+	DedupChunks  int64 `json:"dedup_chunks"`  // found elsewhere in the vault
+	NewChunks    int64 `json:"new_chunks"`
+	NewBytes     int64 `json:"new_bytes"` // plaintext bytes of new chunks
+}
+
+// Disk is one disk of a point.
+type Disk struct {
+	Name      string    `json:"name"`
+	Source    string    `json:"source"`
+	Size      int64     `json:"size"`
+	ChunkSize int       `json:"chunk_size"`
+	Manifest  chunk.ID  `json:"manifest"`
+	Stats     DiskStats `json:"stats"`
+}
+
+// Stats say what a backup did overall.
+type Stats struct {
+	DurationMS  int64 `json:"duration_ms"`
+	StoredBytes int64 `json:"stored_bytes"` // bytes of packs uploaded
+	Packs       int64 `json:"packs"`
+}
+
+// Point is a recovery point.
+type Point struct {
+	Version     int             `json:"version"`
+	Machine     string          `json:"machine"`
+	Time        time.Time       `json:"time"`
+	Consistency Consistency     `json:"consistency"`
+	Host        string          `json:"host"`
+	Parent      string          `json:"parent,omitempty"`
+	Tags        []string        `json:"tags,omitempty"`
+	Definition  json.RawMessage `json:"definition"`
+	Disks       []Disk          `json:"disks"`
+	Stats       Stats           `json:"stats"`
+
+	ID chunk.ID `json:"-"`
+}
+
+// Size is the total size of the point's disks.
+func (p *Point) Size() int64 {
+	var n int64
+	for _, d := range p.Disks {
+		n += d.Size
+	}
+	return n
+}
+
+// Disk returns the disk named name.
+func (p *Point) Disk(name string) (*Disk, bool) {
+	for i := range p.Disks {
+		if p.Disks[i].Name == name {
+			return &p.Disks[i], true
+		}
+	}
+	return nil, false
+}
+
+// Save stores the point; this commits it.
+func Save(ctx context.Context, v *vault.Vault, p *Point) error {
+	p.Version = 1
+	data, err := json.Marshal(p)
+	if err != nil {
+		return fmt.Errorf("encoding point: %w", err)
+	}
+	id, err := v.SaveObject(ctx, vault.KindPoint, data)
+	if err != nil {
+		return err
+	}
+	p.ID = id
+	return nil
+}
+
+// Load reads one point.
+func Load(ctx context.Context, v *vault.Vault, id chunk.ID) (*Point, error) {
+	data, err := v.LoadObject(ctx, vault.KindPoint, id)
+	if err != nil {
+		return nil, err
+	}
+	p := &Point{}
+	if err := json.Unmarshal(data, p); err != nil {
+		return nil, fmt.Errorf("%s: %w: %w", vault.ObjectName(vault.KindPoint, id), chunk.ErrCorrupt, err)
+	}
+	if p.Version != 1 {
+		return nil, fmt.Errorf("%s: point version %d is not supported", vault.ObjectName(vault.KindPoint, id), p.Version)
+	}
+	p.ID = id
+	return p, nil
+}
+
+// List loads every point, oldest first. Points deleted while listing are skipped.
+func List(ctx context.Context, v *vault.Vault) ([]*Point, error) {
+	ids, err := v.ListIDs(ctx, vault.KindPoint)
+	if err != nil {
+		return nil, err
+	}
+	points := make([]*Point, len(ids))
+	idx := make([]int, len(ids))
+	for i := range idx {
+		idx[i] = i
+	}
+	err = vault.Parallel(ctx, 8, idx, func(ctx context.Context, i int) error {
+		p, err := Load(ctx, v, ids[i])
+		if blob.IsNotExist(err) {
+			return nil
+		}
+		points[i] = p
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("loading points: %w", err)
+	}
+	out := points[:0]
+	for _, p := range points {
+		if p != nil {
+			out = append(out, p)
+		}
+	}
+	Sort(out)
+	return out, nil
+}
+
+// Sort orders points oldest first, ties by ID.
+func Sort(points []*Point) {
+	sort.Slice(points, func(i, j int) bool {
+		if !points[i].Time.Equal(points[j].Time) {
+			return points[i].Time.Before(points[j].Time)
+		}
+		return points[i].ID.String() < points[j].ID.String()
+	})
+}
+
+// ErrNoPoint means no point matches a reference.
+var ErrNoPoint = errors.New("no such recovery point")
+
+// Find resolves "latest" or an ID prefix (at least 6 hex characters) among
+// points, limited to machine when it is not empty.
+func Find(points []*Point, machine, ref string) (*Point, error) {
+	var match []*Point
+	for _, p := range points {
+		if machine != "" && p.Machine != machine {
+			continue
+		}
+		if ref == "latest" || strings.HasPrefix(p.ID.String(), strings.ToLower(ref)) {
+			match = append(match, p)
+		}
+	}
+	what := ref
+	if machine != "" {
+		what = fmt.Sprintf("%s of machine %q", ref, machine)
+	}
+	switch {
+	case ref != "latest" && len(ref) < 6:
+		return nil, fmt.Errorf("point ID %q is too short: give at least 6 characters", ref)
+	case len(match) == 0:
+		return nil, fmt.Errorf("%w: %s", ErrNoPoint, what)
+	case ref == "latest":
+		return match[len(match)-1], nil
+	case len(match) > 1:
+		return nil, fmt.Errorf("point ID %q is ambiguous: %d points match", ref, len(match))
+	}
+	return match[0], nil
+}

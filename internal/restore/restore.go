@@ -1,0 +1,411 @@
+// Package restore writes recovery points back to disks: new sparse images,
+// or in place over existing disks, writing only the blocks that differ.
+package restore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"lifeboat/internal/blob"
+	"lifeboat/internal/chunk"
+	"lifeboat/internal/image"
+	"lifeboat/internal/recovery"
+	"lifeboat/internal/vault"
+)
+
+// Target says where one disk of a point goes.
+type Target struct {
+	Disk recovery.Disk
+	Path string
+	// InPlace overwrites an existing file or block device of the same size,
+	// writing only blocks that differ. Otherwise Path must not exist and is
+	// created as a sparse image.
+	InPlace bool
+}
+
+// Options tune a restore.
+type Options struct {
+	// Progress, if set, is called about every 200 ms and once at the end.
+	Progress func(Progress)
+	// Readers is how many pack reads run at once; 0 picks 2 per CPU.
+	Readers int
+}
+
+// Progress reports a running restore.
+type Progress struct {
+	DoneBytes, TotalBytes int64
+	Elapsed               time.Duration
+	Final                 bool
+}
+
+// Stats say what a restore did.
+type Stats struct {
+	Bytes         int64 `json:"bytes"`            // size of the disks restored
+	WrittenBytes  int64 `json:"written_bytes"`    // data written
+	FetchedBytes  int64 `json:"fetched_bytes"`    // bytes read from the vault
+	UnchangedBlks int64 `json:"unchanged_blocks"` // in place: blocks already right
+	ZeroBlocks    int64 `json:"zero_blocks"`
+	DurationMS    int64 `json:"duration_ms"`
+}
+
+// ErrSizeMismatch means an in-place target is not the size of the disk.
+var ErrSizeMismatch = errors.New("target size differs from the disk in the recovery point")
+
+const maxRun = 8 << 20
+
+type run struct {
+	t      *target
+	pack   chunk.ID
+	start  int64 // offset in pack
+	length int64
+	blocks []int
+	locs   []chunk.Location
+}
+
+type target struct {
+	Target
+	f       *os.File
+	m       *image.Manifest
+	regular bool
+}
+
+type restorer struct {
+	v        *vault.Vault
+	reader   *vault.ChunkReader
+	fullOnce sync.Once
+	full     *chunk.Index
+	fullErr  error
+	stats    Stats
+	done     atomic.Int64
+	written  atomic.Int64
+	fetched  atomic.Int64
+	same     atomic.Int64
+	zeros    atomic.Int64
+}
+
+// Run restores the disks named by targets from point p.
+func Run(ctx context.Context, v *vault.Vault, p *recovery.Point, targets []Target, opts Options) (Stats, error) {
+	start := v.Clock().Now()
+	sess, err := v.StartSession(ctx, "restore")
+	if err != nil {
+		return Stats{}, err
+	}
+	defer sess.End(context.WithoutCancel(ctx))
+	plans, err := v.Plans(ctx)
+	if err != nil {
+		return Stats{}, err
+	}
+	condemned := vault.CondemnedPacks(plans)
+	ix, err := v.LoadIndex(ctx, func(id chunk.ID) bool { return condemned[id] })
+	if err != nil {
+		return Stats{}, err
+	}
+	r := &restorer{v: v, reader: v.NewChunkReader(ix)}
+	if len(condemned) == 0 {
+		r.full = ix
+	}
+	var ts []*target
+	defer func() {
+		for _, t := range ts {
+			t.f.Close()
+		}
+	}()
+	var total int64
+	for _, tg := range targets {
+		t, err := open(ctx, v, tg)
+		if err != nil {
+			return Stats{}, err
+		}
+		ts = append(ts, t)
+		total += t.m.Size
+	}
+	readers := opts.Readers
+	if readers == 0 {
+		readers = 2 * vault.Workers()
+	}
+	stop := make(chan struct{})
+	if opts.Progress != nil {
+		go func() {
+			tk := time.NewTicker(200 * time.Millisecond)
+			defer tk.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tk.C:
+					opts.Progress(Progress{DoneBytes: r.done.Load(), TotalBytes: total, Elapsed: v.Clock().Now().Sub(start)})
+				}
+			}
+		}()
+	}
+	err = r.restore(ctx, ts, readers)
+	close(stop)
+	if err != nil {
+		return Stats{}, err
+	}
+	for _, t := range ts {
+		if err := t.f.Sync(); err != nil {
+			return Stats{}, fmt.Errorf("syncing %s: %w", t.Path, err)
+		}
+	}
+	st := Stats{Bytes: total, WrittenBytes: r.written.Load(), FetchedBytes: r.fetched.Load(),
+		UnchangedBlks: r.same.Load(), ZeroBlocks: r.zeros.Load(), DurationMS: v.Clock().Now().Sub(start).Milliseconds()}
+	if opts.Progress != nil {
+		opts.Progress(Progress{DoneBytes: total, TotalBytes: total, Elapsed: v.Clock().Now().Sub(start), Final: true})
+	}
+	return st, nil
+}
+
+func open(ctx context.Context, v *vault.Vault, tg Target) (*target, error) {
+	m, err := image.Load(ctx, v, tg.Disk.Manifest)
+	if err != nil {
+		return nil, fmt.Errorf("disk %s: %w", tg.Disk.Name, err)
+	}
+	t := &target{Target: tg, m: m}
+	if !tg.InPlace {
+		f, err := os.OpenFile(tg.Path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			if errors.Is(err, os.ErrExist) {
+				return nil, fmt.Errorf("restoring disk %s: %s already exists: remove it, or use --in-place to revert it", tg.Disk.Name, tg.Path)
+			}
+			return nil, fmt.Errorf("restoring disk %s: %w", tg.Disk.Name, err)
+		}
+		if err := f.Truncate(m.Size); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("restoring disk %s: sizing %s: %w", tg.Disk.Name, tg.Path, err)
+		}
+		t.f, t.regular = f, true
+		return t, nil
+	}
+	f, err := os.OpenFile(tg.Path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("restoring disk %s in place: %w", tg.Disk.Name, err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("restoring disk %s in place: %w", tg.Disk.Name, err)
+	}
+	t.f, t.regular = f, st.Mode().IsRegular()
+	size := st.Size()
+	if !t.regular {
+		if size, err = f.Seek(0, io.SeekEnd); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("restoring disk %s in place: size of %s: %w", tg.Disk.Name, tg.Path, err)
+		}
+	}
+	if size != m.Size {
+		f.Close()
+		return nil, fmt.Errorf("restoring disk %s in place: %s is %d bytes, the point's disk is %d: %w",
+			tg.Disk.Name, tg.Path, size, m.Size, ErrSizeMismatch)
+	}
+	return t, nil
+}
+
+// lookup finds a chunk, falling back to locations in condemned packs.
+func (r *restorer) lookup(ctx context.Context, id chunk.ID) (chunk.ID, chunk.Location, error) {
+	if pack, loc, ok := r.reader.Index().Lookup(id); ok {
+		return pack, loc, nil
+	}
+	r.fullOnce.Do(func() {
+		if r.full == nil {
+			r.full, r.fullErr = r.v.LoadIndex(ctx, nil)
+		}
+	})
+	if r.fullErr != nil {
+		return chunk.ID{}, chunk.Location{}, r.fullErr
+	}
+	if pack, loc, ok := r.full.Lookup(id); ok {
+		return pack, loc, nil
+	}
+	return chunk.ID{}, chunk.Location{}, fmt.Errorf("chunk %s is in no index: %w", id, blob.ErrNotExist)
+}
+
+func (r *restorer) restore(ctx context.Context, ts []*target, readers int) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	runs := make(chan *run, readers*2)
+	var wg sync.WaitGroup
+	for i := 0; i < readers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var buf []byte
+			for rn := range runs {
+				if ctx.Err() != nil {
+					continue
+				}
+				var err error
+				if buf, err = r.fetch(ctx, rn, buf); err != nil {
+					cancel(err)
+				}
+			}
+		}()
+	}
+	var err error
+	for _, t := range ts {
+		if err = r.plan(ctx, t, runs); err != nil {
+			break
+		}
+	}
+	close(runs)
+	wg.Wait()
+	if cause := context.Cause(ctx); cause != nil && err == nil {
+		err = cause
+	}
+	return err
+}
+
+// plan decides which blocks of t to write and feeds them as runs of
+// blobs contiguous in one pack.
+func (r *restorer) plan(ctx context.Context, t *target, runs chan<- *run) error {
+	need, err := r.needed(ctx, t)
+	if err != nil {
+		return err
+	}
+	var cur *run
+	flush := func() error {
+		if cur == nil {
+			return nil
+		}
+		select {
+		case runs <- cur:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+		cur = nil
+		return nil
+	}
+	for _, b := range need {
+		id := t.m.IDs[b]
+		pack, loc, err := r.lookup(ctx, id)
+		if err != nil {
+			return fmt.Errorf("disk %s block %d: %w", t.Disk.Name, b, err)
+		}
+		if cur != nil && (cur.pack != pack || cur.start+cur.length != int64(loc.Offset) || cur.length+int64(loc.Length) > maxRun) {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		if cur == nil {
+			cur = &run{t: t, pack: pack, start: int64(loc.Offset)}
+		}
+		cur.length += int64(loc.Length)
+		cur.blocks = append(cur.blocks, b)
+		cur.locs = append(cur.locs, loc)
+	}
+	return flush()
+}
+
+// needed returns the blocks of t that must be fetched, after handling zero
+// blocks. A new image needs every non-zero block; in place, only blocks
+// whose current content differs.
+func (r *restorer) needed(ctx context.Context, t *target) ([]int, error) {
+	var need []int
+	if !t.InPlace {
+		for b, id := range t.m.IDs {
+			if id.IsZero() {
+				r.zeros.Add(1)
+				r.done.Add(int64(t.m.BlockLen(b)))
+			} else {
+				need = append(need, b)
+			}
+		}
+		return need, nil
+	}
+	// In place: compare every block, in parallel.
+	var mu sync.Mutex
+	blocks := make([]int, len(t.m.IDs))
+	for i := range blocks {
+		blocks[i] = i
+	}
+	err := vault.Parallel(ctx, vault.Workers(), blocks, func(ctx context.Context, b int) error {
+		n := t.m.BlockLen(b)
+		off := int64(b) * int64(t.m.ChunkSize)
+		buf := make([]byte, n)
+		if _, err := t.f.ReadAt(buf, off); err != nil {
+			return fmt.Errorf("reading %s at offset %d: %w", t.Path, off, err)
+		}
+		want := t.m.IDs[b]
+		if want.IsZero() {
+			r.zeros.Add(1)
+			if !chunk.IsZeroBlock(buf) {
+				if err := r.zero(t, off, n); err != nil {
+					return err
+				}
+			} else {
+				r.same.Add(1)
+			}
+			r.done.Add(int64(n))
+			return nil
+		}
+		if r.v.Codec().Hasher().Sum(buf) == want {
+			r.same.Add(1)
+			r.done.Add(int64(n))
+			return nil
+		}
+		mu.Lock()
+		need = append(need, b)
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(need)
+	return need, nil
+}
+
+func (r *restorer) zero(t *target, off int64, n int) error {
+	if t.regular {
+		err := unix.Fallocate(int(t.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, int64(n))
+		if err == nil {
+			r.written.Add(int64(n))
+			return nil
+		}
+	}
+	if _, err := t.f.WriteAt(make([]byte, n), off); err != nil {
+		return fmt.Errorf("writing zeros to %s at offset %d: %w", t.Path, off, err)
+	}
+	r.written.Add(int64(n))
+	return nil
+}
+
+func (r *restorer) fetch(ctx context.Context, rn *run, buf []byte) ([]byte, error) {
+	name := chunk.PackName(rn.pack)
+	data, err := r.v.Store().GetRange(ctx, name, rn.start, rn.length)
+	if err != nil {
+		return buf, fmt.Errorf("restoring disk %s: reading %s: %w", rn.t.Disk.Name, name, err)
+	}
+	r.fetched.Add(rn.length)
+	t := rn.t
+	for i, b := range rn.blocks {
+		loc := rn.locs[i]
+		rel := int64(loc.Offset) - rn.start
+		id := t.m.IDs[b]
+		buf, err = r.v.Codec().DecodeBlob(buf, id, data[rel:rel+int64(loc.Length)], int(loc.RawLength))
+		if err != nil {
+			return buf, fmt.Errorf("restoring disk %s block %d: %s: %w", t.Disk.Name, b, name, err)
+		}
+		if len(buf) != t.m.BlockLen(b) {
+			return buf, fmt.Errorf("restoring disk %s block %d: chunk is %d bytes, block is %d: %w",
+				t.Disk.Name, b, len(buf), t.m.BlockLen(b), chunk.ErrCorrupt)
+		}
+		off := int64(b) * int64(t.m.ChunkSize)
+		if _, err := t.f.WriteAt(buf, off); err != nil {
+			return buf, fmt.Errorf("writing %s at offset %d: %w", t.Path, off, err)
+		}
+		r.written.Add(int64(len(buf)))
+		r.done.Add(int64(len(buf)))
+	}
+	return buf, nil
+}

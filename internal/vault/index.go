@@ -1,0 +1,241 @@
+package vault
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"lifeboat/internal/blob"
+	"lifeboat/internal/chunk"
+)
+
+// parallel runs fn for every item with n goroutines and returns the first error.
+func parallel[T any](ctx context.Context, n int, items []T, fn func(ctx context.Context, item T) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch := make(chan T)
+	var wg sync.WaitGroup
+	var once sync.Once
+	var first error
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for item := range ch {
+				if err := fn(ctx, item); err != nil {
+					once.Do(func() { first = err; cancel() })
+				}
+			}
+		}()
+	}
+feed:
+	for _, item := range items {
+		select {
+		case ch <- item:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(ch)
+	wg.Wait()
+	if first == nil && ctx.Err() != nil {
+		first = ctx.Err()
+	}
+	return first
+}
+
+// Parallel is exported for engines: run fn over items on n goroutines.
+func Parallel[T any](ctx context.Context, n int, items []T, fn func(ctx context.Context, item T) error) error {
+	return parallel(ctx, n, items, fn)
+}
+
+// LoadIndexFile reads and opens one index object.
+func (v *Vault) LoadIndexFile(ctx context.Context, id chunk.ID) (*chunk.IndexFile, error) {
+	name := ObjectName(KindIndex, id)
+	sealed, err := v.store.Get(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", name, err)
+	}
+	if chunk.ObjectID(sealed) != id {
+		return nil, fmt.Errorf("%s: content does not match its name: %w", name, chunk.ErrCorrupt)
+	}
+	f, err := v.codec.OpenIndex(sealed)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return f, nil
+}
+
+// SaveIndexFile stores an index object.
+func (v *Vault) SaveIndexFile(ctx context.Context, f *chunk.IndexFile) (chunk.ID, error) {
+	sealed := v.codec.SealIndex(f)
+	id := chunk.ObjectID(sealed)
+	if err := v.store.Put(ctx, ObjectName(KindIndex, id), sealed); err != nil {
+		return id, fmt.Errorf("writing index: %w", err)
+	}
+	return id, nil
+}
+
+// LoadIndex loads the union of all index objects, leaving out locations in
+// packs that skip reports true for (condemned packs). Index objects listed
+// in skipIndexes are not read.
+func (v *Vault) LoadIndex(ctx context.Context, skipPack func(chunk.ID) bool) (*chunk.Index, error) {
+	ids, err := v.ListIDs(ctx, KindIndex)
+	if err != nil {
+		return nil, err
+	}
+	ix := chunk.NewIndex()
+	err = parallel(ctx, 8, ids, func(ctx context.Context, id chunk.ID) error {
+		f, err := v.LoadIndexFile(ctx, id)
+		if err != nil {
+			if blob.IsNotExist(err) {
+				return nil // deleted by a prune after we listed it; its packs are indexed elsewhere
+			}
+			return err
+		}
+		for _, p := range f.Packs {
+			if skipPack != nil && skipPack(p.ID) {
+				continue
+			}
+			ix.Add(p.ID, p.Entries)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("loading index: %w", err)
+	}
+	return ix, nil
+}
+
+// ReadPackHeader reads the entries of a stored pack from its tail.
+func (v *Vault) ReadPackHeader(ctx context.Context, pack chunk.ID, size int64) ([]chunk.PackEntry, error) {
+	name := chunk.PackName(pack)
+	if size <= 0 {
+		info, err := v.store.Stat(ctx, name)
+		if err != nil {
+			return nil, fmt.Errorf("pack %s: %w", name, err)
+		}
+		size = info.Size
+	}
+	if size < 4 {
+		return nil, fmt.Errorf("%s: %d bytes is too short for a pack: %w", name, size, chunk.ErrCorrupt)
+	}
+	trailer, err := v.store.GetRange(ctx, name, size-4, 4)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", name, err)
+	}
+	hl, err := chunk.PackHeaderLength(trailer, size)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	hdr, err := v.store.GetRange(ctx, name, size-4-hl, hl)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", name, err)
+	}
+	entries, err := chunk.ParsePackHeader(v.codec, hdr, size-4-hl)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return entries, nil
+}
+
+// PackInfo is a stored pack.
+type PackInfo struct {
+	ID   chunk.ID
+	Size int64
+}
+
+// ListPacks lists every stored pack.
+func (v *Vault) ListPacks(ctx context.Context) ([]PackInfo, error) {
+	var packs []PackInfo
+	err := v.store.List(ctx, "packs/", func(i blob.Info) error {
+		id, err := chunk.ParseID(i.Name[len(i.Name)-min(64, len(i.Name)):])
+		if err != nil || chunk.PackName(id) != i.Name {
+			return fmt.Errorf("unexpected object %s under packs/", i.Name)
+		}
+		packs = append(packs, PackInfo{ID: id, Size: i.Size})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing packs: %w", err)
+	}
+	return packs, nil
+}
+
+// AdoptOrphans indexes packs that exist but no index object names (left by
+// a backup killed between uploading packs and writing their index), except
+// packs skip reports true for. It returns how many packs were adopted.
+func (v *Vault) AdoptOrphans(ctx context.Context, ix *chunk.Index, skipPack func(chunk.ID) bool) (int, error) {
+	packs, err := v.ListPacks(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var orphans []PackInfo
+	for _, p := range packs {
+		if !ix.HasPack(p.ID) && (skipPack == nil || !skipPack(p.ID)) {
+			orphans = append(orphans, p)
+		}
+	}
+	if len(orphans) == 0 {
+		return 0, nil
+	}
+	var mu sync.Mutex
+	f := &chunk.IndexFile{}
+	err = parallel(ctx, 8, orphans, func(ctx context.Context, p PackInfo) error {
+		entries, err := v.ReadPackHeader(ctx, p.ID, p.Size)
+		if err != nil {
+			if blob.IsNotExist(err) || errors.Is(err, chunk.ErrCorrupt) {
+				return nil // deleted meanwhile, or damaged: verify reports it, backup does without it
+			}
+			return err
+		}
+		mu.Lock()
+		f.Packs = append(f.Packs, chunk.IndexPack{ID: p.ID, Entries: entries})
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("adopting unindexed packs: %w", err)
+	}
+	if len(f.Packs) == 0 {
+		return 0, nil
+	}
+	if _, err := v.SaveIndexFile(ctx, f); err != nil {
+		return 0, err
+	}
+	for _, p := range f.Packs {
+		ix.Add(p.ID, p.Entries)
+	}
+	return len(f.Packs), nil
+}
+
+// ChunkReader reads chunks through an index. Safe for concurrent use.
+type ChunkReader struct {
+	v  *Vault
+	ix *chunk.Index
+}
+
+// NewChunkReader returns a reader of chunks located by ix.
+func (v *Vault) NewChunkReader(ix *chunk.Index) *ChunkReader { return &ChunkReader{v: v, ix: ix} }
+
+// Index returns the reader's index.
+func (r *ChunkReader) Index() *chunk.Index { return r.ix }
+
+// ReadChunk returns the plaintext of chunk id, checked against id, in dst.
+func (r *ChunkReader) ReadChunk(ctx context.Context, id chunk.ID, dst []byte) ([]byte, error) {
+	pack, loc, ok := r.ix.Lookup(id)
+	if !ok {
+		return nil, fmt.Errorf("chunk %s is in no index: %w", id, blob.ErrNotExist)
+	}
+	name := chunk.PackName(pack)
+	data, err := r.v.store.GetRange(ctx, name, int64(loc.Offset), int64(loc.Length))
+	if err != nil {
+		return nil, fmt.Errorf("reading chunk %s from %s: %w", id.Short(), name, err)
+	}
+	out, err := r.v.codec.DecodeBlob(dst, id, data, int(loc.RawLength))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return out, nil
+}

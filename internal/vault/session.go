@@ -1,0 +1,193 @@
+package vault
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"lifeboat/internal/blob"
+	"lifeboat/internal/chunk"
+)
+
+// Session timing (docs/format.md, "Sessions").
+const (
+	SessionRefresh = 5 * time.Minute
+	SessionExpiry  = 30 * time.Minute
+)
+
+// SessionInfo is the content of a session marker.
+type SessionInfo struct {
+	Version   int       `json:"version"`
+	Kind      string    `json:"kind"`
+	Host      string    `json:"host"`
+	PID       int       `json:"pid"`
+	Started   time.Time `json:"started"`
+	Refreshed time.Time `json:"refreshed"`
+	Name      string    `json:"-"`
+}
+
+// Session is a running operation's marker, kept fresh until End.
+type Session struct {
+	v    *Vault
+	mu   sync.Mutex
+	info SessionInfo
+	name string
+	stop chan struct{}
+	done chan struct{}
+}
+
+// StartSession writes a session marker and refreshes it in the background.
+func (v *Vault) StartSession(ctx context.Context, kind string) (*Session, error) {
+	now := v.clock.Now().UTC()
+	s := &Session{v: v, info: SessionInfo{Version: 1, Kind: kind, Host: v.host, PID: os.Getpid(), Started: now, Refreshed: now},
+		stop: make(chan struct{}), done: make(chan struct{})}
+	name, err := s.write(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.name = name
+	go s.refresh()
+	return s, nil
+}
+
+func (s *Session) write(ctx context.Context) (string, error) {
+	data, _ := json.Marshal(s.info)
+	name := "sessions/" + randomName()
+	if err := s.v.store.Put(ctx, name, data); err != nil {
+		return "", fmt.Errorf("writing session marker: %w", err)
+	}
+	return name, nil
+}
+
+func (s *Session) refresh() {
+	defer close(s.done)
+	t := time.NewTicker(SessionRefresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			s.mu.Lock()
+			s.info.Refreshed = s.v.clock.Now().UTC()
+			if name, err := s.write(ctx); err == nil {
+				old := s.name
+				s.name = name
+				s.v.store.Delete(ctx, old)
+			}
+			s.mu.Unlock()
+			cancel()
+		}
+	}
+}
+
+// End removes the marker.
+func (s *Session) End(ctx context.Context) error {
+	close(s.stop)
+	<-s.done
+	if err := s.v.store.Delete(ctx, s.name); err != nil {
+		return fmt.Errorf("removing session marker: %w", err)
+	}
+	return nil
+}
+
+// Sessions lists the session markers that are live: refreshed within
+// SessionExpiry and, for this host, held by a running process.
+func (v *Vault) Sessions(ctx context.Context) (live []SessionInfo, err error) {
+	var names []string
+	err = v.store.List(ctx, "sessions/", func(i blob.Info) error { names = append(names, i.Name); return nil })
+	if err != nil {
+		return nil, fmt.Errorf("listing sessions: %w", err)
+	}
+	now := v.clock.Now()
+	for _, name := range names {
+		data, err := v.store.Get(ctx, name)
+		if blob.IsNotExist(err) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", name, err)
+		}
+		var info SessionInfo
+		if json.Unmarshal(data, &info) != nil {
+			continue // unreadable marker: cannot belong to a running lifeboat
+		}
+		info.Name = name
+		if now.Sub(info.Refreshed) > SessionExpiry {
+			continue
+		}
+		if info.Host == v.host && !processAlive(info.PID) {
+			continue
+		}
+		live = append(live, info)
+	}
+	return live, nil
+}
+
+func processAlive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
+// Plan is a prune plan (docs/format.md, "Prune plan").
+type Plan struct {
+	Version   int        `json:"version"`
+	Created   time.Time  `json:"created"`
+	Packs     []chunk.ID `json:"packs"`
+	Indexes   []chunk.ID `json:"indexes"`
+	Manifests []chunk.ID `json:"manifests"`
+	ID        chunk.ID   `json:"-"`
+}
+
+// SavePlan stores a prune plan.
+func (v *Vault) SavePlan(ctx context.Context, p *Plan) error {
+	data, _ := json.Marshal(p)
+	id, err := v.SaveObject(ctx, KindCondemned, data)
+	p.ID = id
+	return err
+}
+
+// Plans loads every prune plan.
+func (v *Vault) Plans(ctx context.Context) ([]*Plan, error) {
+	ids, err := v.ListIDs(ctx, KindCondemned)
+	if err != nil {
+		return nil, err
+	}
+	var plans []*Plan
+	for _, id := range ids {
+		data, err := v.LoadObject(ctx, KindCondemned, id)
+		if blob.IsNotExist(err) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		p := &Plan{}
+		if err := json.Unmarshal(data, p); err != nil {
+			return nil, fmt.Errorf("%s: %w: %w", ObjectName(KindCondemned, id), chunk.ErrCorrupt, err)
+		}
+		p.ID = id
+		plans = append(plans, p)
+	}
+	return plans, nil
+}
+
+// CondemnedPacks returns the set of packs named by any plan.
+func CondemnedPacks(plans []*Plan) map[chunk.ID]bool {
+	set := map[chunk.ID]bool{}
+	for _, p := range plans {
+		for _, id := range p.Packs {
+			set[id] = true
+		}
+	}
+	return set
+}

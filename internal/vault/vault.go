@@ -1,0 +1,350 @@
+// Package vault opens and creates lifeboat vaults and gives the engines
+// their primitives: sealed metadata objects, the chunk index, packing and
+// uploading blobs, reading chunks back, sessions and prune plans
+// (docs/format.md).
+package vault
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+
+	"lifeboat/internal/blob"
+	"lifeboat/internal/chunk"
+	"lifeboat/internal/clock"
+	"lifeboat/internal/crypto"
+)
+
+// FormatVersion is the vault format this code writes and the newest it reads.
+const FormatVersion = 1
+
+// Sentinel errors callers map to messages and exit codes.
+var (
+	ErrNoVault       = errors.New("no vault at this location")
+	ErrVaultExists   = errors.New("a vault already exists at this location")
+	ErrNewerFormat   = errors.New("vault format is newer than this lifeboat understands")
+	ErrConfigChanged = errors.New("vault config does not match its key slot (tampered or mixed up)")
+)
+
+// Config is the vault's config object.
+type Config struct {
+	Format      string    `json:"format"`
+	Version     int       `json:"version"`
+	ID          string    `json:"id"`
+	Created     time.Time `json:"created"`
+	ChunkSize   int       `json:"chunk_size"`
+	PackSize    int       `json:"pack_size"`
+	Compression string    `json:"compression"`
+}
+
+// Compression settings a vault may name.
+var compressionLevels = map[string]chunk.Level{
+	"zstd-fastest": chunk.LevelFastest,
+	"zstd":         chunk.LevelDefault,
+	"zstd-better":  chunk.LevelBetter,
+}
+
+// Defaults, chosen from bench/RESULTS.md.
+const (
+	DefaultChunkSize   = 256 << 10
+	DefaultPackSize    = 16 << 20
+	DefaultCompression = "zstd-fastest"
+	MinChunkSize       = 64 << 10
+	MaxChunkSize       = 8 << 20
+)
+
+func (c *Config) validate() error {
+	if c.Format != "lifeboat-vault" {
+		return fmt.Errorf("config: format %q is not a lifeboat vault", c.Format)
+	}
+	if c.Version > FormatVersion {
+		return fmt.Errorf("vault format version %d: %w (it reads up to %d): upgrade lifeboat", c.Version, ErrNewerFormat, FormatVersion)
+	}
+	if c.Version < 1 {
+		return fmt.Errorf("config: invalid format version %d", c.Version)
+	}
+	if err := ValidChunkSize(c.ChunkSize); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if c.PackSize < 1<<20 || c.PackSize > 1<<30 {
+		return fmt.Errorf("config: pack size %d outside 1 MiB..1 GiB", c.PackSize)
+	}
+	if _, ok := compressionLevels[c.Compression]; !ok {
+		return fmt.Errorf("config: unknown compression %q", c.Compression)
+	}
+	return nil
+}
+
+// ValidChunkSize checks a chunk size is a power of two in range.
+func ValidChunkSize(n int) error {
+	if n < MinChunkSize || n > MaxChunkSize || n&(n-1) != 0 {
+		return fmt.Errorf("chunk size %d must be a power of two from 64 KiB to 8 MiB", n)
+	}
+	return nil
+}
+
+type keyPayload struct {
+	DataKey crypto.Key `json:"data_key"`
+	IDKey   crypto.Key `json:"id_key"`
+	Config  Config     `json:"config"`
+}
+
+// Vault is an open vault. Safe for concurrent use.
+type Vault struct {
+	store  blob.Store
+	cfg    Config
+	keys   keyPayload
+	codec  *chunk.Codec
+	clock  clock.Clock
+	host   string
+	kdf    crypto.KDFParams
+	upload int // parallel uploads
+}
+
+// Options tune Init and Open.
+type Options struct {
+	ChunkSize   int              // Init only; 0 = DefaultChunkSize
+	PackSize    int              // Init only; 0 = DefaultPackSize
+	Compression string           // Init only; "" = DefaultCompression
+	KDF         crypto.KDFParams // key slots written; zero = crypto.DefaultKDF
+	Clock       clock.Clock      // nil = real time
+	Uploads     int              // parallel uploads; 0 = 4
+}
+
+func (o *Options) fill() {
+	if o.Clock == nil {
+		o.Clock = clock.Real{}
+	}
+	if o.KDF == (crypto.KDFParams{}) {
+		o.KDF = crypto.DefaultKDF
+	}
+	if o.Uploads == 0 {
+		o.Uploads = 4
+	}
+}
+
+// Init creates a vault in an empty store.
+func Init(ctx context.Context, store blob.Store, passphrase []byte, opts Options) (*Vault, error) {
+	opts.fill()
+	if _, err := store.Stat(ctx, "config"); err == nil {
+		return nil, fmt.Errorf("%s: %w", store, ErrVaultExists)
+	} else if !blob.IsNotExist(err) {
+		return nil, fmt.Errorf("checking %s for a vault: %w", store, err)
+	}
+	cfg := Config{Format: "lifeboat-vault", Version: FormatVersion, Created: opts.Clock.Now().UTC().Truncate(time.Second),
+		ChunkSize: opts.ChunkSize, PackSize: opts.PackSize, Compression: opts.Compression}
+	if cfg.ChunkSize == 0 {
+		cfg.ChunkSize = DefaultChunkSize
+	}
+	if cfg.PackSize == 0 {
+		cfg.PackSize = DefaultPackSize
+	}
+	if cfg.Compression == "" {
+		cfg.Compression = DefaultCompression
+	}
+	id := make([]byte, 16)
+	rand.Read(id)
+	cfg.ID = hex.EncodeToString(id)
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	var keys keyPayload
+	var err error
+	if keys.DataKey, err = crypto.NewRandomKey(); err != nil {
+		return nil, err
+	}
+	if keys.IDKey, err = crypto.NewRandomKey(); err != nil {
+		return nil, err
+	}
+	keys.Config = cfg
+	v, err := newVault(store, cfg, keys, opts)
+	if err != nil {
+		return nil, err
+	}
+	// Key slot first, config last: a store with a config always has a key.
+	if err := v.AddPassphrase(ctx, passphrase); err != nil {
+		return nil, err
+	}
+	cj, _ := json.MarshalIndent(cfg, "", "  ")
+	if err := store.Put(ctx, "config", append(cj, '\n')); err != nil {
+		return nil, fmt.Errorf("writing config: %w", err)
+	}
+	return v, nil
+}
+
+func newVault(store blob.Store, cfg Config, keys keyPayload, opts Options) (*Vault, error) {
+	h := chunk.NewHasher(keys.IDKey)
+	codec, err := chunk.NewCodec(keys.DataKey, h, compressionLevels[cfg.Compression], cfg.ChunkSize)
+	if err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	return &Vault{store: store, cfg: cfg, keys: keys, codec: codec, clock: opts.Clock, host: host,
+		kdf: opts.KDF, upload: opts.Uploads}, nil
+}
+
+// ReadConfig reads and checks the config without a passphrase.
+func ReadConfig(ctx context.Context, store blob.Store) (Config, error) {
+	var cfg Config
+	data, err := store.Get(ctx, "config")
+	if err != nil {
+		if blob.IsNotExist(err) {
+			return cfg, fmt.Errorf("%s: %w (run 'lifeboat vault init' to create one)", store, ErrNoVault)
+		}
+		return cfg, fmt.Errorf("reading vault config: %w", err)
+	}
+	if err := json.Unmarshal(data, &cfg); err != nil {
+		return cfg, fmt.Errorf("%s: config is not valid JSON: %w: %w", store, chunk.ErrCorrupt, err)
+	}
+	if err := cfg.validate(); err != nil {
+		return cfg, fmt.Errorf("%s: %w", store, err)
+	}
+	return cfg, nil
+}
+
+// Open unlocks an existing vault.
+func Open(ctx context.Context, store blob.Store, passphrase []byte, opts Options) (*Vault, error) {
+	opts.fill()
+	cfg, err := ReadConfig(ctx, store)
+	if err != nil {
+		return nil, err
+	}
+	var slots []string
+	err = store.List(ctx, "keys/", func(i blob.Info) error { slots = append(slots, i.Name); return nil })
+	if err != nil {
+		return nil, fmt.Errorf("listing key slots: %w", err)
+	}
+	if len(slots) == 0 {
+		return nil, fmt.Errorf("%s: no key slots under keys/: %w", store, chunk.ErrCorrupt)
+	}
+	for _, name := range slots {
+		data, err := store.Get(ctx, name)
+		if err != nil {
+			return nil, fmt.Errorf("reading key slot %s: %w", name, err)
+		}
+		payload, err := crypto.OpenSlot(passphrase, data)
+		if errors.Is(err, crypto.ErrWrongPassphrase) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("key slot %s: %w", name, err)
+		}
+		var keys keyPayload
+		if err := json.Unmarshal(payload, &keys); err != nil {
+			return nil, fmt.Errorf("key slot %s: payload: %w", name, err)
+		}
+		if !keys.Config.Created.Equal(cfg.Created) || keys.Config.ID != cfg.ID || keys.Config.ChunkSize != cfg.ChunkSize ||
+			keys.Config.PackSize != cfg.PackSize || keys.Config.Compression != cfg.Compression || keys.Config.Version != cfg.Version {
+			return nil, fmt.Errorf("%s: %w", store, ErrConfigChanged)
+		}
+		return newVault(store, cfg, keys, opts)
+	}
+	return nil, fmt.Errorf("%s: %w: no key slot opens with it", store, crypto.ErrWrongPassphrase)
+}
+
+// AddPassphrase writes a new key slot for passphrase.
+func (v *Vault) AddPassphrase(ctx context.Context, passphrase []byte) error {
+	payload, _ := json.Marshal(v.keys)
+	slot, err := crypto.SealSlot(passphrase, payload, v.kdf, v.clock.Now())
+	if err != nil {
+		return fmt.Errorf("creating key slot: %w", err)
+	}
+	if err := v.store.Put(ctx, "keys/"+randomName(), slot); err != nil {
+		return fmt.Errorf("writing key slot: %w", err)
+	}
+	return nil
+}
+
+func randomName() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Store is the underlying store.
+func (v *Vault) Store() blob.Store { return v.store }
+
+// Config returns the vault config.
+func (v *Vault) Config() Config { return v.cfg }
+
+// Codec returns the vault's codec.
+func (v *Vault) Codec() *chunk.Codec { return v.codec }
+
+// Clock returns the vault's clock.
+func (v *Vault) Clock() clock.Clock { return v.clock }
+
+// Host is this machine's host name, as recorded in points and sessions.
+func (v *Vault) Host() string { return v.host }
+
+// Workers is how many CPU-bound goroutines engines should run.
+func Workers() int { return runtime.GOMAXPROCS(0) }
+
+// Kinds of sealed metadata objects.
+const (
+	KindManifest  = "manifests"
+	KindPoint     = "points"
+	KindIndex     = "index"
+	KindCondemned = "condemned"
+)
+
+var aads = map[string]string{
+	KindManifest:  "lifeboat manifest v1",
+	KindPoint:     "lifeboat point v1",
+	KindCondemned: "lifeboat condemned v1",
+}
+
+// ObjectName is the name of a content-addressed object of kind.
+func ObjectName(kind string, id chunk.ID) string { return kind + "/" + id.String() }
+
+// SaveObject seals plain as an object of kind and stores it under its hash.
+func (v *Vault) SaveObject(ctx context.Context, kind string, plain []byte) (chunk.ID, error) {
+	sealed := v.codec.SealObject(plain, aads[kind])
+	id := chunk.ObjectID(sealed)
+	if err := v.store.Put(ctx, ObjectName(kind, id), sealed); err != nil {
+		return id, fmt.Errorf("writing %s: %w", ObjectName(kind, id), err)
+	}
+	return id, nil
+}
+
+// LoadObject reads, checks and opens an object of kind.
+func (v *Vault) LoadObject(ctx context.Context, kind string, id chunk.ID) ([]byte, error) {
+	name := ObjectName(kind, id)
+	sealed, err := v.store.Get(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", name, err)
+	}
+	if chunk.ObjectID(sealed) != id {
+		return nil, fmt.Errorf("%s: content does not match its name: %w", name, chunk.ErrCorrupt)
+	}
+	plain, err := v.codec.OpenObject(sealed, aads[kind])
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return plain, nil
+}
+
+// ListIDs lists the IDs of all objects of kind. Names that are not IDs are
+// reported as an error naming them.
+func (v *Vault) ListIDs(ctx context.Context, kind string) ([]chunk.ID, error) {
+	var ids []chunk.ID
+	err := v.store.List(ctx, kind+"/", func(i blob.Info) error {
+		base := i.Name[strings.LastIndex(i.Name, "/")+1:]
+		id, err := chunk.ParseID(base)
+		if err != nil {
+			return fmt.Errorf("unexpected object %s: %w", i.Name, err)
+		}
+		ids = append(ids, id)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing %s: %w", kind, err)
+	}
+	return ids, nil
+}
