@@ -1,0 +1,405 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"lifeboat/internal/backup"
+	"lifeboat/internal/recovery"
+	"lifeboat/internal/restore"
+	"lifeboat/internal/source"
+	"lifeboat/internal/vault"
+)
+
+func (a *app) vaultCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "vault", Short: "Create and inspect vaults"}
+	var chunkSize, compression string
+	initCmd := &cobra.Command{
+		Use:   "init",
+		Short: "Create a new vault",
+		Long: `Create a new, empty vault at --vault, encrypted under the passphrase.
+
+The chunk size is fixed for the life of the vault: smaller chunks store less
+after scattered small writes, larger ones keep the index smaller. The default
+was chosen from the measurements in bench/RESULTS.md.`,
+		Example: `  LIFEBOAT_PASSWORD=secret lifeboat vault init --vault /srv/vault
+  lifeboat vault init --vault s3://backups/site-a --password-file /etc/lifeboat/pw --chunk-size 1M`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			opts := a.options()
+			if chunkSize != "" {
+				n, err := parseSize(chunkSize)
+				if err != nil {
+					return usageError{err}
+				}
+				if err := vault.ValidChunkSize(n); err != nil {
+					return usageError{err}
+				}
+				opts.ChunkSize = n
+			}
+			opts.Compression = compression
+			pw, err := a.passphrase()
+			if err != nil {
+				return err
+			}
+			store, err := openStore(ctx, a.vaultURL, true)
+			if err != nil {
+				return err
+			}
+			v, err := vault.Init(ctx, store, pw, opts)
+			if err != nil {
+				if errors.Is(err, vault.ErrVaultExists) {
+					return usageError{err}
+				}
+				return err
+			}
+			cfg := v.Config()
+			if a.jsonOut {
+				return a.printJSON(cfg)
+			}
+			a.printf("created vault %s at %s (chunk size %s, %s)\n", cfg.ID, store, size(int64(cfg.ChunkSize)), cfg.Compression)
+			return nil
+		},
+	}
+	initCmd.Flags().StringVar(&chunkSize, "chunk-size", "", "chunk size, a power of two from 64K to 8M (default 256K)")
+	initCmd.Flags().StringVar(&compression, "compression", "", "zstd-fastest (default), zstd or zstd-better")
+	cmd.AddCommand(initCmd)
+	return cmd
+}
+
+var diskNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+
+// diskSpecs turns --disk values into names and paths: NAME=PATH, or PATH
+// named by the definition's disks in order, or by the file's base name.
+func diskSpecs(values []string, def *recovery.Definition) (names, paths []string, err error) {
+	seen := map[string]bool{}
+	for i, v := range values {
+		name, path := "", v
+		if k, p, ok := strings.Cut(v, "="); ok && diskNameRE.MatchString(k) {
+			name, path = k, p
+		} else if def != nil && i < len(def.Disks) {
+			name = def.Disks[i].Name
+		} else {
+			base := filepath.Base(path)
+			name = strings.TrimSuffix(base, filepath.Ext(base))
+			if !diskNameRE.MatchString(name) {
+				name = fmt.Sprintf("disk%d", i)
+			}
+		}
+		if seen[name] {
+			return nil, nil, usageError{fmt.Errorf("two disks are named %q: name them with --disk NAME=PATH", name)}
+		}
+		seen[name] = true
+		names = append(names, name)
+		paths = append(paths, path)
+	}
+	return names, paths, nil
+}
+
+func (a *app) backupCommand() *cobra.Command {
+	var machine, definition, consistency string
+	var disks, tags []string
+	cmd := &cobra.Command{
+		Use:   "backup --machine NAME --disk PATH [--disk PATH ...]",
+		Short: "Back up every disk of a machine as one recovery point",
+		Long: `Back up the given disks of a machine into one recovery point and print its ID.
+
+Each --disk is a raw image file or a block device, optionally named as
+NAME=PATH. Without a name, disks take the names of the --definition's disks in
+order, or the file's base name. The first point of a machine stores everything;
+later ones store only the chunks the vault does not already hold, and chunks
+shared with other disks and machines are stored once.
+
+--definition is the machine's definition (JSON, schema lifeboat.machine/v1,
+see docs/definition.md): CPUs, memory, firmware, disks, NICs. It is stored in the
+point as given, and restore writes it back with the target suffix.
+
+Take the backup from a stable view: a disk that is being written while it is
+read gives a crash-consistent point at best only if it is a snapshot.`,
+		Example: `  lifeboat backup --vault /srv/vault --machine web1 --disk /var/lib/images/web1.raw
+  lifeboat backup --machine db1 --disk root=/dev/vg0/db1-root --disk data=/dev/vg0/db1-data --definition db1.json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			if machine == "" {
+				return usageError{errors.New("--machine is required")}
+			}
+			if err := recovery.ValidName("machine", machine); err != nil {
+				return usageError{err}
+			}
+			if len(disks) == 0 {
+				return usageError{errors.New("at least one --disk is required")}
+			}
+			cons, err := recovery.ParseConsistency(consistency)
+			if err != nil {
+				return usageError{err}
+			}
+			if cons != recovery.Crash {
+				return usageError{fmt.Errorf("--consistency %s needs a live machine or mounted filesystem (not supported for plain images yet)", cons)}
+			}
+			var defRaw json.RawMessage
+			var def *recovery.Definition
+			if definition != "" {
+				data, err := os.ReadFile(definition)
+				if err != nil {
+					return usageError{fmt.Errorf("reading --definition: %w", err)}
+				}
+				if def, err = recovery.ParseDefinition(data); err != nil {
+					return usageError{fmt.Errorf("%s: %w", definition, err)}
+				}
+				if def.Name != machine {
+					return usageError{fmt.Errorf("%s names machine %q, but --machine is %q", definition, def.Name, machine)}
+				}
+				defRaw = data
+			}
+			names, paths, err := diskSpecs(disks, def)
+			if err != nil {
+				return err
+			}
+			opts := backup.Options{Machine: machine, Definition: defRaw, Consistency: cons, Tags: tags,
+				Warn: func(s string) { a.warnf("%s", s) }}
+			for i, p := range paths {
+				src, err := source.OpenFile(p)
+				if err != nil {
+					return err
+				}
+				defer src.Close()
+				opts.Disks = append(opts.Disks, backup.Disk{Name: names[i], Source: src})
+			}
+			v, err := a.open(ctx)
+			if err != nil {
+				return err
+			}
+			pb := newBar(a.env.Stderr, "backup "+machine, !a.quiet)
+			opts.Progress = func(p backup.Progress) { pb.update(p.DoneBytes, p.TotalBytes, p.Elapsed, p.Final) }
+			p, err := backup.Run(ctx, v, opts)
+			if err != nil {
+				return fmt.Errorf("backup of %s: %w", machine, err)
+			}
+			if a.jsonOut {
+				return a.printJSON(pointJSON(p))
+			}
+			var newBytes int64
+			for _, d := range p.Disks {
+				newBytes += d.Stats.NewBytes
+			}
+			if !a.quiet {
+				fmt.Fprintf(a.env.Stderr, "point %s of %s: %d disk(s), %s, %s new, %s stored in %s\n", p.ID.Short(), machine,
+					len(p.Disks), size(p.Size()), size(newBytes), size(p.Stats.StoredBytes), time.Duration(p.Stats.DurationMS)*time.Millisecond)
+			}
+			a.printf("%s\n", p.ID)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&machine, "machine", "", "machine name (required)")
+	f.StringArrayVar(&disks, "disk", nil, "disk to back up: PATH or NAME=PATH (repeat for each disk)")
+	f.StringVar(&definition, "definition", "", "machine definition JSON file (schema lifeboat.machine/v1)")
+	f.StringVar(&consistency, "consistency", "crash", "consistency wanted: crash, file or app")
+	f.StringArrayVar(&tags, "tag", nil, "tag the point (repeatable)")
+	return cmd
+}
+
+type pointOut struct {
+	ID          string               `json:"id"`
+	Short       string               `json:"short_id"`
+	Machine     string               `json:"machine"`
+	Time        time.Time            `json:"time"`
+	Consistency recovery.Consistency `json:"consistency"`
+	Host        string               `json:"host"`
+	Parent      string               `json:"parent,omitempty"`
+	Tags        []string             `json:"tags,omitempty"`
+	Size        int64                `json:"size"`
+	Disks       []recovery.Disk      `json:"disks"`
+	Stats       recovery.Stats       `json:"stats"`
+}
+
+func pointJSON(p *recovery.Point) pointOut {
+	return pointOut{ID: p.ID.String(), Short: p.ID.Short(), Machine: p.Machine, Time: p.Time, Consistency: p.Consistency,
+		Host: p.Host, Parent: p.Parent, Tags: p.Tags, Size: p.Size(), Disks: p.Disks, Stats: p.Stats}
+}
+
+func (a *app) pointsCommand() *cobra.Command {
+	var machine string
+	cmd := &cobra.Command{
+		Use:   "points [--machine NAME]",
+		Short: "List recovery points",
+		Long:  "List the recovery points in the vault, oldest first, optionally of one machine.",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			v, err := a.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			points, err := recovery.List(cmd.Context(), v)
+			if err != nil {
+				return err
+			}
+			out := []pointOut{}
+			for _, p := range points {
+				if machine == "" || p.Machine == machine {
+					out = append(out, pointJSON(p))
+				}
+			}
+			if a.jsonOut {
+				return a.printJSON(out)
+			}
+			tw := tabwriter.NewWriter(a.env.Stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tTIME\tMACHINE\tCONSISTENCY\tDISKS\tSIZE\tNEW")
+			for _, p := range out {
+				var newBytes int64
+				var names []string
+				for _, d := range p.Disks {
+					newBytes += d.Stats.NewBytes
+					names = append(names, d.Name)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Short, p.Time.Local().Format("2006-01-02 15:04:05"), p.Machine,
+					p.Consistency, strings.Join(names, ","), size(p.Size), size(newBytes))
+			}
+			tw.Flush()
+			if len(out) == 0 && !a.quiet {
+				fmt.Fprintln(a.env.Stderr, "no recovery points")
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&machine, "machine", "", "only this machine's points")
+	return cmd
+}
+
+func (a *app) restoreCommand() *cobra.Command {
+	var machine, to, diskName, toFile, suffix string
+	var inPlace bool
+	cmd := &cobra.Command{
+		Use:   "restore --machine NAME POINT|latest (--to DIR | --disk NAME --to-file PATH | --in-place)",
+		Short: "Restore the disks of a recovery point",
+		Long: `Restore a recovery point of a machine.
+
+  --to DIR                 every disk as a sparse raw image DIR/NAME.raw, plus the
+                           machine definition DIR/MACHINE<suffix>.json with its name
+                           suffixed and its disks pointing at the restored images
+  --disk NAME --to-file F  one disk into a new file F
+  --in-place               revert the disks the point was taken from (their paths as
+                           recorded), reading each block and writing only those that
+                           differ; with --disk NAME --to-file F, revert F instead
+
+Existing files are never overwritten except with --in-place, which requires the
+target to have exactly the size of the disk in the point.`,
+		Example: `  lifeboat restore --vault /srv/vault --machine web1 latest --to /srv/restored
+  lifeboat restore --machine web1 3fa9c2 --disk root --to-file /tmp/root.raw
+  lifeboat restore --machine web1 latest --in-place`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			if machine == "" {
+				return usageError{errors.New("--machine is required")}
+			}
+			modes := 0
+			for _, on := range []bool{to != "", toFile != "", inPlace && toFile == ""} {
+				if on {
+					modes++
+				}
+			}
+			if modes != 1 {
+				return usageError{errors.New("give exactly one of --to DIR, --disk NAME --to-file PATH, or --in-place")}
+			}
+			if (toFile != "") != (diskName != "") && !(inPlace && diskName != "" && toFile == "") {
+				return usageError{errors.New("--to-file needs --disk NAME and --disk needs --to-file (or --in-place)")}
+			}
+			v, err := a.open(ctx)
+			if err != nil {
+				return err
+			}
+			points, err := recovery.List(ctx, v)
+			if err != nil {
+				return err
+			}
+			p, err := recovery.Find(points, machine, args[0])
+			if err != nil {
+				return err
+			}
+			var targets []restore.Target
+			files := map[string]string{}
+			for _, d := range p.Disks {
+				if diskName != "" && d.Name != diskName {
+					continue
+				}
+				t := restore.Target{Disk: d, InPlace: inPlace}
+				switch {
+				case toFile != "":
+					t.Path = toFile
+				case to != "":
+					t.Path = filepath.Join(to, d.Name+".raw")
+				default:
+					t.Path = d.Source
+				}
+				files[d.Name] = t.Path
+				targets = append(targets, t)
+			}
+			if len(targets) == 0 {
+				var names []string
+				for _, d := range p.Disks {
+					names = append(names, d.Name)
+				}
+				return fmt.Errorf("%w: point %s has no disk %q (it has %s)", recovery.ErrNoPoint, p.ID.Short(), diskName, strings.Join(names, ", "))
+			}
+			if to != "" {
+				if err := os.MkdirAll(to, 0o755); err != nil {
+					return fmt.Errorf("creating %s: %w", to, err)
+				}
+			}
+			pb := newBar(a.env.Stderr, "restore "+machine, !a.quiet)
+			st, err := restore.Run(ctx, v, p, targets, restore.Options{Progress: func(pr restore.Progress) {
+				pb.update(pr.DoneBytes, pr.TotalBytes, pr.Elapsed, pr.Final)
+			}})
+			if err != nil {
+				return fmt.Errorf("restore of %s point %s: %w", machine, p.ID.Short(), err)
+			}
+			var defPath string
+			if to != "" {
+				for name, path := range files {
+					if abs, err := filepath.Abs(path); err == nil {
+						files[name] = abs
+					}
+				}
+				def, err := recovery.RestoredDefinition(p.Definition, suffix, files)
+				if err != nil {
+					return err
+				}
+				defPath = filepath.Join(to, machine+suffix+".json")
+				if err := os.WriteFile(defPath, append(def, '\n'), 0o644); err != nil {
+					return fmt.Errorf("writing definition: %w", err)
+				}
+			}
+			if a.jsonOut {
+				return a.printJSON(map[string]any{"point": p.ID.String(), "machine": machine, "disks": files,
+					"definition": defPath, "stats": st})
+			}
+			for _, t := range targets {
+				a.printf("%s\t%s\n", t.Disk.Name, t.Path)
+			}
+			if defPath != "" {
+				a.printf("definition\t%s\n", defPath)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&machine, "machine", "", "machine name (required)")
+	f.StringVar(&to, "to", "", "directory to restore every disk into")
+	f.StringVar(&diskName, "disk", "", "restore only this disk")
+	f.StringVar(&toFile, "to-file", "", "file to restore --disk into")
+	f.BoolVar(&inPlace, "in-place", false, "revert existing disks, writing only blocks that differ")
+	f.StringVar(&suffix, "suffix", "-dr", "suffix for the restored machine's name")
+	return cmd
+}

@@ -1,0 +1,63 @@
+package cli
+
+import (
+	"context"
+	"errors"
+
+	"lifeboat/internal/blob"
+	"lifeboat/internal/chunk"
+	"lifeboat/internal/crypto"
+	"lifeboat/internal/recovery"
+	"lifeboat/internal/restore"
+	"lifeboat/internal/vault"
+)
+
+// Exit codes, documented in `lifeboat --help` and docs/cli.md.
+const (
+	ExitOK          = 0
+	ExitError       = 1  // any other failure
+	ExitUsage       = 2  // bad command line or input
+	ExitPassphrase  = 3  // wrong or missing passphrase
+	ExitNoVault     = 4  // no vault at the location
+	ExitCorrupt     = 5  // verify found problems, or data failed its checks
+	ExitNewerFormat = 6  // vault written by a newer lifeboat
+	ExitStorage     = 7  // storage unreachable or refusing
+	ExitNotFound    = 8  // no such point, machine or disk
+	ExitInterrupted = 130
+)
+
+// usageError marks errors in what the user asked for.
+type usageError struct{ error }
+
+func (u usageError) Unwrap() error { return u.error }
+
+// ErrProblemsFound is returned by verify when it found problems.
+var ErrProblemsFound = errors.New("verify found problems")
+
+// ExitCode maps an error to the process exit code: the one place that does.
+func ExitCode(err error) int {
+	var u usageError
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.As(err, &u):
+		return ExitUsage
+	case errors.Is(err, context.Canceled):
+		return ExitInterrupted
+	case errors.Is(err, crypto.ErrWrongPassphrase):
+		return ExitPassphrase
+	case errors.Is(err, vault.ErrNoVault):
+		return ExitNoVault
+	case errors.Is(err, vault.ErrNewerFormat):
+		return ExitNewerFormat
+	case errors.Is(err, ErrProblemsFound), errors.Is(err, chunk.ErrCorrupt), errors.Is(err, vault.ErrConfigChanged):
+		return ExitCorrupt
+	case errors.Is(err, recovery.ErrNoPoint), errors.Is(err, restore.ErrSizeMismatch):
+		return ExitNotFound
+	case errors.Is(err, blob.ErrNotExist):
+		return ExitCorrupt // a stored object that should be there is not
+	case errors.Is(err, blob.ErrPermanent), isNetwork(err):
+		return ExitStorage
+	}
+	return ExitError
+}

@@ -1,0 +1,217 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"lifeboat/internal/maintenance"
+	"lifeboat/internal/policy"
+)
+
+func (a *app) verifyCommand() *cobra.Command {
+	var readData bool
+	cmd := &cobra.Command{
+		Use:   "verify [--read-data]",
+		Short: "Check the vault and name every missing or corrupt object",
+		Long: `Check that every recovery point can be restored: every point, manifest and index
+object opens and authenticates, and every chunk a point references is indexed in a
+pack that exists. With --read-data, also read every pack, check it hashes to its
+name and that every chunk in it decrypts to its ID.
+
+Exits 5 and lists each problem with the object's name when anything is wrong.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			v, err := a.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			opts := maintenance.VerifyOptions{ReadData: readData}
+			pb := newBar(a.env.Stderr, "verify packs", !a.quiet)
+			if readData {
+				opts.Progress = func(done, total int64) {}
+				_ = pb
+			}
+			rep, err := maintenance.Verify(cmd.Context(), v, opts)
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				if err := a.printJSON(rep); err != nil {
+					return err
+				}
+			} else {
+				for _, w := range rep.Warnings {
+					a.warnf("%s", w)
+				}
+				for _, p := range rep.Problems {
+					a.printf("error: %s: %s\n", p.Object, p.Error)
+				}
+				a.printf("%d points, %d manifests, %d index objects, %d packs, %d chunks", rep.Points, rep.Manifests, rep.IndexObjects, rep.Packs, rep.Chunks)
+				if readData {
+					a.printf(", %s read", size(rep.ReadDataBytes))
+				}
+				a.printf(": %d problem(s)\n", len(rep.Problems))
+			}
+			if len(rep.Problems) > 0 {
+				return fmt.Errorf("%w: %d problem(s)", ErrProblemsFound, len(rep.Problems))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&readData, "read-data", false, "read and check every stored byte")
+	return cmd
+}
+
+func (a *app) forgetCommand() *cobra.Command {
+	var machine, within string
+	var r policy.Retention
+	var prune, dryRun bool
+	cmd := &cobra.Command{
+		Use:   "forget [--machine NAME] --keep-* ...",
+		Short: "Remove recovery points by retention policy",
+		Long: `Apply a retention policy to the recovery points of one machine (or of every
+machine, each on its own) and remove the points it does not keep. Points are
+grouped per machine; buckets (hour, day, ISO week, month, year) are in UTC, and
+each bucket keeps its newest point. A point is kept if any rule keeps it; points
+dated in the future are always kept. Use -1 for "every bucket".
+
+Only the points are removed: their data stays until 'lifeboat prune' (or --prune).`,
+		Example: `  lifeboat forget --machine web1 --keep-daily 7 --keep-weekly 4 --keep-monthly 12 --prune
+  lifeboat forget --keep-last 3 --keep-within 2d --dry-run`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if within != "" {
+				d, err := policy.ParseDuration(within)
+				if err != nil {
+					return usageError{fmt.Errorf("--keep-within: %w", err)}
+				}
+				r.KeepWithin = d
+			}
+			if err := r.Validate(); err != nil {
+				return usageError{err}
+			}
+			if r.Empty() {
+				return usageError{errors.New("no --keep-* rule given: refusing to forget every point")}
+			}
+			v, err := a.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			res, err := maintenance.Forget(cmd.Context(), v, machine, r, dryRun)
+			if err != nil {
+				return err
+			}
+			var pr *maintenance.PruneReport
+			if prune && !dryRun {
+				if pr, err = maintenance.Prune(cmd.Context(), v, maintenance.PruneOptions{}); err != nil {
+					return err
+				}
+			}
+			if a.jsonOut {
+				type dec struct {
+					ID      string   `json:"id"`
+					Machine string   `json:"machine"`
+					Time    string   `json:"time"`
+					Keep    bool     `json:"keep"`
+					Reasons []string `json:"reasons"`
+				}
+				out := []dec{}
+				for _, d := range res.Decisions {
+					out = append(out, dec{d.Point.ID, d.Point.Machine, d.Point.Time.Format("2006-01-02T15:04:05Z07:00"), d.Keep, d.Reasons})
+				}
+				return a.printJSON(map[string]any{"decisions": out, "removed": len(res.Removed), "dry_run": dryRun, "prune": pr})
+			}
+			tw := tabwriter.NewWriter(a.env.Stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tTIME\tMACHINE\tDECISION\tREASONS")
+			for _, d := range res.Decisions {
+				what := "remove"
+				if d.Keep {
+					what = "keep"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Point.ID[:12], d.Point.Time.Local().Format("2006-01-02 15:04:05"),
+					d.Point.Machine, what, strings.Join(d.Reasons, ","))
+			}
+			tw.Flush()
+			verb := "removed"
+			if dryRun {
+				verb = "would remove"
+				n := 0
+				for _, d := range res.Decisions {
+					if !d.Keep {
+						n++
+					}
+				}
+				a.printf("%s %d point(s)\n", verb, n)
+			} else {
+				a.printf("%s %d point(s)\n", verb, len(res.Removed))
+			}
+			if pr != nil {
+				a.printPrune(pr)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&machine, "machine", "", "only this machine's points (default: every machine, each separately)")
+	f.IntVar(&r.KeepLast, "keep-last", 0, "keep the N newest points")
+	f.IntVar(&r.KeepHourly, "keep-hourly", 0, "keep the newest point of each of the last N hours that have one")
+	f.IntVar(&r.KeepDaily, "keep-daily", 0, "keep the newest point of each of the last N days that have one")
+	f.IntVar(&r.KeepWeekly, "keep-weekly", 0, "keep the newest point of each of the last N ISO weeks that have one")
+	f.IntVar(&r.KeepMonthly, "keep-monthly", 0, "keep the newest point of each of the last N months that have one")
+	f.IntVar(&r.KeepYearly, "keep-yearly", 0, "keep the newest point of each of the last N years that have one")
+	f.StringVar(&within, "keep-within", "", "keep every point newer than this (e.g. 36h, 7d, 2w, 1y6m)")
+	f.BoolVar(&prune, "prune", false, "run prune afterwards")
+	f.BoolVar(&dryRun, "dry-run", false, "show what would be removed, remove nothing")
+	return cmd
+}
+
+func (a *app) printPrune(r *maintenance.PruneReport) {
+	a.printf("prune: %d points use %d chunks; packs: %d kept, %d repacked (%s), %d deleted (%s); %d index objects and %d manifests replaced or removed\n",
+		r.Points, r.ReferencedChunks, r.KeptPacks, r.RepackedPacks, size(r.RepackedBytes), r.DeletedPacks, size(r.DeletedBytes),
+		r.DeletedIndexes, r.DeletedManifests)
+	if r.Deferred {
+		a.printf("prune: a backup or restore that started before this prune is still running: deletion is deferred to the next prune\n")
+	}
+	if r.Note != "" {
+		a.printf("prune: %s\n", r.Note)
+	}
+}
+
+func (a *app) pruneCommand() *cobra.Command {
+	var dryRun bool
+	cmd := &cobra.Command{
+		Use:   "prune [--dry-run]",
+		Short: "Delete data no recovery point uses",
+		Long: `Delete the packs, index entries and manifests no recovery point references, and
+rewrite packs that are mostly unused. Prune is safe beside running backups and
+restores: it writes a plan first, and deletes only once every backup that
+started before the plan has finished and no new point needs what it condemns;
+otherwise the next prune finishes the plan. Run one prune per vault at a time.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			v, err := a.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			opts := maintenance.PruneOptions{DryRun: dryRun}
+			if !a.quiet && !a.jsonOut {
+				opts.Log = func(s string) { fmt.Fprintf(a.env.Stderr, "prune: %s\n", s) }
+			}
+			rep, err := maintenance.Prune(cmd.Context(), v, opts)
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				return a.printJSON(rep)
+			}
+			a.printPrune(rep)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "show what would be deleted, delete nothing")
+	return cmd
+}

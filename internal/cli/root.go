@@ -1,0 +1,181 @@
+// Package cli is the lifeboat command line. It is a library so that tests
+// run commands in-process: Main(ctx, args, stdin, stdout, stderr) returns
+// the exit code.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"lifeboat/internal/clock"
+	"lifeboat/internal/vault"
+)
+
+// Env is what a command runs with; tests replace any part.
+type Env struct {
+	Stdout, Stderr io.Writer
+	Getenv         func(string) string
+	Clock          clock.Clock
+	// KDF overrides the key-slot cost for new slots (tests use a cheap one).
+	KDF *vault.Options
+}
+
+type app struct {
+	env          Env
+	vaultURL     string
+	passwordFile string
+	jsonOut      bool
+	quiet        bool
+}
+
+// Main runs lifeboat with args (without the program name) and returns the exit code.
+func Main(ctx context.Context, args []string, env Env) int {
+	if env.Stdout == nil {
+		env.Stdout = os.Stdout
+	}
+	if env.Stderr == nil {
+		env.Stderr = os.Stderr
+	}
+	if env.Getenv == nil {
+		env.Getenv = os.Getenv
+	}
+	if env.Clock == nil {
+		env.Clock = clock.Real{}
+	}
+	a := &app{env: env}
+	root := a.rootCommand()
+	root.SetArgs(args)
+	root.SetOut(env.Stdout)
+	root.SetErr(env.Stderr)
+	err := root.ExecuteContext(ctx)
+	if err != nil {
+		code := ExitCode(err)
+		if a.jsonOut {
+			json.NewEncoder(env.Stdout).Encode(map[string]any{"error": err.Error(), "exit_code": code})
+		}
+		fmt.Fprintf(env.Stderr, "lifeboat: %v\n", err)
+		return code
+	}
+	return ExitOK
+}
+
+func (a *app) rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "lifeboat",
+		Short: "Backup and disaster recovery for virtual machine disks",
+		Long: `lifeboat backs up every disk of a machine (raw images, block devices) into an
+encrypted, deduplicated vault on a local directory or an S3 bucket, and restores them.
+
+Vault:       --vault PATH | s3://bucket/prefix   (or LIFEBOAT_VAULT)
+Passphrase:  --password-file FILE               (or LIFEBOAT_PASSWORD)
+S3:          LIFEBOAT_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION;
+             plain http:// endpoints are accepted for loopback addresses only.
+
+Exit codes:
+  0 success            1 error               2 bad usage or input
+  3 wrong passphrase   4 no vault there      5 corruption found / verify failed
+  6 vault format newer than this lifeboat    7 storage unreachable or refusing
+  8 no such point, machine or disk         130 interrupted`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRun: func(cmd *cobra.Command, args []string) {
+			if a.vaultURL == "" {
+				a.vaultURL = a.env.Getenv("LIFEBOAT_VAULT")
+			}
+		},
+	}
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.vaultURL, "vault", "", "vault location: a directory or s3://bucket/prefix (env LIFEBOAT_VAULT)")
+	pf.StringVar(&a.passwordFile, "password-file", "", "read the passphrase from this file (env LIFEBOAT_PASSWORD gives it directly)")
+	pf.BoolVar(&a.jsonOut, "json", false, "print machine-readable JSON on stdout")
+	pf.BoolVarP(&a.quiet, "quiet", "q", false, "no progress output")
+	root.AddCommand(a.vaultCommand(), a.backupCommand(), a.pointsCommand(), a.restoreCommand(),
+		a.verifyCommand(), a.forgetCommand(), a.pruneCommand())
+	return root
+}
+
+// passphrase reads the passphrase from --password-file or LIFEBOAT_PASSWORD.
+func (a *app) passphrase() ([]byte, error) {
+	if a.passwordFile != "" {
+		data, err := os.ReadFile(a.passwordFile)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("reading --password-file: %w", err)}
+		}
+		p := strings.TrimRight(string(data), "\r\n")
+		if p == "" {
+			return nil, usageError{fmt.Errorf("--password-file %s is empty", a.passwordFile)}
+		}
+		return []byte(p), nil
+	}
+	if p := a.env.Getenv("LIFEBOAT_PASSWORD"); p != "" {
+		return []byte(p), nil
+	}
+	return nil, usageError{errors.New("no passphrase: set LIFEBOAT_PASSWORD or use --password-file")}
+}
+
+func (a *app) options() vault.Options {
+	o := vault.Options{Clock: a.env.Clock}
+	if a.env.KDF != nil {
+		o.KDF = a.env.KDF.KDF
+	}
+	return o
+}
+
+// open opens the vault named by --vault.
+func (a *app) open(ctx context.Context) (*vault.Vault, error) {
+	store, err := openStore(ctx, a.vaultURL, false)
+	if err != nil {
+		return nil, err
+	}
+	// Report a missing or newer vault before asking for a passphrase.
+	if _, err := vault.ReadConfig(ctx, store); err != nil {
+		return nil, err
+	}
+	pw, err := a.passphrase()
+	if err != nil {
+		return nil, err
+	}
+	return vault.Open(ctx, store, pw, a.options())
+}
+
+func (a *app) printJSON(v any) error {
+	enc := json.NewEncoder(a.env.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func (a *app) printf(format string, args ...any) {
+	fmt.Fprintf(a.env.Stdout, format, args...)
+}
+
+func (a *app) warnf(format string, args ...any) {
+	fmt.Fprintf(a.env.Stderr, "lifeboat: warning: "+format+"\n", args...)
+}
+
+// parseSize parses "256K", "1M", "4MiB", "65536".
+func parseSize(s string) (int, error) {
+	t := strings.ToUpper(strings.TrimSpace(s))
+	t = strings.TrimSuffix(strings.TrimSuffix(t, "IB"), "B")
+	mult := 1
+	switch {
+	case strings.HasSuffix(t, "K"):
+		mult, t = 1<<10, t[:len(t)-1]
+	case strings.HasSuffix(t, "M"):
+		mult, t = 1<<20, t[:len(t)-1]
+	case strings.HasSuffix(t, "G"):
+		mult, t = 1<<30, t[:len(t)-1]
+	}
+	var n int
+	if _, err := fmt.Sscanf(t, "%d", &n); err != nil || n <= 0 || fmt.Sprint(n) != t {
+		return 0, fmt.Errorf("invalid size %q (examples: 256K, 1M, 4MiB)", s)
+	}
+	return n * mult, nil
+}

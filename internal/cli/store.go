@@ -1,0 +1,51 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"lifeboat/internal/blob"
+	"lifeboat/internal/vault"
+)
+
+// openStore opens a vault URL: a directory path or s3://bucket/prefix.
+func openStore(ctx context.Context, url string, create bool) (blob.Store, error) {
+	if url == "" {
+		return nil, usageError{errors.New("no vault given: use --vault or set LIFEBOAT_VAULT")}
+	}
+	if strings.HasPrefix(url, "s3://") {
+		cfg, err := blob.S3ConfigFromEnv(url)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		s3, err := blob.NewS3(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		return blob.NewRetry(s3, 5, 200*time.Millisecond), nil
+	}
+	if strings.Contains(url, "://") {
+		return nil, usageError{fmt.Errorf("vault %q: unsupported URL scheme (use a directory path or s3://bucket/prefix)", url)}
+	}
+	if create {
+		if err := os.MkdirAll(url, 0o700); err != nil {
+			return nil, fmt.Errorf("creating vault directory: %w", err)
+		}
+	}
+	d, err := blob.NewDir(url)
+	if blob.IsNotExist(err) {
+		return nil, fmt.Errorf("vault directory %s does not exist: %w", url, vault.ErrNoVault)
+	}
+	return d, err
+}
+
+func isNetwork(err error) bool {
+	var ne net.Error
+	var oe *net.OpError
+	return errors.As(err, &ne) || errors.As(err, &oe)
+}

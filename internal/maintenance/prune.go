@@ -1,0 +1,409 @@
+package maintenance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"lifeboat/internal/blob"
+	"lifeboat/internal/chunk"
+	"lifeboat/internal/image"
+	"lifeboat/internal/recovery"
+	"lifeboat/internal/vault"
+)
+
+// PruneOptions tune Prune.
+type PruneOptions struct {
+	DryRun bool
+	// RepackUnused is the fraction of unused bytes from which a partly used
+	// pack is rewritten; 0 means 0.1.
+	RepackUnused float64
+	// Log, if set, receives one line per step.
+	Log func(string)
+}
+
+// PruneReport says what prune found and did.
+type PruneReport struct {
+	Points           int   `json:"points"`
+	ReferencedChunks int   `json:"referenced_chunks"`
+	Packs            int   `json:"packs"`
+	KeptPacks        int   `json:"kept_packs"`
+	RepackedPacks    int   `json:"repacked_packs"`
+	DeletedPacks     int   `json:"deleted_packs"`
+	DeletedBytes     int64 `json:"deleted_bytes"`
+	RepackedBytes    int64 `json:"repacked_bytes"`
+	DeletedIndexes   int   `json:"deleted_indexes"`
+	DeletedManifests int   `json:"deleted_manifests"`
+	ResumedPlans     int   `json:"resumed_plans"`
+	// Deferred is set when a plan was written but running backups or
+	// restores started before it: the next prune completes it.
+	Deferred bool   `json:"deferred"`
+	Note     string `json:"note,omitempty"`
+}
+
+// ErrPruneRunning means another prune holds a live session on the vault.
+var ErrPruneRunning = errors.New("another prune is running on this vault")
+
+// sessionMargin covers clock differences between hosts when comparing a
+// session's start with a plan's creation.
+const sessionMargin = 2 * time.Minute
+
+type packState struct {
+	id      chunk.ID
+	size    int64
+	entries []chunk.PackEntry
+}
+
+// Prune deletes data no point references and rewrites mostly-unused packs,
+// safely beside running backups (docs/format.md, "Prune").
+func Prune(ctx context.Context, v *vault.Vault, opts PruneOptions) (*PruneReport, error) {
+	if opts.RepackUnused == 0 {
+		opts.RepackUnused = 0.1
+	}
+	logf := func(f string, a ...any) {
+		if opts.Log != nil {
+			opts.Log(fmt.Sprintf(f, a...))
+		}
+	}
+	rep := &PruneReport{}
+	live, err := v.Sessions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range live {
+		if s.Kind == "prune" {
+			return nil, fmt.Errorf("%w (host %s, pid %d, started %s)", ErrPruneRunning, s.Host, s.PID, s.Started.Format(time.RFC3339))
+		}
+	}
+	if !opts.DryRun {
+		sess, err := v.StartSession(ctx, "prune")
+		if err != nil {
+			return nil, err
+		}
+		defer sess.End(context.WithoutCancel(ctx))
+	}
+
+	// Finish what an earlier prune planned.
+	plans, err := v.Plans(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range plans {
+		if opts.DryRun {
+			rep.Note = fmt.Sprintf("%d unfinished plan(s) would be completed first", len(plans))
+			break
+		}
+		done, err := execute(ctx, v, p, rep, logf)
+		if err != nil {
+			return rep, err
+		}
+		if !done {
+			rep.Deferred = true
+			return rep, nil
+		}
+		rep.ResumedPlans++
+	}
+
+	// What exists: index objects and their packs, and every stored pack.
+	indexIDs, err := v.ListIDs(ctx, vault.KindIndex)
+	if err != nil {
+		return nil, err
+	}
+	stored, err := v.ListPacks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sizes := map[chunk.ID]int64{}
+	for _, p := range stored {
+		sizes[p.ID] = p.Size
+	}
+	packs := map[chunk.ID]*packState{}
+	for _, id := range indexIDs {
+		f, err := v.LoadIndexFile(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("prune needs every index object readable (run verify): %w", err)
+		}
+		for _, p := range f.Packs {
+			if _, ok := packs[p.ID]; ok {
+				continue
+			}
+			size, ok := sizes[p.ID]
+			if !ok {
+				logf("index names missing pack %s: dropping its entries", p.ID.Short())
+				continue
+			}
+			packs[p.ID] = &packState{id: p.ID, size: size, entries: p.Entries}
+		}
+	}
+	orphans := 0
+	for _, p := range stored {
+		if _, ok := packs[p.ID]; ok {
+			continue
+		}
+		entries, err := v.ReadPackHeader(ctx, p.ID, p.Size)
+		if err != nil {
+			if errors.Is(err, chunk.ErrCorrupt) {
+				logf("pack %s has an unreadable header and no index: deleting it", p.ID.Short())
+				entries = nil
+			} else {
+				return nil, err
+			}
+		}
+		packs[p.ID] = &packState{id: p.ID, size: p.Size, entries: entries}
+		orphans++
+	}
+	rep.Packs = len(packs)
+
+	// What is referenced.
+	refChunks, refManifests, npoints, err := referenced(ctx, v)
+	if err != nil {
+		return nil, err
+	}
+	rep.Points = npoints
+	rep.ReferencedChunks = len(refChunks)
+	manifestIDs, err := v.ListIDs(ctx, vault.KindManifest)
+	if err != nil {
+		return nil, err
+	}
+	var deadManifests []chunk.ID
+	for _, id := range manifestIDs {
+		if !refManifests[id] {
+			deadManifests = append(deadManifests, id)
+		}
+	}
+
+	// Classify packs. Each referenced chunk is owned by one pack; other
+	// copies are unused.
+	order := make([]*packState, 0, len(packs))
+	for _, p := range packs {
+		order = append(order, p)
+	}
+	sort.Slice(order, func(i, j int) bool { return order[i].id.String() < order[j].id.String() })
+	owner := map[chunk.ID]chunk.ID{}
+	for _, p := range order {
+		for _, e := range p.entries {
+			if refChunks[e.ID] {
+				if _, ok := owner[e.ID]; !ok {
+					owner[e.ID] = p.id
+				}
+			}
+		}
+	}
+	var keep, repack, drop []*packState
+	for _, p := range order {
+		var used int64
+		for _, e := range p.entries {
+			if owner[e.ID] == p.id {
+				used += int64(e.Length)
+			}
+		}
+		switch unused := p.size - used; {
+		case used == 0:
+			drop = append(drop, p)
+		case float64(unused) >= opts.RepackUnused*float64(p.size):
+			repack = append(repack, p)
+		default:
+			keep = append(keep, p)
+		}
+	}
+	rep.KeptPacks, rep.RepackedPacks, rep.DeletedPacks = len(keep), len(repack), len(drop)
+	for _, p := range drop {
+		rep.DeletedBytes += p.size
+	}
+	for _, p := range repack {
+		rep.RepackedBytes += p.size
+	}
+	rep.DeletedIndexes = len(indexIDs)
+	rep.DeletedManifests = len(deadManifests)
+	if len(drop) == 0 && len(repack) == 0 && len(deadManifests) == 0 && orphans == 0 && len(indexIDs) <= 1 {
+		rep.DeletedIndexes = 0
+		rep.Note = "nothing to prune"
+		return rep, nil
+	}
+	if opts.DryRun {
+		return rep, nil
+	}
+	logf("%d packs: keep %d, repack %d, delete %d; %d unreferenced manifests", len(order), len(keep), len(repack), len(drop), len(deadManifests))
+
+	// Repack live blobs (checked, copied sealed as they are) into new packs.
+	ix := chunk.NewIndex()
+	if len(repack) > 0 {
+		packer := v.NewPacker(ctx, ix)
+		for _, p := range repack {
+			if err := copyLive(ctx, v, p, owner, packer); err != nil {
+				packer.Abort()
+				return rep, err
+			}
+		}
+		if err := packer.Close(); err != nil {
+			return rep, err
+		}
+	}
+	// One index object for every kept pack, replacing all the old ones.
+	if len(keep) > 0 {
+		f := &chunk.IndexFile{}
+		for _, p := range keep {
+			f.Packs = append(f.Packs, chunk.IndexPack{ID: p.id, Entries: p.entries})
+		}
+		if _, err := v.SaveIndexFile(ctx, f); err != nil {
+			return rep, err
+		}
+	}
+	plan := &vault.Plan{Version: 1, Created: v.Clock().Now().UTC(), Indexes: indexIDs, Manifests: deadManifests}
+	for _, p := range append(drop, repack...) {
+		plan.Packs = append(plan.Packs, p.id)
+	}
+	if err := v.SavePlan(ctx, plan); err != nil {
+		return rep, err
+	}
+	done, err := execute(ctx, v, plan, rep, logf)
+	if err != nil {
+		return rep, err
+	}
+	rep.Deferred = !done
+	return rep, nil
+}
+
+func copyLive(ctx context.Context, v *vault.Vault, p *packState, owner map[chunk.ID]chunk.ID, packer *vault.Packer) error {
+	name := chunk.PackName(p.id)
+	data, err := v.Store().Get(ctx, name)
+	if err != nil {
+		return fmt.Errorf("repacking: reading %s: %w", name, err)
+	}
+	var buf []byte
+	for _, e := range p.entries {
+		if owner[e.ID] != p.id {
+			continue
+		}
+		if int64(e.Offset)+int64(e.Length) > int64(len(data)) {
+			return fmt.Errorf("repacking %s: entry outside the pack: %w", name, chunk.ErrCorrupt)
+		}
+		sealed := data[e.Offset : e.Offset+e.Length]
+		if buf, err = v.Codec().DecodeBlob(buf, e.ID, sealed, int(e.RawLength)); err != nil {
+			return fmt.Errorf("repacking %s (nothing was deleted; run verify --read-data): %w", name, err)
+		}
+		if err := packer.Add(e.ID, sealed, int(e.RawLength)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// referenced loads every point and returns the chunks and manifests they use.
+func referenced(ctx context.Context, v *vault.Vault) (chunks, manifests map[chunk.ID]bool, n int, err error) {
+	points, err := recovery.List(ctx, v)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	chunks, manifests = map[chunk.ID]bool{}, map[chunk.ID]bool{}
+	for _, p := range points {
+		for _, d := range p.Disks {
+			if manifests[d.Manifest] {
+				continue
+			}
+			m, err := image.Load(ctx, v, d.Manifest)
+			if err != nil {
+				return nil, nil, 0, fmt.Errorf("prune needs every point readable (run verify): point %s: %w", p.ID.Short(), err)
+			}
+			manifests[d.Manifest] = true
+			for _, id := range m.IDs {
+				if !id.IsZero() {
+					chunks[id] = true
+				}
+			}
+		}
+	}
+	return chunks, manifests, len(points), nil
+}
+
+// execute carries out a plan if no live session predates it and nothing
+// referenced depends on it; it reports whether the plan is finished.
+func execute(ctx context.Context, v *vault.Vault, plan *vault.Plan, rep *PruneReport, logf func(string, ...any)) (bool, error) {
+	live, err := v.Sessions(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, s := range live {
+		if s.Kind != "prune" && s.Started.Before(plan.Created.Add(sessionMargin)) {
+			logf("a %s on %s (pid %d) started before the prune plan: deferring deletion to a later prune", s.Kind, s.Host, s.PID)
+			return false, nil
+		}
+	}
+	// Rescue: points committed since the plan may use what it condemns.
+	chunks, manifests, _, err := referenced(ctx, v)
+	if err != nil {
+		return false, err
+	}
+	condemnedIdx := map[chunk.ID]bool{}
+	for _, id := range plan.Indexes {
+		condemnedIdx[id] = true
+	}
+	condemnedPack := map[chunk.ID]bool{}
+	for _, id := range plan.Packs {
+		condemnedPack[id] = true
+	}
+	rescue := ""
+	for _, id := range plan.Manifests {
+		if manifests[id] {
+			rescue = "manifest " + id.Short()
+		}
+	}
+	if rescue == "" {
+		ids, err := v.ListIDs(ctx, vault.KindIndex)
+		if err != nil {
+			return false, err
+		}
+		survivors := chunk.NewIndex()
+		for _, id := range ids {
+			if condemnedIdx[id] {
+				continue
+			}
+			f, err := v.LoadIndexFile(ctx, id)
+			if blob.IsNotExist(err) {
+				continue
+			}
+			if err != nil {
+				return false, err
+			}
+			for _, p := range f.Packs {
+				if !condemnedPack[p.ID] {
+					survivors.Add(p.ID, p.Entries)
+				}
+			}
+		}
+		for id := range chunks {
+			if !survivors.Has(id) {
+				rescue = "chunk " + id.Short()
+				break
+			}
+		}
+	}
+	if rescue != "" {
+		logf("a point committed since the plan uses %s: abandoning the plan", rescue)
+		err := v.Store().Delete(ctx, vault.ObjectName(vault.KindCondemned, plan.ID))
+		return err == nil, err
+	}
+	// Index objects first, then packs, manifests, and the plan last.
+	for _, id := range plan.Indexes {
+		if err := v.Store().Delete(ctx, vault.ObjectName(vault.KindIndex, id)); err != nil {
+			return false, err
+		}
+	}
+	for _, id := range plan.Packs {
+		if err := v.Store().Delete(ctx, chunk.PackName(id)); err != nil {
+			return false, err
+		}
+	}
+	for _, id := range plan.Manifests {
+		if err := v.Store().Delete(ctx, vault.ObjectName(vault.KindManifest, id)); err != nil {
+			return false, err
+		}
+	}
+	if err := v.Store().Delete(ctx, vault.ObjectName(vault.KindCondemned, plan.ID)); err != nil {
+		return false, err
+	}
+	logf("deleted %d packs, %d index objects, %d manifests", len(plan.Packs), len(plan.Indexes), len(plan.Manifests))
+	return true, nil
+}
