@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // Dir is a Store on a local directory. Objects are files; a Put writes a
@@ -89,25 +90,42 @@ func syncDir(dir string) error {
 	return nil
 }
 
-func (d *Dir) open(name string) (*os.File, error) {
+// missing reports whether a file system error means that there is no such
+// object: the file is missing, or one of its parents is missing or a file.
+func missing(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
+}
+
+// open opens the object's file. A directory is not an object: the leading
+// components of an object's name do not exist as objects.
+func (d *Dir) open(name string) (*os.File, fs.FileInfo, error) {
 	if err := ValidName(name); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	f, err := os.Open(d.path(name))
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, notExist(d, name)
+		if missing(err) {
+			return nil, nil, notExist(d, name)
 		}
-		return nil, fmt.Errorf("%s: opening %s: %w", d, name, err)
+		return nil, nil, fmt.Errorf("%s: opening %s: %w", d, name, err)
 	}
-	return f, nil
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("%s: opening %s: %w", d, name, err)
+	}
+	if st.IsDir() {
+		f.Close()
+		return nil, nil, notExist(d, name)
+	}
+	return f, st, nil
 }
 
 func (d *Dir) Get(ctx context.Context, name string) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	f, err := d.open(name)
+	f, _, err := d.open(name)
 	if err != nil {
 		return nil, err
 	}
@@ -124,39 +142,68 @@ func (d *Dir) GetRange(ctx context.Context, name string, offset, length int64) (
 		return nil, err
 	}
 	if offset < 0 || length < 0 {
-		return nil, fmt.Errorf("%s: %s: invalid range %d+%d", d, name, offset, length)
+		return nil, fmt.Errorf("%s: %s: invalid range %d+%d: %w", d, name, offset, length, ErrPermanent)
 	}
-	f, err := d.open(name)
+	f, st, err := d.open(name)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
+	if size := st.Size(); offset > size || length > size-offset {
+		return nil, fmt.Errorf("%s: %s: range %d+%d past the end of the object of %d bytes: %w",
+			d, name, offset, length, size, ErrPermanent)
+	}
 	buf := make([]byte, length)
-	n, err := f.ReadAt(buf, offset)
-	if n == len(buf) {
-		return buf, nil
+	if _, err := f.ReadAt(buf, offset); err != nil {
+		return nil, fmt.Errorf("%s: reading %s: %w", d, name, err)
 	}
-	if err == io.EOF {
-		return nil, fmt.Errorf("%s: %s: range %d+%d past the end of the object", d, name, offset, length)
-	}
-	return nil, fmt.Errorf("%s: reading %s: %w", d, name, err)
+	return buf, nil
 }
 
 func (d *Dir) Stat(ctx context.Context, name string) (Info, error) {
+	if err := ctx.Err(); err != nil {
+		return Info{}, err
+	}
 	if err := ValidName(name); err != nil {
 		return Info{}, err
 	}
 	st, err := os.Stat(d.path(name))
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
+		if missing(err) {
 			return Info{}, notExist(d, name)
 		}
 		return Info{}, fmt.Errorf("%s: %s: %w", d, name, err)
 	}
+	if st.IsDir() {
+		return Info{}, notExist(d, name)
+	}
 	return Info{Name: name, Size: st.Size()}, nil
 }
 
+// validPrefix checks that prefix can begin a valid name, so that a listing
+// cannot escape the store: the components before its last slash form a valid
+// name and the rest uses only the characters of names.
+func validPrefix(prefix string) error {
+	i := strings.LastIndex(prefix, "/")
+	if i >= 0 && ValidName(prefix[:i]) != nil {
+		return fmt.Errorf("invalid prefix %q: %w", prefix, ErrPermanent)
+	}
+	for _, r := range prefix[i+1:] {
+		ok := r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-'
+		if !ok {
+			return fmt.Errorf("invalid prefix %q: %w", prefix, ErrPermanent)
+		}
+	}
+	return nil
+}
+
 func (d *Dir) List(ctx context.Context, prefix string, fn func(Info) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := validPrefix(prefix); err != nil {
+		return fmt.Errorf("%s: listing: %w", d, err)
+	}
 	// Walk from the deepest directory the prefix names completely.
 	start := d.root
 	if i := strings.LastIndex(prefix, "/"); i >= 0 {
@@ -164,7 +211,7 @@ func (d *Dir) List(ctx context.Context, prefix string, fn func(Info) error) erro
 	}
 	err := filepath.WalkDir(start, func(p string, e fs.DirEntry, err error) error {
 		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
+			if missing(err) {
 				return nil
 			}
 			return err
@@ -205,8 +252,12 @@ func (d *Dir) Delete(ctx context.Context, name string) error {
 	if err := ValidName(name); err != nil {
 		return err
 	}
-	err := os.Remove(d.path(name))
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	p := d.path(name)
+	err := os.Remove(p)
+	if err != nil && !missing(err) {
+		if st, serr := os.Lstat(p); serr == nil && st.IsDir() {
+			return nil // a directory is not an object: nothing to delete
+		}
 		return fmt.Errorf("%s: deleting %s: %w", d, name, err)
 	}
 	return nil

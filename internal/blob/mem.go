@@ -61,7 +61,7 @@ func (m *Mem) GetRange(ctx context.Context, name string, offset, length int64) (
 	if !ok {
 		return nil, notExist(m, name)
 	}
-	if offset < 0 || length < 0 || offset+length > int64(len(data)) {
+	if size := int64(len(data)); offset < 0 || length < 0 || offset > size || length > size-offset {
 		return nil, fmt.Errorf("%s: %s: range %d+%d outside object of %d bytes: %w", m, name, offset, length, len(data), ErrPermanent)
 	}
 	return append([]byte(nil), data[offset:offset+length]...), nil

@@ -1,0 +1,544 @@
+package blob
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/minio/minio-go/v7/pkg/s3utils"
+)
+
+// S3Config locates an S3 bucket and the credentials to use it.
+type S3Config struct {
+	// Endpoint is the server's host[:port], e.g. "s3.eu-west-1.amazonaws.com"
+	// or "127.0.0.1:7070". It may also be a URL with an http:// or https://
+	// scheme, which then decides Insecure. Empty means Amazon S3.
+	Endpoint string
+	// Bucket must exist; NewS3 checks that it does.
+	Bucket string
+	// Prefix is prepended, with a slash, to every object name, so that one
+	// bucket can hold several vaults. Empty means the bucket's root; leading
+	// and trailing slashes are ignored.
+	Prefix string
+	// AccessKey and SecretKey are the credentials (AWS_ACCESS_KEY_ID and
+	// AWS_SECRET_ACCESS_KEY).
+	AccessKey string
+	SecretKey string
+	// Region is the bucket's region; empty means us-east-1.
+	Region string
+	// Insecure selects plain HTTP instead of HTTPS. NewS3 allows it only
+	// for a loopback endpoint, or when LIFEBOAT_S3_ALLOW_HTTP=1.
+	Insecure bool
+}
+
+// Environment variables read by S3ConfigFromEnv and NewS3.
+const (
+	envEndpoint  = "LIFEBOAT_S3_ENDPOINT"
+	envAllowHTTP = "LIFEBOAT_S3_ALLOW_HTTP"
+	envAccessKey = "AWS_ACCESS_KEY_ID"
+	envSecretKey = "AWS_SECRET_ACCESS_KEY"
+	envRegion    = "AWS_REGION"
+)
+
+const (
+	defaultEndpoint = "s3.amazonaws.com"
+	defaultRegion   = "us-east-1"
+	// singlePutMax is the largest object stored with one PUT request;
+	// larger ones are uploaded in parts of multipartSize. A single PUT is
+	// atomic and retried as a whole by the Retry wrapper.
+	singlePutMax  = 512 << 20
+	multipartSize = 64 << 20
+)
+
+// S3 is a Store on an S3 bucket, under an optional key prefix.
+//
+// Each method makes one attempt: transport errors and 5xx responses are
+// returned as transient errors for the Retry wrapper to handle, and
+// configuration errors (missing bucket, bad credentials) are wrapped with
+// ErrPermanent and name the bucket and what to check.
+type S3 struct {
+	client   *minio.Client
+	bucket   string
+	prefix   string // "" or ending in "/"
+	endpoint string // as given, for messages
+}
+
+// ParseS3URL splits "s3://bucket/prefix" into its bucket and its prefix,
+// which may be empty and is returned without the one trailing slash allowed.
+func ParseS3URL(rawURL string) (bucket, prefix string, err error) {
+	rest, ok := strings.CutPrefix(rawURL, "s3://")
+	if !ok {
+		return "", "", fmt.Errorf("S3 URL %q does not start with s3://", rawURL)
+	}
+	if strings.ContainsAny(rest, "?#") {
+		return "", "", fmt.Errorf("S3 URL %q: query strings and fragments are not supported", rawURL)
+	}
+	bucket, prefix, _ = strings.Cut(rest, "/")
+	if bucket == "" {
+		return "", "", fmt.Errorf("S3 URL %q has no bucket name", rawURL)
+	}
+	if err := s3utils.CheckValidBucketNameStrict(bucket); err != nil {
+		return "", "", fmt.Errorf("S3 URL %q: invalid bucket name %q: %v", rawURL, bucket, err)
+	}
+	prefix = strings.TrimSuffix(prefix, "/")
+	if err := checkKeyPrefix(prefix); err != nil {
+		return "", "", fmt.Errorf("S3 URL %q: %w", rawURL, err)
+	}
+	return bucket, prefix, nil
+}
+
+// checkKeyPrefix checks a store's key prefix: slash-separated components
+// that are not empty, "." or "..", of characters that are safe in any S3
+// key. Unlike object names it allows upper case.
+func checkKeyPrefix(prefix string) error {
+	if prefix == "" {
+		return nil
+	}
+	for _, part := range strings.Split(prefix, "/") {
+		if part == "" || part == "." || part == ".." {
+			return fmt.Errorf("invalid key prefix %q", prefix)
+		}
+		for _, r := range part {
+			ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._-", r)
+			if !ok {
+				return fmt.Errorf("invalid key prefix %q: only letters, digits, '.', '_' and '-' are allowed", prefix)
+			}
+		}
+	}
+	return nil
+}
+
+// S3ConfigFromEnv returns the configuration for the vault at an
+// "s3://bucket/prefix" URL, taking the rest from the environment:
+//
+//   - LIFEBOAT_S3_ENDPOINT: "https://host[:port]", "http://host[:port]" or
+//     a bare "host[:port]", which means HTTPS. Unset means Amazon S3.
+//   - AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY: required.
+//   - AWS_REGION: defaults to us-east-1.
+//
+// Whether plain HTTP is allowed is checked by NewS3.
+func S3ConfigFromEnv(rawURL string) (S3Config, error) {
+	bucket, prefix, err := ParseS3URL(rawURL)
+	if err != nil {
+		return S3Config{}, err
+	}
+	cfg := S3Config{
+		Bucket:    bucket,
+		Prefix:    prefix,
+		AccessKey: os.Getenv(envAccessKey),
+		SecretKey: os.Getenv(envSecretKey),
+		Region:    os.Getenv(envRegion),
+	}
+	if cfg.Region == "" {
+		cfg.Region = defaultRegion
+	}
+	if cfg.AccessKey == "" || cfg.SecretKey == "" {
+		return S3Config{}, fmt.Errorf("%s: set %s and %s to the bucket's credentials", rawURL, envAccessKey, envSecretKey)
+	}
+	if ep := os.Getenv(envEndpoint); ep != "" {
+		host, insecure, err := parseEndpoint(ep)
+		if err != nil {
+			return S3Config{}, fmt.Errorf("%s: %w", envEndpoint, err)
+		}
+		cfg.Endpoint, cfg.Insecure = host, insecure
+	}
+	return cfg, nil
+}
+
+// parseEndpoint accepts "http://host[:port]", "https://host[:port]" or a bare
+// "host[:port]" (HTTPS), and returns host[:port] and whether it is plain HTTP.
+func parseEndpoint(endpoint string) (host string, insecure bool, err error) {
+	if !strings.Contains(endpoint, "://") {
+		endpoint = "https://" + endpoint
+	}
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		return "", false, fmt.Errorf("invalid S3 endpoint %q: %w", endpoint, err)
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "", false, fmt.Errorf("invalid S3 endpoint %q: the scheme must be http or https", endpoint)
+	case u.Host == "" || u.Hostname() == "":
+		return "", false, fmt.Errorf("invalid S3 endpoint %q: no host", endpoint)
+	case u.User != nil || u.RawQuery != "" || u.Fragment != "" || strings.Trim(u.Path, "/") != "":
+		return "", false, fmt.Errorf("invalid S3 endpoint %q: want scheme://host[:port] only", endpoint)
+	}
+	return u.Host, u.Scheme == "http", nil
+}
+
+// checkPlainHTTP refuses plain HTTP to anything but a loopback address
+// ("localhost" or an IP address in 127.0.0.0/8 or ::1), unless
+// LIFEBOAT_S3_ALLOW_HTTP=1: credentials are signed, not encrypted, and the
+// data would travel in the clear.
+func checkPlainHTTP(hostport string) error {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.Trim(host, "[]")
+	if strings.EqualFold(host, "localhost") {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	if os.Getenv(envAllowHTTP) == "1" {
+		return nil
+	}
+	return fmt.Errorf("refusing plain HTTP to S3 endpoint %s: use https://, or set %s=1 to allow unencrypted traffic to a non-loopback host: %w",
+		hostport, envAllowHTTP, ErrPermanent)
+}
+
+// NewS3 connects to the bucket in cfg and checks that it exists and that the
+// credentials can reach it. A missing bucket or refused credentials are
+// wrapped with ErrPermanent.
+func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
+	if cfg.Bucket == "" {
+		return nil, fmt.Errorf("S3 store: no bucket given: %w", ErrPermanent)
+	}
+	if err := s3utils.CheckValidBucketName(cfg.Bucket); err != nil {
+		return nil, fmt.Errorf("S3 store: invalid bucket name %q: %v: %w", cfg.Bucket, err, ErrPermanent)
+	}
+	prefix := strings.Trim(cfg.Prefix, "/")
+	if err := checkKeyPrefix(prefix); err != nil {
+		return nil, fmt.Errorf("S3 store: %w: %w", err, ErrPermanent)
+	}
+	if prefix != "" {
+		prefix += "/"
+	}
+
+	endpoint, insecure := cfg.Endpoint, cfg.Insecure
+	if endpoint == "" {
+		endpoint = defaultEndpoint
+	} else if strings.Contains(endpoint, "://") {
+		host, plain, err := parseEndpoint(endpoint)
+		if err != nil {
+			return nil, fmt.Errorf("S3 store: %w: %w", err, ErrPermanent)
+		}
+		if cfg.Insecure && !plain {
+			return nil, fmt.Errorf("S3 store: endpoint %s is HTTPS but Insecure is set: %w", endpoint, ErrPermanent)
+		}
+		endpoint, insecure = host, plain
+	}
+	if insecure {
+		if err := checkPlainHTTP(endpoint); err != nil {
+			return nil, err
+		}
+	}
+	region := cfg.Region
+	if region == "" {
+		region = defaultRegion
+	}
+
+	transport, err := minio.DefaultTransport(!insecure)
+	if err != nil {
+		return nil, fmt.Errorf("S3 store: %w", err)
+	}
+	opts := &minio.Options{
+		Creds:     credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
+		Secure:    !insecure,
+		Region:    region,
+		Transport: transport,
+		// One attempt per call: retrying is the Retry wrapper's job, with
+		// its own policy and the caller's context.
+		MaxRetries: 1,
+	}
+	u := url.URL{Scheme: "https", Host: endpoint}
+	if !s3utils.IsAmazonEndpoint(u) {
+		// Custom endpoints rarely have wildcard DNS for virtual hosts.
+		opts.BucketLookup = minio.BucketLookupPath
+	}
+	client, err := minio.New(endpoint, opts)
+	if err != nil {
+		return nil, fmt.Errorf("S3 store: endpoint %q: %w: %w", endpoint, err, ErrPermanent)
+	}
+	s := &S3{client: client, bucket: cfg.Bucket, prefix: prefix, endpoint: endpoint}
+
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// check lists one key to find out whether the bucket exists and the
+// credentials may list it. A HEAD bucket request would not do: its error
+// responses have no body, so minio-go reports any 404 as NoSuchBucket, and
+// versitygw answers an unknown access key with a 404.
+func (s *S3) check(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	noOwner := false
+	objects := s.client.ListObjectsIter(ctx, s.bucket, minio.ListObjectsOptions{
+		Prefix:     s.prefix,
+		Recursive:  true,
+		MaxKeys:    1,
+		FetchOwner: &noOwner,
+	})
+	for obj := range objects {
+		if obj.Err != nil {
+			return s.wrap(ctx, "checking bucket", "", obj.Err)
+		}
+		break
+	}
+	// minio-go's iterator ends silently when the context is cancelled.
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%s: checking bucket: %w", s, err)
+	}
+	return nil
+}
+
+// String returns "s3://bucket/prefix".
+func (s *S3) String() string {
+	return "s3://" + s.bucket + "/" + strings.TrimSuffix(s.prefix, "/")
+}
+
+func (s *S3) key(name string) string { return s.prefix + name }
+
+// wrap turns a minio-go error into one of ours: ErrNotExist for a missing
+// object, ErrPermanent for errors that retrying cannot fix, the context's
+// error if the context ended, and otherwise the error itself, with the
+// store, the operation and the name.
+func (s *S3) wrap(ctx context.Context, op, name string, err error) error {
+	what := s.String() + ": " + op
+	if name != "" {
+		what += " " + name
+	}
+	if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
+		return fmt.Errorf("%s: %w (%w)", what, ctxErr, err)
+	}
+	var resp minio.ErrorResponse
+	if !errors.As(err, &resp) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	switch resp.Code {
+	case "NoSuchKey":
+		return fmt.Errorf("%s: %w", what, ErrNotExist)
+	case "NoSuchBucket":
+		return fmt.Errorf("%s: bucket %q does not exist at %s: check the bucket name and %s: %w: %w",
+			what, s.bucket, s.endpoint, envEndpoint, ErrPermanent, err)
+	case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
+		"XAdminUserNotFound": // versitygw's InvalidAccessKeyId
+		return fmt.Errorf("%s: access to bucket %q refused (%s): check %s, %s and the bucket's policy: %w: %w",
+			what, s.bucket, resp.Code, envAccessKey, envSecretKey, ErrPermanent, err)
+	case "AuthorizationHeaderMalformed", "InvalidRegion":
+		return fmt.Errorf("%s: bucket %q is in another region (%s): check %s: %w: %w",
+			what, s.bucket, resp.Code, envRegion, ErrPermanent, err)
+	case "InvalidRange":
+		return fmt.Errorf("%s: range past the end of the object: %w: %w", what, ErrPermanent, err)
+	case "InvalidArgument", "InvalidBucketName", "InvalidObjectName", "KeyTooLongError", "EntityTooLarge", "MethodNotAllowed",
+		// A file system behind the gateway (versitygw's posix backend)
+		// cannot hold both "a" and "a/b".
+		"ObjectParentIsFile", "ExistingObjectIsDirectory":
+		return fmt.Errorf("%s: %w: %w", what, ErrPermanent, err)
+	}
+	switch resp.StatusCode {
+	case http.StatusNotFound:
+		// A HEAD response has no body, so no code: minio-go calls a 404
+		// NoSuchKey only when it knows the object's name.
+		if name != "" {
+			return fmt.Errorf("%s: %w", what, ErrNotExist)
+		}
+	case http.StatusUnauthorized, http.StatusForbidden:
+		return fmt.Errorf("%s: access to bucket %q refused: check %s, %s and the bucket's policy: %w: %w",
+			what, s.bucket, envAccessKey, envSecretKey, ErrPermanent, err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// Put stores data with a single PUT, which S3 applies atomically, signed
+// with the data's SHA-256 so that the server rejects a corrupted body.
+// Objects larger than 512 MiB go up in 64 MiB parts, atomic on completion.
+func (s *S3) Put(ctx context.Context, name string, data []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := ValidName(name); err != nil {
+		return err
+	}
+	opts := minio.PutObjectOptions{ContentType: "application/octet-stream"}
+	var err error
+	if len(data) <= singlePutMax {
+		// Sign the payload's SHA-256 so that the server checks the body it
+		// received, and send Content-MD5, which buckets with object lock
+		// require. DisableContentSha256 keeps minio-go from switching to
+		// aws-chunked streaming signatures over plain HTTP.
+		sum := sha256.Sum256(data)
+		md := md5.Sum(data)
+		opts.DisableContentSha256 = true
+		_, err = minio.Core{Client: s.client}.PutObject(ctx, s.bucket, s.key(name), bytes.NewReader(data), int64(len(data)),
+			base64.StdEncoding.EncodeToString(md[:]), hex.EncodeToString(sum[:]), opts)
+	} else {
+		opts.PartSize = multipartSize
+		_, err = s.client.PutObject(ctx, s.bucket, s.key(name), bytes.NewReader(data), int64(len(data)), opts)
+	}
+	if err != nil {
+		return s.wrap(ctx, "put", name, err)
+	}
+	return nil
+}
+
+// Get returns the whole object.
+func (s *S3) Get(ctx context.Context, name string) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := ValidName(name); err != nil {
+		return nil, err
+	}
+	return s.get(ctx, "get", name, 0, -1)
+}
+
+// get returns length bytes at offset, or the whole object if length is
+// negative.
+func (s *S3) get(ctx context.Context, op, name string, offset, length int64) ([]byte, error) {
+	var opts minio.GetObjectOptions
+	if length >= 0 {
+		if err := opts.SetRange(offset, offset+length-1); err != nil {
+			return nil, fmt.Errorf("%s: %s %s: range %d+%d: %v: %w", s, op, name, offset, length, err, ErrPermanent)
+		}
+	}
+	body, info, header, err := minio.Core{Client: s.client}.GetObject(ctx, s.bucket, s.key(name), opts)
+	if err != nil {
+		return nil, s.wrap(ctx, op, name, err)
+	}
+	defer body.Close()
+	var data []byte
+	if info.Size >= 0 {
+		data = make([]byte, info.Size)
+		_, err = io.ReadFull(body, data)
+	} else {
+		data, err = io.ReadAll(body)
+	}
+	if err != nil {
+		return nil, s.wrap(ctx, op, name, fmt.Errorf("reading the response: %w", err))
+	}
+	if length < 0 {
+		return data, nil
+	}
+	if header.Get("Content-Range") == "" {
+		// The server ignored the range and sent the whole object.
+		if offset > int64(len(data)) || length > int64(len(data))-offset {
+			return nil, fmt.Errorf("%s: %s %s: range %d+%d past the end of the object of %d bytes: %w",
+				s, op, name, offset, length, len(data), ErrPermanent)
+		}
+		return data[offset : offset+length], nil
+	}
+	if int64(len(data)) != length {
+		// A range that starts inside the object but ends past it is
+		// answered with the bytes that exist.
+		return nil, fmt.Errorf("%s: %s %s: range %d+%d past the end of the object (%d bytes returned): %w",
+			s, op, name, offset, length, len(data), ErrPermanent)
+	}
+	return data, nil
+}
+
+// GetRange returns length bytes at offset with a ranged GET.
+func (s *S3) GetRange(ctx context.Context, name string, offset, length int64) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := ValidName(name); err != nil {
+		return nil, err
+	}
+	if offset < 0 || length < 0 || length > 0 && offset > (1<<63-1)-length {
+		return nil, fmt.Errorf("%s: %s: invalid range %d+%d: %w", s, name, offset, length, ErrPermanent)
+	}
+	if length == 0 {
+		// HTTP cannot ask for zero bytes; the object's size decides.
+		info, err := s.Stat(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		if offset > info.Size {
+			return nil, fmt.Errorf("%s: %s: range %d+0 past the end of the object of %d bytes: %w",
+				s, name, offset, info.Size, ErrPermanent)
+		}
+		return []byte{}, nil
+	}
+	return s.get(ctx, "get range of", name, offset, length)
+}
+
+// Stat returns the object's size with a HEAD request.
+func (s *S3) Stat(ctx context.Context, name string) (Info, error) {
+	if err := ctx.Err(); err != nil {
+		return Info{}, err
+	}
+	if err := ValidName(name); err != nil {
+		return Info{}, err
+	}
+	info, err := s.client.StatObject(ctx, s.bucket, s.key(name), minio.StatObjectOptions{})
+	if err != nil {
+		return Info{}, s.wrap(ctx, "stat", name, err)
+	}
+	return Info{Name: name, Size: info.Size}, nil
+}
+
+// List lists the keys under the store's prefix and prefix. Keys that are not
+// valid object names (directory markers, foreign objects) are skipped.
+func (s *S3) List(ctx context.Context, prefix string, fn func(Info) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := validPrefix(prefix); err != nil {
+		return fmt.Errorf("%s: listing: %w", s, err)
+	}
+	// Cancelling stops minio-go's iterator and any request it has in flight.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	noOwner := false
+	objects := s.client.ListObjectsIter(ctx, s.bucket, minio.ListObjectsOptions{
+		Prefix:     s.key(prefix),
+		Recursive:  true,
+		FetchOwner: &noOwner,
+	})
+	for obj := range objects {
+		if obj.Err != nil {
+			return s.wrap(ctx, "list", prefix, obj.Err)
+		}
+		// minio-go's iterator ends silently when the context is cancelled.
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("%s: list %s: %w", s, prefix, err)
+		}
+		name, ok := strings.CutPrefix(obj.Key, s.prefix)
+		if !ok || ValidName(name) != nil {
+			continue
+		}
+		if err := fn(Info{Name: name, Size: obj.Size}); err != nil {
+			return err
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%s: list %s: %w", s, prefix, err)
+	}
+	return nil
+}
+
+// Delete removes the object; S3 itself does not report missing objects.
+func (s *S3) Delete(ctx context.Context, name string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := ValidName(name); err != nil {
+		return err
+	}
+	err := s.client.RemoveObject(ctx, s.bucket, s.key(name), minio.RemoveObjectOptions{})
+	if err != nil {
+		if err := s.wrap(ctx, "delete", name, err); !IsNotExist(err) {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,9 @@
+//go:build !linux
+
+package s3test
+
+import "syscall"
+
+// sysProcAttr returns nil: only Linux can kill the server when the test
+// binary dies, elsewhere a crashed test may leave it running.
+func sysProcAttr() *syscall.SysProcAttr { return nil }
