@@ -15,14 +15,14 @@ import (
 // Exit codes, documented in `lifeboat --help` and docs/cli.md.
 const (
 	ExitOK          = 0
-	ExitError       = 1  // any other failure
-	ExitUsage       = 2  // bad command line or input
-	ExitPassphrase  = 3  // wrong or missing passphrase
-	ExitNoVault     = 4  // no vault at the location
-	ExitCorrupt     = 5  // verify found problems, or data failed its checks
-	ExitNewerFormat = 6  // vault written by a newer lifeboat
-	ExitStorage     = 7  // storage unreachable or refusing
-	ExitNotFound    = 8  // no such point, machine or disk
+	ExitError       = 1 // any other failure
+	ExitUsage       = 2 // bad command line or input
+	ExitPassphrase  = 3 // wrong or missing passphrase
+	ExitNoVault     = 4 // no vault at the location
+	ExitCorrupt     = 5 // verify found problems, or data failed its checks
+	ExitNewerFormat = 6 // vault written by a newer lifeboat
+	ExitStorage     = 7 // storage unreachable or refusing
+	ExitNotFound    = 8 // no such point, machine or disk
 	ExitInterrupted = 130
 )
 
