@@ -131,6 +131,11 @@ func checkKeyPrefix(prefix string) error {
 //
 // Whether plain HTTP is allowed is checked by NewS3.
 func S3ConfigFromEnv(rawURL string) (S3Config, error) {
+	return S3ConfigFrom(rawURL, os.Getenv)
+}
+
+// S3ConfigFrom is S3ConfigFromEnv with the environment read through getenv.
+func S3ConfigFrom(rawURL string, getenv func(string) string) (S3Config, error) {
 	bucket, prefix, err := ParseS3URL(rawURL)
 	if err != nil {
 		return S3Config{}, err
@@ -138,9 +143,9 @@ func S3ConfigFromEnv(rawURL string) (S3Config, error) {
 	cfg := S3Config{
 		Bucket:    bucket,
 		Prefix:    prefix,
-		AccessKey: os.Getenv(envAccessKey),
-		SecretKey: os.Getenv(envSecretKey),
-		Region:    os.Getenv(envRegion),
+		AccessKey: getenv(envAccessKey),
+		SecretKey: getenv(envSecretKey),
+		Region:    getenv(envRegion),
 	}
 	if cfg.Region == "" {
 		cfg.Region = defaultRegion
@@ -148,7 +153,7 @@ func S3ConfigFromEnv(rawURL string) (S3Config, error) {
 	if cfg.AccessKey == "" || cfg.SecretKey == "" {
 		return S3Config{}, fmt.Errorf("%s: set %s and %s to the bucket's credentials", rawURL, envAccessKey, envSecretKey)
 	}
-	if ep := os.Getenv(envEndpoint); ep != "" {
+	if ep := getenv(envEndpoint); ep != "" {
 		host, insecure, err := parseEndpoint(ep)
 		if err != nil {
 			return S3Config{}, fmt.Errorf("%s: %w", envEndpoint, err)

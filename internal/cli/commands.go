@@ -52,7 +52,7 @@ was chosen from the measurements in bench/RESULTS.md.`,
 			if err != nil {
 				return err
 			}
-			store, err := openStore(ctx, a.vaultURL, true)
+			store, err := openStore(ctx, a.vaultURL, true, a.env.Getenv)
 			if err != nil {
 				return err
 			}

@@ -131,7 +131,7 @@ func (a *app) options() vault.Options {
 
 // open opens the vault named by --vault.
 func (a *app) open(ctx context.Context) (*vault.Vault, error) {
-	store, err := openStore(ctx, a.vaultURL, false)
+	store, err := openStore(ctx, a.vaultURL, false, a.env.Getenv)
 	if err != nil {
 		return nil, err
 	}

@@ -14,12 +14,12 @@ import (
 )
 
 // openStore opens a vault URL: a directory path or s3://bucket/prefix.
-func openStore(ctx context.Context, url string, create bool) (blob.Store, error) {
+func openStore(ctx context.Context, url string, create bool, getenv func(string) string) (blob.Store, error) {
 	if url == "" {
 		return nil, usageError{errors.New("no vault given: use --vault or set LIFEBOAT_VAULT")}
 	}
 	if strings.HasPrefix(url, "s3://") {
-		cfg, err := blob.S3ConfigFromEnv(url)
+		cfg, err := blob.S3ConfigFrom(url, getenv)
 		if err != nil {
 			return nil, usageError{err}
 		}
