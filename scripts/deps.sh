@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what lifeboat's demo and tests need on a Debian machine: Go
+# modules, e2fsprogs (mkfs.ext4 for real disk images) and versitygw (a real
+# S3 server for the S3 tests). Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v mkfs.ext4 >/dev/null 2>&1 || need_apt+=(e2fsprogs)
+command -v go >/dev/null 2>&1 || need_apt+=(golang-go)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+[ -x /usr/local/go/bin/go ] && export PATH="/usr/local/go/bin:$PATH"
+
+go mod download
+GOBIN_DIR="$(go env GOPATH)/bin"
+if ! command -v versitygw >/dev/null 2>&1 && [ ! -x "$GOBIN_DIR/versitygw" ]; then
+  echo "installing versitygw v1.8.0 (S3 server for tests)..." >&2
+  GOFLAGS=-mod=mod go install github.com/versity/versitygw/cmd/versitygw@v1.8.0
+fi

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what it needs, then vet and the race-enabled
+# tests. S3 tests run against a real versitygw and refuse to skip here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/deps.sh
+[ -x /usr/local/go/bin/go ] && export PATH="/usr/local/go/bin:$PATH"
+export PATH="$(go env GOPATH)/bin:$PATH"
+export LIFEBOAT_REQUIRE_S3=1
+
+unformatted=$(gofmt -l cmd internal e2e)
+if [ -n "$unformatted" ]; then
+  echo "gofmt would change: $unformatted" >&2
+  exit 1
+fi
+go vet ./...
+go test -race -timeout 30m "$@" ./...
