@@ -152,12 +152,21 @@ func DecodeIndexFile(b []byte) (*IndexFile, error) {
 	if len(b) != ne*48 {
 		return nil, fmt.Errorf("index: %d bytes for %d entries: %w", len(b), ne, ErrCorrupt)
 	}
+	// Size each pack's entry list exactly: index objects can hold millions.
+	counts := make([]int, np)
 	for i := 0; i < ne; i++ {
-		e := b[i*48 : i*48+48]
-		n := binary.LittleEndian.Uint32(e[32:])
+		n := binary.LittleEndian.Uint32(b[i*48+32:])
 		if int(n) >= np {
 			return nil, fmt.Errorf("index: entry %d names pack %d of %d: %w", i, n, np, ErrCorrupt)
 		}
+		counts[n]++
+	}
+	for i, c := range counts {
+		f.Packs[i].Entries = make([]PackEntry, 0, c)
+	}
+	for i := 0; i < ne; i++ {
+		e := b[i*48 : i*48+48]
+		n := binary.LittleEndian.Uint32(e[32:])
 		var pe PackEntry
 		pe.Type = TypeData
 		copy(pe.ID[:], e[:32])

@@ -181,21 +181,24 @@ func Prune(ctx context.Context, v *vault.Vault, opts PruneOptions) (*PruneReport
 		order = append(order, p)
 	}
 	sort.Slice(order, func(i, j int) bool { return order[i].id.String() < order[j].id.String() })
-	owner := map[chunk.ID]chunk.ID{}
-	for _, p := range order {
+	// owner numbers the pack (1-based, in order) that keeps each referenced
+	// chunk; one map for both "referenced" and "owned by" keeps memory at
+	// one entry per chunk.
+	owner := refChunks
+	for n, p := range order {
 		for _, e := range p.entries {
-			if refChunks[e.ID] {
-				if _, ok := owner[e.ID]; !ok {
-					owner[e.ID] = p.id
-				}
+			if o, ok := owner[e.ID]; ok && o == 0 {
+				owner[e.ID] = uint32(n + 1)
 			}
 		}
 	}
+	num := map[chunk.ID]uint32{}
 	var keep, repack, drop []*packState
-	for _, p := range order {
+	for n, p := range order {
+		num[p.id] = uint32(n + 1)
 		var used int64
 		for _, e := range p.entries {
-			if owner[e.ID] == p.id {
+			if owner[e.ID] == uint32(n+1) {
 				used += int64(e.Length)
 			}
 		}
@@ -232,7 +235,7 @@ func Prune(ctx context.Context, v *vault.Vault, opts PruneOptions) (*PruneReport
 	if len(repack) > 0 {
 		packer := v.NewPacker(ctx, ix)
 		for _, p := range repack {
-			if err := copyLive(ctx, v, p, owner, packer); err != nil {
+			if err := copyLive(ctx, v, p, owner, num[p.id], packer); err != nil {
 				packer.Abort()
 				return rep, err
 			}
@@ -258,6 +261,9 @@ func Prune(ctx context.Context, v *vault.Vault, opts PruneOptions) (*PruneReport
 	if err := v.SavePlan(ctx, plan); err != nil {
 		return rep, err
 	}
+	// Let the collector have this prune's tables before the rescue check
+	// builds its own.
+	packs, order, keep, repack, drop, owner, refChunks, num = nil, nil, nil, nil, nil, nil, nil, nil
 	done, err := execute(ctx, v, plan, rep, logf)
 	if err != nil {
 		return rep, err
@@ -266,7 +272,7 @@ func Prune(ctx context.Context, v *vault.Vault, opts PruneOptions) (*PruneReport
 	return rep, nil
 }
 
-func copyLive(ctx context.Context, v *vault.Vault, p *packState, owner map[chunk.ID]chunk.ID, packer *vault.Packer) error {
+func copyLive(ctx context.Context, v *vault.Vault, p *packState, owner map[chunk.ID]uint32, num uint32, packer *vault.Packer) error {
 	name := chunk.PackName(p.id)
 	data, err := v.Store().Get(ctx, name)
 	if err != nil {
@@ -274,7 +280,7 @@ func copyLive(ctx context.Context, v *vault.Vault, p *packState, owner map[chunk
 	}
 	var buf []byte
 	for _, e := range p.entries {
-		if owner[e.ID] != p.id {
+		if owner[e.ID] != num {
 			continue
 		}
 		if int64(e.Offset)+int64(e.Length) > int64(len(data)) {
@@ -292,12 +298,12 @@ func copyLive(ctx context.Context, v *vault.Vault, p *packState, owner map[chunk
 }
 
 // referenced loads every point and returns the chunks and manifests they use.
-func referenced(ctx context.Context, v *vault.Vault) (chunks, manifests map[chunk.ID]bool, n int, err error) {
+func referenced(ctx context.Context, v *vault.Vault) (chunks map[chunk.ID]uint32, manifests map[chunk.ID]bool, n int, err error) {
 	points, err := recovery.List(ctx, v)
 	if err != nil {
 		return nil, nil, 0, err
 	}
-	chunks, manifests = map[chunk.ID]bool{}, map[chunk.ID]bool{}
+	chunks, manifests = map[chunk.ID]uint32{}, map[chunk.ID]bool{}
 	for _, p := range points {
 		for _, d := range p.Disks {
 			if manifests[d.Manifest] {
@@ -310,7 +316,7 @@ func referenced(ctx context.Context, v *vault.Vault) (chunks, manifests map[chun
 			manifests[d.Manifest] = true
 			for _, id := range m.IDs {
 				if !id.IsZero() {
-					chunks[id] = true
+					chunks[id] = 0
 				}
 			}
 		}
@@ -355,7 +361,8 @@ func execute(ctx context.Context, v *vault.Vault, plan *vault.Plan, rep *PruneRe
 		if err != nil {
 			return false, err
 		}
-		survivors := chunk.NewIndex()
+		// Strike every referenced chunk a surviving location holds; any
+		// left over would be lost.
 		for _, id := range ids {
 			if condemnedIdx[id] {
 				continue
@@ -369,15 +376,15 @@ func execute(ctx context.Context, v *vault.Vault, plan *vault.Plan, rep *PruneRe
 			}
 			for _, p := range f.Packs {
 				if !condemnedPack[p.ID] {
-					survivors.Add(p.ID, p.Entries)
+					for _, e := range p.Entries {
+						delete(chunks, e.ID)
+					}
 				}
 			}
 		}
 		for id := range chunks {
-			if !survivors.Has(id) {
-				rescue = "chunk " + id.Short()
-				break
-			}
+			rescue = "chunk " + id.Short()
+			break
 		}
 	}
 	if rescue != "" {
