@@ -150,6 +150,13 @@ func scenario(t *testing.T, r *run) {
 	sameFile(t, keep1, root)
 
 	r.ok("verify", "--read-data")
+	// Passphrase change: the new one opens, the old one no longer does.
+	r.env["LIFEBOAT_NEW_PASSWORD"] = "new pw"
+	r.ok("vault", "passwd")
+	if _, errs, code := r.lifeboat("points"); code != cli.ExitPassphrase {
+		t.Fatalf("old passphrase after passwd: exit %d %s", code, errs)
+	}
+	r.env["LIFEBOAT_PASSWORD"] = "new pw"
 	r.ok("forget", "--machine", "web1", "--keep-last", "1", "--prune")
 	r.ok("verify", "--read-data")
 	json.Unmarshal([]byte(r.ok("points", "--json")), &points)

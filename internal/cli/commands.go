@@ -73,7 +73,44 @@ was chosen from the measurements in bench/RESULTS.md.`,
 	}
 	initCmd.Flags().StringVar(&chunkSize, "chunk-size", "", "chunk size, a power of two from 64K to 8M (default 256K)")
 	initCmd.Flags().StringVar(&compression, "compression", "", "zstd-fastest (default), zstd or zstd-better")
-	cmd.AddCommand(initCmd)
+	var newFile string
+	passwd := &cobra.Command{
+		Use:   "passwd --new-password-file FILE",
+		Short: "Change the vault passphrase",
+		Long: `Change the vault passphrase: a new key slot wraps the vault keys under the new
+passphrase, then the slot opened with the old one is deleted. No data is
+re-encrypted, so this is instant on any vault size. The new passphrase comes
+from --new-password-file or LIFEBOAT_NEW_PASSWORD.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var np string
+			if newFile != "" {
+				data, err := os.ReadFile(newFile)
+				if err != nil {
+					return usageError{fmt.Errorf("reading --new-password-file: %w", err)}
+				}
+				np = strings.TrimRight(string(data), "\r\n")
+			} else {
+				np = a.env.Getenv("LIFEBOAT_NEW_PASSWORD")
+			}
+			if np == "" {
+				return usageError{errors.New("no new passphrase: use --new-password-file or LIFEBOAT_NEW_PASSWORD")}
+			}
+			v, err := a.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if err := v.ChangePassphrase(cmd.Context(), []byte(np)); err != nil {
+				return err
+			}
+			if !a.quiet {
+				fmt.Fprintln(a.env.Stderr, "passphrase changed")
+			}
+			return nil
+		},
+	}
+	passwd.Flags().StringVar(&newFile, "new-password-file", "", "read the new passphrase from this file")
+	cmd.AddCommand(initCmd, passwd)
 	return cmd
 }
 

@@ -105,7 +105,8 @@ type Vault struct {
 	clock  clock.Clock
 	host   string
 	kdf    crypto.KDFParams
-	upload int // parallel uploads
+	upload int    // parallel uploads
+	slot   string // the key slot this vault was opened with
 }
 
 // Options tune Init and Open.
@@ -244,9 +245,28 @@ func Open(ctx context.Context, store blob.Store, passphrase []byte, opts Options
 			keys.Config.PackSize != cfg.PackSize || keys.Config.Compression != cfg.Compression || keys.Config.Version != cfg.Version {
 			return nil, fmt.Errorf("%s: %w", store, ErrConfigChanged)
 		}
-		return newVault(store, cfg, keys, opts)
+		v, err := newVault(store, cfg, keys, opts)
+		if v != nil {
+			v.slot = name
+		}
+		return v, err
 	}
 	return nil, fmt.Errorf("%s: %w: no key slot opens with it", store, crypto.ErrWrongPassphrase)
+}
+
+// ChangePassphrase adds a key slot for the new passphrase, then deletes the
+// slot the vault was opened with. No data is re-encrypted.
+func (v *Vault) ChangePassphrase(ctx context.Context, newPassphrase []byte) error {
+	old := v.slot
+	if err := v.AddPassphrase(ctx, newPassphrase); err != nil {
+		return err
+	}
+	if old != "" {
+		if err := v.store.Delete(ctx, old); err != nil {
+			return fmt.Errorf("new passphrase added, but removing the old key slot %s failed (both work): %w", old, err)
+		}
+	}
+	return nil
 }
 
 // AddPassphrase writes a new key slot for passphrase.
@@ -256,9 +276,11 @@ func (v *Vault) AddPassphrase(ctx context.Context, passphrase []byte) error {
 	if err != nil {
 		return fmt.Errorf("creating key slot: %w", err)
 	}
-	if err := v.store.Put(ctx, "keys/"+randomName(), slot); err != nil {
+	name := "keys/" + randomName()
+	if err := v.store.Put(ctx, name, slot); err != nil {
 		return fmt.Errorf("writing key slot: %w", err)
 	}
+	v.slot = name
 	return nil
 }
 
