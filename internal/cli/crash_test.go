@@ -133,13 +133,18 @@ func TestCrashKillBackup(t *testing.T) {
 	target := filepath.Join(work, "state2.img")
 	sparseCopy(t, img, target)
 
-	// What an uninterrupted backup of that state does.
+	// What an uninterrupted backup of that state does, and how long it
+	// takes once the page cache is warm.
 	measure := filepath.Join(work, "measure")
-	linkCopy(t, base, measure)
-	start := time.Now()
-	full := parsePoint(t, mustRun(t, backupArgs(measure)...))
-	fullTime := time.Since(start)
-	os.RemoveAll(measure)
+	var full pointInfo
+	fullTime := time.Hour
+	for i := 0; i < 2; i++ {
+		linkCopy(t, base, measure)
+		start := time.Now()
+		full = parsePoint(t, mustRun(t, backupArgs(measure)...))
+		fullTime = min(fullTime, time.Since(start))
+		os.RemoveAll(measure)
+	}
 	t.Logf("full backup: %v, %d new bytes, %d stored bytes in %d packs", fullTime, full.newBytes(), full.Stats.StoredBytes, full.Stats.Packs)
 	if full.Stats.Packs < 3 {
 		t.Fatalf("the backup under test stores only %d packs: too little to interrupt", full.Stats.Packs)

@@ -212,7 +212,7 @@ func initVault(t testing.TB, dir string, packSize int) {
 	}
 }
 
-// openVault opens the vault at dir (or on store, if not nil).
+// openVault opens the vault on store with the test passphrase.
 func openVault(t testing.TB, store blob.Store) *vault.Vault {
 	t.Helper()
 	v, err := vault.Open(context.Background(), store, []byte(testPassphrase), vault.Options{KDF: cheapKDF})
@@ -383,7 +383,7 @@ func compareFiles(want, got string) error {
 	return nil
 }
 
-// fileHash is a cheap fingerprint of a file, to check one is unchanged.
+// fileBytes returns the content of a file.
 func fileBytes(t testing.TB, path string) []byte {
 	t.Helper()
 	data, err := os.ReadFile(path)

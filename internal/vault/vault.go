@@ -205,6 +205,9 @@ func ReadConfig(ctx context.Context, store blob.Store) (Config, error) {
 		return cfg, fmt.Errorf("%s: config is not valid JSON: %w: %w", store, chunk.ErrCorrupt, err)
 	}
 	if err := cfg.validate(); err != nil {
+		if !errors.Is(err, ErrNewerFormat) {
+			err = fmt.Errorf("%w: %w", err, chunk.ErrCorrupt)
+		}
 		return cfg, fmt.Errorf("%s: %w", store, err)
 	}
 	return cfg, nil
@@ -225,6 +228,8 @@ func Open(ctx context.Context, store blob.Store, passphrase []byte, opts Options
 	if len(slots) == 0 {
 		return nil, fmt.Errorf("%s: no key slots under keys/: %w", store, chunk.ErrCorrupt)
 	}
+	// A damaged slot must not lock out a passphrase another slot opens.
+	var damaged []string
 	for _, name := range slots {
 		data, err := store.Get(ctx, name)
 		if err != nil {
@@ -235,7 +240,8 @@ func Open(ctx context.Context, store blob.Store, passphrase []byte, opts Options
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("key slot %s: %w", name, err)
+			damaged = append(damaged, fmt.Sprintf("key slot %s: %v", name, err))
+			continue
 		}
 		var keys keyPayload
 		if err := json.Unmarshal(payload, &keys); err != nil {
@@ -251,7 +257,11 @@ func Open(ctx context.Context, store blob.Store, passphrase []byte, opts Options
 		}
 		return v, err
 	}
-	return nil, fmt.Errorf("%s: %w: no key slot opens with it", store, crypto.ErrWrongPassphrase)
+	if len(damaged) > 0 {
+		return nil, fmt.Errorf("%s: no key slot opens with this passphrase, and %s: %w", store, strings.Join(damaged, "; "), chunk.ErrCorrupt)
+	}
+	// A damaged slot fails its tag like a wrong passphrase: name the slots.
+	return nil, fmt.Errorf("%s: %w: no key slot opens with it (tried %s)", store, crypto.ErrWrongPassphrase, strings.Join(slots, ", "))
 }
 
 // ChangePassphrase adds a key slot for the new passphrase, then deletes the
