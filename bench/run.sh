@@ -8,9 +8,11 @@
 #   bench/run.sh chunksizes [--runs N] [--compression C]
 #       lifeboat only, for chunk sizes 64K 128K 256K 512K 1M 4M (CHUNK_SIZES overrides)
 #   bench/run.sh memory [--chunk-size SIZE] [--compression C]
-#       peak RSS of lifeboat backup and restore for 1 GiB and 4 GiB dense random
-#       disks (MEM_SIZES_GIB overrides, e.g. "1 4 8") and the 4 GiB ext4 image
+#       peak RSS of lifeboat backup (into an empty vault, then unchanged) and restore
+#       for 1 GiB and 4 GiB dense seeded random disks (MEM_SIZES_GIB overrides, e.g.
+#       "1 4 16") and the 4 GiB ext4 image
 #
+# RESTORE_DIR=/dev/shm makes compare restore into tmpfs (takes the disk out of the restore).
 # Everything happens in bench/work/ (gitignored). The ext4 image is built once and
 # reused (delete bench/work/image.orig to rebuild it). Runs are warm-cache: the
 # page cache cannot be dropped reliably here, so the image (and the vault/repo for
@@ -22,6 +24,7 @@ ROOT=$(dirname "$HERE")
 WORK=$HERE/work
 LB=$WORK/lifeboat
 LOGS=$WORK/logs
+RESTORE_DIR=${RESTORE_DIR:-$WORK}   # where compare restores to (e.g. /dev/shm to leave the disk out)
 
 IMAGE_SIZE=$((4 << 30))
 RANDOM_FILE_SIZE=$((256 << 20))
@@ -77,6 +80,10 @@ ensure_deps() {
 build_lifeboat() {
 	log "building lifeboat"
 	(cd "$ROOT" && go build -o "$LB" ./cmd/lifeboat)
+	LB_REV=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
+	if [ -n "$(cd "$ROOT" && git status --porcelain --untracked-files=no -- cmd internal go.mod go.sum 2>/dev/null)" ]; then
+		LB_REV="$LB_REV + uncommitted changes in cmd/ or internal/"
+	fi
 }
 
 # build_image: bench/work/image.orig, a sparse 4 GiB ext4 filesystem holding copies
@@ -166,8 +173,10 @@ lb_init_args() {
 machine_info() {
 	echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, $(free -g | awk '/^Mem:/{print $2}') GiB RAM, kernel $(uname -r)"
 	echo "         $(go version), $(restic version | head -1)"
+	echo "         lifeboat built from commit $LB_REV"
 	echo "note: warm-cache runs: the page cache is not dropped; the image (and the vault or repository"
 	echo "      for restores) is in memory for both tools alike. Throughput = image size / seconds."
+	echo "      restores are written to $RESTORE_DIR"
 }
 
 # ---------------------------------------------------------------------------
@@ -178,7 +187,7 @@ compare_once() {
 	local r=$1 img=$WORK/image.raw repo=$WORK/restic-repo tools t
 	VAULT=$WORK/vault
 	if [ $((r % 2)) -eq 1 ]; then tools="lb restic"; else tools="restic lb"; fi
-	rm -rf "$VAULT" "$repo" "$RESTIC_CACHE_DIR" "$WORK/restore-lb.raw" "$WORK/restore-restic"
+	rm -rf "$VAULT" "$repo" "$RESTIC_CACHE_DIR" "$RESTORE_DIR/restore-lb.raw" "$RESTORE_DIR/restore-restic"
 	fresh_copy "$img"
 	log "round $r: init (untimed), order: $tools; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 	# shellcheck disable=SC2046
@@ -203,19 +212,28 @@ compare_once() {
 	done
 	VS[lb-incr.$r]=$(size_of "$VAULT"); VS[restic-incr.$r]=$(size_of "$repo")
 
+	# each restore is checked with cmp and deleted before the other tool restores, so
+	# that neither restores while the other's output is still being written back
+	local rr
 	for t in $tools; do
 		case $t in
-		lb) timed "lb-restore.$r" "$LB" --vault "$VAULT" restore --machine "$MACHINE" latest --disk "$DISK" --to-file "$WORK/restore-lb.raw" ;;
-		restic) timed "restic-restore.$r" restic -r "$repo" restore latest --target "$WORK/restore-restic" ;;
+		lb)
+			timed "lb-restore.$r" "$LB" --vault "$VAULT" restore --machine "$MACHINE" latest --disk "$DISK" --to-file "$RESTORE_DIR/restore-lb.raw"
+			cmp "$img" "$RESTORE_DIR/restore-lb.raw"
+			VS[lb-alloc.$r]=$(du -B1 "$RESTORE_DIR/restore-lb.raw" | cut -f1)
+			rm -f "$RESTORE_DIR/restore-lb.raw"
+			;;
+		restic)
+			timed "restic-restore.$r" restic -r "$repo" restore latest --target "$RESTORE_DIR/restore-restic"
+			rr=$(find "$RESTORE_DIR/restore-restic" -type f -name image.raw | head -1)
+			cmp "$img" "$rr"
+			VS[restic-alloc.$r]=$(du -B1 "$rr" | cut -f1)
+			rm -rf "$RESTORE_DIR/restore-restic"
+			;;
 		esac
+		sync
 	done
-	local rr
-	rr=$(find "$WORK/restore-restic" -type f -name image.raw | head -1)
-	cmp "$img" "$WORK/restore-lb.raw"
-	cmp "$img" "$rr"
 	log "round $r: both restores are byte-identical to the changed image"
-	VS[lb-alloc.$r]=$(du -B1 "$WORK/restore-lb.raw" | cut -f1); VS[restic-alloc.$r]=$(du -B1 "$rr" | cut -f1)
-	rm -rf "$WORK/restore-lb.raw" "$WORK/restore-restic"
 	for t in lb restic; do
 		SECS[$t-rsync.$r]=$(echo "${SECS[$t-restore.$r]} + ${SYNC[$t-restore.$r]}" | bc -l | sed 's/^\./0./')
 	done
@@ -320,9 +338,10 @@ chunksizes() {
 	local sizes=${CHUNK_SIZES:-64K 128K 256K 512K 1M 4M}
 	local img=$WORK/image.raw
 	local cs r rows=()
-	for cs in $sizes; do
-		VAULT=$WORK/vault-$cs
-		for ((r = 1; r <= RUNS; r++)); do
+	# round-major, so that changing load on the machine spreads over every size
+	for ((r = 1; r <= RUNS; r++)); do
+		for cs in $sizes; do
+			VAULT=$WORK/vault-$cs
 			log "chunk size $cs, round $r; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 			rm -rf "$VAULT" "$WORK/restore-lb.raw"
 			fresh_copy "$img"
@@ -341,7 +360,10 @@ chunksizes() {
 			cmp "$img" "$WORK/restore-lb.raw"
 			rm -f "$WORK/restore-lb.raw"
 			VS[cs-$cs-files.$r]=$(find "$VAULT" -type f | wc -l)
+			rm -rf "$VAULT"
 		done
+	done
+	for cs in $sizes; do
 		local f i re
 		f=$(agg SECS "cs-$cs-full" median); i=$(agg SECS "cs-$cs-incr" median); re=$(agg SECS "cs-$cs-restore" median)
 		rows+=("$(printf '%-6s %7s %6s %7s %6s %7s %7s %7s %6s %7s %6s %11s %11s %11s %6s %6s %6s' "$cs" \
@@ -351,7 +373,6 @@ chunksizes() {
 			"$(agg VS "cs-$cs-full" median)" "$(agg VS "cs-$cs-added" median)" "$(agg VS "cs-$cs-total" median)" \
 			"$(agg VS "cs-$cs-files" median)" \
 			"$(($(agg RSS "cs-$cs-full" max) / 1024))" "$(($(agg RSS "cs-$cs-restore" max) / 1024))")")
-		rm -rf "$VAULT"
 	done
 	echo
 	echo "== lifeboat chunk sizes, 4 GiB ext4 image, compression ${COMPRESSION:-default}, $RUNS rounds each"
@@ -368,7 +389,6 @@ chunksizes() {
 memory() {
 	local gibs=${MEM_SIZES_GIB:-1 4}
 	local rows=() g img label
-	# shellcheck disable=SC2046
 	for g in $gibs ext4; do
 		if [ "$g" = ext4 ]; then
 			img=$WORK/image.raw; fresh_copy "$img"; label="4 GiB ext4"
@@ -382,6 +402,7 @@ memory() {
 		log "memory: $label"
 		VAULT=$WORK/vault-mem
 		rm -rf "$VAULT" "$WORK/restore-mem.raw"
+		# shellcheck disable=SC2046
 		lb vault init $(lb_init_args) >"$LOGS/mem-init.out" 2>&1
 		warm "$img"
 		timed "mem-$g-backup" "$LB" --vault "$VAULT" backup --machine "$MACHINE" --disk "$DISK=$img"
