@@ -30,10 +30,12 @@ Exits 5 and lists each problem with the object's name when anything is wrong.`,
 				return err
 			}
 			opts := maintenance.VerifyOptions{ReadData: readData}
-			pb := newBar(a.env.Stderr, "verify packs", !a.quiet)
 			if readData {
-				opts.Progress = func(done, total int64) {}
-				_ = pb
+				pb := newBar(a.env.Stderr, "verify --read-data", !a.quiet && !a.jsonOut)
+				start := a.env.Clock.Now()
+				opts.Progress = func(done, total int64) {
+					pb.update(done, total, a.env.Clock.Now().Sub(start), done == total)
+				}
 			}
 			rep, err := maintenance.Verify(cmd.Context(), v, opts)
 			if err != nil {

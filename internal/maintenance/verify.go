@@ -38,7 +38,8 @@ type VerifyReport struct {
 // VerifyOptions tune Verify.
 type VerifyOptions struct {
 	ReadData bool // read and check every pack and blob
-	// Progress, if set, is called with packs checked so far when ReadData.
+	// Progress, if set, is called with the pack bytes checked so far and
+	// the total, when ReadData.
 	Progress func(done, total int64)
 }
 
@@ -185,7 +186,10 @@ func Verify(ctx context.Context, v *vault.Vault, opts VerifyOptions) (*VerifyRep
 	}
 
 	if opts.ReadData {
-		var done int64
+		var total int64
+		for _, p := range packs {
+			total += p.Size
+		}
 		var dmu sync.Mutex
 		err = vault.Parallel(ctx, vault.Workers(), packs, func(ctx context.Context, p vault.PackInfo) error {
 			n, err := checkPack(ctx, v, p, ix)
@@ -197,9 +201,8 @@ func Verify(ctx context.Context, v *vault.Vault, opts VerifyOptions) (*VerifyRep
 			}
 			dmu.Lock()
 			rep.ReadDataBytes += n
-			done++
 			if opts.Progress != nil {
-				opts.Progress(done, int64(len(packs)))
+				opts.Progress(rep.ReadDataBytes, total)
 			}
 			dmu.Unlock()
 			return nil
@@ -214,11 +217,8 @@ func Verify(ctx context.Context, v *vault.Vault, opts VerifyOptions) (*VerifyRep
 
 // isStorage tells storage failures (stop) from bad objects (report).
 func isStorage(err error) bool {
-	return !errors.Is(err, chunk.ErrCorrupt) && !blob.IsNotExist(err) && err != nil &&
-		!errors.Is(err, errUnsupported)
+	return err != nil && !errors.Is(err, chunk.ErrCorrupt) && !blob.IsNotExist(err)
 }
-
-var errUnsupported = errors.New("unsupported")
 
 // checkPack reads one pack whole and checks its hash, header and blobs.
 func checkPack(ctx context.Context, v *vault.Vault, p vault.PackInfo, ix *chunk.Index) (int64, error) {

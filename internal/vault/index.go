@@ -10,8 +10,9 @@ import (
 	"lifeboat/internal/chunk"
 )
 
-// parallel runs fn for every item with n goroutines and returns the first error.
-func parallel[T any](ctx context.Context, n int, items []T, fn func(ctx context.Context, item T) error) error {
+// Parallel runs fn for every item on n goroutines and returns the first
+// error, cancelling the rest.
+func Parallel[T any](ctx context.Context, n int, items []T, fn func(ctx context.Context, item T) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ch := make(chan T)
@@ -43,11 +44,6 @@ feed:
 		first = ctx.Err()
 	}
 	return first
-}
-
-// Parallel is exported for engines: run fn over items on n goroutines.
-func Parallel[T any](ctx context.Context, n int, items []T, fn func(ctx context.Context, item T) error) error {
-	return parallel(ctx, n, items, fn)
 }
 
 // LoadIndexFile reads and opens one index object.
@@ -86,7 +82,7 @@ func (v *Vault) LoadIndex(ctx context.Context, skipPack func(chunk.ID) bool) (*c
 		return nil, err
 	}
 	ix := chunk.NewIndex()
-	err = parallel(ctx, 8, ids, func(ctx context.Context, id chunk.ID) error {
+	err = Parallel(ctx, 8, ids, func(ctx context.Context, id chunk.ID) error {
 		f, err := v.LoadIndexFile(ctx, id)
 		if err != nil {
 			if blob.IsNotExist(err) {
@@ -182,7 +178,7 @@ func (v *Vault) AdoptOrphans(ctx context.Context, ix *chunk.Index, skipPack func
 	}
 	var mu sync.Mutex
 	f := &chunk.IndexFile{}
-	err = parallel(ctx, 8, orphans, func(ctx context.Context, p PackInfo) error {
+	err = Parallel(ctx, 8, orphans, func(ctx context.Context, p PackInfo) error {
 		entries, err := v.ReadPackHeader(ctx, p.ID, p.Size)
 		if err != nil {
 			if blob.IsNotExist(err) || errors.Is(err, chunk.ErrCorrupt) {
