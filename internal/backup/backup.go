@@ -9,6 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,6 +27,20 @@ import (
 type Disk struct {
 	Name   string
 	Source source.Disk
+	// Changed, when set, comes from change tracking (a dirty bitmap): only
+	// these extents may differ from the disk in point Changed.Since. It is
+	// used only when Since is the machine's latest point and the disk has
+	// the same size there; otherwise every block is read and compared.
+	Changed *Changes
+	// Tracking is recorded in the point: the change tracker that started
+	// at this backup's instant (recovery.Disk.Tracking).
+	Tracking string
+}
+
+// Changes are the extents a change tracker saw written since a point.
+type Changes struct {
+	Since   string // full ID of the point the tracking started at
+	Extents []source.Extent
 }
 
 // Options describe one backup.
@@ -37,6 +54,17 @@ type Options struct {
 	Progress func(Progress)
 	// Warn, if set, receives notices that do not stop the backup.
 	Warn func(string)
+	// Audit is the fraction (0..1) of blocks that change tracking calls
+	// unchanged to re-read and compare with the parent before trusting it.
+	// A mismatch discards the tracking for that disk: the backup then
+	// reads every block. 0 audits nothing.
+	Audit float64
+	// Notes are recorded in the point (recovery.Point.Notes).
+	Notes []string
+	// Precommit, if set, is called once every chunk is stored and before
+	// the point is committed; an error abandons the point (a freeze that
+	// ran out of time, say).
+	Precommit func() error
 }
 
 // Progress reports a running backup.
@@ -64,8 +92,12 @@ type diskState struct {
 	d        Disk
 	manifest *image.Manifest
 	parent   *image.Manifest
-	stats    recovery.DiskStats
-	mu       sync.Mutex
+	// dirty is set when change tracking is trusted: block b must be read
+	// only if dirty[b]; the others are the parent's.
+	dirty        []bool
+	changeSource string
+	stats        recovery.DiskStats
+	mu           sync.Mutex
 }
 
 // Run backs up opts.Disks into v and returns the committed point.
@@ -154,11 +186,37 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 				}
 			}
 		}
+		st.changeSource = "full"
+		if st.parent != nil {
+			st.changeSource = "compare"
+		}
+		if d.Changed != nil {
+			if why := trackingUnusable(d, parent, st.parent); why != "" {
+				warn(fmt.Sprintf("disk %s: change tracking not used (%s): reading every block and comparing with the parent point", d.Name, why))
+			} else {
+				st.dirty = dirtyBlocks(d.Changed.Extents, len(st.manifest.IDs), int64(cs))
+				st.changeSource = "tracking"
+			}
+		}
 		states[i] = st
 	}
 
 	packer := v.NewPacker(ctx, ix)
 	e := &engine{v: v, ix: ix, packer: packer, states: states, inflight: map[chunk.ID]bool{}}
+	if opts.Audit > 0 {
+		for _, st := range states {
+			if st.dirty == nil {
+				continue
+			}
+			if err := e.audit(ctx, st, opts.Audit); err != nil {
+				if !errors.Is(err, errAuditMismatch) {
+					return nil, err
+				}
+				warn(err.Error())
+				st.dirty, st.changeSource = nil, "compare"
+			}
+		}
+	}
 	progressDone := make(chan struct{})
 	if opts.Progress != nil {
 		go func() {
@@ -184,9 +242,14 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 	if err := packer.Close(); err != nil {
 		return nil, err
 	}
+	if opts.Precommit != nil {
+		if err := opts.Precommit(); err != nil {
+			return nil, err
+		}
+	}
 	// 6. Manifests.
 	p := &recovery.Point{Machine: opts.Machine, Time: start.UTC(), Consistency: opts.Consistency, Host: v.Host(),
-		Tags: opts.Tags, Definition: opts.Definition}
+		Tags: opts.Tags, Definition: opts.Definition, Notes: opts.Notes}
 	if parent != nil {
 		p.Parent = parent.ID.String()
 	}
@@ -196,7 +259,7 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 			return nil, err
 		}
 		p.Disks = append(p.Disks, recovery.Disk{Name: st.d.Name, Source: st.d.Source.Source(), Size: st.manifest.Size,
-			ChunkSize: cs, Manifest: id, Stats: st.stats})
+			ChunkSize: cs, Manifest: id, Stats: st.stats, Tracking: st.d.Tracking, ChangeSource: st.changeSource})
 	}
 	p.Stats = recovery.Stats{DurationMS: v.Clock().Now().Sub(start).Milliseconds(),
 		StoredBytes: packer.StoredBytes.Load(), Packs: packer.Packs.Load()}
@@ -297,6 +360,9 @@ func (e *engine) read(ctx context.Context, jobs chan<- job, free chan []byte) er
 		for b := 0; b < len(m.IDs); b++ {
 			off := int64(b) * cs
 			n := m.BlockLen(b)
+			if st.dirty != nil && !st.dirty[b] && e.unchanged(st, b) {
+				continue
+			}
 			if known {
 				for ext < len(extents) && extents[ext].Offset+extents[ext].Length <= off {
 					ext++
@@ -374,4 +440,97 @@ func (e *engine) process(j job, sealed, scratch []byte) ([]byte, []byte, error) 
 	}
 	st.mu.Unlock()
 	return sealed, scratch, nil
+}
+
+// trackingUnusable says why a disk's change tracking cannot be trusted for
+// this backup, or "" when it can.
+func trackingUnusable(d Disk, parent *recovery.Point, pm *image.Manifest) string {
+	switch {
+	case parent == nil:
+		return "the machine has no earlier point"
+	case parent.ID.String() != d.Changed.Since:
+		return fmt.Sprintf("it started at point %.12s, but the machine's latest point is %s", d.Changed.Since, parent.ID.Short())
+	case pm == nil:
+		return fmt.Sprintf("point %s has no comparable copy of the disk", parent.ID.Short())
+	case pm.Size != d.Source.Size():
+		return fmt.Sprintf("the disk is %d bytes, was %d in point %s", d.Source.Size(), pm.Size, parent.ID.Short())
+	}
+	for _, x := range d.Changed.Extents {
+		if x.Offset < 0 || x.Length < 0 || x.Offset+x.Length > d.Source.Size() {
+			return fmt.Sprintf("extent %d+%d lies outside the %d-byte disk", x.Offset, x.Length, d.Source.Size())
+		}
+	}
+	return ""
+}
+
+// dirtyBlocks marks the blocks any extent touches.
+func dirtyBlocks(extents []source.Extent, blocks int, cs int64) []bool {
+	dirty := make([]bool, blocks)
+	for _, x := range extents {
+		if x.Length <= 0 {
+			continue
+		}
+		last := (x.Offset + x.Length - 1) / cs
+		for b := x.Offset / cs; b <= last && b < int64(blocks); b++ {
+			dirty[b] = true
+		}
+	}
+	return dirty
+}
+
+// unchanged records block b of a tracked disk as the parent's, when the
+// parent's chunk is still in the vault, and reports whether it did.
+func (e *engine) unchanged(st *diskState, b int) bool {
+	id := st.parent.IDs[b]
+	if !id.IsZero() && !e.ix.Has(id) {
+		return false // condemned by a prune plan: read it again
+	}
+	st.manifest.IDs[b] = id
+	n := int64(st.manifest.BlockLen(b))
+	st.mu.Lock()
+	st.stats.TrackedChunks++
+	st.mu.Unlock()
+	e.done.Add(n)
+	return true
+}
+
+var errAuditMismatch = errors.New("change tracking audit failed")
+
+// audit re-reads a random sample of the blocks change tracking calls
+// unchanged and checks they still hash to the parent's chunk.
+func (e *engine) audit(ctx context.Context, st *diskState, fraction float64) error {
+	var clean []int
+	for b, d := range st.dirty {
+		if !d {
+			clean = append(clean, b)
+		}
+	}
+	if len(clean) == 0 {
+		return nil
+	}
+	n := int(math.Ceil(fraction * float64(len(clean))))
+	n = min(n, len(clean))
+	rand.Shuffle(len(clean), func(i, j int) { clean[i], clean[j] = clean[j], clean[i] })
+	sample := clean[:n]
+	slices.Sort(sample)
+	cs := int64(e.v.Config().ChunkSize)
+	var audited atomic.Int64
+	err := vault.Parallel(ctx, vault.Workers(), sample, func(ctx context.Context, b int) error {
+		buf := make([]byte, st.manifest.BlockLen(b))
+		if _, err := st.d.Source.ReadAt(buf, int64(b)*cs); err != nil {
+			return fmt.Errorf("disk %s: audit read at offset %d: %w", st.d.Name, int64(b)*cs, err)
+		}
+		audited.Add(1)
+		got := chunk.Zero
+		if !chunk.IsZeroBlock(buf) {
+			got = e.v.Codec().Hasher().Sum(buf)
+		}
+		if got != st.parent.IDs[b] {
+			return fmt.Errorf("disk %s: %w: block at offset %d changed but the dirty bitmap does not show it: not trusting it, reading every block",
+				st.d.Name, errAuditMismatch, int64(b)*cs)
+		}
+		return nil
+	})
+	st.stats.AuditedChunks = audited.Load()
+	return err
 }

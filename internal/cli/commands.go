@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -13,10 +12,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"lifeboat/internal/backup"
 	"lifeboat/internal/recovery"
 	"lifeboat/internal/restore"
-	"lifeboat/internal/source"
 	"lifeboat/internal/vault"
 )
 
@@ -141,110 +138,6 @@ func diskSpecs(values []string, def *recovery.Definition) (names, paths []string
 		paths = append(paths, path)
 	}
 	return names, paths, nil
-}
-
-func (a *app) backupCommand() *cobra.Command {
-	var machine, definition, consistency string
-	var disks, tags []string
-	cmd := &cobra.Command{
-		Use:   "backup --machine NAME --disk PATH [--disk PATH ...]",
-		Short: "Back up every disk of a machine as one recovery point",
-		Long: `Back up the given disks of a machine into one recovery point and print its ID.
-
-Each --disk is a raw image file or a block device, optionally named as
-NAME=PATH. Without a name, disks take the names of the --definition's disks in
-order, or the file's base name. The first point of a machine stores everything;
-later ones store only the chunks the vault does not already hold, and chunks
-shared with other disks and machines are stored once.
-
---definition is the machine's definition (JSON, schema lifeboat.machine/v1,
-see docs/definition.md): CPUs, memory, firmware, disks, NICs. It is stored in the
-point as given, and restore writes it back with the target suffix.
-
-Take the backup from a stable view: a disk that is being written while it is
-read gives a crash-consistent point at best only if it is a snapshot.`,
-		Example: `  lifeboat backup --vault /srv/vault --machine web1 --disk /var/lib/images/web1.raw
-  lifeboat backup --machine db1 --disk root=/dev/vg0/db1-root --disk data=/dev/vg0/db1-data --definition db1.json`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			if machine == "" {
-				return usageError{errors.New("--machine is required")}
-			}
-			if err := recovery.ValidName("machine", machine); err != nil {
-				return usageError{err}
-			}
-			if len(disks) == 0 {
-				return usageError{errors.New("at least one --disk is required")}
-			}
-			cons, err := recovery.ParseConsistency(consistency)
-			if err != nil {
-				return usageError{err}
-			}
-			if cons != recovery.Crash {
-				return usageError{fmt.Errorf("--consistency %s needs a live machine or mounted filesystem (not supported for plain images yet)", cons)}
-			}
-			var defRaw json.RawMessage
-			var def *recovery.Definition
-			if definition != "" {
-				data, err := os.ReadFile(definition)
-				if err != nil {
-					return usageError{fmt.Errorf("reading --definition: %w", err)}
-				}
-				if def, err = recovery.ParseDefinition(data); err != nil {
-					return usageError{fmt.Errorf("%s: %w", definition, err)}
-				}
-				if def.Name != machine {
-					return usageError{fmt.Errorf("%s names machine %q, but --machine is %q", definition, def.Name, machine)}
-				}
-				defRaw = data
-			}
-			names, paths, err := diskSpecs(disks, def)
-			if err != nil {
-				return err
-			}
-			opts := backup.Options{Machine: machine, Definition: defRaw, Consistency: cons, Tags: tags,
-				Warn: func(s string) { a.warnf("%s", s) }}
-			for i, p := range paths {
-				src, err := source.OpenFile(p)
-				if err != nil {
-					return err
-				}
-				defer src.Close()
-				opts.Disks = append(opts.Disks, backup.Disk{Name: names[i], Source: src})
-			}
-			v, err := a.open(ctx)
-			if err != nil {
-				return err
-			}
-			pb := newBar(a.env.Stderr, "backup "+machine, !a.quiet)
-			opts.Progress = func(p backup.Progress) { pb.update(p.DoneBytes, p.TotalBytes, p.Elapsed, p.Final) }
-			p, err := backup.Run(ctx, v, opts)
-			if err != nil {
-				return fmt.Errorf("backup of %s: %w", machine, err)
-			}
-			if a.jsonOut {
-				return a.printJSON(pointJSON(p))
-			}
-			var newBytes int64
-			for _, d := range p.Disks {
-				newBytes += d.Stats.NewBytes
-			}
-			if !a.quiet {
-				fmt.Fprintf(a.env.Stderr, "point %s of %s: %d disk(s), %s, %s new, %s stored in %s\n", p.ID.Short(), machine,
-					len(p.Disks), size(p.Size()), size(newBytes), size(p.Stats.StoredBytes), time.Duration(p.Stats.DurationMS)*time.Millisecond)
-			}
-			a.printf("%s\n", p.ID)
-			return nil
-		},
-	}
-	f := cmd.Flags()
-	f.StringVar(&machine, "machine", "", "machine name (required)")
-	f.StringArrayVar(&disks, "disk", nil, "disk to back up: PATH or NAME=PATH (repeat for each disk)")
-	f.StringVar(&definition, "definition", "", "machine definition JSON file (schema lifeboat.machine/v1)")
-	f.StringVar(&consistency, "consistency", "crash", "consistency wanted: crash, file or app")
-	f.StringArrayVar(&tags, "tag", nil, "tag the point (repeatable)")
-	return cmd
 }
 
 type pointOut struct {

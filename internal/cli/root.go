@@ -25,6 +25,9 @@ type Env struct {
 	Clock          clock.Clock
 	// KDF overrides the key-slot cost for new slots (tests use a cheap one).
 	KDF *vault.Options
+	// Executable is lifeboat's own binary, re-run for helper processes
+	// (the thaw watchdog); empty means os.Executable().
+	Executable string
 }
 
 type app struct {
@@ -98,7 +101,7 @@ Exit codes:
 	pf.BoolVar(&a.jsonOut, "json", false, "print machine-readable JSON on stdout")
 	pf.BoolVarP(&a.quiet, "quiet", "q", false, "no progress output")
 	root.AddCommand(a.vaultCommand(), a.backupCommand(), a.pointsCommand(), a.restoreCommand(),
-		a.verifyCommand(), a.forgetCommand(), a.pruneCommand())
+		a.verifyCommand(), a.forgetCommand(), a.pruneCommand(), a.watchdogCommand())
 	return root
 }
 

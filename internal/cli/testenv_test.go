@@ -233,9 +233,11 @@ func dirStore(t testing.TB, dir string) *blob.Dir {
 
 // pointInfo is one entry of `points --json` or the output of `backup --json`.
 type pointInfo struct {
-	ID      string `json:"id"`
-	Machine string `json:"machine"`
-	Disks   []struct {
+	ID          string   `json:"id"`
+	Machine     string   `json:"machine"`
+	Consistency string   `json:"consistency"`
+	Notes       []string `json:"notes"`
+	Disks       []struct {
 		Name   string `json:"name"`
 		Source string `json:"source"`
 		Size   int64  `json:"size"`

@@ -43,6 +43,11 @@ type DiskStats struct {
 	DedupChunks  int64 `json:"dedup_chunks"`  // found elsewhere in the vault
 	NewChunks    int64 `json:"new_chunks"`
 	NewBytes     int64 `json:"new_bytes"` // plaintext bytes of new chunks
+	// TrackedChunks are blocks change tracking said were unchanged since
+	// the parent point: taken from it without reading the disk.
+	TrackedChunks int64 `json:"tracked_chunks,omitempty"`
+	// AuditedChunks of those were re-read anyway and compared (--audit).
+	AuditedChunks int64 `json:"audited_chunks,omitempty"`
 }
 
 // Disk is one disk of a point.
@@ -53,6 +58,14 @@ type Disk struct {
 	ChunkSize int       `json:"chunk_size"`
 	Manifest  chunk.ID  `json:"manifest"`
 	Stats     DiskStats `json:"stats"`
+	// Tracking names the change tracker (a QEMU dirty bitmap) that started
+	// recording writes at this point's instant; the next backup reads only
+	// what it recorded. Empty when the disk has none.
+	Tracking string `json:"tracking,omitempty"`
+	// ChangeSource says how the backup found changed blocks: "tracking"
+	// (a dirty bitmap that matched the parent point), "compare" (every
+	// block read and compared with the parent) or "full" (no parent).
+	ChangeSource string `json:"change_source,omitempty"`
 }
 
 // Stats say what a backup did overall.
@@ -72,8 +85,11 @@ type Point struct {
 	Parent      string          `json:"parent,omitempty"`
 	Tags        []string        `json:"tags,omitempty"`
 	Definition  json.RawMessage `json:"definition"`
-	Disks       []Disk          `json:"disks"`
-	Stats       Stats           `json:"stats"`
+	// Notes record what did not go as asked without failing the backup,
+	// such as a freeze that failed and left the point crash-consistent.
+	Notes []string `json:"notes,omitempty"`
+	Disks []Disk   `json:"disks"`
+	Stats Stats    `json:"stats"`
 
 	ID chunk.ID `json:"-"`
 }

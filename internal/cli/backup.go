@@ -1,0 +1,391 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"lifeboat/internal/backup"
+	"lifeboat/internal/quiesce"
+	"lifeboat/internal/recovery"
+	"lifeboat/internal/source"
+)
+
+type backupFlags struct {
+	machine, definition, consistency string
+	disks, tags                      []string
+	preHook, postHook                string
+	hookTimeout, freezeTimeout       time.Duration
+	audit                            float64
+}
+
+func (a *app) backupCommand() *cobra.Command {
+	var bf backupFlags
+	cmd := &cobra.Command{
+		Use:   "backup --machine NAME --disk PATH [--disk PATH ...]",
+		Short: "Back up every disk of a machine as one recovery point",
+		Long: `Back up the given disks of a machine into one recovery point and print its ID.
+
+Each --disk is a raw image file or a block device, optionally named as
+NAME=PATH. Without a name, disks take the names of the --definition's disks in
+order, or the file's base name. The first point of a machine stores everything;
+later ones store only the chunks the vault does not already hold, and chunks
+shared with other disks and machines are stored once.
+
+--definition is the machine's definition (JSON, schema lifeboat.machine/v1,
+see docs/definition.md): CPUs, memory, firmware, disks, NICs. It is stored in the
+point as given, and restore writes it back with the target suffix.
+
+Consistency (--consistency), recorded in the point as achieved:
+  crash  the disks as they are read (default). Take the backup from a stable
+         view: a disk written while it is read is not even crash-consistent
+         unless it is a snapshot.
+  file   the filesystems on the disks that are mounted on this host (a block
+         device, or an image attached to a loop device) are frozen with
+         FIFREEZE around the snapshot instant. Where the image's own
+         filesystem can clone files (XFS, Btrfs: reflinks), the instant is a
+         clone and the freeze lasts milliseconds; otherwise the filesystems stay
+         frozen while the disks are read, at most --freeze-timeout, after which
+         they are thawed and the backup fails without writing a point. A
+         watchdog process thaws them if lifeboat dies. If freezing fails the
+         point is crash-consistent and says so.
+  app    file, plus --pre-hook before the freeze and --post-hook after the
+         thaw (shell commands, run with LIFEBOAT_MACHINE and LIFEBOAT_HOOK set).
+         A failing pre-hook leaves a file-consistent point and a note in it;
+         the post-hook always runs once the pre-hook has.`,
+		Example: `  lifeboat backup --vault /srv/vault --machine web1 --disk /var/lib/images/web1.raw
+  lifeboat backup --machine db1 --disk root=/dev/vg0/db1-root --disk data=/dev/vg0/db1-data --definition db1.json
+  lifeboat backup --machine files --disk /dev/loop0 --consistency file
+  lifeboat backup --machine db1 --disk /dev/vg0/db1 --consistency app \
+      --pre-hook 'psql -c "CHECKPOINT"' --post-hook 'logger db1 backed up'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return a.runBackup(cmd.Context(), bf) },
+	}
+	f := cmd.Flags()
+	f.StringVar(&bf.machine, "machine", "", "machine name (required)")
+	f.StringArrayVar(&bf.disks, "disk", nil, "disk to back up: PATH or NAME=PATH (repeat for each disk)")
+	f.StringVar(&bf.definition, "definition", "", "machine definition JSON file (schema lifeboat.machine/v1)")
+	f.StringVar(&bf.consistency, "consistency", "crash", "consistency wanted: crash, file or app")
+	f.StringVar(&bf.preHook, "pre-hook", "", "shell command run before the snapshot instant (--consistency app)")
+	f.StringVar(&bf.postHook, "post-hook", "", "shell command run after the snapshot instant (--consistency app)")
+	f.DurationVar(&bf.hookTimeout, "hook-timeout", 5*time.Minute, "longest a hook may run")
+	f.DurationVar(&bf.freezeTimeout, "freeze-timeout", time.Minute, "longest the filesystems may stay frozen")
+	f.Float64Var(&bf.audit, "audit", 0, "fraction (0-1) of blocks change tracking calls unchanged to re-read and compare")
+	f.StringArrayVar(&bf.tags, "tag", nil, "tag the point (repeatable)")
+	return cmd
+}
+
+func (a *app) runBackup(ctx context.Context, bf backupFlags) error {
+	if bf.machine == "" {
+		return usageError{errors.New("--machine is required")}
+	}
+	if err := recovery.ValidName("machine", bf.machine); err != nil {
+		return usageError{err}
+	}
+	if len(bf.disks) == 0 {
+		return usageError{errors.New("at least one --disk is required")}
+	}
+	cons, err := recovery.ParseConsistency(bf.consistency)
+	if err != nil {
+		return usageError{err}
+	}
+	if (bf.preHook != "" || bf.postHook != "") && cons != recovery.App {
+		return usageError{errors.New("--pre-hook and --post-hook need --consistency app")}
+	}
+	if bf.audit < 0 || bf.audit > 1 {
+		return usageError{fmt.Errorf("--audit %g: want a fraction from 0 to 1", bf.audit)}
+	}
+	var defRaw json.RawMessage
+	var def *recovery.Definition
+	if bf.definition != "" {
+		data, err := os.ReadFile(bf.definition)
+		if err != nil {
+			return usageError{fmt.Errorf("reading --definition: %w", err)}
+		}
+		if def, err = recovery.ParseDefinition(data); err != nil {
+			return usageError{fmt.Errorf("%s: %w", bf.definition, err)}
+		}
+		if def.Name != bf.machine {
+			return usageError{fmt.Errorf("%s names machine %q, but --machine is %q", bf.definition, def.Name, bf.machine)}
+		}
+		defRaw = data
+	}
+	names, paths, err := diskSpecs(bf.disks, def)
+	if err != nil {
+		return err
+	}
+	v, err := a.open(ctx)
+	if err != nil {
+		return err
+	}
+	capt, err := a.captureLocal(ctx, bf, cons, names, paths)
+	if err != nil {
+		return err
+	}
+	defer capt.close()
+	opts := backup.Options{Machine: bf.machine, Definition: defRaw, Consistency: capt.consistency, Tags: bf.tags,
+		Warn: func(s string) { a.warnf("%s", s) }, Disks: capt.disks, Notes: capt.notes, Audit: bf.audit,
+		Precommit: capt.precommit}
+	pb := newBar(a.env.Stderr, "backup "+bf.machine, !a.quiet)
+	opts.Progress = func(p backup.Progress) { pb.update(p.DoneBytes, p.TotalBytes, p.Elapsed, p.Final) }
+	p, err := backup.Run(capt.ctx(ctx), v, opts)
+	if rerr := capt.release(); rerr != nil {
+		if err == nil {
+			// The point is committed and consistent; the thaw or hook
+			// after it failed. Say so loudly, but the point stands.
+			a.warnf("%v", rerr)
+		} else {
+			err = errors.Join(err, rerr)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("backup of %s: %w", bf.machine, err)
+	}
+	for _, n := range p.Notes {
+		a.warnf("%s", n)
+	}
+	if a.jsonOut {
+		return a.printJSON(pointJSON(p))
+	}
+	var newBytes int64
+	for _, d := range p.Disks {
+		newBytes += d.Stats.NewBytes
+	}
+	if !a.quiet {
+		fmt.Fprintf(a.env.Stderr, "point %s of %s (%s-consistent): %d disk(s), %s, %s new, %s stored in %s\n", p.ID.Short(), bf.machine,
+			p.Consistency, len(p.Disks), size(p.Size()), size(newBytes), size(p.Stats.StoredBytes), time.Duration(p.Stats.DurationMS)*time.Millisecond)
+	}
+	a.printf("%s\n", p.ID)
+	return nil
+}
+
+// capture is the stable view a backup reads: its disks, the consistency
+// it achieved, and what to undo afterwards.
+type capture struct {
+	disks       []backup.Disk
+	consistency recovery.Consistency
+	notes       []string
+	closers     []func() error
+	frozen      *quiesce.Frozen // still frozen while the disks are read
+	after       func() error    // post-hook, once
+	cancel      context.CancelCauseFunc
+}
+
+// ctx returns the backup's context: cancelled if a freeze runs out of time.
+func (c *capture) ctx(parent context.Context) context.Context {
+	if c.frozen == nil {
+		return parent
+	}
+	ctx, cancel := context.WithCancelCause(parent)
+	c.cancel = cancel
+	go func() {
+		select {
+		case <-c.frozen.Expired:
+			cancel(c.expired())
+		case <-ctx.Done():
+		}
+	}()
+	return ctx
+}
+
+func (c *capture) expired() error {
+	return fmt.Errorf("filesystems %s stayed frozen longer than --freeze-timeout and were thawed: no point written", c.frozen.Mounts())
+}
+
+func (c *capture) precommit() error {
+	if c.frozen == nil {
+		return nil
+	}
+	select {
+	case <-c.frozen.Expired:
+		return c.expired()
+	default:
+		return nil
+	}
+}
+
+// release thaws and runs the post-hook; it is safe to call again.
+func (c *capture) release() error {
+	var errs []error
+	if c.frozen != nil {
+		if err := c.frozen.Thaw(); err != nil {
+			errs = append(errs, err)
+		}
+		c.frozen = nil
+	}
+	if c.after != nil {
+		if err := c.after(); err != nil {
+			errs = append(errs, err)
+		}
+		c.after = nil
+	}
+	if c.cancel != nil {
+		c.cancel(nil)
+	}
+	return errors.Join(errs...)
+}
+
+func (c *capture) close() {
+	c.release()
+	for i := len(c.closers) - 1; i >= 0; i-- {
+		c.closers[i]()
+	}
+}
+
+// renamed shows a snapshot clone under its original path.
+type renamed struct {
+	*source.File
+	name string
+}
+
+func (r renamed) Source() string { return r.name }
+
+// captureLocal opens image files and block devices, and makes them file-
+// or app-consistent when asked (see the backup command's help).
+func (a *app) captureLocal(ctx context.Context, bf backupFlags, cons recovery.Consistency, names, paths []string) (_ *capture, err error) {
+	c := &capture{consistency: cons}
+	defer func() {
+		if err != nil {
+			c.close()
+		}
+	}()
+	open := func() error {
+		for i, p := range paths {
+			src, err := source.OpenFile(p)
+			if err != nil {
+				return err
+			}
+			c.closers = append(c.closers, src.Close)
+			c.disks = append(c.disks, backup.Disk{Name: names[i], Source: src})
+		}
+		return nil
+	}
+	if cons == recovery.Crash {
+		return c, open()
+	}
+	var mounts []string
+	seen := map[string]bool{}
+	for _, p := range paths {
+		ms, err := quiesce.MountsOn(p)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range ms {
+			if a.vaultURL != "" && !strings.Contains(a.vaultURL, "://") && quiesce.SameFilesystem(a.vaultURL, m) {
+				return nil, usageError{fmt.Errorf("the vault %s is on filesystem %s, which --consistency %s would freeze: use a vault elsewhere", a.vaultURL, m.Point, cons)}
+			}
+			if !seen[m.Point] {
+				seen[m.Point] = true
+				mounts = append(mounts, m.Point)
+			}
+		}
+	}
+	if len(mounts) == 0 && cons == recovery.File {
+		return nil, usageError{fmt.Errorf("--consistency file: no filesystem on %s is mounted on this host, so there is nothing to freeze (for a running VM, use --qmp)", strings.Join(paths, ", "))}
+	}
+	env := []string{"LIFEBOAT_MACHINE=" + bf.machine, "LIFEBOAT_DISKS=" + strings.Join(paths, " ")}
+	if cons == recovery.App {
+		pre := quiesce.Hook{Command: bf.preHook, Timeout: bf.hookTimeout, Env: env}
+		if err := pre.Run(ctx, "pre"); err != nil {
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			c.consistency = recovery.File
+			c.notes = append(c.notes, fmt.Sprintf("asked for app consistency, got %s: %v", fileOrCrash(mounts), err))
+		}
+		// The post-hook runs whatever happened to the pre-hook: it undoes
+		// whatever part of it took effect.
+		post := quiesce.Hook{Command: bf.postHook, Timeout: bf.hookTimeout, Env: env}
+		c.after = func() error { return post.Run(context.WithoutCancel(ctx), "post") }
+		if len(mounts) == 0 && c.consistency == recovery.File {
+			c.consistency = recovery.Crash
+		}
+	}
+	if len(mounts) > 0 {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("finding lifeboat's own path for the thaw watchdog: %w", err)
+		}
+		if a.env.Executable != "" {
+			exe = a.env.Executable
+		}
+		fz, err := quiesce.Freeze(ctx, mounts, bf.freezeTimeout, exe)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			c.notes = append(c.notes, fmt.Sprintf("asked for %s consistency, got crash: %v", cons, err))
+			c.consistency = recovery.Crash
+		} else {
+			c.frozen = fz
+		}
+	}
+	if c.frozen == nil {
+		// Nothing frozen: the hooks (if any) bracket the read.
+		return c, open()
+	}
+	// Frozen: an instant copy lets us thaw at once.
+	var clones []string
+	for _, p := range paths {
+		clone, err := quiesce.Clone(p)
+		if err != nil {
+			if quiesce.CanClone(err) {
+				a.warnf("%v: the filesystems stay frozen while the disks are read", err)
+			}
+			for _, cl := range clones {
+				os.Remove(cl)
+			}
+			clones = nil
+			break
+		}
+		clones = append(clones, clone)
+	}
+	if clones == nil {
+		return c, open() // frozen while read; released after the backup
+	}
+	for _, cl := range clones {
+		c.closers = append(c.closers, func() error { return os.Remove(cl) })
+	}
+	if err := c.release(); err != nil {
+		return nil, err
+	}
+	for i, cl := range clones {
+		src, err := source.OpenFile(cl)
+		if err != nil {
+			return nil, err
+		}
+		c.closers = append(c.closers, src.Close)
+		c.disks = append(c.disks, backup.Disk{Name: names[i], Source: renamed{src, paths[i]}})
+	}
+	return c, nil
+}
+
+func fileOrCrash(mounts []string) recovery.Consistency {
+	if len(mounts) > 0 {
+		return recovery.File
+	}
+	return recovery.Crash
+}
+
+// watchdogCommand is the hidden helper process quiesce.Freeze starts: it
+// thaws the filesystems when lifeboat exits (its stdin closes) or the
+// freeze times out.
+func (a *app) watchdogCommand() *cobra.Command {
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:    "__thaw-watchdog --timeout D -- MOUNT...",
+		Hidden: true,
+		Args:   cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return quiesce.WatchdogMain(os.Stdin, args, timeout)
+		},
+	}
+	cmd.Flags().DurationVar(&timeout, "timeout", time.Minute, "thaw after this long")
+	return cmd
+}

@@ -1,0 +1,214 @@
+package cli_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// loopMount attaches a fresh ext4 image to a loop device and mounts it. It
+// needs root, loop devices and mkfs.ext4; it skips without them unless CI.
+func loopMount(t *testing.T, sizeMiB int) (img, dev, mnt string) {
+	t.Helper()
+	need := func(why string) {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("consistency tests need %s", why)
+		}
+		t.Skipf("needs %s", why)
+	}
+	if os.Geteuid() != 0 {
+		need("root (loop devices, mount, FIFREEZE)")
+	}
+	for _, tool := range []string{"losetup", "mkfs.ext4", "mount", "dumpe2fs"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			need(tool)
+		}
+	}
+	dir := t.TempDir()
+	img = filepath.Join(dir, "fs.img")
+	sh(t, "truncate", "-s", fmtInt(sizeMiB)+"M", img)
+	sh(t, "mkfs.ext4", "-q", "-F", img)
+	out, err := exec.Command("losetup", "-f", "--show", img).CombinedOutput()
+	if err != nil {
+		need("a free loop device: " + strings.TrimSpace(string(out)))
+	}
+	dev = strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	mnt = filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	sh(t, "mount", "-t", "ext4", dev, mnt)
+	t.Cleanup(func() {
+		exec.Command("fsfreeze", "-u", mnt).Run()
+		exec.Command("umount", mnt).Run()
+	})
+	return img, dev, mnt
+}
+
+
+func fmtInt(n int) string {
+	if n == 0 {
+		return "0"
+	}
+	var b []byte
+	for n > 0 {
+		b = append([]byte{byte('0' + n%10)}, b...)
+		n /= 10
+	}
+	return string(b)
+}
+
+func sh(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+	return string(out)
+}
+
+// needsRecovery restores disk d0 of point id into a file and reports
+// whether the ext4 superblock in it says its journal needs replaying: a
+// mounted, busy filesystem read without freezing does; a frozen one does
+// not (FIFREEZE flushes the journal and clears the flag).
+func needsRecovery(t *testing.T, vaultDir, id string) bool {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "restored.img")
+	mustRun(t, "--vault", vaultDir, "restore", "--machine", "fs", id, "--disk", "d0", "--to-file", out)
+	dump := sh(t, "dumpe2fs", "-h", out)
+	for _, line := range strings.Split(dump, "\n") {
+		if strings.HasPrefix(line, "Filesystem features:") {
+			return strings.Contains(line, "needs_recovery")
+		}
+	}
+	t.Fatalf("no features line in dumpe2fs output:\n%s", dump)
+	return false
+}
+
+func TestConsistencyFileFreezesMountedFilesystem(t *testing.T) {
+	_, dev, mnt := loopMount(t, 64)
+	vaultDir := filepath.Join(t.TempDir(), "vault")
+	initVault(t, vaultDir, 0)
+	// Keep the filesystem busy so the journal has work in it.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		for i := 0; ctx.Err() == nil; i++ {
+			os.WriteFile(filepath.Join(mnt, "f"+fmtInt(i%50)), []byte(strings.Repeat("x", 8192)), 0o644)
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	time.Sleep(200 * time.Millisecond)
+
+	r := mustRun(t, "--vault", vaultDir, "--json", "backup", "--machine", "fs", "--disk", "d0="+dev, "--consistency", "file")
+	p := parsePoint(t, r)
+	if p.Consistency != "file" {
+		t.Fatalf("point consistency %q, want file\n%s", p.Consistency, r)
+	}
+	if needsRecovery(t, vaultDir, p.ID) {
+		t.Fatal("file-consistent point of a frozen ext4 still needs journal recovery: the freeze did not happen")
+	}
+	// The filesystem is writable again.
+	if err := os.WriteFile(filepath.Join(mnt, "after"), []byte("ok"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// App consistency: hooks run in order around the instant, with the
+	// machine in the environment.
+	log := filepath.Join(t.TempDir(), "hooks.log")
+	r = mustRun(t, "--vault", vaultDir, "--json", "backup", "--machine", "fs", "--disk", "d0="+dev, "--consistency", "app",
+		"--pre-hook", "echo pre $LIFEBOAT_MACHINE $LIFEBOAT_HOOK >> "+log,
+		"--post-hook", "echo post $LIFEBOAT_MACHINE $LIFEBOAT_HOOK >> "+log)
+	if p := parsePoint(t, r); p.Consistency != "app" {
+		t.Fatalf("consistency %q, want app", p.Consistency)
+	}
+	if got, _ := os.ReadFile(log); string(got) != "pre fs pre\npost fs post\n" {
+		t.Fatalf("hook log %q", got)
+	}
+
+	// A failing pre-hook: the point is file-consistent, says why, and the
+	// post-hook still runs.
+	os.Remove(log)
+	r = mustRun(t, "--vault", vaultDir, "--json", "backup", "--machine", "fs", "--disk", "d0="+dev, "--consistency", "app",
+		"--pre-hook", "echo db refused >&2; exit 3", "--post-hook", "echo post >> "+log)
+	p = parsePoint(t, r)
+	if p.Consistency != "file" || !strings.Contains(r.stderr, "db refused") {
+		t.Fatalf("failed pre-hook: consistency %q\n%s", p.Consistency, r)
+	}
+	if got, _ := os.ReadFile(log); string(got) != "post\n" {
+		t.Fatalf("post-hook after a failed pre-hook: log %q", got)
+	}
+}
+
+func TestConsistencyFileRefusals(t *testing.T) {
+	img, _, mnt := loopMount(t, 32)
+	vaultDir := filepath.Join(t.TempDir(), "vault")
+	initVault(t, vaultDir, 0)
+	// An image nothing mounts: nothing to freeze.
+	lone := filepath.Join(t.TempDir(), "lone.img")
+	sh(t, "truncate", "-s", "4M", lone)
+	r := run(t, "--vault", vaultDir, "backup", "--machine", "fs", "--disk", lone, "--consistency", "file")
+	expect(t, "unmounted image", r, 2, "nothing to freeze")
+	// A vault on the filesystem that would be frozen.
+	inside := filepath.Join(mnt, "vault")
+	initVault(t, inside, 0)
+	r = run(t, "--vault", inside, "backup", "--machine", "fs", "--disk", "d0="+img, "--consistency", "file")
+	expect(t, "vault on the frozen filesystem", r, 2, "would freeze")
+	// Hooks without app.
+	r = run(t, "--vault", vaultDir, "backup", "--machine", "fs", "--disk", "d0="+img, "--pre-hook", "true")
+	expect(t, "hook without app", r, 2, "--consistency app")
+}
+
+func TestConsistencyFreezeTimeoutAndWatchdog(t *testing.T) {
+	img, _, mnt := loopMount(t, 256)
+	// Fill the filesystem with random data so reading it takes a while.
+	sh(t, "dd", "if=/dev/urandom", "of="+filepath.Join(mnt, "big"), "bs=1M", "count=200", "status=none")
+	sh(t, "sync")
+	vaultDir := filepath.Join(t.TempDir(), "vault")
+	initVault(t, vaultDir, 0)
+
+	// A freeze timeout far shorter than the read: thawed, no point.
+	r := run(t, "--vault", vaultDir, "backup", "--machine", "fs", "--disk", "d0="+img, "--consistency", "file", "--freeze-timeout", "50ms")
+	expect(t, "freeze timeout", r, 1, "longer than --freeze-timeout")
+	if out := mustRun(t, "--vault", vaultDir, "points").stdout; strings.Contains(out, "fs") {
+		t.Fatalf("a point was written after the freeze timed out:\n%s", out)
+	}
+	writable(t, mnt)
+
+	// kill -9 while frozen: the watchdog thaws.
+	p := startProc(t, "--vault", vaultDir, "backup", "--machine", "fs", "--disk", "d0="+img, "--consistency", "file", "--freeze-timeout", "10m")
+	time.Sleep(700 * time.Millisecond)
+	if !p.kill() {
+		t.Skip("backup finished before the kill; machine too fast for this test")
+	}
+	writable(t, mnt)
+}
+
+// writable fails unless a write and fsync on mnt complete promptly.
+func writable(t *testing.T, mnt string) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		f, err := os.Create(filepath.Join(mnt, "probe"))
+		if err == nil {
+			_, err = f.WriteString("probe")
+			if err == nil {
+				err = f.Sync()
+			}
+			f.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		exec.Command("fsfreeze", "-u", mnt).Run()
+		t.Fatal("filesystem still frozen 10 s after lifeboat stopped")
+	}
+}

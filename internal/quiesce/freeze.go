@@ -1,0 +1,151 @@
+package quiesce
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// FIFREEZE and FITHAW from linux/fs.h: _IOWR('X', 119, int), _IOWR('X', 120, int).
+const (
+	fiFreeze = 0xC0045877
+	fiThaw   = 0xC0045878
+)
+
+// FreezeFS freezes one mounted filesystem: writes to it block until ThawFS.
+func FreezeFS(mountPoint string) error {
+	return fsIoctl(mountPoint, fiFreeze, "freezing")
+}
+
+// ThawFS thaws a filesystem. Thawing one that is not frozen is not an error.
+func ThawFS(mountPoint string) error {
+	err := fsIoctl(mountPoint, fiThaw, "thawing")
+	if errors.Is(err, unix.EINVAL) {
+		return nil // not frozen
+	}
+	return err
+}
+
+func fsIoctl(mountPoint string, req uint, what string) error {
+	f, err := os.Open(mountPoint)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", what, mountPoint, err)
+	}
+	defer f.Close()
+	if err := unix.IoctlSetInt(int(f.Fd()), req, 0); err != nil {
+		return fmt.Errorf("%s filesystem %s: %w", what, mountPoint, err)
+	}
+	return nil
+}
+
+// Watchdog starts a process that thaws mounts if this process dies, or
+// after timeout, whichever comes first. It is stopped by closing the
+// returned writer. cmd must run WatchdogMain (lifeboat re-executes itself
+// with a hidden command); nil runs no watchdog.
+type Watchdog func(ctx context.Context, mounts []string, timeout time.Duration) (*exec.Cmd, error)
+
+// WatchdogMain is the watchdog process: it waits for its standard input
+// to close (the parent exited or finished) or for timeout, then thaws
+// every mount. It returns when done.
+func WatchdogMain(stdin io.Reader, mounts []string, timeout time.Duration) error {
+	done := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, stdin)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+	}
+	var errs []error
+	for _, m := range mounts {
+		if err := ThawFS(m); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Frozen is a set of frozen filesystems.
+type Frozen struct {
+	mounts []string
+	once   sync.Once
+	err    error
+	dog    *exec.Cmd
+	dogIn  io.WriteCloser
+	timer  *time.Timer
+	// Expired is closed if the timeout thawed the filesystems before Thaw.
+	Expired chan struct{}
+}
+
+// Freeze freezes every mount, in order. On error the ones already frozen
+// are thawed. The filesystems are thawed by Thaw, by the timeout, or by
+// the watchdog process if this one dies.
+func Freeze(ctx context.Context, mounts []string, timeout time.Duration, exe string) (*Frozen, error) {
+	fz := &Frozen{Expired: make(chan struct{})}
+	if exe != "" {
+		// The watchdog starts first: nothing is frozen without it.
+		// It thaws a little after our own timer, as the backstop.
+		cmd := exec.Command(exe, append([]string{"__thaw-watchdog", "--timeout", (timeout + 5*time.Second).String(), "--"}, mounts...)...)
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			return nil, fmt.Errorf("starting thaw watchdog: %w", err)
+		}
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			return nil, fmt.Errorf("starting thaw watchdog: %w", err)
+		}
+		fz.dog, fz.dogIn = cmd, in
+	}
+	for _, m := range mounts {
+		if err := ctx.Err(); err != nil {
+			fz.Thaw()
+			return nil, err
+		}
+		if err := FreezeFS(m); err != nil {
+			fz.Thaw()
+			return nil, err
+		}
+		fz.mounts = append(fz.mounts, m)
+	}
+	fz.timer = time.AfterFunc(timeout, func() {
+		close(fz.Expired)
+		fz.Thaw()
+	})
+	return fz, nil
+}
+
+// Thaw thaws every frozen filesystem, once; later calls return the first
+// result.
+func (fz *Frozen) Thaw() error {
+	fz.once.Do(func() {
+		if fz.timer != nil {
+			fz.timer.Stop()
+		}
+		var errs []error
+		for i := len(fz.mounts) - 1; i >= 0; i-- {
+			if err := ThawFS(fz.mounts[i]); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if fz.dog != nil {
+			fz.dogIn.Close() // the watchdog thaws (again: harmless) and exits
+			if err := fz.dog.Wait(); err != nil {
+				errs = append(errs, fmt.Errorf("thaw watchdog: %w", err))
+			}
+		}
+		fz.err = errors.Join(errs...)
+	})
+	return fz.err
+}
+
+// Mounts lists the frozen mount points.
+func (fz *Frozen) Mounts() string { return strings.Join(fz.mounts, ", ") }
