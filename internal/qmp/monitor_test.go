@@ -26,8 +26,8 @@ func TestDialReadsGreetingAndNegotiates(t *testing.T) {
 	}
 	// Commands only work after qmp_capabilities: this proves Dial negotiated.
 	var qv struct {
-		QEMU struct{ Major, Minor, Micro int } `json:"qemu"`
-		Package string                        `json:"package"`
+		QEMU    struct{ Major, Minor, Micro int } `json:"qemu"`
+		Package string                            `json:"package"`
 	}
 	if err := m.Execute(testCtx(t), "query-version", nil, &qv); err != nil {
 		t.Fatal(err)
