@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 )
@@ -427,4 +428,75 @@ func (s *FleeceSession) cancelJob(ctx context.Context, id string) error {
 		}
 	}
 	return nil // gone
+}
+
+// RemoveStaleFleecing removes what fleecing sessions left in QEMU when the
+// process running them died before teardown: exports, jobs and nodes whose
+// names start with FleeceNodePrefix, and overlay files of that prefix in
+// dir (skipped when dir is empty). Left alone, such a job would keep
+// copying every guest write's old data into its overlay. It does not touch
+// bitmaps: the engine knows which of them belong to committed points.
+// Call it after Dial, before fleecing anew.
+func RemoveStaleFleecing(ctx context.Context, mon *Monitor, dir string) error {
+	var errs []error
+	exps, err := mon.QueryBlockExports(ctx)
+	if err != nil {
+		return fmt.Errorf("removing stale fleecing: %w", err)
+	}
+	for _, e := range exps {
+		if strings.HasPrefix(e.ID, FleeceNodePrefix) {
+			if err := mon.BlockExportDel(ctx, e.ID, true); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	jobs, err := mon.QueryJobs(ctx)
+	if err != nil {
+		return fmt.Errorf("removing stale fleecing: %w", err)
+	}
+	for _, j := range jobs {
+		if !strings.HasPrefix(j.ID, FleeceNodePrefix) {
+			continue
+		}
+		var err error
+		if j.Status == "concluded" {
+			err = mon.JobDismiss(ctx, j.ID)
+		} else if j.Type == "backup" {
+			err = mon.BlockJobCancel(ctx, j.ID, true)
+		} else {
+			err = fmt.Errorf("job %s (%s) is %s; leaving it", j.ID, j.Type, j.Status)
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	nodes, err := mon.QueryNamedBlockNodes(ctx)
+	if err != nil {
+		return fmt.Errorf("removing stale fleecing: %w", err)
+	}
+	// Overlays before the file nodes under them.
+	for _, fileNodes := range []bool{false, true} {
+		for _, n := range nodes {
+			if strings.HasPrefix(n.NodeName, FleeceNodePrefix) && strings.HasSuffix(n.NodeName, "-f") == fileNodes {
+				if err := mon.BlockdevDel(ctx, n.NodeName); err != nil {
+					errs = append(errs, fmt.Errorf("removing stale node %s: %w", n.NodeName, err))
+				}
+			}
+		}
+	}
+	if dir != "" && len(errs) == 0 {
+		files, err := filepath.Glob(filepath.Join(dir, FleeceNodePrefix+"*.qcow2"))
+		if err != nil {
+			errs = append(errs, err)
+		}
+		for _, f := range files {
+			if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("removing stale fleecing: %w", err)
+	}
+	return nil
 }

@@ -345,3 +345,46 @@ func TestFleeceCommitDetectsBrokenJob(t *testing.T) {
 		t.Fatalf("after a broken session:\n got %+v\nwant %+v", after, before)
 	}
 }
+
+// The process running a session dies (its connection drops without
+// teardown): QEMU keeps the export, job and overlay until the next agent
+// removes them with RemoveStaleFleecing.
+func TestRemoveStaleFleecing(t *testing.T) {
+	d := startDaemon(t, disk{"d0", 16 << 20}, disk{"d1", 8 << 20})
+	m := d.dial()
+	ctx := testCtx(t)
+	srv := qmp.UnixSocket(d.dir + "/nbd.sock")
+	if err := m.NBDServerStart(ctx, srv); err != nil {
+		t.Fatal(err)
+	}
+	before := stateOf(t, m)
+	tmp := filepath.Join(d.dir, "fleece")
+	if err := os.Mkdir(tmp, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s, err := qmp.Fleece(ctx, m, []qmp.FleeceDisk{{Node: "d0", NewBitmap: "n"}, {Node: "d1", NewBitmap: "n"}},
+		qmp.FleeceOptions{Dir: tmp, Server: srv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Close() // the agent "dies": no Commit, no Close
+
+	m = d.dial()
+	if st := stateOf(t, m); len(st.Jobs) != 2 || len(st.Exports) != 2 {
+		t.Fatalf("QEMU after the agent died: %+v, want the session's jobs and exports still there", st)
+	}
+	if err := qmp.RemoveStaleFleecing(ctx, m, tmp); err != nil {
+		t.Fatal(err)
+	}
+	want := before
+	want.Bitmaps = []string{"d0/n recording=true persistent=true", "d1/n recording=true persistent=true"}
+	if after := stateOf(t, m); !reflect.DeepEqual(after, want) {
+		t.Fatalf("after RemoveStaleFleecing:\n got %+v\nwant %+v", after, want)
+	}
+	if _, err := os.Stat(s.Disks[0].OverlayFile); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("overlay file %s: %v, want removed", s.Disks[0].OverlayFile, err)
+	}
+	if err := qmp.RemoveStaleFleecing(ctx, m, tmp); err != nil {
+		t.Fatalf("second run: %v", err)
+	}
+}
