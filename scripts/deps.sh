@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # Installs what lifeboat's demo and tests need on a Debian machine: Go
-# modules, e2fsprogs (mkfs.ext4 for real disk images) and versitygw (a real
-# S3 server for the S3 tests). Safe to run again.
+# modules, e2fsprogs (mkfs.ext4 for real disk images), QEMU (qemu-img,
+# qemu-io, qemu-storage-daemon, qemu-system-x86_64) and nbdinfo for the QMP
+# tests, and versitygw (a real S3 server for the S3 tests). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v mkfs.ext4 >/dev/null 2>&1 || need_apt+=(e2fsprogs)
 command -v go >/dev/null 2>&1 || need_apt+=(golang-go)
+# QEMU peers for the QMP/fleecing tests (internal/qmp).
+command -v qemu-img >/dev/null 2>&1 || need_apt+=(qemu-utils)
+command -v qemu-storage-daemon >/dev/null 2>&1 || need_apt+=(qemu-system-common)
+command -v qemu-system-x86_64 >/dev/null 2>&1 || need_apt+=(qemu-system-x86)
+command -v nbdinfo >/dev/null 2>&1 || need_apt+=(libnbd-bin)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
