@@ -48,7 +48,6 @@ func loopMount(t *testing.T, sizeMiB int) (img, dev, mnt string) {
 	return img, dev, mnt
 }
 
-
 func fmtInt(n int) string {
 	if n == 0 {
 		return "0"
