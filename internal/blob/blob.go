@@ -90,3 +90,19 @@ func ValidName(name string) error {
 	}
 	return nil
 }
+
+// RangeReaderInto is implemented by stores that can read a range into the
+// caller's buffer, saving an allocation per read on hot paths (restore).
+type RangeReaderInto interface {
+	// GetRangeInto is GetRange, returning dst[:length] when dst has the
+	// capacity and a new slice otherwise.
+	GetRangeInto(ctx context.Context, name string, offset, length int64, dst []byte) ([]byte, error)
+}
+
+// ReadRange reads a range of an object, into dst when s supports it.
+func ReadRange(ctx context.Context, s Store, name string, offset, length int64, dst []byte) ([]byte, error) {
+	if r, ok := s.(RangeReaderInto); ok {
+		return r.GetRangeInto(ctx, name, offset, length, dst)
+	}
+	return s.GetRange(ctx, name, offset, length)
+}

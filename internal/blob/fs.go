@@ -138,6 +138,12 @@ func (d *Dir) Get(ctx context.Context, name string) ([]byte, error) {
 }
 
 func (d *Dir) GetRange(ctx context.Context, name string, offset, length int64) ([]byte, error) {
+	return d.GetRangeInto(ctx, name, offset, length, nil)
+}
+
+// GetRangeInto is GetRange reading into dst's memory when it is large
+// enough (RangeReaderInto).
+func (d *Dir) GetRangeInto(ctx context.Context, name string, offset, length int64, dst []byte) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -153,7 +159,11 @@ func (d *Dir) GetRange(ctx context.Context, name string, offset, length int64) (
 		return nil, fmt.Errorf("%s: %s: range %d+%d past the end of the object of %d bytes: %w",
 			d, name, offset, length, size, ErrPermanent)
 	}
-	buf := make([]byte, length)
+	buf := dst[:0]
+	if int64(cap(buf)) < length {
+		buf = make([]byte, length)
+	}
+	buf = buf[:length]
 	if _, err := f.ReadAt(buf, offset); err != nil {
 		return nil, fmt.Errorf("%s: reading %s: %w", d, name, err)
 	}

@@ -105,6 +105,19 @@ func (r *retry) GetRange(ctx context.Context, name string, offset, length int64)
 	return data, nil
 }
 
+func (r *retry) GetRangeInto(ctx context.Context, name string, offset, length int64, dst []byte) ([]byte, error) {
+	var data []byte
+	err := r.do(ctx, func() (bool, error) {
+		var err error
+		data, err = ReadRange(ctx, r.store, name, offset, length, dst)
+		return false, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return data, nil
+}
+
 func (r *retry) Stat(ctx context.Context, name string) (Info, error) {
 	var info Info
 	err := r.do(ctx, func() (bool, error) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sync"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -27,6 +28,8 @@ type Codec struct {
 	enc    *zstd.Encoder
 	dec    *zstd.Decoder
 	metaD  *zstd.Decoder
+	// payloads are scratch buffers for opened blobs.
+	payloads sync.Pool
 }
 
 // Level is a compression level for NewCodec.
@@ -60,7 +63,9 @@ func NewCodec(dataKey crypto.Key, hasher *Hasher, level Level, maxChunk int) (*C
 	if err != nil {
 		return nil, fmt.Errorf("creating decompressor: %w", err)
 	}
-	return &Codec{aead: aead, hasher: hasher, enc: enc, dec: dec, metaD: metaD}, nil
+	c := &Codec{aead: aead, hasher: hasher, enc: enc, dec: dec, metaD: metaD}
+	c.payloads.New = func() any { b := make([]byte, 0, maxChunk+64); return &b }
+	return c, nil
 }
 
 func windowFor(n int) int {
@@ -90,10 +95,13 @@ func (c *Codec) EncodeBlob(dst []byte, id ID, block []byte, scratch []byte) (out
 // DecodeBlob opens a sealed blob, decompresses it into dst[:0] and checks
 // that its keyed hash is id and its length rawLen.
 func (c *Codec) DecodeBlob(dst []byte, id ID, blob []byte, rawLen int) ([]byte, error) {
-	payload, err := c.aead.Open(nil, blob, id[:])
+	pb := c.payloads.Get().(*[]byte)
+	defer c.payloads.Put(pb)
+	payload, err := c.aead.Open((*pb)[:0], blob, id[:])
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s: %w: %w", id, ErrCorrupt, err)
 	}
+	*pb = payload
 	if len(payload) == 0 {
 		return nil, fmt.Errorf("chunk %s: empty payload: %w", id, ErrCorrupt)
 	}

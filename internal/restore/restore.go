@@ -76,6 +76,8 @@ type target struct {
 	f       *os.File
 	m       *image.Manifest
 	regular bool
+	pending atomic.Int64  // bytes written since writeback last started
+	kick    chan struct{} // asks writeback to start
 }
 
 type restorer struct {
@@ -147,6 +149,9 @@ func Run(ctx context.Context, v *vault.Vault, p *recovery.Point, targets []Targe
 			}
 		}()
 	}
+	for _, t := range ts {
+		go t.writeback(stop)
+	}
 	err = r.restore(ctx, ts, readers)
 	close(stop)
 	if err != nil {
@@ -170,7 +175,7 @@ func open(ctx context.Context, v *vault.Vault, tg Target) (*target, error) {
 	if err != nil {
 		return nil, fmt.Errorf("disk %s: %w", tg.Disk.Name, err)
 	}
-	t := &target{Target: tg, m: m}
+	t := &target{Target: tg, m: m, kick: make(chan struct{}, 1)}
 	if !tg.InPlace {
 		f, err := os.OpenFile(tg.Path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
@@ -239,13 +244,12 @@ func (r *restorer) restore(ctx context.Context, ts []*target, readers int) error
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var buf []byte
+			var fb fetchBufs
 			for rn := range runs {
 				if ctx.Err() != nil {
 					continue
 				}
-				var err error
-				if buf, err = r.fetch(ctx, rn, buf); err != nil {
+				if err := r.fetch(ctx, rn, &fb); err != nil {
 					cancel(err)
 				}
 			}
@@ -380,32 +384,93 @@ func (r *restorer) zero(t *target, off int64, n int) error {
 	return nil
 }
 
-func (r *restorer) fetch(ctx context.Context, rn *run, buf []byte) ([]byte, error) {
+// fetchBufs are one reader's reusable buffers.
+type fetchBufs struct {
+	packed []byte // the run's sealed blobs, as read
+	out    []byte // decoded blocks waiting to be written as one range
+	block  []byte // one decoded block
+}
+
+func (r *restorer) fetch(ctx context.Context, rn *run, fb *fetchBufs) error {
 	name := chunk.PackName(rn.pack)
-	data, err := r.v.Store().GetRange(ctx, name, rn.start, rn.length)
+	data, err := blob.ReadRange(ctx, r.v.Store(), name, rn.start, rn.length, fb.packed)
 	if err != nil {
-		return buf, fmt.Errorf("restoring disk %s: reading %s: %w", rn.t.Disk.Name, name, err)
+		return fmt.Errorf("restoring disk %s: reading %s: %w", rn.t.Disk.Name, name, err)
 	}
+	fb.packed = data
 	r.fetched.Add(rn.length)
 	t := rn.t
+	cs := int64(t.m.ChunkSize)
+	// Blocks that follow each other on the disk are written with one call.
+	var outOff int64
+	out := fb.out[:0]
+	flush := func() error {
+		if len(out) == 0 {
+			return nil
+		}
+		if _, err := t.f.WriteAt(out, outOff); err != nil {
+			return fmt.Errorf("writing %s at offset %d: %w", t.Path, outOff, err)
+		}
+		r.written.Add(int64(len(out)))
+		r.done.Add(int64(len(out)))
+		t.wrote(int64(len(out)))
+		out = out[:0]
+		return nil
+	}
 	for i, b := range rn.blocks {
 		loc := rn.locs[i]
 		rel := int64(loc.Offset) - rn.start
 		id := t.m.IDs[b]
-		buf, err = r.v.Codec().DecodeBlob(buf, id, data[rel:rel+int64(loc.Length)], int(loc.RawLength))
+		fb.block, err = r.v.Codec().DecodeBlob(fb.block, id, data[rel:rel+int64(loc.Length)], int(loc.RawLength))
 		if err != nil {
-			return buf, fmt.Errorf("restoring disk %s block %d: %s: %w", t.Disk.Name, b, name, err)
+			return fmt.Errorf("restoring disk %s block %d: %s: %w", t.Disk.Name, b, name, err)
 		}
-		if len(buf) != t.m.BlockLen(b) {
-			return buf, fmt.Errorf("restoring disk %s block %d: chunk is %d bytes, block is %d: %w",
-				t.Disk.Name, b, len(buf), t.m.BlockLen(b), chunk.ErrCorrupt)
+		if len(fb.block) != t.m.BlockLen(b) {
+			return fmt.Errorf("restoring disk %s block %d: chunk is %d bytes, block is %d: %w",
+				t.Disk.Name, b, len(fb.block), t.m.BlockLen(b), chunk.ErrCorrupt)
 		}
-		off := int64(b) * int64(t.m.ChunkSize)
-		if _, err := t.f.WriteAt(buf, off); err != nil {
-			return buf, fmt.Errorf("writing %s at offset %d: %w", t.Path, off, err)
+		off := int64(b) * cs
+		if len(out) > 0 && (outOff+int64(len(out)) != off || len(out)+len(fb.block) > maxRun) {
+			if err := flush(); err != nil {
+				return err
+			}
 		}
-		r.written.Add(int64(len(buf)))
-		r.done.Add(int64(len(buf)))
+		if len(out) == 0 {
+			outOff = off
+		}
+		out = append(out, fb.block...)
 	}
-	return buf, nil
+	err = flush()
+	fb.out = out
+	return err
+}
+
+// writebackEvery is how many bytes a new image gets between requests to
+// the kernel to start writing it back, so that the final fsync finds
+// little left to do and disk writes overlap decoding.
+const writebackEvery = 64 << 20
+
+// wrote counts bytes written to t and starts writeback every
+// writebackEvery bytes (sync_file_range: asynchronous, no waiting).
+func (t *target) wrote(n int64) {
+	if t.pending.Add(n) < writebackEvery {
+		return
+	}
+	t.pending.Store(0)
+	select {
+	case t.kick <- struct{}{}:
+	default: // one already queued
+	}
+}
+
+// writeback runs beside the restore of t until stop closes.
+func (t *target) writeback(stop <-chan struct{}) {
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.kick:
+			unix.SyncFileRange(int(t.f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+		}
+	}
 }
