@@ -70,14 +70,14 @@ var ErrClosed = errors.New("nbd client closed")
 
 // The errors the protocol defines, with their Linux values.
 const (
-	errPerm      = syscall.EPERM
-	errIO        = syscall.EIO
-	errNoMem     = syscall.ENOMEM
-	errInval     = syscall.EINVAL
-	errNoSpc     = syscall.ENOSPC
-	errOverflow  = syscall.EOVERFLOW
-	errNotSup    = syscall.ENOTSUP
-	errShutdown  = syscall.ESHUTDOWN
+	errPerm     = syscall.EPERM
+	errIO       = syscall.EIO
+	errNoMem    = syscall.ENOMEM
+	errInval    = syscall.EINVAL
+	errNoSpc    = syscall.ENOSPC
+	errOverflow = syscall.EOVERFLOW
+	errNotSup   = syscall.ENOTSUP
+	errShutdown = syscall.ESHUTDOWN
 )
 
 func errnoName(e syscall.Errno) string {
