@@ -131,9 +131,11 @@ func withDeadline[T any](ctx context.Context, conn net.Conn, f func() (T, error)
 	return v, err
 }
 
+func newReader(r io.Reader) *bufio.Reader { return bufio.NewReaderSize(r, 256<<10) }
+
 // handshakeClient negotiates up to the transmission phase.
 func handshakeClient(conn io.ReadWriter, export string, cfg config) (*Client, error) {
-	r := bufio.NewReaderSize(conn, 256<<10)
+	r := newReader(conn)
 	h := &handshake{r: r, w: conn}
 	if err := h.start(); err != nil {
 		return nil, err
