@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # Installs what lifeboat's demo and tests need on a Debian machine: Go
-# modules, e2fsprogs (mkfs.ext4 for real disk images) and versitygw (a real
-# S3 server for the S3 tests). Safe to run again.
+# modules, e2fsprogs (mkfs.ext4 for real disk images), QEMU, busybox-static
+# and qemu-guest-agent (test VMs, see scripts/vm-assets.sh) and versitygw (a
+# real S3 server for the S3 tests). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v mkfs.ext4 >/dev/null 2>&1 || need_apt+=(e2fsprogs)
 command -v go >/dev/null 2>&1 || need_apt+=(golang-go)
+# Test VMs (internal/vmtest, scripts/vm-assets.sh): QEMU under TCG, a static
+# busybox and the real guest agent for the initramfs.
+command -v qemu-system-x86_64 >/dev/null 2>&1 || need_apt+=(qemu-system-x86)
+command -v qemu-img >/dev/null 2>&1 || need_apt+=(qemu-utils)
+[ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || need_apt+=(busybox-static)
+[ -x /usr/sbin/qemu-ga ] || need_apt+=(qemu-guest-agent)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
