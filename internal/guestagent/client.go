@@ -354,14 +354,15 @@ func (c *Client) ThawFilesystems(ctx context.Context) (int, error) {
 // one that is still live when ctx has ended. Call thaw before Close.
 //
 // The agent on Linux never thaws by itself: a guest stays frozen (all writes
-// blocked) until someone thaws it. So when the freeze times out, is cancelled
-// or loses the connection, Freeze thaws before it returns the error (with a
-// fresh timeout), since a freeze cut short on our side may still complete in
-// the guest; the error says whether that thaw worked. When the agent answers
-// with an error it has already thawed what it froze, and Freeze does not
-// thaw: if the guest was frozen before (a freeze that someone never thawed),
-// the error says so and leaves that freeze to its owner. Freeze returns thaw
-// as nil only together with an error.
+// blocked) until someone thaws it, even after the client that froze it has
+// gone. So when the freeze times out, is cancelled or loses the connection,
+// Freeze thaws before it returns the error, since a freeze cut short on our
+// side may still complete in the guest; that thaw gets a fresh timeout of at
+// least DefaultTimeout, even if ctx was cancelled, and the error says whether
+// it worked. When the agent answers with an error it has already thawed what
+// it froze, and Freeze does not thaw: if the guest was frozen before (a freeze
+// that someone never thawed), the error says so and leaves that freeze to its
+// owner. Freeze returns thaw as nil only together with an error.
 func (c *Client) Freeze(ctx context.Context, timeout time.Duration) (thaw func(context.Context) error, err error) {
 	var (
 		mu     sync.Mutex
@@ -386,8 +387,10 @@ func (c *Client) Freeze(ctx context.Context, timeout time.Duration) (thaw func(c
 	if err == nil {
 		return thaw, nil
 	}
-	// Answers below get a fresh deadline: fctx may be what just ran out.
-	after, acancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	// What follows gets a fresh deadline, fctx may be what just ran out, and
+	// a generous one: the agent answers in order, so a thaw waits for a slow
+	// freeze still flushing in the guest.
+	after, acancel := context.WithTimeout(context.WithoutCancel(ctx), max(timeout, DefaultTimeout))
 	defer acancel()
 	var agentErr *Error
 	if errors.As(err, &agentErr) {

@@ -182,6 +182,37 @@ func TestFreezeThawRealAgent(t *testing.T) {
 		t.Fatalf("thaw by a new client: %d, %v; want 1", n, err)
 	}
 	status(t, ctx, c3, Thawed)
+
+	// A call cut short by its deadline leaves its answer in flight; the next
+	// call resynchronises and gets its own answer, not the stale one.
+	timedOut := false
+	for range 5 {
+		short, scancel := context.WithTimeout(ctx, time.Millisecond)
+		_, err := c3.FreezeStatus(short)
+		scancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			timedOut = true
+			break
+		}
+	}
+	if !timedOut {
+		t.Fatal("a 1 ms deadline never cut a call short")
+	}
+	if info, err := c3.Info(ctx); err != nil || info.Version == "" {
+		t.Fatalf("call after a timed-out one: %+v, %v", info, err)
+	}
+
+	// A freeze cut short on our side still completes in the guest: Freeze
+	// must thaw before it returns the error.
+	thaw2, err := c3.Freeze(ctx, time.Millisecond)
+	if err == nil {
+		thaw2(ctx)
+		t.Fatal("Freeze with a 1 ms timeout succeeded")
+	}
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "thawed again") {
+		t.Fatalf("Freeze cut short: %v; want a deadline error that says it thawed", err)
+	}
+	status(t, ctx, c3, Thawed)
 }
 
 // A VM whose guest runs no agent: QEMU accepts the connection, nothing
