@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -51,8 +52,9 @@ type Config struct {
 
 // VM is a running qemu-system-x86_64 under TCG. Its serial console and
 // QEMU's own stderr ("qemu: " lines) are collected line by line; the whole
-// log is written to the test log if the test fails. The process is killed
-// when the test ends.
+// log is written to the test log if the test fails (or always, with
+// LIFEBOAT_VM_LOG=1). The process is killed when the test ends. With
+// LIFEBOAT_VM_VERBOSE=1 the kernel is not booted "quiet".
 type VM struct {
 	// QMPSocket is the path of the QMP monitor's unix socket (server, no
 	// wait: connect any time after Start).
@@ -74,8 +76,9 @@ type VM struct {
 	exitErr error         // valid once done is closed
 }
 
-// Start boots a VM and registers its teardown with t.Cleanup. It does not
-// wait for the guest: use WaitLine(ctx, "^LB ready$") for that.
+// Start boots a VM and registers its teardown with t.Cleanup. It returns once
+// QEMU listens on its sockets, without waiting for the guest: use
+// WaitLine(ctx, regexp.MustCompile("^LB ready$")) for that.
 func Start(t testing.TB, cfg Config) *VM {
 	t.Helper()
 	kernel, initrd := Assets(t)
@@ -171,11 +174,42 @@ func Start(t testing.TB, cfg Config) *VM {
 		if err := vm.Wait(ctx); err != nil && errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("vmtest: qemu pid %d did not exit after SIGKILL", vm.PID)
 		}
-		if t.Failed() {
+		if t.Failed() || os.Getenv("LIFEBOAT_VM_LOG") == "1" {
 			t.Logf("console of VM %q (pid %d):\n%s", vm.name, vm.PID, vm.Log())
 		}
 	})
+
+	// QEMU listens on its sockets before it runs the guest: once they accept,
+	// clients may connect.
+	for _, sock := range []string{vm.QMPSocket, vm.GuestAgentSocket} {
+		if sock == "" {
+			continue
+		}
+		if err := vm.waitSocket(sock, 30*time.Second); err != nil {
+			t.Fatalf("vmtest: %v", err)
+		}
+	}
 	return vm
+}
+
+func (vm *VM) waitSocket(path string, timeout time.Duration) error {
+	// The file appears at bind, before QEMU listens: wait for a connection
+	// to go through. QEMU serves the next client once this one hangs up.
+	deadline := time.Now().Add(timeout)
+	for {
+		conn, err := net.Dial("unix", path)
+		if err == nil {
+			return conn.Close()
+		}
+		select {
+		case <-vm.done:
+			return fmt.Errorf("qemu pid %d exited (%s) before listening on %s", vm.PID, exitText(vm.exitErr), path)
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("qemu pid %d is not listening on %s after %v: %w", vm.PID, path, timeout, err)
+		}
+	}
 }
 
 // optEscape escapes a value for QEMU's comma-separated option syntax.

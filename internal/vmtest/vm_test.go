@@ -2,8 +2,11 @@ package vmtest
 
 import (
 	"context"
+	"encoding/json"
+	"net"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -113,6 +116,10 @@ func TestSeq2TwoRawDisks(t *testing.T) {
 	defer cancel()
 
 	vm := Start(t, Config{Disks: []Disk{a, b}, Workload: "seq2"})
+	nodes := qmpNodeNames(t, ctx, vm.QMPSocket)
+	if !slices.Contains(nodes, "disk0") || !slices.Contains(nodes, "second") {
+		t.Fatalf("QMP lists block nodes %v, want disk0 and second", nodes)
+	}
 	prev := 0
 	for range 5 {
 		n := waitInt(t, ctx, vm, seqLine)[0]
@@ -166,4 +173,61 @@ func TestGuestErrorEndsWait(t *testing.T) {
 	if err := vm.Wait(ctx); err != nil {
 		t.Fatalf("guest did not power off after its error: %v", err)
 	}
+}
+
+// qmpNodeNames asks the VM's QMP monitor for its named block nodes, which
+// proves the socket is QMP and the disks carry the configured node names.
+func qmpNodeNames(t *testing.T, ctx context.Context, socket string) []string {
+	t.Helper()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", socket)
+	if err != nil {
+		t.Fatalf("connecting to QMP: %v", err)
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	dec := json.NewDecoder(conn)
+	var greeting struct {
+		QMP *json.RawMessage `json:"QMP"`
+	}
+	if err := dec.Decode(&greeting); err != nil || greeting.QMP == nil {
+		t.Fatalf("QMP greeting: %v", err)
+	}
+	// Answers carry "return" or "error"; events in between are skipped.
+	call := func(cmd string, out any) {
+		if _, err := conn.Write([]byte(`{"execute":"` + cmd + `"}`)); err != nil {
+			t.Fatalf("QMP %s: %v", cmd, err)
+		}
+		for {
+			var msg struct {
+				Return json.RawMessage `json:"return"`
+				Error  json.RawMessage `json:"error"`
+			}
+			if err := dec.Decode(&msg); err != nil {
+				t.Fatalf("QMP %s: %v", cmd, err)
+			}
+			if msg.Error != nil {
+				t.Fatalf("QMP %s: %s", cmd, msg.Error)
+			}
+			if msg.Return != nil {
+				if err := json.Unmarshal(msg.Return, out); err != nil {
+					t.Fatalf("QMP %s: %v", cmd, err)
+				}
+				return
+			}
+		}
+	}
+	var empty struct{}
+	call("qmp_capabilities", &empty)
+	var nodes []struct {
+		NodeName string `json:"node-name"`
+	}
+	call("query-named-block-nodes", &nodes)
+	var names []string
+	for _, n := range nodes {
+		names = append(names, n.NodeName)
+	}
+	return names
 }
