@@ -48,15 +48,23 @@ WORK="$(mktemp -d "$DIR/build.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 
 # linux-image-amd64 is a metapackage: resolve the versioned image it names.
-kpkg="$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')"
+# Package lists that are missing or stale (the mirror dropped that version)
+# are refreshed once.
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+resolve() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}'; }
+download() { (cd "$WORK" && apt-get download -q "$1" 2>&1); }
+kpkg="$(resolve)"
 if [ -z "$kpkg" ]; then
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  kpkg="$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')"
+  kpkg="$(resolve)"
 fi
-[ -n "$kpkg" ] || die "cannot resolve linux-image-amd64 to a kernel package"
+[ -n "$kpkg" ] || die "cannot resolve linux-image-amd64 to a kernel package (apt-cache depends linux-image-amd64)"
 echo "vm-assets: downloading $kpkg" >&2
-(cd "$WORK" && apt-get download -qq "$kpkg" 2>/dev/null) || die "apt-get download $kpkg failed"
+if ! out="$(download "$kpkg")"; then
+  $SUDO apt-get update -qq
+  kpkg="$(resolve)"
+  out="$(download "$kpkg")" || die "apt-get download $kpkg failed: $out"
+fi
 dpkg-deb -x "$WORK"/"$kpkg"_*.deb "$WORK/kernel" || die "unpacking $kpkg"
 rm -f "$WORK"/"$kpkg"_*.deb
 kver="$(ls "$WORK/kernel/lib/modules")"
