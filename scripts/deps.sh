@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
 # Installs what lifeboat's demo and tests need on a Debian machine: Go
 # modules, e2fsprogs (mkfs.ext4 for real disk images), QEMU (qemu-img,
-# qemu-io, qemu-storage-daemon, qemu-system-x86_64) and nbdinfo for the QMP
-# tests, and versitygw (a real S3 server for the S3 tests). Safe to run again.
+# qemu-io, qemu-nbd, qemu-storage-daemon, qemu-system-x86_64), nbdkit and
+# libnbd's tools (NBD peers), busybox-static and qemu-guest-agent (test VMs,
+# see scripts/vm-assets.sh) and versitygw (a real S3 server for the S3 tests).
+# Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v mkfs.ext4 >/dev/null 2>&1 || need_apt+=(e2fsprogs)
 command -v go >/dev/null 2>&1 || need_apt+=(golang-go)
-# QEMU peers for the QMP/fleecing tests (internal/qmp).
+# QEMU and NBD peers (internal/qmp, internal/nbd, internal/live) and test VMs
+# (internal/vmtest): QEMU under TCG, a static busybox and the real guest
+# agent for the initramfs.
 command -v qemu-img >/dev/null 2>&1 || need_apt+=(qemu-utils)
 command -v qemu-storage-daemon >/dev/null 2>&1 || need_apt+=(qemu-system-common)
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need_apt+=(qemu-system-x86)
 command -v nbdinfo >/dev/null 2>&1 || need_apt+=(libnbd-bin)
+command -v nbdkit >/dev/null 2>&1 || need_apt+=(nbdkit)
+[ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || need_apt+=(busybox-static)
+[ -x /usr/sbin/qemu-ga ] || need_apt+=(qemu-guest-agent)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
