@@ -12,9 +12,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"lifeboat/internal/backup"
+	"lifeboat/internal/live"
+	"lifeboat/internal/nbd"
 	"lifeboat/internal/quiesce"
 	"lifeboat/internal/recovery"
 	"lifeboat/internal/source"
+	"lifeboat/internal/vault"
 )
 
 type backupFlags struct {
@@ -23,16 +26,19 @@ type backupFlags struct {
 	preHook, postHook                string
 	hookTimeout, freezeTimeout       time.Duration
 	audit                            float64
+	qmp, guestAgent, bitmap          string
+	fleeceDir                        string
 }
 
 func (a *app) backupCommand() *cobra.Command {
 	var bf backupFlags
 	cmd := &cobra.Command{
-		Use:   "backup --machine NAME --disk PATH [--disk PATH ...]",
+		Use:   "backup --machine NAME (--disk PATH [--disk PATH ...] | --qmp SOCKET)",
 		Short: "Back up every disk of a machine as one recovery point",
 		Long: `Back up the given disks of a machine into one recovery point and print its ID.
 
-Each --disk is a raw image file or a block device, optionally named as
+Each --disk is a raw image file, a block device or an NBD export
+(nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH), optionally named as
 NAME=PATH. Without a name, disks take the names of the --definition's disks in
 order, or the file's base name. The first point of a machine stores everything;
 later ones store only the chunks the vault does not already hold, and chunks
@@ -41,6 +47,25 @@ shared with other disks and machines are stored once.
 --definition is the machine's definition (JSON, schema lifeboat.machine/v1,
 see docs/definition.md): CPUs, memory, firmware, disks, NICs. It is stored in the
 point as given, and restore writes it back with the target suffix.
+
+Live QEMU machines (--qmp SOCKET, the QMP socket of qemu-system-x86_64 or
+qemu-storage-daemon): every disk of the machine (or those named with
+--disk NAME) is backed up at one instant across all disks, taken by one QMP
+transaction while the guest runs: a point-in-time view of each disk is
+exported over NBD and read, and a dirty bitmap started at the instant lets
+the next backup read only the blocks written since. The bitmap is trusted
+only if it is the one the machine's latest point started, still recording
+and consistent, and the disk kept its size; otherwise (QEMU restarted or
+crashed, an earlier backup was killed) the whole disk is read and compared
+with the latest point, never skipped. --audit re-reads a fraction of the
+blocks the bitmap calls unchanged and falls back to comparing on a mismatch.
+Bitmaps are persistent in qcow2 images. The fleecing overlays are created in
+--fleece-dir, which QEMU must be able to write.
+
+An NBD --disk with --bitmap NAME reads only the extents the server's dirty
+bitmap NAME (qemu:dirty-bitmap:NAME) marks, when the machine's latest point
+was taken with the same bitmap; the bitmap must record every write since that
+point (clearing it is up to whoever runs the server).
 
 Consistency (--consistency), recorded in the point as achieved:
   crash  the disks as they are read (default). Take the backup from a stable
@@ -55,6 +80,8 @@ Consistency (--consistency), recorded in the point as achieved:
          they are thawed and the backup fails without writing a point. A
          watchdog process thaws them if lifeboat dies. If freezing fails the
          point is crash-consistent and says so.
+         With --qmp, the guest's filesystems are frozen by the QEMU guest
+         agent (--guest-agent SOCKET) for the instant only.
   app    file, plus --pre-hook before the freeze and --post-hook after the
          thaw (shell commands, run with LIFEBOAT_MACHINE and LIFEBOAT_HOOK set).
          A failing pre-hook leaves a file-consistent point and a note in it;
@@ -62,6 +89,8 @@ Consistency (--consistency), recorded in the point as achieved:
 		Example: `  lifeboat backup --vault /srv/vault --machine web1 --disk /var/lib/images/web1.raw
   lifeboat backup --machine db1 --disk root=/dev/vg0/db1-root --disk data=/dev/vg0/db1-data --definition db1.json
   lifeboat backup --machine files --disk /dev/loop0 --consistency file
+  lifeboat backup --machine vm1 --qmp /run/vm1.qmp --guest-agent /run/vm1.qga --consistency file
+  lifeboat backup --machine nas --disk nbd+unix:///nas?socket=/run/nas.nbd --bitmap b0
   lifeboat backup --machine db1 --disk /dev/vg0/db1 --consistency app \
       --pre-hook 'psql -c "CHECKPOINT"' --post-hook 'logger db1 backed up'`,
 		Args: cobra.NoArgs,
@@ -78,6 +107,10 @@ Consistency (--consistency), recorded in the point as achieved:
 	f.DurationVar(&bf.freezeTimeout, "freeze-timeout", time.Minute, "longest the filesystems may stay frozen")
 	f.Float64Var(&bf.audit, "audit", 0, "fraction (0-1) of blocks change tracking calls unchanged to re-read and compare")
 	f.StringArrayVar(&bf.tags, "tag", nil, "tag the point (repeatable)")
+	f.StringVar(&bf.qmp, "qmp", "", "QMP socket of a running QEMU machine: back up its disks live")
+	f.StringVar(&bf.guestAgent, "guest-agent", "", "QEMU guest agent socket, for --qmp with --consistency file or app")
+	f.StringVar(&bf.bitmap, "bitmap", "", "dirty bitmap of the NBD --disk servers that records changes since the last point")
+	f.StringVar(&bf.fleeceDir, "fleece-dir", "", "directory for --qmp's temporary overlays (default: a new one in $TMPDIR)")
 	return cmd
 }
 
@@ -88,8 +121,17 @@ func (a *app) runBackup(ctx context.Context, bf backupFlags) error {
 	if err := recovery.ValidName("machine", bf.machine); err != nil {
 		return usageError{err}
 	}
-	if len(bf.disks) == 0 {
-		return usageError{errors.New("at least one --disk is required")}
+	if len(bf.disks) == 0 && bf.qmp == "" {
+		return usageError{errors.New("at least one --disk, or --qmp, is required")}
+	}
+	if bf.guestAgent != "" && bf.qmp == "" {
+		return usageError{errors.New("--guest-agent needs --qmp")}
+	}
+	if bf.fleeceDir != "" && bf.qmp == "" {
+		return usageError{errors.New("--fleece-dir needs --qmp")}
+	}
+	if bf.bitmap != "" && bf.qmp != "" {
+		return usageError{errors.New("--bitmap is for NBD --disk sources; with --qmp lifeboat manages the bitmaps itself")}
 	}
 	cons, err := recovery.ParseConsistency(bf.consistency)
 	if err != nil {
@@ -116,15 +158,34 @@ func (a *app) runBackup(ctx context.Context, bf backupFlags) error {
 		}
 		defRaw = data
 	}
+	if bf.qmp != "" {
+		return a.runLiveBackup(ctx, bf, cons, defRaw)
+	}
 	names, paths, err := diskSpecs(bf.disks, def)
 	if err != nil {
 		return err
+	}
+	if bf.bitmap != "" {
+		for _, p := range paths {
+			if !isNBD(p) {
+				return usageError{fmt.Errorf("--bitmap is for NBD disks, and %s is not one", p)}
+			}
+		}
 	}
 	v, err := a.open(ctx)
 	if err != nil {
 		return err
 	}
 	capt, err := a.captureLocal(ctx, bf, cons, names, paths)
+	if err != nil {
+		return err
+	}
+	if bf.bitmap != "" {
+		if err := a.nbdTracking(ctx, v, bf, capt); err != nil {
+			capt.close()
+			return err
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -147,6 +208,12 @@ func (a *app) runBackup(ctx context.Context, bf backupFlags) error {
 	if err != nil {
 		return fmt.Errorf("backup of %s: %w", bf.machine, err)
 	}
+	return a.reportPoint(bf.machine, p)
+}
+
+// reportPoint prints a new point: its ID on stdout (or JSON), a summary
+// and any notes on stderr.
+func (a *app) reportPoint(machine string, p *recovery.Point) error {
 	for _, n := range p.Notes {
 		a.warnf("%s", n)
 	}
@@ -158,7 +225,7 @@ func (a *app) runBackup(ctx context.Context, bf backupFlags) error {
 		newBytes += d.Stats.NewBytes
 	}
 	if !a.quiet {
-		fmt.Fprintf(a.env.Stderr, "point %s of %s (%s-consistent): %d disk(s), %s, %s new, %s stored in %s\n", p.ID.Short(), bf.machine,
+		fmt.Fprintf(a.env.Stderr, "point %s of %s (%s-consistent): %d disk(s), %s, %s new, %s stored in %s\n", p.ID.Short(), machine,
 			p.Consistency, len(p.Disks), size(p.Size()), size(newBytes), size(p.Stats.StoredBytes), time.Duration(p.Stats.DurationMS)*time.Millisecond)
 	}
 	a.printf("%s\n", p.ID)
@@ -257,6 +324,19 @@ func (a *app) captureLocal(ctx context.Context, bf backupFlags, cons recovery.Co
 	}()
 	open := func() error {
 		for i, p := range paths {
+			if isNBD(p) {
+				var opts []nbd.Option
+				if bf.bitmap != "" {
+					opts = append(opts, nbd.WithMetaContexts(nbd.DirtyBitmapContext(bf.bitmap)))
+				}
+				d, err := nbd.OpenDisk(ctx, p, opts...)
+				if err != nil {
+					return fmt.Errorf("disk %s: %w", names[i], err)
+				}
+				c.closers = append(c.closers, d.Close)
+				c.disks = append(c.disks, backup.Disk{Name: names[i], Source: d})
+				continue
+			}
 			src, err := source.OpenFile(p)
 			if err != nil {
 				return err
@@ -272,6 +352,9 @@ func (a *app) captureLocal(ctx context.Context, bf backupFlags, cons recovery.Co
 	var mounts []string
 	seen := map[string]bool{}
 	for _, p := range paths {
+		if isNBD(p) {
+			return nil, usageError{fmt.Errorf("--consistency %s cannot quiesce NBD disk %s: take it from a quiesced snapshot, or use --qmp for a QEMU machine", cons, p)}
+		}
 		ms, err := quiesce.MountsOn(p)
 		if err != nil {
 			return nil, err
@@ -388,4 +471,68 @@ func (a *app) watchdogCommand() *cobra.Command {
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", time.Minute, "thaw after this long")
 	return cmd
+}
+
+func isNBD(path string) bool {
+	return strings.HasPrefix(path, "nbd://") || strings.HasPrefix(path, "nbd+unix://") || strings.HasPrefix(path, "nbds://")
+}
+
+// nbdTracking uses the NBD servers' dirty bitmap bf.bitmap when the
+// machine's latest point was taken with it (see the backup help).
+func (a *app) nbdTracking(ctx context.Context, v *vault.Vault, bf backupFlags, c *capture) error {
+	points, err := recovery.List(ctx, v)
+	if err != nil {
+		return err
+	}
+	parent, _ := recovery.Find(points, bf.machine, "latest")
+	tracking := "nbd:" + bf.bitmap
+	for i := range c.disks {
+		d := &c.disks[i]
+		d.Tracking = tracking
+		nd, ok := d.Source.(*nbd.Disk)
+		if !ok {
+			continue
+		}
+		if parent == nil {
+			continue
+		}
+		pd, ok := parent.Disk(d.Name)
+		if !ok || pd.Tracking != tracking {
+			a.warnf("disk %s: point %s was not taken with bitmap %s: reading the whole disk and comparing", d.Name, parent.ID.Short(), bf.bitmap)
+			continue
+		}
+		dirty, err := nd.DirtyExtents(ctx, bf.bitmap)
+		if err != nil {
+			return fmt.Errorf("disk %s: %w", d.Name, err)
+		}
+		d.Changed = &backup.Changes{Since: parent.ID.String(), Extents: dirty}
+	}
+	return nil
+}
+
+// runLiveBackup backs up a running QEMU machine (--qmp).
+func (a *app) runLiveBackup(ctx context.Context, bf backupFlags, cons recovery.Consistency, def []byte) error {
+	var only []string
+	for _, d := range bf.disks {
+		if !diskNameRE.MatchString(d) {
+			return usageError{fmt.Errorf("with --qmp, --disk names a disk of the machine (vda, ...), not %q", d)}
+		}
+		only = append(only, d)
+	}
+	v, err := a.open(ctx)
+	if err != nil {
+		return err
+	}
+	env := []string{"LIFEBOAT_MACHINE=" + bf.machine, "LIFEBOAT_QMP=" + bf.qmp}
+	pb := newBar(a.env.Stderr, "backup "+bf.machine, !a.quiet)
+	p, err := live.Backup(ctx, v, live.Options{Machine: bf.machine, QMP: bf.qmp, Consistency: cons, GuestAgent: bf.guestAgent,
+		FreezeTimeout: bf.freezeTimeout, Disks: only, Dir: bf.fleeceDir, Definition: def, Tags: bf.tags, Audit: bf.audit,
+		PreHook:  quiesce.Hook{Command: bf.preHook, Timeout: bf.hookTimeout, Env: env},
+		PostHook: quiesce.Hook{Command: bf.postHook, Timeout: bf.hookTimeout, Env: env},
+		Progress: func(p backup.Progress) { pb.update(p.DoneBytes, p.TotalBytes, p.Elapsed, p.Final) },
+		Warn:     func(s string) { a.warnf("%s", s) }})
+	if err != nil {
+		return fmt.Errorf("backup of %s: %w", bf.machine, err)
+	}
+	return a.reportPoint(bf.machine, p)
 }

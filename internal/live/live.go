@@ -1,0 +1,406 @@
+// Package live backs up running QEMU machines (qemu-system or
+// qemu-storage-daemon) through their QMP socket, the way a hypervisor
+// backup extension does:
+//
+//  1. The guest's filesystems are frozen through the QEMU guest agent
+//     (file consistency), after the operator's pre-hook (app consistency).
+//  2. One QMP transaction over every disk is the snapshot instant: it adds
+//     the next dirty bitmap, freezes the previous one, and starts a
+//     point-in-time (fleecing) view of each disk (qmp.Fleece).
+//  3. The guest is thawed at once and the post-hook runs: the guest is
+//     frozen only for the transaction, not for the backup.
+//  4. Each view is read over NBD with the frozen bitmap, so an incremental
+//     reads only what changed since the previous point; a full reads only
+//     allocated extents.
+//  5. The point is committed, the previous bitmap removed and the views
+//     torn down. On failure or cancel the bitmaps are rolled back so the
+//     next attempt still sees every change since the last good point.
+//
+// Change tracking is trusted only when the bitmap the previous point
+// recorded is still on the disk, recording and consistent, and the disk
+// has its size; otherwise the backup reads the whole disk and compares it
+// with the previous point (backup.Changes). It never silently skips data.
+package live
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"lifeboat/internal/backup"
+	"lifeboat/internal/guestagent"
+	"lifeboat/internal/nbd"
+	"lifeboat/internal/qmp"
+	"lifeboat/internal/quiesce"
+	"lifeboat/internal/recovery"
+	"lifeboat/internal/vault"
+)
+
+// Options describe one live backup.
+type Options struct {
+	Machine string
+	// QMP is the machine's QMP unix socket.
+	QMP string
+	// Consistency is what was asked for; the point records what was got.
+	Consistency recovery.Consistency
+	// GuestAgent is the unix socket of the guest's QEMU guest agent, for
+	// file and app consistency.
+	GuestAgent    string
+	FreezeTimeout time.Duration // 0: 30 s
+	PreHook       quiesce.Hook
+	PostHook      quiesce.Hook
+	// Disks limits the backup to these disks (by name); empty means all.
+	Disks []string
+	// Dir holds the temporary fleecing overlays and the NBD socket; it must
+	// be writable by QEMU. Empty: a new directory under os.TempDir().
+	Dir        string
+	Definition json.RawMessage
+	Tags       []string
+	Audit      float64
+	Progress   func(backup.Progress)
+	Warn       func(string)
+	// AfterInstant, if set, is called once the snapshot instant is taken
+	// and the guest thawed, before any disk is read.
+	AfterInstant func()
+}
+
+// BitmapPrefix starts the name of every dirty bitmap lifeboat adds.
+const BitmapPrefix = "lifeboat-"
+
+// Backup takes one recovery point of the running machine at opts.QMP.
+func Backup(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, error) {
+	warn := opts.Warn
+	if warn == nil {
+		warn = func(string) {}
+	}
+	if opts.FreezeTimeout == 0 {
+		opts.FreezeTimeout = 30 * time.Second
+	}
+	mon, err := qmp.Dial(ctx, opts.QMP)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to QEMU at %s: %w", opts.QMP, err)
+	}
+	defer mon.Close()
+
+	dir := opts.Dir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "lifeboat-fleece-"); err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+	}
+	// A lifeboat killed mid-backup leaves its fleecing behind; clear it.
+	if err := qmp.RemoveStaleFleecing(ctx, mon, dir); err != nil {
+		return nil, fmt.Errorf("removing an earlier backup's leftovers from QEMU: %w", err)
+	}
+	disks, err := selectDisks(ctx, mon, opts.Disks)
+	if err != nil {
+		return nil, err
+	}
+
+	points, err := recovery.List(ctx, v)
+	if err != nil {
+		return nil, err
+	}
+	parent, _ := recovery.Find(points, opts.Machine, "latest")
+	// Bitmaps are namespaced by vault: two vaults protecting one machine
+	// each keep their own.
+	prefix := BitmapPrefix + v.Config().ID[:8] + "-"
+	suffix, err := randomSuffix()
+	if err != nil {
+		return nil, err
+	}
+	fdisks := make([]qmp.FleeceDisk, len(disks))
+	names := make([]string, len(disks))
+	prevUsable := make([]bool, len(disks))
+	for i, d := range disks {
+		names[i] = d.name
+		fdisks[i] = qmp.FleeceDisk{Node: d.Node, Export: qmp.FleeceNodePrefix + "x-" + d.name, NewBitmap: prefix + suffix}
+		prev := ""
+		if parent != nil {
+			if pd, ok := parent.Disk(d.name); ok {
+				prev = pd.Tracking
+			}
+		}
+		usable, why := judgeBitmap(d, prev, parent)
+		if usable {
+			fdisks[i].PrevBitmap = prev
+			prevUsable[i] = true
+		} else if parent != nil {
+			warn(fmt.Sprintf("disk %s: %s: reading the whole disk and comparing with point %s", d.name, why, parent.ID.Short()))
+		}
+		// Our other bitmaps on this disk are leftovers of failed or killed
+		// backups: remove them, so they stop costing the guest.
+		for _, b := range d.Bitmaps {
+			if strings.HasPrefix(b.Name, prefix) && b.Name != fdisks[i].PrevBitmap {
+				if err := mon.Transaction(ctx, qmp.BitmapRemove(d.Node, b.Name)); err != nil {
+					warn(fmt.Sprintf("disk %s: removing stale bitmap %s: %v", d.name, b.Name, err))
+				}
+			}
+		}
+	}
+
+	// The instant, with the guest quiesced around it.
+	got, notes, unquiesce := quiesceGuest(ctx, opts)
+	sess, err := qmp.Fleece(ctx, mon, fdisks, qmp.FleeceOptions{Dir: dir, Server: qmp.UnixSocket(filepath.Join(dir, "nbd.sock")), StartServer: true})
+	if qerr := unquiesce(); qerr != nil {
+		notes = append(notes, qerr.Error())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("taking the snapshot instant: %w", err)
+	}
+	defer sess.Close(context.WithoutCancel(ctx)) // rolls back unless committed
+	if opts.AfterInstant != nil {
+		opts.AfterInstant()
+	}
+
+	bdisks := make([]backup.Disk, len(disks))
+	for i, fd := range sess.Disks {
+		var nopts []nbd.Option
+		if prevUsable[i] {
+			nopts = append(nopts, nbd.WithMetaContexts(nbd.DirtyBitmapContext(fd.PrevBitmap)))
+		}
+		nd, err := nbd.OpenDisk(ctx, fd.URI, nopts...)
+		if err != nil {
+			return nil, fmt.Errorf("disk %s: reading the point-in-time view: %w", names[i], err)
+		}
+		defer nd.Close()
+		bdisks[i] = backup.Disk{Name: names[i], Source: named{nd, "qemu:" + opts.QMP + "#" + disks[i].Node}, Tracking: fd.NewBitmap}
+		if prevUsable[i] {
+			dirty, err := nd.DirtyExtents(ctx, fd.PrevBitmap)
+			if err != nil {
+				return nil, fmt.Errorf("disk %s: %w", names[i], err)
+			}
+			bdisks[i].Changed = &backup.Changes{Since: parent.ID.String(), Extents: dirty}
+		}
+	}
+	def := opts.Definition
+	if def == nil {
+		def = definitionOf(ctx, mon, opts.Machine, disks)
+	}
+	p, err := backup.Run(ctx, v, backup.Options{Machine: opts.Machine, Disks: bdisks, Definition: def,
+		Consistency: got, Tags: opts.Tags, Progress: opts.Progress, Warn: warn, Audit: opts.Audit, Notes: notes,
+		// The view must still be the instant when the point commits.
+		Precommit: func() error { return sess.Check(context.WithoutCancel(ctx)) }})
+	if err != nil {
+		return nil, err
+	}
+	if err := sess.Commit(context.WithoutCancel(ctx)); err != nil {
+		// The point is committed and complete; only the clean-up failed.
+		// The next backup removes stale bitmaps and leftovers.
+		warn(fmt.Sprintf("point %s is committed, but tearing down the snapshot view failed: %v", p.ID.Short(), err))
+	}
+	return p, nil
+}
+
+type liveDisk struct {
+	qmp.Disk
+	name string
+}
+
+// selectDisks lists the machine's disks and names them: the device id for
+// qemu-system (vda, scsi0-0-0, ...), the node name for a storage daemon.
+func selectDisks(ctx context.Context, mon *qmp.Monitor, only []string) ([]liveDisk, error) {
+	all, err := mon.Disks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []liveDisk
+	seen := map[string]bool{}
+	for _, d := range all {
+		name := diskName(d)
+		if seen[name] {
+			return nil, fmt.Errorf("two disks of the machine would both be named %q", name)
+		}
+		seen[name] = true
+		out = append(out, liveDisk{d, name})
+	}
+	if len(only) == 0 {
+		if len(out) == 0 {
+			return nil, errors.New("the machine has no disks")
+		}
+		return out, nil
+	}
+	var sel []liveDisk
+	for _, n := range only {
+		found := false
+		for _, d := range out {
+			if d.name == n {
+				sel, found = append(sel, d), true
+			}
+		}
+		if !found {
+			var have []string
+			for _, d := range out {
+				have = append(have, d.name)
+			}
+			return nil, fmt.Errorf("the machine has no disk %q (it has %s)", n, strings.Join(have, ", "))
+		}
+	}
+	return sel, nil
+}
+
+func diskName(d qmp.Disk) string {
+	if d.Device != "" {
+		return sanitize(d.Device)
+	}
+	if d.QDev != "" {
+		// /machine/peripheral/vda/virtio-backend -> vda
+		parts := strings.Split(strings.Trim(d.QDev, "/"), "/")
+		for i, p := range parts {
+			if p == "peripheral" && i+1 < len(parts) {
+				return sanitize(parts[i+1])
+			}
+		}
+		if !strings.Contains(d.QDev, "/") {
+			return sanitize(d.QDev)
+		}
+	}
+	return sanitize(d.Node)
+}
+
+func sanitize(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
+			b[i] = '-'
+		}
+	}
+	if len(b) > 0 && (b[0] == '.' || b[0] == '-' || b[0] == '_') {
+		b = append([]byte("d"), b...)
+	}
+	return string(b)
+}
+
+// judgeBitmap decides whether the previous point's bitmap can say what
+// changed since it.
+func judgeBitmap(d liveDisk, prev string, parent *recovery.Point) (bool, string) {
+	if parent == nil {
+		return false, "no earlier point"
+	}
+	if prev == "" {
+		return false, "the last point recorded no change tracking for this disk"
+	}
+	if pd, ok := parent.Disk(d.name); ok && pd.Size != d.Size {
+		return false, fmt.Sprintf("the disk is %d bytes, was %d", d.Size, pd.Size)
+	}
+	for _, b := range d.Bitmaps {
+		if b.Name != prev {
+			continue
+		}
+		switch {
+		case b.Inconsistent:
+			return false, fmt.Sprintf("its dirty bitmap %s is inconsistent (QEMU stopped uncleanly since the last point)", prev)
+		case !b.Recording:
+			return false, fmt.Sprintf("its dirty bitmap %s is not recording (an earlier backup was interrupted)", prev)
+		case b.Busy:
+			return false, fmt.Sprintf("its dirty bitmap %s is in use by another job", prev)
+		}
+		return true, ""
+	}
+	return false, fmt.Sprintf("its dirty bitmap %s is gone (QEMU restarted since the last point, or the bitmap was not persistent)", prev)
+}
+
+// quiesceGuest runs the pre-hook and freezes the guest's filesystems as
+// asked, and returns the consistency achieved, notes on what fell short,
+// and a function that thaws and runs the post-hook.
+func quiesceGuest(ctx context.Context, opts Options) (recovery.Consistency, []string, func() error) {
+	got := opts.Consistency
+	if got == "" || got == recovery.Crash {
+		return recovery.Crash, nil, func() error { return nil }
+	}
+	var notes []string
+	var undo []func() error
+	if got == recovery.App {
+		if err := opts.PreHook.Run(ctx, "pre"); err != nil {
+			notes = append(notes, fmt.Sprintf("asked for app consistency: %v", err))
+			got = recovery.File
+		}
+		undo = append(undo, func() error { return opts.PostHook.Run(context.WithoutCancel(ctx), "post") })
+	}
+	freeze := func() error {
+		if opts.GuestAgent == "" {
+			return errors.New("no guest agent socket given (--guest-agent)")
+		}
+		actx, cancel := context.WithTimeout(ctx, opts.FreezeTimeout)
+		defer cancel()
+		ga, err := guestagent.Dial(actx, opts.GuestAgent)
+		if err != nil {
+			return fmt.Errorf("guest agent: %w", err)
+		}
+		thaw, err := ga.Freeze(ctx, opts.FreezeTimeout)
+		if err != nil {
+			ga.Close()
+			return err
+		}
+		undo = append([]func() error{func() error {
+			defer ga.Close()
+			tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(opts.FreezeTimeout, guestagent.DefaultTimeout))
+			defer cancel()
+			return thaw(tctx)
+		}}, undo...)
+		return nil
+	}
+	if err := freeze(); err != nil {
+		notes = append(notes, fmt.Sprintf("asked for %s consistency, got crash: freezing the guest's filesystems: %v", opts.Consistency, err))
+		got = recovery.Crash
+	}
+	return got, notes, func() error {
+		var errs []error
+		for _, f := range undo {
+			if err := f(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		return errors.Join(errs...)
+	}
+}
+
+// definitionOf describes the running machine for the point: CPUs, memory
+// and disks. It returns nil for a machine without CPUs (a storage daemon):
+// the backup then records a minimal definition.
+func definitionOf(ctx context.Context, mon *qmp.Monitor, machine string, disks []liveDisk) json.RawMessage {
+	d := map[string]any{"schema": recovery.DefinitionSchema, "name": machine}
+	var cpus []json.RawMessage
+	if mon.Execute(ctx, "query-cpus-fast", nil, &cpus) != nil || len(cpus) == 0 {
+		return nil
+	}
+	d["cpus"] = len(cpus)
+	var mem struct {
+		Base int64 `json:"base-memory"`
+	}
+	if mon.Execute(ctx, "query-memory-size-summary", nil, &mem) != nil || mem.Base < 16<<20 {
+		return nil
+	}
+	d["memory_mib"] = mem.Base >> 20
+	var list []map[string]any
+	for _, x := range disks {
+		list = append(list, map[string]any{"name": x.name, "format": "raw", "bus": "virtio", "size": x.Size})
+	}
+	d["disks"] = list
+	out, _ := json.Marshal(d)
+	return out
+}
+
+func randomSuffix() (string, error) {
+	b := make([]byte, 6)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// named shows an NBD view under the machine's disk source.
+type named struct {
+	*nbd.Disk
+	name string
+}
+
+func (n named) Source() string { return n.name }
