@@ -10,8 +10,8 @@
 # Writes DIR/vmlinuz, DIR/initramfs.gz and, where the kernel can be unpacked,
 # DIR/vmlinux: the same kernel as an uncompressed ELF that QEMU boots through
 # its PVH entry point, skipping the in-guest decompression that costs several
-# seconds under TCG. Idempotent: a stamp records the
-# hash of this script and the kernel version; a matching stamp is a no-op.
+# seconds under TCG. Idempotent: a stamp records the hash of this script and
+# the kernel version; a matching stamp is a no-op.
 # Concurrent runs (parallel test packages) serialise on DIR/.lock.
 set -euo pipefail
 
@@ -31,7 +31,7 @@ if [ -f "$DIR/stamp" ] && [ -f "$DIR/vmlinuz" ] && [ -f "$DIR/initramfs.gz" ] &&
   exit 0
 fi
 
-for tool in apt-get apt-cache dpkg-deb busybox gzip ldd; do
+for tool in apt-get apt-cache dpkg-deb busybox gzip xz ldd flock; do
   command -v "$tool" >/dev/null 2>&1 || die "missing $tool (run scripts/deps.sh)"
 done
 [ -x /bin/busybox ] && file_busybox=/bin/busybox || file_busybox="$(command -v busybox)"

@@ -125,15 +125,17 @@ func (c *Client) withDeadline(ctx context.Context, fn func() error) error {
 		<-interrupted // don't let a late interruption hit the next call
 	}
 	c.conn.SetDeadline(time.Time{})
-	if err != nil {
-		c.inSync = false // an answer may still be on its way
-		if ctxErr := ctx.Err(); ctxErr != nil {
-			return fmt.Errorf("%v: %w", err, ctxErr)
-		}
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			return fmt.Errorf("no answer within %v: %w", timeout, context.DeadlineExceeded)
-		}
+	var agentErr *Error
+	if err == nil || errors.As(err, &agentErr) {
+		return err // a whole answer was read: the stream is still in step
+	}
+	c.inSync = false // an answer may still be on its way
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return fmt.Errorf("%v: %w", err, ctxErr)
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("%v: no answer within %v: %w", err, timeout, context.DeadlineExceeded)
 	}
 	return err
 }

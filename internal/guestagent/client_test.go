@@ -130,8 +130,10 @@ func TestFreezeThawRealAgent(t *testing.T) {
 	status(t, ctx, c, Frozen)
 	before := heartbeats(vm)
 	time.Sleep(window)
-	// One write that was past its block when the freeze came may finish.
-	if during := heartbeats(vm) - before; during > 1 {
+	// A write that was past its block when the freeze came may finish, and
+	// a line printed before the freeze may still be on its way through the
+	// emulated UART; a thawed guest writes at least 4 in this window.
+	if during := heartbeats(vm) - before; during > 2 {
 		t.Fatalf("guest wrote %d heartbeats in %v while frozen", during, window)
 	}
 
