@@ -493,6 +493,9 @@ func (a *app) nbdTracking(ctx context.Context, v *vault.Vault, bf backupFlags, c
 		if !ok {
 			continue
 		}
+		if !nd.Client().HasMetaContext(nbd.DirtyBitmapContext(bf.bitmap)) {
+			return fmt.Errorf("disk %s: the NBD server does not offer dirty bitmap %q (it agreed to %q)", d.Name, bf.bitmap, nd.Client().MetaContexts())
+		}
 		if parent == nil {
 			continue
 		}

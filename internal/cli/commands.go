@@ -149,6 +149,7 @@ type pointOut struct {
 	Host        string               `json:"host"`
 	Parent      string               `json:"parent,omitempty"`
 	Tags        []string             `json:"tags,omitempty"`
+	Notes       []string             `json:"notes,omitempty"`
 	Size        int64                `json:"size"`
 	Disks       []recovery.Disk      `json:"disks"`
 	Stats       recovery.Stats       `json:"stats"`
@@ -156,7 +157,7 @@ type pointOut struct {
 
 func pointJSON(p *recovery.Point) pointOut {
 	return pointOut{ID: p.ID.String(), Short: p.ID.Short(), Machine: p.Machine, Time: p.Time, Consistency: p.Consistency,
-		Host: p.Host, Parent: p.Parent, Tags: p.Tags, Size: p.Size(), Disks: p.Disks, Stats: p.Stats}
+		Host: p.Host, Parent: p.Parent, Tags: p.Tags, Notes: p.Notes, Size: p.Size(), Disks: p.Disks, Stats: p.Stats}
 }
 
 func (a *app) pointsCommand() *cobra.Command {

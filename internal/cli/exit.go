@@ -7,6 +7,7 @@ import (
 	"lifeboat/internal/blob"
 	"lifeboat/internal/chunk"
 	"lifeboat/internal/crypto"
+	"lifeboat/internal/live"
 	"lifeboat/internal/recovery"
 	"lifeboat/internal/restore"
 	"lifeboat/internal/vault"
@@ -54,6 +55,8 @@ func ExitCode(err error) int {
 		return ExitCorrupt
 	case errors.Is(err, recovery.ErrNoPoint), errors.Is(err, restore.ErrSizeMismatch):
 		return ExitNotFound
+	case errors.Is(err, live.ErrMachine):
+		return ExitError // not the vault's storage
 	case errors.Is(err, blob.ErrNotExist):
 		return ExitCorrupt // a stored object that should be there is not
 	case errors.Is(err, blob.ErrPermanent), isNetwork(err):

@@ -71,6 +71,9 @@ type Options struct {
 	AfterInstant func()
 }
 
+// ErrMachine marks failures to reach the machine's QMP socket.
+var ErrMachine = errors.New("QEMU machine unreachable")
+
 // BitmapPrefix starts the name of every dirty bitmap lifeboat adds.
 const BitmapPrefix = "lifeboat-"
 
@@ -85,7 +88,7 @@ func Backup(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point,
 	}
 	mon, err := qmp.Dial(ctx, opts.QMP)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to QEMU at %s: %w", opts.QMP, err)
+		return nil, fmt.Errorf("connecting to QEMU at %s: %w: %w", opts.QMP, ErrMachine, err)
 	}
 	defer mon.Close()
 

@@ -1,0 +1,232 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"lifeboat/internal/qmp"
+)
+
+// storageDaemon starts qemu-storage-daemon with one qcow2 disk "d0" of
+// 8 MiB, exported writable over FUSE (for writes) and its QMP socket.
+func storageDaemon(t *testing.T) (dir, qmpSock, fuse string) {
+	t.Helper()
+	for _, tool := range []string{"qemu-storage-daemon", "qemu-img", "fusermount3"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s not installed", tool)
+			}
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	dir = t.TempDir()
+	img := filepath.Join(dir, "d0.qcow2")
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", img, "8M").CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	qmpSock, fuse = filepath.Join(dir, "qmp.sock"), filepath.Join(dir, "d0.fuse")
+	os.WriteFile(fuse, nil, 0o600)
+	cmd := exec.Command("qemu-storage-daemon",
+		"--blockdev", "driver=file,node-name=d0-file,filename="+img,
+		"--blockdev", "driver=qcow2,node-name=d0,file=d0-file",
+		"--export", "type=fuse,id=fuse0,node-name=d0,mountpoint="+fuse+",writable=on",
+		"--chardev", "socket,id=m,path="+qmpSock+",server=on,wait=off", "--monitor", "chardev=m")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		exec.Command("fusermount3", "-u", fuse).Run()
+	})
+	for i := 0; ; i++ {
+		st, err := os.Stat(fuse)
+		if _, serr := os.Stat(qmpSock); serr == nil && err == nil && st.Size() > 0 {
+			return dir, qmpSock, fuse
+		}
+		if i > 200 {
+			t.Fatalf("qemu-storage-daemon did not start:\n%s", stderr.String())
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+func writeAt(t *testing.T, path string, off int64, b []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type liveDisk struct {
+	Name         string `json:"name"`
+	ChangeSource string `json:"change_source"`
+	Tracking     string `json:"tracking"`
+	Stats        struct {
+		ReadBytes int64 `json:"read_bytes"`
+	} `json:"stats"`
+}
+
+func TestCLIBackupQMP(t *testing.T) {
+	_, sock, fuse := storageDaemon(t)
+	vaultDir := filepath.Join(t.TempDir(), "vault")
+	initVault(t, vaultDir, 0)
+	writeAt(t, fuse, 1<<20, bytes.Repeat([]byte("first "), 10000))
+
+	// app consistency without a guest agent: the hooks run, the freeze
+	// cannot, and the point says crash and why.
+	log := filepath.Join(t.TempDir(), "hooks")
+	r := mustRun(t, "--vault", vaultDir, "--json", "backup", "--machine", "qsd", "--qmp", sock, "--consistency", "app",
+		"--pre-hook", "echo pre >> "+log, "--post-hook", "echo post >> "+log)
+	p := parsePoint(t, r)
+	if p.Consistency != "crash" || len(p.Notes) == 0 || !strings.Contains(r.stderr, "guest agent") {
+		t.Fatalf("app without an agent: consistency %q notes %q\n%s", p.Consistency, p.Notes, r)
+	}
+	if got, _ := os.ReadFile(log); string(got) != "pre\npost\n" {
+		t.Fatalf("hooks ran as %q", got)
+	}
+	want := readFile(t, fuse)
+
+	writeAt(t, fuse, 3<<20+7, []byte("second"))
+	r = mustRun(t, "--vault", vaultDir, "--json", "backup", "--machine", "qsd", "--qmp", sock, "--disk", "d0")
+	var pt struct {
+		ID    string     `json:"id"`
+		Disks []liveDisk `json:"disks"`
+	}
+	decode(t, r.stdout, &pt)
+	if len(pt.Disks) != 1 || pt.Disks[0].Name != "d0" || pt.Disks[0].ChangeSource != "tracking" || pt.Disks[0].Stats.ReadBytes != 256<<10 {
+		t.Fatalf("incremental over QMP: %+v", pt.Disks)
+	}
+	want2 := readFile(t, fuse)
+	restoreCompare(t, vaultDir, "qsd", p.ID, "d0", want)
+	restoreCompare(t, vaultDir, "qsd", pt.ID, "d0", want2)
+
+	// Bad input.
+	expect(t, "unknown disk", run(t, "--vault", vaultDir, "backup", "--machine", "qsd", "--qmp", sock, "--disk", "vdz"), 1, "no disk \"vdz\"")
+	expect(t, "no such socket", run(t, "--vault", vaultDir, "backup", "--machine", "qsd", "--qmp", filepath.Join(t.TempDir(), "none.sock")), 1, "connecting to QEMU")
+	expect(t, "bitmap with qmp", run(t, "--vault", vaultDir, "backup", "--machine", "qsd", "--qmp", sock, "--bitmap", "b"), 2, "--bitmap")
+}
+
+// An NBD server's own dirty bitmap (--bitmap) drives the incremental.
+func TestCLIBackupNBDBitmap(t *testing.T) {
+	dir, sock, fuse := storageDaemon(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	mon, err := qmp.Dial(ctx, sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mon.Close()
+	nbdSock := filepath.Join(dir, "nbd.sock")
+	// The FUSE export and a writable NBD export cannot share the node:
+	// writes go through NBD here.
+	if err := mon.BlockExportDel(ctx, "fuse0", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := mon.Transaction(ctx, qmp.BitmapAdd("d0", "b0", qmp.BitmapAddOptions{})); err != nil {
+		t.Fatal(err)
+	}
+	if err := mon.NBDServerStart(ctx, qmp.UnixSocket(nbdSock)); err != nil {
+		t.Fatal(err)
+	}
+	if err := mon.BlockExportAdd(ctx, qmp.ExportOptions{ID: "e0", NodeName: "d0", Name: "d0", Writable: true, Bitmaps: []string{"b0"}}); err != nil {
+		t.Fatal(err)
+	}
+	uri := fmt.Sprintf("nbd+unix:///d0?socket=%s", nbdSock)
+	qemuIO := func(cmd string) {
+		t.Helper()
+		if out, err := exec.Command("qemu-io", "-f", "raw", "-c", cmd, uri).CombinedOutput(); err != nil {
+			t.Fatalf("qemu-io %s: %v\n%s", cmd, err, out)
+		}
+	}
+	vaultDir := filepath.Join(t.TempDir(), "vault")
+	initVault(t, vaultDir, 0)
+	qemuIO("write -P 7 0 1M")
+	r := mustRun(t, "--vault", vaultDir, "--json", "backup", "--machine", "nbd", "--disk", "d0="+uri, "--bitmap", "b0")
+	var p1 struct {
+		ID    string     `json:"id"`
+		Disks []liveDisk `json:"disks"`
+	}
+	decode(t, r.stdout, &p1)
+	if p1.Disks[0].Tracking != "nbd:b0" || p1.Disks[0].ChangeSource != "full" {
+		t.Fatalf("first NBD point: %+v", p1.Disks)
+	}
+	// Whoever runs the server resets the bitmap after each point (an
+	// exported bitmap is busy: unexport, clear, export again).
+	if err := mon.BlockExportDel(ctx, "e0", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := mon.Transaction(ctx, qmp.BitmapClear("d0", "b0")); err != nil {
+		t.Fatal(err)
+	}
+	if err := mon.BlockExportAdd(ctx, qmp.ExportOptions{ID: "e0", NodeName: "d0", Name: "d0", Writable: true, Bitmaps: []string{"b0"}}); err != nil {
+		t.Fatal(err)
+	}
+	qemuIO("write -P 9 5242883 7")
+	want := make([]byte, 8<<20)
+	for i := 0; i < 1<<20; i++ {
+		want[i] = 7
+	}
+	for i := 5<<20 + 3; i < 5<<20+10; i++ {
+		want[i] = 9
+	}
+	r = mustRun(t, "--vault", vaultDir, "--json", "backup", "--machine", "nbd", "--disk", "d0="+uri, "--bitmap", "b0")
+	var p2 struct {
+		ID    string     `json:"id"`
+		Disks []liveDisk `json:"disks"`
+	}
+	decode(t, r.stdout, &p2)
+	if p2.Disks[0].ChangeSource != "tracking" || p2.Disks[0].Stats.ReadBytes != 256<<10 {
+		t.Fatalf("NBD incremental with a bitmap: %+v", p2.Disks)
+	}
+	restoreCompare(t, vaultDir, "nbd", p2.ID, "d0", want)
+	expect(t, "--bitmap on a file", run(t, "--vault", vaultDir, "backup", "--machine", "nbd", "--disk", fuse, "--bitmap", "b0"), 2, "not one")
+	// A bitmap the server does not have.
+	r = run(t, "--vault", vaultDir, "backup", "--machine", "nbd", "--disk", "d0="+uri, "--bitmap", "nope")
+	expect(t, "unknown bitmap", r, 1, "nope")
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func restoreCompare(t *testing.T, vaultDir, machine, id, disk string, want []byte) {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), disk+".raw")
+	mustRun(t, "--vault", vaultDir, "restore", "--machine", machine, id, "--disk", disk, "--to-file", out)
+	if got := readFile(t, out); !bytes.Equal(got, want) {
+		t.Fatalf("restored %s of point %s differs from the disk at the instant", disk, id)
+	}
+}
+
+func decode(t *testing.T, s string, v any) {
+	t.Helper()
+	if err := json.Unmarshal([]byte(s), v); err != nil {
+		t.Fatalf("decoding %q: %v", s, err)
+	}
+}
