@@ -7,6 +7,10 @@
 #       N rounds (default 3, tool order alternating), reported as best-of and median
 #   bench/run.sh chunksizes [--runs N] [--compression C]
 #       lifeboat only, for chunk sizes 64K 128K 256K 512K 1M 4M (CHUNK_SIZES overrides)
+#   bench/run.sh live [--runs N]
+#       a live 4 GiB qcow2 disk served by qemu-storage-daemon: 1% incremental with
+#       the dirty bitmap (backup --qmp) vs by comparison with the parent (the same
+#       image as a raw file) vs restic on that raw file
 #   bench/run.sh memory [--chunk-size SIZE] [--compression C]
 #       peak RSS of lifeboat backup (into an empty vault, then unchanged) and restore
 #       for 1 GiB and 4 GiB dense seeded random disks (MEM_SIZES_GIB overrides, e.g.
@@ -40,7 +44,7 @@ CHUNK_SIZE=""
 COMPRESSION=""
 while [ $# -gt 0 ]; do
 	case "$1" in
-	compare | chunksizes | memory) MODE=$1 ;;
+	compare | chunksizes | memory | live) MODE=$1 ;;
 	--chunk-size) CHUNK_SIZE=$2; shift ;;
 	--chunk-size=*) CHUNK_SIZE=${1#*=} ;;
 	--compression) COMPRESSION=$2; shift ;;
@@ -426,6 +430,66 @@ memory() {
 	echo "(backup = first backup into an empty vault; unchg = second backup of the unchanged disk)"
 }
 
+# ---------------------------------------------------------------------------
+# live: incremental backup of a running disk, bitmap vs comparison vs restic.
+live_once() {
+	local r=$1 dir=$WORK/live
+	rm -rf "$dir" "$WORK/restic-live"; mkdir -p "$dir"
+	qemu-img convert -O qcow2 "$WORK/image.orig" "$dir/disk0.qcow2"
+	touch "$dir/disk0.fuse"
+	qemu-storage-daemon \
+		--blockdev driver=file,node-name=disk0-file,filename="$dir/disk0.qcow2" \
+		--blockdev driver=qcow2,node-name=disk0,file=disk0-file \
+		--export type=fuse,id=fuse0,node-name=disk0,mountpoint="$dir/disk0.fuse",writable=on \
+		--chardev socket,id=m,path="$dir/qmp.sock",server=on,wait=off --monitor chardev=m &
+	local qsd=$!
+	trap "kill $qsd 2>/dev/null || true; fusermount3 -u '$dir/disk0.fuse' 2>/dev/null || true" RETURN
+	for _ in $(seq 100); do [ -S "$dir/qmp.sock" ] && [ "$(stat -c %s "$dir/disk0.fuse")" -gt 0 ] && break; sleep 0.1; done
+	VAULT=$dir/vault
+	"$LB" --vault "$VAULT" vault init >/dev/null
+	restic -r "$WORK/restic-live" init >/dev/null 2>&1
+	# Parent points: live full, file full, restic full (untimed).
+	"$LB" --vault "$VAULT" -q backup --machine live --qmp "$dir/qmp.sock" >/dev/null
+	cp --sparse=always "$WORK/image.orig" "$dir/disk0.raw"
+	"$LB" --vault "$VAULT" -q backup --machine file --disk "disk0=$dir/disk0.raw" >/dev/null
+	restic -r "$WORK/restic-live" backup -q "$dir/disk0.raw" >/dev/null
+	# The 1% change, through QEMU (the bitmap sees it) and to the raw copy.
+	apply_change "$dir/disk0.fuse"
+	apply_change "$dir/disk0.raw"
+	warm "$dir/disk0.qcow2" "$dir/disk0.raw"
+	timed "live-bitmap.$r" "$LB" --vault "$VAULT" --json backup --machine live --qmp "$dir/qmp.sock"
+	timed "live-compare.$r" "$LB" --vault "$VAULT" --json backup --machine file --disk "disk0=$dir/disk0.raw"
+	timed "live-restic.$r" restic -r "$WORK/restic-live" backup -q "$dir/disk0.raw"
+	grep -q '"change_source": "tracking"' "$LOGS/live-bitmap.$r.out" || { echo "run.sh: the live incremental did not use the bitmap" >&2; exit 1; }
+	# The live point restores to exactly the changed disk.
+	"$LB" --vault "$VAULT" -q restore --machine live latest --disk disk0 --to-file "$dir/restored.raw"
+	cmp "$dir/restored.raw" "$dir/disk0.raw"
+	rm -rf "$dir" "$WORK/restic-live"
+}
+
+live() {
+	for t in qemu-storage-daemon qemu-img fusermount3; do
+		command -v $t >/dev/null || { echo "run.sh live: needs $t (scripts/deps.sh installs it)" >&2; exit 1; }
+	done
+	local r
+	for r in $(seq "$RUNS"); do
+		log "live round $r of $RUNS"
+		live_once "$r"
+	done
+	echo
+	echo "== live 4 GiB disk, 1% scattered change ($CHANGE_RUNS x 64 KiB), incremental backup, $RUNS rounds"
+	machine_info
+	echo
+	printf '%-7s %12s %12s %12s %10s %10s\n' round "bitmap s" "compare s" "restic s" "vs compare" "vs restic"
+	local b c x
+	for r in $(seq "$RUNS"); do
+		b=${SECS[live-bitmap.$r]}; c=${SECS[live-compare.$r]}; x=${SECS[live-restic.$r]}
+		printf '%-7s %12s %12s %12s %9sx %9sx\n' "$r" "$b" "$c" "$x" "$(ratio "$c" "$b")" "$(ratio "$x" "$b")"
+	done
+	echo "(bitmap = backup --qmp of the running disk; compare = backup of the same image as a raw"
+	echo " file, read whole and compared with its parent; restic = restic backup of that raw file)"
+}
+
 mkdir -p "$WORK" "$LOGS"
 ensure_deps
 build_lifeboat
@@ -434,4 +498,5 @@ case $MODE in
 compare) compare ;;
 chunksizes) chunksizes ;;
 memory) memory ;;
+live) live ;;
 esac

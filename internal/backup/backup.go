@@ -306,13 +306,24 @@ func (e *engine) claim(id chunk.ID) bool {
 	return true
 }
 
+// readers is how many reads may be in flight beyond the workers' share.
+func (e *engine) readers() int {
+	n := 0
+	for _, st := range e.states {
+		if r := readersFor(st.d.Source); r > 1 {
+			n = max(n, r)
+		}
+	}
+	return n
+}
+
 func (e *engine) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	workers := vault.Workers()
 	cs := e.v.Config().ChunkSize
 	// A fixed set of buffers bounds memory whatever the disk size.
-	free := make(chan []byte, workers*4)
+	free := make(chan []byte, workers*4+e.readers())
 	for i := 0; i < cap(free); i++ {
 		free <- make([]byte, cs)
 	}
@@ -346,11 +357,87 @@ func (e *engine) run(ctx context.Context) error {
 	return err
 }
 
+// ConcurrentReader is implemented by disk sources that read faster with
+// several reads in flight (network block devices): ReadersWanted says how
+// many. Other sources are read by one goroutine, in order.
+type ConcurrentReader interface {
+	ReadersWanted() int
+}
+
+// maxReaders bounds the reads in flight on one disk.
+const maxReaders = 16
+
+func readersFor(d source.Disk) int {
+	if c, ok := d.(ConcurrentReader); ok {
+		return min(max(c.ReadersWanted(), 1), maxReaders)
+	}
+	return 1
+}
+
+type readReq struct {
+	disk, block int
+	off         int64
+	n           int
+	buf         []byte
+}
+
 // read walks every disk in order and hands blocks to the workers.
-func (e *engine) read(ctx context.Context, jobs chan<- job, free chan []byte) error {
+func (e *engine) read(ctx context.Context, jobs chan<- job, free chan []byte) (err error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	// Reads run here, or in a pool for sources that want reads in flight.
+	var wg sync.WaitGroup
+	var reqs chan readReq
+	defer func() {
+		if reqs != nil {
+			close(reqs)
+		}
+		wg.Wait()
+		if cause := context.Cause(ctx); err == nil && cause != nil && cause != context.Canceled {
+			err = cause
+		}
+	}()
+	readOne := func(r readReq) error {
+		st := e.states[r.disk]
+		src := st.d.Source
+		got, err := src.ReadAt(r.buf[:r.n], r.off)
+		if got < r.n {
+			free <- r.buf
+			if err == io.EOF || err == nil {
+				return fmt.Errorf("disk %s (%s): %w: short read at offset %d", st.d.Name, src.Source(), ErrDiskChanged, r.off)
+			}
+			return fmt.Errorf("reading disk %s (%s) at offset %d: %w", st.d.Name, src.Source(), r.off, err)
+		}
+		select {
+		case jobs <- job{disk: r.disk, block: r.block, buf: r.buf, n: r.n}:
+			return nil
+		case <-ctx.Done():
+			free <- r.buf
+			return context.Cause(ctx)
+		}
+	}
 	cs := int64(e.v.Config().ChunkSize)
 	for di, st := range e.states {
 		src := st.d.Source
+		if n := readersFor(src); n > 1 && reqs == nil {
+			reqs = make(chan readReq)
+			for range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for r := range reqs {
+						if ctx.Err() != nil {
+							free <- r.buf
+							continue
+						}
+						if err := readOne(r); err != nil {
+							cancel(err)
+						}
+					}
+				}()
+			}
+		}
+		parallel := readersFor(src) > 1
 		extents, known, err := src.DataExtents(ctx)
 		if err != nil {
 			return err
@@ -382,16 +469,15 @@ func (e *engine) read(ctx context.Context, jobs chan<- job, free chan []byte) er
 			case <-ctx.Done():
 				return context.Cause(ctx)
 			}
-			got, err := src.ReadAt(buf[:n], off)
-			if got < n {
-				free <- buf
-				if err == io.EOF || err == nil {
-					return fmt.Errorf("disk %s (%s): %w: short read at offset %d", st.d.Name, src.Source(), ErrDiskChanged, off)
+			r := readReq{disk: di, block: b, off: off, n: n, buf: buf}
+			if !parallel {
+				if err := readOne(r); err != nil {
+					return err
 				}
-				return fmt.Errorf("reading disk %s (%s) at offset %d: %w", st.d.Name, src.Source(), off, err)
+				continue
 			}
 			select {
-			case jobs <- job{disk: di, block: b, buf: buf, n: n}:
+			case reqs <- r:
 			case <-ctx.Done():
 				free <- buf
 				return context.Cause(ctx)
