@@ -651,4 +651,3 @@ func TestPruneDuringCopyWaits(t *testing.T) {
 	}
 	verifyClean(t, a.v)
 }
-
