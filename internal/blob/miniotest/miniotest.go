@@ -317,6 +317,10 @@ func (s *Server) logTail() string {
 // Addr returns the host:port the server listens on.
 func (s *Server) Addr() string { return s.addr }
 
+// DataDir is the server's drive: a test may watch objects appear under
+// DataDir()/bucket/key (each object is a directory there).
+func (s *Server) DataDir() string { return s.dataDir }
+
 // Stop kills the server, as abruptly as a crash: requests in flight fail
 // and new connections are refused until Restart. Stopping a stopped server
 // does nothing.
