@@ -529,7 +529,7 @@ func TestCopyKill9(t *testing.T) {
 		deadline := time.Now().Add(time.Minute)
 		if pl.first {
 			for !p.exited() && time.Now().Before(deadline) {
-				if m, _ := filepath.Glob(filepath.Join(toDir, "packs", "*", "*")); len(m) > 0 {
+				if m, _ := filepath.Glob(filepath.Join(toDir, "packs", "*", "[0-9a-f]*")); len(m) > 0 {
 					break
 				}
 				time.Sleep(time.Millisecond)
