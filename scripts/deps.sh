@@ -3,8 +3,9 @@
 # modules, e2fsprogs (mkfs.ext4 for real disk images), QEMU (qemu-img,
 # qemu-io, qemu-nbd, qemu-storage-daemon, qemu-system-x86_64), nbdkit and
 # libnbd's tools (NBD peers), busybox-static and qemu-guest-agent (test VMs,
-# see scripts/vm-assets.sh) and versitygw (a real S3 server for the S3 tests).
-# Safe to run again.
+# see scripts/vm-assets.sh), fuse3, iproute2 (network namespaces for the
+# vault-copy partition test), versitygw and MinIO (two real S3 servers for the
+# S3 and vault-copy tests). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,8 @@ command -v nbdkit >/dev/null 2>&1 || need_apt+=(nbdkit)
 [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || need_apt+=(busybox-static)
 [ -x /usr/sbin/qemu-ga ] || need_apt+=(qemu-guest-agent)
 command -v xz >/dev/null 2>&1 || need_apt+=(xz-utils)
+command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
@@ -34,4 +37,11 @@ GOBIN_DIR="$(go env GOPATH)/bin"
 if ! command -v versitygw >/dev/null 2>&1 && [ ! -x "$GOBIN_DIR/versitygw" ]; then
   echo "installing versitygw v1.8.0 (S3 server for tests)..." >&2
   GOFLAGS=-mod=mod go install github.com/versity/versitygw/cmd/versitygw@v1.8.0
+fi
+# MinIO publishes no semver tags: this pseudo-version is its last commit on
+# the module proxy (RELEASE.2026-02 era); it builds with Go 1.26.
+MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
+if ! command -v minio >/dev/null 2>&1 && [ ! -x "$GOBIN_DIR/minio" ]; then
+  echo "installing minio $MINIO_VERSION (second S3 server for the vault copy tests; takes minutes)..." >&2
+  GOFLAGS=-mod=mod go install "github.com/minio/minio@$MINIO_VERSION"
 fi

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
@@ -42,6 +43,9 @@ type S3Config struct {
 	// Insecure selects plain HTTP instead of HTTPS. NewS3 allows it only
 	// for a loopback endpoint, or when LIFEBOAT_S3_ALLOW_HTTP=1.
 	Insecure bool
+	// StallTimeout abandons a request whose connection moves no byte for
+	// this long, and bounds connecting; 0 means DefaultStallTimeout.
+	StallTimeout time.Duration
 }
 
 // Environment variables read by S3ConfigFromEnv and NewS3.
@@ -51,6 +55,7 @@ const (
 	envAccessKey = "AWS_ACCESS_KEY_ID"
 	envSecretKey = "AWS_SECRET_ACCESS_KEY"
 	envRegion    = "AWS_REGION"
+	envStall     = "LIFEBOAT_S3_STALL_TIMEOUT"
 )
 
 const (
@@ -128,6 +133,7 @@ func checkKeyPrefix(prefix string) error {
 //     a bare "host[:port]", which means HTTPS. Unset means Amazon S3.
 //   - AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY: required.
 //   - AWS_REGION: defaults to us-east-1.
+//   - LIFEBOAT_S3_STALL_TIMEOUT: S3Config.StallTimeout, e.g. "30s".
 //
 // Whether plain HTTP is allowed is checked by NewS3.
 func S3ConfigFromEnv(rawURL string) (S3Config, error) {
@@ -152,6 +158,13 @@ func S3ConfigFrom(rawURL string, getenv func(string) string) (S3Config, error) {
 	}
 	if cfg.AccessKey == "" || cfg.SecretKey == "" {
 		return S3Config{}, fmt.Errorf("%s: set %s and %s to the bucket's credentials", rawURL, envAccessKey, envSecretKey)
+	}
+	if st := getenv(envStall); st != "" {
+		d, err := time.ParseDuration(st)
+		if err != nil || d <= 0 {
+			return S3Config{}, fmt.Errorf("%s=%q: want a positive duration such as 30s or 2m", envStall, st)
+		}
+		cfg.StallTimeout = d
 	}
 	if ep := getenv(envEndpoint); ep != "" {
 		host, insecure, err := parseEndpoint(ep)
@@ -252,6 +265,14 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 	if err != nil {
 		return nil, fmt.Errorf("S3 store: %w", err)
 	}
+	// A connection to a host that vanished (a cut link drops packets
+	// rather than refusing them) would otherwise hang a request for as long
+	// as TCP keeps retransmitting: fail it, transiently, once no byte moves.
+	stall := cfg.StallTimeout
+	if stall <= 0 {
+		stall = DefaultStallTimeout
+	}
+	transport.DialContext = stallDialer(stall)
 	opts := &minio.Options{
 		Creds:     credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
 		Secure:    !insecure,

@@ -20,6 +20,7 @@ import (
 func (a *app) vaultCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "vault", Short: "Create and inspect vaults"}
 	var chunkSize, compression string
+	var copyOf copyOfFlags
 	initCmd := &cobra.Command{
 		Use:   "init",
 		Short: "Create a new vault",
@@ -53,7 +54,12 @@ was chosen from the measurements in bench/RESULTS.md.`,
 			if err != nil {
 				return err
 			}
-			v, err := vault.Init(ctx, store, pw, opts)
+			var v *vault.Vault
+			if copyOf.from != "" {
+				v, err = a.initCopyOf(cmd, &copyOf, store, pw, opts)
+			} else {
+				v, err = vault.Init(ctx, store, pw, opts)
+			}
 			if err != nil {
 				if errors.Is(err, vault.ErrVaultExists) {
 					return usageError{err}
@@ -70,6 +76,7 @@ was chosen from the measurements in bench/RESULTS.md.`,
 	}
 	initCmd.Flags().StringVar(&chunkSize, "chunk-size", "", "chunk size, a power of two from 64K to 8M (default 256K)")
 	initCmd.Flags().StringVar(&compression, "compression", "", "zstd-fastest (default), zstd or zstd-better")
+	copyOf.add(initCmd)
 	var newFile string
 	passwd := &cobra.Command{
 		Use:   "passwd --new-password-file FILE",
@@ -107,7 +114,7 @@ from --new-password-file or LIFEBOAT_NEW_PASSWORD.`,
 		},
 	}
 	passwd.Flags().StringVar(&newFile, "new-password-file", "", "read the new passphrase from this file")
-	cmd.AddCommand(initCmd, passwd)
+	cmd.AddCommand(initCmd, passwd, a.vaultCopyCommand(), a.vaultStatusCommand())
 	return cmd
 }
 

@@ -1,0 +1,331 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"lifeboat/internal/blob"
+	"lifeboat/internal/recovery"
+	"lifeboat/internal/vault"
+	"lifeboat/internal/vaultcopy"
+)
+
+// Environment prefixes for the second vault of a copy command: the source
+// of `vault copy` and `vault init --copy-of` reads LIFEBOAT_FROM_S3_ENDPOINT,
+// LIFEBOAT_FROM_AWS_ACCESS_KEY_ID, LIFEBOAT_FROM_PASSWORD ... before the
+// plain names; the copy of `vault status` reads LIFEBOAT_COPY_*.
+const (
+	envFrom = "LIFEBOAT_FROM_"
+	envCopy = "LIFEBOAT_COPY_"
+)
+
+// prefixedEnv returns a getenv that looks up prefix+NAME (NAME without a
+// leading LIFEBOAT_) first and falls back to the plain variable, so two
+// vaults on two S3 servers can have their own endpoints and credentials.
+func prefixedEnv(prefix string, getenv func(string) string) func(string) string {
+	return func(k string) string {
+		if v := getenv(prefix + strings.TrimPrefix(k, "LIFEBOAT_")); v != "" {
+			return v
+		}
+		return getenv(k)
+	}
+}
+
+// openSource opens the source vault of a copy at url: its own variables
+// (LIFEBOAT_FROM_*), and its passphrase from passwordFile,
+// LIFEBOAT_FROM_PASSWORD, or else the target's.
+func (a *app) openSource(ctx context.Context, url, passwordFile string) (*vault.Vault, error) {
+	store, err := openStore(ctx, url, false, prefixedEnv(envFrom, a.env.Getenv))
+	if err != nil {
+		return nil, err
+	}
+	if _, err := vault.ReadConfig(ctx, store); err != nil {
+		return nil, fmt.Errorf("source: %w", err)
+	}
+	var pw []byte
+	switch {
+	case passwordFile != "":
+		data, err := os.ReadFile(passwordFile)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("reading --from-password-file: %w", err)}
+		}
+		if pw = []byte(strings.TrimRight(string(data), "\r\n")); len(pw) == 0 {
+			return nil, usageError{fmt.Errorf("--from-password-file %s is empty", passwordFile)}
+		}
+	case a.env.Getenv(envFrom+"PASSWORD") != "":
+		pw = []byte(a.env.Getenv(envFrom + "PASSWORD"))
+	default:
+		if pw, err = a.passphrase(); err != nil {
+			return nil, err
+		}
+	}
+	v, err := vault.Open(ctx, store, pw, a.options())
+	if err != nil {
+		return nil, fmt.Errorf("source: %w", err)
+	}
+	return v, nil
+}
+
+// copyOfFlags adds --copy-of to vault init.
+type copyOfFlags struct {
+	from, passwordFile string
+}
+
+func (f *copyOfFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.from, "copy-of", "", "make the new vault a copy of this vault: same keys and chunk size, own passphrase (see 'vault copy')")
+	cmd.Flags().StringVar(&f.passwordFile, "from-password-file", "", "with --copy-of: the source vault's passphrase (env LIFEBOAT_FROM_PASSWORD; default: the new vault's)")
+}
+
+// initCopyOf creates the vault at store as a copy of the --copy-of vault.
+func (a *app) initCopyOf(cmd *cobra.Command, f *copyOfFlags, store blob.Store, pw []byte, opts vault.Options) (*vault.Vault, error) {
+	if cmd.Flags().Changed("chunk-size") || cmd.Flags().Changed("compression") {
+		return nil, usageError{errors.New("--chunk-size and --compression come from the source vault with --copy-of")}
+	}
+	src, err := a.openSource(cmd.Context(), f.from, f.passwordFile)
+	if err != nil {
+		return nil, err
+	}
+	v, err := vault.InitCopyOf(cmd.Context(), store, pw, src, opts)
+	if err != nil {
+		if errors.Is(err, vault.ErrVaultExists) {
+			return nil, usageError{err}
+		}
+		return nil, err
+	}
+	return v, nil
+}
+
+func (a *app) vaultCopyCommand() *cobra.Command {
+	var from, to, machine, fromPasswordFile string
+	cmd := &cobra.Command{
+		Use:   "copy --from SOURCE --to COPY [--machine NAME]",
+		Short: "Copy the recovery points a vault copy lacks (geo-redundancy)",
+		Long: `Copy to the vault --to every recovery point of --from that it does not have,
+oldest first, transferring only the chunks it does not already hold. The copy
+must have been created with 'lifeboat vault init --vault COPY --copy-of SOURCE':
+it shares the source's keys, so points keep their IDs at both sites and restore
+works from either.
+
+A point appears in the copy only once everything it references is there. An
+interrupted copy leaves the copy consistent, and the next run reuses what it
+stored. A point forgotten at the copy (its own retention) is not copied again.
+
+The copy (--to) uses the usual variables and --password-file. The source
+(--from) reads LIFEBOAT_FROM_PASSWORD (or --from-password-file; default: the
+copy's passphrase), LIFEBOAT_FROM_S3_ENDPOINT, LIFEBOAT_FROM_AWS_ACCESS_KEY_ID,
+LIFEBOAT_FROM_AWS_SECRET_ACCESS_KEY and LIFEBOAT_FROM_AWS_REGION, each falling
+back to the plain variable.`,
+		Example: `  lifeboat vault init --vault s3://dr-site/vault --copy-of /srv/vault
+  lifeboat vault copy --from /srv/vault --to s3://dr-site/vault --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			if from == "" || to == "" {
+				return usageError{errors.New("--from and --to are both required")}
+			}
+			if machine != "" {
+				if err := recovery.ValidName("machine", machine); err != nil {
+					return usageError{err}
+				}
+			}
+			a.vaultURL = to
+			dst, err := a.open(ctx)
+			if err != nil {
+				return fmt.Errorf("copy: %w", err)
+			}
+			src, err := a.openSource(ctx, from, fromPasswordFile)
+			if err != nil {
+				return err
+			}
+			pb := newBar(a.env.Stderr, "copy", !a.quiet && !a.jsonOut)
+			st, err := vaultcopy.Run(ctx, src, dst, vaultcopy.Options{Machine: machine, Progress: func(p vaultcopy.Progress) {
+				pb.update(p.DoneBytes, p.TotalBytes, p.Elapsed, p.Final)
+			}})
+			if err != nil {
+				if errors.Is(err, vaultcopy.ErrKeysDiffer) || errors.Is(err, vaultcopy.ErrSameVault) {
+					return usageError{err}
+				}
+				return fmt.Errorf("copy from %s to %s: %w", src.Store(), dst.Store(), err)
+			}
+			if a.jsonOut {
+				return a.printJSON(st)
+			}
+			for _, id := range st.Points {
+				a.printf("%s\n", id)
+			}
+			if !a.quiet {
+				fmt.Fprintf(a.env.Stderr, "copied %d point(s) from %s to %s: %d chunks, %s read, %s written in %s\n",
+					st.PointsCopied, src.Store(), dst.Store(), st.Chunks, size(st.ReadBytes), size(st.WrittenBytes),
+					(time.Duration(st.DurationMS) * time.Millisecond).Round(time.Millisecond))
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&from, "from", "", "the source vault: a directory or s3://bucket/prefix (required)")
+	f.StringVar(&to, "to", "", "the copy, created with 'vault init --copy-of' (required)")
+	f.StringVar(&machine, "machine", "", "copy only this machine's points")
+	f.StringVar(&fromPasswordFile, "from-password-file", "", "the source's passphrase (env LIFEBOAT_FROM_PASSWORD; default: the copy's)")
+	return cmd
+}
+
+type statusMachine struct {
+	Machine    string    `json:"machine"`
+	Points     int       `json:"points"`
+	LatestID   string    `json:"latest_id"`
+	LatestTime time.Time `json:"latest_time"`
+}
+
+type statusPoint struct {
+	ID      string    `json:"id"`
+	Machine string    `json:"machine"`
+	Time    time.Time `json:"time"`
+}
+
+type statusCopy struct {
+	Vault         string        `json:"vault"`
+	PendingPoints int           `json:"pending_points"`
+	Pending       []statusPoint `json:"pending"`
+	LagSeconds    float64       `json:"lag_seconds"`
+	UpToDate      bool          `json:"up_to_date"`
+}
+
+type statusOut struct {
+	Vault     string          `json:"vault"`
+	ID        string          `json:"id"`
+	Points    int             `json:"points"`
+	Machines  []statusMachine `json:"machines"`
+	Packs     int             `json:"packs"`
+	SizeBytes int64           `json:"size_bytes"`
+	Copy      *statusCopy     `json:"copy,omitempty"`
+}
+
+func (a *app) vaultStatusCommand() *cobra.Command {
+	var copyURL, machine string
+	cmd := &cobra.Command{
+		Use:   "status [--copy COPY] [--machine NAME]",
+		Short: "Summarise a vault, and how far behind its copy is",
+		Long: `Show the vault's recovery points per machine, the latest of each, and the size
+of its packs. With --copy, also list the points not yet copied to that vault
+copy and the copy lag: the age of the oldest point not yet copied, 0 when the
+copy is up to date. The lag is the recovery point objective of the second
+site: what a loss of this site would lose of the copy's history.
+
+--copy needs no passphrase: only the names of its objects are read. It reads
+LIFEBOAT_COPY_S3_ENDPOINT, LIFEBOAT_COPY_AWS_ACCESS_KEY_ID ... first, falling
+back to the plain variables.`,
+		Example: `  lifeboat vault status --vault /srv/vault --copy s3://dr-site/vault`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			var copyStore blob.Store
+			if copyURL != "" {
+				s, err := openStore(ctx, copyURL, false, prefixedEnv(envCopy, a.env.Getenv))
+				if err != nil {
+					return fmt.Errorf("copy: %w", err)
+				}
+				if _, err := vault.ReadConfig(ctx, s); err != nil {
+					return fmt.Errorf("copy: %w", err)
+				}
+				copyStore = s
+			}
+			v, err := a.open(ctx)
+			if err != nil {
+				return err
+			}
+			out, err := a.status(ctx, v, machine, copyStore)
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				return a.printJSON(out)
+			}
+			a.printStatus(out)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&copyURL, "copy", "", "a copy of this vault (vault init --copy-of) to compare with")
+	cmd.Flags().StringVar(&machine, "machine", "", "only this machine's points")
+	return cmd
+}
+
+func (a *app) status(ctx context.Context, v *vault.Vault, machine string, copyStore blob.Store) (*statusOut, error) {
+	points, err := recovery.List(ctx, v)
+	if err != nil {
+		return nil, err
+	}
+	packs, err := v.ListPacks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := &statusOut{Vault: v.Store().String(), ID: v.Config().ID, Packs: len(packs), Machines: []statusMachine{}}
+	for _, p := range packs {
+		out.SizeBytes += p.Size
+	}
+	byName := map[string]int{}
+	for _, p := range points { // oldest first: the last one seen is the latest
+		if machine != "" && p.Machine != machine {
+			continue
+		}
+		out.Points++
+		i, ok := byName[p.Machine]
+		if !ok {
+			i = len(out.Machines)
+			byName[p.Machine] = i
+			out.Machines = append(out.Machines, statusMachine{Machine: p.Machine})
+		}
+		m := &out.Machines[i]
+		m.Points++
+		m.LatestID, m.LatestTime = p.ID.String(), p.Time
+	}
+	if copyStore == nil {
+		return out, nil
+	}
+	pending, err := vaultcopy.Pending(ctx, v, copyStore, machine)
+	if err != nil {
+		return nil, err
+	}
+	c := &statusCopy{Vault: copyStore.String(), PendingPoints: len(pending), Pending: []statusPoint{}, UpToDate: len(pending) == 0,
+		LagSeconds: vaultcopy.Lag(pending, a.env.Clock.Now()).Seconds()}
+	for _, p := range pending {
+		c.Pending = append(c.Pending, statusPoint{ID: p.ID.String(), Machine: p.Machine, Time: p.Time})
+	}
+	out.Copy = c
+	return out, nil
+}
+
+func (a *app) printStatus(out *statusOut) {
+	a.printf("vault %s (%s): %d point(s) of %d machine(s), %s in %d pack(s)\n", out.Vault, out.ID, out.Points, len(out.Machines),
+		size(out.SizeBytes), out.Packs)
+	if len(out.Machines) > 0 {
+		tw := tabwriter.NewWriter(a.env.Stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "MACHINE\tPOINTS\tLATEST\tLATEST ID")
+		for _, m := range out.Machines {
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", m.Machine, m.Points, m.LatestTime.Local().Format("2006-01-02 15:04:05"), m.LatestID[:12])
+		}
+		tw.Flush()
+	}
+	if out.Copy == nil {
+		return
+	}
+	c := out.Copy
+	if c.UpToDate {
+		a.printf("copy %s: up to date (lag 0)\n", c.Vault)
+		return
+	}
+	lag := time.Duration(c.LagSeconds * float64(time.Second)).Round(time.Second)
+	a.printf("copy %s: %d point(s) not copied, lag %s\n", c.Vault, c.PendingPoints, lag)
+	tw := tabwriter.NewWriter(a.env.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tTIME\tMACHINE")
+	for _, p := range c.Pending {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", p.ID[:12], p.Time.Local().Format("2006-01-02 15:04:05"), p.Machine)
+	}
+	tw.Flush()
+}

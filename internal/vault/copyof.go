@@ -1,0 +1,93 @@
+package vault
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"lifeboat/internal/blob"
+	"lifeboat/internal/chunk"
+)
+
+// InitCopyOf creates a vault in an empty store that shares src's data_key
+// and id_key, chunk size and compression (docs/format.md, "Vault copies"):
+// every object of src can then be copied into it byte for byte, and chunk,
+// manifest and point IDs are the same in both. The new vault has its own ID,
+// its own key slot under passphrase, and the pack size in opts (0: src's).
+func InitCopyOf(ctx context.Context, store blob.Store, passphrase []byte, src *Vault, opts Options) (*Vault, error) {
+	opts.fill()
+	if _, err := store.Stat(ctx, "config"); err == nil {
+		return nil, fmt.Errorf("%s: %w", store, ErrVaultExists)
+	} else if !blob.IsNotExist(err) {
+		return nil, fmt.Errorf("checking %s for a vault: %w", store, err)
+	}
+	cfg := src.cfg
+	cfg.Version = FormatVersion
+	cfg.Created = opts.Clock.Now().UTC().Truncate(time.Second)
+	cfg.ID = randomName()
+	if opts.PackSize != 0 {
+		cfg.PackSize = opts.PackSize
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	keys := keyPayload{DataKey: src.keys.DataKey, IDKey: src.keys.IDKey, Config: cfg}
+	v, err := newVault(store, cfg, keys, opts)
+	if err != nil {
+		return nil, err
+	}
+	// Key slot first, config last, as in Init.
+	if err := v.AddPassphrase(ctx, passphrase); err != nil {
+		return nil, err
+	}
+	cj, _ := json.MarshalIndent(cfg, "", "  ")
+	if err := store.Put(ctx, "config", append(cj, '\n')); err != nil {
+		return nil, fmt.Errorf("writing config: %w", err)
+	}
+	return v, nil
+}
+
+// SameKeys reports whether v and o seal data and name chunks with the same
+// keys, so that objects copied between them byte for byte stay valid.
+func (v *Vault) SameKeys(o *Vault) bool {
+	d := subtle.ConstantTimeCompare(v.keys.DataKey[:], o.keys.DataKey[:])
+	i := subtle.ConstantTimeCompare(v.keys.IDKey[:], o.keys.IDKey[:])
+	return d&i == 1
+}
+
+// WithStore returns the vault v seen through store, which must hold the
+// same objects (a wrapper around v.Store() that counts, throttles or
+// injects faults). Both values stay usable.
+func (v *Vault) WithStore(store blob.Store) *Vault {
+	w := *v
+	w.store = store
+	return &w
+}
+
+// LoadObjectSealed is LoadObject that also returns the object as stored,
+// for copying it to a vault with the same keys.
+func (v *Vault) LoadObjectSealed(ctx context.Context, kind string, id chunk.ID) (sealed, plain []byte, err error) {
+	name := ObjectName(kind, id)
+	sealed, err = v.store.Get(ctx, name)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading %s: %w", name, err)
+	}
+	plain, err = v.OpenSealed(kind, id, sealed)
+	return sealed, plain, err
+}
+
+// OpenSealed checks that sealed, an object of kind as stored, hashes to id
+// and opens it.
+func (v *Vault) OpenSealed(kind string, id chunk.ID, sealed []byte) ([]byte, error) {
+	name := ObjectName(kind, id)
+	if chunk.ObjectID(sealed) != id {
+		return nil, fmt.Errorf("%s: content does not match its name: %w", name, chunk.ErrCorrupt)
+	}
+	plain, err := v.codec.OpenObject(sealed, aads[kind])
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return plain, nil
+}

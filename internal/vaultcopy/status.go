@@ -1,0 +1,66 @@
+package vaultcopy
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"lifeboat/internal/blob"
+	"lifeboat/internal/chunk"
+	"lifeboat/internal/recovery"
+	"lifeboat/internal/vault"
+)
+
+// Pending returns the points of the source (of machine, if not empty) that
+// the copy in store has neither stored nor recorded as copied, oldest
+// first: what the next Run would copy. It reads only object names at the
+// copy, so it needs no passphrase for it.
+func Pending(ctx context.Context, from *vault.Vault, to blob.Store, machine string) ([]*recovery.Point, error) {
+	ids, err := from.ListIDs(ctx, vault.KindPoint)
+	if err != nil {
+		return nil, fmt.Errorf("source %s: %w", from.Store(), err)
+	}
+	have, marked, err := targetPoints(ctx, to)
+	if err != nil {
+		return nil, err
+	}
+	var want []chunk.ID
+	for _, id := range ids {
+		if !have[id] && !marked[id] {
+			want = append(want, id)
+		}
+	}
+	out := make([]*recovery.Point, len(want))
+	idx := make([]int, len(want))
+	for i := range idx {
+		idx[i] = i
+	}
+	err = vault.Parallel(ctx, 8, idx, func(ctx context.Context, i int) error {
+		p, err := recovery.Load(ctx, from, want[i])
+		if blob.IsNotExist(err) {
+			return nil
+		}
+		out[i] = p
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("source %s: loading points: %w", from.Store(), err)
+	}
+	points := out[:0]
+	for _, p := range out {
+		if p != nil && (machine == "" || p.Machine == machine) {
+			points = append(points, p)
+		}
+	}
+	recovery.Sort(points)
+	return points, nil
+}
+
+// Lag is the copy's recovery point objective as it stands: the age of the
+// oldest pending point at now, or 0 when there is none.
+func Lag(pending []*recovery.Point, now time.Time) time.Duration {
+	if len(pending) == 0 {
+		return 0
+	}
+	return max(now.Sub(pending[0].Time), 0)
+}
