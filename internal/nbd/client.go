@@ -791,8 +791,12 @@ func (c *Client) readChunk(cl *call, typ uint16, length uint32) error {
 	if length > maxChunk {
 		return protoErr("chunk type %d of %d bytes", typ, length)
 	}
-	payload := make([]byte, length)
-	if _, err := io.ReadFull(c.r, payload); err != nil {
+	// Grow the buffer as bytes arrive rather than trusting the length.
+	payload, err := io.ReadAll(io.LimitReader(c.r, int64(length)))
+	if err == nil && len(payload) < int(length) {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
 		return fmt.Errorf("reading reply chunk: %w", err)
 	}
 	return c.applyChunk(cl, typ, payload)
