@@ -536,10 +536,16 @@ func (c *Client) start(ctx context.Context, cmd uint16, flags CmdFlags, off int6
 	var hdr [requestHeaderSize]byte
 	putRequest(hdr[:], cmd, flags, cl.cookie, uint64(off), length)
 	c.wmu.Lock()
-	_, err := withDeadline(ctx, c.conn, func() (int64, error) {
-		bufs := net.Buffers{hdr[:], payload}
-		return bufs.WriteTo(c.conn)
-	})
+	// A done context interrupts a write stuck on a server that does not
+	// read; only the write side gets the deadline, replies keep flowing.
+	fired := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() { c.conn.SetWriteDeadline(time.Unix(1, 0)); close(fired) })
+	bufs := net.Buffers{hdr[:], payload}
+	_, err := bufs.WriteTo(c.conn)
+	if !stop() {
+		<-fired
+		c.conn.SetWriteDeadline(time.Time{})
+	}
 	c.wmu.Unlock()
 	if err != nil {
 		// A request cut short leaves the stream unusable.
@@ -791,8 +797,12 @@ func (c *Client) readChunk(cl *call, typ uint16, length uint32) error {
 	if length > maxChunk {
 		return protoErr("chunk type %d of %d bytes", typ, length)
 	}
-	payload := make([]byte, length)
-	if _, err := io.ReadFull(c.r, payload); err != nil {
+	// Grow the buffer as bytes arrive rather than trusting the length.
+	payload, err := io.ReadAll(io.LimitReader(c.r, int64(length)))
+	if err == nil && len(payload) < int(length) {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
 		return fmt.Errorf("reading reply chunk: %w", err)
 	}
 	return c.applyChunk(cl, typ, payload)

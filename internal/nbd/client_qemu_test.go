@@ -227,3 +227,34 @@ func TestClientServerGoesAway(t *testing.T) {
 	}
 	t.Logf("read after the server died: %v", err)
 }
+
+// A canceled context ends a read at once, leaves the caller's buffer
+// alone, and the connection keeps working.
+func TestClientCancel(t *testing.T) {
+	dir := shortTempDir(t)
+	img, want := sparseImage(t, dir, 64<<20, [][2]int64{{0, 64 << 20}}, 50)
+	sock := filepath.Join(dir, "nbd.sock")
+	p := startPeer(t, "qemu-nbd", "--persistent", "--format=raw", "--socket="+sock, img)
+	p.waitDial(t, "unix", sock)
+	c, err := Dial(testCtx(t), sockURI(sock, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := c.Pread(ctx, make([]byte, 1<<20), 0, 0); !errors.Is(err, context.Canceled) {
+		t.Fatalf("read with a canceled context: %v", err)
+	}
+	// Cancel while 64 MiB of reads are in flight.
+	for i := 0; i < 5; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(i)*time.Millisecond)
+		buf := make([]byte, 64<<20)
+		err := c.Pread(ctx, buf, 0, 0)
+		cancel()
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("read canceled in flight: %v", err)
+		}
+	}
+	checkRead(t, c, want, 0, 64<<20)
+}
