@@ -434,6 +434,7 @@ memory() {
 # live: incremental backup of a running disk, bitmap vs comparison vs restic.
 live_once() {
 	local r=$1 dir=$WORK/live
+	fusermount3 -u "$dir/disk0.fuse" 2>/dev/null || true   # left by an interrupted run
 	rm -rf "$dir" "$WORK/restic-live"; mkdir -p "$dir"
 	qemu-img convert -O qcow2 "$WORK/image.orig" "$dir/disk0.qcow2"
 	touch "$dir/disk0.fuse"
@@ -443,27 +444,31 @@ live_once() {
 		--export type=fuse,id=fuse0,node-name=disk0,mountpoint="$dir/disk0.fuse",writable=on \
 		--chardev socket,id=m,path="$dir/qmp.sock",server=on,wait=off --monitor chardev=m &
 	local qsd=$!
-	trap "kill $qsd 2>/dev/null || true; fusermount3 -u '$dir/disk0.fuse' 2>/dev/null || true" RETURN
 	for _ in $(seq 100); do [ -S "$dir/qmp.sock" ] && [ "$(stat -c %s "$dir/disk0.fuse")" -gt 0 ] && break; sleep 0.1; done
+	# Two vaults, so that neither incremental finds the other's new chunks.
 	VAULT=$dir/vault
+	local fvault=$dir/vault-file
 	"$LB" --vault "$VAULT" vault init >/dev/null
+	"$LB" --vault "$fvault" vault init >/dev/null
 	restic -r "$WORK/restic-live" init >/dev/null 2>&1
 	# Parent points: live full, file full, restic full (untimed).
 	"$LB" --vault "$VAULT" -q backup --machine live --qmp "$dir/qmp.sock" >/dev/null
 	cp --sparse=always "$WORK/image.orig" "$dir/disk0.raw"
-	"$LB" --vault "$VAULT" -q backup --machine file --disk "disk0=$dir/disk0.raw" >/dev/null
+	"$LB" --vault "$fvault" -q backup --machine file --disk "disk0=$dir/disk0.raw" >/dev/null
 	restic -r "$WORK/restic-live" backup -q "$dir/disk0.raw" >/dev/null
 	# The 1% change, through QEMU (the bitmap sees it) and to the raw copy.
 	apply_change "$dir/disk0.fuse"
 	apply_change "$dir/disk0.raw"
 	warm "$dir/disk0.qcow2" "$dir/disk0.raw"
 	timed "live-bitmap.$r" "$LB" --vault "$VAULT" --json backup --machine live --qmp "$dir/qmp.sock"
-	timed "live-compare.$r" "$LB" --vault "$VAULT" --json backup --machine file --disk "disk0=$dir/disk0.raw"
+	timed "live-compare.$r" "$LB" --vault "$fvault" --json backup --machine file --disk "disk0=$dir/disk0.raw"
 	timed "live-restic.$r" restic -r "$WORK/restic-live" backup -q "$dir/disk0.raw"
 	grep -q '"change_source": "tracking"' "$LOGS/live-bitmap.$r.out" || { echo "run.sh: the live incremental did not use the bitmap" >&2; exit 1; }
 	# The live point restores to exactly the changed disk.
 	"$LB" --vault "$VAULT" -q restore --machine live latest --disk disk0 --to-file "$dir/restored.raw"
 	cmp "$dir/restored.raw" "$dir/disk0.raw"
+	kill "$qsd"; wait "$qsd" 2>/dev/null || true
+	fusermount3 -u "$dir/disk0.fuse" 2>/dev/null || true
 	rm -rf "$dir" "$WORK/restic-live"
 }
 

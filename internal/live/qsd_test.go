@@ -298,3 +298,42 @@ func TestLiveStorageDaemonIncrementals(t *testing.T) {
 	}
 	checkRestore(t, v, p5, frozen5)
 }
+
+// A backup cancelled after the instant leaves the machine as it was, and
+// the previous bitmap still holds every change since the last good point:
+// the next backup reads them all, and only them.
+func TestLiveCancelAfterInstantRollsBack(t *testing.T) {
+	need(t, "qemu-storage-daemon", "qemu-img", "qemu-io", "fusermount3")
+	dir := t.TempDir()
+	d := startDaemon(t, dir, "disk0")
+	v, err := vault.Init(context.Background(), blob.NewMem(), []byte("pw"), cheap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := live.Options{Machine: "qsd", QMP: d.qmp}
+	d.write("disk0", 0, 256<<10, 0x10)
+	p1, err := live.Backup(context.Background(), v, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.write("disk0", 4<<20, 64<<10, 0x20) // before the cancelled instant
+	ctx, cancel := context.WithCancel(context.Background())
+	o := opts
+	o.AfterInstant = func() {
+		d.write("disk0", 8<<20, 64<<10, 0x30) // after it
+		cancel()
+	}
+	if _, err := live.Backup(ctx, v, o); err == nil {
+		t.Fatal("cancelled backup succeeded")
+	}
+	assertClean(t, d.qmp, map[string]string{"disk0": diskOf(t, p1, "disk0").Tracking})
+	want := d.snapshotModel()
+	p3, err := live.Backup(context.Background(), v, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pd := diskOf(t, p3, "disk0"); pd.ChangeSource != "tracking" || pd.Stats.ReadBytes != 2*64<<10 {
+		t.Fatalf("after a cancelled backup: %+v; want tracking over both writes (2 blocks)", pd)
+	}
+	checkRestore(t, v, p3, want)
+}
