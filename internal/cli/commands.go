@@ -323,6 +323,11 @@ target to have exactly the size of the disk in the point.`,
 				return a.printJSON(map[string]any{"point": p.ID.String(), "machine": machine, "disks": files,
 					"definition": defPath, "stats": st})
 			}
+			if !a.quiet {
+				d := time.Duration(st.DurationMS) * time.Millisecond
+				fmt.Fprintf(a.env.Stderr, "restored point %s of %s: %d disk(s), %s, %s written in %s (%s/s)\n", p.ID.Short(), machine,
+					len(targets), size(st.Bytes), size(st.WrittenBytes), d.Round(time.Millisecond), size(int64(float64(st.Bytes)/max(d.Seconds(), 0.001))))
+			}
 			for _, t := range targets {
 				a.printf("%s\t%s\n", t.Disk.Name, t.Path)
 			}

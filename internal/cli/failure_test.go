@@ -83,6 +83,8 @@ func restoreCheck(t *testing.T, vaultDir, id, want string) result {
 		if err := compareFiles(want, out); err != nil {
 			t.Errorf("restore of %s exited 0 but: %v", id[:12], err)
 		}
+	} else if _, err := os.Stat(out); err == nil {
+		t.Errorf("restore of %s failed (exit %d) but left a partial image at %s", id[:12], r.code, out)
 	}
 	os.Remove(out)
 	return r

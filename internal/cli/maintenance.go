@@ -165,7 +165,7 @@ Only the points are removed: their data stays until 'lifeboat prune' (or --prune
 	f.IntVar(&r.KeepWeekly, "keep-weekly", 0, "keep the newest point of each of the last N ISO weeks that have one")
 	f.IntVar(&r.KeepMonthly, "keep-monthly", 0, "keep the newest point of each of the last N months that have one")
 	f.IntVar(&r.KeepYearly, "keep-yearly", 0, "keep the newest point of each of the last N years that have one")
-	f.StringVar(&within, "keep-within", "", "keep every point newer than this (e.g. 36h, 7d, 2w, 1y6m)")
+	f.StringVar(&within, "keep-within", "", `keep every point newer than this: 36h, 7d, 2w, 1y6m ("2m" alone is two minutes, as in Go; two months is "2m0d" or "60d")`)
 	f.BoolVar(&prune, "prune", false, "run prune afterwards")
 	f.BoolVar(&dryRun, "dry-run", false, "show what would be removed, remove nothing")
 	return cmd

@@ -94,8 +94,10 @@ type restorer struct {
 	zeros    atomic.Int64
 }
 
-// Run restores the disks named by targets from point p.
-func Run(ctx context.Context, v *vault.Vault, p *recovery.Point, targets []Target, opts Options) (Stats, error) {
+// Run restores the disks named by targets from point p. If it fails, the
+// new images it created are removed: a half-written image is never left
+// looking like a restored disk. In-place targets keep what was written.
+func Run(ctx context.Context, v *vault.Vault, p *recovery.Point, targets []Target, opts Options) (_ Stats, err error) {
 	start := v.Clock().Now()
 	sess, err := v.StartSession(ctx, "restore")
 	if err != nil {
@@ -119,6 +121,9 @@ func Run(ctx context.Context, v *vault.Vault, p *recovery.Point, targets []Targe
 	defer func() {
 		for _, t := range ts {
 			t.f.Close()
+			if err != nil && !t.InPlace {
+				os.Remove(t.Path)
+			}
 		}
 	}()
 	var total int64
