@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"testing"
+	"runtime/debug"
 	"time"
+
+	"golang.org/x/crypto/argon2"
 )
 
 var fastKDF = KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}
@@ -64,5 +67,25 @@ func TestSlot(t *testing.T) {
 	}
 	if _, err := SealSlot(nil, payload, fastKDF, time.Unix(0, 0)); err == nil {
 		t.Fatal("empty passphrase accepted")
+	}
+}
+
+// BenchmarkDerive is one key-slot unlock at the default cost, in a fresh
+// process's conditions as far as a benchmark can: the heap is returned to
+// the OS before each derivation, so the work area must be faulted in.
+func BenchmarkDerive(b *testing.B) {
+	for _, warm := range []bool{false, true} {
+		b.Run(map[bool]string{false: "cold", true: "warmHeap"}[warm], func(b *testing.B) {
+			p := DefaultKDF
+			salt := make([]byte, 16)
+			for i := 0; i < b.N; i++ {
+				debug.FreeOSMemory()
+				if warm {
+					p.derive([]byte("pw"), salt)
+				} else {
+					argon2.IDKey([]byte("pw"), salt, p.Time, p.MemoryKiB, p.Threads, KeySize)
+				}
+			}
+		})
 	}
 }

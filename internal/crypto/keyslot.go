@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"time"
 
 	"golang.org/x/crypto/argon2"
+	"golang.org/x/sys/unix"
 )
 
 // KDFParams are the Argon2id parameters of a key slot.
@@ -38,8 +40,31 @@ var ErrWrongPassphrase = errors.New("wrong passphrase")
 
 func (p KDFParams) derive(passphrase, salt []byte) Key {
 	var k Key
+	warmHeap(int(p.MemoryKiB) << 10)
 	copy(k[:], argon2.IDKey(passphrase, salt, p.Time, p.MemoryKiB, p.Threads, KeySize))
 	return k
+}
+
+// warmHeap makes the heap hold n bytes of memory that is already mapped,
+// in huge pages where the kernel allows it, before Argon2 allocates its
+// n-byte work area. Without it the work area is faulted in 4 KiB at a
+// time: 16,384 page faults for 64 MiB, which on a virtual machine cost
+// more than the hashing itself (0.16 s of 0.2 s measured; 0.04 s with
+// it, see BenchmarkDerive). The freed block is reused by Argon2's
+// allocation; the garbage collector zeroes it as for any allocation. Best
+// effort: where madvise fails nothing is lost but the speed.
+func warmHeap(n int) {
+	if n < 4<<20 {
+		return
+	}
+	b := make([]byte, n+2<<20)
+	_ = unix.Madvise(b, unix.MADV_HUGEPAGE)
+	for i := 0; i < len(b); i += 4096 {
+		b[i] = 1
+	}
+	runtime.KeepAlive(b)
+	b = nil
+	runtime.GC()
 }
 
 // SealSlot wraps payload under passphrase in a new key slot.
