@@ -7,7 +7,7 @@
 #       N rounds (default 3, tool order alternating), reported as best-of and median
 #   bench/run.sh chunksizes [--runs N] [--compression C]
 #       lifeboat only, for chunk sizes 64K 128K 256K 512K 1M 4M (CHUNK_SIZES overrides)
-#   bench/run.sh live [--runs N]
+#   bench/run.sh live [--runs N] [--chunk-size SIZE]
 #       a live 4 GiB qcow2 disk served by qemu-storage-daemon: 1% incremental with
 #       the dirty bitmap (backup --qmp) vs by comparison with the parent (the same
 #       image as a raw file) vs restic on that raw file
@@ -448,8 +448,10 @@ live_once() {
 	# Two vaults, so that neither incremental finds the other's new chunks.
 	VAULT=$dir/vault
 	local fvault=$dir/vault-file
-	"$LB" --vault "$VAULT" vault init >/dev/null
-	"$LB" --vault "$fvault" vault init >/dev/null
+	# shellcheck disable=SC2046
+	"$LB" --vault "$VAULT" vault init $(lb_init_args) >/dev/null
+	# shellcheck disable=SC2046
+	"$LB" --vault "$fvault" vault init $(lb_init_args) >/dev/null
 	restic -r "$WORK/restic-live" init >/dev/null 2>&1
 	# Parent points: live full, file full, restic full (untimed).
 	"$LB" --vault "$VAULT" -q backup --machine live --qmp "$dir/qmp.sock" >/dev/null
