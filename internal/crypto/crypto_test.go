@@ -3,8 +3,8 @@ package crypto
 import (
 	"bytes"
 	"errors"
-	"testing"
 	"runtime/debug"
+	"testing"
 	"time"
 
 	"golang.org/x/crypto/argon2"
