@@ -3,7 +3,9 @@ package cli_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
+	"math/rand/v2"
 	"fmt"
 	"os"
 	"os/exec"
@@ -20,6 +22,13 @@ import (
 // 8 MiB, exported writable over FUSE (for writes) and its QMP socket.
 func storageDaemon(t *testing.T) (dir, qmpSock, fuse string) {
 	t.Helper()
+	return storageDaemonWith(t, "")
+}
+
+// storageDaemonWith starts the daemon on a copy of the raw image src (8 MiB
+// of zeros when src is "").
+func storageDaemonWith(t *testing.T, src string) (dir, qmpSock, fuse string) {
+	t.Helper()
 	for _, tool := range []string{"qemu-storage-daemon", "qemu-img", "fusermount3"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			if os.Getenv("CI") == "true" {
@@ -30,7 +39,11 @@ func storageDaemon(t *testing.T) (dir, qmpSock, fuse string) {
 	}
 	dir = t.TempDir()
 	img := filepath.Join(dir, "d0.qcow2")
-	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", img, "8M").CombinedOutput(); err != nil {
+	mk := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", img, "8M")
+	if src != "" {
+		mk = exec.Command("qemu-img", "convert", "-O", "qcow2", src, img)
+	}
+	if out, err := mk.CombinedOutput(); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	qmpSock, fuse = filepath.Join(dir, "qmp.sock"), filepath.Join(dir, "d0.fuse")
@@ -228,5 +241,86 @@ func decode(t *testing.T, s string, v any) {
 	t.Helper()
 	if err := json.Unmarshal([]byte(s), v); err != nil {
 		t.Fatalf("decoding %q: %v", s, err)
+	}
+}
+
+// kill -9 of lifeboat in the middle of a live backup leaves QEMU fleecing
+// (a job copying old data aside, an overlay, an export) and the previous
+// bitmap disabled. The next backup clears all of it, does not trust the
+// bitmap, reads and compares, and leaves the machine clean.
+func TestCLIBackupQMPKilledMidway(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "src.raw")
+	data := make([]byte, 384<<20)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := 0; i < len(data); i += 8 {
+		binary.LittleEndian.PutUint64(data[i:], rng.Uint64())
+	}
+	if err := os.WriteFile(src, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	data = nil
+	dir, sock, fuse := storageDaemonWith(t, src)
+	vaultDir := filepath.Join(t.TempDir(), "vault")
+	initVault(t, vaultDir, 0)
+	mustRun(t, "--vault", vaultDir, "-q", "backup", "--machine", "qsd", "--qmp", sock)
+	writeAt(t, fuse, 100<<20, []byte("between the points"))
+
+	fleece := filepath.Join(dir, "fleece")
+	os.Mkdir(fleece, 0o700)
+	p := startProc(t, "--vault", vaultDir, "backup", "--machine", "qsd", "--qmp", sock, "--fleece-dir", fleece, "--audit", "1")
+	// --audit 1 makes the backup re-read every unchanged block: long enough
+	// to be killed while QEMU is fleecing.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if ents, _ := os.ReadDir(fleece); len(ents) > 0 {
+			break
+		}
+		if p.exited() || time.Now().After(deadline) {
+			t.Fatalf("the backup never started fleecing: %s", p.wait(t, time.Second))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(150 * time.Millisecond)
+	if !p.kill() {
+		t.Skip("the backup finished before it could be killed")
+	}
+	writeAt(t, fuse, 200<<20, []byte("after the kill"))
+	want := readFile(t, fuse)
+
+	r := mustRun(t, "--vault", vaultDir, "--json", "backup", "--machine", "qsd", "--qmp", sock, "--fleece-dir", fleece)
+	var pt struct {
+		ID    string     `json:"id"`
+		Disks []liveDisk `json:"disks"`
+	}
+	decode(t, r.stdout, &pt)
+	if pt.Disks[0].ChangeSource != "compare" || !strings.Contains(r.stderr, "not recording") {
+		t.Fatalf("after a killed backup: %+v\n%s", pt.Disks, r)
+	}
+	restoreCompare(t, vaultDir, "qsd", pt.ID, "d0", want)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	mon, err := qmp.Dial(ctx, sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mon.Close()
+	nodes, err := mon.QueryNamedBlockNodes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		if strings.HasPrefix(n.NodeName, qmp.FleeceNodePrefix) {
+			t.Fatalf("fleecing node %s still in QEMU", n.NodeName)
+		}
+		if n.NodeName == "d0" && len(n.DirtyBitmaps) != 1 {
+			t.Fatalf("disk d0 has bitmaps %+v, want only the new point's", n.DirtyBitmaps)
+		}
+	}
+	if jobs, err := mon.QueryBlockJobs(ctx); err != nil || len(jobs) != 0 {
+		t.Fatalf("block jobs left: %+v %v", jobs, err)
+	}
+	if ents, _ := os.ReadDir(fleece); len(ents) != 0 {
+		t.Fatalf("overlay files left in %s: %v", fleece, ents)
 	}
 }

@@ -103,6 +103,9 @@ func Backup(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point,
 	if err := qmp.RemoveStaleFleecing(ctx, mon, dir); err != nil {
 		return nil, fmt.Errorf("removing an earlier backup's leftovers from QEMU: %w", err)
 	}
+	if err := claimNBDServer(ctx, mon); err != nil {
+		return nil, err
+	}
 	disks, err := selectDisks(ctx, mon, opts.Disks)
 	if err != nil {
 		return nil, err
@@ -201,6 +204,35 @@ func Backup(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point,
 		warn(fmt.Sprintf("point %s is committed, but tearing down the snapshot view failed: %v", p.ID.Short(), err))
 	}
 	return p, nil
+}
+
+// claimNBDServer makes sure QEMU's one NBD server is free for the
+// backup's exports. A server that serves no NBD export is a leftover of a
+// killed backup (its exports were removed with the rest of its fleecing)
+// or idle, and is stopped; one that serves exports belongs to someone
+// else, and the backup stops with an error naming them.
+func claimNBDServer(ctx context.Context, mon *qmp.Monitor) error {
+	exports, err := mon.QueryBlockExports(ctx)
+	if err != nil {
+		return fmt.Errorf("listing QEMU's exports: %w", err)
+	}
+	var theirs []string
+	for _, e := range exports {
+		if e.Type == "nbd" {
+			theirs = append(theirs, e.ID)
+		}
+	}
+	if len(theirs) > 0 {
+		return fmt.Errorf("QEMU's NBD server is in use by exports %s: a live backup needs it for its own exports (QEMU has one NBD server)", strings.Join(theirs, ", "))
+	}
+	if err := mon.NBDServerStop(ctx); err != nil {
+		var qe *qmp.Error
+		if errors.As(err, &qe) && strings.Contains(qe.Desc, "not running") {
+			return nil
+		}
+		return fmt.Errorf("stopping QEMU's idle NBD server: %w", err)
+	}
+	return nil
 }
 
 type liveDisk struct {
