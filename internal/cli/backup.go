@@ -140,6 +140,12 @@ func (a *app) runBackup(ctx context.Context, bf backupFlags) error {
 	if (bf.preHook != "" || bf.postHook != "") && cons != recovery.App {
 		return usageError{errors.New("--pre-hook and --post-hook need --consistency app")}
 	}
+	if cons == recovery.App && bf.preHook == "" {
+		return usageError{errors.New("--consistency app needs a --pre-hook that quiesces the application (without one, use --consistency file)")}
+	}
+	if bf.freezeTimeout <= 0 || bf.hookTimeout <= 0 {
+		return usageError{errors.New("--freeze-timeout and --hook-timeout must be positive")}
+	}
 	if bf.audit < 0 || bf.audit > 1 {
 		return usageError{fmt.Errorf("--audit %g: want a fraction from 0 to 1", bf.audit)}
 	}
@@ -246,32 +252,34 @@ type capture struct {
 
 // ctx returns the backup's context: cancelled if a freeze runs out of time.
 func (c *capture) ctx(parent context.Context) context.Context {
-	if c.frozen == nil {
+	fz := c.frozen
+	if fz == nil {
 		return parent
 	}
 	ctx, cancel := context.WithCancelCause(parent)
 	c.cancel = cancel
 	go func() {
 		select {
-		case <-c.frozen.Expired:
-			cancel(c.expired())
+		case <-fz.Expired:
+			cancel(expired(fz))
 		case <-ctx.Done():
 		}
 	}()
 	return ctx
 }
 
-func (c *capture) expired() error {
-	return fmt.Errorf("filesystems %s stayed frozen longer than --freeze-timeout and were thawed: no point written", c.frozen.Mounts())
+func expired(fz *quiesce.Frozen) error {
+	return fmt.Errorf("filesystems %s stayed frozen longer than --freeze-timeout and were thawed: no point written", fz.Mounts())
 }
 
 func (c *capture) precommit() error {
-	if c.frozen == nil {
+	fz := c.frozen
+	if fz == nil {
 		return nil
 	}
 	select {
-	case <-c.frozen.Expired:
-		return c.expired()
+	case <-fz.Expired:
+		return expired(fz)
 	default:
 		return nil
 	}
@@ -434,6 +442,13 @@ func (a *app) captureLocal(ctx context.Context, bf backupFlags, cons recovery.Co
 	}
 	for _, cl := range clones {
 		c.closers = append(c.closers, func() error { return os.Remove(cl) })
+	}
+	select {
+	case <-c.frozen.Expired:
+		// The timeout thawed the filesystems while cloning: the clones
+		// are not one frozen instant.
+		return nil, expired(c.frozen)
+	default:
 	}
 	if err := c.release(); err != nil {
 		return nil, err

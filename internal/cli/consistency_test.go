@@ -159,12 +159,16 @@ func TestConsistencyFileRefusals(t *testing.T) {
 	// Hooks without app.
 	r = run(t, "--vault", vaultDir, "backup", "--machine", "fs", "--disk", "d0="+img, "--pre-hook", "true")
 	expect(t, "hook without app", r, 2, "--consistency app")
+	r = run(t, "--vault", vaultDir, "backup", "--machine", "fs", "--disk", "d0="+img, "--consistency", "app")
+	expect(t, "app without a pre-hook", r, 2, "needs a --pre-hook")
+	r = run(t, "--vault", vaultDir, "backup", "--machine", "fs", "--disk", "d0="+img, "--consistency", "file", "--freeze-timeout", "0s")
+	expect(t, "zero freeze timeout", r, 2, "must be positive")
 }
 
 func TestConsistencyFreezeTimeoutAndWatchdog(t *testing.T) {
-	img, _, mnt := loopMount(t, 256)
+	img, _, mnt := loopMount(t, 512)
 	// Fill the filesystem with random data so reading it takes a while.
-	sh(t, "dd", "if=/dev/urandom", "of="+filepath.Join(mnt, "big"), "bs=1M", "count=200", "status=none")
+	sh(t, "dd", "if=/dev/urandom", "of="+filepath.Join(mnt, "big"), "bs=1M", "count=400", "status=none")
 	sh(t, "sync")
 	vaultDir := filepath.Join(t.TempDir(), "vault")
 	initVault(t, vaultDir, 0)
@@ -179,11 +183,40 @@ func TestConsistencyFreezeTimeoutAndWatchdog(t *testing.T) {
 
 	// kill -9 while frozen: the watchdog thaws.
 	p := startProc(t, "--vault", vaultDir, "backup", "--machine", "fs", "--disk", "d0="+img, "--consistency", "file", "--freeze-timeout", "10m")
-	time.Sleep(700 * time.Millisecond)
+	if !waitFrozen(t, mnt, p) {
+		t.Fatalf("the filesystem was never seen frozen during the backup: %s", p.wait(t, time.Minute))
+	}
 	if !p.kill() {
-		t.Skip("backup finished before the kill; machine too fast for this test")
+		t.Fatalf("the backup ended before it could be killed: %s", p.wait(t, time.Minute))
 	}
 	writable(t, mnt)
+}
+
+// waitFrozen reports whether mnt was seen frozen (a small write and fsync
+// blocked for 200 ms) while p ran.
+func waitFrozen(t *testing.T, mnt string, p *proc) bool {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for i := 0; !p.exited() && time.Now().Before(deadline); i++ {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			f, err := os.Create(filepath.Join(mnt, "probe"+fmtInt(i)))
+			if err != nil {
+				return
+			}
+			f.WriteString("probe")
+			f.Sync()
+			f.Close()
+		}()
+		select {
+		case <-done:
+			time.Sleep(10 * time.Millisecond)
+		case <-time.After(200 * time.Millisecond):
+			return !p.exited()
+		}
+	}
+	return false
 }
 
 // writable fails unless a write and fsync on mnt complete promptly.

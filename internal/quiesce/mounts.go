@@ -55,6 +55,7 @@ func MountsOn(path string) ([]Mount, error) {
 	if len(devs) == 0 {
 		return nil, nil
 	}
+	devs = withStacked("/sys", devs)
 	all, err := readMountinfo("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
@@ -71,6 +72,43 @@ func MountsOn(path string) ([]Mount, error) {
 		}
 	}
 	return out, nil
+}
+
+// withStacked adds to devs (major:minor) every block device built on
+// them: their partitions, and the devices holding them (device-mapper,
+// LVM, dm-crypt, md), recursively. A filesystem mounted on any of those
+// lives on the disk.
+func withStacked(sys string, devs []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	var walk func(dev string)
+	walk = func(dev string) {
+		if seen[dev] {
+			return
+		}
+		seen[dev] = true
+		out = append(out, dev)
+		dir := filepath.Join(sys, "dev/block", dev)
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			// Partitions are subdirectories with a "partition" file.
+			if _, err := os.Stat(filepath.Join(dir, e.Name(), "partition")); err == nil {
+				if b, err := os.ReadFile(filepath.Join(dir, e.Name(), "dev")); err == nil {
+					walk(strings.TrimSpace(string(b)))
+				}
+			}
+		}
+		holders, _ := os.ReadDir(filepath.Join(dir, "holders"))
+		for _, h := range holders {
+			if b, err := os.ReadFile(filepath.Join(sys, "class/block", h.Name(), "dev")); err == nil {
+				walk(strings.TrimSpace(string(b)))
+			}
+		}
+	}
+	for _, d := range devs {
+		walk(d)
+	}
+	return out
 }
 
 // loopDevicesOf lists the major:minor of loop devices backed by file.
