@@ -81,8 +81,10 @@ Consistency (--consistency), recorded in the point as achieved:
          watchdog process thaws them if lifeboat dies. If freezing fails the
          point is crash-consistent and says so.
          With --qmp, the guest's filesystems are frozen by the QEMU guest
-         agent (--guest-agent SOCKET) for the instant only.
-  app    file, plus --pre-hook before the freeze and --post-hook after the
+         agent (--guest-agent SOCKET) for the instant only, at most
+         --freeze-timeout; a watchdog process thaws the guest if lifeboat
+         dies while it is frozen.
+  app    file, plus --pre-hook (required) before the freeze and --post-hook after the
          thaw (shell commands, run with LIFEBOAT_MACHINE and LIFEBOAT_HOOK set).
          A failing pre-hook leaves a file-consistent point and a note in it;
          the post-hook always runs once the pre-hook has.`,
@@ -476,15 +478,23 @@ func fileOrCrash(mounts []string) recovery.Consistency {
 // freeze times out.
 func (a *app) watchdogCommand() *cobra.Command {
 	var timeout time.Duration
+	var agent string
 	cmd := &cobra.Command{
-		Use:    "__thaw-watchdog --timeout D -- MOUNT...",
+		Use:    "__thaw-watchdog --timeout D (-- MOUNT... | --guest-agent SOCKET)",
 		Hidden: true,
-		Args:   cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return quiesce.WatchdogMain(os.Stdin, args, timeout)
+			if agent == "" {
+				if len(args) == 0 {
+					return usageError{errors.New("no mounts to watch")}
+				}
+				return quiesce.WatchdogMain(os.Stdin, args, timeout)
+			}
+			quiesce.WaitParent(os.Stdin, timeout)
+			return live.ThawGuest(cmd.Context(), agent)
 		},
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", time.Minute, "thaw after this long")
+	cmd.Flags().StringVar(&agent, "guest-agent", "", "thaw the guest through this agent socket")
 	return cmd
 }
 
@@ -543,7 +553,14 @@ func (a *app) runLiveBackup(ctx context.Context, bf backupFlags, cons recovery.C
 	}
 	env := []string{"LIFEBOAT_MACHINE=" + bf.machine, "LIFEBOAT_QMP=" + bf.qmp}
 	pb := newBar(a.env.Stderr, "backup "+bf.machine, !a.quiet)
-	p, err := live.Backup(ctx, v, live.Options{Machine: bf.machine, QMP: bf.qmp, Consistency: cons, GuestAgent: bf.guestAgent,
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("finding lifeboat's own path for the thaw watchdog: %w", err)
+	}
+	if a.env.Executable != "" {
+		exe = a.env.Executable
+	}
+	p, err := live.Backup(ctx, v, live.Options{Machine: bf.machine, QMP: bf.qmp, Consistency: cons, GuestAgent: bf.guestAgent, Executable: exe,
 		FreezeTimeout: bf.freezeTimeout, Disks: only, Dir: bf.fleeceDir, Definition: def, Tags: bf.tags, Audit: bf.audit,
 		PreHook:  quiesce.Hook{Command: bf.preHook, Timeout: bf.hookTimeout, Env: env},
 		PostHook: quiesce.Hook{Command: bf.postHook, Timeout: bf.hookTimeout, Env: env},

@@ -10,12 +10,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"lifeboat/internal/guestagent"
 	"lifeboat/internal/qmp"
+	"lifeboat/internal/quiesce"
+	"lifeboat/internal/vmtest"
 )
 
 // storageDaemon starts qemu-storage-daemon with one qcow2 disk "d0" of
@@ -322,5 +326,64 @@ func TestCLIBackupQMPKilledMidway(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(fleece); len(ents) != 0 {
 		t.Fatalf("overlay files left in %s: %v", fleece, ents)
+	}
+}
+
+// The guest agent never thaws by itself. If lifeboat dies while the
+// guest is frozen, its watchdog process (started before the freeze, fed
+// by a pipe that closes when lifeboat exits) thaws the guest.
+func TestGuestThawWatchdog(t *testing.T) {
+	vmtest.Assets(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	disk := vmtest.NewExt4Disk(t, filepath.Join(t.TempDir(), "root.raw"), "raw", 32)
+	vm := vmtest.Start(t, vmtest.Config{Disks: []vmtest.Disk{disk}, Workload: "idle", GuestAgent: true})
+	if _, err := vm.WaitLine(ctx, regexp.MustCompile(`^LB ready$`)); err != nil {
+		t.Fatal(err)
+	}
+	dog, err := quiesce.StartWatchdog(lifeboatBin, "__thaw-watchdog", "--timeout", "10m", "--guest-agent", vm.GuestAgentSocket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ga, err := guestagent.Dial(ctx, vm.GuestAgentSocket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ga.FreezeFilesystems(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := ga.FreezeStatus(ctx); err != nil || st != guestagent.Frozen {
+		t.Fatalf("freeze status %v %v", st, err)
+	}
+	// "lifeboat dies": its agent connection drops, and so does the pipe.
+	ga.Close()
+	if err := dog.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	ga, err = guestagent.Dial(ctx, vm.GuestAgentSocket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := ga.FreezeStatus(ctx); err != nil || st != guestagent.Thawed {
+		t.Fatalf("after the watchdog: freeze status %v %v, want thawed", st, err)
+	}
+	ga.Close()
+
+	// A whole file-consistent live backup through the binary: frozen by
+	// the agent, watchdog and all, and the guest is thawed after it.
+	vaultDir := filepath.Join(t.TempDir(), "vault")
+	initVault(t, vaultDir, 0)
+	r := mustRun(t, "--vault", vaultDir, "--json", "backup", "--machine", "vm", "--qmp", vm.QMPSocket,
+		"--guest-agent", vm.GuestAgentSocket, "--consistency", "file")
+	if p := parsePoint(t, r); p.Consistency != "file" || len(p.Notes) != 0 {
+		t.Fatalf("live file-consistent backup: %s", r)
+	}
+	ga, err = guestagent.Dial(ctx, vm.GuestAgentSocket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ga.Close()
+	if st, err := ga.FreezeStatus(ctx); err != nil || st != guestagent.Thawed {
+		t.Fatalf("after a live backup: freeze status %v %v, want thawed", st, err)
 	}
 }

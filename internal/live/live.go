@@ -66,10 +66,16 @@ type Options struct {
 	Audit      float64
 	Progress   func(backup.Progress)
 	Warn       func(string)
+	// Executable is lifeboat's own binary, run as a watchdog that thaws
+	// the guest if this process dies while it is frozen ("" runs none).
+	Executable string
 	// AfterInstant, if set, is called once the snapshot instant is taken
 	// and the guest thawed, before any disk is read.
 	AfterInstant func()
 }
+
+// dialTimeout bounds the wait for QEMU's QMP greeting.
+var dialTimeout = 30 * time.Second
 
 // ErrMachine marks failures to reach the machine's QMP socket.
 var ErrMachine = errors.New("QEMU machine unreachable")
@@ -86,7 +92,11 @@ func Backup(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point,
 	if opts.FreezeTimeout == 0 {
 		opts.FreezeTimeout = 30 * time.Second
 	}
-	mon, err := qmp.Dial(ctx, opts.QMP)
+	// QEMU serves one QMP client at a time and greets the next only when
+	// the first leaves: do not wait for ever behind another backup.
+	dctx, dcancel := context.WithTimeout(ctx, dialTimeout)
+	mon, err := qmp.Dial(dctx, opts.QMP)
+	dcancel()
 	if err != nil {
 		return nil, fmt.Errorf("connecting to QEMU at %s: %w: %w", opts.QMP, ErrMachine, err)
 	}
@@ -94,10 +104,12 @@ func Backup(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point,
 
 	dir := opts.Dir
 	if dir == "" {
-		if dir, err = os.MkdirTemp("", "lifeboat-fleece-"); err != nil {
-			return nil, err
+		// One directory per machine, kept: the next backup finds there
+		// the overlays a killed one left.
+		dir = filepath.Join(os.TempDir(), "lifeboat-fleece-"+opts.Machine)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("fleecing directory: %w", err)
 		}
-		defer os.RemoveAll(dir)
 	}
 	// A lifeboat killed mid-backup leaves its fleecing behind; clear it.
 	if err := qmp.RemoveStaleFleecing(ctx, mon, dir); err != nil {
@@ -155,14 +167,27 @@ func Backup(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point,
 
 	// The instant, with the guest quiesced around it.
 	got, notes, unquiesce := quiesceGuest(ctx, opts)
-	sess, err := qmp.Fleece(ctx, mon, fdisks, qmp.FleeceOptions{Dir: dir, Server: qmp.UnixSocket(filepath.Join(dir, "nbd.sock")), StartServer: true})
+	fctx := ctx
+	if got != recovery.Crash {
+		// The guest is frozen: bound the instant by the freeze timeout.
+		var cancel context.CancelFunc
+		fctx, cancel = context.WithTimeout(ctx, opts.FreezeTimeout)
+		defer cancel()
+	}
+	sess, err := qmp.Fleece(fctx, mon, fdisks, qmp.FleeceOptions{Dir: dir, Server: qmp.UnixSocket(filepath.Join(dir, "nbd.sock")), StartServer: true})
 	if qerr := unquiesce(); qerr != nil {
+		warn(qerr.Error())
 		notes = append(notes, qerr.Error())
 	}
 	if err != nil {
 		return nil, fmt.Errorf("taking the snapshot instant: %w", err)
 	}
-	defer sess.Close(context.WithoutCancel(ctx)) // rolls back unless committed
+	defer func() {
+		// Rolls back unless committed.
+		if err := sess.Close(context.WithoutCancel(ctx)); err != nil {
+			warn(fmt.Sprintf("tearing down the snapshot view: %v (the next backup of %s removes what is left)", err, opts.Machine))
+		}
+	}()
 	if opts.AfterInstant != nil {
 		opts.AfterInstant()
 	}
@@ -370,16 +395,35 @@ func quiesceGuest(ctx context.Context, opts Options) (recovery.Consistency, []st
 		if err != nil {
 			return fmt.Errorf("guest agent: %w", err)
 		}
+		// The agent never thaws by itself: a watchdog process thaws the
+		// guest if this one dies while it is frozen.
+		var dog *quiesce.Watchdog
+		if opts.Executable != "" {
+			if dog, err = quiesce.StartWatchdog(opts.Executable, "__thaw-watchdog", "--timeout",
+				(opts.FreezeTimeout + 5*time.Second).String(), "--guest-agent", opts.GuestAgent); err != nil {
+				ga.Close()
+				return err
+			}
+		}
 		thaw, err := ga.Freeze(ctx, opts.FreezeTimeout)
 		if err != nil {
 			ga.Close()
+			if dog != nil {
+				dog.Stop()
+			}
 			return err
 		}
 		undo = append([]func() error{func() error {
-			defer ga.Close()
 			tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(opts.FreezeTimeout, guestagent.DefaultTimeout))
 			defer cancel()
-			return thaw(tctx)
+			err := thaw(tctx)
+			// The agent serves one client: let go of it before the
+			// watchdog connects to thaw again.
+			ga.Close()
+			if dog != nil {
+				err = errors.Join(err, dog.Stop())
+			}
+			return err
 		}}, undo...)
 		return nil
 	}
@@ -439,3 +483,30 @@ type named struct {
 }
 
 func (n named) Source() string { return n.name }
+
+// ThawGuest thaws a guest's filesystems through its agent: what the thaw
+// watchdog does once the backup that froze them has gone. The agent serves
+// one client at a time, so it retries while the socket is busy.
+func ThawGuest(ctx context.Context, socket string) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*guestagent.DefaultTimeout)
+	defer cancel()
+	var last error
+	for ctx.Err() == nil {
+		dctx, dcancel := context.WithTimeout(ctx, 5*time.Second)
+		ga, err := guestagent.Dial(dctx, socket)
+		dcancel()
+		if err == nil {
+			_, err = ga.ThawFilesystems(ctx)
+			ga.Close()
+			if err == nil {
+				return nil
+			}
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("thawing the guest through %s: %w", socket, last)
+}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"time"
@@ -46,16 +45,10 @@ func fsIoctl(mountPoint string, req uint, what string) error {
 	return nil
 }
 
-// Watchdog starts a process that thaws mounts if this process dies, or
-// after timeout, whichever comes first. It is stopped by closing the
-// returned writer. cmd must run WatchdogMain (lifeboat re-executes itself
-// with a hidden command); nil runs no watchdog.
-type Watchdog func(ctx context.Context, mounts []string, timeout time.Duration) (*exec.Cmd, error)
-
-// WatchdogMain is the watchdog process: it waits for its standard input
-// to close (the parent exited or finished) or for timeout, then thaws
-// every mount. It returns when done.
-func WatchdogMain(stdin io.Reader, mounts []string, timeout time.Duration) error {
+// WaitParent is the first half of a watchdog process (lifeboat re-runs
+// itself with a hidden command): it returns once its standard input
+// closes (the parent finished or died) or timeout passes.
+func WaitParent(stdin io.Reader, timeout time.Duration) {
 	done := make(chan struct{})
 	go func() {
 		io.Copy(io.Discard, stdin)
@@ -65,6 +58,12 @@ func WatchdogMain(stdin io.Reader, mounts []string, timeout time.Duration) error
 	case <-done:
 	case <-time.After(timeout):
 	}
+}
+
+// WatchdogMain is the mounts watchdog: after WaitParent it thaws every
+// mount.
+func WatchdogMain(stdin io.Reader, mounts []string, timeout time.Duration) error {
+	WaitParent(stdin, timeout)
 	var errs []error
 	for _, m := range mounts {
 		if err := ThawFS(m); err != nil {
@@ -79,8 +78,7 @@ type Frozen struct {
 	mounts []string
 	once   sync.Once
 	err    error
-	dog    *exec.Cmd
-	dogIn  io.WriteCloser
+	dog    *Watchdog
 	timer  *time.Timer
 	// Expired is closed if the timeout thawed the filesystems before Thaw.
 	Expired chan struct{}
@@ -94,16 +92,11 @@ func Freeze(ctx context.Context, mounts []string, timeout time.Duration, exe str
 	if exe != "" {
 		// The watchdog starts first: nothing is frozen without it.
 		// It thaws a little after our own timer, as the backstop.
-		cmd := exec.Command(exe, append([]string{"__thaw-watchdog", "--timeout", (timeout + 5*time.Second).String(), "--"}, mounts...)...)
-		in, err := cmd.StdinPipe()
+		dog, err := StartWatchdog(exe, append([]string{"__thaw-watchdog", "--timeout", (timeout + 5*time.Second).String(), "--"}, mounts...)...)
 		if err != nil {
-			return nil, fmt.Errorf("starting thaw watchdog: %w", err)
+			return nil, err
 		}
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			return nil, fmt.Errorf("starting thaw watchdog: %w", err)
-		}
-		fz.dog, fz.dogIn = cmd, in
+		fz.dog = dog
 	}
 	for _, m := range mounts {
 		if err := ctx.Err(); err != nil {
@@ -137,9 +130,8 @@ func (fz *Frozen) Thaw() error {
 			}
 		}
 		if fz.dog != nil {
-			fz.dogIn.Close() // the watchdog thaws (again: harmless) and exits
-			if err := fz.dog.Wait(); err != nil {
-				errs = append(errs, fmt.Errorf("thaw watchdog: %w", err))
+			if err := fz.dog.Stop(); err != nil {
+				errs = append(errs, err)
 			}
 		}
 		fz.err = errors.Join(errs...)

@@ -154,11 +154,17 @@ func Run(ctx context.Context, v *vault.Vault, p *recovery.Point, targets []Targe
 			}
 		}()
 	}
+	var wb sync.WaitGroup
 	for _, t := range ts {
-		go t.writeback(stop)
+		wb.Add(1)
+		go func() {
+			defer wb.Done()
+			t.writeback(stop)
+		}()
 	}
 	err = r.restore(ctx, ts, readers)
 	close(stop)
+	wb.Wait() // before the files are synced and closed
 	if err != nil {
 		return Stats{}, err
 	}
