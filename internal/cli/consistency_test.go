@@ -114,6 +114,9 @@ func TestConsistencyFileFreezesMountedFilesystem(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(mnt, "after"), []byte("ok"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// An in-place restore onto the mounted device is refused.
+	r = run(t, "--vault", vaultDir, "restore", "--machine", "fs", p.ID, "--disk", "d0", "--in-place")
+	expect(t, "in-place restore onto a mounted device", r, 1, "in use")
 
 	// App consistency: hooks run in order around the instant, with the
 	// machine in the environment.

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"lifeboat/internal/guestagent"
 	"lifeboat/internal/qmp"
 	"lifeboat/internal/quiesce"
@@ -386,4 +388,78 @@ func TestGuestThawWatchdog(t *testing.T) {
 	if st, err := ga.FreezeStatus(ctx); err != nil || st != guestagent.Thawed {
 		t.Fatalf("after a live backup: freeze status %v %v, want thawed", st, err)
 	}
+}
+
+// An in-place restore never writes under a running VM: QEMU's image locks
+// and a mounted block device's exclusivity make it refuse.
+func TestInPlaceRestoreRefusesDiskInUse(t *testing.T) {
+	for _, tool := range []string{"qemu-storage-daemon"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s not installed", tool)
+			}
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	dir := t.TempDir()
+	img := filepath.Join(dir, "d0.raw")
+	if err := os.WriteFile(img, bytes.Repeat([]byte("lifeboat"), 1<<17), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	vaultDir := filepath.Join(t.TempDir(), "vault")
+	initVault(t, vaultDir, 0)
+	id := parsePoint(t, mustRun(t, "--vault", vaultDir, "--json", "backup", "--machine", "m", "--disk", "d0="+img)).ID
+	writeAt(t, img, 4096, []byte("changed after the point"))
+
+	// QEMU locks an image once something uses it (a guest's device, an
+	// export): a writable FUSE export stands for the running guest.
+	fuse := filepath.Join(dir, "d0.fuse")
+	os.WriteFile(fuse, nil, 0o600)
+	defer exec.Command("fusermount3", "-u", fuse).Run()
+	cmd := exec.Command("qemu-storage-daemon",
+		"--blockdev", "driver=file,node-name=f0,filename="+img,
+		"--blockdev", "driver=raw,node-name=d0,file=f0",
+		"--export", "type=fuse,id=e0,node-name=d0,mountpoint="+fuse+",writable=on")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	// Wait until QEMU holds its locks on the image.
+	for i := 0; ; i++ {
+		if locked(t, img) {
+			break
+		}
+		if i > 200 {
+			t.Fatal("qemu-storage-daemon never locked the image")
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	r := run(t, "--vault", vaultDir, "restore", "--machine", "m", id, "--disk", "d0", "--to-file", img, "--in-place")
+	expect(t, "in-place restore under a running QEMU", r, 1, "locked by another process")
+	if !bytes.Contains(readFile(t, img), []byte("changed after the point")) {
+		t.Fatal("the refused restore wrote to the image")
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	exec.Command("fusermount3", "-u", fuse).Run()
+	mustRun(t, "--vault", vaultDir, "restore", "--machine", "m", id, "--disk", "d0", "--to-file", img, "--in-place")
+	if bytes.Contains(readFile(t, img), []byte("changed after the point")) {
+		t.Fatal("in-place restore after QEMU stopped did not revert the image")
+	}
+}
+
+// locked reports whether another process holds a lock on any byte of path.
+func locked(t *testing.T, path string) bool {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	lk := unix.Flock_t{Type: unix.F_WRLCK}
+	if err := unix.FcntlFlock(f.Fd(), unix.F_OFD_GETLK, &lk); err != nil {
+		t.Fatal(err)
+	}
+	return lk.Type != unix.F_UNLCK
 }

@@ -57,6 +57,25 @@ type Stats struct {
 	DurationMS    int64 `json:"duration_ms"`
 }
 
+// ErrInUse means an in-place target is in use: a running VM's image (QEMU
+// holds locks on it) or a mounted block device. Writing under it would
+// corrupt what the user of the disk sees.
+var ErrInUse = errors.New("disk in use")
+
+// checkUnlocked fails if another process holds a lock on any byte of the
+// image: QEMU locks the images it has open (open file description locks),
+// as do other tools that guard disk images.
+func checkUnlocked(f *os.File) error {
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 0, Len: 0}
+	if err := unix.FcntlFlock(f.Fd(), unix.F_OFD_GETLK, &lk); err != nil {
+		return nil // cannot tell (filesystem without locks): let it be
+	}
+	if lk.Type != unix.F_UNLCK {
+		return fmt.Errorf("is locked by another process (a running QEMU?): stop what uses it first: %w", ErrInUse)
+	}
+	return nil
+}
+
 // ErrSizeMismatch means an in-place target is not the size of the disk.
 var ErrSizeMismatch = errors.New("target size differs from the disk in the recovery point")
 
@@ -202,14 +221,29 @@ func open(ctx context.Context, v *vault.Vault, tg Target) (*target, error) {
 		t.f, t.regular = f, true
 		return t, nil
 	}
-	f, err := os.OpenFile(tg.Path, os.O_RDWR, 0)
+	// A block device opened O_EXCL fails with EBUSY while it is mounted
+	// or held (device-mapper, md, another O_EXCL opener).
+	flags := os.O_RDWR
+	if fi, err := os.Stat(tg.Path); err == nil && fi.Mode()&os.ModeDevice != 0 {
+		flags |= unix.O_EXCL
+	}
+	f, err := os.OpenFile(tg.Path, flags, 0)
 	if err != nil {
+		if errors.Is(err, unix.EBUSY) {
+			return nil, fmt.Errorf("restoring disk %s in place: %s is in use (mounted or held by another device): %w", tg.Disk.Name, tg.Path, ErrInUse)
+		}
 		return nil, fmt.Errorf("restoring disk %s in place: %w", tg.Disk.Name, err)
 	}
 	st, err := f.Stat()
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("restoring disk %s in place: %w", tg.Disk.Name, err)
+	}
+	if st.Mode().IsRegular() {
+		if err := checkUnlocked(f); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("restoring disk %s in place: %s %w", tg.Disk.Name, tg.Path, err)
+		}
 	}
 	t.f, t.regular = f, st.Mode().IsRegular()
 	size := st.Size()
