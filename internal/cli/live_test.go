@@ -115,8 +115,15 @@ func TestCLIBackupQMP(t *testing.T) {
 	// app consistency without a guest agent: the hooks run, the freeze
 	// cannot, and the point says crash and why.
 	log := filepath.Join(t.TempDir(), "hooks")
+	fleece := filepath.Join(t.TempDir(), "fleece")
+	// The pre-hook runs when everything but the instant is ready: the
+	// overlay exists already, so the guest is quiesced for the transaction only.
 	r := mustRun(t, "--vault", vaultDir, "--json", "backup", "--machine", "qsd", "--qmp", sock, "--consistency", "app",
-		"--pre-hook", "echo pre >> "+log, "--post-hook", "echo post >> "+log)
+		"--fleece-dir", fleece,
+		"--pre-hook", "echo pre >> "+log+"; ls "+fleece+" | grep -c qcow2 > "+log+".overlays", "--post-hook", "echo post >> "+log)
+	if got, _ := os.ReadFile(log + ".overlays"); strings.TrimSpace(string(got)) != "1" {
+		t.Fatalf("overlays present when the pre-hook ran: %q, want 1", got)
+	}
 	p := parsePoint(t, r)
 	if p.Consistency != "crash" || len(p.Notes) == 0 || !strings.Contains(r.stderr, "guest agent") {
 		t.Fatalf("app without an agent: consistency %q notes %q\n%s", p.Consistency, p.Notes, r)

@@ -107,9 +107,9 @@ func Backup(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point,
 		// One directory per machine, kept: the next backup finds there
 		// the overlays a killed one left.
 		dir = filepath.Join(os.TempDir(), "lifeboat-fleece-"+opts.Machine)
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, fmt.Errorf("fleecing directory: %w", err)
-		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("fleecing directory: %w", err)
 	}
 	// A lifeboat killed mid-backup leaves its fleecing behind; clear it.
 	if err := qmp.RemoveStaleFleecing(ctx, mon, dir); err != nil {
@@ -165,20 +165,29 @@ func Backup(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point,
 		}
 	}
 
-	// The instant, with the guest quiesced around it.
-	got, notes, unquiesce := quiesceGuest(ctx, opts)
-	fctx := ctx
-	if got != recovery.Crash {
-		// The guest is frozen: bound the instant by the freeze timeout.
-		var cancel context.CancelFunc
-		fctx, cancel = context.WithTimeout(ctx, opts.FreezeTimeout)
-		defer cancel()
+	// The instant, with the guest quiesced around the transaction only:
+	// the overlays and the NBD server are ready before the freeze.
+	got := recovery.Crash
+	var notes []string
+	var unquiesce func() error
+	thaw := func() {
+		if unquiesce == nil {
+			return
+		}
+		if err := unquiesce(); err != nil {
+			warn(err.Error())
+			notes = append(notes, err.Error())
+		}
+		unquiesce = nil
 	}
-	sess, err := qmp.Fleece(fctx, mon, fdisks, qmp.FleeceOptions{Dir: dir, Server: qmp.UnixSocket(filepath.Join(dir, "nbd.sock")), StartServer: true})
-	if qerr := unquiesce(); qerr != nil {
-		warn(qerr.Error())
-		notes = append(notes, qerr.Error())
-	}
+	sess, err := qmp.Fleece(ctx, mon, fdisks, qmp.FleeceOptions{Dir: dir, Server: qmp.UnixSocket(filepath.Join(dir, "nbd.sock")),
+		StartServer: true, InstantTimeout: opts.FreezeTimeout,
+		BeforeInstant: func(ctx context.Context) error {
+			got, notes, unquiesce = quiesceGuest(ctx, opts)
+			return nil
+		},
+		AfterInstant: thaw})
+	thaw() // if the instant was never reached
 	if err != nil {
 		return nil, fmt.Errorf("taking the snapshot instant: %w", err)
 	}

@@ -62,6 +62,15 @@ type FleeceOptions struct {
 	Dir string
 	// Server is the address of QEMU's NBD server.
 	Server SocketAddress
+	// BeforeInstant, if set, runs right before the instant's transaction,
+	// once everything else is ready: the place to quiesce the guest, so
+	// that it stays quiesced for the transaction only. An error aborts.
+	BeforeInstant func(context.Context) error
+	// AfterInstant, if set, runs right after the transaction, whether it
+	// succeeded or not, whenever BeforeInstant ran and succeeded.
+	AfterInstant func()
+	// InstantTimeout, if positive, bounds the transaction.
+	InstantTimeout time.Duration
 	// StartServer starts the NBD server at Server, and stops it at
 	// teardown. When false, a server must already be running there.
 	StartServer bool
@@ -230,7 +239,22 @@ func (s *FleeceSession) start(ctx context.Context, disks []FleeceDisk, opts Flee
 			JobID: d.JobID, Device: d.Node, Target: d.Overlay, Sync: "none",
 		}))
 	}
-	if err := s.mon.Transaction(ctx, actions...); err != nil {
+	if opts.BeforeInstant != nil {
+		if err := opts.BeforeInstant(ctx); err != nil {
+			return err
+		}
+	}
+	tctx := ctx
+	if opts.InstantTimeout > 0 {
+		var cancel context.CancelFunc
+		tctx, cancel = context.WithTimeout(ctx, opts.InstantTimeout)
+		defer cancel()
+	}
+	err = s.mon.Transaction(tctx, actions...)
+	if opts.AfterInstant != nil {
+		opts.AfterInstant()
+	}
+	if err != nil {
 		return err
 	}
 	s.switched = true
