@@ -585,19 +585,30 @@ var errAuditMismatch = errors.New("change tracking audit failed")
 // audit re-reads a random sample of the blocks change tracking calls
 // unchanged and checks they still hash to the parent's chunk.
 func (e *engine) audit(ctx context.Context, st *diskState, fraction float64) error {
-	var clean []int
-	for b, d := range st.dirty {
+	nclean := 0
+	for _, d := range st.dirty {
 		if !d {
-			clean = append(clean, b)
+			nclean++
 		}
 	}
-	if len(clean) == 0 {
+	if nclean == 0 {
 		return nil
 	}
-	n := int(math.Ceil(fraction * float64(len(clean))))
-	n = min(n, len(clean))
-	rand.Shuffle(len(clean), func(i, j int) { clean[i], clean[j] = clean[j], clean[i] })
-	sample := clean[:n]
+	n := min(int(math.Ceil(fraction*float64(nclean))), nclean)
+	// Reservoir sampling: memory for the sample only, whatever the disk.
+	sample := make([]int, 0, n)
+	seen := 0
+	for b, d := range st.dirty {
+		if d {
+			continue
+		}
+		if len(sample) < n {
+			sample = append(sample, b)
+		} else if j := rand.IntN(seen + 1); j < n {
+			sample[j] = b
+		}
+		seen++
+	}
 	slices.Sort(sample)
 	cs := int64(e.v.Config().ChunkSize)
 	var audited atomic.Int64

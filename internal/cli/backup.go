@@ -479,22 +479,25 @@ func fileOrCrash(mounts []string) recovery.Consistency {
 func (a *app) watchdogCommand() *cobra.Command {
 	var timeout time.Duration
 	var agent string
+	var mounts bool
 	cmd := &cobra.Command{
-		Use:    "__thaw-watchdog --timeout D (-- MOUNT... | --guest-agent SOCKET)",
+		Use:    "__thaw-watchdog --timeout D (--mounts-on-stdin | --guest-agent SOCKET)",
 		Hidden: true,
+		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if agent == "" {
-				if len(args) == 0 {
-					return usageError{errors.New("no mounts to watch")}
-				}
-				return quiesce.WatchdogMain(os.Stdin, args, timeout)
+			switch {
+			case mounts && agent == "":
+				return quiesce.WatchdogMain(os.Stdin, timeout)
+			case agent != "" && !mounts:
+				quiesce.WaitParent(os.Stdin, timeout)
+				return live.ThawGuest(cmd.Context(), agent)
 			}
-			quiesce.WaitParent(os.Stdin, timeout)
-			return live.ThawGuest(cmd.Context(), agent)
+			return usageError{errors.New("want one of --mounts-on-stdin and --guest-agent")}
 		},
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", time.Minute, "thaw after this long")
 	cmd.Flags().StringVar(&agent, "guest-agent", "", "thaw the guest through this agent socket")
+	cmd.Flags().BoolVar(&mounts, "mounts-on-stdin", false, "thaw the mounts announced on stdin (+MOUNT, -MOUNT)")
 	return cmd
 }
 

@@ -247,3 +247,39 @@ func writable(t *testing.T, mnt string) {
 		t.Fatal("filesystem still frozen 10 s after lifeboat stopped")
 	}
 }
+
+// A filesystem someone else froze is not lifeboat's to thaw: the backup
+// says it could not freeze (crash-consistent, with a note), and the
+// filesystem is still frozen when it is done.
+func TestConsistencyLeavesForeignFreezeAlone(t *testing.T) {
+	img, _, mnt := loopMount(t, 32)
+	vaultDir := filepath.Join(t.TempDir(), "vault")
+	initVault(t, vaultDir, 0)
+	sh(t, "fsfreeze", "-f", mnt)
+	defer exec.Command("fsfreeze", "-u", mnt).Run()
+	r := mustRun(t, "--vault", vaultDir, "--json", "backup", "--machine", "fs", "--disk", "d0="+img, "--consistency", "file")
+	p := parsePoint(t, r)
+	if p.Consistency != "crash" || len(p.Notes) == 0 {
+		t.Fatalf("backup of a filesystem frozen by someone else: consistency %q notes %q", p.Consistency, p.Notes)
+	}
+	// Still frozen: a write blocks.
+	done := make(chan error, 1)
+	go func() {
+		f, err := os.Create(filepath.Join(mnt, "probe"))
+		if err == nil {
+			f.WriteString("x")
+			err = f.Sync()
+			f.Close()
+		}
+		done <- err
+	}()
+	select {
+	case <-done:
+		t.Fatal("lifeboat thawed a filesystem it had not frozen")
+	case <-time.After(500 * time.Millisecond):
+	}
+	sh(t, "fsfreeze", "-u", mnt)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,11 +1,13 @@
 package quiesce
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -60,10 +62,40 @@ func WaitParent(stdin io.Reader, timeout time.Duration) {
 	}
 }
 
-// WatchdogMain is the mounts watchdog: after WaitParent it thaws every
-// mount.
-func WatchdogMain(stdin io.Reader, mounts []string, timeout time.Duration) error {
-	WaitParent(stdin, timeout)
+// WatchdogMain is the mounts watchdog. Its parent tells it, one line on
+// standard input each, "+MOUNT" before freezing a mount and "-MOUNT" if
+// that freeze failed (the mount is someone else's freeze, or none). When
+// the input closes (the parent finished or died) or timeout passes, it
+// thaws the mounts announced and not retracted: never a filesystem that
+// another tool froze.
+func WatchdogMain(stdin io.Reader, timeout time.Duration) error {
+	var mu sync.Mutex
+	var mounts []string
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(stdin)
+		for sc.Scan() {
+			line := sc.Text()
+			if len(line) < 2 {
+				continue
+			}
+			mu.Lock()
+			switch line[0] {
+			case '+':
+				mounts = append(mounts, line[1:])
+			case '-':
+				mounts = slices.DeleteFunc(mounts, func(m string) bool { return m == line[1:] })
+			}
+			mu.Unlock()
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+	}
+	mu.Lock()
+	defer mu.Unlock()
 	var errs []error
 	for _, m := range mounts {
 		if err := ThawFS(m); err != nil {
@@ -92,7 +124,7 @@ func Freeze(ctx context.Context, mounts []string, timeout time.Duration, exe str
 	if exe != "" {
 		// The watchdog starts first: nothing is frozen without it.
 		// It thaws a little after our own timer, as the backstop.
-		dog, err := StartWatchdog(exe, append([]string{"__thaw-watchdog", "--timeout", (timeout + 5*time.Second).String(), "--"}, mounts...)...)
+		dog, err := StartWatchdog(exe, "__thaw-watchdog", "--timeout", (timeout + 5*time.Second).String(), "--mounts-on-stdin")
 		if err != nil {
 			return nil, err
 		}
@@ -103,7 +135,16 @@ func Freeze(ctx context.Context, mounts []string, timeout time.Duration, exe str
 			fz.Thaw()
 			return nil, err
 		}
+		if strings.ContainsAny(m, "\n") {
+			fz.Thaw()
+			return nil, fmt.Errorf("freezing %q: a mount point with a newline in its name", m)
+		}
+		// Announced before the freeze: a parent that dies between the two
+		// leaves the watchdog thawing a filesystem that is not frozen,
+		// which is harmless; the other order could leave one frozen.
+		fz.dog.tell("+" + m)
 		if err := FreezeFS(m); err != nil {
+			fz.dog.tell("-" + m)
 			fz.Thaw()
 			return nil, err
 		}

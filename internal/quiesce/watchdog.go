@@ -29,6 +29,15 @@ func StartWatchdog(exe string, args ...string) (*Watchdog, error) {
 	return &Watchdog{cmd: cmd, in: in}, nil
 }
 
+// tell sends the watchdog one line; a nil watchdog ignores it. A failed
+// write means the watchdog is gone: the freeze goes on without it.
+func (w *Watchdog) tell(line string) {
+	if w == nil {
+		return
+	}
+	io.WriteString(w.in, line+"\n")
+}
+
 // Stop lets the watchdog thaw (again: thawing what is thawed is harmless)
 // and waits for it.
 func (w *Watchdog) Stop() error {
