@@ -194,6 +194,7 @@ func (a *app) pointsCommand() *cobra.Command {
 			}
 			tw := tabwriter.NewWriter(a.env.Stdout, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tTIME\tMACHINE\tCONSISTENCY\tDISKS\tSIZE\tNEW")
+			noted := false
 			for _, p := range out {
 				var newBytes int64
 				var names []string
@@ -201,10 +202,18 @@ func (a *app) pointsCommand() *cobra.Command {
 					newBytes += d.Stats.NewBytes
 					names = append(names, d.Name)
 				}
+				cons := string(p.Consistency)
+				if len(p.Notes) > 0 {
+					cons += "*"
+					noted = true
+				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Short, p.Time.Local().Format("2006-01-02 15:04:05"), p.Machine,
-					p.Consistency, strings.Join(names, ","), size(p.Size), size(newBytes))
+					cons, strings.Join(names, ","), size(p.Size), size(newBytes))
 			}
 			tw.Flush()
+			if noted && !a.quiet {
+				fmt.Fprintln(a.env.Stderr, "* the backup did not get everything it asked for (a failed freeze or hook): points --json shows its notes")
+			}
 			if len(out) == 0 && !a.quiet {
 				fmt.Fprintln(a.env.Stderr, "no recovery points")
 			}

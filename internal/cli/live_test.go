@@ -131,6 +131,9 @@ func TestCLIBackupQMP(t *testing.T) {
 	if got, _ := os.ReadFile(log); string(got) != "pre\npost\n" {
 		t.Fatalf("hooks ran as %q", got)
 	}
+	if r := mustRun(t, "--vault", vaultDir, "points"); !strings.Contains(r.stdout, "crash*") || !strings.Contains(r.stderr, "notes") {
+		t.Fatalf("points does not flag the point with notes:\n%s", r)
+	}
 	want := readFile(t, fuse)
 
 	writeAt(t, fuse, 3<<20+7, []byte("second"))
