@@ -3,7 +3,6 @@ package vault
 import (
 	"context"
 	"crypto/subtle"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -18,10 +17,8 @@ import (
 // its own key slot under passphrase, and the pack size in opts (0: src's).
 func InitCopyOf(ctx context.Context, store blob.Store, passphrase []byte, src *Vault, opts Options) (*Vault, error) {
 	opts.fill()
-	if _, err := store.Stat(ctx, "config"); err == nil {
-		return nil, fmt.Errorf("%s: %w", store, ErrVaultExists)
-	} else if !blob.IsNotExist(err) {
-		return nil, fmt.Errorf("checking %s for a vault: %w", store, err)
+	if err := checkEmpty(ctx, store); err != nil {
+		return nil, err
 	}
 	cfg := src.cfg
 	cfg.Version = FormatVersion
@@ -30,23 +27,7 @@ func InitCopyOf(ctx context.Context, store blob.Store, passphrase []byte, src *V
 	if opts.PackSize != 0 {
 		cfg.PackSize = opts.PackSize
 	}
-	if err := cfg.validate(); err != nil {
-		return nil, err
-	}
-	keys := keyPayload{DataKey: src.keys.DataKey, IDKey: src.keys.IDKey, Config: cfg}
-	v, err := newVault(store, cfg, keys, opts)
-	if err != nil {
-		return nil, err
-	}
-	// Key slot first, config last, as in Init.
-	if err := v.AddPassphrase(ctx, passphrase); err != nil {
-		return nil, err
-	}
-	cj, _ := json.MarshalIndent(cfg, "", "  ")
-	if err := store.Put(ctx, "config", append(cj, '\n')); err != nil {
-		return nil, fmt.Errorf("writing config: %w", err)
-	}
-	return v, nil
+	return create(ctx, store, passphrase, cfg, keyPayload{DataKey: src.keys.DataKey, IDKey: src.keys.IDKey}, opts)
 }
 
 // SameKeys reports whether v and o seal data and name chunks with the same

@@ -134,10 +134,8 @@ func (o *Options) fill() {
 // Init creates a vault in an empty store.
 func Init(ctx context.Context, store blob.Store, passphrase []byte, opts Options) (*Vault, error) {
 	opts.fill()
-	if _, err := store.Stat(ctx, "config"); err == nil {
-		return nil, fmt.Errorf("%s: %w", store, ErrVaultExists)
-	} else if !blob.IsNotExist(err) {
-		return nil, fmt.Errorf("checking %s for a vault: %w", store, err)
+	if err := checkEmpty(ctx, store); err != nil {
+		return nil, err
 	}
 	cfg := Config{Format: "lifeboat-vault", Version: FormatVersion, Created: opts.Clock.Now().UTC().Truncate(time.Second),
 		ChunkSize: opts.ChunkSize, PackSize: opts.PackSize, Compression: opts.Compression}
@@ -150,18 +148,31 @@ func Init(ctx context.Context, store blob.Store, passphrase []byte, opts Options
 	if cfg.Compression == "" {
 		cfg.Compression = DefaultCompression
 	}
-	id := make([]byte, 16)
-	rand.Read(id)
-	cfg.ID = hex.EncodeToString(id)
-	if err := cfg.validate(); err != nil {
-		return nil, err
-	}
+	cfg.ID = randomName()
 	var keys keyPayload
 	var err error
 	if keys.DataKey, err = crypto.NewRandomKey(); err != nil {
 		return nil, err
 	}
 	if keys.IDKey, err = crypto.NewRandomKey(); err != nil {
+		return nil, err
+	}
+	return create(ctx, store, passphrase, cfg, keys, opts)
+}
+
+// checkEmpty fails unless store holds no vault.
+func checkEmpty(ctx context.Context, store blob.Store) error {
+	if _, err := store.Stat(ctx, "config"); err == nil {
+		return fmt.Errorf("%s: %w", store, ErrVaultExists)
+	} else if !blob.IsNotExist(err) {
+		return fmt.Errorf("checking %s for a vault: %w", store, err)
+	}
+	return nil
+}
+
+// create writes a new vault with cfg and keys into an empty store.
+func create(ctx context.Context, store blob.Store, passphrase []byte, cfg Config, keys keyPayload, opts Options) (*Vault, error) {
+	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
 	keys.Config = cfg
