@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"lifeboat/internal/source"
 )
 
 // FileBackend serves a raw image file or a block device. Holes come from
@@ -38,20 +39,12 @@ func OpenFileBackend(path string, readOnly bool) (*FileBackend, error) {
 		f.Close()
 		return nil, fmt.Errorf("opening %s to serve: %w", path, err)
 	}
-	b := &FileBackend{f: f, path: path, regular: st.Mode().IsRegular()}
-	switch {
-	case b.regular:
-		b.size = st.Size()
-	case st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0:
-		if b.size, err = f.Seek(0, io.SeekEnd); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("%s: reading block device size: %w", path, err)
-		}
-	default:
+	size, regular, err := source.DiskSize(f, st)
+	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("%s: not a regular file or block device", path)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return b, nil
+	return &FileBackend{f: f, path: path, regular: regular, size: size}, nil
 }
 
 // ReadAt reads from the file.

@@ -50,24 +50,31 @@ func OpenFile(path string) (*File, error) {
 		f.Close()
 		return nil, fmt.Errorf("disk %s: %w", path, err)
 	}
-	d := &File{f: f, path: path, regular: st.Mode().IsRegular()}
-	switch {
-	case d.regular:
-		d.size = st.Size()
-	case st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0:
-		n, err := f.Seek(0, io.SeekEnd)
-		if err != nil {
-			f.Close()
-			return nil, fmt.Errorf("disk %s: reading block device size: %w", path, err)
-		}
-		d.size = n
-	default:
+	size, regular, err := DiskSize(f, st)
+	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("disk %s: not a regular file or block device", path)
+		return nil, fmt.Errorf("disk %s: %w", path, err)
 	}
+	d := &File{f: f, path: path, regular: regular, size: size}
 	// Reading a disk is one pass: tell the kernel to read ahead eagerly.
 	unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_SEQUENTIAL)
 	return d, nil
+}
+
+// DiskSize returns the size of an open disk — a regular file or a block
+// device — and whether it is a regular file; anything else is an error.
+func DiskSize(f *os.File, st os.FileInfo) (size int64, regular bool, err error) {
+	switch {
+	case st.Mode().IsRegular():
+		return st.Size(), true, nil
+	case st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0:
+		n, err := f.Seek(0, io.SeekEnd)
+		if err != nil {
+			return 0, false, fmt.Errorf("reading block device size: %w", err)
+		}
+		return n, false, nil
+	}
+	return 0, false, errors.New("not a regular file or block device")
 }
 
 func (d *File) ReadAt(p []byte, off int64) (int, error) { return d.f.ReadAt(p, off) }
