@@ -401,12 +401,9 @@ func (a *app) captureLocal(ctx context.Context, bf backupFlags, cons recovery.Co
 		}
 	}
 	if len(mounts) > 0 {
-		exe, err := os.Executable()
+		exe, err := a.executable()
 		if err != nil {
-			return nil, fmt.Errorf("finding lifeboat's own path for the thaw watchdog: %w", err)
-		}
-		if a.env.Executable != "" {
-			exe = a.env.Executable
+			return nil, err
 		}
 		fz, err := quiesce.Freeze(ctx, mounts, bf.freezeTimeout, exe)
 		if err != nil {
@@ -556,12 +553,9 @@ func (a *app) runLiveBackup(ctx context.Context, bf backupFlags, cons recovery.C
 	}
 	env := []string{"LIFEBOAT_MACHINE=" + bf.machine, "LIFEBOAT_QMP=" + bf.qmp}
 	pb := newBar(a.env.Stderr, "backup "+bf.machine, !a.quiet)
-	exe, err := os.Executable()
+	exe, err := a.executable()
 	if err != nil {
-		return fmt.Errorf("finding lifeboat's own path for the thaw watchdog: %w", err)
-	}
-	if a.env.Executable != "" {
-		exe = a.env.Executable
+		return err
 	}
 	p, err := live.Backup(ctx, v, live.Options{Machine: bf.machine, QMP: bf.qmp, Consistency: cons, GuestAgent: bf.guestAgent, Executable: exe,
 		FreezeTimeout: bf.freezeTimeout, Disks: only, Dir: bf.fleeceDir, Definition: def, Tags: bf.tags, Audit: bf.audit,
@@ -573,4 +567,16 @@ func (a *app) runLiveBackup(ctx context.Context, bf backupFlags, cons recovery.C
 		return fmt.Errorf("backup of %s: %w", bf.machine, err)
 	}
 	return a.reportPoint(bf.machine, p)
+}
+
+// executable is lifeboat's own binary, which thaw watchdogs re-run.
+func (a *app) executable() (string, error) {
+	if a.env.Executable != "" {
+		return a.env.Executable, nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("finding lifeboat's own path for the thaw watchdog: %w", err)
+	}
+	return exe, nil
 }

@@ -5,9 +5,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"lifeboat/internal/vmtest"
 )
 
 // loopMount attaches a fresh ext4 image to a loop device and mounts it. It
@@ -24,13 +27,11 @@ func loopMount(t *testing.T, sizeMiB int) (img, dev, mnt string) {
 		need("root (loop devices, mount, FIFREEZE)")
 	}
 	for _, tool := range []string{"losetup", "mkfs.ext4", "mount", "dumpe2fs"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			need(tool)
-		}
+		vmtest.RequireBinary(t, tool)
 	}
 	dir := t.TempDir()
 	img = filepath.Join(dir, "fs.img")
-	sh(t, "truncate", "-s", fmtInt(sizeMiB)+"M", img)
+	sh(t, "truncate", "-s", strconv.Itoa(sizeMiB)+"M", img)
 	sh(t, "mkfs.ext4", "-q", "-F", img)
 	out, err := exec.Command("losetup", "-f", "--show", img).CombinedOutput()
 	if err != nil {
@@ -46,18 +47,6 @@ func loopMount(t *testing.T, sizeMiB int) (img, dev, mnt string) {
 		exec.Command("umount", mnt).Run()
 	})
 	return img, dev, mnt
-}
-
-func fmtInt(n int) string {
-	if n == 0 {
-		return "0"
-	}
-	var b []byte
-	for n > 0 {
-		b = append([]byte{byte('0' + n%10)}, b...)
-		n /= 10
-	}
-	return string(b)
 }
 
 func sh(t *testing.T, name string, args ...string) string {
@@ -96,7 +85,7 @@ func TestConsistencyFileFreezesMountedFilesystem(t *testing.T) {
 	defer cancel()
 	go func() {
 		for i := 0; ctx.Err() == nil; i++ {
-			os.WriteFile(filepath.Join(mnt, "f"+fmtInt(i%50)), []byte(strings.Repeat("x", 8192)), 0o644)
+			os.WriteFile(filepath.Join(mnt, "f"+strconv.Itoa(i%50)), []byte(strings.Repeat("x", 8192)), 0o644)
 			time.Sleep(time.Millisecond)
 		}
 	}()
@@ -204,7 +193,7 @@ func waitFrozen(t *testing.T, mnt string, p *proc) bool {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			f, err := os.Create(filepath.Join(mnt, "probe"+fmtInt(i)))
+			f, err := os.Create(filepath.Join(mnt, "probe"+strconv.Itoa(i)))
 			if err != nil {
 				return
 			}

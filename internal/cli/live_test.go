@@ -36,12 +36,7 @@ func storageDaemon(t *testing.T) (dir, qmpSock, fuse string) {
 func storageDaemonWith(t *testing.T, src string) (dir, qmpSock, fuse string) {
 	t.Helper()
 	for _, tool := range []string{"qemu-storage-daemon", "qemu-img", "fusermount3"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s not installed", tool)
-			}
-			t.Skipf("%s not installed", tool)
-		}
+		vmtest.RequireBinary(t, tool)
 	}
 	dir = t.TempDir()
 	img := filepath.Join(dir, "d0.qcow2")
@@ -403,14 +398,8 @@ func TestGuestThawWatchdog(t *testing.T) {
 // An in-place restore never writes under a running VM: QEMU's image locks
 // and a mounted block device's exclusivity make it refuse.
 func TestInPlaceRestoreRefusesDiskInUse(t *testing.T) {
-	for _, tool := range []string{"qemu-storage-daemon"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s not installed", tool)
-			}
-			t.Skipf("%s not installed", tool)
-		}
-	}
+	vmtest.RequireBinary(t, "qemu-storage-daemon")
+	vmtest.RequireBinary(t, "fusermount3")
 	dir := t.TempDir()
 	img := filepath.Join(dir, "d0.raw")
 	if err := os.WriteFile(img, bytes.Repeat([]byte("lifeboat"), 1<<17), 0o600); err != nil {

@@ -18,6 +18,7 @@ import (
 	"lifeboat/internal/recovery"
 	"lifeboat/internal/restore"
 	"lifeboat/internal/vault"
+	"lifeboat/internal/vmtest"
 )
 
 // 64 KiB chunks: the granularity of QEMU's dirty bitmaps, so a tracked
@@ -27,15 +28,10 @@ var cheap = vault.Options{KDF: crypto.KDFParams{Time: 1, MemoryKiB: 64, Threads:
 func need(t *testing.T, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is not installed (scripts/deps.sh installs it)", tool)
-			}
-			t.Skipf("%s is not installed", tool)
-		}
+		vmtest.RequireBinary(t, tool)
 	}
 	if _, err := os.Stat("/dev/fuse"); err != nil {
-		if os.Getenv("CI") == "true" {
+		if vmtest.Required() {
 			t.Fatal("/dev/fuse is missing")
 		}
 		t.Skip("/dev/fuse is missing")

@@ -47,16 +47,16 @@ func Required() bool {
 	return os.Getenv("CI") == "true" || os.Getenv("LIFEBOAT_REQUIRE_VM") == "1"
 }
 
-// RequireBinary skips the test when the named program is not on PATH, or
-// fails it when VMs are Required.
+// RequireBinary skips the test when the named program (QEMU, qemu-io,
+// fusermount3, ...) is not on PATH, or fails it when peers are Required.
 func RequireBinary(t testing.TB, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
 		if Required() {
-			t.Fatalf("%s is required for VM tests (CI=true or LIFEBOAT_REQUIRE_VM=1) but not found: %v; run scripts/deps.sh", name, err)
+			t.Fatalf("%s is required here (CI=true or LIFEBOAT_REQUIRE_VM=1) but not found: %v; run scripts/deps.sh", name, err)
 		}
-		t.Skipf("%s not found (run scripts/deps.sh): skipping VM test", name)
+		t.Skipf("%s not found (run scripts/deps.sh): skipping", name)
 	}
 	return p
 }
