@@ -306,7 +306,8 @@ func (e *engine) claim(id chunk.ID) bool {
 	return true
 }
 
-// readers is how many reads may be in flight beyond the workers' share.
+// readers is the size of the read pool: the most reads any disk wants in
+// flight, or 0 when every disk is read in order.
 func (e *engine) readers() int {
 	n := 0
 	for _, st := range e.states {
@@ -417,26 +418,26 @@ func (e *engine) read(ctx context.Context, jobs chan<- job, free chan []byte) (e
 		}
 	}
 	cs := int64(e.v.Config().ChunkSize)
+	if n := e.readers(); n > 0 {
+		reqs = make(chan readReq)
+		for range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for r := range reqs {
+					if ctx.Err() != nil {
+						free <- r.buf
+						continue
+					}
+					if err := readOne(r); err != nil {
+						cancel(err)
+					}
+				}
+			}()
+		}
+	}
 	for di, st := range e.states {
 		src := st.d.Source
-		if n := readersFor(src); n > 1 && reqs == nil {
-			reqs = make(chan readReq)
-			for range n {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for r := range reqs {
-						if ctx.Err() != nil {
-							free <- r.buf
-							continue
-						}
-						if err := readOne(r); err != nil {
-							cancel(err)
-						}
-					}
-				}()
-			}
-		}
 		parallel := readersFor(src) > 1
 		extents, known, err := src.DataExtents(ctx)
 		if err != nil {
