@@ -136,10 +136,7 @@ func Backup(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point,
 		return nil, err
 	}
 	fdisks := make([]qmp.FleeceDisk, len(disks))
-	names := make([]string, len(disks))
-	prevUsable := make([]bool, len(disks))
 	for i, d := range disks {
-		names[i] = d.name
 		fdisks[i] = qmp.FleeceDisk{Node: d.Node, Export: qmp.FleeceNodePrefix + "x-" + d.name, NewBitmap: prefix + suffix}
 		prev := ""
 		if parent != nil {
@@ -150,7 +147,6 @@ func Backup(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point,
 		usable, why := judgeBitmap(d, prev, parent)
 		if usable {
 			fdisks[i].PrevBitmap = prev
-			prevUsable[i] = true
 		} else if parent != nil {
 			warn(fmt.Sprintf("disk %s: %s: reading the whole disk and comparing with point %s", d.name, why, parent.ID.Short()))
 		}
@@ -203,20 +199,21 @@ func Backup(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point,
 
 	bdisks := make([]backup.Disk, len(disks))
 	for i, fd := range sess.Disks {
+		name := disks[i].name
 		var nopts []nbd.Option
-		if prevUsable[i] {
+		if fd.PrevBitmap != "" {
 			nopts = append(nopts, nbd.WithMetaContexts(nbd.DirtyBitmapContext(fd.PrevBitmap)))
 		}
 		nd, err := nbd.OpenDisk(ctx, fd.URI, nopts...)
 		if err != nil {
-			return nil, fmt.Errorf("disk %s: reading the point-in-time view: %w", names[i], err)
+			return nil, fmt.Errorf("disk %s: reading the point-in-time view: %w", name, err)
 		}
 		defer nd.Close()
-		bdisks[i] = backup.Disk{Name: names[i], Source: named{nd, "qemu:" + opts.QMP + "#" + disks[i].Node}, Tracking: fd.NewBitmap}
-		if prevUsable[i] {
+		bdisks[i] = backup.Disk{Name: name, Source: named{nd, "qemu:" + opts.QMP + "#" + disks[i].Node}, Tracking: fd.NewBitmap}
+		if fd.PrevBitmap != "" {
 			dirty, err := nd.DirtyExtents(ctx, fd.PrevBitmap)
 			if err != nil {
-				return nil, fmt.Errorf("disk %s: %w", names[i], err)
+				return nil, fmt.Errorf("disk %s: %w", name, err)
 			}
 			bdisks[i].Changed = &backup.Changes{Since: parent.ID.String(), Extents: dirty}
 		}
