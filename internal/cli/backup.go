@@ -425,7 +425,7 @@ func (a *app) captureLocal(ctx context.Context, bf backupFlags, cons recovery.Co
 	for _, p := range paths {
 		clone, err := quiesce.Clone(p)
 		if err != nil {
-			if quiesce.CanClone(err) {
+			if !quiesce.NoReflinks(err) {
 				a.warnf("%v: the filesystems stay frozen while the disks are read", err)
 			}
 			for _, cl := range clones {

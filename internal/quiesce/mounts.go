@@ -11,7 +11,6 @@ package quiesce
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -221,5 +220,3 @@ func SameFilesystem(path string, m Mount) bool {
 	}
 	return fmt.Sprintf("%d:%d", unix.Major(st.Dev), unix.Minor(st.Dev)) == m.Device
 }
-
-var errNoReflink = errors.New("the filesystem cannot clone files")

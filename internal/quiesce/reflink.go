@@ -35,6 +35,8 @@ func Clone(src string) (string, error) {
 	return name, nil
 }
 
-// CanClone reports whether err from Clone means the filesystem lacks
-// reflinks (as opposed to a real failure).
-func CanClone(err error) bool { return !errors.Is(err, errNoReflink) }
+var errNoReflink = errors.New("the filesystem cannot clone files")
+
+// NoReflinks reports whether err from Clone only means the filesystem
+// cannot clone files (as opposed to a real failure worth a warning).
+func NoReflinks(err error) bool { return errors.Is(err, errNoReflink) }
