@@ -180,3 +180,18 @@ func touch(t *testing.T, path string) {
 		t.Fatal(err)
 	}
 }
+
+// TLS is not implemented: a server that requires it is refused with an
+// error that says so, not a hang or a protocol error.
+func TestClientRefusesTLSOnlyServer(t *testing.T) {
+	psk := filepath.Join(t.TempDir(), "keys.psk")
+	if err := os.WriteFile(psk, []byte("lifeboat:"+fmt.Sprintf("%064x", 7)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sock := startNbdkit(t, "--tls=require", "--tls-psk="+psk, "memory", "1M")
+	_, err := Dial(testCtx(t), sockURI(sock, ""))
+	var oe *OptionError
+	if !errors.As(err, &oe) || oe.Reply != repErrTLSReqd {
+		t.Fatalf("dialing a TLS-only server: %v, want a refusal with NBD_REP_ERR_TLS_REQD", err)
+	}
+}
