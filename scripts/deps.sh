@@ -12,6 +12,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v mkfs.ext4 >/dev/null 2>&1 || need_apt+=(e2fsprogs)
 command -v go >/dev/null 2>&1 || need_apt+=(golang-go)
+# cgo: libzstd (vendored C, internal/chunk) and the race detector.
+command -v gcc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 # QEMU and NBD peers (internal/qmp, internal/nbd, internal/live) and test VMs
 # (internal/vmtest): QEMU under TCG, a static busybox and the real guest
 # agent for the initramfs.

@@ -3,10 +3,7 @@ package chunk
 import (
 	"errors"
 	"fmt"
-	"runtime"
 	"sync"
-
-	"github.com/klauspost/compress/zstd"
 
 	"lifeboat/internal/crypto"
 )
@@ -25,22 +22,11 @@ var ErrCorrupt = errors.New("corrupt data")
 type Codec struct {
 	aead   *crypto.AEAD
 	hasher *Hasher
-	enc    *zstd.Encoder
-	dec    *zstd.Decoder
-	metaD  *zstd.Decoder
+	frames frameCodec // chunk payloads
+	meta   *goFrames  // metadata objects
 	// payloads are scratch buffers for opened blobs.
 	payloads sync.Pool
 }
-
-// Level is a compression level for NewCodec.
-type Level = zstd.EncoderLevel
-
-// Compression levels.
-const (
-	LevelFastest = zstd.SpeedFastest
-	LevelDefault = zstd.SpeedDefault
-	LevelBetter  = zstd.SpeedBetterCompression
-)
 
 // NewCodec returns a codec sealing with dataKey and checking IDs with hasher.
 func NewCodec(dataKey crypto.Key, hasher *Hasher, level Level, maxChunk int) (*Codec, error) {
@@ -48,32 +34,18 @@ func NewCodec(dataKey crypto.Key, hasher *Hasher, level Level, maxChunk int) (*C
 	if err != nil {
 		return nil, err
 	}
-	n := runtime.GOMAXPROCS(0)
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(n),
-		zstd.WithEncoderCRC(false), zstd.WithWindowSize(windowFor(maxChunk)))
+	frames, err := newFrames(level, maxChunk)
 	if err != nil {
-		return nil, fmt.Errorf("creating compressor: %w", err)
+		return nil, err
 	}
-	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(n),
-		zstd.WithDecoderMaxMemory(uint64(maxChunk)+1<<16), zstd.IgnoreChecksum(true))
+	// Metadata objects (index, manifests) can be much larger than a chunk.
+	meta, err := newGoFrames(level, maxChunk, 4<<30, 2)
 	if err != nil {
-		return nil, fmt.Errorf("creating decompressor: %w", err)
+		return nil, err
 	}
-	metaD, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(2), zstd.WithDecoderMaxMemory(4<<30))
-	if err != nil {
-		return nil, fmt.Errorf("creating decompressor: %w", err)
-	}
-	c := &Codec{aead: aead, hasher: hasher, enc: enc, dec: dec, metaD: metaD}
+	c := &Codec{aead: aead, hasher: hasher, frames: frames, meta: meta}
 	c.payloads.New = func() any { b := make([]byte, 0, maxChunk+64); return &b }
 	return c, nil
-}
-
-func windowFor(n int) int {
-	w := zstd.MinWindowSize
-	for w < n && w < zstd.MaxWindowSize {
-		w <<= 1
-	}
-	return w
 }
 
 // Hasher returns the codec's chunk ID hasher.
@@ -82,10 +54,9 @@ func (c *Codec) Hasher() *Hasher { return c.hasher }
 // EncodeBlob appends the sealed blob of block (whose ID is id) to dst.
 // scratch is reused for the compressed payload and returned for reuse.
 func (c *Codec) EncodeBlob(dst []byte, id ID, block []byte, scratch []byte) (out, scratchOut []byte) {
-	payload := append(scratch[:0], encZstd)
-	payload = c.enc.EncodeAll(block, payload)
+	payload, ok := c.frames.compress(append(scratch[:0], encZstd), block)
 	// Store raw unless compression saves at least 1/16.
-	if len(payload)-1 > len(block)-len(block)/16 {
+	if !ok || len(payload)-1 > len(block)-len(block)/16 {
 		payload = append(payload[:0], encRaw)
 		payload = append(payload, block...)
 	}
@@ -110,7 +81,7 @@ func (c *Codec) DecodeBlob(dst []byte, id ID, blob []byte, rawLen int) ([]byte, 
 	case encRaw:
 		out = append(dst[:0], payload[1:]...)
 	case encZstd:
-		out, err = c.dec.DecodeAll(payload[1:], dst[:0])
+		out, err = c.frames.decompress(dst, payload[1:], rawLen)
 		if err != nil {
 			return nil, fmt.Errorf("chunk %s: decompressing: %w: %w", id, ErrCorrupt, err)
 		}
@@ -128,7 +99,7 @@ func (c *Codec) DecodeBlob(dst []byte, id ID, blob []byte, rawLen int) ([]byte, 
 
 // SealObject compresses and seals a metadata object (index, manifest, point).
 func (c *Codec) SealObject(plain []byte, aad string) []byte {
-	return c.aead.Seal(nil, c.enc.EncodeAll(plain, nil), []byte(aad))
+	return c.aead.Seal(nil, c.meta.enc.EncodeAll(plain, nil), []byte(aad))
 }
 
 // OpenObject reverses SealObject.
@@ -137,7 +108,7 @@ func (c *Codec) OpenObject(sealed []byte, aad string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
-	plain, err := c.metaD.DecodeAll(z, nil)
+	plain, err := c.meta.dec.DecodeAll(z, nil)
 	if err != nil {
 		return nil, fmt.Errorf("decompressing: %w: %w", ErrCorrupt, err)
 	}
