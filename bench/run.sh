@@ -133,6 +133,10 @@ apply_change() { # apply_change IMAGE
 }
 
 warm() { cat "$@" >/dev/null; sync; }
+# warm_dirs DIR...: reads every file under the directories into the page cache.
+# Lifeboat writes its packs around the page cache (O_DIRECT) and restic through
+# it, so without this restic would restore from memory and lifeboat from disk.
+warm_dirs() { find "$@" -type f -exec cat {} + >/dev/null; }
 
 # timed NAME CMD...: run CMD with stdout/stderr in $LOGS/NAME.{out,err};
 # sets SECS[NAME] and RSS[NAME] (peak RSS in KiB), and SYNC[NAME], the seconds a
@@ -219,6 +223,7 @@ compare_once() {
 	# each restore is checked with cmp and deleted before the other tool restores, so
 	# that neither restores while the other's output is still being written back
 	local rr
+	warm_dirs "$VAULT" "$repo"
 	for t in $tools; do
 		case $t in
 		lb)
@@ -360,6 +365,7 @@ chunksizes() {
 			timed "cs-$cs-incr.$r" "$LB" --vault "$VAULT" backup --machine "$MACHINE" --disk "$DISK=$img"
 			VS[cs-$cs-total.$r]=$(size_of "$VAULT")
 			VS[cs-$cs-added.$r]=$((VS[cs-$cs-total.$r] - VS[cs-$cs-full.$r]))
+			warm_dirs "$VAULT"
 			timed "cs-$cs-restore.$r" "$LB" --vault "$VAULT" restore --machine "$MACHINE" latest --disk "$DISK" --to-file "$WORK/restore-lb.raw"
 			cmp "$img" "$WORK/restore-lb.raw"
 			rm -f "$WORK/restore-lb.raw"

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"lifeboat/internal/directio"
 )
 
 // Dir is a Store on a local directory. Objects are files; a Put writes a
@@ -59,7 +61,7 @@ func (d *Dir) Put(ctx context.Context, name string, data []byte) error {
 		return fmt.Errorf("%s: writing %s: %w", d, name, err)
 	}
 	cleanup := func() { tmp.Close(); os.Remove(tmp.Name()) }
-	if _, err := tmp.Write(data); err != nil {
+	if err := writeObject(tmp, data); err != nil {
 		cleanup()
 		return fmt.Errorf("%s: writing %s: %w", d, name, err)
 	}
@@ -76,6 +78,23 @@ func (d *Dir) Put(ctx context.Context, name string, data []byte) error {
 		return fmt.Errorf("%s: renaming %s: %w", d, name, err)
 	}
 	return syncDir(dir)
+}
+
+// directMin is the size from which Put writes around the page cache: pack
+// files, which nothing reads back soon after a backup.
+const directMin = 1 << 20
+
+func writeObject(f *os.File, data []byte) error {
+	if len(data) < directMin || !directio.Aligned(data) {
+		_, err := f.Write(data)
+		return err
+	}
+	w := directio.NewWriter(f)
+	_, err := w.WriteAt(data, 0)
+	if cerr := w.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func syncDir(dir string) error {

@@ -17,6 +17,7 @@ import (
 
 	"lifeboat/internal/blob"
 	"lifeboat/internal/chunk"
+	"lifeboat/internal/directio"
 	"lifeboat/internal/image"
 	"lifeboat/internal/recovery"
 	"lifeboat/internal/vault"
@@ -79,7 +80,7 @@ func checkUnlocked(f *os.File) error {
 // ErrSizeMismatch means an in-place target is not the size of the disk.
 var ErrSizeMismatch = errors.New("target size differs from the disk in the recovery point")
 
-const maxRun = 8 << 20
+const maxRun = 4 << 20
 
 type run struct {
 	t      *target
@@ -93,6 +94,7 @@ type run struct {
 type target struct {
 	Target
 	f       *os.File
+	w       *directio.Writer // writes to f, around the page cache where it can
 	m       *image.Manifest
 	regular bool
 	pending atomic.Int64  // bytes written since writeback last started
@@ -139,6 +141,7 @@ func Run(ctx context.Context, v *vault.Vault, p *recovery.Point, targets []Targe
 	var ts []*target
 	defer func() {
 		for _, t := range ts {
+			t.w.Close()
 			t.f.Close()
 			if err != nil && !t.InPlace {
 				os.Remove(t.Path)
@@ -156,7 +159,7 @@ func Run(ctx context.Context, v *vault.Vault, p *recovery.Point, targets []Targe
 	}
 	readers := opts.Readers
 	if readers == 0 {
-		readers = 2 * vault.Workers()
+		readers = 4 * vault.Workers()
 	}
 	stop := make(chan struct{})
 	if opts.Progress != nil {
@@ -219,6 +222,7 @@ func open(ctx context.Context, v *vault.Vault, tg Target) (*target, error) {
 			return nil, fmt.Errorf("restoring disk %s: sizing %s: %w", tg.Disk.Name, tg.Path, err)
 		}
 		t.f, t.regular = f, true
+		t.w = directio.NewWriter(f)
 		return t, nil
 	}
 	// A block device opened O_EXCL fails with EBUSY while it is mounted
@@ -258,6 +262,7 @@ func open(ctx context.Context, v *vault.Vault, tg Target) (*target, error) {
 		return nil, fmt.Errorf("restoring disk %s in place: %s is %d bytes, the point's disk is %d: %w",
 			tg.Disk.Name, tg.Path, size, m.Size, ErrSizeMismatch)
 	}
+	t.w = directio.NewWriter(f)
 	return t, nil
 }
 
@@ -422,7 +427,7 @@ func (r *restorer) zero(t *target, off int64, n int) error {
 			return nil
 		}
 	}
-	if _, err := t.f.WriteAt(make([]byte, n), off); err != nil {
+	if _, err := t.w.WriteAt(directio.Alloc(n), off); err != nil {
 		return fmt.Errorf("writing zeros to %s at offset %d: %w", t.Path, off, err)
 	}
 	r.written.Add(int64(n))
@@ -448,12 +453,17 @@ func (r *restorer) fetch(ctx context.Context, rn *run, fb *fetchBufs) error {
 	cs := int64(t.m.ChunkSize)
 	// Blocks that follow each other on the disk are written with one call.
 	var outOff int64
+	if fb.out == nil {
+		// Aligned, and never outgrown (runs are flushed before maxRun), so
+		// that the writes can bypass the page cache.
+		fb.out = directio.Alloc(max(maxRun, t.m.ChunkSize))
+	}
 	out := fb.out[:0]
 	flush := func() error {
 		if len(out) == 0 {
 			return nil
 		}
-		if _, err := t.f.WriteAt(out, outOff); err != nil {
+		if _, err := t.w.WriteAt(out, outOff); err != nil {
 			return fmt.Errorf("writing %s at offset %d: %w", t.Path, outOff, err)
 		}
 		r.written.Add(int64(len(out)))
