@@ -321,7 +321,10 @@ func (e *engine) readers() int {
 func (e *engine) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	workers := vault.Workers()
+	// One worker more than there are cores: a worker spends most of its time
+	// in libzstd (cgo), which gives up its P, so the extra one keeps both cores
+	// busy with hashing and sealing while the others compress.
+	workers := vault.Workers() + 1
 	cs := e.v.Config().ChunkSize
 	// A fixed set of buffers bounds memory whatever the disk size.
 	free := make(chan []byte, workers*4+e.readers())
