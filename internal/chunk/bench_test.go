@@ -81,3 +81,61 @@ func BenchmarkDecodeBlob(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkFrames compares the frame codecs at the default level on one
+// core: libzstd through cgo (native, when built with cgo) and pure Go.
+// LIFEBOAT_BENCH_DATA=FILE benchmarks on that whole file instead
+// of the Go toolchain binary (e.g. the non-zero chunks of bench/'s image).
+func BenchmarkFrames(b *testing.B) {
+	const size = 256 << 10
+	data := benchData(b, 4<<20)
+	if path := os.Getenv("LIFEBOAT_BENCH_DATA"); path != "" {
+		d, err := os.ReadFile(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		data = d[:len(d)/size*size]
+	}
+	native, err := newFrames(LevelFastest, size)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pure, err := newGoFrames(LevelFastest, size, size+1<<16, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, impl := range []struct {
+		name string
+		f    frameCodec
+	}{{fmt.Sprintf("native=%T", native), native}, {"go", pure}} {
+		var frames [][]byte
+		var total int
+		b.Run(impl.name+"/compress", func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			for i := 0; i < b.N; i++ {
+				frames, total = frames[:0], 0
+				for off := 0; off < len(data); off += size {
+					f, ok := impl.f.compress(nil, data[off:off+size])
+					if !ok {
+						b.Fatal("compress refused")
+					}
+					frames = append(frames, f)
+					total += len(f)
+				}
+			}
+			b.ReportMetric(float64(len(data))/float64(total), "ratio")
+		})
+		b.Run(impl.name+"/decompress", func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			dst := make([]byte, size)
+			for i := 0; i < b.N; i++ {
+				for _, f := range frames {
+					var err error
+					if dst, err = impl.f.decompress(dst, f, size); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		})
+	}
+}

@@ -10,11 +10,12 @@ import (
 )
 
 // cFrames is libzstd through cgo (the C library is vendored by the module,
-// so no system package is needed). On this project's benchmark data it
-// compresses at level 1 about 1.45 times as fast as the pure-Go encoder,
-// with a slightly better ratio, and decompresses about 1.5 times as fast
-// (bench/RESULTS.md). Contexts are not safe for concurrent use; each call
-// takes one from a pool.
+// so no system package is needed). On the non-zero chunks of bench/'s disk
+// image it compresses at level 1 about 1.4 times as fast as the pure-Go
+// encoder, with a slightly better ratio, and decompresses 1.1-1.5 times as
+// fast (BenchmarkFrames, bench/RESULTS.md); on binaries alone the two are
+// equal. Contexts are not safe for concurrent use; each call takes one from
+// a pool.
 type cFrames struct {
 	level int
 	ctxs  sync.Pool
