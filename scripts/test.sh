@@ -21,4 +21,7 @@ fi
 # bench/work holds copied trees of real files (some .go): name our packages.
 pkgs=(./cmd/... ./internal/... ./e2e/...)
 go vet "${pkgs[@]}"
+# Builds without cgo use the pure-Go zstd for chunks too: vet and test them.
+CGO_ENABLED=0 go vet ./internal/chunk
+CGO_ENABLED=0 go test -count=1 ./internal/chunk
 go test -race -timeout 30m "$@" "${pkgs[@]}"

@@ -17,12 +17,13 @@ import (
 // equal. Contexts are not safe for concurrent use; each call takes one from
 // a pool.
 type cFrames struct {
-	level int
-	ctxs  sync.Pool
+	level    int
+	maxChunk int
+	ctxs     sync.Pool
 }
 
 func newFrames(level Level, maxChunk int) (frameCodec, error) {
-	c := &cFrames{level: int(level)}
+	c := &cFrames{level: int(level), maxChunk: maxChunk}
 	c.ctxs.New = func() any { return czstd.NewCtx() }
 	return c, nil
 }
@@ -49,6 +50,11 @@ func (c *cFrames) compress(dst, src []byte) ([]byte, bool) {
 func (c *cFrames) decompress(dst, frame []byte, limit int) ([]byte, error) {
 	if len(frame) == 0 || limit <= 0 {
 		return nil, fmt.Errorf("empty frame or output")
+	}
+	if limit > c.maxChunk {
+		// As the pure-Go decoder: never more than a chunk, whatever the
+		// (authenticated) index says.
+		return nil, fmt.Errorf("output of %d bytes is larger than a chunk (%d)", limit, c.maxChunk)
 	}
 	if cap(dst) < limit {
 		dst = make([]byte, limit)

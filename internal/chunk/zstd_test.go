@@ -10,8 +10,9 @@ import (
 
 // TestFramesInterchangeable checks the frame codecs against each other: each
 // one's frames decode with every other (the implementation is not part of
-// the format), output past the limit is refused, and damaged frames never
-// decode to the original.
+// the format), output past the limit is refused, and truncated frames never
+// decode to the original. (A flipped byte is caught by the blob's MAC before
+// decompression; it is only logged here.)
 func TestFramesInterchangeable(t *testing.T) {
 	native, err := newFrames(LevelFastest, 1<<20)
 	if err != nil {

@@ -37,7 +37,9 @@ type Target struct {
 type Options struct {
 	// Progress, if set, is called about every 200 ms and once at the end.
 	Progress func(Progress)
-	// Readers is how many pack reads run at once; 0 picks 2 per CPU.
+	// Readers is how many runs are fetched, decoded and written at once;
+	// 0 picks 4 per CPU, so that enough direct writes are in flight. Each
+	// holds up to two buffers of maxRun (4 MiB).
 	Readers int
 }
 
