@@ -139,9 +139,12 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 	if err != nil {
 		return nil, err
 	}
-	defer sess.End(context.WithoutCancel(ctx))
+	// A failed run leaves its marker marked abandoned: the packs it stored
+	// without an index are adopted by the next run.
+	defer sess.Finish(context.WithoutCancel(ctx))
 
-	// 2-3. Index without condemned packs, orphans adopted.
+	// 2-3. Index without condemned packs; orphans adopted if a session
+	// died or failed since the last adoption.
 	plans, err := v.Plans(ctx)
 	if err != nil {
 		return nil, err
@@ -152,7 +155,7 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 	if err != nil {
 		return nil, err
 	}
-	if _, err := v.AdoptOrphans(ctx, ix, skip); err != nil {
+	if _, err := v.AdoptAfterDeadSessions(ctx, ix, skip); err != nil {
 		return nil, err
 	}
 
@@ -201,7 +204,7 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 		states[i] = st
 	}
 
-	packer := v.NewPacker(ctx, ix)
+	packer := v.NewPacker(ctx, ix, sess)
 	e := &engine{v: v, ix: ix, packer: packer, states: states, inflight: map[chunk.ID]bool{}}
 	if opts.Audit > 0 {
 		for _, st := range states {

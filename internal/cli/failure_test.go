@@ -368,8 +368,17 @@ func unchanged(t *testing.T, dir string, points []string) {
 	if r := inProc(t, "--vault", dir, "-q", "verify"); r.code != 0 {
 		t.Errorf("verify: %s", r)
 	}
-	if s := objectFiles(t, dir, "sessions"); len(s) > 0 {
-		t.Errorf("session markers left behind: %v", s)
+	// A run that failed after storing packs it could not index leaves its
+	// marker, marked abandoned, for the next backup to adopt them; any
+	// other marker would hold off prune as if the run were still going.
+	for _, name := range objectFiles(t, dir, "sessions") {
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		var m struct {
+			Abandoned bool `json:"abandoned"`
+		}
+		if err != nil || json.Unmarshal(data, &m) != nil || !m.Abandoned {
+			t.Errorf("session marker left behind, not marked abandoned: %s: %s", name, data)
+		}
 	}
 }
 
@@ -615,17 +624,20 @@ func TestStorageFaultMidBackup(t *testing.T) {
 	state := filepath.Join(work, "state1.img")
 	sparseCopy(t, img, state)
 
+	// wantMarker: the run stored (or may have stored) packs that no index
+	// names, so it leaves an abandoned session marker.
 	faults := []struct {
-		name  string
-		fault blob.Fault
+		name       string
+		fault      blob.Fault
+		wantMarker bool
 	}{
-		{"second-pack-upload", blob.Fault{Op: blob.OpPut, Prefix: "packs/", Nth: 2}},
-		{"pack-stored-reply-lost", blob.Fault{Op: blob.OpPut, Prefix: "packs/", Nth: 3, After: true}},
-		{"index-upload", blob.Fault{Op: blob.OpPut, Prefix: "index/", Nth: 1}},
-		{"manifest-upload", blob.Fault{Op: blob.OpPut, Prefix: "manifests/", Nth: 1}},
-		{"point-upload", blob.Fault{Op: blob.OpPut, Prefix: "points/", Nth: 1}},
-		{"index-read", blob.Fault{Op: blob.OpGet, Prefix: "index/", Nth: 1}},
-		{"session-marker", blob.Fault{Op: blob.OpPut, Prefix: "sessions/", Nth: 1}},
+		{"second-pack-upload", blob.Fault{Op: blob.OpPut, Prefix: "packs/", Nth: 2}, true},
+		{"pack-stored-reply-lost", blob.Fault{Op: blob.OpPut, Prefix: "packs/", Nth: 3, After: true}, true},
+		{"index-upload", blob.Fault{Op: blob.OpPut, Prefix: "index/", Nth: 1}, true},
+		{"manifest-upload", blob.Fault{Op: blob.OpPut, Prefix: "manifests/", Nth: 1}, false},
+		{"point-upload", blob.Fault{Op: blob.OpPut, Prefix: "points/", Nth: 1}, false},
+		{"index-read", blob.Fault{Op: blob.OpGet, Prefix: "index/", Nth: 1}, false},
+		{"session-marker", blob.Fault{Op: blob.OpPut, Prefix: "sessions/", Nth: 1}, false},
 	}
 	for _, f := range faults {
 		t.Run(f.name, func(t *testing.T) {
@@ -652,6 +664,10 @@ func TestStorageFaultMidBackup(t *testing.T) {
 				t.Errorf("exit code 0 for %v", err)
 			}
 			unchanged(t, dir, []string{first})
+			markers := objectFiles(t, dir, "sessions")
+			if f.wantMarker != (len(markers) == 1) || len(markers) > 1 {
+				t.Errorf("session markers after the failure: %v; want an abandoned one: %v", markers, f.wantMarker)
+			}
 			if r := inProc(t, "--vault", dir, "-q", "verify", "--read-data"); r.code != 0 {
 				t.Errorf("verify --read-data: %s", r)
 			}
@@ -661,6 +677,18 @@ func TestStorageFaultMidBackup(t *testing.T) {
 				t.Fatalf("backup without faults: %s", r)
 			}
 			second := parsePoint(t, r).ID
+			// The failed run marked its session abandoned, so the rerun
+			// adopted what it stored: no pack is left outside an index.
+			vr := inProc(t, "--vault", dir, "-q", "--json", "verify")
+			var vrep struct {
+				Warnings []string `json:"warnings"`
+			}
+			if err := json.Unmarshal([]byte(vr.stdout), &vrep); vr.code != 0 || err != nil || len(vrep.Warnings) > 0 {
+				t.Errorf("verify after the rerun (want no warnings): %v\n%s", err, vr)
+			}
+			if m := objectFiles(t, dir, "sessions"); len(m) > 0 {
+				t.Errorf("session markers left after the rerun adopted the orphans: %v", m)
+			}
 			if rr := restoreCheck(t, dir, first, firstState); rr.code != 0 {
 				t.Errorf("restore of the earlier point: %s", rr)
 			}

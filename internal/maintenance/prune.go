@@ -77,12 +77,14 @@ func Prune(ctx context.Context, v *vault.Vault, opts PruneOptions) (*PruneReport
 			return nil, fmt.Errorf("%w (host %s, pid %d, started %s)", ErrPruneRunning, s.Host, s.PID, s.Started.Format(time.RFC3339))
 		}
 	}
+	var sess *vault.Session // nil in a dry run, which stores nothing
 	if !opts.DryRun {
-		sess, err := v.StartSession(ctx, "prune")
-		if err != nil {
+		if sess, err = v.StartSession(ctx, "prune"); err != nil {
 			return nil, err
 		}
-		defer sess.End(context.WithoutCancel(ctx))
+		// Repacked packs stored without their index object leave the
+		// marker abandoned, for the next writer to adopt them.
+		defer sess.Finish(context.WithoutCancel(ctx))
 	}
 
 	// Finish what an earlier prune planned.
@@ -233,7 +235,7 @@ func Prune(ctx context.Context, v *vault.Vault, opts PruneOptions) (*PruneReport
 	// Repack live blobs (checked, copied sealed as they are) into new packs.
 	ix := chunk.NewIndex()
 	if len(repack) > 0 {
-		packer := v.NewPacker(ctx, ix)
+		packer := v.NewPacker(ctx, ix, sess)
 		for _, p := range repack {
 			if err := copyLive(ctx, v, p, owner, num[p.id], packer); err != nil {
 				packer.Abort()

@@ -33,7 +33,7 @@ func BenchmarkPruneMillionChunks(b *testing.B) {
 			b.Fatal(err)
 		}
 		ix := chunk.NewIndex()
-		packer := v.NewPacker(ctx, ix)
+		packer := v.NewPacker(ctx, ix, nil)
 		m1 := image.NewManifest(int64(n/2)*int64(cheap.ChunkSize), cheap.ChunkSize)
 		m2 := image.NewManifest(int64(n/2)*int64(cheap.ChunkSize), cheap.ChunkSize)
 		var data [16]byte

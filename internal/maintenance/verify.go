@@ -131,7 +131,7 @@ func Verify(ctx context.Context, v *vault.Vault, opts VerifyOptions) (*VerifyRep
 		}
 	}
 	if unindexed > 0 {
-		rep.Warnings = append(rep.Warnings, fmt.Sprintf("%d pack(s) in no index, left by an interrupted backup: the next backup reuses them, prune removes the rest", unindexed))
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("%d pack(s) in no index, left by a backup that was interrupted or is still running: the next backup after an interrupted one reuses them, prune removes what no point needs", unindexed))
 	}
 
 	// Points and their manifests.

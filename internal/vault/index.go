@@ -159,6 +159,34 @@ func (v *Vault) ListPacks(ctx context.Context) ([]PackInfo, error) {
 	return packs, nil
 }
 
+// AdoptAfterDeadSessions adopts orphan packs only when a dead session
+// marker shows that an operation was killed or failed part way since the
+// last adoption, then deletes those markers: listing every pack is costly
+// on a large S3 vault (one LIST request per thousand packs), and only an
+// unfinished writer leaves packs without an index (docs/format.md, write
+// ordering). It returns the number of packs adopted.
+func (v *Vault) AdoptAfterDeadSessions(ctx context.Context, ix *chunk.Index, skipPack func(chunk.ID) bool) (int, error) {
+	_, dead, err := v.ListSessions(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if len(dead) == 0 {
+		return 0, nil
+	}
+	n, err := v.AdoptOrphans(ctx, ix, skipPack)
+	if err != nil {
+		return n, err
+	}
+	// The orphans are indexed: the markers have done their work. A marker
+	// that cannot be deleted now only causes another listing next time.
+	for _, d := range dead {
+		if err := v.store.Delete(ctx, d.Name); err != nil && !blob.IsNotExist(err) {
+			break
+		}
+	}
+	return n, nil
+}
+
 // AdoptOrphans indexes packs that exist but no index object names (left by
 // a backup killed between uploading packs and writing their index), except
 // packs skip reports true for. It returns how many packs were adopted.

@@ -18,6 +18,7 @@ const indexEvery = 64
 // Add is safe for concurrent use.
 type Packer struct {
 	v      *Vault
+	sess   *Session // counts uploads not yet indexed; may be nil
 	ix     *chunk.Index
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -36,10 +37,12 @@ type Packer struct {
 	StoredBytes atomic.Int64
 }
 
-// NewPacker starts a packer that records stored packs in ix.
-func (v *Vault) NewPacker(ctx context.Context, ix *chunk.Index) *Packer {
+// NewPacker starts a packer that records stored packs in ix. Uploads not
+// yet named by an index object are counted in sess (if not nil), so that
+// Session.Finish knows whether the run may leave orphan packs.
+func (v *Vault) NewPacker(ctx context.Context, ix *chunk.Index, sess *Session) *Packer {
 	ctx, cancel := context.WithCancel(ctx)
-	p := &Packer{v: v, ix: ix, ctx: ctx, cancel: cancel, uploads: make(chan []byte)}
+	p := &Packer{v: v, sess: sess, ix: ix, ctx: ctx, cancel: cancel, uploads: make(chan []byte)}
 	p.bufs.New = func() any { return make([]byte, 0, v.cfg.PackSize+v.cfg.ChunkSize+1<<16) }
 	for i := 0; i < v.upload; i++ {
 		p.wg.Add(1)
@@ -82,6 +85,7 @@ func (p *Packer) store(data []byte) error {
 	if err != nil {
 		return err
 	}
+	p.unindexed(1) // before the attempt: a failed Put may still have stored it
 	if err := p.v.store.Put(p.ctx, chunk.PackName(id), data); err != nil {
 		return fmt.Errorf("uploading pack %s: %w", id.Short(), err)
 	}
@@ -100,8 +104,15 @@ func (p *Packer) store(data []byte) error {
 		if _, err := p.v.SaveIndexFile(p.ctx, &chunk.IndexFile{Packs: batch}); err != nil {
 			return err
 		}
+		p.unindexed(-len(batch))
 	}
 	return nil
+}
+
+func (p *Packer) unindexed(n int) {
+	if p.sess != nil {
+		p.sess.unindexed.Add(int64(n))
+	}
 }
 
 // Add appends a sealed blob for chunk id. It blocks while uploads are
@@ -159,7 +170,9 @@ func (p *Packer) Close() error {
 	p.pending = nil
 	p.mu.Unlock()
 	if err == nil && len(pending) > 0 {
-		_, err = p.v.SaveIndexFile(p.ctx, &chunk.IndexFile{Packs: pending})
+		if _, err = p.v.SaveIndexFile(p.ctx, &chunk.IndexFile{Packs: pending}); err == nil {
+			p.unindexed(-len(pending))
+		}
 	}
 	p.cancel()
 	return err

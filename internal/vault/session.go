@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -28,7 +29,10 @@ type SessionInfo struct {
 	PID       int       `json:"pid"`
 	Started   time.Time `json:"started"`
 	Refreshed time.Time `json:"refreshed"`
-	Name      string    `json:"-"`
+	// Abandoned marks a session that ended without finishing: it may have
+	// stored packs that no index names. It is not live.
+	Abandoned bool   `json:"abandoned,omitempty"`
+	Name      string `json:"-"`
 }
 
 // Session is a running operation's marker, kept fresh until End.
@@ -39,6 +43,9 @@ type Session struct {
 	name string
 	stop chan struct{}
 	done chan struct{}
+	// unindexed counts pack uploads attempted by this session's packers
+	// and not yet named by an index object.
+	unindexed atomic.Int64
 }
 
 // StartSession writes a session marker and refreshes it in the background.
@@ -87,23 +94,78 @@ func (s *Session) refresh() {
 	}
 }
 
-// End removes the marker.
-func (s *Session) End(ctx context.Context) error {
-	close(s.stop)
+// stopRefresh ends the background refresh; it is idempotent.
+func (s *Session) stopRefresh() {
+	s.mu.Lock()
+	select {
+	case <-s.stop:
+	default:
+		close(s.stop)
+	}
+	s.mu.Unlock()
 	<-s.done
+}
+
+// End removes the marker: the operation finished and left nothing for
+// another to clean up (every pack it stored is in an index object).
+func (s *Session) End(ctx context.Context) error {
+	s.stopRefresh()
 	if err := s.v.store.Delete(ctx, s.name); err != nil {
 		return fmt.Errorf("removing session marker: %w", err)
 	}
 	return nil
 }
 
+// Abandon ends a session that failed part way: its marker is replaced by
+// one marked abandoned, so that the next writer knows packs may have been
+// left without an index and adopts them (docs/format.md, "Sessions"). If
+// the store refuses even that, the old marker stays: it is dead as soon
+// as this process exits or SessionExpiry passes, which has the same effect.
+func (s *Session) Abandon(ctx context.Context) error {
+	s.stopRefresh()
+	s.info.Abandoned = true
+	s.info.Refreshed = s.v.clock.Now().UTC()
+	name, err := s.write(ctx)
+	if err != nil {
+		return err
+	}
+	old := s.name
+	s.name = name
+	if err := s.v.store.Delete(ctx, old); err != nil {
+		return fmt.Errorf("removing session marker: %w", err)
+	}
+	return nil
+}
+
+// Finish ends a writer's session: with End if every pack stored by a
+// packer of this session is named by an index object, with Abandon if a
+// pack upload was attempted (it may have been stored even if it failed)
+// and its index object never written. A run that fails before storing
+// anything leaves no marker.
+func (s *Session) Finish(ctx context.Context) error {
+	if s.unindexed.Load() > 0 {
+		return s.Abandon(ctx)
+	}
+	return s.End(ctx)
+}
+
 // Sessions lists the session markers that are live: refreshed within
-// SessionExpiry and, for this host, held by a running process.
+// SessionExpiry, not abandoned and, for this host, held by a running
+// process.
 func (v *Vault) Sessions(ctx context.Context) (live []SessionInfo, err error) {
+	live, _, err = v.ListSessions(ctx)
+	return live, err
+}
+
+// ListSessions reads every session marker and sorts them into live and
+// dead ones. A dead marker was left by an operation that was killed, lost
+// its host, or failed part way (Abandoned). Unreadable markers count as
+// dead: they cannot belong to a running lifeboat.
+func (v *Vault) ListSessions(ctx context.Context) (live, dead []SessionInfo, err error) {
 	var names []string
 	err = v.store.List(ctx, "sessions/", func(i blob.Info) error { names = append(names, i.Name); return nil })
 	if err != nil {
-		return nil, fmt.Errorf("listing sessions: %w", err)
+		return nil, nil, fmt.Errorf("listing sessions: %w", err)
 	}
 	now := v.clock.Now()
 	for _, name := range names {
@@ -112,22 +174,21 @@ func (v *Vault) Sessions(ctx context.Context) (live []SessionInfo, err error) {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("reading %s: %w", name, err)
+			return nil, nil, fmt.Errorf("reading %s: %w", name, err)
 		}
 		var info SessionInfo
 		if json.Unmarshal(data, &info) != nil {
-			continue // unreadable marker: cannot belong to a running lifeboat
-		}
-		info.Name = name
-		if now.Sub(info.Refreshed) > SessionExpiry {
+			dead = append(dead, SessionInfo{Name: name})
 			continue
 		}
-		if info.Host == v.host && !processAlive(info.PID) {
+		info.Name = name
+		if info.Abandoned || now.Sub(info.Refreshed) > SessionExpiry || (info.Host == v.host && !processAlive(info.PID)) {
+			dead = append(dead, info)
 			continue
 		}
 		live = append(live, info)
 	}
-	return live, nil
+	return live, dead, nil
 }
 
 func processAlive(pid int) bool {

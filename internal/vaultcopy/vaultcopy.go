@@ -100,6 +100,7 @@ type copier struct {
 	fullIx     *chunk.Index // source index with them, loaded on demand
 	fullErr    error
 	toIx       *chunk.Index
+	toSess     *vault.Session    // the target's session, for its packers
 	toHave     map[chunk.ID]bool // manifests stored at the target and not condemned there
 	planned    map[chunk.ID]bool // chunks to copy; true once handed to the packer
 	cache      map[chunk.ID][]byte
@@ -145,7 +146,10 @@ func Run(ctx context.Context, from, to *vault.Vault, opts Options) (*Stats, erro
 	if err != nil {
 		return nil, fmt.Errorf("target %s: %w", to.Store(), err)
 	}
-	defer dstSess.End(context.WithoutCancel(ctx))
+	// Packs stored at the target without their index object leave its
+	// marker abandoned, for the next writer there to adopt them.
+	defer dstSess.Finish(context.WithoutCancel(ctx))
+	c.toSess = dstSess
 
 	points, err := c.missing(ctx)
 	if err != nil {
@@ -340,7 +344,7 @@ func (c *copier) load(ctx context.Context) error {
 	if c.toIx, err = c.to.LoadIndex(ctx, skip); err != nil {
 		return fmt.Errorf("target %s: %w", c.to.Store(), err)
 	}
-	if c.stats.AdoptedPacks, err = c.to.AdoptOrphans(ctx, c.toIx, skip); err != nil {
+	if c.stats.AdoptedPacks, err = c.to.AdoptAfterDeadSessions(ctx, c.toIx, skip); err != nil {
 		return fmt.Errorf("target %s: %w", c.to.Store(), err)
 	}
 	manifests, err := c.to.ListIDs(ctx, vault.KindManifest)
@@ -457,7 +461,7 @@ func (c *copier) copy(ctx context.Context, points []*sourcePoint) error {
 	var batchBytes int64
 	for i, p := range points {
 		if packer == nil {
-			packer = c.to.NewPacker(ctx, c.toIx)
+			packer = c.to.NewPacker(ctx, c.toIx, c.toSess)
 		}
 		n, err := c.copyChunks(ctx, p, packer)
 		if err != nil {
