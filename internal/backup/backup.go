@@ -213,6 +213,7 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 			}
 			if err := e.audit(ctx, st, opts.Audit); err != nil {
 				if !errors.Is(err, errAuditMismatch) {
+					packer.Abort()
 					return nil, err
 				}
 				warn(err.Error())

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math/rand"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -80,6 +81,7 @@ func TestOrphansAdoptedOnlyAfterDeadSession(t *testing.T) {
 	store := blob.NewFaults(blob.NewMem())
 	opts := cheap
 	opts.PackSize = 1 << 20
+	opts.Uploads = 1 // packs stored one by one: the three before the fault are all there
 	v, err := vault.Init(context.Background(), store, []byte("pw"), opts)
 	if err != nil {
 		t.Fatal(err)
@@ -158,5 +160,62 @@ func TestOrphansAdoptedOnlyAfterDeadSession(t *testing.T) {
 	got := restoreTo(t, v, p, t.TempDir())
 	if string(got["vda"]) != string(data) {
 		t.Fatal("restore of the rerun differs from the disk")
+	}
+}
+
+// TestDeadMarkersJudged: which session markers make a backup list packs to
+// adopt orphans, and which it deletes afterwards. A live marker of another
+// host and a dead restore's marker do not make it list; a backup killed on
+// this host does, and its marker is left to expire (a host of the same
+// name may still be running it); an expired marker is deleted.
+func TestDeadMarkersJudged(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	store := blob.NewFaults(blob.NewMem())
+	v := newVault(t, store)
+	disk := filepath.Join(dir, "vda.raw")
+	makeDisk(t, disk, 1<<20, 1)
+	if _, err := tryBackup(t, v, disk); err != nil {
+		t.Fatal(err)
+	}
+	exited := exec.Command("true")
+	if err := exited.Run(); err != nil {
+		t.Fatal(err)
+	}
+	deadPID := exited.Process.Pid
+	now := time.Now().UTC()
+	put := func(name string, info vault.SessionInfo) {
+		info.Version = 1
+		info.Started = info.Refreshed
+		data, _ := json.Marshal(info)
+		if err := store.Put(ctx, "sessions/"+name, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exists := func(name string) bool {
+		_, err := store.Stat(ctx, "sessions/"+name)
+		return err == nil
+	}
+	put("live-foreign", vault.SessionInfo{Kind: "backup", Host: "elsewhere", PID: 1, Refreshed: now})
+	put("dead-restore", vault.SessionInfo{Kind: "restore", Host: v.Host(), PID: deadPID, Refreshed: now})
+
+	store.Add(blob.Fault{Op: blob.OpList, Prefix: "packs/"})
+	makeDisk(t, disk, 1<<20, 2)
+	if _, err := tryBackup(t, v, disk); err != nil {
+		t.Fatalf("a live marker and a dead restore's made the backup list packs: %v", err)
+	}
+	put("killed-backup", vault.SessionInfo{Kind: "backup", Host: v.Host(), PID: deadPID, Refreshed: now})
+	if _, err := tryBackup(t, v, disk); !errors.Is(err, blob.ErrInjected) {
+		t.Fatalf("after a killed backup's marker, the backup did not try to list packs: %v", err)
+	}
+	store.Clear()
+	put("expired", vault.SessionInfo{Kind: "backup", Host: "elsewhere", PID: 1, Refreshed: now.Add(-vault.SessionExpiry - time.Minute)})
+	if _, err := tryBackup(t, v, disk); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]bool{"live-foreign": true, "dead-restore": true, "killed-backup": true, "expired": false} {
+		if exists(name) != want {
+			t.Errorf("marker %s: exists %v after the adopting backup, want %v", name, !want, want)
+		}
 	}
 }

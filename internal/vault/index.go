@@ -160,26 +160,39 @@ func (v *Vault) ListPacks(ctx context.Context) ([]PackInfo, error) {
 }
 
 // AdoptAfterDeadSessions adopts orphan packs only when a dead session
-// marker shows that an operation was killed or failed part way since the
-// last adoption, then deletes those markers: listing every pack is costly
-// on a large S3 vault (one LIST request per thousand packs), and only an
-// unfinished writer leaves packs without an index (docs/format.md, write
-// ordering). It returns the number of packs adopted.
+// marker of a writer shows that a backup, copy or prune was killed or
+// failed part way, then deletes the dead markers it may: listing every
+// pack is costly on a large S3 vault (one LIST request per thousand
+// packs), and only an unfinished writer leaves packs without an index
+// (docs/format.md, "Sessions"). If the markers cannot be read, it adopts
+// anyway, which is always safe. It returns the number of packs adopted.
 func (v *Vault) AdoptAfterDeadSessions(ctx context.Context, ix *chunk.Index, skipPack func(chunk.ID) bool) (int, error) {
 	_, dead, err := v.ListSessions(ctx)
 	if err != nil {
-		return 0, err
+		return v.AdoptOrphans(ctx, ix, skipPack)
 	}
-	if len(dead) == 0 {
-		return 0, nil
-	}
-	n, err := v.AdoptOrphans(ctx, ix, skipPack)
-	if err != nil {
-		return n, err
-	}
-	// The orphans are indexed: the markers have done their work. A marker
-	// that cannot be deleted now only causes another listing next time.
+	writer := false
 	for _, d := range dead {
+		writer = writer || d.Abandoned || d.Kind != "restore"
+	}
+	n := 0
+	if writer {
+		if n, err = v.AdoptOrphans(ctx, ix, skipPack); err != nil {
+			return n, err
+		}
+	}
+	// The orphans are indexed: the markers have done their work. Only
+	// markers that are certainly finished are deleted: abandoned ones,
+	// written by their own run as it ended, and expired ones. A marker
+	// judged dead because its PID is not running here may belong to a
+	// host of the same name (a clone, a container): deleting it would let
+	// a prune elsewhere run under that writer, so it is left to expire.
+	// A marker that cannot be deleted now only causes another listing.
+	now := v.clock.Now()
+	for _, d := range dead {
+		if !d.Abandoned && now.Sub(d.Refreshed) <= SessionExpiry {
+			continue
+		}
 		if err := v.store.Delete(ctx, d.Name); err != nil && !blob.IsNotExist(err) {
 			break
 		}

@@ -159,8 +159,9 @@ func (v *Vault) Sessions(ctx context.Context) (live []SessionInfo, err error) {
 
 // ListSessions reads every session marker and sorts them into live and
 // dead ones. A dead marker was left by an operation that was killed, lost
-// its host, or failed part way (Abandoned). Unreadable markers count as
-// dead: they cannot belong to a running lifeboat.
+// its host, or failed with packs it could not index (Abandoned).
+// Unreadable markers are in neither list: they cannot belong to a running
+// lifeboat, and nothing can be said of what they left.
 func (v *Vault) ListSessions(ctx context.Context) (live, dead []SessionInfo, err error) {
 	var names []string
 	err = v.store.List(ctx, "sessions/", func(i blob.Info) error { names = append(names, i.Name); return nil })
@@ -178,7 +179,6 @@ func (v *Vault) ListSessions(ctx context.Context) (live, dead []SessionInfo, err
 		}
 		var info SessionInfo
 		if json.Unmarshal(data, &info) != nil {
-			dead = append(dead, SessionInfo{Name: name})
 			continue
 		}
 		info.Name = name
