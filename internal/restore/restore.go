@@ -447,6 +447,11 @@ type fetchBufs struct {
 
 func (r *restorer) fetch(ctx context.Context, rn *run, fb *fetchBufs) error {
 	name := chunk.PackName(rn.pack)
+	if fb.packed == nil {
+		// Sized once for the largest run (a run stops before maxRun, or
+		// is one blob), so that it is never reallocated as runs grow.
+		fb.packed = make([]byte, 0, max(maxRun, rn.t.m.ChunkSize+1<<16))
+	}
 	data, err := blob.ReadRange(ctx, r.v.Store(), name, rn.start, rn.length, fb.packed)
 	if err != nil {
 		return fmt.Errorf("restoring disk %s: reading %s: %w", rn.t.Disk.Name, name, err)
