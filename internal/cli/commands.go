@@ -243,9 +243,9 @@ func (a *app) restoreCommand() *cobra.Command {
 Existing files are never overwritten except with --in-place, which requires the
 target to have exactly the size of the disk in the point.
 
-Before writing, the restore reserves space for the blocks it will write (fallocate):
-a file system without room for the disk's data fails at once, with an error that
-says so, and the new image is removed. Every block is checked against its chunk ID
+Before writing a new image, the restore reserves space for the blocks it will write
+(fallocate): a file system without room for the disk's data fails at once, with an
+error that says so, and the new image is removed. Every block is checked against its chunk ID
 as it is decoded; the images are synced to disk before the command returns.`,
 		Example: `  lifeboat restore --vault /srv/vault --machine web1 latest --to /srv/restored
   lifeboat restore --machine web1 3fa9c2 --disk root --to-file /tmp/root.raw

@@ -46,10 +46,16 @@ func (p KDFParams) derive(passphrase, salt []byte) Key {
 	// that the buffers of the operation that follows (packs, chunks,
 	// restore runs) are carved from it rather than from fresh memory: a
 	// live incremental backup took 14,500–17,000 page faults without this
-	// and 2,000–2,900 with it (perf stat -e page-faults).
-	runtime.GC()
+	// and 2,000–2,900 with it (perf stat -e page-faults). Only for work
+	// areas worth it, as warmHeap.
+	if int(p.MemoryKiB)<<10 >= warmMin {
+		runtime.GC()
+	}
 	return k
 }
+
+// warmMin is the work area from which warming and freeing it pay.
+const warmMin = 4 << 20
 
 // warmHeap makes the heap hold n bytes of memory that is already mapped,
 // in huge pages where the kernel allows it, before Argon2 allocates its
@@ -60,7 +66,7 @@ func (p KDFParams) derive(passphrase, salt []byte) Key {
 // allocation; the garbage collector zeroes it as for any allocation. Best
 // effort: where madvise fails nothing is lost but the speed.
 func warmHeap(n int) {
-	if n < 4<<20 {
+	if n < warmMin {
 		return
 	}
 	b := make([]byte, n+2<<20)

@@ -447,9 +447,9 @@ type fetchBufs struct {
 
 func (r *restorer) fetch(ctx context.Context, rn *run, fb *fetchBufs) error {
 	name := chunk.PackName(rn.pack)
-	if fb.packed == nil {
+	if _, into := r.v.Store().(blob.RangeReaderInto); into && cap(fb.packed) < maxRun {
 		// Sized once for the largest run (a run stops before maxRun, or
-		// is one blob), so that it is never reallocated as runs grow.
+		// is one blob), so that it is not reallocated as runs grow.
 		fb.packed = make([]byte, 0, max(maxRun, rn.t.m.ChunkSize+1<<16))
 	}
 	data, err := blob.ReadRange(ctx, r.v.Store(), name, rn.start, rn.length, fb.packed)
@@ -462,9 +462,10 @@ func (r *restorer) fetch(ctx context.Context, rn *run, fb *fetchBufs) error {
 	cs := int64(t.m.ChunkSize)
 	// Blocks that follow each other on the disk are written with one call.
 	var outOff int64
-	if fb.out == nil {
-		// Aligned, and never outgrown (runs are flushed before maxRun), so
-		// that the writes can bypass the page cache.
+	if cap(fb.out) < max(maxRun, t.m.ChunkSize) {
+		// Aligned, and never outgrown (runs are flushed before maxRun, and
+		// a block is at most a chunk), so that the writes can bypass the
+		// page cache.
 		fb.out = directio.Alloc(max(maxRun, t.m.ChunkSize))
 	}
 	out := fb.out[:0]
@@ -496,6 +497,9 @@ func (r *restorer) fetch(ctx context.Context, rn *run, fb *fetchBufs) error {
 			outOff = off
 		}
 		// Decoded straight into its place in out: no copy of the plaintext.
+		// The slice's capacity is exactly the block's slot, so that no
+		// decoder can write past it into the next one (a longer output
+		// is reallocated by the decoder and then fails the length check).
 		block, err := r.v.Codec().DecodeBlob(out[len(out):len(out):len(out)+n], id, data[rel:rel+int64(loc.Length)], int(loc.RawLength))
 		if err != nil {
 			return fmt.Errorf("restoring disk %s block %d: %s: %w", t.Disk.Name, b, name, err)
@@ -544,19 +548,30 @@ func (t *target) writeback(stop <-chan struct{}) {
 	}
 }
 
-// preallocate reserves the blocks about to be written to a regular file,
-// in runs of adjacent blocks, as unwritten extents. Two reasons: a file
+// preallocate reserves the blocks about to be written to a new image, in
+// runs of adjacent blocks, as unwritten extents. Two reasons: a file
 // system that is too full fails now, before anything is written, rather
 // than part way; and direct writes into space already allocated are
-// overwrites, which ext4 runs in parallel under a shared inode lock,
-// where writes into holes allocate and are serialised under an exclusive
-// one. File systems without fallocate are written as they are.
+// overwrites, which ext4 (Linux 6.3 and later) runs in parallel under a
+// shared inode lock, where writes into holes allocate and are serialised
+// under an exclusive one. File systems without fallocate are written as
+// they are.
+//
+// In-place targets are not preallocated: their blocks mostly hold data
+// already, and some file systems (XFS) reserve space for a whole range
+// before looking at what is allocated, so a revert of pure overwrites
+// could fail for want of space it does not need.
 func (t *target) preallocate(blocks []int) error {
-	if !t.regular {
+	if !t.regular || t.InPlace || len(blocks) == 0 {
 		return nil
 	}
 	cs := int64(t.m.ChunkSize)
+	var need int64
+	for _, b := range blocks {
+		need += int64(t.m.BlockLen(b))
+	}
 	fd := int(t.f.Fd())
+	first := true
 	for i := 0; i < len(blocks); {
 		j := i + 1
 		for j < len(blocks) && blocks[j] == blocks[j-1]+1 {
@@ -568,14 +583,15 @@ func (t *target) preallocate(blocks []int) error {
 		err := unix.Fallocate(fd, 0, off, end-off)
 		switch {
 		case err == nil:
-		case errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.ENOSYS), errors.Is(err, unix.EINVAL):
+		case first && (errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EINVAL)):
 			return nil // not supported here: the writes allocate as they go
 		case errors.Is(err, unix.ENOSPC), errors.Is(err, unix.EDQUOT):
 			return fmt.Errorf("restoring disk %s: not enough space on the file system of %s for its %d bytes of data: %w",
-				t.Disk.Name, t.Path, int64(len(blocks))*cs, err)
+				t.Disk.Name, t.Path, need, err)
 		default:
-			return fmt.Errorf("restoring disk %s: allocating space in %s at offset %d: %w", t.Disk.Name, t.Path, off, err)
+			return fmt.Errorf("restoring disk %s: allocating %d bytes in %s at offset %d: %w", t.Disk.Name, end-off, t.Path, off, err)
 		}
+		first = false
 	}
 	return nil
 }
