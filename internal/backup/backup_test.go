@@ -42,6 +42,17 @@ func makeDisk(t *testing.T, path string, size int64, seed int64) []byte {
 
 func backupFiles(t *testing.T, v *vault.Vault, machine string, paths map[string]string) *recovery.Point {
 	t.Helper()
+	pt, err := runBackup(t, v, machine, paths)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pt
+}
+
+// runBackup backs up the image files paths (disk name -> file) as one
+// point of machine.
+func runBackup(t *testing.T, v *vault.Vault, machine string, paths map[string]string) (*recovery.Point, error) {
+	t.Helper()
 	var disks []backup.Disk
 	for name, p := range paths {
 		src, err := source.OpenFile(p)
@@ -51,11 +62,7 @@ func backupFiles(t *testing.T, v *vault.Vault, machine string, paths map[string]
 		defer src.Close()
 		disks = append(disks, backup.Disk{Name: name, Source: src})
 	}
-	pt, err := backup.Run(context.Background(), v, backup.Options{Machine: machine, Disks: disks})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pt
+	return backup.Run(context.Background(), v, backup.Options{Machine: machine, Disks: disks})
 }
 
 func restoreTo(t *testing.T, v *vault.Vault, p *recovery.Point, dir string) map[string][]byte {

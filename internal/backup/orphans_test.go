@@ -11,21 +11,14 @@ import (
 	"testing"
 	"time"
 
-	"lifeboat/internal/backup"
 	"lifeboat/internal/blob"
 	"lifeboat/internal/recovery"
-	"lifeboat/internal/source"
 	"lifeboat/internal/vault"
 )
 
 func tryBackup(t *testing.T, v *vault.Vault, path string) (*recovery.Point, error) {
 	t.Helper()
-	src, err := source.OpenFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	return backup.Run(context.Background(), v, backup.Options{Machine: "web1", Disks: []backup.Disk{{Name: "vda", Source: src}}})
+	return runBackup(t, v, "web1", map[string]string{"vda": path})
 }
 
 // markers returns the session markers left in store.

@@ -82,16 +82,27 @@ func (s *Session) refresh() {
 		case <-t.C:
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			s.mu.Lock()
-			s.info.Refreshed = s.v.clock.Now().UTC()
-			if name, err := s.write(ctx); err == nil {
-				old := s.name
-				s.name = name
-				s.v.store.Delete(ctx, old)
-			}
+			s.replace(ctx) // a failed refresh is retried at the next tick
 			s.mu.Unlock()
 			cancel()
 		}
 	}
+}
+
+// replace writes the marker anew, refreshed, under a new name (objects are
+// never changed in place) and deletes the old one.
+func (s *Session) replace(ctx context.Context) error {
+	s.info.Refreshed = s.v.clock.Now().UTC()
+	name, err := s.write(ctx)
+	if err != nil {
+		return err
+	}
+	old := s.name
+	s.name = name
+	if err := s.v.store.Delete(ctx, old); err != nil {
+		return fmt.Errorf("removing session marker: %w", err)
+	}
+	return nil
 }
 
 // stopRefresh ends the background refresh; it is idempotent.
@@ -124,17 +135,7 @@ func (s *Session) End(ctx context.Context) error {
 func (s *Session) Abandon(ctx context.Context) error {
 	s.stopRefresh()
 	s.info.Abandoned = true
-	s.info.Refreshed = s.v.clock.Now().UTC()
-	name, err := s.write(ctx)
-	if err != nil {
-		return err
-	}
-	old := s.name
-	s.name = name
-	if err := s.v.store.Delete(ctx, old); err != nil {
-		return fmt.Errorf("removing session marker: %w", err)
-	}
-	return nil
+	return s.replace(ctx)
 }
 
 // Finish ends a writer's session: with End if every pack stored by a
