@@ -4,7 +4,8 @@
 # qemu-io, qemu-nbd, qemu-storage-daemon, qemu-system-x86_64), nbdkit and
 # libnbd's tools (NBD peers), busybox-static and qemu-guest-agent (test VMs,
 # see scripts/vm-assets.sh), fuse3, iproute2 (network namespaces for the
-# vault-copy partition test), versitygw and MinIO (two real S3 servers for the
+# vault-copy partition test), PostgreSQL (the catalog's second engine),
+# versitygw and MinIO (two real S3 servers for the
 # S3 and vault-copy tests). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,9 @@ command -v nbdkit >/dev/null 2>&1 || need_apt+=(nbdkit)
 command -v xz >/dev/null 2>&1 || need_apt+=(xz-utils)
 command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+# The control plane's catalog runs on PostgreSQL too (internal/catalog/pgtest
+# starts a throwaway server from Debian's binaries).
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq

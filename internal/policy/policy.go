@@ -63,10 +63,15 @@ type Point struct {
 // Retention says what to keep. Zero means "this rule keeps nothing"; -1
 // means unlimited for the counted rules.
 type Retention struct {
-	KeepLast, KeepHourly, KeepDaily, KeepWeekly, KeepMonthly, KeepYearly int
+	KeepLast    int `json:"keep_last,omitempty"`
+	KeepHourly  int `json:"keep_hourly,omitempty"`
+	KeepDaily   int `json:"keep_daily,omitempty"`
+	KeepWeekly  int `json:"keep_weekly,omitempty"`
+	KeepMonthly int `json:"keep_monthly,omitempty"`
+	KeepYearly  int `json:"keep_yearly,omitempty"`
 
 	// KeepWithin keeps every point newer than now-KeepWithin.
-	KeepWithin time.Duration
+	KeepWithin time.Duration `json:"keep_within,omitempty"`
 }
 
 // Decision is the result for one point.

@@ -1,0 +1,518 @@
+package catalog
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"lifeboat/internal/catalog/pgtest"
+	"lifeboat/internal/policy"
+	"lifeboat/internal/schedule"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	pgtest.Stop()
+	os.Exit(code)
+}
+
+var t0 = time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+
+// engines runs a test on SQLite and on PostgreSQL: the same catalog
+// contract on both. open returns another connection to the same database,
+// as a second server would have.
+func engines(t *testing.T, fn func(t *testing.T, c *Catalog, open func() *Catalog)) {
+	for _, e := range []Engine{SQLite, Postgres} {
+		t.Run(string(e), func(t *testing.T) {
+			var dsn string
+			if e == SQLite {
+				dsn = filepath.Join(t.TempDir(), "catalog.db")
+			} else {
+				dsn = pgtest.Database(t)
+			}
+			ctx := context.Background()
+			open := func() *Catalog {
+				c, err := Open(ctx, dsn)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { c.Close() })
+				return c
+			}
+			c := open()
+			if c.Engine() != e {
+				t.Fatalf("engine %s, want %s", c.Engine(), e)
+			}
+			fn(t, c, open)
+		})
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestMigrations(t *testing.T) {
+	engines(t, func(t *testing.T, c *Catalog, open func() *Catalog) {
+		ctx := context.Background()
+		v, err := c.SchemaVersion(ctx)
+		must(t, err)
+		if v != len(migrations)-1 {
+			t.Fatalf("schema version %d, want %d", v, len(migrations)-1)
+		}
+		// Opening again applies nothing twice.
+		c2 := open()
+		v2, err := c2.SchemaVersion(ctx)
+		must(t, err)
+		if v2 != v {
+			t.Fatalf("reopened at version %d", v2)
+		}
+		// A database from a newer lifeboat is refused, not misread.
+		_, err = c.db.ExecContext(ctx, c.q(`INSERT INTO schema_migrations (version, applied_ms) VALUES (?, ?)`), 99, 0)
+		must(t, err)
+		if err := c.migrate(ctx); err == nil || !strings.Contains(err.Error(), "newer than this lifeboat") {
+			t.Fatalf("migrate on a newer schema: %v", err)
+		}
+	})
+}
+
+func TestMigrationsConcurrentStart(t *testing.T) {
+	engines(t, func(t *testing.T, c *Catalog, open func() *Catalog) {
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Add(1)
+			go func() { defer wg.Done(); open() }()
+		}
+		wg.Wait()
+	})
+}
+
+
+func TestObjects(t *testing.T) {
+	engines(t, func(t *testing.T, c *Catalog, _ func() *Catalog) {
+		ctx := context.Background()
+		gold := schedule.Tier{Name: "gold", RPO: time.Hour, RTO: 15 * time.Minute}
+		must(t, c.PutTier(ctx, gold, t0))
+		must(t, c.PutTier(ctx, schedule.Tier{Name: "none", None: true}, t0))
+		if err := c.PutTier(ctx, schedule.Tier{Name: "bad"}, t0); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("tier without RPO: %v", err)
+		}
+		if err := c.PutTier(ctx, schedule.Tier{Name: "../x", RPO: time.Hour}, t0); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("tier with a bad name: %v", err)
+		}
+		got, err := c.Tier(ctx, "gold")
+		must(t, err)
+		if got != gold {
+			t.Fatalf("tier %+v, want %+v", got, gold)
+		}
+		if _, err := c.Tier(ctx, "silver"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("missing tier: %v", err)
+		}
+
+		must(t, c.PutVault(ctx, Vault{Name: "local", URL: "/srv/vault"}, t0))
+		must(t, c.PutVault(ctx, Vault{Name: "dr", URL: "s3://dr/vault"}, t0))
+		nightly := Policy{Name: "nightly", Schedule: schedule.Spec{Cron: "30 2 * * *", Stagger: time.Hour},
+			Keep: policy.Retention{KeepDaily: 7, KeepWeekly: 4}, Consistency: "file", Vault: "local", CopyTo: "dr"}
+		must(t, c.PutPolicy(ctx, nightly, t0))
+		for name, p := range map[string]Policy{
+			"unknown vault":   {Name: "p1", Schedule: schedule.Spec{Every: time.Hour}, Consistency: "crash", Vault: "nowhere"},
+			"bad schedule":    {Name: "p2", Schedule: schedule.Spec{Cron: "every day"}, Consistency: "crash", Vault: "local"},
+			"bad consistency": {Name: "p3", Schedule: schedule.Spec{Every: time.Hour}, Consistency: "perfect", Vault: "local"},
+			"copy to itself":  {Name: "p4", Schedule: schedule.Spec{Every: time.Hour}, Consistency: "crash", Vault: "local", CopyTo: "local"},
+			"bad retention":   {Name: "p5", Schedule: schedule.Spec{Every: time.Hour}, Consistency: "crash", Vault: "local", Keep: policy.Retention{KeepLast: -5}},
+		} {
+			if err := c.PutPolicy(ctx, p, t0); !errors.Is(err, ErrInvalid) {
+				t.Errorf("%s: %v, want ErrInvalid", name, err)
+			}
+		}
+		gotP, err := c.Policy(ctx, "nightly")
+		must(t, err)
+		if gotP.Schedule != nightly.Schedule || gotP.Keep != nightly.Keep || gotP.CopyTo != "dr" || !gotP.Created.Equal(t0) {
+			t.Fatalf("policy read back as %+v", gotP)
+		}
+
+		spec := json.RawMessage(`{"disks":[{"name":"root","path":"/img/web1.raw"}]}`)
+		must(t, c.AddMachine(ctx, Machine{Name: "web1", Agent: "hv1", Spec: spec}, t0))
+		if err := c.AddMachine(ctx, Machine{Name: "web1", Spec: spec}, t0); !errors.Is(err, ErrExists) {
+			t.Fatalf("second web1: %v", err)
+		}
+		if err := c.AddMachine(ctx, Machine{Name: "web2", Spec: json.RawMessage(`{`)}, t0); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("machine with a broken spec: %v", err)
+		}
+		if err := c.Protect(ctx, "web1", "nightly", "platinum", t0); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("protect with an unknown tier: %v", err)
+		}
+		if err := c.Protect(ctx, "web9", "nightly", "gold", t0); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("protect an unknown machine: %v", err)
+		}
+		must(t, c.Protect(ctx, "web1", "nightly", "gold", t0.Add(time.Minute)))
+		m, err := c.Machine(ctx, "web1")
+		must(t, err)
+		if m.Policy != "nightly" || m.Tier != "gold" || !m.Protected.Equal(t0.Add(time.Minute)) || string(m.Spec) != string(spec) {
+			t.Fatalf("machine read back as %+v", m)
+		}
+		// The scheduler's slot only moves forward.
+		moved, err := c.SetLastSlot(ctx, "web1", t0.Add(2*time.Hour))
+		must(t, err)
+		again, err := c.SetLastSlot(ctx, "web1", t0.Add(time.Hour))
+		must(t, err)
+		if !moved || again {
+			t.Fatalf("slot moved %v then back %v", moved, again)
+		}
+		m, _ = c.Machine(ctx, "web1")
+		if !m.LastSlot.Equal(t0.Add(2 * time.Hour)) {
+			t.Fatalf("last slot %v", m.LastSlot)
+		}
+		// In-use tiers and policies cannot be deleted.
+		if err := c.DeleteTier(ctx, "gold"); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("deleting a tier in use: %v", err)
+		}
+		if err := c.DeletePolicy(ctx, "nightly"); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("deleting a policy in use: %v", err)
+		}
+		must(t, c.DeleteMachine(ctx, "web1"))
+		must(t, c.DeletePolicy(ctx, "nightly"))
+		must(t, c.DeleteTier(ctx, "gold"))
+		if err := c.DeleteTier(ctx, "gold"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("deleting a deleted tier: %v", err)
+		}
+
+		must(t, c.Heartbeat(ctx, "hv1", json.RawMessage(`{"version":"dev"}`), t0))
+		must(t, c.Heartbeat(ctx, "hv1", nil, t0.Add(time.Minute)))
+		agents, err := c.Agents(ctx)
+		must(t, err)
+		if len(agents) != 1 || !agents[0].Heartbeat.Equal(t0.Add(time.Minute)) || !agents[0].Created.Equal(t0) {
+			t.Fatalf("agents %+v", agents)
+		}
+	})
+}
+
+func TestJobLifecycle(t *testing.T) {
+	engines(t, func(t *testing.T, c *Catalog, _ func() *Catalog) {
+		ctx := context.Background()
+		id, err := c.Enqueue(ctx, Job{Kind: "backup", Machine: "web1", Vault: "local", MaxAttempts: 2, Spec: json.RawMessage(`{"machine":"web1"}`)}, t0)
+		must(t, err)
+		j, err := c.Claim(ctx, "hv1", "server-a", Limits{}, time.Minute, t0)
+		must(t, err)
+		if j == nil || j.ID != id || j.State != Running || j.Attempt != 1 || j.Agent != "hv1" || j.LeaseOwner != "server-a" {
+			t.Fatalf("claimed %+v", j)
+		}
+		if none, err := c.Claim(ctx, "hv1", "server-b", Limits{}, time.Minute, t0); err != nil || none != nil {
+			t.Fatalf("claimed a running job again: %+v, %v", none, err)
+		}
+		cancel, err := c.Renew(ctx, id, "server-a", json.RawMessage(`{"bytes":100}`), time.Minute, t0.Add(30*time.Second))
+		must(t, err)
+		if cancel {
+			t.Fatal("cancel reported though none asked")
+		}
+		if _, err := c.Renew(ctx, id, "server-b", nil, time.Minute, t0); !errors.Is(err, ErrLeaseLost) {
+			t.Fatalf("renew by a stranger: %v", err)
+		}
+		// First attempt fails: queued again after the backoff, not before.
+		must(t, c.Finish(ctx, id, "server-a", nil, errors.New("disk unreadable"), t0.Add(time.Minute)))
+		j2, _ := c.Job(ctx, id)
+		if j2.State != Queued || j2.Error != "disk unreadable" || !j2.NotBefore.Equal(t0.Add(time.Minute+Backoff(1))) || string(j2.Progress) != `{"bytes":100}` {
+			t.Fatalf("after a failed attempt: %+v", j2)
+		}
+		if early, _ := c.Claim(ctx, "hv1", "server-a", Limits{}, time.Minute, t0.Add(time.Minute)); early != nil {
+			t.Fatal("retried before its backoff")
+		}
+		j, err = c.Claim(ctx, "hv1", "server-a", Limits{}, time.Minute, t0.Add(time.Minute+Backoff(1)))
+		must(t, err)
+		if j == nil || j.Attempt != 2 {
+			t.Fatalf("second attempt %+v", j)
+		}
+		must(t, c.Finish(ctx, id, "server-a", nil, errors.New("disk unreadable"), t0.Add(5*time.Minute)))
+		j2, _ = c.Job(ctx, id)
+		if j2.State != Failed || j2.Finished.IsZero() {
+			t.Fatalf("attempts spent: %+v", j2)
+		}
+		if err := c.Finish(ctx, id, "server-a", nil, nil, t0); !errors.Is(err, ErrLeaseLost) {
+			t.Fatalf("finishing a finished job: %v", err)
+		}
+
+		// Success with a result.
+		id2, _ := c.Enqueue(ctx, Job{Kind: "verify"}, t0)
+		j, _ = c.Claim(ctx, "hv2", "server-a", Limits{}, time.Minute, t0)
+		if j == nil || j.ID != id2 {
+			t.Fatalf("claim of an agent-less job by hv2: %+v", j)
+		}
+		must(t, c.Finish(ctx, id2, "server-a", json.RawMessage(`{"point":"abc"}`), nil, t0.Add(time.Second)))
+		j2, _ = c.Job(ctx, id2)
+		if j2.State != Succeeded || string(j2.Result) != `{"point":"abc"}` {
+			t.Fatalf("succeeded job %+v", j2)
+		}
+
+		// Jobs for another agent are not claimed.
+		_, _ = c.Enqueue(ctx, Job{Kind: "backup", Machine: "db1", Agent: "hv9"}, t0)
+		if j, _ := c.Claim(ctx, "hv1", "server-a", Limits{}, time.Minute, t0.Add(time.Hour)); j != nil {
+			t.Fatalf("hv1 claimed hv9's job %+v", j)
+		}
+
+		if _, err := c.Enqueue(ctx, Job{}, t0); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("job without kind: %v", err)
+		}
+		list, err := c.Jobs(ctx, JobFilter{State: Failed})
+		must(t, err)
+		if len(list) != 1 || list[0].ID != id {
+			t.Fatalf("failed jobs %+v", list)
+		}
+	})
+}
+
+func TestJobCancel(t *testing.T) {
+	engines(t, func(t *testing.T, c *Catalog, _ func() *Catalog) {
+		ctx := context.Background()
+		q, _ := c.Enqueue(ctx, Job{Kind: "backup", Machine: "a"}, t0)
+		must(t, c.CancelJob(ctx, q, t0))
+		if j, _ := c.Job(ctx, q); j.State != Cancelled {
+			t.Fatalf("cancelled queued job is %s", j.State)
+		}
+		r, _ := c.Enqueue(ctx, Job{Kind: "backup", Machine: "b", MaxAttempts: 5}, t0)
+		if j, _ := c.Claim(ctx, "hv1", "s", Limits{}, time.Minute, t0); j == nil || j.ID != r {
+			t.Fatalf("claimed %+v", j)
+		}
+		must(t, c.CancelJob(ctx, r, t0))
+		cancel, err := c.Renew(ctx, r, "s", nil, time.Minute, t0)
+		must(t, err)
+		if !cancel {
+			t.Fatal("runner not told of the cancel")
+		}
+		// A cancelled run that ends in error is not retried.
+		must(t, c.Finish(ctx, r, "s", nil, context.Canceled, t0))
+		if j, _ := c.Job(ctx, r); j.State != Cancelled {
+			t.Fatalf("cancelled running job ended %s", j.State)
+		}
+		if err := c.CancelJob(ctx, "nope", t0); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("cancel of an unknown job: %v", err)
+		}
+	})
+}
+
+// A server dies mid-job: its lease runs out, Reap requeues the job, and
+// another server runs it; the dead one's late report is refused.
+func TestJobLeaseTakeover(t *testing.T) {
+	engines(t, func(t *testing.T, c *Catalog, open func() *Catalog) {
+		ctx := context.Background()
+		other := open()
+		id, _ := c.Enqueue(ctx, Job{Kind: "backup", Machine: "web1", MaxAttempts: 3}, t0)
+		if j, _ := c.Claim(ctx, "hv1", "server-a", Limits{}, time.Minute, t0); j == nil {
+			t.Fatal("nothing claimed")
+		}
+		reaped, err := other.Reap(ctx, t0.Add(30*time.Second))
+		must(t, err)
+		if len(reaped) != 0 {
+			t.Fatalf("reaped a live lease: %v", reaped)
+		}
+		reaped, err = other.Reap(ctx, t0.Add(2*time.Minute))
+		must(t, err)
+		if len(reaped) != 1 || reaped[0] != id {
+			t.Fatalf("reaped %v", reaped)
+		}
+		j, _ := other.Job(ctx, id)
+		if j.State != Queued || !strings.Contains(j.Error, "interrupted") {
+			t.Fatalf("after reaping: %+v", j)
+		}
+		logs, err := other.Logs(ctx, id, 0)
+		must(t, err)
+		if len(logs) != 1 || !strings.Contains(logs[0].Message, "lease of server-a expired") {
+			t.Fatalf("logs %+v", logs)
+		}
+		j2, err := other.Claim(ctx, "hv1", "server-b", Limits{}, time.Minute, j.NotBefore)
+		must(t, err)
+		if j2 == nil || j2.ID != id || j2.Attempt != 2 {
+			t.Fatalf("takeover claimed %+v", j2)
+		}
+		if err := c.Finish(ctx, id, "server-a", nil, nil, j.NotBefore); !errors.Is(err, ErrLeaseLost) {
+			t.Fatalf("the dead server's report was accepted: %v", err)
+		}
+		if _, err := c.Renew(ctx, id, "server-a", nil, time.Minute, j.NotBefore); !errors.Is(err, ErrLeaseLost) {
+			t.Fatalf("the dead server renewed: %v", err)
+		}
+	})
+}
+
+func TestClaimLimits(t *testing.T) {
+	engines(t, func(t *testing.T, c *Catalog, _ func() *Catalog) {
+		ctx := context.Background()
+		// Two policies queued backups of one machine: they never run at once.
+		a, _ := c.Enqueue(ctx, Job{Kind: "backup", Machine: "web1", Vault: "v1"}, t0)
+		b, _ := c.Enqueue(ctx, Job{Kind: "backup", Machine: "web1", Vault: "v2"}, t0.Add(time.Second))
+		j1, _ := c.Claim(ctx, "hv1", "s", Limits{}, time.Minute, t0.Add(time.Minute))
+		j2, _ := c.Claim(ctx, "hv1", "s", Limits{}, time.Minute, t0.Add(time.Minute))
+		if j1 == nil || j1.ID != a || j2 != nil {
+			t.Fatalf("claims %+v %+v", j1, j2)
+		}
+		must(t, c.Finish(ctx, a, "s", nil, nil, t0.Add(2*time.Minute)))
+		if j, _ := c.Claim(ctx, "hv1", "s", Limits{}, time.Minute, t0.Add(2*time.Minute)); j == nil || j.ID != b {
+			t.Fatalf("second backup of web1 not claimed after the first ended: %+v", j)
+		}
+		// Per-agent and per-vault limits.
+		for i := range 4 {
+			c.Enqueue(ctx, Job{Kind: "backup", Machine: fmt.Sprintf("m%d", i), Vault: "v1"}, t0)
+		}
+		got := 0
+		for range 4 {
+			if j, _ := c.Claim(ctx, "hv1", "s", Limits{PerAgent: 3}, time.Minute, t0.Add(3*time.Minute)); j != nil {
+				got++
+			}
+		}
+		if got != 2 { // web1's second backup is running: 1 + 2 = 3
+			t.Fatalf("per-agent limit 3 let %d more start beside one running", got)
+		}
+		if j, _ := c.Claim(ctx, "hv2", "s", Limits{PerVault: 2}, time.Minute, t0.Add(3*time.Minute)); j != nil {
+			t.Fatalf("per-vault limit 2 let a third job on v1 start: %+v", j)
+		}
+		if j, _ := c.Claim(ctx, "hv2", "s", Limits{PerVault: 3}, time.Minute, t0.Add(3*time.Minute)); j == nil {
+			t.Fatal("per-vault limit 3 refused a third job on v1")
+		}
+	})
+}
+
+// Many servers claim at once: every job runs exactly once.
+func TestClaimRace(t *testing.T) {
+	engines(t, func(t *testing.T, c *Catalog, open func() *Catalog) {
+		ctx := context.Background()
+		const jobs = 30
+		for i := range jobs {
+			// Three jobs per machine: at most one of each machine at a time.
+			_, err := c.Enqueue(ctx, Job{Kind: "backup", Machine: fmt.Sprintf("m%d", i%10)}, t0)
+			must(t, err)
+		}
+		servers := []*Catalog{c, open(), open()}
+		var mu sync.Mutex
+		claimed := map[string]string{}
+		var wg sync.WaitGroup
+		for w := range 6 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				cat := servers[w%len(servers)]
+				owner := fmt.Sprintf("server-%d", w)
+				idle := 0
+				for idle < 50 {
+					j, err := cat.Claim(ctx, "hv1", owner, Limits{}, time.Minute, t0)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if j == nil {
+						idle++
+						time.Sleep(time.Millisecond)
+						continue
+					}
+					idle = 0
+					mu.Lock()
+					if prev, dup := claimed[j.ID]; dup {
+						t.Errorf("job %s claimed by %s and %s", j.ID, prev, owner)
+					}
+					claimed[j.ID] = owner
+					mu.Unlock()
+					if err := cat.Finish(ctx, j.ID, owner, nil, nil, t0); err != nil {
+						t.Error(err)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		if len(claimed) != jobs {
+			t.Fatalf("%d of %d jobs ran", len(claimed), jobs)
+		}
+	})
+}
+
+func TestLogsAndAlertsAndTokens(t *testing.T) {
+	engines(t, func(t *testing.T, c *Catalog, _ func() *Catalog) {
+		ctx := context.Background()
+		id, _ := c.Enqueue(ctx, Job{Kind: "backup"}, t0)
+		var wg sync.WaitGroup
+		for i := range 10 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := c.Log(ctx, id, "info", fmt.Sprintf("line %d", i), t0); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		logs, err := c.Logs(ctx, id, 0)
+		must(t, err)
+		if len(logs) != 10 || logs[9].Seq != 10 {
+			t.Fatalf("%d log lines, last seq %d", len(logs), logs[len(logs)-1].Seq)
+		}
+		if tail, _ := c.Logs(ctx, id, 8); len(tail) != 2 {
+			t.Fatalf("lines after 8: %d", len(tail))
+		}
+		if err := c.Log(ctx, "nope", "info", "x", t0); err == nil {
+			t.Fatal("log to an unknown job accepted")
+		}
+
+		opened, err := c.Raise(ctx, "rpo", "web1", "RPO missed", t0)
+		must(t, err)
+		again, err := c.Raise(ctx, "rpo", "web1", "RPO still missed", t0.Add(time.Minute))
+		must(t, err)
+		if !opened || again {
+			t.Fatalf("raise opened=%v again=%v", opened, again)
+		}
+		open, _ := c.Alerts(ctx, false, 0)
+		if len(open) != 1 || open[0].Message != "RPO missed" {
+			t.Fatalf("open alerts %+v", open)
+		}
+		cleared, err := c.Resolve(ctx, "rpo", "web1", t0.Add(time.Hour))
+		must(t, err)
+		if !cleared {
+			t.Fatal("nothing cleared")
+		}
+		if open, _ := c.Alerts(ctx, false, 0); len(open) != 0 {
+			t.Fatalf("still open: %+v", open)
+		}
+		if reopened, _ := c.Raise(ctx, "rpo", "web1", "missed again", t0.Add(2*time.Hour)); !reopened {
+			t.Fatal("a cleared alert could not fire again")
+		}
+		if all, _ := c.Alerts(ctx, true, 0); len(all) != 2 {
+			t.Fatalf("alert history %+v", all)
+		}
+
+		tok, err := c.AddToken(ctx, "ops", RoleOperator, "hash-1", t0)
+		must(t, err)
+		if _, err := c.AddToken(ctx, "ops", RoleViewer, "hash-2", t0); !errors.Is(err, ErrExists) {
+			t.Fatalf("duplicate token name: %v", err)
+		}
+		if _, err := c.AddToken(ctx, "root", "god", "hash-3", t0); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("unknown role: %v", err)
+		}
+		got, err := c.TokenByHash(ctx, "hash-1")
+		must(t, err)
+		if got.ID != tok.ID || got.Role != RoleOperator {
+			t.Fatalf("token %+v", got)
+		}
+		must(t, c.RevokeToken(ctx, "ops", t0.Add(time.Hour)))
+		if _, err := c.TokenByHash(ctx, "hash-1"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("revoked token still valid: %v", err)
+		}
+		list, _ := c.Tokens(ctx)
+		if len(list) != 1 || list[0].Revoked.IsZero() {
+			t.Fatalf("tokens %+v", list)
+		}
+	})
+}
+
+func TestBackoff(t *testing.T) {
+	// 30 s doubled per attempt; attempt 8 would be 64 min and is capped.
+	for attempt, want := range map[int]time.Duration{1: 30 * time.Second, 2: time.Minute, 3: 2 * time.Minute, 7: 32 * time.Minute, 8: time.Hour, 20: time.Hour} {
+		if got := Backoff(attempt); got != want {
+			t.Errorf("Backoff(%d) = %v, want %v", attempt, got, want)
+		}
+	}
+}

@@ -1,0 +1,385 @@
+package catalog
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Job states.
+const (
+	Queued    = "queued"
+	Running   = "running"
+	Succeeded = "succeeded"
+	Failed    = "failed"
+	Cancelled = "cancelled"
+)
+
+// Job is one unit of work (backup, restore, verify, prune, copy) for one
+// agent. Spec is the job layer's JSON spec, kept as given.
+type Job struct {
+	ID          string          `json:"id"`
+	Kind        string          `json:"kind"`
+	Machine     string          `json:"machine,omitempty"`
+	Agent       string          `json:"agent,omitempty"`
+	Vault       string          `json:"vault,omitempty"`
+	Spec        json.RawMessage `json:"spec"`
+	State       string          `json:"state"`
+	Attempt     int             `json:"attempt"`
+	MaxAttempts int             `json:"max_attempts"`
+	NotBefore   time.Time       `json:"not_before"`
+	LeaseOwner  string          `json:"lease_owner,omitempty"`
+	LeaseUntil  time.Time       `json:"lease_until,omitzero"`
+	Cancel      bool            `json:"cancel_requested,omitempty"`
+	Progress    json.RawMessage `json:"progress,omitempty"`
+	Result      json.RawMessage `json:"result,omitempty"`
+	Error       string          `json:"error,omitempty"`
+	Created     time.Time       `json:"created"`
+	Started     time.Time       `json:"started,omitzero"`
+	Finished    time.Time       `json:"finished,omitzero"`
+}
+
+// Backoff is how long a failed job waits before its next attempt:
+// 30 s doubled per attempt, at most an hour. Pure, for tests and docs.
+func Backoff(attempt int) time.Duration {
+	d := 30 * time.Second
+	for i := 1; i < attempt && d < time.Hour; i++ {
+		d *= 2
+	}
+	return min(d, time.Hour)
+}
+
+// Enqueue adds a job, queued to run from j.NotBefore (or now). It returns
+// the job's ID.
+func (c *Catalog) Enqueue(ctx context.Context, j Job, now time.Time) (string, error) {
+	if j.Kind == "" {
+		return "", fmt.Errorf("%w: a job needs a kind", ErrInvalid)
+	}
+	if len(j.Spec) == 0 {
+		j.Spec = json.RawMessage(`{}`)
+	}
+	if !json.Valid(j.Spec) {
+		return "", fmt.Errorf("%w: %s job: spec is not JSON", ErrInvalid, j.Kind)
+	}
+	if j.MaxAttempts <= 0 {
+		j.MaxAttempts = 1
+	}
+	if j.NotBefore.IsZero() {
+		j.NotBefore = now
+	}
+	id := newID()
+	_, err := c.db.ExecContext(ctx, c.q(`INSERT INTO jobs (id, kind, machine, agent, vault, spec, state, max_attempts, not_before_ms, created_ms)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		id, j.Kind, j.Machine, j.Agent, j.Vault, string(j.Spec), Queued, j.MaxAttempts, ms(j.NotBefore), ms(now))
+	if err != nil {
+		return "", fmt.Errorf("catalog: queueing %s job: %w", j.Kind, err)
+	}
+	return id, nil
+}
+
+// Limits bound what one Claim may start.
+type Limits struct {
+	// PerAgent is how many jobs may run at once on the claiming agent;
+	// PerVault how many at once on one vault (all agents). Zero: no limit.
+	PerAgent, PerVault int
+}
+
+// Claim takes the oldest runnable job for agent (jobs for that agent, or
+// for any agent when the job names none) and leases it to owner until
+// now+lease. It returns nil, nil when nothing can run now. A machine never
+// has two jobs running; the limits are honoured.
+func (c *Catalog) Claim(ctx context.Context, agent, owner string, lim Limits, lease time.Duration, now time.Time) (*Job, error) {
+	lock := ""
+	if c.engine == Postgres {
+		lock = " FOR UPDATE SKIP LOCKED"
+	}
+	var claimed *Job
+	err := c.tx(ctx, func(tx *sql.Tx) error {
+		if lim.PerAgent > 0 {
+			var n int
+			if err := tx.QueryRowContext(ctx, c.q(`SELECT COUNT(*) FROM jobs WHERE state = ? AND agent = ?`), Running, agent).Scan(&n); err != nil {
+				return err
+			}
+			if n >= lim.PerAgent {
+				return nil
+			}
+		}
+		vaultCap := ""
+		args := []any{Queued, ms(now), agent, Running}
+		if lim.PerVault > 0 {
+			vaultCap = ` AND (j.vault = '' OR (SELECT COUNT(*) FROM jobs v WHERE v.state = ? AND v.vault = j.vault) < ?)`
+			args = append(args, Running, lim.PerVault)
+		}
+		var id string
+		err := tx.QueryRowContext(ctx, c.q(`SELECT j.id FROM jobs j
+			WHERE j.state = ? AND j.cancel = 0 AND j.not_before_ms <= ? AND (j.agent = ? OR j.agent = '')
+			AND (j.machine = '' OR NOT EXISTS (SELECT 1 FROM jobs r WHERE r.state = ? AND r.machine = j.machine))`+vaultCap+`
+			ORDER BY j.not_before_ms, j.created_ms, j.id LIMIT 1`+lock), args...).Scan(&id)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, c.q(`UPDATE jobs SET state = ?, agent = ?, lease_owner = ?, lease_until_ms = ?, attempt = attempt + 1,
+			started_ms = ? WHERE id = ? AND state = ?`), Running, agent, owner, ms(now.Add(lease)), ms(now), id, Queued)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			claimed = &Job{ID: id}
+		}
+		return nil
+	})
+	if isUniqueViolation(err) {
+		// Another server started a job of the same machine between our
+		// read and our write: nothing to run for now.
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("catalog: claiming a job for agent %q: %w", agent, err)
+	}
+	if claimed == nil {
+		return nil, nil
+	}
+	j, err := c.Job(ctx, claimed.ID)
+	if err != nil {
+		return nil, err
+	}
+	return &j, nil
+}
+
+// Renew extends owner's lease on a running job to now+lease and records
+// progress (when not nil). It returns ErrLeaseLost when the job is no
+// longer owner's, and reports whether a cancel was asked for.
+func (c *Catalog) Renew(ctx context.Context, id, owner string, progress json.RawMessage, lease time.Duration, now time.Time) (cancel bool, err error) {
+	set, args := `lease_until_ms = ?`, []any{ms(now.Add(lease))}
+	if progress != nil {
+		if !json.Valid(progress) {
+			return false, fmt.Errorf("%w: job %s: progress is not JSON", ErrInvalid, id)
+		}
+		set += `, progress = ?`
+		args = append(args, string(progress))
+	}
+	args = append(args, id, owner, Running)
+	res, err := c.db.ExecContext(ctx, c.q(`UPDATE jobs SET `+set+` WHERE id = ? AND lease_owner = ? AND state = ?`), args...)
+	if err != nil {
+		return false, fmt.Errorf("catalog: renewing lease on job %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return false, fmt.Errorf("catalog: job %s: %w", id, ErrLeaseLost)
+	}
+	var cflag int
+	if err := c.db.QueryRowContext(ctx, c.q(`SELECT cancel FROM jobs WHERE id = ?`), id).Scan(&cflag); err != nil {
+		return false, fmt.Errorf("catalog: reading job %s: %w", id, err)
+	}
+	return cflag != 0, nil
+}
+
+// Finish ends owner's run of a job. With runErr nil the job succeeded;
+// otherwise it is queued again after Backoff when attempts remain and no
+// cancel was asked, failed (or cancelled) otherwise.
+func (c *Catalog) Finish(ctx context.Context, id, owner string, result json.RawMessage, runErr error, now time.Time) error {
+	if len(result) == 0 {
+		result = json.RawMessage(`{}`)
+	}
+	return c.tx(ctx, func(tx *sql.Tx) error {
+		var attempt, maxAttempts, cancel int
+		err := tx.QueryRowContext(ctx, c.q(`SELECT attempt, max_attempts, cancel FROM jobs WHERE id = ? AND lease_owner = ? AND state = ?`),
+			id, owner, Running).Scan(&attempt, &maxAttempts, &cancel)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("catalog: finishing job %s: %w", id, ErrLeaseLost)
+		}
+		if err != nil {
+			return fmt.Errorf("catalog: finishing job %s: %w", id, err)
+		}
+		state, notBefore, msg := Succeeded, int64(0), ""
+		switch {
+		case runErr == nil:
+		case cancel != 0:
+			state, msg = Cancelled, runErr.Error()
+		case attempt < maxAttempts:
+			state, msg, notBefore = Queued, runErr.Error(), ms(now.Add(Backoff(attempt)))
+		default:
+			state, msg = Failed, runErr.Error()
+		}
+		q := `UPDATE jobs SET state = ?, result = ?, error = ?, lease_owner = '', lease_until_ms = 0, finished_ms = ? WHERE id = ?`
+		args := []any{state, string(result), msg, ms(now), id}
+		if state == Queued {
+			q = `UPDATE jobs SET state = ?, result = ?, error = ?, lease_owner = '', lease_until_ms = 0, not_before_ms = ? WHERE id = ?`
+			args = []any{state, string(result), msg, notBefore, id}
+		}
+		_, err = tx.ExecContext(ctx, c.q(q), args...)
+		return err
+	})
+}
+
+// Reap ends the runs whose lease expired before now (their server or agent
+// died): each is queued again when attempts remain, failed otherwise, with
+// the reason in its log. It returns the IDs it reaped.
+func (c *Catalog) Reap(ctx context.Context, now time.Time) ([]string, error) {
+	rows, err := c.db.QueryContext(ctx, c.q(`SELECT id, lease_owner FROM jobs WHERE state = ? AND lease_until_ms < ?`), Running, ms(now))
+	if err != nil {
+		return nil, fmt.Errorf("catalog: looking for expired leases: %w", err)
+	}
+	type expired struct{ id, owner string }
+	var found []expired
+	for rows.Next() {
+		var e expired
+		if err := rows.Scan(&e.id, &e.owner); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		found = append(found, e)
+	}
+	rows.Close()
+	var reaped []string
+	for _, e := range found {
+		err := c.Finish(ctx, e.id, e.owner, nil, fmt.Errorf("interrupted: %s stopped renewing its lease", e.owner), now)
+		if errors.Is(err, ErrLeaseLost) {
+			continue // renewed or finished meanwhile
+		}
+		if err != nil {
+			return reaped, err
+		}
+		if err := c.Log(ctx, e.id, "warn", fmt.Sprintf("interrupted: lease of %s expired", e.owner), now); err != nil {
+			return reaped, err
+		}
+		reaped = append(reaped, e.id)
+	}
+	return reaped, nil
+}
+
+// CancelJob asks a job to stop: a queued job is cancelled at once, a
+// running one is told through Renew. Ended jobs are left as they are.
+func (c *Catalog) CancelJob(ctx context.Context, id string, now time.Time) error {
+	return c.tx(ctx, func(tx *sql.Tx) error {
+		var state string
+		err := tx.QueryRowContext(ctx, c.q(`SELECT state FROM jobs WHERE id = ?`), id).Scan(&state)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("catalog: job %s: %w", id, ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		switch state {
+		case Queued:
+			_, err = tx.ExecContext(ctx, c.q(`UPDATE jobs SET state = ?, cancel = 1, finished_ms = ?, error = 'cancelled before it started' WHERE id = ?`), Cancelled, ms(now), id)
+		case Running:
+			_, err = tx.ExecContext(ctx, c.q(`UPDATE jobs SET cancel = 1 WHERE id = ?`), id)
+		}
+		return err
+	})
+}
+
+// Job returns one job.
+func (c *Catalog) Job(ctx context.Context, id string) (Job, error) {
+	js, err := c.jobs(ctx, `WHERE id = ?`, id)
+	if err != nil {
+		return Job{}, err
+	}
+	if len(js) == 0 {
+		return Job{}, fmt.Errorf("catalog: job %s: %w", id, ErrNotFound)
+	}
+	return js[0], nil
+}
+
+// JobFilter selects jobs to list; zero fields select everything.
+type JobFilter struct {
+	Machine, Agent, State, Kind string
+	Limit                       int // newest first; 0 means 100
+}
+
+// Jobs lists jobs, newest first.
+func (c *Catalog) Jobs(ctx context.Context, f JobFilter) ([]Job, error) {
+	where, args := `WHERE 1 = 1`, []any{}
+	for _, w := range []struct{ col, v string }{{"machine", f.Machine}, {"agent", f.Agent}, {"state", f.State}, {"kind", f.Kind}} {
+		if w.v != "" {
+			where += ` AND ` + w.col + ` = ?`
+			args = append(args, w.v)
+		}
+	}
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	return c.jobs(ctx, where+fmt.Sprintf(` ORDER BY created_ms DESC, id DESC LIMIT %d`, limit), args...)
+}
+
+func (c *Catalog) jobs(ctx context.Context, tail string, args ...any) ([]Job, error) {
+	rows, err := c.db.QueryContext(ctx, c.q(`SELECT id, kind, machine, agent, vault, spec, state, attempt, max_attempts, not_before_ms,
+		lease_owner, lease_until_ms, cancel, progress, result, error, created_ms, started_ms, finished_ms FROM jobs `+tail), args...)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: listing jobs: %w", err)
+	}
+	defer rows.Close()
+	var out []Job
+	for rows.Next() {
+		var j Job
+		var spec, progress, result string
+		var notBefore, leaseUntil, created int64
+		var cancel int
+		var started, finished sql.NullInt64
+		if err := rows.Scan(&j.ID, &j.Kind, &j.Machine, &j.Agent, &j.Vault, &spec, &j.State, &j.Attempt, &j.MaxAttempts, &notBefore,
+			&j.LeaseOwner, &leaseUntil, &cancel, &progress, &result, &j.Error, &created, &started, &finished); err != nil {
+			return nil, fmt.Errorf("catalog: reading jobs: %w", err)
+		}
+		j.Spec, j.Progress, j.Result = json.RawMessage(spec), json.RawMessage(progress), json.RawMessage(result)
+		j.NotBefore, j.LeaseUntil, j.Created = fromMS(notBefore), fromMS(leaseUntil), fromMS(created)
+		j.Started, j.Finished, j.Cancel = nullMS(started), nullMS(finished), cancel != 0
+		out = append(out, j)
+	}
+	return out, rows.Err()
+}
+
+// LogLine is one line of a job's log.
+type LogLine struct {
+	Seq     int64     `json:"seq"`
+	Time    time.Time `json:"time"`
+	Level   string    `json:"level"`
+	Message string    `json:"message"`
+}
+
+// Log appends a line to a job's log.
+func (c *Catalog) Log(ctx context.Context, id, level, message string, now time.Time) error {
+	// The sequence is computed in the insert itself; a concurrent append
+	// to the same job collides on the primary key and is retried once.
+	var err error
+	for range 3 {
+		_, err = c.db.ExecContext(ctx, c.q(`INSERT INTO job_logs (job_id, seq, time_ms, level, message)
+			SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ? FROM job_logs WHERE job_id = ?`), id, ms(now), level, message, id)
+		if !isUniqueViolation(err) {
+			break
+		}
+	}
+	if isForeignKeyViolation(err) {
+		return fmt.Errorf("catalog: logging to job %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("catalog: logging to job %s: %w", id, err)
+	}
+	return nil
+}
+
+// Logs returns a job's log lines after seq `after`, in order.
+func (c *Catalog) Logs(ctx context.Context, id string, after int64) ([]LogLine, error) {
+	rows, err := c.db.QueryContext(ctx, c.q(`SELECT seq, time_ms, level, message FROM job_logs WHERE job_id = ? AND seq > ? ORDER BY seq`), id, after)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: reading log of job %s: %w", id, err)
+	}
+	defer rows.Close()
+	var out []LogLine
+	for rows.Next() {
+		var l LogLine
+		var t int64
+		if err := rows.Scan(&l.Seq, &t, &l.Level, &l.Message); err != nil {
+			return nil, err
+		}
+		l.Time = fromMS(t)
+		out = append(out, l)
+	}
+	return out, rows.Err()
+}
