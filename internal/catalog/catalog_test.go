@@ -97,7 +97,6 @@ func TestMigrationsConcurrentStart(t *testing.T) {
 	})
 }
 
-
 func TestObjects(t *testing.T) {
 	engines(t, func(t *testing.T, c *Catalog, _ func() *Catalog) {
 		ctx := context.Background()
