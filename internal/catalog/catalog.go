@@ -32,6 +32,8 @@ import (
 	"strings"
 	"time"
 
+	"lifeboat/internal/recovery"
+
 	_ "github.com/jackc/pgx/v5/stdlib" // registers "pgx"
 	_ "modernc.org/sqlite"             // registers "sqlite"
 )
@@ -193,21 +195,12 @@ func newID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// validName is the rule for names of tiers, policies, machines, agents,
-// tokens and vaults: what can stand in a URL path and a file name.
+// validName applies the one rule for names (recovery.ValidName: what a
+// machine or disk may be called) to tiers, policies, machines, agents,
+// tokens and vaults alike: each can stand in a URL path and a file name.
 func validName(kind, name string) error {
-	if name == "" {
-		return fmt.Errorf("%w: %s name is empty", ErrInvalid, kind)
-	}
-	if len(name) > 128 {
-		return fmt.Errorf("%w: %s name %.20q… is longer than 128 characters", ErrInvalid, kind, name)
-	}
-	for i, r := range name {
-		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' ||
-			(i > 0 && (r == '-' || r == '_' || r == '.'))
-		if !ok {
-			return fmt.Errorf("%w: %s name %q: use letters, digits and - _ . (not first)", ErrInvalid, kind, name)
-		}
+	if err := recovery.ValidName(kind, name); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	return nil
 }

@@ -515,3 +515,30 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+func TestPoints(t *testing.T) {
+	engines(t, func(t *testing.T, c *Catalog, _ func() *Catalog) {
+		ctx := context.Background()
+		for i, m := range []string{"web1", "web1", "db1"} {
+			must(t, c.RecordPoint(ctx, Point{Vault: "local", ID: fmt.Sprintf("p%d", i), Machine: m, Time: t0.Add(time.Duration(i) * time.Hour), Consistency: "crash"}))
+		}
+		must(t, c.RecordPoint(ctx, Point{Vault: "local", ID: "p0", Machine: "web1", Time: t0, Consistency: "crash"}))
+		if err := c.RecordPoint(ctx, Point{ID: "x"}); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("point without vault: %v", err)
+		}
+		newest, err := c.NewestPoints(ctx)
+		must(t, err)
+		if !newest["web1"].Equal(t0.Add(time.Hour)) || !newest["db1"].Equal(t0.Add(2*time.Hour)) || len(newest) != 2 {
+			t.Fatalf("newest %v", newest)
+		}
+		ps, err := c.Points(ctx, "web1", 0)
+		must(t, err)
+		if len(ps) != 2 || ps[0].ID != "p1" {
+			t.Fatalf("points %+v", ps)
+		}
+		must(t, c.ForgetPoint(ctx, "local", "p1"))
+		if ps, _ := c.Points(ctx, "web1", 0); len(ps) != 1 {
+			t.Fatalf("after forget %+v", ps)
+		}
+	})
+}

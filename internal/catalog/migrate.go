@@ -102,6 +102,24 @@ CREATE TABLE alerts (
 -- At most one open alert per kind and subject: raising it again is a no-op.
 CREATE UNIQUE INDEX alerts_open ON alerts (kind, subject) WHERE cleared_ms IS NULL;
 `,
+	2: `
+-- Recovery points the server knows of (from its jobs, or read from the
+-- vaults): what RPO status and the points listing are computed from. The
+-- vault stays the truth; this is an index of it.
+CREATE TABLE points (
+	vault         TEXT NOT NULL,
+	id            TEXT NOT NULL,
+	machine       TEXT NOT NULL,
+	time_ms       BIGINT NOT NULL,
+	consistency   TEXT NOT NULL,
+	change_source TEXT NOT NULL DEFAULT '',
+	size_bytes    BIGINT NOT NULL DEFAULT 0,
+	notes         TEXT NOT NULL DEFAULT '',
+	job_id        TEXT NOT NULL DEFAULT '',
+	PRIMARY KEY (vault, id)
+);
+CREATE INDEX points_machine ON points (machine, time_ms);
+`,
 }
 
 // migrate brings the schema to the newest version. Several servers

@@ -155,10 +155,10 @@ func parseDecimal(s string) (*big.Rat, bool) {
 	return v, true
 }
 
-// formatDuration writes d in a form ParseDuration reads back, using days
+// FormatDuration writes d in a form ParseDuration reads back, using days
 // but never months or years, which are ambiguous to a reader: "7d",
 // "1d12h", "90d", "30m", "1h30m", "1d0.5s".
-func formatDuration(d time.Duration) string {
+func FormatDuration(d time.Duration) string {
 	if d <= 0 {
 		return d.String()
 	}

@@ -124,19 +124,19 @@ func TestFormatDuration(t *testing.T) {
 		{math.MaxInt64, "106751d23h47m16.854775807s"},
 	}
 	for _, tt := range tests {
-		got := formatDuration(tt.d)
+		got := FormatDuration(tt.d)
 		if got != tt.want {
-			t.Errorf("formatDuration(%v) = %q, want %q", tt.d, got, tt.want)
+			t.Errorf("FormatDuration(%v) = %q, want %q", tt.d, got, tt.want)
 		}
 		back, err := ParseDuration(got)
 		if err != nil || back != tt.d {
-			t.Errorf("ParseDuration(formatDuration(%v)) = %v, %v", tt.d, back, err)
+			t.Errorf("ParseDuration(FormatDuration(%v)) = %v, %v", tt.d, back, err)
 		}
 	}
 }
 
 // FuzzFormatDuration checks that ParseDuration reads back what
-// formatDuration writes, and never panics.
+// FormatDuration writes, and never panics.
 func FuzzFormatDuration(f *testing.F) {
 	for _, d := range []int64{0, 1, 1e9, 60e9, 3600e9, 86400e9, 86400e9 + 1, math.MaxInt64} {
 		f.Add(d, "7d")
@@ -146,9 +146,9 @@ func FuzzFormatDuration(f *testing.F) {
 	f.Fuzz(func(t *testing.T, n int64, s string) {
 		if n >= 0 {
 			d := time.Duration(n)
-			back, err := ParseDuration(formatDuration(d))
+			back, err := ParseDuration(FormatDuration(d))
 			if err != nil || back != d {
-				t.Fatalf("round trip of %d: %q -> %v, %v", n, formatDuration(d), back, err)
+				t.Fatalf("round trip of %d: %q -> %v, %v", n, FormatDuration(d), back, err)
 			}
 		}
 		if d, err := ParseDuration(s); err == nil && d < 0 {

@@ -141,7 +141,7 @@ func (r Retention) String() string {
 		}
 	}
 	if r.KeepWithin != 0 {
-		parts = append(parts, "within "+formatDuration(r.KeepWithin))
+		parts = append(parts, "within "+FormatDuration(r.KeepWithin))
 	}
 	return strings.Join(parts, ", ")
 }
@@ -243,7 +243,7 @@ func applyGroup(out []Decision, group []Point, r Retention, now time.Time) []Dec
 	var within string
 	var cutoff time.Time
 	if r.KeepWithin > 0 {
-		within = "within " + formatDuration(r.KeepWithin)
+		within = "within " + FormatDuration(r.KeepWithin)
 		cutoff = now.Add(-r.KeepWithin)
 	}
 

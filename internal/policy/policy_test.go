@@ -602,7 +602,7 @@ func reference(points []Point, r Retention, now time.Time) map[Point][]string {
 		}
 		for _, p := range g {
 			if r.KeepWithin > 0 && now.Sub(p.Time) < r.KeepWithin {
-				mark(p, "within "+formatDuration(r.KeepWithin))
+				mark(p, "within "+FormatDuration(r.KeepWithin))
 			}
 		}
 		order := []string{ReasonLast, ReasonHourly, ReasonDaily, ReasonWeekly, ReasonMonthly, ReasonYearly}

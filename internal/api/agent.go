@@ -1,0 +1,134 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"time"
+
+	"lifeboat/internal/catalog"
+)
+
+// Agent routes: an agent token speaks for the agent of the same name only.
+
+// Lease is how long a claimed job is an agent's without a renewal; agents
+// renew every Lease/3 and stop when a renewal says the lease was lost.
+const Lease = 60 * time.Second
+
+// AgentLimits bound what one agent runs at once.
+var AgentLimits = catalog.Limits{PerAgent: 2, PerVault: 4}
+
+// HeartbeatJSON is the body of POST /v1/agent/heartbeat.
+type HeartbeatJSON struct {
+	Info json.RawMessage `json:"info,omitempty"`
+}
+
+func agentName(r *http.Request) string { return callerOf(r).token.Name }
+
+func (s *Server) agentHeartbeat(w http.ResponseWriter, r *http.Request) error {
+	var body HeartbeatJSON
+	if r.ContentLength != 0 {
+		if err := decode(r, &body); err != nil {
+			return err
+		}
+	}
+	if err := s.Catalog.Heartbeat(r.Context(), agentName(r), body.Info, s.Clock.Now()); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"lease": Duration(Lease)})
+	return nil
+}
+
+// agentClaim answers 200 with a job, or 204 when there is nothing to run.
+func (s *Server) agentClaim(w http.ResponseWriter, r *http.Request) error {
+	name := agentName(r)
+	j, err := s.Catalog.Claim(r.Context(), name, name, AgentLimits, Lease, s.Clock.Now())
+	if err != nil {
+		return err
+	}
+	if j == nil {
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	writeJSON(w, http.StatusOK, j)
+	return nil
+}
+
+// RenewJSON is the body of POST /v1/agent/jobs/{id}/renew.
+type RenewJSON struct {
+	Progress json.RawMessage `json:"progress,omitempty"`
+}
+
+func (s *Server) agentRenew(w http.ResponseWriter, r *http.Request) error {
+	var body RenewJSON
+	if err := decode(r, &body); err != nil {
+		return err
+	}
+	cancel, err := s.Catalog.Renew(r.Context(), r.PathValue("id"), agentName(r), body.Progress, Lease, s.Clock.Now())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"cancel": cancel})
+	return nil
+}
+
+// FinishJSON is the body of POST /v1/agent/jobs/{id}/finish: Error empty
+// means the job succeeded. Points lists the recovery points it made.
+type FinishJSON struct {
+	Result json.RawMessage `json:"result,omitempty"`
+	Error  string          `json:"error,omitempty"`
+	Points []catalog.Point `json:"points,omitempty"`
+}
+
+func (s *Server) agentFinish(w http.ResponseWriter, r *http.Request) error {
+	var body FinishJSON
+	if err := decode(r, &body); err != nil {
+		return err
+	}
+	id := r.PathValue("id")
+	for _, p := range body.Points {
+		p.Job = id
+		if err := s.Catalog.RecordPoint(r.Context(), p); err != nil {
+			return err
+		}
+	}
+	var runErr error
+	if body.Error != "" {
+		runErr = errors.New(body.Error)
+	}
+	if err := s.Catalog.Finish(r.Context(), id, agentName(r), body.Result, runErr, s.Clock.Now()); err != nil {
+		return err
+	}
+	return s.getJob(w, r)
+}
+
+// LogJSON is the body of POST /v1/agent/jobs/{id}/log.
+type LogJSON struct {
+	Level   string `json:"level"`
+	Message string `json:"message"`
+}
+
+func (s *Server) agentLog(w http.ResponseWriter, r *http.Request) error {
+	var body LogJSON
+	if err := decode(r, &body); err != nil {
+		return err
+	}
+	switch body.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return invalid("level: %q: want debug, info, warn or error", body.Level)
+	}
+	id := r.PathValue("id")
+	j, err := s.Catalog.Job(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	if j.LeaseOwner != agentName(r) {
+		return catalog.ErrLeaseLost
+	}
+	if err := s.Catalog.Log(r.Context(), id, body.Level, body.Message, s.Clock.Now()); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

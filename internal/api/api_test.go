@@ -1,0 +1,329 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"lifeboat/internal/catalog"
+	"lifeboat/internal/clock"
+)
+
+var t0 = time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+
+type env struct {
+	t     *testing.T
+	url   string
+	cat   *catalog.Catalog
+	clock *clock.Fake
+	admin string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	ctx := context.Background()
+	cat, err := catalog.Open(ctx, filepath.Join(t.TempDir(), "catalog.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cat.Close() })
+	fc := clock.NewFake(t0)
+	srv := httptest.NewServer((&Server{Catalog: cat, Clock: fc}).Handler())
+	t.Cleanup(srv.Close)
+	e := &env{t: t, url: srv.URL, cat: cat, clock: fc}
+	e.admin = e.token("admin", catalog.RoleAdmin)
+	return e
+}
+
+// token makes a token straight in the catalog, as the server's first start does.
+func (e *env) token(name, role string) string {
+	secret, err := NewSecret()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := e.cat.AddToken(context.Background(), name, role, HashToken(secret), t0); err != nil {
+		e.t.Fatal(err)
+	}
+	return secret
+}
+
+// do sends a request and decodes a JSON answer into out (when not nil).
+func (e *env) do(token, method, path string, body any, out any) (int, string) {
+	e.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		if s, ok := body.(string); ok {
+			rd = strings.NewReader(s)
+		} else {
+			b, _ := json.Marshal(body)
+			rd = bytes.NewReader(b)
+		}
+	}
+	req, _ := http.NewRequest(method, e.url+path, rd)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if out != nil && resp.StatusCode < 300 && len(raw) > 0 {
+		if err := json.Unmarshal(raw, out); err != nil {
+			e.t.Fatalf("%s %s: decoding %s: %v", method, path, raw, err)
+		}
+	}
+	return resp.StatusCode, string(raw)
+}
+
+// ok fails the test unless the answer is a success.
+func (e *env) ok(code int, body string) {
+	e.t.Helper()
+	if code < 200 || code > 299 {
+		e.t.Fatalf("status %d: %s", code, body)
+	}
+}
+
+func TestAuth(t *testing.T) {
+	e := newEnv(t)
+	if code, _ := e.do("", "GET", "/healthz", nil, nil); code != 200 {
+		t.Fatalf("healthz %d", code)
+	}
+	code, body := e.do("", "GET", "/v1/machines", nil, nil)
+	if code != 401 || !strings.Contains(body, "no token") {
+		t.Fatalf("no token: %d %s", code, body)
+	}
+	if code, body := e.do("lbt_wrong", "GET", "/v1/machines", nil, nil); code != 401 || !strings.Contains(body, "unknown or revoked") {
+		t.Fatalf("unknown token: %d %s", code, body)
+	}
+	viewer := e.token("watcher", catalog.RoleViewer)
+	operator := e.token("ops", catalog.RoleOperator)
+	agent := e.token("hv1", catalog.RoleAgent)
+	e.ok(e.do(viewer, "GET", "/v1/machines", nil, nil))
+	if code, body := e.do(viewer, "PUT", "/v1/tiers/gold", TierJSON{RPO: Duration(time.Hour)}, nil); code != 403 || !strings.Contains(body, "admin role") {
+		t.Fatalf("viewer writing: %d %s", code, body)
+	}
+	if code, _ := e.do(operator, "PUT", "/v1/tiers/gold", TierJSON{RPO: Duration(time.Hour)}, nil); code != 403 {
+		t.Fatalf("operator changing a tier: %d", code)
+	}
+	if code, body := e.do(agent, "GET", "/v1/machines", nil, nil); code != 403 || !strings.Contains(body, "agent tokens") {
+		t.Fatalf("agent on a human route: %d %s", code, body)
+	}
+	if code, _ := e.do(e.admin, "POST", "/v1/agent/claim", nil, nil); code != 403 {
+		t.Fatalf("admin on an agent route: %d", code)
+	}
+	// Tokens made through the API work at once; revoked ones stop at once.
+	var made NewTokenJSON
+	e.ok(e.do(e.admin, "POST", "/v1/tokens", NewTokenJSON{Name: "ci", Role: "viewer"}, &made))
+	if !strings.HasPrefix(made.Secret, "lbt_") {
+		t.Fatalf("token secret %q", made.Secret)
+	}
+	e.ok(e.do(made.Secret, "GET", "/v1/tiers", nil, nil))
+	if code, body := e.do(e.admin, "DELETE", "/v1/tokens/admin", nil, nil); code != 400 || !strings.Contains(body, "cannot revoke itself") {
+		t.Fatalf("self-revocation: %d %s", code, body)
+	}
+	e.ok(e.do(e.admin, "DELETE", "/v1/tokens/ci", nil, nil))
+	if code, _ := e.do(made.Secret, "GET", "/v1/tiers", nil, nil); code != 401 {
+		t.Fatalf("revoked token: %d", code)
+	}
+	if code, body := e.do(e.admin, "POST", "/v1/tokens", NewTokenJSON{Name: "x", Role: "root"}, nil); code != 400 || !strings.Contains(body, "role") {
+		t.Fatalf("bad role: %d %s", code, body)
+	}
+	var list []catalog.Token
+	e.ok(e.do(e.admin, "GET", "/v1/tokens", nil, &list))
+	for _, tk := range list {
+		raw, _ := json.Marshal(tk)
+		if strings.Contains(string(raw), "lbt_") {
+			t.Fatalf("token listing shows a secret: %s", raw)
+		}
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	e := newEnv(t)
+	for _, tc := range []struct {
+		method, path, body, want string
+		code                     int
+	}{
+		{"PUT", "/v1/tiers/gold", `{"rpo":"an hour"}`, "rpo", 400},
+		{"PUT", "/v1/tiers/gold", `{"rpo":"1h","colour":"gold"}`, "unknown field", 400},
+		{"PUT", "/v1/tiers/gold", `{"name":"silver","rpo":"1h"}`, "the body says", 400},
+		{"PUT", "/v1/tiers/gold", ``, "empty body", 400},
+		{"PUT", "/v1/tiers/gold", `{"rpo":"1h"}{}`, "more than one", 400},
+		{"PUT", "/v1/tiers/gold", `{}`, "RPO", 400},
+		{"PUT", "/v1/tiers/a..b", `{"rpo":"1h"}`, "", 200}, // a valid name
+		{"PUT", "/v1/policies/p", `{"every":"1h","consistency":"crash","vault":"nowhere"}`, "does not know", 400},
+		{"PUT", "/v1/vaults/local", `{"url":""}`, "no URL", 400},
+		{"POST", "/v1/machines", `{"name":"web1","source":{}}`, "source.disks", 400},
+		{"POST", "/v1/machines", `{"name":"web1","source":{"disks":[{"name":"root","path":"root.raw"}]}}`, "not absolute", 400},
+		{"POST", "/v1/machines", `{"name":"../x","source":{"disks":[{"name":"root","path":"/r.raw"}]}}`, "machine name", 400},
+		{"GET", "/v1/machines/nope", ``, "not found", 404},
+		{"GET", "/v1/jobs?limit=-3", ``, "limit", 400},
+		{"POST", "/v1/machines/nope/protect", `{"tier":"gold","policy":"p"}`, "not found", 404},
+	} {
+		code, body := e.do(e.admin, tc.method, tc.path, tc.body, nil)
+		if code != tc.code || !strings.Contains(body, tc.want) {
+			t.Errorf("%s %s %s: %d %s; want %d containing %q", tc.method, tc.path, tc.body, code, body, tc.code, tc.want)
+		}
+	}
+	// The refused policy was not half-created.
+	if code, _ := e.do(e.admin, "GET", "/v1/policies/p", nil, nil); code != 404 {
+		t.Fatalf("refused policy exists: %d", code)
+	}
+}
+
+// The whole path an operator and an agent take: objects, protection, a
+// manual backup claimed, renewed, logged and finished by an agent, and
+// the machine's RPO standing moving from missed to green.
+func TestProtectAndRunThroughAgent(t *testing.T) {
+	e := newEnv(t)
+	e.ok(e.do(e.admin, "PUT", "/v1/tiers/gold", TierJSON{RPO: Duration(time.Hour), RTO: Duration(15 * time.Minute)}, nil))
+	e.ok(e.do(e.admin, "PUT", "/v1/tiers/none", TierJSON{None: true}, nil))
+	e.ok(e.do(e.admin, "PUT", "/v1/vaults/local", catalog.Vault{URL: "/srv/vault"}, nil))
+	var pol PolicyJSON
+	e.ok(e.do(e.admin, "PUT", "/v1/policies/hourly", `{"every":"1h","stagger":"10m","keep":{"last":24,"daily":7,"within":"2d"},"consistency":"crash","vault":"local"}`, &pol))
+	if time.Duration(pol.Every) != time.Hour || pol.Keep.Daily != 7 || time.Duration(pol.Keep.Within) != 48*time.Hour {
+		t.Fatalf("policy %+v", pol)
+	}
+	var raw map[string]any
+	e.ok(e.do(e.admin, "GET", "/v1/policies/hourly", nil, &raw))
+	if raw["every"] != "1h" || raw["stagger"] != "10m" {
+		t.Fatalf("durations on the wire: %v", raw)
+	}
+	e.ok(e.do(e.admin, "POST", "/v1/machines", `{"name":"web1","agent":"hv1","source":{"disks":[{"name":"root","path":"/img/web1.raw"}]}}`, nil))
+	e.ok(e.do(e.admin, "POST", "/v1/machines", `{"name":"scratch","source":{"disks":[{"name":"root","path":"/img/s.raw"}]}}`, nil))
+	if code, body := e.do(e.admin, "POST", "/v1/machines", `{"name":"web1","source":{"disks":[{"name":"root","path":"/img/web1.raw"}]}}`, nil); code != 409 {
+		t.Fatalf("second web1: %d %s", code, body)
+	}
+	if code, body := e.do(e.admin, "POST", "/v1/machines/web1/protect", ProtectJSON{Tier: "gold"}, nil); code != 400 || !strings.Contains(body, "needs a backup policy") {
+		t.Fatalf("gold without a policy: %d %s", code, body)
+	}
+	e.ok(e.do(e.admin, "POST", "/v1/machines/scratch/protect", ProtectJSON{Tier: "none"}, nil))
+	var m MachineJSON
+	e.ok(e.do(e.admin, "POST", "/v1/machines/web1/protect", ProtectJSON{Policy: "hourly", Tier: "gold"}, &m))
+	if m.RPOState != "warning" || m.NextRun.Before(t0.Add(time.Hour)) || m.NextRun.After(t0.Add(70*time.Minute)) {
+		t.Fatalf("just protected: %+v", m)
+	}
+
+	e.clock.Advance(2 * time.Hour)
+	var ms []MachineJSON
+	e.ok(e.do(e.admin, "GET", "/v1/machines", nil, &ms))
+	if len(ms) != 2 || ms[0].Name != "scratch" || ms[0].RPOState != "unprotected" || ms[1].RPOState != "missed" {
+		t.Fatalf("machines %+v", ms)
+	}
+
+	operator := e.token("ops", catalog.RoleOperator)
+	var queued catalog.Job
+	e.ok(e.do(operator, "POST", "/v1/machines/web1/backup", nil, &queued))
+	if queued.State != catalog.Queued || queued.Agent != "hv1" || queued.Machine != "web1" {
+		t.Fatalf("queued %+v", queued)
+	}
+	var spec map[string]any
+	json.Unmarshal(queued.Spec, &spec)
+	if spec["vault"] != "/srv/vault" || spec["consistency"] != "crash" {
+		t.Fatalf("job spec %s", queued.Spec)
+	}
+	if code, body := e.do(operator, "POST", "/v1/machines/scratch/backup", nil, nil); code != 400 || !strings.Contains(body, "no backup policy") {
+		t.Fatalf("backup-now without a policy: %d %s", code, body)
+	}
+
+	other := e.token("hv2", catalog.RoleAgent)
+	if code, _ := e.do(other, "POST", "/v1/agent/claim", nil, nil); code != 204 {
+		t.Fatalf("hv2 claimed hv1's job: %d", code)
+	}
+	agent := e.token("hv1", catalog.RoleAgent)
+	e.ok(e.do(agent, "POST", "/v1/agent/heartbeat", HeartbeatJSON{Info: json.RawMessage(`{"version":"test"}`)}, nil))
+	var claimed catalog.Job
+	e.ok(e.do(agent, "POST", "/v1/agent/claim", nil, &claimed))
+	if claimed.ID != queued.ID || claimed.State != catalog.Running {
+		t.Fatalf("claimed %+v", claimed)
+	}
+	var renewed map[string]bool
+	e.ok(e.do(agent, "POST", "/v1/agent/jobs/"+claimed.ID+"/renew", RenewJSON{Progress: json.RawMessage(`{"bytes":1048576,"total":4194304}`)}, &renewed))
+	if renewed["cancel"] {
+		t.Fatal("told to cancel")
+	}
+	if code, _ := e.do(other, "POST", "/v1/agent/jobs/"+claimed.ID+"/log", LogJSON{Level: "info", Message: "x"}, nil); code != 409 {
+		t.Fatalf("another agent logged to hv1's job: %d", code)
+	}
+	e.ok(e.do(agent, "POST", "/v1/agent/jobs/"+claimed.ID+"/log", LogJSON{Level: "info", Message: "read 4 MiB"}, nil))
+	pointTime := e.clock.Now().Add(-time.Minute)
+	var done catalog.Job
+	e.ok(e.do(agent, "POST", "/v1/agent/jobs/"+claimed.ID+"/finish", FinishJSON{Result: json.RawMessage(`{"point":"3fa9c2"}`),
+		Points: []catalog.Point{{Vault: "local", ID: "3fa9c2", Machine: "web1", Time: pointTime, Consistency: "crash", ChangeSource: "full"}}}, &done))
+	if done.State != catalog.Succeeded {
+		t.Fatalf("finished %+v", done)
+	}
+	var logs []catalog.LogLine
+	e.ok(e.do(e.admin, "GET", "/v1/jobs/"+claimed.ID+"/logs", nil, &logs))
+	if len(logs) != 1 || logs[0].Message != "read 4 MiB" {
+		t.Fatalf("logs %+v", logs)
+	}
+	e.ok(e.do(e.admin, "GET", "/v1/machines/web1", nil, &m))
+	if m.RPOState != "green" || !m.LastPoint.Equal(pointTime) {
+		t.Fatalf("after the backup: %+v", m)
+	}
+	var points []catalog.Point
+	e.ok(e.do(e.admin, "GET", "/v1/machines/web1/points", nil, &points))
+	if len(points) != 1 || points[0].Job != claimed.ID {
+		t.Fatalf("points %+v", points)
+	}
+	var jobs []catalog.Job
+	e.ok(e.do(e.admin, "GET", "/v1/jobs?machine=web1&state=succeeded", nil, &jobs))
+	if len(jobs) != 1 {
+		t.Fatalf("jobs %+v", jobs)
+	}
+	if code, _ := e.do(e.admin, "DELETE", "/v1/policies/hourly", nil, nil); code != 400 {
+		t.Fatalf("deleting a policy in use: %d", code)
+	}
+}
+
+// Every handler is in openapi.json with its method and least role, and
+// the document lists nothing the server does not serve.
+func TestOpenAPIMatchesHandlers(t *testing.T) {
+	var doc struct {
+		Paths map[string]map[string]struct {
+			Role string `json:"x-role"`
+		} `json:"paths"`
+	}
+	if err := json.Unmarshal(openAPI, &doc); err != nil {
+		t.Fatalf("openapi.json: %v", err)
+	}
+	served := map[string]string{}
+	for _, rt := range (&Server{}).routes() {
+		method, path, _ := strings.Cut(rt.pattern, " ")
+		served[strings.ToLower(method)+" "+path] = rt.role
+	}
+	documented := map[string]string{}
+	for path, ops := range doc.Paths {
+		for method, op := range ops {
+			if path == "/healthz" || path == "/openapi.json" {
+				continue
+			}
+			documented[method+" "+path] = op.Role
+		}
+	}
+	for k, role := range served {
+		if documented[k] != role {
+			t.Errorf("%s: served for %s, documented for %q", k, role, documented[k])
+		}
+	}
+	for k := range documented {
+		if _, ok := served[k]; !ok {
+			t.Errorf("%s is documented but not served", k)
+		}
+	}
+	e := newEnv(t)
+	code, body := e.do("", "GET", "/openapi.json", nil, nil)
+	if code != 200 || !strings.Contains(body, `"openapi": "3.1.0"`) {
+		t.Fatalf("GET /openapi.json: %d", code)
+	}
+}

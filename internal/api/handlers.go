@@ -1,0 +1,578 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"lifeboat/internal/catalog"
+	"lifeboat/internal/job"
+	"lifeboat/internal/policy"
+	"lifeboat/internal/schedule"
+)
+
+// Duration is a duration on the wire: "15m", "1h30m", "7d".
+type Duration time.Duration
+
+// MarshalJSON writes d as ParseDuration reads it back.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	if d == 0 {
+		return []byte(`"0s"`), nil
+	}
+	return json.Marshal(policy.FormatDuration(time.Duration(d)))
+}
+
+// UnmarshalJSON reads "15m", "36h", "7d", "2w".
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("a duration is a string such as \"15m\", \"1h\" or \"7d\"")
+	}
+	if s == "0" || s == "0s" {
+		*d = 0
+		return nil
+	}
+	v, err := policy.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("invalid duration %q: write it as 90s, 15m, 1h30m, 7d or 2w", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// TierJSON is a protection tier on the wire.
+type TierJSON struct {
+	Name string   `json:"name"`
+	RPO  Duration `json:"rpo,omitempty"`
+	RTO  Duration `json:"rto,omitempty"`
+	None bool     `json:"none,omitempty"`
+}
+
+func tierToJSON(t schedule.Tier) TierJSON {
+	return TierJSON{Name: t.Name, RPO: Duration(t.RPO), RTO: Duration(t.RTO), None: t.None}
+}
+
+// KeepJSON is a retention on the wire.
+type KeepJSON struct {
+	Last    int      `json:"last,omitempty"`
+	Hourly  int      `json:"hourly,omitempty"`
+	Daily   int      `json:"daily,omitempty"`
+	Weekly  int      `json:"weekly,omitempty"`
+	Monthly int      `json:"monthly,omitempty"`
+	Yearly  int      `json:"yearly,omitempty"`
+	Within  Duration `json:"within,omitempty"`
+}
+
+// PolicyJSON is a backup policy on the wire.
+type PolicyJSON struct {
+	Name        string    `json:"name"`
+	Every       Duration  `json:"every,omitempty"`
+	Cron        string    `json:"cron,omitempty"`
+	Stagger     Duration  `json:"stagger,omitempty"`
+	Keep        KeepJSON  `json:"keep"`
+	Consistency string    `json:"consistency"`
+	Vault       string    `json:"vault"`
+	CopyTo      string    `json:"copy_to,omitempty"`
+	Created     time.Time `json:"created,omitzero"`
+	Updated     time.Time `json:"updated,omitzero"`
+}
+
+func policyToJSON(p catalog.Policy) PolicyJSON {
+	k := p.Keep
+	return PolicyJSON{Name: p.Name, Every: Duration(p.Schedule.Every), Cron: p.Schedule.Cron, Stagger: Duration(p.Schedule.Stagger),
+		Keep:        KeepJSON{k.KeepLast, k.KeepHourly, k.KeepDaily, k.KeepWeekly, k.KeepMonthly, k.KeepYearly, Duration(k.KeepWithin)},
+		Consistency: p.Consistency, Vault: p.Vault, CopyTo: p.CopyTo, Created: p.Created, Updated: p.Updated}
+}
+
+func (p PolicyJSON) policy() catalog.Policy {
+	k := p.Keep
+	return catalog.Policy{Name: p.Name,
+		Schedule:    schedule.Spec{Every: time.Duration(p.Every), Cron: p.Cron, Stagger: time.Duration(p.Stagger)},
+		Keep:        policy.Retention{KeepLast: k.Last, KeepHourly: k.Hourly, KeepDaily: k.Daily, KeepWeekly: k.Weekly, KeepMonthly: k.Monthly, KeepYearly: k.Yearly, KeepWithin: time.Duration(k.Within)},
+		Consistency: p.Consistency, Vault: p.Vault, CopyTo: p.CopyTo}
+}
+
+// MachineJSON is a machine on the wire, with where it stands.
+type MachineJSON struct {
+	Name      string     `json:"name"`
+	Agent     string     `json:"agent,omitempty"`
+	Source    job.Source `json:"source"`
+	Policy    string     `json:"policy,omitempty"`
+	Tier      string     `json:"tier,omitempty"`
+	Protected time.Time  `json:"protected,omitzero"`
+	// RPOState is green, warning, missed or unprotected; empty for a
+	// machine not yet given a tier.
+	RPOState  string    `json:"rpo_state,omitempty"`
+	RPOAge    Duration  `json:"rpo_age,omitempty"`
+	RPO       Duration  `json:"rpo,omitempty"`
+	LastPoint time.Time `json:"last_point,omitzero"`
+	NextRun   time.Time `json:"next_run,omitzero"`
+}
+
+func (s *Server) listTiers(w http.ResponseWriter, r *http.Request) error {
+	ts, err := s.Catalog.Tiers(r.Context())
+	if err != nil {
+		return err
+	}
+	out := make([]TierJSON, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, tierToJSON(t))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// nameMatches refuses a body whose name differs from the path's.
+func nameMatches(r *http.Request, body string) (string, error) {
+	name := r.PathValue("name")
+	if body != "" && body != name {
+		return "", invalid("name: the body says %q, the path %q", body, name)
+	}
+	return name, nil
+}
+
+func (s *Server) putTier(w http.ResponseWriter, r *http.Request) error {
+	var t TierJSON
+	if err := decode(r, &t); err != nil {
+		return err
+	}
+	name, err := nameMatches(r, t.Name)
+	if err != nil {
+		return err
+	}
+	t.Name = name
+	tier := schedule.Tier{Name: name, RPO: time.Duration(t.RPO), RTO: time.Duration(t.RTO), None: t.None}
+	if err := s.Catalog.PutTier(r.Context(), tier, s.Clock.Now()); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, tierToJSON(tier))
+	return nil
+}
+
+func (s *Server) deleteTier(w http.ResponseWriter, r *http.Request) error {
+	if err := s.Catalog.DeleteTier(r.Context(), r.PathValue("name")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) listVaults(w http.ResponseWriter, r *http.Request) error {
+	vs, err := s.Catalog.Vaults(r.Context())
+	if err != nil {
+		return err
+	}
+	if vs == nil {
+		vs = []catalog.Vault{}
+	}
+	writeJSON(w, http.StatusOK, vs)
+	return nil
+}
+
+func (s *Server) putVault(w http.ResponseWriter, r *http.Request) error {
+	var v catalog.Vault
+	if err := decode(r, &v); err != nil {
+		return err
+	}
+	name, err := nameMatches(r, v.Name)
+	if err != nil {
+		return err
+	}
+	v.Name, v.Created = name, time.Time{}
+	if err := s.Catalog.PutVault(r.Context(), v, s.Clock.Now()); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, v)
+	return nil
+}
+
+func (s *Server) listPolicies(w http.ResponseWriter, r *http.Request) error {
+	ps, err := s.Catalog.Policies(r.Context())
+	if err != nil {
+		return err
+	}
+	out := make([]PolicyJSON, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, policyToJSON(p))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) getPolicy(w http.ResponseWriter, r *http.Request) error {
+	p, err := s.Catalog.Policy(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, policyToJSON(p))
+	return nil
+}
+
+func (s *Server) putPolicy(w http.ResponseWriter, r *http.Request) error {
+	var p PolicyJSON
+	if err := decode(r, &p); err != nil {
+		return err
+	}
+	name, err := nameMatches(r, p.Name)
+	if err != nil {
+		return err
+	}
+	p.Name = name
+	if err := s.Catalog.PutPolicy(r.Context(), p.policy(), s.Clock.Now()); err != nil {
+		return err
+	}
+	return s.getPolicy(w, r)
+}
+
+func (s *Server) deletePolicy(w http.ResponseWriter, r *http.Request) error {
+	if err := s.Catalog.DeletePolicy(r.Context(), r.PathValue("name")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// machineJSON builds a machine's wire form with its RPO standing at now.
+func (s *Server) machineJSON(m catalog.Machine, tiers map[string]schedule.Tier, policies map[string]catalog.Policy, newest map[string]time.Time, now time.Time) (MachineJSON, error) {
+	out := MachineJSON{Name: m.Name, Agent: m.Agent, Policy: m.Policy, Tier: m.Tier, Protected: m.Protected, LastPoint: newest[m.Name]}
+	if err := json.Unmarshal(m.Spec, &out.Source); err != nil {
+		return out, fmt.Errorf("machine %q: stored source damaged: %w", m.Name, err)
+	}
+	if tier, ok := tiers[m.Tier]; ok {
+		st := schedule.Assess(tier, newest[m.Name], m.Protected, now)
+		out.RPOState, out.RPOAge, out.RPO = string(st.State), Duration(st.Age), Duration(st.Objective)
+	}
+	if p, ok := policies[m.Policy]; ok {
+		last := m.LastSlot
+		if last.IsZero() {
+			last = m.Protected
+		}
+		if _, at, err := p.Schedule.Next(p.Name+"/"+m.Name, last); err == nil {
+			out.NextRun = at
+		}
+	}
+	return out, nil
+}
+
+// standing loads what machineJSON needs for every machine: three queries
+// whatever the number of machines.
+func (s *Server) standing(r *http.Request) (map[string]schedule.Tier, map[string]catalog.Policy, map[string]time.Time, error) {
+	ctx := r.Context()
+	ts, err := s.Catalog.Tiers(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ps, err := s.Catalog.Policies(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	newest, err := s.Catalog.NewestPoints(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	tiers := map[string]schedule.Tier{}
+	for _, t := range ts {
+		tiers[t.Name] = t
+	}
+	policies := map[string]catalog.Policy{}
+	for _, p := range ps {
+		policies[p.Name] = p
+	}
+	return tiers, policies, newest, nil
+}
+
+func (s *Server) listMachines(w http.ResponseWriter, r *http.Request) error {
+	ms, err := s.Catalog.Machines(r.Context())
+	if err != nil {
+		return err
+	}
+	tiers, policies, newest, err := s.standing(r)
+	if err != nil {
+		return err
+	}
+	now := s.Clock.Now()
+	out := make([]MachineJSON, 0, len(ms))
+	for _, m := range ms {
+		mj, err := s.machineJSON(m, tiers, policies, newest, now)
+		if err != nil {
+			return err
+		}
+		out = append(out, mj)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) getMachine(w http.ResponseWriter, r *http.Request) error {
+	m, err := s.Catalog.Machine(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	tiers, policies, newest, err := s.standing(r)
+	if err != nil {
+		return err
+	}
+	mj, err := s.machineJSON(m, tiers, policies, newest, s.Clock.Now())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, mj)
+	return nil
+}
+
+// AddMachineJSON is the body of POST /v1/machines.
+type AddMachineJSON struct {
+	Name   string     `json:"name"`
+	Agent  string     `json:"agent,omitempty"`
+	Source job.Source `json:"source"`
+}
+
+func (s *Server) addMachine(w http.ResponseWriter, r *http.Request) error {
+	var body AddMachineJSON
+	if err := decode(r, &body); err != nil {
+		return err
+	}
+	if err := body.Source.Validate(); err != nil {
+		return invalid("source.%v", err)
+	}
+	spec, err := json.Marshal(body.Source)
+	if err != nil {
+		return err
+	}
+	if err := s.Catalog.AddMachine(r.Context(), catalog.Machine{Name: body.Name, Agent: body.Agent, Spec: spec}, s.Clock.Now()); err != nil {
+		return err
+	}
+	w.Header().Set("Location", "/v1/machines/"+body.Name)
+	r.SetPathValue("name", body.Name)
+	m, err := s.Catalog.Machine(r.Context(), body.Name)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, MachineJSON{Name: m.Name, Agent: m.Agent, Source: body.Source})
+	return nil
+}
+
+func (s *Server) deleteMachine(w http.ResponseWriter, r *http.Request) error {
+	if err := s.Catalog.DeleteMachine(r.Context(), r.PathValue("name")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// ProtectJSON is the body of POST /v1/machines/{name}/protect. Tier is
+// required ("none" tiers included); Policy may be empty only with a tier
+// that asks for no protection.
+type ProtectJSON struct {
+	Policy string `json:"policy,omitempty"`
+	Tier   string `json:"tier"`
+}
+
+func (s *Server) protect(w http.ResponseWriter, r *http.Request) error {
+	var body ProtectJSON
+	if err := decode(r, &body); err != nil {
+		return err
+	}
+	if body.Tier == "" {
+		return invalid("tier: every protected machine has a tier (a tier with none: true says no protection)")
+	}
+	if body.Policy == "" {
+		t, err := s.Catalog.Tier(r.Context(), body.Tier)
+		if err != nil {
+			return err
+		}
+		if !t.None {
+			return invalid("policy: tier %q has objectives, so the machine needs a backup policy", body.Tier)
+		}
+	}
+	if err := s.Catalog.Protect(r.Context(), r.PathValue("name"), body.Policy, body.Tier, s.Clock.Now()); err != nil {
+		return err
+	}
+	return s.getMachine(w, r)
+}
+
+// backupNow queues a backup of the machine under its policy now.
+func (s *Server) backupNow(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	m, err := s.Catalog.Machine(ctx, r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	id, err := EnqueueBackup(ctx, s.Catalog, m, "manual", s.Clock.Now())
+	if err != nil {
+		return err
+	}
+	j, err := s.Catalog.Job(ctx, id)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", "/v1/jobs/"+id)
+	writeJSON(w, http.StatusAccepted, j)
+	return nil
+}
+
+func (s *Server) listPoints(w http.ResponseWriter, r *http.Request) error {
+	name := r.PathValue("name")
+	if _, err := s.Catalog.Machine(r.Context(), name); err != nil {
+		return err
+	}
+	limit, err := queryInt(r, "limit")
+	if err != nil {
+		return err
+	}
+	ps, err := s.Catalog.Points(r.Context(), name, limit)
+	if err != nil {
+		return err
+	}
+	if ps == nil {
+		ps = []catalog.Point{}
+	}
+	writeJSON(w, http.StatusOK, ps)
+	return nil
+}
+
+func queryInt(r *http.Request, name string) (int, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, invalid("%s: %q is not a non-negative whole number", name, v)
+	}
+	return n, nil
+}
+
+func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	limit, err := queryInt(r, "limit")
+	if err != nil {
+		return err
+	}
+	js, err := s.Catalog.Jobs(r.Context(), catalog.JobFilter{Machine: q.Get("machine"), Agent: q.Get("agent"), State: q.Get("state"), Kind: q.Get("kind"), Limit: limit})
+	if err != nil {
+		return err
+	}
+	if js == nil {
+		js = []catalog.Job{}
+	}
+	writeJSON(w, http.StatusOK, js)
+	return nil
+}
+
+func (s *Server) getJob(w http.ResponseWriter, r *http.Request) error {
+	j, err := s.Catalog.Job(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, j)
+	return nil
+}
+
+func (s *Server) jobLogs(w http.ResponseWriter, r *http.Request) error {
+	after, err := queryInt(r, "after")
+	if err != nil {
+		return err
+	}
+	if _, err := s.Catalog.Job(r.Context(), r.PathValue("id")); err != nil {
+		return err
+	}
+	ls, err := s.Catalog.Logs(r.Context(), r.PathValue("id"), int64(after))
+	if err != nil {
+		return err
+	}
+	if ls == nil {
+		ls = []catalog.LogLine{}
+	}
+	writeJSON(w, http.StatusOK, ls)
+	return nil
+}
+
+func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) error {
+	if err := s.Catalog.CancelJob(r.Context(), r.PathValue("id"), s.Clock.Now()); err != nil {
+		return err
+	}
+	return s.getJob(w, r)
+}
+
+func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request) error {
+	all := r.URL.Query().Get("all") == "true"
+	as, err := s.Catalog.Alerts(r.Context(), all, 0)
+	if err != nil {
+		return err
+	}
+	if as == nil {
+		as = []catalog.Alert{}
+	}
+	writeJSON(w, http.StatusOK, as)
+	return nil
+}
+
+func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) error {
+	as, err := s.Catalog.Agents(r.Context())
+	if err != nil {
+		return err
+	}
+	if as == nil {
+		as = []catalog.Agent{}
+	}
+	writeJSON(w, http.StatusOK, as)
+	return nil
+}
+
+func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) error {
+	ts, err := s.Catalog.Tokens(r.Context())
+	if err != nil {
+		return err
+	}
+	if ts == nil {
+		ts = []catalog.Token{}
+	}
+	writeJSON(w, http.StatusOK, ts)
+	return nil
+}
+
+// NewTokenJSON is the body of POST /v1/tokens; the answer carries the
+// secret, shown this once.
+type NewTokenJSON struct {
+	Name   string `json:"name"`
+	Role   string `json:"role"`
+	Secret string `json:"secret,omitempty"`
+}
+
+func (s *Server) addToken(w http.ResponseWriter, r *http.Request) error {
+	var body NewTokenJSON
+	if err := decode(r, &body); err != nil {
+		return err
+	}
+	if body.Secret != "" {
+		return invalid("secret: the server makes the secret; leave it out")
+	}
+	secret, err := NewSecret()
+	if err != nil {
+		return err
+	}
+	if _, err := s.Catalog.AddToken(r.Context(), body.Name, body.Role, HashToken(secret), s.Clock.Now()); err != nil {
+		return err
+	}
+	body.Secret = secret
+	writeJSON(w, http.StatusCreated, body)
+	return nil
+}
+
+func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) error {
+	name := r.PathValue("name")
+	if name == callerOf(r).token.Name {
+		return invalid("name: a token cannot revoke itself; use another admin token")
+	}
+	if err := s.Catalog.RevokeToken(r.Context(), name, s.Clock.Now()); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+var errNoPolicy = errors.New("has no backup policy: protect it first (lifeboat protect MACHINE --policy P --tier T)")

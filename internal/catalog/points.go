@@ -1,0 +1,86 @@
+package catalog
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Point is a recovery point as the catalog indexes it.
+type Point struct {
+	Vault        string    `json:"vault"`
+	ID           string    `json:"id"`
+	Machine      string    `json:"machine"`
+	Time         time.Time `json:"time"`
+	Consistency  string    `json:"consistency"`
+	ChangeSource string    `json:"change_source,omitempty"`
+	Size         int64     `json:"size"`
+	Notes        string    `json:"notes,omitempty"`
+	Job          string    `json:"job,omitempty"`
+}
+
+// RecordPoint indexes a point; recording it again changes nothing.
+func (c *Catalog) RecordPoint(ctx context.Context, p Point) error {
+	if p.Vault == "" || p.ID == "" || p.Machine == "" || p.Time.IsZero() {
+		return fmt.Errorf("%w: a point needs a vault, an ID, a machine and a time", ErrInvalid)
+	}
+	_, err := c.db.ExecContext(ctx, c.q(`INSERT INTO points (vault, id, machine, time_ms, consistency, change_source, size_bytes, notes, job_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (vault, id) DO NOTHING`),
+		p.Vault, p.ID, p.Machine, ms(p.Time), p.Consistency, p.ChangeSource, p.Size, p.Notes, p.Job)
+	if err != nil {
+		return fmt.Errorf("catalog: recording point %s of %s: %w", p.ID, p.Machine, err)
+	}
+	return nil
+}
+
+// ForgetPoint drops a point from the index (after forget).
+func (c *Catalog) ForgetPoint(ctx context.Context, vault, id string) error {
+	if _, err := c.db.ExecContext(ctx, c.q(`DELETE FROM points WHERE vault = ? AND id = ?`), vault, id); err != nil {
+		return fmt.Errorf("catalog: forgetting point %s: %w", id, err)
+	}
+	return nil
+}
+
+// Points lists a machine's points, newest first, at most limit (0: 1000).
+func (c *Catalog) Points(ctx context.Context, machine string, limit int) ([]Point, error) {
+	if limit <= 0 {
+		limit = 1000
+	}
+	rows, err := c.db.QueryContext(ctx, c.q(`SELECT vault, id, machine, time_ms, consistency, change_source, size_bytes, notes, job_id
+		FROM points WHERE machine = ? ORDER BY time_ms DESC, id LIMIT `+fmt.Sprint(limit)), machine)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: listing points of %s: %w", machine, err)
+	}
+	defer rows.Close()
+	var out []Point
+	for rows.Next() {
+		var p Point
+		var t int64
+		if err := rows.Scan(&p.Vault, &p.ID, &p.Machine, &t, &p.Consistency, &p.ChangeSource, &p.Size, &p.Notes, &p.Job); err != nil {
+			return nil, fmt.Errorf("catalog: reading points: %w", err)
+		}
+		p.Time = fromMS(t)
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// NewestPoints returns the time of each machine's newest point, in one
+// query: what RPO status is computed from.
+func (c *Catalog) NewestPoints(ctx context.Context) (map[string]time.Time, error) {
+	rows, err := c.db.QueryContext(ctx, `SELECT machine, MAX(time_ms) FROM points GROUP BY machine`)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: newest points: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]time.Time{}
+	for rows.Next() {
+		var m string
+		var t int64
+		if err := rows.Scan(&m, &t); err != nil {
+			return nil, err
+		}
+		out[m] = fromMS(t)
+	}
+	return out, rows.Err()
+}
