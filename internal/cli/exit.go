@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"lifeboat/internal/api"
 	"lifeboat/internal/blob"
 	"lifeboat/internal/chunk"
 	"lifeboat/internal/crypto"
@@ -38,11 +39,14 @@ var ErrProblemsFound = errors.New("verify found problems")
 // ExitCode maps an error to the process exit code: the one place that does.
 func ExitCode(err error) int {
 	var u usageError
+	var refused *api.Error
 	switch {
 	case err == nil:
 		return ExitOK
 	case errors.As(err, &u):
 		return ExitUsage
+	case errors.As(err, &refused):
+		return serverExit(refused.Status)
 	case errors.Is(err, context.Canceled):
 		return ExitInterrupted
 	case errors.Is(err, crypto.ErrWrongPassphrase):
@@ -60,6 +64,21 @@ func ExitCode(err error) int {
 	case errors.Is(err, blob.ErrNotExist):
 		return ExitCorrupt // a stored object that should be there is not
 	case errors.Is(err, blob.ErrPermanent), isNetwork(err):
+		return ExitStorage
+	}
+	return ExitError
+}
+
+// serverExit maps a lifeboat server's refusal to the exit codes above.
+func serverExit(status int) int {
+	switch {
+	case status == 400:
+		return ExitUsage
+	case status == 401, status == 403:
+		return ExitPassphrase // credentials: a missing, wrong or too weak token
+	case status == 404:
+		return ExitNotFound
+	case status >= 500:
 		return ExitStorage
 	}
 	return ExitError

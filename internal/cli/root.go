@@ -101,7 +101,9 @@ Exit codes:
 	pf.BoolVar(&a.jsonOut, "json", false, "print machine-readable JSON on stdout")
 	pf.BoolVarP(&a.quiet, "quiet", "q", false, "no progress output")
 	root.AddCommand(a.vaultCommand(), a.backupCommand(), a.pointsCommand(), a.restoreCommand(),
-		a.verifyCommand(), a.forgetCommand(), a.pruneCommand(), a.watchdogCommand())
+		a.verifyCommand(), a.forgetCommand(), a.pruneCommand(), a.watchdogCommand(),
+		a.serverCommand(), a.tierCommand(), a.policyCommand(), a.machineCommand(), a.protectCommand(),
+		a.backupNowCommand(), a.jobCommand(), a.alertCommand())
 	return root
 }
 

@@ -1,0 +1,482 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"lifeboat/internal/api"
+	"lifeboat/internal/catalog"
+	"lifeboat/internal/job"
+)
+
+// The commands that talk to a lifeboat server: flags in, a request out,
+// the answer printed. Everything they mean is decided by the server.
+
+type remote struct {
+	server, tokenFile string
+}
+
+func (a *app) addRemoteFlags(cmd *cobra.Command, r *remote) {
+	pf := cmd.PersistentFlags()
+	pf.StringVar(&r.server, "server", "", "lifeboat server URL (env LIFEBOAT_SERVER; default http://127.0.0.1:8080)")
+	pf.StringVar(&r.tokenFile, "token-file", "", "file holding an API token (env LIFEBOAT_TOKEN gives it directly)")
+}
+
+func (a *app) client(r *remote) (*api.Client, error) {
+	srv := r.server
+	if srv == "" {
+		srv = a.env.Getenv("LIFEBOAT_SERVER")
+	}
+	if srv == "" {
+		srv = "http://127.0.0.1:8080"
+	}
+	if u, err := url.Parse(srv); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, usageError{fmt.Errorf("--server %q: want http://HOST:PORT or https://HOST:PORT", srv)}
+	}
+	tok := a.env.Getenv("LIFEBOAT_TOKEN")
+	if r.tokenFile != "" {
+		raw, err := os.ReadFile(r.tokenFile)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("reading --token-file: %w", err)}
+		}
+		tok = strings.TrimSpace(string(raw))
+	}
+	if tok == "" {
+		return nil, usageError{fmt.Errorf("no API token: use --token-file (the server wrote its first one to DATA/admin.token) or LIFEBOAT_TOKEN")}
+	}
+	return &api.Client{URL: srv, Token: tok}, nil
+}
+
+// call sends one request and prints the answer: as JSON with --json,
+// otherwise through show.
+func (a *app) call(ctx context.Context, r *remote, method, path string, body any, out any, show func()) error {
+	c, err := a.client(r)
+	if err != nil {
+		return err
+	}
+	var raw json.RawMessage
+	if err := c.Do(ctx, method, path, body, &raw); err != nil {
+		return err
+	}
+	if a.jsonOut {
+		if len(raw) == 0 {
+			return nil
+		}
+		return a.printJSON(raw)
+	}
+	if out != nil && len(raw) > 0 {
+		if err := json.Unmarshal(raw, out); err != nil {
+			return err
+		}
+	}
+	if show != nil {
+		show()
+	}
+	return nil
+}
+
+func (a *app) table(header string, rows func(w *tabwriter.Writer)) {
+	w := tabwriter.NewWriter(a.env.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, header)
+	rows(w)
+	w.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func when(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format("2006-01-02 15:04:05")
+}
+
+func (a *app) tierCommand() *cobra.Command {
+	var r remote
+	cmd := &cobra.Command{Use: "tier", Short: "Protection tiers: RPO and RTO objectives (server)"}
+	a.addRemoteFlags(cmd, &r)
+	var rpo, rto string
+	var none bool
+	add := &cobra.Command{
+		Use:   "add NAME (--rpo DURATION [--rto DURATION] | --none)",
+		Short: "Create or replace a tier",
+		Long: `Create or replace a protection tier: the recovery point objective (how old the
+newest good point may be) and the recovery time objective its machines are held
+to. A machine whose newest point is older than 80% of its RPO is "warning", older
+than the RPO "missed" (an alert). --none makes a tier that asks for no
+protection: an explicit choice, never alerted on. Durations: 90s, 15m, 4h, 1d.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			body := map[string]any{"none": none}
+			if rpo != "" {
+				body["rpo"] = rpo
+			}
+			if rto != "" {
+				body["rto"] = rto
+			}
+			var t api.TierJSON
+			return a.call(cmd.Context(), &r, "PUT", "/v1/tiers/"+url.PathEscape(args[0]), body, &t, func() {
+				a.printf("tier %s saved\n", t.Name)
+			})
+		},
+	}
+	add.Flags().StringVar(&rpo, "rpo", "", "recovery point objective, e.g. 15m, 4h, 1d")
+	add.Flags().StringVar(&rto, "rto", "", "recovery time objective, e.g. 15m")
+	add.Flags().BoolVar(&none, "none", false, "a tier that asks for no protection")
+	list := &cobra.Command{
+		Use: "list", Short: "List tiers", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var ts []api.TierJSON
+			return a.call(cmd.Context(), &r, "GET", "/v1/tiers", nil, &ts, func() {
+				a.table("NAME\tRPO\tRTO", func(w *tabwriter.Writer) {
+					for _, t := range ts {
+						if t.None {
+							fmt.Fprintf(w, "%s\tno protection\t-\n", t.Name)
+							continue
+						}
+						rpo, _ := t.RPO.MarshalJSON()
+						rto, _ := t.RTO.MarshalJSON()
+						fmt.Fprintf(w, "%s\t%s\t%s\n", t.Name, strings.Trim(string(rpo), `"`), strings.Trim(string(rto), `"`))
+					}
+				})
+			})
+		},
+	}
+	cmd.AddCommand(add, list)
+	return cmd
+}
+
+// vaultRef turns --vault NAME|URL into a vault name, registering a URL
+// (a directory or s3://…) with the server under a name derived from it.
+func (a *app) vaultRef(ctx context.Context, r *remote, ref string) (string, error) {
+	if ref == "" || !strings.ContainsAny(ref, "/:") {
+		return ref, nil
+	}
+	var b strings.Builder
+	for _, c := range strings.TrimPrefix(ref, "s3://") {
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' {
+			b.WriteRune(c)
+		} else if b.Len() > 0 && !strings.HasSuffix(b.String(), "-") {
+			b.WriteByte('-')
+		}
+	}
+	name := strings.Trim(b.String(), "-.")
+	if len(name) > 63 {
+		name = name[len(name)-63:]
+	}
+	c, err := a.client(r)
+	if err != nil {
+		return "", err
+	}
+	if err := c.Do(ctx, "PUT", "/v1/vaults/"+url.PathEscape(name), map[string]string{"url": ref}, nil); err != nil {
+		return "", err
+	}
+	return name, nil
+}
+
+func (a *app) policyCommand() *cobra.Command {
+	var r remote
+	cmd := &cobra.Command{Use: "policy", Short: "Backup policies: schedule, consistency, retention, vault (server)"}
+	a.addRemoteFlags(cmd, &r)
+	var p api.PolicyJSON
+	var every, cron, stagger, within, vault, copyTo string
+	add := &cobra.Command{
+		Use:   "add NAME (--every DURATION | --cron EXPR) --vault NAME|URL [--keep-… N]",
+		Short: "Create or replace a backup policy",
+		Long: `Create or replace a backup policy: when its machines are backed up (--every
+15m, or --cron "30 2 * * *" in UTC, or @hourly, @daily; CRON_TZ=Zone to change
+the zone), across which window their starts are spread (--stagger, shorter than
+the time between runs), how consistent (--consistency crash|file|app), into
+which vault (a name the server knows, or a directory or s3:// URL, registered
+on the way), copied to which second vault after each backup (--copy-to), and
+how long points are kept (--keep-last, --keep-hourly, --keep-daily,
+--keep-weekly, --keep-monthly, --keep-yearly N, --keep-within DURATION; the
+rules of 'lifeboat forget').`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			var err error
+			if p.Vault, err = a.vaultRef(ctx, &r, vault); err != nil {
+				return err
+			}
+			if p.CopyTo, err = a.vaultRef(ctx, &r, copyTo); err != nil {
+				return err
+			}
+			body := map[string]any{"cron": cron, "keep": map[string]any{"last": p.Keep.Last, "hourly": p.Keep.Hourly,
+				"daily": p.Keep.Daily, "weekly": p.Keep.Weekly, "monthly": p.Keep.Monthly, "yearly": p.Keep.Yearly},
+				"consistency": p.Consistency, "vault": p.Vault, "copy_to": p.CopyTo}
+			for k, v := range map[string]string{"every": every, "stagger": stagger} {
+				if v != "" {
+					body[k] = v
+				}
+			}
+			if within != "" {
+				body["keep"].(map[string]any)["within"] = within
+			}
+			var out api.PolicyJSON
+			return a.call(ctx, &r, "PUT", "/v1/policies/"+url.PathEscape(args[0]), body, &out, func() {
+				a.printf("policy %s saved\n", out.Name)
+			})
+		},
+	}
+	f := add.Flags()
+	f.StringVar(&every, "every", "", "run every DURATION (15m, 1h, 1d)")
+	f.StringVar(&cron, "cron", "", `run at the times of a cron expression ("30 2 * * *", @daily)`)
+	f.StringVar(&stagger, "stagger", "", "spread the machines' starts over this window after each run time")
+	f.StringVar(&p.Consistency, "consistency", "crash", "crash, file or app")
+	f.StringVar(&vault, "vault", "", "target vault: a name the server knows, or a directory or s3:// URL")
+	f.StringVar(&copyTo, "copy-to", "", "copy each new point to this vault after the backup")
+	f.IntVar(&p.Keep.Last, "keep-last", 0, "keep the N newest points")
+	f.IntVar(&p.Keep.Hourly, "keep-hourly", 0, "keep the newest point of each of the last N hours")
+	f.IntVar(&p.Keep.Daily, "keep-daily", 0, "keep the newest point of each of the last N days")
+	f.IntVar(&p.Keep.Weekly, "keep-weekly", 0, "keep the newest point of each of the last N weeks")
+	f.IntVar(&p.Keep.Monthly, "keep-monthly", 0, "keep the newest point of each of the last N months")
+	f.IntVar(&p.Keep.Yearly, "keep-yearly", 0, "keep the newest point of each of the last N years")
+	f.StringVar(&within, "keep-within", "", "keep every point newer than this (7d, 2w)")
+	list := &cobra.Command{
+		Use: "list", Short: "List backup policies", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var ps []api.PolicyJSON
+			return a.call(cmd.Context(), &r, "GET", "/v1/policies", nil, &ps, func() {
+				a.table("NAME\tSCHEDULE\tCONSISTENCY\tVAULT\tCOPY TO", func(w *tabwriter.Writer) {
+					for _, p := range ps {
+						sched := p.Cron
+						if sched == "" {
+							e, _ := p.Every.MarshalJSON()
+							sched = "every " + strings.Trim(string(e), `"`)
+						}
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", p.Name, sched, p.Consistency, p.Vault, orDash(p.CopyTo))
+					}
+				})
+			})
+		},
+	}
+	cmd.AddCommand(add, list)
+	return cmd
+}
+
+func (a *app) machineCommand() *cobra.Command {
+	var r remote
+	cmd := &cobra.Command{Use: "machine", Short: "Machines the server protects (server)"}
+	a.addRemoteFlags(cmd, &r)
+	var disks []string
+	var src job.Source
+	var agent, definition string
+	add := &cobra.Command{
+		Use:   "add NAME (--disk NAME=PATH … | --qmp SOCKET [--guest-agent SOCKET]) [--agent NAME]",
+		Short: "Register a machine and where its disks are read",
+		Long: `Register a machine with the server: its disks (--disk NAME=PATH, repeatable: an
+image file, a block device or an nbd:// URL, absolute, as seen on the agent's
+host) or a running QEMU's QMP socket (--qmp, with --guest-agent to freeze its
+filesystems), the agent that reads them (--agent; default: any), and its
+definition (--definition FILE, docs/definition.md). Then protect it with
+'lifeboat protect'.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			for _, d := range disks {
+				name, path, ok := strings.Cut(d, "=")
+				if !ok {
+					if src.QMP == "" {
+						return usageError{fmt.Errorf("--disk %q: give NAME=PATH", d)}
+					}
+					name, path = d, ""
+				}
+				src.Disks = append(src.Disks, job.Disk{Name: name, Path: path})
+			}
+			if definition != "" {
+				raw, err := os.ReadFile(definition)
+				if err != nil {
+					return usageError{fmt.Errorf("reading --definition: %w", err)}
+				}
+				src.Definition = raw
+			}
+			if err := src.Validate(); err != nil {
+				return usageError{err}
+			}
+			return a.call(cmd.Context(), &r, "POST", "/v1/machines", api.AddMachineJSON{Name: args[0], Agent: agent, Source: src}, nil, func() {
+				a.printf("machine %s added; protect it with: lifeboat protect %s --policy POLICY --tier TIER\n", args[0], args[0])
+			})
+		},
+	}
+	f := add.Flags()
+	f.StringArrayVar(&disks, "disk", nil, "NAME=PATH of a disk (repeatable); with --qmp, NAME alone selects a disk")
+	f.StringVar(&src.QMP, "qmp", "", "QMP socket of the running QEMU")
+	f.StringVar(&src.GuestAgent, "guest-agent", "", "guest agent socket, to freeze filesystems")
+	f.StringVar(&agent, "agent", "", "agent whose host reads the disks")
+	f.StringVar(&definition, "definition", "", "machine definition (JSON, lifeboat.machine/v1)")
+	list := &cobra.Command{
+		Use: "list", Short: "List machines with their protection and RPO state", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var ms []api.MachineJSON
+			return a.call(cmd.Context(), &r, "GET", "/v1/machines", nil, &ms, func() {
+				a.table("NAME\tAGENT\tTIER\tPOLICY\tRPO\tLAST POINT\tNEXT RUN", func(w *tabwriter.Writer) {
+					for _, m := range ms {
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, orDash(m.Agent), orDash(m.Tier), orDash(m.Policy),
+							orDash(m.RPOState), when(m.LastPoint), when(m.NextRun))
+					}
+				})
+			})
+		},
+	}
+	remove := &cobra.Command{
+		Use: "remove NAME", Short: "Remove a machine from the server (its points stay in the vault)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.call(cmd.Context(), &r, "DELETE", "/v1/machines/"+url.PathEscape(args[0]), nil, nil, func() {
+				a.printf("machine %s removed\n", args[0])
+			})
+		},
+	}
+	cmd.AddCommand(add, list, remove)
+	return cmd
+}
+
+func (a *app) protectCommand() *cobra.Command {
+	var r remote
+	var body api.ProtectJSON
+	cmd := &cobra.Command{
+		Use:   "protect MACHINE --tier TIER [--policy POLICY]",
+		Short: "Put a machine under a backup policy and a protection tier (server)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var m api.MachineJSON
+			return a.call(cmd.Context(), &r, "POST", "/v1/machines/"+url.PathEscape(args[0])+"/protect", body, &m, func() {
+				a.printf("%s protected: tier %s, policy %s, next run %s\n", m.Name, m.Tier, orDash(m.Policy), when(m.NextRun))
+			})
+		},
+	}
+	a.addRemoteFlags(cmd, &r)
+	cmd.Flags().StringVar(&body.Policy, "policy", "", "backup policy (may be empty only with a tier asking for no protection)")
+	cmd.Flags().StringVar(&body.Tier, "tier", "", "protection tier")
+	return cmd
+}
+
+func (a *app) backupNowCommand() *cobra.Command {
+	var r remote
+	var wait bool
+	cmd := &cobra.Command{
+		Use:   "backup-now MACHINE [--wait]",
+		Short: "Queue a backup of a protected machine now (server)",
+		Long: `Queue a backup of MACHINE under its policy now and print the job's ID. With
+--wait, follow the job until it ends and exit non-zero if it failed.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			c, err := a.client(&r)
+			if err != nil {
+				return err
+			}
+			var j catalog.Job
+			if err := c.Do(ctx, "POST", "/v1/machines/"+url.PathEscape(args[0])+"/backup", nil, &j); err != nil {
+				return err
+			}
+			if !wait {
+				if a.jsonOut {
+					return a.printJSON(j)
+				}
+				a.printf("job %s queued\n", j.ID)
+				return nil
+			}
+			if !a.jsonOut {
+				a.printf("job %s queued; waiting\n", j.ID)
+			}
+			for j.State == catalog.Queued || j.State == catalog.Running {
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(time.Second):
+				}
+				if err := c.Do(ctx, "GET", "/v1/jobs/"+j.ID, nil, &j); err != nil {
+					return err
+				}
+			}
+			if a.jsonOut {
+				a.printJSON(j)
+			} else {
+				a.printf("job %s %s\n", j.ID, j.State)
+			}
+			if j.State != catalog.Succeeded {
+				return fmt.Errorf("job %s %s: %s", j.ID, j.State, j.Error)
+			}
+			return nil
+		},
+	}
+	a.addRemoteFlags(cmd, &r)
+	cmd.Flags().BoolVar(&wait, "wait", false, "follow the job until it ends")
+	return cmd
+}
+
+func (a *app) jobCommand() *cobra.Command {
+	var r remote
+	cmd := &cobra.Command{Use: "job", Short: "Jobs: backups, restores and maintenance the server runs (server)"}
+	a.addRemoteFlags(cmd, &r)
+	var machine, state string
+	list := &cobra.Command{
+		Use: "list [--machine NAME] [--state STATE]", Short: "List jobs, newest first", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			q := url.Values{}
+			if machine != "" {
+				q.Set("machine", machine)
+			}
+			if state != "" {
+				q.Set("state", state)
+			}
+			var js []catalog.Job
+			return a.call(cmd.Context(), &r, "GET", "/v1/jobs?"+q.Encode(), nil, &js, func() {
+				a.table("ID\tKIND\tMACHINE\tSTATE\tATTEMPT\tCREATED\tERROR", func(w *tabwriter.Writer) {
+					for _, j := range js {
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", j.ID[:12], j.Kind, orDash(j.Machine), j.State, j.Attempt, j.MaxAttempts, when(j.Created), j.Error)
+					}
+				})
+			})
+		},
+	}
+	list.Flags().StringVar(&machine, "machine", "", "only this machine's jobs")
+	list.Flags().StringVar(&state, "state", "", "only jobs in this state: queued, running, succeeded, failed, cancelled")
+	cancel := &cobra.Command{
+		Use: "cancel ID", Short: "Cancel a job", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var j catalog.Job
+			return a.call(cmd.Context(), &r, "POST", "/v1/jobs/"+url.PathEscape(args[0])+"/cancel", nil, &j, func() {
+				a.printf("job %s: %s%s\n", j.ID, j.State, map[bool]string{true: " (cancel requested)"}[j.Cancel && j.State == catalog.Running])
+			})
+		},
+	}
+	cmd.AddCommand(list, cancel)
+	return cmd
+}
+
+func (a *app) alertCommand() *cobra.Command {
+	var r remote
+	cmd := &cobra.Command{Use: "alert", Short: "Alerts the server raised (server)"}
+	a.addRemoteFlags(cmd, &r)
+	var all bool
+	list := &cobra.Command{
+		Use: "list [--all]", Short: "List open alerts (--all: with cleared ones)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var as []catalog.Alert
+			return a.call(cmd.Context(), &r, "GET", fmt.Sprintf("/v1/alerts?all=%t", all), nil, &as, func() {
+				a.table("OPENED\tKIND\tSUBJECT\tCLEARED\tMESSAGE", func(w *tabwriter.Writer) {
+					for _, al := range as {
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", when(al.Opened), al.Kind, al.Subject, when(al.Cleared), al.Message)
+					}
+				})
+			})
+		},
+	}
+	list.Flags().BoolVar(&all, "all", false, "include cleared alerts")
+	cmd.AddCommand(list)
+	return cmd
+}

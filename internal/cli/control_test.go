@@ -1,0 +1,134 @@
+package cli_test
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// freeAddr returns a loopback address nothing listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// The server commands through a real `lifeboat server` process: first
+// start's token, tiers, policies, machines, protection, RPO state, a
+// queued backup, and refusals with their exit codes.
+func TestServerCommands(t *testing.T) {
+	data := t.TempDir()
+	addr := freeAddr(t)
+	srv := startProc(t, "server", "--data", data, "--listen", addr, "--tick", "1s")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) || srv.exited() {
+			t.Fatalf("server did not come up: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	tokenFile := filepath.Join(data, "admin.token")
+	remote := []string{"--server", "http://" + addr, "--token-file", tokenFile}
+	cmd := func(args ...string) result {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		return inProcEnv(ctx, nil, append(args, remote...)...)
+	}
+	ok := func(args ...string) result {
+		t.Helper()
+		r := cmd(args...)
+		if r.code != 0 {
+			t.Fatalf("lifeboat %v: %s", args, r)
+		}
+		return r
+	}
+	ok("tier", "add", "gold", "--rpo", "1h", "--rto", "15m")
+	ok("tier", "add", "none", "--none")
+	img := filepath.Join(t.TempDir(), "web1.raw")
+	os.WriteFile(img, make([]byte, 1<<20), 0o600)
+	ok("policy", "add", "hourly", "--every", "1h", "--stagger", "10m", "--keep-daily", "7", "--keep-within", "2d", "--vault", filepath.Join(data, "vault"))
+	ok("machine", "add", "web1", "--disk", "root="+img)
+	ok("machine", "add", "scratch", "--disk", "root="+img)
+	r := ok("protect", "web1", "--policy", "hourly", "--tier", "gold")
+	if !strings.Contains(r.stdout, "web1 protected: tier gold, policy hourly") {
+		t.Fatalf("protect said: %s", r.stdout)
+	}
+	ok("protect", "scratch", "--tier", "none")
+
+	r = ok("machine", "list", "--json")
+	var ms []map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &ms); err != nil {
+		t.Fatalf("machine list --json: %v\n%s", err, r.stdout)
+	}
+	if len(ms) != 2 || ms[1]["name"] != "web1" || ms[1]["tier"] != "gold" || ms[1]["policy"] != "hourly" || ms[1]["rpo_state"] != "warning" || ms[0]["rpo_state"] != "unprotected" {
+		t.Fatalf("machine list: %s", r.stdout)
+	}
+	if _, has := ms[1]["last_point"]; has {
+		t.Fatalf("last_point of a machine never backed up: %s", r.stdout)
+	}
+	r = ok("machine", "list")
+	if !strings.Contains(r.stdout, "web1") || !strings.Contains(r.stdout, "RPO") {
+		t.Fatalf("machine list table:\n%s", r.stdout)
+	}
+	r = ok("backup-now", "web1")
+	if !strings.Contains(r.stdout, "queued") {
+		t.Fatalf("backup-now: %s", r.stdout)
+	}
+	r = ok("job", "list", "--json", "--machine", "web1")
+	var jobs []map[string]any
+	json.Unmarshal([]byte(r.stdout), &jobs)
+	if len(jobs) != 1 || jobs[0]["kind"] != "backup" || jobs[0]["state"] != "queued" {
+		t.Fatalf("job list: %s", r.stdout)
+	}
+	ok("job", "cancel", jobs[0]["id"].(string))
+	ok("alert", "list")
+
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"tier", "add", "bad", "--rpo", "soon"}, 2, "rpo: invalid duration"},
+		{[]string{"policy", "add", "p2", "--cron", "99 * * * *", "--vault", "local"}, 2, "cron expression"},
+		{[]string{"policy", "add", "p3", "--every", "1h", "--vault", "nowhere"}, 2, "vault \"nowhere\""},
+		{[]string{"protect", "ghost", "--policy", "hourly", "--tier", "gold"}, 8, "not found"},
+		{[]string{"machine", "add", "web2", "--disk", "root=relative.raw"}, 2, "not absolute"},
+		{[]string{"backup-now", "scratch"}, 2, "no backup policy"},
+	} {
+		r := cmd(tc.args...)
+		if r.code != tc.code || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("lifeboat %v: want exit %d and %q; %s", tc.args, tc.code, tc.want, r)
+		}
+	}
+	bad := filepath.Join(t.TempDir(), "bad.token")
+	os.WriteFile(bad, []byte("lbt_nope\n"), 0o600)
+	if r := inProcEnv(context.Background(), nil, "machine", "list", "--server", "http://"+addr, "--token-file", bad); r.code != 3 || !strings.Contains(r.stderr, "unknown or revoked token") {
+		t.Fatalf("bad token: %s", r)
+	}
+	if r := inProcEnv(context.Background(), nil, "machine", "list", "--server", "http://"+freeAddr(t), "--token-file", tokenFile); r.code != 7 {
+		t.Fatalf("no server there: %s", r)
+	}
+	if r := inProcEnv(context.Background(), nil, "machine", "list", "--server", "http://"+addr); r.code != 2 || !strings.Contains(r.stderr, "no API token") {
+		t.Fatalf("no token: %s", r)
+	}
+	srv.cmd.Process.Signal(os.Interrupt)
+	if r := srv.wait(t, 30*time.Second); r.code != 0 {
+		t.Fatalf("server did not stop cleanly on SIGINT: %s", r)
+	}
+}

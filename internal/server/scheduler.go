@@ -1,0 +1,260 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"lifeboat/internal/api"
+	"lifeboat/internal/catalog"
+	"lifeboat/internal/schedule"
+)
+
+// Alert kinds.
+const (
+	AlertRPO        = "rpo-missed"
+	AlertJobFailing = "job-failing"
+	AlertAgentDown  = "agent-down"
+)
+
+// Scheduler is the control plane's clockwork: each Tick reaps expired
+// leases, queues the backups whose slot has come, and raises or clears
+// alerts. Everything it decides comes from the catalog and the time it is
+// given, so several servers on one catalog tick safely side by side (a
+// slot is queued by whichever records it first) and tests drive it with a
+// fake clock.
+type Scheduler struct {
+	Catalog *catalog.Catalog
+	Log     *slog.Logger
+	// Webhooks receive every alert raised and cleared, as JSON POSTs.
+	Webhooks []string
+	// HTTP sends the webhooks; nil means a client with a 10 s timeout.
+	HTTP *http.Client
+	// AgentTimeout is how long an agent may go without a heartbeat before
+	// it is reported down (default 2 minutes).
+	AgentTimeout time.Duration
+	// FailuresToAlert is how many failed jobs in a row of one machine
+	// raise an alert (default 3).
+	FailuresToAlert int
+}
+
+// TickReport says what one tick did.
+type TickReport struct {
+	Queued  []string `json:"queued"` // job IDs
+	Reaped  []string `json:"reaped"`
+	Raised  []string `json:"raised"` // "kind subject"
+	Cleared []string `json:"cleared"`
+}
+
+// Event is what a webhook receives.
+type Event struct {
+	Event   string    `json:"event"` // "raised" or "cleared"
+	Kind    string    `json:"kind"`
+	Subject string    `json:"subject"`
+	Message string    `json:"message,omitempty"`
+	Time    time.Time `json:"time"`
+}
+
+func (s *Scheduler) log() *slog.Logger {
+	if s.Log != nil {
+		return s.Log
+	}
+	return slog.Default()
+}
+
+// Tick runs one round at now.
+func (s *Scheduler) Tick(ctx context.Context, now time.Time) (TickReport, error) {
+	var rep TickReport
+	reaped, err := s.Catalog.Reap(ctx, now)
+	if err != nil {
+		return rep, err
+	}
+	rep.Reaped = reaped
+	for _, id := range reaped {
+		s.log().Warn("job interrupted: its runner stopped renewing the lease; queued again if attempts remain", "job", id)
+	}
+
+	machines, err := s.Catalog.Machines(ctx)
+	if err != nil {
+		return rep, err
+	}
+	policies := map[string]catalog.Policy{}
+	ps, err := s.Catalog.Policies(ctx)
+	if err != nil {
+		return rep, err
+	}
+	for _, p := range ps {
+		policies[p.Name] = p
+	}
+	tiers := map[string]schedule.Tier{}
+	ts, err := s.Catalog.Tiers(ctx)
+	if err != nil {
+		return rep, err
+	}
+	for _, t := range ts {
+		tiers[t.Name] = t
+	}
+	newest, err := s.Catalog.NewestPoints(ctx)
+	if err != nil {
+		return rep, err
+	}
+
+	for _, m := range machines {
+		if p, ok := policies[m.Policy]; ok && !tiers[m.Tier].None {
+			last := m.LastSlot
+			if last.IsZero() {
+				last = m.Protected
+			}
+			slot, due, err := p.Schedule.Due(p.Name+"/"+m.Name, last, now)
+			if err != nil {
+				s.log().Error("policy's schedule unusable", "policy", p.Name, "err", err)
+			} else if due {
+				id, err := s.queue(ctx, m, slot, now)
+				if err != nil {
+					s.log().Error("queueing a scheduled backup failed", "machine", m.Name, "err", err)
+				} else if id != "" {
+					rep.Queued = append(rep.Queued, id)
+				}
+			}
+		}
+		if tier, ok := tiers[m.Tier]; ok {
+			st := schedule.Assess(tier, newest[m.Name], m.Protected, now)
+			msg := fmt.Sprintf("newest point of %s is %s old, beyond its RPO of %s (tier %s)", m.Name, st.Age.Round(time.Second), tier.RPO, tier.Name)
+			if newest[m.Name].IsZero() {
+				msg = fmt.Sprintf("%s has no recovery point %s after it was protected; its RPO is %s (tier %s)", m.Name, now.Sub(m.Protected).Round(time.Second), tier.RPO, tier.Name)
+			}
+			s.alert(ctx, &rep, st.State == schedule.Missed, AlertRPO, m.Name, msg, now)
+		}
+		if err := s.failing(ctx, &rep, m.Name, now); err != nil {
+			return rep, err
+		}
+	}
+
+	agents, err := s.Catalog.Agents(ctx)
+	if err != nil {
+		return rep, err
+	}
+	timeout := s.AgentTimeout
+	if timeout <= 0 {
+		timeout = 2 * time.Minute
+	}
+	for _, a := range agents {
+		quiet := now.Sub(a.Heartbeat)
+		s.alert(ctx, &rep, quiet > timeout, AlertAgentDown, a.Name,
+			fmt.Sprintf("agent %s sent no heartbeat for %s (last %s)", a.Name, quiet.Round(time.Second), a.Heartbeat.Format(time.RFC3339)), now)
+	}
+	return rep, nil
+}
+
+// queue records the slot first: only the server that moves it queues.
+func (s *Scheduler) queue(ctx context.Context, m catalog.Machine, slot, now time.Time) (string, error) {
+	moved, err := s.Catalog.SetLastSlot(ctx, m.Name, slot)
+	if err != nil || !moved {
+		return "", err
+	}
+	id, err := api.EnqueueBackup(ctx, s.Catalog, m, "scheduled", now)
+	if err != nil {
+		return "", err
+	}
+	s.log().Info("scheduled backup queued", "machine", m.Name, "policy", m.Policy, "slot", slot, "job", id)
+	return id, nil
+}
+
+// failing raises an alert when a machine's newest jobs all failed, and
+// clears it when the newest succeeded.
+func (s *Scheduler) failing(ctx context.Context, rep *TickReport, machine string, now time.Time) error {
+	n := s.FailuresToAlert
+	if n <= 0 {
+		n = 3
+	}
+	jobs, err := s.Catalog.Jobs(ctx, catalog.JobFilter{Machine: machine, Limit: n + 5})
+	if err != nil {
+		return err
+	}
+	// Failed attempts in a row, newest first: a job waiting for its retry
+	// or running a retry carries the error of its previous attempt.
+	failed, last := 0, ""
+	for _, j := range jobs {
+		spent := 0
+		switch j.State {
+		case catalog.Failed:
+			spent = j.Attempt
+		case catalog.Queued:
+			if j.Error != "" {
+				spent = j.Attempt
+			}
+		case catalog.Running:
+			if j.Error != "" {
+				spent = j.Attempt - 1
+			}
+		}
+		if spent == 0 && j.State != catalog.Queued && j.State != catalog.Running {
+			break // succeeded or cancelled: the run of failures ends here
+		}
+		failed += spent
+		if last == "" && j.Error != "" {
+			last = j.Error
+		}
+	}
+	s.alert(ctx, rep, failed >= n, AlertJobFailing, machine,
+		fmt.Sprintf("the last %d attempts to protect %s failed; the newest: %s", failed, machine, last), now)
+	return nil
+}
+
+// alert raises (when on) or clears the alert, notifying on each change.
+func (s *Scheduler) alert(ctx context.Context, rep *TickReport, on bool, kind, subject, msg string, now time.Time) {
+	if on {
+		opened, err := s.Catalog.Raise(ctx, kind, subject, msg, now)
+		if err != nil {
+			s.log().Error("raising an alert failed", "kind", kind, "subject", subject, "err", err)
+			return
+		}
+		if opened {
+			rep.Raised = append(rep.Raised, kind+" "+subject)
+			s.log().Warn("alert raised", "kind", kind, "subject", subject, "message", msg)
+			s.notify(ctx, Event{Event: "raised", Kind: kind, Subject: subject, Message: msg, Time: now})
+		}
+		return
+	}
+	cleared, err := s.Catalog.Resolve(ctx, kind, subject, now)
+	if err != nil {
+		s.log().Error("clearing an alert failed", "kind", kind, "subject", subject, "err", err)
+		return
+	}
+	if cleared {
+		rep.Cleared = append(rep.Cleared, kind+" "+subject)
+		s.log().Info("alert cleared", "kind", kind, "subject", subject)
+		s.notify(ctx, Event{Event: "cleared", Kind: kind, Subject: subject, Time: now})
+	}
+}
+
+// notify posts ev to every webhook; a webhook that fails is logged, never
+// a reason to stop ticking.
+func (s *Scheduler) notify(ctx context.Context, ev Event) {
+	body, _ := json.Marshal(ev)
+	client := s.HTTP
+	if client == nil {
+		client = &http.Client{Timeout: 10 * time.Second}
+	}
+	for _, url := range s.Webhooks {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+		if err != nil {
+			s.log().Error("webhook URL unusable", "url", url, "err", err)
+			continue
+		}
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := client.Do(req)
+		if err != nil {
+			s.log().Error("webhook failed", "url", url, "err", err)
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode >= 300 {
+			s.log().Error("webhook refused the alert", "url", url, "status", resp.Status)
+		}
+	}
+}

@@ -1,0 +1,216 @@
+// Package server wires the control plane together: the catalog, the API
+// on an HTTP listener, and the scheduler's clockwork. It holds no
+// protection logic of its own (DESIGN.md, Layers): the API decides what a
+// request means, the scheduler package what is due, the job specs what a
+// backup is.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"lifeboat/internal/api"
+	"lifeboat/internal/catalog"
+	"lifeboat/internal/clock"
+)
+
+// Config is how a server runs. Zero values are the zero-configuration
+// defaults.
+type Config struct {
+	// DataDir holds the catalog (unless DB names PostgreSQL) and the
+	// first admin token. Default /var/lib/lifeboat.
+	DataDir string
+	// DB is a PostgreSQL URL, or a SQLite path; default DataDir/catalog.db.
+	DB string
+	// Listen is the API's address; default 127.0.0.1:8080.
+	Listen string
+	// InsecureListen allows plain HTTP on an address that is not loopback.
+	InsecureListen bool
+	// TLSCert and TLSKey serve HTTPS.
+	TLSCert, TLSKey string
+	// Webhooks receive alerts.
+	Webhooks []string
+	// Tick is how often the scheduler runs; default 10 s.
+	Tick  time.Duration
+	Clock clock.Clock
+	Log   *slog.Logger
+	// Out receives what the operator must read once: the first admin
+	// token and the address served.
+	Out io.Writer
+	// Ready, when set, is called with the address actually served
+	// (useful with port 0).
+	Ready func(addr string)
+}
+
+// ErrConfig is wrapped by errors in the server's configuration (the
+// command maps it to a usage error).
+var ErrConfig = errors.New("invalid server configuration")
+
+// AdminTokenFile is where the first start writes the admin token.
+const AdminTokenFile = "admin.token"
+
+func (c *Config) defaults() {
+	if c.DataDir == "" {
+		c.DataDir = "/var/lib/lifeboat"
+	}
+	if c.DB == "" {
+		c.DB = filepath.Join(c.DataDir, "catalog.db")
+	}
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8080"
+	}
+	if c.Tick <= 0 {
+		c.Tick = 10 * time.Second
+	}
+	if c.Clock == nil {
+		c.Clock = clock.Real{}
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+	if c.Out == nil {
+		c.Out = io.Discard
+	}
+}
+
+// checkListen refuses plain HTTP beyond loopback unless asked for: tokens
+// would cross the network in clear.
+func checkListen(addr string, tlsOn, insecure bool) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%w: --listen %q: %v", ErrConfig, addr, err)
+	}
+	if tlsOn || insecure {
+		return nil
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("%w: --listen %s is not a loopback address: serve TLS (--tls-cert, --tls-key) or say --insecure-listen; tokens would cross the network in clear", ErrConfig, addr)
+}
+
+// Run serves until ctx is cancelled.
+func Run(ctx context.Context, cfg Config) error {
+	cfg.defaults()
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		return fmt.Errorf("%w: give both --tls-cert and --tls-key, or neither", ErrConfig)
+	}
+	if err := checkListen(cfg.Listen, cfg.TLSCert != "", cfg.InsecureListen); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("creating the data directory: %w", err)
+	}
+	cat, err := catalog.Open(ctx, cfg.DB)
+	if err != nil {
+		return err
+	}
+	defer cat.Close()
+	if err := firstAdmin(ctx, cat, cfg); err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
+	}
+	scheme := "http"
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("loading the TLS certificate: %w", err)
+		}
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		scheme = "https"
+	}
+	apiSrv := &api.Server{Catalog: cat, Clock: cfg.Clock, Log: cfg.Log}
+	httpSrv := &http.Server{Handler: apiSrv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- httpSrv.Serve(ln) }()
+	addr := ln.Addr().String()
+	fmt.Fprintf(cfg.Out, "lifeboat server: API on %s://%s (catalog: %s)\n", scheme, addr, cat.Engine())
+	cfg.Log.Info("lifeboat server started", "addr", addr, "catalog", cat.Engine(), "data", cfg.DataDir)
+	if cfg.Ready != nil {
+		cfg.Ready(addr)
+	}
+
+	sched := &Scheduler{Catalog: cat, Log: cfg.Log, Webhooks: cfg.Webhooks}
+	ticker := time.NewTicker(cfg.Tick)
+	defer ticker.Stop()
+	tick := func() {
+		if _, err := sched.Tick(ctx, cfg.Clock.Now()); err != nil && ctx.Err() == nil {
+			cfg.Log.Error("scheduler tick failed", "err", err)
+		}
+	}
+	tick() // a slot missed while the server was down runs now, once
+	for {
+		select {
+		case <-ctx.Done():
+			shut, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			httpSrv.Shutdown(shut)
+			return nil
+		case err := <-served:
+			return fmt.Errorf("API server stopped: %w", err)
+		case <-ticker.C:
+			tick()
+		}
+	}
+}
+
+// firstAdmin makes the admin token on a catalog that has none, writes it
+// to DataDir/admin.token (0600) and shows it once.
+func firstAdmin(ctx context.Context, cat *catalog.Catalog, cfg Config) error {
+	tokens, err := cat.Tokens(ctx)
+	if err != nil {
+		return err
+	}
+	for _, t := range tokens {
+		if t.Role == catalog.RoleAdmin && t.Revoked.IsZero() {
+			return nil
+		}
+	}
+	secret, err := api.NewSecret()
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(cfg.DataDir, AdminTokenFile)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("writing the first admin token: %w (remove it if it is left from an older catalog)", err)
+	}
+	if _, err := fmt.Fprintln(f, secret); err != nil {
+		f.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	name := "admin"
+	for taken := 1; ; taken++ {
+		_, err = cat.AddToken(ctx, name, catalog.RoleAdmin, api.HashToken(secret), cfg.Clock.Now())
+		if !errors.Is(err, catalog.ErrExists) {
+			break
+		}
+		name = fmt.Sprintf("admin-%d", taken)
+	}
+	if err != nil {
+		os.Remove(path)
+		return err
+	}
+	fmt.Fprintf(cfg.Out, "lifeboat server: first start: admin token %q written to %s (shown once):\n  %s\n", name, path, secret)
+	return nil
+}

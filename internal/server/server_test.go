@@ -1,0 +1,298 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"lifeboat/internal/catalog"
+	"lifeboat/internal/clock"
+	"lifeboat/internal/policy"
+	"lifeboat/internal/schedule"
+)
+
+var t0 = time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+
+// webhook is a real HTTP endpoint on loopback that records what it gets.
+type webhook struct {
+	mu     sync.Mutex
+	events []Event
+}
+
+func (w *webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	var ev Event
+	json.NewDecoder(r.Body).Decode(&ev)
+	w.mu.Lock()
+	w.events = append(w.events, ev)
+	w.mu.Unlock()
+}
+
+func (w *webhook) got(event, kind, subject string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, e := range w.events {
+		if e.Event == event && e.Kind == kind && e.Subject == subject {
+			return true
+		}
+	}
+	return false
+}
+
+// An hour of fake time: three machines on a one-minute policy, staggered;
+// an agent (driven by the test through the catalog, as the API's agent
+// routes do) runs each queued backup. Then one machine's disk fails: its
+// jobs fail and retry, the RPO and failure alerts fire and reach the
+// webhook; the disk comes back and the alerts clear.
+func TestSchedulerHour(t *testing.T) {
+	ctx := context.Background()
+	cat, err := catalog.Open(ctx, filepath.Join(t.TempDir(), "catalog.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cat.Close()
+	hook := &webhook{}
+	hs := httptest.NewServer(hook)
+	defer hs.Close()
+	sched := &Scheduler{Catalog: cat, Webhooks: []string{hs.URL}, AgentTimeout: 5 * time.Minute}
+
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(cat.PutTier(ctx, schedule.Tier{Name: "gold", RPO: 5 * time.Minute}, t0))
+	must(cat.PutVault(ctx, catalog.Vault{Name: "local", URL: "/srv/vault"}, t0))
+	must(cat.PutPolicy(ctx, catalog.Policy{Name: "minutely", Schedule: schedule.Spec{Every: time.Minute, Stagger: 40 * time.Second},
+		Keep: policy.Retention{KeepLast: 10}, Consistency: "crash", Vault: "local"}, t0))
+	machines := []string{"web1", "web2", "db1"}
+	for _, m := range machines {
+		spec := fmt.Sprintf(`{"disks":[{"name":"root","path":"/img/%s.raw"}]}`, m)
+		must(cat.AddMachine(ctx, catalog.Machine{Name: m, Agent: "hv1", Spec: json.RawMessage(spec)}, t0))
+		must(cat.Protect(ctx, m, "minutely", "gold", t0))
+	}
+
+	broken := map[string]bool{}
+	runs := map[string][]time.Time{}
+	fc := clock.NewFake(t0)
+	// agent runs every claimable job at now, as an agent would.
+	agent := func(now time.Time) {
+		must(cat.Heartbeat(ctx, "hv1", nil, now))
+		for {
+			j, err := cat.Claim(ctx, "hv1", "hv1", catalog.Limits{}, time.Minute, now)
+			must(err)
+			if j == nil {
+				return
+			}
+			if broken[j.Machine] {
+				must(cat.Finish(ctx, j.ID, "hv1", nil, errors.New("reading disk root: input/output error"), now))
+				continue
+			}
+			runs[j.Machine] = append(runs[j.Machine], now)
+			must(cat.RecordPoint(ctx, catalog.Point{Vault: "local", ID: j.ID, Machine: j.Machine, Time: now, Consistency: "crash"}))
+			must(cat.Finish(ctx, j.ID, "hv1", nil, nil, now))
+		}
+	}
+	tick := func() TickReport {
+		rep, err := sched.Tick(ctx, fc.Now())
+		must(err)
+		agent(fc.Now())
+		return rep
+	}
+	var raised []string
+	for fc.Now().Before(t0.Add(time.Hour)) {
+		rep := tick()
+		raised = append(raised, rep.Raised...)
+		fc.Advance(10 * time.Second)
+	}
+	if len(raised) != 0 {
+		t.Fatalf("alerts raised in a healthy hour: %v", raised)
+	}
+	for _, m := range machines {
+		if n := len(runs[m]); n < 58 || n > 60 {
+			t.Fatalf("%s backed up %d times in an hour of one-minute slots", m, n)
+		}
+		// Each run starts inside the stagger window after its minute.
+		for _, r := range runs[m] {
+			if off := r.Sub(r.Truncate(time.Minute)); off >= 50*time.Second {
+				t.Fatalf("%s ran %v after its slot, beyond the 40 s window and a tick", m, off)
+			}
+		}
+	}
+	ms, _ := cat.Machines(ctx)
+	newest, _ := cat.NewestPoints(ctx)
+	for _, m := range ms {
+		if st := schedule.Assess(schedule.Tier{Name: "gold", RPO: 5 * time.Minute}, newest[m.Name], m.Protected, fc.Now()); st.State != schedule.Green {
+			t.Fatalf("%s is %s after a healthy hour", m.Name, st.State)
+		}
+	}
+
+	// db1's disk dies: attempts fail, retry with backoff, alerts fire.
+	broken["db1"] = true
+	for i := 0; i < 90 && !(hook.got("raised", AlertRPO, "db1") && hook.got("raised", AlertJobFailing, "db1")); i++ {
+		tick()
+		fc.Advance(10 * time.Second)
+	}
+	if !hook.got("raised", AlertRPO, "db1") || !hook.got("raised", AlertJobFailing, "db1") {
+		t.Fatalf("alerts not delivered for db1 within 15 minutes: %+v", hook.events)
+	}
+	if hook.got("raised", AlertRPO, "web1") {
+		t.Fatal("healthy web1 alerted")
+	}
+	jobs, _ := cat.Jobs(ctx, catalog.JobFilter{Machine: "db1", Limit: 5})
+	if jobs[0].Error == "" || jobs[0].Attempt == 0 {
+		t.Fatalf("db1's newest job shows no failed attempt: %+v", jobs[0])
+	}
+	open, _ := cat.Alerts(ctx, false, 0)
+	if len(open) != 2 {
+		t.Fatalf("open alerts %+v", open)
+	}
+
+	// The disk comes back: the next backup succeeds and both alerts clear.
+	broken["db1"] = false
+	for i := 0; i < 90 && !(hook.got("cleared", AlertRPO, "db1") && hook.got("cleared", AlertJobFailing, "db1")); i++ {
+		tick()
+		fc.Advance(10 * time.Second)
+	}
+	if !hook.got("cleared", AlertRPO, "db1") || !hook.got("cleared", AlertJobFailing, "db1") {
+		t.Fatalf("alerts not cleared: %+v", hook.events)
+	}
+
+	// The agent goes quiet: it is reported down, and back when it returns.
+	for i := 0; i < 40 && !hook.got("raised", AlertAgentDown, "hv1"); i++ {
+		_, err := sched.Tick(ctx, fc.Now())
+		must(err)
+		fc.Advance(10 * time.Second)
+	}
+	if !hook.got("raised", AlertAgentDown, "hv1") {
+		t.Fatal("silent agent not reported")
+	}
+	tick()
+	tick()
+	if !hook.got("cleared", AlertAgentDown, "hv1") {
+		t.Fatal("returning agent's alert not cleared")
+	}
+}
+
+// Slots missed while no server ran are made up once, not once each.
+func TestSchedulerMissedSlotsRunOnce(t *testing.T) {
+	ctx := context.Background()
+	cat, err := catalog.Open(ctx, filepath.Join(t.TempDir(), "catalog.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cat.Close()
+	cat.PutTier(ctx, schedule.Tier{Name: "gold", RPO: time.Hour}, t0)
+	cat.PutVault(ctx, catalog.Vault{Name: "local", URL: "/v"}, t0)
+	cat.PutPolicy(ctx, catalog.Policy{Name: "hourly", Schedule: schedule.Spec{Every: time.Hour}, Consistency: "crash", Vault: "local"}, t0)
+	cat.AddMachine(ctx, catalog.Machine{Name: "web1", Spec: json.RawMessage(`{"disks":[{"name":"root","path":"/r.raw"}]}`)}, t0)
+	if err := cat.Protect(ctx, "web1", "hourly", "gold", t0); err != nil {
+		t.Fatal(err)
+	}
+	// Two servers tick the same moment after five hours down.
+	a, b := &Scheduler{Catalog: cat}, &Scheduler{Catalog: cat}
+	now := t0.Add(5*time.Hour + 30*time.Minute)
+	ra, err := a.Tick(ctx, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, err := b.Tick(ctx, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ra.Queued)+len(rb.Queued) != 1 {
+		t.Fatalf("queued %v and %v; want one backup in all", ra.Queued, rb.Queued)
+	}
+	if r, _ := a.Tick(ctx, now.Add(20*time.Minute)); len(r.Queued) != 0 {
+		t.Fatalf("queued again before the next slot: %v", r.Queued)
+	}
+	if r, _ := a.Tick(ctx, t0.Add(6*time.Hour)); len(r.Queued) != 1 {
+		t.Fatalf("next slot not queued: %v", r.Queued)
+	}
+}
+
+func TestRunFirstStartAndListen(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	var out strings.Builder
+	addrc := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Config{DataDir: dir, Listen: "127.0.0.1:0", Out: &out, Ready: func(a string) { addrc <- a }, Tick: time.Hour})
+	}()
+	var addr string
+	select {
+	case addr = <-addrc:
+	case err := <-done:
+		t.Fatalf("server stopped: %v", err)
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, AdminTokenFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := os.Stat(filepath.Join(dir, AdminTokenFile))
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("admin token file mode %v", fi.Mode().Perm())
+	}
+	token := strings.TrimSpace(string(raw))
+	if !strings.Contains(out.String(), token) {
+		t.Fatalf("first start did not show the token: %q", out.String())
+	}
+	get := func(tok string) int {
+		req, _ := http.NewRequest("GET", "http://"+addr+"/v1/machines", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get(token); code != 200 {
+		t.Fatalf("admin token refused: %d", code)
+	}
+	if code := get("lbt_nope"); code != 401 {
+		t.Fatalf("bad token: %d", code)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	// A second start keeps the catalog and makes no new token.
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	out.Reset()
+	go func() {
+		done <- Run(ctx2, Config{DataDir: dir, Listen: "127.0.0.1:0", Out: &out, Ready: func(a string) { addrc <- a }, Tick: time.Hour})
+	}()
+	addr = <-addrc
+	if strings.Contains(out.String(), "first start") {
+		t.Fatalf("second start made a token: %q", out.String())
+	}
+	if code := get(token); code != 200 {
+		t.Fatalf("token lost across restarts: %d", code)
+	}
+	cancel2()
+	<-done
+
+	for _, tc := range []Config{
+		{DataDir: dir, Listen: "0.0.0.0:0"},
+		{DataDir: dir, Listen: "192.0.2.1:8080"},
+		{DataDir: dir, Listen: "127.0.0.1:0", TLSCert: "/x.pem"},
+	} {
+		if err := Run(context.Background(), tc); err == nil {
+			t.Fatalf("%+v accepted", tc)
+		}
+	}
+}
