@@ -12,11 +12,11 @@ import (
 	"github.com/spf13/cobra"
 
 	"lifeboat/internal/backup"
+	"lifeboat/internal/container"
 	"lifeboat/internal/live"
 	"lifeboat/internal/nbd"
 	"lifeboat/internal/quiesce"
 	"lifeboat/internal/recovery"
-	"lifeboat/internal/source"
 	"lifeboat/internal/vault"
 )
 
@@ -37,10 +37,13 @@ func (a *app) backupCommand() *cobra.Command {
 		Short: "Back up every disk of a machine as one recovery point",
 		Long: `Back up the given disks of a machine into one recovery point and print its ID.
 
-Each --disk is a raw image file, a block device or an NBD export
+Each --disk is an image file, a block device or an NBD export
 (nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH), optionally named as
 NAME=PATH. Without a name, disks take the names of the --definition's disks in
-order, or the file's base name. The first point of a machine stores everything;
+order, or the file's base name. A qcow2, vmdk, vhdx, vdi or qed image is read
+as its guest sees it, backing chain included, through qemu-nbd; an image a
+running QEMU holds open gets a warning (back up running machines with --qmp).
+The first point of a machine stores everything;
 later ones store only the chunks the vault does not already hold, and chunks
 shared with other disks and machines are stored once.
 
@@ -317,7 +320,7 @@ func (c *capture) close() {
 
 // renamed shows a snapshot clone under its original path.
 type renamed struct {
-	*source.File
+	*container.Disk
 	name string
 }
 
@@ -347,12 +350,15 @@ func (a *app) captureLocal(ctx context.Context, bf backupFlags, cons recovery.Co
 				c.disks = append(c.disks, backup.Disk{Name: names[i], Source: d})
 				continue
 			}
-			src, err := source.OpenFile(p)
+			src, err := container.Open(ctx, p)
 			if err != nil {
 				return err
 			}
 			c.closers = append(c.closers, src.Close)
-			c.disks = append(c.disks, backup.Disk{Name: names[i], Source: src})
+			c.disks = append(c.disks, backup.Disk{Name: names[i], Source: src, Format: src.Info.Format, Backing: src.Info.Backing})
+			if w := src.InUseWarning(); w != "" {
+				c.notes = append(c.notes, fmt.Sprintf("disk %s: %s", names[i], w))
+			}
 		}
 		return nil
 	}
@@ -453,12 +459,12 @@ func (a *app) captureLocal(ctx context.Context, bf backupFlags, cons recovery.Co
 		return nil, err
 	}
 	for i, cl := range clones {
-		src, err := source.OpenFile(cl)
+		src, err := container.Open(ctx, cl)
 		if err != nil {
 			return nil, err
 		}
 		c.closers = append(c.closers, src.Close)
-		c.disks = append(c.disks, backup.Disk{Name: names[i], Source: renamed{src, paths[i]}})
+		c.disks = append(c.disks, backup.Disk{Name: names[i], Source: renamed{src, paths[i]}, Format: src.Info.Format, Backing: src.Info.Backing})
 	}
 	return c, nil
 }
