@@ -1,9 +1,12 @@
 package cli_test
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -225,5 +228,80 @@ func TestCLIBackupWarnsOfImageInUse(t *testing.T) {
 	r = mustRun(t, "--vault", vaultDir, "--json", "backup", "--machine", "vm", "--disk", "root="+overlay)
 	if strings.Contains(r.stderr, "held open") || len(parsePoint(t, r).Notes) != 0 {
 		t.Errorf("backup of an image nothing holds warned:\n%s", r.stderr)
+	}
+}
+
+var (
+	counterLine     = regexp.MustCompile(`^LB counter (\d+)$`)
+	readcounterLine = regexp.MustCompile(`^LB readcounter (\d+)$`)
+)
+
+// bootCounter boots the disk with the readcounter workload and returns
+// the counter the guest finds on it.
+func bootCounter(t *testing.T, ctx context.Context, disk vmtest.Disk) int {
+	t.Helper()
+	vm := vmtest.Start(t, vmtest.Config{Disks: []vmtest.Disk{disk}, Workload: "readcounter"})
+	m, err := vm.WaitLine(ctx, readcounterLine)
+	if err != nil {
+		t.Fatalf("booting %s (%s): %v", disk.Path, disk.Format, err)
+	}
+	n, _ := strconv.Atoi(m[1])
+	if err := vm.Wait(ctx); err != nil {
+		t.Fatalf("readcounter VM on %s did not power off cleanly: %v", disk.Path, err)
+	}
+	return n
+}
+
+// TestCLIQcow2RestoredMachineBoots runs a TCG guest counting on an ext4
+// qcow2 overlay over a base image, backs the stopped machine's disk up by
+// path, and boots the disk of the restored -dr definition — as qcow2 (the
+// default) and as raw — which holds the counter of the point.
+func TestCLIQcow2RestoredMachineBoots(t *testing.T) {
+	vmtest.Assets(t)
+	vmtest.RequireBinary(t, "qemu-nbd")
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	vmtest.NewExt4Disk(t, filepath.Join(dir, "base.qcow2"), "qcow2", 64)
+	overlay := filepath.Join(dir, "root.qcow2")
+	vmtest.NewQcow2(t, overlay, "", "base.qcow2")
+	src := vmtest.Disk{Path: overlay, Format: "qcow2"}
+	vm := vmtest.Start(t, vmtest.Config{Disks: []vmtest.Disk{src}, Workload: "counter"})
+	for {
+		m, err := vm.WaitLine(ctx, counterLine)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, _ := strconv.Atoi(m[1]); n >= 3 {
+			break
+		}
+	}
+	vm.Kill()
+	vm.Wait(ctx)
+	want := bootCounter(t, ctx, src) // the stopped machine's disk holds this
+
+	vaultDir := filepath.Join(dir, "vault")
+	initVault(t, vaultDir, 0)
+	id := parsePoint(t, mustRun(t, "--vault", vaultDir, "--json", "backup", "--machine", "vm", "--disk", "root="+overlay)).ID
+	for _, format := range []string{"qcow2", "raw"} {
+		out := filepath.Join(dir, "out-"+format)
+		args := []string{"--vault", vaultDir, "restore", "--machine", "vm", id, "--to", out}
+		if format == "raw" {
+			args = append(args, "--format", "raw")
+		}
+		mustRun(t, args...)
+		var def struct {
+			Name  string                                `json:"name"`
+			Disks []struct{ Name, File, Format string } `json:"disks"`
+		}
+		decode(t, string(fileBytes(t, filepath.Join(out, "vm-dr.json"))), &def)
+		if def.Name != "vm-dr" || len(def.Disks) != 1 || def.Disks[0].Format != format || imageFormat(t, def.Disks[0].File) != format {
+			t.Fatalf("restored definition %+v: want one %s disk", def, format)
+		}
+		restored := vmtest.Disk{Path: def.Disks[0].File, Format: def.Disks[0].Format}
+		sameDisk(t, overlay, "qcow2", restored.Path, restored.Format)
+		if got := bootCounter(t, ctx, restored); got != want {
+			t.Fatalf("the %s disk of the restored definition boots with counter %d, the point's disk had %d", format, got, want)
+		}
 	}
 }
