@@ -6,6 +6,7 @@ import (
 
 	"lifeboat/internal/blob"
 	"lifeboat/internal/chunk"
+	"lifeboat/internal/container"
 	"lifeboat/internal/crypto"
 	"lifeboat/internal/live"
 	"lifeboat/internal/recovery"
@@ -41,7 +42,7 @@ func ExitCode(err error) int {
 	switch {
 	case err == nil:
 		return ExitOK
-	case errors.As(err, &u), errors.Is(err, restore.ErrFormat):
+	case errors.As(err, &u), errors.Is(err, restore.ErrFormat), errors.Is(err, container.ErrUnconfirmed):
 		return ExitUsage
 	case errors.Is(err, context.Canceled):
 		return ExitInterrupted

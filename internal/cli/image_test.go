@@ -180,9 +180,16 @@ func TestCLIQcow2InPlace(t *testing.T) {
 	if out.Stats.WrittenBytes != 0 {
 		t.Fatalf("reverting an image equal to the point wrote %d bytes", out.Stats.WrittenBytes)
 	}
-	// In place keeps the image's format: asking for another is refused.
+	// --format raw takes the qcow2 file for a raw disk: its size is not
+	// the disk's, so nothing is written.
 	r = run(t, "--vault", vaultDir, "restore", "--machine", "vm", id, "--in-place", "--format", "raw")
-	expect(t, "in place --format raw onto a qcow2", r, cli.ExitUsage, "is a qcow2 image, not raw")
+	expect(t, "in place --format raw onto a qcow2", r, cli.ExitNotFound, "size differs")
+	sameDisk(t, orig, "qcow2", overlay, "qcow2")
+	// A container format must be what the target is.
+	raw := filepath.Join(dir, "root.raw")
+	mustRun(t, "--vault", vaultDir, "restore", "--machine", "vm", id, "--disk", "root", "--to-file", raw)
+	r = run(t, "--vault", vaultDir, "restore", "--machine", "vm", id, "--disk", "root", "--to-file", raw, "--in-place", "--format", "qcow2")
+	expect(t, "in place --format qcow2 onto a raw image", r, cli.ExitUsage, "is a raw image, not qcow2")
 }
 
 // TestCLIBackupWarnsOfImageInUse backs up a qcow2 image that a running

@@ -42,10 +42,14 @@ type Info struct {
 	VirtualSize int64
 	// Backing lists the backing chain below the image, nearest first.
 	Backing []string
+	// Files are all the other files reading the image reads: its backing
+	// chain, external data files, vmdk extents.
+	Files []string
 }
 
 // magics are the signatures QEMU probes formats by (block/*.c *_probe),
-// at their offsets. Anything else is raw.
+// at their offsets. Anything else is raw — LUKS too: a LUKS volume on a
+// disk is the guest's (or the host's) data, which lifeboat stores as is.
 var magics = []struct {
 	off    int
 	magic  string
@@ -58,7 +62,6 @@ var magics = []struct {
 	{0, "# Disk DescriptorFile", "vmdk"},
 	{0, "vhdxfile", "vhdx"},
 	{0, "conectix", "vpc"},
-	{0, "LUKS\xba\xbe", "luks"},
 	{0, "WithoutFreeSpace", "parallels"},
 	{0, "WithouFreSpacExt", "parallels"},
 	{0, "Bochs Virtual HD Image", "bochs"},
@@ -75,26 +78,24 @@ func Sniff(r io.ReaderAt) (string, error) {
 	head = head[:n]
 	for _, m := range magics {
 		if len(head) >= m.off+len(m.magic) && string(head[m.off:m.off+len(m.magic)]) == m.magic {
+			if m.format == QCOW2 && len(head) >= 8 && head[7] == 1 && string(head[4:7]) == "\x00\x00\x00" {
+				return "qcow", nil // version 1
+			}
 			return m.format, nil
 		}
 	}
 	return Raw, nil
 }
 
-// Probe says what the image file or block device at path holds. A raw
-// image is recognised without QEMU; anything else is described by
-// `qemu-img info --backing-chain`, which must then be installed.
-func Probe(ctx context.Context, path string) (Info, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return Info{}, fmt.Errorf("opening disk %s: %w", path, err)
-	}
-	defer f.Close()
-	format, err := Sniff(f)
-	if err != nil {
-		return Info{}, fmt.Errorf("disk %s: %w", path, err)
-	}
+// Probe describes the image at path, of the given format, with
+// `qemu-img info --backing-chain` (raw images without QEMU).
+func Probe(ctx context.Context, path, format string) (Info, error) {
 	if format == Raw {
+		f, err := os.Open(path)
+		if err != nil {
+			return Info{}, fmt.Errorf("opening disk %s: %w", path, err)
+		}
+		defer f.Close()
 		size, err := f.Seek(0, io.SeekEnd)
 		if err != nil {
 			return Info{}, fmt.Errorf("disk %s: size: %w", path, err)
@@ -104,24 +105,51 @@ func Probe(ctx context.Context, path string) (Info, error) {
 	return qemuInfo(ctx, path, format)
 }
 
-// imgInfo is one image of `qemu-img info --output=json --backing-chain`.
-type imgInfo struct {
-	Filename    string `json:"filename"`
-	Format      string `json:"format"`
-	VirtualSize int64  `json:"virtual-size"`
-	Encrypted   bool   `json:"encrypted"`
+// SniffFile says which container format the file or block device at
+// path starts with, or Raw, and whether it is a regular file.
+func SniffFile(path string) (format string, regular bool, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", false, fmt.Errorf("opening disk %s: %w", path, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return "", false, fmt.Errorf("disk %s: %w", path, err)
+	}
+	format, err = Sniff(f)
+	if err != nil {
+		return "", false, fmt.Errorf("disk %s: %w", path, err)
+	}
+	return format, st.Mode().IsRegular(), nil
 }
 
-func qemuInfo(ctx context.Context, path, sniffed string) (Info, error) {
+// imgInfo is one image of `qemu-img info --output=json --backing-chain`.
+type imgInfo struct {
+	Filename       string `json:"filename"`
+	Format         string `json:"format"`
+	VirtualSize    int64  `json:"virtual-size"`
+	Encrypted      bool   `json:"encrypted"`
+	FormatSpecific struct {
+		Data struct {
+			DataFile string `json:"data-file"`
+			Extents  []struct {
+				Filename string `json:"filename"`
+			} `json:"extents"`
+		} `json:"data"`
+	} `json:"format-specific"`
+}
+
+func qemuInfo(ctx context.Context, path, format string) (Info, error) {
 	// -U (force share): describing an image must work while a running
-	// QEMU holds its locks.
-	cmd := exec.CommandContext(ctx, "qemu-img", "info", "-U", "--output=json", "--backing-chain", path)
+	// QEMU holds its locks. -f: never let QEMU guess.
+	cmd := exec.CommandContext(ctx, "qemu-img", "info", "-U", "--output=json", "--backing-chain", "-f", format, path)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
 		if errors.Is(err, exec.ErrNotFound) {
-			return Info{}, fmt.Errorf("disk %s is a %s image, which lifeboat reads through QEMU: install qemu-img and qemu-nbd (qemu-utils): %w", path, sniffed, err)
+			return Info{}, fmt.Errorf("disk %s is a %s image, which lifeboat reads through QEMU: install qemu-img and qemu-nbd (qemu-utils): %w", path, format, err)
 		}
 		return Info{}, fmt.Errorf("disk %s: qemu-img info: %w: %s", path, err, strings.TrimSpace(stderr.String()))
 	}
@@ -136,10 +164,16 @@ func qemuInfo(ctx context.Context, path, sniffed string) (Info, error) {
 		}
 		if i > 0 {
 			in.Backing = append(in.Backing, c.Filename)
+			in.Files = append(in.Files, c.Filename)
 		}
-	}
-	if sniffed == "luks" {
-		return Info{}, fmt.Errorf("disk %s: LUKS: %w (lifeboat cannot read it without the key)", path, ErrEncrypted)
+		if f := c.FormatSpecific.Data.DataFile; f != "" {
+			in.Files = append(in.Files, f)
+		}
+		for _, e := range c.FormatSpecific.Data.Extents {
+			if e.Filename != c.Filename {
+				in.Files = append(in.Files, e.Filename)
+			}
+		}
 	}
 	return in, nil
 }

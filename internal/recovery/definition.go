@@ -107,6 +107,20 @@ func ParseDefinition(raw []byte) (*Definition, error) {
 	return &d, nil
 }
 
+// DiskFormat is the format the definition gives disk name, "" when it
+// gives none (or d is nil).
+func (d *Definition) DiskFormat(name string) string {
+	if d == nil {
+		return ""
+	}
+	for _, disk := range d.Disks {
+		if disk.Name == name {
+			return disk.Format
+		}
+	}
+	return ""
+}
+
 // DefaultDefinition is recorded when a backup is given none: the disks and
 // nothing invented. formats are the disks' image formats: qcow2 is
 // recorded as such, anything else (or unknown) as raw.

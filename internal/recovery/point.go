@@ -114,12 +114,8 @@ func (p *Point) Size() int64 {
 // one its definition gives the disk, else qcow2 if it was read from a
 // qcow2 image, else raw.
 func (p *Point) DiskFormat(name string) string {
-	if def, err := ParseDefinition(p.Definition); err == nil {
-		for _, d := range def.Disks {
-			if d.Name == name && d.Format != "" {
-				return d.Format
-			}
-		}
+	if def, err := ParseDefinition(p.Definition); err == nil && def.DiskFormat(name) != "" {
+		return def.DiskFormat(name)
 	}
 	if d, ok := p.Disk(name); ok && d.Format == "qcow2" {
 		return "qcow2"

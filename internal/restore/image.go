@@ -1,10 +1,12 @@
 package restore
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"lifeboat/internal/container"
 	"lifeboat/internal/nbd"
@@ -13,6 +15,35 @@ import (
 // ErrFormat means an image format was asked for that lifeboat does not
 // write, or that contradicts the target's name or its existing format.
 var ErrFormat = errors.New("bad image format")
+
+// inPlaceFormat decides the format an in-place target is written in: the
+// one asked for, else the one the point recorded for the disk, else as a
+// backup would read it (container.Choose). A container format must be
+// what the target's header says; raw is written as raw whatever it says.
+func inPlaceFormat(ctx context.Context, tg Target) (container.Info, error) {
+	sniffed, _, err := container.SniffFile(tg.Path)
+	if err != nil {
+		return container.Info{}, err
+	}
+	want, confirmed := cmp.Or(tg.Format, tg.Disk.Format), true
+	if want == "" {
+		if want, confirmed, _, err = container.Choose(tg.Path, ""); err != nil {
+			return container.Info{}, err
+		}
+	}
+	if want != container.Raw && want != sniffed {
+		return container.Info{}, fmt.Errorf("%s is a %s image, not %s: %w", tg.Path, sniffed, want, ErrFormat)
+	}
+	info, err := container.Probe(ctx, tg.Path, want)
+	if err != nil {
+		return container.Info{}, err
+	}
+	if !confirmed && len(info.Files) > 0 {
+		return container.Info{}, fmt.Errorf("%s has a %s header and reads other files (%s), but nothing says it is a %s image: give --format %s: %w",
+			tg.Path, want, strings.Join(info.Files, ", "), want, want, container.ErrUnconfirmed)
+	}
+	return info, nil
+}
 
 // served is an image (qcow2, ...) written through qemu-nbd.
 type served struct {

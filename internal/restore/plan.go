@@ -30,7 +30,10 @@ func Plan(p *recovery.Point, req Request) ([]Target, error) {
 	switch req.Format {
 	case "", container.Raw, container.QCOW2:
 	default:
-		return nil, fmt.Errorf("format %q: lifeboat writes raw or qcow2: %w", req.Format, ErrFormat)
+		// In place, the image's own format (checked against its header).
+		if !req.InPlace {
+			return nil, fmt.Errorf("format %q: lifeboat writes raw or qcow2: %w", req.Format, ErrFormat)
+		}
 	}
 	var targets []Target
 	for _, d := range p.Disks {

@@ -224,12 +224,9 @@ func open(ctx context.Context, v *vault.Vault, tg Target) (*target, error) {
 		return t, nil
 	}
 	if tg.InPlace {
-		info, err := container.Probe(ctx, tg.Path)
+		info, err := inPlaceFormat(ctx, tg)
 		if err != nil {
 			return nil, fmt.Errorf("restoring disk %s in place: %w", tg.Disk.Name, err)
-		}
-		if tg.Format != "" && tg.Format != info.Format {
-			return nil, fmt.Errorf("restoring disk %s in place: %s is a %s image, not %s: %w", tg.Disk.Name, tg.Path, info.Format, tg.Format, ErrFormat)
 		}
 		if info.Format != container.Raw {
 			if err := t.serveInPlace(ctx, info); err != nil {
