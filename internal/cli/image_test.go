@@ -312,3 +312,82 @@ func TestCLIQcow2RestoredMachineBoots(t *testing.T) {
 		}
 	}
 }
+
+// children returns the pids of pid's child processes named comm.
+func children(t *testing.T, pid int, comm string) []int {
+	t.Helper()
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	var out []int
+	for _, st := range stats {
+		b, err := os.ReadFile(st)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		// pid (comm) state ppid ...
+		s := string(b)
+		open, close := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || close < open || s[open+1:close] != comm {
+			continue
+		}
+		f := strings.Fields(s[close+1:])
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			n, _ := strconv.Atoi(strings.Fields(s)[0])
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// alive reports whether pid runs (exists and is not a zombie).
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(f) > 0 && f[0] != "Z"
+}
+
+// TestQemuNBDDiesWithLifeboat kills lifeboat -9 while it reads a qcow2
+// image through qemu-nbd (held open by a post-hook that waits): the
+// server must not outlive it (its one client is gone, and the parent-death
+// signal covers a server not yet connected to).
+func TestQemuNBDDiesWithLifeboat(t *testing.T) {
+	dir := t.TempDir()
+	overlay := qcow2Chain(t, dir)
+	vaultDir := filepath.Join(dir, "vault")
+	initVault(t, vaultDir, 0)
+	marker, hookPid := filepath.Join(dir, "post-hook-runs"), filepath.Join(dir, "hook.pid")
+	p := startProc(t, "--vault", vaultDir, "backup", "--machine", "vm", "--disk", "root="+overlay,
+		"--consistency", "app", "--pre-hook", "true", "--post-hook", "echo $$ > "+hookPid+"; touch "+marker+"; exec sleep 120")
+	defer func() {
+		if b, err := os.ReadFile(hookPid); err == nil {
+			if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				syscall.Kill(n, syscall.SIGKILL)
+			}
+		}
+	}()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if _, err := os.Stat(marker); err == nil {
+			break
+		}
+		if p.exited() || time.Now().After(deadline) {
+			t.Fatalf("the post-hook never ran:\n%s", p.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	servers := children(t, p.cmd.Process.Pid, "qemu-nbd")
+	if len(servers) != 1 {
+		t.Fatalf("lifeboat runs %d qemu-nbd while it holds the qcow2 image open, want 1", len(servers))
+	}
+	p.kill()
+	for alive(servers[0]) {
+		if time.Now().After(deadline) {
+			syscall.Kill(servers[0], syscall.SIGKILL)
+			t.Fatalf("qemu-nbd %d outlived lifeboat, killed -9", servers[0])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
