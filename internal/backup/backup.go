@@ -35,6 +35,11 @@ type Disk struct {
 	// Tracking is recorded in the point: the change tracker that started
 	// at this backup's instant (recovery.Disk.Tracking).
 	Tracking string
+	// Format and Backing are recorded in the point: the container format
+	// of the image the disk was read from ("raw", "qcow2", ...; empty when
+	// unknown) and its backing chain. Source reads the guest's view.
+	Format  string
+	Backing []string
 }
 
 // Changes are the extents a change tracker saw written since a point.
@@ -110,7 +115,7 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 		return nil, errors.New("no disks to back up")
 	}
 	seen := map[string]bool{}
-	var names []string
+	var names, formats []string
 	for _, d := range opts.Disks {
 		if err := recovery.ValidName("disk", d.Name); err != nil {
 			return nil, err
@@ -120,18 +125,28 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 		}
 		seen[d.Name] = true
 		names = append(names, d.Name)
-	}
-	if opts.Definition == nil {
-		opts.Definition = recovery.DefaultDefinition(opts.Machine, names)
-	} else if _, err := recovery.ParseDefinition(opts.Definition); err != nil {
-		return nil, err
-	}
-	if opts.Consistency == "" {
-		opts.Consistency = recovery.Crash
+		formats = append(formats, d.Format)
 	}
 	warn := opts.Warn
 	if warn == nil {
 		warn = func(string) {}
+	}
+	if opts.Definition == nil {
+		opts.Definition = recovery.DefaultDefinition(opts.Machine, names, formats)
+	} else if def, err := recovery.ParseDefinition(opts.Definition); err != nil {
+		return nil, err
+	} else {
+		for _, dd := range def.Disks {
+			for _, d := range opts.Disks {
+				if d.Name == dd.Name && d.Format != "" && dd.Format != "" && d.Format != dd.Format {
+					warn(fmt.Sprintf("disk %s: the definition says format %s, but it is a %s image: a restore writes %s by default (--format overrides)",
+						d.Name, dd.Format, d.Format, dd.Format))
+				}
+			}
+		}
+	}
+	if opts.Consistency == "" {
+		opts.Consistency = recovery.Crash
 	}
 
 	// 1. Session marker, before reading plans and index.
@@ -263,7 +278,8 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 			return nil, err
 		}
 		p.Disks = append(p.Disks, recovery.Disk{Name: st.d.Name, Source: st.d.Source.Source(), Size: st.manifest.Size,
-			ChunkSize: cs, Manifest: id, Stats: st.stats, Tracking: st.d.Tracking, ChangeSource: st.changeSource})
+			ChunkSize: cs, Manifest: id, Stats: st.stats, Tracking: st.d.Tracking, ChangeSource: st.changeSource,
+			Format: st.d.Format, Backing: st.d.Backing})
 	}
 	p.Stats = recovery.Stats{DurationMS: v.Clock().Now().Sub(start).Milliseconds(),
 		StoredBytes: packer.StoredBytes.Load(), Packs: packer.Packs.Load()}

@@ -12,11 +12,11 @@ import (
 	"github.com/spf13/cobra"
 
 	"lifeboat/internal/backup"
+	"lifeboat/internal/container"
 	"lifeboat/internal/live"
 	"lifeboat/internal/nbd"
 	"lifeboat/internal/quiesce"
 	"lifeboat/internal/recovery"
-	"lifeboat/internal/source"
 	"lifeboat/internal/vault"
 )
 
@@ -37,10 +37,14 @@ func (a *app) backupCommand() *cobra.Command {
 		Short: "Back up every disk of a machine as one recovery point",
 		Long: `Back up the given disks of a machine into one recovery point and print its ID.
 
-Each --disk is a raw image file, a block device or an NBD export
+Each --disk is an image file, a block device or an NBD export
 (nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH), optionally named as
 NAME=PATH. Without a name, disks take the names of the --definition's disks in
-order, or the file's base name. The first point of a machine stores everything;
+order, or the file's base name. A qcow2, vmdk, vhdx, vdi or qed image is read
+as its guest sees it, backing chain included, through qemu-nbd (when a header
+is trusted: docs/live.md); an image a running QEMU holds open gets a warning
+(back up running machines with --qmp).
+The first point of a machine stores everything;
 later ones store only the chunks the vault does not already hold, and chunks
 shared with other disks and machines are stored once.
 
@@ -184,7 +188,7 @@ func (a *app) runBackup(ctx context.Context, bf backupFlags) error {
 	if err != nil {
 		return err
 	}
-	capt, err := a.captureLocal(ctx, bf, cons, names, paths)
+	capt, err := a.captureLocal(ctx, bf, cons, def, names, paths)
 	if err != nil {
 		return err
 	}
@@ -315,17 +319,9 @@ func (c *capture) close() {
 	}
 }
 
-// renamed shows a snapshot clone under its original path.
-type renamed struct {
-	*source.File
-	name string
-}
-
-func (r renamed) Source() string { return r.name }
-
 // captureLocal opens image files and block devices, and makes them file-
 // or app-consistent when asked (see the backup command's help).
-func (a *app) captureLocal(ctx context.Context, bf backupFlags, cons recovery.Consistency, names, paths []string) (_ *capture, err error) {
+func (a *app) captureLocal(ctx context.Context, bf backupFlags, cons recovery.Consistency, def *recovery.Definition, names, paths []string) (_ *capture, err error) {
 	c := &capture{consistency: cons}
 	defer func() {
 		if err != nil {
@@ -347,12 +343,15 @@ func (a *app) captureLocal(ctx context.Context, bf backupFlags, cons recovery.Co
 				c.disks = append(c.disks, backup.Disk{Name: names[i], Source: d})
 				continue
 			}
-			src, err := source.OpenFile(p)
+			src, err := container.Open(ctx, p, def.DiskFormat(names[i]))
 			if err != nil {
 				return err
 			}
 			c.closers = append(c.closers, src.Close)
-			c.disks = append(c.disks, backup.Disk{Name: names[i], Source: src})
+			c.disks = append(c.disks, backup.Disk{Name: names[i], Source: src, Format: src.Info.Format, Backing: src.Info.Backing})
+			for _, n := range src.Notes {
+				c.notes = append(c.notes, fmt.Sprintf("disk %s: %s", names[i], n))
+			}
 		}
 		return nil
 	}
@@ -453,12 +452,12 @@ func (a *app) captureLocal(ctx context.Context, bf backupFlags, cons recovery.Co
 		return nil, err
 	}
 	for i, cl := range clones {
-		src, err := source.OpenFile(cl)
+		src, err := container.OpenSnapshot(ctx, cl, paths[i], def.DiskFormat(names[i]))
 		if err != nil {
 			return nil, err
 		}
 		c.closers = append(c.closers, src.Close)
-		c.disks = append(c.disks, backup.Disk{Name: names[i], Source: renamed{src, paths[i]}})
+		c.disks = append(c.disks, backup.Disk{Name: names[i], Source: src, Format: src.Info.Format, Backing: src.Info.Backing})
 	}
 	return c, nil
 }

@@ -225,23 +225,30 @@ func (a *app) pointsCommand() *cobra.Command {
 }
 
 func (a *app) restoreCommand() *cobra.Command {
-	var machine, to, diskName, toFile, suffix string
+	var machine, to, diskName, toFile, suffix, format string
 	var inPlace bool
 	cmd := &cobra.Command{
 		Use:   "restore --machine NAME POINT|latest (--to DIR | --disk NAME --to-file PATH | --in-place)",
 		Short: "Restore the disks of a recovery point",
 		Long: `Restore a recovery point of a machine.
 
-  --to DIR                 every disk as a sparse raw image DIR/NAME.raw, plus the
-                           machine definition DIR/MACHINE<suffix>.json with its name
-                           suffixed and its disks pointing at the restored images
+  --to DIR                 every disk as a sparse image DIR/NAME.raw or DIR/NAME.qcow2,
+                           plus the machine definition DIR/MACHINE<suffix>.json with
+                           its name suffixed and its disks pointing at the restored
+                           images, each with its format
   --disk NAME --to-file F  one disk into a new file F
   --in-place               revert the disks the point was taken from (their paths as
                            recorded), reading each block and writing only those that
                            differ; with --disk NAME --to-file F, revert F instead
 
+--format raw|qcow2: new images' format; by default the one the point's definition
+gives the disk, and for --to-file F the one F's extension names (.raw, .img,
+.qcow2). A --format contradicting F's extension, or another image extension, is
+refused. qcow2 is written sparse through qemu-nbd; in place, a qcow2 image stays
+qcow2 and only the blocks that differ are written.
+
 Existing files are never overwritten except with --in-place, which requires the
-target to have exactly the size of the disk in the point.
+target to be a disk of exactly the size of the disk in the point.
 
 Before writing a new image, the restore reserves space for the blocks it will write
 (fallocate): a file system without room for the disk's data fails at once, with an
@@ -249,6 +256,8 @@ error that says so, and the new image is removed. Every block is checked against
 as it is decoded; the images are synced to disk before the command returns.`,
 		Example: `  lifeboat restore --vault /srv/vault --machine web1 latest --to /srv/restored
   lifeboat restore --machine web1 3fa9c2 --disk root --to-file /tmp/root.raw
+  lifeboat restore --machine web1 latest --disk root --to-file /var/lib/images/root.qcow2
+  lifeboat restore --machine web1 latest --to /srv/restored --format raw
   lifeboat restore --machine web1 latest --in-place`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -280,30 +289,13 @@ as it is decoded; the images are synced to disk before the command returns.`,
 			if err != nil {
 				return err
 			}
-			var targets []restore.Target
-			files := map[string]string{}
-			for _, d := range p.Disks {
-				if diskName != "" && d.Name != diskName {
-					continue
-				}
-				t := restore.Target{Disk: d, InPlace: inPlace}
-				switch {
-				case toFile != "":
-					t.Path = toFile
-				case to != "":
-					t.Path = filepath.Join(to, d.Name+".raw")
-				default:
-					t.Path = d.Source
-				}
-				files[d.Name] = t.Path
-				targets = append(targets, t)
+			targets, err := restore.Plan(p, restore.Request{Disk: diskName, Dir: to, ToFile: toFile, InPlace: inPlace, Format: format})
+			if err != nil {
+				return err
 			}
-			if len(targets) == 0 {
-				var names []string
-				for _, d := range p.Disks {
-					names = append(names, d.Name)
-				}
-				return fmt.Errorf("%w: point %s has no disk %q (it has %s)", recovery.ErrNoPoint, p.ID.Short(), diskName, strings.Join(names, ", "))
+			files, formats := map[string]string{}, map[string]string{}
+			for _, t := range targets {
+				files[t.Disk.Name], formats[t.Disk.Name] = t.Path, t.Format
 			}
 			if to != "" {
 				if err := os.MkdirAll(to, 0o755); err != nil {
@@ -324,7 +316,7 @@ as it is decoded; the images are synced to disk before the command returns.`,
 						files[name] = abs
 					}
 				}
-				def, err := recovery.RestoredDefinition(p.Definition, suffix, files)
+				def, err := recovery.RestoredDefinition(p.Definition, suffix, files, formats)
 				if err != nil {
 					return err
 				}
@@ -335,7 +327,7 @@ as it is decoded; the images are synced to disk before the command returns.`,
 			}
 			if a.jsonOut {
 				return a.printJSON(map[string]any{"point": p.ID.String(), "machine": machine, "disks": files,
-					"definition": defPath, "stats": st})
+					"formats": formats, "definition": defPath, "stats": st})
 			}
 			if !a.quiet {
 				d := time.Duration(st.DurationMS) * time.Millisecond
@@ -358,5 +350,6 @@ as it is decoded; the images are synced to disk before the command returns.`,
 	f.StringVar(&toFile, "to-file", "", "file to restore --disk into")
 	f.BoolVar(&inPlace, "in-place", false, "revert existing disks, writing only blocks that differ")
 	f.StringVar(&suffix, "suffix", "-dr", "suffix for the restored machine's name")
+	f.StringVar(&format, "format", "", "format of new images: raw or qcow2 (default: the disk's format in the point's definition; for --to-file, the file's extension)")
 	return cmd
 }

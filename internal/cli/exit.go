@@ -7,6 +7,7 @@ import (
 	"lifeboat/internal/api"
 	"lifeboat/internal/blob"
 	"lifeboat/internal/chunk"
+	"lifeboat/internal/container"
 	"lifeboat/internal/crypto"
 	"lifeboat/internal/live"
 	"lifeboat/internal/recovery"
@@ -43,7 +44,7 @@ func ExitCode(err error) int {
 	switch {
 	case err == nil:
 		return ExitOK
-	case errors.As(err, &u):
+	case errors.As(err, &u), errors.Is(err, restore.ErrFormat), errors.Is(err, container.ErrUnconfirmed):
 		return ExitUsage
 	case errors.As(err, &refused):
 		return serverExit(refused.Status)

@@ -107,13 +107,32 @@ func ParseDefinition(raw []byte) (*Definition, error) {
 	return &d, nil
 }
 
+// DiskFormat is the format the definition gives disk name, "" when it
+// gives none (or d is nil).
+func (d *Definition) DiskFormat(name string) string {
+	if d == nil {
+		return ""
+	}
+	for _, disk := range d.Disks {
+		if disk.Name == name {
+			return disk.Format
+		}
+	}
+	return ""
+}
+
 // DefaultDefinition is recorded when a backup is given none: the disks and
-// nothing invented.
-func DefaultDefinition(machine string, disks []string) json.RawMessage {
+// nothing invented. formats are the disks' image formats: qcow2 is
+// recorded as such, anything else (or unknown) as raw.
+func DefaultDefinition(machine string, disks, formats []string) json.RawMessage {
 	d := map[string]any{"schema": DefinitionSchema, "name": machine}
 	var list []map[string]any
-	for _, n := range disks {
-		list = append(list, map[string]any{"name": n, "format": "raw"})
+	for i, n := range disks {
+		format := "raw"
+		if i < len(formats) && formats[i] == "qcow2" {
+			format = "qcow2"
+		}
+		list = append(list, map[string]any{"name": n, "format": format})
 	}
 	d["disks"] = list
 	out, _ := json.Marshal(d)
@@ -121,9 +140,10 @@ func DefaultDefinition(machine string, disks []string) json.RawMessage {
 }
 
 // RestoredDefinition rewrites a stored definition for a restored copy:
-// name gets suffix and each disk's "file" points at its restored image.
-// Fields lifeboat does not know are kept.
-func RestoredDefinition(raw json.RawMessage, suffix string, files map[string]string) ([]byte, error) {
+// name gets suffix and each disk's "file" points at its restored image,
+// whose "format" is formats[disk] (raw when not given). Fields lifeboat
+// does not know are kept.
+func RestoredDefinition(raw json.RawMessage, suffix string, files, formats map[string]string) ([]byte, error) {
 	var doc map[string]any
 	if err := json.Unmarshal(raw, &doc); err != nil {
 		return nil, fmt.Errorf("stored definition: %w", err)
@@ -137,6 +157,9 @@ func RestoredDefinition(raw json.RawMessage, suffix string, files map[string]str
 				if n, ok := m["name"].(string); ok && files[n] != "" {
 					m["file"] = files[n]
 					m["format"] = "raw"
+					if f := formats[n]; f != "" {
+						m["format"] = f
+					}
 				}
 			}
 		}

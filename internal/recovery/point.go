@@ -66,6 +66,13 @@ type Disk struct {
 	// (a dirty bitmap that matched the parent point), "compare" (every
 	// block read and compared with the parent) or "full" (no parent).
 	ChangeSource string `json:"change_source,omitempty"`
+	// Format is the container format of the image the disk was read from
+	// ("raw", "qcow2", "vmdk", ...), and Backing its backing chain, nearest
+	// first. The stored data is always the disk the guest saw, never the
+	// container's bytes. Empty when unknown (NBD and live sources, and
+	// points written before lifeboat recorded it).
+	Format  string   `json:"format,omitempty"`
+	Backing []string `json:"backing,omitempty"`
 }
 
 // Stats say what a backup did overall.
@@ -101,6 +108,19 @@ func (p *Point) Size() int64 {
 		n += d.Size
 	}
 	return n
+}
+
+// DiskFormat is the format a restore of disk name writes by default: the
+// one its definition gives the disk, else qcow2 if it was read from a
+// qcow2 image, else raw.
+func (p *Point) DiskFormat(name string) string {
+	if def, err := ParseDefinition(p.Definition); err == nil && def.DiskFormat(name) != "" {
+		return def.DiskFormat(name)
+	}
+	if d, ok := p.Disk(name); ok && d.Format == "qcow2" {
+		return "qcow2"
+	}
+	return "raw"
 }
 
 // Disk returns the disk named name.

@@ -17,9 +17,11 @@ import (
 
 	"lifeboat/internal/blob"
 	"lifeboat/internal/chunk"
+	"lifeboat/internal/container"
 	"lifeboat/internal/directio"
 	"lifeboat/internal/image"
 	"lifeboat/internal/recovery"
+	"lifeboat/internal/source"
 	"lifeboat/internal/vault"
 )
 
@@ -31,6 +33,10 @@ type Target struct {
 	// writing only blocks that differ. Otherwise Path must not exist and is
 	// created as a sparse image.
 	InPlace bool
+	// Format is the format of a new image: raw (default) or qcow2. In
+	// place, the target keeps its own format (qcow2 and the other formats
+	// QEMU writes are written through qemu-nbd); a Format given must be it.
+	Format string
 }
 
 // Options tune a restore.
@@ -66,14 +72,9 @@ type Stats struct {
 var ErrInUse = errors.New("disk in use")
 
 // checkUnlocked fails if another process holds a lock on any byte of the
-// image: QEMU locks the images it has open (open file description locks),
-// as do other tools that guard disk images.
+// image (source.HeldByOther): a running QEMU, say.
 func checkUnlocked(f *os.File) error {
-	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 0, Len: 0}
-	if err := unix.FcntlFlock(f.Fd(), unix.F_OFD_GETLK, &lk); err != nil {
-		return nil // cannot tell (filesystem without locks): let it be
-	}
-	if lk.Type != unix.F_UNLCK {
+	if source.HeldByOther(f) {
 		return fmt.Errorf("is locked by another process (a running QEMU?): stop what uses it first: %w", ErrInUse)
 	}
 	return nil
@@ -97,6 +98,7 @@ type target struct {
 	Target
 	f       *os.File
 	w       *directio.Writer // writes to f, around the page cache where it can
+	img     *served          // instead of f and w: an image written through qemu-nbd
 	m       *image.Manifest
 	regular bool
 	pending atomic.Int64  // bytes written since writeback last started
@@ -143,8 +145,9 @@ func Run(ctx context.Context, v *vault.Vault, p *recovery.Point, targets []Targe
 	var ts []*target
 	defer func() {
 		for _, t := range ts {
-			t.w.Close()
-			t.f.Close()
+			if cerr := t.close(); cerr != nil && err == nil {
+				err = cerr
+			}
 			if err != nil && !t.InPlace {
 				os.Remove(t.Path)
 			}
@@ -180,6 +183,9 @@ func Run(ctx context.Context, v *vault.Vault, p *recovery.Point, targets []Targe
 	}
 	var wb sync.WaitGroup
 	for _, t := range ts {
+		if t.f == nil {
+			continue
+		}
 		wb.Add(1)
 		go func() {
 			defer wb.Done()
@@ -193,7 +199,7 @@ func Run(ctx context.Context, v *vault.Vault, p *recovery.Point, targets []Targe
 		return Stats{}, err
 	}
 	for _, t := range ts {
-		if err := t.f.Sync(); err != nil {
+		if err := t.sync(ctx); err != nil {
 			return Stats{}, fmt.Errorf("syncing %s: %w", t.Path, err)
 		}
 	}
@@ -211,6 +217,24 @@ func open(ctx context.Context, v *vault.Vault, tg Target) (*target, error) {
 		return nil, fmt.Errorf("disk %s: %w", tg.Disk.Name, err)
 	}
 	t := &target{Target: tg, m: m, kick: make(chan struct{}, 1)}
+	if tg.Format != "" && tg.Format != container.Raw && !tg.InPlace {
+		if err := t.create(ctx); err != nil {
+			return nil, err
+		}
+		return t, nil
+	}
+	if tg.InPlace {
+		info, err := inPlaceFormat(ctx, tg)
+		if err != nil {
+			return nil, fmt.Errorf("restoring disk %s in place: %w", tg.Disk.Name, err)
+		}
+		if info.Format != container.Raw {
+			if err := t.serveInPlace(ctx, info); err != nil {
+				return nil, err
+			}
+			return t, nil
+		}
+	}
 	if !tg.InPlace {
 		f, err := os.OpenFile(tg.Path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
@@ -391,14 +415,14 @@ func (r *restorer) needed(ctx context.Context, t *target) ([]int, error) {
 		n := t.m.BlockLen(b)
 		off := int64(b) * int64(t.m.ChunkSize)
 		buf := make([]byte, n)
-		if _, err := t.f.ReadAt(buf, off); err != nil {
+		if err := t.readAt(ctx, buf, off); err != nil {
 			return fmt.Errorf("reading %s at offset %d: %w", t.Path, off, err)
 		}
 		want := t.m.IDs[b]
 		if want.IsZero() {
 			r.zeros.Add(1)
 			if !chunk.IsZeroBlock(buf) {
-				if err := r.zero(t, off, n); err != nil {
+				if err := r.zero(ctx, t, off, n); err != nil {
 					return err
 				}
 			} else {
@@ -424,7 +448,14 @@ func (r *restorer) needed(ctx context.Context, t *target) ([]int, error) {
 	return need, nil
 }
 
-func (r *restorer) zero(t *target, off int64, n int) error {
+func (r *restorer) zero(ctx context.Context, t *target, off int64, n int) error {
+	if t.img != nil {
+		if err := t.img.c.WriteZeroes(ctx, off, int64(n), 0); err != nil {
+			return fmt.Errorf("writing zeros to %s at offset %d: %w", t.Path, off, err)
+		}
+		r.written.Add(int64(n))
+		return nil
+	}
 	if t.regular {
 		err := unix.Fallocate(int(t.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, int64(n))
 		if err == nil {
@@ -473,7 +504,7 @@ func (r *restorer) fetch(ctx context.Context, rn *run, fb *fetchBufs) error {
 		if len(out) == 0 {
 			return nil
 		}
-		if _, err := t.w.WriteAt(out, outOff); err != nil {
+		if err := t.writeAt(ctx, out, outOff); err != nil {
 			return fmt.Errorf("writing %s at offset %d: %w", t.Path, outOff, err)
 		}
 		r.written.Add(int64(len(out)))
@@ -562,7 +593,7 @@ func (t *target) writeback(stop <-chan struct{}) {
 // before looking at what is allocated, so a revert of pure overwrites
 // could fail for want of space it does not need.
 func (t *target) preallocate(blocks []int) error {
-	if !t.regular || t.InPlace || len(blocks) == 0 {
+	if !t.regular || t.f == nil || t.InPlace || len(blocks) == 0 {
 		return nil
 	}
 	cs := int64(t.m.ChunkSize)
