@@ -61,7 +61,7 @@ type Agent struct {
 	// Renew is the interval of lease renewals (default a third of the
 	// server's lease, api.Lease).
 	Renew time.Duration
-	Log       *slog.Logger
+	Log   *slog.Logger
 }
 
 func (a *Agent) log() *slog.Logger {
