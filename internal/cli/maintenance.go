@@ -207,6 +207,11 @@ otherwise the next prune finishes the plan. Run one prune per vault at a time.`,
 			if err != nil {
 				return err
 			}
+			if opts.Log == nil {
+				for _, w := range rep.Warnings {
+					a.warnf("%s", w)
+				}
+			}
 			if a.jsonOut {
 				return a.printJSON(rep)
 			}

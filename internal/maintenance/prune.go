@@ -41,6 +41,9 @@ type PruneReport struct {
 	// restores started before it: the next prune completes it.
 	Deferred bool   `json:"deferred"`
 	Note     string `json:"note,omitempty"`
+	// Warnings name what prune found suspicious but went on despite, such
+	// as a session marker dated in the future (ignored).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // ErrPruneRunning means another prune holds a live session on the vault.
@@ -68,9 +71,17 @@ func Prune(ctx context.Context, v *vault.Vault, opts PruneOptions) (*PruneReport
 		}
 	}
 	rep := &PruneReport{}
-	live, err := v.Sessions(ctx)
+	live, dead, err := v.ListSessions(ctx)
 	if err != nil {
 		return nil, err
+	}
+	for _, s := range dead {
+		if s.Future {
+			w := fmt.Sprintf("session marker %s (%s on %s, pid %d) says it was refreshed at %s, in the future: ignored as expired",
+				s.Name, s.Kind, s.Host, s.PID, s.Refreshed.Format(time.RFC3339))
+			rep.Warnings = append(rep.Warnings, w)
+			logf("warning: %s", w)
+		}
 	}
 	for _, s := range live {
 		if s.Kind == "prune" {

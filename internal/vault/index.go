@@ -190,7 +190,7 @@ func (v *Vault) AdoptAfterDeadSessions(ctx context.Context, ix *chunk.Index, ski
 	// A marker that cannot be deleted now only causes another listing.
 	now := v.clock.Now()
 	for _, d := range dead {
-		if !d.Abandoned && now.Sub(d.Refreshed) <= SessionExpiry {
+		if !d.Abandoned && !d.Future && now.Sub(d.Refreshed) <= SessionExpiry {
 			continue
 		}
 		if err := v.store.Delete(ctx, d.Name); err != nil && !blob.IsNotExist(err) {
