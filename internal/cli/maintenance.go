@@ -192,7 +192,11 @@ func (a *app) pruneCommand() *cobra.Command {
 rewrite packs that are mostly unused. Prune is safe beside running backups and
 restores: it writes a plan first, and deletes only once every backup that
 started before the plan has finished and no new point needs what it condemns;
-otherwise the next prune finishes the plan. Run one prune per vault at a time.`,
+otherwise the next prune finishes the plan. Run one prune per vault at a time.
+
+Prune also removes the partial uploads a write killed mid-way leaves in a
+directory vault (packs/xx/.tmp-*) once they are older than 30 minutes, the
+longest a running write can take to refresh its session; verify lists them.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			v, err := a.open(cmd.Context())

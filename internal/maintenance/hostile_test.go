@@ -93,3 +93,46 @@ func TestPruneIgnoresFutureSession(t *testing.T) {
 	mustVerify(t, v)
 	restoreSum(t, v, p)
 }
+
+// TestPartialUploadsListedAndPruned: a Put killed mid-write leaves a
+// temporary file next to the packs. Verify names it; prune removes it once
+// no running write can own it, and leaves a fresh one alone.
+func TestPartialUploadsListedAndPruned(t *testing.T) {
+	ctx := context.Background()
+	dir, v, p := dirVault(t)
+	old := filepath.Join(dir, "packs", "ab", ".tmp-1234567")
+	fresh := filepath.Join(dir, "packs", "cd", ".tmp-7654321")
+	for _, f := range []string{old, fresh} {
+		os.MkdirAll(filepath.Dir(f), 0o700)
+		if err := os.WriteFile(f, make([]byte, 1<<20), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hourAgo := time.Now().Add(-time.Hour)
+	os.Chtimes(old, hourAgo, hourAgo)
+	rep, err := maintenance.Verify(ctx, v, maintenance.VerifyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	warned := strings.Join(rep.Warnings, "\n")
+	for _, name := range []string{"packs/ab/.tmp-1234567", "packs/cd/.tmp-7654321"} {
+		if !strings.Contains(warned, name) {
+			t.Errorf("verify does not name %s: %q", name, rep.Warnings)
+		}
+	}
+	prep, err := maintenance.Prune(ctx, v, maintenance.PruneOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if prep.PartialUploads != 1 || prep.PartialUploadsBytes != 1<<20 {
+		t.Errorf("prune removed %d partial uploads (%d bytes), want the old one", prep.PartialUploads, prep.PartialUploadsBytes)
+	}
+	if _, err := os.Stat(old); !os.IsNotExist(err) {
+		t.Errorf("old partial upload still there: %v", err)
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Errorf("fresh partial upload (a running write's) removed: %v", err)
+	}
+	mustVerify(t, v)
+	restoreSum(t, v, p)
+}

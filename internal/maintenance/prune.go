@@ -37,6 +37,10 @@ type PruneReport struct {
 	DeletedIndexes   int   `json:"deleted_indexes"`
 	DeletedManifests int   `json:"deleted_manifests"`
 	ResumedPlans     int   `json:"resumed_plans"`
+	// PartialUploads are temporary files of Puts killed mid-write (a
+	// directory vault), removed once older than a session can live.
+	PartialUploads      int   `json:"partial_uploads"`
+	PartialUploadsBytes int64 `json:"partial_uploads_bytes"`
 	// Deferred is set when a plan was written but running backups or
 	// restores started before it: the next prune completes it.
 	Deferred bool   `json:"deferred"`
@@ -96,6 +100,15 @@ func Prune(ctx context.Context, v *vault.Vault, opts PruneOptions) (*PruneReport
 		// Repacked packs stored without their index object leave the
 		// marker abandoned, for the next writer to adopt them.
 		defer sess.Finish(context.WithoutCancel(ctx))
+	}
+
+	if !opts.DryRun {
+		if rep.PartialUploads, rep.PartialUploadsBytes, err = removeLeftovers(ctx, v); err != nil {
+			return rep, err
+		}
+		if rep.PartialUploads > 0 {
+			logf("removed %d partial upload(s) of killed writes, %d bytes", rep.PartialUploads, rep.PartialUploadsBytes)
+		}
 	}
 
 	// Finish what an earlier prune planned.

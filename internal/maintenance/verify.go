@@ -134,6 +134,12 @@ func Verify(ctx context.Context, v *vault.Vault, opts VerifyOptions) (*VerifyRep
 		rep.Warnings = append(rep.Warnings, fmt.Sprintf("%d pack(s) in no index, left by a backup that was interrupted or is still running: the next backup after an interrupted one reuses them, prune removes what no point needs", unindexed))
 	}
 
+	partial, err := leftoverWarnings(ctx, v)
+	if err != nil {
+		return nil, err
+	}
+	rep.Warnings = append(rep.Warnings, partial...)
+
 	// Points and their manifests.
 	pointIDs, err := v.ListIDs(ctx, vault.KindPoint)
 	if err != nil {
