@@ -176,7 +176,7 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 		total += d.Source.Size()
 		if parent != nil {
 			if pd, ok := parent.Disk(d.Name); ok {
-				pm, err := image.Load(ctx, v, pd.Manifest)
+				pm, err := image.Load(ctx, v, pd.Manifest, pd.Size, pd.ChunkSize)
 				if err != nil {
 					return nil, fmt.Errorf("loading parent point %s disk %s: %w", parent.ID.Short(), d.Name, err)
 				}

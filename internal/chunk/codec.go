@@ -39,7 +39,7 @@ func NewCodec(dataKey crypto.Key, hasher *Hasher, level Level, maxChunk int) (*C
 		return nil, err
 	}
 	// Metadata objects (index, manifests) can be much larger than a chunk.
-	meta, err := newGoFrames(level, maxChunk, 4<<30, 2)
+	meta, err := newGoFrames(level, maxChunk, metaMax, 2)
 	if err != nil {
 		return nil, err
 	}
@@ -104,11 +104,25 @@ func (c *Codec) SealObject(plain []byte, aad string) []byte {
 
 // OpenObject reverses SealObject.
 func (c *Codec) OpenObject(sealed []byte, aad string) ([]byte, error) {
+	return c.OpenObjectMax(sealed, aad, 0)
+}
+
+// metaMax is the most any metadata object may decompress to.
+const metaMax = 4 << 30
+
+// OpenObjectMax is OpenObject refusing a plaintext of more than max bytes
+// (0: the 4 GiB every metadata object is held to) before decoding it all.
+func (c *Codec) OpenObjectMax(sealed []byte, aad string, max uint64) ([]byte, error) {
 	z, err := c.aead.Open(nil, sealed, []byte(aad))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
-	plain, err := c.meta.dec.DecodeAll(z, nil)
+	var plain []byte
+	if max == 0 || max >= metaMax {
+		plain, err = c.meta.dec.DecodeAll(z, nil)
+	} else {
+		plain, err = decodeAllMax(z, max)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("decompressing: %w: %w", ErrCorrupt, err)
 	}

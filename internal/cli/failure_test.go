@@ -118,7 +118,7 @@ func TestCorruptObject(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := image.Load(ctx, v, latest.Disks[0].Manifest)
+	m, err := image.Load(ctx, v, latest.Disks[0].Manifest, latest.Disks[0].Size, latest.Disks[0].ChunkSize)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -146,7 +146,13 @@ func (a *app) open(ctx context.Context) (*vault.Vault, error) {
 	if err != nil {
 		return nil, err
 	}
-	return vault.Open(ctx, store, pw, a.options())
+	v, err := vault.Open(ctx, store, pw, a.options())
+	if err == nil {
+		for _, w := range v.Warnings() {
+			a.warnf("%s: %s", store, w)
+		}
+	}
+	return v, err
 }
 
 func (a *app) printJSON(v any) error {

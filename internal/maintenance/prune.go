@@ -335,7 +335,7 @@ func referenced(ctx context.Context, v *vault.Vault) (chunks map[chunk.ID]uint32
 			if manifests[d.Manifest] {
 				continue
 			}
-			m, err := image.Load(ctx, v, d.Manifest)
+			m, err := image.Load(ctx, v, d.Manifest, d.Size, d.ChunkSize)
 			if err != nil {
 				return nil, nil, 0, fmt.Errorf("prune needs every point readable (run verify): point %s: %w", p.ID.Short(), err)
 			}

@@ -157,7 +157,7 @@ func Verify(ctx context.Context, v *vault.Vault, opts VerifyOptions) (*VerifyRep
 			return nil
 		}
 		for _, d := range p.Disks {
-			m, err := image.Load(ctx, v, d.Manifest)
+			m, err := image.Load(ctx, v, d.Manifest, d.Size, d.ChunkSize)
 			if err != nil {
 				if isStorage(err) {
 					return err

@@ -206,7 +206,7 @@ func Run(ctx context.Context, v *vault.Vault, p *recovery.Point, targets []Targe
 }
 
 func open(ctx context.Context, v *vault.Vault, tg Target) (*target, error) {
-	m, err := image.Load(ctx, v, tg.Disk.Manifest)
+	m, err := image.Load(ctx, v, tg.Disk.Manifest, tg.Disk.Size, tg.Disk.ChunkSize)
 	if err != nil {
 		return nil, fmt.Errorf("disk %s: %w", tg.Disk.Name, err)
 	}

@@ -49,24 +49,29 @@ func (v *Vault) WithStore(store blob.Store) *Vault {
 
 // LoadObjectSealed is LoadObject that also returns the object as stored,
 // for copying it to a vault with the same keys.
-func (v *Vault) LoadObjectSealed(ctx context.Context, kind string, id chunk.ID) (sealed, plain []byte, err error) {
+// A plaintext of more than max bytes (0: the kind's bound) is refused.
+func (v *Vault) LoadObjectSealed(ctx context.Context, kind string, id chunk.ID, max uint64) (sealed, plain []byte, err error) {
 	name := ObjectName(kind, id)
 	sealed, err = v.store.Get(ctx, name)
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading %s: %w", name, err)
 	}
-	plain, err = v.OpenSealed(kind, id, sealed)
+	plain, err = v.OpenSealed(kind, id, sealed, max)
 	return sealed, plain, err
 }
 
 // OpenSealed checks that sealed, an object of kind as stored, hashes to id
-// and opens it.
-func (v *Vault) OpenSealed(kind string, id chunk.ID, sealed []byte) ([]byte, error) {
+// and opens it, refusing a plaintext of more than max bytes (0: the kind's
+// bound).
+func (v *Vault) OpenSealed(kind string, id chunk.ID, sealed []byte, max uint64) ([]byte, error) {
 	name := ObjectName(kind, id)
 	if chunk.ObjectID(sealed) != id {
 		return nil, fmt.Errorf("%s: content does not match its name: %w", name, chunk.ErrCorrupt)
 	}
-	plain, err := v.codec.OpenObject(sealed, aads[kind])
+	if max == 0 {
+		max = maxPlain[kind]
+	}
+	plain, err := v.codec.OpenObjectMax(sealed, aads[kind], max)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}

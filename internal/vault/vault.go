@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"sort"
 	"strings"
 	"time"
 
@@ -107,6 +108,9 @@ type Vault struct {
 	kdf    crypto.KDFParams
 	upload int    // parallel uploads
 	slot   string // the key slot this vault was opened with
+	// warnings name what Open found wrong but could do without (key
+	// slots refused or damaged), for the caller to show.
+	warnings []string
 }
 
 // Options tune Init and Open.
@@ -240,13 +244,30 @@ func Open(ctx context.Context, store blob.Store, passphrase []byte, opts Options
 		return nil, fmt.Errorf("%s: no key slots under keys/: %w", store, chunk.ErrCorrupt)
 	}
 	// A damaged slot must not lock out a passphrase another slot opens.
+	// Slots are tried cheapest first, and slots beyond the KDF maxima not
+	// at all: a planted costly slot must not slow every open.
 	var damaged []string
+	type parsed struct {
+		name string
+		slot *crypto.Slot
+	}
+	var order []parsed
 	for _, name := range slots {
 		data, err := store.Get(ctx, name)
 		if err != nil {
 			return nil, fmt.Errorf("reading key slot %s: %w", name, err)
 		}
-		payload, err := crypto.OpenSlot(passphrase, data)
+		slot, err := crypto.ParseSlot(data)
+		if err != nil {
+			damaged = append(damaged, fmt.Sprintf("key slot %s: %v", name, err))
+			continue
+		}
+		order = append(order, parsed{name, slot})
+	}
+	sort.SliceStable(order, func(i, j int) bool { return order[i].slot.Cost() < order[j].slot.Cost() })
+	for _, sl := range order {
+		name := sl.name
+		payload, err := sl.slot.Open(passphrase)
 		if errors.Is(err, crypto.ErrWrongPassphrase) {
 			continue
 		}
@@ -265,6 +286,7 @@ func Open(ctx context.Context, store blob.Store, passphrase []byte, opts Options
 		v, err := newVault(store, cfg, keys, opts)
 		if v != nil {
 			v.slot = name
+			v.warnings = damaged
 		}
 		return v, err
 	}
@@ -311,6 +333,10 @@ func randomName() string {
 	return hex.EncodeToString(b)
 }
 
+// Warnings are what Open found wrong but could do without, naming the
+// objects (key slots refused or damaged).
+func (v *Vault) Warnings() []string { return v.warnings }
+
 // Store is the underlying store.
 func (v *Vault) Store() blob.Store { return v.store }
 
@@ -356,21 +382,20 @@ func (v *Vault) SaveObject(ctx context.Context, kind string, plain []byte) (chun
 	return id, nil
 }
 
+// maxPlain bounds the plaintext of objects of a kind where nothing better
+// is known; manifests are bounded by the disk their point records.
+var maxPlain = map[string]uint64{KindPoint: 16 << 20}
+
 // LoadObject reads, checks and opens an object of kind.
 func (v *Vault) LoadObject(ctx context.Context, kind string, id chunk.ID) ([]byte, error) {
-	name := ObjectName(kind, id)
-	sealed, err := v.store.Get(ctx, name)
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", name, err)
-	}
-	if chunk.ObjectID(sealed) != id {
-		return nil, fmt.Errorf("%s: content does not match its name: %w", name, chunk.ErrCorrupt)
-	}
-	plain, err := v.codec.OpenObject(sealed, aads[kind])
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	return plain, nil
+	return v.LoadObjectMax(ctx, kind, id, 0)
+}
+
+// LoadObjectMax is LoadObject refusing a plaintext of more than max bytes
+// (0: the kind's own bound) before decompressing it all.
+func (v *Vault) LoadObjectMax(ctx context.Context, kind string, id chunk.ID, max uint64) ([]byte, error) {
+	_, plain, err := v.LoadObjectSealed(ctx, kind, id, max)
+	return plain, err
 }
 
 // ListIDs lists the IDs of all objects of kind. Names that are not IDs are

@@ -303,7 +303,7 @@ func (c *copier) mark(ctx context.Context, id chunk.ID) error {
 
 // loadPoint reads a point, keeping its sealed bytes.
 func loadPoint(ctx context.Context, v *vault.Vault, id chunk.ID) (*sourcePoint, error) {
-	sealed, plain, err := v.LoadObjectSealed(ctx, vault.KindPoint, id)
+	sealed, plain, err := v.LoadObjectSealed(ctx, vault.KindPoint, id, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -363,21 +363,23 @@ func (c *copier) load(ctx context.Context) error {
 	return nil
 }
 
-// manifest reads a source manifest, through the cache.
-func (c *copier) manifest(ctx context.Context, id chunk.ID) (sealed []byte, m *image.Manifest, err error) {
+// manifest reads the source manifest of disk d, through the cache.
+func (c *copier) manifest(ctx context.Context, d recovery.Disk) (sealed []byte, m *image.Manifest, err error) {
+	id := d.Manifest
 	name := vault.ObjectName(vault.KindManifest, id)
 	sealed, cached := c.cache[id]
 	var plain []byte
+	max := image.EncodedSize(d.Size, d.ChunkSize)
 	if cached {
-		plain, err = c.from.OpenSealed(vault.KindManifest, id, sealed)
+		plain, err = c.from.OpenSealed(vault.KindManifest, id, sealed, max)
 	} else {
-		sealed, plain, err = c.from.LoadObjectSealed(ctx, vault.KindManifest, id)
+		sealed, plain, err = c.from.LoadObjectSealed(ctx, vault.KindManifest, id, max)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("source %s: %w", c.from.Store(), err)
 	}
-	if m, err = image.Decode(plain); err != nil {
-		return nil, nil, fmt.Errorf("source %s: %s: %w", c.from.Store(), name, err)
+	if m, err = image.DecodeDisk(name, plain, d.Size, d.ChunkSize); err != nil {
+		return nil, nil, fmt.Errorf("source %s: %w", c.from.Store(), err)
 	}
 	if !cached && c.cacheBytes+len(sealed) <= manifestCacheBudget {
 		c.cache[id] = sealed
@@ -418,7 +420,7 @@ func (c *copier) plan(ctx context.Context, points []*sourcePoint) (int64, error)
 				continue
 			}
 			seen[d.Manifest] = true
-			_, m, err := c.manifest(ctx, d.Manifest)
+			_, m, err := c.manifest(ctx, d)
 			if err != nil {
 				return 0, fmt.Errorf("point %s disk %s: %w", p.ID.Short(), d.Name, err)
 			}
@@ -493,7 +495,7 @@ func (c *copier) copy(ctx context.Context, points []*sourcePoint) error {
 func (c *copier) copyChunks(ctx context.Context, p *sourcePoint, packer *vault.Packer) (int64, error) {
 	var refs []blobRef
 	for _, d := range p.Disks {
-		_, m, err := c.manifest(ctx, d.Manifest)
+		_, m, err := c.manifest(ctx, d)
 		if err != nil {
 			return 0, fmt.Errorf("disk %s: %w", d.Name, err)
 		}
@@ -570,7 +572,7 @@ func (c *copier) commit(ctx context.Context, batch []*sourcePoint) error {
 			if c.toHave[d.Manifest] {
 				continue
 			}
-			sealed, _, err := c.manifest(ctx, d.Manifest)
+			sealed, _, err := c.manifest(ctx, d)
 			if err != nil {
 				return fmt.Errorf("copying point %s of %s: disk %s: %w", p.ID.Short(), p.Machine, d.Name, err)
 			}

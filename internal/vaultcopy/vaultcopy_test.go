@@ -183,7 +183,7 @@ func newChunks(t *testing.T, v *vault.Vault, p *recovery.Point, old ...*recovery
 	seen := map[chunk.ID]bool{}
 	for _, o := range old {
 		for _, d := range o.Disks {
-			m, err := image.Load(ctx, v, d.Manifest)
+			m, err := image.Load(ctx, v, d.Manifest, d.Size, d.ChunkSize)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -197,7 +197,7 @@ func newChunks(t *testing.T, v *vault.Vault, p *recovery.Point, old ...*recovery
 		t.Fatal(err)
 	}
 	for _, d := range p.Disks {
-		m, err := image.Load(ctx, v, d.Manifest)
+		m, err := image.Load(ctx, v, d.Manifest, d.Size, d.ChunkSize)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -459,7 +459,7 @@ func TestInterruptedCopyResumes(t *testing.T) {
 	ix, _ := a.v.LoadIndex(ctx, nil)
 	want := map[chunk.ID]int64{}
 	for _, p := range all {
-		m, _ := image.Load(ctx, a.v, p.Disks[0].Manifest)
+		m, _ := image.Load(ctx, a.v, p.Disks[0].Manifest, p.Disks[0].Size, p.Disks[0].ChunkSize)
 		for _, id := range m.IDs {
 			if _, ok := stored[id]; !ok && !id.IsZero() {
 				_, loc, _ := ix.Lookup(id)
