@@ -26,6 +26,36 @@ type Codec struct {
 	meta   *goFrames  // metadata objects
 	// payloads are scratch buffers for opened blobs.
 	payloads sync.Pool
+	// vaultID binds index objects and pack headers to the vault (set by
+	// Bind; empty for a version 1 vault, whose objects are not bound), and
+	// packIDs are the vault IDs whose pack headers it accepts.
+	vaultID string
+	packIDs []string
+}
+
+// Bind makes the codec seal index objects and pack headers bound to the
+// vault vaultID, and accept only those when opening, except that pack
+// headers bound to origin (the vault a copy was made from; "" for none)
+// are accepted too, so that packs can be copied verbatim
+// (docs/format.md, "Binding objects to their vault"). Call it before any
+// use. Without it, the codec reads and writes version 1 objects, bound to
+// no vault.
+func (c *Codec) Bind(vaultID, origin string) {
+	c.vaultID = vaultID
+	c.packIDs = []string{vaultID}
+	if origin != "" && origin != vaultID {
+		c.packIDs = append(c.packIDs, origin)
+	}
+}
+
+// BindAAD is the associated data of an object labelled label (as
+// "lifeboat index") bound to vault vaultID, or its version 1 form,
+// bound to no vault, when vaultID is empty.
+func BindAAD(label, vaultID string) string {
+	if vaultID == "" {
+		return label + " v1"
+	}
+	return label + " v2 " + vaultID
 }
 
 // NewCodec returns a codec sealing with dataKey and checking IDs with hasher.

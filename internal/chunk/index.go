@@ -6,8 +6,6 @@ import (
 	"sync"
 )
 
-const indexAAD = "lifeboat index v1"
-
 // Location says where a chunk's blob is.
 type Location struct {
 	Pack      uint32 // number of the pack in the owning Index
@@ -179,11 +177,13 @@ func DecodeIndexFile(b []byte) (*IndexFile, error) {
 }
 
 // SealIndex returns the stored bytes of an index object.
-func (c *Codec) SealIndex(f *IndexFile) []byte { return c.SealObject(f.Encode(), indexAAD) }
+func (c *Codec) SealIndex(f *IndexFile) []byte {
+	return c.SealObject(f.Encode(), BindAAD("lifeboat index", c.vaultID))
+}
 
 // OpenIndex parses a stored index object.
 func (c *Codec) OpenIndex(sealed []byte) (*IndexFile, error) {
-	plain, err := c.OpenObject(sealed, indexAAD)
+	plain, err := c.OpenObject(sealed, BindAAD("lifeboat index", c.vaultID))
 	if err != nil {
 		return nil, fmt.Errorf("index: %w", err)
 	}

@@ -5,6 +5,7 @@
 package vault
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -23,8 +24,14 @@ import (
 	"lifeboat/internal/crypto"
 )
 
-// FormatVersion is the vault format this code writes and the newest it reads.
-const FormatVersion = 1
+// FormatVersion is the vault format this code writes and the newest it
+// reads. Version 2 binds index objects, pack headers, prune plans and copy
+// markers to the vault's ID; version 1 vaults are read and written as they
+// are, unbound (docs/format.md, "Binding objects to their vault").
+const FormatVersion = 2
+
+// firstBound is the first format version whose objects are bound to the vault.
+const firstBound = 2
 
 // Sentinel errors callers map to messages and exit codes.
 var (
@@ -43,7 +50,14 @@ type Config struct {
 	ChunkSize   int       `json:"chunk_size"`
 	PackSize    int       `json:"pack_size"`
 	Compression string    `json:"compression"`
+	// Origin is, in a copy (vault init --copy-of), the ID of the vault it
+	// copies: pack headers bound to it are accepted as the copy's own.
+	Origin string `json:"origin,omitempty"`
 }
+
+// Bound reports whether the vault's objects are bound to its ID (format
+// version 2 and later).
+func (c Config) Bound() bool { return c.Version >= firstBound }
 
 // Compression settings a vault may name.
 var compressionLevels = map[string]chunk.Level{
@@ -121,6 +135,9 @@ type Options struct {
 	KDF         crypto.KDFParams // key slots written; zero = crypto.DefaultKDF
 	Clock       clock.Clock      // nil = real time
 	Uploads     int              // parallel uploads; 0 = 4
+	// Version is the format version Init writes; 0 = FormatVersion. Only
+	// tests ask for an older one, to check old vaults stay readable.
+	Version int
 }
 
 func (o *Options) fill() {
@@ -141,7 +158,7 @@ func Init(ctx context.Context, store blob.Store, passphrase []byte, opts Options
 	if err := checkEmpty(ctx, store); err != nil {
 		return nil, err
 	}
-	cfg := Config{Format: "lifeboat-vault", Version: FormatVersion, Created: opts.Clock.Now().UTC().Truncate(time.Second),
+	cfg := Config{Format: "lifeboat-vault", Version: cmp.Or(opts.Version, FormatVersion), Created: opts.Clock.Now().UTC().Truncate(time.Second),
 		ChunkSize: opts.ChunkSize, PackSize: opts.PackSize, Compression: opts.Compression}
 	if cfg.ChunkSize == 0 {
 		cfg.ChunkSize = DefaultChunkSize
@@ -200,6 +217,9 @@ func newVault(store blob.Store, cfg Config, keys keyPayload, opts Options) (*Vau
 	codec, err := chunk.NewCodec(keys.DataKey, h, compressionLevels[cfg.Compression], cfg.ChunkSize)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Bound() {
+		codec.Bind(cfg.ID, cfg.Origin)
 	}
 	host, _ := os.Hostname()
 	return &Vault{store: store, cfg: cfg, keys: keys, codec: codec, clock: opts.Clock, host: host,
@@ -280,7 +300,8 @@ func Open(ctx context.Context, store blob.Store, passphrase []byte, opts Options
 			return nil, fmt.Errorf("key slot %s: payload: %w", name, err)
 		}
 		if !keys.Config.Created.Equal(cfg.Created) || keys.Config.ID != cfg.ID || keys.Config.ChunkSize != cfg.ChunkSize ||
-			keys.Config.PackSize != cfg.PackSize || keys.Config.Compression != cfg.Compression || keys.Config.Version != cfg.Version {
+			keys.Config.PackSize != cfg.PackSize || keys.Config.Compression != cfg.Compression || keys.Config.Version != cfg.Version ||
+			keys.Config.Origin != cfg.Origin {
 			return nil, fmt.Errorf("%s: %w", store, ErrConfigChanged)
 		}
 		v, err := newVault(store, cfg, keys, opts)
@@ -363,10 +384,21 @@ const (
 	KindCondemned = "condemned"
 )
 
-var aads = map[string]string{
-	KindManifest:  "lifeboat manifest v1",
-	KindPoint:     "lifeboat point v1",
-	KindCondemned: "lifeboat condemned v1",
+// aad is the associated data of objects of kind. Manifests and points are
+// bound to no vault: they are copied verbatim, so that a point has one ID
+// at every site; prune plans are bound to the vault in version 2.
+func (v *Vault) aad(kind string) string {
+	switch kind {
+	case KindManifest:
+		return "lifeboat manifest v1"
+	case KindPoint:
+		return "lifeboat point v1"
+	}
+	id := ""
+	if v.cfg.Bound() {
+		id = v.cfg.ID
+	}
+	return chunk.BindAAD("lifeboat condemned", id)
 }
 
 // ObjectName is the name of a content-addressed object of kind.
@@ -374,7 +406,7 @@ func ObjectName(kind string, id chunk.ID) string { return kind + "/" + id.String
 
 // SaveObject seals plain as an object of kind and stores it under its hash.
 func (v *Vault) SaveObject(ctx context.Context, kind string, plain []byte) (chunk.ID, error) {
-	sealed := v.codec.SealObject(plain, aads[kind])
+	sealed := v.codec.SealObject(plain, v.aad(kind))
 	id := chunk.ObjectID(sealed)
 	if err := v.store.Put(ctx, ObjectName(kind, id), sealed); err != nil {
 		return id, fmt.Errorf("writing %s: %w", ObjectName(kind, id), err)

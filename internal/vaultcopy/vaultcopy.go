@@ -64,11 +64,10 @@ type Stats struct {
 	PackBytes    int64    `json:"pack_bytes"`    // their size
 	AdoptedPacks int      `json:"adopted_packs"` // packs a killed copy or backup left, indexed and reused
 	DurationMS   int64    `json:"duration_ms"`
+	// Warnings name objects at the target that were ignored, such as copy
+	// markers that do not authenticate.
+	Warnings []string `json:"warnings,omitempty"`
 }
-
-// markerPrefix names the objects that record, at the target, which source
-// points were copied: a point forgotten at the target is not copied again.
-const markerPrefix = "copied/"
 
 // maxRun caps one ranged read of a source pack.
 const maxRun = 8 << 20
@@ -77,7 +76,8 @@ const maxRun = 8 << 20
 // planning pass and the copy; beyond it they are read again.
 const manifestCacheBudget = 256 << 20
 
-// marker is the content of copied/<point id>.
+// marker is the content of a copy marker (vault.CopyMarkerName), for
+// people reading the store: its name alone is what counts.
 type marker struct {
 	Version int       `json:"version"`
 	From    string    `json:"from"` // the source vault's ID
@@ -209,35 +209,33 @@ func (c *copier) report(start time.Time, points int, total int64) (stop func()) 
 	return func() { close(done); wg.Wait() }
 }
 
-// missing lists the source points to copy, oldest first. On the way it
-// records as copied the target's points that lack a marker (a run killed
-// between the two writes) and drops markers of points the source no
-// longer has.
+// missing lists the source points to copy, oldest first: those without a
+// valid marker at the target. A point stored at the target without its
+// marker (a run killed between the two writes, or a point planted there)
+// is copied again: only the marker says its data was copied, and copying
+// it again sends only what the target's own index lacks. On the way it
+// drops markers of points the source no longer has.
 func (c *copier) missing(ctx context.Context) ([]*sourcePoint, error) {
 	srcIDs, err := c.from.ListIDs(ctx, vault.KindPoint)
 	if err != nil {
 		return nil, fmt.Errorf("source %s: %w", c.from.Store(), err)
 	}
-	have, marked, err := targetPoints(ctx, c.to.Store())
+	marked, bad, err := c.to.CopyMarkers(ctx, c.to.Store(), c.to.Config())
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("target %w", err)
 	}
+	c.stats.Warnings = append(c.stats.Warnings, bad...)
 	inSource := map[chunk.ID]bool{}
 	var want []chunk.ID
 	for _, id := range srcIDs {
 		inSource[id] = true
-		switch {
-		case have[id] && !marked[id]:
-			if err := c.mark(ctx, id); err != nil {
-				return nil, err
-			}
-		case !have[id] && !marked[id]:
+		if _, ok := marked[id]; !ok {
 			want = append(want, id)
 		}
 	}
-	for id := range marked {
+	for id, name := range marked {
 		if !inSource[id] {
-			if err := c.to.Store().Delete(ctx, markerPrefix+id.String()); err != nil {
+			if err := c.to.Store().Delete(ctx, name); err != nil {
 				return nil, fmt.Errorf("target %s: removing the marker of a point the source forgot: %w", c.to.Store(), err)
 			}
 		}
@@ -273,29 +271,9 @@ func (c *copier) missing(ctx context.Context) ([]*sourcePoint, error) {
 	return points, nil
 }
 
-// targetPoints lists the points stored at a copy and those recorded as
-// copied, by name only.
-func targetPoints(ctx context.Context, to blob.Store) (have, marked map[chunk.ID]bool, err error) {
-	have, marked = map[chunk.ID]bool{}, map[chunk.ID]bool{}
-	for prefix, set := range map[string]map[chunk.ID]bool{vault.KindPoint + "/": have, markerPrefix: marked} {
-		err := to.List(ctx, prefix, func(i blob.Info) error {
-			id, err := chunk.ParseID(i.Name[len(prefix):])
-			if err != nil {
-				return fmt.Errorf("unexpected object %s: %w", i.Name, err)
-			}
-			set[id] = true
-			return nil
-		})
-		if err != nil {
-			return nil, nil, fmt.Errorf("target %s: listing %s: %w", to, prefix, err)
-		}
-	}
-	return have, marked, nil
-}
-
 func (c *copier) mark(ctx context.Context, id chunk.ID) error {
-	data, _ := json.Marshal(marker{Version: 1, From: c.from.Config().ID, Time: c.to.Clock().Now().UTC()})
-	if err := c.to.Store().Put(ctx, markerPrefix+id.String(), data); err != nil {
+	data, _ := json.Marshal(marker{Version: c.to.Config().Version, From: c.from.Config().ID, Time: c.to.Clock().Now().UTC()})
+	if err := c.to.Store().Put(ctx, c.to.CopyMarkerName(c.to.Config(), id), data); err != nil {
 		return fmt.Errorf("target %s: recording point %s as copied: %w", c.to.Store(), id.Short(), err)
 	}
 	return nil

@@ -382,14 +382,14 @@ func TestCopyRetentionAndMachine(t *testing.T) {
 	if err != nil || st.PointsCopied != 3 {
 		t.Fatalf("copy of web1: %+v, %v", st, err)
 	}
-	pending, err := vaultcopy.Pending(ctx, a.v, b.store, "")
+	pending, _, err := vaultcopy.Pending(ctx, a.v, b.store, "")
 	if err != nil || len(pending) != 1 || pending[0].ID != dbPoint.ID {
 		t.Fatalf("pending after copying web1: %v, %v", pending, err)
 	}
 	if lag := vaultcopy.Lag(pending, dbPoint.Time.Add(90*time.Minute)); lag != 90*time.Minute {
 		t.Fatalf("lag %v, want 90m", lag)
 	}
-	if pending, _ := vaultcopy.Pending(ctx, a.v, b.store, "web1"); len(pending) != 0 {
+	if pending, _, _ := vaultcopy.Pending(ctx, a.v, b.store, "web1"); len(pending) != 0 {
 		t.Fatalf("web1 pending after its copy: %v", pending)
 	}
 
@@ -408,7 +408,7 @@ func TestCopyRetentionAndMachine(t *testing.T) {
 	if len(got) != 2 || !got[webPoints[2].ID] || !got[dbPoint.ID] {
 		t.Fatalf("points at the copy: %v", got)
 	}
-	if pending, _ := vaultcopy.Pending(ctx, a.v, b.store, ""); len(pending) != 0 {
+	if pending, _, _ := vaultcopy.Pending(ctx, a.v, b.store, ""); len(pending) != 0 {
 		t.Fatalf("points forgotten at the copy reported pending: %v", pending)
 	}
 	verifyClean(t, b.v)
