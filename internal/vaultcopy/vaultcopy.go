@@ -523,15 +523,25 @@ func (c *copier) copyRun(ctx context.Context, run []blobRef, packer *vault.Packe
 	length := int64(last.loc.Offset+last.loc.Length) - start
 	name := chunk.PackName(first.pack)
 	data, err := c.from.Store().GetRange(ctx, name, start, length)
-	if err != nil {
+	if err != nil && !blob.IsNotExist(err) {
 		return fmt.Errorf("source %s: reading %s: %w", c.from.Store(), name, err)
 	}
+	missing := err
 	var buf []byte
 	for _, r := range run {
-		sealed := data[int64(r.loc.Offset)-start : int64(r.loc.Offset+r.loc.Length)-start]
-		// The target must never receive a blob that would fail there.
-		if buf, err = c.from.Codec().DecodeBlob(buf, r.id, sealed, int(r.loc.RawLength)); err != nil {
-			return fmt.Errorf("source %s: %s: chunk %s: %w", c.from.Store(), name, r.id.Short(), err)
+		var sealed []byte
+		if missing == nil {
+			sealed = data[int64(r.loc.Offset)-start : int64(r.loc.Offset+r.loc.Length)-start]
+			// The target must never receive a blob that would fail there.
+			buf, err = c.from.Codec().DecodeBlob(buf, r.id, sealed, int(r.loc.RawLength))
+		} else {
+			err = missing
+		}
+		if err != nil {
+			// A chunk stored more than once is read from another location.
+			if buf, sealed, err = c.reread(ctx, r, buf, err); err != nil {
+				return fmt.Errorf("source %s: %s: chunk %s: %w", c.from.Store(), name, r.id.Short(), err)
+			}
 		}
 		if err := packer.Add(r.id, sealed, int(r.loc.RawLength)); err != nil {
 			return fmt.Errorf("target %s: %w", c.to.Store(), err)
@@ -540,6 +550,25 @@ func (c *copier) copyRun(ctx context.Context, run []blobRef, packer *vault.Packe
 		c.chunks.Add(1)
 	}
 	return nil
+}
+
+// reread reads the blob of r from a location at the source other than
+// the one that failed with cause.
+func (c *copier) reread(ctx context.Context, r blobRef, buf []byte, cause error) (plain, sealed []byte, err error) {
+	locs := c.fromIx.Locations(r.id)
+	c.fullOnce.Do(func() {
+		if c.fullIx == nil {
+			c.fullIx, c.fullErr = c.from.LoadIndex(ctx, nil)
+		}
+	})
+	if c.fullErr == nil && c.fullIx != c.fromIx {
+		locs = append(locs, c.fullIx.Locations(r.id)...)
+	}
+	plain, sealed, err = c.from.ReadBlob(ctx, r.id, locs, &chunk.PackLocation{Pack: r.pack, Loc: r.loc}, buf)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w (and no other copy: %w)", cause, err)
+	}
+	return plain, sealed, nil
 }
 
 // commit writes the manifests of a batch whose chunks are stored and
