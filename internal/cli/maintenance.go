@@ -107,6 +107,11 @@ Only the points are removed: their data stays until 'lifeboat prune' (or --prune
 			if err != nil {
 				return err
 			}
+			if !dryRun {
+				if err := a.book().Reset(v.Config().ID, res.Kept, a.env.Clock.Now()); err != nil {
+					a.warnf("%v", err)
+				}
+			}
 			var pr *maintenance.PruneReport
 			if prune && !dryRun {
 				if pr, err = maintenance.Prune(cmd.Context(), v, maintenance.PruneOptions{}); err != nil {

@@ -15,6 +15,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"lifeboat/internal/clock"
+	"lifeboat/internal/lastseen"
+	"lifeboat/internal/recovery"
 	"lifeboat/internal/vault"
 )
 
@@ -153,6 +155,23 @@ func (a *app) open(ctx context.Context) (*vault.Vault, error) {
 		}
 	}
 	return v, err
+}
+
+// book is this host's record of the newest points seen in each vault
+// (internal/lastseen); nil, with a warning, without a state directory.
+func (a *app) book() *lastseen.Book {
+	b, err := lastseen.FromEnv(a.env.Getenv)
+	if err != nil {
+		a.warnf("%v", err)
+	}
+	return b
+}
+
+// checkSeen warns of points of v this host saw that have vanished.
+func (a *app) checkSeen(v *vault.Vault, points []*recovery.Point) {
+	for _, w := range a.book().CheckPoints(v.Config().ID, points, a.env.Clock.Now()) {
+		a.warnf("%s: %s", v.Store(), w)
+	}
 }
 
 func (a *app) printJSON(v any) error {

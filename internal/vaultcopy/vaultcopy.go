@@ -20,6 +20,7 @@ import (
 	"lifeboat/internal/blob"
 	"lifeboat/internal/chunk"
 	"lifeboat/internal/image"
+	"lifeboat/internal/lastseen"
 	"lifeboat/internal/recovery"
 	"lifeboat/internal/vault"
 )
@@ -40,6 +41,10 @@ type Options struct {
 	Readers int
 	// Progress, if set, is called about every 200 ms and once at the end.
 	Progress func(Progress)
+	// Seen, if set, is this host's record of the newest points seen in
+	// each vault: the copy warns when one has vanished from the source or
+	// the target, and records the points it copies.
+	Seen *lastseen.Book
 }
 
 // Progress reports a running copy.
@@ -225,6 +230,9 @@ func (c *copier) missing(ctx context.Context) ([]*sourcePoint, error) {
 		return nil, fmt.Errorf("target %w", err)
 	}
 	c.stats.Warnings = append(c.stats.Warnings, bad...)
+	if err := c.checkSeen(ctx, srcIDs); err != nil {
+		return nil, err
+	}
 	inSource := map[chunk.ID]bool{}
 	var want []chunk.ID
 	for _, id := range srcIDs {
@@ -257,10 +265,17 @@ func (c *copier) missing(ctx context.Context) ([]*sourcePoint, error) {
 		return nil, fmt.Errorf("source %s: loading points: %w", c.from.Store(), err)
 	}
 	points := out[:0]
+	var seen []*recovery.Point
 	for _, p := range out {
+		if p != nil {
+			seen = append(seen, p.Point)
+		}
 		if p != nil && (c.opts.Machine == "" || p.Machine == c.opts.Machine) {
 			points = append(points, p)
 		}
+	}
+	if err := c.opts.Seen.Saw(c.from.Config().ID, seen, c.to.Clock().Now()); err != nil {
+		c.stats.Warnings = append(c.stats.Warnings, "source: "+err.Error())
 	}
 	slices.SortFunc(points, func(a, b *sourcePoint) int {
 		if d := a.Time.Compare(b.Time); d != 0 {
@@ -601,6 +616,27 @@ func (c *copier) commit(ctx context.Context, batch []*sourcePoint) error {
 		}
 		c.stats.Points = append(c.stats.Points, p.ID.String())
 		c.committed.Add(1)
+		if err := c.opts.Seen.Saw(c.to.Config().ID, []*recovery.Point{p.Point}, c.to.Clock().Now()); err != nil {
+			c.stats.Warnings = append(c.stats.Warnings, "target: "+err.Error())
+		}
 	}
+	return nil
+}
+
+// checkSeen warns of points this host saw in either vault that are gone
+// (internal/lastseen).
+func (c *copier) checkSeen(ctx context.Context, srcIDs []chunk.ID) error {
+	if c.opts.Seen == nil {
+		return nil
+	}
+	now := c.to.Clock().Now()
+	for _, w := range c.opts.Seen.Check(c.from.Config().ID, srcIDs, nil, now) {
+		c.stats.Warnings = append(c.stats.Warnings, "source "+c.from.Store().String()+": "+w)
+	}
+	dstIDs, err := c.to.ListIDs(ctx, vault.KindPoint)
+	if err != nil {
+		return fmt.Errorf("target %s: %w", c.to.Store(), err)
+	}
+	c.stats.Warnings = append(c.stats.Warnings, c.opts.Seen.Check(c.to.Config().ID, dstIDs, nil, now)...)
 	return nil
 }
