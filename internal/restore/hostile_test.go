@@ -13,6 +13,7 @@ import (
 
 	"lifeboat/internal/backup"
 	"lifeboat/internal/blob"
+	"lifeboat/internal/blob/s3test"
 	"lifeboat/internal/chunk"
 	"lifeboat/internal/crypto"
 	"lifeboat/internal/image"
@@ -60,20 +61,37 @@ func TestManifestBoundByPointDisk(t *testing.T) {
 	}
 }
 
-// flip damages one byte of an object of a directory store in place.
-func flip(t *testing.T, dir, name string, off int64) {
+// flip damages one byte of an object, rewriting it as someone with write
+// access to the storage could.
+func flip(t *testing.T, store blob.Store, name string, off int64) {
 	t.Helper()
-	f, err := os.OpenFile(filepath.Join(dir, name), os.O_RDWR, 0)
+	data, err := store.Get(context.Background(), name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	b := make([]byte, 1)
-	f.ReadAt(b, off)
-	b[0] ^= 0xff
-	if _, err := f.WriteAt(b, off); err != nil {
+	data[off] ^= 0xff
+	if err := store.Put(context.Background(), name, data); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// stores are the stores the test runs on: a real directory and a bucket
+// on a real S3 server (versitygw).
+var stores = map[string]func(t *testing.T) blob.Store{
+	"dir": func(t *testing.T) blob.Store {
+		s, err := blob.NewDir(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	},
+	"s3": func(t *testing.T) blob.Store {
+		s, err := blob.NewS3(t.Context(), s3test.Start(t).Config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	},
 }
 
 // TestDuplicateChunkBadCopy (issue 10 item 10): two chunks are stored
@@ -81,12 +99,13 @@ func flip(t *testing.T, dir, name string, off int64) {
 // location the index offers first, one chunk fails there: restore, and a
 // copy of the vault, read it from its other location.
 func TestDuplicateChunkBadCopy(t *testing.T) {
-	ctx := context.Background()
-	dir := t.TempDir()
-	store, err := blob.NewDir(dir)
-	if err != nil {
-		t.Fatal(err)
+	for name, newStore := range stores {
+		t.Run(name, func(t *testing.T) { duplicateChunkBadCopy(t, newStore(t)) })
 	}
+}
+
+func duplicateChunkBadCopy(t *testing.T, store blob.Store) {
+	ctx := context.Background()
 	opts := vault.Options{KDF: crypto.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}, ChunkSize: 64 << 10, PackSize: 1 << 20}
 	v, err := vault.Init(ctx, store, []byte("pw"), opts)
 	if err != nil {
@@ -143,8 +162,8 @@ func TestDuplicateChunkBadCopy(t *testing.T) {
 	if len(ix.Locations(x)) != 2 || second.Pack == (chunk.ID{}) {
 		t.Fatalf("locations of x %v, of y %v: want two each", ix.Locations(x), ix.Locations(y))
 	}
-	flip(t, dir, chunk.PackName(first[x].Pack), int64(first[x].Loc.Offset)+40)
-	flip(t, dir, chunk.PackName(second.Pack), int64(second.Loc.Offset)+40)
+	flip(t, store, chunk.PackName(first[x].Pack), int64(first[x].Loc.Offset)+40)
+	flip(t, store, chunk.PackName(second.Pack), int64(second.Loc.Offset)+40)
 
 	rep, err := maintenance.Verify(ctx, v, maintenance.VerifyOptions{ReadData: true})
 	if err != nil {
