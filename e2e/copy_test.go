@@ -289,7 +289,14 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// Records of points seen (internal/lastseen) go to a scratch
+	// directory, not to /var/lib/lifeboat.
+	state, err := os.MkdirTemp("", "lifeboat-e2e-state-")
+	if err == nil {
+		os.Setenv("LIFEBOAT_STATE_DIR", state)
+	}
 	code := m.Run()
+	os.RemoveAll(state)
 	if binDir != "" {
 		os.RemoveAll(binDir)
 	}
@@ -430,7 +437,7 @@ func sourceChunks(t *testing.T, v *vault.Vault) map[chunk.ID]int64 {
 	out := map[chunk.ID]int64{}
 	for _, p := range points {
 		for _, d := range p.Disks {
-			m, err := image.Load(ctx, v, d.Manifest)
+			m, err := image.Load(ctx, v, d.Manifest, d.Size, d.ChunkSize)
 			if err != nil {
 				t.Fatal(err)
 			}

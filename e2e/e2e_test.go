@@ -28,8 +28,13 @@ func (r *run) lifeboat(args ...string) (stdout, stderr string, code int) {
 	var out, errb bytes.Buffer
 	code = cli.Main(context.Background(), args, cli.Env{
 		Stdout: &out, Stderr: &errb,
-		Getenv: func(k string) string { return r.env[k] },
-		KDF:    &vault.Options{KDF: crypto.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}},
+		Getenv: func(k string) string {
+			if v, ok := r.env[k]; ok || k != "LIFEBOAT_STATE_DIR" {
+				return v
+			}
+			return os.Getenv(k)
+		},
+		KDF: &vault.Options{KDF: crypto.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}},
 	})
 	return out.String(), errb.String(), code
 }

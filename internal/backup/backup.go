@@ -18,6 +18,7 @@ import (
 
 	"lifeboat/internal/chunk"
 	"lifeboat/internal/image"
+	"lifeboat/internal/lastseen"
 	"lifeboat/internal/recovery"
 	"lifeboat/internal/source"
 	"lifeboat/internal/vault"
@@ -70,6 +71,9 @@ type Options struct {
 	// the point is committed; an error abandons the point (a freeze that
 	// ran out of time, say).
 	Precommit func() error
+	// Seen, if set, is this host's record of the newest points seen: the
+	// backup warns when one has vanished, and records its own point.
+	Seen *lastseen.Book
 }
 
 // Progress reports a running backup.
@@ -179,6 +183,9 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 	if err != nil {
 		return nil, err
 	}
+	for _, w := range opts.Seen.CheckPoints(v.Config().ID, points, v.Clock().Now()) {
+		warn(w)
+	}
 	var parent *recovery.Point
 	if p, err := recovery.Find(points, opts.Machine, "latest"); err == nil {
 		parent = p
@@ -191,7 +198,7 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 		total += d.Source.Size()
 		if parent != nil {
 			if pd, ok := parent.Disk(d.Name); ok {
-				pm, err := image.Load(ctx, v, pd.Manifest)
+				pm, err := image.Load(ctx, v, pd.Manifest, pd.Size, pd.ChunkSize)
 				if err != nil {
 					return nil, fmt.Errorf("loading parent point %s disk %s: %w", parent.ID.Short(), d.Name, err)
 				}
@@ -286,6 +293,9 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 	// 7. The point: committed.
 	if err := recovery.Save(ctx, v, p); err != nil {
 		return nil, err
+	}
+	if err := opts.Seen.Saw(v.Config().ID, []*recovery.Point{p}, v.Clock().Now()); err != nil {
+		warn(err.Error())
 	}
 	if opts.Progress != nil {
 		pr := e.progress(total, v.Clock().Now().Sub(start), true)

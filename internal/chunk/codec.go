@@ -26,6 +26,36 @@ type Codec struct {
 	meta   *goFrames  // metadata objects
 	// payloads are scratch buffers for opened blobs.
 	payloads sync.Pool
+	// vaultID binds index objects and pack headers to the vault (set by
+	// Bind; empty for a version 1 vault, whose objects are not bound), and
+	// packIDs are the vault IDs whose pack headers it accepts.
+	vaultID string
+	packIDs []string
+}
+
+// Bind makes the codec seal index objects and pack headers bound to the
+// vault vaultID, and accept only those when opening, except that pack
+// headers bound to origin (the vault a copy was made from; "" for none)
+// are accepted too, so that packs can be copied verbatim
+// (docs/format.md, "Binding objects to their vault"). Call it before any
+// use. Without it, the codec reads and writes version 1 objects, bound to
+// no vault.
+func (c *Codec) Bind(vaultID, origin string) {
+	c.vaultID = vaultID
+	c.packIDs = []string{vaultID}
+	if origin != "" && origin != vaultID {
+		c.packIDs = append(c.packIDs, origin)
+	}
+}
+
+// BindAAD is the associated data of an object labelled label (as
+// "lifeboat index") bound to vault vaultID, or its version 1 form,
+// bound to no vault, when vaultID is empty.
+func BindAAD(label, vaultID string) string {
+	if vaultID == "" {
+		return label + " v1"
+	}
+	return label + " v2 " + vaultID
 }
 
 // NewCodec returns a codec sealing with dataKey and checking IDs with hasher.
@@ -39,7 +69,7 @@ func NewCodec(dataKey crypto.Key, hasher *Hasher, level Level, maxChunk int) (*C
 		return nil, err
 	}
 	// Metadata objects (index, manifests) can be much larger than a chunk.
-	meta, err := newGoFrames(level, maxChunk, 4<<30, 2)
+	meta, err := newGoFrames(level, maxChunk, metaMax, 2)
 	if err != nil {
 		return nil, err
 	}
@@ -104,11 +134,25 @@ func (c *Codec) SealObject(plain []byte, aad string) []byte {
 
 // OpenObject reverses SealObject.
 func (c *Codec) OpenObject(sealed []byte, aad string) ([]byte, error) {
+	return c.OpenObjectMax(sealed, aad, 0)
+}
+
+// metaMax is the most any metadata object may decompress to.
+const metaMax = 4 << 30
+
+// OpenObjectMax is OpenObject refusing a plaintext of more than max bytes
+// (0: the 4 GiB every metadata object is held to) before decoding it all.
+func (c *Codec) OpenObjectMax(sealed []byte, aad string, max uint64) ([]byte, error) {
 	z, err := c.aead.Open(nil, sealed, []byte(aad))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
-	plain, err := c.meta.dec.DecodeAll(z, nil)
+	var plain []byte
+	if max == 0 || max >= metaMax {
+		plain, err = c.meta.dec.DecodeAll(z, nil)
+	} else {
+		plain, err = decodeAllMax(z, max)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("decompressing: %w: %w", ErrCorrupt, err)
 	}

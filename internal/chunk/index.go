@@ -3,10 +3,9 @@ package chunk
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"sync"
 )
-
-const indexAAD = "lifeboat index v1"
 
 // Location says where a chunk's blob is.
 type Location struct {
@@ -17,12 +16,22 @@ type Location struct {
 }
 
 // Index maps chunk IDs to blob locations. It is safe for concurrent use.
-// Memory is about 80 bytes per chunk (a map of 48-byte entries).
+// Memory is about 80 bytes per chunk (a map of 48-byte entries); the
+// further locations of a chunk stored more than once (rare: two backups
+// stored it at once, or prune repacked it) are kept aside, so that a
+// reader can fall back to them when one fails.
 type Index struct {
 	mu      sync.RWMutex
 	packs   []ID
 	packNum map[ID]uint32
 	chunks  map[ID]Location
+	more    map[ID][]Location // locations after the first; nil until there is one
+}
+
+// PackLocation is a chunk's location with its pack's ID.
+type PackLocation struct {
+	Pack ID
+	Loc  Location
 }
 
 // NewIndex returns an empty index.
@@ -31,7 +40,7 @@ func NewIndex() *Index {
 }
 
 // Add records the entries of one pack. A chunk already located elsewhere
-// keeps its first location.
+// keeps its first location for Lookup; the new one is kept for Locations.
 func (ix *Index) Add(pack ID, entries []PackEntry) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
@@ -42,11 +51,36 @@ func (ix *Index) Add(pack ID, entries []PackEntry) {
 		ix.packNum[pack] = n
 	}
 	for _, e := range entries {
-		if _, dup := ix.chunks[e.ID]; dup {
+		loc := Location{Pack: n, Offset: e.Offset, Length: e.Length, RawLength: e.RawLength}
+		first, dup := ix.chunks[e.ID]
+		if !dup {
+			ix.chunks[e.ID] = loc
 			continue
 		}
-		ix.chunks[e.ID] = Location{Pack: n, Offset: e.Offset, Length: e.Length, RawLength: e.RawLength}
+		if first == loc || slices.Contains(ix.more[e.ID], loc) {
+			continue
+		}
+		if ix.more == nil {
+			ix.more = map[ID][]Location{}
+		}
+		ix.more[e.ID] = append(ix.more[e.ID], loc)
 	}
+}
+
+// Locations returns every location of chunk id, the one Lookup returns
+// first.
+func (ix *Index) Locations(id ID) []PackLocation {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	first, ok := ix.chunks[id]
+	if !ok {
+		return nil
+	}
+	out := []PackLocation{{ix.packs[first.Pack], first}}
+	for _, l := range ix.more[id] {
+		out = append(out, PackLocation{ix.packs[l.Pack], l})
+	}
+	return out
 }
 
 // Lookup returns where chunk id is stored.
@@ -179,11 +213,13 @@ func DecodeIndexFile(b []byte) (*IndexFile, error) {
 }
 
 // SealIndex returns the stored bytes of an index object.
-func (c *Codec) SealIndex(f *IndexFile) []byte { return c.SealObject(f.Encode(), indexAAD) }
+func (c *Codec) SealIndex(f *IndexFile) []byte {
+	return c.SealObject(f.Encode(), BindAAD("lifeboat index", c.vaultID))
+}
 
 // OpenIndex parses a stored index object.
 func (c *Codec) OpenIndex(sealed []byte) (*IndexFile, error) {
-	plain, err := c.OpenObject(sealed, indexAAD)
+	plain, err := c.OpenObject(sealed, BindAAD("lifeboat index", c.vaultID))
 	if err != nil {
 		return nil, fmt.Errorf("index: %w", err)
 	}

@@ -8,8 +8,6 @@ import (
 // Blob types in a pack header.
 const TypeData = 1
 
-const packHeaderAAD = "lifeboat pack header v1"
-
 // PackEntry locates one blob in a pack.
 type PackEntry struct {
 	Type      uint8
@@ -66,7 +64,7 @@ func (p *PackBuilder) Finish(c *Codec) (data []byte, id ID, entries []PackEntry)
 		plain = binary.LittleEndian.AppendUint32(plain, e.RawLength)
 	}
 	start := len(p.buf)
-	data = c.Seal(p.buf, plain, packHeaderAAD)
+	data = c.Seal(p.buf, plain, BindAAD("lifeboat pack header", c.vaultID))
 	data = binary.LittleEndian.AppendUint32(data, uint32(len(data)-start))
 	return data, ObjectID(data), p.entries
 }
@@ -87,9 +85,17 @@ func PackHeaderLength(trailer []byte, size int64) (int64, error) {
 // ParsePackHeader opens a sealed pack header and checks every entry lies
 // within the first blobsEnd bytes of the pack.
 func ParsePackHeader(c *Codec, sealed []byte, blobsEnd int64) ([]PackEntry, error) {
-	plain, err := c.Open(sealed, packHeaderAAD)
+	plain, err := c.Open(sealed, BindAAD("lifeboat pack header", c.vaultID))
+	for _, id := range c.packIDs {
+		if err == nil {
+			break
+		}
+		if id != c.vaultID {
+			plain, err = c.Open(sealed, BindAAD("lifeboat pack header", id))
+		}
+	}
 	if err != nil {
-		return nil, fmt.Errorf("pack header: %w", err)
+		return nil, fmt.Errorf("pack header (of another vault, or damaged): %w", err)
 	}
 	if len(plain) < 9 || string(plain[:4]) != "LBPK" {
 		return nil, fmt.Errorf("pack header: bad magic: %w", ErrCorrupt)

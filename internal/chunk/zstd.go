@@ -89,3 +89,24 @@ func (g *goFrames) decompress(dst, frame []byte, limit int) ([]byte, error) {
 	}
 	return out, nil
 }
+
+// decodeAllMax decodes frames into a new slice, failing as soon as the
+// output passes max bytes (or the largest window lifeboat's encoders use,
+// 8 MiB, which the decoder needs to accept the frame) rather than after
+// decoding it all, and then holding it to max exactly.
+func decodeAllMax(frames []byte, limit uint64) ([]byte, error) {
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(max(limit, 8<<20)),
+		zstd.IgnoreChecksum(true))
+	if err != nil {
+		return nil, fmt.Errorf("creating decompressor: %w", err)
+	}
+	defer dec.Close()
+	out, err := dec.DecodeAll(frames, nil)
+	if err != nil {
+		return nil, err
+	}
+	if uint64(len(out)) > limit {
+		return nil, fmt.Errorf("decodes to %d bytes, more than %d", len(out), limit)
+	}
+	return out, nil
+}

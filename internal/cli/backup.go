@@ -204,7 +204,7 @@ func (a *app) runBackup(ctx context.Context, bf backupFlags) error {
 	defer capt.close()
 	opts := backup.Options{Machine: bf.machine, Definition: defRaw, Consistency: capt.consistency, Tags: bf.tags,
 		Warn: func(s string) { a.warnf("%s", s) }, Disks: capt.disks, Notes: capt.notes, Audit: bf.audit,
-		Precommit: capt.precommit}
+		Precommit: capt.precommit, Seen: a.book()}
 	pb := newBar(a.env.Stderr, "backup "+bf.machine, !a.quiet)
 	opts.Progress = func(p backup.Progress) { pb.update(p.DoneBytes, p.TotalBytes, p.Elapsed, p.Final) }
 	p, err := backup.Run(capt.ctx(ctx), v, opts)

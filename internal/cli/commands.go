@@ -172,8 +172,14 @@ func (a *app) pointsCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "points [--machine NAME]",
 		Short: "List recovery points",
-		Long:  "List the recovery points in the vault, oldest first, optionally of one machine.",
-		Args:  cobra.NoArgs,
+		Long: `List the recovery points in the vault, oldest first, optionally of one machine.
+
+Each host records the newest point of every machine it has seen in a vault
+(under LIFEBOAT_STATE_DIR; /var/lib/lifeboat for root, else
+$XDG_STATE_HOME/lifeboat). points, restore, backup and vault copy warn, naming
+it, when such a point is gone without this host having forgotten it: deleted at
+the storage, or the vault rolled back. forget on this host updates the record.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			v, err := a.open(cmd.Context())
 			if err != nil {
@@ -183,6 +189,7 @@ func (a *app) pointsCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			a.checkSeen(v, points)
 			out := []pointOut{}
 			for _, p := range points {
 				if machine == "" || p.Machine == machine {
@@ -285,6 +292,7 @@ as it is decoded; the images are synced to disk before the command returns.`,
 			if err != nil {
 				return err
 			}
+			a.checkSeen(v, points)
 			p, err := recovery.Find(points, machine, args[0])
 			if err != nil {
 				return err

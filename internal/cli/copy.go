@@ -145,7 +145,7 @@ back to the plain variable.`,
 				return err
 			}
 			pb := newBar(a.env.Stderr, "copy", !a.quiet && !a.jsonOut)
-			st, err := vaultcopy.Run(ctx, src, dst, vaultcopy.Options{Machine: machine, Progress: func(p vaultcopy.Progress) {
+			st, err := vaultcopy.Run(ctx, src, dst, vaultcopy.Options{Machine: machine, Seen: a.book(), Progress: func(p vaultcopy.Progress) {
 				pb.update(p.DoneBytes, p.TotalBytes, p.Elapsed, p.Final)
 			}})
 			if err != nil {
@@ -153,6 +153,9 @@ back to the plain variable.`,
 					return usageError{err}
 				}
 				return fmt.Errorf("copy from %s to %s: %w", src.Store(), dst.Store(), err)
+			}
+			for _, w := range st.Warnings {
+				a.warnf("copy %s: %s", dst.Store(), w)
 			}
 			if a.jsonOut {
 				return a.printJSON(st)
@@ -218,7 +221,9 @@ copy and the copy lag: the age of the oldest point not yet copied, 0 when the
 copy is up to date. The lag is the recovery point objective of the second
 site: what a loss of this site would lose of the copy's history.
 
---copy needs no passphrase: only the names of its objects are read. It reads
+--copy needs no passphrase: only its config and the names of its objects are
+read; its markers of copied points are checked with this vault's keys, and one
+that does not check out is named in a warning. It reads
 LIFEBOAT_COPY_S3_ENDPOINT, LIFEBOAT_COPY_AWS_ACCESS_KEY_ID ... first, falling
 back to the plain variables.`,
 		Example: `  lifeboat vault status --vault /srv/vault --copy s3://dr-site/vault`,
@@ -288,9 +293,12 @@ func (a *app) status(ctx context.Context, v *vault.Vault, machine string, copySt
 	if copyStore == nil {
 		return out, nil
 	}
-	pending, err := vaultcopy.Pending(ctx, v, copyStore, machine)
+	pending, warnings, err := vaultcopy.Pending(ctx, v, copyStore, machine)
 	if err != nil {
 		return nil, err
+	}
+	for _, w := range warnings {
+		a.warnf("copy %s: %s", copyStore, w)
 	}
 	c := &statusCopy{Vault: copyStore.String(), PendingPoints: len(pending), Pending: []statusPoint{}, UpToDate: len(pending) == 0,
 		LagSeconds: vaultcopy.Lag(pending, a.env.Clock.Now()).Seconds()}

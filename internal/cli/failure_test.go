@@ -118,7 +118,7 @@ func TestCorruptObject(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := image.Load(ctx, v, latest.Disks[0].Manifest)
+	m, err := image.Load(ctx, v, latest.Disks[0].Manifest, latest.Disks[0].Size, latest.Disks[0].ChunkSize)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -431,7 +431,7 @@ func TestBadInput(t *testing.T) {
 		if err := json.Unmarshal(fileBytes(t, cfgPath), &cfg); err != nil {
 			t.Fatal(err)
 		}
-		cfg["version"] = 2
+		cfg["version"] = 3
 		data, _ := json.MarshalIndent(cfg, "", "  ")
 		os.Remove(cfgPath) // a hard link: do not write through it
 		if err := os.WriteFile(cfgPath, data, 0o600); err != nil {
@@ -439,7 +439,7 @@ func TestBadInput(t *testing.T) {
 		}
 		for _, args := range [][]string{{"points"}, {"verify"}, {"backup", "--machine", "web1", "--disk", "vda=" + sv.img}, {"prune"}} {
 			r := inProc(t, append([]string{"--vault", dir, "-q"}, args...)...)
-			expect(t, args[0], r, cli.ExitNewerFormat, "version 2", "upgrade")
+			expect(t, args[0], r, cli.ExitNewerFormat, "version 3", "upgrade")
 		}
 		// Nothing was written, not even a session marker.
 		if got := listPoints(t, dir); len(got) != len(sv.points) {

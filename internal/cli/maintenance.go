@@ -107,6 +107,11 @@ Only the points are removed: their data stays until 'lifeboat prune' (or --prune
 			if err != nil {
 				return err
 			}
+			if !dryRun {
+				if err := a.book().Reset(v.Config().ID, res.Kept, a.env.Clock.Now()); err != nil {
+					a.warnf("%v", err)
+				}
+			}
 			var pr *maintenance.PruneReport
 			if prune && !dryRun {
 				if pr, err = maintenance.Prune(cmd.Context(), v, maintenance.PruneOptions{}); err != nil {
@@ -192,7 +197,11 @@ func (a *app) pruneCommand() *cobra.Command {
 rewrite packs that are mostly unused. Prune is safe beside running backups and
 restores: it writes a plan first, and deletes only once every backup that
 started before the plan has finished and no new point needs what it condemns;
-otherwise the next prune finishes the plan. Run one prune per vault at a time.`,
+otherwise the next prune finishes the plan. Run one prune per vault at a time.
+
+Prune also removes the partial uploads a write killed mid-way leaves in a
+directory vault (packs/xx/.tmp-*) once they are older than 30 minutes, the
+longest a running write can take to refresh its session; verify lists them.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			v, err := a.open(cmd.Context())
@@ -206,6 +215,11 @@ otherwise the next prune finishes the plan. Run one prune per vault at a time.`,
 			rep, err := maintenance.Prune(cmd.Context(), v, opts)
 			if err != nil {
 				return err
+			}
+			if opts.Log == nil {
+				for _, w := range rep.Warnings {
+					a.warnf("%s", w)
+				}
 			}
 			if a.jsonOut {
 				return a.printJSON(rep)

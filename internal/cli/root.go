@@ -15,6 +15,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"lifeboat/internal/clock"
+	"lifeboat/internal/lastseen"
+	"lifeboat/internal/recovery"
 	"lifeboat/internal/vault"
 )
 
@@ -148,7 +150,30 @@ func (a *app) open(ctx context.Context) (*vault.Vault, error) {
 	if err != nil {
 		return nil, err
 	}
-	return vault.Open(ctx, store, pw, a.options())
+	v, err := vault.Open(ctx, store, pw, a.options())
+	if err == nil {
+		for _, w := range v.Warnings() {
+			a.warnf("%s: %s", store, w)
+		}
+	}
+	return v, err
+}
+
+// book is this host's record of the newest points seen in each vault
+// (internal/lastseen); nil, with a warning, without a state directory.
+func (a *app) book() *lastseen.Book {
+	b, err := lastseen.FromEnv(a.env.Getenv)
+	if err != nil {
+		a.warnf("%v", err)
+	}
+	return b
+}
+
+// checkSeen warns of points of v this host saw that have vanished.
+func (a *app) checkSeen(v *vault.Vault, points []*recovery.Point) {
+	for _, w := range a.book().CheckPoints(v.Config().ID, points, a.env.Clock.Now()) {
+		a.warnf("%s: %s", v.Store(), w)
+	}
 }
 
 func (a *app) printJSON(v any) error {

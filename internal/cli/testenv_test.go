@@ -44,6 +44,9 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		defer os.RemoveAll(dir)
+		// Records of points seen (internal/lastseen) go here, not to
+		// /var/lib/lifeboat: the binary inherits it, inProcEnv passes it on.
+		os.Setenv("LIFEBOAT_STATE_DIR", filepath.Join(dir, "state"))
 		out, err := exec.Command("go", "env", "GOMOD").Output()
 		gomod := strings.TrimSpace(string(out))
 		if err != nil || gomod == "" || gomod == os.DevNull {
@@ -93,8 +96,13 @@ func inProcPass(t testing.TB, pass string, args ...string) result {
 func inProcEnv(ctx context.Context, env map[string]string, args ...string) result {
 	var stdout, stderr bytes.Buffer
 	code := cli.Main(ctx, args, cli.Env{Stdout: &stdout, Stderr: &stderr,
-		Getenv: func(k string) string { return env[k] },
-		KDF:    &vault.Options{KDF: cheapKDF}})
+		Getenv: func(k string) string {
+			if v, ok := env[k]; ok || k != "LIFEBOAT_STATE_DIR" {
+				return v
+			}
+			return os.Getenv(k)
+		},
+		KDF: &vault.Options{KDF: cheapKDF}})
 	return result{code: code, stdout: stdout.String(), stderr: stderr.String()}
 }
 

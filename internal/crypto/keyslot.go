@@ -97,9 +97,23 @@ func SealSlot(passphrase, payload []byte, params KDFParams, now time.Time) ([]by
 	return json.MarshalIndent(slot, "", "  ")
 }
 
-// OpenSlot returns the payload of a key slot, ErrWrongPassphrase if the
-// passphrase does not open it, or an error naming what is malformed.
-func OpenSlot(passphrase, slotJSON []byte) ([]byte, error) {
+// Maxima of a key slot's KDF parameters. Opening a vault derives a key for
+// every slot the passphrase does not open, so one planted slot with a huge
+// cost would make every open slow and memory-hungry: slots beyond these
+// (16 times the default memory, 8 times its passes) are refused unread.
+const (
+	MaxKDFTime      = 16
+	MaxKDFMemoryKiB = 1 << 20 // 1 GiB
+	MaxKDFThreads   = 16
+)
+
+// Cost is the work of deriving a key with p, in KiB-passes: what cheapest-
+// first ordering of slots compares.
+func (p KDFParams) Cost() uint64 { return uint64(p.Time) * uint64(p.MemoryKiB) }
+
+// ParseSlot reads a key slot's JSON and checks its format and KDF
+// parameters against the maxima, without deriving anything.
+func ParseSlot(slotJSON []byte) (*Slot, error) {
 	var slot Slot
 	if err := json.Unmarshal(slotJSON, &slot); err != nil {
 		return nil, fmt.Errorf("malformed key slot: %w", err)
@@ -107,9 +121,27 @@ func OpenSlot(passphrase, slotJSON []byte) ([]byte, error) {
 	if slot.Version != 1 || slot.KDF != "argon2id" {
 		return nil, fmt.Errorf("key slot version %d kdf %q is not supported", slot.Version, slot.KDF)
 	}
-	if slot.Time == 0 || slot.Time > 64 || slot.MemoryKiB < 8 || slot.MemoryKiB > 4<<20 || slot.Threads == 0 {
-		return nil, fmt.Errorf("key slot has implausible KDF parameters %+v", slot.KDFParams)
+	p := slot.KDFParams
+	if p.Time == 0 || p.Time > MaxKDFTime || p.MemoryKiB < 8 || p.MemoryKiB > MaxKDFMemoryKiB || p.Threads == 0 || p.Threads > MaxKDFThreads {
+		return nil, fmt.Errorf("key slot KDF parameters (time %d, memory %d KiB, threads %d) are beyond the maxima (time %d, memory %d KiB, threads %d): refused unread",
+			p.Time, p.MemoryKiB, p.Threads, MaxKDFTime, MaxKDFMemoryKiB, MaxKDFThreads)
 	}
+	return &slot, nil
+}
+
+// OpenSlot returns the payload of a key slot, ErrWrongPassphrase if the
+// passphrase does not open it, or an error naming what is malformed.
+func OpenSlot(passphrase, slotJSON []byte) ([]byte, error) {
+	slot, err := ParseSlot(slotJSON)
+	if err != nil {
+		return nil, err
+	}
+	return slot.Open(passphrase)
+}
+
+// Open derives the slot's key from passphrase and returns its payload, or
+// ErrWrongPassphrase.
+func (slot *Slot) Open(passphrase []byte) ([]byte, error) {
 	aead, err := NewAEAD(slot.derive(passphrase, slot.Salt))
 	if err != nil {
 		return nil, err

@@ -74,15 +74,39 @@ func Save(ctx context.Context, v *vault.Vault, m *Manifest) (chunk.ID, error) {
 	return v.SaveObject(ctx, vault.KindManifest, m.Encode())
 }
 
-// Load reads a manifest.
-func Load(ctx context.Context, v *vault.Vault, id chunk.ID) (*Manifest, error) {
-	plain, err := v.LoadObject(ctx, vault.KindManifest, id)
+// EncodedSize is the size of the plaintext of the manifest of a disk of
+// size bytes in chunks of chunkSize: the most a manifest a point records
+// for that disk may decompress to.
+func EncodedSize(size int64, chunkSize int) uint64 {
+	if size < 0 || vault.ValidChunkSize(chunkSize) != nil {
+		return 21
+	}
+	return 21 + 32*uint64(Blocks(size, chunkSize))
+}
+
+// Load reads the manifest of a disk that its point says has size bytes in
+// chunks of chunkSize. A manifest that would decompress to more than such
+// a disk needs is refused before it is decoded, and one that describes
+// another disk is corrupt.
+func Load(ctx context.Context, v *vault.Vault, id chunk.ID, size int64, chunkSize int) (*Manifest, error) {
+	name := vault.ObjectName(vault.KindManifest, id)
+	plain, err := v.LoadObjectMax(ctx, vault.KindManifest, id, EncodedSize(size, chunkSize))
 	if err != nil {
 		return nil, err
 	}
+	return DecodeDisk(name, plain, size, chunkSize)
+}
+
+// DecodeDisk decodes the manifest object name and checks that it
+// describes a disk of size bytes in chunks of chunkSize.
+func DecodeDisk(name string, plain []byte, size int64, chunkSize int) (*Manifest, error) {
 	m, err := Decode(plain)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", vault.ObjectName(vault.KindManifest, id), err)
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if m.Size != size || m.ChunkSize != chunkSize {
+		return nil, fmt.Errorf("%s: describes a disk of %d bytes in chunks of %d, the point one of %d in chunks of %d: %w",
+			name, m.Size, m.ChunkSize, size, chunkSize, chunk.ErrCorrupt)
 	}
 	return m, nil
 }

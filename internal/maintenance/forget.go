@@ -14,6 +14,8 @@ import (
 type ForgetResult struct {
 	Decisions []policy.Decision
 	Removed   []string // IDs of deleted points (none on a dry run)
+	// Kept are the vault's points that remain, of every machine.
+	Kept []*recovery.Point
 }
 
 // Forget applies retention to the points of machine (all machines when
@@ -36,6 +38,14 @@ func Forget(ctx context.Context, v *vault.Vault, machine string, r policy.Retent
 		}
 	}
 	res := &ForgetResult{Decisions: policy.Apply(in, r, v.Clock().Now())}
+	removed := map[string]bool{}
+	defer func() {
+		for _, p := range points {
+			if !removed[p.ID.String()] {
+				res.Kept = append(res.Kept, p)
+			}
+		}
+	}()
 	for _, d := range res.Decisions {
 		if d.Keep || dryRun {
 			continue
@@ -48,6 +58,7 @@ func Forget(ctx context.Context, v *vault.Vault, machine string, r policy.Retent
 			return res, fmt.Errorf("forgetting point %s: %w", id.Short(), err)
 		}
 		res.Removed = append(res.Removed, d.Point.ID)
+		removed[d.Point.ID] = true
 	}
 	return res, nil
 }

@@ -37,10 +37,17 @@ type PruneReport struct {
 	DeletedIndexes   int   `json:"deleted_indexes"`
 	DeletedManifests int   `json:"deleted_manifests"`
 	ResumedPlans     int   `json:"resumed_plans"`
+	// PartialUploads are temporary files of Puts killed mid-write (a
+	// directory vault), removed once older than a session can live.
+	PartialUploads      int   `json:"partial_uploads"`
+	PartialUploadsBytes int64 `json:"partial_uploads_bytes"`
 	// Deferred is set when a plan was written but running backups or
 	// restores started before it: the next prune completes it.
 	Deferred bool   `json:"deferred"`
 	Note     string `json:"note,omitempty"`
+	// Warnings name what prune found suspicious but went on despite, such
+	// as a session marker dated in the future (ignored).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // ErrPruneRunning means another prune holds a live session on the vault.
@@ -68,9 +75,17 @@ func Prune(ctx context.Context, v *vault.Vault, opts PruneOptions) (*PruneReport
 		}
 	}
 	rep := &PruneReport{}
-	live, err := v.Sessions(ctx)
+	live, dead, err := v.ListSessions(ctx)
 	if err != nil {
 		return nil, err
+	}
+	for _, s := range dead {
+		if s.Future {
+			w := fmt.Sprintf("session marker %s (%s on %s, pid %d) says it was refreshed at %s, in the future: ignored as expired",
+				s.Name, s.Kind, s.Host, s.PID, s.Refreshed.Format(time.RFC3339))
+			rep.Warnings = append(rep.Warnings, w)
+			logf("warning: %s", w)
+		}
 	}
 	for _, s := range live {
 		if s.Kind == "prune" {
@@ -85,6 +100,15 @@ func Prune(ctx context.Context, v *vault.Vault, opts PruneOptions) (*PruneReport
 		// Repacked packs stored without their index object leave the
 		// marker abandoned, for the next writer to adopt them.
 		defer sess.Finish(context.WithoutCancel(ctx))
+	}
+
+	if !opts.DryRun {
+		if rep.PartialUploads, rep.PartialUploadsBytes, err = removeLeftovers(ctx, v); err != nil {
+			return rep, err
+		}
+		if rep.PartialUploads > 0 {
+			logf("removed %d partial upload(s) of killed writes, %d bytes", rep.PartialUploads, rep.PartialUploadsBytes)
+		}
 	}
 
 	// Finish what an earlier prune planned.
@@ -311,7 +335,7 @@ func referenced(ctx context.Context, v *vault.Vault) (chunks map[chunk.ID]uint32
 			if manifests[d.Manifest] {
 				continue
 			}
-			m, err := image.Load(ctx, v, d.Manifest)
+			m, err := image.Load(ctx, v, d.Manifest, d.Size, d.ChunkSize)
 			if err != nil {
 				return nil, nil, 0, fmt.Errorf("prune needs every point readable (run verify): point %s: %w", p.ID.Short(), err)
 			}

@@ -4,6 +4,7 @@
 package maintenance
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -134,6 +135,12 @@ func Verify(ctx context.Context, v *vault.Vault, opts VerifyOptions) (*VerifyRep
 		rep.Warnings = append(rep.Warnings, fmt.Sprintf("%d pack(s) in no index, left by a backup that was interrupted or is still running: the next backup after an interrupted one reuses them, prune removes what no point needs", unindexed))
 	}
 
+	partial, err := leftoverWarnings(ctx, v)
+	if err != nil {
+		return nil, err
+	}
+	rep.Warnings = append(rep.Warnings, partial...)
+
 	// Points and their manifests.
 	pointIDs, err := v.ListIDs(ctx, vault.KindPoint)
 	if err != nil {
@@ -151,7 +158,7 @@ func Verify(ctx context.Context, v *vault.Vault, opts VerifyOptions) (*VerifyRep
 			return nil
 		}
 		for _, d := range p.Disks {
-			m, err := image.Load(ctx, v, d.Manifest)
+			m, err := image.Load(ctx, v, d.Manifest, d.Size, d.ChunkSize)
 			if err != nil {
 				if isStorage(err) {
 					return err
@@ -227,24 +234,40 @@ func checkPack(ctx context.Context, v *vault.Vault, p vault.PackInfo, ix *chunk.
 	if err != nil {
 		return 0, err
 	}
+	// A pack that does not hash to its name is damaged; its blobs are
+	// still checked, to name the chunks lost and say whether they have an
+	// intact copy elsewhere.
+	var hashErr error
 	if chunk.ObjectID(data) != p.ID {
-		return int64(len(data)), fmt.Errorf("content does not match its name (hashes to %s): %w", chunk.ObjectID(data).Short(), chunk.ErrCorrupt)
+		hashErr = fmt.Errorf("content does not match its name (hashes to %s): %w", chunk.ObjectID(data).Short(), chunk.ErrCorrupt)
 	}
 	hl, err := chunk.PackHeaderLength(data[max(0, len(data)-4):], int64(len(data)))
 	if err != nil {
-		return int64(len(data)), err
+		return int64(len(data)), cmp.Or(hashErr, err)
 	}
 	end := int64(len(data)) - 4 - hl
 	entries, err := chunk.ParsePackHeader(v.Codec(), data[end:len(data)-4], end)
 	if err != nil {
-		return int64(len(data)), err
+		return int64(len(data)), cmp.Or(hashErr, err)
 	}
 	var buf []byte
 	for _, e := range entries {
 		buf, err = v.Codec().DecodeBlob(buf, e.ID, data[e.Offset:e.Offset+e.Length], int(e.RawLength))
 		if err != nil {
+			// Say whether restores can do without this copy.
+			bad := chunk.PackLocation{Pack: p.ID, Loc: chunk.Location{Offset: e.Offset, Length: e.Length}}
+			if _, _, oerr := v.ReadBlob(ctx, e.ID, ix.Locations(e.ID), &bad, nil); oerr == nil {
+				err = fmt.Errorf("%w (another copy of the chunk is intact: restores read that one)", err)
+			} else if isStorage(oerr) {
+				return int64(len(data)), oerr
+			} else {
+				err = fmt.Errorf("%w (no intact copy elsewhere: points using it cannot be restored)", err)
+			}
+			if hashErr != nil {
+				err = fmt.Errorf("%w; %w", hashErr, err)
+			}
 			return int64(len(data)), err
 		}
 	}
-	return int64(len(data)), nil
+	return int64(len(data)), hashErr
 }

@@ -63,7 +63,10 @@ type Stats struct {
 	FetchedBytes  int64 `json:"fetched_bytes"`    // bytes read from the vault
 	UnchangedBlks int64 `json:"unchanged_blocks"` // in place: blocks already right
 	ZeroBlocks    int64 `json:"zero_blocks"`
-	DurationMS    int64 `json:"duration_ms"`
+	// RereadChunks were damaged or missing where the index first located
+	// them, and read from another copy (verify --read-data names the bad one).
+	RereadChunks int64 `json:"reread_chunks,omitempty"`
+	DurationMS   int64 `json:"duration_ms"`
 }
 
 // ErrInUse means an in-place target is in use: a running VM's image (QEMU
@@ -117,6 +120,7 @@ type restorer struct {
 	fetched  atomic.Int64
 	same     atomic.Int64
 	zeros    atomic.Int64
+	rescued  atomic.Int64
 }
 
 // Run restores the disks named by targets from point p. If it fails, the
@@ -204,7 +208,7 @@ func Run(ctx context.Context, v *vault.Vault, p *recovery.Point, targets []Targe
 		}
 	}
 	st := Stats{Bytes: total, WrittenBytes: r.written.Load(), FetchedBytes: r.fetched.Load(),
-		UnchangedBlks: r.same.Load(), ZeroBlocks: r.zeros.Load(), DurationMS: v.Clock().Now().Sub(start).Milliseconds()}
+		UnchangedBlks: r.same.Load(), ZeroBlocks: r.zeros.Load(), RereadChunks: r.rescued.Load(), DurationMS: v.Clock().Now().Sub(start).Milliseconds()}
 	if opts.Progress != nil {
 		opts.Progress(Progress{DoneBytes: total, TotalBytes: total, Elapsed: v.Clock().Now().Sub(start), Final: true})
 	}
@@ -212,7 +216,7 @@ func Run(ctx context.Context, v *vault.Vault, p *recovery.Point, targets []Targe
 }
 
 func open(ctx context.Context, v *vault.Vault, tg Target) (*target, error) {
-	m, err := image.Load(ctx, v, tg.Disk.Manifest)
+	m, err := image.Load(ctx, v, tg.Disk.Manifest, tg.Disk.Size, tg.Disk.ChunkSize)
 	if err != nil {
 		return nil, fmt.Errorf("disk %s: %w", tg.Disk.Name, err)
 	}
@@ -309,6 +313,26 @@ func (r *restorer) lookup(ctx context.Context, id chunk.ID) (chunk.ID, chunk.Loc
 		return pack, loc, nil
 	}
 	return chunk.ID{}, chunk.Location{}, fmt.Errorf("chunk %s is in no index: %w", id, blob.ErrNotExist)
+}
+
+// reread reads chunk id from a location other than bad, whose blob
+// failed with cause, counting the chunks so rescued.
+func (r *restorer) reread(ctx context.Context, id chunk.ID, bad chunk.PackLocation, dst []byte, cause error) ([]byte, error) {
+	locs := r.reader.Index().Locations(id)
+	r.fullOnce.Do(func() {
+		if r.full == nil {
+			r.full, r.fullErr = r.v.LoadIndex(ctx, nil)
+		}
+	})
+	if r.fullErr == nil && r.full != r.reader.Index() {
+		locs = append(locs, r.full.Locations(id)...)
+	}
+	out, _, err := r.v.ReadBlob(ctx, id, locs, &bad, dst)
+	if err != nil {
+		return nil, fmt.Errorf("%w (and no other copy: %w)", cause, err)
+	}
+	r.rescued.Add(1)
+	return out, nil
 }
 
 func (r *restorer) restore(ctx context.Context, ts []*target, readers int) error {
@@ -484,10 +508,14 @@ func (r *restorer) fetch(ctx context.Context, rn *run, fb *fetchBufs) error {
 		fb.packed = make([]byte, 0, max(maxRun, rn.t.m.ChunkSize+1<<16))
 	}
 	data, err := blob.ReadRange(ctx, r.v.Store(), name, rn.start, rn.length, fb.packed)
-	if err != nil {
+	switch {
+	case blob.IsNotExist(err):
+		data = nil // every block is read from another location, if it has one
+	case err != nil:
 		return fmt.Errorf("restoring disk %s: reading %s: %w", rn.t.Disk.Name, name, err)
+	default:
+		fb.packed = data
 	}
-	fb.packed = data
 	r.fetched.Add(rn.length)
 	t := rn.t
 	cs := int64(t.m.ChunkSize)
@@ -531,9 +559,18 @@ func (r *restorer) fetch(ctx context.Context, rn *run, fb *fetchBufs) error {
 		// The slice's capacity is exactly the block's slot, so that no
 		// decoder can write past it into the next one (a longer output
 		// is reallocated by the decoder and then fails the length check).
-		block, err := r.v.Codec().DecodeBlob(out[len(out):len(out):len(out)+n], id, data[rel:rel+int64(loc.Length)], int(loc.RawLength))
+		slot := out[len(out) : len(out) : len(out)+n]
+		var block []byte
+		if data != nil {
+			block, err = r.v.Codec().DecodeBlob(slot, id, data[rel:rel+int64(loc.Length)], int(loc.RawLength))
+		} else {
+			err = fmt.Errorf("%s: %w", name, blob.ErrNotExist)
+		}
 		if err != nil {
-			return fmt.Errorf("restoring disk %s block %d: %s: %w", t.Disk.Name, b, name, err)
+			// A chunk stored more than once is read from another location.
+			if block, err = r.reread(ctx, id, chunk.PackLocation{Pack: rn.pack, Loc: loc}, slot, err); err != nil {
+				return fmt.Errorf("restoring disk %s block %d: %s: %w", t.Disk.Name, b, name, err)
+			}
 		}
 		if len(block) != n {
 			return fmt.Errorf("restoring disk %s block %d: chunk is %d bytes, block is %d: %w",

@@ -190,7 +190,7 @@ func (v *Vault) AdoptAfterDeadSessions(ctx context.Context, ix *chunk.Index, ski
 	// A marker that cannot be deleted now only causes another listing.
 	now := v.clock.Now()
 	for _, d := range dead {
-		if !d.Abandoned && now.Sub(d.Refreshed) <= SessionExpiry {
+		if !d.Abandoned && !d.Future && now.Sub(d.Refreshed) <= SessionExpiry {
 			continue
 		}
 		if err := v.store.Delete(ctx, d.Name); err != nil && !blob.IsNotExist(err) {
@@ -259,20 +259,42 @@ func (v *Vault) NewChunkReader(ix *chunk.Index) *ChunkReader { return &ChunkRead
 // Index returns the reader's index.
 func (r *ChunkReader) Index() *chunk.Index { return r.ix }
 
-// ReadChunk returns the plaintext of chunk id, checked against id, in dst.
+// ReadChunk returns the plaintext of chunk id, checked against id, in dst,
+// from the first of its locations that holds it intact.
 func (r *ChunkReader) ReadChunk(ctx context.Context, id chunk.ID, dst []byte) ([]byte, error) {
-	pack, loc, ok := r.ix.Lookup(id)
-	if !ok {
+	locs := r.ix.Locations(id)
+	if len(locs) == 0 {
 		return nil, fmt.Errorf("chunk %s is in no index: %w", id, blob.ErrNotExist)
 	}
-	name := chunk.PackName(pack)
-	data, err := r.v.store.GetRange(ctx, name, int64(loc.Offset), int64(loc.Length))
-	if err != nil {
-		return nil, fmt.Errorf("reading chunk %s from %s: %w", id.Short(), name, err)
+	out, _, err := r.v.ReadBlob(ctx, id, locs, nil, dst)
+	return out, err
+}
+
+// ReadBlob reads chunk id from the first of locs (other than skip, a
+// location already found bad) whose blob exists and authenticates, and
+// returns its plaintext, in dst, and its sealed bytes. A chunk stored more
+// than once is thus read despite one bad copy. If none holds it, the
+// error names each location tried; a storage failure is returned at once.
+func (v *Vault) ReadBlob(ctx context.Context, id chunk.ID, locs []chunk.PackLocation, skip *chunk.PackLocation, dst []byte) (plain, sealed []byte, err error) {
+	var failed []error
+	for _, l := range locs {
+		if skip != nil && l.Pack == skip.Pack && l.Loc.Offset == skip.Loc.Offset && l.Loc.Length == skip.Loc.Length {
+			continue
+		}
+		name := chunk.PackName(l.Pack)
+		data, err := v.store.GetRange(ctx, name, int64(l.Loc.Offset), int64(l.Loc.Length))
+		if err != nil && !blob.IsNotExist(err) {
+			return nil, nil, fmt.Errorf("reading chunk %s from %s: %w", id.Short(), name, err)
+		}
+		if err == nil {
+			if plain, err = v.codec.DecodeBlob(dst, id, data, int(l.Loc.RawLength)); err == nil {
+				return plain, data, nil
+			}
+		}
+		failed = append(failed, fmt.Errorf("%s: %w", name, err))
 	}
-	out, err := r.v.codec.DecodeBlob(dst, id, data, int(loc.RawLength))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+	if len(failed) == 0 {
+		return nil, nil, fmt.Errorf("chunk %s has no other location: %w", id.Short(), blob.ErrNotExist)
 	}
-	return out, nil
+	return nil, nil, errors.Join(failed...)
 }

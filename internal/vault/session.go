@@ -19,6 +19,10 @@ import (
 const (
 	SessionRefresh = 5 * time.Minute
 	SessionExpiry  = 30 * time.Minute
+	// SessionSkew is how far in the future a marker's refreshed time may
+	// be (another host's clock running ahead) before it is judged
+	// implausible: planted, or written by a host whose clock is wrong.
+	SessionSkew = 5 * time.Minute
 )
 
 // SessionInfo is the content of a session marker.
@@ -33,6 +37,10 @@ type SessionInfo struct {
 	// stored packs that no index names. It is not live.
 	Abandoned bool   `json:"abandoned,omitempty"`
 	Name      string `json:"-"`
+	// Future is set on a marker refreshed later than SessionSkew from now:
+	// it is dead, as one that expired (a marker dated in the future would
+	// otherwise defer every prune until that date).
+	Future bool `json:"-"`
 }
 
 // Session is a running operation's marker, kept fresh until End.
@@ -183,7 +191,8 @@ func (v *Vault) ListSessions(ctx context.Context) (live, dead []SessionInfo, err
 			continue
 		}
 		info.Name = name
-		if info.Abandoned || now.Sub(info.Refreshed) > SessionExpiry || (info.Host == v.host && !processAlive(info.PID)) {
+		info.Future = info.Refreshed.After(now.Add(SessionSkew))
+		if info.Future || info.Abandoned || now.Sub(info.Refreshed) > SessionExpiry || (info.Host == v.host && !processAlive(info.PID)) {
 			dead = append(dead, info)
 			continue
 		}

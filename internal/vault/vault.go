@@ -5,6 +5,7 @@
 package vault
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -13,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"sort"
 	"strings"
 	"time"
 
@@ -22,8 +24,14 @@ import (
 	"lifeboat/internal/crypto"
 )
 
-// FormatVersion is the vault format this code writes and the newest it reads.
-const FormatVersion = 1
+// FormatVersion is the vault format this code writes and the newest it
+// reads. Version 2 binds index objects, pack headers, prune plans and copy
+// markers to the vault's ID; version 1 vaults are read and written as they
+// are, unbound (docs/format.md, "Binding objects to their vault").
+const FormatVersion = 2
+
+// firstBound is the first format version whose objects are bound to the vault.
+const firstBound = 2
 
 // Sentinel errors callers map to messages and exit codes.
 var (
@@ -42,7 +50,14 @@ type Config struct {
 	ChunkSize   int       `json:"chunk_size"`
 	PackSize    int       `json:"pack_size"`
 	Compression string    `json:"compression"`
+	// Origin is, in a copy (vault init --copy-of), the ID of the vault it
+	// copies: pack headers bound to it are accepted as the copy's own.
+	Origin string `json:"origin,omitempty"`
 }
+
+// Bound reports whether the vault's objects are bound to its ID (format
+// version 2 and later).
+func (c Config) Bound() bool { return c.Version >= firstBound }
 
 // Compression settings a vault may name.
 var compressionLevels = map[string]chunk.Level{
@@ -107,6 +122,9 @@ type Vault struct {
 	kdf    crypto.KDFParams
 	upload int    // parallel uploads
 	slot   string // the key slot this vault was opened with
+	// warnings name what Open found wrong but could do without (key
+	// slots refused or damaged), for the caller to show.
+	warnings []string
 }
 
 // Options tune Init and Open.
@@ -117,6 +135,9 @@ type Options struct {
 	KDF         crypto.KDFParams // key slots written; zero = crypto.DefaultKDF
 	Clock       clock.Clock      // nil = real time
 	Uploads     int              // parallel uploads; 0 = 4
+	// Version is the format version Init writes; 0 = FormatVersion. Only
+	// tests ask for an older one, to check old vaults stay readable.
+	Version int
 }
 
 func (o *Options) fill() {
@@ -137,7 +158,7 @@ func Init(ctx context.Context, store blob.Store, passphrase []byte, opts Options
 	if err := checkEmpty(ctx, store); err != nil {
 		return nil, err
 	}
-	cfg := Config{Format: "lifeboat-vault", Version: FormatVersion, Created: opts.Clock.Now().UTC().Truncate(time.Second),
+	cfg := Config{Format: "lifeboat-vault", Version: cmp.Or(opts.Version, FormatVersion), Created: opts.Clock.Now().UTC().Truncate(time.Second),
 		ChunkSize: opts.ChunkSize, PackSize: opts.PackSize, Compression: opts.Compression}
 	if cfg.ChunkSize == 0 {
 		cfg.ChunkSize = DefaultChunkSize
@@ -197,6 +218,9 @@ func newVault(store blob.Store, cfg Config, keys keyPayload, opts Options) (*Vau
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Bound() {
+		codec.Bind(cfg.ID, cfg.Origin)
+	}
 	host, _ := os.Hostname()
 	return &Vault{store: store, cfg: cfg, keys: keys, codec: codec, clock: opts.Clock, host: host,
 		kdf: opts.KDF, upload: opts.Uploads}, nil
@@ -240,13 +264,30 @@ func Open(ctx context.Context, store blob.Store, passphrase []byte, opts Options
 		return nil, fmt.Errorf("%s: no key slots under keys/: %w", store, chunk.ErrCorrupt)
 	}
 	// A damaged slot must not lock out a passphrase another slot opens.
+	// Slots are tried cheapest first, and slots beyond the KDF maxima not
+	// at all: a planted costly slot must not slow every open.
 	var damaged []string
+	type parsed struct {
+		name string
+		slot *crypto.Slot
+	}
+	var order []parsed
 	for _, name := range slots {
 		data, err := store.Get(ctx, name)
 		if err != nil {
 			return nil, fmt.Errorf("reading key slot %s: %w", name, err)
 		}
-		payload, err := crypto.OpenSlot(passphrase, data)
+		slot, err := crypto.ParseSlot(data)
+		if err != nil {
+			damaged = append(damaged, fmt.Sprintf("key slot %s: %v", name, err))
+			continue
+		}
+		order = append(order, parsed{name, slot})
+	}
+	sort.SliceStable(order, func(i, j int) bool { return order[i].slot.Cost() < order[j].slot.Cost() })
+	for _, sl := range order {
+		name := sl.name
+		payload, err := sl.slot.Open(passphrase)
 		if errors.Is(err, crypto.ErrWrongPassphrase) {
 			continue
 		}
@@ -259,12 +300,14 @@ func Open(ctx context.Context, store blob.Store, passphrase []byte, opts Options
 			return nil, fmt.Errorf("key slot %s: payload: %w", name, err)
 		}
 		if !keys.Config.Created.Equal(cfg.Created) || keys.Config.ID != cfg.ID || keys.Config.ChunkSize != cfg.ChunkSize ||
-			keys.Config.PackSize != cfg.PackSize || keys.Config.Compression != cfg.Compression || keys.Config.Version != cfg.Version {
+			keys.Config.PackSize != cfg.PackSize || keys.Config.Compression != cfg.Compression || keys.Config.Version != cfg.Version ||
+			keys.Config.Origin != cfg.Origin {
 			return nil, fmt.Errorf("%s: %w", store, ErrConfigChanged)
 		}
 		v, err := newVault(store, cfg, keys, opts)
 		if v != nil {
 			v.slot = name
+			v.warnings = damaged
 		}
 		return v, err
 	}
@@ -311,6 +354,10 @@ func randomName() string {
 	return hex.EncodeToString(b)
 }
 
+// Warnings are what Open found wrong but could do without, naming the
+// objects (key slots refused or damaged).
+func (v *Vault) Warnings() []string { return v.warnings }
+
 // Store is the underlying store.
 func (v *Vault) Store() blob.Store { return v.store }
 
@@ -337,10 +384,21 @@ const (
 	KindCondemned = "condemned"
 )
 
-var aads = map[string]string{
-	KindManifest:  "lifeboat manifest v1",
-	KindPoint:     "lifeboat point v1",
-	KindCondemned: "lifeboat condemned v1",
+// aad is the associated data of objects of kind. Manifests and points are
+// bound to no vault: they are copied verbatim, so that a point has one ID
+// at every site; prune plans are bound to the vault in version 2.
+func (v *Vault) aad(kind string) string {
+	switch kind {
+	case KindManifest:
+		return "lifeboat manifest v1"
+	case KindPoint:
+		return "lifeboat point v1"
+	}
+	id := ""
+	if v.cfg.Bound() {
+		id = v.cfg.ID
+	}
+	return chunk.BindAAD("lifeboat condemned", id)
 }
 
 // ObjectName is the name of a content-addressed object of kind.
@@ -348,7 +406,7 @@ func ObjectName(kind string, id chunk.ID) string { return kind + "/" + id.String
 
 // SaveObject seals plain as an object of kind and stores it under its hash.
 func (v *Vault) SaveObject(ctx context.Context, kind string, plain []byte) (chunk.ID, error) {
-	sealed := v.codec.SealObject(plain, aads[kind])
+	sealed := v.codec.SealObject(plain, v.aad(kind))
 	id := chunk.ObjectID(sealed)
 	if err := v.store.Put(ctx, ObjectName(kind, id), sealed); err != nil {
 		return id, fmt.Errorf("writing %s: %w", ObjectName(kind, id), err)
@@ -356,21 +414,20 @@ func (v *Vault) SaveObject(ctx context.Context, kind string, plain []byte) (chun
 	return id, nil
 }
 
+// maxPlain bounds the plaintext of objects of a kind where nothing better
+// is known; manifests are bounded by the disk their point records.
+var maxPlain = map[string]uint64{KindPoint: 16 << 20}
+
 // LoadObject reads, checks and opens an object of kind.
 func (v *Vault) LoadObject(ctx context.Context, kind string, id chunk.ID) ([]byte, error) {
-	name := ObjectName(kind, id)
-	sealed, err := v.store.Get(ctx, name)
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", name, err)
-	}
-	if chunk.ObjectID(sealed) != id {
-		return nil, fmt.Errorf("%s: content does not match its name: %w", name, chunk.ErrCorrupt)
-	}
-	plain, err := v.codec.OpenObject(sealed, aads[kind])
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	return plain, nil
+	return v.LoadObjectMax(ctx, kind, id, 0)
+}
+
+// LoadObjectMax is LoadObject refusing a plaintext of more than max bytes
+// (0: the kind's own bound) before decompressing it all.
+func (v *Vault) LoadObjectMax(ctx context.Context, kind string, id chunk.ID, max uint64) ([]byte, error) {
+	_, plain, err := v.LoadObjectSealed(ctx, kind, id, max)
+	return plain, err
 }
 
 // ListIDs lists the IDs of all objects of kind. Names that are not IDs are

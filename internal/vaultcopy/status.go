@@ -12,21 +12,27 @@ import (
 )
 
 // Pending returns the points of the source (of machine, if not empty) that
-// the copy in store has neither stored nor recorded as copied, oldest
-// first: what the next Run would copy. It reads only object names at the
-// copy, so it needs no passphrase for it.
-func Pending(ctx context.Context, from *vault.Vault, to blob.Store, machine string) ([]*recovery.Point, error) {
+// the copy in store has not recorded as copied, oldest first: what the
+// next Run would copy; and warnings naming the copy's markers that do not
+// authenticate. It reads only the config and object names at the copy,
+// and checks the markers with the source's keys, which the copy shares: it
+// needs no passphrase for the copy.
+func Pending(ctx context.Context, from *vault.Vault, to blob.Store, machine string) ([]*recovery.Point, []string, error) {
 	ids, err := from.ListIDs(ctx, vault.KindPoint)
 	if err != nil {
-		return nil, fmt.Errorf("source %s: %w", from.Store(), err)
+		return nil, nil, fmt.Errorf("source %s: %w", from.Store(), err)
 	}
-	have, marked, err := targetPoints(ctx, to)
+	cfg, err := vault.ReadConfig(ctx, to)
 	if err != nil {
-		return nil, err
+		return nil, nil, fmt.Errorf("copy: %w", err)
+	}
+	marked, bad, err := from.CopyMarkers(ctx, to, cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("copy %w", err)
 	}
 	var want []chunk.ID
 	for _, id := range ids {
-		if !have[id] && !marked[id] {
+		if _, ok := marked[id]; !ok {
 			want = append(want, id)
 		}
 	}
@@ -44,7 +50,7 @@ func Pending(ctx context.Context, from *vault.Vault, to blob.Store, machine stri
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("source %s: loading points: %w", from.Store(), err)
+		return nil, nil, fmt.Errorf("source %s: loading points: %w", from.Store(), err)
 	}
 	points := out[:0]
 	for _, p := range out {
@@ -53,7 +59,7 @@ func Pending(ctx context.Context, from *vault.Vault, to blob.Store, machine stri
 		}
 	}
 	recovery.Sort(points)
-	return points, nil
+	return points, bad, nil
 }
 
 // Lag is the copy's recovery point objective as it stands: the age of the

@@ -20,6 +20,7 @@ import (
 	"lifeboat/internal/blob"
 	"lifeboat/internal/chunk"
 	"lifeboat/internal/image"
+	"lifeboat/internal/lastseen"
 	"lifeboat/internal/recovery"
 	"lifeboat/internal/vault"
 )
@@ -40,6 +41,10 @@ type Options struct {
 	Readers int
 	// Progress, if set, is called about every 200 ms and once at the end.
 	Progress func(Progress)
+	// Seen, if set, is this host's record of the newest points seen in
+	// each vault: the copy warns when one has vanished from the source or
+	// the target, and records the points it copies.
+	Seen *lastseen.Book
 }
 
 // Progress reports a running copy.
@@ -64,11 +69,10 @@ type Stats struct {
 	PackBytes    int64    `json:"pack_bytes"`    // their size
 	AdoptedPacks int      `json:"adopted_packs"` // packs a killed copy or backup left, indexed and reused
 	DurationMS   int64    `json:"duration_ms"`
+	// Warnings name objects at the target that were ignored, such as copy
+	// markers that do not authenticate.
+	Warnings []string `json:"warnings,omitempty"`
 }
-
-// markerPrefix names the objects that record, at the target, which source
-// points were copied: a point forgotten at the target is not copied again.
-const markerPrefix = "copied/"
 
 // maxRun caps one ranged read of a source pack.
 const maxRun = 8 << 20
@@ -77,7 +81,8 @@ const maxRun = 8 << 20
 // planning pass and the copy; beyond it they are read again.
 const manifestCacheBudget = 256 << 20
 
-// marker is the content of copied/<point id>.
+// marker is the content of a copy marker (vault.CopyMarkerName), for
+// people reading the store: its name alone is what counts.
 type marker struct {
 	Version int       `json:"version"`
 	From    string    `json:"from"` // the source vault's ID
@@ -209,35 +214,36 @@ func (c *copier) report(start time.Time, points int, total int64) (stop func()) 
 	return func() { close(done); wg.Wait() }
 }
 
-// missing lists the source points to copy, oldest first. On the way it
-// records as copied the target's points that lack a marker (a run killed
-// between the two writes) and drops markers of points the source no
-// longer has.
+// missing lists the source points to copy, oldest first: those without a
+// valid marker at the target. A point stored at the target without its
+// marker (a run killed between the two writes, or a point planted there)
+// is copied again: only the marker says its data was copied, and copying
+// it again sends only what the target's own index lacks. On the way it
+// drops markers of points the source no longer has.
 func (c *copier) missing(ctx context.Context) ([]*sourcePoint, error) {
 	srcIDs, err := c.from.ListIDs(ctx, vault.KindPoint)
 	if err != nil {
 		return nil, fmt.Errorf("source %s: %w", c.from.Store(), err)
 	}
-	have, marked, err := targetPoints(ctx, c.to.Store())
+	marked, bad, err := c.to.CopyMarkers(ctx, c.to.Store(), c.to.Config())
 	if err != nil {
+		return nil, fmt.Errorf("target %w", err)
+	}
+	c.stats.Warnings = append(c.stats.Warnings, bad...)
+	if err := c.checkSeen(ctx, srcIDs); err != nil {
 		return nil, err
 	}
 	inSource := map[chunk.ID]bool{}
 	var want []chunk.ID
 	for _, id := range srcIDs {
 		inSource[id] = true
-		switch {
-		case have[id] && !marked[id]:
-			if err := c.mark(ctx, id); err != nil {
-				return nil, err
-			}
-		case !have[id] && !marked[id]:
+		if _, ok := marked[id]; !ok {
 			want = append(want, id)
 		}
 	}
-	for id := range marked {
+	for id, name := range marked {
 		if !inSource[id] {
-			if err := c.to.Store().Delete(ctx, markerPrefix+id.String()); err != nil {
+			if err := c.to.Store().Delete(ctx, name); err != nil {
 				return nil, fmt.Errorf("target %s: removing the marker of a point the source forgot: %w", c.to.Store(), err)
 			}
 		}
@@ -259,10 +265,17 @@ func (c *copier) missing(ctx context.Context) ([]*sourcePoint, error) {
 		return nil, fmt.Errorf("source %s: loading points: %w", c.from.Store(), err)
 	}
 	points := out[:0]
+	var seen []*recovery.Point
 	for _, p := range out {
+		if p != nil {
+			seen = append(seen, p.Point)
+		}
 		if p != nil && (c.opts.Machine == "" || p.Machine == c.opts.Machine) {
 			points = append(points, p)
 		}
+	}
+	if err := c.opts.Seen.Saw(c.from.Config().ID, seen, c.to.Clock().Now()); err != nil {
+		c.stats.Warnings = append(c.stats.Warnings, "source: "+err.Error())
 	}
 	slices.SortFunc(points, func(a, b *sourcePoint) int {
 		if d := a.Time.Compare(b.Time); d != 0 {
@@ -273,29 +286,9 @@ func (c *copier) missing(ctx context.Context) ([]*sourcePoint, error) {
 	return points, nil
 }
 
-// targetPoints lists the points stored at a copy and those recorded as
-// copied, by name only.
-func targetPoints(ctx context.Context, to blob.Store) (have, marked map[chunk.ID]bool, err error) {
-	have, marked = map[chunk.ID]bool{}, map[chunk.ID]bool{}
-	for prefix, set := range map[string]map[chunk.ID]bool{vault.KindPoint + "/": have, markerPrefix: marked} {
-		err := to.List(ctx, prefix, func(i blob.Info) error {
-			id, err := chunk.ParseID(i.Name[len(prefix):])
-			if err != nil {
-				return fmt.Errorf("unexpected object %s: %w", i.Name, err)
-			}
-			set[id] = true
-			return nil
-		})
-		if err != nil {
-			return nil, nil, fmt.Errorf("target %s: listing %s: %w", to, prefix, err)
-		}
-	}
-	return have, marked, nil
-}
-
 func (c *copier) mark(ctx context.Context, id chunk.ID) error {
-	data, _ := json.Marshal(marker{Version: 1, From: c.from.Config().ID, Time: c.to.Clock().Now().UTC()})
-	if err := c.to.Store().Put(ctx, markerPrefix+id.String(), data); err != nil {
+	data, _ := json.Marshal(marker{Version: c.to.Config().Version, From: c.from.Config().ID, Time: c.to.Clock().Now().UTC()})
+	if err := c.to.Store().Put(ctx, c.to.CopyMarkerName(c.to.Config(), id), data); err != nil {
 		return fmt.Errorf("target %s: recording point %s as copied: %w", c.to.Store(), id.Short(), err)
 	}
 	return nil
@@ -303,7 +296,7 @@ func (c *copier) mark(ctx context.Context, id chunk.ID) error {
 
 // loadPoint reads a point, keeping its sealed bytes.
 func loadPoint(ctx context.Context, v *vault.Vault, id chunk.ID) (*sourcePoint, error) {
-	sealed, plain, err := v.LoadObjectSealed(ctx, vault.KindPoint, id)
+	sealed, plain, err := v.LoadObjectSealed(ctx, vault.KindPoint, id, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -363,21 +356,23 @@ func (c *copier) load(ctx context.Context) error {
 	return nil
 }
 
-// manifest reads a source manifest, through the cache.
-func (c *copier) manifest(ctx context.Context, id chunk.ID) (sealed []byte, m *image.Manifest, err error) {
+// manifest reads the source manifest of disk d, through the cache.
+func (c *copier) manifest(ctx context.Context, d recovery.Disk) (sealed []byte, m *image.Manifest, err error) {
+	id := d.Manifest
 	name := vault.ObjectName(vault.KindManifest, id)
 	sealed, cached := c.cache[id]
 	var plain []byte
+	max := image.EncodedSize(d.Size, d.ChunkSize)
 	if cached {
-		plain, err = c.from.OpenSealed(vault.KindManifest, id, sealed)
+		plain, err = c.from.OpenSealed(vault.KindManifest, id, sealed, max)
 	} else {
-		sealed, plain, err = c.from.LoadObjectSealed(ctx, vault.KindManifest, id)
+		sealed, plain, err = c.from.LoadObjectSealed(ctx, vault.KindManifest, id, max)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("source %s: %w", c.from.Store(), err)
 	}
-	if m, err = image.Decode(plain); err != nil {
-		return nil, nil, fmt.Errorf("source %s: %s: %w", c.from.Store(), name, err)
+	if m, err = image.DecodeDisk(name, plain, d.Size, d.ChunkSize); err != nil {
+		return nil, nil, fmt.Errorf("source %s: %w", c.from.Store(), err)
 	}
 	if !cached && c.cacheBytes+len(sealed) <= manifestCacheBudget {
 		c.cache[id] = sealed
@@ -418,7 +413,7 @@ func (c *copier) plan(ctx context.Context, points []*sourcePoint) (int64, error)
 				continue
 			}
 			seen[d.Manifest] = true
-			_, m, err := c.manifest(ctx, d.Manifest)
+			_, m, err := c.manifest(ctx, d)
 			if err != nil {
 				return 0, fmt.Errorf("point %s disk %s: %w", p.ID.Short(), d.Name, err)
 			}
@@ -493,7 +488,7 @@ func (c *copier) copy(ctx context.Context, points []*sourcePoint) error {
 func (c *copier) copyChunks(ctx context.Context, p *sourcePoint, packer *vault.Packer) (int64, error) {
 	var refs []blobRef
 	for _, d := range p.Disks {
-		_, m, err := c.manifest(ctx, d.Manifest)
+		_, m, err := c.manifest(ctx, d)
 		if err != nil {
 			return 0, fmt.Errorf("disk %s: %w", d.Name, err)
 		}
@@ -543,15 +538,25 @@ func (c *copier) copyRun(ctx context.Context, run []blobRef, packer *vault.Packe
 	length := int64(last.loc.Offset+last.loc.Length) - start
 	name := chunk.PackName(first.pack)
 	data, err := c.from.Store().GetRange(ctx, name, start, length)
-	if err != nil {
+	if err != nil && !blob.IsNotExist(err) {
 		return fmt.Errorf("source %s: reading %s: %w", c.from.Store(), name, err)
 	}
+	missing := err
 	var buf []byte
 	for _, r := range run {
-		sealed := data[int64(r.loc.Offset)-start : int64(r.loc.Offset+r.loc.Length)-start]
-		// The target must never receive a blob that would fail there.
-		if buf, err = c.from.Codec().DecodeBlob(buf, r.id, sealed, int(r.loc.RawLength)); err != nil {
-			return fmt.Errorf("source %s: %s: chunk %s: %w", c.from.Store(), name, r.id.Short(), err)
+		var sealed []byte
+		if missing == nil {
+			sealed = data[int64(r.loc.Offset)-start : int64(r.loc.Offset+r.loc.Length)-start]
+			// The target must never receive a blob that would fail there.
+			buf, err = c.from.Codec().DecodeBlob(buf, r.id, sealed, int(r.loc.RawLength))
+		} else {
+			err = missing
+		}
+		if err != nil {
+			// A chunk stored more than once is read from another location.
+			if buf, sealed, err = c.reread(ctx, r, buf, err); err != nil {
+				return fmt.Errorf("source %s: %s: chunk %s: %w", c.from.Store(), name, r.id.Short(), err)
+			}
 		}
 		if err := packer.Add(r.id, sealed, int(r.loc.RawLength)); err != nil {
 			return fmt.Errorf("target %s: %w", c.to.Store(), err)
@@ -562,6 +567,25 @@ func (c *copier) copyRun(ctx context.Context, run []blobRef, packer *vault.Packe
 	return nil
 }
 
+// reread reads the blob of r from a location at the source other than
+// the one that failed with cause.
+func (c *copier) reread(ctx context.Context, r blobRef, buf []byte, cause error) (plain, sealed []byte, err error) {
+	locs := c.fromIx.Locations(r.id)
+	c.fullOnce.Do(func() {
+		if c.fullIx == nil {
+			c.fullIx, c.fullErr = c.from.LoadIndex(ctx, nil)
+		}
+	})
+	if c.fullErr == nil && c.fullIx != c.fromIx {
+		locs = append(locs, c.fullIx.Locations(r.id)...)
+	}
+	plain, sealed, err = c.from.ReadBlob(ctx, r.id, locs, &chunk.PackLocation{Pack: r.pack, Loc: r.loc}, buf)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w (and no other copy: %w)", cause, err)
+	}
+	return plain, sealed, nil
+}
+
 // commit writes the manifests of a batch whose chunks are stored and
 // indexed, then its points, oldest first, each followed by its marker.
 func (c *copier) commit(ctx context.Context, batch []*sourcePoint) error {
@@ -570,7 +594,7 @@ func (c *copier) commit(ctx context.Context, batch []*sourcePoint) error {
 			if c.toHave[d.Manifest] {
 				continue
 			}
-			sealed, _, err := c.manifest(ctx, d.Manifest)
+			sealed, _, err := c.manifest(ctx, d)
 			if err != nil {
 				return fmt.Errorf("copying point %s of %s: disk %s: %w", p.ID.Short(), p.Machine, d.Name, err)
 			}
@@ -592,6 +616,27 @@ func (c *copier) commit(ctx context.Context, batch []*sourcePoint) error {
 		}
 		c.stats.Points = append(c.stats.Points, p.ID.String())
 		c.committed.Add(1)
+		if err := c.opts.Seen.Saw(c.to.Config().ID, []*recovery.Point{p.Point}, c.to.Clock().Now()); err != nil {
+			c.stats.Warnings = append(c.stats.Warnings, "target: "+err.Error())
+		}
 	}
+	return nil
+}
+
+// checkSeen warns of points this host saw in either vault that are gone
+// (internal/lastseen).
+func (c *copier) checkSeen(ctx context.Context, srcIDs []chunk.ID) error {
+	if c.opts.Seen == nil {
+		return nil
+	}
+	now := c.to.Clock().Now()
+	for _, w := range c.opts.Seen.Check(c.from.Config().ID, srcIDs, nil, now) {
+		c.stats.Warnings = append(c.stats.Warnings, "source "+c.from.Store().String()+": "+w)
+	}
+	dstIDs, err := c.to.ListIDs(ctx, vault.KindPoint)
+	if err != nil {
+		return fmt.Errorf("target %s: %w", c.to.Store(), err)
+	}
+	c.stats.Warnings = append(c.stats.Warnings, c.opts.Seen.Check(c.to.Config().ID, dstIDs, nil, now)...)
 	return nil
 }

@@ -183,7 +183,7 @@ func newChunks(t *testing.T, v *vault.Vault, p *recovery.Point, old ...*recovery
 	seen := map[chunk.ID]bool{}
 	for _, o := range old {
 		for _, d := range o.Disks {
-			m, err := image.Load(ctx, v, d.Manifest)
+			m, err := image.Load(ctx, v, d.Manifest, d.Size, d.ChunkSize)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -197,7 +197,7 @@ func newChunks(t *testing.T, v *vault.Vault, p *recovery.Point, old ...*recovery
 		t.Fatal(err)
 	}
 	for _, d := range p.Disks {
-		m, err := image.Load(ctx, v, d.Manifest)
+		m, err := image.Load(ctx, v, d.Manifest, d.Size, d.ChunkSize)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -382,14 +382,14 @@ func TestCopyRetentionAndMachine(t *testing.T) {
 	if err != nil || st.PointsCopied != 3 {
 		t.Fatalf("copy of web1: %+v, %v", st, err)
 	}
-	pending, err := vaultcopy.Pending(ctx, a.v, b.store, "")
+	pending, _, err := vaultcopy.Pending(ctx, a.v, b.store, "")
 	if err != nil || len(pending) != 1 || pending[0].ID != dbPoint.ID {
 		t.Fatalf("pending after copying web1: %v, %v", pending, err)
 	}
 	if lag := vaultcopy.Lag(pending, dbPoint.Time.Add(90*time.Minute)); lag != 90*time.Minute {
 		t.Fatalf("lag %v, want 90m", lag)
 	}
-	if pending, _ := vaultcopy.Pending(ctx, a.v, b.store, "web1"); len(pending) != 0 {
+	if pending, _, _ := vaultcopy.Pending(ctx, a.v, b.store, "web1"); len(pending) != 0 {
 		t.Fatalf("web1 pending after its copy: %v", pending)
 	}
 
@@ -408,7 +408,7 @@ func TestCopyRetentionAndMachine(t *testing.T) {
 	if len(got) != 2 || !got[webPoints[2].ID] || !got[dbPoint.ID] {
 		t.Fatalf("points at the copy: %v", got)
 	}
-	if pending, _ := vaultcopy.Pending(ctx, a.v, b.store, ""); len(pending) != 0 {
+	if pending, _, _ := vaultcopy.Pending(ctx, a.v, b.store, ""); len(pending) != 0 {
 		t.Fatalf("points forgotten at the copy reported pending: %v", pending)
 	}
 	verifyClean(t, b.v)
@@ -459,7 +459,7 @@ func TestInterruptedCopyResumes(t *testing.T) {
 	ix, _ := a.v.LoadIndex(ctx, nil)
 	want := map[chunk.ID]int64{}
 	for _, p := range all {
-		m, _ := image.Load(ctx, a.v, p.Disks[0].Manifest)
+		m, _ := image.Load(ctx, a.v, p.Disks[0].Manifest, p.Disks[0].Size, p.Disks[0].ChunkSize)
 		for _, id := range m.IDs {
 			if _, ok := stored[id]; !ok && !id.IsZero() {
 				_, loc, _ := ix.Lookup(id)

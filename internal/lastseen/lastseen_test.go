@@ -1,0 +1,54 @@
+package lastseen_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"lifeboat/internal/chunk"
+	"lifeboat/internal/lastseen"
+	"lifeboat/internal/recovery"
+)
+
+func point(id byte, machine string, t time.Time) *recovery.Point {
+	return &recovery.Point{ID: chunk.ID{id}, Machine: machine, Time: t}
+}
+
+// TestRecordMovesForward: the record keeps the newest point per machine,
+// warns while it is gone, is not lowered by an older listing, and is
+// reset only by Reset (this host's forget).
+func TestRecordMovesForward(t *testing.T) {
+	dir := t.TempDir()
+	b := lastseen.Open(dir)
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	p1, p2, q1 := point(1, "web1", t0), point(2, "web1", t0.Add(time.Hour)), point(3, "db1", t0)
+	if w := b.CheckPoints("v", []*recovery.Point{p1, p2, q1}, t0); len(w) != 0 {
+		t.Fatalf("first look: %q", w)
+	}
+	for i := 0; i < 2; i++ { // the warning stays until this host forgets
+		w := b.CheckPoints("v", []*recovery.Point{p1, q1}, t0)
+		if len(w) != 1 || !strings.Contains(w[0], chunk.ID{2}.Short()) || !strings.Contains(w[0], "web1") {
+			t.Fatalf("after the newest web1 point vanished (look %d): %q", i, w)
+		}
+	}
+	if err := b.Reset("v", []*recovery.Point{p1, q1}, t0); err != nil {
+		t.Fatal(err)
+	}
+	if w := b.CheckPoints("v", []*recovery.Point{p1, q1}, t0); len(w) != 0 {
+		t.Fatalf("after Reset: %q", w)
+	}
+	if w := b.CheckPoints("other", nil, t0); len(w) != 0 {
+		t.Fatalf("another vault: %q", w)
+	}
+	// A damaged record is a warning, never a failure.
+	os.WriteFile(filepath.Join(dir, "vaults", "v.json"), []byte("{"), 0o600)
+	if w := b.CheckPoints("v", []*recovery.Point{p1}, t0); len(w) != 1 || !strings.Contains(w[0], "v.json") {
+		t.Fatalf("damaged record: %q", w)
+	}
+	var none *lastseen.Book
+	if w := none.CheckPoints("v", nil, t0); w != nil {
+		t.Fatal("a nil book checked something")
+	}
+}
