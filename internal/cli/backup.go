@@ -85,7 +85,10 @@ Consistency (--consistency), recorded in the point as achieved:
          --freeze-timeout; a watchdog process thaws the guest if lifeboat
          dies while it is frozen.
   app    file, plus --pre-hook (required) before the freeze and --post-hook after the
-         thaw (shell commands, run with LIFEBOAT_MACHINE and LIFEBOAT_HOOK set).
+         thaw (shell commands, run with LIFEBOAT_MACHINE and LIFEBOAT_HOOK set,
+         and without lifeboat's secrets: LIFEBOAT_PASSWORD, AWS_SECRET_ACCESS_KEY,
+         AWS_SESSION_TOKEN, LIFEBOAT_*SECRET*/*PASSWORD*/*TOKEN*; a secret a
+         failing hook prints is redacted from the note that keeps its output).
          A failing pre-hook leaves a file-consistent point and a note in it;
          the post-hook always runs once the pre-hook has.`,
 		Example: `  lifeboat backup --vault /srv/vault --machine web1 --disk /var/lib/images/web1.raw
