@@ -70,7 +70,8 @@ point (clearing it is up to whoever runs the server).
 Consistency (--consistency), recorded in the point as achieved:
   crash  the disks as they are read (default). Take the backup from a stable
          view: a disk written while it is read is not even crash-consistent
-         unless it is a snapshot.
+         unless it is a snapshot; a disk whose filesystem is mounted
+         read-write on this host gets a warning.
   file   the filesystems on the disks that are mounted on this host (a block
          device, or an image attached to a loop device) are frozen with
          FIFREEZE around the snapshot instant. Where the image's own
@@ -360,6 +361,9 @@ func (a *app) captureLocal(ctx context.Context, bf backupFlags, cons recovery.Co
 		return nil
 	}
 	if cons == recovery.Crash {
+		for _, w := range quiesce.CrashWarnings(paths) {
+			a.warnf("%s", w)
+		}
 		return c, open()
 	}
 	var mounts []string

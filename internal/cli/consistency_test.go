@@ -317,3 +317,22 @@ func TestHooksGetNoSecrets(t *testing.T) {
 		}
 	}
 }
+
+// A crash-consistent backup of a disk whose filesystem is mounted
+// read-write here warns and points at --consistency file: the device, and
+// the image file behind the loop device. Once mounted read-only, it does not.
+func TestCrashBackupOfMountedDiskWarns(t *testing.T) {
+	img, dev, mnt := loopMount(t, 32)
+	vaultDir := filepath.Join(t.TempDir(), "vault")
+	initVault(t, vaultDir, 0)
+	for _, disk := range []string{dev, img} {
+		r := mustRun(t, "--vault", vaultDir, "backup", "--machine", "fs", "--disk", "d0="+disk)
+		if !strings.Contains(r.stderr, disk+" is mounted read-write at "+mnt) || !strings.Contains(r.stderr, "--consistency file") {
+			t.Fatalf("crash backup of %s, mounted read-write at %s, gave no warning:\n%s", disk, mnt, r)
+		}
+	}
+	sh(t, "mount", "-o", "remount,ro", mnt)
+	if r := mustRun(t, "--vault", vaultDir, "backup", "--machine", "fs", "--disk", "d0="+dev); strings.Contains(r.stderr, "mounted read-write") {
+		t.Fatalf("warning for a filesystem mounted read-only:\n%s", r)
+	}
+}
