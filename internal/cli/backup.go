@@ -477,9 +477,9 @@ func fileOrCrash(mounts []string) recovery.Consistency {
 	return recovery.Crash
 }
 
-// watchdogCommand is the hidden helper process quiesce.Freeze starts: it
-// thaws the filesystems when lifeboat exits (its stdin closes) or the
-// freeze times out.
+// watchdogCommand is the hidden helper process quiesce.Freeze and live
+// start: it thaws what they announce on its stdin when lifeboat exits (its
+// stdin closes), the freeze times out, or it gets SIGTERM.
 func (a *app) watchdogCommand() *cobra.Command {
 	var timeout time.Duration
 	var agent string
@@ -491,16 +491,15 @@ func (a *app) watchdogCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch {
 			case mounts && agent == "":
-				return quiesce.WatchdogMain(os.Stdin, timeout)
+				return quiesce.WatchdogMain(cmd.Context(), os.Stdin, timeout)
 			case agent != "" && !mounts:
-				quiesce.WaitParent(os.Stdin, timeout)
-				return live.ThawGuest(cmd.Context(), agent)
+				return live.GuestWatchdogMain(cmd.Context(), os.Stdin, timeout, agent)
 			}
 			return usageError{errors.New("want one of --mounts-on-stdin and --guest-agent")}
 		},
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", time.Minute, "thaw after this long")
-	cmd.Flags().StringVar(&agent, "guest-agent", "", "thaw the guest through this agent socket")
+	cmd.Flags().StringVar(&agent, "guest-agent", "", "thaw the guest through this agent socket (when +guest is announced on stdin)")
 	cmd.Flags().BoolVar(&mounts, "mounts-on-stdin", false, "thaw the mounts announced on stdin (+MOUNT, -MOUNT)")
 	return cmd
 }

@@ -173,15 +173,18 @@ func TestConsistencyFreezeTimeoutAndWatchdog(t *testing.T) {
 	}
 	writable(t, mnt)
 
-	// kill -9 while frozen: the watchdog thaws.
-	p := startProc(t, "--vault", vaultDir, "backup", "--machine", "fs", "--disk", "d0="+img, "--consistency", "file", "--freeze-timeout", "10m")
+	// kill -9 of lifeboat's whole process group while frozen: the
+	// watchdog, in a session of its own, survives, thaws, and exits.
+	p := startGroupProc(t, "--vault", vaultDir, "backup", "--machine", "fs", "--disk", "d0="+img, "--consistency", "file", "--freeze-timeout", "10m")
 	if !waitFrozen(t, mnt, p) {
 		t.Fatalf("the filesystem was never seen frozen during the backup: %s", p.wait(t, time.Minute))
 	}
-	if !p.kill() {
+	dog := watchdogOf(t, p.cmd.Process.Pid)
+	if !p.killGroup() {
 		t.Fatalf("the backup ended before it could be killed: %s", p.wait(t, time.Minute))
 	}
 	writable(t, mnt)
+	waitExited(t, dog, 10*time.Second)
 }
 
 // waitFrozen reports whether mnt was seen frozen (a small write and fsync

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"lifeboat/internal/guestagent"
+	"lifeboat/internal/live"
 	"lifeboat/internal/qmp"
 	"lifeboat/internal/quiesce"
 	"lifeboat/internal/vmtest"
@@ -348,10 +349,16 @@ func TestGuestThawWatchdog(t *testing.T) {
 	if _, err := vm.WaitLine(ctx, regexp.MustCompile(`^LB ready$`)); err != nil {
 		t.Fatal(err)
 	}
-	dog, err := quiesce.StartWatchdog(lifeboatBin, "__thaw-watchdog", "--timeout", "10m", "--guest-agent", vm.GuestAgentSocket)
-	if err != nil {
-		t.Fatal(err)
+	startDog := func() *quiesce.Watchdog {
+		dog, err := quiesce.StartWatchdog(lifeboatBin, "__thaw-watchdog", "--timeout", "10m", "--guest-agent", vm.GuestAgentSocket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dog
 	}
+	// A watchdog that was not armed leaves a freeze alone: it is someone
+	// else's.
+	dog := startDog()
 	ga, err := guestagent.Dial(ctx, vm.GuestAgentSocket)
 	if err != nil {
 		t.Fatal(err)
@@ -359,11 +366,21 @@ func TestGuestThawWatchdog(t *testing.T) {
 	if _, err := ga.FreezeFilesystems(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if st, err := ga.FreezeStatus(ctx); err != nil || st != guestagent.Frozen {
-		t.Fatalf("freeze status %v %v", st, err)
-	}
-	// "lifeboat dies": its agent connection drops, and so does the pipe.
 	ga.Close()
+	if err := dog.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if ga, err = guestagent.Dial(ctx, vm.GuestAgentSocket); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := ga.FreezeStatus(ctx); err != nil || st != guestagent.Frozen {
+		t.Fatalf("freeze status %v %v after an unarmed watchdog, want frozen", st, err)
+	}
+	ga.Close()
+	// Armed: "lifeboat dies", its agent connection drops, and so does the
+	// pipe; the watchdog thaws.
+	dog = startDog()
+	dog.Arm(live.GuestWatchdogItem)
 	if err := dog.Stop(); err != nil {
 		t.Fatal(err)
 	}
