@@ -28,6 +28,7 @@ type backupFlags struct {
 	audit                            float64
 	qmp, guestAgent, bitmap          string
 	fleeceDir                        string
+	requireConsistency               bool
 }
 
 func (a *app) backupCommand() *cobra.Command {
@@ -91,7 +92,10 @@ Consistency (--consistency), recorded in the point as achieved:
          AWS_SESSION_TOKEN, LIFEBOAT_*SECRET*/*PASSWORD*/*TOKEN*; a secret a
          failing hook prints is redacted from the note that keeps its output).
          A failing pre-hook leaves a file-consistent point and a note in it;
-         the post-hook always runs once the pre-hook has.`,
+         the post-hook always runs once the pre-hook has.
+A point that falls short of the consistency asked for is still written, with
+notes saying why; lifeboat then exits 0 with a warning, or, with
+--require-consistency, exits 9 (see lifeboat --help).`,
 		Example: `  lifeboat backup --vault /srv/vault --machine web1 --disk /var/lib/images/web1.raw
   lifeboat backup --machine db1 --disk root=/dev/vg0/db1-root --disk data=/dev/vg0/db1-data --definition db1.json
   lifeboat backup --machine files --disk /dev/loop0 --consistency file
@@ -107,6 +111,7 @@ Consistency (--consistency), recorded in the point as achieved:
 	f.StringArrayVar(&bf.disks, "disk", nil, "disk to back up: PATH or NAME=PATH (repeat for each disk)")
 	f.StringVar(&bf.definition, "definition", "", "machine definition JSON file (schema lifeboat.machine/v1)")
 	f.StringVar(&bf.consistency, "consistency", "crash", "consistency wanted: crash, file or app")
+	f.BoolVar(&bf.requireConsistency, "require-consistency", false, "exit 9 when the point written is less consistent than --consistency asked")
 	f.StringVar(&bf.preHook, "pre-hook", "", "shell command run before the snapshot instant (--consistency app)")
 	f.StringVar(&bf.postHook, "post-hook", "", "shell command run after the snapshot instant (--consistency app)")
 	f.DurationVar(&bf.hookTimeout, "hook-timeout", 5*time.Minute, "longest a hook may run")
@@ -142,6 +147,9 @@ func (a *app) runBackup(ctx context.Context, bf backupFlags) error {
 	cons, err := recovery.ParseConsistency(bf.consistency)
 	if err != nil {
 		return usageError{err}
+	}
+	if bf.guestAgent != "" && cons == recovery.Crash {
+		a.warnf("--guest-agent is ignored with --consistency crash: the guest is not frozen (use --consistency file or app)")
 	}
 	if (bf.preHook != "" || bf.postHook != "") && cons != recovery.App {
 		return usageError{errors.New("--pre-hook and --post-hook need --consistency app")}
@@ -207,7 +215,11 @@ func (a *app) runBackup(ctx context.Context, bf backupFlags) error {
 		Precommit: capt.precommit}
 	pb := newBar(a.env.Stderr, "backup "+bf.machine, !a.quiet)
 	opts.Progress = func(p backup.Progress) { pb.update(p.DoneBytes, p.TotalBytes, p.Elapsed, p.Final) }
-	p, err := backup.Run(capt.ctx(ctx), v, opts)
+	bctx := capt.ctx(ctx)
+	p, err := backup.Run(bctx, v, opts)
+	if err != nil && ctx.Err() == nil && context.Cause(bctx) != nil {
+		err = context.Cause(bctx) // the freeze ran out, not the user
+	}
 	if rerr := capt.release(); rerr != nil {
 		if err == nil {
 			// The point is committed and consistent; the thaw or hook
@@ -220,12 +232,20 @@ func (a *app) runBackup(ctx context.Context, bf backupFlags) error {
 	if err != nil {
 		return fmt.Errorf("backup of %s: %w", bf.machine, err)
 	}
-	return a.reportPoint(bf.machine, p)
+	return a.reportPoint(bf.machine, p, cons, bf.requireConsistency)
 }
 
 // reportPoint prints a new point: its ID on stdout (or JSON), a summary
-// and any notes on stderr.
-func (a *app) reportPoint(machine string, p *recovery.Point) error {
+// and any notes on stderr. With require, a point less consistent than
+// asked is an error (after it is printed).
+func (a *app) reportPoint(machine string, p *recovery.Point, asked recovery.Consistency, require bool) (err error) {
+	if require {
+		defer func() {
+			if err == nil {
+				err = p.RequireConsistency(asked)
+			}
+		}()
+	}
 	for _, n := range p.Notes {
 		a.warnf("%s", n)
 	}
@@ -572,7 +592,7 @@ func (a *app) runLiveBackup(ctx context.Context, bf backupFlags, cons recovery.C
 	if err != nil {
 		return fmt.Errorf("backup of %s: %w", bf.machine, err)
 	}
-	return a.reportPoint(bf.machine, p)
+	return a.reportPoint(bf.machine, p, cons, bf.requireConsistency)
 }
 
 // executable is lifeboat's own binary, which thaw watchdogs re-run.

@@ -479,3 +479,39 @@ func locked(t *testing.T, path string) bool {
 	}
 	return lk.Type != unix.F_UNLCK
 }
+
+// A --guest-agent socket that is a QMP monitor (another QEMU's, or the
+// machine's own --qmp socket) is recognised at once, not after the whole
+// freeze timeout; the point is crash-consistent and says why, and
+// --require-consistency turns that into exit 9 with the point written.
+// --guest-agent without file or app consistency warns that it is ignored.
+func TestGuestAgentSocketIsQMP(t *testing.T) {
+	_, sock, _ := storageDaemon(t)
+	_, other, _ := storageDaemon(t)
+	vaultDir := filepath.Join(t.TempDir(), "vault")
+	initVault(t, vaultDir, 0)
+	fleece := t.TempDir() // not the default, shared by every backup of a machine "qsd"
+	for _, agent := range []string{other, sock} {
+		start := time.Now()
+		r := mustRun(t, "--vault", vaultDir, "--json", "backup", "--machine", "qsd", "--qmp", sock, "--fleece-dir", fleece, "--guest-agent", agent,
+			"--consistency", "file", "--freeze-timeout", "2m")
+		if took := time.Since(start); took > time.Minute {
+			t.Fatalf("backup with QMP socket %s as its guest agent took %v", agent, took)
+		}
+		p := parsePoint(t, r)
+		if p.Consistency != "crash" || !strings.Contains(strings.Join(p.Notes, "\n"), "this is a QMP socket, not a guest agent socket") {
+			t.Fatalf("guest agent socket %s is a QMP socket: consistency %q notes %q", agent, p.Consistency, p.Notes)
+		}
+	}
+	before := len(listPoints(t, vaultDir))
+	r := run(t, "--vault", vaultDir, "backup", "--machine", "qsd", "--qmp", sock, "--fleece-dir", fleece, "--guest-agent", other,
+		"--consistency", "file", "--require-consistency")
+	expect(t, "--require-consistency not met", r, 9, "is written, but it is crash-consistent, not file-consistent")
+	if after := len(listPoints(t, vaultDir)); after != before+1 {
+		t.Fatalf("%d points before and %d after a backup that fell short of --require-consistency, want one more", before, after)
+	}
+	r = mustRun(t, "--vault", vaultDir, "backup", "--machine", "qsd", "--qmp", sock, "--fleece-dir", fleece, "--guest-agent", other, "--require-consistency")
+	if !strings.Contains(r.stderr, "--guest-agent is ignored") {
+		t.Fatalf("--guest-agent with crash consistency gave no warning:\n%s", r)
+	}
+}

@@ -396,6 +396,13 @@ func quiesceGuest(ctx context.Context, opts Options) (recovery.Consistency, []st
 		if opts.GuestAgent == "" {
 			return errors.New("no guest agent socket given (--guest-agent)")
 		}
+		// QEMU serves one QMP client at a time and we are it: the monitor
+		// would not even greet a second connection.
+		if a, err := os.Stat(opts.GuestAgent); err == nil {
+			if q, err := os.Stat(opts.QMP); err == nil && os.SameFile(a, q) {
+				return fmt.Errorf("%s: %w (it is the machine's --qmp socket)", opts.GuestAgent, guestagent.ErrQMPSocket)
+			}
+		}
 		actx, cancel := context.WithTimeout(ctx, opts.FreezeTimeout)
 		defer cancel()
 		ga, err := guestagent.Dial(actx, opts.GuestAgent)
