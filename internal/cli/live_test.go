@@ -377,6 +377,22 @@ func TestGuestThawWatchdog(t *testing.T) {
 		t.Fatalf("freeze status %v %v after an unarmed watchdog, want frozen", st, err)
 	}
 	ga.Close()
+	// Nor does a backup that finds the guest frozen by someone else, or its
+	// watchdog: the point is crash-consistent and says why.
+	vaultDir := filepath.Join(t.TempDir(), "vault")
+	initVault(t, vaultDir, 0)
+	r := mustRun(t, "--vault", vaultDir, "--json", "backup", "--machine", "vm", "--qmp", vm.QMPSocket, "--fleece-dir", t.TempDir(),
+		"--guest-agent", vm.GuestAgentSocket, "--consistency", "file")
+	if p := parsePoint(t, r); p.Consistency != "crash" || !strings.Contains(strings.Join(p.Notes, "\n"), "already frozen") {
+		t.Fatalf("backup of a guest frozen by someone else: %s", r)
+	}
+	if ga, err = guestagent.Dial(ctx, vm.GuestAgentSocket); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := ga.FreezeStatus(ctx); err != nil || st != guestagent.Frozen {
+		t.Fatalf("freeze status %v %v after a backup found the guest frozen, want frozen", st, err)
+	}
+	ga.Close()
 	// Armed: "lifeboat dies", its agent connection drops, and so does the
 	// pipe; the watchdog thaws.
 	dog = startDog()
@@ -395,9 +411,7 @@ func TestGuestThawWatchdog(t *testing.T) {
 
 	// A whole file-consistent live backup through the binary: frozen by
 	// the agent, watchdog and all, and the guest is thawed after it.
-	vaultDir := filepath.Join(t.TempDir(), "vault")
-	initVault(t, vaultDir, 0)
-	r := mustRun(t, "--vault", vaultDir, "--json", "backup", "--machine", "vm", "--qmp", vm.QMPSocket,
+	r = mustRun(t, "--vault", vaultDir, "--json", "backup", "--machine", "vm", "--qmp", vm.QMPSocket,
 		"--guest-agent", vm.GuestAgentSocket, "--consistency", "file")
 	if p := parsePoint(t, r); p.Consistency != "file" || len(p.Notes) != 0 {
 		t.Fatalf("live file-consistent backup: %s", r)
