@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"lifeboat/internal/secretenv"
 )
 
 // Watchdog is a helper process that undoes a freeze if lifeboat dies: it
@@ -37,6 +39,8 @@ func StartWatchdog(exe string, args ...string) (*Watchdog, error) {
 	}
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// It may outlive lifeboat: it needs none of lifeboat's secrets.
+	cmd.Env, _ = secretenv.Split(os.Environ())
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting thaw watchdog: %w", err)
 	}
