@@ -28,6 +28,7 @@ type backupFlags struct {
 	audit                            float64
 	qmp, guestAgent, bitmap          string
 	fleeceDir                        string
+	requireConsistency               bool
 }
 
 func (a *app) backupCommand() *cobra.Command {
@@ -74,7 +75,8 @@ point (clearing it is up to whoever runs the server).
 Consistency (--consistency), recorded in the point as achieved:
   crash  the disks as they are read (default). Take the backup from a stable
          view: a disk written while it is read is not even crash-consistent
-         unless it is a snapshot.
+         unless it is a snapshot; a disk whose filesystem is mounted
+         read-write on this host gets a warning.
   file   the filesystems on the disks that are mounted on this host (a block
          device, or an image attached to a loop device) are frozen with
          FIFREEZE around the snapshot instant. Where the image's own
@@ -89,9 +91,15 @@ Consistency (--consistency), recorded in the point as achieved:
          --freeze-timeout; a watchdog process thaws the guest if lifeboat
          dies while it is frozen.
   app    file, plus --pre-hook (required) before the freeze and --post-hook after the
-         thaw (shell commands, run with LIFEBOAT_MACHINE and LIFEBOAT_HOOK set).
+         thaw (shell commands, run with LIFEBOAT_MACHINE and LIFEBOAT_HOOK set,
+         and without lifeboat's secrets: LIFEBOAT_PASSWORD, AWS_SECRET_ACCESS_KEY,
+         AWS_SESSION_TOKEN, LIFEBOAT_*SECRET*/*PASSWORD*/*TOKEN*; a secret a
+         failing hook prints is redacted from the note that keeps its output).
          A failing pre-hook leaves a file-consistent point and a note in it;
-         the post-hook always runs once the pre-hook has.`,
+         the post-hook always runs once the pre-hook has.
+A point that falls short of the consistency asked for is still written, with
+notes saying why; lifeboat then exits 0 with a warning, or, with
+--require-consistency, exits 9 (see lifeboat --help).`,
 		Example: `  lifeboat backup --vault /srv/vault --machine web1 --disk /var/lib/images/web1.raw
   lifeboat backup --machine db1 --disk root=/dev/vg0/db1-root --disk data=/dev/vg0/db1-data --definition db1.json
   lifeboat backup --machine files --disk /dev/loop0 --consistency file
@@ -107,6 +115,7 @@ Consistency (--consistency), recorded in the point as achieved:
 	f.StringArrayVar(&bf.disks, "disk", nil, "disk to back up: PATH or NAME=PATH (repeat for each disk)")
 	f.StringVar(&bf.definition, "definition", "", "machine definition JSON file (schema lifeboat.machine/v1)")
 	f.StringVar(&bf.consistency, "consistency", "crash", "consistency wanted: crash, file or app")
+	f.BoolVar(&bf.requireConsistency, "require-consistency", false, "exit 9 when the point written is less consistent than --consistency asked")
 	f.StringVar(&bf.preHook, "pre-hook", "", "shell command run before the snapshot instant (--consistency app)")
 	f.StringVar(&bf.postHook, "post-hook", "", "shell command run after the snapshot instant (--consistency app)")
 	f.DurationVar(&bf.hookTimeout, "hook-timeout", 5*time.Minute, "longest a hook may run")
@@ -142,6 +151,9 @@ func (a *app) runBackup(ctx context.Context, bf backupFlags) error {
 	cons, err := recovery.ParseConsistency(bf.consistency)
 	if err != nil {
 		return usageError{err}
+	}
+	if bf.guestAgent != "" && cons == recovery.Crash {
+		a.warnf("--guest-agent is ignored with --consistency crash: the guest is not frozen (use --consistency file or app)")
 	}
 	if (bf.preHook != "" || bf.postHook != "") && cons != recovery.App {
 		return usageError{errors.New("--pre-hook and --post-hook need --consistency app")}
@@ -207,7 +219,11 @@ func (a *app) runBackup(ctx context.Context, bf backupFlags) error {
 		Precommit: capt.precommit, Seen: a.book()}
 	pb := newBar(a.env.Stderr, "backup "+bf.machine, !a.quiet)
 	opts.Progress = func(p backup.Progress) { pb.update(p.DoneBytes, p.TotalBytes, p.Elapsed, p.Final) }
-	p, err := backup.Run(capt.ctx(ctx), v, opts)
+	bctx := capt.ctx(ctx)
+	p, err := backup.Run(bctx, v, opts)
+	if err != nil && ctx.Err() == nil && context.Cause(bctx) != nil {
+		err = context.Cause(bctx) // the freeze ran out, not the user
+	}
 	if rerr := capt.release(); rerr != nil {
 		if err == nil {
 			// The point is committed and consistent; the thaw or hook
@@ -220,12 +236,20 @@ func (a *app) runBackup(ctx context.Context, bf backupFlags) error {
 	if err != nil {
 		return fmt.Errorf("backup of %s: %w", bf.machine, err)
 	}
-	return a.reportPoint(bf.machine, p)
+	return a.reportPoint(bf.machine, p, cons, bf.requireConsistency)
 }
 
 // reportPoint prints a new point: its ID on stdout (or JSON), a summary
-// and any notes on stderr.
-func (a *app) reportPoint(machine string, p *recovery.Point) error {
+// and any notes on stderr. With require, a point less consistent than
+// asked is an error (after it is printed).
+func (a *app) reportPoint(machine string, p *recovery.Point, asked recovery.Consistency, require bool) (err error) {
+	if require {
+		defer func() {
+			if err == nil {
+				err = p.RequireConsistency(asked)
+			}
+		}()
+	}
 	for _, n := range p.Notes {
 		a.warnf("%s", n)
 	}
@@ -356,6 +380,9 @@ func (a *app) captureLocal(ctx context.Context, bf backupFlags, cons recovery.Co
 		return nil
 	}
 	if cons == recovery.Crash {
+		for _, w := range quiesce.CrashWarnings(paths) {
+			a.warnf("%s", w)
+		}
 		return c, open()
 	}
 	var mounts []string
@@ -469,9 +496,9 @@ func fileOrCrash(mounts []string) recovery.Consistency {
 	return recovery.Crash
 }
 
-// watchdogCommand is the hidden helper process quiesce.Freeze starts: it
-// thaws the filesystems when lifeboat exits (its stdin closes) or the
-// freeze times out.
+// watchdogCommand is the hidden helper process quiesce.Freeze and live
+// start: it thaws what they announce on its stdin when lifeboat exits (its
+// stdin closes), the freeze times out, or it gets SIGTERM.
 func (a *app) watchdogCommand() *cobra.Command {
 	var timeout time.Duration
 	var agent string
@@ -483,16 +510,15 @@ func (a *app) watchdogCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch {
 			case mounts && agent == "":
-				return quiesce.WatchdogMain(os.Stdin, timeout)
+				return quiesce.WatchdogMain(cmd.Context(), os.Stdin, timeout)
 			case agent != "" && !mounts:
-				quiesce.WaitParent(os.Stdin, timeout)
-				return live.ThawGuest(cmd.Context(), agent)
+				return live.GuestWatchdogMain(cmd.Context(), os.Stdin, timeout, agent)
 			}
 			return usageError{errors.New("want one of --mounts-on-stdin and --guest-agent")}
 		},
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", time.Minute, "thaw after this long")
-	cmd.Flags().StringVar(&agent, "guest-agent", "", "thaw the guest through this agent socket")
+	cmd.Flags().StringVar(&agent, "guest-agent", "", "thaw the guest through this agent socket (when +guest is announced on stdin)")
 	cmd.Flags().BoolVar(&mounts, "mounts-on-stdin", false, "thaw the mounts announced on stdin (+MOUNT, -MOUNT)")
 	return cmd
 }
@@ -565,7 +591,7 @@ func (a *app) runLiveBackup(ctx context.Context, bf backupFlags, cons recovery.C
 	if err != nil {
 		return fmt.Errorf("backup of %s: %w", bf.machine, err)
 	}
-	return a.reportPoint(bf.machine, p)
+	return a.reportPoint(bf.machine, p, cons, bf.requireConsistency)
 }
 
 // executable is lifeboat's own binary, which thaw watchdogs re-run.

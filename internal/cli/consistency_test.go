@@ -173,15 +173,18 @@ func TestConsistencyFreezeTimeoutAndWatchdog(t *testing.T) {
 	}
 	writable(t, mnt)
 
-	// kill -9 while frozen: the watchdog thaws.
-	p := startProc(t, "--vault", vaultDir, "backup", "--machine", "fs", "--disk", "d0="+img, "--consistency", "file", "--freeze-timeout", "10m")
+	// kill -9 of lifeboat's whole process group while frozen: the
+	// watchdog, in a session of its own, survives, thaws, and exits.
+	p := startGroupProc(t, "--vault", vaultDir, "backup", "--machine", "fs", "--disk", "d0="+img, "--consistency", "file", "--freeze-timeout", "10m")
 	if !waitFrozen(t, mnt, p) {
 		t.Fatalf("the filesystem was never seen frozen during the backup: %s", p.wait(t, time.Minute))
 	}
-	if !p.kill() {
+	dog := watchdogOf(t, p.cmd.Process.Pid)
+	if !p.killGroup() {
 		t.Fatalf("the backup ended before it could be killed: %s", p.wait(t, time.Minute))
 	}
 	writable(t, mnt)
+	waitExited(t, dog, 10*time.Second)
 }
 
 // waitFrozen reports whether mnt was seen frozen (a small write and fsync
@@ -270,5 +273,69 @@ func TestConsistencyLeavesForeignFreezeAlone(t *testing.T) {
 	sh(t, "fsfreeze", "-u", mnt)
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Hooks run without lifeboat's secrets in their environment, and a secret
+// a failing hook prints anyway (here read from lifeboat's own
+// /proc/PID/environ) is redacted before its output goes into the point's
+// notes, which are stored in the vault.
+func TestHooksGetNoSecrets(t *testing.T) {
+	secrets := map[string]string{
+		"AWS_SECRET_ACCESS_KEY":    "s3-secret-key-d41d8cd9",
+		"AWS_SESSION_TOKEN":        "s3-session-token-8f00b204",
+		"LIFEBOAT_S3_SECRET_EXTRA": "extra-secret-e9800998",
+		"LIFEBOAT_NEW_PASSWORD":    "new-passphrase-ecf8427e",
+	}
+	for k, v := range secrets {
+		t.Setenv(k, v)
+	}
+	secrets["LIFEBOAT_PASSWORD"] = testPassphrase // startProc sets it
+	vaultDir := filepath.Join(t.TempDir(), "vault")
+	initVault(t, vaultDir, 0)
+	img := filepath.Join(t.TempDir(), "d0.img")
+	sh(t, "truncate", "-s", "4M", img)
+	seen := filepath.Join(t.TempDir(), "post.env")
+	r := mustRun(t, "--vault", vaultDir, "--json", "backup", "--machine", "m", "--disk", "d0="+img, "--consistency", "app",
+		"--pre-hook", `tr '\0' '\n' < /proc/$PPID/environ | grep -E '^(AWS|LIFEBOAT)_'; env | grep -E '^(AWS|LIFEBOAT)_'; exit 1`,
+		"--post-hook", "env > "+seen)
+	p := parsePoint(t, r)
+	notes := strings.Join(p.Notes, "\n")
+	if !strings.Contains(notes, "LIFEBOAT_HOOK=pre") || !strings.Contains(notes, "AWS_SECRET_ACCESS_KEY=[redacted]") {
+		t.Fatalf("the failing pre-hook's output is not in the notes as expected: %q", notes)
+	}
+	env := string(readFile(t, seen))
+	if !strings.Contains(env, "LIFEBOAT_HOOK=post") || !strings.Contains(env, "LIFEBOAT_MACHINE=m") {
+		t.Fatalf("post-hook environment lacks lifeboat's variables:\n%s", env)
+	}
+	for k, v := range secrets {
+		if strings.Contains(notes, v) {
+			t.Errorf("%s's value is in the point's notes: %q", k, notes)
+		}
+		if strings.Contains(r.output(), v) {
+			t.Errorf("%s's value is in lifeboat's output", k)
+		}
+		if strings.Contains(env, k+"=") || strings.Contains(env, v) {
+			t.Errorf("the post-hook inherited %s", k)
+		}
+	}
+}
+
+// A crash-consistent backup of a disk whose filesystem is mounted
+// read-write here warns and points at --consistency file: the device, and
+// the image file behind the loop device. Once mounted read-only, it does not.
+func TestCrashBackupOfMountedDiskWarns(t *testing.T) {
+	img, dev, mnt := loopMount(t, 32)
+	vaultDir := filepath.Join(t.TempDir(), "vault")
+	initVault(t, vaultDir, 0)
+	for _, disk := range []string{dev, img} {
+		r := mustRun(t, "--vault", vaultDir, "backup", "--machine", "fs", "--disk", "d0="+disk)
+		if !strings.Contains(r.stderr, disk+" is mounted read-write at "+mnt) || !strings.Contains(r.stderr, "--consistency file") {
+			t.Fatalf("crash backup of %s, mounted read-write at %s, gave no warning:\n%s", disk, mnt, r)
+		}
+	}
+	sh(t, "mount", "-o", "remount,ro", mnt)
+	if r := mustRun(t, "--vault", vaultDir, "backup", "--machine", "fs", "--disk", "d0="+dev); strings.Contains(r.stderr, "mounted read-write") {
+		t.Fatalf("warning for a filesystem mounted read-only:\n%s", r)
 	}
 }

@@ -26,6 +26,7 @@ const (
 	ExitNewerFormat = 6 // vault written by a newer lifeboat
 	ExitStorage     = 7 // storage unreachable or refusing
 	ExitNotFound    = 8 // no such point, machine or disk
+	ExitConsistency = 9 // point written, less consistent than --require-consistency asked
 	ExitInterrupted = 130
 )
 
@@ -58,6 +59,8 @@ func ExitCode(err error) int {
 		return ExitNewerFormat
 	case errors.Is(err, ErrProblemsFound), errors.Is(err, chunk.ErrCorrupt), errors.Is(err, vault.ErrConfigChanged):
 		return ExitCorrupt
+	case errors.Is(err, recovery.ErrConsistencyNotMet):
+		return ExitConsistency
 	case errors.Is(err, recovery.ErrNoPoint), errors.Is(err, restore.ErrSizeMismatch):
 		return ExitNotFound
 	case errors.Is(err, live.ErrMachine):

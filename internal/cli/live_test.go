@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"lifeboat/internal/guestagent"
+	"lifeboat/internal/live"
 	"lifeboat/internal/qmp"
 	"lifeboat/internal/quiesce"
 	"lifeboat/internal/vmtest"
@@ -348,10 +349,16 @@ func TestGuestThawWatchdog(t *testing.T) {
 	if _, err := vm.WaitLine(ctx, regexp.MustCompile(`^LB ready$`)); err != nil {
 		t.Fatal(err)
 	}
-	dog, err := quiesce.StartWatchdog(lifeboatBin, "__thaw-watchdog", "--timeout", "10m", "--guest-agent", vm.GuestAgentSocket)
-	if err != nil {
-		t.Fatal(err)
+	startDog := func() *quiesce.Watchdog {
+		dog, err := quiesce.StartWatchdog(lifeboatBin, "__thaw-watchdog", "--timeout", "10m", "--guest-agent", vm.GuestAgentSocket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dog
 	}
+	// A watchdog that was not armed leaves a freeze alone: it is someone
+	// else's.
+	dog := startDog()
 	ga, err := guestagent.Dial(ctx, vm.GuestAgentSocket)
 	if err != nil {
 		t.Fatal(err)
@@ -359,11 +366,37 @@ func TestGuestThawWatchdog(t *testing.T) {
 	if _, err := ga.FreezeFilesystems(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if st, err := ga.FreezeStatus(ctx); err != nil || st != guestagent.Frozen {
-		t.Fatalf("freeze status %v %v", st, err)
-	}
-	// "lifeboat dies": its agent connection drops, and so does the pipe.
 	ga.Close()
+	if err := dog.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if ga, err = guestagent.Dial(ctx, vm.GuestAgentSocket); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := ga.FreezeStatus(ctx); err != nil || st != guestagent.Frozen {
+		t.Fatalf("freeze status %v %v after an unarmed watchdog, want frozen", st, err)
+	}
+	ga.Close()
+	// Nor does a backup that finds the guest frozen by someone else, or its
+	// watchdog: the point is crash-consistent and says why.
+	vaultDir := filepath.Join(t.TempDir(), "vault")
+	initVault(t, vaultDir, 0)
+	r := mustRun(t, "--vault", vaultDir, "--json", "backup", "--machine", "vm", "--qmp", vm.QMPSocket, "--fleece-dir", t.TempDir(),
+		"--guest-agent", vm.GuestAgentSocket, "--consistency", "file")
+	if p := parsePoint(t, r); p.Consistency != "crash" || !strings.Contains(strings.Join(p.Notes, "\n"), "already frozen") {
+		t.Fatalf("backup of a guest frozen by someone else: %s", r)
+	}
+	if ga, err = guestagent.Dial(ctx, vm.GuestAgentSocket); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := ga.FreezeStatus(ctx); err != nil || st != guestagent.Frozen {
+		t.Fatalf("freeze status %v %v after a backup found the guest frozen, want frozen", st, err)
+	}
+	ga.Close()
+	// Armed: "lifeboat dies", its agent connection drops, and so does the
+	// pipe; the watchdog thaws.
+	dog = startDog()
+	dog.Arm(live.GuestWatchdogItem)
 	if err := dog.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -378,9 +411,7 @@ func TestGuestThawWatchdog(t *testing.T) {
 
 	// A whole file-consistent live backup through the binary: frozen by
 	// the agent, watchdog and all, and the guest is thawed after it.
-	vaultDir := filepath.Join(t.TempDir(), "vault")
-	initVault(t, vaultDir, 0)
-	r := mustRun(t, "--vault", vaultDir, "--json", "backup", "--machine", "vm", "--qmp", vm.QMPSocket,
+	r = mustRun(t, "--vault", vaultDir, "--json", "backup", "--machine", "vm", "--qmp", vm.QMPSocket,
 		"--guest-agent", vm.GuestAgentSocket, "--consistency", "file")
 	if p := parsePoint(t, r); p.Consistency != "file" || len(p.Notes) != 0 {
 		t.Fatalf("live file-consistent backup: %s", r)
@@ -461,4 +492,40 @@ func locked(t *testing.T, path string) bool {
 		t.Fatal(err)
 	}
 	return lk.Type != unix.F_UNLCK
+}
+
+// A --guest-agent socket that is a QMP monitor (another QEMU's, or the
+// machine's own --qmp socket) is recognised at once, not after the whole
+// freeze timeout; the point is crash-consistent and says why, and
+// --require-consistency turns that into exit 9 with the point written.
+// --guest-agent without file or app consistency warns that it is ignored.
+func TestGuestAgentSocketIsQMP(t *testing.T) {
+	_, sock, _ := storageDaemon(t)
+	_, other, _ := storageDaemon(t)
+	vaultDir := filepath.Join(t.TempDir(), "vault")
+	initVault(t, vaultDir, 0)
+	fleece := t.TempDir() // not the default, shared by every backup of a machine "qsd"
+	for _, agent := range []string{other, sock} {
+		start := time.Now()
+		r := mustRun(t, "--vault", vaultDir, "--json", "backup", "--machine", "qsd", "--qmp", sock, "--fleece-dir", fleece, "--guest-agent", agent,
+			"--consistency", "file", "--freeze-timeout", "2m")
+		if took := time.Since(start); took > time.Minute {
+			t.Fatalf("backup with QMP socket %s as its guest agent took %v", agent, took)
+		}
+		p := parsePoint(t, r)
+		if p.Consistency != "crash" || !strings.Contains(strings.Join(p.Notes, "\n"), "this is a QMP socket, not a guest agent socket") {
+			t.Fatalf("guest agent socket %s is a QMP socket: consistency %q notes %q", agent, p.Consistency, p.Notes)
+		}
+	}
+	before := len(listPoints(t, vaultDir))
+	r := run(t, "--vault", vaultDir, "backup", "--machine", "qsd", "--qmp", sock, "--fleece-dir", fleece, "--guest-agent", other,
+		"--consistency", "file", "--require-consistency")
+	expect(t, "--require-consistency not met", r, 9, "is written, but it is crash-consistent, not file-consistent")
+	if after := len(listPoints(t, vaultDir)); after != before+1 {
+		t.Fatalf("%d points before and %d after a backup that fell short of --require-consistency, want one more", before, after)
+	}
+	r = mustRun(t, "--vault", vaultDir, "backup", "--machine", "qsd", "--qmp", sock, "--fleece-dir", fleece, "--guest-agent", other, "--require-consistency")
+	if !strings.Contains(r.stderr, "--guest-agent is ignored") {
+		t.Fatalf("--guest-agent with crash consistency gave no warning:\n%s", r)
+	}
 }

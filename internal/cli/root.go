@@ -87,7 +87,9 @@ Exit codes:
   0 success            1 error               2 bad usage or input
   3 wrong passphrase   4 no vault there      5 corruption found / verify failed
   6 vault format newer than this lifeboat    7 storage unreachable or refusing
-  8 no such point, machine or disk         130 interrupted`,
+  8 no such point, machine or disk           9 point written, but less consistent
+                                             than backup --require-consistency asked
+130 interrupted`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRun: func(cmd *cobra.Command, args []string) {

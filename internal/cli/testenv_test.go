@@ -117,11 +117,26 @@ type proc struct {
 // startProc starts the lifeboat binary with the test passphrase.
 func startProc(t testing.TB, args ...string) *proc {
 	t.Helper()
+	return startProcAttr(t, &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}, args...)
+}
+
+// startGroupProc starts the binary as startProc does, as the leader of a
+// process group of its own, the way a shell or a service manager starts
+// it: killGroup kills it with everything in its group.
+func startGroupProc(t testing.TB, args ...string) *proc {
+	t.Helper()
+	p := startProcAttr(t, &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}, args...)
+	t.Cleanup(func() { syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL) })
+	return p
+}
+
+func startProcAttr(t testing.TB, attr *syscall.SysProcAttr, args ...string) *proc {
+	t.Helper()
 	p := &proc{done: make(chan struct{})}
 	p.cmd = exec.Command(lifeboatBin, args...)
 	p.cmd.Env = append(os.Environ(), "LIFEBOAT_PASSWORD="+testPassphrase)
 	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	p.cmd.SysProcAttr = attr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("starting lifeboat %v: %v", args, err)
 	}
@@ -164,6 +179,16 @@ func (p *proc) kill() bool {
 		}
 	}
 	return false
+}
+
+// killGroup sends SIGKILL to the process group p leads (startGroupProc),
+// as `kill -9 -- -PGID` does, waits for p, and reports whether the signal
+// was what ended it.
+func (p *proc) killGroup() bool {
+	if !p.exited() {
+		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	}
+	return p.kill()
 }
 
 // wait waits for the process, killing it after timeout.

@@ -170,14 +170,17 @@ func (c *Client) sync() error {
 		return fmt.Errorf("sending guest-sync-delimited: %w", err)
 	}
 	// The 0xFF we sent makes the agent answer with a parse error first; that
-	// and any stale answer come before its sentinel.
-	if _, err := c.r.ReadBytes(sentinel); err != nil {
-		return fmt.Errorf("waiting for the agent's answer to guest-sync-delimited (is qemu-ga running in the guest, and no other client connected?): %w", err)
-	}
+	// and any stale answer come before its own 0xFF and the echo of our id
+	// (readLine drops what precedes a 0xFF). A QMP monitor greets every
+	// client unprompted and never echoes: its greeting says at once that
+	// this is the wrong socket, rather than after the whole timeout.
 	for {
 		line, err := c.readLine()
 		if err != nil {
-			return fmt.Errorf("reading the answer to guest-sync-delimited: %w", err)
+			return fmt.Errorf("waiting for the agent's answer to guest-sync-delimited (is qemu-ga running in the guest, and no other client connected?): %w", err)
+		}
+		if isQMPGreeting(line) {
+			return ErrQMPSocket
 		}
 		var resp response
 		if json.Unmarshal(line, &resp) != nil || resp.Error != nil {
@@ -189,6 +192,18 @@ func (c *Client) sync() error {
 			return nil
 		}
 	}
+}
+
+// ErrQMPSocket is Dial's error for a socket where a QMP monitor answers.
+var ErrQMPSocket = errors.New("this is a QMP socket, not a guest agent socket")
+
+// isQMPGreeting reports whether line is a QMP monitor's greeting,
+// {"QMP": {"version": ..., "capabilities": ...}}.
+func isQMPGreeting(line []byte) bool {
+	var g struct {
+		QMP json.RawMessage `json:"QMP"`
+	}
+	return json.Unmarshal(line, &g) == nil && g.QMP != nil
 }
 
 // readLine reads one answer. The agent ends each with a newline; a sentinel

@@ -246,6 +246,21 @@ func TestNoAgentFailsWithinTimeout(t *testing.T) {
 		t.Fatalf("Dial took %v with a %v deadline", took, timeout)
 	}
 	t.Logf("no agent: %v after %v", err, took.Round(time.Millisecond))
+
+	// The VM's QMP socket given for its agent's: QMP greets unprompted, and
+	// Dial says so at once instead of waiting out its deadline.
+	qctx, qcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer qcancel()
+	start = time.Now()
+	if c, err := Dial(qctx, vm.QMPSocket); !errors.Is(err, ErrQMPSocket) {
+		if c != nil {
+			c.Close()
+		}
+		t.Fatalf("Dial of a QMP socket: %v; want ErrQMPSocket", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("Dial of a QMP socket took %v", took)
+	}
 }
 
 // Dialling a socket that is not there fails at once, naming it.

@@ -29,6 +29,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -395,6 +396,13 @@ func quiesceGuest(ctx context.Context, opts Options) (recovery.Consistency, []st
 		if opts.GuestAgent == "" {
 			return errors.New("no guest agent socket given (--guest-agent)")
 		}
+		// QEMU serves one QMP client at a time and we are it: the monitor
+		// would not even greet a second connection.
+		if a, err := os.Stat(opts.GuestAgent); err == nil {
+			if q, err := os.Stat(opts.QMP); err == nil && os.SameFile(a, q) {
+				return fmt.Errorf("%s: %w (it is the machine's --qmp socket)", opts.GuestAgent, guestagent.ErrQMPSocket)
+			}
+		}
 		actx, cancel := context.WithTimeout(ctx, opts.FreezeTimeout)
 		defer cancel()
 		ga, err := guestagent.Dial(actx, opts.GuestAgent)
@@ -411,8 +419,15 @@ func quiesceGuest(ctx context.Context, opts Options) (recovery.Consistency, []st
 				return err
 			}
 		}
+		dog.Arm(GuestWatchdogItem)
 		thaw, err := ga.Freeze(ctx, opts.FreezeTimeout)
 		if err != nil {
+			var refused *guestagent.Error
+			if errors.As(err, &refused) {
+				// The agent thawed what it froze, and a guest it found
+				// frozen is someone else's: the watchdog leaves it be.
+				dog.Disarm(GuestWatchdogItem)
+			}
 			ga.Close()
 			if dog != nil {
 				dog.Stop()
@@ -423,6 +438,9 @@ func quiesceGuest(ctx context.Context, opts Options) (recovery.Consistency, []st
 			tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(opts.FreezeTimeout, guestagent.DefaultTimeout))
 			defer cancel()
 			err := thaw(tctx)
+			if err == nil {
+				dog.Disarm(GuestWatchdogItem)
+			}
 			// The agent serves one client: let go of it before the
 			// watchdog connects to thaw again.
 			ga.Close()
@@ -489,6 +507,17 @@ type named struct {
 }
 
 func (n named) Source() string { return n.name }
+
+// GuestWatchdogItem is what a guest watchdog is armed with: the backup
+// arms it before it freezes the guest (quiesce.Watchdog).
+const GuestWatchdogItem = "guest"
+
+// GuestWatchdogMain is the guest's thaw watchdog (quiesce.RunWatchdog):
+// armed, it thaws the guest through the agent at socket once the backup
+// that froze it has gone.
+func GuestWatchdogMain(ctx context.Context, stdin io.Reader, timeout time.Duration, socket string) error {
+	return quiesce.RunWatchdog(ctx, stdin, timeout, func(ctx context.Context, _ string) error { return ThawGuest(ctx, socket) })
+}
 
 // ThawGuest thaws a guest's filesystems through its agent: what the thaw
 // watchdog does once the backup that froze them has gone. The agent serves

@@ -1,13 +1,11 @@
 package quiesce
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -47,62 +45,10 @@ func fsIoctl(mountPoint string, req uint, what string) error {
 	return nil
 }
 
-// WaitParent is the first half of a watchdog process (lifeboat re-runs
-// itself with a hidden command): it returns once its standard input
-// closes (the parent finished or died) or timeout passes.
-func WaitParent(stdin io.Reader, timeout time.Duration) {
-	done := make(chan struct{})
-	go func() {
-		io.Copy(io.Discard, stdin)
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(timeout):
-	}
-}
-
-// WatchdogMain is the mounts watchdog. Its parent tells it, one line on
-// standard input each, "+MOUNT" before freezing a mount and "-MOUNT" if
-// that freeze failed (the mount is someone else's freeze, or none). When
-// the input closes (the parent finished or died) or timeout passes, it
-// thaws the mounts announced and not retracted: never a filesystem that
-// another tool froze.
-func WatchdogMain(stdin io.Reader, timeout time.Duration) error {
-	var mu sync.Mutex
-	var mounts []string
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(stdin)
-		for sc.Scan() {
-			line := sc.Text()
-			if len(line) < 2 {
-				continue
-			}
-			mu.Lock()
-			switch line[0] {
-			case '+':
-				mounts = append(mounts, line[1:])
-			case '-':
-				mounts = slices.DeleteFunc(mounts, func(m string) bool { return m == line[1:] })
-			}
-			mu.Unlock()
-		}
-	}()
-	select {
-	case <-done:
-	case <-time.After(timeout):
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	var errs []error
-	for _, m := range mounts {
-		if err := ThawFS(m); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
+// WatchdogMain is the mounts watchdog (RunWatchdog): the items are mount
+// points, thawed with FITHAW.
+func WatchdogMain(ctx context.Context, stdin io.Reader, timeout time.Duration) error {
+	return RunWatchdog(ctx, stdin, timeout, func(_ context.Context, m string) error { return ThawFS(m) })
 }
 
 // Frozen is a set of frozen filesystems.
@@ -139,12 +85,9 @@ func Freeze(ctx context.Context, mounts []string, timeout time.Duration, exe str
 			fz.Thaw()
 			return nil, fmt.Errorf("freezing %q: a mount point with a newline in its name", m)
 		}
-		// Announced before the freeze: a parent that dies between the two
-		// leaves the watchdog thawing a filesystem that is not frozen,
-		// which is harmless; the other order could leave one frozen.
-		fz.dog.tell("+" + m)
+		fz.dog.Arm(m)
 		if err := FreezeFS(m); err != nil {
-			fz.dog.tell("-" + m)
+			fz.dog.Disarm(m)
 			fz.Thaw()
 			return nil, err
 		}
@@ -168,7 +111,10 @@ func (fz *Frozen) Thaw() error {
 		for i := len(fz.mounts) - 1; i >= 0; i-- {
 			if err := ThawFS(fz.mounts[i]); err != nil {
 				errs = append(errs, err)
+				continue
 			}
+			// Thawed: if someone freezes it now, that is theirs.
+			fz.dog.Disarm(fz.mounts[i])
 		}
 		if fz.dog != nil {
 			if err := fz.dog.Stop(); err != nil {

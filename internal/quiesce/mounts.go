@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -25,12 +26,57 @@ type Mount struct {
 	Point  string // mount point
 	Device string // major:minor of the mounted device
 	FSType string
+	// ReadOnly is true when this mount or the filesystem itself is
+	// mounted read-only.
+	ReadOnly bool
 }
 
 // MountsOn returns the mounted filesystems whose data lives on path: a
 // block device mounted directly, or an image file attached to loop
 // devices that are mounted. It returns none for a disk nothing mounts.
 func MountsOn(path string) ([]Mount, error) {
+	all, err := mountsOf(path)
+	return oncePerDevice(all), err
+}
+
+// WritableMounts returns the filesystems on path that are mounted
+// read-write here: a backup that reads path without freezing them is at
+// best crash-consistent, and their journal needs replaying after restore.
+func WritableMounts(path string) ([]Mount, error) {
+	all, err := mountsOf(path)
+	return oncePerDevice(slices.DeleteFunc(all, func(m Mount) bool { return m.ReadOnly })), err
+}
+
+// CrashWarnings says, for each of paths mounted read-write here, that
+// reading it unfrozen gives a crash-consistent point. A path that is not
+// a local file or block device (an NBD URI) gives none.
+func CrashWarnings(paths []string) []string {
+	var out []string
+	for _, p := range paths {
+		ms, _ := WritableMounts(p)
+		for _, m := range ms {
+			out = append(out, fmt.Sprintf("%s is mounted read-write at %s: the point is crash-consistent, and its filesystem will need journal replay after a restore (use --consistency file to freeze it)", p, m.Point))
+		}
+	}
+	return out
+}
+
+// oncePerDevice keeps the first mount of each device: a filesystem
+// mounted twice (bind mounts) is one filesystem.
+func oncePerDevice(all []Mount) []Mount {
+	var out []Mount
+	seen := map[string]bool{}
+	for _, m := range all {
+		if !seen[m.Device] {
+			seen[m.Device] = true
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// mountsOf returns every mount whose device holds path's data.
+func mountsOf(path string) ([]Mount, error) {
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("finding mounts of %s: %w", path, err)
@@ -60,14 +106,9 @@ func MountsOn(path string) ([]Mount, error) {
 		return nil, err
 	}
 	var out []Mount
-	seen := map[string]bool{}
 	for _, m := range all {
-		for _, d := range devs {
-			// A filesystem mounted twice (bind mounts) is frozen once.
-			if m.Device == d && !seen[d] {
-				seen[d] = true
-				out = append(out, m)
-			}
+		if slices.Contains(devs, m.Device) {
+			out = append(out, m)
 		}
 	}
 	return out, nil
@@ -184,7 +225,11 @@ func parseMountinfoLine(line string) (Mount, bool) {
 	if sep < 0 || sep+1 >= len(fields) {
 		return Mount{}, false
 	}
-	return Mount{Point: unescapeOctal(fields[4]), Device: fields[2], FSType: fields[sep+1]}, true
+	ro := slices.Contains(strings.Split(fields[5], ","), "ro")
+	if sep+3 < len(fields) && slices.Contains(strings.Split(fields[sep+3], ","), "ro") {
+		ro = true
+	}
+	return Mount{Point: unescapeOctal(fields[4]), Device: fields[2], FSType: fields[sep+1], ReadOnly: ro}, true
 }
 
 // unescapeOctal undoes mountinfo's \040-style escapes.

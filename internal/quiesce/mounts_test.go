@@ -67,8 +67,17 @@ func TestWithStackedFollowsPartitionsAndHolders(t *testing.T) {
 
 func TestParseMountinfoLine(t *testing.T) {
 	m, ok := parseMountinfoLine(`36 35 98:0 /mnt1 /mnt/with\040space rw,noatime master:1 - ext3 /dev/root rw,errors=continue`)
-	if !ok || m.Point != "/mnt/with space" || m.Device != "98:0" || m.FSType != "ext3" {
+	if !ok || m.Point != "/mnt/with space" || m.Device != "98:0" || m.FSType != "ext3" || m.ReadOnly {
 		t.Fatalf("got %+v %v", m, ok)
+	}
+	// Read-only as a mount (a read-only bind mount), or as a filesystem.
+	for _, line := range []string{
+		`36 35 98:0 / /mnt ro,noatime - ext4 /dev/loop0 rw`,
+		`36 35 98:0 / /mnt rw,noatime shared:1 - ext4 /dev/loop0 ro,errors=continue`,
+	} {
+		if m, ok := parseMountinfoLine(line); !ok || !m.ReadOnly {
+			t.Fatalf("%s: got %+v %v, want read-only", line, m, ok)
+		}
 	}
 	if _, ok := parseMountinfoLine("garbage"); ok {
 		t.Fatal("garbage parsed")

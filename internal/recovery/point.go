@@ -35,6 +35,36 @@ func ParseConsistency(s string) (Consistency, error) {
 	return "", fmt.Errorf("unknown consistency %q: want crash, file or app", s)
 }
 
+// rank orders the levels: each one includes those below it.
+func (c Consistency) rank() int {
+	switch c {
+	case File:
+		return 1
+	case App:
+		return 2
+	}
+	return 0
+}
+
+// ErrConsistencyNotMet is the error of a point less consistent than the
+// backup that wrote it asked for, when that was required.
+var ErrConsistencyNotMet = errors.New("consistency asked for not achieved")
+
+// RequireConsistency returns an error wrapping ErrConsistencyNotMet, and
+// saying why (the point's notes), when p is less consistent than asked.
+// The point is committed either way.
+func (p *Point) RequireConsistency(asked Consistency) error {
+	if p.Consistency.rank() >= asked.rank() {
+		return nil
+	}
+	why := ""
+	if len(p.Notes) > 0 {
+		why = ": " + strings.Join(p.Notes, "; ")
+	}
+	return fmt.Errorf("point %s is written, but it is %s-consistent, not %s-consistent as required%s: %w",
+		p.ID.Short(), p.Consistency, asked, why, ErrConsistencyNotMet)
+}
+
 // DiskStats say what a backup did for one disk.
 type DiskStats struct {
 	ReadBytes    int64 `json:"read_bytes"`
