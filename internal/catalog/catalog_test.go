@@ -523,6 +523,11 @@ func TestPoints(t *testing.T) {
 			must(t, c.RecordPoint(ctx, Point{Vault: "local", ID: fmt.Sprintf("p%d", i), Machine: m, Time: t0.Add(time.Duration(i) * time.Hour), Consistency: "crash"}))
 		}
 		must(t, c.RecordPoint(ctx, Point{Vault: "local", ID: "p0", Machine: "web1", Time: t0, Consistency: "crash"}))
+		must(t, c.RecordPoints(ctx, []Point{{Vault: "local", ID: "p0", Machine: "web1", Time: t0, Consistency: "crash"},
+			{Vault: "local", ID: "p9", Machine: "db1", Time: t0, Consistency: "crash"}}))
+		if err := c.RecordPoints(ctx, []Point{{Vault: "local", ID: "p8", Machine: "db1", Time: t0}, {ID: "bad"}}); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("batch with a bad point: %v", err)
+		}
 		if err := c.RecordPoint(ctx, Point{ID: "x"}); !errors.Is(err, ErrInvalid) {
 			t.Fatalf("point without vault: %v", err)
 		}

@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"time"
 )
@@ -31,6 +32,30 @@ func (c *Catalog) RecordPoint(ctx context.Context, p Point) error {
 		return fmt.Errorf("catalog: recording point %s of %s: %w", p.ID, p.Machine, err)
 	}
 	return nil
+}
+
+// RecordPoints indexes many points in one transaction (a vault's points
+// read at once); points already recorded are left as they are.
+func (c *Catalog) RecordPoints(ctx context.Context, ps []Point) error {
+	for _, p := range ps {
+		if p.Vault == "" || p.ID == "" || p.Machine == "" || p.Time.IsZero() {
+			return fmt.Errorf("%w: a point needs a vault, an ID, a machine and a time", ErrInvalid)
+		}
+	}
+	return c.tx(ctx, func(tx *sql.Tx) error {
+		stmt, err := tx.PrepareContext(ctx, c.q(`INSERT INTO points (vault, id, machine, time_ms, consistency, change_source, size_bytes, notes, job_id)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (vault, id) DO NOTHING`))
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		for _, p := range ps {
+			if _, err := stmt.ExecContext(ctx, p.Vault, p.ID, p.Machine, ms(p.Time), p.Consistency, p.ChangeSource, p.Size, p.Notes, p.Job); err != nil {
+				return fmt.Errorf("catalog: recording point %s of %s: %w", p.ID, p.Machine, err)
+			}
+		}
+		return nil
+	})
 }
 
 // ForgetPoint drops a point from the index (after forget).
