@@ -11,7 +11,9 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +37,26 @@ type Disk struct {
 	// Tracking is recorded in the point: the change tracker that started
 	// at this backup's instant (recovery.Disk.Tracking).
 	Tracking string
+	// Image and ImageFormat are recorded in the point (recovery.Disk.Image):
+	// the local image file holding the disk. Empty Image: the absolute
+	// form of Source's name when that is a local path.
+	Image, ImageFormat string
+}
+
+// imageOf is the absolute path of the local file behind a disk, or "".
+func imageOf(d Disk) string {
+	if d.Image != "" {
+		return d.Image
+	}
+	src := d.Source.Source()
+	if src == "" || strings.HasPrefix(src, "qemu:") || strings.Contains(src, "://") {
+		return ""
+	}
+	abs, err := filepath.Abs(src)
+	if err != nil {
+		return ""
+	}
+	return abs
 }
 
 // Changes are the extents a change tracker saw written since a point.
@@ -121,10 +143,15 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 		seen[d.Name] = true
 		names = append(names, d.Name)
 	}
+	var defDisks []recovery.DefinitionDisk
 	if opts.Definition == nil {
 		opts.Definition = recovery.DefaultDefinition(opts.Machine, names)
-	} else if _, err := recovery.ParseDefinition(opts.Definition); err != nil {
-		return nil, err
+	} else {
+		def, err := recovery.ParseDefinition(opts.Definition)
+		if err != nil {
+			return nil, err
+		}
+		defDisks = def.Disks
 	}
 	if opts.Consistency == "" {
 		opts.Consistency = recovery.Crash
@@ -132,6 +159,11 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 	warn := opts.Warn
 	if warn == nil {
 		warn = func(string) {}
+	}
+	// Restore pairs definition and point disks the same way: say now,
+	// while the machine is at hand, where they disagree.
+	if w := recovery.MatchDisks(defDisks, names).Disagreement(); w != "" {
+		warn(w + ": restore pairs them the same way; name the disks alike (--disk NAME=PATH, or the definition's names) to be sure")
 	}
 
 	// 1. Session marker, before reading plans and index.
@@ -263,7 +295,8 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 			return nil, err
 		}
 		p.Disks = append(p.Disks, recovery.Disk{Name: st.d.Name, Source: st.d.Source.Source(), Size: st.manifest.Size,
-			ChunkSize: cs, Manifest: id, Stats: st.stats, Tracking: st.d.Tracking, ChangeSource: st.changeSource})
+			ChunkSize: cs, Manifest: id, Stats: st.stats, Tracking: st.d.Tracking, ChangeSource: st.changeSource,
+			Image: imageOf(st.d), ImageFormat: st.d.ImageFormat})
 	}
 	p.Stats = recovery.Stats{DurationMS: v.Clock().Now().Sub(start).Milliseconds(),
 		StoredBytes: packer.StoredBytes.Load(), Packs: packer.Packs.Load()}

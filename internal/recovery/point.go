@@ -3,10 +3,12 @@
 package recovery
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -66,6 +68,39 @@ type Disk struct {
 	// (a dirty bitmap that matched the parent point), "compare" (every
 	// block read and compared with the parent) or "full" (no parent).
 	ChangeSource string `json:"change_source,omitempty"`
+	// Image is the absolute path of the image file or block device that
+	// holds the disk, when it is one: where an in-place restore writes.
+	// For a live QEMU disk it is the image QEMU has open, while Source
+	// names the QMP socket and node. Empty in points written before it
+	// was recorded, and for disks that are no local file (NBD).
+	Image string `json:"image,omitempty"`
+	// ImageFormat is Image's format as QEMU opened it (raw, qcow2), when
+	// QEMU said; empty otherwise.
+	ImageFormat string `json:"image_format,omitempty"`
+}
+
+// ErrNoImage means a disk of a point records no local file to restore in
+// place onto.
+var ErrNoImage = errors.New("the point records no image file for the disk")
+
+// InPlacePath is where an in-place restore of the disk writes: Image, or
+// for older points a Source that is an absolute local path. A relative
+// Source is refused rather than resolved against today's working
+// directory, which could name another file of the same size.
+func (d *Disk) InPlacePath() (string, error) {
+	if d.Image != "" {
+		return d.Image, nil
+	}
+	src := d.Source
+	switch {
+	case strings.HasPrefix(src, "qemu:"), strings.Contains(src, "://"), src == "":
+		return "", fmt.Errorf("disk %s: %w: it was read from %q (older lifeboat versions recorded no image path for live backups); name the file with --disk %s --to-file PATH --in-place",
+			d.Name, ErrNoImage, src, d.Name)
+	case !filepath.IsAbs(src):
+		return "", fmt.Errorf("disk %s: %w: it was read from the relative path %q, which names a file only in the directory the backup ran in; name the file with --disk %s --to-file PATH --in-place",
+			d.Name, ErrNoImage, src, d.Name)
+	}
+	return src, nil
 }
 
 // Stats say what a backup did overall.
@@ -111,6 +146,42 @@ func (p *Point) Disk(name string) (*Disk, bool) {
 		}
 	}
 	return nil, false
+}
+
+// ChangeSummary says how the point's disks found their changes since the
+// point before (tracking, compare, full): one word when all agree, else
+// per disk (vda:tracking,vdb:compare); "-" where a point predates the record.
+func (p *Point) ChangeSummary() string {
+	if len(p.Disks) == 0 {
+		return "-"
+	}
+	var per []string
+	same := true
+	for _, d := range p.Disks {
+		per = append(per, d.Name+":"+cmp.Or(d.ChangeSource, "-"))
+		same = same && d.ChangeSource == p.Disks[0].ChangeSource
+	}
+	if same {
+		return cmp.Or(p.Disks[0].ChangeSource, "-")
+	}
+	return strings.Join(per, ",")
+}
+
+// NoteSummary is the point's first note on one line of at most width
+// runes, and the count of the others; cut says whether anything was left
+// out.
+func (p *Point) NoteSummary(width int) (s string, cut bool) {
+	if len(p.Notes) == 0 {
+		return "", false
+	}
+	s = strings.Join(strings.Fields(p.Notes[0]), " ")
+	if r := []rune(s); len(r) > width {
+		s, cut = string(r[:width-1])+"…", true
+	}
+	if len(p.Notes) > 1 {
+		s, cut = fmt.Sprintf("%s (+%d more)", s, len(p.Notes)-1), true
+	}
+	return s, cut
 }
 
 // Save stores the point; this commits it.

@@ -31,6 +31,16 @@ type Target struct {
 	// writing only blocks that differ. Otherwise Path must not exist and is
 	// created as a sparse image.
 	InPlace bool
+	// Format is the image format written: "raw" (or ""), the only one
+	// today. The restored definition records it for each disk.
+	Format string
+}
+
+func (t Target) format() string {
+	if t.Format == "" {
+		return "raw"
+	}
+	return t.Format
 }
 
 // Options tune a restore.
