@@ -288,9 +288,6 @@ as it is decoded; the images are synced to disk before the command returns.`,
 			}
 			targets, err := restore.Plan(p, req)
 			if err != nil {
-				if errors.Is(err, recovery.ErrNoImage) {
-					return usageError{err}
-				}
 				return err
 			}
 			if to != "" {

@@ -7,10 +7,12 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"lifeboat/internal/backup"
 	"lifeboat/internal/recovery"
 	"lifeboat/internal/source"
+	"lifeboat/internal/vmtest"
 )
 
 // restoredDefinition reads a restored definition and checks it validates.
@@ -27,19 +29,27 @@ func restoredDefinition(t *testing.T, path string) *recovery.Definition {
 	return d
 }
 
+// vaultWithImages makes a new directory holding an empty vault and a raw
+// image of 1 MiB of random bytes for each name.
+func vaultWithImages(t *testing.T, names ...string) (dir, vaultDir string) {
+	t.Helper()
+	dir = t.TempDir()
+	vaultDir = filepath.Join(dir, "vault")
+	initVault(t, vaultDir, 0)
+	for i, name := range names {
+		if err := os.WriteFile(filepath.Join(dir, name), fill(1<<20, random, uint64(i)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir, vaultDir
+}
+
 // A definition naming its disks unlike the backed-up disks: backup warns,
 // restore writes a definition whose every disk names its restored image and
 // its true format; the restored machine's name carries the suffix once; its
 // MACs are kept with a warning, or replaced with --new-macs.
 func TestRestoredDefinitionFilesNamesMACs(t *testing.T) {
-	dir := t.TempDir()
-	vaultDir := filepath.Join(dir, "vault")
-	initVault(t, vaultDir, 0)
-	for i, name := range []string{"a.raw", "b.raw"} {
-		if err := os.WriteFile(filepath.Join(dir, name), fill(1<<20, random, uint64(i)), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir, vaultDir := vaultWithImages(t, "a.raw", "b.raw")
 	def := filepath.Join(dir, "vm1.json")
 	os.WriteFile(def, []byte(`{"schema":"lifeboat.machine/v1","name":"vm1","cpus":1,"memory_mib":256,
 		"disks":[{"name":"root","bus":"virtio","format":"qcow2","boot_order":1},{"name":"data","bus":"virtio","format":"qcow2"}],
@@ -104,11 +114,8 @@ func (fromQEMU) Source() string { return "qemu:run/vm1/qmp.sock#root-fmt" }
 // in-place restore of one says which file to name instead of failing to
 // open its source.
 func TestInPlaceRestoreOfOlderLivePoint(t *testing.T) {
-	dir := t.TempDir()
-	vaultDir := filepath.Join(dir, "vault")
-	initVault(t, vaultDir, 0)
+	dir, vaultDir := vaultWithImages(t, "root.raw")
 	img := filepath.Join(dir, "root.raw")
-	os.WriteFile(img, fill(1<<20, random, 7), 0o600)
 	f, err := source.OpenFile(img)
 	if err != nil {
 		t.Fatal(err)
@@ -156,11 +163,8 @@ func mustGetwd(t *testing.T) string {
 
 // The points table shows how each backup found its changes and its notes.
 func TestPointsTableChangesAndNotes(t *testing.T) {
-	dir := t.TempDir()
-	vaultDir := filepath.Join(dir, "vault")
-	initVault(t, vaultDir, 0)
+	dir, vaultDir := vaultWithImages(t, "d.raw")
 	img := filepath.Join(dir, "d.raw")
-	os.WriteFile(img, fill(1<<20, random, 1), 0o600)
 	mustRun(t, "--vault", vaultDir, "backup", "--machine", "m", "--disk", "d="+img)
 	mustRun(t, "--vault", vaultDir, "backup", "--machine", "m", "--disk", "d="+img, "--consistency", "app", "--pre-hook", "exit 3")
 	r := mustRun(t, "--vault", vaultDir, "points")
@@ -184,9 +188,7 @@ func TestPointsTableChangesAndNotes(t *testing.T) {
 // LIFEBOAT_PASSWORD_FILE names a file holding the passphrase, between
 // --password-file and LIFEBOAT_PASSWORD.
 func TestPasswordFileEnvironment(t *testing.T) {
-	dir := t.TempDir()
-	vaultDir := filepath.Join(dir, "vault")
-	initVault(t, vaultDir, 0)
+	dir, vaultDir := vaultWithImages(t)
 	good, bad, empty := filepath.Join(dir, "good"), filepath.Join(dir, "bad"), filepath.Join(dir, "empty")
 	os.WriteFile(good, []byte(testPassphrase+"\n"), 0o600)
 	os.WriteFile(bad, []byte("wrong\n"), 0o600)
@@ -209,4 +211,82 @@ func TestPasswordFileEnvironment(t *testing.T) {
 	if r := inProcEnv(ctx, nil, "--help"); !strings.Contains(r.stdout, "LIFEBOAT_PASSWORD_FILE") {
 		t.Fatalf("--help does not name LIFEBOAT_PASSWORD_FILE:\n%s", r)
 	}
+}
+
+// A VM whose disks come from -drive if=virtio (QEMU names them virtio0,
+// virtio1; one given by a path relative to QEMU's working directory),
+// backed up live with a definition naming them root and data: the backup
+// warns how they pair; restore --to writes a definition whose disks name
+// the restored images, raw; and once the machine is stopped, an in-place
+// restore finds the images QEMU had open and reverts them to the point.
+func TestQMPPointRestoresInPlaceAndPairsDefinitionDisks(t *testing.T) {
+	dir := t.TempDir()
+	imgs := []string{filepath.Join(dir, "vm1-root.img"), filepath.Join(dir, "vm1-data.img")}
+	for i, img := range imgs {
+		if err := os.WriteFile(img, fill(8<<20, random, uint64(10+i)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, err := filepath.Rel(wd, imgs[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm := vmtest.Start(t, vmtest.Config{Workload: "seq2", ExtraArgs: []string{
+		"-drive", "if=virtio,format=raw,file=" + imgs[0],
+		"-drive", "if=virtio,format=raw,file=" + rel,
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	seq := regexp.MustCompile(`^LB seq (\d+)$`)
+	if _, err := vm.WaitLine(ctx, seq); err != nil {
+		t.Fatalf("guest never wrote: %v", err)
+	}
+
+	vaultDir := filepath.Join(dir, "vault")
+	initVault(t, vaultDir, 0)
+	def := filepath.Join(dir, "vm1.json")
+	os.WriteFile(def, []byte(`{"schema":"lifeboat.machine/v1","name":"vm1","cpus":1,"memory_mib":256,
+		"disks":[{"name":"root","format":"qcow2","boot_order":1},{"name":"data","format":"qcow2"}]}`), 0o600)
+	r := mustRun(t, "--vault", vaultDir, "--json", "backup", "--machine", "vm1", "--qmp", vm.QMPSocket, "--definition", def)
+	if !strings.Contains(r.stderr, "root=virtio0") || !strings.Contains(r.stderr, "data=virtio1") {
+		t.Fatalf("backup does not warn how the definition's disks pair with the machine's:\n%s", r)
+	}
+	var pt struct {
+		ID    string          `json:"id"`
+		Disks []recovery.Disk `json:"disks"`
+	}
+	decode(t, r.stdout, &pt)
+	for i, d := range pt.Disks {
+		if d.Image != imgs[i] || d.ImageFormat != "raw" || !strings.HasPrefix(d.Source, "qemu:/") {
+			t.Fatalf("disk %d recorded as %+v, want image %s (raw) from an absolute QMP socket", i, d, imgs[i])
+		}
+	}
+	out := filepath.Join(dir, "restored")
+	mustRun(t, "--vault", vaultDir, "restore", "--machine", "vm1", pt.ID, "--to", out)
+	d := restoredDefinition(t, filepath.Join(out, "vm1-dr.json"))
+	if len(d.Disks) != 2 ||
+		d.Disks[0] != (recovery.DefinitionDisk{Name: "root", Format: "raw", BootOrder: 1, File: filepath.Join(out, "virtio0.raw")}) ||
+		d.Disks[1] != (recovery.DefinitionDisk{Name: "data", Format: "raw", File: filepath.Join(out, "virtio1.raw")}) {
+		t.Fatalf("restored definition disks: %+v", d.Disks)
+	}
+
+	// The guest writes on after the point: wait until its root disk shows it.
+	for compareFiles(filepath.Join(out, "virtio0.raw"), imgs[0]) == nil {
+		if _, err := vm.WaitLine(ctx, seq); err != nil {
+			t.Fatalf("the guest wrote nothing after the point: %v", err)
+		}
+	}
+	// A running machine's images are refused; a stopped one's reverted.
+	expect(t, "in-place under the running VM", run(t, "--vault", vaultDir, "restore", "--machine", "vm1", pt.ID, "--in-place"), 1, "locked")
+	vm.Kill()
+	if err := vm.Wait(ctx); err != nil && ctx.Err() != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, "--vault", vaultDir, "restore", "--machine", "vm1", pt.ID, "--in-place")
+	sameContent(t, filepath.Join(out, "virtio0.raw"), imgs[0])
+	sameContent(t, filepath.Join(out, "virtio1.raw"), imgs[1])
 }

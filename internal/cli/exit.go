@@ -41,7 +41,7 @@ func ExitCode(err error) int {
 	switch {
 	case err == nil:
 		return ExitOK
-	case errors.As(err, &u):
+	case errors.As(err, &u), errors.Is(err, recovery.ErrNoImage):
 		return ExitUsage
 	case errors.Is(err, context.Canceled):
 		return ExitInterrupted

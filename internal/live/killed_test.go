@@ -8,10 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"lifeboat/internal/blob"
 	"lifeboat/internal/live"
 	"lifeboat/internal/qmp"
-	"lifeboat/internal/vault"
 )
 
 // abandonInstant leaves QEMU as a backup killed right after its snapshot
@@ -41,13 +39,7 @@ func abandonInstant(t *testing.T, sock, node, prev, next string) {
 // QEMU restarted (it did not), and the bitmap of the latest point survives
 // a failed backup so that the next one can still tell.
 func TestLiveKilledBackupsBlamedRightly(t *testing.T) {
-	need(t, "qemu-storage-daemon", "qemu-img", "qemu-io", "fusermount3")
-	dir := t.TempDir()
-	d := startDaemon(t, dir, "disk0")
-	v, err := vault.Init(context.Background(), blob.NewMem(), []byte("pw"), cheap)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, v := daemonAndVault(t)
 	var warnings []string
 	opts := live.Options{Machine: "qsd", QMP: d.qmp, Warn: func(s string) { warnings = append(warnings, s) }}
 	d.write("disk0", 0, 256<<10, 0x10)

@@ -149,7 +149,7 @@ func Backup(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point,
 		usable, why := judgeBitmap(d, prev, prefix, parent)
 		if usable {
 			fdisks[i].PrevBitmap = prev
-		} else if b, ok := d.bitmap(prev); ok && !b.Busy && strings.HasPrefix(prev, prefix) {
+		} else if b, ok := d.Bitmap(prev); ok && !b.Busy && strings.HasPrefix(prev, prefix) {
 			unused = append(unused, qmp.BitmapRemove(d.Node, prev))
 		}
 		if !usable && parent != nil {
@@ -292,15 +292,6 @@ type liveDisk struct {
 	name string
 }
 
-func (d liveDisk) bitmap(name string) (qmp.DirtyBitmap, bool) {
-	for _, b := range d.Bitmaps {
-		if b.Name == name {
-			return b, true
-		}
-	}
-	return qmp.DirtyBitmap{}, false
-}
-
 // selectDisks lists the machine's disks and names them: the device id for
 // qemu-system (vda, scsi0-0-0, ...), the node name for a storage daemon.
 func selectDisks(ctx context.Context, mon *qmp.Monitor, only []string) ([]liveDisk, error) {
@@ -403,10 +394,7 @@ func judgeBitmap(d liveDisk, prev, prefix string, parent *recovery.Point) (bool,
 			unfinished = append(unfinished, b.Name)
 		}
 	}
-	for _, b := range d.Bitmaps {
-		if b.Name != prev {
-			continue
-		}
+	if b, ok := d.Bitmap(prev); ok {
 		switch {
 		case b.Inconsistent:
 			return false, fmt.Sprintf("its dirty bitmap %s is inconsistent: QEMU stopped without closing the image cleanly (killed or crashed) since the last point, so it may have missed writes", prev)
@@ -421,7 +409,7 @@ func judgeBitmap(d liveDisk, prev, prefix string, parent *recovery.Point) (bool,
 	}
 	switch {
 	case len(unfinished) > 0:
-		return false, fmt.Sprintf("its dirty bitmap %s was removed, not lost with QEMU: a later backup discarded it and was killed before it finished (its bitmap %s is still on the disk)", prev, strings.Join(unfinished, ", "))
+		return false, fmt.Sprintf("its dirty bitmap %s was removed while QEMU ran on (bitmap %s of a later, unfinished backup is still on the disk): an older lifeboat discarded it in a backup that was then killed, or someone removed it", prev, strings.Join(unfinished, ", "))
 	case d.Driver == "qcow2":
 		return false, fmt.Sprintf("its dirty bitmap %s is gone from the qcow2 image: QEMU stopped without writing it back (killed or crashed) since the last point, or someone removed it", prev)
 	}
