@@ -13,7 +13,6 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,7 +48,7 @@ func imageOf(d Disk) string {
 		return d.Image
 	}
 	src := d.Source.Source()
-	if src == "" || strings.HasPrefix(src, "qemu:") || strings.Contains(src, "://") {
+	if !recovery.LocalSource(src) {
 		return ""
 	}
 	abs, err := filepath.Abs(src)

@@ -83,6 +83,12 @@ type Disk struct {
 // place onto.
 var ErrNoImage = errors.New("the point records no image file for the disk")
 
+// LocalSource reports whether a disk source names a local file or block
+// device, rather than a live QEMU disk (qemu:SOCKET#NODE) or an NBD URI.
+func LocalSource(src string) bool {
+	return src != "" && !strings.HasPrefix(src, "qemu:") && !strings.Contains(src, "://")
+}
+
 // InPlacePath is where an in-place restore of the disk writes: Image, or
 // for older points a Source that is an absolute local path. A relative
 // Source is refused rather than resolved against today's working
@@ -93,7 +99,7 @@ func (d *Disk) InPlacePath() (string, error) {
 	}
 	src := d.Source
 	switch {
-	case strings.HasPrefix(src, "qemu:"), strings.Contains(src, "://"), src == "":
+	case !LocalSource(src):
 		return "", fmt.Errorf("disk %s: %w: it was read from %q (older lifeboat versions recorded no image path for live backups); name the file with --disk %s --to-file PATH --in-place",
 			d.Name, ErrNoImage, src, d.Name)
 	case !filepath.IsAbs(src):
