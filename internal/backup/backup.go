@@ -11,6 +11,7 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -36,11 +37,30 @@ type Disk struct {
 	// Tracking is recorded in the point: the change tracker that started
 	// at this backup's instant (recovery.Disk.Tracking).
 	Tracking string
-	// Format and Backing are recorded in the point: the container format
-	// of the image the disk was read from ("raw", "qcow2", ...; empty when
-	// unknown) and its backing chain. Source reads the guest's view.
-	Format  string
-	Backing []string
+	// Image, Format and Backing are recorded in the point
+	// (recovery.Disk.Image, Format, Backing): the local image file holding
+	// the disk, its container format ("raw", "qcow2", ...; empty when
+	// unknown) and its backing chain. Source reads the guest's view, never
+	// the container's bytes. Empty Image: the absolute form of Source's
+	// name when that is a local path.
+	Image, Format string
+	Backing       []string
+}
+
+// imageOf is the absolute path of the local file behind a disk, or "".
+func imageOf(d Disk) string {
+	if d.Image != "" {
+		return d.Image
+	}
+	src := d.Source.Source()
+	if !recovery.LocalSource(src) {
+		return ""
+	}
+	abs, err := filepath.Abs(src)
+	if err != nil {
+		return ""
+	}
+	return abs
 }
 
 // Changes are the extents a change tracker saw written since a point.
@@ -135,22 +155,29 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 	if warn == nil {
 		warn = func(string) {}
 	}
+	var defDisks []recovery.DefinitionDisk
 	if opts.Definition == nil {
 		opts.Definition = recovery.DefaultDefinition(opts.Machine, names, formats)
-	} else if def, err := recovery.ParseDefinition(opts.Definition); err != nil {
-		return nil, err
 	} else {
-		for _, dd := range def.Disks {
-			for _, d := range opts.Disks {
-				if d.Name == dd.Name && d.Format != "" && dd.Format != "" && d.Format != dd.Format {
-					warn(fmt.Sprintf("disk %s: the definition says format %s, but it is a %s image: a restore writes %s by default (--format overrides)",
-						d.Name, dd.Format, d.Format, dd.Format))
-				}
+		def, err := recovery.ParseDefinition(opts.Definition)
+		if err != nil {
+			return nil, err
+		}
+		defDisks = def.Disks
+		for _, d := range opts.Disks {
+			if f := def.DiskFormat(names, d.Name); d.Format != "" && f != "" && d.Format != f {
+				warn(fmt.Sprintf("disk %s: the definition says format %s, but it is a %s image: a restore writes %s by default (--format overrides)",
+					d.Name, f, d.Format, f))
 			}
 		}
 	}
 	if opts.Consistency == "" {
 		opts.Consistency = recovery.Crash
+	}
+	// Restore pairs definition and point disks the same way: say now,
+	// while the machine is at hand, where they disagree.
+	if w := recovery.MatchDisks(defDisks, names).Disagreement(); w != "" {
+		warn(w + ": restore pairs them the same way; name the disks alike (--disk NAME=PATH, or the definition's names) to be sure")
 	}
 
 	// 1. Session marker, before reading plans and index.
@@ -286,7 +313,7 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 		}
 		p.Disks = append(p.Disks, recovery.Disk{Name: st.d.Name, Source: st.d.Source.Source(), Size: st.manifest.Size,
 			ChunkSize: cs, Manifest: id, Stats: st.stats, Tracking: st.d.Tracking, ChangeSource: st.changeSource,
-			Format: st.d.Format, Backing: st.d.Backing})
+			Image: imageOf(st.d), Format: st.d.Format, Backing: st.d.Backing})
 	}
 	p.Stats = recovery.Stats{DurationMS: v.Clock().Now().Sub(start).Milliseconds(),
 		StoredBytes: packer.StoredBytes.Load(), Packs: packer.Packs.Load()}

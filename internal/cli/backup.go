@@ -51,7 +51,9 @@ shared with other disks and machines are stored once.
 
 --definition is the machine's definition (JSON, schema lifeboat.machine/v1,
 see docs/definition.md): CPUs, memory, firmware, disks, NICs. It is stored in the
-point as given, and restore writes it back with the target suffix.
+point as given, and restore writes it back with the target suffix. Its disks pair
+with the backed-up disks by name, else by bus and order: a warning says where the
+names differ.
 
 Live QEMU machines (--qmp SOCKET, the QMP socket of qemu-system-x86_64 or
 qemu-storage-daemon): every disk of the machine (or those named with
@@ -367,7 +369,7 @@ func (a *app) captureLocal(ctx context.Context, bf backupFlags, cons recovery.Co
 				c.disks = append(c.disks, backup.Disk{Name: names[i], Source: d})
 				continue
 			}
-			src, err := container.Open(ctx, p, def.DiskFormat(names[i]))
+			src, err := container.Open(ctx, p, def.DiskFormat(names, names[i]))
 			if err != nil {
 				return err
 			}
@@ -479,7 +481,7 @@ func (a *app) captureLocal(ctx context.Context, bf backupFlags, cons recovery.Co
 		return nil, err
 	}
 	for i, cl := range clones {
-		src, err := container.OpenSnapshot(ctx, cl, paths[i], def.DiskFormat(names[i]))
+		src, err := container.OpenSnapshot(ctx, cl, paths[i], def.DiskFormat(names, names[i]))
 		if err != nil {
 			return nil, err
 		}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
@@ -178,7 +179,13 @@ Each host records the newest point of every machine it has seen in a vault
 (under LIFEBOAT_STATE_DIR; /var/lib/lifeboat for root, else
 $XDG_STATE_HOME/lifeboat). points, restore, backup and vault copy warn, naming
 it, when such a point is gone without this host having forgotten it: deleted at
-the storage, or the vault rolled back. forget on this host updates the record.`,
+the storage, or the vault rolled back. forget on this host updates the record.
+
+CHANGES says how the backup found what changed since the point before:
+tracking (a dirty bitmap), compare (every block read and compared), full (no
+earlier point); per disk (vda:tracking,vdb:compare) when the disks differ.
+NOTES shows the first thing the backup did not get as asked (a failed freeze
+or hook), shortened; points --json has every note in full.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			v, err := a.open(cmd.Context())
@@ -200,8 +207,8 @@ the storage, or the vault rolled back. forget on this host updates the record.`,
 				return a.printJSON(out)
 			}
 			tw := tabwriter.NewWriter(a.env.Stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tTIME\tMACHINE\tCONSISTENCY\tDISKS\tSIZE\tNEW")
-			noted := false
+			fmt.Fprintln(tw, "ID\tTIME\tMACHINE\tCONSISTENCY\tDISKS\tSIZE\tNEW\tCHANGES\tNOTES")
+			cut := false
 			for _, p := range out {
 				var newBytes int64
 				var names []string
@@ -209,17 +216,15 @@ the storage, or the vault rolled back. forget on this host updates the record.`,
 					newBytes += d.Stats.NewBytes
 					names = append(names, d.Name)
 				}
-				cons := string(p.Consistency)
-				if len(p.Notes) > 0 {
-					cons += "*"
-					noted = true
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Short, p.Time.Local().Format("2006-01-02 15:04:05"), p.Machine,
-					cons, strings.Join(names, ","), size(p.Size), size(newBytes))
+				pt := recovery.Point{Disks: p.Disks, Notes: p.Notes}
+				note, c := pt.NoteSummary(60)
+				cut = cut || c
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Short, p.Time.Local().Format("2006-01-02 15:04:05"), p.Machine,
+					p.Consistency, strings.Join(names, ","), size(p.Size), size(newBytes), pt.ChangeSummary(), note)
 			}
 			tw.Flush()
-			if noted && !a.quiet {
-				fmt.Fprintln(a.env.Stderr, "* the backup did not get everything it asked for (a failed freeze or hook): points --json shows its notes")
+			if cut && !a.quiet {
+				fmt.Fprintln(a.env.Stderr, "notes are shortened: points --json shows them in full")
 			}
 			if len(out) == 0 && !a.quiet {
 				fmt.Fprintln(a.env.Stderr, "no recovery points")
@@ -233,7 +238,7 @@ the storage, or the vault rolled back. forget on this host updates the record.`,
 
 func (a *app) restoreCommand() *cobra.Command {
 	var machine, to, diskName, toFile, suffix, format string
-	var inPlace bool
+	var inPlace, newMACs bool
 	cmd := &cobra.Command{
 		Use:   "restore --machine NAME POINT|latest (--to DIR | --disk NAME --to-file PATH | --in-place)",
 		Short: "Restore the disks of a recovery point",
@@ -241,11 +246,12 @@ func (a *app) restoreCommand() *cobra.Command {
 
   --to DIR                 every disk as a sparse image DIR/NAME.raw or DIR/NAME.qcow2,
                            plus the machine definition DIR/MACHINE<suffix>.json with
-                           its name suffixed and its disks pointing at the restored
-                           images, each with its format
+                           its name suffixed (once: a restored machine's name keeps its
+                           one suffix) and every disk naming its restored image and format
   --disk NAME --to-file F  one disk into a new file F
-  --in-place               revert the disks the point was taken from (their paths as
-                           recorded), reading each block and writing only those that
+  --in-place               revert the disks the point was taken from (the image files
+                           recorded in the point; for --qmp points the images QEMU had
+                           open), reading each block and writing only those that
                            differ; with --disk NAME --to-file F, revert F instead
 
 --format raw|qcow2: new images' format; by default the one the point's definition
@@ -253,6 +259,12 @@ gives the disk, and for --to-file F the one F's extension names (.raw, .img,
 .qcow2). A --format contradicting F's extension, or another image extension, is
 refused. qcow2 is written sparse through qemu-nbd; in place, a qcow2 image stays
 qcow2 and only the blocks that differ are written.
+
+Definition disks named differently from the point's disks (root and data in the
+definition, virtio0 and virtio1 from QEMU) are paired by bus and order, with a
+warning. The restored definition keeps the machine's MAC addresses, and says so:
+started beside the original on one network, the two clash. --new-macs gives each
+NIC a new random address in QEMU's locally administered range 52:54:00:xx:xx:xx.
 
 Existing files are never overwritten except with --in-place, which requires the
 target to be a disk of exactly the size of the disk in the point.
@@ -265,24 +277,17 @@ as it is decoded; the images are synced to disk before the command returns.`,
   lifeboat restore --machine web1 3fa9c2 --disk root --to-file /tmp/root.raw
   lifeboat restore --machine web1 latest --disk root --to-file /var/lib/images/root.qcow2
   lifeboat restore --machine web1 latest --to /srv/restored --format raw
-  lifeboat restore --machine web1 latest --in-place`,
+  lifeboat restore --machine web1 latest --in-place
+  lifeboat restore --machine web1 latest --to /srv/test-restore --new-macs`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			if machine == "" {
 				return usageError{errors.New("--machine is required")}
 			}
-			modes := 0
-			for _, on := range []bool{to != "", toFile != "", inPlace && toFile == ""} {
-				if on {
-					modes++
-				}
-			}
-			if modes != 1 {
-				return usageError{errors.New("give exactly one of --to DIR, --disk NAME --to-file PATH, or --in-place")}
-			}
-			if (toFile != "") != (diskName != "") && !(inPlace && diskName != "" && toFile == "") {
-				return usageError{errors.New("--to-file needs --disk NAME and --disk needs --to-file (or --in-place)")}
+			req := restore.Request{Dir: to, Disk: diskName, File: toFile, InPlace: inPlace, Format: format}
+			if err := req.Validate(); err != nil {
+				return usageError{err}
 			}
 			v, err := a.open(ctx)
 			if err != nil {
@@ -297,13 +302,9 @@ as it is decoded; the images are synced to disk before the command returns.`,
 			if err != nil {
 				return err
 			}
-			targets, err := restore.Plan(p, restore.Request{Disk: diskName, Dir: to, ToFile: toFile, InPlace: inPlace, Format: format})
+			targets, err := restore.Plan(p, req)
 			if err != nil {
 				return err
-			}
-			files, formats := map[string]string{}, map[string]string{}
-			for _, t := range targets {
-				files[t.Disk.Name], formats[t.Disk.Name] = t.Path, t.Format
 			}
 			if to != "" {
 				if err := os.MkdirAll(to, 0o755); err != nil {
@@ -318,24 +319,25 @@ as it is decoded; the images are synced to disk before the command returns.`,
 				return fmt.Errorf("restore of %s point %s: %w", machine, p.ID.Short(), err)
 			}
 			var defPath string
+			var def *recovery.Restored
 			if to != "" {
-				for name, path := range files {
-					if abs, err := filepath.Abs(path); err == nil {
-						files[name] = abs
-					}
-				}
-				def, err := recovery.RestoredDefinition(p.Definition, suffix, files, formats)
-				if err != nil {
+				if defPath, def, err = restore.WriteDefinition(p, to, targets, recovery.RestoreOptions{Suffix: suffix, NewMACs: newMACs}); err != nil {
 					return err
 				}
-				defPath = filepath.Join(to, machine+suffix+".json")
-				if err := os.WriteFile(defPath, append(def, '\n'), 0o644); err != nil {
-					return fmt.Errorf("writing definition: %w", err)
+				for _, w := range def.Warnings {
+					a.warnf("%s", w)
 				}
 			}
+			files, formats := map[string]string{}, map[string]string{}
+			for _, t := range targets {
+				files[t.Disk.Name], formats[t.Disk.Name] = t.Path, t.Format
+			}
 			if a.jsonOut {
-				return a.printJSON(map[string]any{"point": p.ID.String(), "machine": machine, "disks": files,
-					"formats": formats, "definition": defPath, "stats": st})
+				out := map[string]any{"point": p.ID.String(), "machine": machine, "disks": files, "formats": formats, "definition": defPath, "stats": st}
+				if def != nil && len(def.MACs) > 0 {
+					out["new_macs"] = def.MACs
+				}
+				return a.printJSON(out)
 			}
 			if !a.quiet {
 				d := time.Duration(st.DurationMS) * time.Millisecond
@@ -347,6 +349,9 @@ as it is decoded; the images are synced to disk before the command returns.`,
 			}
 			if defPath != "" {
 				a.printf("definition\t%s\n", defPath)
+				for _, m := range def.MACs {
+					a.printf("nic%d\t%s (was %s)\n", m.NIC, m.New, cmp.Or(m.Old, "unset"))
+				}
 			}
 			return nil
 		},
@@ -357,7 +362,8 @@ as it is decoded; the images are synced to disk before the command returns.`,
 	f.StringVar(&diskName, "disk", "", "restore only this disk")
 	f.StringVar(&toFile, "to-file", "", "file to restore --disk into")
 	f.BoolVar(&inPlace, "in-place", false, "revert existing disks, writing only blocks that differ")
-	f.StringVar(&suffix, "suffix", "-dr", "suffix for the restored machine's name")
+	f.StringVar(&suffix, "suffix", "-dr", "suffix for the restored machine's name (not added to a name that has it)")
+	f.BoolVar(&newMACs, "new-macs", false, "give the restored machine's NICs new random MAC addresses (52:54:00:xx:xx:xx)")
 	f.StringVar(&format, "format", "", "format of new images: raw or qcow2 (default: the disk's format in the point's definition; for --to-file, the file's extension)")
 	return cmd
 }

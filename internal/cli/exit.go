@@ -45,7 +45,7 @@ func ExitCode(err error) int {
 	switch {
 	case err == nil:
 		return ExitOK
-	case errors.As(err, &u), errors.Is(err, restore.ErrFormat), errors.Is(err, container.ErrUnconfirmed):
+	case errors.As(err, &u), errors.Is(err, restore.ErrFormat), errors.Is(err, container.ErrUnconfirmed), errors.Is(err, recovery.ErrNoImage):
 		return ExitUsage
 	case errors.As(err, &refused):
 		return serverExit(refused.Status)

@@ -79,7 +79,8 @@ func (a *app) rootCommand() *cobra.Command {
 encrypted, deduplicated vault on a local directory or an S3 bucket, and restores them.
 
 Vault:       --vault PATH | s3://bucket/prefix   (or LIFEBOAT_VAULT)
-Passphrase:  --password-file FILE               (or LIFEBOAT_PASSWORD)
+Passphrase:  --password-file FILE  (or LIFEBOAT_PASSWORD_FILE=FILE, or LIFEBOAT_PASSWORD
+             giving it directly; first found in that order)
 S3:          LIFEBOAT_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION;
              plain http:// endpoints are accepted for loopback addresses only.
 
@@ -101,7 +102,7 @@ Exit codes:
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.vaultURL, "vault", "", "vault location: a directory or s3://bucket/prefix (env LIFEBOAT_VAULT)")
-	pf.StringVar(&a.passwordFile, "password-file", "", "read the passphrase from this file (env LIFEBOAT_PASSWORD gives it directly)")
+	pf.StringVar(&a.passwordFile, "password-file", "", "read the passphrase from this file (env LIFEBOAT_PASSWORD_FILE; LIFEBOAT_PASSWORD gives it directly)")
 	pf.BoolVar(&a.jsonOut, "json", false, "print machine-readable JSON on stdout")
 	pf.BoolVarP(&a.quiet, "quiet", "q", false, "no progress output")
 	root.AddCommand(a.vaultCommand(), a.backupCommand(), a.pointsCommand(), a.restoreCommand(),
@@ -111,23 +112,28 @@ Exit codes:
 	return root
 }
 
-// passphrase reads the passphrase from --password-file or LIFEBOAT_PASSWORD.
+// passphrase reads the passphrase from --password-file, else from the
+// file LIFEBOAT_PASSWORD_FILE names, else from LIFEBOAT_PASSWORD.
 func (a *app) passphrase() ([]byte, error) {
-	if a.passwordFile != "" {
-		data, err := os.ReadFile(a.passwordFile)
+	file, from := a.passwordFile, "--password-file"
+	if file == "" {
+		file, from = a.env.Getenv("LIFEBOAT_PASSWORD_FILE"), "LIFEBOAT_PASSWORD_FILE"
+	}
+	if file != "" {
+		data, err := os.ReadFile(file)
 		if err != nil {
-			return nil, usageError{fmt.Errorf("reading --password-file: %w", err)}
+			return nil, usageError{fmt.Errorf("reading %s: %w", from, err)}
 		}
 		p := strings.TrimRight(string(data), "\r\n")
 		if p == "" {
-			return nil, usageError{fmt.Errorf("--password-file %s is empty", a.passwordFile)}
+			return nil, usageError{fmt.Errorf("%s %s is empty", from, file)}
 		}
 		return []byte(p), nil
 	}
 	if p := a.env.Getenv("LIFEBOAT_PASSWORD"); p != "" {
 		return []byte(p), nil
 	}
-	return nil, usageError{errors.New("no passphrase: set LIFEBOAT_PASSWORD or use --password-file")}
+	return nil, usageError{errors.New("no passphrase: use --password-file, or set LIFEBOAT_PASSWORD_FILE or LIFEBOAT_PASSWORD")}
 }
 
 func (a *app) options() vault.Options {

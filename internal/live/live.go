@@ -23,6 +23,7 @@
 package live
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -137,6 +138,7 @@ func Backup(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point,
 		return nil, err
 	}
 	fdisks := make([]qmp.FleeceDisk, len(disks))
+	var unused []qmp.Action // the latest point's bitmaps this backup cannot use
 	for i, d := range disks {
 		fdisks[i] = qmp.FleeceDisk{Node: d.Node, Export: qmp.FleeceNodePrefix + "x-" + d.name, NewBitmap: prefix + suffix}
 		prev := ""
@@ -145,16 +147,22 @@ func Backup(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point,
 				prev = pd.Tracking
 			}
 		}
-		usable, why := judgeBitmap(d, prev, parent)
+		usable, why := judgeBitmap(d, prev, prefix, parent)
 		if usable {
 			fdisks[i].PrevBitmap = prev
-		} else if parent != nil {
+		} else if b, ok := d.Bitmap(prev); ok && !b.Busy && strings.HasPrefix(prev, prefix) {
+			unused = append(unused, qmp.BitmapRemove(d.Node, prev))
+		}
+		if !usable && parent != nil {
 			warn(fmt.Sprintf("disk %s: %s: reading the whole disk and comparing with point %s", d.name, why, parent.ID.Short()))
 		}
 		// Our other bitmaps on this disk are leftovers of failed or killed
-		// backups: remove them, so they stop costing the guest.
+		// backups: remove them, so they stop costing the guest. The latest
+		// point's stays even when unusable, until a point replaces it: if
+		// this backup fails too, the next one still finds it and can tell
+		// why it is unusable, rather than find it gone.
 		for _, b := range d.Bitmaps {
-			if strings.HasPrefix(b.Name, prefix) && b.Name != fdisks[i].PrevBitmap {
+			if strings.HasPrefix(b.Name, prefix) && b.Name != prev {
 				if err := mon.Transaction(ctx, qmp.BitmapRemove(d.Node, b.Name)); err != nil {
 					warn(fmt.Sprintf("disk %s: removing stale bitmap %s: %v", d.name, b.Name, err))
 				}
@@ -198,6 +206,11 @@ func Backup(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point,
 		opts.AfterInstant()
 	}
 
+	qmpPath, err := filepath.Abs(opts.QMP)
+	if err != nil {
+		qmpPath = opts.QMP
+	}
+	cwd := qemuDir(mon)
 	bdisks := make([]backup.Disk, len(disks))
 	for i, fd := range sess.Disks {
 		name := disks[i].name
@@ -210,7 +223,8 @@ func Backup(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point,
 			return nil, fmt.Errorf("disk %s: reading the point-in-time view: %w", name, err)
 		}
 		defer nd.Close()
-		bdisks[i] = backup.Disk{Name: name, Source: named{nd, "qemu:" + opts.QMP + "#" + disks[i].Node}, Tracking: fd.NewBitmap}
+		bdisks[i] = backup.Disk{Name: name, Source: named{nd, "qemu:" + qmpPath + "#" + disks[i].Node}, Tracking: fd.NewBitmap,
+			Image: imagePath(disks[i].Disk, cwd), Format: imageFormat(disks[i].Driver)}
 		if fd.PrevBitmap != "" {
 			dirty, err := nd.DirtyExtents(ctx, fd.PrevBitmap)
 			if err != nil {
@@ -234,6 +248,13 @@ func Backup(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point,
 		// The point is committed and complete; only the clean-up failed.
 		// The next backup removes stale bitmaps and leftovers.
 		warn(fmt.Sprintf("point %s is committed, but tearing down the snapshot view failed: %v", p.ID.Short(), err))
+	}
+	// The latest point's unusable bitmaps were kept while this backup could
+	// still fail; the new point replaces them.
+	if len(unused) > 0 {
+		if err := mon.Transaction(context.WithoutCancel(ctx), unused...); err != nil {
+			warn(fmt.Sprintf("removing the unusable bitmaps of the previous point: %v (the next backup removes them)", err))
+		}
 	}
 	return p, nil
 }
@@ -346,33 +367,54 @@ func sanitize(s string) string {
 	return string(b)
 }
 
-// judgeBitmap decides whether the previous point's bitmap can say what
-// changed since it.
-func judgeBitmap(d liveDisk, prev string, parent *recovery.Point) (bool, string) {
+// judgeBitmap decides whether the previous point's bitmap prev can say
+// what changed since it, and if not, says why as exactly as the disk's
+// bitmaps tell: lifeboat's own bitmaps of this vault start with prefix.
+func judgeBitmap(d liveDisk, prev, prefix string, parent *recovery.Point) (bool, string) {
 	if parent == nil {
 		return false, "no earlier point"
 	}
-	if prev == "" {
-		return false, "the last point recorded no change tracking for this disk"
-	}
-	if pd, ok := parent.Disk(d.name); ok && pd.Size != d.Size {
+	pd, ok := parent.Disk(d.name)
+	switch {
+	case !ok:
+		return false, fmt.Sprintf("point %s has no disk %s", parent.ID.Short(), d.name)
+	case prev == "":
+		return false, fmt.Sprintf("point %s started no change tracking for this disk (it was not taken live through QMP)", parent.ID.Short())
+	case strings.HasPrefix(prev, "nbd:"):
+		return false, fmt.Sprintf("point %s was taken with the NBD server's bitmap %s, not through QMP", parent.ID.Short(), strings.TrimPrefix(prev, "nbd:"))
+	case !strings.HasPrefix(prev, prefix):
+		return false, fmt.Sprintf("point %s's bitmap %s belongs to another vault (the point was copied here); it is left to that vault", parent.ID.Short(), prev)
+	case pd.Size != d.Size:
 		return false, fmt.Sprintf("the disk is %d bytes, was %d", d.Size, pd.Size)
 	}
+	// Bitmaps of backups that never finished: added at their instant,
+	// left behind when lifeboat was killed before rolling them back.
+	var unfinished []string
 	for _, b := range d.Bitmaps {
-		if b.Name != prev {
-			continue
+		if b.Name != prev && strings.HasPrefix(b.Name, prefix) {
+			unfinished = append(unfinished, b.Name)
 		}
+	}
+	if b, ok := d.Bitmap(prev); ok {
 		switch {
 		case b.Inconsistent:
-			return false, fmt.Sprintf("its dirty bitmap %s is inconsistent (QEMU stopped uncleanly since the last point)", prev)
+			return false, fmt.Sprintf("its dirty bitmap %s is inconsistent: QEMU stopped without closing the image cleanly (killed or crashed) since the last point, so it may have missed writes", prev)
+		case !b.Recording && len(unfinished) > 0:
+			return false, fmt.Sprintf("its dirty bitmap %s stopped recording at the instant of a later backup that was killed before it finished (its bitmap %s is still on the disk)", prev, strings.Join(unfinished, ", "))
 		case !b.Recording:
-			return false, fmt.Sprintf("its dirty bitmap %s is not recording (an earlier backup was interrupted)", prev)
+			return false, fmt.Sprintf("its dirty bitmap %s is not recording: a later backup was killed before it finished, or someone disabled the bitmap", prev)
 		case b.Busy:
-			return false, fmt.Sprintf("its dirty bitmap %s is in use by another job", prev)
+			return false, fmt.Sprintf("its dirty bitmap %s is in use by another job or export", prev)
 		}
 		return true, ""
 	}
-	return false, fmt.Sprintf("its dirty bitmap %s is gone (QEMU restarted since the last point, or the bitmap was not persistent)", prev)
+	switch {
+	case len(unfinished) > 0:
+		return false, fmt.Sprintf("its dirty bitmap %s was removed while QEMU ran on (bitmap %s of a later, unfinished backup is still on the disk): an older lifeboat discarded it in a backup that was then killed, or someone removed it", prev, strings.Join(unfinished, ", "))
+	case d.Driver == "qcow2":
+		return false, fmt.Sprintf("its dirty bitmap %s is gone from the qcow2 image: QEMU stopped without writing it back (killed or crashed) since the last point, or someone removed it", prev)
+	}
+	return false, fmt.Sprintf("its dirty bitmap %s is gone: QEMU restarted since the last point (bitmaps on %s images live only as long as QEMU), or someone removed it", prev, cmp.Or(d.Driver, "non-qcow2"))
 }
 
 // quiesceGuest runs the pre-hook and freezes the guest's filesystems as
@@ -485,7 +527,14 @@ func definitionOf(ctx context.Context, mon *qmp.Monitor, machine string, disks [
 	d["memory_mib"] = mem.Base >> 20
 	var list []map[string]any
 	for _, x := range disks {
-		list = append(list, map[string]any{"name": x.name, "format": "raw", "bus": "virtio", "size": x.Size})
+		disk := map[string]any{"name": x.name, "size": x.Size}
+		if bus := recovery.GuessBus(x.name); bus != "" {
+			disk["bus"] = bus
+		}
+		if f := imageFormat(x.Driver); f == "raw" || f == "qcow2" {
+			disk["format"] = f
+		}
+		list = append(list, disk)
 	}
 	d["disks"] = list
 	out, _ := json.Marshal(d)
@@ -498,6 +547,48 @@ func randomSuffix() (string, error) {
 		return "", err
 	}
 	return hex.EncodeToString(b), nil
+}
+
+// qemuDir is the working directory of the QEMU at the other end of mon,
+// against which it resolves relative image names; "" if it cannot be told
+// (QEMU on another host or in another PID namespace).
+func qemuDir(mon *qmp.Monitor) string {
+	pid, err := mon.PeerPID()
+	if err != nil || pid <= 0 {
+		return ""
+	}
+	dir, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
+	if err != nil {
+		return ""
+	}
+	return dir
+}
+
+// imagePath is the absolute path of the image QEMU has open for d: where
+// an in-place restore of the stopped machine writes. It is "" when the
+// image is no local file (NBD, json: pseudo-names) or is relative to a
+// directory that cannot be told.
+func imagePath(d qmp.Disk, qemuDir string) string {
+	f := d.Filename
+	switch {
+	case f == "", strings.HasPrefix(f, "json:"), strings.Contains(f, "://"):
+		return ""
+	case filepath.IsAbs(f):
+		return filepath.Clean(f)
+	case qemuDir != "":
+		return filepath.Join(qemuDir, f)
+	}
+	return ""
+}
+
+// imageFormat is the format a QEMU format driver stands for, or "" for
+// filters and protocols.
+func imageFormat(driver string) string {
+	switch driver {
+	case "raw", "qcow2", "qed", "vmdk", "vdi", "vhdx", "vpc":
+		return driver
+	}
+	return ""
 }
 
 // named shows an NBD view under the machine's disk source.

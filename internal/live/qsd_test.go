@@ -298,14 +298,21 @@ func TestLiveStorageDaemonIncrementals(t *testing.T) {
 // A backup cancelled after the instant leaves the machine as it was, and
 // the previous bitmap still holds every change since the last good point:
 // the next backup reads them all, and only them.
-func TestLiveCancelAfterInstantRollsBack(t *testing.T) {
+// daemonAndVault starts a storage daemon with one disk, disk0, and makes
+// an empty vault in memory.
+func daemonAndVault(t *testing.T) (*daemon, *vault.Vault) {
+	t.Helper()
 	need(t, "qemu-storage-daemon", "qemu-img", "qemu-io", "fusermount3")
-	dir := t.TempDir()
-	d := startDaemon(t, dir, "disk0")
+	d := startDaemon(t, t.TempDir(), "disk0")
 	v, err := vault.Init(context.Background(), blob.NewMem(), []byte("pw"), cheap)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return d, v
+}
+
+func TestLiveCancelAfterInstantRollsBack(t *testing.T) {
+	d, v := daemonAndVault(t)
 	opts := live.Options{Machine: "qsd", QMP: d.qmp}
 	d.write("disk0", 0, 256<<10, 0x10)
 	p1, err := live.Backup(context.Background(), v, opts)

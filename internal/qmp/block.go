@@ -132,6 +132,11 @@ type Disk struct {
 	Bitmaps  []DirtyBitmap
 }
 
+// Bitmap returns the named dirty bitmap of the disk.
+func (d Disk) Bitmap(name string) (DirtyBitmap, bool) {
+	return BlockNode{DirtyBitmaps: d.Bitmaps}.Bitmap(name)
+}
+
 // Disks enumerates the machine's disks.
 //
 // For a machine with devices (qemu-system), they are the devices from

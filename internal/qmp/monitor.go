@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrClosed is returned by calls on a Monitor after Close.
@@ -177,6 +179,30 @@ func (m *Monitor) Version() Version { return m.version }
 
 // Capabilities are the QMP capabilities QEMU offered in the greeting.
 func (m *Monitor) Capabilities() []string { return append([]string(nil), m.caps...) }
+
+// PeerPID is the process id of the QEMU at the other end of the socket
+// (SO_PEERCRED), or an error when the socket cannot say.
+func (m *Monitor) PeerPID() (int, error) {
+	uc, ok := m.conn.(*net.UnixConn)
+	if !ok {
+		return 0, errors.New("not a unix socket")
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return 0, err
+	}
+	if cerr != nil {
+		return 0, fmt.Errorf("peer credentials of %s: %w", m.path, cerr)
+	}
+	return int(cred.Pid), nil
+}
 
 // Done is closed when the connection has ended (Close, or QEMU went away).
 func (m *Monitor) Done() <-chan struct{} { return m.done }

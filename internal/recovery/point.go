@@ -3,10 +3,12 @@
 package recovery
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -96,13 +98,51 @@ type Disk struct {
 	// (a dirty bitmap that matched the parent point), "compare" (every
 	// block read and compared with the parent) or "full" (no parent).
 	ChangeSource string `json:"change_source,omitempty"`
-	// Format is the container format of the image the disk was read from
-	// ("raw", "qcow2", "vmdk", ...), and Backing its backing chain, nearest
-	// first. The stored data is always the disk the guest saw, never the
-	// container's bytes. Empty when unknown (NBD and live sources, and
-	// points written before lifeboat recorded it).
+	// Image is the absolute path of the image file or block device that
+	// holds the disk, when it is one: where an in-place restore writes.
+	// For a live QEMU disk it is the image QEMU has open, while Source
+	// names the QMP socket and node. Empty in points written before it
+	// was recorded, and for disks that are no local file (NBD).
+	Image string `json:"image,omitempty"`
+	// Format is the container format of Image, the image the disk was
+	// read from ("raw", "qcow2", "vmdk", ...: as qemu-img names it, or
+	// for a live QEMU disk the format driver QEMU opened it with), and
+	// Backing its backing chain, nearest first. The stored data is always
+	// the disk the guest saw, never the container's bytes. Empty when
+	// unknown (NBD sources, and points written before lifeboat recorded
+	// it).
 	Format  string   `json:"format,omitempty"`
 	Backing []string `json:"backing,omitempty"`
+}
+
+// ErrNoImage means a disk of a point records no local file to restore in
+// place onto.
+var ErrNoImage = errors.New("the point records no image file for the disk")
+
+// LocalSource reports whether a disk source names a local file or block
+// device, rather than a live QEMU disk (qemu:SOCKET#NODE) or an NBD URI.
+func LocalSource(src string) bool {
+	return src != "" && !strings.HasPrefix(src, "qemu:") && !strings.Contains(src, "://")
+}
+
+// InPlacePath is where an in-place restore of the disk writes: Image, or
+// for older points a Source that is an absolute local path. A relative
+// Source is refused rather than resolved against today's working
+// directory, which could name another file of the same size.
+func (d *Disk) InPlacePath() (string, error) {
+	if d.Image != "" {
+		return d.Image, nil
+	}
+	src := d.Source
+	switch {
+	case !LocalSource(src):
+		return "", fmt.Errorf("disk %s: %w: it was read from %q (older lifeboat versions recorded no image path for live backups); name the file with --disk %s --to-file PATH --in-place",
+			d.Name, ErrNoImage, src, d.Name)
+	case !filepath.IsAbs(src):
+		return "", fmt.Errorf("disk %s: %w: it was read from the relative path %q, which names a file only in the directory the backup ran in; name the file with --disk %s --to-file PATH --in-place",
+			d.Name, ErrNoImage, src, d.Name)
+	}
+	return src, nil
 }
 
 // Stats say what a backup did overall.
@@ -141,11 +181,17 @@ func (p *Point) Size() int64 {
 }
 
 // DiskFormat is the format a restore of disk name writes by default: the
-// one its definition gives the disk, else qcow2 if it was read from a
-// qcow2 image, else raw.
+// one its definition gives the disk (paired as MatchDisks pairs them),
+// else qcow2 if it was read from a qcow2 image, else raw.
 func (p *Point) DiskFormat(name string) string {
-	if def, err := ParseDefinition(p.Definition); err == nil && def.DiskFormat(name) != "" {
-		return def.DiskFormat(name)
+	names := make([]string, len(p.Disks))
+	for i, d := range p.Disks {
+		names[i] = d.Name
+	}
+	if def, err := ParseDefinition(p.Definition); err == nil {
+		if f := def.DiskFormat(names, name); f != "" {
+			return f
+		}
 	}
 	if d, ok := p.Disk(name); ok && d.Format == "qcow2" {
 		return "qcow2"
@@ -161,6 +207,42 @@ func (p *Point) Disk(name string) (*Disk, bool) {
 		}
 	}
 	return nil, false
+}
+
+// ChangeSummary says how the point's disks found their changes since the
+// point before (tracking, compare, full): one word when all agree, else
+// per disk (vda:tracking,vdb:compare); "-" where a point predates the record.
+func (p *Point) ChangeSummary() string {
+	if len(p.Disks) == 0 {
+		return "-"
+	}
+	var per []string
+	same := true
+	for _, d := range p.Disks {
+		per = append(per, d.Name+":"+cmp.Or(d.ChangeSource, "-"))
+		same = same && d.ChangeSource == p.Disks[0].ChangeSource
+	}
+	if same {
+		return cmp.Or(p.Disks[0].ChangeSource, "-")
+	}
+	return strings.Join(per, ",")
+}
+
+// NoteSummary is the point's first note on one line of at most width
+// runes, and the count of the others; cut says whether anything was left
+// out.
+func (p *Point) NoteSummary(width int) (s string, cut bool) {
+	if len(p.Notes) == 0 {
+		return "", false
+	}
+	s = strings.Join(strings.Fields(p.Notes[0]), " ")
+	if r := []rune(s); len(r) > width {
+		s, cut = string(r[:width-1])+"…", true
+	}
+	if len(p.Notes) > 1 {
+		s, cut = fmt.Sprintf("%s (+%d more)", s, len(p.Notes)-1), true
+	}
+	return s, cut
 }
 
 // Save stores the point; this commits it.

@@ -1,7 +1,10 @@
 package restore
 
 import (
+	"cmp"
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -9,23 +12,51 @@ import (
 	"lifeboat/internal/recovery"
 )
 
-// Request says which disks of a point go where: the restore command's
-// modes. Exactly one of Dir, ToFile and InPlace is the mode (InPlace with
-// ToFile reverts that file).
+// Request says what to restore and where: the restore command's modes.
+// Exactly one of Dir, File and InPlace is the mode (InPlace with File
+// reverts that file).
 type Request struct {
-	Disk    string // only this disk; "" for every disk
-	Dir     string // each disk into a new image Dir/NAME.raw or Dir/NAME.qcow2
-	ToFile  string // Disk into this file
-	InPlace bool   // revert ToFile, or each disk's recorded source
-	// Format of new images: raw or qcow2. Empty: the extension of ToFile
-	// if it names one, else the format the point records for the disk
-	// (recovery.Point.DiskFormat). In place, the target's own format.
+	// Dir receives every disk as a new image Dir/NAME.raw or
+	// Dir/NAME.qcow2 (and WriteDefinition the machine definition).
+	Dir string
+	// Disk restores only this disk of the point.
+	Disk string
+	// File is where Disk goes: a new file, or with InPlace an existing one.
+	File string
+	// InPlace reverts existing disks, writing only blocks that differ:
+	// File, or without it the images the point records.
+	InPlace bool
+	// Format of new images: raw or qcow2. Empty: the extension of File if
+	// it names one, else the format the point gives the disk
+	// (recovery.Point.DiskFormat). In place: the target's own format,
+	// which a Format given must be.
 	Format string
 }
 
-// Plan turns a request into targets, with each new image's format. A
-// format lifeboat does not write, or one that contradicts ToFile's
-// extension, is ErrFormat: raw bytes never go into a file named .qcow2.
+// Validate checks that the request names exactly one mode.
+func (r Request) Validate() error {
+	modes := 0
+	for _, on := range []bool{r.Dir != "", r.File != "", r.InPlace && r.File == ""} {
+		if on {
+			modes++
+		}
+	}
+	if modes != 1 {
+		return errors.New("give exactly one of --to DIR, --disk NAME --to-file PATH, or --in-place")
+	}
+	if (r.File != "") != (r.Disk != "") && !(r.InPlace && r.Disk != "" && r.File == "") {
+		return errors.New("--to-file needs --disk NAME and --disk needs --to-file (or --in-place)")
+	}
+	return nil
+}
+
+// Plan turns a request into the targets Run writes, with each new image's
+// format. A format lifeboat does not write, or one that contradicts
+// File's extension, is ErrFormat: raw bytes never go into a file named
+// .qcow2. A disk the point does not have is recovery.ErrNoPoint; an
+// in-place revert of a disk whose image the point does not record is
+// recovery.ErrNoImage. In place, each image is written in its own format
+// (Run checks it against the point's and the image's header).
 func Plan(p *recovery.Point, req Request) ([]Target, error) {
 	switch req.Format {
 	case "", container.Raw, container.QCOW2:
@@ -42,13 +73,17 @@ func Plan(p *recovery.Point, req Request) ([]Target, error) {
 		}
 		t := Target{Disk: d, InPlace: req.InPlace, Format: req.Format}
 		switch {
-		case req.InPlace && req.ToFile != "":
-			t.Path = req.ToFile
+		case req.InPlace && req.File != "":
+			t.Path = req.File
 		case req.InPlace:
-			t.Path = d.Source
-		case req.ToFile != "":
-			t.Path = req.ToFile
-			format, err := fileFormat(req.ToFile, req.Format, p.DiskFormat(d.Name))
+			path, err := d.InPlacePath()
+			if err != nil {
+				return nil, fmt.Errorf("point %s: %w", p.ID.Short(), err)
+			}
+			t.Path = path
+		case req.File != "":
+			t.Path = req.File
+			format, err := fileFormat(req.File, req.Format, p.DiskFormat(d.Name))
 			if err != nil {
 				return nil, err
 			}
@@ -86,4 +121,36 @@ func fileFormat(path, asked, recorded string) (string, error) {
 		return "", fmt.Errorf("%s is named as a %s image, and lifeboat writes raw or qcow2: name it .raw or .qcow2, or give --format: %w", path, named, ErrFormat)
 	}
 	return recorded, nil
+}
+
+// WriteDefinition writes the definition of the restored machine into dir
+// as NAME.json, NAME being the machine's restored name, with every disk
+// naming its image in targets and the format written there
+// (recovery.RestoredDefinition). It returns the file's path and the
+// rewritten definition, whose Warnings the caller should show.
+func WriteDefinition(p *recovery.Point, dir string, targets []Target, opts recovery.RestoreOptions) (string, *recovery.Restored, error) {
+	disks := make([]recovery.RestoredDisk, len(targets))
+	for i, t := range targets {
+		abs, err := filepath.Abs(t.Path)
+		if err != nil {
+			return "", nil, fmt.Errorf("restored image %s: %w", t.Path, err)
+		}
+		disks[i] = recovery.RestoredDisk{Name: t.Disk.Name, File: abs, Format: cmp.Or(t.Format, container.Raw)}
+	}
+	r, err := recovery.RestoredDefinition(p.Definition, disks, opts)
+	if err != nil {
+		return "", nil, err
+	}
+	name := r.Name
+	if name == "" {
+		name = recovery.RestoredName(p.Machine, opts.Suffix)
+	}
+	if err := recovery.ValidName("restored machine", name); err != nil {
+		return "", nil, err // the file name comes from the point: never a path
+	}
+	path := filepath.Join(dir, name+".json")
+	if err := os.WriteFile(path, append(r.JSON, '\n'), 0o644); err != nil {
+		return "", nil, fmt.Errorf("writing the restored definition: %w", err)
+	}
+	return path, r, nil
 }

@@ -2,6 +2,7 @@ package restore
 
 import (
 	"errors"
+	"path/filepath"
 	"testing"
 
 	"lifeboat/internal/recovery"
@@ -9,7 +10,7 @@ import (
 
 func TestPlanFormats(t *testing.T) {
 	def := `{"schema":"lifeboat.machine/v1","name":"vm","cpus":1,"memory_mib":64,"disks":[{"name":"root","format":"qcow2"},{"name":"data"}]}`
-	p := &recovery.Point{Definition: []byte(def), Disks: []recovery.Disk{{Name: "root"}, {Name: "data", Format: "vmdk"}}}
+	p := &recovery.Point{Definition: []byte(def), Disks: []recovery.Disk{{Name: "root", Image: "/img/root.qcow2"}, {Name: "data", Format: "vmdk"}}}
 	for _, c := range []struct {
 		req  Request
 		want []string // path:format per target
@@ -17,16 +18,19 @@ func TestPlanFormats(t *testing.T) {
 	}{
 		{Request{Dir: "/d"}, []string{"/d/root.qcow2:qcow2", "/d/data.raw:raw"}, nil},
 		{Request{Dir: "/d", Format: "raw"}, []string{"/d/root.raw:raw", "/d/data.raw:raw"}, nil},
-		{Request{Disk: "root", ToFile: "/x.qcow2"}, []string{"/x.qcow2:qcow2"}, nil},
-		{Request{Disk: "root", ToFile: "/x.raw"}, []string{"/x.raw:raw"}, nil},
-		{Request{Disk: "root", ToFile: "/x"}, []string{"/x:qcow2"}, nil},
-		{Request{Disk: "data", ToFile: "/x"}, []string{"/x:raw"}, nil},
-		{Request{Disk: "data", ToFile: "/x.img", Format: "raw"}, []string{"/x.img:raw"}, nil},
-		{Request{Disk: "root", ToFile: "/x.qcow2", Format: "raw"}, nil, ErrFormat},
-		{Request{Disk: "root", ToFile: "/x.vmdk"}, nil, ErrFormat},
+		{Request{Disk: "root", File: "/x.qcow2"}, []string{"/x.qcow2:qcow2"}, nil},
+		{Request{Disk: "root", File: "/x.raw"}, []string{"/x.raw:raw"}, nil},
+		{Request{Disk: "root", File: "/x"}, []string{"/x:qcow2"}, nil},
+		{Request{Disk: "data", File: "/x"}, []string{"/x:raw"}, nil},
+		{Request{Disk: "data", File: "/x.img", Format: "raw"}, []string{"/x.img:raw"}, nil},
+		{Request{Disk: "root", File: "/x.qcow2", Format: "raw"}, nil, ErrFormat},
+		{Request{Disk: "root", File: "/x.vmdk"}, nil, ErrFormat},
 		{Request{Dir: "/d", Format: "vmdk"}, nil, ErrFormat},
 		{Request{Disk: "nope", Dir: "/d"}, nil, recovery.ErrNoPoint},
-		{Request{InPlace: true}, []string{":", ":"}, nil},
+		// In place, the image's own format: Run reads it.
+		{Request{Disk: "root", InPlace: true}, []string{"/img/root.qcow2:"}, nil},
+		{Request{Disk: "data", File: "/x.vmdk", InPlace: true}, []string{"/x.vmdk:"}, nil},
+		{Request{Disk: "data", InPlace: true}, nil, recovery.ErrNoImage},
 	} {
 		ts, err := Plan(p, c.req)
 		if c.err != nil {
@@ -43,6 +47,64 @@ func TestPlanFormats(t *testing.T) {
 			if got := tg.Path + ":" + tg.Format; got != c.want[i] {
 				t.Errorf("Plan(%+v)[%d] = %s, want %s", c.req, i, got, c.want[i])
 			}
+		}
+	}
+}
+
+// A definition naming its disks unlike the point (root for QEMU's
+// virtio0) still gives the paired disk its format.
+func TestPlanFormatOfPairedDisk(t *testing.T) {
+	def := `{"schema":"lifeboat.machine/v1","name":"vm","cpus":1,"memory_mib":64,"disks":[{"name":"root","bus":"virtio","format":"qcow2"},{"name":"data","bus":"virtio","format":"raw"}]}`
+	p := &recovery.Point{Definition: []byte(def), Disks: []recovery.Disk{{Name: "virtio0", Format: "raw"}, {Name: "virtio1", Format: "qcow2"}}}
+	ts, err := Plan(p, Request{Dir: "/d"})
+	if err != nil || len(ts) != 2 || ts[0].Path != "/d/virtio0.qcow2" || ts[1].Path != "/d/virtio1.raw" {
+		t.Fatalf("Plan = %+v, %v; want virtio0 as qcow2 (the definition's root), virtio1 as raw (its data)", ts, err)
+	}
+}
+
+func TestPlan(t *testing.T) {
+	p := &recovery.Point{Disks: []recovery.Disk{
+		{Name: "vda", Source: "qemu:/run/vm1/qmp.sock#disk0", Image: "/var/lib/vm1-a.raw", Format: "raw"},
+		{Name: "vdb", Source: "qemu:/run/vm1/qmp.sock#disk1", Image: "/var/lib/vm1-b.qcow2", Format: "qcow2"},
+		{Name: "vdc", Source: "qemu:run/vm1/qmp.sock#disk2"}, // an older point
+	}}
+	paths := func(ts []Target) (out []string) {
+		for _, t := range ts {
+			out = append(out, t.Path)
+		}
+		return out
+	}
+	ts, err := Plan(p, Request{Dir: "/r"})
+	if err != nil || len(ts) != 3 || ts[0].Path != filepath.Join("/r", "vda.raw") || ts[0].Format != "raw" ||
+		ts[1].Path != filepath.Join("/r", "vdb.qcow2") || ts[1].Format != "qcow2" {
+		t.Fatalf("--to: %v %v", paths(ts), err)
+	}
+	ts, err = Plan(p, Request{Disk: "vda", InPlace: true})
+	if err != nil || len(ts) != 1 || ts[0].Path != "/var/lib/vm1-a.raw" || !ts[0].InPlace {
+		t.Fatalf("in place onto the recorded image: %v %v", paths(ts), err)
+	}
+	// A qcow2 image is reverted through qemu-nbd (Run), not refused.
+	ts, err = Plan(p, Request{Disk: "vdb", InPlace: true})
+	if err != nil || len(ts) != 1 || ts[0].Path != "/var/lib/vm1-b.qcow2" || !ts[0].InPlace || ts[0].Disk.Format != "qcow2" {
+		t.Fatalf("in place onto the recorded qcow2 image: %v %v", paths(ts), err)
+	}
+	if _, err := Plan(p, Request{Disk: "vdc", InPlace: true}); !errors.Is(err, recovery.ErrNoImage) {
+		t.Fatalf("older live point in place: %v", err)
+	}
+	if ts, err := Plan(p, Request{Disk: "vdc", File: "/x.raw", InPlace: true}); err != nil || ts[0].Path != "/x.raw" {
+		t.Fatalf("older live point in place with --to-file: %v %v", paths(ts), err)
+	}
+	if _, err := Plan(p, Request{Disk: "vdz", File: "/x.raw"}); !errors.Is(err, recovery.ErrNoPoint) {
+		t.Fatalf("no such disk: %v", err)
+	}
+	for _, bad := range []Request{{}, {Dir: "/r", InPlace: true}, {File: "/x"}, {Disk: "vda"}, {Dir: "/r", Disk: "vda", File: "/x"}} {
+		if bad.Validate() == nil {
+			t.Errorf("%+v validated", bad)
+		}
+	}
+	for _, good := range []Request{{Dir: "/r"}, {Disk: "vda", File: "/x"}, {InPlace: true}, {Disk: "vda", InPlace: true}, {Disk: "vda", File: "/x", InPlace: true}} {
+		if err := good.Validate(); err != nil {
+			t.Errorf("%+v: %v", good, err)
 		}
 	}
 }
