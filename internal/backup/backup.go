@@ -81,6 +81,11 @@ type Progress struct {
 // ErrDiskChanged means a disk changed size while it was read.
 var ErrDiskChanged = errors.New("disk changed size during the backup")
 
+// ErrDiskRead marks a failure to read a source disk (EIO, a broken NBD
+// connection): the vault's storage is not to blame, and retrying the
+// backup will not help until the disk is fixed.
+var ErrDiskRead = errors.New("source disk unreadable")
+
 type job struct {
 	disk  int
 	block int
@@ -414,7 +419,7 @@ func (e *engine) read(ctx context.Context, jobs chan<- job, free chan []byte) (e
 			if err == io.EOF || err == nil {
 				return fmt.Errorf("disk %s (%s): %w: short read at offset %d", st.d.Name, src.Source(), ErrDiskChanged, r.off)
 			}
-			return fmt.Errorf("reading disk %s (%s) at offset %d: %w", st.d.Name, src.Source(), r.off, err)
+			return fmt.Errorf("reading disk %s (%s) at offset %d: %w: %w", st.d.Name, src.Source(), r.off, ErrDiskRead, err)
 		}
 		select {
 		case jobs <- job{disk: r.disk, block: r.block, buf: r.buf, n: r.n}:
@@ -448,7 +453,10 @@ func (e *engine) read(ctx context.Context, jobs chan<- job, free chan []byte) (e
 		parallel := readersFor(src) > 1
 		extents, known, err := src.DataExtents(ctx)
 		if err != nil {
-			return err
+			if ctx.Err() != nil {
+				return err
+			}
+			return fmt.Errorf("disk %s: %w: %w", st.d.Name, ErrDiskRead, err)
 		}
 		m := st.manifest
 		ext := 0
@@ -623,7 +631,7 @@ func (e *engine) audit(ctx context.Context, st *diskState, fraction float64) err
 	err := vault.Parallel(ctx, vault.Workers(), sample, func(ctx context.Context, b int) error {
 		buf := make([]byte, st.manifest.BlockLen(b))
 		if _, err := st.d.Source.ReadAt(buf, int64(b)*cs); err != nil {
-			return fmt.Errorf("disk %s: audit read at offset %d: %w", st.d.Name, int64(b)*cs, err)
+			return fmt.Errorf("disk %s: audit read at offset %d: %w: %w", st.d.Name, int64(b)*cs, ErrDiskRead, err)
 		}
 		audited.Add(1)
 		got := chunk.Zero

@@ -11,7 +11,8 @@
 //     lifeboat itself only ever re-puts identical content (content-addressed
 //     names) or the few documented mutable names, so a write-once store works.
 //   - Get and GetRange return ErrNotExist (test with IsNotExist) for a
-//     missing object. GetRange of a range past the end is an error.
+//     missing object. GetRange of a range past the end fails with
+//     ErrOutOfRange.
 //   - List calls fn for every object whose name starts with prefix, in no
 //     particular order; an error from fn stops the listing and is returned.
 //   - Delete of a missing object is not an error.
@@ -57,6 +58,11 @@ var ErrNotExist = errors.New("object does not exist")
 
 // ErrPermanent marks errors a retry cannot fix.
 var ErrPermanent = errors.New("permanent storage error")
+
+// ErrOutOfRange marks a range read past the end of an object. lifeboat
+// reads ranges its index recorded, so for it this is a truncated object:
+// damage, not an outage. It is permanent (it wraps ErrPermanent).
+var ErrOutOfRange = fmt.Errorf("object shorter than the range read: %w", ErrPermanent)
 
 // IsNotExist reports whether err means the object is missing.
 func IsNotExist(err error) bool { return errors.Is(err, ErrNotExist) }

@@ -363,7 +363,7 @@ func (s *S3) wrap(ctx context.Context, op, name string, err error) error {
 		return fmt.Errorf("%s: bucket %q is in another region (%s): check %s: %w: %w",
 			what, s.bucket, resp.Code, envRegion, ErrPermanent, err)
 	case "InvalidRange":
-		return fmt.Errorf("%s: range past the end of the object: %w: %w", what, ErrPermanent, err)
+		return fmt.Errorf("%s: range past the end of the object: %w: %w", what, ErrOutOfRange, err)
 	case "InvalidArgument", "InvalidBucketName", "InvalidObjectName", "KeyTooLongError", "EntityTooLarge", "MethodNotAllowed",
 		// A file system behind the gateway (versitygw's posix backend)
 		// cannot hold both "a" and "a/b".
@@ -458,7 +458,7 @@ func (s *S3) get(ctx context.Context, op, name string, offset, length int64) ([]
 		// The server ignored the range and sent the whole object.
 		if offset > int64(len(data)) || length > int64(len(data))-offset {
 			return nil, fmt.Errorf("%s: %s %s: range %d+%d past the end of the object of %d bytes: %w",
-				s, op, name, offset, length, len(data), ErrPermanent)
+				s, op, name, offset, length, len(data), ErrOutOfRange)
 		}
 		return data[offset : offset+length], nil
 	}
@@ -466,7 +466,7 @@ func (s *S3) get(ctx context.Context, op, name string, offset, length int64) ([]
 		// A range that starts inside the object but ends past it is
 		// answered with the bytes that exist.
 		return nil, fmt.Errorf("%s: %s %s: range %d+%d past the end of the object (%d bytes returned): %w",
-			s, op, name, offset, length, len(data), ErrPermanent)
+			s, op, name, offset, length, len(data), ErrOutOfRange)
 	}
 	return data, nil
 }
@@ -490,7 +490,7 @@ func (s *S3) GetRange(ctx context.Context, name string, offset, length int64) ([
 		}
 		if offset > info.Size {
 			return nil, fmt.Errorf("%s: %s: range %d+0 past the end of the object of %d bytes: %w",
-				s, name, offset, info.Size, ErrPermanent)
+				s, name, offset, info.Size, ErrOutOfRange)
 		}
 		return []byte{}, nil
 	}

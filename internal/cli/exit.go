@@ -3,13 +3,17 @@ package cli
 import (
 	"context"
 	"errors"
+	"net"
+	"syscall"
 
+	"lifeboat/internal/backup"
 	"lifeboat/internal/blob"
 	"lifeboat/internal/chunk"
 	"lifeboat/internal/crypto"
 	"lifeboat/internal/live"
 	"lifeboat/internal/recovery"
 	"lifeboat/internal/restore"
+	"lifeboat/internal/source"
 	"lifeboat/internal/vault"
 )
 
@@ -24,6 +28,7 @@ const (
 	ExitNewerFormat = 6 // vault written by a newer lifeboat
 	ExitStorage     = 7 // storage unreachable or refusing
 	ExitNotFound    = 8 // no such point, machine or disk
+	ExitDisk        = 9 // a disk could not be read (backup) or written (restore)
 	ExitInterrupted = 130
 )
 
@@ -51,7 +56,12 @@ func ExitCode(err error) int {
 		return ExitNoVault
 	case errors.Is(err, vault.ErrNewerFormat):
 		return ExitNewerFormat
-	case errors.Is(err, ErrProblemsFound), errors.Is(err, chunk.ErrCorrupt), errors.Is(err, vault.ErrConfigChanged):
+	case errors.Is(err, backup.ErrDiskRead), errors.Is(err, restore.ErrDiskWrite):
+		return ExitDisk // not the vault's storage: retrying will not help
+	case errors.Is(err, source.ErrOpen):
+		return ExitError
+	case errors.Is(err, ErrProblemsFound), errors.Is(err, chunk.ErrCorrupt), errors.Is(err, vault.ErrConfigChanged),
+		errors.Is(err, blob.ErrOutOfRange): // an object shorter than its index says: truncated
 		return ExitCorrupt
 	case errors.Is(err, recovery.ErrNoPoint), errors.Is(err, restore.ErrSizeMismatch):
 		return ExitNotFound
@@ -59,8 +69,37 @@ func ExitCode(err error) int {
 		return ExitError // not the vault's storage
 	case errors.Is(err, blob.ErrNotExist):
 		return ExitCorrupt // a stored object that should be there is not
-	case errors.Is(err, blob.ErrPermanent), isNetwork(err):
+	case errors.Is(err, blob.ErrPermanent), isNetwork(err), isStorageRefusal(err):
 		return ExitStorage
 	}
 	return ExitError
+}
+
+// isStorageRefusal reports whether err is a file system refusing to store
+// or give back data. Disks' own errors are told apart before this is asked
+// (ErrDiskRead, ErrDiskWrite, ErrOpen), so here it is a directory vault's.
+func isStorageRefusal(err error) bool {
+	for _, e := range []syscall.Errno{syscall.EROFS, syscall.ENOSPC, syscall.EDQUOT, syscall.EIO, syscall.EACCES, syscall.EPERM} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// isNetwork reports whether err is a network failure: one a net.Error
+// reports (a timeout, a refused or reset connection), but not a bare
+// syscall.Errno, which satisfies net.Error too and is as often a local
+// file's error (a missing --disk file is ENOENT, not a network outage).
+func isNetwork(err error) bool {
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		return true
+	}
+	var ne net.Error
+	if !errors.As(err, &ne) {
+		return false
+	}
+	_, errno := ne.(syscall.Errno)
+	return !errno
 }

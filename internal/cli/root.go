@@ -85,7 +85,8 @@ Exit codes:
   0 success            1 error               2 bad usage or input
   3 wrong passphrase   4 no vault there      5 corruption found / verify failed
   6 vault format newer than this lifeboat    7 storage unreachable or refusing
-  8 no such point, machine or disk         130 interrupted`,
+  8 no such point, machine or disk           9 a disk unreadable (backup) or
+ 130 interrupted                              unwritable (restore, no room)`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRun: func(cmd *cobra.Command, args []string) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"strings"
 	"time"
@@ -42,10 +41,4 @@ func openStore(ctx context.Context, url string, create bool, getenv func(string)
 		return nil, fmt.Errorf("vault directory %s does not exist: %w", url, vault.ErrNoVault)
 	}
 	return d, err
-}
-
-func isNetwork(err error) bool {
-	var ne net.Error
-	var oe *net.OpError
-	return errors.As(err, &ne) || errors.As(err, &oe)
 }

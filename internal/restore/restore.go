@@ -79,6 +79,11 @@ func checkUnlocked(f *os.File) error {
 	return nil
 }
 
+// ErrDiskWrite marks a failure to read or write a restore target (EIO, no
+// space left): the vault is not to blame, and retrying will not help until
+// the target is fixed or given room.
+var ErrDiskWrite = errors.New("restore target disk error")
+
 // ErrSizeMismatch means an in-place target is not the size of the disk.
 var ErrSizeMismatch = errors.New("target size differs from the disk in the recovery point")
 
@@ -194,7 +199,7 @@ func Run(ctx context.Context, v *vault.Vault, p *recovery.Point, targets []Targe
 	}
 	for _, t := range ts {
 		if err := t.f.Sync(); err != nil {
-			return Stats{}, fmt.Errorf("syncing %s: %w", t.Path, err)
+			return Stats{}, fmt.Errorf("syncing %s: %w: %w", t.Path, ErrDiskWrite, err)
 		}
 	}
 	st := Stats{Bytes: total, WrittenBytes: r.written.Load(), FetchedBytes: r.fetched.Load(),
@@ -217,11 +222,11 @@ func open(ctx context.Context, v *vault.Vault, tg Target) (*target, error) {
 			if errors.Is(err, os.ErrExist) {
 				return nil, fmt.Errorf("restoring disk %s: %s already exists: remove it, or use --in-place to revert it", tg.Disk.Name, tg.Path)
 			}
-			return nil, fmt.Errorf("restoring disk %s: %w", tg.Disk.Name, err)
+			return nil, fmt.Errorf("restoring disk %s: %w: %w", tg.Disk.Name, ErrDiskWrite, err)
 		}
 		if err := f.Truncate(m.Size); err != nil {
 			f.Close()
-			return nil, fmt.Errorf("restoring disk %s: sizing %s: %w", tg.Disk.Name, tg.Path, err)
+			return nil, fmt.Errorf("restoring disk %s: sizing %s: %w: %w", tg.Disk.Name, tg.Path, ErrDiskWrite, err)
 		}
 		t.f, t.regular = f, true
 		t.w = directio.NewWriter(f)
@@ -238,7 +243,7 @@ func open(ctx context.Context, v *vault.Vault, tg Target) (*target, error) {
 		if errors.Is(err, unix.EBUSY) {
 			return nil, fmt.Errorf("restoring disk %s in place: %s is in use (mounted or held by another device): %w", tg.Disk.Name, tg.Path, ErrInUse)
 		}
-		return nil, fmt.Errorf("restoring disk %s in place: %w", tg.Disk.Name, err)
+		return nil, fmt.Errorf("restoring disk %s in place: %w: %w", tg.Disk.Name, ErrDiskWrite, err)
 	}
 	st, err := f.Stat()
 	if err != nil {
@@ -392,7 +397,7 @@ func (r *restorer) needed(ctx context.Context, t *target) ([]int, error) {
 		off := int64(b) * int64(t.m.ChunkSize)
 		buf := make([]byte, n)
 		if _, err := t.f.ReadAt(buf, off); err != nil {
-			return fmt.Errorf("reading %s at offset %d: %w", t.Path, off, err)
+			return fmt.Errorf("reading %s at offset %d: %w: %w", t.Path, off, ErrDiskWrite, err)
 		}
 		want := t.m.IDs[b]
 		if want.IsZero() {
@@ -433,7 +438,7 @@ func (r *restorer) zero(t *target, off int64, n int) error {
 		}
 	}
 	if _, err := t.w.WriteAt(directio.Alloc(n), off); err != nil {
-		return fmt.Errorf("writing zeros to %s at offset %d: %w", t.Path, off, err)
+		return fmt.Errorf("writing zeros to %s at offset %d: %w: %w", t.Path, off, ErrDiskWrite, err)
 	}
 	r.written.Add(int64(n))
 	return nil
@@ -474,7 +479,7 @@ func (r *restorer) fetch(ctx context.Context, rn *run, fb *fetchBufs) error {
 			return nil
 		}
 		if _, err := t.w.WriteAt(out, outOff); err != nil {
-			return fmt.Errorf("writing %s at offset %d: %w", t.Path, outOff, err)
+			return fmt.Errorf("writing %s at offset %d: %w: %w", t.Path, outOff, ErrDiskWrite, err)
 		}
 		r.written.Add(int64(len(out)))
 		r.done.Add(int64(len(out)))
@@ -586,10 +591,10 @@ func (t *target) preallocate(blocks []int) error {
 		case first && (errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EINVAL)):
 			return nil // not supported here: the writes allocate as they go
 		case errors.Is(err, unix.ENOSPC), errors.Is(err, unix.EDQUOT):
-			return fmt.Errorf("restoring disk %s: not enough space on the file system of %s for its %d bytes of data: %w",
-				t.Disk.Name, t.Path, need, err)
+			return fmt.Errorf("restoring disk %s: not enough space on the file system of %s for its %d bytes of data: %w: %w",
+				t.Disk.Name, t.Path, need, ErrDiskWrite, err)
 		default:
-			return fmt.Errorf("restoring disk %s: allocating %d bytes in %s at offset %d: %w", t.Disk.Name, end-off, t.Path, off, err)
+			return fmt.Errorf("restoring disk %s: allocating %d bytes in %s at offset %d: %w: %w", t.Disk.Name, end-off, t.Path, off, ErrDiskWrite, err)
 		}
 		first = false
 	}
