@@ -227,8 +227,11 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 		}
 	}
 	progressDone := make(chan struct{})
+	var ticker sync.WaitGroup
 	if opts.Progress != nil {
+		ticker.Add(1)
 		go func() {
+			defer ticker.Done()
 			t := time.NewTicker(200 * time.Millisecond)
 			defer t.Stop()
 			for {
@@ -243,6 +246,8 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 	}
 	err = e.run(ctx)
 	close(progressDone)
+	// No update may run beside or after the final one.
+	ticker.Wait()
 	if err != nil {
 		packer.Abort()
 		return nil, err

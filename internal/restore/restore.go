@@ -169,8 +169,11 @@ func Run(ctx context.Context, v *vault.Vault, p *recovery.Point, targets []Targe
 		readers = 4 * vault.Workers()
 	}
 	stop := make(chan struct{})
+	var wb sync.WaitGroup // the progress ticker and the writeback goroutines
 	if opts.Progress != nil {
+		wb.Add(1)
 		go func() {
+			defer wb.Done()
 			tk := time.NewTicker(200 * time.Millisecond)
 			defer tk.Stop()
 			for {
@@ -183,7 +186,6 @@ func Run(ctx context.Context, v *vault.Vault, p *recovery.Point, targets []Targe
 			}
 		}()
 	}
-	var wb sync.WaitGroup
 	for _, t := range ts {
 		wb.Add(1)
 		go func() {
@@ -193,7 +195,7 @@ func Run(ctx context.Context, v *vault.Vault, p *recovery.Point, targets []Targe
 	}
 	err = r.restore(ctx, ts, readers)
 	close(stop)
-	wb.Wait() // before the files are synced and closed
+	wb.Wait() // before the files are synced and closed, and the final update
 	if err != nil {
 		return Stats{}, err
 	}
