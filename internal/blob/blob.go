@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"syscall"
 )
 
 // Info describes one stored object.
@@ -67,10 +68,62 @@ var ErrOutOfRange = fmt.Errorf("object shorter than the range read: %w", ErrPerm
 // IsNotExist reports whether err means the object is missing.
 func IsNotExist(err error) bool { return errors.Is(err, ErrNotExist) }
 
-// IsPermanent reports whether retrying err is pointless.
+// IsPermanent reports whether retrying err is pointless. The context's
+// errors count as permanent, except a timeout of the transport's own
+// (net/http's "timeout awaiting response headers" is also a
+// context.DeadlineExceeded): a server that paused may answer the next
+// attempt. Whether the caller's context ended is for the caller to ask
+// its context, as Retry does.
 func IsPermanent(err error) bool {
-	return errors.Is(err, ErrPermanent) || errors.Is(err, ErrNotExist) ||
-		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+	if errors.Is(err, ErrPermanent) || errors.Is(err, ErrNotExist) {
+		return true
+	}
+	if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	return !isTimeout(err)
+}
+
+// IsRefused reports whether the storage refused a write for good: a
+// permanent error (access denied, say) or a file system that is read-only,
+// full or not permitted.
+func IsRefused(err error) bool {
+	if errors.Is(err, ErrPermanent) {
+		return true
+	}
+	for _, e := range []syscall.Errno{syscall.EROFS, syscall.ENOSPC, syscall.EDQUOT, syscall.EACCES, syscall.EPERM} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// isTimeout reports whether err or an error it wraps is a timeout of the
+// network (a net.Error's Timeout), not the bare context error.
+func isTimeout(err error) bool {
+	for err != nil {
+		if err == context.DeadlineExceeded {
+			return false
+		}
+		if t, ok := err.(interface{ Timeout() bool }); ok && t.Timeout() {
+			return true
+		}
+		switch u := err.(type) {
+		case interface{ Unwrap() error }:
+			err = u.Unwrap()
+		case interface{ Unwrap() []error }:
+			for _, e := range u.Unwrap() {
+				if isTimeout(e) {
+					return true
+				}
+			}
+			return false
+		default:
+			return false
+		}
+	}
+	return false
 }
 
 // notExist wraps ErrNotExist with the store and the name.

@@ -311,7 +311,7 @@ as it is decoded; the images are synced to disk before the command returns.`,
 				}
 			}
 			pb := newBar(a.env.Stderr, "restore "+machine, !a.quiet)
-			st, err := restore.Run(ctx, v, p, targets, restore.Options{Progress: func(pr restore.Progress) {
+			st, err := restore.Run(ctx, v, p, targets, restore.Options{Warn: func(s string) { a.warnf("%s", s) }, Progress: func(pr restore.Progress) {
 				pb.update(pr.DoneBytes, pr.TotalBytes, pr.Elapsed, pr.Final)
 			}})
 			if err != nil {

@@ -69,22 +69,12 @@ func ExitCode(err error) int {
 		return ExitError // not the vault's storage
 	case errors.Is(err, blob.ErrNotExist):
 		return ExitCorrupt // a stored object that should be there is not
-	case errors.Is(err, blob.ErrPermanent), isNetwork(err), isStorageRefusal(err):
+	// A file system's refusal or EIO: disks' own errors are told apart
+	// above (ErrDiskRead, ErrDiskWrite, ErrOpen), so it is a directory vault's.
+	case errors.Is(err, blob.ErrPermanent), isNetwork(err), blob.IsRefused(err), errors.Is(err, syscall.EIO):
 		return ExitStorage
 	}
 	return ExitError
-}
-
-// isStorageRefusal reports whether err is a file system refusing to store
-// or give back data. Disks' own errors are told apart before this is asked
-// (ErrDiskRead, ErrDiskWrite, ErrOpen), so here it is a directory vault's.
-func isStorageRefusal(err error) bool {
-	for _, e := range []syscall.Errno{syscall.EROFS, syscall.ENOSPC, syscall.EDQUOT, syscall.EIO, syscall.EACCES, syscall.EPERM} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
 }
 
 // isNetwork reports whether err is a network failure: one a net.Error

@@ -37,6 +37,8 @@ type Target struct {
 type Options struct {
 	// Progress, if set, is called about every 200 ms and once at the end.
 	Progress func(Progress)
+	// Warn, if set, receives notices that do not stop the restore.
+	Warn func(string)
 	// Readers is how many runs are fetched, decoded and written at once;
 	// 0 picks 4 per CPU, so that enough direct writes are in flight. Each
 	// holds up to two buffers of maxRun (4 MiB).
@@ -127,7 +129,9 @@ type restorer struct {
 // looking like a restored disk. In-place targets keep what was written.
 func Run(ctx context.Context, v *vault.Vault, p *recovery.Point, targets []Target, opts Options) (_ Stats, err error) {
 	start := v.Clock().Now()
-	sess, err := v.StartSession(ctx, "restore")
+	// A read-only vault (a surviving copy, a read-only mount or
+	// credentials) is restored from without a marker, with a warning.
+	sess, err := v.StartReadSession(ctx, "restore", opts.Warn)
 	if err != nil {
 		return Stats{}, err
 	}

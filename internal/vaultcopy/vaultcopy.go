@@ -40,6 +40,8 @@ type Options struct {
 	Readers int
 	// Progress, if set, is called about every 200 ms and once at the end.
 	Progress func(Progress)
+	// Warn, if set, receives notices that do not stop the copy.
+	Warn func(string)
 }
 
 // Progress reports a running copy.
@@ -137,7 +139,9 @@ func Run(ctx context.Context, from, to *vault.Vault, opts Options) (*Stats, erro
 
 	// Sessions first, as restore and backup do: a prune of either vault
 	// that plans after this point defers its deletions until we are done.
-	srcSess, err := c.from.StartSession(ctx, "copy")
+	// The source is only read: a read-only source (a surviving copy, a
+	// read-only mount) is copied without its marker, with a warning.
+	srcSess, err := c.from.StartReadSession(ctx, "copy", opts.Warn)
 	if err != nil {
 		return nil, fmt.Errorf("source %s: %w", from.Store(), err)
 	}
