@@ -44,8 +44,12 @@ type S3Config struct {
 	// for a loopback endpoint, or when LIFEBOAT_S3_ALLOW_HTTP=1.
 	Insecure bool
 	// StallTimeout abandons a request whose connection moves no byte for
-	// this long, and bounds connecting; 0 means DefaultStallTimeout.
+	// this long, or whose answer does not start within it, and bounds
+	// connecting; 0 means DefaultStallTimeout.
 	StallTimeout time.Duration
+	// RetryBudget bounds the time OpenS3's retries spend on one call
+	// (RetryPolicy.Budget); 0 means DefaultRetry's.
+	RetryBudget time.Duration
 }
 
 // Environment variables read by S3ConfigFromEnv and NewS3.
@@ -56,6 +60,7 @@ const (
 	envSecretKey = "AWS_SECRET_ACCESS_KEY"
 	envRegion    = "AWS_REGION"
 	envStall     = "LIFEBOAT_S3_STALL_TIMEOUT"
+	envBudget    = "LIFEBOAT_S3_RETRY_BUDGET"
 )
 
 const (
@@ -134,6 +139,7 @@ func checkKeyPrefix(prefix string) error {
 //   - AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY: required.
 //   - AWS_REGION: defaults to us-east-1.
 //   - LIFEBOAT_S3_STALL_TIMEOUT: S3Config.StallTimeout, e.g. "30s".
+//   - LIFEBOAT_S3_RETRY_BUDGET: S3Config.RetryBudget, e.g. "5m".
 //
 // Whether plain HTTP is allowed is checked by NewS3.
 func S3ConfigFromEnv(rawURL string) (S3Config, error) {
@@ -165,6 +171,13 @@ func S3ConfigFrom(rawURL string, getenv func(string) string) (S3Config, error) {
 			return S3Config{}, fmt.Errorf("%s=%q: want a positive duration such as 30s or 2m", envStall, st)
 		}
 		cfg.StallTimeout = d
+	}
+	if b := getenv(envBudget); b != "" {
+		d, err := time.ParseDuration(b)
+		if err != nil || d <= 0 {
+			return S3Config{}, fmt.Errorf("%s=%q: want a positive duration such as 2m or 10m", envBudget, b)
+		}
+		cfg.RetryBudget = d
 	}
 	if ep := getenv(envEndpoint); ep != "" {
 		host, insecure, err := parseEndpoint(ep)
@@ -273,6 +286,9 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 		stall = DefaultStallTimeout
 	}
 	transport.DialContext = stallDialer(stall)
+	// A server that takes the connection and then stalls before it answers
+	// is the same fault: no byte moves.
+	transport.ResponseHeaderTimeout = stall
 	opts := &minio.Options{
 		Creds:     credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
 		Secure:    !insecure,
@@ -297,6 +313,20 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// OpenS3 is NewS3 behind the Retry wrapper, with DefaultRetry's policy and
+// cfg's budget: the store lifeboat's commands use.
+func OpenS3(ctx context.Context, cfg S3Config) (Store, error) {
+	s, err := NewS3(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	p := DefaultRetry
+	if cfg.RetryBudget > 0 {
+		p.Budget = cfg.RetryBudget
+	}
+	return NewRetryPolicy(s, p), nil
 }
 
 // check lists one key to find out whether the bucket exists and the
