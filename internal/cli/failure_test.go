@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -747,35 +748,52 @@ func TestStorageS3DeadEndpoint(t *testing.T) {
 // of a backup: the backup fails with exit 7 (or 1) and a message naming the
 // endpoint instead of hanging; once the server is back, nothing was
 // committed, verify is clean and the backup succeeds.
-func TestStorageS3ServerDies(t *testing.T) {
-	srv := s3test.Start(t)
-	cfg := srv.Config
-	cfg.Prefix = "vault"
-	env := s3Env(cfg)
-	url := "s3://" + cfg.Bucket + "/vault"
-	ctx := context.Background()
-	store, err := blob.NewS3(ctx, cfg)
+// s3Backup is a vault on versitygw and a disk image several packs large,
+// for the tests that fail the server part way through a backup.
+type s3Backup struct {
+	srv   *s3test.Server
+	cfg   blob.S3Config
+	env   map[string]string
+	url   string
+	store blob.Store
+	img   string
+}
+
+func newS3Backup(t *testing.T) *s3Backup {
+	t.Helper()
+	b := &s3Backup{srv: s3test.Start(t)}
+	b.cfg = b.srv.Config
+	b.cfg.Prefix = "vault"
+	b.env = s3Env(b.cfg)
+	b.url = "s3://" + b.cfg.Bucket + "/vault"
+	store, err := blob.NewS3(context.Background(), b.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := vault.Init(ctx, store, []byte(testPassphrase), vault.Options{KDF: cheapKDF, PackSize: 1 << 20}); err != nil {
+	b.store = store
+	if _, err := vault.Init(context.Background(), store, []byte(testPassphrase), vault.Options{KDF: cheapKDF, PackSize: 1 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	work := t.TempDir()
-	img := filepath.Join(work, "web1-vda.img")
-	makeExt4(t, img, 48, []fileSpec{{"/srv/a.bin", 12 << 20, random, 1}, {"/srv/b.bin", 12 << 20, random, 2}, {"/var/log/syslog", 2 << 20, text, 3}})
+	b.img = filepath.Join(t.TempDir(), "web1-vda.img")
+	makeExt4(t, b.img, 48, []fileSpec{{"/srv/a.bin", 12 << 20, random, 1}, {"/srv/b.bin", 12 << 20, random, 2}, {"/var/log/syslog", 2 << 20, text, 3}})
+	return b
+}
 
-	// Stop the server as soon as the first pack is stored.
-	var stopped atomic.Bool
+// backupFailing runs a backup in-process and calls fail as soon as its
+// first pack is stored; it returns the result and how long the backup took.
+func (b *s3Backup) backupFailing(t *testing.T, env map[string]string, fail func()) (result, time.Duration) {
+	t.Helper()
+	ctx := context.Background()
+	var failed atomic.Bool
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	go func() {
 		for watchCtx.Err() == nil {
 			n := 0
-			store.List(watchCtx, "packs/", func(blob.Info) error { n++; return nil })
+			b.store.List(watchCtx, "packs/", func(blob.Info) error { n++; return nil })
 			if n > 0 {
-				srv.Stop()
-				stopped.Store(true)
+				fail()
+				failed.Store(true)
 				return
 			}
 			time.Sleep(5 * time.Millisecond)
@@ -784,18 +802,28 @@ func TestStorageS3ServerDies(t *testing.T) {
 	runCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	start := time.Now()
-	r := inProcEnv(runCtx, env, "--vault", url, "-q", "backup", "--machine", "web1", "--disk", "vda="+img)
+	r := inProcEnv(runCtx, env, "--vault", b.url, "-q", "backup", "--machine", "web1", "--disk", "vda="+b.img)
 	elapsed := time.Since(start)
 	stopWatch()
-	if !stopped.Load() {
-		t.Fatalf("the backup ended before the server was stopped: %s", r)
+	if !failed.Load() {
+		t.Fatalf("the backup ended before the server failed: %s", r)
 	}
 	t.Logf("backup failed after %v: %s", elapsed, strings.TrimSpace(r.stderr))
-	if r.code != cli.ExitStorage && r.code != cli.ExitError || !strings.Contains(r.stderr, cfg.Endpoint) {
-		t.Errorf("want exit %d (or %d) naming %s, got %s", cli.ExitStorage, cli.ExitError, cfg.Endpoint, r)
-	}
 	if runCtx.Err() != nil {
 		t.Errorf("the backup only ended with its context (%v)", elapsed)
+	}
+	return r, elapsed
+}
+
+func TestStorageS3ServerDies(t *testing.T) {
+	b := newS3Backup(t)
+	srv, cfg, env, url, img := b.srv, b.cfg, b.env, b.url, b.img
+	ctx := context.Background()
+	work := t.TempDir()
+	// Stop the server as soon as the first pack is stored.
+	r, _ := b.backupFailing(t, env, srv.Stop)
+	if r.code != cli.ExitStorage && r.code != cli.ExitError || !strings.Contains(r.stderr, cfg.Endpoint) {
+		t.Errorf("want exit %d (or %d) naming %s, got %s", cli.ExitStorage, cli.ExitError, cfg.Endpoint, r)
 	}
 
 	srv.Restart()
@@ -815,4 +843,25 @@ func TestStorageS3ServerDies(t *testing.T) {
 		t.Fatalf("restore: %s", r)
 	}
 	sameContent(t, img, out)
+}
+
+// TestStorageS3ServerFreezes: a server frozen (SIGSTOP, never thawed)
+// part way through a backup fails it within the retry budget plus a stall
+// timeout per operation (the pack upload, then the marker's clean-up),
+// with an error naming the budget; it used to hang for 5 attempts of the
+// stall timeout, and then on the marker's refresh lock.
+func TestStorageS3ServerFreezes(t *testing.T) {
+	b := newS3Backup(t)
+	env := maps.Clone(b.env)
+	env["LIFEBOAT_S3_STALL_TIMEOUT"] = "1s"
+	env["LIFEBOAT_S3_RETRY_BUDGET"] = "2s"
+	r, elapsed := b.backupFailing(t, env, b.srv.Pause)
+	expect(t, "backup with the server frozen", r, cli.ExitStorage, b.cfg.Endpoint, "retry budget of 2s")
+	if elapsed > 12*time.Second {
+		t.Errorf("the backup took %v to fail with a 2s retry budget and a 1s stall timeout", elapsed)
+	}
+	b.srv.Resume()
+	if r := inProcEnv(context.Background(), b.env, "--vault", b.url, "-q", "verify", "--read-data"); r.code != 0 {
+		t.Errorf("verify after the thaw: %s", r)
+	}
 }
