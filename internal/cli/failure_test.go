@@ -29,6 +29,7 @@ import (
 	"lifeboat/internal/crypto"
 	"lifeboat/internal/image"
 	"lifeboat/internal/recovery"
+	"lifeboat/internal/restore"
 	"lifeboat/internal/source"
 	"lifeboat/internal/vault"
 )
@@ -864,4 +865,91 @@ func TestStorageS3ServerFreezes(t *testing.T) {
 	if r := inProcEnv(context.Background(), b.env, "--vault", b.url, "-q", "verify", "--read-data"); r.code != 0 {
 		t.Errorf("verify after the thaw: %s", r)
 	}
+}
+
+// TestRestoreS3PauseAndKill: a restore from a versitygw frozen (SIGSTOP)
+// for longer than the stall and header timeouts completes once the server
+// thaws; a restore killed (SIGKILL) part way leaves its partial image, and
+// the same restore run again resumes it and gives the point's image.
+func TestRestoreS3PauseAndKill(t *testing.T) {
+	b := newS3Backup(t)
+	ctx := context.Background()
+	r := inProcEnv(ctx, b.env, "--vault", b.url, "-q", "--json", "backup", "--machine", "web1", "--disk", "vda="+b.img)
+	if r.code != 0 {
+		t.Fatalf("backup: %s", r)
+	}
+	id := parsePoint(t, r).ID
+	env := maps.Clone(b.env)
+	env["LIFEBOAT_S3_STALL_TIMEOUT"] = "500ms"
+	env["LIFEBOAT_S3_RETRY_BUDGET"] = "30s"
+	restoreArgs := func(out string) []string {
+		return []string{"--vault", b.url, "restore", "--machine", "web1", id, "--disk", "vda", "--to-file", out}
+	}
+
+	// Paused 2 s, four stall timeouts, as soon as the restore starts.
+	out := filepath.Join(t.TempDir(), "paused.raw")
+	paused := make(chan struct{})
+	go func() {
+		defer close(paused)
+		if waitFile(restore.PartialPath(out), 30*time.Second) {
+			b.srv.Pause()
+			time.Sleep(2 * time.Second)
+			b.srv.Resume()
+		}
+	}()
+	r = inProcEnv(ctx, env, restoreArgs(out)...)
+	<-paused
+	if r.code != 0 {
+		t.Fatalf("restore across a 2s server pause: %s", r)
+	}
+	sameContent(t, b.img, out)
+
+	// Killed once it has written data (the server is frozen meanwhile, so
+	// that the restore cannot finish before it is killed).
+	out = filepath.Join(t.TempDir(), "killed.raw")
+	p := startProcEnv(t, env, restoreArgs(out)...)
+	if !waitFile(restore.PartialPath(out), 30*time.Second) {
+		t.Fatalf("no partial image appeared: %s", p.wait(t, time.Minute))
+	}
+	for {
+		b.srv.Pause()
+		if hasData(t, restore.PartialPath(out)) || p.exited() {
+			break
+		}
+		b.srv.Resume()
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !p.kill() {
+		t.Fatalf("the restore ended before it could be killed: %s", p.wait(t, time.Second))
+	}
+	b.srv.Resume()
+	if _, err := os.Stat(out); err == nil {
+		t.Fatalf("a killed restore left an image at %s", out)
+	}
+	r = inProcEnv(ctx, env, restoreArgs(out)...)
+	if r.code != 0 || !strings.Contains(r.stderr, "resuming") {
+		t.Fatalf("the same restore after the kill: want it resumed, got %s", r)
+	}
+	sameContent(t, b.img, out)
+	if _, err := os.Stat(restore.PartialPath(out)); err == nil {
+		t.Error("the partial image is still there after the resumed restore")
+	}
+}
+
+// waitFile waits for path to exist.
+func waitFile(path string, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat(path); err == nil {
+			return true
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return false
+}
+
+// hasData reports whether the file holds a non-zero byte.
+func hasData(t *testing.T, path string) bool {
+	data := fileBytes(t, path)
+	return !bytes.Equal(data, make([]byte, len(data)))
 }

@@ -109,9 +109,19 @@ type proc struct {
 // startProc starts the lifeboat binary with the test passphrase.
 func startProc(t testing.TB, args ...string) *proc {
 	t.Helper()
+	return startProcEnv(t, map[string]string{"LIFEBOAT_PASSWORD": testPassphrase}, args...)
+}
+
+// startProcEnv starts the lifeboat binary with env added to the test's
+// environment.
+func startProcEnv(t testing.TB, env map[string]string, args ...string) *proc {
+	t.Helper()
 	p := &proc{done: make(chan struct{})}
 	p.cmd = exec.Command(lifeboatBin, args...)
-	p.cmd.Env = append(os.Environ(), "LIFEBOAT_PASSWORD="+testPassphrase)
+	p.cmd.Env = os.Environ()
+	for k, v := range env {
+		p.cmd.Env = append(p.cmd.Env, k+"="+v)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {

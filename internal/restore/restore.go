@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -29,9 +30,18 @@ type Target struct {
 	Path string
 	// InPlace overwrites an existing file or block device of the same size,
 	// writing only blocks that differ. Otherwise Path must not exist and is
-	// created as a sparse image.
+	// created as a sparse image: written as PartialPath(Path) and renamed
+	// to Path once complete and synced.
 	InPlace bool
 }
+
+// PartialPath is where a new image is written until it is complete. A
+// restore that fails after writing part of it leaves it there, and the
+// next restore to the same path resumes it: it reads what is there and
+// writes only the blocks that are missing or differ, as in place. Every
+// block is compared with its chunk ID, so a partial image of another point,
+// or one a crash left unsynced, costs time, never correctness.
+func PartialPath(path string) string { return path + ".lifeboat-partial" }
 
 // Options tune a restore.
 type Options struct {
@@ -102,6 +112,8 @@ type run struct {
 
 type target struct {
 	Target
+	resume  bool        // a new image resumed from its partial file: compared as in place
+	dirty   atomic.Bool // some data was written (a failed new image is kept to resume)
 	f       *os.File
 	w       *directio.Writer // writes to f, around the page cache where it can
 	m       *image.Manifest
@@ -112,6 +124,7 @@ type target struct {
 
 type restorer struct {
 	v        *vault.Vault
+	warn     func(string)
 	reader   *vault.ChunkReader
 	fullOnce sync.Once
 	full     *chunk.Index
@@ -124,9 +137,12 @@ type restorer struct {
 	zeros    atomic.Int64
 }
 
-// Run restores the disks named by targets from point p. If it fails, the
-// new images it created are removed: a half-written image is never left
-// looking like a restored disk. In-place targets keep what was written.
+// Run restores the disks named by targets from point p. A new image is
+// written under PartialPath and renamed into place once complete and
+// synced: a half-written image never looks like a restored disk. If the
+// restore fails, a partial image it wrote data into is kept for the next
+// restore to resume (opts.Warn says so), one it wrote nothing into is
+// removed. In-place targets keep what was written.
 func Run(ctx context.Context, v *vault.Vault, p *recovery.Point, targets []Target, opts Options) (_ Stats, err error) {
 	start := v.Clock().Now()
 	// A read-only vault (a surviving copy, a read-only mount or
@@ -145,7 +161,7 @@ func Run(ctx context.Context, v *vault.Vault, p *recovery.Point, targets []Targe
 	if err != nil {
 		return Stats{}, err
 	}
-	r := &restorer{v: v, reader: v.NewChunkReader(ix)}
+	r := &restorer{v: v, warn: opts.Warn, reader: v.NewChunkReader(ix)}
 	if len(condemned) == 0 {
 		r.full = ix
 	}
@@ -154,14 +170,21 @@ func Run(ctx context.Context, v *vault.Vault, p *recovery.Point, targets []Targe
 		for _, t := range ts {
 			t.w.Close()
 			t.f.Close()
-			if err != nil && !t.InPlace {
-				os.Remove(t.Path)
+			switch {
+			case err == nil || t.InPlace:
+			case t.dirty.Load() || t.resume:
+				if opts.Warn != nil {
+					opts.Warn(fmt.Sprintf("disk %s: the partial image is kept as %s: run the same restore again to resume it (or remove it)",
+						t.Disk.Name, PartialPath(t.Path)))
+				}
+			default:
+				os.Remove(PartialPath(t.Path))
 			}
 		}
 	}()
 	var total int64
 	for _, tg := range targets {
-		t, err := open(ctx, v, tg)
+		t, err := r.open(ctx, tg)
 		if err != nil {
 			return Stats{}, err
 		}
@@ -205,7 +228,12 @@ func Run(ctx context.Context, v *vault.Vault, p *recovery.Point, targets []Targe
 	}
 	for _, t := range ts {
 		if err := t.f.Sync(); err != nil {
-			return Stats{}, fmt.Errorf("syncing %s: %w: %w", t.Path, ErrDiskWrite, err)
+			return Stats{}, fmt.Errorf("syncing %s: %w: %w", t.f.Name(), ErrDiskWrite, err)
+		}
+		if !t.InPlace {
+			if err := publish(t.Path); err != nil {
+				return Stats{}, fmt.Errorf("restoring disk %s: %w: %w", t.Disk.Name, ErrDiskWrite, err)
+			}
 		}
 	}
 	st := Stats{Bytes: total, WrittenBytes: r.written.Load(), FetchedBytes: r.fetched.Load(),
@@ -216,23 +244,54 @@ func Run(ctx context.Context, v *vault.Vault, p *recovery.Point, targets []Targe
 	return st, nil
 }
 
-func open(ctx context.Context, v *vault.Vault, tg Target) (*target, error) {
-	m, err := image.Load(ctx, v, tg.Disk.Manifest)
+// publish renames a complete new image from its partial path to path,
+// never over an existing file, and syncs the directory.
+func publish(path string) error {
+	if err := unix.Renameat2(unix.AT_FDCWD, PartialPath(path), unix.AT_FDCWD, path, unix.RENAME_NOREPLACE); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("%s appeared during the restore: the restored image is left at %s", path, PartialPath(path))
+		}
+		if !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS) {
+			return fmt.Errorf("renaming %s: %w", PartialPath(path), err)
+		}
+		// A file system without RENAME_NOREPLACE: a hard link fails if
+		// path exists, as the rename must.
+		if err := os.Link(PartialPath(path), path); err != nil {
+			return fmt.Errorf("linking %s to %s: %w", PartialPath(path), path, err)
+		}
+		os.Remove(PartialPath(path))
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func (r *restorer) open(ctx context.Context, tg Target) (*target, error) {
+	m, err := image.Load(ctx, r.v, tg.Disk.Manifest)
 	if err != nil {
 		return nil, fmt.Errorf("disk %s: %w", tg.Disk.Name, err)
 	}
 	t := &target{Target: tg, m: m, kick: make(chan struct{}, 1)}
 	if !tg.InPlace {
-		f, err := os.OpenFile(tg.Path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if _, err := os.Lstat(tg.Path); err == nil {
+			return nil, fmt.Errorf("restoring disk %s: %s already exists: remove it, or use --in-place to revert it", tg.Disk.Name, tg.Path)
+		}
+		partial := PartialPath(tg.Path)
+		f, err := os.OpenFile(partial, os.O_RDWR|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
+		if errors.Is(err, os.ErrExist) {
+			f, err = r.resume(t, partial)
+		}
 		if err != nil {
-			if errors.Is(err, os.ErrExist) {
-				return nil, fmt.Errorf("restoring disk %s: %s already exists: remove it, or use --in-place to revert it", tg.Disk.Name, tg.Path)
-			}
 			return nil, fmt.Errorf("restoring disk %s: %w: %w", tg.Disk.Name, ErrDiskWrite, err)
 		}
-		if err := f.Truncate(m.Size); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("restoring disk %s: sizing %s: %w: %w", tg.Disk.Name, tg.Path, ErrDiskWrite, err)
+		if !t.resume {
+			if err := f.Truncate(m.Size); err != nil {
+				f.Close()
+				return nil, fmt.Errorf("restoring disk %s: sizing %s: %w: %w", tg.Disk.Name, partial, ErrDiskWrite, err)
+			}
 		}
 		t.f, t.regular = f, true
 		t.w = directio.NewWriter(f)
@@ -277,6 +336,40 @@ func open(ctx context.Context, v *vault.Vault, tg Target) (*target, error) {
 	}
 	t.w = directio.NewWriter(f)
 	return t, nil
+}
+
+// resume opens the partial image a failed restore left, to be compared
+// block by block and completed. One of another size is not this disk's:
+// it is started afresh.
+func (r *restorer) resume(t *target, partial string) (*os.File, error) {
+	f, err := os.OpenFile(partial, os.O_RDWR|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%s is not a regular file: remove it", partial)
+	}
+	if err := checkUnlocked(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s %w", partial, err)
+	}
+	if st.Size() != t.m.Size {
+		if r.warn != nil {
+			r.warn(fmt.Sprintf("disk %s: %s is %d bytes, not the %d of this disk: starting it afresh", t.Disk.Name, partial, st.Size(), t.m.Size))
+		}
+		return f, f.Truncate(0)
+	}
+	if r.warn != nil {
+		r.warn(fmt.Sprintf("disk %s: resuming the partial image %s: writing only the blocks missing or different", t.Disk.Name, partial))
+	}
+	t.resume = true
+	return f, nil
 }
 
 // lookup finds a chunk, falling back to locations in condemned packs.
@@ -381,7 +474,7 @@ func (r *restorer) plan(ctx context.Context, t *target, runs chan<- *run) error 
 // whose current content differs.
 func (r *restorer) needed(ctx context.Context, t *target) ([]int, error) {
 	var need []int
-	if !t.InPlace {
+	if !t.InPlace && !t.resume {
 		for b, id := range t.m.IDs {
 			if id.IsZero() {
 				r.zeros.Add(1)
@@ -403,7 +496,7 @@ func (r *restorer) needed(ctx context.Context, t *target) ([]int, error) {
 		off := int64(b) * int64(t.m.ChunkSize)
 		buf := make([]byte, n)
 		if _, err := t.f.ReadAt(buf, off); err != nil {
-			return fmt.Errorf("reading %s at offset %d: %w: %w", t.Path, off, ErrDiskWrite, err)
+			return fmt.Errorf("reading %s at offset %d: %w: %w", t.f.Name(), off, ErrDiskWrite, err)
 		}
 		want := t.m.IDs[b]
 		if want.IsZero() {
@@ -440,13 +533,15 @@ func (r *restorer) zero(t *target, off int64, n int) error {
 		err := unix.Fallocate(int(t.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, int64(n))
 		if err == nil {
 			r.written.Add(int64(n))
+			t.dirty.Store(true)
 			return nil
 		}
 	}
 	if _, err := t.w.WriteAt(directio.Alloc(n), off); err != nil {
-		return fmt.Errorf("writing zeros to %s at offset %d: %w: %w", t.Path, off, ErrDiskWrite, err)
+		return fmt.Errorf("writing zeros to %s at offset %d: %w: %w", t.f.Name(), off, ErrDiskWrite, err)
 	}
 	r.written.Add(int64(n))
+	t.dirty.Store(true)
 	return nil
 }
 
@@ -485,8 +580,9 @@ func (r *restorer) fetch(ctx context.Context, rn *run, fb *fetchBufs) error {
 			return nil
 		}
 		if _, err := t.w.WriteAt(out, outOff); err != nil {
-			return fmt.Errorf("writing %s at offset %d: %w: %w", t.Path, outOff, ErrDiskWrite, err)
+			return fmt.Errorf("writing %s at offset %d: %w: %w", t.f.Name(), outOff, ErrDiskWrite, err)
 		}
+		t.dirty.Store(true)
 		r.written.Add(int64(len(out)))
 		r.done.Add(int64(len(out)))
 		t.wrote(int64(len(out)))
@@ -573,7 +669,7 @@ func (t *target) writeback(stop <-chan struct{}) {
 // before looking at what is allocated, so a revert of pure overwrites
 // could fail for want of space it does not need.
 func (t *target) preallocate(blocks []int) error {
-	if !t.regular || t.InPlace || len(blocks) == 0 {
+	if !t.regular || t.InPlace || t.resume || len(blocks) == 0 {
 		return nil
 	}
 	cs := int64(t.m.ChunkSize)
