@@ -382,6 +382,22 @@ type ConcurrentReader interface {
 	ReadersWanted() int
 }
 
+// ContextReader is implemented by disk sources whose reads can hang (a
+// stalled network block device): ReadAtContext returns once ctx ends, so
+// that a cancelled backup stops at once. Other sources are read with
+// ReadAt.
+type ContextReader interface {
+	ReadAtContext(ctx context.Context, p []byte, off int64) (int, error)
+}
+
+// readAt reads from d, stopping when ctx ends if d can.
+func readAt(ctx context.Context, d source.Disk, p []byte, off int64) (int, error) {
+	if cr, ok := d.(ContextReader); ok {
+		return cr.ReadAtContext(ctx, p, off)
+	}
+	return d.ReadAt(p, off)
+}
+
 // maxReaders bounds the reads in flight on one disk.
 const maxReaders = 16
 
@@ -418,9 +434,12 @@ func (e *engine) read(ctx context.Context, jobs chan<- job, free chan []byte) (e
 	readOne := func(r readReq) error {
 		st := e.states[r.disk]
 		src := st.d.Source
-		got, err := src.ReadAt(r.buf[:r.n], r.off)
+		got, err := readAt(ctx, src, r.buf[:r.n], r.off)
 		if got < r.n {
 			free <- r.buf
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
 			if err == io.EOF || err == nil {
 				return fmt.Errorf("disk %s (%s): %w: short read at offset %d", st.d.Name, src.Source(), ErrDiskChanged, r.off)
 			}
@@ -635,7 +654,7 @@ func (e *engine) audit(ctx context.Context, st *diskState, fraction float64) err
 	var audited atomic.Int64
 	err := vault.Parallel(ctx, vault.Workers(), sample, func(ctx context.Context, b int) error {
 		buf := make([]byte, st.manifest.BlockLen(b))
-		if _, err := st.d.Source.ReadAt(buf, int64(b)*cs); err != nil {
+		if _, err := readAt(ctx, st.d.Source, buf, int64(b)*cs); err != nil {
 			return fmt.Errorf("disk %s: audit read at offset %d: %w: %w", st.d.Name, int64(b)*cs, ErrDiskRead, err)
 		}
 		audited.Add(1)

@@ -1,10 +1,13 @@
 package cli_test
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"lifeboat/internal/cli"
 	"lifeboat/internal/nbd/nbdkittest"
@@ -51,4 +54,42 @@ func mustIn(t *testing.T, args ...string) result {
 		t.Fatalf("lifeboat %v: %s", args, r)
 	}
 	return r
+}
+
+// TestCancelBackupOfStalledDisk: cancelling (SIGINT, a cancelled job) a
+// backup whose NBD export stalls (nbdkit's delay filter holding every read
+// for 1000 s) returns at once with exit 130, and leaves no session marker
+// to defer prunes; it used to wait on the read forever.
+func TestCancelBackupOfStalledDisk(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "vault")
+	initVault(t, dir, 1<<20)
+	// The log filter, outside the delay, records each read as it starts.
+	log := filepath.Join(t.TempDir(), "nbdkit.log")
+	uri := nbdkittest.Start(t, "--filter=log", "--filter=delay", "pattern", "16M", "delay-read=1000", "logfile="+log)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan result, 1)
+	go func() {
+		done <- inProcEnv(ctx, map[string]string{"LIFEBOAT_PASSWORD": testPassphrase},
+			"--vault", dir, "-q", "backup", "--machine", "web1", "--disk", "vda="+uri)
+	}()
+	for {
+		if data, _ := os.ReadFile(log); strings.Contains(string(data), "Read ") {
+			break // a read is stalled in the delay filter
+		}
+		select {
+		case r := <-done:
+			t.Fatalf("the backup ended before reading: %s", r)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	cancel()
+	select {
+	case r := <-done:
+		expect(t, "cancelled backup of a stalled disk", r, cli.ExitInterrupted)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the cancelled backup is still waiting on the stalled disk after 20s")
+	}
+	if m := objectFiles(t, dir, "sessions"); len(m) > 0 {
+		t.Errorf("session markers left by the cancelled backup: %v", m)
+	}
 }
