@@ -38,6 +38,9 @@ type S3Config struct {
 	// AWS_SECRET_ACCESS_KEY).
 	AccessKey string
 	SecretKey string
+	// SessionToken goes with temporary credentials (AWS_SESSION_TOKEN),
+	// such as a read-only role's; empty for long-lived keys.
+	SessionToken string
 	// Region is the bucket's region; empty means us-east-1.
 	Region string
 	// Insecure selects plain HTTP instead of HTTPS. NewS3 allows it only
@@ -58,6 +61,7 @@ const (
 	envAllowHTTP = "LIFEBOAT_S3_ALLOW_HTTP"
 	envAccessKey = "AWS_ACCESS_KEY_ID"
 	envSecretKey = "AWS_SECRET_ACCESS_KEY"
+	envToken     = "AWS_SESSION_TOKEN"
 	envRegion    = "AWS_REGION"
 	envStall     = "LIFEBOAT_S3_STALL_TIMEOUT"
 	envBudget    = "LIFEBOAT_S3_RETRY_BUDGET"
@@ -136,7 +140,8 @@ func checkKeyPrefix(prefix string) error {
 //
 //   - LIFEBOAT_S3_ENDPOINT: "https://host[:port]", "http://host[:port]" or
 //     a bare "host[:port]", which means HTTPS. Unset means Amazon S3.
-//   - AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY: required.
+//   - AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY: required; with
+//     AWS_SESSION_TOKEN for temporary credentials.
 //   - AWS_REGION: defaults to us-east-1.
 //   - LIFEBOAT_S3_STALL_TIMEOUT: S3Config.StallTimeout, e.g. "30s".
 //   - LIFEBOAT_S3_RETRY_BUDGET: S3Config.RetryBudget, e.g. "5m".
@@ -153,11 +158,12 @@ func S3ConfigFrom(rawURL string, getenv func(string) string) (S3Config, error) {
 		return S3Config{}, err
 	}
 	cfg := S3Config{
-		Bucket:    bucket,
-		Prefix:    prefix,
-		AccessKey: getenv(envAccessKey),
-		SecretKey: getenv(envSecretKey),
-		Region:    getenv(envRegion),
+		Bucket:       bucket,
+		Prefix:       prefix,
+		AccessKey:    getenv(envAccessKey),
+		SecretKey:    getenv(envSecretKey),
+		SessionToken: getenv(envToken),
+		Region:       getenv(envRegion),
 	}
 	if cfg.Region == "" {
 		cfg.Region = defaultRegion
@@ -290,7 +296,7 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 	// is the same fault: no byte moves.
 	transport.ResponseHeaderTimeout = stall
 	opts := &minio.Options{
-		Creds:     credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
+		Creds:     credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, cfg.SessionToken),
 		Secure:    !insecure,
 		Region:    region,
 		Transport: transport,

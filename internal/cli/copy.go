@@ -34,6 +34,9 @@ func prefixedEnv(prefix string, getenv func(string) string) func(string) string 
 		if v := getenv(prefix + strings.TrimPrefix(k, "LIFEBOAT_")); v != "" {
 			return v
 		}
+		if k == "AWS_SESSION_TOKEN" && getenv(prefix+"AWS_ACCESS_KEY_ID") != "" {
+			return "" // a session token goes with its own keys only
+		}
 		return getenv(k)
 	}
 }

@@ -78,7 +78,8 @@ encrypted, deduplicated vault on a local directory or an S3 bucket, and restores
 
 Vault:       --vault PATH | s3://bucket/prefix   (or LIFEBOAT_VAULT)
 Passphrase:  --password-file FILE               (or LIFEBOAT_PASSWORD)
-S3:          LIFEBOAT_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION;
+S3:          LIFEBOAT_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
+             AWS_SESSION_TOKEN (temporary credentials);
              LIFEBOAT_S3_STALL_TIMEOUT (1m), LIFEBOAT_S3_RETRY_BUDGET (2m) bound a stalled server;
              plain http:// endpoints are accepted for loopback addresses only.
 
