@@ -26,6 +26,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"syscall"
 )
@@ -97,6 +98,23 @@ func IsRefused(err error) bool {
 		}
 	}
 	return false
+}
+
+// IsUnreachable reports whether err is a network failure: a net.Error (a
+// timeout, a refused or reset connection), but not a bare syscall.Errno,
+// which satisfies net.Error too and is as often a local file's error (a
+// missing file is ENOENT, not a network outage).
+func IsUnreachable(err error) bool {
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		return true
+	}
+	var ne net.Error
+	if !errors.As(err, &ne) {
+		return false
+	}
+	_, errno := ne.(syscall.Errno)
+	return !errno
 }
 
 // isTimeout reports whether err or an error it wraps is a timeout of the

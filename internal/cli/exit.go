@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"errors"
-	"net"
 	"syscall"
 
 	"lifeboat/internal/backup"
@@ -71,25 +70,8 @@ func ExitCode(err error) int {
 		return ExitCorrupt // a stored object that should be there is not
 	// A file system's refusal or EIO: disks' own errors are told apart
 	// above (ErrDiskRead, ErrDiskWrite, ErrOpen), so it is a directory vault's.
-	case errors.Is(err, blob.ErrPermanent), isNetwork(err), blob.IsRefused(err), errors.Is(err, syscall.EIO):
+	case errors.Is(err, blob.ErrPermanent), blob.IsUnreachable(err), blob.IsRefused(err), errors.Is(err, syscall.EIO):
 		return ExitStorage
 	}
 	return ExitError
-}
-
-// isNetwork reports whether err is a network failure: one a net.Error
-// reports (a timeout, a refused or reset connection), but not a bare
-// syscall.Errno, which satisfies net.Error too and is as often a local
-// file's error (a missing --disk file is ENOENT, not a network outage).
-func isNetwork(err error) bool {
-	var oe *net.OpError
-	if errors.As(err, &oe) {
-		return true
-	}
-	var ne net.Error
-	if !errors.As(err, &ne) {
-		return false
-	}
-	_, errno := ne.(syscall.Errno)
-	return !errno
 }
