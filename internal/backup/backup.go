@@ -110,6 +110,11 @@ type Progress struct {
 // ErrDiskChanged means a disk changed size while it was read.
 var ErrDiskChanged = errors.New("disk changed size during the backup")
 
+// ErrDiskRead marks a failure to read a source disk (EIO, a broken NBD
+// connection): the vault's storage is not to blame, and retrying the
+// backup will not help until the disk is fixed.
+var ErrDiskRead = errors.New("source disk unreadable")
+
 type job struct {
 	disk  int
 	block int
@@ -271,8 +276,11 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 		}
 	}
 	progressDone := make(chan struct{})
+	var ticker sync.WaitGroup
 	if opts.Progress != nil {
+		ticker.Add(1)
 		go func() {
+			defer ticker.Done()
 			t := time.NewTicker(200 * time.Millisecond)
 			defer t.Stop()
 			for {
@@ -287,6 +295,8 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 	}
 	err = e.run(ctx)
 	close(progressDone)
+	// No update may run beside or after the final one.
+	ticker.Wait()
 	if err != nil {
 		packer.Abort()
 		return nil, err
@@ -425,6 +435,22 @@ type ConcurrentReader interface {
 	ReadersWanted() int
 }
 
+// ContextReader is implemented by disk sources whose reads can hang (a
+// stalled network block device): ReadAtContext returns once ctx ends, so
+// that a cancelled backup stops at once. Other sources are read with
+// ReadAt.
+type ContextReader interface {
+	ReadAtContext(ctx context.Context, p []byte, off int64) (int, error)
+}
+
+// readAt reads from d, stopping when ctx ends if d can.
+func readAt(ctx context.Context, d source.Disk, p []byte, off int64) (int, error) {
+	if cr, ok := d.(ContextReader); ok {
+		return cr.ReadAtContext(ctx, p, off)
+	}
+	return d.ReadAt(p, off)
+}
+
 // maxReaders bounds the reads in flight on one disk.
 const maxReaders = 16
 
@@ -461,13 +487,16 @@ func (e *engine) read(ctx context.Context, jobs chan<- job, free chan []byte) (e
 	readOne := func(r readReq) error {
 		st := e.states[r.disk]
 		src := st.d.Source
-		got, err := src.ReadAt(r.buf[:r.n], r.off)
+		got, err := readAt(ctx, src, r.buf[:r.n], r.off)
 		if got < r.n {
 			free <- r.buf
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
 			if err == io.EOF || err == nil {
 				return fmt.Errorf("disk %s (%s): %w: short read at offset %d", st.d.Name, src.Source(), ErrDiskChanged, r.off)
 			}
-			return fmt.Errorf("reading disk %s (%s) at offset %d: %w", st.d.Name, src.Source(), r.off, err)
+			return fmt.Errorf("reading disk %s (%s) at offset %d: %w: %w", st.d.Name, src.Source(), r.off, ErrDiskRead, err)
 		}
 		select {
 		case jobs <- job{disk: r.disk, block: r.block, buf: r.buf, n: r.n}:
@@ -501,7 +530,10 @@ func (e *engine) read(ctx context.Context, jobs chan<- job, free chan []byte) (e
 		parallel := readersFor(src) > 1
 		extents, known, err := src.DataExtents(ctx)
 		if err != nil {
-			return err
+			if ctx.Err() != nil {
+				return err
+			}
+			return fmt.Errorf("disk %s: %w: %w", st.d.Name, ErrDiskRead, err)
 		}
 		m := st.manifest
 		ext := 0
@@ -675,8 +707,8 @@ func (e *engine) audit(ctx context.Context, st *diskState, fraction float64) err
 	var audited atomic.Int64
 	err := vault.Parallel(ctx, vault.Workers(), sample, func(ctx context.Context, b int) error {
 		buf := make([]byte, st.manifest.BlockLen(b))
-		if _, err := st.d.Source.ReadAt(buf, int64(b)*cs); err != nil {
-			return fmt.Errorf("disk %s: audit read at offset %d: %w", st.d.Name, int64(b)*cs, err)
+		if _, err := readAt(ctx, st.d.Source, buf, int64(b)*cs); err != nil {
+			return fmt.Errorf("disk %s: audit read at offset %d: %w: %w", st.d.Name, int64(b)*cs, ErrDiskRead, err)
 		}
 		audited.Add(1)
 		got := chunk.Zero

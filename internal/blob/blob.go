@@ -11,7 +11,8 @@
 //     lifeboat itself only ever re-puts identical content (content-addressed
 //     names) or the few documented mutable names, so a write-once store works.
 //   - Get and GetRange return ErrNotExist (test with IsNotExist) for a
-//     missing object. GetRange of a range past the end is an error.
+//     missing object. GetRange of a range past the end fails with
+//     ErrOutOfRange.
 //   - List calls fn for every object whose name starts with prefix, in no
 //     particular order; an error from fn stops the listing and is returned.
 //   - Delete of a missing object is not an error.
@@ -25,7 +26,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
+	"syscall"
 )
 
 // Info describes one stored object.
@@ -58,13 +61,87 @@ var ErrNotExist = errors.New("object does not exist")
 // ErrPermanent marks errors a retry cannot fix.
 var ErrPermanent = errors.New("permanent storage error")
 
+// ErrOutOfRange marks a range read past the end of an object. lifeboat
+// reads ranges its index recorded, so for it this is a truncated object:
+// damage, not an outage. It is permanent (it wraps ErrPermanent).
+var ErrOutOfRange = fmt.Errorf("object shorter than the range read: %w", ErrPermanent)
+
 // IsNotExist reports whether err means the object is missing.
 func IsNotExist(err error) bool { return errors.Is(err, ErrNotExist) }
 
-// IsPermanent reports whether retrying err is pointless.
+// IsPermanent reports whether retrying err is pointless. The context's
+// errors count as permanent, except a timeout of the transport's own
+// (net/http's "timeout awaiting response headers" is also a
+// context.DeadlineExceeded): a server that paused may answer the next
+// attempt. Whether the caller's context ended is for the caller to ask
+// its context, as Retry does.
 func IsPermanent(err error) bool {
-	return errors.Is(err, ErrPermanent) || errors.Is(err, ErrNotExist) ||
-		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+	if errors.Is(err, ErrPermanent) || errors.Is(err, ErrNotExist) {
+		return true
+	}
+	if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	return !isTimeout(err)
+}
+
+// IsRefused reports whether the storage refused a write for good: a
+// permanent error (access denied, say) or a file system that is read-only,
+// full or not permitted.
+func IsRefused(err error) bool {
+	if errors.Is(err, ErrPermanent) {
+		return true
+	}
+	for _, e := range []syscall.Errno{syscall.EROFS, syscall.ENOSPC, syscall.EDQUOT, syscall.EACCES, syscall.EPERM} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// IsUnreachable reports whether err is a network failure: a net.Error (a
+// timeout, a refused or reset connection), but not a bare syscall.Errno,
+// which satisfies net.Error too and is as often a local file's error (a
+// missing file is ENOENT, not a network outage).
+func IsUnreachable(err error) bool {
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		return true
+	}
+	var ne net.Error
+	if !errors.As(err, &ne) {
+		return false
+	}
+	_, errno := ne.(syscall.Errno)
+	return !errno
+}
+
+// isTimeout reports whether err or an error it wraps is a timeout of the
+// network (a net.Error's Timeout), not the bare context error.
+func isTimeout(err error) bool {
+	for err != nil {
+		if err == context.DeadlineExceeded {
+			return false
+		}
+		if t, ok := err.(interface{ Timeout() bool }); ok && t.Timeout() {
+			return true
+		}
+		switch u := err.(type) {
+		case interface{ Unwrap() error }:
+			err = u.Unwrap()
+		case interface{ Unwrap() []error }:
+			for _, e := range u.Unwrap() {
+				if isTimeout(e) {
+					return true
+				}
+			}
+			return false
+		default:
+			return false
+		}
+	}
+	return false
 }
 
 // notExist wraps ErrNotExist with the store and the name.

@@ -176,7 +176,7 @@ func (d *Dir) GetRangeInto(ctx context.Context, name string, offset, length int6
 	defer f.Close()
 	if size := st.Size(); offset > size || length > size-offset {
 		return nil, fmt.Errorf("%s: %s: range %d+%d past the end of the object of %d bytes: %w",
-			d, name, offset, length, size, ErrPermanent)
+			d, name, offset, length, size, ErrOutOfRange)
 	}
 	buf := dst[:0]
 	if int64(cap(buf)) < length {

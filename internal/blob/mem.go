@@ -62,7 +62,7 @@ func (m *Mem) GetRange(ctx context.Context, name string, offset, length int64) (
 		return nil, notExist(m, name)
 	}
 	if size := int64(len(data)); offset < 0 || length < 0 || offset > size || length > size-offset {
-		return nil, fmt.Errorf("%s: %s: range %d+%d outside object of %d bytes: %w", m, name, offset, length, len(data), ErrPermanent)
+		return nil, fmt.Errorf("%s: %s: range %d+%d outside object of %d bytes: %w", m, name, offset, length, len(data), ErrOutOfRange)
 	}
 	return append([]byte(nil), data[offset:offset+length]...), nil
 }

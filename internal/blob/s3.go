@@ -38,14 +38,21 @@ type S3Config struct {
 	// AWS_SECRET_ACCESS_KEY).
 	AccessKey string
 	SecretKey string
+	// SessionToken goes with temporary credentials (AWS_SESSION_TOKEN),
+	// such as a read-only role's; empty for long-lived keys.
+	SessionToken string
 	// Region is the bucket's region; empty means us-east-1.
 	Region string
 	// Insecure selects plain HTTP instead of HTTPS. NewS3 allows it only
 	// for a loopback endpoint, or when LIFEBOAT_S3_ALLOW_HTTP=1.
 	Insecure bool
 	// StallTimeout abandons a request whose connection moves no byte for
-	// this long, and bounds connecting; 0 means DefaultStallTimeout.
+	// this long, or whose answer does not start within it, and bounds
+	// connecting; 0 means DefaultStallTimeout.
 	StallTimeout time.Duration
+	// RetryBudget bounds the time OpenS3's retries spend on one call
+	// (RetryPolicy.Budget); 0 means DefaultRetry's.
+	RetryBudget time.Duration
 }
 
 // Environment variables read by S3ConfigFromEnv and NewS3.
@@ -54,8 +61,10 @@ const (
 	envAllowHTTP = "LIFEBOAT_S3_ALLOW_HTTP"
 	envAccessKey = "AWS_ACCESS_KEY_ID"
 	envSecretKey = "AWS_SECRET_ACCESS_KEY"
+	envToken     = "AWS_SESSION_TOKEN"
 	envRegion    = "AWS_REGION"
 	envStall     = "LIFEBOAT_S3_STALL_TIMEOUT"
+	envBudget    = "LIFEBOAT_S3_RETRY_BUDGET"
 )
 
 const (
@@ -131,9 +140,11 @@ func checkKeyPrefix(prefix string) error {
 //
 //   - LIFEBOAT_S3_ENDPOINT: "https://host[:port]", "http://host[:port]" or
 //     a bare "host[:port]", which means HTTPS. Unset means Amazon S3.
-//   - AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY: required.
+//   - AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY: required; with
+//     AWS_SESSION_TOKEN for temporary credentials.
 //   - AWS_REGION: defaults to us-east-1.
 //   - LIFEBOAT_S3_STALL_TIMEOUT: S3Config.StallTimeout, e.g. "30s".
+//   - LIFEBOAT_S3_RETRY_BUDGET: S3Config.RetryBudget, e.g. "5m".
 //
 // Whether plain HTTP is allowed is checked by NewS3.
 func S3ConfigFromEnv(rawURL string) (S3Config, error) {
@@ -147,11 +158,12 @@ func S3ConfigFrom(rawURL string, getenv func(string) string) (S3Config, error) {
 		return S3Config{}, err
 	}
 	cfg := S3Config{
-		Bucket:    bucket,
-		Prefix:    prefix,
-		AccessKey: getenv(envAccessKey),
-		SecretKey: getenv(envSecretKey),
-		Region:    getenv(envRegion),
+		Bucket:       bucket,
+		Prefix:       prefix,
+		AccessKey:    getenv(envAccessKey),
+		SecretKey:    getenv(envSecretKey),
+		SessionToken: getenv(envToken),
+		Region:       getenv(envRegion),
 	}
 	if cfg.Region == "" {
 		cfg.Region = defaultRegion
@@ -165,6 +177,13 @@ func S3ConfigFrom(rawURL string, getenv func(string) string) (S3Config, error) {
 			return S3Config{}, fmt.Errorf("%s=%q: want a positive duration such as 30s or 2m", envStall, st)
 		}
 		cfg.StallTimeout = d
+	}
+	if b := getenv(envBudget); b != "" {
+		d, err := time.ParseDuration(b)
+		if err != nil || d <= 0 {
+			return S3Config{}, fmt.Errorf("%s=%q: want a positive duration such as 2m or 10m", envBudget, b)
+		}
+		cfg.RetryBudget = d
 	}
 	if ep := getenv(envEndpoint); ep != "" {
 		host, insecure, err := parseEndpoint(ep)
@@ -273,8 +292,11 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 		stall = DefaultStallTimeout
 	}
 	transport.DialContext = stallDialer(stall)
+	// A server that takes the connection and then stalls before it answers
+	// is the same fault: no byte moves.
+	transport.ResponseHeaderTimeout = stall
 	opts := &minio.Options{
-		Creds:     credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
+		Creds:     credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, cfg.SessionToken),
 		Secure:    !insecure,
 		Region:    region,
 		Transport: transport,
@@ -297,6 +319,20 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// OpenS3 is NewS3 behind the Retry wrapper, with DefaultRetry's policy and
+// cfg's budget: the store lifeboat's commands use.
+func OpenS3(ctx context.Context, cfg S3Config) (Store, error) {
+	s, err := NewS3(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	p := DefaultRetry
+	if cfg.RetryBudget > 0 {
+		p.Budget = cfg.RetryBudget
+	}
+	return NewRetryPolicy(s, p), nil
 }
 
 // check lists one key to find out whether the bucket exists and the
@@ -363,7 +399,7 @@ func (s *S3) wrap(ctx context.Context, op, name string, err error) error {
 		return fmt.Errorf("%s: bucket %q is in another region (%s): check %s: %w: %w",
 			what, s.bucket, resp.Code, envRegion, ErrPermanent, err)
 	case "InvalidRange":
-		return fmt.Errorf("%s: range past the end of the object: %w: %w", what, ErrPermanent, err)
+		return fmt.Errorf("%s: range past the end of the object: %w: %w", what, ErrOutOfRange, err)
 	case "InvalidArgument", "InvalidBucketName", "InvalidObjectName", "KeyTooLongError", "EntityTooLarge", "MethodNotAllowed",
 		// A file system behind the gateway (versitygw's posix backend)
 		// cannot hold both "a" and "a/b".
@@ -458,7 +494,7 @@ func (s *S3) get(ctx context.Context, op, name string, offset, length int64) ([]
 		// The server ignored the range and sent the whole object.
 		if offset > int64(len(data)) || length > int64(len(data))-offset {
 			return nil, fmt.Errorf("%s: %s %s: range %d+%d past the end of the object of %d bytes: %w",
-				s, op, name, offset, length, len(data), ErrPermanent)
+				s, op, name, offset, length, len(data), ErrOutOfRange)
 		}
 		return data[offset : offset+length], nil
 	}
@@ -466,7 +502,7 @@ func (s *S3) get(ctx context.Context, op, name string, offset, length int64) ([]
 		// A range that starts inside the object but ends past it is
 		// answered with the bytes that exist.
 		return nil, fmt.Errorf("%s: %s %s: range %d+%d past the end of the object (%d bytes returned): %w",
-			s, op, name, offset, length, len(data), ErrPermanent)
+			s, op, name, offset, length, len(data), ErrOutOfRange)
 	}
 	return data, nil
 }
@@ -490,7 +526,7 @@ func (s *S3) GetRange(ctx context.Context, name string, offset, length int64) ([
 		}
 		if offset > info.Size {
 			return nil, fmt.Errorf("%s: %s: range %d+0 past the end of the object of %d bytes: %w",
-				s, name, offset, info.Size, ErrPermanent)
+				s, name, offset, info.Size, ErrOutOfRange)
 		}
 		return []byte{}, nil
 	}

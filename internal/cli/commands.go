@@ -272,7 +272,14 @@ target to be a disk of exactly the size of the disk in the point.
 Before writing a new image, the restore reserves space for the blocks it will write
 (fallocate): a file system without room for the disk's data fails at once, with an
 error that says so, and the new image is removed. Every block is checked against its chunk ID
-as it is decoded; the images are synced to disk before the command returns.`,
+as it is decoded; the images are synced to disk before the command returns.
+
+A new image is written as PATH.lifeboat-partial and renamed to PATH once complete. If the
+restore fails or is killed after writing part of it, the partial image stays, and the same
+restore run again resumes it: it compares what is there and fetches only the blocks missing
+or different. A vault that cannot be written (read-only mount or credentials) is restored
+from with a warning: the restore's session marker, which holds off a concurrent prune,
+cannot be stored.`,
 		Example: `  lifeboat restore --vault /srv/vault --machine web1 latest --to /srv/restored
   lifeboat restore --machine web1 3fa9c2 --disk root --to-file /tmp/root.raw
   lifeboat restore --machine web1 latest --disk root --to-file /var/lib/images/root.qcow2
@@ -312,7 +319,7 @@ as it is decoded; the images are synced to disk before the command returns.`,
 				}
 			}
 			pb := newBar(a.env.Stderr, "restore "+machine, !a.quiet)
-			st, err := restore.Run(ctx, v, p, targets, restore.Options{Progress: func(pr restore.Progress) {
+			st, err := restore.Run(ctx, v, p, targets, restore.Options{Warn: func(s string) { a.warnf("%s", s) }, Progress: func(pr restore.Progress) {
 				pb.update(pr.DoneBytes, pr.TotalBytes, pr.Elapsed, pr.Final)
 			}})
 			if err != nil {

@@ -34,6 +34,9 @@ func prefixedEnv(prefix string, getenv func(string) string) func(string) string 
 		if v := getenv(prefix + strings.TrimPrefix(k, "LIFEBOAT_")); v != "" {
 			return v
 		}
+		if k == "AWS_SESSION_TOKEN" && getenv(prefix+"AWS_ACCESS_KEY_ID") != "" {
+			return "" // a session token goes with its own keys only
+		}
 		return getenv(k)
 	}
 }
@@ -145,7 +148,7 @@ back to the plain variable.`,
 				return err
 			}
 			pb := newBar(a.env.Stderr, "copy", !a.quiet && !a.jsonOut)
-			st, err := vaultcopy.Run(ctx, src, dst, vaultcopy.Options{Machine: machine, Seen: a.book(), Progress: func(p vaultcopy.Progress) {
+			st, err := vaultcopy.Run(ctx, src, dst, vaultcopy.Options{Machine: machine, Seen: a.book(), Warn: func(s string) { a.warnf("%s", s) }, Progress: func(p vaultcopy.Progress) {
 				pb.update(p.DoneBytes, p.TotalBytes, p.Elapsed, p.Final)
 			}})
 			if err != nil {

@@ -3,8 +3,10 @@ package cli
 import (
 	"context"
 	"errors"
+	"syscall"
 
 	"lifeboat/internal/api"
+	"lifeboat/internal/backup"
 	"lifeboat/internal/blob"
 	"lifeboat/internal/chunk"
 	"lifeboat/internal/container"
@@ -12,21 +14,23 @@ import (
 	"lifeboat/internal/live"
 	"lifeboat/internal/recovery"
 	"lifeboat/internal/restore"
+	"lifeboat/internal/source"
 	"lifeboat/internal/vault"
 )
 
 // Exit codes, documented in `lifeboat --help` and docs/cli.md.
 const (
 	ExitOK          = 0
-	ExitError       = 1 // any other failure
-	ExitUsage       = 2 // bad command line or input
-	ExitPassphrase  = 3 // wrong or missing passphrase
-	ExitNoVault     = 4 // no vault at the location
-	ExitCorrupt     = 5 // verify found problems, or data failed its checks
-	ExitNewerFormat = 6 // vault written by a newer lifeboat
-	ExitStorage     = 7 // storage unreachable or refusing
-	ExitNotFound    = 8 // no such point, machine or disk
-	ExitConsistency = 9 // point written, less consistent than --require-consistency asked
+	ExitError       = 1  // any other failure
+	ExitUsage       = 2  // bad command line or input
+	ExitPassphrase  = 3  // wrong or missing passphrase
+	ExitNoVault     = 4  // no vault at the location
+	ExitCorrupt     = 5  // verify found problems, or data failed its checks
+	ExitNewerFormat = 6  // vault written by a newer lifeboat
+	ExitStorage     = 7  // storage unreachable or refusing
+	ExitNotFound    = 8  // no such point, machine or disk
+	ExitDisk        = 9  // a disk could not be read (backup) or written (restore)
+	ExitConsistency = 10 // point written, less consistent than --require-consistency asked
 	ExitInterrupted = 130
 )
 
@@ -57,7 +61,12 @@ func ExitCode(err error) int {
 		return ExitNoVault
 	case errors.Is(err, vault.ErrNewerFormat):
 		return ExitNewerFormat
-	case errors.Is(err, ErrProblemsFound), errors.Is(err, chunk.ErrCorrupt), errors.Is(err, vault.ErrConfigChanged):
+	case errors.Is(err, backup.ErrDiskRead), errors.Is(err, restore.ErrDiskWrite):
+		return ExitDisk // not the vault's storage: retrying will not help
+	case errors.Is(err, source.ErrOpen):
+		return ExitError
+	case errors.Is(err, ErrProblemsFound), errors.Is(err, chunk.ErrCorrupt), errors.Is(err, vault.ErrConfigChanged),
+		errors.Is(err, blob.ErrOutOfRange): // an object shorter than its index says: truncated
 		return ExitCorrupt
 	case errors.Is(err, recovery.ErrConsistencyNotMet):
 		return ExitConsistency
@@ -67,7 +76,9 @@ func ExitCode(err error) int {
 		return ExitError // not the vault's storage
 	case errors.Is(err, blob.ErrNotExist):
 		return ExitCorrupt // a stored object that should be there is not
-	case errors.Is(err, blob.ErrPermanent), isNetwork(err):
+	// A file system's refusal or EIO: disks' own errors are told apart
+	// above (ErrDiskRead, ErrDiskWrite, ErrOpen), so it is a directory vault's.
+	case errors.Is(err, blob.ErrPermanent), blob.IsUnreachable(err), blob.IsRefused(err), errors.Is(err, syscall.EIO):
 		return ExitStorage
 	}
 	return ExitError

@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -28,6 +29,7 @@ import (
 	"lifeboat/internal/crypto"
 	"lifeboat/internal/image"
 	"lifeboat/internal/recovery"
+	"lifeboat/internal/restore"
 	"lifeboat/internal/source"
 	"lifeboat/internal/vault"
 )
@@ -747,35 +749,52 @@ func TestStorageS3DeadEndpoint(t *testing.T) {
 // of a backup: the backup fails with exit 7 (or 1) and a message naming the
 // endpoint instead of hanging; once the server is back, nothing was
 // committed, verify is clean and the backup succeeds.
-func TestStorageS3ServerDies(t *testing.T) {
-	srv := s3test.Start(t)
-	cfg := srv.Config
-	cfg.Prefix = "vault"
-	env := s3Env(cfg)
-	url := "s3://" + cfg.Bucket + "/vault"
-	ctx := context.Background()
-	store, err := blob.NewS3(ctx, cfg)
+// s3Backup is a vault on versitygw and a disk image several packs large,
+// for the tests that fail the server part way through a backup.
+type s3Backup struct {
+	srv   *s3test.Server
+	cfg   blob.S3Config
+	env   map[string]string
+	url   string
+	store blob.Store
+	img   string
+}
+
+func newS3Backup(t *testing.T) *s3Backup {
+	t.Helper()
+	b := &s3Backup{srv: s3test.Start(t)}
+	b.cfg = b.srv.Config
+	b.cfg.Prefix = "vault"
+	b.env = s3Env(b.cfg)
+	b.url = "s3://" + b.cfg.Bucket + "/vault"
+	store, err := blob.NewS3(context.Background(), b.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := vault.Init(ctx, store, []byte(testPassphrase), vault.Options{KDF: cheapKDF, PackSize: 1 << 20}); err != nil {
+	b.store = store
+	if _, err := vault.Init(context.Background(), store, []byte(testPassphrase), vault.Options{KDF: cheapKDF, PackSize: 1 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	work := t.TempDir()
-	img := filepath.Join(work, "web1-vda.img")
-	makeExt4(t, img, 48, []fileSpec{{"/srv/a.bin", 12 << 20, random, 1}, {"/srv/b.bin", 12 << 20, random, 2}, {"/var/log/syslog", 2 << 20, text, 3}})
+	b.img = filepath.Join(t.TempDir(), "web1-vda.img")
+	makeExt4(t, b.img, 48, []fileSpec{{"/srv/a.bin", 12 << 20, random, 1}, {"/srv/b.bin", 12 << 20, random, 2}, {"/var/log/syslog", 2 << 20, text, 3}})
+	return b
+}
 
-	// Stop the server as soon as the first pack is stored.
-	var stopped atomic.Bool
+// backupFailing runs a backup in-process and calls fail as soon as its
+// first pack is stored; it returns the result and how long the backup took.
+func (b *s3Backup) backupFailing(t *testing.T, env map[string]string, fail func()) (result, time.Duration) {
+	t.Helper()
+	ctx := context.Background()
+	var failed atomic.Bool
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	go func() {
 		for watchCtx.Err() == nil {
 			n := 0
-			store.List(watchCtx, "packs/", func(blob.Info) error { n++; return nil })
+			b.store.List(watchCtx, "packs/", func(blob.Info) error { n++; return nil })
 			if n > 0 {
-				srv.Stop()
-				stopped.Store(true)
+				fail()
+				failed.Store(true)
 				return
 			}
 			time.Sleep(5 * time.Millisecond)
@@ -784,18 +803,28 @@ func TestStorageS3ServerDies(t *testing.T) {
 	runCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	start := time.Now()
-	r := inProcEnv(runCtx, env, "--vault", url, "-q", "backup", "--machine", "web1", "--disk", "vda="+img)
+	r := inProcEnv(runCtx, env, "--vault", b.url, "-q", "backup", "--machine", "web1", "--disk", "vda="+b.img)
 	elapsed := time.Since(start)
 	stopWatch()
-	if !stopped.Load() {
-		t.Fatalf("the backup ended before the server was stopped: %s", r)
+	if !failed.Load() {
+		t.Fatalf("the backup ended before the server failed: %s", r)
 	}
 	t.Logf("backup failed after %v: %s", elapsed, strings.TrimSpace(r.stderr))
-	if r.code != cli.ExitStorage && r.code != cli.ExitError || !strings.Contains(r.stderr, cfg.Endpoint) {
-		t.Errorf("want exit %d (or %d) naming %s, got %s", cli.ExitStorage, cli.ExitError, cfg.Endpoint, r)
-	}
 	if runCtx.Err() != nil {
 		t.Errorf("the backup only ended with its context (%v)", elapsed)
+	}
+	return r, elapsed
+}
+
+func TestStorageS3ServerDies(t *testing.T) {
+	b := newS3Backup(t)
+	srv, cfg, env, url, img := b.srv, b.cfg, b.env, b.url, b.img
+	ctx := context.Background()
+	work := t.TempDir()
+	// Stop the server as soon as the first pack is stored.
+	r, _ := b.backupFailing(t, env, srv.Stop)
+	if r.code != cli.ExitStorage && r.code != cli.ExitError || !strings.Contains(r.stderr, cfg.Endpoint) {
+		t.Errorf("want exit %d (or %d) naming %s, got %s", cli.ExitStorage, cli.ExitError, cfg.Endpoint, r)
 	}
 
 	srv.Restart()
@@ -815,4 +844,112 @@ func TestStorageS3ServerDies(t *testing.T) {
 		t.Fatalf("restore: %s", r)
 	}
 	sameContent(t, img, out)
+}
+
+// TestStorageS3ServerFreezes: a server frozen (SIGSTOP, never thawed)
+// part way through a backup fails it within the retry budget plus a stall
+// timeout per operation (the pack upload, then the marker's clean-up),
+// with an error naming the budget; it used to hang for 5 attempts of the
+// stall timeout, and then on the marker's refresh lock.
+func TestStorageS3ServerFreezes(t *testing.T) {
+	b := newS3Backup(t)
+	env := maps.Clone(b.env)
+	env["LIFEBOAT_S3_STALL_TIMEOUT"] = "1s"
+	env["LIFEBOAT_S3_RETRY_BUDGET"] = "2s"
+	r, elapsed := b.backupFailing(t, env, b.srv.Pause)
+	expect(t, "backup with the server frozen", r, cli.ExitStorage, b.cfg.Endpoint, "retry budget of 2s")
+	if elapsed > 12*time.Second {
+		t.Errorf("the backup took %v to fail with a 2s retry budget and a 1s stall timeout", elapsed)
+	}
+	b.srv.Resume()
+	if r := inProcEnv(context.Background(), b.env, "--vault", b.url, "-q", "verify", "--read-data"); r.code != 0 {
+		t.Errorf("verify after the thaw: %s", r)
+	}
+}
+
+// TestRestoreS3PauseAndKill: a restore from a versitygw frozen (SIGSTOP)
+// for longer than the stall and header timeouts completes once the server
+// thaws; a restore killed (SIGKILL) part way leaves its partial image, and
+// the same restore run again resumes it and gives the point's image.
+func TestRestoreS3PauseAndKill(t *testing.T) {
+	b := newS3Backup(t)
+	ctx := context.Background()
+	r := inProcEnv(ctx, b.env, "--vault", b.url, "-q", "--json", "backup", "--machine", "web1", "--disk", "vda="+b.img)
+	if r.code != 0 {
+		t.Fatalf("backup: %s", r)
+	}
+	id := parsePoint(t, r).ID
+	env := maps.Clone(b.env)
+	env["LIFEBOAT_S3_STALL_TIMEOUT"] = "500ms"
+	env["LIFEBOAT_S3_RETRY_BUDGET"] = "30s"
+	restoreArgs := func(out string) []string {
+		return []string{"--vault", b.url, "restore", "--machine", "web1", id, "--disk", "vda", "--to-file", out}
+	}
+
+	// Paused 2 s, four stall timeouts, as soon as the restore starts.
+	out := filepath.Join(t.TempDir(), "paused.raw")
+	paused := make(chan struct{})
+	go func() {
+		defer close(paused)
+		if waitFile(restore.PartialPath(out), 30*time.Second) {
+			b.srv.Pause()
+			time.Sleep(2 * time.Second)
+			b.srv.Resume()
+		}
+	}()
+	r = inProcEnv(ctx, env, restoreArgs(out)...)
+	<-paused
+	if r.code != 0 {
+		t.Fatalf("restore across a 2s server pause: %s", r)
+	}
+	sameContent(t, b.img, out)
+
+	// Killed once it has written data (the server is frozen meanwhile, so
+	// that the restore cannot finish before it is killed).
+	out = filepath.Join(t.TempDir(), "killed.raw")
+	p := startProcEnv(t, env, restoreArgs(out)...)
+	if !waitFile(restore.PartialPath(out), 30*time.Second) {
+		t.Fatalf("no partial image appeared: %s", p.wait(t, time.Minute))
+	}
+	for {
+		b.srv.Pause()
+		if hasData(t, restore.PartialPath(out)) || p.exited() {
+			break
+		}
+		b.srv.Resume()
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !p.kill() {
+		t.Fatalf("the restore ended before it could be killed: %s", p.wait(t, time.Second))
+	}
+	b.srv.Resume()
+	if _, err := os.Stat(out); err == nil {
+		t.Fatalf("a killed restore left an image at %s", out)
+	}
+	r = inProcEnv(ctx, env, restoreArgs(out)...)
+	if r.code != 0 || !strings.Contains(r.stderr, "resuming") {
+		t.Fatalf("the same restore after the kill: want it resumed, got %s", r)
+	}
+	sameContent(t, b.img, out)
+	if _, err := os.Stat(restore.PartialPath(out)); err == nil {
+		t.Error("the partial image is still there after the resumed restore")
+	}
+}
+
+// waitFile waits for path to exist.
+func waitFile(path string, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat(path); err == nil {
+			return true
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return false
+}
+
+// hasData reports whether the file holds a non-zero byte.
+func hasData(t *testing.T, path string) bool {
+	data := fileBytes(t, path)
+	return !bytes.Equal(data, make([]byte, len(data)))
 }

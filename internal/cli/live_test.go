@@ -497,7 +497,7 @@ func locked(t *testing.T, path string) bool {
 // A --guest-agent socket that is a QMP monitor (another QEMU's, or the
 // machine's own --qmp socket) is recognised at once, not after the whole
 // freeze timeout; the point is crash-consistent and says why, and
-// --require-consistency turns that into exit 9 with the point written.
+// --require-consistency turns that into exit 10 with the point written.
 // --guest-agent without file or app consistency warns that it is ignored.
 func TestGuestAgentSocketIsQMP(t *testing.T) {
 	_, sock, _ := storageDaemon(t)
@@ -520,7 +520,7 @@ func TestGuestAgentSocketIsQMP(t *testing.T) {
 	before := len(listPoints(t, vaultDir))
 	r := run(t, "--vault", vaultDir, "backup", "--machine", "qsd", "--qmp", sock, "--fleece-dir", fleece, "--guest-agent", other,
 		"--consistency", "file", "--require-consistency")
-	expect(t, "--require-consistency not met", r, 9, "is written, but it is crash-consistent, not file-consistent")
+	expect(t, "--require-consistency not met", r, 10, "is written, but it is crash-consistent, not file-consistent")
 	if after := len(listPoints(t, vaultDir)); after != before+1 {
 		t.Fatalf("%d points before and %d after a backup that fell short of --require-consistency, want one more", before, after)
 	}

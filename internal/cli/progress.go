@@ -49,7 +49,7 @@ func (b *bar) update(done, total int64, elapsed time.Duration, final bool) {
 	}
 	eta := "--"
 	if rate > 0 && done < total {
-		eta = (time.Duration(float64(total-done)/rate) * time.Nanosecond * 1e9 / 1e9).Round(time.Second).String()
+		eta = time.Duration(float64(total-done) / rate * float64(time.Second)).Round(time.Second).String()
 	}
 	line := fmt.Sprintf("%s %s / %s  %5.1f%%  %s/s  ETA %s", b.label, size(done), size(total), pct, size(int64(rate)), eta)
 	if final {

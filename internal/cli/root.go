@@ -81,16 +81,19 @@ encrypted, deduplicated vault on a local directory or an S3 bucket, and restores
 Vault:       --vault PATH | s3://bucket/prefix   (or LIFEBOAT_VAULT)
 Passphrase:  --password-file FILE  (or LIFEBOAT_PASSWORD_FILE=FILE, or LIFEBOAT_PASSWORD
              giving it directly; first found in that order)
-S3:          LIFEBOAT_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION;
+S3:          LIFEBOAT_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
+             AWS_SESSION_TOKEN (temporary credentials);
+             LIFEBOAT_S3_STALL_TIMEOUT (1m), LIFEBOAT_S3_RETRY_BUDGET (2m) bound a stalled server;
              plain http:// endpoints are accepted for loopback addresses only.
 
 Exit codes:
   0 success            1 error               2 bad usage or input
   3 wrong passphrase   4 no vault there      5 corruption found / verify failed
   6 vault format newer than this lifeboat    7 storage unreachable or refusing
-  8 no such point, machine or disk           9 point written, but less consistent
-                                             than backup --require-consistency asked
-130 interrupted`,
+  8 no such point, machine or disk           9 a disk unreadable (backup) or
+                                               unwritable (restore, no room)
+ 10 point written, but less consistent       130 interrupted
+    than backup --require-consistency asked`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRun: func(cmd *cobra.Command, args []string) {

@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"strings"
-	"time"
 
 	"lifeboat/internal/blob"
 	"lifeboat/internal/vault"
@@ -23,11 +21,7 @@ func openStore(ctx context.Context, url string, create bool, getenv func(string)
 		if err != nil {
 			return nil, usageError{err}
 		}
-		s3, err := blob.NewS3(ctx, cfg)
-		if err != nil {
-			return nil, err
-		}
-		return blob.NewRetry(s3, 5, 200*time.Millisecond), nil
+		return blob.OpenS3(ctx, cfg)
 	}
 	if strings.Contains(url, "://") {
 		return nil, usageError{fmt.Errorf("vault %q: unsupported URL scheme (use a directory path or s3://bucket/prefix)", url)}
@@ -42,10 +36,4 @@ func openStore(ctx context.Context, url string, create bool, getenv func(string)
 		return nil, fmt.Errorf("vault directory %s does not exist: %w", url, vault.ErrNoVault)
 	}
 	return d, err
-}
-
-func isNetwork(err error) bool {
-	var ne net.Error
-	var oe *net.OpError
-	return errors.As(err, &ne) || errors.As(err, &oe)
 }

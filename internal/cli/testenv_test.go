@@ -117,7 +117,14 @@ type proc struct {
 // startProc starts the lifeboat binary with the test passphrase.
 func startProc(t testing.TB, args ...string) *proc {
 	t.Helper()
-	return startProcAttr(t, &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}, args...)
+	return startProcWith(t, nil, &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}, args...)
+}
+
+// startProcEnv starts the lifeboat binary with the test passphrase and env
+// added to the test's environment.
+func startProcEnv(t testing.TB, env map[string]string, args ...string) *proc {
+	t.Helper()
+	return startProcWith(t, env, &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}, args...)
 }
 
 // startGroupProc starts the binary as startProc does, as the leader of a
@@ -125,16 +132,19 @@ func startProc(t testing.TB, args ...string) *proc {
 // it: killGroup kills it with everything in its group.
 func startGroupProc(t testing.TB, args ...string) *proc {
 	t.Helper()
-	p := startProcAttr(t, &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}, args...)
+	p := startProcWith(t, nil, &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}, args...)
 	t.Cleanup(func() { syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL) })
 	return p
 }
 
-func startProcAttr(t testing.TB, attr *syscall.SysProcAttr, args ...string) *proc {
+func startProcWith(t testing.TB, env map[string]string, attr *syscall.SysProcAttr, args ...string) *proc {
 	t.Helper()
 	p := &proc{done: make(chan struct{})}
 	p.cmd = exec.Command(lifeboatBin, args...)
-	p.cmd.Env = append(os.Environ(), "LIFEBOAT_PASSWORD="+testPassphrase)
+	p.cmd.Env = os.Environ()
+	for k, v := range env {
+		p.cmd.Env = append(p.cmd.Env, k+"="+v)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
 	p.cmd.SysProcAttr = attr
 	if err := p.cmd.Start(); err != nil {

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -20,6 +22,19 @@ type Option func(*config)
 type config struct {
 	metaContexts []string
 	simple       bool
+	stall        time.Duration
+}
+
+// DefaultStallTimeout is how long a client waits for a byte of a reply
+// while requests are pending before it gives the connection up.
+const DefaultStallTimeout = time.Minute
+
+// WithStallTimeout fails the connection, and every request on it, once
+// requests are pending and the server has sent nothing for d (a stalled
+// export, a frozen server); an idle connection may stay silent. 0 means
+// DefaultStallTimeout.
+func WithStallTimeout(d time.Duration) Option {
+	return func(c *config) { c.stall = d }
 }
 
 // WithMetaContexts asks the server for metadata contexts, such as
@@ -41,6 +56,7 @@ func WithSimpleReplies() Option {
 type Client struct {
 	conn       net.Conn
 	r          *bufio.Reader
+	stall      *stallConn
 	source     string
 	info       ExportInfo
 	structured bool
@@ -72,6 +88,9 @@ type call struct {
 	bufMu     sync.Mutex
 	buf       []byte
 	abandoned bool
+	// gone is set when the caller stopped waiting (its context ended):
+	// Close does not wait for such a request's reply.
+	gone atomic.Bool
 
 	// Set by the reader before done is closed.
 	got     uint64 // bytes of a READ covered by data and hole chunks
@@ -110,14 +129,48 @@ func dialConn(ctx context.Context, conn net.Conn, export, source string, opts []
 	for _, o := range opts {
 		o(&cfg)
 	}
-	c, err := withDeadline(ctx, conn, func() (*Client, error) { return handshakeClient(conn, export, cfg) })
+	if cfg.stall <= 0 {
+		cfg.stall = DefaultStallTimeout
+	}
+	sc := &stallConn{Conn: conn, timeout: cfg.stall}
+	c, err := withDeadline(ctx, conn, func() (*Client, error) { return handshakeClient(sc, export, cfg) })
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("nbd: connecting to %s: %w", source, err)
 	}
 	c.source = source
+	c.stall, sc.c = sc, c
 	go c.readLoop()
 	return c, nil
+}
+
+// stallConn gives every read a deadline of timeout from its start while
+// requests are pending, so that a server that stops answering fails them
+// instead of hanging them forever; an idle connection reads with no
+// deadline. The deadline is set under the client's mutex, as is the one
+// start sets for a new request, so that neither undoes the other.
+type stallConn struct {
+	net.Conn
+	timeout time.Duration
+	c       *Client // nil during the handshake
+}
+
+func (s *stallConn) Read(p []byte) (int, error) {
+	if c := s.c; c != nil {
+		c.mu.Lock()
+		s.arm(len(c.pending) > 0)
+		c.mu.Unlock()
+	}
+	return s.Conn.Read(p)
+}
+
+// arm sets or clears the read deadline; the caller holds the client's mutex.
+func (s *stallConn) arm(pending bool) {
+	if pending {
+		s.Conn.SetReadDeadline(time.Now().Add(s.timeout))
+	} else {
+		s.Conn.SetReadDeadline(time.Time{})
+	}
 }
 
 // withDeadline runs f, making conn's I/O fail once ctx is done.
@@ -212,8 +265,14 @@ func (c *Client) HasMetaContext(name string) bool {
 }
 
 // ReadAt reads len(p) bytes at off (io.ReaderAt); reads past the end of
-// the export are cut short with io.EOF.
+// the export are cut short with io.EOF. It can be stopped only by the
+// stall timeout; ReadAtContext also stops when ctx ends.
 func (c *Client) ReadAt(p []byte, off int64) (int, error) {
+	return c.ReadAtContext(context.Background(), p, off)
+}
+
+// ReadAtContext is ReadAt, returning ctx's error once ctx ends.
+func (c *Client) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("nbd read at negative offset %d", off)
 	}
@@ -221,7 +280,7 @@ func (c *Client) ReadAt(p []byte, off int64) (int, error) {
 		return 0, io.EOF
 	}
 	n := int(min(int64(len(p)), c.info.Size-off))
-	if err := c.Pread(context.Background(), p[:n], off, 0); err != nil {
+	if err := c.Pread(ctx, p[:n], off, 0); err != nil {
 		return 0, err
 	}
 	if n < len(p) {
@@ -453,14 +512,22 @@ func (c *Client) Close() error {
 	}
 	c.closing = true
 	broken := c.err != nil
+	awaited := false // a request someone still waits for
+	for _, cl := range c.pending {
+		awaited = awaited || !cl.gone.Load()
+	}
 	c.mu.Unlock()
 	var err error
 	if !broken {
 		idle := make(chan struct{})
 		go func() { c.inflight.Wait(); close(idle) }()
+		wait := 10 * time.Second
+		if !awaited {
+			wait = 0 // only replies nobody waits for: a stalled server may never send them
+		}
 		select {
 		case <-idle:
-		case <-time.After(10 * time.Second):
+		case <-time.After(wait):
 		}
 		var hdr [requestHeaderSize]byte
 		putRequest(hdr[:], cmdDisc, 0, 0, 0, 0)
@@ -531,6 +598,9 @@ func (c *Client) start(ctx context.Context, cmd uint16, flags CmdFlags, off int6
 	cl.cookie = c.cookie
 	c.pending[cl.cookie] = cl
 	c.inflight.Add(1)
+	if c.stall != nil {
+		c.stall.arm(true) // the reader may be waiting with no deadline
+	}
 	c.mu.Unlock()
 
 	var hdr [requestHeaderSize]byte
@@ -589,6 +659,7 @@ func (c *Client) waitAll(ctx context.Context, calls []*call, startErr error) err
 
 // abandon makes sure the reader never touches cl's buffer again.
 func (c *Client) abandon(cl *call) {
+	cl.gone.Store(true)
 	if cl.buf == nil {
 		return
 	}
@@ -629,6 +700,9 @@ func (c *Client) readLoop() {
 	defer close(c.readerDone)
 	for {
 		if err := c.readReply(); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				err = fmt.Errorf("no reply for %s with requests pending (stall timeout): %w", c.stall.timeout, err)
+			}
 			c.fail(err)
 			return
 		}

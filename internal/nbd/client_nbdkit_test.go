@@ -2,13 +2,16 @@ package nbd
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // startNbdkit runs nbdkit on a unix socket with the given plugin and
@@ -193,5 +196,42 @@ func TestClientRefusesTLSOnlyServer(t *testing.T) {
 	var oe *OptionError
 	if !errors.As(err, &oe) || oe.Reply != repErrTLSReqd {
 		t.Fatalf("dialing a TLS-only server: %v, want a refusal with NBD_REP_ERR_TLS_REQD", err)
+	}
+}
+
+// nbdkit's delay filter holds every read for far longer than the test:
+// a read fails once the stall timeout passes with no reply, and a read
+// whose context ends returns at once, while the server still holds it.
+func TestClientStalledExport(t *testing.T) {
+	sock := startNbdkit(t, "--filter=delay", "memory", "1M", "delay-read=1000")
+	ctx := testCtx(t)
+
+	c, err := Dial(ctx, sockURI(sock, ""), WithStallTimeout(500*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	_, err = c.ReadAt(make([]byte, 4096), 0)
+	if err == nil || !strings.Contains(err.Error(), "stall timeout") {
+		t.Errorf("read of a stalled export = %v, want the stall timeout named", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the stalled read failed after %v, want about the 500ms stall timeout", d)
+	}
+
+	d, err := OpenDisk(ctx, sockURI(sock, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	rctx, cancel := context.WithCancel(ctx)
+	time.AfterFunc(200*time.Millisecond, cancel)
+	start = time.Now()
+	if _, err := d.ReadAtContext(rctx, make([]byte, 4096), 0); !errors.Is(err, context.Canceled) {
+		t.Errorf("read with its context cancelled = %v, want context.Canceled", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the cancelled read returned after %v", d)
 	}
 }

@@ -41,6 +41,12 @@ func (d *Disk) Client() *Client { return d.c }
 // ReadAt reads from the export; it is safe for concurrent use.
 func (d *Disk) ReadAt(p []byte, off int64) (int, error) { return d.c.ReadAt(p, off) }
 
+// ReadAtContext is ReadAt, returning once ctx ends: a backup that is
+// cancelled does not wait on a stalled export.
+func (d *Disk) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	return d.c.ReadAtContext(ctx, p, off)
+}
+
 // Size is the export's size in bytes.
 func (d *Disk) Size() int64 { return d.c.Size() }
 

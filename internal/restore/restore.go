@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -31,7 +32,8 @@ type Target struct {
 	Path string
 	// InPlace overwrites an existing file or block device of the same size,
 	// writing only blocks that differ. Otherwise Path must not exist and is
-	// created as a sparse image.
+	// created as a sparse image: written as PartialPath(Path) and renamed
+	// to Path once complete and synced.
 	InPlace bool
 	// Format is the format of a new image: raw (default) or qcow2. In
 	// place, the target keeps its own format (qcow2 and the other formats
@@ -39,10 +41,20 @@ type Target struct {
 	Format string
 }
 
+// PartialPath is where a new image is written until it is complete. A
+// restore that fails after writing part of it leaves it there, and the
+// next restore to the same path resumes it: it reads what is there and
+// writes only the blocks that are missing or differ, as in place. Every
+// block is compared with its chunk ID, so a partial image of another point,
+// or one a crash left unsynced, costs time, never correctness.
+func PartialPath(path string) string { return path + ".lifeboat-partial" }
+
 // Options tune a restore.
 type Options struct {
 	// Progress, if set, is called about every 200 ms and once at the end.
 	Progress func(Progress)
+	// Warn, if set, receives notices that do not stop the restore.
+	Warn func(string)
 	// Readers is how many runs are fetched, decoded and written at once;
 	// 0 picks 4 per CPU, so that enough direct writes are in flight. Each
 	// holds up to two buffers of maxRun (4 MiB).
@@ -83,6 +95,11 @@ func checkUnlocked(f *os.File) error {
 	return nil
 }
 
+// ErrDiskWrite marks a failure to read or write a restore target (EIO, no
+// space left): the vault is not to blame, and retrying will not help until
+// the target is fixed or given room.
+var ErrDiskWrite = errors.New("restore target disk error")
+
 // ErrSizeMismatch means an in-place target is not the size of the disk.
 var ErrSizeMismatch = errors.New("target size differs from the disk in the recovery point")
 
@@ -99,6 +116,8 @@ type run struct {
 
 type target struct {
 	Target
+	resume  bool        // a new image resumed from its partial file: compared as in place
+	dirty   atomic.Bool // some data was written (a failed new image is kept to resume)
 	f       *os.File
 	w       *directio.Writer // writes to f, around the page cache where it can
 	img     *served          // instead of f and w: an image written through qemu-nbd
@@ -110,6 +129,7 @@ type target struct {
 
 type restorer struct {
 	v        *vault.Vault
+	warn     func(string)
 	reader   *vault.ChunkReader
 	fullOnce sync.Once
 	full     *chunk.Index
@@ -123,12 +143,17 @@ type restorer struct {
 	rescued  atomic.Int64
 }
 
-// Run restores the disks named by targets from point p. If it fails, the
-// new images it created are removed: a half-written image is never left
-// looking like a restored disk. In-place targets keep what was written.
+// Run restores the disks named by targets from point p. A new image is
+// written under PartialPath and renamed into place once complete and
+// synced: a half-written image never looks like a restored disk. If the
+// restore fails, a partial image it wrote data into is kept for the next
+// restore to resume (opts.Warn says so), one it wrote nothing into is
+// removed. In-place targets keep what was written.
 func Run(ctx context.Context, v *vault.Vault, p *recovery.Point, targets []Target, opts Options) (_ Stats, err error) {
 	start := v.Clock().Now()
-	sess, err := v.StartSession(ctx, "restore")
+	// A read-only vault (a surviving copy, a read-only mount or
+	// credentials) is restored from without a marker, with a warning.
+	sess, err := v.StartReadSession(ctx, "restore", opts.Warn)
 	if err != nil {
 		return Stats{}, err
 	}
@@ -142,7 +167,7 @@ func Run(ctx context.Context, v *vault.Vault, p *recovery.Point, targets []Targe
 	if err != nil {
 		return Stats{}, err
 	}
-	r := &restorer{v: v, reader: v.NewChunkReader(ix)}
+	r := &restorer{v: v, warn: opts.Warn, reader: v.NewChunkReader(ix)}
 	if len(condemned) == 0 {
 		r.full = ix
 	}
@@ -152,14 +177,23 @@ func Run(ctx context.Context, v *vault.Vault, p *recovery.Point, targets []Targe
 			if cerr := t.close(); cerr != nil && err == nil {
 				err = cerr
 			}
-			if err != nil && !t.InPlace {
-				os.Remove(t.Path)
+			switch {
+			case err == nil || t.InPlace:
+			case t.img != nil:
+				os.Remove(t.Path) // a new qcow2 image is not resumed: made afresh next time
+			case t.dirty.Load() || t.resume:
+				if opts.Warn != nil {
+					opts.Warn(fmt.Sprintf("disk %s: the partial image is kept as %s: run the same restore again to resume it (or remove it)",
+						t.Disk.Name, PartialPath(t.Path)))
+				}
+			default:
+				os.Remove(PartialPath(t.Path))
 			}
 		}
 	}()
 	var total int64
 	for _, tg := range targets {
-		t, err := open(ctx, v, tg)
+		t, err := r.open(ctx, tg)
 		if err != nil {
 			return Stats{}, err
 		}
@@ -171,8 +205,11 @@ func Run(ctx context.Context, v *vault.Vault, p *recovery.Point, targets []Targe
 		readers = 4 * vault.Workers()
 	}
 	stop := make(chan struct{})
+	var wb sync.WaitGroup // the progress ticker and the writeback goroutines
 	if opts.Progress != nil {
+		wb.Add(1)
 		go func() {
+			defer wb.Done()
 			tk := time.NewTicker(200 * time.Millisecond)
 			defer tk.Stop()
 			for {
@@ -185,7 +222,6 @@ func Run(ctx context.Context, v *vault.Vault, p *recovery.Point, targets []Targe
 			}
 		}()
 	}
-	var wb sync.WaitGroup
 	for _, t := range ts {
 		if t.f == nil {
 			continue
@@ -198,13 +234,18 @@ func Run(ctx context.Context, v *vault.Vault, p *recovery.Point, targets []Targe
 	}
 	err = r.restore(ctx, ts, readers)
 	close(stop)
-	wb.Wait() // before the files are synced and closed
+	wb.Wait() // before the files are synced and closed, and the final update
 	if err != nil {
 		return Stats{}, err
 	}
 	for _, t := range ts {
 		if err := t.sync(ctx); err != nil {
-			return Stats{}, fmt.Errorf("syncing %s: %w", t.Path, err)
+			return Stats{}, fmt.Errorf("syncing %s: %w: %w", t.Path, ErrDiskWrite, err)
+		}
+		if !t.InPlace && t.img == nil {
+			if err := publish(t.Path); err != nil {
+				return Stats{}, fmt.Errorf("restoring disk %s: %w: %w", t.Disk.Name, ErrDiskWrite, err)
+			}
 		}
 	}
 	st := Stats{Bytes: total, WrittenBytes: r.written.Load(), FetchedBytes: r.fetched.Load(),
@@ -215,8 +256,33 @@ func Run(ctx context.Context, v *vault.Vault, p *recovery.Point, targets []Targe
 	return st, nil
 }
 
-func open(ctx context.Context, v *vault.Vault, tg Target) (*target, error) {
-	m, err := image.Load(ctx, v, tg.Disk.Manifest, tg.Disk.Size, tg.Disk.ChunkSize)
+// publish renames a complete new image from its partial path to path,
+// never over an existing file, and syncs the directory.
+func publish(path string) error {
+	if err := unix.Renameat2(unix.AT_FDCWD, PartialPath(path), unix.AT_FDCWD, path, unix.RENAME_NOREPLACE); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("%s appeared during the restore: the restored image is left at %s", path, PartialPath(path))
+		}
+		if !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS) {
+			return fmt.Errorf("renaming %s: %w", PartialPath(path), err)
+		}
+		// A file system without RENAME_NOREPLACE: a hard link fails if
+		// path exists, as the rename must.
+		if err := os.Link(PartialPath(path), path); err != nil {
+			return fmt.Errorf("linking %s to %s: %w", PartialPath(path), path, err)
+		}
+		os.Remove(PartialPath(path))
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func (r *restorer) open(ctx context.Context, tg Target) (*target, error) {
+	m, err := image.Load(ctx, r.v, tg.Disk.Manifest, tg.Disk.Size, tg.Disk.ChunkSize)
 	if err != nil {
 		return nil, fmt.Errorf("disk %s: %w", tg.Disk.Name, err)
 	}
@@ -240,16 +306,22 @@ func open(ctx context.Context, v *vault.Vault, tg Target) (*target, error) {
 		}
 	}
 	if !tg.InPlace {
-		f, err := os.OpenFile(tg.Path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			if errors.Is(err, os.ErrExist) {
-				return nil, fmt.Errorf("restoring disk %s: %s already exists: remove it, or use --in-place to revert it", tg.Disk.Name, tg.Path)
-			}
-			return nil, fmt.Errorf("restoring disk %s: %w", tg.Disk.Name, err)
+		if _, err := os.Lstat(tg.Path); err == nil {
+			return nil, fmt.Errorf("restoring disk %s: %s already exists: remove it, or use --in-place to revert it", tg.Disk.Name, tg.Path)
 		}
-		if err := f.Truncate(m.Size); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("restoring disk %s: sizing %s: %w", tg.Disk.Name, tg.Path, err)
+		partial := PartialPath(tg.Path)
+		f, err := os.OpenFile(partial, os.O_RDWR|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
+		if errors.Is(err, os.ErrExist) {
+			f, err = r.resume(t, partial)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("restoring disk %s: %w: %w", tg.Disk.Name, ErrDiskWrite, err)
+		}
+		if !t.resume {
+			if err := f.Truncate(m.Size); err != nil {
+				f.Close()
+				return nil, fmt.Errorf("restoring disk %s: sizing %s: %w: %w", tg.Disk.Name, partial, ErrDiskWrite, err)
+			}
 		}
 		t.f, t.regular = f, true
 		t.w = directio.NewWriter(f)
@@ -266,7 +338,7 @@ func open(ctx context.Context, v *vault.Vault, tg Target) (*target, error) {
 		if errors.Is(err, unix.EBUSY) {
 			return nil, fmt.Errorf("restoring disk %s in place: %s is in use (mounted or held by another device): %w", tg.Disk.Name, tg.Path, ErrInUse)
 		}
-		return nil, fmt.Errorf("restoring disk %s in place: %w", tg.Disk.Name, err)
+		return nil, fmt.Errorf("restoring disk %s in place: %w: %w", tg.Disk.Name, ErrDiskWrite, err)
 	}
 	st, err := f.Stat()
 	if err != nil {
@@ -294,6 +366,40 @@ func open(ctx context.Context, v *vault.Vault, tg Target) (*target, error) {
 	}
 	t.w = directio.NewWriter(f)
 	return t, nil
+}
+
+// resume opens the partial image a failed restore left, to be compared
+// block by block and completed. One of another size is not this disk's:
+// it is started afresh.
+func (r *restorer) resume(t *target, partial string) (*os.File, error) {
+	f, err := os.OpenFile(partial, os.O_RDWR|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%s is not a regular file: remove it", partial)
+	}
+	if err := checkUnlocked(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s %w", partial, err)
+	}
+	if st.Size() != t.m.Size {
+		if r.warn != nil {
+			r.warn(fmt.Sprintf("disk %s: %s is %d bytes, not the %d of this disk: starting it afresh", t.Disk.Name, partial, st.Size(), t.m.Size))
+		}
+		return f, f.Truncate(0)
+	}
+	if r.warn != nil {
+		r.warn(fmt.Sprintf("disk %s: resuming the partial image %s: writing only the blocks missing or different", t.Disk.Name, partial))
+	}
+	t.resume = true
+	return f, nil
 }
 
 // lookup finds a chunk, falling back to locations in condemned packs.
@@ -418,7 +524,7 @@ func (r *restorer) plan(ctx context.Context, t *target, runs chan<- *run) error 
 // whose current content differs.
 func (r *restorer) needed(ctx context.Context, t *target) ([]int, error) {
 	var need []int
-	if !t.InPlace {
+	if !t.InPlace && !t.resume {
 		for b, id := range t.m.IDs {
 			if id.IsZero() {
 				r.zeros.Add(1)
@@ -440,7 +546,7 @@ func (r *restorer) needed(ctx context.Context, t *target) ([]int, error) {
 		off := int64(b) * int64(t.m.ChunkSize)
 		buf := make([]byte, n)
 		if err := t.readAt(ctx, buf, off); err != nil {
-			return fmt.Errorf("reading %s at offset %d: %w", t.Path, off, err)
+			return fmt.Errorf("reading %s at offset %d: %w: %w", t.Path, off, ErrDiskWrite, err)
 		}
 		want := t.m.IDs[b]
 		if want.IsZero() {
@@ -484,13 +590,15 @@ func (r *restorer) zero(ctx context.Context, t *target, off int64, n int) error 
 		err := unix.Fallocate(int(t.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, int64(n))
 		if err == nil {
 			r.written.Add(int64(n))
+			t.dirty.Store(true)
 			return nil
 		}
 	}
 	if _, err := t.w.WriteAt(directio.Alloc(n), off); err != nil {
-		return fmt.Errorf("writing zeros to %s at offset %d: %w", t.Path, off, err)
+		return fmt.Errorf("writing zeros to %s at offset %d: %w: %w", t.f.Name(), off, ErrDiskWrite, err)
 	}
 	r.written.Add(int64(n))
+	t.dirty.Store(true)
 	return nil
 }
 
@@ -533,8 +641,9 @@ func (r *restorer) fetch(ctx context.Context, rn *run, fb *fetchBufs) error {
 			return nil
 		}
 		if err := t.writeAt(ctx, out, outOff); err != nil {
-			return fmt.Errorf("writing %s at offset %d: %w", t.Path, outOff, err)
+			return fmt.Errorf("writing %s at offset %d: %w: %w", t.Path, outOff, ErrDiskWrite, err)
 		}
+		t.dirty.Store(true)
 		r.written.Add(int64(len(out)))
 		r.done.Add(int64(len(out)))
 		t.wrote(int64(len(out)))
@@ -630,7 +739,7 @@ func (t *target) writeback(stop <-chan struct{}) {
 // before looking at what is allocated, so a revert of pure overwrites
 // could fail for want of space it does not need.
 func (t *target) preallocate(blocks []int) error {
-	if !t.regular || t.f == nil || t.InPlace || len(blocks) == 0 {
+	if !t.regular || t.f == nil || t.InPlace || t.resume || len(blocks) == 0 {
 		return nil
 	}
 	cs := int64(t.m.ChunkSize)
@@ -654,10 +763,10 @@ func (t *target) preallocate(blocks []int) error {
 		case first && (errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EINVAL)):
 			return nil // not supported here: the writes allocate as they go
 		case errors.Is(err, unix.ENOSPC), errors.Is(err, unix.EDQUOT):
-			return fmt.Errorf("restoring disk %s: not enough space on the file system of %s for its %d bytes of data: %w",
-				t.Disk.Name, t.Path, need, err)
+			return fmt.Errorf("restoring disk %s: not enough space on the file system of %s for its %d bytes of data: %w: %w",
+				t.Disk.Name, t.Path, need, ErrDiskWrite, err)
 		default:
-			return fmt.Errorf("restoring disk %s: allocating %d bytes in %s at offset %d: %w", t.Disk.Name, end-off, t.Path, off, err)
+			return fmt.Errorf("restoring disk %s: allocating %d bytes in %s at offset %d: %w: %w", t.Disk.Name, end-off, t.Path, off, ErrDiskWrite, err)
 		}
 		first = false
 	}

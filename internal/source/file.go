@@ -31,6 +31,11 @@ type Disk interface {
 	Close() error
 }
 
+// ErrOpen marks a disk that could not be opened (missing, not permitted,
+// not a disk): a mistake in what was asked for rather than a failing disk
+// or storage.
+var ErrOpen = errors.New("cannot open disk")
+
 // File is a raw image file or a block device.
 type File struct {
 	f       *os.File
@@ -43,7 +48,7 @@ type File struct {
 func OpenFile(path string) (*File, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("opening disk %s: %w", path, err)
+		return nil, fmt.Errorf("%w %s: %w", ErrOpen, path, err)
 	}
 	st, err := f.Stat()
 	if err != nil {

@@ -23,7 +23,15 @@ const (
 	// be (another host's clock running ahead) before it is judged
 	// implausible: planted, or written by a host whose clock is wrong.
 	SessionSkew = 5 * time.Minute
+
+	// SessionCleanup bounds ending a session (End, Abandon, Finish): a run
+	// that failed because the storage froze must not hang on its marker.
+	// A marker left behind dies with the process or at SessionExpiry.
+	SessionCleanup = 30 * time.Second
 )
+
+// refreshEvery is SessionRefresh, shortened by tests.
+var refreshEvery = SessionRefresh
 
 // SessionInfo is the content of a session marker.
 type SessionInfo struct {
@@ -44,13 +52,18 @@ type SessionInfo struct {
 }
 
 // Session is a running operation's marker, kept fresh until End.
+//
+// The refresh goroutine owns info and name until it has stopped (done is
+// closed); End and Abandon use them only after. No lock is held across
+// network I/O: stopping the refresh cancels a write it has in flight.
 type Session struct {
-	v    *Vault
-	mu   sync.Mutex
-	info SessionInfo
-	name string
-	stop chan struct{}
-	done chan struct{}
+	v        *Vault
+	info     SessionInfo
+	name     string // "" for a reader whose marker could not be written
+	stop     chan struct{}
+	stopOnce sync.Once
+	cancelIO context.CancelFunc // cancels the refresh's I/O in flight
+	done     chan struct{}
 	// unindexed counts pack uploads attempted by this session's packers
 	// and not yet named by an index object.
 	unindexed atomic.Int64
@@ -66,7 +79,30 @@ func (v *Vault) StartSession(ctx context.Context, kind string) (*Session, error)
 		return nil, err
 	}
 	s.name = name
-	go s.refresh()
+	ioCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancelIO = cancel
+	go s.refresh(ioCtx)
+	return s, nil
+}
+
+// StartReadSession is StartSession for an operation that only reads
+// (restore, the source of a copy). Its marker only keeps a prune from
+// deleting what it reads, so when the store refuses to write it (a
+// read-only mount or credentials, a full disk: blob.IsRefused) it warns
+// and goes on without one. A prune running at the same time could then
+// delete data it reads; such a read fails, since every read is verified,
+// and nothing wrong is restored.
+func (v *Vault) StartReadSession(ctx context.Context, kind string, warn func(string)) (*Session, error) {
+	s, err := v.StartSession(ctx, kind)
+	if err == nil || !blob.IsRefused(err) || ctx.Err() != nil {
+		return s, err
+	}
+	if warn != nil {
+		warn(fmt.Sprintf("%s: going on without a session marker (%v): a prune running at the same time could delete data this %s reads; "+
+			"every read is still verified, so it would fail rather than give wrong data", v.store, err, kind))
+	}
+	s = &Session{v: v, stop: make(chan struct{}), done: make(chan struct{}), cancelIO: func() {}}
+	close(s.done)
 	return s, nil
 }
 
@@ -79,19 +115,17 @@ func (s *Session) write(ctx context.Context) (string, error) {
 	return name, nil
 }
 
-func (s *Session) refresh() {
+func (s *Session) refresh(ctx context.Context) {
 	defer close(s.done)
-	t := time.NewTicker(SessionRefresh)
+	t := time.NewTicker(refreshEvery)
 	defer t.Stop()
 	for {
 		select {
 		case <-s.stop:
 			return
 		case <-t.C:
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			s.mu.Lock()
+			ctx, cancel := context.WithTimeout(ctx, time.Minute)
 			s.replace(ctx) // a failed refresh is retried at the next tick
-			s.mu.Unlock()
 			cancel()
 		}
 	}
@@ -113,22 +147,26 @@ func (s *Session) replace(ctx context.Context) error {
 	return nil
 }
 
-// stopRefresh ends the background refresh; it is idempotent.
+// stopRefresh ends the background refresh, cutting short a write it has
+// in flight, and waits for it; it is idempotent.
 func (s *Session) stopRefresh() {
-	s.mu.Lock()
-	select {
-	case <-s.stop:
-	default:
+	s.stopOnce.Do(func() {
 		close(s.stop)
-	}
-	s.mu.Unlock()
+		s.cancelIO()
+	})
 	<-s.done
 }
 
 // End removes the marker: the operation finished and left nothing for
-// another to clean up (every pack it stored is in an index object).
+// another to clean up (every pack it stored is in an index object). It
+// gives up after SessionCleanup.
 func (s *Session) End(ctx context.Context) error {
 	s.stopRefresh()
+	if s.name == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, SessionCleanup)
+	defer cancel()
 	if err := s.v.store.Delete(ctx, s.name); err != nil {
 		return fmt.Errorf("removing session marker: %w", err)
 	}
@@ -142,6 +180,11 @@ func (s *Session) End(ctx context.Context) error {
 // as this process exits or SessionExpiry passes, which has the same effect.
 func (s *Session) Abandon(ctx context.Context) error {
 	s.stopRefresh()
+	if s.name == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, SessionCleanup)
+	defer cancel()
 	s.info.Abandoned = true
 	return s.replace(ctx)
 }

@@ -45,6 +45,8 @@ type Options struct {
 	// each vault: the copy warns when one has vanished from the source or
 	// the target, and records the points it copies.
 	Seen *lastseen.Book
+	// Warn, if set, receives notices that do not stop the copy.
+	Warn func(string)
 }
 
 // Progress reports a running copy.
@@ -142,7 +144,9 @@ func Run(ctx context.Context, from, to *vault.Vault, opts Options) (*Stats, erro
 
 	// Sessions first, as restore and backup do: a prune of either vault
 	// that plans after this point defers its deletions until we are done.
-	srcSess, err := c.from.StartSession(ctx, "copy")
+	// The source is only read: a read-only source (a surviving copy, a
+	// read-only mount) is copied without its marker, with a warning.
+	srcSess, err := c.from.StartReadSession(ctx, "copy", opts.Warn)
 	if err != nil {
 		return nil, fmt.Errorf("source %s: %w", from.Store(), err)
 	}

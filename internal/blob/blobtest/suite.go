@@ -277,6 +277,9 @@ func testGetRange(t *testing.T, s blob.Store) {
 		if !blob.IsPermanent(err) {
 			t.Errorf("GetRange(%d, %d) = %v: retrying cannot fix a bad range, want IsPermanent", r.off, r.n, err)
 		}
+		if r.off >= 0 && r.n >= 0 && r.off <= math.MaxInt64-r.n && !errors.Is(err, blob.ErrOutOfRange) {
+			t.Errorf("GetRange(%d, %d) = %v: past the end of the object, want ErrOutOfRange", r.off, r.n, err)
+		}
 	}
 
 	// A range of the empty object.

@@ -25,6 +25,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -344,6 +345,29 @@ func (s *Server) Stop() {
 	s.cmd.Process.Kill()
 	<-s.exited
 	s.cmd, s.exited = nil, nil
+}
+
+// Pause freezes the server (SIGSTOP), like a host that hangs: the kernel
+// still accepts connections and takes requests, nothing answers them.
+// Resume thaws it; the test's cleanup does too, so that Stop can reap it.
+func (s *Server) Pause() {
+	s.t.Helper()
+	s.signal(syscall.SIGSTOP)
+	s.t.Cleanup(s.Resume)
+}
+
+// Resume thaws a paused server (SIGCONT); it answers what queued meanwhile.
+func (s *Server) Resume() { s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		s.t.Errorf("sending %s to %s: %v", sig, s.spec.Name, err)
+	}
 }
 
 // Restart starts a stopped server again on the same address with the same

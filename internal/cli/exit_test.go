@@ -1,0 +1,92 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"lifeboat/internal/backup"
+	"lifeboat/internal/blob"
+	"lifeboat/internal/restore"
+	"lifeboat/internal/source"
+)
+
+// TestExitCodeClassification feeds ExitCode errors made by the real
+// thing where it can run here: a missing disk file, a truncated object, a
+// refused connection, a server that never answers.
+func TestExitCodeClassification(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+
+	_, missingDisk := source.OpenFile(filepath.Join(dir, "no-such-disk.img"))
+
+	vaultDir := filepath.Join(dir, "vault")
+	os.MkdirAll(filepath.Join(vaultDir, "packs", "ab"), 0o700)
+	os.WriteFile(filepath.Join(vaultDir, "packs", "ab", "abcd"), make([]byte, 100), 0o600)
+	store, err := blob.NewDir(vaultDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, truncated := store.GetRange(ctx, "packs/ab/abcd", 50, 100)
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	_, refused := net.Dial("tcp", addr)
+
+	// A server that accepts and never answers: the transport's header
+	// timeout, a net.Error whose Timeout() is true.
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	hc := &http.Client{Transport: &http.Transport{ResponseHeaderTimeout: 100 * time.Millisecond}}
+	_, headerTimeout := hc.Get("http://" + silent.Addr().String() + "/")
+
+	for _, tc := range []struct {
+		name string
+		err  error
+		want int
+	}{
+		{"missing --disk file", fmt.Errorf("backup: %w", missingDisk), ExitError},
+		{"bare errno ENOENT", fmt.Errorf("reading x: %w", syscall.ENOENT), ExitError},
+		{"truncated pack", fmt.Errorf("restoring: %w", truncated), ExitCorrupt},
+		{"connection refused", fmt.Errorf("s3: %w", refused), ExitStorage},
+		{"response header timeout", fmt.Errorf("s3: %w", headerTimeout), ExitStorage},
+		{"directory vault full", fmt.Errorf("%s: writing packs/x: %w", vaultDir, &os.PathError{Op: "write", Path: "x", Err: syscall.ENOSPC}), ExitStorage},
+		{"directory vault read-only", &os.PathError{Op: "open", Path: "x", Err: syscall.EROFS}, ExitStorage},
+		{"source disk EIO", fmt.Errorf("reading disk vda: %w: %w", backup.ErrDiskRead, syscall.EIO), ExitDisk},
+		{"restore target full", fmt.Errorf("restoring disk vda: %w: %w", restore.ErrDiskWrite, syscall.ENOSPC), ExitDisk},
+		{"interrupted", fmt.Errorf("backup: %w", context.Canceled), ExitInterrupted},
+	} {
+		if tc.err == nil {
+			t.Fatalf("%s: the setup made no error", tc.name)
+		}
+		if got := ExitCode(tc.err); got != tc.want {
+			t.Errorf("%s: ExitCode(%v) = %d, want %d", tc.name, tc.err, got, tc.want)
+		}
+	}
+	if !errors.Is(truncated, blob.ErrPermanent) {
+		t.Errorf("a range past the end must stay permanent: %v", truncated)
+	}
+}

@@ -1,0 +1,76 @@
+package cli_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"lifeboat/internal/blob"
+	"lifeboat/internal/blob/miniotest"
+	"lifeboat/internal/cli"
+	"lifeboat/internal/vault"
+)
+
+// TestReadOnlyS3Credentials: with read-only credentials (MinIO temporary
+// credentials from AssumeRole with a policy allowing only reads) a restore
+// works, warning that it runs without its session marker; a backup is
+// refused as storage refusing (7).
+func TestReadOnlyS3Credentials(t *testing.T) {
+	srv := miniotest.Start(t)
+	cfg := srv.Config
+	cfg.Prefix = "vault"
+	ctx := context.Background()
+	store, err := blob.NewS3(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vault.Init(ctx, store, []byte(testPassphrase), vault.Options{KDF: cheapKDF, PackSize: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	url := "s3://" + cfg.Bucket + "/vault"
+	img := filepath.Join(t.TempDir(), "vda.img")
+	makeExt4(t, img, 16, smallFiles)
+	r := inProcEnv(ctx, s3Env(cfg), "--vault", url, "-q", "--json", "backup", "--machine", "web1", "--disk", "vda="+img)
+	if r.code != 0 {
+		t.Fatalf("backup: %s", r)
+	}
+	id := parsePoint(t, r).ID
+
+	policy := fmt.Sprintf(`{"Version":"2012-10-17","Statement":[{"Effect":"Allow",
+		"Action":["s3:GetObject","s3:ListBucket","s3:GetBucketLocation"],
+		"Resource":["arn:aws:s3:::%s","arn:aws:s3:::%s/*"]}]}`, cfg.Bucket, cfg.Bucket)
+	sts, err := credentials.NewSTSAssumeRole("http://"+cfg.Endpoint, credentials.STSAssumeRoleOptions{
+		AccessKey: cfg.AccessKey, SecretKey: cfg.SecretKey, Policy: policy, Location: cfg.Region})
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := sts.GetWithContext(nil)
+	if err != nil {
+		t.Fatalf("AssumeRole with a read-only policy: %v", err)
+	}
+	ro := cfg
+	ro.AccessKey, ro.SecretKey, ro.SessionToken = creds.AccessKeyID, creds.SecretAccessKey, creds.SessionToken
+	roStore, err := blob.NewS3(ctx, ro)
+	if err != nil {
+		t.Fatalf("opening the bucket with the read-only credentials: %v", err)
+	}
+	if err := roStore.Put(ctx, "sessions/probe", []byte("x")); !blob.IsRefused(err) {
+		t.Fatalf("a Put with the read-only credentials = %v, want it refused", err)
+	}
+	env := s3Env(ro)
+	env["AWS_SESSION_TOKEN"] = ro.SessionToken
+
+	out := filepath.Join(t.TempDir(), "vda.raw")
+	r = inProcEnv(ctx, env, "--vault", url, "restore", "--machine", "web1", id, "--disk", "vda", "--to-file", out)
+	if r.code != 0 || !strings.Contains(r.stderr, "session marker") || !strings.Contains(r.stderr, "prune") {
+		t.Fatalf("restore with read-only credentials: want success with a warning, got %s", r)
+	}
+	sameContent(t, img, out)
+
+	r = inProcEnv(ctx, env, "--vault", url, "-q", "backup", "--machine", "web1", "--disk", "vda="+img)
+	expect(t, "backup with read-only credentials", r, cli.ExitStorage, "refused")
+}
