@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -118,22 +117,20 @@ from --new-password-file or LIFEBOAT_NEW_PASSWORD.`,
 	return cmd
 }
 
-var diskNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
-
 // diskSpecs turns --disk values into names and paths: NAME=PATH, or PATH
 // named by the definition's disks in order, or by the file's base name.
 func diskSpecs(values []string, def *recovery.Definition) (names, paths []string, err error) {
 	seen := map[string]bool{}
 	for i, v := range values {
 		name, path := "", v
-		if k, p, ok := strings.Cut(v, "="); ok && diskNameRE.MatchString(k) {
+		if k, p, ok := strings.Cut(v, "="); ok && recovery.ValidName("disk", k) == nil {
 			name, path = k, p
 		} else if def != nil && i < len(def.Disks) {
 			name = def.Disks[i].Name
 		} else {
 			base := filepath.Base(path)
 			name = strings.TrimSuffix(base, filepath.Ext(base))
-			if !diskNameRE.MatchString(name) {
+			if recovery.ValidName("disk", name) != nil {
 				name = fmt.Sprintf("disk%d", i)
 			}
 		}
@@ -172,7 +169,7 @@ func (a *app) pointsCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "points [--machine NAME]",
 		Short: "List recovery points",
-		Long:  "List the recovery points in the vault, oldest first, optionally of one machine.",
+		Long:  "List the recovery points in the vault, oldest first, optionally of one machine.\nAn object under points/ that is not a readable point is skipped with a warning naming it.",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			v, err := a.open(cmd.Context())
@@ -241,7 +238,10 @@ func (a *app) restoreCommand() *cobra.Command {
                            differ; with --disk NAME --to-file F, revert F instead
 
 Existing files are never overwritten except with --in-place, which requires the
-target to have exactly the size of the disk in the point.
+target to have exactly the size of the disk in the point: images and the definition
+are new files of mode 0600, and a symbolic link in their place is refused, not
+followed. A damaged or foreign object under points/ or index/ is skipped with a
+warning naming it; the restore fails only if it needs that object.
 
 Before writing a new image, the restore reserves space for the blocks it will write
 (fallocate): a file system without room for the disk's data fails at once, with an
@@ -272,31 +272,29 @@ as it is decoded; the images are synced to disk before the command returns.`,
 			if err != nil {
 				return err
 			}
-			points, err := recovery.List(ctx, v)
-			if err != nil {
-				return err
-			}
-			p, err := recovery.Find(points, machine, args[0])
+			p, err := recovery.Resolve(ctx, v, machine, args[0])
 			if err != nil {
 				return err
 			}
 			var targets []restore.Target
-			files := map[string]string{}
+			var plan *restore.DirPlan
+			if to != "" {
+				if plan, err = restore.PlanDir(p, to, suffix); err != nil {
+					return err
+				}
+				targets = plan.Targets
+				if err := os.MkdirAll(to, 0o755); err != nil {
+					return fmt.Errorf("creating %s: %w", to, err)
+				}
+			}
 			for _, d := range p.Disks {
-				if diskName != "" && d.Name != diskName {
-					continue
+				if to == "" && (diskName == "" || d.Name == diskName) {
+					t := restore.Target{Disk: d, InPlace: inPlace, Path: d.Source}
+					if toFile != "" {
+						t.Path = toFile
+					}
+					targets = append(targets, t)
 				}
-				t := restore.Target{Disk: d, InPlace: inPlace}
-				switch {
-				case toFile != "":
-					t.Path = toFile
-				case to != "":
-					t.Path = filepath.Join(to, d.Name+".raw")
-				default:
-					t.Path = d.Source
-				}
-				files[d.Name] = t.Path
-				targets = append(targets, t)
 			}
 			if len(targets) == 0 {
 				var names []string
@@ -304,11 +302,6 @@ as it is decoded; the images are synced to disk before the command returns.`,
 					names = append(names, d.Name)
 				}
 				return fmt.Errorf("%w: point %s has no disk %q (it has %s)", recovery.ErrNoPoint, p.ID.Short(), diskName, strings.Join(names, ", "))
-			}
-			if to != "" {
-				if err := os.MkdirAll(to, 0o755); err != nil {
-					return fmt.Errorf("creating %s: %w", to, err)
-				}
 			}
 			pb := newBar(a.env.Stderr, "restore "+machine, !a.quiet)
 			st, err := restore.Run(ctx, v, p, targets, restore.Options{Progress: func(pr restore.Progress) {
@@ -318,20 +311,15 @@ as it is decoded; the images are synced to disk before the command returns.`,
 				return fmt.Errorf("restore of %s point %s: %w", machine, p.ID.Short(), err)
 			}
 			var defPath string
-			if to != "" {
-				for name, path := range files {
-					if abs, err := filepath.Abs(path); err == nil {
-						files[name] = abs
-					}
-				}
-				def, err := recovery.RestoredDefinition(p.Definition, suffix, files)
-				if err != nil {
+			if plan != nil {
+				if err := plan.WriteDefinition(); err != nil {
 					return err
 				}
-				defPath = filepath.Join(to, machine+suffix+".json")
-				if err := os.WriteFile(defPath, append(def, '\n'), 0o644); err != nil {
-					return fmt.Errorf("writing definition: %w", err)
-				}
+				defPath = plan.Definition
+			}
+			files := map[string]string{}
+			for _, t := range targets {
+				files[t.Disk.Name] = t.Path
 			}
 			if a.jsonOut {
 				return a.printJSON(map[string]any{"point": p.ID.String(), "machine": machine, "disks": files,

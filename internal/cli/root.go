@@ -125,7 +125,7 @@ func (a *app) passphrase() ([]byte, error) {
 }
 
 func (a *app) options() vault.Options {
-	o := vault.Options{Clock: a.env.Clock}
+	o := vault.Options{Clock: a.env.Clock, Warn: func(s string) { a.warnf("%s", s) }}
 	if a.env.KDF != nil {
 		o.KDF = a.env.KDF.KDF
 	}

@@ -299,11 +299,13 @@ func copyLive(ctx context.Context, v *vault.Vault, p *packState, owner map[chunk
 	return nil
 }
 
-// referenced loads every point and returns the chunks and manifests they use.
+// referenced loads every point and returns the chunks and manifests they
+// use. It fails if any object under points/ is unreadable: that point might
+// need data prune would otherwise delete.
 func referenced(ctx context.Context, v *vault.Vault) (chunks map[chunk.ID]uint32, manifests map[chunk.ID]bool, n int, err error) {
-	points, err := recovery.List(ctx, v)
+	points, err := recovery.ListAll(ctx, v)
 	if err != nil {
-		return nil, nil, 0, err
+		return nil, nil, 0, fmt.Errorf("prune needs every point readable (run verify): %w", err)
 	}
 	chunks, manifests = map[chunk.ID]uint32{}, map[chunk.ID]bool{}
 	for _, p := range points {

@@ -212,10 +212,10 @@ func open(ctx context.Context, v *vault.Vault, tg Target) (*target, error) {
 	}
 	t := &target{Target: tg, m: m, kick: make(chan struct{}, 1)}
 	if !tg.InPlace {
-		f, err := os.OpenFile(tg.Path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		f, err := createNew(tg.Path)
 		if err != nil {
-			if errors.Is(err, os.ErrExist) {
-				return nil, fmt.Errorf("restoring disk %s: %s already exists: remove it, or use --in-place to revert it", tg.Disk.Name, tg.Path)
+			if errors.Is(err, ErrExists) {
+				return nil, fmt.Errorf("restoring disk %s: %w, or use --in-place to revert it", tg.Disk.Name, err)
 			}
 			return nil, fmt.Errorf("restoring disk %s: %w", tg.Disk.Name, err)
 		}

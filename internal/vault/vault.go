@@ -105,7 +105,8 @@ type Vault struct {
 	clock  clock.Clock
 	host   string
 	kdf    crypto.KDFParams
-	upload int    // parallel uploads
+	upload int // parallel uploads
+	warn   func(string)
 	slot   string // the key slot this vault was opened with
 }
 
@@ -117,6 +118,9 @@ type Options struct {
 	KDF         crypto.KDFParams // key slots written; zero = crypto.DefaultKDF
 	Clock       clock.Clock      // nil = real time
 	Uploads     int              // parallel uploads; 0 = 4
+	// Warn, if set, receives notices that do not stop an operation, such
+	// as an unreadable object that a listing skipped.
+	Warn func(string)
 }
 
 func (o *Options) fill() {
@@ -128,6 +132,9 @@ func (o *Options) fill() {
 	}
 	if o.Uploads == 0 {
 		o.Uploads = 4
+	}
+	if o.Warn == nil {
+		o.Warn = func(string) {}
 	}
 }
 
@@ -199,7 +206,7 @@ func newVault(store blob.Store, cfg Config, keys keyPayload, opts Options) (*Vau
 	}
 	host, _ := os.Hostname()
 	return &Vault{store: store, cfg: cfg, keys: keys, codec: codec, clock: opts.Clock, host: host,
-		kdf: opts.KDF, upload: opts.Uploads}, nil
+		kdf: opts.KDF, upload: opts.Uploads, warn: opts.Warn}, nil
 }
 
 // ReadConfig reads and checks the config without a passphrase.
@@ -326,6 +333,9 @@ func (v *Vault) Clock() clock.Clock { return v.clock }
 // Host is this machine's host name, as recorded in points and sessions.
 func (v *Vault) Host() string { return v.host }
 
+// Warn passes a notice that does not stop the operation to Options.Warn.
+func (v *Vault) Warn(msg string) { v.warn(msg) }
+
 // Workers is how many CPU-bound goroutines engines should run.
 func Workers() int { return runtime.GOMAXPROCS(0) }
 
@@ -376,18 +386,31 @@ func (v *Vault) LoadObject(ctx context.Context, kind string, id chunk.ID) ([]byt
 // ListIDs lists the IDs of all objects of kind. Names that are not IDs are
 // reported as an error naming them.
 func (v *Vault) ListIDs(ctx context.Context, kind string) ([]chunk.ID, error) {
-	var ids []chunk.ID
-	err := v.store.List(ctx, kind+"/", func(i blob.Info) error {
+	ids, foreign, err := v.ScanIDs(ctx, kind)
+	if err != nil {
+		return nil, err
+	}
+	if len(foreign) > 0 {
+		return nil, fmt.Errorf("listing %s: unexpected object %q: %w", kind, foreign[0], chunk.ErrCorrupt)
+	}
+	return ids, nil
+}
+
+// ScanIDs lists the IDs of all objects of kind, and apart the names under
+// kind/ that are not IDs (a stray README, a planted file).
+func (v *Vault) ScanIDs(ctx context.Context, kind string) (ids []chunk.ID, foreign []string, err error) {
+	err = v.store.List(ctx, kind+"/", func(i blob.Info) error {
 		base := i.Name[strings.LastIndex(i.Name, "/")+1:]
 		id, err := chunk.ParseID(base)
-		if err != nil {
-			return fmt.Errorf("unexpected object %s: %w", i.Name, err)
+		if err != nil || ObjectName(kind, id) != i.Name {
+			foreign = append(foreign, i.Name)
+			return nil
 		}
 		ids = append(ids, id)
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("listing %s: %w", kind, err)
+		return nil, nil, fmt.Errorf("listing %s: %w", kind, err)
 	}
-	return ids, nil
+	return ids, foreign, nil
 }
