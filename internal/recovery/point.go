@@ -174,18 +174,26 @@ func Load(ctx context.Context, v *vault.Vault, id chunk.ID) (*Point, error) {
 	if err != nil {
 		return nil, err
 	}
-	name := vault.ObjectName(vault.KindPoint, id)
-	p := &Point{}
-	if err := json.Unmarshal(data, p); err != nil {
-		return nil, fmt.Errorf("%s: %w: %w", name, chunk.ErrCorrupt, err)
-	}
-	if p.Version != 1 {
-		return nil, fmt.Errorf("%s: point version %d: %w", name, p.Version, vault.ErrNewerFormat)
-	}
-	if err := p.Check(); err != nil {
-		return nil, fmt.Errorf("%s: %w: %w", name, chunk.ErrCorrupt, err)
+	p, err := Decode(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", vault.ObjectName(vault.KindPoint, id), err)
 	}
 	p.ID = id
+	return p, nil
+}
+
+// Decode parses and checks the plaintext of a point object.
+func Decode(data []byte) (*Point, error) {
+	p := &Point{}
+	if err := json.Unmarshal(data, p); err != nil {
+		return nil, fmt.Errorf("%w: %w", chunk.ErrCorrupt, err)
+	}
+	if p.Version != 1 {
+		return nil, fmt.Errorf("point version %d: %w", p.Version, vault.ErrNewerFormat)
+	}
+	if err := p.Check(); err != nil {
+		return nil, fmt.Errorf("%w: %w", chunk.ErrCorrupt, err)
+	}
 	return p, nil
 }
 
