@@ -250,6 +250,10 @@ func Open(ctx context.Context, store blob.Store, passphrase []byte, opts Options
 	var damaged []string
 	for _, name := range slots {
 		data, err := store.Get(ctx, name)
+		if errors.Is(err, blob.ErrTooLarge) {
+			damaged = append(damaged, fmt.Sprintf("key slot %s: %v", name, err))
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("reading key slot %s: %w", name, err)
 		}
