@@ -14,6 +14,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"lifeboat/internal/blob"
@@ -119,7 +120,8 @@ type Options struct {
 	Clock       clock.Clock      // nil = real time
 	Uploads     int              // parallel uploads; 0 = 4
 	// Warn, if set, receives notices that do not stop an operation, such
-	// as an unreadable object that a listing skipped.
+	// as an unreadable object that a listing skipped; it is called one
+	// notice at a time.
 	Warn func(string)
 }
 
@@ -135,6 +137,13 @@ func (o *Options) fill() {
 	}
 	if o.Warn == nil {
 		o.Warn = func(string) {}
+	}
+	// One at a time: the vault warns from parallel loads.
+	warn, mu := o.Warn, &sync.Mutex{}
+	o.Warn = func(s string) {
+		mu.Lock()
+		defer mu.Unlock()
+		warn(s)
 	}
 }
 
