@@ -74,7 +74,7 @@ func Prune(ctx context.Context, v *vault.Vault, opts PruneOptions) (*PruneReport
 	}
 	for _, s := range live {
 		if s.Kind == "prune" {
-			return nil, fmt.Errorf("%w (host %s, pid %d, started %s)", ErrPruneRunning, s.Host, s.PID, s.Started.Format(time.RFC3339))
+			return nil, fmt.Errorf("%w (host %q, pid %d, started %s)", ErrPruneRunning, s.Host, s.PID, s.Started.Format(time.RFC3339))
 		}
 	}
 	var sess *vault.Session // nil in a dry run, which stores nothing
@@ -337,7 +337,7 @@ func execute(ctx context.Context, v *vault.Vault, plan *vault.Plan, rep *PruneRe
 	}
 	for _, s := range live {
 		if s.Kind != "prune" && s.Started.Before(plan.Created.Add(sessionMargin)) {
-			logf("a %s on %s (pid %d) started before the prune plan: deferring deletion to a later prune", s.Kind, s.Host, s.PID)
+			logf("a %q on %q (pid %d) started before the prune plan: deferring deletion to a later prune", s.Kind, s.Host, s.PID)
 			return false, nil
 		}
 	}
