@@ -25,3 +25,17 @@ go vet "${pkgs[@]}"
 CGO_ENABLED=0 go vet ./internal/chunk
 CGO_ENABLED=0 go test -count=1 ./internal/chunk
 go test -race -timeout 30m "$@" "${pkgs[@]}"
+
+# Every parser of vault objects, fuzzed for a few seconds each (docs/format.md
+# objects; issue 10): no panic, allocation bounded by the input. -fuzz takes
+# one target per run. LIFEBOAT_FUZZTIME=1m fuzzes longer.
+fuzztime=${LIFEBOAT_FUZZTIME:-2s}
+for target in \
+  "./internal/chunk FuzzPackHeader" "./internal/chunk FuzzBlob" "./internal/chunk FuzzIndexObject" \
+  "./internal/image FuzzManifest" \
+  "./internal/recovery FuzzPoint" "./internal/recovery FuzzDefinition" \
+  "./internal/vault FuzzConfig" "./internal/vault FuzzSessionMarker" "./internal/vault FuzzSealedObject" \
+  "./internal/crypto FuzzKeySlot"; do
+  read -r pkg fn <<<"$target"
+  go test -run '^$' -fuzz "^${fn}\$" -fuzztime "$fuzztime" "$pkg"
+done

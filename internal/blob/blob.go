@@ -13,6 +13,11 @@
 //   - Get and GetRange return ErrNotExist (test with IsNotExist) for a
 //     missing object. GetRange of a range past the end fails with
 //     ErrOutOfRange.
+//   - GetRange returns exactly length bytes or an error naming the object,
+//     whatever the server announces. Get refuses an object larger than
+//     MaxSize(name), the cap of its kind (limits.go), with ErrTooLarge, and
+//     Put refuses to store one: a damaged or hostile store cannot make
+//     lifeboat allocate more than a cap.
 //   - List calls fn for every object whose name starts with prefix, in no
 //     particular order; an error from fn stops the listing and is returned.
 //   - Delete of a missing object is not an error.

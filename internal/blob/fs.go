@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -49,6 +48,9 @@ func (d *Dir) Put(ctx context.Context, name string, data []byte) error {
 		return err
 	}
 	if err := ValidName(name); err != nil {
+		return err
+	}
+	if err := checkSize(d, name, int64(len(data))); err != nil {
 		return err
 	}
 	final := d.path(name)
@@ -144,12 +146,15 @@ func (d *Dir) Get(ctx context.Context, name string) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	f, _, err := d.open(name)
+	f, st, err := d.open(name)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	data, err := io.ReadAll(f)
+	data, err := readCapped(d, name, f, st.Size())
+	if errors.Is(err, ErrTooLarge) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: reading %s: %w", d, name, err)
 	}

@@ -25,6 +25,9 @@ func (m *Mem) Put(ctx context.Context, name string, data []byte) error {
 	if err := ValidName(name); err != nil {
 		return err
 	}
+	if err := checkSize(m, name, int64(len(data))); err != nil {
+		return err
+	}
 	cp := append([]byte(nil), data...)
 	m.mu.Lock()
 	m.objects[name] = cp
@@ -44,6 +47,9 @@ func (m *Mem) Get(ctx context.Context, name string) ([]byte, error) {
 	m.mu.RUnlock()
 	if !ok {
 		return nil, notExist(m, name)
+	}
+	if err := checkSize(m, name, int64(len(data))); err != nil {
+		return nil, err
 	}
 	return append([]byte(nil), data...), nil
 }

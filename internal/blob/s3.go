@@ -430,6 +430,9 @@ func (s *S3) Put(ctx context.Context, name string, data []byte) error {
 	if err := ValidName(name); err != nil {
 		return err
 	}
+	if err := checkSize(s, name, int64(len(data))); err != nil {
+		return err
+	}
 	opts := minio.PutObjectOptions{ContentType: "application/octet-stream"}
 	var err error
 	if len(data) <= singlePutMax {
@@ -464,7 +467,10 @@ func (s *S3) Get(ctx context.Context, name string) ([]byte, error) {
 }
 
 // get returns length bytes at offset, or the whole object if length is
-// negative.
+// negative. The response's Content-Length is checked before anything is
+// allocated for it: a whole object must be within MaxSize, a range exactly
+// the length asked for. A server that announces more than it sends costs
+// no more memory than it sent.
 func (s *S3) get(ctx context.Context, op, name string, offset, length int64) ([]byte, error) {
 	var opts minio.GetObjectOptions
 	if length >= 0 {
@@ -477,32 +483,39 @@ func (s *S3) get(ctx context.Context, op, name string, offset, length int64) ([]
 		return nil, s.wrap(ctx, op, name, err)
 	}
 	defer body.Close()
-	var data []byte
-	if info.Size >= 0 {
-		data = make([]byte, info.Size)
-		_, err = io.ReadFull(body, data)
-	} else {
-		data, err = io.ReadAll(body)
-	}
-	if err != nil {
-		return nil, s.wrap(ctx, op, name, fmt.Errorf("reading the response: %w", err))
-	}
 	if length < 0 {
-		return data, nil
-	}
-	if header.Get("Content-Range") == "" {
-		// The server ignored the range and sent the whole object.
-		if offset > int64(len(data)) || length > int64(len(data))-offset {
-			return nil, fmt.Errorf("%s: %s %s: range %d+%d past the end of the object of %d bytes: %w",
-				s, op, name, offset, length, len(data), ErrOutOfRange)
+		data, err := readCapped(s, name, body, info.Size)
+		if err != nil && !errors.Is(err, ErrTooLarge) {
+			err = s.wrap(ctx, op, name, fmt.Errorf("reading the response: %w", err))
 		}
-		return data[offset : offset+length], nil
+		return data, err
 	}
-	if int64(len(data)) != length {
+	var r io.Reader = body
+	if header.Get("Content-Range") == "" {
+		// The server ignored the range and sends the whole object: skip to
+		// the range and read only it.
+		if info.Size >= 0 && (offset > info.Size || length > info.Size-offset) {
+			return nil, fmt.Errorf("%s: %s %s: range %d+%d past the end of the object of %d bytes: %w",
+				s, op, name, offset, length, info.Size, ErrOutOfRange)
+		}
+		if _, err := io.CopyN(io.Discard, body, offset); err != nil {
+			return nil, s.wrap(ctx, op, name, fmt.Errorf("reading the response: %w", err))
+		}
+		r = io.LimitReader(body, length)
+	} else if info.Size != length {
 		// A range that starts inside the object but ends past it is
-		// answered with the bytes that exist.
-		return nil, fmt.Errorf("%s: %s %s: range %d+%d past the end of the object (%d bytes returned): %w",
-			s, op, name, offset, length, len(data), ErrOutOfRange)
+		// answered with the bytes that exist: past the end. A server may
+		// also lie, announcing more than asked.
+		sentinel := ErrOutOfRange
+		if info.Size > length {
+			sentinel = ErrTooLarge
+		}
+		return nil, fmt.Errorf("%s: %s %s: asked for %d bytes at %d, the response has %d: %w: %w",
+			s, op, name, length, offset, info.Size, sentinel, ErrPermanent)
+	}
+	data := make([]byte, length)
+	if _, err := io.ReadFull(r, data); err != nil {
+		return nil, s.wrap(ctx, op, name, fmt.Errorf("reading the response: %w", err))
 	}
 	return data, nil
 }

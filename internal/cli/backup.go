@@ -569,7 +569,7 @@ func (a *app) nbdTracking(ctx context.Context, v *vault.Vault, bf backupFlags, c
 func (a *app) runLiveBackup(ctx context.Context, bf backupFlags, cons recovery.Consistency, def []byte) error {
 	var only []string
 	for _, d := range bf.disks {
-		if !diskNameRE.MatchString(d) {
+		if recovery.ValidName("disk", d) != nil {
 			return usageError{fmt.Errorf("with --qmp, --disk names a disk of the machine (vda, ...), not %q", d)}
 		}
 		only = append(only, d)

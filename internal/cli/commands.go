@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -119,22 +118,20 @@ from --new-password-file or LIFEBOAT_NEW_PASSWORD.`,
 	return cmd
 }
 
-var diskNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
-
 // diskSpecs turns --disk values into names and paths: NAME=PATH, or PATH
 // named by the definition's disks in order, or by the file's base name.
 func diskSpecs(values []string, def *recovery.Definition) (names, paths []string, err error) {
 	seen := map[string]bool{}
 	for i, v := range values {
 		name, path := "", v
-		if k, p, ok := strings.Cut(v, "="); ok && diskNameRE.MatchString(k) {
+		if k, p, ok := strings.Cut(v, "="); ok && recovery.ValidName("disk", k) == nil {
 			name, path = k, p
 		} else if def != nil && i < len(def.Disks) {
 			name = def.Disks[i].Name
 		} else {
 			base := filepath.Base(path)
 			name = strings.TrimSuffix(base, filepath.Ext(base))
-			if !diskNameRE.MatchString(name) {
+			if recovery.ValidName("disk", name) != nil {
 				name = fmt.Sprintf("disk%d", i)
 			}
 		}
@@ -180,6 +177,8 @@ Each host records the newest point of every machine it has seen in a vault
 $XDG_STATE_HOME/lifeboat). points, restore, backup and vault copy warn, naming
 it, when such a point is gone without this host having forgotten it: deleted at
 the storage, or the vault rolled back. forget on this host updates the record.
+An object under points/ that is not a readable point is skipped with a warning
+naming it.
 
 CHANGES says how the backup found what changed since the point before:
 tracking (a dirty bitmap), compare (every block read and compared), full (no
@@ -267,7 +266,11 @@ started beside the original on one network, the two clash. --new-macs gives each
 NIC a new random address in QEMU's locally administered range 52:54:00:xx:xx:xx.
 
 Existing files are never overwritten except with --in-place, which requires the
-target to be a disk of exactly the size of the disk in the point.
+target to be a disk of exactly the size of the disk in the point: new images and the
+definition are new files of mode 0600, and a symbolic link in their place is refused,
+not followed; a file or link where the definition goes is refused before any image is
+written. A damaged or foreign object under points/ or index/ is skipped with a warning
+naming it; the restore fails only if it needs that object.
 
 Before writing a new image, the restore reserves space for the blocks it will write
 (fallocate): a file system without room for the disk's data fails at once, with an
@@ -292,7 +295,8 @@ cannot be stored.`,
 			if machine == "" {
 				return usageError{errors.New("--machine is required")}
 			}
-			req := restore.Request{Dir: to, Disk: diskName, File: toFile, InPlace: inPlace, Format: format}
+			req := restore.Request{Dir: to, Disk: diskName, File: toFile, InPlace: inPlace, Format: format,
+				Definition: recovery.RestoreOptions{Suffix: suffix, NewMACs: newMACs}}
 			if err := req.Validate(); err != nil {
 				return usageError{err}
 			}
@@ -300,12 +304,10 @@ cannot be stored.`,
 			if err != nil {
 				return err
 			}
-			points, err := recovery.List(ctx, v)
-			if err != nil {
-				return err
+			p, points, err := recovery.Resolve(ctx, v, machine, args[0])
+			if points != nil {
+				a.checkSeen(v, points)
 			}
-			a.checkSeen(v, points)
-			p, err := recovery.Find(points, machine, args[0])
 			if err != nil {
 				return err
 			}
@@ -328,7 +330,7 @@ cannot be stored.`,
 			var defPath string
 			var def *recovery.Restored
 			if to != "" {
-				if defPath, def, err = restore.WriteDefinition(p, to, targets, recovery.RestoreOptions{Suffix: suffix, NewMACs: newMACs}); err != nil {
+				if defPath, def, err = restore.WriteDefinition(p, req, targets); err != nil {
 					return err
 				}
 				for _, w := range def.Warnings {

@@ -148,7 +148,7 @@ back to the plain variable.`,
 				return err
 			}
 			pb := newBar(a.env.Stderr, "copy", !a.quiet && !a.jsonOut)
-			st, err := vaultcopy.Run(ctx, src, dst, vaultcopy.Options{Machine: machine, Seen: a.book(), Warn: func(s string) { a.warnf("%s", s) }, Progress: func(p vaultcopy.Progress) {
+			st, err := vaultcopy.Run(ctx, src, dst, vaultcopy.Options{Machine: machine, Seen: a.book(), Progress: func(p vaultcopy.Progress) {
 				pb.update(p.DoneBytes, p.TotalBytes, p.Elapsed, p.Final)
 			}})
 			if err != nil {

@@ -177,8 +177,10 @@ func TestCorruptObject(t *testing.T) {
 		{"pack/first-byte", firstPack, func(string) int64 { return 0 }, nil, []int{0, 1}, nil},
 		{"pack/header", firstPack, func(p string) int64 { return last(p) - 20 }, nil, []int{0, 1}, nil},
 		{"pack/trailer", firstPack, last, nil, []int{0, 1}, nil},
-		{"index/first-byte", vault.ObjectName(vault.KindIndex, indexes[0]), func(string) int64 { return 0 }, []int{0, 1}, nil, nil},
-		{"index/last-byte", vault.ObjectName(vault.KindIndex, indexes[0]), last, []int{0, 1}, nil, nil},
+		// A damaged index object is skipped with a warning naming it: a
+		// restore fails only if a chunk it needs is located by no other.
+		{"index/first-byte", vault.ObjectName(vault.KindIndex, indexes[0]), func(string) int64 { return 0 }, nil, []int{0, 1}, nil},
+		{"index/last-byte", vault.ObjectName(vault.KindIndex, indexes[0]), last, nil, []int{0, 1}, nil},
 		{"manifest/middle", manifestName, func(p string) int64 { return last(p) / 2 }, []int{1}, nil, []int{0}},
 		{"manifest/last-byte", manifestName, last, []int{1}, nil, []int{0}},
 		{"point/middle", "points/" + sv.points[1], func(p string) int64 { return last(p) / 2 }, []int{1}, []int{0}, nil},

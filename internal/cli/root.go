@@ -140,7 +140,7 @@ func (a *app) passphrase() ([]byte, error) {
 }
 
 func (a *app) options() vault.Options {
-	o := vault.Options{Clock: a.env.Clock}
+	o := vault.Options{Clock: a.env.Clock, Warn: func(s string) { a.warnf("%s", s) }}
 	if a.env.KDF != nil {
 		o.KDF = a.env.KDF.KDF
 	}
@@ -161,13 +161,7 @@ func (a *app) open(ctx context.Context) (*vault.Vault, error) {
 	if err != nil {
 		return nil, err
 	}
-	v, err := vault.Open(ctx, store, pw, a.options())
-	if err == nil {
-		for _, w := range v.Warnings() {
-			a.warnf("%s: %s", store, w)
-		}
-	}
-	return v, err
+	return vault.Open(ctx, store, pw, a.options())
 }
 
 // book is this host's record of the newest points seen in each vault

@@ -202,17 +202,13 @@ func FormatOfName(path string) string {
 }
 
 // Create makes a new, empty image of format at path with a disk of size
-// bytes (`qemu-img create`). path must not exist: it is claimed first so
-// that nothing there is ever overwritten.
+// bytes (`qemu-img create`). path must be an empty file the caller has
+// just created for it (exclusively, with the mode it wants): qemu-img
+// create overwrites what is there. A failure leaves the file to the
+// caller.
 func Create(ctx context.Context, path, format string, size int64) error {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	f.Close()
 	cmd := exec.CommandContext(ctx, "qemu-img", "create", "-q", "-f", format, path, fmt.Sprint(size))
 	if out, err := cmd.CombinedOutput(); err != nil {
-		os.Remove(path)
 		if errors.Is(err, exec.ErrNotFound) {
 			return fmt.Errorf("creating %s image %s: install qemu-img and qemu-nbd (qemu-utils): %w", format, path, err)
 		}

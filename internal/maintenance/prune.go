@@ -89,7 +89,7 @@ func Prune(ctx context.Context, v *vault.Vault, opts PruneOptions) (*PruneReport
 	}
 	for _, s := range live {
 		if s.Kind == "prune" {
-			return nil, fmt.Errorf("%w (host %s, pid %d, started %s)", ErrPruneRunning, s.Host, s.PID, s.Started.Format(time.RFC3339))
+			return nil, fmt.Errorf("%w (host %q, pid %d, started %s)", ErrPruneRunning, s.Host, s.PID, s.Started.Format(time.RFC3339))
 		}
 	}
 	var sess *vault.Session // nil in a dry run, which stores nothing
@@ -323,11 +323,13 @@ func copyLive(ctx context.Context, v *vault.Vault, p *packState, owner map[chunk
 	return nil
 }
 
-// referenced loads every point and returns the chunks and manifests they use.
+// referenced loads every point and returns the chunks and manifests they
+// use. It fails if any object under points/ is unreadable: that point might
+// need data prune would otherwise delete.
 func referenced(ctx context.Context, v *vault.Vault) (chunks map[chunk.ID]uint32, manifests map[chunk.ID]bool, n int, err error) {
-	points, err := recovery.List(ctx, v)
+	points, err := recovery.ListAll(ctx, v)
 	if err != nil {
-		return nil, nil, 0, err
+		return nil, nil, 0, fmt.Errorf("prune needs every point readable (run verify): %w", err)
 	}
 	chunks, manifests = map[chunk.ID]uint32{}, map[chunk.ID]bool{}
 	for _, p := range points {
@@ -359,7 +361,7 @@ func execute(ctx context.Context, v *vault.Vault, plan *vault.Plan, rep *PruneRe
 	}
 	for _, s := range live {
 		if s.Kind != "prune" && s.Started.Before(plan.Created.Add(sessionMargin)) {
-			logf("a %s on %s (pid %d) started before the prune plan: deferring deletion to a later prune", s.Kind, s.Host, s.PID)
+			logf("a %q on %q (pid %d) started before the prune plan: deferring deletion to a later prune", s.Kind, s.Host, s.PID)
 			return false, nil
 		}
 	}

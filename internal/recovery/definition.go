@@ -163,6 +163,19 @@ func RestoredName(name, suffix string) string {
 	return name + suffix
 }
 
+// RestoredMachineName is the name of the restored copy of a point's
+// machine, as RestoredDefinition writes it: the stored definition's name,
+// else machine, with suffix (RestoredName).
+func RestoredMachineName(raw json.RawMessage, machine, suffix string) string {
+	var doc map[string]any
+	if json.Unmarshal(raw, &doc) == nil {
+		if name, ok := doc["name"].(string); ok {
+			return RestoredName(name, suffix)
+		}
+	}
+	return RestoredName(machine, suffix)
+}
+
 // RestoredDisk is one disk of a point as restored: its name in the point,
 // the absolute path of its new image and the image's format.
 type RestoredDisk struct {

@@ -245,9 +245,47 @@ func (p *Point) NoteSummary(width int) (s string, cut bool) {
 	return s, cut
 }
 
+// Check refuses a point whose names could not have been given on input:
+// machine and disk names pass ValidName, the one check of names given to
+// backup, and are local paths, because restore joins them to a directory;
+// the consistency is a known level. A point read from a vault is checked
+// before any of it is used: an attacker with the passphrase, or a buggy
+// writer, could store a disk named "../../etc/x" that authenticates.
+func (p *Point) Check() error {
+	if err := ValidName("machine", p.Machine); err != nil {
+		return err
+	}
+	if _, err := ParseConsistency(string(p.Consistency)); err != nil {
+		return err
+	}
+	if len(p.Disks) == 0 {
+		return errors.New("point has no disks")
+	}
+	seen := map[string]bool{}
+	for _, d := range p.Disks {
+		if err := ValidName("disk", d.Name); err != nil {
+			return err
+		}
+		if !filepath.IsLocal(d.Name) {
+			return fmt.Errorf("disk name %q is not a local file name", d.Name)
+		}
+		if seen[d.Name] {
+			return fmt.Errorf("two disks named %q", d.Name)
+		}
+		seen[d.Name] = true
+		if d.Size < 0 {
+			return fmt.Errorf("disk %s: negative size %d", d.Name, d.Size)
+		}
+	}
+	return nil
+}
+
 // Save stores the point; this commits it.
 func Save(ctx context.Context, v *vault.Vault, p *Point) error {
 	p.Version = 1
+	if err := p.Check(); err != nil {
+		return fmt.Errorf("refusing to store point: %w", err)
+	}
 	data, err := json.Marshal(p)
 	if err != nil {
 		return fmt.Errorf("encoding point: %w", err)
@@ -260,53 +298,153 @@ func Save(ctx context.Context, v *vault.Vault, p *Point) error {
 	return nil
 }
 
-// Load reads one point.
+// Load reads one point. A point that does not decode, or whose names fail
+// Check, is an error wrapping chunk.ErrCorrupt that names the object.
 func Load(ctx context.Context, v *vault.Vault, id chunk.ID) (*Point, error) {
 	data, err := v.LoadObject(ctx, vault.KindPoint, id)
 	if err != nil {
 		return nil, err
 	}
-	p := &Point{}
-	if err := json.Unmarshal(data, p); err != nil {
-		return nil, fmt.Errorf("%s: %w: %w", vault.ObjectName(vault.KindPoint, id), chunk.ErrCorrupt, err)
-	}
-	if p.Version != 1 {
-		return nil, fmt.Errorf("%s: point version %d is not supported", vault.ObjectName(vault.KindPoint, id), p.Version)
+	p, err := Decode(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", vault.ObjectName(vault.KindPoint, id), err)
 	}
 	p.ID = id
 	return p, nil
 }
 
-// List loads every point, oldest first. Points deleted while listing are skipped.
-func List(ctx context.Context, v *vault.Vault) ([]*Point, error) {
-	ids, err := v.ListIDs(ctx, vault.KindPoint)
+// Decode parses and checks the plaintext of a point object.
+func Decode(data []byte) (*Point, error) {
+	p := &Point{}
+	if err := json.Unmarshal(data, p); err != nil {
+		return nil, fmt.Errorf("%w: %w", chunk.ErrCorrupt, err)
+	}
+	if p.Version != 1 {
+		return nil, fmt.Errorf("point version %d: %w", p.Version, vault.ErrNewerFormat)
+	}
+	if err := p.Check(); err != nil {
+		return nil, fmt.Errorf("%w: %w", chunk.ErrCorrupt, err)
+	}
+	return p, nil
+}
+
+// Unreadable is an object under points/ that is not a readable point.
+type Unreadable struct {
+	Name string
+	ID   chunk.ID // zero when the name is not a point ID
+	Err  error
+}
+
+// Scan loads every point, oldest first, and returns apart the objects
+// under points/ that are not readable points: a foreign name, a damaged
+// or planted object, an unknown version. Points deleted while listing are
+// skipped. Errors of the storage itself stop it.
+func Scan(ctx context.Context, v *vault.Vault) ([]*Point, []Unreadable, error) {
+	ids, foreign, err := v.ScanIDs(ctx, vault.KindPoint)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	var bad []Unreadable
+	for _, name := range foreign {
+		bad = append(bad, Unreadable{Name: name, Err: fmt.Errorf("%q: not a point ID: %w", name, chunk.ErrCorrupt)})
 	}
 	points := make([]*Point, len(ids))
+	errs := make([]error, len(ids))
 	idx := make([]int, len(ids))
 	for i := range idx {
 		idx[i] = i
 	}
 	err = vault.Parallel(ctx, 8, idx, func(ctx context.Context, i int) error {
 		p, err := Load(ctx, v, ids[i])
-		if blob.IsNotExist(err) {
-			return nil
+		switch {
+		case err == nil:
+			points[i] = p
+		case blob.IsNotExist(err):
+		case unreadable(err):
+			errs[i] = err
+		default:
+			return err
 		}
-		points[i] = p
-		return err
+		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("loading points: %w", err)
+		return nil, nil, fmt.Errorf("loading points: %w", err)
 	}
 	out := points[:0]
-	for _, p := range points {
+	for i, p := range points {
 		if p != nil {
 			out = append(out, p)
+		} else if errs[i] != nil {
+			bad = append(bad, Unreadable{Name: vault.ObjectName(vault.KindPoint, ids[i]), ID: ids[i], Err: errs[i]})
 		}
 	}
 	Sort(out)
-	return out, nil
+	return out, bad, nil
+}
+
+// unreadable reports whether err is about the object's content rather than
+// the storage: damaged, planted, too large, or of an unknown version.
+func unreadable(err error) bool {
+	return errors.Is(err, chunk.ErrCorrupt) || errors.Is(err, blob.ErrTooLarge) || errors.Is(err, vault.ErrNewerFormat)
+}
+
+// List loads every readable point, oldest first. An object under points/
+// that is not a readable point is skipped with a warning naming it
+// (vault.Options.Warn), so that one damaged or planted object does not
+// stop listing, restoring or backing up the others.
+func List(ctx context.Context, v *vault.Vault) ([]*Point, error) {
+	points, bad, err := Scan(ctx, v)
+	if err != nil {
+		return nil, err
+	}
+	warnUnreadable(v, bad)
+	return points, nil
+}
+
+func warnUnreadable(v *vault.Vault, bad []Unreadable) {
+	for _, b := range bad {
+		v.Warn(fmt.Sprintf("skipping %q: %v", b.Name, b.Err))
+	}
+}
+
+// ListAll loads every point and fails if any object under points/ is not a
+// readable point. Prune uses it: a point it could not read may need data
+// that it would otherwise delete.
+func ListAll(ctx context.Context, v *vault.Vault) ([]*Point, error) {
+	points, bad, err := Scan(ctx, v)
+	if err != nil {
+		return nil, err
+	}
+	if len(bad) > 0 {
+		names := make([]string, len(bad))
+		for i, b := range bad {
+			names[i] = b.Name
+		}
+		return nil, fmt.Errorf("%d unreadable object(s) under points/ (%s): %w", len(bad), strings.Join(names, ", "), bad[0].Err)
+	}
+	return points, nil
+}
+
+// Resolve finds the point ref ("latest" or an ID prefix) of machine among
+// the readable points, warning about unreadable ones. When ref names an
+// unreadable point, the error is that point's. It also returns every
+// readable point (of all machines, oldest first), found or not, for the
+// caller's other checks (lastseen); nil only on an error of the storage.
+func Resolve(ctx context.Context, v *vault.Vault, machine, ref string) (*Point, []*Point, error) {
+	points, bad, err := Scan(ctx, v)
+	if err != nil {
+		return nil, nil, err
+	}
+	warnUnreadable(v, bad)
+	p, err := Find(points, machine, ref)
+	if errors.Is(err, ErrNoPoint) && ref != "latest" {
+		for _, b := range bad {
+			if !b.ID.IsZero() && strings.HasPrefix(b.ID.String(), strings.ToLower(ref)) {
+				return nil, points, fmt.Errorf("point %s: %w", ref, b.Err)
+			}
+		}
+	}
+	return p, points, err
 }
 
 // Sort orders points oldest first, ties by ID.

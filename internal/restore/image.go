@@ -53,15 +53,22 @@ type served struct {
 
 // create makes a new image of t.Format, sparse: the restore then writes
 // only the non-zero blocks into it, which leaves every other cluster
-// unallocated.
+// unallocated. The file is created as every file a restore makes
+// (createNew), then formatted.
 func (t *target) create(ctx context.Context) error {
 	if t.Format != container.QCOW2 {
 		return fmt.Errorf("restoring disk %s: format %q: lifeboat writes raw or qcow2: %w", t.Disk.Name, t.Format, ErrFormat)
 	}
-	if err := container.Create(ctx, t.Path, t.Format, t.m.Size); err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("restoring disk %s: %s already exists: remove it, or use --in-place to revert it", t.Disk.Name, t.Path)
+	f, err := createNew(t.Path)
+	if err != nil {
+		if errors.Is(err, ErrExists) {
+			return fmt.Errorf("restoring disk %s: %w: remove it, or use --in-place to revert it", t.Disk.Name, err)
 		}
+		return fmt.Errorf("restoring disk %s: %w: %w", t.Disk.Name, ErrDiskWrite, err)
+	}
+	f.Close()
+	if err := container.Create(ctx, t.Path, t.Format, t.m.Size); err != nil {
+		os.Remove(t.Path)
 		return fmt.Errorf("restoring disk %s: %w", t.Disk.Name, err)
 	}
 	if err := t.serve(ctx, container.QCOW2); err != nil {

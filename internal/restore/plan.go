@@ -31,6 +31,10 @@ type Request struct {
 	// (recovery.Point.DiskFormat). In place: the target's own format,
 	// which a Format given must be.
 	Format string
+	// Definition says how WriteDefinition rewrites the machine definition
+	// of a Dir restore: the suffix its name gets, which also names its
+	// file, and new MAC addresses.
+	Definition recovery.RestoreOptions
 }
 
 // Validate checks that the request names exactly one mode.
@@ -57,7 +61,17 @@ func (r Request) Validate() error {
 // in-place revert of a disk whose image the point does not record is
 // recovery.ErrNoImage. In place, each image is written in its own format
 // (Run checks it against the point's and the image's header).
+//
+// For a Dir restore, the point's names are checked again
+// (recovery.Point.Check), since they become file names in Dir, and a file
+// or symbolic link already at the definition's path is ErrExists: refused
+// now, before any image is written.
 func Plan(p *recovery.Point, req Request) ([]Target, error) {
+	if req.Dir != "" {
+		if err := p.Check(); err != nil {
+			return nil, fmt.Errorf("point %s: %w", p.ID.Short(), err)
+		}
+	}
 	switch req.Format {
 	case "", container.Raw, container.QCOW2:
 	default:
@@ -103,6 +117,15 @@ func Plan(p *recovery.Point, req Request) ([]Target, error) {
 		}
 		return nil, fmt.Errorf("%w: point %s has no disk %q (it has %s)", recovery.ErrNoPoint, p.ID.Short(), req.Disk, strings.Join(names, ", "))
 	}
+	if req.Dir != "" {
+		path, err := definitionPath(p, req)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := os.Lstat(path); err == nil {
+			return nil, fmt.Errorf("restored machine definition %s %w: remove it first", path, ErrExists)
+		}
+	}
 	return targets, nil
 }
 
@@ -123,12 +146,28 @@ func fileFormat(path, asked, recorded string) (string, error) {
 	return recorded, nil
 }
 
-// WriteDefinition writes the definition of the restored machine into dir
-// as NAME.json, NAME being the machine's restored name, with every disk
-// naming its image in targets and the format written there
-// (recovery.RestoredDefinition). It returns the file's path and the
+// definitionPath is the file WriteDefinition writes for a restore into
+// req.Dir: NAME.json, NAME being the restored machine's name.
+func definitionPath(p *recovery.Point, req Request) (string, error) {
+	name := recovery.RestoredMachineName(p.Definition, p.Machine, req.Definition.Suffix)
+	if err := recovery.ValidName("restored machine", name); err != nil {
+		return "", err // the file name comes from the point: never a path
+	}
+	return filepath.Join(req.Dir, name+".json"), nil
+}
+
+// WriteDefinition writes the definition of the restored machine into
+// req.Dir as NAME.json, NAME being the machine's restored name, with every
+// disk naming its image in targets and the format written there
+// (recovery.RestoredDefinition, with req.Definition). Like the images, it
+// is a new file of mode 0600 (createNew): one already there, or a symbolic
+// link in its place, is refused. It returns the file's path and the
 // rewritten definition, whose Warnings the caller should show.
-func WriteDefinition(p *recovery.Point, dir string, targets []Target, opts recovery.RestoreOptions) (string, *recovery.Restored, error) {
+func WriteDefinition(p *recovery.Point, req Request, targets []Target) (string, *recovery.Restored, error) {
+	path, err := definitionPath(p, req)
+	if err != nil {
+		return "", nil, err
+	}
 	disks := make([]recovery.RestoredDisk, len(targets))
 	for i, t := range targets {
 		abs, err := filepath.Abs(t.Path)
@@ -137,20 +176,24 @@ func WriteDefinition(p *recovery.Point, dir string, targets []Target, opts recov
 		}
 		disks[i] = recovery.RestoredDisk{Name: t.Disk.Name, File: abs, Format: cmp.Or(t.Format, container.Raw)}
 	}
-	r, err := recovery.RestoredDefinition(p.Definition, disks, opts)
+	r, err := recovery.RestoredDefinition(p.Definition, disks, req.Definition)
 	if err != nil {
 		return "", nil, err
 	}
-	name := r.Name
-	if name == "" {
-		name = recovery.RestoredName(p.Machine, opts.Suffix)
-	}
-	if err := recovery.ValidName("restored machine", name); err != nil {
-		return "", nil, err // the file name comes from the point: never a path
-	}
-	path := filepath.Join(dir, name+".json")
-	if err := os.WriteFile(path, append(r.JSON, '\n'), 0o644); err != nil {
+	f, err := createNew(path)
+	if err != nil {
 		return "", nil, fmt.Errorf("writing the restored definition: %w", err)
+	}
+	_, err = f.Write(append(r.JSON, '\n'))
+	if serr := f.Sync(); err == nil {
+		err = serr
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return "", nil, fmt.Errorf("writing the restored definition %s: %w", path, err)
 	}
 	return path, r, nil
 }

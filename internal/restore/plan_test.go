@@ -2,7 +2,9 @@ package restore
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"lifeboat/internal/recovery"
@@ -10,7 +12,7 @@ import (
 
 func TestPlanFormats(t *testing.T) {
 	def := `{"schema":"lifeboat.machine/v1","name":"vm","cpus":1,"memory_mib":64,"disks":[{"name":"root","format":"qcow2"},{"name":"data"}]}`
-	p := &recovery.Point{Definition: []byte(def), Disks: []recovery.Disk{{Name: "root", Image: "/img/root.qcow2"}, {Name: "data", Format: "vmdk"}}}
+	p := &recovery.Point{Machine: "vm", Consistency: recovery.Crash, Definition: []byte(def), Disks: []recovery.Disk{{Name: "root", Image: "/img/root.qcow2"}, {Name: "data", Format: "vmdk"}}}
 	for _, c := range []struct {
 		req  Request
 		want []string // path:format per target
@@ -55,7 +57,7 @@ func TestPlanFormats(t *testing.T) {
 // virtio0) still gives the paired disk its format.
 func TestPlanFormatOfPairedDisk(t *testing.T) {
 	def := `{"schema":"lifeboat.machine/v1","name":"vm","cpus":1,"memory_mib":64,"disks":[{"name":"root","bus":"virtio","format":"qcow2"},{"name":"data","bus":"virtio","format":"raw"}]}`
-	p := &recovery.Point{Definition: []byte(def), Disks: []recovery.Disk{{Name: "virtio0", Format: "raw"}, {Name: "virtio1", Format: "qcow2"}}}
+	p := &recovery.Point{Machine: "vm", Consistency: recovery.Crash, Definition: []byte(def), Disks: []recovery.Disk{{Name: "virtio0", Format: "raw"}, {Name: "virtio1", Format: "qcow2"}}}
 	ts, err := Plan(p, Request{Dir: "/d"})
 	if err != nil || len(ts) != 2 || ts[0].Path != "/d/virtio0.qcow2" || ts[1].Path != "/d/virtio1.raw" {
 		t.Fatalf("Plan = %+v, %v; want virtio0 as qcow2 (the definition's root), virtio1 as raw (its data)", ts, err)
@@ -63,7 +65,7 @@ func TestPlanFormatOfPairedDisk(t *testing.T) {
 }
 
 func TestPlan(t *testing.T) {
-	p := &recovery.Point{Disks: []recovery.Disk{
+	p := &recovery.Point{Machine: "vm1", Consistency: recovery.Crash, Disks: []recovery.Disk{
 		{Name: "vda", Source: "qemu:/run/vm1/qmp.sock#disk0", Image: "/var/lib/vm1-a.raw", Format: "raw"},
 		{Name: "vdb", Source: "qemu:/run/vm1/qmp.sock#disk1", Image: "/var/lib/vm1-b.qcow2", Format: "qcow2"},
 		{Name: "vdc", Source: "qemu:run/vm1/qmp.sock#disk2"}, // an older point
@@ -106,5 +108,71 @@ func TestPlan(t *testing.T) {
 		if err := good.Validate(); err != nil {
 			t.Errorf("%+v: %v", good, err)
 		}
+	}
+}
+
+// A directory restore checks the point's names again, since they become
+// file names in the directory, and refuses a file or a symbolic link at
+// the definition's path before any image is written. WriteDefinition
+// creates the definition as the images are created: new, mode 0600, never
+// through a link.
+func TestPlanDirDefinition(t *testing.T) {
+	def := `{"schema":"lifeboat.machine/v1","name":"web1","cpus":1,"memory_mib":64,"disks":[{"name":"vda"}]}`
+	good := recovery.Point{Machine: "web1", Consistency: recovery.Crash, Definition: []byte(def), Disks: []recovery.Disk{{Name: "vda", Size: 1 << 20}}}
+	dir := t.TempDir()
+	req := Request{Dir: dir, Definition: recovery.RestoreOptions{Suffix: "-dr"}}
+	for _, name := range []string{"../x", "a/b", "vda\x1b[2J", ""} {
+		p := good
+		p.Disks = []recovery.Disk{{Name: name, Size: 1 << 20}}
+		if ts, err := Plan(&p, req); err == nil {
+			t.Errorf("disk %q: planned %v", name, ts)
+		}
+	}
+	p := good
+	p.Machine = "../web1"
+	if _, err := Plan(&p, req); err == nil {
+		t.Errorf("machine %q planned", p.Machine)
+	}
+
+	defPath := filepath.Join(dir, "web1-dr.json")
+	victim := filepath.Join(t.TempDir(), "victim")
+	for what, plant := range map[string]func() error{
+		"file":          func() error { return os.WriteFile(defPath, []byte("precious\n"), 0o644) },
+		"symlink":       func() error { return os.Symlink(victim, defPath) },
+		"dangling link": func() error { return os.Symlink(filepath.Join(dir, "nowhere"), defPath) },
+	} {
+		if err := plant(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Plan(&good, req); !errors.Is(err, ErrExists) || !strings.Contains(err.Error(), defPath) {
+			t.Errorf("%s at the definition's path: Plan: %v, want ErrExists naming it", what, err)
+		}
+		ts := []Target{{Disk: good.Disks[0], Path: filepath.Join(dir, "vda.raw")}}
+		if _, _, err := WriteDefinition(&good, req, ts); !errors.Is(err, ErrExists) {
+			t.Errorf("%s at the definition's path: WriteDefinition: %v, want ErrExists", what, err)
+		}
+		os.Remove(defPath)
+	}
+	if _, err := os.Stat(victim); err == nil {
+		t.Errorf("the link's target was created")
+	}
+
+	ts, err := Plan(&good, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path, _, err := WriteDefinition(&good, req, ts)
+	if err != nil || path != defPath {
+		t.Fatalf("WriteDefinition = %s, %v; want %s", path, err, defPath)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("definition %s has mode %v, want 0600", path, st.Mode().Perm())
+	}
+	if _, _, err := WriteDefinition(&good, req, ts); !errors.Is(err, ErrExists) {
+		t.Fatalf("WriteDefinition over its own file: %v, want ErrExists", err)
 	}
 }

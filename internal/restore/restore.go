@@ -153,7 +153,7 @@ func Run(ctx context.Context, v *vault.Vault, p *recovery.Point, targets []Targe
 	start := v.Clock().Now()
 	// A read-only vault (a surviving copy, a read-only mount or
 	// credentials) is restored from without a marker, with a warning.
-	sess, err := v.StartReadSession(ctx, "restore", opts.Warn)
+	sess, err := v.StartReadSession(ctx, "restore")
 	if err != nil {
 		return Stats{}, err
 	}
@@ -307,11 +307,11 @@ func (r *restorer) open(ctx context.Context, tg Target) (*target, error) {
 	}
 	if !tg.InPlace {
 		if _, err := os.Lstat(tg.Path); err == nil {
-			return nil, fmt.Errorf("restoring disk %s: %s already exists: remove it, or use --in-place to revert it", tg.Disk.Name, tg.Path)
+			return nil, fmt.Errorf("restoring disk %s: %s %w: remove it, or use --in-place to revert it", tg.Disk.Name, tg.Path, ErrExists)
 		}
 		partial := PartialPath(tg.Path)
-		f, err := os.OpenFile(partial, os.O_RDWR|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
-		if errors.Is(err, os.ErrExist) {
+		f, err := createNew(partial)
+		if errors.Is(err, ErrExists) {
 			f, err = r.resume(t, partial)
 		}
 		if err != nil {

@@ -74,19 +74,29 @@ func (v *Vault) SaveIndexFile(ctx context.Context, f *chunk.IndexFile) (chunk.ID
 }
 
 // LoadIndex loads the union of all index objects, leaving out locations in
-// packs that skip reports true for (condemned packs). Index objects listed
-// in skipIndexes are not read.
+// packs that skip reports true for (condemned packs). An index object that
+// is damaged, planted or has a foreign name is skipped with a warning
+// naming it: the chunks only it located are then missing, which fails a
+// restore that needs them and makes a backup store them again. Prune reads
+// the index objects itself and fails on any of them.
 func (v *Vault) LoadIndex(ctx context.Context, skipPack func(chunk.ID) bool) (*chunk.Index, error) {
-	ids, err := v.ListIDs(ctx, KindIndex)
+	ids, foreign, err := v.ScanIDs(ctx, KindIndex)
 	if err != nil {
 		return nil, err
+	}
+	for _, name := range foreign {
+		v.Warn(fmt.Sprintf("skipping %q: not an index object ID", name))
 	}
 	ix := chunk.NewIndex()
 	err = Parallel(ctx, 8, ids, func(ctx context.Context, id chunk.ID) error {
 		f, err := v.LoadIndexFile(ctx, id)
 		if err != nil {
-			if blob.IsNotExist(err) {
+			switch {
+			case blob.IsNotExist(err):
 				return nil // deleted by a prune after we listed it; its packs are indexed elsewhere
+			case errors.Is(err, chunk.ErrCorrupt), errors.Is(err, blob.ErrTooLarge):
+				v.Warn(fmt.Sprintf("skipping %q: %v", ObjectName(KindIndex, id), err))
+				return nil
 			}
 			return err
 		}

@@ -89,18 +89,16 @@ func (v *Vault) StartSession(ctx context.Context, kind string) (*Session, error)
 // (restore, the source of a copy). Its marker only keeps a prune from
 // deleting what it reads, so when the store refuses to write it (a
 // read-only mount or credentials, a full disk: blob.IsRefused) it warns
-// and goes on without one. A prune running at the same time could then
-// delete data it reads; such a read fails, since every read is verified,
-// and nothing wrong is restored.
-func (v *Vault) StartReadSession(ctx context.Context, kind string, warn func(string)) (*Session, error) {
+// (Options.Warn) and goes on without one. A prune running at the same
+// time could then delete data it reads; such a read fails, since every
+// read is verified, and nothing wrong is restored.
+func (v *Vault) StartReadSession(ctx context.Context, kind string) (*Session, error) {
 	s, err := v.StartSession(ctx, kind)
 	if err == nil || !blob.IsRefused(err) || ctx.Err() != nil {
 		return s, err
 	}
-	if warn != nil {
-		warn(fmt.Sprintf("%s: going on without a session marker (%v): a prune running at the same time could delete data this %s reads; "+
-			"every read is still verified, so it would fail rather than give wrong data", v.store, err, kind))
-	}
+	v.Warn(fmt.Sprintf("%s: going on without a session marker (%v): a prune running at the same time could delete data this %s reads; "+
+		"every read is still verified, so it would fail rather than give wrong data", v.store, err, kind))
 	s = &Session{v: v, stop: make(chan struct{}), done: make(chan struct{}), cancelIO: func() {}}
 	close(s.done)
 	return s, nil

@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"lifeboat/internal/blob"
@@ -120,11 +121,9 @@ type Vault struct {
 	clock  clock.Clock
 	host   string
 	kdf    crypto.KDFParams
-	upload int    // parallel uploads
+	upload int // parallel uploads
+	warn   func(string)
 	slot   string // the key slot this vault was opened with
-	// warnings name what Open found wrong but could do without (key
-	// slots refused or damaged), for the caller to show.
-	warnings []string
 }
 
 // Options tune Init and Open.
@@ -138,6 +137,11 @@ type Options struct {
 	// Version is the format version Init writes; 0 = FormatVersion. Only
 	// tests ask for an older one, to check old vaults stay readable.
 	Version int
+	// Warn, if set, receives notices that do not stop an operation: an
+	// unreadable object a listing skipped, a key slot Open refused or found
+	// damaged, a read session going on without its marker. It is called
+	// one notice at a time.
+	Warn func(string)
 }
 
 func (o *Options) fill() {
@@ -149,6 +153,16 @@ func (o *Options) fill() {
 	}
 	if o.Uploads == 0 {
 		o.Uploads = 4
+	}
+	if o.Warn == nil {
+		o.Warn = func(string) {}
+	}
+	// One at a time: the vault warns from parallel loads.
+	warn, mu := o.Warn, &sync.Mutex{}
+	o.Warn = func(s string) {
+		mu.Lock()
+		defer mu.Unlock()
+		warn(s)
 	}
 }
 
@@ -223,7 +237,7 @@ func newVault(store blob.Store, cfg Config, keys keyPayload, opts Options) (*Vau
 	}
 	host, _ := os.Hostname()
 	return &Vault{store: store, cfg: cfg, keys: keys, codec: codec, clock: opts.Clock, host: host,
-		kdf: opts.KDF, upload: opts.Uploads}, nil
+		kdf: opts.KDF, upload: opts.Uploads, warn: opts.Warn}, nil
 }
 
 // ReadConfig reads and checks the config without a passphrase.
@@ -274,6 +288,10 @@ func Open(ctx context.Context, store blob.Store, passphrase []byte, opts Options
 	var order []parsed
 	for _, name := range slots {
 		data, err := store.Get(ctx, name)
+		if errors.Is(err, blob.ErrTooLarge) {
+			damaged = append(damaged, fmt.Sprintf("key slot %s: %v", name, err))
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("reading key slot %s: %w", name, err)
 		}
@@ -305,11 +323,15 @@ func Open(ctx context.Context, store blob.Store, passphrase []byte, opts Options
 			return nil, fmt.Errorf("%s: %w", store, ErrConfigChanged)
 		}
 		v, err := newVault(store, cfg, keys, opts)
-		if v != nil {
-			v.slot = name
-			v.warnings = damaged
+		if err != nil {
+			return nil, err
 		}
-		return v, err
+		v.slot = name
+		// What Open could do without: the caller is told, the vault opens.
+		for _, d := range damaged {
+			v.Warn(fmt.Sprintf("%s: %s", store, d))
+		}
+		return v, nil
 	}
 	if len(damaged) > 0 {
 		return nil, fmt.Errorf("%s: no key slot opens with this passphrase, and %s: %w", store, strings.Join(damaged, "; "), chunk.ErrCorrupt)
@@ -354,10 +376,6 @@ func randomName() string {
 	return hex.EncodeToString(b)
 }
 
-// Warnings are what Open found wrong but could do without, naming the
-// objects (key slots refused or damaged).
-func (v *Vault) Warnings() []string { return v.warnings }
-
 // Store is the underlying store.
 func (v *Vault) Store() blob.Store { return v.store }
 
@@ -372,6 +390,9 @@ func (v *Vault) Clock() clock.Clock { return v.clock }
 
 // Host is this machine's host name, as recorded in points and sessions.
 func (v *Vault) Host() string { return v.host }
+
+// Warn passes a notice that does not stop the operation to Options.Warn.
+func (v *Vault) Warn(msg string) { v.warn(msg) }
 
 // Workers is how many CPU-bound goroutines engines should run.
 func Workers() int { return runtime.GOMAXPROCS(0) }
@@ -433,18 +454,31 @@ func (v *Vault) LoadObjectMax(ctx context.Context, kind string, id chunk.ID, max
 // ListIDs lists the IDs of all objects of kind. Names that are not IDs are
 // reported as an error naming them.
 func (v *Vault) ListIDs(ctx context.Context, kind string) ([]chunk.ID, error) {
-	var ids []chunk.ID
-	err := v.store.List(ctx, kind+"/", func(i blob.Info) error {
+	ids, foreign, err := v.ScanIDs(ctx, kind)
+	if err != nil {
+		return nil, err
+	}
+	if len(foreign) > 0 {
+		return nil, fmt.Errorf("listing %s: unexpected object %q: %w", kind, foreign[0], chunk.ErrCorrupt)
+	}
+	return ids, nil
+}
+
+// ScanIDs lists the IDs of all objects of kind, and apart the names under
+// kind/ that are not IDs (a stray README, a planted file).
+func (v *Vault) ScanIDs(ctx context.Context, kind string) (ids []chunk.ID, foreign []string, err error) {
+	err = v.store.List(ctx, kind+"/", func(i blob.Info) error {
 		base := i.Name[strings.LastIndex(i.Name, "/")+1:]
 		id, err := chunk.ParseID(base)
-		if err != nil {
-			return fmt.Errorf("unexpected object %s: %w", i.Name, err)
+		if err != nil || ObjectName(kind, id) != i.Name {
+			foreign = append(foreign, i.Name)
+			return nil
 		}
 		ids = append(ids, id)
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("listing %s: %w", kind, err)
+		return nil, nil, fmt.Errorf("listing %s: %w", kind, err)
 	}
-	return ids, nil
+	return ids, foreign, nil
 }

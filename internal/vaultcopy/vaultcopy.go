@@ -45,8 +45,6 @@ type Options struct {
 	// each vault: the copy warns when one has vanished from the source or
 	// the target, and records the points it copies.
 	Seen *lastseen.Book
-	// Warn, if set, receives notices that do not stop the copy.
-	Warn func(string)
 }
 
 // Progress reports a running copy.
@@ -145,8 +143,9 @@ func Run(ctx context.Context, from, to *vault.Vault, opts Options) (*Stats, erro
 	// Sessions first, as restore and backup do: a prune of either vault
 	// that plans after this point defers its deletions until we are done.
 	// The source is only read: a read-only source (a surviving copy, a
-	// read-only mount) is copied without its marker, with a warning.
-	srcSess, err := c.from.StartReadSession(ctx, "copy", opts.Warn)
+	// read-only mount) is copied without its marker, with a warning
+	// (the source's vault.Options.Warn).
+	srcSess, err := c.from.StartReadSession(ctx, "copy")
 	if err != nil {
 		return nil, fmt.Errorf("source %s: %w", from.Store(), err)
 	}
@@ -304,13 +303,9 @@ func loadPoint(ctx context.Context, v *vault.Vault, id chunk.ID) (*sourcePoint, 
 	if err != nil {
 		return nil, err
 	}
-	p := &recovery.Point{}
-	name := vault.ObjectName(vault.KindPoint, id)
-	if err := json.Unmarshal(plain, p); err != nil {
-		return nil, fmt.Errorf("%s: %w: %w", name, chunk.ErrCorrupt, err)
-	}
-	if p.Version != 1 {
-		return nil, fmt.Errorf("%s: point version %d is not supported", name, p.Version)
+	p, err := recovery.Decode(plain)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", vault.ObjectName(vault.KindPoint, id), err)
 	}
 	p.ID = id
 	return &sourcePoint{Point: p, sealed: sealed}, nil

@@ -48,6 +48,7 @@ func Run(t *testing.T, newStore func(t *testing.T) blob.Store) {
 		{"Concurrent", testConcurrent},
 		{"AtomicOverwrite", testAtomicOverwrite},
 		{"Cancelled", testCancelled},
+		{"SizeCaps", testSizeCaps},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -695,4 +696,27 @@ func testCancelled(t *testing.T, s blob.Store) {
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("List cancelled from fn = %v after %d calls, want context.Canceled", err, calls)
 	}
+}
+
+// testSizeCaps: an object over the cap of its kind (blob.MaxSize) is
+// refused by Put, so that nothing stored is unreadable; one at the cap is
+// stored and read back.
+func testSizeCaps(t *testing.T, s blob.Store) {
+	ctx := context.Background()
+	for _, name := range []string{"config", "keys/k1", "sessions/s1", "copied/c1"} {
+		limit := blob.MaxSize(name)
+		if limit > 16<<20 {
+			t.Fatalf("MaxSize(%q) = %d: a marker or key slot needs no more than a few KiB", name, limit)
+		}
+		err := s.Put(ctx, name, make([]byte, limit+1))
+		if !errors.Is(err, blob.ErrTooLarge) || !blob.IsPermanent(err) {
+			t.Errorf("Put %s of %d bytes (cap %d): got %v, want ErrTooLarge (permanent)", name, limit+1, limit, err)
+		}
+		if _, err := s.Stat(ctx, name); !blob.IsNotExist(err) {
+			t.Errorf("after a refused Put, Stat %s: %v, want not exist", name, err)
+		}
+	}
+	at := payload(9, int(blob.MaxSize("sessions/s2")))
+	mustPut(t, s, "sessions/s2", at)
+	checkEqual(t, "object at its cap", mustGet(t, s, "sessions/s2"), at)
 }

@@ -1,0 +1,35 @@
+package crypto
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"lifeboat/internal/testenv"
+)
+
+// FuzzKeySlot: a key slot of any content is opened or refused without a
+// panic, and parsing it costs what it weighs (issue 10, "Proof"). Slots
+// that declare a KDF cost above the cheap one are only parsed, not
+// derived: bounding the cost a slot may ask for is the key-slot work of
+// issue 10 item 9, and a fuzzer would find the 4 GiB one at once.
+func FuzzKeySlot(f *testing.F) {
+	slot, err := SealSlot([]byte("fuzz"), []byte(`{"data_key":"AAAA"}`), fastKDF, time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(slot)
+	f.Add([]byte(`{"version":1,"kdf":"argon2id","time":1,"memory_kib":8,"threads":1,"salt":"","sealed":""}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var s Slot
+		testenv.CheckAlloc(t, len(data), 64, 0, func() { err = json.Unmarshal(data, &s) })
+		if err == nil && (s.Time > fastKDF.Time || s.MemoryKiB > fastKDF.MemoryKiB || s.Threads > 4) {
+			return
+		}
+		var payload []byte
+		testenv.CheckAlloc(t, len(data), 64, uint64(fastKDF.MemoryKiB)<<10, func() { payload, err = OpenSlot([]byte("fuzz"), data) })
+		if err == nil && len(payload) > len(data) {
+			t.Fatalf("a slot of %d bytes opened to a payload of %d", len(data), len(payload))
+		}
+	})
+}
