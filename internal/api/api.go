@@ -49,6 +49,10 @@ type Server struct {
 	Catalog *catalog.Catalog
 	Clock   clock.Clock
 	Log     *slog.Logger
+	// DefaultAgent is the agent of machines added without one: the
+	// server's built-in agent, whose host has the disks a path names.
+	// Empty: any agent may run their jobs.
+	DefaultAgent string
 }
 
 // HashToken is how a token's secret is kept: hex SHA-256. Tokens are long

@@ -15,33 +15,7 @@ import (
 )
 
 // Duration is a duration on the wire: "15m", "1h30m", "7d".
-type Duration time.Duration
-
-// MarshalJSON writes d as ParseDuration reads it back.
-func (d Duration) MarshalJSON() ([]byte, error) {
-	if d == 0 {
-		return []byte(`"0s"`), nil
-	}
-	return json.Marshal(policy.FormatDuration(time.Duration(d)))
-}
-
-// UnmarshalJSON reads "15m", "36h", "7d", "2w".
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("a duration is a string such as \"15m\", \"1h\" or \"7d\"")
-	}
-	if s == "0" || s == "0s" {
-		*d = 0
-		return nil
-	}
-	v, err := policy.ParseDuration(s)
-	if err != nil {
-		return fmt.Errorf("invalid duration %q: write it as 90s, 15m, 1h30m, 7d or 2w", s)
-	}
-	*d = Duration(v)
-	return nil
-}
+type Duration = job.Duration
 
 // TierJSON is a protection tier on the wire.
 type TierJSON struct {
@@ -337,6 +311,9 @@ func (s *Server) addMachine(w http.ResponseWriter, r *http.Request) error {
 	}
 	if err := body.Source.Validate(); err != nil {
 		return invalid("source.%v", err)
+	}
+	if body.Agent == "" {
+		body.Agent = s.DefaultAgent
 	}
 	spec, err := json.Marshal(body.Source)
 	if err != nil {

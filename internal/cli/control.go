@@ -480,3 +480,49 @@ func (a *app) alertCommand() *cobra.Command {
 	cmd.AddCommand(list)
 	return cmd
 }
+
+func (a *app) tokenCommand() *cobra.Command {
+	var r remote
+	cmd := &cobra.Command{Use: "token", Short: "API tokens: for people (admin, operator, viewer) and agents (server)"}
+	a.addRemoteFlags(cmd, &r)
+	var role string
+	add := &cobra.Command{
+		Use:   "add NAME --role admin|operator|viewer|agent",
+		Short: "Make a token and print its secret (shown once)",
+		Long: `Make an API token and print its secret, which the server does not keep (only
+its hash): store it in a file of mode 0600 and give it with --token-file.
+An agent's token carries the name of its host: jobs of machines added with
+--agent NAME go to it.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var t api.NewTokenJSON
+			return a.call(cmd.Context(), &r, "POST", "/v1/tokens", api.NewTokenJSON{Name: args[0], Role: role}, &t, func() {
+				a.printf("%s\n", t.Secret)
+			})
+		},
+	}
+	add.Flags().StringVar(&role, "role", "viewer", "admin, operator, viewer or agent")
+	list := &cobra.Command{
+		Use: "list", Short: "List tokens (never their secrets)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var ts []catalog.Token
+			return a.call(cmd.Context(), &r, "GET", "/v1/tokens", nil, &ts, func() {
+				a.table("NAME\tROLE\tCREATED\tREVOKED", func(w *tabwriter.Writer) {
+					for _, t := range ts {
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", t.Name, t.Role, when(t.Created), when(t.Revoked))
+					}
+				})
+			})
+		},
+	}
+	revoke := &cobra.Command{
+		Use: "revoke NAME", Short: "Revoke a token from now on", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.call(cmd.Context(), &r, "DELETE", "/v1/tokens/"+url.PathEscape(args[0]), nil, nil, func() {
+				a.printf("token %s revoked\n", args[0])
+			})
+		},
+	}
+	cmd.AddCommand(add, list, revoke)
+	return cmd
+}

@@ -141,7 +141,7 @@ func startProcWith(t testing.TB, env map[string]string, attr *syscall.SysProcAtt
 	t.Helper()
 	p := &proc{done: make(chan struct{})}
 	p.cmd = exec.Command(lifeboatBin, args...)
-	p.cmd.Env = os.Environ()
+	p.cmd.Env = append(os.Environ(), "LIFEBOAT_PASSWORD="+testPassphrase)
 	for k, v := range env {
 		p.cmd.Env = append(p.cmd.Env, k+"="+v)
 	}
