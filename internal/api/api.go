@@ -35,6 +35,7 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
+	"sync"
 
 	"lifeboat/internal/catalog"
 	"lifeboat/internal/clock"
@@ -53,6 +54,9 @@ type Server struct {
 	// server's built-in agent, whose host has the disks a path names.
 	// Empty: any agent may run their jobs.
 	DefaultAgent string
+
+	metricsOnce sync.Once
+	m           *metrics
 }
 
 // HashToken is how a token's secret is kept: hex SHA-256. Tokens are long
@@ -103,6 +107,7 @@ func (s *Server) routes() []route {
 		agent    = catalog.RoleAgent
 	)
 	return []route{
+		{"GET /metrics", viewer, func(w http.ResponseWriter, r *http.Request) error { s.metricsHandler().ServeHTTP(w, r); return nil }},
 		{"GET /v1/tiers", viewer, s.listTiers},
 		{"PUT /v1/tiers/{name}", admin, s.putTier},
 		{"DELETE /v1/tiers/{name}", admin, s.deleteTier},

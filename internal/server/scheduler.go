@@ -154,7 +154,7 @@ func (s *Scheduler) Tick(ctx context.Context, now time.Time) (TickReport, error)
 	}
 	timeout := s.AgentTimeout
 	if timeout <= 0 {
-		timeout = 2 * time.Minute
+		timeout = api.AgentTimeout
 	}
 	for _, a := range agents {
 		quiet := now.Sub(a.Heartbeat)
