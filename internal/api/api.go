@@ -237,9 +237,9 @@ func (s *Server) log() *slog.Logger {
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
+	// Compact: listings of thousands of machines are encoded on every
+	// dashboard refresh; clients indent (the CLI's --json does).
+	json.NewEncoder(w).Encode(v)
 }
 
 func writeError(w http.ResponseWriter, code int, msg string) {

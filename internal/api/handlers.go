@@ -3,7 +3,6 @@ package api
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -71,12 +70,13 @@ func (p PolicyJSON) policy() catalog.Policy {
 
 // MachineJSON is a machine on the wire, with where it stands.
 type MachineJSON struct {
-	Name      string     `json:"name"`
-	Agent     string     `json:"agent,omitempty"`
-	Source    job.Source `json:"source"`
-	Policy    string     `json:"policy,omitempty"`
-	Tier      string     `json:"tier,omitempty"`
-	Protected time.Time  `json:"protected,omitzero"`
+	Name  string `json:"name"`
+	Agent string `json:"agent,omitempty"`
+	// Source is the job.Source the machine was added with, as stored.
+	Source    json.RawMessage `json:"source"`
+	Policy    string          `json:"policy,omitempty"`
+	Tier      string          `json:"tier,omitempty"`
+	Protected time.Time       `json:"protected,omitzero"`
 	// RPOState is green, warning, missed or unprotected; empty for a
 	// machine not yet given a tier.
 	RPOState  string    `json:"rpo_state,omitempty"`
@@ -211,10 +211,7 @@ func (s *Server) deletePolicy(w http.ResponseWriter, r *http.Request) error {
 
 // machineJSON builds a machine's wire form with its RPO standing at now.
 func (s *Server) machineJSON(m catalog.Machine, tiers map[string]schedule.Tier, policies map[string]catalog.Policy, newest map[string]time.Time, now time.Time) (MachineJSON, error) {
-	out := MachineJSON{Name: m.Name, Agent: m.Agent, Policy: m.Policy, Tier: m.Tier, Protected: m.Protected, LastPoint: newest[m.Name]}
-	if err := json.Unmarshal(m.Spec, &out.Source); err != nil {
-		return out, fmt.Errorf("machine %q: stored source damaged: %w", m.Name, err)
-	}
+	out := MachineJSON{Name: m.Name, Agent: m.Agent, Source: m.Spec, Policy: m.Policy, Tier: m.Tier, Protected: m.Protected, LastPoint: newest[m.Name]}
 	if tier, ok := tiers[m.Tier]; ok {
 		st := schedule.Assess(tier, newest[m.Name], m.Protected, now)
 		out.RPOState, out.RPOAge, out.RPO = string(st.State), Duration(st.Age), Duration(st.Objective)
@@ -328,7 +325,7 @@ func (s *Server) addMachine(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, MachineJSON{Name: m.Name, Agent: m.Agent, Source: body.Source})
+	writeJSON(w, http.StatusCreated, MachineJSON{Name: m.Name, Agent: m.Agent, Source: m.Spec})
 	return nil
 }
 

@@ -104,6 +104,11 @@ func (s *Scheduler) Tick(ctx context.Context, now time.Time) (TickReport, error)
 	if err != nil {
 		return rep, err
 	}
+	vaults, err := s.Catalog.Vaults(ctx)
+	if err != nil {
+		return rep, err
+	}
+	urls := api.VaultURLs(vaults)
 	// What is open now, so that a tick writes only the alerts that change.
 	open, err := s.Catalog.Alerts(ctx, false, 1_000_000)
 	if err != nil {
@@ -128,7 +133,7 @@ func (s *Scheduler) Tick(ctx context.Context, now time.Time) (TickReport, error)
 			if err != nil {
 				s.log().Error("policy's schedule unusable", "policy", p.Name, "err", err)
 			} else if due {
-				id, err := s.queue(ctx, m, slot, now)
+				id, err := s.queue(ctx, m, p, urls, slot, now)
 				if err != nil {
 					s.log().Error("queueing a scheduled backup failed", "machine", m.Name, "err", err)
 				} else if id != "" {
@@ -165,12 +170,12 @@ func (s *Scheduler) Tick(ctx context.Context, now time.Time) (TickReport, error)
 }
 
 // queue records the slot first: only the server that moves it queues.
-func (s *Scheduler) queue(ctx context.Context, m catalog.Machine, slot, now time.Time) (string, error) {
+func (s *Scheduler) queue(ctx context.Context, m catalog.Machine, p catalog.Policy, urls map[string]string, slot, now time.Time) (string, error) {
 	moved, err := s.Catalog.SetLastSlot(ctx, m.Name, slot)
 	if err != nil || !moved {
 		return "", err
 	}
-	id, err := api.EnqueueBackup(ctx, s.Catalog, m, "scheduled", now)
+	id, err := api.EnqueueBackupUnder(ctx, s.Catalog, m, p, urls, "scheduled", now)
 	if err != nil {
 		return "", err
 	}
