@@ -195,6 +195,9 @@ func (s *Server) putPolicy(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	p.Name = name
+	if p.Vault == "" {
+		p.Vault = "default" // the server's own vault, made at its first start
+	}
 	if err := s.Catalog.PutPolicy(r.Context(), p.policy(), s.Clock.Now()); err != nil {
 		return err
 	}

@@ -217,7 +217,10 @@ rules of 'lifeboat forget').`,
 			}
 			body := map[string]any{"cron": cron, "keep": map[string]any{"last": p.Keep.Last, "hourly": p.Keep.Hourly,
 				"daily": p.Keep.Daily, "weekly": p.Keep.Weekly, "monthly": p.Keep.Monthly, "yearly": p.Keep.Yearly},
-				"consistency": p.Consistency, "vault": p.Vault, "copy_to": p.CopyTo}
+				"consistency": p.Consistency, "copy_to": p.CopyTo}
+			if p.Vault != "" {
+				body["vault"] = p.Vault
+			}
 			for k, v := range map[string]string{"every": every, "stagger": stagger} {
 				if v != "" {
 					body[k] = v
@@ -237,7 +240,7 @@ rules of 'lifeboat forget').`,
 	f.StringVar(&cron, "cron", "", `run at the times of a cron expression ("30 2 * * *", @daily)`)
 	f.StringVar(&stagger, "stagger", "", "spread the machines' starts over this window after each run time")
 	f.StringVar(&p.Consistency, "consistency", "crash", "crash, file or app")
-	f.StringVar(&vault, "vault", "", "target vault: a name the server knows, or a directory or s3:// URL")
+	f.StringVar(&vault, "vault", "", "target vault: a name the server knows, or a directory or s3:// URL (default: the server's vault \"default\")")
 	f.StringVar(&copyTo, "copy-to", "", "copy each new point to this vault after the backup")
 	f.IntVar(&p.Keep.Last, "keep-last", 0, "keep the N newest points")
 	f.IntVar(&p.Keep.Hourly, "keep-hourly", 0, "keep the newest point of each of the last N hours")

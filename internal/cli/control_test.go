@@ -219,4 +219,16 @@ func TestServerAndAgentRunBackups(t *testing.T) {
 	out := filepath.Join(work, "restored.img")
 	mustRun(t, "--vault", vaultDir, "restore", "--machine", "db1", "latest", "--disk", "root", "--to-file", out)
 	sameContent(t, db1, out)
+
+	// A policy that names no vault uses the server's own, made at its
+	// first start, whose passphrase the server keeps in its data directory.
+	ok("policy", "add", "nightly", "--cron", "@daily", "--keep-last", "3")
+	ok("machine", "add", "app1", "--disk", "root="+web1)
+	ok("protect", "app1", "--policy", "nightly", "--tier", "gold")
+	ok("backup-now", "app1", "--wait")
+	data := filepath.Dir(tokenFile)
+	pts = mustRun(t, "--vault", filepath.Join(data, "vault"), "--password-file", filepath.Join(data, "vault.passphrase"), "points", "--json")
+	if !strings.Contains(pts.stdout, `"machine": "app1"`) {
+		t.Fatalf("no point of app1 in the default vault:\n%s", pts.stdout)
+	}
 }

@@ -28,7 +28,11 @@ backups on its policy's schedule and watches every machine's RPO.
 Zero configuration: the catalog is an SQLite file in --data (default
 /var/lib/lifeboat), the API listens on 127.0.0.1:8080. The first start makes an
 admin token, prints it once and writes it to DATA/admin.token (mode 0600);
-give it to the other commands with --token-file or LIFEBOAT_TOKEN.
+give it to the other commands with --token-file or LIFEBOAT_TOKEN. Unless the
+server already knows a vault (or --no-default-vault), it also makes the vault
+"default" in DATA/vault with a generated passphrase, kept in
+DATA/vault.passphrase (0600) and printed once: keep a copy elsewhere. Policies
+that name no vault use it.
 
 --db postgres://USER@HOST/DB keeps the catalog in PostgreSQL instead; several
 servers on one PostgreSQL share the work and never queue or run a job twice.
@@ -56,8 +60,9 @@ server's --password-file, LIFEBOAT_PASSWORD_FILE or LIFEBOAT_PASSWORD.
 			cfg.Clock = a.env.Clock
 			cfg.Out = a.env.Stdout
 			cfg.Log = slog.New(slog.NewTextHandler(a.env.Stderr, nil))
+			cfg.VaultOptions = a.options()
 			if !noAgent {
-				runner, err := a.jobRunner()
+				runner, err := a.jobRunner(cfg.DataDir)
 				if err != nil {
 					return err
 				}
@@ -80,19 +85,27 @@ server's --password-file, LIFEBOAT_PASSWORD_FILE or LIFEBOAT_PASSWORD.
 	f.StringArrayVar(&cfg.Webhooks, "webhook", nil, "POST alerts (raised and cleared) as JSON to this URL; repeatable")
 	f.DurationVar(&cfg.Tick, "tick", 0, "how often the scheduler runs (default 10s)")
 	f.BoolVar(&noAgent, "no-agent", false, "run no built-in agent: jobs wait for separate agents")
+	f.BoolVar(&cfg.NoDefaultVault, "no-default-vault", false, "make no vault in DATA/vault when the server knows none")
 	f.StringVar(&cfg.Host, "name", "", "name of the built-in agent (default: the host name)")
 	return cmd
 }
 
 // jobRunner runs jobs as this process's commands would: vaults unlocked
 // with its passphrase, S3 settings from its environment.
-func (a *app) jobRunner() (*agent.Jobs, error) {
+// With a server's data directory, its default vault is unlocked with the
+// passphrase kept there.
+func (a *app) jobRunner(dataDir string) (*agent.Jobs, error) {
 	exe, err := a.executable()
 	if err != nil {
 		return nil, err
 	}
 	return &agent.Jobs{Getenv: a.env.Getenv, Executable: exe, Options: a.options(),
 		Passphrase: func(url string) ([]byte, error) {
+			if dataDir != "" {
+				if pw, ok := server.DefaultVaultPassphrase(dataDir, url); ok {
+					return pw, nil
+				}
+			}
 			pw, err := a.passphrase()
 			if err != nil {
 				return nil, fmt.Errorf("no passphrase for vault %s: start lifeboat with --password-file, LIFEBOAT_PASSWORD_FILE or LIFEBOAT_PASSWORD", url)
@@ -129,7 +142,7 @@ stopped.`,
 			if err != nil {
 				return err
 			}
-			runner, err := a.jobRunner()
+			runner, err := a.jobRunner("")
 			if err != nil {
 				return err
 			}

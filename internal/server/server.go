@@ -7,7 +7,9 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +25,8 @@ import (
 	"lifeboat/internal/api"
 	"lifeboat/internal/catalog"
 	"lifeboat/internal/clock"
+	"lifeboat/internal/location"
+	"lifeboat/internal/vault"
 )
 
 // Config is how a server runs. Zero values are the zero-configuration
@@ -56,6 +60,32 @@ type Config struct {
 	// DATA/agent.token.
 	Runner agent.Runner
 	Host   string
+	// VaultOptions are used to create the default vault.
+	VaultOptions vault.Options
+	// NoDefaultVault: a catalog without vaults stays without one.
+	NoDefaultVault bool
+}
+
+// DefaultVault is the name of the vault a first start makes in DATA/vault
+// (unless the catalog already knows a vault); its passphrase is kept in
+// DATA/vault.passphrase.
+const (
+	DefaultVault          = "default"
+	DefaultVaultDir       = "vault"
+	DefaultPassphraseFile = "vault.passphrase"
+)
+
+// DefaultVaultPassphrase returns the passphrase of the default vault of
+// the server with data directory dataDir, if url is that vault.
+func DefaultVaultPassphrase(dataDir, url string) ([]byte, bool) {
+	if filepath.Clean(url) != filepath.Join(dataDir, DefaultVaultDir) {
+		return nil, false
+	}
+	raw, err := os.ReadFile(filepath.Join(dataDir, DefaultPassphraseFile))
+	if err != nil {
+		return nil, false
+	}
+	return []byte(strings.TrimSpace(string(raw))), true
 }
 
 // AgentTokenFile is where the built-in agent's token is kept.
@@ -130,6 +160,11 @@ func Run(ctx context.Context, cfg Config) error {
 	defer cat.Close()
 	if err := firstAdmin(ctx, cat, cfg); err != nil {
 		return err
+	}
+	if !cfg.NoDefaultVault {
+		if err := defaultVault(ctx, cat, cfg); err != nil {
+			return err
+		}
 	}
 
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -294,4 +329,49 @@ func hostName(h string) string {
 		return "local"
 	}
 	return b.String()
+}
+
+// defaultVault gives a catalog that knows no vault one: DATA/vault, with
+// a generated passphrase kept in DATA/vault.passphrase (0600) and shown
+// once, since losing the server must not mean losing the key to the
+// backups.
+func defaultVault(ctx context.Context, cat *catalog.Catalog, cfg Config) error {
+	vs, err := cat.Vaults(ctx)
+	if err != nil || len(vs) > 0 {
+		return err
+	}
+	dir := filepath.Join(cfg.DataDir, DefaultVaultDir)
+	passFile := filepath.Join(cfg.DataDir, DefaultPassphraseFile)
+	store, err := location.Store(ctx, dir, true, os.Getenv)
+	if err != nil {
+		return fmt.Errorf("default vault: %w", err)
+	}
+	if _, err := vault.ReadConfig(ctx, store); err != nil {
+		// No vault there yet: make one with a new passphrase.
+		var key [32]byte
+		if _, err := rand.Read(key[:]); err != nil {
+			return err
+		}
+		pass := base64.RawURLEncoding.EncodeToString(key[:])
+		f, err := os.OpenFile(passFile, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return fmt.Errorf("default vault: writing its passphrase: %w (remove %s if it is left from an older data directory)", err, passFile)
+		}
+		if _, err := fmt.Fprintln(f, pass); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+		opts := cfg.VaultOptions
+		opts.Clock = cfg.Clock
+		if _, err := vault.Init(ctx, store, []byte(pass), opts); err != nil {
+			os.Remove(passFile)
+			return fmt.Errorf("default vault: %w", err)
+		}
+		fmt.Fprintf(cfg.Out, "lifeboat server: first start: vault %q created in %s; its passphrase is in %s (shown once):\n  %s\n"+
+			"  Keep a copy somewhere other than this host: without it the backups cannot be read.\n", DefaultVault, dir, passFile, pass)
+	}
+	return cat.PutVault(ctx, catalog.Vault{Name: DefaultVault, URL: dir}, cfg.Clock.Now())
 }

@@ -248,6 +248,17 @@ func TestRunFirstStartAndListen(t *testing.T) {
 	if !strings.Contains(out.String(), token) {
 		t.Fatalf("first start did not show the token: %q", out.String())
 	}
+	// The default vault: made, its passphrase kept (0600) and shown once.
+	pass, ok := DefaultVaultPassphrase(dir, filepath.Join(dir, "vault"))
+	if !ok || !strings.Contains(out.String(), string(pass)) {
+		t.Fatalf("default vault passphrase %q not kept or not shown: %q", pass, out.String())
+	}
+	if fi, _ := os.Stat(filepath.Join(dir, DefaultPassphraseFile)); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("passphrase file mode %v", fi.Mode().Perm())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "vault", "config")); err != nil {
+		t.Fatalf("no vault made: %v", err)
+	}
 	get := func(tok string) int {
 		req, _ := http.NewRequest("GET", "http://"+addr+"/v1/machines", nil)
 		req.Header.Set("Authorization", "Bearer "+tok)
@@ -278,7 +289,7 @@ func TestRunFirstStartAndListen(t *testing.T) {
 	}()
 	addr = <-addrc
 	if strings.Contains(out.String(), "first start") {
-		t.Fatalf("second start made a token: %q", out.String())
+		t.Fatalf("second start made a token or a vault: %q", out.String())
 	}
 	if code := get(token); code != 200 {
 		t.Fatalf("token lost across restarts: %d", code)
