@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The lifeboat demo: builds lifeboat, makes a real ext4 disk image, and
 # protects it end to end — vault, full backup, incremental backup, points,
-# verify, restore, byte-for-byte comparison, retention and prune.
+# verify, restore, byte-for-byte comparison, retention and prune — then runs
+# the control plane: a server protects the same disk on a schedule, runs a
+# backup through its built-in agent, and shows the machine's RPO state.
 # Everything lives in ./demo (or $DEMO_DIR); nothing else on the machine is touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,4 +53,22 @@ echo "== retention: keep the newest point, prune the rest"
 lb forget --machine web1 --keep-last 1 --prune
 lb verify
 du -sh "$DEMO/vault" | sed 's/^/vault size: /'
+
+echo "== the control plane: a server protects web1 on a schedule"
+PORT=${DEMO_PORT:-18080}
+"$DEMO/lifeboat" server --data "$DEMO/server" --listen "127.0.0.1:$PORT" > "$DEMO/server.log" 2>&1 &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do [ -s "$DEMO/server/admin.token" ] && break; sleep 0.1; done
+export LIFEBOAT_SERVER="http://127.0.0.1:$PORT" LIFEBOAT_TOKEN="$(cat "$DEMO/server/admin.token")"
+for _ in $(seq 1 100); do "$DEMO/lifeboat" tier list >/dev/null 2>&1 && break; sleep 0.1; done
+lb tier add gold --rpo 5m --rto 15m
+lb policy add every-minute --every 1m --keep-last 5      # into the server's own vault
+lb machine add web1 --disk "root=$DEMO/web1-root.raw" --definition "$DEMO/web1.json"
+lb protect web1 --policy every-minute --tier gold
+lb backup-now web1 --wait
+lb machine list
+lb job list
+kill $SERVER; wait $SERVER 2>/dev/null || true
+echo "server log: $DEMO/server.log; its vault and catalog: $DEMO/server"
 echo "demo complete: everything is in $DEMO"

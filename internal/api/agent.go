@@ -99,7 +99,17 @@ func (s *Server) agentFinish(w http.ResponseWriter, r *http.Request) error {
 	if err := s.Catalog.Finish(r.Context(), id, agentName(r), body.Result, runErr, s.Clock.Now()); err != nil {
 		return err
 	}
-	return s.getJob(w, r)
+	j, err := s.Catalog.Job(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	var res struct {
+		NewBytes int64 `json:"new_bytes"`
+	}
+	json.Unmarshal(body.Result, &res)
+	s.metrics().finished(j, body.Points, res.NewBytes)
+	writeJSON(w, http.StatusOK, j)
+	return nil
 }
 
 // LogJSON is the body of POST /v1/agent/jobs/{id}/log.

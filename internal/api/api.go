@@ -35,6 +35,7 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
+	"sync"
 
 	"lifeboat/internal/catalog"
 	"lifeboat/internal/clock"
@@ -49,6 +50,13 @@ type Server struct {
 	Catalog *catalog.Catalog
 	Clock   clock.Clock
 	Log     *slog.Logger
+	// DefaultAgent is the agent of machines added without one: the
+	// server's built-in agent, whose host has the disks a path names.
+	// Empty: any agent may run their jobs.
+	DefaultAgent string
+
+	metricsOnce sync.Once
+	m           *metrics
 }
 
 // HashToken is how a token's secret is kept: hex SHA-256. Tokens are long
@@ -99,6 +107,7 @@ func (s *Server) routes() []route {
 		agent    = catalog.RoleAgent
 	)
 	return []route{
+		{"GET /metrics", viewer, func(w http.ResponseWriter, r *http.Request) error { s.metricsHandler().ServeHTTP(w, r); return nil }},
 		{"GET /v1/tiers", viewer, s.listTiers},
 		{"PUT /v1/tiers/{name}", admin, s.putTier},
 		{"DELETE /v1/tiers/{name}", admin, s.deleteTier},
@@ -228,9 +237,9 @@ func (s *Server) log() *slog.Logger {
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
+	// Compact: listings of thousands of machines are encoded on every
+	// dashboard refresh; clients indent (the CLI's --json does).
+	json.NewEncoder(w).Encode(v)
 }
 
 func writeError(w http.ResponseWriter, code int, msg string) {

@@ -284,6 +284,33 @@ func TestProtectAndRunThroughAgent(t *testing.T) {
 	if code, _ := e.do(e.admin, "DELETE", "/v1/policies/hourly", nil, nil); code != 400 {
 		t.Fatalf("deleting a policy in use: %d", code)
 	}
+
+	// Metrics: what this server saw end, and the catalog's state.
+	if code, _ := e.do("", "GET", "/metrics", nil, nil); code != 401 {
+		t.Fatalf("metrics without a token: %d", code)
+	}
+	viewer := e.token("prometheus", catalog.RoleViewer)
+	code, body := e.do(viewer, "GET", "/metrics", nil, nil)
+	if code != 200 {
+		t.Fatalf("metrics: %d %s", code, body)
+	}
+	for _, want := range []string{
+		`lifeboat_jobs_finished_total{kind="backup",result="succeeded"} 1`,
+		`lifeboat_job_duration_seconds_count{kind="backup"} 1`,
+		`lifeboat_points_total{consistency="crash"} 1`,
+		`lifeboat_rpo_state{machine="web1",state="green"} 1`,
+		`lifeboat_rpo_state{machine="scratch",state="unprotected"} 1`,
+		`lifeboat_rpo_age_seconds{machine="web1",tier="gold"} 60`,
+		`lifeboat_rpo_objective_seconds{machine="web1",tier="gold"} 3600`,
+		`lifeboat_agent_up{agent="hv1"} 1`,
+		`lifeboat_jobs{state="succeeded"} 1`,
+		`lifeboat_machines 2`,
+		`lifeboat_catalog_up 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
 }
 
 // Every handler is in openapi.json with its method and least role, and

@@ -3,7 +3,6 @@ package api
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -15,33 +14,7 @@ import (
 )
 
 // Duration is a duration on the wire: "15m", "1h30m", "7d".
-type Duration time.Duration
-
-// MarshalJSON writes d as ParseDuration reads it back.
-func (d Duration) MarshalJSON() ([]byte, error) {
-	if d == 0 {
-		return []byte(`"0s"`), nil
-	}
-	return json.Marshal(policy.FormatDuration(time.Duration(d)))
-}
-
-// UnmarshalJSON reads "15m", "36h", "7d", "2w".
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("a duration is a string such as \"15m\", \"1h\" or \"7d\"")
-	}
-	if s == "0" || s == "0s" {
-		*d = 0
-		return nil
-	}
-	v, err := policy.ParseDuration(s)
-	if err != nil {
-		return fmt.Errorf("invalid duration %q: write it as 90s, 15m, 1h30m, 7d or 2w", s)
-	}
-	*d = Duration(v)
-	return nil
-}
+type Duration = job.Duration
 
 // TierJSON is a protection tier on the wire.
 type TierJSON struct {
@@ -97,12 +70,13 @@ func (p PolicyJSON) policy() catalog.Policy {
 
 // MachineJSON is a machine on the wire, with where it stands.
 type MachineJSON struct {
-	Name      string     `json:"name"`
-	Agent     string     `json:"agent,omitempty"`
-	Source    job.Source `json:"source"`
-	Policy    string     `json:"policy,omitempty"`
-	Tier      string     `json:"tier,omitempty"`
-	Protected time.Time  `json:"protected,omitzero"`
+	Name  string `json:"name"`
+	Agent string `json:"agent,omitempty"`
+	// Source is the job.Source the machine was added with, as stored.
+	Source    json.RawMessage `json:"source"`
+	Policy    string          `json:"policy,omitempty"`
+	Tier      string          `json:"tier,omitempty"`
+	Protected time.Time       `json:"protected,omitzero"`
 	// RPOState is green, warning, missed or unprotected; empty for a
 	// machine not yet given a tier.
 	RPOState  string    `json:"rpo_state,omitempty"`
@@ -221,6 +195,9 @@ func (s *Server) putPolicy(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	p.Name = name
+	if p.Vault == "" {
+		p.Vault = "default" // the server's own vault, made at its first start
+	}
 	if err := s.Catalog.PutPolicy(r.Context(), p.policy(), s.Clock.Now()); err != nil {
 		return err
 	}
@@ -237,10 +214,7 @@ func (s *Server) deletePolicy(w http.ResponseWriter, r *http.Request) error {
 
 // machineJSON builds a machine's wire form with its RPO standing at now.
 func (s *Server) machineJSON(m catalog.Machine, tiers map[string]schedule.Tier, policies map[string]catalog.Policy, newest map[string]time.Time, now time.Time) (MachineJSON, error) {
-	out := MachineJSON{Name: m.Name, Agent: m.Agent, Policy: m.Policy, Tier: m.Tier, Protected: m.Protected, LastPoint: newest[m.Name]}
-	if err := json.Unmarshal(m.Spec, &out.Source); err != nil {
-		return out, fmt.Errorf("machine %q: stored source damaged: %w", m.Name, err)
-	}
+	out := MachineJSON{Name: m.Name, Agent: m.Agent, Source: m.Spec, Policy: m.Policy, Tier: m.Tier, Protected: m.Protected, LastPoint: newest[m.Name]}
 	if tier, ok := tiers[m.Tier]; ok {
 		st := schedule.Assess(tier, newest[m.Name], m.Protected, now)
 		out.RPOState, out.RPOAge, out.RPO = string(st.State), Duration(st.Age), Duration(st.Objective)
@@ -338,6 +312,9 @@ func (s *Server) addMachine(w http.ResponseWriter, r *http.Request) error {
 	if err := body.Source.Validate(); err != nil {
 		return invalid("source.%v", err)
 	}
+	if body.Agent == "" {
+		body.Agent = s.DefaultAgent
+	}
 	spec, err := json.Marshal(body.Source)
 	if err != nil {
 		return err
@@ -351,7 +328,7 @@ func (s *Server) addMachine(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, MachineJSON{Name: m.Name, Agent: m.Agent, Source: body.Source})
+	writeJSON(w, http.StatusCreated, MachineJSON{Name: m.Name, Agent: m.Agent, Source: m.Spec})
 	return nil
 }
 

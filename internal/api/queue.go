@@ -16,10 +16,8 @@ import (
 // before its job fails (with Backoff between attempts).
 const BackupAttempts = 3
 
-// EnqueueBackup queues a backup of machine m under its policy: the one
-// place a machine, its policy and the policy's vault become a job spec,
-// for the scheduler and for backup-now alike. why is recorded in the
-// job's tags ("scheduled", "manual").
+// EnqueueBackup queues a backup of machine m under its policy now: for
+// backup-now, which reads the policy and its vault first.
 func EnqueueBackup(ctx context.Context, cat *catalog.Catalog, m catalog.Machine, why string, now time.Time) (string, error) {
 	if m.Policy == "" {
 		return "", fmt.Errorf("%w: machine %q %v", catalog.ErrInvalid, m.Name, errNoPolicy)
@@ -32,12 +30,24 @@ func EnqueueBackup(ctx context.Context, cat *catalog.Catalog, m catalog.Machine,
 	if err != nil {
 		return "", err
 	}
-	url := ""
-	for _, v := range vaults {
-		if v.Name == p.Vault {
-			url = v.URL
-		}
+	return EnqueueBackupUnder(ctx, cat, m, p, VaultURLs(vaults), why, now)
+}
+
+// VaultURLs maps vault names to URLs.
+func VaultURLs(vs []catalog.Vault) map[string]string {
+	urls := map[string]string{}
+	for _, v := range vs {
+		urls[v.Name] = v.URL
 	}
+	return urls
+}
+
+// EnqueueBackupUnder queues a backup of machine m under policy p, whose
+// vault's URL is in urls: the one place a machine, its policy and the
+// policy's vault become a job spec, for the scheduler and backup-now
+// alike. why is recorded in the job's tags ("scheduled", "manual").
+func EnqueueBackupUnder(ctx context.Context, cat *catalog.Catalog, m catalog.Machine, p catalog.Policy, urls map[string]string, why string, now time.Time) (string, error) {
+	url := urls[p.Vault]
 	if url == "" {
 		return "", fmt.Errorf("%w: policy %q names vault %q, which the server does not know", catalog.ErrInvalid, p.Name, p.Vault)
 	}

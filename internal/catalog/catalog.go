@@ -72,6 +72,11 @@ func Open(ctx context.Context, dsn string) (*Catalog, error) {
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
 		c.engine = Postgres
 		c.db, err = sql.Open("pgx", dsn)
+		if err == nil {
+			// Keep connections: opening one costs more than most queries.
+			c.db.SetMaxOpenConns(32)
+			c.db.SetMaxIdleConns(32)
+		}
 	default:
 		c.engine = SQLite
 		path := strings.TrimPrefix(dsn, "sqlite:")
@@ -84,6 +89,7 @@ func Open(ctx context.Context, dsn string) (*Catalog, error) {
 		c.db, err = sql.Open("sqlite", "file:"+path+"?_txlock=immediate&_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(FULL)")
 		if err == nil {
 			c.db.SetMaxOpenConns(4)
+			c.db.SetMaxIdleConns(4)
 		}
 	}
 	if err != nil {

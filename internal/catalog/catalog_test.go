@@ -199,6 +199,15 @@ func TestObjects(t *testing.T) {
 func TestJobLifecycle(t *testing.T) {
 	engines(t, func(t *testing.T, c *Catalog, _ func() *Catalog) {
 		ctx := context.Background()
+		must(t, c.AddMachine(ctx, Machine{Name: "web1", Spec: json.RawMessage(`{}`)}, t0))
+		failures := func(want int, wantErr string) {
+			t.Helper()
+			m, err := c.Machine(ctx, "web1")
+			must(t, err)
+			if m.Failures != want || m.LastError != wantErr {
+				t.Fatalf("web1 failures %d (%q), want %d (%q)", m.Failures, m.LastError, want, wantErr)
+			}
+		}
 		id, err := c.Enqueue(ctx, Job{Kind: "backup", Machine: "web1", Vault: "local", MaxAttempts: 2, Spec: json.RawMessage(`{"machine":"web1"}`)}, t0)
 		must(t, err)
 		j, err := c.Claim(ctx, "hv1", "server-a", Limits{}, time.Minute, t0)
@@ -236,6 +245,7 @@ func TestJobLifecycle(t *testing.T) {
 		if j2.State != Failed || j2.Finished.IsZero() {
 			t.Fatalf("attempts spent: %+v", j2)
 		}
+		failures(2, "disk unreadable")
 		if err := c.Finish(ctx, id, "server-a", nil, nil, t0); !errors.Is(err, ErrLeaseLost) {
 			t.Fatalf("finishing a finished job: %v", err)
 		}
@@ -251,6 +261,12 @@ func TestJobLifecycle(t *testing.T) {
 		if j2.State != Succeeded || string(j2.Result) != `{"point":"abc"}` {
 			t.Fatalf("succeeded job %+v", j2)
 		}
+		id3, _ := c.Enqueue(ctx, Job{Kind: "backup", Machine: "web1"}, t0)
+		if j, _ := c.Claim(ctx, "hv1", "server-a", Limits{}, time.Minute, t0.Add(time.Hour)); j == nil || j.ID != id3 {
+			t.Fatalf("claimed %+v", j)
+		}
+		must(t, c.Finish(ctx, id3, "server-a", nil, nil, t0.Add(time.Hour)))
+		failures(0, "")
 
 		// Jobs for another agent are not claimed.
 		_, _ = c.Enqueue(ctx, Job{Kind: "backup", Machine: "db1", Agent: "hv9"}, t0)
@@ -519,6 +535,14 @@ func TestBackoff(t *testing.T) {
 func TestPoints(t *testing.T) {
 	engines(t, func(t *testing.T, c *Catalog, _ func() *Catalog) {
 		ctx := context.Background()
+		// web1 is known before its points, db1 only after: both count.
+		must(t, c.AddMachine(ctx, Machine{Name: "web1", Spec: json.RawMessage(`{}`)}, t0))
+		defer func() {
+			newest, _ := c.NewestPoints(ctx)
+			if !newest["web1"].Equal(t0) {
+				t.Errorf("after forgetting web1's newest point, its newest is %v", newest["web1"])
+			}
+		}()
 		for i, m := range []string{"web1", "web1", "db1"} {
 			must(t, c.RecordPoint(ctx, Point{Vault: "local", ID: fmt.Sprintf("p%d", i), Machine: m, Time: t0.Add(time.Duration(i) * time.Hour), Consistency: "crash"}))
 		}
@@ -531,6 +555,7 @@ func TestPoints(t *testing.T) {
 		if err := c.RecordPoint(ctx, Point{ID: "x"}); !errors.Is(err, ErrInvalid) {
 			t.Fatalf("point without vault: %v", err)
 		}
+		must(t, c.AddMachine(ctx, Machine{Name: "db1", Spec: json.RawMessage(`{}`)}, t0))
 		newest, err := c.NewestPoints(ctx)
 		must(t, err)
 		if !newest["web1"].Equal(t0.Add(time.Hour)) || !newest["db1"].Equal(t0.Add(2*time.Hour)) || len(newest) != 2 {

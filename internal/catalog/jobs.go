@@ -96,6 +96,16 @@ func (c *Catalog) Claim(ctx context.Context, agent, owner string, lim Limits, le
 	if c.engine == Postgres {
 		lock = " FOR UPDATE SKIP LOCKED"
 	}
+	// Most claims find nothing: look first without the write lock (on
+	// SQLite a write transaction serialises every claimer).
+	var found int
+	if err := c.db.QueryRowContext(ctx, c.q(`SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE state = ? AND cancel = 0 AND not_before_ms <= ?
+		AND (agent = ? OR agent = '') LIMIT 1) q`), Queued, ms(now), agent).Scan(&found); err != nil {
+		return nil, fmt.Errorf("catalog: looking for jobs for agent %q: %w", agent, err)
+	}
+	if found == 0 {
+		return nil, nil
+	}
 	var claimed *Job
 	err := c.tx(ctx, func(tx *sql.Tx) error {
 		if lim.PerAgent > 0 {
@@ -188,8 +198,9 @@ func (c *Catalog) Finish(ctx context.Context, id, owner string, result json.RawM
 	}
 	return c.tx(ctx, func(tx *sql.Tx) error {
 		var attempt, maxAttempts, cancel int
-		err := tx.QueryRowContext(ctx, c.q(`SELECT attempt, max_attempts, cancel FROM jobs WHERE id = ? AND lease_owner = ? AND state = ?`),
-			id, owner, Running).Scan(&attempt, &maxAttempts, &cancel)
+		var machine string
+		err := tx.QueryRowContext(ctx, c.q(`SELECT attempt, max_attempts, cancel, machine FROM jobs WHERE id = ? AND lease_owner = ? AND state = ?`),
+			id, owner, Running).Scan(&attempt, &maxAttempts, &cancel, &machine)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("catalog: finishing job %s: %w", id, ErrLeaseLost)
 		}
@@ -212,7 +223,16 @@ func (c *Catalog) Finish(ctx context.Context, id, owner string, result json.RawM
 			q = `UPDATE jobs SET state = ?, result = ?, error = ?, lease_owner = '', lease_until_ms = 0, not_before_ms = ? WHERE id = ?`
 			args = []any{state, string(result), msg, notBefore, id}
 		}
-		_, err = tx.ExecContext(ctx, c.q(q), args...)
+		if _, err = tx.ExecContext(ctx, c.q(q), args...); err != nil {
+			return err
+		}
+		switch {
+		case machine == "" || state == Cancelled:
+		case runErr == nil:
+			_, err = tx.ExecContext(ctx, c.q(`UPDATE machines SET failures = 0, last_error = '' WHERE name = ?`), machine)
+		default:
+			_, err = tx.ExecContext(ctx, c.q(`UPDATE machines SET failures = failures + 1, last_error = ? WHERE name = ?`), msg, machine)
+		}
 		return err
 	})
 }
@@ -343,21 +363,22 @@ type LogLine struct {
 	Message string    `json:"message"`
 }
 
-// Log appends a line to a job's log.
+// Log appends a line to a job's log. Appends to one job are serialised
+// on the job's row (a row lock on PostgreSQL, the write transaction on
+// SQLite), so sequence numbers never collide.
 func (c *Catalog) Log(ctx context.Context, id, level, message string, now time.Time) error {
-	// The sequence is computed in the insert itself; a concurrent append
-	// to the same job collides on the primary key and is retried once.
-	var err error
-	for range 3 {
-		_, err = c.db.ExecContext(ctx, c.q(`INSERT INTO job_logs (job_id, seq, time_ms, level, message)
-			SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ? FROM job_logs WHERE job_id = ?`), id, ms(now), level, message, id)
-		if !isUniqueViolation(err) {
-			break
+	err := c.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, c.q(`UPDATE jobs SET id = id WHERE id = ?`), id)
+		if err != nil {
+			return err
 		}
-	}
-	if isForeignKeyViolation(err) {
-		return fmt.Errorf("catalog: logging to job %s: %w", id, ErrNotFound)
-	}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrNotFound
+		}
+		_, err = tx.ExecContext(ctx, c.q(`INSERT INTO job_logs (job_id, seq, time_ms, level, message)
+			SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ? FROM job_logs WHERE job_id = ?`), id, ms(now), level, message, id)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("catalog: logging to job %s: %w", id, err)
 	}

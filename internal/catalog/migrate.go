@@ -120,6 +120,16 @@ CREATE TABLE points (
 );
 CREATE INDEX points_machine ON points (machine, time_ms);
 `,
+	3: `
+-- Failed attempts in a row per machine, kept by Finish: what the failing
+-- alert reads, without a query per machine.
+ALTER TABLE machines ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE machines ADD COLUMN last_error TEXT NOT NULL DEFAULT '';
+-- The newest point's time per machine, kept as points are recorded and
+-- forgotten: listing machines with their RPO state reads no points.
+ALTER TABLE machines ADD COLUMN last_point_ms BIGINT;
+UPDATE machines SET last_point_ms = (SELECT MAX(time_ms) FROM points WHERE points.machine = machines.name);
+`,
 }
 
 // migrate brings the schema to the newest version. Several servers

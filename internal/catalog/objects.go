@@ -64,6 +64,10 @@ type Machine struct {
 	// schedule slot of its newest scheduled backup (the scheduler's memory).
 	Protected time.Time `json:"protected,omitzero"`
 	LastSlot  time.Time `json:"last_slot,omitzero"`
+	// Failures counts the machine's failed job attempts since its last
+	// success; LastError is the newest one's error.
+	Failures  int       `json:"failures,omitempty"`
+	LastError string    `json:"last_error,omitempty"`
 	Created   time.Time `json:"created"`
 	Updated   time.Time `json:"updated"`
 }
@@ -285,8 +289,10 @@ func (c *Catalog) AddMachine(ctx context.Context, m Machine, now time.Time) erro
 	if !json.Valid(m.Spec) {
 		return fmt.Errorf("%w: machine %q: spec is not JSON", ErrInvalid, m.Name)
 	}
-	_, err := c.db.ExecContext(ctx, c.q(`INSERT INTO machines (name, agent, spec, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?)`),
-		m.Name, m.Agent, string(m.Spec), ms(now), ms(now))
+	// Points recorded before the machine was added count at once.
+	_, err := c.db.ExecContext(ctx, c.q(`INSERT INTO machines (name, agent, spec, created_ms, updated_ms, last_point_ms)
+		VALUES (?, ?, ?, ?, ?, (SELECT MAX(time_ms) FROM points WHERE machine = ?))`),
+		m.Name, m.Agent, string(m.Spec), ms(now), ms(now), m.Name)
 	if isUniqueViolation(err) {
 		return fmt.Errorf("catalog: machine %q: %w", m.Name, ErrExists)
 	}
@@ -361,7 +367,7 @@ func (c *Catalog) Machines(ctx context.Context) ([]Machine, error) { return c.ma
 
 func (c *Catalog) machines(ctx context.Context, where string, args ...any) ([]Machine, error) {
 	rows, err := c.db.QueryContext(ctx, c.q(`SELECT name, agent, spec, COALESCE(policy, ''), COALESCE(tier, ''),
-		protected_ms, last_slot_ms, created_ms, updated_ms FROM machines `+where+` ORDER BY name`), args...)
+		protected_ms, last_slot_ms, failures, last_error, created_ms, updated_ms FROM machines `+where+` ORDER BY name`), args...)
 	if err != nil {
 		return nil, fmt.Errorf("catalog: listing machines: %w", err)
 	}
@@ -372,7 +378,7 @@ func (c *Catalog) machines(ctx context.Context, where string, args ...any) ([]Ma
 		var spec string
 		var prot, slot sql.NullInt64
 		var created, updated int64
-		if err := rows.Scan(&m.Name, &m.Agent, &spec, &m.Policy, &m.Tier, &prot, &slot, &created, &updated); err != nil {
+		if err := rows.Scan(&m.Name, &m.Agent, &spec, &m.Policy, &m.Tier, &prot, &slot, &m.Failures, &m.LastError, &created, &updated); err != nil {
 			return nil, fmt.Errorf("catalog: reading machines: %w", err)
 		}
 		m.Spec = json.RawMessage(spec)

@@ -3,6 +3,7 @@ package catalog
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -25,14 +26,11 @@ func (c *Catalog) RecordPoint(ctx context.Context, p Point) error {
 	if p.Vault == "" || p.ID == "" || p.Machine == "" || p.Time.IsZero() {
 		return fmt.Errorf("%w: a point needs a vault, an ID, a machine and a time", ErrInvalid)
 	}
-	_, err := c.db.ExecContext(ctx, c.q(`INSERT INTO points (vault, id, machine, time_ms, consistency, change_source, size_bytes, notes, job_id)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (vault, id) DO NOTHING`),
-		p.Vault, p.ID, p.Machine, ms(p.Time), p.Consistency, p.ChangeSource, p.Size, p.Notes, p.Job)
-	if err != nil {
-		return fmt.Errorf("catalog: recording point %s of %s: %w", p.ID, p.Machine, err)
-	}
-	return nil
+	return c.RecordPoints(ctx, []Point{p})
 }
+
+// newestSQL moves a machine's newest-point time forward.
+const newestSQL = `UPDATE machines SET last_point_ms = ? WHERE name = ? AND (last_point_ms IS NULL OR last_point_ms < ?)`
 
 // RecordPoints indexes many points in one transaction (a vault's points
 // read at once); points already recorded are left as they are.
@@ -49,9 +47,18 @@ func (c *Catalog) RecordPoints(ctx context.Context, ps []Point) error {
 			return err
 		}
 		defer stmt.Close()
+		newest := map[string]time.Time{}
 		for _, p := range ps {
 			if _, err := stmt.ExecContext(ctx, p.Vault, p.ID, p.Machine, ms(p.Time), p.Consistency, p.ChangeSource, p.Size, p.Notes, p.Job); err != nil {
 				return fmt.Errorf("catalog: recording point %s of %s: %w", p.ID, p.Machine, err)
+			}
+			if p.Time.After(newest[p.Machine]) {
+				newest[p.Machine] = p.Time
+			}
+		}
+		for m, t := range newest {
+			if _, err := tx.ExecContext(ctx, c.q(newestSQL), ms(t), m, ms(t)); err != nil {
+				return fmt.Errorf("catalog: recording the newest point of %s: %w", m, err)
 			}
 		}
 		return nil
@@ -60,7 +67,22 @@ func (c *Catalog) RecordPoints(ctx context.Context, ps []Point) error {
 
 // ForgetPoint drops a point from the index (after forget).
 func (c *Catalog) ForgetPoint(ctx context.Context, vault, id string) error {
-	if _, err := c.db.ExecContext(ctx, c.q(`DELETE FROM points WHERE vault = ? AND id = ?`), vault, id); err != nil {
+	err := c.tx(ctx, func(tx *sql.Tx) error {
+		var machine string
+		err := tx.QueryRowContext(ctx, c.q(`SELECT machine FROM points WHERE vault = ? AND id = ?`), vault, id).Scan(&machine)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, c.q(`DELETE FROM points WHERE vault = ? AND id = ?`), vault, id); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, c.q(`UPDATE machines SET last_point_ms = (SELECT MAX(time_ms) FROM points WHERE points.machine = machines.name) WHERE name = ?`), machine)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("catalog: forgetting point %s: %w", id, err)
 	}
 	return nil
@@ -90,10 +112,10 @@ func (c *Catalog) Points(ctx context.Context, machine string, limit int) ([]Poin
 	return out, rows.Err()
 }
 
-// NewestPoints returns the time of each machine's newest point, in one
-// query: what RPO status is computed from.
+// NewestPoints returns the time of each known machine's newest point, in
+// one query: what RPO status is computed from.
 func (c *Catalog) NewestPoints(ctx context.Context) (map[string]time.Time, error) {
-	rows, err := c.db.QueryContext(ctx, `SELECT machine, MAX(time_ms) FROM points GROUP BY machine`)
+	rows, err := c.db.QueryContext(ctx, `SELECT name, last_point_ms FROM machines WHERE last_point_ms IS NOT NULL`)
 	if err != nil {
 		return nil, fmt.Errorf("catalog: newest points: %w", err)
 	}

@@ -2,22 +2,21 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"lifeboat/internal/backup"
-	"lifeboat/internal/container"
+	"lifeboat/internal/capture"
+	"lifeboat/internal/job"
 	"lifeboat/internal/live"
-	"lifeboat/internal/nbd"
 	"lifeboat/internal/quiesce"
 	"lifeboat/internal/recovery"
-	"lifeboat/internal/vault"
 )
 
 type backupFlags struct {
@@ -135,41 +134,13 @@ func (a *app) runBackup(ctx context.Context, bf backupFlags) error {
 	if bf.machine == "" {
 		return usageError{errors.New("--machine is required")}
 	}
-	if err := recovery.ValidName("machine", bf.machine); err != nil {
-		return usageError{err}
-	}
-	if len(bf.disks) == 0 && bf.qmp == "" {
-		return usageError{errors.New("at least one --disk, or --qmp, is required")}
-	}
-	if bf.guestAgent != "" && bf.qmp == "" {
-		return usageError{errors.New("--guest-agent needs --qmp")}
-	}
-	if bf.fleeceDir != "" && bf.qmp == "" {
-		return usageError{errors.New("--fleece-dir needs --qmp")}
-	}
-	if bf.bitmap != "" && bf.qmp != "" {
-		return usageError{errors.New("--bitmap is for NBD --disk sources; with --qmp lifeboat manages the bitmaps itself")}
-	}
-	cons, err := recovery.ParseConsistency(bf.consistency)
-	if err != nil {
-		return usageError{err}
-	}
-	if bf.guestAgent != "" && cons == recovery.Crash {
-		a.warnf("--guest-agent is ignored with --consistency crash: the guest is not frozen (use --consistency file or app)")
-	}
-	if (bf.preHook != "" || bf.postHook != "") && cons != recovery.App {
-		return usageError{errors.New("--pre-hook and --post-hook need --consistency app")}
-	}
-	if cons == recovery.App && bf.preHook == "" {
-		return usageError{errors.New("--consistency app needs a --pre-hook that quiesces the application (without one, use --consistency file)")}
-	}
+	spec := job.Backup{Machine: bf.machine, Vault: a.vaultURL, Consistency: bf.consistency, RequireConsistency: bf.requireConsistency,
+		PreHook: bf.preHook, PostHook: bf.postHook, HookTimeout: job.Duration(bf.hookTimeout), FreezeTimeout: job.Duration(bf.freezeTimeout),
+		Audit: bf.audit, FleeceDir: bf.fleeceDir, Tags: bf.tags}
+	spec.QMP, spec.GuestAgent, spec.Bitmap = absPath(bf.qmp), absPath(bf.guestAgent), bf.bitmap
 	if bf.freezeTimeout <= 0 || bf.hookTimeout <= 0 {
 		return usageError{errors.New("--freeze-timeout and --hook-timeout must be positive")}
 	}
-	if bf.audit < 0 || bf.audit > 1 {
-		return usageError{fmt.Errorf("--audit %g: want a fraction from 0 to 1", bf.audit)}
-	}
-	var defRaw json.RawMessage
 	var def *recovery.Definition
 	if bf.definition != "" {
 		data, err := os.ReadFile(bf.definition)
@@ -179,79 +150,89 @@ func (a *app) runBackup(ctx context.Context, bf backupFlags) error {
 		if def, err = recovery.ParseDefinition(data); err != nil {
 			return usageError{fmt.Errorf("%s: %w", bf.definition, err)}
 		}
-		if def.Name != bf.machine {
-			return usageError{fmt.Errorf("%s names machine %q, but --machine is %q", bf.definition, def.Name, bf.machine)}
+		spec.Definition = data
+	}
+	if spec.QMP != "" {
+		for _, d := range bf.disks {
+			spec.Disks = append(spec.Disks, job.Disk{Name: d})
 		}
-		defRaw = data
-	}
-	if bf.qmp != "" {
-		return a.runLiveBackup(ctx, bf, cons, defRaw)
-	}
-	names, paths, err := diskSpecs(bf.disks, def)
-	if err != nil {
-		return err
-	}
-	if bf.bitmap != "" {
-		for _, p := range paths {
-			if !isNBD(p) {
-				return usageError{fmt.Errorf("--bitmap is for NBD disks, and %s is not one", p)}
+	} else {
+		names, paths, err := diskSpecs(bf.disks, def)
+		if err != nil {
+			return err
+		}
+		for i := range names {
+			path := paths[i]
+			if !capture.IsNBD(path) {
+				path = absPath(path)
 			}
+			spec.Disks = append(spec.Disks, job.Disk{Name: names[i], Path: path})
 		}
+	}
+	if err := spec.Validate(); err != nil {
+		var ie *job.InvalidError
+		if errors.As(err, &ie) && ie.Field == "definition" {
+			return usageError{fmt.Errorf("%s: %s", bf.definition, ie.Reason)}
+		}
+		return flagError(err)
 	}
 	v, err := a.open(ctx)
 	if err != nil {
 		return err
 	}
-	capt, err := a.captureLocal(ctx, bf, cons, def, names, paths)
+	exe, err := a.executable()
 	if err != nil {
 		return err
 	}
-	if bf.bitmap != "" {
-		if err := a.nbdTracking(ctx, v, bf, capt); err != nil {
-			capt.close()
-			return err
-		}
-	}
-	if err != nil {
-		return err
-	}
-	defer capt.close()
-	opts := backup.Options{Machine: bf.machine, Definition: defRaw, Consistency: capt.consistency, Tags: bf.tags,
-		Warn: func(s string) { a.warnf("%s", s) }, Disks: capt.disks, Notes: capt.notes, Audit: bf.audit,
-		Precommit: capt.precommit, Seen: a.book()}
 	pb := newBar(a.env.Stderr, "backup "+bf.machine, !a.quiet)
-	opts.Progress = func(p backup.Progress) { pb.update(p.DoneBytes, p.TotalBytes, p.Elapsed, p.Final) }
-	bctx := capt.ctx(ctx)
-	p, err := backup.Run(bctx, v, opts)
-	if err != nil && ctx.Err() == nil && context.Cause(bctx) != nil {
-		err = context.Cause(bctx) // the freeze ran out, not the user
+	p, err := job.RunBackup(ctx, v, spec, job.Env{Executable: exe, Seen: a.book(),
+		Warn:     func(s string) { a.warnf("%s", s) },
+		Progress: func(p backup.Progress) { pb.update(p.DoneBytes, p.TotalBytes, p.Elapsed, p.Final) }})
+	if p == nil {
+		return flagError(err)
 	}
-	if rerr := capt.release(); rerr != nil {
-		if err == nil {
-			// The point is committed and consistent; the thaw or hook
-			// after it failed. Say so loudly, but the point stands.
-			a.warnf("%v", rerr)
-		} else {
-			err = errors.Join(err, rerr)
-		}
+	if rerr := a.reportPoint(bf.machine, p); rerr != nil {
+		return rerr
 	}
-	if err != nil {
-		return fmt.Errorf("backup of %s: %w", bf.machine, err)
+	return err // a point less consistent than required
+}
+
+// absPath makes a local path absolute, as job specs want (the agent that
+// runs a job may not share the caller's directory).
+func absPath(p string) string {
+	if p == "" {
+		return ""
 	}
-	return a.reportPoint(bf.machine, p, cons, bf.requireConsistency)
+	if abs, err := filepath.Abs(p); err == nil {
+		return abs
+	}
+	return p
+}
+
+// specFlags names the flag behind each field of a backup spec.
+var specFlags = map[string]string{"machine": "--machine", "disks": "--disk", "vault": "--vault", "consistency": "--consistency",
+	"pre_hook": "--pre-hook", "post_hook": "--post-hook", "hook_timeout": "--hook-timeout", "freeze_timeout": "--freeze-timeout",
+	"audit": "--audit", "fleece_dir": "--fleece-dir", "bitmap": "--bitmap", "qmp": "--qmp", "guest_agent": "--guest-agent",
+	"definition": "--definition"}
+
+// flagError turns a job spec's invalid field into a usage error naming
+// the flag; other errors pass.
+func flagError(err error) error {
+	var ie *job.InvalidError
+	if !errors.As(err, &ie) {
+		return err
+	}
+	field, _, _ := strings.Cut(ie.Field, "[")
+	field, _, _ = strings.Cut(field, ".")
+	if flag, ok := specFlags[field]; ok {
+		return usageError{fmt.Errorf("%s: %s", flag, ie.Reason)}
+	}
+	return usageError{err}
 }
 
 // reportPoint prints a new point: its ID on stdout (or JSON), a summary
-// and any notes on stderr. With require, a point less consistent than
-// asked is an error (after it is printed).
-func (a *app) reportPoint(machine string, p *recovery.Point, asked recovery.Consistency, require bool) (err error) {
-	if require {
-		defer func() {
-			if err == nil {
-				err = p.RequireConsistency(asked)
-			}
-		}()
-	}
+// and any notes on stderr.
+func (a *app) reportPoint(machine string, p *recovery.Point) error {
 	for _, n := range p.Notes {
 		a.warnf("%s", n)
 	}
@@ -268,234 +249,6 @@ func (a *app) reportPoint(machine string, p *recovery.Point, asked recovery.Cons
 	}
 	a.printf("%s\n", p.ID)
 	return nil
-}
-
-// capture is the stable view a backup reads: its disks, the consistency
-// it achieved, and what to undo afterwards.
-type capture struct {
-	disks       []backup.Disk
-	consistency recovery.Consistency
-	notes       []string
-	closers     []func() error
-	frozen      *quiesce.Frozen // still frozen while the disks are read
-	after       func() error    // post-hook, once
-	cancel      context.CancelCauseFunc
-}
-
-// ctx returns the backup's context: cancelled if a freeze runs out of time.
-func (c *capture) ctx(parent context.Context) context.Context {
-	fz := c.frozen
-	if fz == nil {
-		return parent
-	}
-	ctx, cancel := context.WithCancelCause(parent)
-	c.cancel = cancel
-	go func() {
-		select {
-		case <-fz.Expired:
-			cancel(expired(fz))
-		case <-ctx.Done():
-		}
-	}()
-	return ctx
-}
-
-func expired(fz *quiesce.Frozen) error {
-	return fmt.Errorf("filesystems %s stayed frozen longer than --freeze-timeout and were thawed: no point written", fz.Mounts())
-}
-
-func (c *capture) precommit() error {
-	fz := c.frozen
-	if fz == nil {
-		return nil
-	}
-	select {
-	case <-fz.Expired:
-		return expired(fz)
-	default:
-		return nil
-	}
-}
-
-// release thaws and runs the post-hook; it is safe to call again.
-func (c *capture) release() error {
-	var errs []error
-	if c.frozen != nil {
-		if err := c.frozen.Thaw(); err != nil {
-			errs = append(errs, err)
-		}
-		c.frozen = nil
-	}
-	if c.after != nil {
-		if err := c.after(); err != nil {
-			errs = append(errs, err)
-		}
-		c.after = nil
-	}
-	if c.cancel != nil {
-		c.cancel(nil)
-	}
-	return errors.Join(errs...)
-}
-
-func (c *capture) close() {
-	c.release()
-	for i := len(c.closers) - 1; i >= 0; i-- {
-		c.closers[i]()
-	}
-}
-
-// captureLocal opens image files and block devices, and makes them file-
-// or app-consistent when asked (see the backup command's help).
-func (a *app) captureLocal(ctx context.Context, bf backupFlags, cons recovery.Consistency, def *recovery.Definition, names, paths []string) (_ *capture, err error) {
-	c := &capture{consistency: cons}
-	defer func() {
-		if err != nil {
-			c.close()
-		}
-	}()
-	open := func() error {
-		for i, p := range paths {
-			if isNBD(p) {
-				var opts []nbd.Option
-				if bf.bitmap != "" {
-					opts = append(opts, nbd.WithMetaContexts(nbd.DirtyBitmapContext(bf.bitmap)))
-				}
-				d, err := nbd.OpenDisk(ctx, p, opts...)
-				if err != nil {
-					return fmt.Errorf("disk %s: %w", names[i], err)
-				}
-				c.closers = append(c.closers, d.Close)
-				c.disks = append(c.disks, backup.Disk{Name: names[i], Source: d})
-				continue
-			}
-			src, err := container.Open(ctx, p, def.DiskFormat(names, names[i]))
-			if err != nil {
-				return err
-			}
-			c.closers = append(c.closers, src.Close)
-			c.disks = append(c.disks, backup.Disk{Name: names[i], Source: src, Format: src.Info.Format, Backing: src.Info.Backing})
-			for _, n := range src.Notes {
-				c.notes = append(c.notes, fmt.Sprintf("disk %s: %s", names[i], n))
-			}
-		}
-		return nil
-	}
-	if cons == recovery.Crash {
-		for _, w := range quiesce.CrashWarnings(paths) {
-			a.warnf("%s", w)
-		}
-		return c, open()
-	}
-	var mounts []string
-	seen := map[string]bool{}
-	for _, p := range paths {
-		if isNBD(p) {
-			return nil, usageError{fmt.Errorf("--consistency %s cannot quiesce NBD disk %s: take it from a quiesced snapshot, or use --qmp for a QEMU machine", cons, p)}
-		}
-		ms, err := quiesce.MountsOn(p)
-		if err != nil {
-			return nil, err
-		}
-		for _, m := range ms {
-			if a.vaultURL != "" && !strings.Contains(a.vaultURL, "://") && quiesce.SameFilesystem(a.vaultURL, m) {
-				return nil, usageError{fmt.Errorf("the vault %s is on filesystem %s, which --consistency %s would freeze: use a vault elsewhere", a.vaultURL, m.Point, cons)}
-			}
-			if !seen[m.Point] {
-				seen[m.Point] = true
-				mounts = append(mounts, m.Point)
-			}
-		}
-	}
-	if len(mounts) == 0 && cons == recovery.File {
-		return nil, usageError{fmt.Errorf("--consistency file: no filesystem on %s is mounted on this host, so there is nothing to freeze (for a running VM, use --qmp)", strings.Join(paths, ", "))}
-	}
-	env := []string{"LIFEBOAT_MACHINE=" + bf.machine, "LIFEBOAT_DISKS=" + strings.Join(paths, " ")}
-	if cons == recovery.App {
-		pre := quiesce.Hook{Command: bf.preHook, Timeout: bf.hookTimeout, Env: env}
-		if err := pre.Run(ctx, "pre"); err != nil {
-			if ctx.Err() != nil {
-				return nil, err
-			}
-			c.consistency = recovery.File
-			c.notes = append(c.notes, fmt.Sprintf("asked for app consistency, got %s: %v", fileOrCrash(mounts), err))
-		}
-		// The post-hook runs whatever happened to the pre-hook: it undoes
-		// whatever part of it took effect.
-		post := quiesce.Hook{Command: bf.postHook, Timeout: bf.hookTimeout, Env: env}
-		c.after = func() error { return post.Run(context.WithoutCancel(ctx), "post") }
-		if len(mounts) == 0 && c.consistency == recovery.File {
-			c.consistency = recovery.Crash
-		}
-	}
-	if len(mounts) > 0 {
-		exe, err := a.executable()
-		if err != nil {
-			return nil, err
-		}
-		fz, err := quiesce.Freeze(ctx, mounts, bf.freezeTimeout, exe)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, err
-			}
-			c.notes = append(c.notes, fmt.Sprintf("asked for %s consistency, got crash: %v", cons, err))
-			c.consistency = recovery.Crash
-		} else {
-			c.frozen = fz
-		}
-	}
-	if c.frozen == nil {
-		// Nothing frozen: the hooks (if any) bracket the read.
-		return c, open()
-	}
-	// Frozen: an instant copy lets us thaw at once.
-	var clones []string
-	for _, p := range paths {
-		clone, err := quiesce.Clone(p)
-		if err != nil {
-			if !quiesce.NoReflinks(err) {
-				a.warnf("%v: the filesystems stay frozen while the disks are read", err)
-			}
-			for _, cl := range clones {
-				os.Remove(cl)
-			}
-			clones = nil
-			break
-		}
-		clones = append(clones, clone)
-	}
-	if clones == nil {
-		return c, open() // frozen while read; released after the backup
-	}
-	for _, cl := range clones {
-		c.closers = append(c.closers, func() error { return os.Remove(cl) })
-	}
-	select {
-	case <-c.frozen.Expired:
-		// The timeout thawed the filesystems while cloning: the clones
-		// are not one frozen instant.
-		return nil, expired(c.frozen)
-	default:
-	}
-	if err := c.release(); err != nil {
-		return nil, err
-	}
-	for i, cl := range clones {
-		src, err := container.OpenSnapshot(ctx, cl, paths[i], def.DiskFormat(names, names[i]))
-		if err != nil {
-			return nil, err
-		}
-		c.closers = append(c.closers, src.Close)
-		c.disks = append(c.disks, backup.Disk{Name: names[i], Source: src, Format: src.Info.Format, Backing: src.Info.Backing})
-	}
-	return c, nil
-}
-
-func fileOrCrash(mounts []string) recovery.Consistency {
-	if len(mounts) > 0 {
-		return recovery.File
-	}
-	return recovery.Crash
 }
 
 // watchdogCommand is the hidden helper process quiesce.Freeze and live
@@ -527,73 +280,6 @@ func (a *app) watchdogCommand() *cobra.Command {
 
 func isNBD(path string) bool {
 	return strings.HasPrefix(path, "nbd://") || strings.HasPrefix(path, "nbd+unix://") || strings.HasPrefix(path, "nbds://")
-}
-
-// nbdTracking uses the NBD servers' dirty bitmap bf.bitmap when the
-// machine's latest point was taken with it (see the backup help).
-func (a *app) nbdTracking(ctx context.Context, v *vault.Vault, bf backupFlags, c *capture) error {
-	points, err := recovery.List(ctx, v)
-	if err != nil {
-		return err
-	}
-	parent, _ := recovery.Find(points, bf.machine, "latest")
-	tracking := "nbd:" + bf.bitmap
-	for i := range c.disks {
-		d := &c.disks[i]
-		d.Tracking = tracking
-		nd, ok := d.Source.(*nbd.Disk)
-		if !ok {
-			continue
-		}
-		if !nd.Client().HasMetaContext(nbd.DirtyBitmapContext(bf.bitmap)) {
-			return fmt.Errorf("disk %s: the NBD server does not offer dirty bitmap %q (it agreed to %q)", d.Name, bf.bitmap, nd.Client().MetaContexts())
-		}
-		if parent == nil {
-			continue
-		}
-		pd, ok := parent.Disk(d.Name)
-		if !ok || pd.Tracking != tracking {
-			a.warnf("disk %s: point %s was not taken with bitmap %s: reading the whole disk and comparing", d.Name, parent.ID.Short(), bf.bitmap)
-			continue
-		}
-		dirty, err := nd.DirtyExtents(ctx, bf.bitmap)
-		if err != nil {
-			return fmt.Errorf("disk %s: %w", d.Name, err)
-		}
-		d.Changed = &backup.Changes{Since: parent.ID.String(), Extents: dirty}
-	}
-	return nil
-}
-
-// runLiveBackup backs up a running QEMU machine (--qmp).
-func (a *app) runLiveBackup(ctx context.Context, bf backupFlags, cons recovery.Consistency, def []byte) error {
-	var only []string
-	for _, d := range bf.disks {
-		if recovery.ValidName("disk", d) != nil {
-			return usageError{fmt.Errorf("with --qmp, --disk names a disk of the machine (vda, ...), not %q", d)}
-		}
-		only = append(only, d)
-	}
-	v, err := a.open(ctx)
-	if err != nil {
-		return err
-	}
-	env := []string{"LIFEBOAT_MACHINE=" + bf.machine, "LIFEBOAT_QMP=" + bf.qmp}
-	pb := newBar(a.env.Stderr, "backup "+bf.machine, !a.quiet)
-	exe, err := a.executable()
-	if err != nil {
-		return err
-	}
-	p, err := live.Backup(ctx, v, live.Options{Machine: bf.machine, QMP: bf.qmp, Consistency: cons, GuestAgent: bf.guestAgent, Executable: exe,
-		FreezeTimeout: bf.freezeTimeout, Disks: only, Dir: bf.fleeceDir, Definition: def, Tags: bf.tags, Audit: bf.audit,
-		PreHook:  quiesce.Hook{Command: bf.preHook, Timeout: bf.hookTimeout, Env: env},
-		PostHook: quiesce.Hook{Command: bf.postHook, Timeout: bf.hookTimeout, Env: env},
-		Progress: func(p backup.Progress) { pb.update(p.DoneBytes, p.TotalBytes, p.Elapsed, p.Final) },
-		Warn:     func(s string) { a.warnf("%s", s) }})
-	if err != nil {
-		return fmt.Errorf("backup of %s: %w", bf.machine, err)
-	}
-	return a.reportPoint(bf.machine, p, cons, bf.requireConsistency)
 }
 
 // executable is lifeboat's own binary, which thaw watchdogs re-run.

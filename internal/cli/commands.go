@@ -50,7 +50,7 @@ was chosen from the measurements in bench/RESULTS.md.`,
 			if err != nil {
 				return err
 			}
-			store, err := openStore(ctx, a.vaultURL, true, a.env.Getenv)
+			store, err := a.store(ctx, a.vaultURL, true, a.env.Getenv)
 			if err != nil {
 				return err
 			}

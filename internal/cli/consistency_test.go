@@ -150,9 +150,9 @@ func TestConsistencyFileRefusals(t *testing.T) {
 	expect(t, "vault on the frozen filesystem", r, 2, "would freeze")
 	// Hooks without app.
 	r = run(t, "--vault", vaultDir, "backup", "--machine", "fs", "--disk", "d0="+img, "--pre-hook", "true")
-	expect(t, "hook without app", r, 2, "--consistency app")
+	expect(t, "hook without app", r, 2, "--pre-hook: hooks run around an application-consistent instant")
 	r = run(t, "--vault", vaultDir, "backup", "--machine", "fs", "--disk", "d0="+img, "--consistency", "app")
-	expect(t, "app without a pre-hook", r, 2, "needs a --pre-hook")
+	expect(t, "app without a pre-hook", r, 2, "--pre-hook: app consistency needs a pre-hook")
 	r = run(t, "--vault", vaultDir, "backup", "--machine", "fs", "--disk", "d0="+img, "--consistency", "file", "--freeze-timeout", "0s")
 	expect(t, "zero freeze timeout", r, 2, "must be positive")
 }

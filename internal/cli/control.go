@@ -217,7 +217,10 @@ rules of 'lifeboat forget').`,
 			}
 			body := map[string]any{"cron": cron, "keep": map[string]any{"last": p.Keep.Last, "hourly": p.Keep.Hourly,
 				"daily": p.Keep.Daily, "weekly": p.Keep.Weekly, "monthly": p.Keep.Monthly, "yearly": p.Keep.Yearly},
-				"consistency": p.Consistency, "vault": p.Vault, "copy_to": p.CopyTo}
+				"consistency": p.Consistency, "copy_to": p.CopyTo}
+			if p.Vault != "" {
+				body["vault"] = p.Vault
+			}
 			for k, v := range map[string]string{"every": every, "stagger": stagger} {
 				if v != "" {
 					body[k] = v
@@ -237,7 +240,7 @@ rules of 'lifeboat forget').`,
 	f.StringVar(&cron, "cron", "", `run at the times of a cron expression ("30 2 * * *", @daily)`)
 	f.StringVar(&stagger, "stagger", "", "spread the machines' starts over this window after each run time")
 	f.StringVar(&p.Consistency, "consistency", "crash", "crash, file or app")
-	f.StringVar(&vault, "vault", "", "target vault: a name the server knows, or a directory or s3:// URL")
+	f.StringVar(&vault, "vault", "", "target vault: a name the server knows, or a directory or s3:// URL (default: the server's vault \"default\")")
 	f.StringVar(&copyTo, "copy-to", "", "copy each new point to this vault after the backup")
 	f.IntVar(&p.Keep.Last, "keep-last", 0, "keep the N newest points")
 	f.IntVar(&p.Keep.Hourly, "keep-hourly", 0, "keep the newest point of each of the last N hours")
@@ -478,5 +481,51 @@ func (a *app) alertCommand() *cobra.Command {
 	}
 	list.Flags().BoolVar(&all, "all", false, "include cleared alerts")
 	cmd.AddCommand(list)
+	return cmd
+}
+
+func (a *app) tokenCommand() *cobra.Command {
+	var r remote
+	cmd := &cobra.Command{Use: "token", Short: "API tokens: for people (admin, operator, viewer) and agents (server)"}
+	a.addRemoteFlags(cmd, &r)
+	var role string
+	add := &cobra.Command{
+		Use:   "add NAME --role admin|operator|viewer|agent",
+		Short: "Make a token and print its secret (shown once)",
+		Long: `Make an API token and print its secret, which the server does not keep (only
+its hash): store it in a file of mode 0600 and give it with --token-file.
+An agent's token carries the name of its host: jobs of machines added with
+--agent NAME go to it.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var t api.NewTokenJSON
+			return a.call(cmd.Context(), &r, "POST", "/v1/tokens", api.NewTokenJSON{Name: args[0], Role: role}, &t, func() {
+				a.printf("%s\n", t.Secret)
+			})
+		},
+	}
+	add.Flags().StringVar(&role, "role", "viewer", "admin, operator, viewer or agent")
+	list := &cobra.Command{
+		Use: "list", Short: "List tokens (never their secrets)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var ts []catalog.Token
+			return a.call(cmd.Context(), &r, "GET", "/v1/tokens", nil, &ts, func() {
+				a.table("NAME\tROLE\tCREATED\tREVOKED", func(w *tabwriter.Writer) {
+					for _, t := range ts {
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", t.Name, t.Role, when(t.Created), when(t.Revoked))
+					}
+				})
+			})
+		},
+	}
+	revoke := &cobra.Command{
+		Use: "revoke NAME", Short: "Revoke a token from now on", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.call(cmd.Context(), &r, "DELETE", "/v1/tokens/"+url.PathEscape(args[0]), nil, nil, func() {
+				a.printf("token %s revoked\n", args[0])
+			})
+		},
+	}
+	cmd.AddCommand(add, list, revoke)
 	return cmd
 }

@@ -132,3 +132,103 @@ func TestServerCommands(t *testing.T) {
 		t.Fatalf("server did not stop cleanly on SIGINT: %s", r)
 	}
 }
+
+// startServer runs `lifeboat server` (with its built-in agent) and waits
+// until it answers; it returns the server's URL and the admin token file.
+func startServer(t *testing.T, args ...string) (string, string, *proc) {
+	t.Helper()
+	data := t.TempDir()
+	addr := freeAddr(t)
+	srv := startProc(t, append([]string{"server", "--data", data, "--listen", addr, "--tick", "1s"}, args...)...)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) || srv.exited() {
+			t.Fatalf("server did not come up: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return "http://" + addr, filepath.Join(data, "admin.token"), srv
+}
+
+// A machine on the server's own host and one on another agent's host are
+// protected, backed up through the server by real agent processes into a
+// real vault, and their points are in the vault and in the RPO state.
+func TestServerAndAgentRunBackups(t *testing.T) {
+	work := t.TempDir()
+	vaultDir := filepath.Join(work, "vault")
+	initVault(t, vaultDir, 0)
+	web1 := filepath.Join(work, "web1.img")
+	makeExt4(t, web1, 32, []fileSpec{{path: "/srv/www/index.html", size: 3 << 20, kind: 1, seed: 1}})
+	db1 := filepath.Join(work, "db1.img")
+	makeExt4(t, db1, 32, []fileSpec{{path: "/var/lib/db/data", size: 5 << 20, kind: 2, seed: 2}})
+
+	url, tokenFile, _ := startServer(t)
+	remote := []string{"--server", url, "--token-file", tokenFile}
+	ok := func(args ...string) result {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		r := inProcEnv(ctx, nil, append(args, remote...)...)
+		if r.code != 0 {
+			t.Fatalf("lifeboat %v: %s", args, r)
+		}
+		return r
+	}
+	ok("tier", "add", "gold", "--rpo", "1h")
+	ok("policy", "add", "daily", "--cron", "@daily", "--vault", vaultDir, "--keep-daily", "7")
+	ok("machine", "add", "web1", "--disk", "root="+web1)
+	ok("protect", "web1", "--policy", "daily", "--tier", "gold")
+	r := ok("backup-now", "web1", "--wait")
+	if !strings.Contains(r.stdout, "succeeded") {
+		t.Fatalf("backup-now --wait: %s", r)
+	}
+
+	// A second host's agent, with a token of its own.
+	secret := strings.TrimSpace(ok("token", "add", "hv2", "--role", "agent").stdout)
+	agentToken := filepath.Join(work, "hv2.token")
+	os.WriteFile(agentToken, []byte(secret+"\n"), 0o600)
+	startProc(t, "agent", "--server", url, "--token-file", agentToken)
+	ok("machine", "add", "db1", "--agent", "hv2", "--disk", "root="+db1)
+	ok("protect", "db1", "--policy", "daily", "--tier", "gold")
+	ok("backup-now", "db1", "--wait")
+
+	var jobs []map[string]any
+	json.Unmarshal([]byte(ok("job", "list", "--json", "--machine", "db1").stdout), &jobs)
+	if len(jobs) != 1 || jobs[0]["agent"] != "hv2" || jobs[0]["state"] != "succeeded" {
+		t.Fatalf("db1's job: %v", jobs)
+	}
+	var ms []map[string]any
+	json.Unmarshal([]byte(ok("machine", "list", "--json").stdout), &ms)
+	for _, m := range ms {
+		if m["rpo_state"] != "green" || m["last_point"] == nil {
+			t.Fatalf("after the backups: %v", ms)
+		}
+	}
+	// The points are in the vault, restorable like any other.
+	pts := mustRun(t, "--vault", vaultDir, "points", "--json")
+	for _, m := range []string{"web1", "db1"} {
+		if !strings.Contains(pts.stdout, `"machine": "`+m+`"`) {
+			t.Fatalf("no point of %s in the vault:\n%s", m, pts.stdout)
+		}
+	}
+	out := filepath.Join(work, "restored.img")
+	mustRun(t, "--vault", vaultDir, "restore", "--machine", "db1", "latest", "--disk", "root", "--to-file", out)
+	sameContent(t, db1, out)
+
+	// A policy that names no vault uses the server's own, made at its
+	// first start, whose passphrase the server keeps in its data directory.
+	ok("policy", "add", "nightly", "--cron", "@daily", "--keep-last", "3")
+	ok("machine", "add", "app1", "--disk", "root="+web1)
+	ok("protect", "app1", "--policy", "nightly", "--tier", "gold")
+	ok("backup-now", "app1", "--wait")
+	data := filepath.Dir(tokenFile)
+	pts = mustRun(t, "--vault", filepath.Join(data, "vault"), "--password-file", filepath.Join(data, "vault.passphrase"), "points", "--json")
+	if !strings.Contains(pts.stdout, `"machine": "app1"`) {
+		t.Fatalf("no point of app1 in the default vault:\n%s", pts.stdout)
+	}
+}

@@ -45,7 +45,7 @@ func prefixedEnv(prefix string, getenv func(string) string) func(string) string 
 // (LIFEBOAT_FROM_*), and its passphrase from passwordFile,
 // LIFEBOAT_FROM_PASSWORD, or else the target's.
 func (a *app) openSource(ctx context.Context, url, passwordFile string) (*vault.Vault, error) {
-	store, err := openStore(ctx, url, false, prefixedEnv(envFrom, a.env.Getenv))
+	store, err := a.store(ctx, url, false, prefixedEnv(envFrom, a.env.Getenv))
 	if err != nil {
 		return nil, err
 	}
@@ -235,7 +235,7 @@ back to the plain variables.`,
 			ctx := cmd.Context()
 			var copyStore blob.Store
 			if copyURL != "" {
-				s, err := openStore(ctx, copyURL, false, prefixedEnv(envCopy, a.env.Getenv))
+				s, err := a.store(ctx, copyURL, false, prefixedEnv(envCopy, a.env.Getenv))
 				if err != nil {
 					return fmt.Errorf("copy: %w", err)
 				}

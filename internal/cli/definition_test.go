@@ -144,7 +144,8 @@ func TestInPlaceRestoreOfOlderLivePoint(t *testing.T) {
 		t.Fatal("in-place restore with --to-file did not revert the image")
 	}
 
-	// An offline backup by a relative path records the absolute image.
+	// An offline backup by a relative path records the absolute path, as
+	// its source and its image.
 	rel, err := filepath.Rel(mustGetwd(t), img)
 	if err != nil {
 		t.Fatal(err)
@@ -154,7 +155,7 @@ func TestInPlaceRestoreOfOlderLivePoint(t *testing.T) {
 		Disks []recovery.Disk `json:"disks"`
 	}
 	decode(t, mustRun(t, "--vault", vaultDir, "--json", "points", "--machine", "m2").stdout, &pts)
-	if len(pts) != 1 || pts[0].Disks[0].Source != rel || pts[0].Disks[0].Image != img {
+	if len(pts) != 1 || pts[0].Disks[0].Source != img || pts[0].Disks[0].Image != img {
 		t.Fatalf("backup of %s recorded %+v, want image %s", rel, pts, img)
 	}
 }

@@ -8,9 +8,11 @@ import (
 	"lifeboat/internal/api"
 	"lifeboat/internal/backup"
 	"lifeboat/internal/blob"
+	"lifeboat/internal/capture"
 	"lifeboat/internal/chunk"
 	"lifeboat/internal/container"
 	"lifeboat/internal/crypto"
+	"lifeboat/internal/job"
 	"lifeboat/internal/live"
 	"lifeboat/internal/recovery"
 	"lifeboat/internal/restore"
@@ -49,7 +51,8 @@ func ExitCode(err error) int {
 	switch {
 	case err == nil:
 		return ExitOK
-	case errors.As(err, &u), errors.Is(err, restore.ErrFormat), errors.Is(err, container.ErrUnconfirmed), errors.Is(err, recovery.ErrNoImage):
+	case errors.As(err, &u), errors.Is(err, restore.ErrFormat), errors.Is(err, container.ErrUnconfirmed), errors.Is(err, recovery.ErrNoImage),
+		errors.Is(err, job.ErrInvalid), errors.Is(err, capture.ErrInvalid):
 		return ExitUsage
 	case errors.As(err, &refused):
 		return serverExit(refused.Status)

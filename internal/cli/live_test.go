@@ -525,7 +525,7 @@ func TestGuestAgentSocketIsQMP(t *testing.T) {
 		t.Fatalf("%d points before and %d after a backup that fell short of --require-consistency, want one more", before, after)
 	}
 	r = mustRun(t, "--vault", vaultDir, "backup", "--machine", "qsd", "--qmp", sock, "--fleece-dir", fleece, "--guest-agent", other, "--require-consistency")
-	if !strings.Contains(r.stderr, "--guest-agent is ignored") {
+	if !strings.Contains(r.stderr, "guest agent is not used with crash consistency") {
 		t.Fatalf("--guest-agent with crash consistency gave no warning:\n%s", r)
 	}
 }

@@ -14,8 +14,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"lifeboat/internal/blob"
 	"lifeboat/internal/clock"
 	"lifeboat/internal/lastseen"
+	"lifeboat/internal/location"
 	"lifeboat/internal/recovery"
 	"lifeboat/internal/vault"
 )
@@ -111,7 +113,7 @@ Exit codes:
 	root.AddCommand(a.vaultCommand(), a.backupCommand(), a.pointsCommand(), a.restoreCommand(),
 		a.verifyCommand(), a.forgetCommand(), a.pruneCommand(), a.watchdogCommand(),
 		a.serverCommand(), a.tierCommand(), a.policyCommand(), a.machineCommand(), a.protectCommand(),
-		a.backupNowCommand(), a.jobCommand(), a.alertCommand())
+		a.backupNowCommand(), a.jobCommand(), a.alertCommand(), a.agentCommand(), a.tokenCommand())
 	return root
 }
 
@@ -147,9 +149,18 @@ func (a *app) options() vault.Options {
 	return o
 }
 
+// store opens a vault URL's store; a bad URL is a usage error.
+func (a *app) store(ctx context.Context, url string, create bool, getenv func(string) string) (blob.Store, error) {
+	s, err := location.Store(ctx, url, create, getenv)
+	if errors.Is(err, location.ErrInvalid) {
+		return nil, usageError{err}
+	}
+	return s, err
+}
+
 // open opens the vault named by --vault.
 func (a *app) open(ctx context.Context) (*vault.Vault, error) {
-	store, err := openStore(ctx, a.vaultURL, false, a.env.Getenv)
+	store, err := a.store(ctx, a.vaultURL, false, a.env.Getenv)
 	if err != nil {
 		return nil, err
 	}

@@ -1,16 +1,22 @@
 package cli
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
+	"os"
 
 	"github.com/spf13/cobra"
 
+	"lifeboat/internal/agent"
 	"lifeboat/internal/server"
 )
 
 func (a *app) serverCommand() *cobra.Command {
 	var cfg server.Config
+	var noAgent bool
 	cmd := &cobra.Command{
 		Use:   "server [--data DIR] [--listen ADDR] [--db postgres://…]",
 		Short: "Run the control plane: API, scheduler, alerts",
@@ -22,7 +28,11 @@ backups on its policy's schedule and watches every machine's RPO.
 Zero configuration: the catalog is an SQLite file in --data (default
 /var/lib/lifeboat), the API listens on 127.0.0.1:8080. The first start makes an
 admin token, prints it once and writes it to DATA/admin.token (mode 0600);
-give it to the other commands with --token-file or LIFEBOAT_TOKEN.
+give it to the other commands with --token-file or LIFEBOAT_TOKEN. Unless the
+server already knows a vault (or --no-default-vault), it also makes the vault
+"default" in DATA/vault with a generated passphrase, kept in
+DATA/vault.passphrase (0600) and printed once: keep a copy elsewhere. Policies
+that name no vault use it.
 
 --db postgres://USER@HOST/DB keeps the catalog in PostgreSQL instead; several
 servers on one PostgreSQL share the work and never queue or run a job twice.
@@ -37,12 +47,27 @@ silent for 2 minutes) are logged, listed at /v1/alerts and POSTed as JSON to
 every --webhook URL when raised and when cleared.
 
 A schedule slot missed while no server ran is made up once at start, not
-once per missed slot.`,
+once per missed slot.
+
+The server runs a built-in agent for this host (named after it; its token is
+kept in DATA/agent.token), which runs the jobs of machines added without
+--agent or with this host's name — through the same code as 'lifeboat
+backup' — and keeps each vault open between jobs. It unlocks vaults with the
+server's --password-file, LIFEBOAT_PASSWORD_FILE or LIFEBOAT_PASSWORD.
+--no-agent leaves every job to separate 'lifeboat agent' processes.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg.Clock = a.env.Clock
 			cfg.Out = a.env.Stdout
 			cfg.Log = slog.New(slog.NewTextHandler(a.env.Stderr, nil))
+			cfg.VaultOptions = a.options()
+			if !noAgent {
+				runner, err := a.jobRunner(cfg.DataDir)
+				if err != nil {
+					return err
+				}
+				cfg.Runner = runner
+			}
 			err := server.Run(cmd.Context(), cfg)
 			if errors.Is(err, server.ErrConfig) {
 				return usageError{err}
@@ -59,5 +84,83 @@ once per missed slot.`,
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "the certificate's private key (PEM)")
 	f.StringArrayVar(&cfg.Webhooks, "webhook", nil, "POST alerts (raised and cleared) as JSON to this URL; repeatable")
 	f.DurationVar(&cfg.Tick, "tick", 0, "how often the scheduler runs (default 10s)")
+	f.BoolVar(&noAgent, "no-agent", false, "run no built-in agent: jobs wait for separate agents")
+	f.BoolVar(&cfg.NoDefaultVault, "no-default-vault", false, "make no vault in DATA/vault when the server knows none")
+	f.StringVar(&cfg.Host, "name", "", "name of the built-in agent (default: the host name)")
+	return cmd
+}
+
+// jobRunner runs jobs as this process's commands would: vaults unlocked
+// with its passphrase, S3 settings from its environment.
+// With a server's data directory, its default vault is unlocked with the
+// passphrase kept there.
+func (a *app) jobRunner(dataDir string) (*agent.Jobs, error) {
+	exe, err := a.executable()
+	if err != nil {
+		return nil, err
+	}
+	return &agent.Jobs{Getenv: a.env.Getenv, Executable: exe, Options: a.options(),
+		Passphrase: func(url string) ([]byte, error) {
+			if dataDir != "" {
+				if pw, ok := server.DefaultVaultPassphrase(dataDir, url); ok {
+					return pw, nil
+				}
+			}
+			pw, err := a.passphrase()
+			if err != nil {
+				return nil, fmt.Errorf("no passphrase for vault %s: start lifeboat with --password-file, LIFEBOAT_PASSWORD_FILE or LIFEBOAT_PASSWORD", url)
+			}
+			return pw, nil
+		}}, nil
+}
+
+func (a *app) agentCommand() *cobra.Command {
+	var r remote
+	var concurrency int
+	var name string
+	cmd := &cobra.Command{
+		Use:   "agent --server URL --token-file F [--name HOST]",
+		Short: "Run the jobs a lifeboat server queues for this host",
+		Long: `Run the jobs a lifeboat server queues for this host until interrupted: register
+and heartbeat, claim the jobs of this host's machines (and of machines that
+name no agent), run each through the same code as 'lifeboat backup', and
+report progress, log lines and the outcome. The vaults the jobs use are
+opened once and kept open between jobs.
+
+The agent is known by its token's name: make one with
+'lifeboat token add HOST --role agent' on a host that has an admin token, and
+give it here with --token-file (or LIFEBOAT_TOKEN). Vaults are unlocked with
+--password-file, LIFEBOAT_PASSWORD_FILE or LIFEBOAT_PASSWORD.
+
+A server that is down or restarting is retried with backoff; a job running
+meanwhile finishes and its outcome is delivered when the server is back. A
+job cancelled through the server, or whose lease the server gave away, is
+stopped.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client(&r)
+			if err != nil {
+				return err
+			}
+			runner, err := a.jobRunner("")
+			if err != nil {
+				return err
+			}
+			if name == "" {
+				name, _ = os.Hostname()
+			}
+			info, _ := json.Marshal(map[string]any{"host": name})
+			log := slog.New(slog.NewTextHandler(a.env.Stderr, nil))
+			log.Info("lifeboat agent started", "server", c.URL, "host", name)
+			ag := &agent.Agent{Client: c, Runner: runner, Concurrency: concurrency, Info: info, Log: log}
+			if err := ag.Run(cmd.Context()); err != nil && !errors.Is(err, context.Canceled) {
+				return err
+			}
+			return nil
+		},
+	}
+	a.addRemoteFlags(cmd, &r)
+	cmd.Flags().IntVar(&concurrency, "concurrency", 1, "jobs run at once")
+	cmd.Flags().StringVar(&name, "name", "", "host name reported with heartbeats (jobs go to the token's name)")
 	return cmd
 }

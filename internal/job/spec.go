@@ -12,7 +12,10 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
+	"time"
 
+	"lifeboat/internal/capture"
+	"lifeboat/internal/policy"
 	"lifeboat/internal/recovery"
 )
 
@@ -89,14 +92,10 @@ func (s Source) Validate() error {
 		}
 	}
 	if s.Bitmap != "" {
-		nbdDisks := 0
-		for _, d := range s.Disks {
-			if isNBD(d.Path) {
-				nbdDisks++
+		for i, d := range s.Disks {
+			if !capture.IsNBD(d.Path) {
+				return invalid(fmt.Sprintf("disks[%d].path", i), "a server's dirty bitmap (bitmap %q) applies to NBD disks only, and %s is not one", s.Bitmap, d.Path)
 			}
-		}
-		if nbdDisks == 0 {
-			return invalid("bitmap", "a server's dirty bitmap applies to NBD disks only")
 		}
 	}
 	if len(s.Definition) > 0 {
@@ -107,17 +106,13 @@ func (s Source) Validate() error {
 	return nil
 }
 
-func isNBD(path string) bool {
-	return strings.HasPrefix(path, "nbd://") || strings.HasPrefix(path, "nbd+unix://")
-}
-
 // checkDiskPath accepts absolute paths and NBD URLs. A relative path would
 // mean something different on the agent that runs the job.
 func checkDiskPath(p string) error {
 	switch {
 	case p == "":
 		return errors.New("empty path")
-	case isNBD(p):
+	case capture.IsNBD(p):
 		if _, err := url.Parse(p); err != nil {
 			return fmt.Errorf("NBD URL %q: %v", p, err)
 		}
@@ -142,10 +137,39 @@ type Backup struct {
 	Consistency string `json:"consistency,omitempty"`
 	// RequireConsistency makes a point that achieved less than asked a
 	// failure of the job (the point is kept).
-	RequireConsistency bool     `json:"require_consistency,omitempty"`
-	PreHook            string   `json:"pre_hook,omitempty"`
-	PostHook           string   `json:"post_hook,omitempty"`
-	Tags               []string `json:"tags,omitempty"`
+	RequireConsistency bool   `json:"require_consistency,omitempty"`
+	PreHook            string `json:"pre_hook,omitempty"`
+	PostHook           string `json:"post_hook,omitempty"`
+	// HookTimeout bounds each hook (default 5m); FreezeTimeout how long
+	// filesystems may stay frozen (default 1m).
+	HookTimeout   Duration `json:"hook_timeout,omitempty"`
+	FreezeTimeout Duration `json:"freeze_timeout,omitempty"`
+	// Audit re-reads this fraction of the blocks change tracking calls
+	// unchanged (0 to 1).
+	Audit float64 `json:"audit,omitempty"`
+	// FleeceDir holds a live backup's temporary overlays (QMP only).
+	FleeceDir string   `json:"fleece_dir,omitempty"`
+	Tags      []string `json:"tags,omitempty"`
+}
+
+// Defaults of a backup's timeouts.
+const (
+	DefaultHookTimeout   = 5 * time.Minute
+	DefaultFreezeTimeout = time.Minute
+)
+
+func (b Backup) hookTimeout() time.Duration {
+	if b.HookTimeout == 0 {
+		return DefaultHookTimeout
+	}
+	return time.Duration(b.HookTimeout)
+}
+
+func (b Backup) freezeTimeout() time.Duration {
+	if b.FreezeTimeout == 0 {
+		return DefaultFreezeTimeout
+	}
+	return time.Duration(b.FreezeTimeout)
 }
 
 // Validate reports the first thing wrong with b.
@@ -163,7 +187,60 @@ func (b Backup) Validate() error {
 		return invalid("pre_hook", "hooks run around an application-consistent instant: set consistency to app")
 	}
 	if b.Consistency == "app" && b.PreHook == "" {
-		return invalid("pre_hook", "app consistency needs a pre-hook that quiesces the application")
+		return invalid("pre_hook", "app consistency needs a pre-hook that quiesces the application (without one, use file consistency)")
+	}
+	if b.HookTimeout < 0 {
+		return invalid("hook_timeout", "must be positive")
+	}
+	if b.FreezeTimeout < 0 {
+		return invalid("freeze_timeout", "must be positive")
+	}
+	if b.Audit < 0 || b.Audit > 1 {
+		return invalid("audit", "%g: want a fraction from 0 to 1", b.Audit)
+	}
+	if b.FleeceDir != "" && b.QMP == "" {
+		return invalid("fleece_dir", "temporary overlays are for live QMP backups only")
+	}
+	if b.Bitmap != "" && b.QMP != "" {
+		return invalid("bitmap", "with a QMP socket lifeboat manages the dirty bitmaps itself")
+	}
+	if len(b.Definition) > 0 {
+		def, err := recovery.ParseDefinition(b.Definition)
+		if err != nil {
+			return invalid("definition", "%v", err)
+		}
+		if def.Name != b.Machine {
+			return invalid("definition", "names machine %q, but the machine is %q", def.Name, b.Machine)
+		}
 	}
 	return b.Source.Validate()
+}
+
+// Duration is a duration on the wire: "90s", "15m", "1h30m", "7d".
+type Duration time.Duration
+
+// MarshalJSON writes d as ParseDuration reads it back.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	if d == 0 {
+		return []byte(`"0s"`), nil
+	}
+	return json.Marshal(policy.FormatDuration(time.Duration(d)))
+}
+
+// UnmarshalJSON reads "15m", "36h", "7d", "2w".
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("a duration is a string such as \"15m\", \"1h\" or \"7d\"")
+	}
+	if s == "0" || s == "0s" {
+		*d = 0
+		return nil
+	}
+	v, err := policy.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("invalid duration %q: write it as 90s, 15m, 1h30m, 7d or 2w", s)
+	}
+	*d = Duration(v)
+	return nil
 }

@@ -30,7 +30,7 @@ func TestBackupValidate(t *testing.T) {
 		{"hooks without app", "pre_hook", func(b *Backup) { b.PreHook = "/bin/true" }},
 		{"app without hook", "pre_hook", func(b *Backup) { b.Consistency = "app" }},
 		{"agent without qmp", "guest_agent", func(b *Backup) { b.GuestAgent = "/run/x.qga" }},
-		{"bitmap without nbd", "bitmap", func(b *Backup) { b.Bitmap = "b0" }},
+		{"bitmap without nbd", "disks[0].path", func(b *Backup) { b.Bitmap = "b0" }},
 		{"broken definition", "definition", func(b *Backup) { b.Definition = json.RawMessage(`{"schema":"x"}`) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

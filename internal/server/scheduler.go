@@ -37,8 +37,8 @@ type Scheduler struct {
 	// AgentTimeout is how long an agent may go without a heartbeat before
 	// it is reported down (default 2 minutes).
 	AgentTimeout time.Duration
-	// FailuresToAlert is how many failed jobs in a row of one machine
-	// raise an alert (default 3).
+	// FailuresToAlert is how many failed attempts in a row of one
+	// machine's jobs raise an alert (default 3).
 	FailuresToAlert int
 }
 
@@ -48,6 +48,8 @@ type TickReport struct {
 	Reaped  []string `json:"reaped"`
 	Raised  []string `json:"raised"` // "kind subject"
 	Cleared []string `json:"cleared"`
+
+	open map[string]bool // alerts open when the tick began
 }
 
 // Event is what a webhook receives.
@@ -102,6 +104,24 @@ func (s *Scheduler) Tick(ctx context.Context, now time.Time) (TickReport, error)
 	if err != nil {
 		return rep, err
 	}
+	vaults, err := s.Catalog.Vaults(ctx)
+	if err != nil {
+		return rep, err
+	}
+	urls := api.VaultURLs(vaults)
+	// What is open now, so that a tick writes only the alerts that change.
+	open, err := s.Catalog.Alerts(ctx, false, 1_000_000)
+	if err != nil {
+		return rep, err
+	}
+	rep.open = map[string]bool{}
+	for _, a := range open {
+		rep.open[a.Kind+" "+a.Subject] = true
+	}
+	failuresToAlert := s.FailuresToAlert
+	if failuresToAlert <= 0 {
+		failuresToAlert = 3
+	}
 
 	for _, m := range machines {
 		if p, ok := policies[m.Policy]; ok && !tiers[m.Tier].None {
@@ -113,7 +133,7 @@ func (s *Scheduler) Tick(ctx context.Context, now time.Time) (TickReport, error)
 			if err != nil {
 				s.log().Error("policy's schedule unusable", "policy", p.Name, "err", err)
 			} else if due {
-				id, err := s.queue(ctx, m, slot, now)
+				id, err := s.queue(ctx, m, p, urls, slot, now)
 				if err != nil {
 					s.log().Error("queueing a scheduled backup failed", "machine", m.Name, "err", err)
 				} else if id != "" {
@@ -129,9 +149,8 @@ func (s *Scheduler) Tick(ctx context.Context, now time.Time) (TickReport, error)
 			}
 			s.alert(ctx, &rep, st.State == schedule.Missed, AlertRPO, m.Name, msg, now)
 		}
-		if err := s.failing(ctx, &rep, m.Name, now); err != nil {
-			return rep, err
-		}
+		s.alert(ctx, &rep, m.Failures >= failuresToAlert, AlertJobFailing, m.Name,
+			fmt.Sprintf("the last %d attempts to protect %s failed; the newest: %s", m.Failures, m.Name, m.LastError), now)
 	}
 
 	agents, err := s.Catalog.Agents(ctx)
@@ -140,7 +159,7 @@ func (s *Scheduler) Tick(ctx context.Context, now time.Time) (TickReport, error)
 	}
 	timeout := s.AgentTimeout
 	if timeout <= 0 {
-		timeout = 2 * time.Minute
+		timeout = api.AgentTimeout
 	}
 	for _, a := range agents {
 		quiet := now.Sub(a.Heartbeat)
@@ -151,12 +170,12 @@ func (s *Scheduler) Tick(ctx context.Context, now time.Time) (TickReport, error)
 }
 
 // queue records the slot first: only the server that moves it queues.
-func (s *Scheduler) queue(ctx context.Context, m catalog.Machine, slot, now time.Time) (string, error) {
+func (s *Scheduler) queue(ctx context.Context, m catalog.Machine, p catalog.Policy, urls map[string]string, slot, now time.Time) (string, error) {
 	moved, err := s.Catalog.SetLastSlot(ctx, m.Name, slot)
 	if err != nil || !moved {
 		return "", err
 	}
-	id, err := api.EnqueueBackup(ctx, s.Catalog, m, "scheduled", now)
+	id, err := api.EnqueueBackupUnder(ctx, s.Catalog, m, p, urls, "scheduled", now)
 	if err != nil {
 		return "", err
 	}
@@ -164,49 +183,11 @@ func (s *Scheduler) queue(ctx context.Context, m catalog.Machine, slot, now time
 	return id, nil
 }
 
-// failing raises an alert when a machine's newest jobs all failed, and
-// clears it when the newest succeeded.
-func (s *Scheduler) failing(ctx context.Context, rep *TickReport, machine string, now time.Time) error {
-	n := s.FailuresToAlert
-	if n <= 0 {
-		n = 3
-	}
-	jobs, err := s.Catalog.Jobs(ctx, catalog.JobFilter{Machine: machine, Limit: n + 5})
-	if err != nil {
-		return err
-	}
-	// Failed attempts in a row, newest first: a job waiting for its retry
-	// or running a retry carries the error of its previous attempt.
-	failed, last := 0, ""
-	for _, j := range jobs {
-		spent := 0
-		switch j.State {
-		case catalog.Failed:
-			spent = j.Attempt
-		case catalog.Queued:
-			if j.Error != "" {
-				spent = j.Attempt
-			}
-		case catalog.Running:
-			if j.Error != "" {
-				spent = j.Attempt - 1
-			}
-		}
-		if spent == 0 && j.State != catalog.Queued && j.State != catalog.Running {
-			break // succeeded or cancelled: the run of failures ends here
-		}
-		failed += spent
-		if last == "" && j.Error != "" {
-			last = j.Error
-		}
-	}
-	s.alert(ctx, rep, failed >= n, AlertJobFailing, machine,
-		fmt.Sprintf("the last %d attempts to protect %s failed; the newest: %s", failed, machine, last), now)
-	return nil
-}
-
 // alert raises (when on) or clears the alert, notifying on each change.
 func (s *Scheduler) alert(ctx context.Context, rep *TickReport, on bool, kind, subject, msg string, now time.Time) {
+	if on == rep.open[kind+" "+subject] {
+		return // no change
+	}
 	if on {
 		opened, err := s.Catalog.Raise(ctx, kind, subject, msg, now)
 		if err != nil {

@@ -7,7 +7,9 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -16,11 +18,15 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
+	"lifeboat/internal/agent"
 	"lifeboat/internal/api"
 	"lifeboat/internal/catalog"
 	"lifeboat/internal/clock"
+	"lifeboat/internal/location"
+	"lifeboat/internal/vault"
 )
 
 // Config is how a server runs. Zero values are the zero-configuration
@@ -49,7 +55,41 @@ type Config struct {
 	// Ready, when set, is called with the address actually served
 	// (useful with port 0).
 	Ready func(addr string)
+	// Runner, when set, runs jobs in a built-in agent for this host,
+	// named Host (default: the host name), with its token kept in
+	// DATA/agent.token.
+	Runner agent.Runner
+	Host   string
+	// VaultOptions are used to create the default vault.
+	VaultOptions vault.Options
+	// NoDefaultVault: a catalog without vaults stays without one.
+	NoDefaultVault bool
 }
+
+// DefaultVault is the name of the vault a first start makes in DATA/vault
+// (unless the catalog already knows a vault); its passphrase is kept in
+// DATA/vault.passphrase.
+const (
+	DefaultVault          = "default"
+	DefaultVaultDir       = "vault"
+	DefaultPassphraseFile = "vault.passphrase"
+)
+
+// DefaultVaultPassphrase returns the passphrase of the default vault of
+// the server with data directory dataDir, if url is that vault.
+func DefaultVaultPassphrase(dataDir, url string) ([]byte, bool) {
+	if filepath.Clean(url) != filepath.Join(dataDir, DefaultVaultDir) {
+		return nil, false
+	}
+	raw, err := os.ReadFile(filepath.Join(dataDir, DefaultPassphraseFile))
+	if err != nil {
+		return nil, false
+	}
+	return []byte(strings.TrimSpace(string(raw))), true
+}
+
+// AgentTokenFile is where the built-in agent's token is kept.
+const AgentTokenFile = "agent.token"
 
 // ErrConfig is wrapped by errors in the server's configuration (the
 // command maps it to a usage error).
@@ -121,6 +161,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := firstAdmin(ctx, cat, cfg); err != nil {
 		return err
 	}
+	if !cfg.NoDefaultVault {
+		if err := defaultVault(ctx, cat, cfg); err != nil {
+			return err
+		}
+	}
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -136,7 +181,14 @@ func Run(ctx context.Context, cfg Config) error {
 		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 		scheme = "https"
 	}
-	apiSrv := &api.Server{Catalog: cat, Clock: cfg.Clock, Log: cfg.Log}
+	var agentToken, agentName string
+	if cfg.Runner != nil {
+		if agentToken, agentName, err = builtinAgentToken(ctx, cat, cfg); err != nil {
+			ln.Close()
+			return err
+		}
+	}
+	apiSrv := &api.Server{Catalog: cat, Clock: cfg.Clock, Log: cfg.Log, DefaultAgent: agentName}
 	httpSrv := &http.Server{Handler: apiSrv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- httpSrv.Serve(ln) }()
@@ -145,6 +197,18 @@ func Run(ctx context.Context, cfg Config) error {
 	cfg.Log.Info("lifeboat server started", "addr", addr, "catalog", cat.Engine(), "data", cfg.DataDir)
 	if cfg.Ready != nil {
 		cfg.Ready(addr)
+	}
+
+	if cfg.Runner != nil {
+		client := &api.Client{URL: scheme + "://" + addr, Token: agentToken}
+		if scheme == "https" {
+			// The built-in agent talks to this very server over loopback.
+			client.HTTP = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+		}
+		ag := &agent.Agent{Client: client, Runner: cfg.Runner, Log: cfg.Log.With("agent", agentName),
+			Info: []byte(fmt.Sprintf(`{"builtin":true,"host":%q}`, agentName))}
+		go ag.Run(ctx)
+		cfg.Log.Info("built-in agent started", "name", agentName)
 	}
 
 	sched := &Scheduler{Catalog: cat, Log: cfg.Log, Webhooks: cfg.Webhooks}
@@ -213,4 +277,101 @@ func firstAdmin(ctx context.Context, cat *catalog.Catalog, cfg Config) error {
 	}
 	fmt.Fprintf(cfg.Out, "lifeboat server: first start: admin token %q written to %s (shown once):\n  %s\n", name, path, secret)
 	return nil
+}
+
+// builtinAgentToken returns the built-in agent's token and name: the one
+// kept in DATA/agent.token if the catalog still knows it, else a new one
+// for this host.
+func builtinAgentToken(ctx context.Context, cat *catalog.Catalog, cfg Config) (secret, name string, err error) {
+	path := filepath.Join(cfg.DataDir, AgentTokenFile)
+	if raw, err := os.ReadFile(path); err == nil {
+		secret = strings.TrimSpace(string(raw))
+		if t, err := cat.TokenByHash(ctx, api.HashToken(secret)); err == nil && t.Role == catalog.RoleAgent {
+			return secret, t.Name, nil
+		}
+		os.Remove(path) // revoked, or from another catalog
+	}
+	base := cfg.Host
+	if base == "" {
+		base, _ = os.Hostname()
+	}
+	base = hostName(base)
+	if secret, err = api.NewSecret(); err != nil {
+		return "", "", err
+	}
+	name = base
+	for n := 2; ; n++ {
+		_, err = cat.AddToken(ctx, name, catalog.RoleAgent, api.HashToken(secret), cfg.Clock.Now())
+		if !errors.Is(err, catalog.ErrExists) {
+			break
+		}
+		name = fmt.Sprintf("%s-%d", base, n)
+	}
+	if err != nil {
+		return "", "", err
+	}
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		return "", "", fmt.Errorf("writing %s: %w", path, err)
+	}
+	return secret, name, nil
+}
+
+// hostName makes a host name a valid agent name.
+func hostName(h string) string {
+	h, _, _ = strings.Cut(h, ".")
+	var b strings.Builder
+	for _, r := range h {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || (b.Len() > 0 && (r == '-' || r == '_')) {
+			b.WriteRune(r)
+		}
+	}
+	if b.Len() == 0 {
+		return "local"
+	}
+	return b.String()
+}
+
+// defaultVault gives a catalog that knows no vault one: DATA/vault, with
+// a generated passphrase kept in DATA/vault.passphrase (0600) and shown
+// once, since losing the server must not mean losing the key to the
+// backups.
+func defaultVault(ctx context.Context, cat *catalog.Catalog, cfg Config) error {
+	vs, err := cat.Vaults(ctx)
+	if err != nil || len(vs) > 0 {
+		return err
+	}
+	dir := filepath.Join(cfg.DataDir, DefaultVaultDir)
+	passFile := filepath.Join(cfg.DataDir, DefaultPassphraseFile)
+	store, err := location.Store(ctx, dir, true, os.Getenv)
+	if err != nil {
+		return fmt.Errorf("default vault: %w", err)
+	}
+	if _, err := vault.ReadConfig(ctx, store); err != nil {
+		// No vault there yet: make one with a new passphrase.
+		var key [32]byte
+		if _, err := rand.Read(key[:]); err != nil {
+			return err
+		}
+		pass := base64.RawURLEncoding.EncodeToString(key[:])
+		f, err := os.OpenFile(passFile, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return fmt.Errorf("default vault: writing its passphrase: %w (remove %s if it is left from an older data directory)", err, passFile)
+		}
+		if _, err := fmt.Fprintln(f, pass); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+		opts := cfg.VaultOptions
+		opts.Clock = cfg.Clock
+		if _, err := vault.Init(ctx, store, []byte(pass), opts); err != nil {
+			os.Remove(passFile)
+			return fmt.Errorf("default vault: %w", err)
+		}
+		fmt.Fprintf(cfg.Out, "lifeboat server: first start: vault %q created in %s; its passphrase is in %s (shown once):\n  %s\n"+
+			"  Keep a copy somewhere other than this host: without it the backups cannot be read.\n", DefaultVault, dir, passFile, pass)
+	}
+	return cat.PutVault(ctx, catalog.Vault{Name: DefaultVault, URL: dir}, cfg.Clock.Now())
 }

@@ -2,10 +2,19 @@ package server
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -248,6 +257,17 @@ func TestRunFirstStartAndListen(t *testing.T) {
 	if !strings.Contains(out.String(), token) {
 		t.Fatalf("first start did not show the token: %q", out.String())
 	}
+	// The default vault: made, its passphrase kept (0600) and shown once.
+	pass, ok := DefaultVaultPassphrase(dir, filepath.Join(dir, "vault"))
+	if !ok || !strings.Contains(out.String(), string(pass)) {
+		t.Fatalf("default vault passphrase %q not kept or not shown: %q", pass, out.String())
+	}
+	if fi, _ := os.Stat(filepath.Join(dir, DefaultPassphraseFile)); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("passphrase file mode %v", fi.Mode().Perm())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "vault", "config")); err != nil {
+		t.Fatalf("no vault made: %v", err)
+	}
 	get := func(tok string) int {
 		req, _ := http.NewRequest("GET", "http://"+addr+"/v1/machines", nil)
 		req.Header.Set("Authorization", "Bearer "+tok)
@@ -278,7 +298,7 @@ func TestRunFirstStartAndListen(t *testing.T) {
 	}()
 	addr = <-addrc
 	if strings.Contains(out.String(), "first start") {
-		t.Fatalf("second start made a token: %q", out.String())
+		t.Fatalf("second start made a token or a vault: %q", out.String())
 	}
 	if code := get(token); code != 200 {
 		t.Fatalf("token lost across restarts: %d", code)
@@ -295,4 +315,68 @@ func TestRunFirstStartAndListen(t *testing.T) {
 			t.Fatalf("%+v accepted", tc)
 		}
 	}
+}
+
+// With a certificate the API is served over HTTPS, on any address, and
+// the built-in agent reaches it; without one, only loopback is allowed.
+func TestRunTLS(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "lifeboat-test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalECPrivateKey(key)
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addrc := make(chan string, 1)
+	done := make(chan error, 1)
+	var out strings.Builder
+	go func() {
+		done <- Run(ctx, Config{DataDir: filepath.Join(dir, "data"), Listen: "0.0.0.0:0", TLSCert: certFile, TLSKey: keyFile,
+			Out: &out, Ready: func(a string) { addrc <- a }, Tick: time.Hour, NoDefaultVault: true})
+	}()
+	var addr string
+	select {
+	case addr = <-addrc:
+	case err := <-done:
+		t.Fatalf("server stopped: %v", err)
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	pool := x509.NewCertPool()
+	pool.AddCert(mustParse(t, der))
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := client.Get("https://127.0.0.1:" + port + "/healthz")
+	if err != nil {
+		t.Fatalf("HTTPS: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(out.String(), "https://") {
+		t.Fatalf("HTTPS healthz %d; output %q", resp.StatusCode, out.String())
+	}
+	// A plain request to the TLS port is refused by the TLS layer (Go's
+	// "client sent an HTTP request to an HTTPS server"), never the API.
+	if r, err := http.Get("http://127.0.0.1:" + port + "/v1/machines"); err == nil {
+		r.Body.Close()
+		if r.StatusCode != http.StatusBadRequest {
+			t.Fatalf("plain HTTP answered %d on the TLS port", r.StatusCode)
+		}
+	}
+	cancel()
+	<-done
+}
+
+func mustParse(t *testing.T, der []byte) *x509.Certificate {
+	t.Helper()
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

@@ -1,0 +1,119 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"lifeboat/internal/backup"
+	"lifeboat/internal/catalog"
+	"lifeboat/internal/job"
+	"lifeboat/internal/location"
+	"lifeboat/internal/vault"
+)
+
+// Jobs runs the kinds of job lifeboat knows through internal/job — the
+// code `lifeboat backup` runs — keeping each vault open (keys unlocked)
+// between jobs, so a scheduled incremental pays no key derivation.
+type Jobs struct {
+	// Passphrase returns the passphrase of the vault at url.
+	Passphrase func(url string) ([]byte, error)
+	// Getenv supplies S3 settings and credentials.
+	Getenv func(string) string
+	// Executable is lifeboat's own binary (the thaw watchdog).
+	Executable string
+	// Vault options (clock, key-derivation cost for new slots).
+	Options vault.Options
+
+	mu     sync.Mutex
+	vaults map[string]*vault.Vault
+}
+
+// vault returns the open vault at url, opening it the first time.
+func (r *Jobs) vault(ctx context.Context, url string) (*vault.Vault, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if v, ok := r.vaults[url]; ok {
+		return v, nil
+	}
+	pw, err := r.Passphrase(url)
+	if err != nil {
+		return nil, err
+	}
+	v, err := location.Open(ctx, url, r.Getenv, pw, r.Options)
+	if err != nil {
+		return nil, fmt.Errorf("opening vault %s: %w", url, err)
+	}
+	if r.vaults == nil {
+		r.vaults = map[string]*vault.Vault{}
+	}
+	r.vaults[url] = v
+	return v, nil
+}
+
+// Progress is a running backup's progress as the server shows it.
+type Progress struct {
+	DoneBytes  int64   `json:"done_bytes"`
+	TotalBytes int64   `json:"total_bytes"`
+	Rate       float64 `json:"bytes_per_second"`
+	ETASeconds float64 `json:"eta_seconds,omitempty"`
+}
+
+// Run runs one job.
+func (r *Jobs) Run(ctx context.Context, j catalog.Job, rep Reporter) (Outcome, error) {
+	switch j.Kind {
+	case "backup":
+		return r.backup(ctx, j, rep)
+	}
+	return Outcome{}, fmt.Errorf("this agent does not run %q jobs", j.Kind)
+}
+
+func (r *Jobs) backup(ctx context.Context, j catalog.Job, rep Reporter) (Outcome, error) {
+	var spec job.Backup
+	if err := json.Unmarshal(j.Spec, &spec); err != nil {
+		return Outcome{}, fmt.Errorf("backup job %s: spec: %w", j.ID, err)
+	}
+	v, err := r.vault(ctx, spec.Vault)
+	if err != nil {
+		return Outcome{}, err
+	}
+	rep.Log("info", fmt.Sprintf("backing up %s (%d disk(s)%s) into %s", spec.Machine, len(spec.Disks), map[bool]string{true: ", live"}[spec.QMP != ""], spec.Vault))
+	p, err := job.RunBackup(ctx, v, spec, job.Env{Executable: r.Executable,
+		Warn: func(s string) { rep.Log("warn", s) },
+		Progress: func(p backup.Progress) {
+			pr := Progress{DoneBytes: p.DoneBytes, TotalBytes: p.TotalBytes}
+			if secs := p.Elapsed.Seconds(); secs > 0 {
+				pr.Rate = float64(p.DoneBytes) / secs
+				if pr.Rate > 0 && p.TotalBytes > p.DoneBytes {
+					pr.ETASeconds = float64(p.TotalBytes-p.DoneBytes) / pr.Rate
+				}
+			}
+			rep.Progress(pr)
+		}})
+	if p == nil {
+		return Outcome{}, err
+	}
+	var sources []string
+	for _, d := range p.Disks {
+		if d.ChangeSource != "" && !slices.Contains(sources, d.ChangeSource) {
+			sources = append(sources, d.ChangeSource)
+		}
+	}
+	var stored int64
+	for _, d := range p.Disks {
+		stored += d.Stats.NewBytes
+	}
+	rep.Log("info", fmt.Sprintf("point %s committed: %s-consistent, %d new bytes, in %s", p.ID.Short(), p.Consistency, stored,
+		(time.Duration(p.Stats.DurationMS)*time.Millisecond).String()))
+	result, _ := json.Marshal(map[string]any{"point": p.ID.String(), "consistency": p.Consistency, "new_bytes": stored})
+	vaultName := j.Vault
+	if vaultName == "" {
+		vaultName = spec.Vault
+	}
+	return Outcome{Result: result, Points: []catalog.Point{{Vault: vaultName, ID: p.ID.String(), Machine: p.Machine, Time: p.Time,
+		Consistency: string(p.Consistency), ChangeSource: strings.Join(sources, ","), Size: p.Size(), Notes: strings.Join(p.Notes, "; ")}}}, err
+}

@@ -1,0 +1,64 @@
+// Package location turns a vault's URL — a directory path or
+// s3://bucket/prefix — into its store, and a store and a passphrase into
+// an open vault: the one place the CLI, the agent and the server do it.
+package location
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"lifeboat/internal/blob"
+	"lifeboat/internal/vault"
+)
+
+// ErrInvalid is wrapped by errors in the URL itself (bad input, not a
+// storage failure).
+var ErrInvalid = errors.New("invalid vault location")
+
+// IsS3 tells an S3 URL from a directory path.
+func IsS3(url string) bool { return strings.HasPrefix(url, "s3://") }
+
+// Store opens the store at url; with create, a missing directory is made.
+// S3 credentials and settings come from getenv (LIFEBOAT_S3_ENDPOINT,
+// AWS_ACCESS_KEY_ID, …).
+func Store(ctx context.Context, url string, create bool, getenv func(string) string) (blob.Store, error) {
+	if url == "" {
+		return nil, fmt.Errorf("%w: no vault given: use --vault or set LIFEBOAT_VAULT", ErrInvalid)
+	}
+	if IsS3(url) {
+		cfg, err := blob.S3ConfigFrom(url, getenv)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+		return blob.OpenS3(ctx, cfg)
+	}
+	if strings.Contains(url, "://") {
+		return nil, fmt.Errorf("%w: vault %q: unsupported URL scheme (use a directory path or s3://bucket/prefix)", ErrInvalid, url)
+	}
+	if create {
+		if err := os.MkdirAll(url, 0o700); err != nil {
+			return nil, fmt.Errorf("creating vault directory: %w", err)
+		}
+	}
+	d, err := blob.NewDir(url)
+	if blob.IsNotExist(err) {
+		return nil, fmt.Errorf("vault directory %s does not exist: %w", url, vault.ErrNoVault)
+	}
+	return d, err
+}
+
+// Open opens the vault at url with passphrase. A missing vault or one of
+// a newer format is reported as such before the passphrase is tried.
+func Open(ctx context.Context, url string, getenv func(string) string, passphrase []byte, opts vault.Options) (*vault.Vault, error) {
+	store, err := Store(ctx, url, false, getenv)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := vault.ReadConfig(ctx, store); err != nil {
+		return nil, err
+	}
+	return vault.Open(ctx, store, passphrase, opts)
+}
