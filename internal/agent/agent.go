@@ -197,6 +197,7 @@ func (a *Agent) runOne(ctx context.Context, j catalog.Job) {
 	go func() {
 		defer close(logsDone)
 		for l := range r.logs {
+			l.Lease = j.LeaseOwner
 			if err := a.Client.Do(context.WithoutCancel(ctx), "POST", "/v1/agent/jobs/"+j.ID+"/log", l, nil); err != nil {
 				a.log().Warn("job log line not delivered", "job", j.ID, "message", l.Message, "err", err)
 			}
@@ -221,7 +222,7 @@ func (a *Agent) runOne(ctx context.Context, j catalog.Job) {
 			case <-t.C:
 			}
 			r.mu.Lock()
-			body := api.RenewJSON{Progress: r.progress}
+			body := api.RenewJSON{Lease: j.LeaseOwner, Progress: r.progress}
 			r.mu.Unlock()
 			var ans map[string]bool
 			err := a.Client.Do(jobCtx, "POST", "/v1/agent/jobs/"+j.ID+"/renew", body, &ans)
@@ -254,7 +255,7 @@ func (a *Agent) runOne(ctx context.Context, j catalog.Job) {
 // it gives up when the lease was lost (the job is someone else's) or the
 // agent stops.
 func (a *Agent) finish(ctx context.Context, j catalog.Job, out Outcome, runErr error) {
-	body := api.FinishJSON{Result: out.Result, Points: out.Points}
+	body := api.FinishJSON{Lease: j.LeaseOwner, Result: out.Result, Points: out.Points}
 	if runErr != nil {
 		body.Error = runErr.Error()
 	}

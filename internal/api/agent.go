@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strings"
 	"time"
 
 	"lifeboat/internal/catalog"
@@ -14,6 +15,10 @@ import (
 // Lease is how long a claimed job is an agent's without a renewal; agents
 // renew every Lease/3 and stop when a renewal says the lease was lost.
 const Lease = 60 * time.Second
+
+// DefaultVault is the vault a server makes at its first start, used by
+// policies that name none.
+const DefaultVault = "default"
 
 // AgentLimits bound what one agent runs at once.
 var AgentLimits = catalog.Limits{PerAgent: 2, PerVault: 4}
@@ -40,9 +45,18 @@ func (s *Server) agentHeartbeat(w http.ResponseWriter, r *http.Request) error {
 }
 
 // agentClaim answers 200 with a job, or 204 when there is nothing to run.
+//
+// Each claim has a lease token of its own (the job's lease_owner: the
+// agent's name and a random claim ID), which renew, log and finish must
+// present: a run whose job was reaped and claimed again — by the same
+// agent too — can neither renew nor report over the new run.
 func (s *Server) agentClaim(w http.ResponseWriter, r *http.Request) error {
 	name := agentName(r)
-	j, err := s.Catalog.Claim(r.Context(), name, name, AgentLimits, Lease, s.Clock.Now())
+	secret, err := NewSecret()
+	if err != nil {
+		return err
+	}
+	j, err := s.Catalog.Claim(r.Context(), name, name+"/"+secret[len(secret)-16:], AgentLimits, Lease, s.Clock.Now())
 	if err != nil {
 		return err
 	}
@@ -54,8 +68,21 @@ func (s *Server) agentClaim(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// lease checks that a lease token given by the calling agent is one of
+// its own.
+func lease(r *http.Request, token string) (string, error) {
+	if token == "" {
+		return "", invalid("lease: required: the lease_owner of the claimed job")
+	}
+	if !strings.HasPrefix(token, agentName(r)+"/") {
+		return "", catalog.ErrLeaseLost
+	}
+	return token, nil
+}
+
 // RenewJSON is the body of POST /v1/agent/jobs/{id}/renew.
 type RenewJSON struct {
+	Lease    string          `json:"lease"`
 	Progress json.RawMessage `json:"progress,omitempty"`
 }
 
@@ -64,7 +91,11 @@ func (s *Server) agentRenew(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(r, &body); err != nil {
 		return err
 	}
-	cancel, err := s.Catalog.Renew(r.Context(), r.PathValue("id"), agentName(r), body.Progress, Lease, s.Clock.Now())
+	owner, err := lease(r, body.Lease)
+	if err != nil {
+		return err
+	}
+	cancel, err := s.Catalog.Renew(r.Context(), r.PathValue("id"), owner, body.Progress, Lease, s.Clock.Now())
 	if err != nil {
 		return err
 	}
@@ -75,6 +106,7 @@ func (s *Server) agentRenew(w http.ResponseWriter, r *http.Request) error {
 // FinishJSON is the body of POST /v1/agent/jobs/{id}/finish: Error empty
 // means the job succeeded. Points lists the recovery points it made.
 type FinishJSON struct {
+	Lease  string          `json:"lease"`
 	Result json.RawMessage `json:"result,omitempty"`
 	Error  string          `json:"error,omitempty"`
 	Points []catalog.Point `json:"points,omitempty"`
@@ -86,17 +118,15 @@ func (s *Server) agentFinish(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	id := r.PathValue("id")
-	for _, p := range body.Points {
-		p.Job = id
-		if err := s.Catalog.RecordPoint(r.Context(), p); err != nil {
-			return err
-		}
+	owner, err := lease(r, body.Lease)
+	if err != nil {
+		return err
 	}
 	var runErr error
 	if body.Error != "" {
 		runErr = errors.New(body.Error)
 	}
-	if err := s.Catalog.Finish(r.Context(), id, agentName(r), body.Result, runErr, s.Clock.Now()); err != nil {
+	if err := s.Catalog.Finish(r.Context(), id, owner, body.Result, body.Points, runErr, s.Clock.Now()); err != nil {
 		return err
 	}
 	j, err := s.Catalog.Job(r.Context(), id)
@@ -114,6 +144,7 @@ func (s *Server) agentFinish(w http.ResponseWriter, r *http.Request) error {
 
 // LogJSON is the body of POST /v1/agent/jobs/{id}/log.
 type LogJSON struct {
+	Lease   string `json:"lease"`
 	Level   string `json:"level"`
 	Message string `json:"message"`
 }
@@ -129,11 +160,15 @@ func (s *Server) agentLog(w http.ResponseWriter, r *http.Request) error {
 		return invalid("level: %q: want debug, info, warn or error", body.Level)
 	}
 	id := r.PathValue("id")
+	owner, err := lease(r, body.Lease)
+	if err != nil {
+		return err
+	}
 	j, err := s.Catalog.Job(r.Context(), id)
 	if err != nil {
 		return err
 	}
-	if j.LeaseOwner != agentName(r) {
+	if j.LeaseOwner != owner {
 		return catalog.ErrLeaseLost
 	}
 	if err := s.Catalog.Log(r.Context(), id, body.Level, body.Message, s.Clock.Now()); err != nil {

@@ -39,6 +39,7 @@ import (
 
 	"lifeboat/internal/catalog"
 	"lifeboat/internal/clock"
+	"lifeboat/internal/job"
 	"lifeboat/internal/schedule"
 )
 
@@ -130,6 +131,7 @@ func (s *Server) routes() []route {
 		{"POST /v1/jobs/{id}/cancel", operator, s.cancelJob},
 		{"GET /v1/alerts", viewer, s.listAlerts},
 		{"GET /v1/agents", viewer, s.listAgents},
+		{"DELETE /v1/agents/{name}", admin, s.deleteAgent},
 		{"GET /v1/tokens", admin, s.listTokens},
 		{"POST /v1/tokens", admin, s.addToken},
 		{"DELETE /v1/tokens/{name}", admin, s.revokeToken},
@@ -205,11 +207,11 @@ func invalid(format string, args ...any) error { return badRequest{fmt.Sprintf(f
 func status(err error) int {
 	var br badRequest
 	switch {
-	case errors.As(err, &br), errors.Is(err, catalog.ErrInvalid), errors.Is(err, schedule.ErrInvalid):
+	case errors.As(err, &br), errors.Is(err, catalog.ErrInvalid), errors.Is(err, schedule.ErrInvalid), errors.Is(err, job.ErrInvalid):
 		return http.StatusBadRequest
 	case errors.Is(err, catalog.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, catalog.ErrExists), errors.Is(err, catalog.ErrLeaseLost):
+	case errors.Is(err, catalog.ErrExists), errors.Is(err, catalog.ErrLeaseLost), errors.Is(err, catalog.ErrInUse):
 		return http.StatusConflict
 	case errors.Is(err, context.Canceled):
 		return 499 // the client went away

@@ -35,7 +35,7 @@ func newEnv(t *testing.T) *env {
 	}
 	t.Cleanup(func() { cat.Close() })
 	fc := clock.NewFake(t0)
-	srv := httptest.NewServer((&Server{Catalog: cat, Clock: fc}).Handler())
+	srv := httptest.NewServer((&Server{Catalog: cat, Clock: fc, DefaultAgent: "hv1"}).Handler())
 	t.Cleanup(srv.Close)
 	e := &env{t: t, url: srv.URL, cat: cat, clock: fc}
 	e.admin = e.token("admin", catalog.RoleAdmin)
@@ -247,17 +247,33 @@ func TestProtectAndRunThroughAgent(t *testing.T) {
 		t.Fatalf("claimed %+v", claimed)
 	}
 	var renewed map[string]bool
-	e.ok(e.do(agent, "POST", "/v1/agent/jobs/"+claimed.ID+"/renew", RenewJSON{Progress: json.RawMessage(`{"bytes":1048576,"total":4194304}`)}, &renewed))
+	if !strings.HasPrefix(claimed.LeaseOwner, "hv1/") || len(claimed.LeaseOwner) < 12 {
+		t.Fatalf("lease token %q", claimed.LeaseOwner)
+	}
+	if code, _ := e.do(agent, "POST", "/v1/agent/jobs/"+claimed.ID+"/renew", RenewJSON{Lease: "hv1/forged"}, nil); code != 409 {
+		t.Fatalf("renewal with a forged lease: %d", code)
+	}
+	if code, _ := e.do(agent, "POST", "/v1/agent/jobs/"+claimed.ID+"/renew", RenewJSON{}, nil); code != 400 {
+		t.Fatalf("renewal without a lease: %d", code)
+	}
+	e.ok(e.do(agent, "POST", "/v1/agent/jobs/"+claimed.ID+"/renew", RenewJSON{Lease: claimed.LeaseOwner, Progress: json.RawMessage(`{"bytes":1048576,"total":4194304}`)}, &renewed))
 	if renewed["cancel"] {
 		t.Fatal("told to cancel")
 	}
-	if code, _ := e.do(other, "POST", "/v1/agent/jobs/"+claimed.ID+"/log", LogJSON{Level: "info", Message: "x"}, nil); code != 409 {
+	if code, _ := e.do(other, "POST", "/v1/agent/jobs/"+claimed.ID+"/log", LogJSON{Lease: claimed.LeaseOwner, Level: "info", Message: "x"}, nil); code != 409 {
 		t.Fatalf("another agent logged to hv1's job: %d", code)
 	}
-	e.ok(e.do(agent, "POST", "/v1/agent/jobs/"+claimed.ID+"/log", LogJSON{Level: "info", Message: "read 4 MiB"}, nil))
+	if code, _ := e.do(other, "POST", "/v1/agent/jobs/"+claimed.ID+"/finish", FinishJSON{Lease: claimed.LeaseOwner}, nil); code != 409 {
+		t.Fatalf("another agent finished hv1's job: %d", code)
+	}
+	e.ok(e.do(agent, "POST", "/v1/agent/jobs/"+claimed.ID+"/log", LogJSON{Lease: claimed.LeaseOwner, Level: "info", Message: "read 4 MiB"}, nil))
 	pointTime := e.clock.Now().Add(-time.Minute)
 	var done catalog.Job
-	e.ok(e.do(agent, "POST", "/v1/agent/jobs/"+claimed.ID+"/finish", FinishJSON{Result: json.RawMessage(`{"point":"3fa9c2"}`),
+	if code, _ := e.do(agent, "POST", "/v1/agent/jobs/"+claimed.ID+"/finish", FinishJSON{Lease: claimed.LeaseOwner,
+		Points: []catalog.Point{{Vault: "local", ID: "fake", Machine: "scratch", Time: pointTime, Consistency: "crash"}}}, nil); code != 400 {
+		t.Fatalf("a point of another machine reported: %d", code)
+	}
+	e.ok(e.do(agent, "POST", "/v1/agent/jobs/"+claimed.ID+"/finish", FinishJSON{Lease: claimed.LeaseOwner, Result: json.RawMessage(`{"point":"3fa9c2"}`),
 		Points: []catalog.Point{{Vault: "local", ID: "3fa9c2", Machine: "web1", Time: pointTime, Consistency: "crash", ChangeSource: "full"}}}, &done))
 	if done.State != catalog.Succeeded {
 		t.Fatalf("finished %+v", done)
@@ -281,7 +297,7 @@ func TestProtectAndRunThroughAgent(t *testing.T) {
 	if len(jobs) != 1 {
 		t.Fatalf("jobs %+v", jobs)
 	}
-	if code, _ := e.do(e.admin, "DELETE", "/v1/policies/hourly", nil, nil); code != 400 {
+	if code, _ := e.do(e.admin, "DELETE", "/v1/policies/hourly", nil, nil); code != 409 {
 		t.Fatalf("deleting a policy in use: %d", code)
 	}
 

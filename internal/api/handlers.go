@@ -196,7 +196,7 @@ func (s *Server) putPolicy(w http.ResponseWriter, r *http.Request) error {
 	}
 	p.Name = name
 	if p.Vault == "" {
-		p.Vault = "default" // the server's own vault, made at its first start
+		p.Vault = DefaultVault
 	}
 	if err := s.Catalog.PutPolicy(r.Context(), p.policy(), s.Clock.Now()); err != nil {
 		return err
@@ -313,6 +313,9 @@ func (s *Server) addMachine(w http.ResponseWriter, r *http.Request) error {
 		return invalid("source.%v", err)
 	}
 	if body.Agent == "" {
+		if s.DefaultAgent == "" {
+			return invalid("agent: this server runs no agent of its own (--no-agent): name the agent whose host has the disks")
+		}
 		body.Agent = s.DefaultAgent
 	}
 	spec, err := json.Marshal(body.Source)
@@ -333,7 +336,7 @@ func (s *Server) addMachine(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) deleteMachine(w http.ResponseWriter, r *http.Request) error {
-	if err := s.Catalog.DeleteMachine(r.Context(), r.PathValue("name")); err != nil {
+	if err := s.Catalog.DeleteMachine(r.Context(), r.PathValue("name"), s.Clock.Now()); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -497,6 +500,14 @@ func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) error {
 		as = []catalog.Agent{}
 	}
 	writeJSON(w, http.StatusOK, as)
+	return nil
+}
+
+func (s *Server) deleteAgent(w http.ResponseWriter, r *http.Request) error {
+	if err := s.Catalog.DeleteAgent(r.Context(), r.PathValue("name"), s.Clock.Now()); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 

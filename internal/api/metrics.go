@@ -34,7 +34,7 @@ var (
 	descRPOState  = prometheus.NewDesc("lifeboat_rpo_state", "1 for the machine's RPO state (green, warning, missed, unprotected).", []string{"machine", "state"}, nil)
 	descAgentUp   = prometheus.NewDesc("lifeboat_agent_up", "1 if the agent sent a heartbeat within the last 2 minutes.", []string{"agent"}, nil)
 	descAgentBeat = prometheus.NewDesc("lifeboat_agent_last_heartbeat_timestamp_seconds", "When the agent last sent a heartbeat.", []string{"agent"}, nil)
-	descJobsNow   = prometheus.NewDesc("lifeboat_jobs", "Jobs by state, now (the newest 10,000).", []string{"state"}, nil)
+	descJobsNow   = prometheus.NewDesc("lifeboat_jobs", "Jobs by state, now.", []string{"state"}, nil)
 	descAlerts    = prometheus.NewDesc("lifeboat_alerts_open", "Open alerts by kind.", []string{"kind"}, nil)
 	descMachines  = prometheus.NewDesc("lifeboat_machines", "Machines in the catalog.", nil, nil)
 	descUp        = prometheus.NewDesc("lifeboat_catalog_up", "1 if the catalog answered this scrape.", nil, nil)
@@ -150,13 +150,9 @@ func (c *catalogCollector) collect(ctx context.Context, ch chan<- prometheus.Met
 		ch <- prometheus.MustNewConstMetric(descAgentUp, prometheus.GaugeValue, up, a.Name)
 		ch <- prometheus.MustNewConstMetric(descAgentBeat, prometheus.GaugeValue, float64(a.Heartbeat.Unix()), a.Name)
 	}
-	jobs, err := cat.Jobs(ctx, catalog.JobFilter{Limit: 10000})
+	counts, err := cat.JobCounts(ctx)
 	if err != nil {
 		return err
-	}
-	counts := map[string]int{catalog.Queued: 0, catalog.Running: 0, catalog.Succeeded: 0, catalog.Failed: 0, catalog.Cancelled: 0}
-	for _, j := range jobs {
-		counts[j.State]++
 	}
 	for state, n := range counts {
 		ch <- prometheus.MustNewConstMetric(descJobsNow, prometheus.GaugeValue, float64(n), state)

@@ -30,7 +30,11 @@ func EnqueueBackup(ctx context.Context, cat *catalog.Catalog, m catalog.Machine,
 	if err != nil {
 		return "", err
 	}
-	return EnqueueBackupUnder(ctx, cat, m, p, VaultURLs(vaults), why, now)
+	j, err := BackupJob(m, p, VaultURLs(vaults), why)
+	if err != nil {
+		return "", err
+	}
+	return cat.Enqueue(ctx, j, now)
 }
 
 // VaultURLs maps vault names to URLs.
@@ -42,28 +46,28 @@ func VaultURLs(vs []catalog.Vault) map[string]string {
 	return urls
 }
 
-// EnqueueBackupUnder queues a backup of machine m under policy p, whose
+// BackupJob is the job that backs up machine m under policy p, whose
 // vault's URL is in urls: the one place a machine, its policy and the
 // policy's vault become a job spec, for the scheduler and backup-now
-// alike. why is recorded in the job's tags ("scheduled", "manual").
-func EnqueueBackupUnder(ctx context.Context, cat *catalog.Catalog, m catalog.Machine, p catalog.Policy, urls map[string]string, why string, now time.Time) (string, error) {
+// alike. why is recorded in the point's tags ("scheduled", "manual").
+func BackupJob(m catalog.Machine, p catalog.Policy, urls map[string]string, why string) (catalog.Job, error) {
 	url := urls[p.Vault]
 	if url == "" {
-		return "", fmt.Errorf("%w: policy %q names vault %q, which the server does not know", catalog.ErrInvalid, p.Name, p.Vault)
+		return catalog.Job{}, fmt.Errorf("%w: policy %q names vault %q, which the server does not know", catalog.ErrInvalid, p.Name, p.Vault)
 	}
 	var src job.Source
 	if err := json.Unmarshal(m.Spec, &src); err != nil {
-		return "", fmt.Errorf("machine %q: stored source damaged: %w", m.Name, err)
+		return catalog.Job{}, fmt.Errorf("machine %q: stored source damaged: %w", m.Name, err)
 	}
 	spec := job.Backup{Machine: m.Name, Source: src, Vault: url, Consistency: p.Consistency, Tags: []string{why, "policy:" + p.Name}}
 	if err := spec.Validate(); err != nil {
-		return "", fmt.Errorf("%w: machine %q under policy %q: %v", catalog.ErrInvalid, m.Name, p.Name, err)
+		return catalog.Job{}, fmt.Errorf("%w: machine %q under policy %q: %v", catalog.ErrInvalid, m.Name, p.Name, err)
 	}
 	raw, err := json.Marshal(spec)
 	if err != nil {
-		return "", err
+		return catalog.Job{}, err
 	}
-	return cat.Enqueue(ctx, catalog.Job{Kind: "backup", Machine: m.Name, Agent: m.Agent, Vault: p.Vault, Spec: raw, MaxAttempts: BackupAttempts}, now)
+	return catalog.Job{Kind: "backup", Machine: m.Name, Agent: m.Agent, Vault: p.Vault, Spec: raw, MaxAttempts: BackupAttempts}, nil
 }
 
 // NewSecret makes a token's secret: 32 random bytes, URL-safe base64.

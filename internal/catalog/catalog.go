@@ -46,7 +46,12 @@ var (
 	// ErrLeaseLost is returned to a runner whose lease on a job was taken
 	// over (it expired) or whose job was finished by someone else.
 	ErrLeaseLost = errors.New("lease lost")
+	// ErrInUse: the object is still used by others (a tier by machines).
+	ErrInUse = errors.New("in use")
 )
+
+// MaxList bounds every listing: jobs, points, log lines.
+const MaxList = 1000
 
 // Engine names which database a Catalog runs on.
 type Engine string

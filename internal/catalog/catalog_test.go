@@ -124,11 +124,12 @@ func TestObjects(t *testing.T) {
 			Keep: policy.Retention{KeepDaily: 7, KeepWeekly: 4}, Consistency: "file", Vault: "local", CopyTo: "dr"}
 		must(t, c.PutPolicy(ctx, nightly, t0))
 		for name, p := range map[string]Policy{
-			"unknown vault":   {Name: "p1", Schedule: schedule.Spec{Every: time.Hour}, Consistency: "crash", Vault: "nowhere"},
-			"bad schedule":    {Name: "p2", Schedule: schedule.Spec{Cron: "every day"}, Consistency: "crash", Vault: "local"},
-			"bad consistency": {Name: "p3", Schedule: schedule.Spec{Every: time.Hour}, Consistency: "perfect", Vault: "local"},
-			"copy to itself":  {Name: "p4", Schedule: schedule.Spec{Every: time.Hour}, Consistency: "crash", Vault: "local", CopyTo: "local"},
-			"bad retention":   {Name: "p5", Schedule: schedule.Spec{Every: time.Hour}, Consistency: "crash", Vault: "local", Keep: policy.Retention{KeepLast: -5}},
+			"unknown vault":     {Name: "p1", Schedule: schedule.Spec{Every: time.Hour}, Consistency: "crash", Vault: "nowhere"},
+			"bad schedule":      {Name: "p2", Schedule: schedule.Spec{Cron: "every day"}, Consistency: "crash", Vault: "local"},
+			"bad consistency":   {Name: "p3", Schedule: schedule.Spec{Every: time.Hour}, Consistency: "perfect", Vault: "local"},
+			"app without hooks": {Name: "p6", Schedule: schedule.Spec{Every: time.Hour}, Consistency: "app", Vault: "local"},
+			"copy to itself":    {Name: "p4", Schedule: schedule.Spec{Every: time.Hour}, Consistency: "crash", Vault: "local", CopyTo: "local"},
+			"bad retention":     {Name: "p5", Schedule: schedule.Spec{Every: time.Hour}, Consistency: "crash", Vault: "local", Keep: policy.Retention{KeepLast: -5}},
 		} {
 			if err := c.PutPolicy(ctx, p, t0); !errors.Is(err, ErrInvalid) {
 				t.Errorf("%s: %v, want ErrInvalid", name, err)
@@ -173,13 +174,27 @@ func TestObjects(t *testing.T) {
 			t.Fatalf("last slot %v", m.LastSlot)
 		}
 		// In-use tiers and policies cannot be deleted.
-		if err := c.DeleteTier(ctx, "gold"); !errors.Is(err, ErrInvalid) {
+		if err := c.DeleteTier(ctx, "gold"); !errors.Is(err, ErrInUse) {
 			t.Fatalf("deleting a tier in use: %v", err)
 		}
-		if err := c.DeletePolicy(ctx, "nightly"); !errors.Is(err, ErrInvalid) {
+		if err := c.DeletePolicy(ctx, "nightly"); !errors.Is(err, ErrInUse) {
 			t.Fatalf("deleting a policy in use: %v", err)
 		}
-		must(t, c.DeleteMachine(ctx, "web1"))
+		// A vault's name keeps its URL.
+		if err := c.PutVault(ctx, Vault{Name: "local", URL: "/elsewhere"}, t0); !errors.Is(err, ErrExists) {
+			t.Fatalf("moving vault local: %v", err)
+		}
+		must(t, c.PutVault(ctx, Vault{Name: "local", URL: "/srv/vault", CopyTo: "dr"}, t0))
+		// Removing a machine cancels its queued jobs and clears its alerts.
+		q, _ := c.Enqueue(ctx, Job{Kind: "backup", Machine: "web1"}, t0)
+		c.Raise(ctx, "rpo-missed", "web1", "missed", t0)
+		must(t, c.DeleteMachine(ctx, "web1", t0))
+		if j, _ := c.Job(ctx, q); j.State != Cancelled {
+			t.Fatalf("queued job of a removed machine is %s", j.State)
+		}
+		if open, _ := c.Alerts(ctx, false, 0); len(open) != 0 {
+			t.Fatalf("alerts of a removed machine still open: %+v", open)
+		}
 		must(t, c.DeletePolicy(ctx, "nightly"))
 		must(t, c.DeleteTier(ctx, "gold"))
 		if err := c.DeleteTier(ctx, "gold"); !errors.Is(err, ErrNotFound) {
@@ -227,7 +242,7 @@ func TestJobLifecycle(t *testing.T) {
 			t.Fatalf("renew by a stranger: %v", err)
 		}
 		// First attempt fails: queued again after the backoff, not before.
-		must(t, c.Finish(ctx, id, "server-a", nil, errors.New("disk unreadable"), t0.Add(time.Minute)))
+		must(t, c.Finish(ctx, id, "server-a", nil, nil, errors.New("disk unreadable"), t0.Add(time.Minute)))
 		j2, _ := c.Job(ctx, id)
 		if j2.State != Queued || j2.Error != "disk unreadable" || !j2.NotBefore.Equal(t0.Add(time.Minute+Backoff(1))) || string(j2.Progress) != `{"bytes":100}` {
 			t.Fatalf("after a failed attempt: %+v", j2)
@@ -240,13 +255,13 @@ func TestJobLifecycle(t *testing.T) {
 		if j == nil || j.Attempt != 2 {
 			t.Fatalf("second attempt %+v", j)
 		}
-		must(t, c.Finish(ctx, id, "server-a", nil, errors.New("disk unreadable"), t0.Add(5*time.Minute)))
+		must(t, c.Finish(ctx, id, "server-a", nil, nil, errors.New("disk unreadable"), t0.Add(5*time.Minute)))
 		j2, _ = c.Job(ctx, id)
 		if j2.State != Failed || j2.Finished.IsZero() {
 			t.Fatalf("attempts spent: %+v", j2)
 		}
 		failures(2, "disk unreadable")
-		if err := c.Finish(ctx, id, "server-a", nil, nil, t0); !errors.Is(err, ErrLeaseLost) {
+		if err := c.Finish(ctx, id, "server-a", nil, nil, nil, t0); !errors.Is(err, ErrLeaseLost) {
 			t.Fatalf("finishing a finished job: %v", err)
 		}
 
@@ -256,7 +271,7 @@ func TestJobLifecycle(t *testing.T) {
 		if j == nil || j.ID != id2 {
 			t.Fatalf("claim of an agent-less job by hv2: %+v", j)
 		}
-		must(t, c.Finish(ctx, id2, "server-a", json.RawMessage(`{"point":"abc"}`), nil, t0.Add(time.Second)))
+		must(t, c.Finish(ctx, id2, "server-a", json.RawMessage(`{"point":"abc"}`), nil, nil, t0.Add(time.Second)))
 		j2, _ = c.Job(ctx, id2)
 		if j2.State != Succeeded || string(j2.Result) != `{"point":"abc"}` {
 			t.Fatalf("succeeded job %+v", j2)
@@ -265,7 +280,7 @@ func TestJobLifecycle(t *testing.T) {
 		if j, _ := c.Claim(ctx, "hv1", "server-a", Limits{}, time.Minute, t0.Add(time.Hour)); j == nil || j.ID != id3 {
 			t.Fatalf("claimed %+v", j)
 		}
-		must(t, c.Finish(ctx, id3, "server-a", nil, nil, t0.Add(time.Hour)))
+		must(t, c.Finish(ctx, id3, "server-a", nil, nil, nil, t0.Add(time.Hour)))
 		failures(0, "")
 
 		// Jobs for another agent are not claimed.
@@ -281,6 +296,58 @@ func TestJobLifecycle(t *testing.T) {
 		must(t, err)
 		if len(list) != 1 || list[0].ID != id {
 			t.Fatalf("failed jobs %+v", list)
+		}
+	})
+}
+
+// The scheduler's slot step: the slot moves once, and a machine with a
+// backup still queued or running gets no second one.
+func TestQueueSlot(t *testing.T) {
+	engines(t, func(t *testing.T, c *Catalog, open func() *Catalog) {
+		ctx := context.Background()
+		must(t, c.AddMachine(ctx, Machine{Name: "web1", Spec: json.RawMessage(`{}`)}, t0))
+		id, moved, err := c.QueueSlot(ctx, "web1", t0.Add(time.Hour), Job{Kind: "backup"}, t0)
+		must(t, err)
+		if id == "" || !moved {
+			t.Fatalf("first slot: %q %v", id, moved)
+		}
+		again, moved2, err := open().QueueSlot(ctx, "web1", t0.Add(time.Hour), Job{Kind: "backup"}, t0)
+		must(t, err)
+		if again != "" || moved2 {
+			t.Fatalf("the same slot queued twice: %q %v", again, moved2)
+		}
+		next, moved3, err := c.QueueSlot(ctx, "web1", t0.Add(2*time.Hour), Job{Kind: "backup"}, t0)
+		must(t, err)
+		if next != "" || !moved3 {
+			t.Fatalf("a second backup queued beside a queued one: %q %v", next, moved3)
+		}
+		j, _ := c.Claim(ctx, "hv1", "s", Limits{}, time.Minute, t0)
+		must(t, c.Finish(ctx, j.ID, "s", nil, nil, nil, t0))
+		if id, _, _ := c.QueueSlot(ctx, "web1", t0.Add(3*time.Hour), Job{Kind: "backup"}, t0); id == "" {
+			t.Fatal("nothing queued once the earlier backup ended")
+		}
+	})
+}
+
+// A run reports only its own machine's points.
+func TestFinishPoints(t *testing.T) {
+	engines(t, func(t *testing.T, c *Catalog, _ func() *Catalog) {
+		ctx := context.Background()
+		must(t, c.AddMachine(ctx, Machine{Name: "web1", Spec: json.RawMessage(`{}`)}, t0))
+		id, _ := c.Enqueue(ctx, Job{Kind: "backup", Machine: "web1", Vault: "local"}, t0)
+		c.Claim(ctx, "hv1", "s", Limits{}, time.Minute, t0)
+		other := []Point{{Vault: "local", ID: "x", Machine: "db1", Time: t0, Consistency: "crash"}}
+		if err := c.Finish(ctx, id, "s", nil, other, nil, t0); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("a point of another machine: %v", err)
+		}
+		mine := []Point{{Vault: "local", ID: "p", Machine: "web1", Time: t0, Consistency: "crash"}}
+		must(t, c.Finish(ctx, id, "s", nil, mine, nil, t0))
+		ps, _ := c.Points(ctx, "web1", 0)
+		if len(ps) != 1 || ps[0].Job != id {
+			t.Fatalf("points %+v", ps)
+		}
+		if err := c.Finish(ctx, id, "s", nil, mine, nil, t0); !errors.Is(err, ErrLeaseLost) {
+			t.Fatalf("a second finish: %v", err)
 		}
 	})
 }
@@ -304,7 +371,7 @@ func TestJobCancel(t *testing.T) {
 			t.Fatal("runner not told of the cancel")
 		}
 		// A cancelled run that ends in error is not retried.
-		must(t, c.Finish(ctx, r, "s", nil, context.Canceled, t0))
+		must(t, c.Finish(ctx, r, "s", nil, nil, context.Canceled, t0))
 		if j, _ := c.Job(ctx, r); j.State != Cancelled {
 			t.Fatalf("cancelled running job ended %s", j.State)
 		}
@@ -348,7 +415,7 @@ func TestJobLeaseTakeover(t *testing.T) {
 		if j2 == nil || j2.ID != id || j2.Attempt != 2 {
 			t.Fatalf("takeover claimed %+v", j2)
 		}
-		if err := c.Finish(ctx, id, "server-a", nil, nil, j.NotBefore); !errors.Is(err, ErrLeaseLost) {
+		if err := c.Finish(ctx, id, "server-a", nil, nil, nil, j.NotBefore); !errors.Is(err, ErrLeaseLost) {
 			t.Fatalf("the dead server's report was accepted: %v", err)
 		}
 		if _, err := c.Renew(ctx, id, "server-a", nil, time.Minute, j.NotBefore); !errors.Is(err, ErrLeaseLost) {
@@ -368,7 +435,7 @@ func TestClaimLimits(t *testing.T) {
 		if j1 == nil || j1.ID != a || j2 != nil {
 			t.Fatalf("claims %+v %+v", j1, j2)
 		}
-		must(t, c.Finish(ctx, a, "s", nil, nil, t0.Add(2*time.Minute)))
+		must(t, c.Finish(ctx, a, "s", nil, nil, nil, t0.Add(2*time.Minute)))
 		if j, _ := c.Claim(ctx, "hv1", "s", Limits{}, time.Minute, t0.Add(2*time.Minute)); j == nil || j.ID != b {
 			t.Fatalf("second backup of web1 not claimed after the first ended: %+v", j)
 		}
@@ -433,7 +500,7 @@ func TestClaimRace(t *testing.T) {
 					}
 					claimed[j.ID] = owner
 					mu.Unlock()
-					if err := cat.Finish(ctx, j.ID, owner, nil, nil, t0); err != nil {
+					if err := cat.Finish(ctx, j.ID, owner, nil, nil, nil, t0); err != nil {
 						t.Error(err)
 					}
 				}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -55,6 +56,16 @@ func Backoff(attempt int) time.Duration {
 // Enqueue adds a job, queued to run from j.NotBefore (or now). It returns
 // the job's ID.
 func (c *Catalog) Enqueue(ctx context.Context, j Job, now time.Time) (string, error) {
+	var id string
+	err := c.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		id, err = c.insertJob(ctx, tx, j, now)
+		return err
+	})
+	return id, err
+}
+
+func (c *Catalog) insertJob(ctx context.Context, tx *sql.Tx, j Job, now time.Time) (string, error) {
 	if j.Kind == "" {
 		return "", fmt.Errorf("%w: a job needs a kind", ErrInvalid)
 	}
@@ -71,13 +82,68 @@ func (c *Catalog) Enqueue(ctx context.Context, j Job, now time.Time) (string, er
 		j.NotBefore = now
 	}
 	id := newID()
-	_, err := c.db.ExecContext(ctx, c.q(`INSERT INTO jobs (id, kind, machine, agent, vault, spec, state, max_attempts, not_before_ms, created_ms)
+	_, err := tx.ExecContext(ctx, c.q(`INSERT INTO jobs (id, kind, machine, agent, vault, spec, state, max_attempts, not_before_ms, created_ms)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 		id, j.Kind, j.Machine, j.Agent, j.Vault, string(j.Spec), Queued, j.MaxAttempts, ms(j.NotBefore), ms(now))
 	if err != nil {
 		return "", fmt.Errorf("catalog: queueing %s job: %w", j.Kind, err)
 	}
 	return id, nil
+}
+
+// QueueSlot is the scheduler's step for one machine whose slot has come:
+// in one transaction it moves the machine's last slot forward to slot and
+// queues j — unless a job of the same kind for the machine is already
+// queued or running, which this slot then joins (a machine whose agent was
+// away does not find a day of backups waiting). It returns the new job's
+// ID ("" when none was queued) and whether the slot moved (false: another
+// server recorded it first, and queued nothing here).
+func (c *Catalog) QueueSlot(ctx context.Context, machine string, slot time.Time, j Job, now time.Time) (id string, moved bool, err error) {
+	err = c.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, c.q(`UPDATE machines SET last_slot_ms = ? WHERE name = ? AND (last_slot_ms IS NULL OR last_slot_ms < ?)`),
+			ms(slot), machine, ms(slot))
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return nil
+		}
+		moved = true
+		var pending int
+		if err := tx.QueryRowContext(ctx, c.q(`SELECT COUNT(*) FROM jobs WHERE machine = ? AND kind = ? AND state IN (?, ?)`),
+			machine, j.Kind, Queued, Running).Scan(&pending); err != nil {
+			return err
+		}
+		if pending > 0 {
+			return nil
+		}
+		j.Machine = machine
+		id, err = c.insertJob(ctx, tx, j, now)
+		return err
+	})
+	if err != nil {
+		return "", false, fmt.Errorf("catalog: queueing the slot %s of %s: %w", slot.Format(time.RFC3339), machine, err)
+	}
+	return id, moved, nil
+}
+
+// JobCounts counts the jobs in each state.
+func (c *Catalog) JobCounts(ctx context.Context) (map[string]int, error) {
+	rows, err := c.db.QueryContext(ctx, `SELECT state, COUNT(*) FROM jobs GROUP BY state`)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: counting jobs: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int{Queued: 0, Running: 0, Succeeded: 0, Failed: 0, Cancelled: 0}
+	for rows.Next() {
+		var st string
+		var n int
+		if err := rows.Scan(&st, &n); err != nil {
+			return nil, err
+		}
+		out[st] = n
+	}
+	return out, rows.Err()
 }
 
 // Limits bound what one Claim may start.
@@ -108,6 +174,13 @@ func (c *Catalog) Claim(ctx context.Context, agent, owner string, lim Limits, le
 	}
 	var claimed *Job
 	err := c.tx(ctx, func(tx *sql.Tx) error {
+		if c.engine == Postgres {
+			// Claims count running jobs before starting one: one claim at
+			// a time, or two could each see room for one more.
+			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(7485602)`); err != nil {
+				return err
+			}
+		}
 		if lim.PerAgent > 0 {
 			var n int
 			if err := tx.QueryRowContext(ctx, c.q(`SELECT COUNT(*) FROM jobs WHERE state = ? AND agent = ?`), Running, agent).Scan(&n); err != nil {
@@ -189,23 +262,32 @@ func (c *Catalog) Renew(ctx context.Context, id, owner string, progress json.Raw
 	return cflag != 0, nil
 }
 
-// Finish ends owner's run of a job. With runErr nil the job succeeded;
-// otherwise it is queued again after Backoff when attempts remain and no
-// cancel was asked, failed (or cancelled) otherwise.
-func (c *Catalog) Finish(ctx context.Context, id, owner string, result json.RawMessage, runErr error, now time.Time) error {
+// Finish ends owner's run of a job, recording the points it made (which
+// must be of the job's machine and vault) in the same transaction. With
+// runErr nil the job succeeded; otherwise it is queued again after Backoff
+// when attempts remain and no cancel was asked, failed (or cancelled)
+// otherwise. A run whose lease was lost (reaped, finished, cancelled
+// meanwhile) gets ErrLeaseLost and changes nothing.
+func (c *Catalog) Finish(ctx context.Context, id, owner string, result json.RawMessage, points []Point, runErr error, now time.Time) error {
 	if len(result) == 0 {
 		result = json.RawMessage(`{}`)
 	}
 	return c.tx(ctx, func(tx *sql.Tx) error {
 		var attempt, maxAttempts, cancel int
-		var machine string
-		err := tx.QueryRowContext(ctx, c.q(`SELECT attempt, max_attempts, cancel, machine FROM jobs WHERE id = ? AND lease_owner = ? AND state = ?`),
-			id, owner, Running).Scan(&attempt, &maxAttempts, &cancel, &machine)
+		var machine, vault string
+		err := tx.QueryRowContext(ctx, c.q(`SELECT attempt, max_attempts, cancel, machine, vault FROM jobs WHERE id = ? AND lease_owner = ? AND state = ?`+c.forUpdate()),
+			id, owner, Running).Scan(&attempt, &maxAttempts, &cancel, &machine, &vault)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("catalog: finishing job %s: %w", id, ErrLeaseLost)
 		}
 		if err != nil {
 			return fmt.Errorf("catalog: finishing job %s: %w", id, err)
+		}
+		for _, p := range points {
+			if p.Machine != machine || (vault != "" && p.Vault != vault) {
+				return fmt.Errorf("%w: job %s of machine %q in vault %q cannot report point %s of %q in %q", ErrInvalid, id, machine, vault, p.ID, p.Machine, p.Vault)
+			}
+			p.Job = id
 		}
 		state, notBefore, msg := Succeeded, int64(0), ""
 		switch {
@@ -217,13 +299,20 @@ func (c *Catalog) Finish(ctx context.Context, id, owner string, result json.RawM
 		default:
 			state, msg = Failed, runErr.Error()
 		}
-		q := `UPDATE jobs SET state = ?, result = ?, error = ?, lease_owner = '', lease_until_ms = 0, finished_ms = ? WHERE id = ?`
-		args := []any{state, string(result), msg, ms(now), id}
+		q := `UPDATE jobs SET state = ?, result = ?, error = ?, lease_owner = '', lease_until_ms = 0, finished_ms = ? WHERE id = ? AND lease_owner = ? AND state = ?`
+		args := []any{state, string(result), msg, ms(now), id, owner, Running}
 		if state == Queued {
-			q = `UPDATE jobs SET state = ?, result = ?, error = ?, lease_owner = '', lease_until_ms = 0, not_before_ms = ? WHERE id = ?`
-			args = []any{state, string(result), msg, notBefore, id}
+			q = `UPDATE jobs SET state = ?, result = ?, error = ?, lease_owner = '', lease_until_ms = 0, not_before_ms = ? WHERE id = ? AND lease_owner = ? AND state = ?`
+			args = []any{state, string(result), msg, notBefore, id, owner, Running}
 		}
-		if _, err = tx.ExecContext(ctx, c.q(q), args...); err != nil {
+		res, err := tx.ExecContext(ctx, c.q(q), args...)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return fmt.Errorf("catalog: finishing job %s: %w", id, ErrLeaseLost)
+		}
+		if err := c.recordPoints(ctx, tx, points, id); err != nil {
 			return err
 		}
 		switch {
@@ -235,6 +324,17 @@ func (c *Catalog) Finish(ctx context.Context, id, owner string, result json.RawM
 		}
 		return err
 	})
+}
+
+// forUpdate locks the rows a read in a write transaction goes on to
+// change, on PostgreSQL (under READ COMMITTED a concurrent writer would
+// otherwise read the same state); SQLite's write transaction already holds
+// the whole database.
+func (c *Catalog) forUpdate() string {
+	if c.engine == Postgres {
+		return " FOR UPDATE"
+	}
+	return ""
 }
 
 // Reap ends the runs whose lease expired before now (their server or agent
@@ -258,7 +358,7 @@ func (c *Catalog) Reap(ctx context.Context, now time.Time) ([]string, error) {
 	rows.Close()
 	var reaped []string
 	for _, e := range found {
-		err := c.Finish(ctx, e.id, e.owner, nil, fmt.Errorf("interrupted: %s stopped renewing its lease", e.owner), now)
+		err := c.Finish(ctx, e.id, e.owner, nil, nil, fmt.Errorf("interrupted: %s stopped renewing its lease", e.owner), now)
 		if errors.Is(err, ErrLeaseLost) {
 			continue // renewed or finished meanwhile
 		}
@@ -275,24 +375,24 @@ func (c *Catalog) Reap(ctx context.Context, now time.Time) ([]string, error) {
 
 // CancelJob asks a job to stop: a queued job is cancelled at once, a
 // running one is told through Renew. Ended jobs are left as they are.
+// Each step is one conditional update, so a claim racing the cancel wins
+// or loses cleanly.
 func (c *Catalog) CancelJob(ctx context.Context, id string, now time.Time) error {
-	return c.tx(ctx, func(tx *sql.Tx) error {
-		var state string
-		err := tx.QueryRowContext(ctx, c.q(`SELECT state FROM jobs WHERE id = ?`), id).Scan(&state)
-		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("catalog: job %s: %w", id, ErrNotFound)
-		}
-		if err != nil {
-			return err
-		}
-		switch state {
-		case Queued:
-			_, err = tx.ExecContext(ctx, c.q(`UPDATE jobs SET state = ?, cancel = 1, finished_ms = ?, error = 'cancelled before it started' WHERE id = ?`), Cancelled, ms(now), id)
-		case Running:
-			_, err = tx.ExecContext(ctx, c.q(`UPDATE jobs SET cancel = 1 WHERE id = ?`), id)
-		}
+	res, err := c.db.ExecContext(ctx, c.q(`UPDATE jobs SET state = ?, cancel = 1, finished_ms = ?, error = 'cancelled before it started'
+		WHERE id = ? AND state = ?`), Cancelled, ms(now), id, Queued)
+	if err != nil {
+		return fmt.Errorf("catalog: cancelling job %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		return nil
+	}
+	if _, err := c.db.ExecContext(ctx, c.q(`UPDATE jobs SET cancel = 1 WHERE id = ? AND state = ?`), id, Running); err != nil {
+		return fmt.Errorf("catalog: cancelling job %s: %w", id, err)
+	}
+	if _, err := c.Job(ctx, id); err != nil {
 		return err
-	})
+	}
+	return nil
 }
 
 // Job returns one job.
@@ -326,6 +426,7 @@ func (c *Catalog) Jobs(ctx context.Context, f JobFilter) ([]Job, error) {
 	if limit <= 0 {
 		limit = 100
 	}
+	limit = min(limit, MaxList)
 	return c.jobs(ctx, where+fmt.Sprintf(` ORDER BY created_ms DESC, id DESC LIMIT %d`, limit), args...)
 }
 
@@ -363,10 +464,16 @@ type LogLine struct {
 	Message string    `json:"message"`
 }
 
+// MaxLogLine is the longest log message kept; a longer one is cut.
+const MaxLogLine = 8 << 10
+
 // Log appends a line to a job's log. Appends to one job are serialised
 // on the job's row (a row lock on PostgreSQL, the write transaction on
 // SQLite), so sequence numbers never collide.
 func (c *Catalog) Log(ctx context.Context, id, level, message string, now time.Time) error {
+	if len(message) > MaxLogLine {
+		message = strings.ToValidUTF8(message[:MaxLogLine], "") + " …(cut)"
+	}
 	err := c.tx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, c.q(`UPDATE jobs SET id = id WHERE id = ?`), id)
 		if err != nil {
@@ -385,9 +492,10 @@ func (c *Catalog) Log(ctx context.Context, id, level, message string, now time.T
 	return nil
 }
 
-// Logs returns a job's log lines after seq `after`, in order.
+// Logs returns a job's log lines after seq `after`, in order, at most
+// MaxList of them: page with the last seq seen.
 func (c *Catalog) Logs(ctx context.Context, id string, after int64) ([]LogLine, error) {
-	rows, err := c.db.QueryContext(ctx, c.q(`SELECT seq, time_ms, level, message FROM job_logs WHERE job_id = ? AND seq > ? ORDER BY seq`), id, after)
+	rows, err := c.db.QueryContext(ctx, c.q(`SELECT seq, time_ms, level, message FROM job_logs WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT `+fmt.Sprint(MaxList)), id, after)
 	if err != nil {
 		return nil, fmt.Errorf("catalog: reading log of job %s: %w", id, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -38,7 +39,9 @@ func (p Policy) Validate() error {
 		return fmt.Errorf("%w: policy %q: %v", ErrInvalid, p.Name, err)
 	}
 	switch p.Consistency {
-	case "crash", "file", "app":
+	case "crash", "file":
+	case "app":
+		return fmt.Errorf("%w: policy %q: app consistency needs application hooks, which policies cannot carry yet: use file (the filesystems frozen) or run app-consistent backups with lifeboat backup --pre-hook", ErrInvalid, p.Name)
 	default:
 		return fmt.Errorf("%w: policy %q: consistency %q: want crash, file or app", ErrInvalid, p.Name, p.Consistency)
 	}
@@ -154,7 +157,7 @@ func (c *Catalog) DeleteTier(ctx context.Context, name string) error {
 func (c *Catalog) deleteNamed(ctx context.Context, kind, table, name string) error {
 	res, err := c.db.ExecContext(ctx, c.q(`DELETE FROM `+table+` WHERE name = ?`), name)
 	if isForeignKeyViolation(err) {
-		return fmt.Errorf("catalog: %s %q is in use by machines: %w", kind, name, ErrInvalid)
+		return fmt.Errorf("catalog: %s %q is used by machines: %w", kind, name, ErrInUse)
 	}
 	if err != nil {
 		return fmt.Errorf("catalog: deleting %s %q: %w", kind, name, err)
@@ -173,12 +176,28 @@ func (c *Catalog) PutVault(ctx context.Context, v Vault, now time.Time) error {
 	if v.URL == "" {
 		return fmt.Errorf("%w: vault %q has no URL", ErrInvalid, v.Name)
 	}
-	_, err := c.db.ExecContext(ctx, c.q(`INSERT INTO vaults (name, url, copy_to, created_ms) VALUES (?, ?, ?, ?)
-		ON CONFLICT (name) DO UPDATE SET url = excluded.url, copy_to = excluded.copy_to`), v.Name, v.URL, v.CopyTo, ms(now))
-	if err != nil {
-		return fmt.Errorf("catalog: saving vault %q: %w", v.Name, err)
-	}
-	return nil
+	// A name keeps its URL: moving it would silently send every policy
+	// naming it to another vault.
+	return c.tx(ctx, func(tx *sql.Tx) error {
+		var url string
+		err := tx.QueryRowContext(ctx, c.q(`SELECT url FROM vaults WHERE name = ?`+c.forUpdate()), v.Name).Scan(&url)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			_, err = tx.ExecContext(ctx, c.q(`INSERT INTO vaults (name, url, copy_to, created_ms) VALUES (?, ?, ?, ?)`), v.Name, v.URL, v.CopyTo, ms(now))
+		case err != nil:
+		case url != v.URL:
+			return fmt.Errorf("catalog: vault %q is %s, not %s: %w", v.Name, url, v.URL, ErrExists)
+		default:
+			_, err = tx.ExecContext(ctx, c.q(`UPDATE vaults SET copy_to = ? WHERE name = ?`), v.CopyTo, v.Name)
+		}
+		if isUniqueViolation(err) {
+			return fmt.Errorf("catalog: vault %q: %w", v.Name, ErrExists)
+		}
+		if err != nil {
+			return fmt.Errorf("catalog: saving vault %q: %w", v.Name, err)
+		}
+		return nil
+	})
 }
 
 // Vaults lists the vaults by name.
@@ -390,9 +409,43 @@ func (c *Catalog) machines(ctx context.Context, where string, args ...any) ([]Ma
 }
 
 // DeleteMachine removes a machine from the catalog (its points stay in
-// the vault).
-func (c *Catalog) DeleteMachine(ctx context.Context, name string) error {
-	return c.deleteNamed(ctx, "machine", "machines", name)
+// the vault), cancels its queued jobs (a running one is told to stop) and
+// clears its alerts, in one transaction.
+func (c *Catalog) DeleteMachine(ctx context.Context, name string, now time.Time) error {
+	return c.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, c.q(`DELETE FROM machines WHERE name = ?`), name)
+		if err != nil {
+			return fmt.Errorf("catalog: deleting machine %q: %w", name, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("catalog: machine %q: %w", name, ErrNotFound)
+		}
+		if _, err := tx.ExecContext(ctx, c.q(`UPDATE jobs SET state = ?, cancel = 1, finished_ms = ?, error = 'the machine was removed'
+			WHERE machine = ? AND state = ?`), Cancelled, ms(now), name, Queued); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, c.q(`UPDATE jobs SET cancel = 1 WHERE machine = ? AND state = ?`), name, Running); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, c.q(`UPDATE alerts SET cleared_ms = ? WHERE subject = ? AND cleared_ms IS NULL`), ms(now), name)
+		return err
+	})
+}
+
+// DeleteAgent forgets an agent (a retired host) and clears its alerts; its
+// token is revoked separately.
+func (c *Catalog) DeleteAgent(ctx context.Context, name string, now time.Time) error {
+	return c.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, c.q(`DELETE FROM agents WHERE name = ?`), name)
+		if err != nil {
+			return fmt.Errorf("catalog: deleting agent %q: %w", name, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("catalog: agent %q: %w", name, ErrNotFound)
+		}
+		_, err = tx.ExecContext(ctx, c.q(`UPDATE alerts SET cleared_ms = ? WHERE kind = 'agent-down' AND subject = ? AND cleared_ms IS NULL`), ms(now), name)
+		return err
+	})
 }
 
 // Heartbeat records that an agent is alive (registering it the first time).

@@ -40,7 +40,16 @@ func (c *Catalog) RecordPoints(ctx context.Context, ps []Point) error {
 			return fmt.Errorf("%w: a point needs a vault, an ID, a machine and a time", ErrInvalid)
 		}
 	}
-	return c.tx(ctx, func(tx *sql.Tx) error {
+	return c.tx(ctx, func(tx *sql.Tx) error { return c.recordPoints(ctx, tx, ps, "") })
+}
+
+// recordPoints inserts points in tx (made by job, when not empty) and
+// moves their machines' newest-point times.
+func (c *Catalog) recordPoints(ctx context.Context, tx *sql.Tx, ps []Point, job string) error {
+	if len(ps) == 0 {
+		return nil
+	}
+	{
 		stmt, err := tx.PrepareContext(ctx, c.q(`INSERT INTO points (vault, id, machine, time_ms, consistency, change_source, size_bytes, notes, job_id)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (vault, id) DO NOTHING`))
 		if err != nil {
@@ -49,6 +58,12 @@ func (c *Catalog) RecordPoints(ctx context.Context, ps []Point) error {
 		defer stmt.Close()
 		newest := map[string]time.Time{}
 		for _, p := range ps {
+			if job != "" {
+				p.Job = job
+			}
+			if p.Vault == "" || p.ID == "" || p.Machine == "" || p.Time.IsZero() {
+				return fmt.Errorf("%w: a point needs a vault, an ID, a machine and a time", ErrInvalid)
+			}
 			if _, err := stmt.ExecContext(ctx, p.Vault, p.ID, p.Machine, ms(p.Time), p.Consistency, p.ChangeSource, p.Size, p.Notes, p.Job); err != nil {
 				return fmt.Errorf("catalog: recording point %s of %s: %w", p.ID, p.Machine, err)
 			}
@@ -62,7 +77,7 @@ func (c *Catalog) RecordPoints(ctx context.Context, ps []Point) error {
 			}
 		}
 		return nil
-	})
+	}
 }
 
 // ForgetPoint drops a point from the index (after forget).
@@ -90,8 +105,8 @@ func (c *Catalog) ForgetPoint(ctx context.Context, vault, id string) error {
 
 // Points lists a machine's points, newest first, at most limit (0: 1000).
 func (c *Catalog) Points(ctx context.Context, machine string, limit int) ([]Point, error) {
-	if limit <= 0 {
-		limit = 1000
+	if limit <= 0 || limit > MaxList {
+		limit = MaxList
 	}
 	rows, err := c.db.QueryContext(ctx, c.q(`SELECT vault, id, machine, time_ms, consistency, change_source, size_bytes, notes, job_id
 		FROM points WHERE machine = ? ORDER BY time_ms DESC, id LIMIT `+fmt.Sprint(limit)), machine)

@@ -100,7 +100,7 @@ Consistency (--consistency), recorded in the point as achieved:
          the post-hook always runs once the pre-hook has.
 A point that falls short of the consistency asked for is still written, with
 notes saying why; lifeboat then exits 0 with a warning, or, with
---require-consistency, exits 9 (see lifeboat --help).`,
+--require-consistency, exits 10 (see lifeboat --help).`,
 		Example: `  lifeboat backup --vault /srv/vault --machine web1 --disk /var/lib/images/web1.raw
   lifeboat backup --machine db1 --disk root=/dev/vg0/db1-root --disk data=/dev/vg0/db1-data --definition db1.json
   lifeboat backup --machine files --disk /dev/loop0 --consistency file
@@ -116,7 +116,7 @@ notes saying why; lifeboat then exits 0 with a warning, or, with
 	f.StringArrayVar(&bf.disks, "disk", nil, "disk to back up: PATH or NAME=PATH (repeat for each disk)")
 	f.StringVar(&bf.definition, "definition", "", "machine definition JSON file (schema lifeboat.machine/v1)")
 	f.StringVar(&bf.consistency, "consistency", "crash", "consistency wanted: crash, file or app")
-	f.BoolVar(&bf.requireConsistency, "require-consistency", false, "exit 9 when the point written is less consistent than --consistency asked")
+	f.BoolVar(&bf.requireConsistency, "require-consistency", false, "exit 10 when the point written is less consistent than --consistency asked")
 	f.StringVar(&bf.preHook, "pre-hook", "", "shell command run before the snapshot instant (--consistency app)")
 	f.StringVar(&bf.postHook, "post-hook", "", "shell command run after the snapshot instant (--consistency app)")
 	f.DurationVar(&bf.hookTimeout, "hook-timeout", 5*time.Minute, "longest a hook may run")

@@ -204,7 +204,11 @@ which vault (a name the server knows, or a directory or s3:// URL, registered
 on the way), copied to which second vault after each backup (--copy-to), and
 how long points are kept (--keep-last, --keep-hourly, --keep-daily,
 --keep-weekly, --keep-monthly, --keep-yearly N, --keep-within DURATION; the
-rules of 'lifeboat forget').`,
+rules of 'lifeboat forget').
+
+This release stores the retention and --copy-to with the policy but does not
+yet apply them from the server: run 'lifeboat forget --prune' and
+'lifeboat vault copy' for them (issue 11).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -284,7 +288,8 @@ func (a *app) machineCommand() *cobra.Command {
 		Long: `Register a machine with the server: its disks (--disk NAME=PATH, repeatable: an
 image file, a block device or an nbd:// URL, absolute, as seen on the agent's
 host) or a running QEMU's QMP socket (--qmp, with --guest-agent to freeze its
-filesystems), the agent that reads them (--agent; default: any), and its
+filesystems), the agent whose host reads them (--agent; default: the server's built-in
+agent, whose host is the server's), and its
 definition (--definition FILE, docs/definition.md). Then protect it with
 'lifeboat protect'.`,
 		Args: cobra.ExactArgs(1),
@@ -318,7 +323,7 @@ definition (--definition FILE, docs/definition.md). Then protect it with
 	f.StringArrayVar(&disks, "disk", nil, "NAME=PATH of a disk (repeatable); with --qmp, NAME alone selects a disk")
 	f.StringVar(&src.QMP, "qmp", "", "QMP socket of the running QEMU")
 	f.StringVar(&src.GuestAgent, "guest-agent", "", "guest agent socket, to freeze filesystems")
-	f.StringVar(&agent, "agent", "", "agent whose host reads the disks")
+	f.StringVar(&agent, "agent", "", "agent whose host reads the disks (default: the server's built-in agent)")
 	f.StringVar(&definition, "definition", "", "machine definition (JSON, lifeboat.machine/v1)")
 	list := &cobra.Command{
 		Use: "list", Short: "List machines with their protection and RPO state", Args: cobra.NoArgs,

@@ -19,6 +19,10 @@ const (
 	AlertRPO        = "rpo-missed"
 	AlertJobFailing = "job-failing"
 	AlertAgentDown  = "agent-down"
+	// AlertNotQueued: a machine's slot came but its backup could not be
+	// queued (its policy's vault is unknown, its spec invalid, the
+	// catalog failing); it is tried again at each tick.
+	AlertNotQueued = "backup-not-queued"
 )
 
 // Scheduler is the control plane's clockwork: each Tick reaps expired
@@ -40,6 +44,10 @@ type Scheduler struct {
 	// FailuresToAlert is how many failed attempts in a row of one
 	// machine's jobs raise an alert (default 3).
 	FailuresToAlert int
+	// Started is when this server started. For a lease's length after it,
+	// expired leases are not reaped and silent agents not reported: after
+	// a restart, agents need one renewal to show they still run their jobs.
+	Started time.Time
 }
 
 // TickReport says what one tick did.
@@ -71,11 +79,15 @@ func (s *Scheduler) log() *slog.Logger {
 // Tick runs one round at now.
 func (s *Scheduler) Tick(ctx context.Context, now time.Time) (TickReport, error) {
 	var rep TickReport
-	reaped, err := s.Catalog.Reap(ctx, now)
-	if err != nil {
-		return rep, err
+	settled := now.Sub(s.Started) >= api.Lease
+	if settled {
+		reaped, err := s.Catalog.Reap(ctx, now)
+		if err != nil {
+			return rep, err
+		}
+		rep.Reaped = reaped
 	}
-	rep.Reaped = reaped
+	reaped := rep.Reaped
 	for _, id := range reaped {
 		s.log().Warn("job interrupted: its runner stopped renewing the lease; queued again if attempts remain", "job", id)
 	}
@@ -130,16 +142,18 @@ func (s *Scheduler) Tick(ctx context.Context, now time.Time) (TickReport, error)
 				last = m.Protected
 			}
 			slot, due, err := p.Schedule.Due(p.Name+"/"+m.Name, last, now)
-			if err != nil {
-				s.log().Error("policy's schedule unusable", "policy", p.Name, "err", err)
-			} else if due {
-				id, err := s.queue(ctx, m, p, urls, slot, now)
-				if err != nil {
-					s.log().Error("queueing a scheduled backup failed", "machine", m.Name, "err", err)
-				} else if id != "" {
+			if err == nil && due {
+				var id string
+				id, err = s.queue(ctx, m, p, urls, slot, now)
+				if id != "" {
 					rep.Queued = append(rep.Queued, id)
 				}
 			}
+			msg := ""
+			if err != nil {
+				msg = fmt.Sprintf("the backup of %s under policy %s could not be queued: %v", m.Name, p.Name, err)
+			}
+			s.alert(ctx, &rep, err != nil, AlertNotQueued, m.Name, msg, now)
 		}
 		if tier, ok := tiers[m.Tier]; ok {
 			st := schedule.Assess(tier, newest[m.Name], m.Protected, now)
@@ -162,6 +176,9 @@ func (s *Scheduler) Tick(ctx context.Context, now time.Time) (TickReport, error)
 		timeout = api.AgentTimeout
 	}
 	for _, a := range agents {
+		if !settled {
+			break
+		}
 		quiet := now.Sub(a.Heartbeat)
 		s.alert(ctx, &rep, quiet > timeout, AlertAgentDown, a.Name,
 			fmt.Sprintf("agent %s sent no heartbeat for %s (last %s)", a.Name, quiet.Round(time.Second), a.Heartbeat.Format(time.RFC3339)), now)
@@ -169,17 +186,25 @@ func (s *Scheduler) Tick(ctx context.Context, now time.Time) (TickReport, error)
 	return rep, nil
 }
 
-// queue records the slot first: only the server that moves it queues.
+// queue moves the machine's slot and queues its backup in one catalog
+// transaction: only the server that moves the slot queues, a slot is never
+// used up without its backup, and a machine whose backup is still queued
+// or running gets no second one.
 func (s *Scheduler) queue(ctx context.Context, m catalog.Machine, p catalog.Policy, urls map[string]string, slot, now time.Time) (string, error) {
-	moved, err := s.Catalog.SetLastSlot(ctx, m.Name, slot)
-	if err != nil || !moved {
-		return "", err
-	}
-	id, err := api.EnqueueBackupUnder(ctx, s.Catalog, m, p, urls, "scheduled", now)
+	j, err := api.BackupJob(m, p, urls, "scheduled")
 	if err != nil {
 		return "", err
 	}
-	s.log().Info("scheduled backup queued", "machine", m.Name, "policy", m.Policy, "slot", slot, "job", id)
+	id, moved, err := s.Catalog.QueueSlot(ctx, m.Name, slot, j, now)
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case id != "":
+		s.log().Info("scheduled backup queued", "machine", m.Name, "policy", m.Policy, "slot", slot, "job", id)
+	case moved:
+		s.log().Info("slot joins the backup already queued or running", "machine", m.Name, "slot", slot)
+	}
 	return id, nil
 }
 

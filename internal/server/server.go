@@ -70,7 +70,7 @@ type Config struct {
 // (unless the catalog already knows a vault); its passphrase is kept in
 // DATA/vault.passphrase.
 const (
-	DefaultVault          = "default"
+	DefaultVault          = api.DefaultVault
 	DefaultVaultDir       = "vault"
 	DefaultPassphraseFile = "vault.passphrase"
 )
@@ -211,7 +211,7 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Log.Info("built-in agent started", "name", agentName)
 	}
 
-	sched := &Scheduler{Catalog: cat, Log: cfg.Log, Webhooks: cfg.Webhooks}
+	sched := &Scheduler{Catalog: cat, Log: cfg.Log, Webhooks: cfg.Webhooks, Started: cfg.Clock.Now()}
 	ticker := time.NewTicker(cfg.Tick)
 	defer ticker.Stop()
 	tick := func() {

@@ -92,6 +92,7 @@ func TestSchedulerHour(t *testing.T) {
 	}
 
 	broken := map[string]bool{}
+	offsets := map[time.Duration]bool{}
 	runs := map[string][]time.Time{}
 	fc := clock.NewFake(t0)
 	// agent runs every claimable job at now, as an agent would.
@@ -104,12 +105,12 @@ func TestSchedulerHour(t *testing.T) {
 				return
 			}
 			if broken[j.Machine] {
-				must(cat.Finish(ctx, j.ID, "hv1", nil, errors.New("reading disk root: input/output error"), now))
+				must(cat.Finish(ctx, j.ID, "hv1", nil, nil, errors.New("reading disk root: input/output error"), now))
 				continue
 			}
 			runs[j.Machine] = append(runs[j.Machine], now)
 			must(cat.RecordPoint(ctx, catalog.Point{Vault: "local", ID: j.ID, Machine: j.Machine, Time: now, Consistency: "crash"}))
-			must(cat.Finish(ctx, j.ID, "hv1", nil, nil, now))
+			must(cat.Finish(ctx, j.ID, "hv1", nil, nil, nil, now))
 		}
 	}
 	tick := func() TickReport {
@@ -131,12 +132,18 @@ func TestSchedulerHour(t *testing.T) {
 		if n := len(runs[m]); n < 58 || n > 60 {
 			t.Fatalf("%s backed up %d times in an hour of one-minute slots", m, n)
 		}
-		// Each run starts inside the stagger window after its minute.
+		// Each run starts at the machine's own offset in the stagger
+		// window, within one 10 s tick.
+		want := (schedule.Spec{Every: time.Minute, Stagger: 40 * time.Second}).Offset("minutely/" + m)
 		for _, r := range runs[m] {
-			if off := r.Sub(r.Truncate(time.Minute)); off >= 50*time.Second {
-				t.Fatalf("%s ran %v after its slot, beyond the 40 s window and a tick", m, off)
+			if off := r.Sub(r.Truncate(time.Minute)); off < want || off >= want+10*time.Second {
+				t.Fatalf("%s ran %v after its slot; its offset is %v", m, off, want)
 			}
 		}
+		offsets[want] = true
+	}
+	if len(offsets) < 2 {
+		t.Fatal("the three machines start at one offset: nothing staggered")
 	}
 	ms, _ := cat.Machines(ctx)
 	newest, _ := cat.NewestPoints(ctx)
@@ -225,8 +232,19 @@ func TestSchedulerMissedSlotsRunOnce(t *testing.T) {
 	if r, _ := a.Tick(ctx, now.Add(20*time.Minute)); len(r.Queued) != 0 {
 		t.Fatalf("queued again before the next slot: %v", r.Queued)
 	}
-	if r, _ := a.Tick(ctx, t0.Add(6*time.Hour)); len(r.Queued) != 1 {
-		t.Fatalf("next slot not queued: %v", r.Queued)
+	// The next slot comes while that backup still waits: it joins it.
+	if r, _ := a.Tick(ctx, t0.Add(6*time.Hour)); len(r.Queued) != 0 {
+		t.Fatalf("a second backup queued beside a waiting one: %v", r.Queued)
+	}
+	j, err := cat.Claim(ctx, "hv1", "hv1/x", catalog.Limits{}, time.Minute, t0.Add(6*time.Hour))
+	if err != nil || j == nil {
+		t.Fatalf("claim: %v %v", j, err)
+	}
+	if err := cat.Finish(ctx, j.ID, "hv1/x", nil, nil, nil, t0.Add(6*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := a.Tick(ctx, t0.Add(7*time.Hour)); len(r.Queued) != 1 {
+		t.Fatalf("next slot not queued once the backup ran: %v", r.Queued)
 	}
 }
 
