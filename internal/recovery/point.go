@@ -276,6 +276,11 @@ func (p *Point) Check() error {
 		if d.Size < 0 {
 			return fmt.Errorf("disk %s: negative size %d", d.Name, d.Size)
 		}
+		// In-place restore writes to the recorded image: it must be a
+		// plain absolute path, as lifeboat records it.
+		if d.Image != "" && (!filepath.IsAbs(d.Image) || filepath.Clean(d.Image) != d.Image || strings.ContainsAny(d.Image, "\x00\n\r")) {
+			return fmt.Errorf("disk %s: image path %q is not a clean absolute path", d.Name, d.Image)
+		}
 	}
 	return nil
 }
