@@ -13,6 +13,7 @@ import (
 	"lifeboat/internal/catalog"
 	"lifeboat/internal/job"
 	"lifeboat/internal/location"
+	"lifeboat/internal/restore"
 	"lifeboat/internal/vault"
 )
 
@@ -68,6 +69,8 @@ func (r *Jobs) Run(ctx context.Context, j catalog.Job, rep Reporter) (Outcome, e
 	switch j.Kind {
 	case "backup":
 		return r.backup(ctx, j, rep)
+	case "restore":
+		return r.restore(ctx, j, rep)
 	}
 	return Outcome{}, fmt.Errorf("this agent does not run %q jobs", j.Kind)
 }
@@ -116,4 +119,35 @@ func (r *Jobs) backup(ctx context.Context, j catalog.Job, rep Reporter) (Outcome
 	}
 	return Outcome{Result: result, Points: []catalog.Point{{Vault: vaultName, ID: p.ID.String(), Machine: p.Machine, Time: p.Time,
 		Consistency: string(p.Consistency), ChangeSource: strings.Join(sources, ","), Size: p.Size(), Notes: strings.Join(p.Notes, "; ")}}}, err
+}
+
+func (r *Jobs) restore(ctx context.Context, j catalog.Job, rep Reporter) (Outcome, error) {
+	var spec job.Restore
+	if err := json.Unmarshal(j.Spec, &spec); err != nil {
+		return Outcome{}, fmt.Errorf("restore job %s: spec: %w", j.ID, err)
+	}
+	v, err := r.vault(ctx, spec.Vault)
+	if err != nil {
+		return Outcome{}, err
+	}
+	rep.Log("info", fmt.Sprintf("restoring %s point %s from %s", spec.Machine, spec.Point, spec.Vault))
+	res, err := job.RunRestore(ctx, v, spec, job.Env{Executable: r.Executable,
+		Warn: func(s string) { rep.Log("warn", s) },
+		RestoreProgress: func(p restore.Progress) {
+			pr := Progress{DoneBytes: p.DoneBytes, TotalBytes: p.TotalBytes}
+			if secs := p.Elapsed.Seconds(); secs > 0 {
+				pr.Rate = float64(p.DoneBytes) / secs
+			}
+			rep.Progress(pr)
+		}})
+	if err != nil {
+		return Outcome{}, err
+	}
+	files := map[string]string{}
+	for _, t := range res.Targets {
+		files[t.Disk.Name] = t.Path
+	}
+	rep.Log("info", fmt.Sprintf("point %s restored: %d disk(s), %d bytes written", res.Point.ID.Short(), len(files), res.Stats.WrittenBytes))
+	result, _ := json.Marshal(map[string]any{"point": res.Point.ID.String(), "disks": files, "definition": res.DefinitionPath, "stats": res.Stats})
+	return Outcome{Result: result}, nil
 }

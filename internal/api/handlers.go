@@ -394,6 +394,79 @@ func (s *Server) backupNow(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// RestoreJSON is the body of POST /v1/machines/{name}/restore: which point
+// goes where, on which agent's host. Vault is the vault's name (default:
+// the machine's policy's vault); Agent the host that writes the disks
+// (default: the machine's own agent).
+type RestoreJSON struct {
+	Point   string `json:"point"`
+	Vault   string `json:"vault,omitempty"`
+	Agent   string `json:"agent,omitempty"`
+	Dir     string `json:"dir,omitempty"`
+	Disk    string `json:"disk,omitempty"`
+	File    string `json:"file,omitempty"`
+	InPlace bool   `json:"in_place,omitempty"`
+	Format  string `json:"format,omitempty"`
+	Suffix  string `json:"suffix,omitempty"`
+	NewMACs bool   `json:"new_macs,omitempty"`
+}
+
+// restoreMachine queues a restore of one of the machine's points.
+func (s *Server) restoreMachine(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	var body RestoreJSON
+	if err := decode(r, &body); err != nil {
+		return err
+	}
+	m, err := s.Catalog.Machine(ctx, r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	vaultName := body.Vault
+	if vaultName == "" {
+		if m.Policy == "" {
+			return invalid("vault: machine %q has no policy to take its vault from: name the vault", m.Name)
+		}
+		p, err := s.Catalog.Policy(ctx, m.Policy)
+		if err != nil {
+			return err
+		}
+		vaultName = p.Vault
+	}
+	vaults, err := s.Catalog.Vaults(ctx)
+	if err != nil {
+		return err
+	}
+	url := VaultURLs(vaults)[vaultName]
+	if url == "" {
+		return invalid("vault: %q is not a vault the server knows", vaultName)
+	}
+	spec := job.Restore{Machine: m.Name, Point: body.Point, Vault: url, Dir: body.Dir, Disk: body.Disk, File: body.File,
+		InPlace: body.InPlace, Format: body.Format, Suffix: body.Suffix, NewMACs: body.NewMACs}
+	if err := spec.Validate(); err != nil {
+		return err
+	}
+	agent := body.Agent
+	if agent == "" {
+		agent = m.Agent
+	}
+	raw, err := json.Marshal(spec)
+	if err != nil {
+		return err
+	}
+	id, err := s.Catalog.Enqueue(ctx, catalog.Job{Kind: "restore", Machine: m.Name, Agent: agent, Vault: vaultName, Spec: raw, MaxAttempts: 1}, s.Clock.Now())
+	if err != nil {
+		return err
+	}
+	j, err := s.Catalog.Job(ctx, id)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", "/v1/jobs/"+id)
+	writeJSON(w, http.StatusAccepted, j)
+	return nil
+}
+
 func (s *Server) listPoints(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("name")
 	if _, err := s.Catalog.Machine(r.Context(), name); err != nil {

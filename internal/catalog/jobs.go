@@ -274,9 +274,9 @@ func (c *Catalog) Finish(ctx context.Context, id, owner string, result json.RawM
 	}
 	return c.tx(ctx, func(tx *sql.Tx) error {
 		var attempt, maxAttempts, cancel int
-		var machine, vault string
-		err := tx.QueryRowContext(ctx, c.q(`SELECT attempt, max_attempts, cancel, machine, vault FROM jobs WHERE id = ? AND lease_owner = ? AND state = ?`+c.forUpdate()),
-			id, owner, Running).Scan(&attempt, &maxAttempts, &cancel, &machine, &vault)
+		var machine, vault, kind string
+		err := tx.QueryRowContext(ctx, c.q(`SELECT attempt, max_attempts, cancel, machine, vault, kind FROM jobs WHERE id = ? AND lease_owner = ? AND state = ?`+c.forUpdate()),
+			id, owner, Running).Scan(&attempt, &maxAttempts, &cancel, &machine, &vault, &kind)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("catalog: finishing job %s: %w", id, ErrLeaseLost)
 		}
@@ -316,7 +316,8 @@ func (c *Catalog) Finish(ctx context.Context, id, owner string, result json.RawM
 			return err
 		}
 		switch {
-		case machine == "" || state == Cancelled:
+		case machine == "" || state == Cancelled || kind != "backup":
+			// Only backups count towards a machine's failures.
 		case runErr == nil:
 			_, err = tx.ExecContext(ctx, c.q(`UPDATE machines SET failures = 0, last_error = '' WHERE name = ?`), machine)
 		default:

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"lifeboat/internal/api"
+	"lifeboat/internal/job"
 	"lifeboat/internal/recovery"
 	"lifeboat/internal/restore"
 	"lifeboat/internal/vault"
@@ -120,6 +123,19 @@ from --new-password-file or LIFEBOAT_NEW_PASSWORD.`,
 
 // diskSpecs turns --disk values into names and paths: NAME=PATH, or PATH
 // named by the definition's disks in order, or by the file's base name.
+// restoreFlagError names the restore flag behind a spec's invalid field.
+func restoreFlagError(err error) error {
+	var ie *job.InvalidError
+	if errors.As(err, &ie) {
+		flag := map[string]string{"machine": "--machine", "point": "POINT", "vault": "--vault", "dir": "--to", "file": "--to-file"}[ie.Field]
+		if flag == "" || ie.Field == "dir" {
+			return usageError{errors.New(ie.Reason)}
+		}
+		return usageError{fmt.Errorf("%s: %s", flag, ie.Reason)}
+	}
+	return err
+}
+
 func diskSpecs(values []string, def *recovery.Definition) (names, paths []string, err error) {
 	seen := map[string]bool{}
 	for i, v := range values {
@@ -236,6 +252,9 @@ or hook), shortened; points --json has every note in full.`,
 }
 
 func (a *app) restoreCommand() *cobra.Command {
+	var rem remote
+	var agentName string
+	var wait bool
 	var machine, to, diskName, toFile, suffix, format string
 	var inPlace, newMACs bool
 	cmd := &cobra.Command{
@@ -295,48 +314,29 @@ cannot be stored.`,
 			if machine == "" {
 				return usageError{errors.New("--machine is required")}
 			}
-			req := restore.Request{Dir: to, Disk: diskName, File: toFile, InPlace: inPlace, Format: format,
-				Definition: recovery.RestoreOptions{Suffix: suffix, NewMACs: newMACs}}
-			if err := req.Validate(); err != nil {
-				return usageError{err}
+			if rem.server != "" {
+				// Through the server, on an agent's host: paths are as
+				// that host sees them, so they are sent as given.
+				body := api.RestoreJSON{Point: args[0], Agent: agentName, Dir: to, Disk: diskName, File: toFile, InPlace: inPlace,
+					Format: format, Suffix: suffix, NewMACs: newMACs}
+				return a.queueAndWait(ctx, &rem, "/v1/machines/"+url.PathEscape(machine)+"/restore", body, wait)
+			}
+			spec := job.Restore{Machine: machine, Point: args[0], Vault: a.vaultURL, Dir: absPath(to), Disk: diskName, File: absPath(toFile),
+				InPlace: inPlace, Format: format, Suffix: suffix, NewMACs: newMACs}
+			if err := spec.Validate(); err != nil {
+				return restoreFlagError(err)
 			}
 			v, err := a.open(ctx)
 			if err != nil {
 				return err
 			}
-			p, points, err := recovery.Resolve(ctx, v, machine, args[0])
-			if points != nil {
-				a.checkSeen(v, points)
-			}
-			if err != nil {
-				return err
-			}
-			targets, err := restore.Plan(p, req)
-			if err != nil {
-				return err
-			}
-			if to != "" {
-				if err := os.MkdirAll(to, 0o755); err != nil {
-					return fmt.Errorf("creating %s: %w", to, err)
-				}
-			}
 			pb := newBar(a.env.Stderr, "restore "+machine, !a.quiet)
-			st, err := restore.Run(ctx, v, p, targets, restore.Options{Warn: func(s string) { a.warnf("%s", s) }, Progress: func(pr restore.Progress) {
-				pb.update(pr.DoneBytes, pr.TotalBytes, pr.Elapsed, pr.Final)
-			}})
+			res, err := job.RunRestore(ctx, v, spec, job.Env{Seen: a.book(), Warn: func(s string) { a.warnf("%s", s) },
+				RestoreProgress: func(pr restore.Progress) { pb.update(pr.DoneBytes, pr.TotalBytes, pr.Elapsed, pr.Final) }})
 			if err != nil {
-				return fmt.Errorf("restore of %s point %s: %w", machine, p.ID.Short(), err)
+				return err
 			}
-			var defPath string
-			var def *recovery.Restored
-			if to != "" {
-				if defPath, def, err = restore.WriteDefinition(p, req, targets); err != nil {
-					return err
-				}
-				for _, w := range def.Warnings {
-					a.warnf("%s", w)
-				}
-			}
+			p, targets, st, defPath, def := res.Point, res.Targets, res.Stats, res.DefinitionPath, res.Definition
 			files, formats := map[string]string{}, map[string]string{}
 			for _, t := range targets {
 				files[t.Disk.Name], formats[t.Disk.Name] = t.Path, t.Format
@@ -374,5 +374,9 @@ cannot be stored.`,
 	f.StringVar(&suffix, "suffix", "-dr", "suffix for the restored machine's name (not added to a name that has it)")
 	f.BoolVar(&newMACs, "new-macs", false, "give the restored machine's NICs new random MAC addresses (52:54:00:xx:xx:xx)")
 	f.StringVar(&format, "format", "", "format of new images: raw or qcow2 (default: the disk's format in the point's definition; for --to-file, the file's extension)")
+	f.StringVar(&rem.server, "server", "", "restore through this lifeboat server, on an agent's host (see --agent)")
+	f.StringVar(&rem.tokenFile, "token-file", "", "with --server: file holding an API token (env LIFEBOAT_TOKEN)")
+	f.StringVar(&agentName, "agent", "", "with --server: the host that writes the disks (default: the machine's agent); paths are that host's")
+	f.BoolVar(&wait, "wait", false, "with --server: follow the job until it ends")
 	return cmd
 }

@@ -381,44 +381,7 @@ func (a *app) backupNowCommand() *cobra.Command {
 --wait, follow the job until it ends and exit non-zero if it failed.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			c, err := a.client(&r)
-			if err != nil {
-				return err
-			}
-			var j catalog.Job
-			if err := c.Do(ctx, "POST", "/v1/machines/"+url.PathEscape(args[0])+"/backup", nil, &j); err != nil {
-				return err
-			}
-			if !wait {
-				if a.jsonOut {
-					return a.printJSON(j)
-				}
-				a.printf("job %s queued\n", j.ID)
-				return nil
-			}
-			if !a.jsonOut {
-				a.printf("job %s queued; waiting\n", j.ID)
-			}
-			for j.State == catalog.Queued || j.State == catalog.Running {
-				select {
-				case <-ctx.Done():
-					return ctx.Err()
-				case <-time.After(time.Second):
-				}
-				if err := c.Do(ctx, "GET", "/v1/jobs/"+j.ID, nil, &j); err != nil {
-					return err
-				}
-			}
-			if a.jsonOut {
-				a.printJSON(j)
-			} else {
-				a.printf("job %s %s\n", j.ID, j.State)
-			}
-			if j.State != catalog.Succeeded {
-				return fmt.Errorf("job %s %s: %s", j.ID, j.State, j.Error)
-			}
-			return nil
+			return a.queueAndWait(cmd.Context(), &r, "/v1/machines/"+url.PathEscape(args[0])+"/backup", nil, wait)
 		},
 	}
 	a.addRemoteFlags(cmd, &r)
@@ -533,4 +496,46 @@ An agent's token carries the name of its host: jobs of machines added with
 	}
 	cmd.AddCommand(add, list, revoke)
 	return cmd
+}
+
+// queueAndWait posts a job request and prints the job; with wait it
+// follows the job until it ends and fails unless it succeeded.
+func (a *app) queueAndWait(ctx context.Context, r *remote, path string, body any, wait bool) error {
+	c, err := a.client(r)
+	if err != nil {
+		return err
+	}
+	var j catalog.Job
+	if err := c.Do(ctx, "POST", path, body, &j); err != nil {
+		return err
+	}
+	if !wait {
+		if a.jsonOut {
+			return a.printJSON(j)
+		}
+		a.printf("job %s queued\n", j.ID)
+		return nil
+	}
+	if !a.jsonOut {
+		a.printf("job %s queued; waiting\n", j.ID)
+	}
+	for j.State == catalog.Queued || j.State == catalog.Running {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+		if err := c.Do(ctx, "GET", "/v1/jobs/"+j.ID, nil, &j); err != nil {
+			return err
+		}
+	}
+	if a.jsonOut {
+		a.printJSON(j)
+	} else {
+		a.printf("job %s %s\n", j.ID, j.State)
+	}
+	if j.State != catalog.Succeeded {
+		return fmt.Errorf("job %s %s: %s", j.ID, j.State, j.Error)
+	}
+	return nil
 }

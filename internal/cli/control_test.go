@@ -220,6 +220,24 @@ func TestServerAndAgentRunBackups(t *testing.T) {
 	mustRun(t, "--vault", vaultDir, "restore", "--machine", "db1", "latest", "--disk", "root", "--to-file", out)
 	sameContent(t, db1, out)
 
+	// A restore through the server, on the agent's host (hv2 runs it).
+	through := filepath.Join(work, "through-server")
+	r = ok("restore", "--machine", "db1", "latest", "--to", through, "--wait")
+	if !strings.Contains(r.stdout, "succeeded") {
+		t.Fatalf("restore through the server: %s", r)
+	}
+	sameContent(t, db1, filepath.Join(through, "root.raw"))
+	if _, err := os.Stat(filepath.Join(through, "db1-dr.json")); err != nil {
+		t.Fatalf("no -dr definition from the restore through the server: %v", err)
+	}
+	json.Unmarshal([]byte(ok("job", "list", "--json", "--machine", "db1").stdout), &jobs)
+	if len(jobs) != 2 || jobs[0]["kind"] != "restore" || jobs[0]["agent"] != "hv2" {
+		t.Fatalf("db1's jobs: %v", jobs)
+	}
+	if r := inProcEnv(context.Background(), nil, append([]string{"restore", "--machine", "db1", "latest", "--to", "relative/dir"}, remote...)...); r.code != 2 || !strings.Contains(r.stderr, "not absolute") {
+		t.Fatalf("a relative path through the server: %s", r)
+	}
+
 	// A policy that names no vault uses the server's own, made at its
 	// first start, whose passphrase the server keeps in its data directory.
 	ok("policy", "add", "nightly", "--cron", "@daily", "--keep-last", "3")

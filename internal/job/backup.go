@@ -12,6 +12,7 @@ import (
 	"lifeboat/internal/location"
 	"lifeboat/internal/quiesce"
 	"lifeboat/internal/recovery"
+	"lifeboat/internal/restore"
 	"lifeboat/internal/vault"
 )
 
@@ -22,8 +23,9 @@ type Env struct {
 	Executable string
 	// Warn receives notices that do not stop the run.
 	Warn func(string)
-	// Progress receives the backup's progress.
-	Progress func(backup.Progress)
+	// Progress receives a backup's progress, RestoreProgress a restore's.
+	Progress        func(backup.Progress)
+	RestoreProgress func(restore.Progress)
 	// Seen is this host's record of the newest points seen per vault
 	// (rollback detection); nil records nothing.
 	Seen *lastseen.Book

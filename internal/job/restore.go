@@ -1,0 +1,119 @@
+package job
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"lifeboat/internal/recovery"
+	"lifeboat/internal/restore"
+	"lifeboat/internal/vault"
+)
+
+// Restore restores one point of a machine from a vault: every disk into a
+// directory (with the -dr definition), one disk into a file, or the disks
+// in place.
+type Restore struct {
+	Machine string `json:"machine"`
+	// Point is a point ID, a unique prefix of one, or "latest".
+	Point string `json:"point"`
+	Vault string `json:"vault"`
+	// Dir receives every disk and the definition; File one Disk.
+	Dir     string `json:"dir,omitempty"`
+	Disk    string `json:"disk,omitempty"`
+	File    string `json:"file,omitempty"`
+	InPlace bool   `json:"in_place,omitempty"`
+	// Format of new images: raw or qcow2 (default: the disk's own).
+	Format string `json:"format,omitempty"`
+	// Suffix of the restored machine's name (default "-dr"); NewMACs gives
+	// its NICs new addresses.
+	Suffix  string `json:"suffix,omitempty"`
+	NewMACs bool   `json:"new_macs,omitempty"`
+}
+
+// DefaultSuffix is added to a restored machine's name.
+const DefaultSuffix = "-dr"
+
+func (r Restore) request() restore.Request {
+	suffix := r.Suffix
+	if suffix == "" {
+		suffix = DefaultSuffix
+	}
+	return restore.Request{Dir: r.Dir, Disk: r.Disk, File: r.File, InPlace: r.InPlace, Format: r.Format,
+		Definition: recovery.RestoreOptions{Suffix: suffix, NewMACs: r.NewMACs}}
+}
+
+// Validate reports the first thing wrong with r. Paths must be absolute:
+// the agent that runs a restore may not share the caller's directory.
+func (r Restore) Validate() error {
+	if err := recovery.ValidName("machine", r.Machine); err != nil {
+		return invalid("machine", "%v", err)
+	}
+	if r.Point == "" {
+		return invalid("point", "name a point (an ID, a prefix of one, or latest)")
+	}
+	if r.Vault == "" {
+		return invalid("vault", "no vault to restore from")
+	}
+	for field, p := range map[string]string{"dir": r.Dir, "file": r.File} {
+		if p != "" && !filepath.IsAbs(p) {
+			return invalid(field, "path %q is not absolute", p)
+		}
+	}
+	if err := r.request().Validate(); err != nil {
+		return &InvalidError{Field: "dir", Reason: err.Error()}
+	}
+	return nil
+}
+
+// Restored is what a restore did.
+type Restored struct {
+	Point   *recovery.Point
+	Targets []restore.Target
+	Stats   restore.Stats
+	// DefinitionPath and Definition: the -dr definition written (Dir only).
+	DefinitionPath string
+	Definition     *recovery.Restored
+}
+
+// RunRestore restores the point r names from v, which must be the vault
+// r.Vault names, opened.
+func RunRestore(ctx context.Context, v *vault.Vault, r Restore, env Env) (*Restored, error) {
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	p, points, err := recovery.Resolve(ctx, v, r.Machine, r.Point)
+	if points != nil && env.Seen != nil {
+		for _, w := range env.Seen.CheckPoints(v.Config().ID, points, v.Clock().Now()) {
+			env.warn(fmt.Sprintf("%s: %s", v.Store(), w))
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	req := r.request()
+	targets, err := restore.Plan(p, req)
+	if err != nil {
+		return nil, err
+	}
+	if r.Dir != "" {
+		if err := os.MkdirAll(r.Dir, 0o755); err != nil {
+			return nil, fmt.Errorf("creating %s: %w", r.Dir, err)
+		}
+	}
+	st, err := restore.Run(ctx, v, p, targets, restore.Options{Warn: env.Warn, Progress: env.RestoreProgress})
+	if err != nil {
+		return nil, fmt.Errorf("restore of %s point %s: %w", r.Machine, p.ID.Short(), err)
+	}
+	out := &Restored{Point: p, Targets: targets, Stats: st}
+	if r.Dir != "" {
+		if out.DefinitionPath, out.Definition, err = restore.WriteDefinition(p, req, targets); err != nil {
+			return out, err
+		}
+		for _, w := range out.Definition.Warnings {
+			env.warn(w)
+		}
+	}
+	return out, nil
+}
