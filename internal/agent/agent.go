@@ -29,6 +29,8 @@ import (
 type Outcome struct {
 	Result json.RawMessage
 	Points []catalog.Point
+	// Forgotten are the IDs of points a forget removed.
+	Forgotten []string
 }
 
 // Reporter lets a running job say how far it is and what happened.
@@ -255,7 +257,7 @@ func (a *Agent) runOne(ctx context.Context, j catalog.Job) {
 // it gives up when the lease was lost (the job is someone else's) or the
 // agent stops.
 func (a *Agent) finish(ctx context.Context, j catalog.Job, out Outcome, runErr error) {
-	body := api.FinishJSON{Lease: j.LeaseOwner, Result: out.Result, Points: out.Points}
+	body := api.FinishJSON{Lease: j.LeaseOwner, Result: out.Result, Points: out.Points, Forgotten: out.Forgotten}
 	if runErr != nil {
 		body.Error = runErr.Error()
 	}

@@ -13,6 +13,7 @@ import (
 	"lifeboat/internal/catalog"
 	"lifeboat/internal/job"
 	"lifeboat/internal/location"
+	"lifeboat/internal/maintenance"
 	"lifeboat/internal/restore"
 	"lifeboat/internal/vault"
 )
@@ -71,6 +72,10 @@ func (r *Jobs) Run(ctx context.Context, j catalog.Job, rep Reporter) (Outcome, e
 		return r.backup(ctx, j, rep)
 	case "restore":
 		return r.restore(ctx, j, rep)
+	case "forget":
+		return r.forget(ctx, j, rep)
+	case "prune":
+		return r.prune(ctx, j, rep)
 	}
 	return Outcome{}, fmt.Errorf("this agent does not run %q jobs", j.Kind)
 }
@@ -149,5 +154,41 @@ func (r *Jobs) restore(ctx context.Context, j catalog.Job, rep Reporter) (Outcom
 	}
 	rep.Log("info", fmt.Sprintf("point %s restored: %d disk(s), %d bytes written", res.Point.ID.Short(), len(files), res.Stats.WrittenBytes))
 	result, _ := json.Marshal(map[string]any{"point": res.Point.ID.String(), "disks": files, "definition": res.DefinitionPath, "stats": res.Stats})
+	return Outcome{Result: result}, nil
+}
+
+func (r *Jobs) forget(ctx context.Context, j catalog.Job, rep Reporter) (Outcome, error) {
+	var spec job.Forget
+	if err := json.Unmarshal(j.Spec, &spec); err != nil {
+		return Outcome{}, fmt.Errorf("forget job %s: spec: %w", j.ID, err)
+	}
+	v, err := r.vault(ctx, spec.Vault)
+	if err != nil {
+		return Outcome{}, err
+	}
+	res, err := job.RunForget(ctx, v, spec, job.Env{Warn: func(s string) { rep.Log("warn", s) }})
+	if err != nil {
+		return Outcome{}, err
+	}
+	rep.Log("info", fmt.Sprintf("retention %s: %d point(s) of %s forgotten", spec.Keep, len(res.Removed), spec.Machine))
+	result, _ := json.Marshal(map[string]any{"removed": res.Removed, "kept": len(res.Kept)})
+	return Outcome{Result: result, Forgotten: res.Removed}, nil
+}
+
+func (r *Jobs) prune(ctx context.Context, j catalog.Job, rep Reporter) (Outcome, error) {
+	var spec job.Prune
+	if err := json.Unmarshal(j.Spec, &spec); err != nil {
+		return Outcome{}, fmt.Errorf("prune job %s: spec: %w", j.ID, err)
+	}
+	v, err := r.vault(ctx, spec.Vault)
+	if err != nil {
+		return Outcome{}, err
+	}
+	pr, err := maintenance.Prune(ctx, v, maintenance.PruneOptions{})
+	if err != nil {
+		return Outcome{}, err
+	}
+	result, _ := json.Marshal(pr)
+	rep.Log("info", "prune done")
 	return Outcome{Result: result}, nil
 }

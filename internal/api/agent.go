@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"lifeboat/internal/catalog"
+	"lifeboat/internal/job"
 )
 
 // Agent routes: an agent token speaks for the agent of the same name only.
@@ -110,6 +112,8 @@ type FinishJSON struct {
 	Result json.RawMessage `json:"result,omitempty"`
 	Error  string          `json:"error,omitempty"`
 	Points []catalog.Point `json:"points,omitempty"`
+	// Forgotten: IDs of the points a forget job removed.
+	Forgotten []string `json:"forgotten,omitempty"`
 }
 
 func (s *Server) agentFinish(w http.ResponseWriter, r *http.Request) error {
@@ -132,6 +136,16 @@ func (s *Server) agentFinish(w http.ResponseWriter, r *http.Request) error {
 	j, err := s.Catalog.Job(r.Context(), id)
 	if err != nil {
 		return err
+	}
+	if j.Kind == "forget" && j.Machine != "" {
+		if err := s.Catalog.ForgetPoints(r.Context(), j.Vault, j.Machine, body.Forgotten); err != nil {
+			return err
+		}
+	}
+	if j.Kind == "backup" && j.State == catalog.Succeeded {
+		if err := s.queueRetention(r.Context(), j); err != nil {
+			s.log().Error("queueing the retention after a backup failed", "machine", j.Machine, "err", err)
+		}
 	}
 	var res struct {
 		NewBytes int64 `json:"new_bytes"`
@@ -176,4 +190,27 @@ func (s *Server) agentLog(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// queueRetention queues a forget of the machine's points under its
+// policy's retention after one of its backups succeeded.
+func (s *Server) queueRetention(ctx context.Context, backupJob catalog.Job) error {
+	m, err := s.Catalog.Machine(ctx, backupJob.Machine)
+	if err != nil || m.Policy == "" {
+		return err
+	}
+	p, err := s.Catalog.Policy(ctx, m.Policy)
+	if err != nil || p.Keep.Empty() || p.Vault != backupJob.Vault {
+		return err
+	}
+	vaults, err := s.Catalog.Vaults(ctx)
+	if err != nil {
+		return err
+	}
+	spec, err := json.Marshal(job.Forget{Machine: m.Name, Vault: VaultURLs(vaults)[p.Vault], Keep: p.Keep})
+	if err != nil {
+		return err
+	}
+	_, err = s.Catalog.Enqueue(ctx, catalog.Job{Kind: "forget", Machine: m.Name, Agent: backupJob.Agent, Vault: p.Vault, Spec: spec, MaxAttempts: 2}, s.Clock.Now())
+	return err
 }

@@ -410,14 +410,14 @@ func (c *Catalog) Job(ctx context.Context, id string) (Job, error) {
 
 // JobFilter selects jobs to list; zero fields select everything.
 type JobFilter struct {
-	Machine, Agent, State, Kind string
-	Limit                       int // newest first; 0 means 100
+	Machine, Agent, State, Kind, Vault string
+	Limit                              int // newest first; 0 means 100
 }
 
 // Jobs lists jobs, newest first.
 func (c *Catalog) Jobs(ctx context.Context, f JobFilter) ([]Job, error) {
 	where, args := `WHERE 1 = 1`, []any{}
-	for _, w := range []struct{ col, v string }{{"machine", f.Machine}, {"agent", f.Agent}, {"state", f.State}, {"kind", f.Kind}} {
+	for _, w := range []struct{ col, v string }{{"machine", f.Machine}, {"agent", f.Agent}, {"state", f.State}, {"kind", f.Kind}, {"vault", f.Vault}} {
 		if w.v != "" {
 			where += ` AND ` + w.col + ` = ?`
 			args = append(args, w.v)

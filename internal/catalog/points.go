@@ -103,6 +103,27 @@ func (c *Catalog) ForgetPoint(ctx context.Context, vault, id string) error {
 	return nil
 }
 
+// ForgetPoints drops points of machine in vault from the index (a forget
+// job removed them); IDs of other machines' points are ignored.
+func (c *Catalog) ForgetPoints(ctx context.Context, vault, machine string, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	err := c.tx(ctx, func(tx *sql.Tx) error {
+		for _, id := range ids {
+			if _, err := tx.ExecContext(ctx, c.q(`DELETE FROM points WHERE vault = ? AND machine = ? AND id = ?`), vault, machine, id); err != nil {
+				return err
+			}
+		}
+		_, err := tx.ExecContext(ctx, c.q(`UPDATE machines SET last_point_ms = (SELECT MAX(time_ms) FROM points WHERE points.machine = machines.name) WHERE name = ?`), machine)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("catalog: forgetting points of %s: %w", machine, err)
+	}
+	return nil
+}
+
 // Points lists a machine's points, newest first, at most limit (0: 1000).
 func (c *Catalog) Points(ctx context.Context, machine string, limit int) ([]Point, error) {
 	if limit <= 0 || limit > MaxList {

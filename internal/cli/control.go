@@ -206,9 +206,9 @@ how long points are kept (--keep-last, --keep-hourly, --keep-daily,
 --keep-weekly, --keep-monthly, --keep-yearly N, --keep-within DURATION; the
 rules of 'lifeboat forget').
 
-This release stores the retention and --copy-to with the policy but does not
-yet apply them from the server: run 'lifeboat forget --prune' and
-'lifeboat vault copy' for them (issue 11).`,
+After each successful backup the server forgets the machine's points its
+retention does not keep, and prunes each such vault once a day. --copy-to is
+stored but not yet applied: run 'lifeboat vault copy' for it.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()

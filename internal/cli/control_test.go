@@ -199,8 +199,17 @@ func TestServerAndAgentRunBackups(t *testing.T) {
 
 	var jobs []map[string]any
 	json.Unmarshal([]byte(ok("job", "list", "--json", "--machine", "db1").stdout), &jobs)
-	if len(jobs) != 1 || jobs[0]["agent"] != "hv2" || jobs[0]["state"] != "succeeded" {
-		t.Fatalf("db1's job: %v", jobs)
+	backups := 0
+	for _, j := range jobs {
+		if j["kind"] == "backup" {
+			backups++
+			if j["agent"] != "hv2" || j["state"] != "succeeded" {
+				t.Fatalf("db1's backup job: %v", j)
+			}
+		}
+	}
+	if backups != 1 {
+		t.Fatalf("db1's jobs: %v", jobs)
 	}
 	var ms []map[string]any
 	json.Unmarshal([]byte(ok("machine", "list", "--json").stdout), &ms)
@@ -231,7 +240,7 @@ func TestServerAndAgentRunBackups(t *testing.T) {
 		t.Fatalf("no -dr definition from the restore through the server: %v", err)
 	}
 	json.Unmarshal([]byte(ok("job", "list", "--json", "--machine", "db1").stdout), &jobs)
-	if len(jobs) != 2 || jobs[0]["kind"] != "restore" || jobs[0]["agent"] != "hv2" {
+	if jobs[0]["kind"] != "restore" || jobs[0]["agent"] != "hv2" {
 		t.Fatalf("db1's jobs: %v", jobs)
 	}
 	if r := inProcEnv(context.Background(), nil, append([]string{"restore", "--machine", "db1", "latest", "--to", "relative/dir"}, remote...)...); r.code != 2 || !strings.Contains(r.stderr, "not absolute") {
@@ -248,5 +257,41 @@ func TestServerAndAgentRunBackups(t *testing.T) {
 	pts = mustRun(t, "--vault", filepath.Join(data, "vault"), "--password-file", filepath.Join(data, "vault.passphrase"), "points", "--json")
 	if !strings.Contains(pts.stdout, `"machine": "app1"`) {
 		t.Fatalf("no point of app1 in the default vault:\n%s", pts.stdout)
+	}
+
+	// Retention: after each backup a forget job keeps the policy's last 3.
+	for range 4 {
+		ok("backup-now", "app1", "--wait")
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var pending []map[string]any
+		json.Unmarshal([]byte(ok("job", "list", "--json", "--machine", "app1", "--state", "queued").stdout), &pending)
+		var running []map[string]any
+		json.Unmarshal([]byte(ok("job", "list", "--json", "--machine", "app1", "--state", "running").stdout), &running)
+		if len(pending)+len(running) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("app1's jobs did not end: %v %v", pending, running)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var inVault []map[string]any
+	json.Unmarshal([]byte(mustRun(t, "--vault", filepath.Join(data, "vault"), "--password-file", filepath.Join(data, "vault.passphrase"),
+		"points", "--json", "--machine", "app1").stdout), &inVault)
+	if len(inVault) != 3 {
+		t.Fatalf("app1 has %d points in the vault after 5 backups under keep-last 3", len(inVault))
+	}
+	var forgets []map[string]any
+	json.Unmarshal([]byte(ok("job", "list", "--json", "--machine", "app1", "--state", "succeeded").stdout), &forgets)
+	n := 0
+	for _, j := range forgets {
+		if j["kind"] == "forget" {
+			n++
+		}
+	}
+	if n != 5 {
+		t.Fatalf("%d forget jobs succeeded after 5 backups: %v", n, forgets)
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"lifeboat/internal/job"
 	"lifeboat/internal/maintenance"
 	"lifeboat/internal/policy"
 )
@@ -93,31 +94,23 @@ Only the points are removed: their data stays until 'lifeboat prune' (or --prune
 				}
 				r.KeepWithin = d
 			}
-			if err := r.Validate(); err != nil {
-				return usageError{err}
-			}
-			if r.Empty() {
-				return usageError{errors.New("no --keep-* rule given: refusing to forget every point")}
+			spec := job.Forget{Machine: machine, Vault: a.vaultURL, Keep: r, Prune: prune, DryRun: dryRun}
+			if err := spec.Validate(); err != nil {
+				var ie *job.InvalidError
+				if errors.As(err, &ie) && ie.Field == "keep" {
+					return usageError{errors.New(strings.Replace(ie.Reason, "no keep rule", "no --keep-* rule", 1))}
+				}
+				return flagError(err)
 			}
 			v, err := a.open(cmd.Context())
 			if err != nil {
 				return err
 			}
-			res, err := maintenance.Forget(cmd.Context(), v, machine, r, dryRun)
+			f, err := job.RunForget(cmd.Context(), v, spec, job.Env{Seen: a.book(), Warn: func(s string) { a.warnf("%s", s) }})
 			if err != nil {
 				return err
 			}
-			if !dryRun {
-				if err := a.book().Reset(v.Config().ID, res.Kept, a.env.Clock.Now()); err != nil {
-					a.warnf("%v", err)
-				}
-			}
-			var pr *maintenance.PruneReport
-			if prune && !dryRun {
-				if pr, err = maintenance.Prune(cmd.Context(), v, maintenance.PruneOptions{}); err != nil {
-					return err
-				}
-			}
+			res, pr := f.ForgetResult, f.Prune
 			if a.jsonOut {
 				type dec struct {
 					ID      string   `json:"id"`

@@ -11,6 +11,7 @@ import (
 
 	"lifeboat/internal/api"
 	"lifeboat/internal/catalog"
+	"lifeboat/internal/job"
 	"lifeboat/internal/schedule"
 )
 
@@ -44,6 +45,8 @@ type Scheduler struct {
 	// FailuresToAlert is how many failed attempts in a row of one
 	// machine's jobs raise an alert (default 3).
 	FailuresToAlert int
+	// Agent runs the vault-wide jobs (prune); empty: any agent.
+	Agent string
 	// Started is when this server started. For a lease's length after it,
 	// expired leases are not reaped and silent agents not reported: after
 	// a restart, agents need one renewal to show they still run their jobs.
@@ -167,6 +170,10 @@ func (s *Scheduler) Tick(ctx context.Context, now time.Time) (TickReport, error)
 			fmt.Sprintf("the last %d attempts to protect %s failed; the newest: %s", m.Failures, m.Name, m.LastError), now)
 	}
 
+	if err := s.prunes(ctx, &rep, ps, urls, now); err != nil {
+		return rep, err
+	}
+
 	agents, err := s.Catalog.Agents(ctx)
 	if err != nil {
 		return rep, err
@@ -184,6 +191,37 @@ func (s *Scheduler) Tick(ctx context.Context, now time.Time) (TickReport, error)
 			fmt.Sprintf("agent %s sent no heartbeat for %s (last %s)", a.Name, quiet.Round(time.Second), a.Heartbeat.Format(time.RFC3339)), now)
 	}
 	return rep, nil
+}
+
+// PruneEvery is how often a vault whose policies forget points is pruned.
+const PruneEvery = 24 * time.Hour
+
+// prunes queues a prune of each vault that a policy with a retention
+// writes to, once every PruneEvery: forget jobs (queued after each
+// backup) remove points, prune frees the data no point needs.
+func (s *Scheduler) prunes(ctx context.Context, rep *TickReport, policies []catalog.Policy, urls map[string]string, now time.Time) error {
+	seen := map[string]bool{}
+	for _, p := range policies {
+		if p.Keep.Empty() || seen[p.Vault] || urls[p.Vault] == "" {
+			continue
+		}
+		seen[p.Vault] = true
+		last, err := s.Catalog.Jobs(ctx, catalog.JobFilter{Kind: "prune", Vault: p.Vault, Limit: 1})
+		if err != nil {
+			return err
+		}
+		if len(last) > 0 && now.Sub(last[0].Created) < PruneEvery {
+			continue
+		}
+		spec, _ := json.Marshal(job.Prune{Vault: urls[p.Vault]})
+		id, err := s.Catalog.Enqueue(ctx, catalog.Job{Kind: "prune", Agent: s.Agent, Vault: p.Vault, Spec: spec, MaxAttempts: 2}, now)
+		if err != nil {
+			return err
+		}
+		rep.Queued = append(rep.Queued, id)
+		s.log().Info("prune queued", "vault", p.Vault, "job", id)
+	}
+	return nil
 }
 
 // queue moves the machine's slot and queues its backup in one catalog

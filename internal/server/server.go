@@ -211,7 +211,7 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Log.Info("built-in agent started", "name", agentName)
 	}
 
-	sched := &Scheduler{Catalog: cat, Log: cfg.Log, Webhooks: cfg.Webhooks, Started: cfg.Clock.Now()}
+	sched := &Scheduler{Catalog: cat, Log: cfg.Log, Webhooks: cfg.Webhooks, Started: cfg.Clock.Now(), Agent: agentName}
 	ticker := time.NewTicker(cfg.Tick)
 	defer ticker.Stop()
 	tick := func() {
