@@ -12,6 +12,7 @@ import (
 	"lifeboat/internal/backup"
 	"lifeboat/internal/catalog"
 	"lifeboat/internal/job"
+	"lifeboat/internal/lastseen"
 	"lifeboat/internal/location"
 	"lifeboat/internal/maintenance"
 	"lifeboat/internal/restore"
@@ -30,31 +31,55 @@ type Jobs struct {
 	Executable string
 	// Vault options (clock, key-derivation cost for new slots).
 	Options vault.Options
+	// Seen is this host's record of the newest points per vault, for
+	// rollback detection (as the CLI keeps it); nil keeps none.
+	Seen *lastseen.Book
 
 	mu     sync.Mutex
-	vaults map[string]*vault.Vault
+	vaults map[string]*openVault
 }
 
-// vault returns the open vault at url, opening it the first time.
+// openVault is one vault being opened or open: jobs wanting it wait for
+// the one opening (key derivation takes a while) without holding up jobs
+// of other vaults.
+type openVault struct {
+	once sync.Once
+	v    *vault.Vault
+	err  error
+}
+
+// vault returns the open vault at url, opening it the first time. A vault
+// that failed to open is tried again by the next job.
 func (r *Jobs) vault(ctx context.Context, url string) (*vault.Vault, error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if v, ok := r.vaults[url]; ok {
-		return v, nil
+	ov, ok := r.vaults[url]
+	if !ok {
+		if r.vaults == nil {
+			r.vaults = map[string]*openVault{}
+		}
+		ov = &openVault{}
+		r.vaults[url] = ov
 	}
-	pw, err := r.Passphrase(url)
-	if err != nil {
-		return nil, err
+	r.mu.Unlock()
+	ov.once.Do(func() {
+		pw, err := r.Passphrase(url)
+		if err != nil {
+			ov.err = err
+			return
+		}
+		if ov.v, err = location.Open(ctx, url, r.Getenv, pw, r.Options); err != nil {
+			ov.err = fmt.Errorf("opening vault %s: %w", url, err)
+		}
+	})
+	if ov.err != nil {
+		r.mu.Lock()
+		if r.vaults[url] == ov {
+			delete(r.vaults, url)
+		}
+		r.mu.Unlock()
+		return nil, ov.err
 	}
-	v, err := location.Open(ctx, url, r.Getenv, pw, r.Options)
-	if err != nil {
-		return nil, fmt.Errorf("opening vault %s: %w", url, err)
-	}
-	if r.vaults == nil {
-		r.vaults = map[string]*vault.Vault{}
-	}
-	r.vaults[url] = v
-	return v, nil
+	return ov.v, nil
 }
 
 // Progress is a running backup's progress as the server shows it.
@@ -90,7 +115,7 @@ func (r *Jobs) backup(ctx context.Context, j catalog.Job, rep Reporter) (Outcome
 		return Outcome{}, err
 	}
 	rep.Log("info", fmt.Sprintf("backing up %s (%d disk(s)%s) into %s", spec.Machine, len(spec.Disks), map[bool]string{true: ", live"}[spec.QMP != ""], spec.Vault))
-	p, err := job.RunBackup(ctx, v, spec, job.Env{Executable: r.Executable,
+	p, err := job.RunBackup(ctx, v, spec, job.Env{Executable: r.Executable, Seen: r.Seen,
 		Warn: func(s string) { rep.Log("warn", s) },
 		Progress: func(p backup.Progress) {
 			pr := Progress{DoneBytes: p.DoneBytes, TotalBytes: p.TotalBytes}
@@ -136,7 +161,7 @@ func (r *Jobs) restore(ctx context.Context, j catalog.Job, rep Reporter) (Outcom
 		return Outcome{}, err
 	}
 	rep.Log("info", fmt.Sprintf("restoring %s point %s from %s", spec.Machine, spec.Point, spec.Vault))
-	res, err := job.RunRestore(ctx, v, spec, job.Env{Executable: r.Executable,
+	res, err := job.RunRestore(ctx, v, spec, job.Env{Executable: r.Executable, Seen: r.Seen,
 		Warn: func(s string) { rep.Log("warn", s) },
 		RestoreProgress: func(p restore.Progress) {
 			pr := Progress{DoneBytes: p.DoneBytes, TotalBytes: p.TotalBytes}
@@ -166,7 +191,7 @@ func (r *Jobs) forget(ctx context.Context, j catalog.Job, rep Reporter) (Outcome
 	if err != nil {
 		return Outcome{}, err
 	}
-	res, err := job.RunForget(ctx, v, spec, job.Env{Warn: func(s string) { rep.Log("warn", s) }})
+	res, err := job.RunForget(ctx, v, spec, job.Env{Seen: r.Seen, Warn: func(s string) { rep.Log("warn", s) }})
 	if err != nil {
 		return Outcome{}, err
 	}

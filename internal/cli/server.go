@@ -99,7 +99,7 @@ func (a *app) jobRunner(dataDir string) (*agent.Jobs, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &agent.Jobs{Getenv: a.env.Getenv, Executable: exe, Options: a.options(),
+	return &agent.Jobs{Getenv: a.env.Getenv, Executable: exe, Options: a.options(), Seen: a.book(),
 		Passphrase: func(url string) ([]byte, error) {
 			if dataDir != "" {
 				if pw, ok := server.DefaultVaultPassphrase(dataDir, url); ok {
