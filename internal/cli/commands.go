@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"lifeboat/internal/api"
+	"lifeboat/internal/catalog"
 	"lifeboat/internal/job"
 	"lifeboat/internal/recovery"
 	"lifeboat/internal/restore"
@@ -183,6 +184,7 @@ func pointJSON(p *recovery.Point) pointOut {
 
 func (a *app) pointsCommand() *cobra.Command {
 	var machine string
+	var rem remote
 	cmd := &cobra.Command{
 		Use:   "points [--machine NAME]",
 		Short: "List recovery points",
@@ -200,9 +202,26 @@ CHANGES says how the backup found what changed since the point before:
 tracking (a dirty bitmap), compare (every block read and compared), full (no
 earlier point); per disk (vda:tracking,vdb:compare) when the disks differ.
 NOTES shows the first thing the backup did not get as asked (a failed freeze
-or hook), shortened; points --json has every note in full.`,
+or hook), shortened; points --json has every note in full.
+
+With --server, the points the server knows of a --machine (those its jobs made
+or forgot), newest first, without opening the vault.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if rem.server != "" {
+				if machine == "" {
+					return usageError{errors.New("--machine is required with --server")}
+				}
+				var ps []catalog.Point
+				return a.call(cmd.Context(), &rem, "GET", "/v1/machines/"+url.PathEscape(machine)+"/points", nil, &ps, func() {
+					a.table("ID\tTIME\tCONSISTENCY\tCHANGES\tSIZE\tVAULT\tNOTES", func(w *tabwriter.Writer) {
+						for _, p := range ps {
+							fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID[:min(12, len(p.ID))], when(p.Time), p.Consistency,
+								orDash(p.ChangeSource), size(p.Size), p.Vault, p.Notes)
+						}
+					})
+				})
+			}
 			v, err := a.open(cmd.Context())
 			if err != nil {
 				return err
@@ -248,6 +267,8 @@ or hook), shortened; points --json has every note in full.`,
 		},
 	}
 	cmd.Flags().StringVar(&machine, "machine", "", "only this machine's points")
+	cmd.Flags().StringVar(&rem.server, "server", "", "list the points a lifeboat server knows of --machine")
+	cmd.Flags().StringVar(&rem.tokenFile, "token-file", "", "with --server: file holding an API token (env LIFEBOAT_TOKEN)")
 	return cmd
 }
 

@@ -283,6 +283,15 @@ func TestServerAndAgentRunBackups(t *testing.T) {
 	if len(inVault) != 3 {
 		t.Fatalf("app1 has %d points in the vault after 5 backups under keep-last 3", len(inVault))
 	}
+	// The server's index forgot them too.
+	var known []map[string]any
+	json.Unmarshal([]byte(ok("points", "--machine", "app1", "--json").stdout), &known)
+	if len(known) != 3 {
+		t.Fatalf("the server lists %d points of app1, want 3", len(known))
+	}
+	if r := ok("points", "--machine", "app1"); !strings.Contains(r.stdout, "CONSISTENCY") {
+		t.Fatalf("points --server table:\n%s", r.stdout)
+	}
 	var forgets []map[string]any
 	json.Unmarshal([]byte(ok("job", "list", "--json", "--machine", "app1", "--state", "succeeded").stdout), &forgets)
 	n := 0
