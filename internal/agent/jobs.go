@@ -17,6 +17,7 @@ import (
 	"lifeboat/internal/maintenance"
 	"lifeboat/internal/restore"
 	"lifeboat/internal/vault"
+	"lifeboat/internal/vaultcopy"
 )
 
 // Jobs runs the kinds of job lifeboat knows through internal/job — the
@@ -101,6 +102,8 @@ func (r *Jobs) Run(ctx context.Context, j catalog.Job, rep Reporter) (Outcome, e
 		return r.forget(ctx, j, rep)
 	case "prune":
 		return r.prune(ctx, j, rep)
+	case "copy":
+		return r.copy(ctx, j, rep)
 	}
 	return Outcome{}, fmt.Errorf("this agent does not run %q jobs", j.Kind)
 }
@@ -215,5 +218,28 @@ func (r *Jobs) prune(ctx context.Context, j catalog.Job, rep Reporter) (Outcome,
 	}
 	result, _ := json.Marshal(pr)
 	rep.Log("info", "prune done")
+	return Outcome{Result: result}, nil
+}
+
+func (r *Jobs) copy(ctx context.Context, j catalog.Job, rep Reporter) (Outcome, error) {
+	var spec job.Copy
+	if err := json.Unmarshal(j.Spec, &spec); err != nil {
+		return Outcome{}, fmt.Errorf("copy job %s: spec: %w", j.ID, err)
+	}
+	from, err := r.vault(ctx, spec.From)
+	if err != nil {
+		return Outcome{}, err
+	}
+	to, err := r.vault(ctx, spec.To)
+	if err != nil {
+		return Outcome{}, err
+	}
+	st, err := job.RunCopy(ctx, from, to, spec, job.Env{Seen: r.Seen, Warn: func(s string) { rep.Log("warn", s) },
+		CopyProgress: func(p vaultcopy.Progress) { rep.Progress(Progress{DoneBytes: p.DoneBytes, TotalBytes: p.TotalBytes}) }})
+	if err != nil {
+		return Outcome{}, err
+	}
+	rep.Log("info", fmt.Sprintf("copied %d point(s) of %s to %s", st.PointsCopied, spec.Machine, spec.To))
+	result, _ := json.Marshal(st)
 	return Outcome{Result: result}, nil
 }

@@ -143,8 +143,8 @@ func (s *Server) agentFinish(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	if j.Kind == "backup" && j.State == catalog.Succeeded {
-		if err := s.queueRetention(r.Context(), j); err != nil {
-			s.log().Error("queueing the retention after a backup failed", "machine", j.Machine, "err", err)
+		if err := s.queueAfterBackup(r.Context(), j); err != nil {
+			s.log().Error("queueing the copy and retention after a backup failed", "machine", j.Machine, "err", err)
 		}
 	}
 	var res struct {
@@ -192,25 +192,38 @@ func (s *Server) agentLog(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// queueRetention queues a forget of the machine's points under its
-// policy's retention after one of its backups succeeded.
-func (s *Server) queueRetention(ctx context.Context, backupJob catalog.Job) error {
+// queueAfterBackup queues what a machine's policy asks after one of its
+// backups succeeded: a copy to the policy's second vault, and a forget of
+// the points its retention does not keep. The copy goes first, so that
+// the second site receives the new point before anything is forgotten.
+func (s *Server) queueAfterBackup(ctx context.Context, backupJob catalog.Job) error {
 	m, err := s.Catalog.Machine(ctx, backupJob.Machine)
 	if err != nil || m.Policy == "" {
 		return err
 	}
 	p, err := s.Catalog.Policy(ctx, m.Policy)
-	if err != nil || p.Keep.Empty() || p.Vault != backupJob.Vault {
+	if err != nil || p.Vault != backupJob.Vault {
 		return err
 	}
 	vaults, err := s.Catalog.Vaults(ctx)
 	if err != nil {
 		return err
 	}
-	spec, err := json.Marshal(job.Forget{Machine: m.Name, Vault: VaultURLs(vaults)[p.Vault], Keep: p.Keep})
+	urls := VaultURLs(vaults)
+	now := s.Clock.Now()
+	if p.CopyTo != "" && urls[p.CopyTo] != "" {
+		spec, _ := json.Marshal(job.Copy{Machine: m.Name, From: urls[p.Vault], To: urls[p.CopyTo]})
+		if _, err := s.Catalog.Enqueue(ctx, catalog.Job{Kind: "copy", Machine: m.Name, Agent: backupJob.Agent, Vault: p.CopyTo, Spec: spec, MaxAttempts: BackupAttempts}, now); err != nil {
+			return err
+		}
+	}
+	if p.Keep.Empty() {
+		return nil
+	}
+	spec, err := json.Marshal(job.Forget{Machine: m.Name, Vault: urls[p.Vault], Keep: p.Keep})
 	if err != nil {
 		return err
 	}
-	_, err = s.Catalog.Enqueue(ctx, catalog.Job{Kind: "forget", Machine: m.Name, Agent: backupJob.Agent, Vault: p.Vault, Spec: spec, MaxAttempts: 2}, s.Clock.Now())
+	_, err = s.Catalog.Enqueue(ctx, catalog.Job{Kind: "forget", Machine: m.Name, Agent: backupJob.Agent, Vault: p.Vault, Spec: spec, MaxAttempts: 2}, now)
 	return err
 }

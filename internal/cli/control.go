@@ -206,9 +206,10 @@ how long points are kept (--keep-last, --keep-hourly, --keep-daily,
 --keep-weekly, --keep-monthly, --keep-yearly N, --keep-within DURATION; the
 rules of 'lifeboat forget').
 
-After each successful backup the server forgets the machine's points its
-retention does not keep, and prunes each such vault once a day. --copy-to is
-stored but not yet applied: run 'lifeboat vault copy' for it.`,
+After each successful backup the server copies the machine's new points to
+the --copy-to vault (made with 'lifeboat vault init --copy-of' the first) and
+forgets the points its retention does not keep; it prunes each such vault
+once a day.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()

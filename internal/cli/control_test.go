@@ -247,6 +247,20 @@ func TestServerAndAgentRunBackups(t *testing.T) {
 		t.Fatalf("a relative path through the server: %s", r)
 	}
 
+	// A policy with a second site: each backup is copied there.
+	copyDir := filepath.Join(work, "site-b")
+	mustRun(t, "--vault", copyDir, "vault", "init", "--copy-of", vaultDir)
+	ok("policy", "add", "mirrored", "--cron", "@daily", "--vault", vaultDir, "--copy-to", copyDir)
+	ok("machine", "add", "web2", "--disk", "root="+web1)
+	ok("protect", "web2", "--policy", "mirrored", "--tier", "gold")
+	ok("backup-now", "web2", "--wait")
+	waitIdle(t, "web2", ok)
+	var copied []map[string]any
+	json.Unmarshal([]byte(mustRun(t, "--vault", copyDir, "points", "--json", "--machine", "web2").stdout), &copied)
+	if len(copied) != 1 {
+		t.Fatalf("web2 has %d points at the second site after a mirrored backup", len(copied))
+	}
+
 	// A policy that names no vault uses the server's own, made at its
 	// first start, whose passphrase the server keeps in its data directory.
 	ok("policy", "add", "nightly", "--cron", "@daily", "--keep-last", "3")
@@ -263,20 +277,7 @@ func TestServerAndAgentRunBackups(t *testing.T) {
 	for range 4 {
 		ok("backup-now", "app1", "--wait")
 	}
-	deadline := time.Now().Add(time.Minute)
-	for {
-		var pending []map[string]any
-		json.Unmarshal([]byte(ok("job", "list", "--json", "--machine", "app1", "--state", "queued").stdout), &pending)
-		var running []map[string]any
-		json.Unmarshal([]byte(ok("job", "list", "--json", "--machine", "app1", "--state", "running").stdout), &running)
-		if len(pending)+len(running) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("app1's jobs did not end: %v %v", pending, running)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitIdle(t, "app1", ok)
 	var inVault []map[string]any
 	json.Unmarshal([]byte(mustRun(t, "--vault", filepath.Join(data, "vault"), "--password-file", filepath.Join(data, "vault.passphrase"),
 		"points", "--json", "--machine", "app1").stdout), &inVault)
@@ -302,5 +303,23 @@ func TestServerAndAgentRunBackups(t *testing.T) {
 	}
 	if n != 5 {
 		t.Fatalf("%d forget jobs succeeded after 5 backups: %v", n, forgets)
+	}
+}
+
+// waitIdle waits until a machine has no job queued or running.
+func waitIdle(t *testing.T, machine string, ok func(args ...string) result) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var pending, running []map[string]any
+		json.Unmarshal([]byte(ok("job", "list", "--json", "--machine", machine, "--state", "queued").stdout), &pending)
+		json.Unmarshal([]byte(ok("job", "list", "--json", "--machine", machine, "--state", "running").stdout), &running)
+		if len(pending)+len(running) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s's jobs did not end: %v %v", machine, pending, running)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"lifeboat/internal/blob"
+	"lifeboat/internal/job"
 	"lifeboat/internal/recovery"
 	"lifeboat/internal/vault"
 	"lifeboat/internal/vaultcopy"
@@ -148,17 +149,16 @@ back to the plain variable.`,
 				return err
 			}
 			pb := newBar(a.env.Stderr, "copy", !a.quiet && !a.jsonOut)
-			st, err := vaultcopy.Run(ctx, src, dst, vaultcopy.Options{Machine: machine, Seen: a.book(), Progress: func(p vaultcopy.Progress) {
-				pb.update(p.DoneBytes, p.TotalBytes, p.Elapsed, p.Final)
-			}})
+			st, err := job.RunCopy(ctx, src, dst, job.Copy{Machine: machine, From: from, To: to}, job.Env{Seen: a.book(),
+				Warn: func(s string) { a.warnf("%s", s) },
+				CopyProgress: func(p vaultcopy.Progress) {
+					pb.update(p.DoneBytes, p.TotalBytes, p.Elapsed, p.Final)
+				}})
 			if err != nil {
 				if errors.Is(err, vaultcopy.ErrKeysDiffer) || errors.Is(err, vaultcopy.ErrSameVault) {
 					return usageError{err}
 				}
 				return fmt.Errorf("copy from %s to %s: %w", src.Store(), dst.Store(), err)
-			}
-			for _, w := range st.Warnings {
-				a.warnf("copy %s: %s", dst.Store(), w)
 			}
 			if a.jsonOut {
 				return a.printJSON(st)

@@ -14,6 +14,7 @@ import (
 	"lifeboat/internal/recovery"
 	"lifeboat/internal/restore"
 	"lifeboat/internal/vault"
+	"lifeboat/internal/vaultcopy"
 )
 
 // Env is what a run needs from the process that hosts it: the CLI, an
@@ -26,6 +27,7 @@ type Env struct {
 	// Progress receives a backup's progress, RestoreProgress a restore's.
 	Progress        func(backup.Progress)
 	RestoreProgress func(restore.Progress)
+	CopyProgress    func(vaultcopy.Progress)
 	// Seen is this host's record of the newest points seen per vault
 	// (rollback detection); nil records nothing.
 	Seen *lastseen.Book

@@ -2,11 +2,13 @@ package job
 
 import (
 	"context"
+	"fmt"
 
 	"lifeboat/internal/maintenance"
 	"lifeboat/internal/policy"
 	"lifeboat/internal/recovery"
 	"lifeboat/internal/vault"
+	"lifeboat/internal/vaultcopy"
 )
 
 // Forget applies a retention to a machine's points (every machine's when
@@ -75,4 +77,44 @@ func RunForget(ctx context.Context, v *vault.Vault, f Forget, env Env) (*Forgott
 // Prune deletes the data of a vault that no point needs.
 type Prune struct {
 	Vault string `json:"vault"`
+}
+
+// Copy copies a machine's points (every machine's when Machine is empty)
+// from one vault to its copy at another site.
+type Copy struct {
+	Machine string `json:"machine,omitempty"`
+	From    string `json:"from"`
+	To      string `json:"to"`
+}
+
+// Validate reports the first thing wrong with c.
+func (c Copy) Validate() error {
+	if c.Machine != "" {
+		if err := recovery.ValidName("machine", c.Machine); err != nil {
+			return invalid("machine", "%v", err)
+		}
+	}
+	if c.From == "" || c.To == "" {
+		return invalid("to", "a copy needs a source and a target vault")
+	}
+	if c.From == c.To {
+		return invalid("to", "the target vault is the source")
+	}
+	return nil
+}
+
+// RunCopy copies what c names from the vault from to the vault to (the
+// vaults c.From and c.To name, opened): only what the target lacks.
+func RunCopy(ctx context.Context, from, to *vault.Vault, c Copy, env Env) (*vaultcopy.Stats, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	st, err := vaultcopy.Run(ctx, from, to, vaultcopy.Options{Machine: c.Machine, Seen: env.Seen, Progress: env.CopyProgress})
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range st.Warnings {
+		env.warn(fmt.Sprintf("copy %s: %s", to.Store(), w))
+	}
+	return st, nil
 }
