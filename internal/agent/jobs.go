@@ -104,6 +104,8 @@ func (r *Jobs) Run(ctx context.Context, j catalog.Job, rep Reporter) (Outcome, e
 		return r.prune(ctx, j, rep)
 	case "copy":
 		return r.copy(ctx, j, rep)
+	case "verify":
+		return r.verify(ctx, j, rep)
 	}
 	return Outcome{}, fmt.Errorf("this agent does not run %q jobs", j.Kind)
 }
@@ -241,5 +243,37 @@ func (r *Jobs) copy(ctx context.Context, j catalog.Job, rep Reporter) (Outcome, 
 	}
 	rep.Log("info", fmt.Sprintf("copied %d point(s) of %s to %s", st.PointsCopied, spec.Machine, spec.To))
 	result, _ := json.Marshal(st)
+	return Outcome{Result: result}, nil
+}
+
+// verify fails the job when the vault has problems, naming the first.
+func (r *Jobs) verify(ctx context.Context, j catalog.Job, rep Reporter) (Outcome, error) {
+	var spec job.Verify
+	if err := json.Unmarshal(j.Spec, &spec); err != nil {
+		return Outcome{}, fmt.Errorf("verify job %s: spec: %w", j.ID, err)
+	}
+	v, err := r.vault(ctx, spec.Vault)
+	if err != nil {
+		return Outcome{}, err
+	}
+	vr, err := maintenance.Verify(ctx, v, maintenance.VerifyOptions{ReadData: spec.ReadData, Progress: func(done, total int64) {
+		rep.Progress(Progress{DoneBytes: done, TotalBytes: total})
+	}})
+	if err != nil {
+		return Outcome{}, err
+	}
+	for _, w := range vr.Warnings {
+		rep.Log("warn", w)
+	}
+	for _, p := range vr.Problems {
+		raw, _ := json.Marshal(p)
+		rep.Log("error", string(raw))
+	}
+	result, _ := json.Marshal(vr)
+	if n := len(vr.Problems); n > 0 {
+		first, _ := json.Marshal(vr.Problems[0])
+		return Outcome{Result: result}, fmt.Errorf("verify found %d problem(s) in %s; the first: %s", n, spec.Vault, first)
+	}
+	rep.Log("info", fmt.Sprintf("verified %d points, %d packs, %d chunks: no problems", vr.Points, vr.Packs, vr.Chunks))
 	return Outcome{Result: result}, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -17,6 +18,9 @@ import (
 // Lease is how long a claimed job is an agent's without a renewal; agents
 // renew every Lease/3 and stop when a renewal says the lease was lost.
 const Lease = 60 * time.Second
+
+// AlertVerify is raised on a vault whose verification failed.
+const AlertVerify = "verify-failed"
 
 // DefaultVault is the vault a server makes at its first start, used by
 // policies that name none.
@@ -140,6 +144,19 @@ func (s *Server) agentFinish(w http.ResponseWriter, r *http.Request) error {
 	if j.Kind == "forget" && j.Machine != "" {
 		if err := s.Catalog.ForgetPoints(r.Context(), j.Vault, j.Machine, body.Forgotten); err != nil {
 			return err
+		}
+	}
+	if j.Kind == "verify" {
+		// A vault that fails verification is an alert until one passes.
+		msg := fmt.Sprintf("verify of vault %s: %s", j.Vault, j.Error)
+		if j.State == catalog.Failed {
+			if _, err := s.Catalog.Raise(r.Context(), AlertVerify, j.Vault, msg, s.Clock.Now()); err != nil {
+				return err
+			}
+		} else if j.State == catalog.Succeeded {
+			if _, err := s.Catalog.Resolve(r.Context(), AlertVerify, j.Vault, s.Clock.Now()); err != nil {
+				return err
+			}
 		}
 	}
 	if j.Kind == "backup" && j.State == catalog.Succeeded {

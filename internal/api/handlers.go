@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -160,6 +161,48 @@ func (s *Server) putVault(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	writeJSON(w, http.StatusOK, v)
+	return nil
+}
+
+// VerifyJSON is the body of POST /v1/vaults/{name}/verify.
+type VerifyJSON struct {
+	ReadData bool   `json:"read_data,omitempty"`
+	Agent    string `json:"agent,omitempty"`
+}
+
+// verifyVault queues a verify of a vault, on the server's own agent unless
+// another is named.
+func (s *Server) verifyVault(w http.ResponseWriter, r *http.Request) error {
+	var body VerifyJSON
+	if r.ContentLength != 0 {
+		if err := decode(r, &body); err != nil {
+			return err
+		}
+	}
+	name := r.PathValue("name")
+	vaults, err := s.Catalog.Vaults(r.Context())
+	if err != nil {
+		return err
+	}
+	url := VaultURLs(vaults)[name]
+	if url == "" {
+		return fmt.Errorf("vault %q: %w", name, catalog.ErrNotFound)
+	}
+	agent := body.Agent
+	if agent == "" {
+		agent = s.DefaultAgent
+	}
+	spec, _ := json.Marshal(job.Verify{Vault: url, ReadData: body.ReadData})
+	id, err := s.Catalog.Enqueue(r.Context(), catalog.Job{Kind: "verify", Agent: agent, Vault: name, Spec: spec, MaxAttempts: 1}, s.Clock.Now())
+	if err != nil {
+		return err
+	}
+	j, err := s.Catalog.Job(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", "/v1/jobs/"+id)
+	writeJSON(w, http.StatusAccepted, j)
 	return nil
 }
 

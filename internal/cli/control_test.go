@@ -293,6 +293,35 @@ func TestServerAndAgentRunBackups(t *testing.T) {
 	if r := ok("points", "--machine", "app1"); !strings.Contains(r.stdout, "CONSISTENCY") {
 		t.Fatalf("points --server table:\n%s", r.stdout)
 	}
+	// Verify through the server: the default vault passes; a pack
+	// damaged at the storage fails it and raises an alert.
+	if r := ok("verify", "--vault", "default", "--read-data", "--wait"); !strings.Contains(r.stdout, "succeeded") {
+		t.Fatalf("verify through the server: %s", r)
+	}
+	packs, _ := filepath.Glob(filepath.Join(data, "vault", "packs", "*", "*"))
+	if len(packs) == 0 {
+		t.Fatal("no packs in the default vault")
+	}
+	f, err := os.OpenFile(packs[0], os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte("damage"), 100)
+	f.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if r := inProcEnv(ctx, nil, append([]string{"verify", "--vault", "default", "--read-data", "--wait"}, remote...)...); r.code == 0 || !strings.Contains(r.stderr, "problem") {
+		t.Fatalf("verify of a damaged vault through the server: %s", r)
+	}
+	var alerts []map[string]any
+	json.Unmarshal([]byte(ok("alert", "list", "--json").stdout), &alerts)
+	found := false
+	for _, a := range alerts {
+		found = found || (a["kind"] == "verify-failed" && a["subject"] == "default")
+	}
+	if !found {
+		t.Fatalf("no verify-failed alert: %v", alerts)
+	}
 	var forgets []map[string]any
 	json.Unmarshal([]byte(ok("job", "list", "--json", "--machine", "app1", "--state", "succeeded").stdout), &forgets)
 	n := 0

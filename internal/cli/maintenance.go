@@ -1,8 +1,11 @@
 package cli
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"lifeboat/internal/api"
+	"net/url"
 	"strings"
 	"text/tabwriter"
 
@@ -14,7 +17,8 @@ import (
 )
 
 func (a *app) verifyCommand() *cobra.Command {
-	var readData bool
+	var readData, wait bool
+	var rem remote
 	cmd := &cobra.Command{
 		Use:   "verify [--read-data]",
 		Short: "Check the vault and name every missing or corrupt object",
@@ -23,9 +27,17 @@ object opens and authenticates, and every chunk a point references is indexed in
 pack that exists. With --read-data, also read every pack, check it hashes to its
 name and that every chunk in it decrypts to its ID.
 
-Exits 5 and lists each problem with the object's name when anything is wrong.`,
+Exits 5 and lists each problem with the object's name when anything is wrong.
+
+With --server, the server's agent verifies the vault the server knows by the
+name --vault gives (default "default"); a failed verification raises a
+verify-failed alert until one passes.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if rem.server != "" {
+				name := cmp.Or(a.vaultURL, "default")
+				return a.queueAndWait(cmd.Context(), &rem, "/v1/vaults/"+url.PathEscape(name)+"/verify", api.VerifyJSON{ReadData: readData}, wait)
+			}
 			v, err := a.open(cmd.Context())
 			if err != nil {
 				return err
@@ -66,6 +78,9 @@ Exits 5 and lists each problem with the object's name when anything is wrong.`,
 		},
 	}
 	cmd.Flags().BoolVar(&readData, "read-data", false, "read and check every stored byte")
+	cmd.Flags().StringVar(&rem.server, "server", "", "verify through this lifeboat server (--vault is then the server's name for the vault)")
+	cmd.Flags().StringVar(&rem.tokenFile, "token-file", "", "with --server: file holding an API token (env LIFEBOAT_TOKEN)")
+	cmd.Flags().BoolVar(&wait, "wait", false, "with --server: follow the job until it ends")
 	return cmd
 }
 

@@ -118,3 +118,10 @@ func RunCopy(ctx context.Context, from, to *vault.Vault, c Copy, env Env) (*vaul
 	}
 	return st, nil
 }
+
+// Verify checks a vault: every object's authentication and the references
+// between them, and with ReadData every stored chunk.
+type Verify struct {
+	Vault    string `json:"vault"`
+	ReadData bool   `json:"read_data,omitempty"`
+}
