@@ -128,23 +128,12 @@ func (s *Server) putTier(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) deleteTier(w http.ResponseWriter, r *http.Request) error {
-	if err := s.Catalog.DeleteTier(r.Context(), r.PathValue("name")); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
+	return deleted(w, s.Catalog.DeleteTier(r.Context(), r.PathValue("name")))
 }
 
 func (s *Server) listVaults(w http.ResponseWriter, r *http.Request) error {
-	vs, err := s.Catalog.Vaults(r.Context())
-	if err != nil {
-		return err
-	}
-	if vs == nil {
-		vs = []catalog.Vault{}
-	}
-	writeJSON(w, http.StatusOK, vs)
-	return nil
+	items, err := s.Catalog.Vaults(r.Context())
+	return listed(w, items, err)
 }
 
 func (s *Server) putVault(w http.ResponseWriter, r *http.Request) error {
@@ -248,11 +237,7 @@ func (s *Server) putPolicy(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) deletePolicy(w http.ResponseWriter, r *http.Request) error {
-	if err := s.Catalog.DeletePolicy(r.Context(), r.PathValue("name")); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
+	return deleted(w, s.Catalog.DeletePolicy(r.Context(), r.PathValue("name")))
 }
 
 // machineJSON builds a machine's wire form with its RPO standing at now.
@@ -379,11 +364,7 @@ func (s *Server) addMachine(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) deleteMachine(w http.ResponseWriter, r *http.Request) error {
-	if err := s.Catalog.DeleteMachine(r.Context(), r.PathValue("name"), s.Clock.Now()); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
+	return deleted(w, s.Catalog.DeleteMachine(r.Context(), r.PathValue("name"), s.Clock.Now()))
 }
 
 // ProtectJSON is the body of POST /v1/machines/{name}/protect. Tier is
@@ -519,15 +500,8 @@ func (s *Server) listPoints(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ps, err := s.Catalog.Points(r.Context(), name, limit)
-	if err != nil {
-		return err
-	}
-	if ps == nil {
-		ps = []catalog.Point{}
-	}
-	writeJSON(w, http.StatusOK, ps)
-	return nil
+	items, err := s.Catalog.Points(r.Context(), name, limit)
+	return listed(w, items, err)
 }
 
 func queryInt(r *http.Request, name string) (int, error) {
@@ -548,15 +522,8 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	js, err := s.Catalog.Jobs(r.Context(), catalog.JobFilter{Machine: q.Get("machine"), Agent: q.Get("agent"), State: q.Get("state"), Kind: q.Get("kind"), Limit: limit})
-	if err != nil {
-		return err
-	}
-	if js == nil {
-		js = []catalog.Job{}
-	}
-	writeJSON(w, http.StatusOK, js)
-	return nil
+	items, err := s.Catalog.Jobs(r.Context(), catalog.JobFilter{Machine: q.Get("machine"), Agent: q.Get("agent"), State: q.Get("state"), Kind: q.Get("kind"), Limit: limit})
+	return listed(w, items, err)
 }
 
 func (s *Server) getJob(w http.ResponseWriter, r *http.Request) error {
@@ -576,15 +543,8 @@ func (s *Server) jobLogs(w http.ResponseWriter, r *http.Request) error {
 	if _, err := s.Catalog.Job(r.Context(), r.PathValue("id")); err != nil {
 		return err
 	}
-	ls, err := s.Catalog.Logs(r.Context(), r.PathValue("id"), int64(after))
-	if err != nil {
-		return err
-	}
-	if ls == nil {
-		ls = []catalog.LogLine{}
-	}
-	writeJSON(w, http.StatusOK, ls)
-	return nil
+	items, err := s.Catalog.Logs(r.Context(), r.PathValue("id"), int64(after))
+	return listed(w, items, err)
 }
 
 func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) error {
@@ -596,47 +556,22 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request) error {
 	all := r.URL.Query().Get("all") == "true"
-	as, err := s.Catalog.Alerts(r.Context(), all, 0)
-	if err != nil {
-		return err
-	}
-	if as == nil {
-		as = []catalog.Alert{}
-	}
-	writeJSON(w, http.StatusOK, as)
-	return nil
+	items, err := s.Catalog.Alerts(r.Context(), all, 0)
+	return listed(w, items, err)
 }
 
 func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) error {
-	as, err := s.Catalog.Agents(r.Context())
-	if err != nil {
-		return err
-	}
-	if as == nil {
-		as = []catalog.Agent{}
-	}
-	writeJSON(w, http.StatusOK, as)
-	return nil
+	items, err := s.Catalog.Agents(r.Context())
+	return listed(w, items, err)
 }
 
 func (s *Server) deleteAgent(w http.ResponseWriter, r *http.Request) error {
-	if err := s.Catalog.DeleteAgent(r.Context(), r.PathValue("name"), s.Clock.Now()); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
+	return deleted(w, s.Catalog.DeleteAgent(r.Context(), r.PathValue("name"), s.Clock.Now()))
 }
 
 func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) error {
-	ts, err := s.Catalog.Tokens(r.Context())
-	if err != nil {
-		return err
-	}
-	if ts == nil {
-		ts = []catalog.Token{}
-	}
-	writeJSON(w, http.StatusOK, ts)
-	return nil
+	items, err := s.Catalog.Tokens(r.Context())
+	return listed(w, items, err)
 }
 
 // NewTokenJSON is the body of POST /v1/tokens; the answer carries the
@@ -680,3 +615,24 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) error {
 }
 
 var errNoPolicy = errors.New("has no backup policy: protect it first (lifeboat protect MACHINE --policy P --tier T)")
+
+// listed writes a listing, [] rather than null when it is empty.
+func listed[T any](w http.ResponseWriter, items []T, err error) error {
+	if err != nil {
+		return err
+	}
+	if items == nil {
+		items = []T{}
+	}
+	writeJSON(w, http.StatusOK, items)
+	return nil
+}
+
+// deleted answers 204 for a delete that succeeded.
+func deleted(w http.ResponseWriter, err error) error {
+	if err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

@@ -28,23 +28,10 @@ func freeAddr(t *testing.T) string {
 // start's token, tiers, policies, machines, protection, RPO state, a
 // queued backup, and refusals with their exit codes.
 func TestServerCommands(t *testing.T) {
-	data := t.TempDir()
-	addr := freeAddr(t)
-	srv := startProc(t, "server", "--data", data, "--listen", addr, "--tick", "1s")
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			break
-		}
-		if time.Now().After(deadline) || srv.exited() {
-			t.Fatalf("server did not come up: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	tokenFile := filepath.Join(data, "admin.token")
-	remote := []string{"--server", "http://" + addr, "--token-file", tokenFile}
+	serverURL, tokenFile, srv := startServer(t)
+	data := filepath.Dir(tokenFile)
+	addr := strings.TrimPrefix(serverURL, "http://")
+	remote := []string{"--server", serverURL, "--token-file", tokenFile}
 	cmd := func(args ...string) result {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
