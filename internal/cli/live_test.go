@@ -281,20 +281,22 @@ func TestCLIBackupQMPKilledMidway(t *testing.T) {
 	os.Mkdir(fleece, 0o700)
 	p := startProc(t, "--vault", vaultDir, "backup", "--machine", "qsd", "--qmp", sock, "--fleece-dir", fleece, "--audit", "1")
 	// --audit 1 makes the backup re-read every unchanged block: long enough
-	// to be killed while QEMU is fleecing.
+	// to be killed while QEMU is fleecing. The session marker appears when
+	// the backup starts reading, after the instant: kill it then.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if ents, _ := os.ReadDir(fleece); len(ents) > 0 {
-			break
+			if ms, _ := filepath.Glob(filepath.Join(vaultDir, "sessions", "*")); len(ms) > 0 {
+				break
+			}
 		}
 		if p.exited() || time.Now().After(deadline) {
-			t.Fatalf("the backup never started fleecing: %s", p.wait(t, time.Second))
+			t.Fatalf("the backup never started reading while fleecing: %s", p.wait(t, time.Second))
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(2 * time.Millisecond)
 	}
-	time.Sleep(150 * time.Millisecond)
 	if !p.kill() {
-		t.Skip("the backup finished before it could be killed")
+		t.Fatalf("the backup finished before it could be killed: %s", p.wait(t, time.Second))
 	}
 	writeAt(t, fuse, 200<<20, []byte("after the kill"))
 	want := readFile(t, fuse)
