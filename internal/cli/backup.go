@@ -224,6 +224,9 @@ func flagError(err error) error {
 	}
 	field, _, _ := strings.Cut(ie.Field, "[")
 	field, _, _ = strings.Cut(field, ".")
+	if field == "vault" {
+		return usageError{errors.New("no vault given: use --vault or set LIFEBOAT_VAULT")}
+	}
 	if flag, ok := specFlags[field]; ok {
 		return usageError{fmt.Errorf("%s: %s", flag, ie.Reason)}
 	}

@@ -128,7 +128,10 @@ from --new-password-file or LIFEBOAT_NEW_PASSWORD.`,
 func restoreFlagError(err error) error {
 	var ie *job.InvalidError
 	if errors.As(err, &ie) {
-		flag := map[string]string{"machine": "--machine", "point": "POINT", "vault": "--vault", "dir": "--to", "file": "--to-file"}[ie.Field]
+		if ie.Field == "vault" {
+			return usageError{errors.New("no vault given: use --vault or set LIFEBOAT_VAULT")}
+		}
+		flag := map[string]string{"machine": "--machine", "point": "POINT", "dir": "--to", "file": "--to-file"}[ie.Field]
 		if flag == "" || ie.Field == "dir" {
 			return usageError{errors.New(ie.Reason)}
 		}
