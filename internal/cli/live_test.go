@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -67,9 +68,14 @@ func storageDaemonWith(t *testing.T, src string) (dir, qmpSock, fuse string) {
 		exec.Command("fusermount3", "-u", fuse).Run()
 	})
 	for i := 0; ; i++ {
+		// Ready when the export has its size and QMP accepts a connection
+		// (the socket file exists a moment before QEMU listens on it).
 		st, err := os.Stat(fuse)
-		if _, serr := os.Stat(qmpSock); serr == nil && err == nil && st.Size() > 0 {
-			return dir, qmpSock, fuse
+		if err == nil && st.Size() > 0 {
+			if c, derr := net.Dial("unix", qmpSock); derr == nil {
+				c.Close()
+				return dir, qmpSock, fuse
+			}
 		}
 		if i > 200 {
 			t.Fatalf("qemu-storage-daemon did not start:\n%s", stderr.String())

@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -104,7 +105,11 @@ func (d *daemon) start() {
 	go func() { d.cmd.Wait(); close(exited) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if _, err := os.Stat(d.sock); err == nil {
+		// The socket file appears at bind(), a moment before listen():
+		// ready is when a connection is accepted (QEMU frees its one
+		// client slot when this probe closes).
+		if c, err := net.Dial("unix", d.sock); err == nil {
+			c.Close()
 			break
 		}
 		select {
@@ -113,7 +118,7 @@ func (d *daemon) start() {
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("qemu-storage-daemon did not create %s: %s", d.sock, d.log)
+			t.Fatalf("qemu-storage-daemon did not listen on %s: %s", d.sock, d.log)
 		}
 	}
 	d.exited = exited

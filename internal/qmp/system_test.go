@@ -5,7 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"reflect"
@@ -43,7 +43,8 @@ func startMachine(t *testing.T) (*qmp.Monitor, string) {
 		<-exited
 	})
 	for deadline := time.Now().Add(20 * time.Second); ; {
-		if _, err := os.Stat(sock); err == nil {
+		if c, err := net.Dial("unix", sock); err == nil { // listening, not just bound
+			c.Close()
 			break
 		}
 		select {
