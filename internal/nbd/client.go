@@ -611,15 +611,32 @@ func (c *Client) start(ctx context.Context, cmd uint16, flags CmdFlags, off int6
 	fired := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() { c.conn.SetWriteDeadline(time.Unix(1, 0)); close(fired) })
 	bufs := net.Buffers{hdr[:], payload}
-	_, err := bufs.WriteTo(c.conn)
+	n, err := bufs.WriteTo(c.conn)
 	if !stop() {
 		<-fired
 		c.conn.SetWriteDeadline(time.Time{})
 	}
 	c.wmu.Unlock()
+	if err != nil && n == 0 && ctx.Err() != nil {
+		// Cancelled before a byte was sent: the stream is intact, the
+		// request is withdrawn and the connection stays usable.
+		c.mu.Lock()
+		if _, ok := c.pending[cl.cookie]; ok {
+			delete(c.pending, cl.cookie)
+			c.inflight.Done()
+			if c.stall != nil {
+				c.stall.arm(len(c.pending) > 0)
+			}
+		}
+		c.mu.Unlock()
+		return nil, fmt.Errorf("nbd %s of %d bytes at offset %d on %s: %w", commandName(cmd), length, off, c.source, ctx.Err())
+	}
 	if err != nil {
 		// A request cut short leaves the stream unusable.
 		c.fail(fmt.Errorf("sending %s request: %w", commandName(cmd), err))
+		if cerr := ctx.Err(); cerr != nil {
+			err = fmt.Errorf("%w (the request was cut short: %v)", cerr, err)
+		}
 		return nil, fmt.Errorf("nbd %s of %d bytes at offset %d on %s: %w", commandName(cmd), length, off, c.source, err)
 	}
 	return cl, nil
