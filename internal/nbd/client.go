@@ -606,15 +606,26 @@ func (c *Client) start(ctx context.Context, cmd uint16, flags CmdFlags, off int6
 	var hdr [requestHeaderSize]byte
 	putRequest(hdr[:], cmd, flags, cl.cookie, uint64(off), length)
 	c.wmu.Lock()
-	// A done context interrupts a write stuck on a server that does not
-	// read; only the write side gets the deadline, replies keep flowing.
-	fired := make(chan struct{})
-	stop := context.AfterFunc(ctx, func() { c.conn.SetWriteDeadline(time.Unix(1, 0)); close(fired) })
-	bufs := net.Buffers{hdr[:], payload}
-	n, err := bufs.WriteTo(c.conn)
-	if !stop() {
-		<-fired
-		c.conn.SetWriteDeadline(time.Time{})
+	var n int64
+	var err error
+	if len(payload) == 0 {
+		// A bare header goes out whole at once; a server that stops
+		// reading altogether is caught by the stall timeout. No deadline:
+		// a cancellation must not cut a request in two and break the
+		// stream for everyone.
+		n, err = (&net.Buffers{hdr[:]}).WriteTo(c.conn)
+	} else {
+		// A done context interrupts a payload stuck on a server that does
+		// not read; only the write side gets the deadline, replies keep
+		// flowing.
+		fired := make(chan struct{})
+		stop := context.AfterFunc(ctx, func() { c.conn.SetWriteDeadline(time.Unix(1, 0)); close(fired) })
+		bufs := net.Buffers{hdr[:], payload}
+		n, err = bufs.WriteTo(c.conn)
+		if !stop() {
+			<-fired
+			c.conn.SetWriteDeadline(time.Time{})
+		}
 	}
 	c.wmu.Unlock()
 	if err != nil && n == 0 && ctx.Err() != nil {
