@@ -89,15 +89,7 @@ type MachineJSON struct {
 
 func (s *Server) listTiers(w http.ResponseWriter, r *http.Request) error {
 	ts, err := s.Catalog.Tiers(r.Context())
-	if err != nil {
-		return err
-	}
-	out := make([]TierJSON, 0, len(ts))
-	for _, t := range ts {
-		out = append(out, tierToJSON(t))
-	}
-	writeJSON(w, http.StatusOK, out)
-	return nil
+	return listed(w, convert(ts, tierToJSON), err)
 }
 
 // nameMatches refuses a body whose name differs from the path's.
@@ -197,15 +189,7 @@ func (s *Server) verifyVault(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) listPolicies(w http.ResponseWriter, r *http.Request) error {
 	ps, err := s.Catalog.Policies(r.Context())
-	if err != nil {
-		return err
-	}
-	out := make([]PolicyJSON, 0, len(ps))
-	for _, p := range ps {
-		out = append(out, policyToJSON(p))
-	}
-	writeJSON(w, http.StatusOK, out)
-	return nil
+	return listed(w, convert(ps, policyToJSON), err)
 }
 
 func (s *Server) getPolicy(w http.ResponseWriter, r *http.Request) error {
@@ -626,6 +610,15 @@ func listed[T any](w http.ResponseWriter, items []T, err error) error {
 	}
 	writeJSON(w, http.StatusOK, items)
 	return nil
+}
+
+// convert maps items to their wire form.
+func convert[T, U any](items []T, f func(T) U) []U {
+	out := make([]U, 0, len(items))
+	for _, it := range items {
+		out = append(out, f(it))
+	}
+	return out
 }
 
 // deleted answers 204 for a delete that succeeded.
