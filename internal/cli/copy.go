@@ -182,37 +182,6 @@ back to the plain variable.`,
 	return cmd
 }
 
-type statusMachine struct {
-	Machine    string    `json:"machine"`
-	Points     int       `json:"points"`
-	LatestID   string    `json:"latest_id"`
-	LatestTime time.Time `json:"latest_time"`
-}
-
-type statusPoint struct {
-	ID      string    `json:"id"`
-	Machine string    `json:"machine"`
-	Time    time.Time `json:"time"`
-}
-
-type statusCopy struct {
-	Vault         string        `json:"vault"`
-	PendingPoints int           `json:"pending_points"`
-	Pending       []statusPoint `json:"pending"`
-	LagSeconds    float64       `json:"lag_seconds"`
-	UpToDate      bool          `json:"up_to_date"`
-}
-
-type statusOut struct {
-	Vault     string          `json:"vault"`
-	ID        string          `json:"id"`
-	Points    int             `json:"points"`
-	Machines  []statusMachine `json:"machines"`
-	Packs     int             `json:"packs"`
-	SizeBytes int64           `json:"size_bytes"`
-	Copy      *statusCopy     `json:"copy,omitempty"`
-}
-
 func (a *app) vaultStatusCommand() *cobra.Command {
 	var copyURL, machine string
 	cmd := &cobra.Command{
@@ -248,7 +217,7 @@ back to the plain variables.`,
 			if err != nil {
 				return err
 			}
-			out, err := a.status(ctx, v, machine, copyStore)
+			out, err := job.VaultStatus(ctx, v, machine, copyStore, a.env.Clock.Now(), job.Env{Warn: func(s string) { a.warnf("%s", s) }})
 			if err != nil {
 				return err
 			}
@@ -264,55 +233,7 @@ back to the plain variables.`,
 	return cmd
 }
 
-func (a *app) status(ctx context.Context, v *vault.Vault, machine string, copyStore blob.Store) (*statusOut, error) {
-	points, err := recovery.List(ctx, v)
-	if err != nil {
-		return nil, err
-	}
-	packs, err := v.ListPacks(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := &statusOut{Vault: v.Store().String(), ID: v.Config().ID, Packs: len(packs), Machines: []statusMachine{}}
-	for _, p := range packs {
-		out.SizeBytes += p.Size
-	}
-	byName := map[string]int{}
-	for _, p := range points { // oldest first: the last one seen is the latest
-		if machine != "" && p.Machine != machine {
-			continue
-		}
-		out.Points++
-		i, ok := byName[p.Machine]
-		if !ok {
-			i = len(out.Machines)
-			byName[p.Machine] = i
-			out.Machines = append(out.Machines, statusMachine{Machine: p.Machine})
-		}
-		m := &out.Machines[i]
-		m.Points++
-		m.LatestID, m.LatestTime = p.ID.String(), p.Time
-	}
-	if copyStore == nil {
-		return out, nil
-	}
-	pending, warnings, err := vaultcopy.Pending(ctx, v, copyStore, machine)
-	if err != nil {
-		return nil, err
-	}
-	for _, w := range warnings {
-		a.warnf("copy %s: %s", copyStore, w)
-	}
-	c := &statusCopy{Vault: copyStore.String(), PendingPoints: len(pending), Pending: []statusPoint{}, UpToDate: len(pending) == 0,
-		LagSeconds: vaultcopy.Lag(pending, a.env.Clock.Now()).Seconds()}
-	for _, p := range pending {
-		c.Pending = append(c.Pending, statusPoint{ID: p.ID.String(), Machine: p.Machine, Time: p.Time})
-	}
-	out.Copy = c
-	return out, nil
-}
-
-func (a *app) printStatus(out *statusOut) {
+func (a *app) printStatus(out *job.Status) {
 	a.printf("vault %s (%s): %d point(s) of %d machine(s), %s in %d pack(s)\n", out.Vault, out.ID, out.Points, len(out.Machines),
 		size(out.SizeBytes), out.Packs)
 	if len(out.Machines) > 0 {
