@@ -307,7 +307,7 @@ func TestDamagedKeySlotBesideGoodOne(t *testing.T) {
 	sv := newSmallVault(t)
 	v := openVault(t, dirStore(t, sv.dir))
 	first := objectFiles(t, sv.dir, "keys")[0]
-	if err := v.AddPassphrase(context.Background(), []byte("second passphrase")); err != nil {
+	if err := v.AddKey(context.Background(), "second", []byte("second passphrase")); err != nil {
 		t.Fatal(err)
 	}
 	// Break the first slot's JSON, and rename it so that it is listed, and
