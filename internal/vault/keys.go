@@ -52,15 +52,22 @@ func CheckNewPassphrase(p []byte) error {
 }
 
 // sameConfig reports whether the config a key slot authenticates is the
-// vault's config. A slot made before a rekey (version 2) stays valid in
-// the rekeyed vault (version 3): it reads what it could read before.
+// vault's config, but for the version and key generation, which a rekey
+// moves forward: a slot made before a rekey (version 2, an older
+// generation) stays valid after it, reading what it could read before
+// (it opens stale); a slot ahead of the config (a rekey cut short after
+// writing it, or a config put back from before the rekey) is trusted over
+// the config, which is not authenticated (aheadOf).
 func sameConfig(k, c Config) bool {
-	kv := k.Version
-	if kv == initVersion && c.Version == rekeyedVersion {
-		kv = rekeyedVersion
-	}
+	versions := k.Version == c.Version || (k.Version >= initVersion && c.Version >= initVersion)
 	return k.Created.Equal(c.Created) && k.ID == c.ID && k.ChunkSize == c.ChunkSize && k.PackSize == c.PackSize &&
-		k.Compression == c.Compression && kv == c.Version && k.Origin == c.Origin
+		k.Compression == c.Compression && versions && k.Origin == c.Origin
+}
+
+// aheadOf reports whether the config a key slot authenticates is newer
+// than the stored one.
+func aheadOf(k, c Config) bool {
+	return k.Version > c.Version || k.KeyGeneration > c.KeyGeneration
 }
 
 // slotLabel is a slot's name, or for a slot written before names existed
@@ -78,8 +85,16 @@ func slotLabel(object string, s *crypto.Slot) string {
 // key a removed passphrase may know, so it writes nothing.
 func (v *Vault) Stale() bool { return v.newest > v.keys.generation() }
 
-// checkWritable refuses to write through a stale key slot.
-func (v *Vault) checkWritable() error {
+// checkWritable refuses to write through a stale key slot, and before the
+// first write puts back a config that is behind the key slot (aheadOf),
+// so that older lifeboat refuses a vault holding tagged objects.
+func (v *Vault) checkWritable(ctx context.Context) error {
+	if v.cfgBehind {
+		if err := v.writeConfig(ctx); err != nil {
+			return err
+		}
+		v.cfgBehind = false
+	}
 	if v.Stale() {
 		return fmt.Errorf("%s: key slot %s holds data keys up to generation %d, the vault was rekeyed to %d: %w "+
 			"(open it with a passphrase whose key slot was made or rewritten by the rekey)", v.store, v.slotName, v.keys.generation(), v.newest, ErrStale)
@@ -169,7 +184,7 @@ func (v *Vault) AddKey(ctx context.Context, name string, passphrase []byte) erro
 	if err := ValidKeyName(name); err != nil {
 		return err
 	}
-	if err := v.checkWritable(); err != nil {
+	if err := v.checkWritable(ctx); err != nil {
 		return err
 	}
 	keys, err := v.Keys(ctx)
@@ -249,7 +264,7 @@ func (v *Vault) Rekey(ctx context.Context, force bool) (*RekeyResult, error) {
 	if !v.cfg.Bound() {
 		return nil, fmt.Errorf("%s is a format version 1 vault: %w: rekeying needs version 2 (create a new vault, or a copy with 'vault init --copy-of')", v.store, ErrKeyRefused)
 	}
-	if err := v.checkWritable(); err != nil {
+	if err := v.checkWritable(ctx); err != nil {
 		return nil, err
 	}
 	keys, err := v.Keys(ctx)
@@ -301,13 +316,8 @@ func (v *Vault) rewriteSlot(ctx context.Context, keys keyPayload) error {
 	}
 	cfg := v.cfg
 	cfg.Version = rekeyedVersion
+	cfg.KeyGeneration = keys.generation()
 	keys.Config = cfg
-	if v.cfg.Version != cfg.Version {
-		cj, _ := json.MarshalIndent(cfg, "", "  ")
-		if err := v.store.Put(ctx, "config", append(cj, '\n')); err != nil {
-			return fmt.Errorf("writing config (version %d): %w", cfg.Version, err)
-		}
-	}
 	nv, err := newVault(v.store, cfg, keys, Options{Clock: v.clock, KDF: v.kdf, Uploads: v.upload, Warn: v.warn})
 	if err != nil {
 		return err
@@ -315,6 +325,9 @@ func (v *Vault) rewriteSlot(ctx context.Context, keys keyPayload) error {
 	old, name := v.slot, v.slotName
 	if err := nv.addSlot(ctx, name, v.passphrase); err != nil {
 		return err
+	}
+	if err := nv.writeConfig(ctx); err != nil {
+		return fmt.Errorf("new key slot %s written (it opens the vault): %w", nv.slot, err)
 	}
 	if old != "" {
 		if err := v.store.Delete(ctx, old); err != nil && !blob.IsNotExist(err) {
@@ -350,4 +363,13 @@ func (v *Vault) ImportKeys(ctx context.Context, from *Vault) (bool, error) {
 		return false, fmt.Errorf("%s: taking the newer data keys of %s: %w", v.store, from.store, err)
 	}
 	return true, nil
+}
+
+// writeConfig stores v's config.
+func (v *Vault) writeConfig(ctx context.Context) error {
+	cj, _ := json.MarshalIndent(v.cfg, "", "  ")
+	if err := v.store.Put(ctx, "config", append(cj, '\n')); err != nil {
+		return fmt.Errorf("writing config (version %d): %w", v.cfg.Version, err)
+	}
+	return nil
 }

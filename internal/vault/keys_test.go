@@ -70,14 +70,17 @@ func TestOldVaultsOpenAndKeysGetDerivedNames(t *testing.T) {
 }
 
 // TestRekeyCutShort: a rekey that wrote its new slot but died before
-// deleting the old one leaves two slots of one passphrase; Open takes the
-// one holding the new key, so nothing is written with the old one.
+// writing the config and deleting the old slot leaves two slots of one
+// passphrase and a version 2 config; Open takes the slot holding the new
+// key, so nothing is written with the old one, and the first write puts
+// the config forward (older lifeboat then refuses the vault).
 func TestRekeyCutShort(t *testing.T) {
 	ctx := context.Background()
 	dir, store, v := dirVault(t)
 	keys, _ := v.Keys(ctx)
 	old := filepath.Join(dir, keys[0].Object)
 	kept, _ := os.ReadFile(old)
+	oldConfig, _ := os.ReadFile(filepath.Join(dir, "config"))
 	if _, err := v.Rekey(ctx, false); err != nil {
 		t.Fatal(err)
 	}
@@ -86,6 +89,7 @@ func TestRekeyCutShort(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(old, kept, 0o600) // the old slot back, as if never deleted
+	os.WriteFile(filepath.Join(dir, "config"), oldConfig, 0o600)
 	for i := 0; i < 3; i++ {
 		w, err := vault.Open(ctx, store, []byte("pw"), cheap)
 		if err != nil {
@@ -97,6 +101,15 @@ func TestRekeyCutShort(t *testing.T) {
 		if _, err := w.LoadObject(ctx, vault.KindPoint, id); err != nil {
 			t.Fatal(err)
 		}
+	}
+	w, _ := vault.Open(ctx, store, []byte("pw"), cheap)
+	sess, err := w.StartSession(ctx, "backup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess.End(ctx)
+	if cfg, err := vault.ReadConfig(ctx, store); err != nil || cfg.Version != 3 || cfg.KeyGeneration != 2 {
+		t.Fatalf("config after the first write: %+v, %v", cfg, err)
 	}
 }
 

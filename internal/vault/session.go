@@ -73,7 +73,7 @@ type Session struct {
 // A vault opened with a stale key slot (Stale) starts none: what the
 // session would write could be read with a key a rekey meant to retire.
 func (v *Vault) StartSession(ctx context.Context, kind string) (*Session, error) {
-	if err := v.checkWritable(); err != nil {
+	if err := v.checkWritable(ctx); err != nil {
 		return nil, err
 	}
 	return v.startSession(ctx, kind)

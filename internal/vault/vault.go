@@ -63,6 +63,9 @@ type Config struct {
 	// Origin is, in a copy (vault init --copy-of), the ID of the vault it
 	// copies: pack headers bound to it are accepted as the copy's own.
 	Origin string `json:"origin,omitempty"`
+	// KeyGeneration is, in a rekeyed vault (version 3), the newest data
+	// key generation: a key slot that does not hold it opens stale.
+	KeyGeneration uint16 `json:"key_generation,omitempty"`
 }
 
 // Bound reports whether the vault's objects are bound to its ID (format
@@ -165,6 +168,7 @@ type Vault struct {
 	slotName   string
 	passphrase []byte
 	newest     uint16
+	cfgBehind  bool // the stored config is behind the key slot's: rewrite it before writing
 }
 
 // Options tune Init and Open.
@@ -351,7 +355,7 @@ func Open(ctx context.Context, store blob.Store, passphrase []byte, opts Options
 		order = append(order, parsed{name, slot})
 	}
 	sort.SliceStable(order, func(i, j int) bool { return order[i].slot.Cost() < order[j].slot.Cost() })
-	newest := uint16(1)
+	newest := max(1, cfg.KeyGeneration)
 	for _, sl := range order {
 		newest = max(newest, sl.slot.Generation)
 	}
@@ -392,10 +396,15 @@ func Open(ctx context.Context, store blob.Store, passphrase []byte, opts Options
 		if found != nil && keys.generation() <= found.keys.generation() {
 			continue
 		}
-		v, err := newVault(store, cfg, keys, opts)
+		use, behind := cfg, aheadOf(keys.Config, cfg)
+		if behind {
+			use.Version, use.KeyGeneration = keys.Config.Version, keys.Config.KeyGeneration
+		}
+		v, err := newVault(store, use, keys, opts)
 		if err != nil {
 			return nil, err
 		}
+		v.cfgBehind = behind
 		v.slot, v.slotName, v.passphrase = name, slotLabel(name, sl.slot), passphrase
 		v.newest = max(newest, keys.generation())
 		found = v
