@@ -55,11 +55,11 @@ func (b *suiteBase) prunedOf(prefix string) map[string][]byte {
 // suiteRow is one row's clone of the base vault and its copy.
 type suiteRow struct {
 	*suiteBase
-	t                 *testing.T
-	store, copyStore  blob.Store
-	url, copyURL      string
-	rowEnv            map[string]string
-	ctx               context.Context
+	t                *testing.T
+	store, copyStore blob.Store
+	url, copyURL     string
+	rowEnv           map[string]string
+	ctx              context.Context
 }
 
 func (r *suiteRow) runAs(pass string, args ...string) result {
