@@ -98,6 +98,10 @@ func (c *Config) validate() error {
 	if c.Version < 1 {
 		return fmt.Errorf("config: invalid format version %d", c.Version)
 	}
+	// Only a rekey makes a version 3 vault, with a second data key at least.
+	if (c.Version >= rekeyedVersion) != (c.KeyGeneration >= 2) || c.KeyGeneration == 1 {
+		return fmt.Errorf("config: format version %d with key generation %d", c.Version, c.KeyGeneration)
+	}
 	if err := ValidChunkSize(c.ChunkSize); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
