@@ -79,20 +79,8 @@ var suiteScenarios = map[string]func(r *suiteRow){
 		r.want("verify", r.run("verify"), cli.ExitCorrupt)
 		r.want("restore p2", r.restore(r.p2), 0)
 	},
-	"manifests-truncate": func(r *suiteRow) {
-		m := r.manifestOf(r.p2)
-		r.truncate(r.store, m)
-		r.want("restore p2", r.restore(r.p2), cli.ExitCorrupt, m)
-		r.want("verify", r.run("verify"), cli.ExitCorrupt, m)
-		r.want("restore p1", r.restore(r.p1), 0)
-	},
-	"manifests-delete": func(r *suiteRow) {
-		m := r.manifestOf(r.p2)
-		r.del(r.store, m)
-		r.want("restore p2", r.restore(r.p2), cli.ExitCorrupt, m)
-		r.want("verify", r.run("verify"), cli.ExitCorrupt, m)
-		r.want("restore p1", r.restore(r.p1), 0)
-	},
+	"manifests-truncate": func(r *suiteRow) { manifestLost(r, r.truncate) },
+	"manifests-delete":   func(r *suiteRow) { manifestLost(r, r.del) },
 	"manifests-replay": func(r *suiteRow) {
 		replay(r, "manifests/")
 	},
@@ -212,4 +200,15 @@ func replay(r *suiteRow, prefix string) {
 			r.t.Errorf("%s replayed and left by prune: %v", n, err)
 		}
 	}
+}
+
+// manifestLost damages p2's manifest: p2's restore and verify fail naming
+// it, and p1 still restores.
+func manifestLost(r *suiteRow, damage func(s blob.Store, name string)) {
+	r.t.Helper()
+	m := r.manifestOf(r.p2)
+	damage(r.store, m)
+	r.want("restore p2", r.restore(r.p2), cli.ExitCorrupt, m)
+	r.want("verify", r.run("verify"), cli.ExitCorrupt, m)
+	r.want("restore p1", r.restore(r.p1), 0)
 }
