@@ -57,6 +57,17 @@ var suiteScenarios = map[string]func(r *suiteRow){
 		r.want("restore p2", r.restore(r.p2), cli.ExitPassphrase, "generation 2")
 		r.want("backup", r.run("backup", "--machine", "web1", "--disk", "vda="+r.states[r.p1]), cli.ExitPassphrase, "rekeyed")
 	},
+	"keys-rollback": func(r *suiteRow) {
+		// The config and the slot from before the rekey, nothing newer:
+		// only this host's record of the generation it used tells.
+		for _, k := range r.names(r.store, "keys/") {
+			r.del(r.store, k)
+		}
+		r.put(r.store, r.oldSlotAt, r.oldSlot)
+		r.put(r.store, "config", r.oldConfig)
+		r.want("restore p1", r.restore(r.p1), 0, "rolled back")
+		r.want("backup", r.run("backup", "--machine", "web1", "--disk", "vda="+r.states[r.p1]), cli.ExitPassphrase, "rolled back", "rekeyed")
+	},
 	"points-truncate": func(r *suiteRow) {
 		r.truncate(r.store, "points/"+r.p1)
 		r.want("points", r.run("points"), 0, "points/"+r.p1)

@@ -135,6 +135,10 @@ func (a *app) passphrase() ([]byte, error) {
 
 func (a *app) options() vault.Options {
 	o := vault.Options{Clock: a.env.Clock, Warn: func(s string) { a.warnf("%s", s) }}
+	// Without a state directory book() warns; here it is enough to skip.
+	if b, err := lastseen.FromEnv(a.env.Getenv); err == nil {
+		o.Keys = b
+	}
 	if a.env.KDF != nil {
 		o.KDF = a.env.KDF.KDF
 	}

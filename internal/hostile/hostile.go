@@ -100,6 +100,8 @@ var Table = []Attack{
 	{"keys-swap", 0, "keys", "two key slots' contents exchanged", Ignored, "slot names are random, not hashes: each passphrase still opens its slot", Suite},
 	{"keys-replay", 0, "keys", "replayed: the newer slots deleted and the slot from before a rekey put back", Refused,
 		"the config's key generation makes that slot stale: it restores the old points, fails on new ones naming the generation, and may not write (3)", Suite},
+	{"keys-rollback", 0, "keys, config", "rolled back: the config and key slot from before a rekey put back, every newer slot deleted", Refused,
+		"on a host that used the newer key (its record in LIFEBOAT_STATE_DIR): a warning that the keys may have been rolled back; old points restore, nothing is written (3). A host that never saw the newer key cannot tell", Suite},
 	{"points-truncate", 0, "points", "truncated", Detected, "listing warns naming it; its restore fails naming it (5); the other points restore", Suite},
 	{"points-delete", 0, "points", "the newest deleted", Detected, "the host that saw it warns it is gone (issue 11); the others restore", Suite},
 	{"points-swap", 0, "points", "two points' contents exchanged", Detected, "neither hashes to its name: both are named, skipped and refused (5)", Suite},

@@ -102,6 +102,38 @@ func (v *Vault) checkWritable(ctx context.Context) error {
 	return nil
 }
 
+// checkKeyBook compares the key slot opened with this host's record: one
+// holding less than this host used before makes the vault stale (the
+// config and an old key slot were put back at the storage, and newer
+// slots deleted); otherwise the record moves up to it.
+func (v *Vault) checkKeyBook() {
+	if v.keyBook == nil {
+		return
+	}
+	seen, err := v.keyBook.KeyGeneration(v.cfg.ID)
+	if err != nil {
+		v.Warn(fmt.Sprintf("%s: %v: a rollback of the vault's keys goes unnoticed", v.store, err))
+		return
+	}
+	if seen > v.keys.generation() {
+		v.Warn(fmt.Sprintf("%s: this host used data key generation %d in this vault, but its key slots offer only %d: "+
+			"the vault's keys may have been rolled back at the storage (an old config and key slot put back)", v.store, seen, v.keys.generation()))
+		v.newest = max(v.newest, seen)
+		return
+	}
+	v.sawGeneration()
+}
+
+// sawGeneration records the generation v seals with in the host's book.
+func (v *Vault) sawGeneration() {
+	if v.keyBook == nil || v.Stale() {
+		return
+	}
+	if err := v.keyBook.SawKeyGeneration(v.cfg.ID, v.keys.generation()); err != nil {
+		v.Warn(fmt.Sprintf("%s: %v", v.store, err))
+	}
+}
+
 // Generation is the data key generation new objects are sealed with.
 func (v *Vault) Generation() uint16 { return v.keys.generation() }
 
@@ -335,7 +367,9 @@ func (v *Vault) rewriteSlot(ctx context.Context, keys keyPayload) error {
 		}
 	}
 	nv.newest = max(v.newest, keys.generation())
+	nv.keyBook = v.keyBook
 	*v = *nv
+	v.sawGeneration()
 	return nil
 }
 

@@ -173,6 +173,14 @@ type Vault struct {
 	passphrase []byte
 	newest     uint16
 	cfgBehind  bool // the stored config is behind the key slot's: rewrite it before writing
+	keyBook    KeyBook
+}
+
+// KeyBook is this host's record of the newest data key generation it used
+// in each vault (internal/lastseen).
+type KeyBook interface {
+	KeyGeneration(vaultID string) (uint16, error)
+	SawKeyGeneration(vaultID string, g uint16) error
 }
 
 // Options tune Init and Open.
@@ -186,6 +194,10 @@ type Options struct {
 	// Version is the format version Init writes; 0 = FormatVersion. Only
 	// tests ask for an older one, to check old vaults stay readable.
 	Version int
+	// Keys, if set, remembers the newest data key generation this host
+	// used in each vault: a key slot holding less (the config and an old
+	// slot put back at the storage) opens stale, writing nothing.
+	Keys KeyBook
 	// Warn, if set, receives notices that do not stop an operation: an
 	// unreadable object a listing skipped, a key slot Open refused or found
 	// damaged, a read session going on without its marker. It is called
@@ -293,7 +305,7 @@ func newVault(store blob.Store, cfg Config, keys keyPayload, opts Options) (*Vau
 	}
 	host, _ := os.Hostname()
 	return &Vault{store: store, cfg: cfg, keys: keys, codec: codec, clock: opts.Clock, host: host,
-		kdf: opts.KDF, upload: opts.Uploads, warn: opts.Warn, newest: keys.generation()}, nil
+		kdf: opts.KDF, upload: opts.Uploads, warn: opts.Warn, newest: keys.generation(), keyBook: opts.Keys}, nil
 }
 
 // ReadConfig reads and checks the config without a passphrase.
@@ -418,6 +430,7 @@ func Open(ctx context.Context, store blob.Store, passphrase []byte, opts Options
 		for _, d := range damaged {
 			found.Warn(fmt.Sprintf("%s: %s", store, d))
 		}
+		found.checkKeyBook()
 		if found.Stale() {
 			found.Warn(fmt.Sprintf("%s: key slot %s holds data keys up to generation %d, but the vault was rekeyed to generation %d: "+
 				"it reads what was written before, and cannot write (open the vault with a passphrase of a newer key slot)",
