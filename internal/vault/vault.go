@@ -191,7 +191,8 @@ type Options struct {
 	KDF         crypto.KDFParams // key slots written; zero = crypto.DefaultKDF
 	Clock       clock.Clock      // nil = real time
 	Uploads     int              // parallel uploads; 0 = 4
-	// Version is the format version Init writes; 0 = FormatVersion. Only
+	// Version is the format version Init writes; 0 = 2 (a vault becomes 3
+	// when rekeyed). Only
 	// tests ask for an older one, to check old vaults stay readable.
 	Version int
 	// Keys, if set, remembers the newest data key generation this host
@@ -449,6 +450,9 @@ func Open(ctx context.Context, store blob.Store, passphrase []byte, opts Options
 // the slot the vault was opened with, then deletes that slot. No data is
 // re-encrypted.
 func (v *Vault) ChangePassphrase(ctx context.Context, newPassphrase []byte) error {
+	if err := v.checkWritable(ctx); err != nil {
+		return err
+	}
 	old := v.slot
 	if err := v.addSlot(ctx, cmp.Or(v.slotName, DefaultKeyName), newPassphrase); err != nil {
 		return err
