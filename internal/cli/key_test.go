@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -184,5 +186,55 @@ func TestVaultKeysAndRekey(t *testing.T) {
 		if r := restoreCheck(t, dir, p2, states[p2]); r.code != 0 {
 			t.Errorf("restore of %s after prune at %s: %s", p2[:12], dir, r)
 		}
+	}
+}
+
+// TestKeyAddPrompts: without --new-password-file or LIFEBOAT_NEW_PASSWORD,
+// vault key add asks for the new passphrase twice on the terminal (a
+// pseudo-terminal made by script(1)) with echo off, and the slot opens
+// with it.
+func TestKeyAddPrompts(t *testing.T) {
+	scriptBin, err := exec.LookPath("script")
+	if err != nil {
+		t.Fatalf("script(1) (util-linux) is needed: %v", err)
+	}
+	dir := filepath.Join(t.TempDir(), "v")
+	initVault(t, dir, 0)
+	const typed = "typed at the terminal"
+	cmd := exec.Command(scriptBin, "-qec", lifeboatBin+" --vault "+dir+" vault key add --name typed", "/dev/null")
+	cmd.Env = append(os.Environ(), "LIFEBOAT_PASSWORD="+testPassphrase, "LIFEBOAT_NEW_PASSWORD=")
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer time.AfterFunc(30*time.Second, func() { cmd.Process.Kill() }).Stop() // a prompt that never comes ends the read
+	var seen strings.Builder
+	waitFor := func(prompt string) {
+		t.Helper()
+		buf := make([]byte, 256)
+		for !strings.Contains(seen.String(), prompt) {
+			n, err := stdout.Read(buf)
+			seen.Write(buf[:n])
+			if err != nil {
+				t.Fatalf("waiting for %q: %v; got %q", prompt, err, seen.String())
+			}
+		}
+	}
+	waitFor("new passphrase: ")
+	io.WriteString(stdin, typed+"\n")
+	waitFor("the same again: ")
+	io.WriteString(stdin, typed+"\n")
+	rest, _ := io.ReadAll(stdout)
+	seen.Write(rest)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("key add: %v\n%s", err, seen.String())
+	}
+	if strings.Contains(seen.String(), typed) {
+		t.Errorf("the passphrase was echoed: %q", seen.String())
+	}
+	if r := inProcPass(t, typed, "--vault", dir, "points"); r.code != 0 {
+		t.Errorf("the typed passphrase does not open the vault: %s", r)
 	}
 }
