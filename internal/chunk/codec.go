@@ -20,7 +20,7 @@ var ErrCorrupt = errors.New("corrupt data")
 // Codec turns blocks into sealed blobs and back, and seals metadata objects.
 // It is safe for concurrent use.
 type Codec struct {
-	aead   *crypto.AEAD
+	aead   *crypto.Ring
 	hasher *Hasher
 	frames frameCodec // chunk payloads
 	meta   *goFrames  // metadata objects
@@ -48,6 +48,15 @@ func (c *Codec) Bind(vaultID, origin string) {
 	}
 }
 
+// UseRing makes the codec seal with ring's current data key and open
+// what any of its keys sealed, instead of the one data key NewCodec was
+// given (a rekeyed vault, docs/format.md "Data key generations"). Call it
+// before any use.
+func (c *Codec) UseRing(ring *crypto.Ring) { c.aead = ring }
+
+// Ring is the codec's data keys.
+func (c *Codec) Ring() *crypto.Ring { return c.aead }
+
 // BindAAD is the associated data of an object labelled label (as
 // "lifeboat index") bound to vault vaultID, or its version 1 form,
 // bound to no vault, when vaultID is empty.
@@ -60,7 +69,7 @@ func BindAAD(label, vaultID string) string {
 
 // NewCodec returns a codec sealing with dataKey and checking IDs with hasher.
 func NewCodec(dataKey crypto.Key, hasher *Hasher, level Level, maxChunk int) (*Codec, error) {
-	aead, err := crypto.NewAEAD(dataKey)
+	aead, err := crypto.NewRing(map[uint16]crypto.Key{1: dataKey})
 	if err != nil {
 		return nil, err
 	}

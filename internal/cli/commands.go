@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -88,27 +87,19 @@ was chosen from the measurements in bench/RESULTS.md.`,
 		Long: `Change the vault passphrase: a new key slot wraps the vault keys under the new
 passphrase, then the slot opened with the old one is deleted. No data is
 re-encrypted, so this is instant on any vault size. The new passphrase comes
-from --new-password-file or LIFEBOAT_NEW_PASSWORD.`,
+from --new-password-file, else LIFEBOAT_NEW_PASSWORD, else is asked for twice on
+the terminal. The key slot keeps its name (vault key list).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var np string
-			if newFile != "" {
-				data, err := os.ReadFile(newFile)
-				if err != nil {
-					return usageError{fmt.Errorf("reading --new-password-file: %w", err)}
-				}
-				np = strings.TrimRight(string(data), "\r\n")
-			} else {
-				np = a.env.Getenv("LIFEBOAT_NEW_PASSWORD")
-			}
-			if np == "" {
-				return usageError{errors.New("no new passphrase: use --new-password-file or LIFEBOAT_NEW_PASSWORD")}
+			np, err := a.newPassphrase(newFile)
+			if err != nil {
+				return err
 			}
 			v, err := a.open(cmd.Context())
 			if err != nil {
 				return err
 			}
-			if err := v.ChangePassphrase(cmd.Context(), []byte(np)); err != nil {
+			if err := v.ChangePassphrase(cmd.Context(), np); err != nil {
 				return err
 			}
 			if !a.quiet {
@@ -118,7 +109,7 @@ from --new-password-file or LIFEBOAT_NEW_PASSWORD.`,
 		},
 	}
 	passwd.Flags().StringVar(&newFile, "new-password-file", "", "read the new passphrase from this file")
-	cmd.AddCommand(initCmd, passwd, a.vaultCopyCommand(), a.vaultStatusCommand())
+	cmd.AddCommand(initCmd, passwd, a.vaultCopyCommand(), a.vaultStatusCommand(), a.vaultKeyCommand(), a.vaultRekeyCommand())
 	return cmd
 }
 

@@ -58,7 +58,11 @@ func ExitCode(err error) int {
 		return serverExit(refused.Status)
 	case errors.Is(err, context.Canceled):
 		return ExitInterrupted
-	case errors.Is(err, crypto.ErrWrongPassphrase):
+	case errors.Is(err, vault.ErrKeyRefused):
+		return ExitUsage
+	case errors.Is(err, vault.ErrNoKey):
+		return ExitNotFound
+	case errors.Is(err, crypto.ErrWrongPassphrase), errors.Is(err, vault.ErrStale), errors.Is(err, crypto.ErrUnknownKey):
 		return ExitPassphrase
 	case errors.Is(err, vault.ErrNoVault):
 		return ExitNoVault

@@ -125,15 +125,7 @@ func (a *app) passphrase() ([]byte, error) {
 		file, from = a.env.Getenv("LIFEBOAT_PASSWORD_FILE"), "LIFEBOAT_PASSWORD_FILE"
 	}
 	if file != "" {
-		data, err := os.ReadFile(file)
-		if err != nil {
-			return nil, usageError{fmt.Errorf("reading %s: %w", from, err)}
-		}
-		p := strings.TrimRight(string(data), "\r\n")
-		if p == "" {
-			return nil, usageError{fmt.Errorf("%s %s is empty", from, file)}
-		}
-		return []byte(p), nil
+		return a.readPasswordFile(file, from)
 	}
 	if p := a.env.Getenv("LIFEBOAT_PASSWORD"); p != "" {
 		return []byte(p), nil
@@ -143,6 +135,10 @@ func (a *app) passphrase() ([]byte, error) {
 
 func (a *app) options() vault.Options {
 	o := vault.Options{Clock: a.env.Clock, Warn: func(s string) { a.warnf("%s", s) }}
+	// Without a state directory book() warns; here it is enough to skip.
+	if b, err := lastseen.FromEnv(a.env.Getenv); err == nil {
+		o.Keys = b
+	}
 	if a.env.KDF != nil {
 		o.KDF = a.env.KDF.KDF
 	}

@@ -33,3 +33,22 @@ func FuzzKeySlot(f *testing.F) {
 		}
 	})
 }
+
+// FuzzRing: a sealed message of any content, tagged or not, is opened or
+// refused by a ring of two generations without a panic, and never opens
+// unless it was sealed by one of them.
+func FuzzRing(f *testing.F) {
+	ring, err := NewRing(map[uint16]Key{1: {1}, 2: {2}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	other, _ := NewRing(map[uint16]Key{1: {3}, 7: {4}})
+	f.Add(ring.Seal(nil, []byte("two"), nil))
+	f.Add(other.Seal(nil, []byte("seven"), nil))
+	f.Add([]byte("LK\x00\x02"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if p, err := ring.Open(nil, data, nil); err == nil && len(p)+Overhead > len(data) {
+			t.Fatalf("%d bytes opened to %d", len(data), len(p))
+		}
+	})
+}

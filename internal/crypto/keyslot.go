@@ -31,6 +31,12 @@ type Slot struct {
 	KDFParams
 	Salt   []byte `json:"salt"`
 	Sealed []byte `json:"sealed"`
+	// Name labels the slot for people (vault key list, remove); slots
+	// written before names existed have none. Generation is the newest
+	// data key generation the slot wraps (0: the first). Neither is
+	// authenticated: they are labels and hints, never trusted for keys.
+	Name       string `json:"name,omitempty"`
+	Generation uint16 `json:"generation,omitempty"`
 }
 
 var slotAAD = []byte("lifeboat key slot v1")
@@ -81,6 +87,12 @@ func warmHeap(n int) {
 
 // SealSlot wraps payload under passphrase in a new key slot.
 func SealSlot(passphrase, payload []byte, params KDFParams, now time.Time) ([]byte, error) {
+	return SealNamedSlot(passphrase, payload, params, now, "", 0)
+}
+
+// SealNamedSlot is SealSlot for a slot labelled name, wrapping data keys
+// up to generation gen.
+func SealNamedSlot(passphrase, payload []byte, params KDFParams, now time.Time, name string, gen uint16) ([]byte, error) {
 	if len(passphrase) == 0 {
 		return nil, errors.New("empty passphrase")
 	}
@@ -93,7 +105,7 @@ func SealSlot(passphrase, payload []byte, params KDFParams, now time.Time) ([]by
 		return nil, err
 	}
 	slot := Slot{Version: 1, Created: now.UTC(), KDF: "argon2id", KDFParams: params, Salt: salt,
-		Sealed: aead.Seal(nil, payload, slotAAD)}
+		Sealed: aead.Seal(nil, payload, slotAAD), Name: name, Generation: gen}
 	return json.MarshalIndent(slot, "", "  ")
 }
 

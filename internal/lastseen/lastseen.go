@@ -70,6 +70,9 @@ type record struct {
 	Version  int              `json:"version"`
 	Vault    string           `json:"vault"`
 	Machines map[string]*seen `json:"machines"`
+	// KeyGeneration is the newest data key generation this host used in
+	// the vault (vault rekey): a key slot holding less is a rollback.
+	KeyGeneration uint16 `json:"key_generation,omitempty"`
 }
 
 func (b *Book) path(vaultID string) string {
@@ -196,7 +199,41 @@ func (b *Book) Reset(vaultID string, points []*recovery.Point, now time.Time) er
 	if b == nil {
 		return nil
 	}
-	r := &record{Version: 1, Vault: vaultID, Machines: map[string]*seen{}}
+	r, err := b.load(vaultID)
+	if err != nil {
+		r = &record{Version: 1, Vault: vaultID}
+	}
+	r.Machines = map[string]*seen{}
 	advance(r, points, now)
+	return b.save(r)
+}
+
+// KeyGeneration is the newest data key generation this host recorded for
+// the vault (0: none). A nil book records none.
+func (b *Book) KeyGeneration(vaultID string) (uint16, error) {
+	if b == nil {
+		return 0, nil
+	}
+	r, err := b.load(vaultID)
+	if err != nil {
+		return 0, err
+	}
+	return r.KeyGeneration, nil
+}
+
+// SawKeyGeneration records that this host used data key generation g in
+// the vault, where newer than the record.
+func (b *Book) SawKeyGeneration(vaultID string, g uint16) error {
+	if b == nil {
+		return nil
+	}
+	r, err := b.load(vaultID)
+	if err != nil {
+		return err
+	}
+	if g <= r.KeyGeneration {
+		return nil
+	}
+	r.KeyGeneration = g
 	return b.save(r)
 }

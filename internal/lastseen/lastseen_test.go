@@ -52,3 +52,28 @@ func TestRecordMovesForward(t *testing.T) {
 		t.Fatal("a nil book checked something")
 	}
 }
+
+// TestKeyGenerationMovesForward: the key generation recorded for a vault
+// only goes up, and survives this host's forget (Reset).
+func TestKeyGenerationMovesForward(t *testing.T) {
+	b := lastseen.Open(t.TempDir())
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	for _, g := range []uint16{2, 1, 3, 2} {
+		if err := b.SawKeyGeneration("v", g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Reset("v", []*recovery.Point{point(1, "web1", t0)}, t0); err != nil {
+		t.Fatal(err)
+	}
+	if g, err := b.KeyGeneration("v"); err != nil || g != 3 {
+		t.Fatalf("generation %d, %v; want 3", g, err)
+	}
+	if g, err := b.KeyGeneration("other"); err != nil || g != 0 {
+		t.Fatalf("another vault: %d, %v", g, err)
+	}
+	var nilBook *lastseen.Book
+	if g, err := nilBook.KeyGeneration("v"); g != 0 || err != nil || nilBook.SawKeyGeneration("v", 2) != nil {
+		t.Fatal("a nil book records something")
+	}
+}

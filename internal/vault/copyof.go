@@ -26,18 +26,23 @@ func InitCopyOf(ctx context.Context, store blob.Store, passphrase []byte, src *V
 		return nil, err
 	}
 	cfg := src.cfg
-	cfg.Version = cmp.Or(opts.Version, FormatVersion)
+	cfg.Version = cmp.Or(opts.Version, initVersion)
+	if len(src.keys.DataKeys) > 0 {
+		cfg.Version = rekeyedVersion
+	}
 	cfg.Origin = src.cfg.ID
 	cfg.Created = opts.Clock.Now().UTC().Truncate(time.Second)
 	cfg.ID = randomName()
 	if opts.PackSize != 0 {
 		cfg.PackSize = opts.PackSize
 	}
-	return create(ctx, store, passphrase, cfg, keyPayload{DataKey: src.keys.DataKey, IDKey: src.keys.IDKey}, opts)
+	return create(ctx, store, passphrase, cfg, keyPayload{DataKey: src.keys.DataKey, IDKey: src.keys.IDKey, DataKeys: src.keys.DataKeys}, opts)
 }
 
-// SameKeys reports whether v and o seal data and name chunks with the same
-// keys, so that objects copied between them byte for byte stay valid.
+// SameKeys reports whether v and o were made with the same first data key
+// and name chunks with the same key, so that objects copied between them
+// byte for byte stay valid once each holds the other's newer data keys
+// (ImportKeys).
 func (v *Vault) SameKeys(o *Vault) bool {
 	d := subtle.ConstantTimeCompare(v.keys.DataKey[:], o.keys.DataKey[:])
 	i := subtle.ConstantTimeCompare(v.keys.IDKey[:], o.keys.IDKey[:])

@@ -46,7 +46,7 @@ func FuzzConfig(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if ValidChunkSize(c.ChunkSize) != nil || c.PackSize < 1<<20 || c.PackSize > 1<<30 || c.Version != FormatVersion {
+		if ValidChunkSize(c.ChunkSize) != nil || c.PackSize < 1<<20 || c.PackSize > 1<<30 || c.Version < 1 || c.Version > FormatVersion {
 			t.Fatalf("accepted config %+v", c)
 		}
 	})

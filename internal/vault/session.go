@@ -70,7 +70,16 @@ type Session struct {
 }
 
 // StartSession writes a session marker and refreshes it in the background.
+// A vault opened with a stale key slot (Stale) starts none: what the
+// session would write could be read with a key a rekey meant to retire.
 func (v *Vault) StartSession(ctx context.Context, kind string) (*Session, error) {
+	if err := v.checkWritable(ctx); err != nil {
+		return nil, err
+	}
+	return v.startSession(ctx, kind)
+}
+
+func (v *Vault) startSession(ctx context.Context, kind string) (*Session, error) {
 	now := v.clock.Now().UTC()
 	s := &Session{v: v, info: SessionInfo{Version: 1, Kind: kind, Host: v.host, PID: os.Getpid(), Started: now, Refreshed: now},
 		stop: make(chan struct{}), done: make(chan struct{})}
@@ -93,7 +102,7 @@ func (v *Vault) StartSession(ctx context.Context, kind string) (*Session, error)
 // time could then delete data it reads; such a read fails, since every
 // read is verified, and nothing wrong is restored.
 func (v *Vault) StartReadSession(ctx context.Context, kind string) (*Session, error) {
-	s, err := v.StartSession(ctx, kind)
+	s, err := v.startSession(ctx, kind)
 	if err == nil || !blob.IsRefused(err) || ctx.Err() != nil {
 		return s, err
 	}

@@ -25,11 +25,20 @@ import (
 	"lifeboat/internal/crypto"
 )
 
-// FormatVersion is the vault format this code writes and the newest it
-// reads. Version 2 binds index objects, pack headers, prune plans and copy
-// markers to the vault's ID; version 1 vaults are read and written as they
-// are, unbound (docs/format.md, "Binding objects to their vault").
-const FormatVersion = 2
+// FormatVersion is the newest vault format this code reads. Version 2
+// binds index objects, pack headers, prune plans and copy markers to the
+// vault's ID; version 1 vaults are read and written as they are, unbound
+// (docs/format.md, "Binding objects to their vault"). Version 3 is a
+// version 2 vault that was rekeyed: objects sealed with a data key after
+// the first name its generation (docs/format.md, "Data key generations").
+const FormatVersion = 3
+
+// initVersion is the version Init writes: a vault becomes version 3 only
+// when rekeyed, so that older lifeboat keeps using vaults that never were.
+const initVersion = 2
+
+// rekeyedVersion is the version of a vault with more than one data key.
+const rekeyedVersion = 3
 
 // firstBound is the first format version whose objects are bound to the vault.
 const firstBound = 2
@@ -54,6 +63,9 @@ type Config struct {
 	// Origin is, in a copy (vault init --copy-of), the ID of the vault it
 	// copies: pack headers bound to it are accepted as the copy's own.
 	Origin string `json:"origin,omitempty"`
+	// KeyGeneration is, in a rekeyed vault (version 3), the newest data
+	// key generation: a key slot that does not hold it opens stale.
+	KeyGeneration uint16 `json:"key_generation,omitempty"`
 }
 
 // Bound reports whether the vault's objects are bound to its ID (format
@@ -86,6 +98,10 @@ func (c *Config) validate() error {
 	if c.Version < 1 {
 		return fmt.Errorf("config: invalid format version %d", c.Version)
 	}
+	// Only a rekey makes a version 3 vault, with a second data key at least.
+	if (c.Version >= rekeyedVersion) != (c.KeyGeneration >= 2) || c.KeyGeneration == 1 {
+		return fmt.Errorf("config: format version %d with key generation %d", c.Version, c.KeyGeneration)
+	}
 	if err := ValidChunkSize(c.ChunkSize); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
@@ -107,9 +123,35 @@ func ValidChunkSize(n int) error {
 }
 
 type keyPayload struct {
-	DataKey crypto.Key `json:"data_key"`
+	DataKey crypto.Key `json:"data_key"` // generation 1
 	IDKey   crypto.Key `json:"id_key"`
 	Config  Config     `json:"config"`
+	// DataKeys are the data keys of generations 2 and later (vault rekey),
+	// oldest first; the last one seals what is written.
+	DataKeys []genKey `json:"data_keys,omitempty"`
+}
+
+// genKey is a data key of a generation after the first.
+type genKey struct {
+	Generation uint16     `json:"generation"`
+	Key        crypto.Key `json:"key"`
+}
+
+// ring is the payload's data keys by generation.
+func (p keyPayload) ring() map[uint16]crypto.Key {
+	m := map[uint16]crypto.Key{1: p.DataKey}
+	for _, k := range p.DataKeys {
+		m[k.Generation] = k.Key
+	}
+	return m
+}
+
+// generation is the newest data key generation of the payload.
+func (p keyPayload) generation() uint16 {
+	if n := len(p.DataKeys); n > 0 {
+		return p.DataKeys[n-1].Generation
+	}
+	return 1
 }
 
 // Vault is an open vault. Safe for concurrent use.
@@ -124,6 +166,21 @@ type Vault struct {
 	upload int // parallel uploads
 	warn   func(string)
 	slot   string // the key slot this vault was opened with
+	// slotName labels it, passphrase opens it (kept to rewrite it when
+	// rekeying), and newest is the newest data key generation any slot
+	// claims to hold: above this slot's, writing is refused (stale).
+	slotName   string
+	passphrase []byte
+	newest     uint16
+	cfgBehind  bool // the stored config is behind the key slot's: rewrite it before writing
+	keyBook    KeyBook
+}
+
+// KeyBook is this host's record of the newest data key generation it used
+// in each vault (internal/lastseen).
+type KeyBook interface {
+	KeyGeneration(vaultID string) (uint16, error)
+	SawKeyGeneration(vaultID string, g uint16) error
 }
 
 // Options tune Init and Open.
@@ -134,9 +191,14 @@ type Options struct {
 	KDF         crypto.KDFParams // key slots written; zero = crypto.DefaultKDF
 	Clock       clock.Clock      // nil = real time
 	Uploads     int              // parallel uploads; 0 = 4
-	// Version is the format version Init writes; 0 = FormatVersion. Only
+	// Version is the format version Init writes; 0 = 2 (a vault becomes 3
+	// when rekeyed). Only
 	// tests ask for an older one, to check old vaults stay readable.
 	Version int
+	// Keys, if set, remembers the newest data key generation this host
+	// used in each vault: a key slot holding less (the config and an old
+	// slot put back at the storage) opens stale, writing nothing.
+	Keys KeyBook
 	// Warn, if set, receives notices that do not stop an operation: an
 	// unreadable object a listing skipped, a key slot Open refused or found
 	// damaged, a read session going on without its marker. It is called
@@ -172,7 +234,7 @@ func Init(ctx context.Context, store blob.Store, passphrase []byte, opts Options
 	if err := checkEmpty(ctx, store); err != nil {
 		return nil, err
 	}
-	cfg := Config{Format: "lifeboat-vault", Version: cmp.Or(opts.Version, FormatVersion), Created: opts.Clock.Now().UTC().Truncate(time.Second),
+	cfg := Config{Format: "lifeboat-vault", Version: cmp.Or(opts.Version, initVersion), Created: opts.Clock.Now().UTC().Truncate(time.Second),
 		ChunkSize: opts.ChunkSize, PackSize: opts.PackSize, Compression: opts.Compression}
 	if cfg.ChunkSize == 0 {
 		cfg.ChunkSize = DefaultChunkSize
@@ -216,7 +278,7 @@ func create(ctx context.Context, store blob.Store, passphrase []byte, cfg Config
 		return nil, err
 	}
 	// Key slot first, config last: a store with a config always has a key.
-	if err := v.AddPassphrase(ctx, passphrase); err != nil {
+	if err := v.addSlot(ctx, DefaultKeyName, passphrase); err != nil {
 		return nil, err
 	}
 	cj, _ := json.MarshalIndent(cfg, "", "  ")
@@ -235,9 +297,16 @@ func newVault(store blob.Store, cfg Config, keys keyPayload, opts Options) (*Vau
 	if cfg.Bound() {
 		codec.Bind(cfg.ID, cfg.Origin)
 	}
+	if len(keys.DataKeys) > 0 {
+		ring, err := crypto.NewRing(keys.ring())
+		if err != nil {
+			return nil, fmt.Errorf("key slot payload: %w", err)
+		}
+		codec.UseRing(ring)
+	}
 	host, _ := os.Hostname()
 	return &Vault{store: store, cfg: cfg, keys: keys, codec: codec, clock: opts.Clock, host: host,
-		kdf: opts.KDF, upload: opts.Uploads, warn: opts.Warn}, nil
+		kdf: opts.KDF, upload: opts.Uploads, warn: opts.Warn, newest: keys.generation(), keyBook: opts.Keys}, nil
 }
 
 // ReadConfig reads and checks the config without a passphrase.
@@ -303,8 +372,20 @@ func Open(ctx context.Context, store blob.Store, passphrase []byte, opts Options
 		order = append(order, parsed{name, slot})
 	}
 	sort.SliceStable(order, func(i, j int) bool { return order[i].slot.Cost() < order[j].slot.Cost() })
+	newest := max(1, cfg.KeyGeneration)
+	for _, sl := range order {
+		newest = max(newest, sl.slot.Generation)
+	}
+	var found *Vault
 	for _, sl := range order {
 		name := sl.name
+		// A slot this passphrase opened already holds every generation a
+		// slot claims: the rest need not be derived. Otherwise one that
+		// claims a newer generation may be this passphrase's rewritten
+		// slot (a rekey cut short) and is worth trying.
+		if found != nil && (found.keys.generation() >= newest || sl.slot.Generation <= found.keys.generation()) {
+			continue
+		}
 		payload, err := sl.slot.Open(passphrase)
 		if errors.Is(err, crypto.ErrWrongPassphrase) {
 			continue
@@ -315,23 +396,48 @@ func Open(ctx context.Context, store blob.Store, passphrase []byte, opts Options
 		}
 		var keys keyPayload
 		if err := json.Unmarshal(payload, &keys); err != nil {
-			return nil, fmt.Errorf("key slot %s: payload: %w", name, err)
+			err = fmt.Errorf("key slot %s: payload: %w", name, err)
+			if found == nil {
+				return nil, err
+			}
+			damaged = append(damaged, err.Error())
+			continue
 		}
-		if !keys.Config.Created.Equal(cfg.Created) || keys.Config.ID != cfg.ID || keys.Config.ChunkSize != cfg.ChunkSize ||
-			keys.Config.PackSize != cfg.PackSize || keys.Config.Compression != cfg.Compression || keys.Config.Version != cfg.Version ||
-			keys.Config.Origin != cfg.Origin {
-			return nil, fmt.Errorf("%s: %w", store, ErrConfigChanged)
+		if !sameConfig(keys.Config, cfg) {
+			if found == nil {
+				return nil, fmt.Errorf("%s: %w", store, ErrConfigChanged)
+			}
+			damaged = append(damaged, fmt.Sprintf("key slot %s: %v", name, ErrConfigChanged))
+			continue
 		}
-		v, err := newVault(store, cfg, keys, opts)
+		if found != nil && keys.generation() <= found.keys.generation() {
+			continue
+		}
+		use, behind := cfg, aheadOf(keys.Config, cfg)
+		if behind {
+			use.Version, use.KeyGeneration = keys.Config.Version, keys.Config.KeyGeneration
+		}
+		v, err := newVault(store, use, keys, opts)
 		if err != nil {
 			return nil, err
 		}
-		v.slot = name
+		v.cfgBehind = behind
+		v.slot, v.slotName, v.passphrase = name, slotLabel(name, sl.slot), passphrase
+		v.newest = max(newest, keys.generation())
+		found = v
+	}
+	if found != nil {
 		// What Open could do without: the caller is told, the vault opens.
 		for _, d := range damaged {
-			v.Warn(fmt.Sprintf("%s: %s", store, d))
+			found.Warn(fmt.Sprintf("%s: %s", store, d))
 		}
-		return v, nil
+		found.checkKeyBook()
+		if found.Stale() {
+			found.Warn(fmt.Sprintf("%s: key slot %s holds data keys up to generation %d, but the vault was rekeyed to generation %d: "+
+				"it reads what was written before, and cannot write (open the vault with a passphrase of a newer key slot)",
+				store, found.slotName, found.keys.generation(), found.newest))
+		}
+		return found, nil
 	}
 	if len(damaged) > 0 {
 		return nil, fmt.Errorf("%s: no key slot opens with this passphrase, and %s: %w", store, strings.Join(damaged, "; "), chunk.ErrCorrupt)
@@ -340,11 +446,15 @@ func Open(ctx context.Context, store blob.Store, passphrase []byte, opts Options
 	return nil, fmt.Errorf("%s: %w: no key slot opens with it (tried %s)", store, crypto.ErrWrongPassphrase, strings.Join(slots, ", "))
 }
 
-// ChangePassphrase adds a key slot for the new passphrase, then deletes the
-// slot the vault was opened with. No data is re-encrypted.
+// ChangePassphrase adds a key slot for the new passphrase, with the name of
+// the slot the vault was opened with, then deletes that slot. No data is
+// re-encrypted.
 func (v *Vault) ChangePassphrase(ctx context.Context, newPassphrase []byte) error {
+	if err := v.checkWritable(ctx); err != nil {
+		return err
+	}
 	old := v.slot
-	if err := v.AddPassphrase(ctx, newPassphrase); err != nil {
+	if err := v.addSlot(ctx, cmp.Or(v.slotName, DefaultKeyName), newPassphrase); err != nil {
 		return err
 	}
 	if old != "" {
@@ -352,21 +462,6 @@ func (v *Vault) ChangePassphrase(ctx context.Context, newPassphrase []byte) erro
 			return fmt.Errorf("new passphrase added, but removing the old key slot %s failed (both work): %w", old, err)
 		}
 	}
-	return nil
-}
-
-// AddPassphrase writes a new key slot for passphrase.
-func (v *Vault) AddPassphrase(ctx context.Context, passphrase []byte) error {
-	payload, _ := json.Marshal(v.keys)
-	slot, err := crypto.SealSlot(passphrase, payload, v.kdf, v.clock.Now())
-	if err != nil {
-		return fmt.Errorf("creating key slot: %w", err)
-	}
-	name := "keys/" + randomName()
-	if err := v.store.Put(ctx, name, slot); err != nil {
-		return fmt.Errorf("writing key slot: %w", err)
-	}
-	v.slot = name
 	return nil
 }
 

@@ -319,7 +319,7 @@ func TestVersion1VaultStillWorks(t *testing.T) {
 	if b.v, err = vault.InitCopyOf(ctx, b.store, []byte("site-b"), a.v, cheap); err != nil {
 		t.Fatal(err)
 	}
-	if b.v.Config().Version != vault.FormatVersion || b.v.Config().Origin != a.v.Config().ID {
+	if b.v.Config().Version != 2 || b.v.Config().Origin != a.v.Config().ID {
 		t.Fatalf("copy config %+v", b.v.Config())
 	}
 	if _, err := vaultcopy.Run(ctx, a.v, b.v, vaultcopy.Options{}); err != nil {

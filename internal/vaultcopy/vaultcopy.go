@@ -131,6 +131,14 @@ func Run(ctx context.Context, from, to *vault.Vault, opts Options) (*Stats, erro
 		return nil, fmt.Errorf("%s was not initialised with --copy-of %s: %w, so its objects cannot be copied as they are "+
 			"(create the copy with 'lifeboat vault init --vault TARGET --copy-of SOURCE')", to.Store(), from.Store(), ErrKeysDiffer)
 	}
+	// A source rekeyed since the copy was made seals new objects with a
+	// data key the target lacks: the target's key slot in use takes it.
+	if took, err := to.ImportKeys(ctx, from); err != nil {
+		return nil, err
+	} else if took {
+		to.Warn(fmt.Sprintf("%s: took data key generation %d from %s, which was rekeyed; the target's key slot %s was rewritten, its other key slots read only what was copied before",
+			to.Store(), to.Generation(), from.Store(), to.KeyName()))
+	}
 	if opts.Readers <= 0 {
 		opts.Readers = max(4, 2*vault.Workers())
 	}
