@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -16,6 +15,7 @@ import (
 	"lifeboat/internal/api"
 	"lifeboat/internal/catalog"
 	"lifeboat/internal/job"
+	"lifeboat/internal/policy"
 	"lifeboat/internal/recovery"
 	"lifeboat/internal/restore"
 	"lifeboat/internal/vault"
@@ -23,7 +23,7 @@ import (
 
 func (a *app) vaultCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "vault", Short: "Create and inspect vaults"}
-	var chunkSize, compression string
+	var chunkSize, compression, softDelete string
 	var copyOf copyOfFlags
 	initCmd := &cobra.Command{
 		Use:   "init",
@@ -32,11 +32,19 @@ func (a *app) vaultCommand() *cobra.Command {
 
 The chunk size is fixed for the life of the vault: smaller chunks store less
 after scattered small writes, larger ones keep the index smaller. The default
-was chosen from the measurements in bench/RESULTS.md.`,
+was chosen from the measurements in bench/RESULTS.md.
+
+The passphrase must have at least 12 characters (vaults made with shorter ones
+before this rule still open). A --password-file others can read is warned about.
+
+` + softDeleteHelp + `
+The window is 14 days unless --soft-delete says otherwise; 'lifeboat vault set'
+changes it later.`,
 		Example: `  LIFEBOAT_PASSWORD=secret lifeboat vault init --vault /srv/vault
-  lifeboat vault init --vault s3://backups/site-a --password-file /etc/lifeboat/pw --chunk-size 1M`,
+  lifeboat vault init --vault s3://backups/site-a --password-file /etc/lifeboat/pw --chunk-size 1M
+  lifeboat vault init --vault /srv/vault --soft-delete 30d`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
 			ctx := cmd.Context()
 			opts := a.options()
 			if chunkSize != "" {
@@ -50,8 +58,14 @@ was chosen from the measurements in bench/RESULTS.md.`,
 				opts.ChunkSize = n
 			}
 			opts.Compression = compression
+			if opts.SoftDelete, err = parseWindow(softDelete); err != nil {
+				return err
+			}
 			pw, err := a.passphrase()
 			if err != nil {
+				return err
+			}
+			if err := vault.CheckNewPassphrase(pw); err != nil {
 				return err
 			}
 			store, err := a.store(ctx, a.vaultURL, true, a.env.Getenv)
@@ -74,12 +88,14 @@ was chosen from the measurements in bench/RESULTS.md.`,
 			if a.jsonOut {
 				return a.printJSON(cfg)
 			}
-			a.printf("created vault %s at %s (chunk size %s, %s)\n", cfg.ID, store, size(int64(cfg.ChunkSize)), cfg.Compression)
+			a.printf("created vault %s at %s (chunk size %s, %s, soft delete %s)\n", cfg.ID, store, size(int64(cfg.ChunkSize)), cfg.Compression,
+				windowText(opts.SoftDelete))
 			return nil
 		},
 	}
 	initCmd.Flags().StringVar(&chunkSize, "chunk-size", "", "chunk size, a power of two from 64K to 8M (default 256K)")
 	initCmd.Flags().StringVar(&compression, "compression", "", "zstd-fastest (default), zstd or zstd-better")
+	initCmd.Flags().StringVar(&softDelete, "soft-delete", policy.FormatDuration(policy.DefaultSoftDelete), "how long forgotten points stay restorable (undelete) before prune purges them; 0 turns soft delete off")
 	copyOf.add(initCmd)
 	var newFile string
 	passwd := &cobra.Command{
@@ -88,27 +104,28 @@ was chosen from the measurements in bench/RESULTS.md.`,
 		Long: `Change the vault passphrase: a new key slot wraps the vault keys under the new
 passphrase, then the slot opened with the old one is deleted. No data is
 re-encrypted, so this is instant on any vault size. The new passphrase comes
-from --new-password-file or LIFEBOAT_NEW_PASSWORD.`,
+from --new-password-file or LIFEBOAT_NEW_PASSWORD, and must have at least 12
+characters.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var np string
+			np := []byte(a.env.Getenv("LIFEBOAT_NEW_PASSWORD"))
 			if newFile != "" {
-				data, err := os.ReadFile(newFile)
-				if err != nil {
-					return usageError{fmt.Errorf("reading --new-password-file: %w", err)}
+				var err error
+				if np, err = a.readPasswordFile("--new-password-file", newFile); err != nil {
+					return err
 				}
-				np = strings.TrimRight(string(data), "\r\n")
-			} else {
-				np = a.env.Getenv("LIFEBOAT_NEW_PASSWORD")
 			}
-			if np == "" {
+			if len(np) == 0 {
 				return usageError{errors.New("no new passphrase: use --new-password-file or LIFEBOAT_NEW_PASSWORD")}
+			}
+			if err := vault.CheckNewPassphrase(np); err != nil {
+				return err
 			}
 			v, err := a.open(cmd.Context())
 			if err != nil {
 				return err
 			}
-			if err := v.ChangePassphrase(cmd.Context(), []byte(np)); err != nil {
+			if err := v.ChangePassphrase(cmd.Context(), np); err != nil {
 				return err
 			}
 			if !a.quiet {
@@ -118,7 +135,7 @@ from --new-password-file or LIFEBOAT_NEW_PASSWORD.`,
 		},
 	}
 	passwd.Flags().StringVar(&newFile, "new-password-file", "", "read the new passphrase from this file")
-	cmd.AddCommand(initCmd, passwd, a.vaultCopyCommand(), a.vaultStatusCommand())
+	cmd.AddCommand(initCmd, passwd, a.vaultCopyCommand(), a.vaultStatusCommand(), a.vaultSetCommand(), a.vaultSettingsCommand())
 	return cmd
 }
 
@@ -188,8 +205,9 @@ func pointJSON(p *recovery.Point) pointOut {
 func (a *app) pointsCommand() *cobra.Command {
 	var machine string
 	var rem remote
+	var deleted bool
 	cmd := &cobra.Command{
-		Use:   "points [--machine NAME]",
+		Use:   "points [--machine NAME] [--deleted]",
 		Short: "List recovery points",
 		Long: `List the recovery points in the vault, oldest first, optionally of one machine.
 
@@ -206,6 +224,10 @@ tracking (a dirty bitmap), compare (every block read and compared), full (no
 earlier point); per disk (vda:tracking,vdb:compare) when the disks differ.
 NOTES shows the first thing the backup did not get as asked (a failed freeze
 or hook), shortened; points --json has every note in full.
+
+With --deleted, the points forget soft-deleted instead: when each was deleted,
+from which host, and after when prune purges it; 'lifeboat undelete' brings one
+back until then.
 
 With --server, the points the server knows of a --machine (those its jobs made
 or forgot), newest first, without opening the vault.`,
@@ -224,6 +246,9 @@ or forgot), newest first, without opening the vault.`,
 						}
 					})
 				})
+			}
+			if deleted {
+				return a.pointsDeleted(cmd.Context(), machine)
 			}
 			v, err := a.open(cmd.Context())
 			if err != nil {
@@ -270,6 +295,7 @@ or forgot), newest first, without opening the vault.`,
 		},
 	}
 	cmd.Flags().StringVar(&machine, "machine", "", "only this machine's points")
+	cmd.Flags().BoolVar(&deleted, "deleted", false, "list the soft-deleted points (see undelete)")
 	cmd.Flags().StringVar(&rem.server, "server", "", "list the points a lifeboat server knows of --machine")
 	cmd.Flags().StringVar(&rem.tokenFile, "token-file", "", "with --server: file holding an API token (env LIFEBOAT_TOKEN)")
 	return cmd

@@ -111,7 +111,7 @@ Exit codes:
 	pf.BoolVar(&a.jsonOut, "json", false, "print machine-readable JSON on stdout")
 	pf.BoolVarP(&a.quiet, "quiet", "q", false, "no progress output")
 	root.AddCommand(a.vaultCommand(), a.backupCommand(), a.pointsCommand(), a.restoreCommand(),
-		a.verifyCommand(), a.forgetCommand(), a.pruneCommand(), a.watchdogCommand(),
+		a.verifyCommand(), a.forgetCommand(), a.undeleteCommand(), a.pruneCommand(), a.watchdogCommand(),
 		a.serverCommand(), a.tierCommand(), a.policyCommand(), a.machineCommand(), a.protectCommand(),
 		a.backupNowCommand(), a.jobCommand(), a.alertCommand(), a.agentCommand(), a.tokenCommand())
 	return root
@@ -125,20 +125,25 @@ func (a *app) passphrase() ([]byte, error) {
 		file, from = a.env.Getenv("LIFEBOAT_PASSWORD_FILE"), "LIFEBOAT_PASSWORD_FILE"
 	}
 	if file != "" {
-		data, err := os.ReadFile(file)
-		if err != nil {
-			return nil, usageError{fmt.Errorf("reading %s: %w", from, err)}
-		}
-		p := strings.TrimRight(string(data), "\r\n")
-		if p == "" {
-			return nil, usageError{fmt.Errorf("%s %s is empty", from, file)}
-		}
-		return []byte(p), nil
+		return a.readPasswordFile(from, file)
 	}
 	if p := a.env.Getenv("LIFEBOAT_PASSWORD"); p != "" {
 		return []byte(p), nil
 	}
 	return nil, usageError{errors.New("no passphrase: use --password-file, or set LIFEBOAT_PASSWORD_FILE or LIFEBOAT_PASSWORD")}
+}
+
+// readPasswordFile reads the passphrase in file, which flag (or variable)
+// from named, warning when others may read it.
+func (a *app) readPasswordFile(from, file string) ([]byte, error) {
+	p, warning, err := location.ReadPasswordFile(file)
+	if warning != "" {
+		a.warnf("%s", warning)
+	}
+	if err != nil {
+		return nil, usageError{fmt.Errorf("reading %s: %w", from, err)}
+	}
+	return p, nil
 }
 
 func (a *app) options() vault.Options {
