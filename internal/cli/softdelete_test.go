@@ -117,7 +117,7 @@ func TestSoftDelete(t *testing.T) {
 			if got := listed("--deleted"); len(got) != 2 || got[0] != ids[0] || got[1] != ids[1] {
 				t.Fatalf("points --deleted: %v, want %v", got, ids[:2])
 			}
-			if r := lb("restore", "--machine", "web1", ids[0], "--to", t.TempDir()+"/x"); r.code != cli.ExitNotFound {
+			if r := lb("restore", "--machine", "web1", ids[0], "--to", t.TempDir()+"/x"); r.code != cli.ExitNotFound || !strings.Contains(r.stderr, "undelete") {
 				t.Fatalf("restore of a soft-deleted point: %s (want exit %d)", r, cli.ExitNotFound)
 			}
 

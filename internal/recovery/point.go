@@ -461,6 +461,13 @@ func Resolve(ctx context.Context, v *vault.Vault, machine, ref string) (*Point, 
 				return nil, points, fmt.Errorf("point %s: %w", ref, b.Err)
 			}
 		}
+		// Say so when it is forgotten but can be brought back.
+		tombs, terr := v.Tombstones(ctx)
+		for id := range tombs {
+			if terr == nil && strings.HasPrefix(id.String(), strings.ToLower(ref)) {
+				return nil, points, fmt.Errorf("%w: %s is soft-deleted ('lifeboat points --deleted'; 'lifeboat undelete' brings it back)", err, id.Short())
+			}
+		}
 	}
 	return p, points, err
 }
