@@ -82,7 +82,8 @@ encrypted, deduplicated vault on a local directory or an S3 bucket, and restores
 
 Vault:       --vault PATH | s3://bucket/prefix   (or LIFEBOAT_VAULT)
 Passphrase:  --password-file FILE  (or LIFEBOAT_PASSWORD_FILE=FILE, or LIFEBOAT_PASSWORD
-             giving it directly; first found in that order)
+             giving it directly; first found in that order); a new passphrase needs
+             12 characters or more; a password file others can read is warned about
 S3:          LIFEBOAT_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
              AWS_SESSION_TOKEN (temporary credentials);
              LIFEBOAT_S3_STALL_TIMEOUT (1m), LIFEBOAT_S3_RETRY_BUDGET (2m) bound a stalled server;

@@ -88,30 +88,17 @@ func (v *Vault) SaveSetting(ctx context.Context, window time.Duration) (*Setting
 // window than it says, or none, as before it was written.
 func (v *Vault) Settings(ctx context.Context) ([]Setting, error) {
 	var out []Setting
-	err := v.listObjects(ctx, KindSettings, func(name string, i blob.Info) error {
-		id, err := chunk.ParseID(strings.TrimPrefix(name, KindSettings+"/"))
-		if err != nil || ObjectName(KindSettings, id) != name {
-			v.Warn(fmt.Sprintf("skipping %q: not a settings object name", name))
-			return nil
-		}
+	err := v.loadEach(ctx, KindSettings, "", func(id chunk.ID, i blob.Info) error {
 		data, err := v.LoadObject(ctx, KindSettings, id)
-		if blob.IsNotExist(err) {
-			return nil
+		if err != nil {
+			return err
 		}
 		var s Setting
-		if err == nil {
-			if err = json.Unmarshal(data, &s); err != nil {
-				err = fmt.Errorf("%w: %w", chunk.ErrCorrupt, err)
-			} else if s.Version != 1 || s.SoftDelete < 0 {
-				err = fmt.Errorf("version %d, window %d s: %w", s.Version, s.SoftDelete, chunk.ErrCorrupt)
-			}
+		if err := json.Unmarshal(data, &s); err != nil {
+			return fmt.Errorf("%w: %w", chunk.ErrCorrupt, err)
 		}
-		if err != nil {
-			if !unreadable(err) {
-				return err
-			}
-			v.Warn(fmt.Sprintf("skipping %q: %v", name, err))
-			return nil
+		if s.Version != 1 || s.SoftDelete < 0 {
+			return fmt.Errorf("version %d, window %d s: %w", s.Version, s.SoftDelete, chunk.ErrCorrupt)
 		}
 		s.ID, s.Stored = id, i.Stored
 		out = append(out, s)
@@ -166,22 +153,10 @@ func (v *Vault) DeleteTombstone(ctx context.Context, point chunk.ID) error {
 // then keeps the point's data.
 func (v *Vault) Tombstones(ctx context.Context) (map[chunk.ID]Tombstone, error) {
 	out := map[chunk.ID]Tombstone{}
-	err := v.listObjects(ctx, KindDeleted, func(name string, i blob.Info) error {
-		point, err := chunk.ParseID(strings.TrimPrefix(name, KindDeleted+"/"))
-		if err != nil || ObjectName(KindDeleted, point) != name {
-			v.Warn(fmt.Sprintf("skipping %q: not a point ID", name))
-			return nil
-		}
-		t, err := v.loadTombstone(ctx, name, point)
-		if blob.IsNotExist(err) {
-			return nil
-		}
+	err := v.loadEach(ctx, KindDeleted, " (its point counts as not deleted)", func(point chunk.ID, i blob.Info) error {
+		t, err := v.loadTombstone(ctx, ObjectName(KindDeleted, point), point)
 		if err != nil {
-			if !unreadable(err) {
-				return err
-			}
-			v.Warn(fmt.Sprintf("skipping %q (its point counts as not deleted): %v", name, err))
-			return nil
+			return err
 		}
 		t.Stored = i.Stored
 		out[point] = *t
@@ -212,14 +187,26 @@ func (v *Vault) loadTombstone(ctx context.Context, name string, point chunk.ID) 
 	return t, nil
 }
 
-// listObjects calls fn for every object under kind/.
-func (v *Vault) listObjects(ctx context.Context, kind string, fn func(name string, i blob.Info) error) error {
+// loadEach calls load for every object under kind/ named by an ID. An
+// object gone meanwhile is passed over; one whose name is not an ID, or
+// that load finds unreadable, is skipped with a warning naming it (and
+// note); an error of the storage stops it.
+func (v *Vault) loadEach(ctx context.Context, kind, note string, load func(id chunk.ID, i blob.Info) error) error {
 	var infos []blob.Info
 	if err := v.store.List(ctx, kind+"/", func(i blob.Info) error { infos = append(infos, i); return nil }); err != nil {
 		return err
 	}
 	for _, i := range infos {
-		if err := fn(i.Name, i); err != nil {
+		id, err := chunk.ParseID(strings.TrimPrefix(i.Name, kind+"/"))
+		if err != nil || ObjectName(kind, id) != i.Name {
+			v.Warn(fmt.Sprintf("skipping %q%s: not an ID", i.Name, note))
+			continue
+		}
+		switch err := load(id, i); {
+		case err == nil, blob.IsNotExist(err):
+		case unreadable(err):
+			v.Warn(fmt.Sprintf("skipping %q%s: %v", i.Name, note, err))
+		default:
 			return err
 		}
 	}
