@@ -237,6 +237,9 @@ or forgot), newest first, without opening the vault.`,
 				if machine == "" {
 					return usageError{errors.New("--machine is required with --server")}
 				}
+				if deleted {
+					return usageError{errors.New("--deleted reads the vault: give --vault, not --server")}
+				}
 				var ps []catalog.Point
 				return a.call(cmd.Context(), &rem, "GET", "/v1/machines/"+url.PathEscape(machine)+"/points", nil, &ps, func() {
 					a.table("ID\tTIME\tCONSISTENCY\tCHANGES\tSIZE\tVAULT\tNOTES", func(w *tabwriter.Writer) {

@@ -110,8 +110,12 @@ func (a *app) vaultSettingsCommand() *cobra.Command {
 
 func (a *app) printSoftDelete(st *maintenance.SoftDelete) error {
 	if a.jsonOut {
-		return a.printJSON(map[string]any{"soft_delete_seconds": int64(st.Window / time.Second),
-			"set_seconds": int64(st.Set / time.Second), "effective": st.Effective, "settings": len(st.Settings)})
+		out := map[string]any{"soft_delete_seconds": int64(st.Window / time.Second),
+			"set_seconds": int64(st.Set / time.Second), "settings": len(st.Settings)}
+		if len(st.Settings) > 0 {
+			out["effective"] = st.Effective
+		}
+		return a.printJSON(out)
 	}
 	a.printf("soft delete: %s\n", windowText(st.Window))
 	if len(st.Settings) == 0 {

@@ -21,14 +21,14 @@ var ErrShortenNeedsForce = errors.New("shortening the soft-delete window needs -
 // SoftDelete is a vault's soft-delete state (docs/format.md, "Soft delete").
 type SoftDelete struct {
 	// Window is the window in force now; 0 means forget deletes at once.
-	Window time.Duration `json:"window_seconds"`
+	Window time.Duration
 	// Set is the newest setting's window, which rules once any longer
 	// window it replaced has run out (at Effective).
-	Set       time.Duration `json:"set_seconds"`
-	Effective time.Time     `json:"effective,omitzero"`
+	Set       time.Duration
+	Effective time.Time
 	// Settings are the vault's settings objects, oldest first; none in a
 	// vault made before soft delete, or with it off from the start.
-	Settings []vault.Setting `json:"-"`
+	Settings []vault.Setting
 }
 
 func windowChanges(settings []vault.Setting) []policy.WindowChange {
