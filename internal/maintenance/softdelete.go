@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"lifeboat/internal/blob"
@@ -121,28 +122,39 @@ func Deleted(ctx context.Context, v *vault.Vault, machine string) ([]DeletedPoin
 		return nil, err
 	}
 	now, ch := v.Clock().Now(), windowChanges(settings)
+	ids := make([]chunk.ID, 0, len(tombs))
+	for id := range tombs {
+		ids = append(ids, id)
+	}
+	var mu sync.Mutex
 	var out []DeletedPoint
-	var points []*recovery.Point
-	for id, t := range tombs {
+	err = vault.Parallel(ctx, 8, ids, func(ctx context.Context, id chunk.ID) error {
 		p, err := recovery.Load(ctx, v, id)
-		if blob.IsNotExist(err) {
-			continue
-		}
-		if err != nil {
+		switch {
+		case blob.IsNotExist(err):
+			return nil // purged; its tombstone goes next
+		case errors.Is(err, chunk.ErrCorrupt), errors.Is(err, blob.ErrTooLarge), errors.Is(err, vault.ErrNewerFormat):
 			v.Warn(fmt.Sprintf("soft-deleted point %s: %v", id.Short(), err))
-			continue
+			return nil
+		case err != nil:
+			return err
+		case machine != "" && p.Machine != machine:
+			return nil
 		}
-		if machine != "" && p.Machine != machine {
-			continue
-		}
-		points = append(points, p)
+		t := tombs[id]
+		mu.Lock()
 		out = append(out, DeletedPoint{Point: p, Deleted: t.At(), PurgeAt: policy.PurgeAt(ch, t.At(), now), Host: t.Host})
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("loading soft-deleted points: %w", err)
+	}
+	points, byID := make([]*recovery.Point, len(out)), map[chunk.ID]DeletedPoint{}
+	for i, d := range out {
+		points[i], byID[d.Point.ID] = d.Point, d
 	}
 	recovery.Sort(points)
-	byID := map[chunk.ID]DeletedPoint{}
-	for _, d := range out {
-		byID[d.Point.ID] = d
-	}
 	for i, p := range points {
 		out[i] = byID[p.ID]
 	}

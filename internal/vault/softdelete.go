@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"lifeboat/internal/blob"
@@ -88,7 +89,8 @@ func (v *Vault) SaveSetting(ctx context.Context, window time.Duration) (*Setting
 // window than it says, or none, as before it was written.
 func (v *Vault) Settings(ctx context.Context) ([]Setting, error) {
 	var out []Setting
-	err := v.loadEach(ctx, KindSettings, "", func(id chunk.ID, i blob.Info) error {
+	var mu sync.Mutex
+	err := v.loadEach(ctx, KindSettings, "", func(ctx context.Context, id chunk.ID, i blob.Info) error {
 		data, err := v.LoadObject(ctx, KindSettings, id)
 		if err != nil {
 			return err
@@ -101,7 +103,9 @@ func (v *Vault) Settings(ctx context.Context) ([]Setting, error) {
 			return fmt.Errorf("version %d, window %d s: %w", s.Version, s.SoftDelete, chunk.ErrCorrupt)
 		}
 		s.ID, s.Stored = id, i.Stored
+		mu.Lock()
 		out = append(out, s)
+		mu.Unlock()
 		return nil
 	})
 	if err != nil {
@@ -153,13 +157,16 @@ func (v *Vault) DeleteTombstone(ctx context.Context, point chunk.ID) error {
 // then keeps the point's data.
 func (v *Vault) Tombstones(ctx context.Context) (map[chunk.ID]Tombstone, error) {
 	out := map[chunk.ID]Tombstone{}
-	err := v.loadEach(ctx, KindDeleted, " (its point counts as not deleted)", func(point chunk.ID, i blob.Info) error {
+	var mu sync.Mutex
+	err := v.loadEach(ctx, KindDeleted, " (its point counts as not deleted)", func(ctx context.Context, point chunk.ID, i blob.Info) error {
 		t, err := v.loadTombstone(ctx, ObjectName(KindDeleted, point), point)
 		if err != nil {
 			return err
 		}
 		t.Stored = i.Stored
+		mu.Lock()
 		out[point] = *t
+		mu.Unlock()
 		return nil
 	})
 	if err != nil {
@@ -187,30 +194,34 @@ func (v *Vault) loadTombstone(ctx context.Context, name string, point chunk.ID) 
 	return t, nil
 }
 
-// loadEach calls load for every object under kind/ named by an ID. An
-// object gone meanwhile is passed over; one whose name is not an ID, or
-// that load finds unreadable, is skipped with a warning naming it (and
-// note); an error of the storage stops it.
-func (v *Vault) loadEach(ctx context.Context, kind, note string, load func(id chunk.ID, i blob.Info) error) error {
+// loadEach calls load, 8 at a time, for every object under kind/ named
+// by an ID. An object gone meanwhile is passed over; one whose name is not
+// an ID, or that load finds unreadable, is skipped with a warning naming
+// it (and note); an error of the storage stops it.
+func (v *Vault) loadEach(ctx context.Context, kind, note string, load func(ctx context.Context, id chunk.ID, i blob.Info) error) error {
 	var infos []blob.Info
-	if err := v.store.List(ctx, kind+"/", func(i blob.Info) error { infos = append(infos, i); return nil }); err != nil {
+	err := v.store.List(ctx, kind+"/", func(i blob.Info) error {
+		if id, err := chunk.ParseID(strings.TrimPrefix(i.Name, kind+"/")); err != nil || ObjectName(kind, id) != i.Name {
+			v.Warn(fmt.Sprintf("skipping %q%s: not an ID", i.Name, note))
+		} else {
+			infos = append(infos, i)
+		}
+		return nil
+	})
+	if err != nil {
 		return err
 	}
-	for _, i := range infos {
-		id, err := chunk.ParseID(strings.TrimPrefix(i.Name, kind+"/"))
-		if err != nil || ObjectName(kind, id) != i.Name {
-			v.Warn(fmt.Sprintf("skipping %q%s: not an ID", i.Name, note))
-			continue
-		}
-		switch err := load(id, i); {
+	return Parallel(ctx, 8, infos, func(ctx context.Context, i blob.Info) error {
+		id, _ := chunk.ParseID(strings.TrimPrefix(i.Name, kind+"/"))
+		switch err := load(ctx, id, i); {
 		case err == nil, blob.IsNotExist(err):
 		case unreadable(err):
 			v.Warn(fmt.Sprintf("skipping %q%s: %v", i.Name, note, err))
 		default:
 			return err
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // unreadable reports whether err is about an object's content rather than
