@@ -38,9 +38,10 @@ The passphrase must have at least 12 characters (vaults made with shorter ones
 before this rule still open). A --password-file others can read is warned about.
 
 ` + softDeleteHelp + `
+
 The window is 14 days unless --soft-delete says otherwise; 'lifeboat vault set'
 changes it later.`,
-		Example: `  LIFEBOAT_PASSWORD=secret lifeboat vault init --vault /srv/vault
+		Example: `  LIFEBOAT_PASSWORD='a long passphrase' lifeboat vault init --vault /srv/vault
   lifeboat vault init --vault s3://backups/site-a --password-file /etc/lifeboat/pw --chunk-size 1M
   lifeboat vault init --vault /srv/vault --soft-delete 30d`,
 		Args: cobra.NoArgs,

@@ -92,8 +92,10 @@ func (a *app) vaultSettingsCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "settings",
 		Short: "Show the vault's soft-delete window",
-		Long:  "Show the soft-delete window in force, and a shorter one set but not yet in force.\n\n" + softDeleteHelp,
-		Args:  cobra.NoArgs,
+		Long: "Show the soft-delete window in force, a shorter one set but not yet in force, and every\n" +
+			"change of the window: when (by the storage's clock when it is later than the writer's) and\n" +
+			"from which host.\n\n" + softDeleteHelp,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			v, err := a.open(cmd.Context())
 			if err != nil {
@@ -110,8 +112,17 @@ func (a *app) vaultSettingsCommand() *cobra.Command {
 
 func (a *app) printSoftDelete(st *maintenance.SoftDelete) error {
 	if a.jsonOut {
+		type setting struct {
+			Time   time.Time `json:"time"`
+			Host   string    `json:"host"`
+			Window int64     `json:"soft_delete_seconds"`
+		}
+		history := []setting{}
+		for _, s := range st.Settings {
+			history = append(history, setting{s.At(), s.Host, s.SoftDelete})
+		}
 		out := map[string]any{"soft_delete_seconds": int64(st.Window / time.Second),
-			"set_seconds": int64(st.Set / time.Second), "settings": len(st.Settings)}
+			"set_seconds": int64(st.Set / time.Second), "settings": history}
 		if len(st.Settings) > 0 {
 			out["effective"] = st.Effective
 		}
@@ -122,6 +133,9 @@ func (a *app) printSoftDelete(st *maintenance.SoftDelete) error {
 		a.printf("  (never set: forget deletes points at once; 'lifeboat vault set --soft-delete 14d' turns it on)\n")
 	} else if st.Set != st.Window {
 		a.printf("  %s set, in force from %s\n", windowText(st.Set), when(st.Effective))
+	}
+	for _, s := range st.Settings {
+		a.printf("  %s  set to %s on %s\n", when(s.At()), windowText(s.Window()), orDash(s.Host))
 	}
 	return nil
 }
