@@ -95,23 +95,23 @@ func TestCopyAcrossSitesLinkCut(t *testing.T) {
 		"LIFEBOAT_FROM_S3_ENDPOINT=http://"+srvA.Addr(),
 		"LIFEBOAT_FROM_AWS_ACCESS_KEY_ID="+srvA.Config.AccessKey,
 		"LIFEBOAT_FROM_AWS_SECRET_ACCESS_KEY="+srvA.Config.SecretKey,
-		"LIFEBOAT_FROM_PASSWORD=pw-a",
+		"LIFEBOAT_FROM_PASSWORD=site-a-passphrase",
 		"LIFEBOAT_S3_ENDPOINT=http://"+srvB.Addr(),
 		"AWS_ACCESS_KEY_ID="+srvB.Config.AccessKey,
 		"AWS_SECRET_ACCESS_KEY="+srvB.Config.SecretKey,
-		"LIFEBOAT_PASSWORD=pw-b",
+		"LIFEBOAT_PASSWORD=site-b-passphrase",
 	)
 	srcA := append(base,
 		"LIFEBOAT_S3_ENDPOINT=http://"+srvA.Addr(),
 		"AWS_ACCESS_KEY_ID="+srvA.Config.AccessKey,
 		"AWS_SECRET_ACCESS_KEY="+srvA.Config.SecretKey,
-		"LIFEBOAT_PASSWORD=pw-a",
+		"LIFEBOAT_PASSWORD=site-a-passphrase",
 	)
 	inB := append(base,
 		"LIFEBOAT_S3_ENDPOINT=http://"+srvB.Addr(),
 		"AWS_ACCESS_KEY_ID="+srvB.Config.AccessKey,
 		"AWS_SECRET_ACCESS_KEY="+srvB.Config.SecretKey,
-		"LIFEBOAT_PASSWORD=pw-b",
+		"LIFEBOAT_PASSWORD=site-b-passphrase",
 	)
 	siteA := []string{"ip", "netns", "exec", n.a}
 	siteB := []string{"ip", "netns", "exec", n.b}

@@ -138,11 +138,11 @@ func TestCopyDirToVersitygwToMinIO(t *testing.T) {
 		}
 		return out
 	}
-	a := &run{t: t, env: map[string]string{"LIFEBOAT_PASSWORD": "pw-a"}}
+	a := &run{t: t, env: map[string]string{"LIFEBOAT_PASSWORD": "site-a-passphrase"}}
 	// Site B: its own passphrase and server; the source (A) is a directory.
-	b := a.with(append(prefixed("", gwEnv), "LIFEBOAT_PASSWORD", "pw-b", "LIFEBOAT_FROM_PASSWORD", "pw-a")...)
+	b := a.with(append(prefixed("", gwEnv), "LIFEBOAT_PASSWORD", "site-b-passphrase", "LIFEBOAT_FROM_PASSWORD", "site-a-passphrase")...)
 	// Site C: MinIO; its source is B, on versitygw.
-	c := a.with(append(append(prefixed("", mnEnv), prefixed("LIFEBOAT_FROM_", gwEnv)...), "LIFEBOAT_PASSWORD", "pw-c", "LIFEBOAT_FROM_PASSWORD", "pw-b")...)
+	c := a.with(append(append(prefixed("", mnEnv), prefixed("LIFEBOAT_FROM_", gwEnv)...), "LIFEBOAT_PASSWORD", "site-c-passphrase", "LIFEBOAT_FROM_PASSWORD", "site-b-passphrase")...)
 
 	root, data := filepath.Join(dir, "root.raw"), filepath.Join(dir, "data.raw")
 	ext4Image(t, root)
@@ -263,7 +263,7 @@ func TestCopyDirToVersitygwToMinIO(t *testing.T) {
 // with exit code 2 and a message saying how to make one.
 func TestCopyRefusesForeignVault(t *testing.T) {
 	dir := t.TempDir()
-	r := &run{t: t, env: map[string]string{"LIFEBOAT_PASSWORD": "pw"}}
+	r := &run{t: t, env: map[string]string{"LIFEBOAT_PASSWORD": "e2e-passphrase"}}
 	r.ok("--vault", filepath.Join(dir, "a"), "vault", "init")
 	r.ok("--vault", filepath.Join(dir, "b"), "vault", "init")
 	_, errs, code := r.lifeboat("vault", "copy", "--from", filepath.Join(dir, "a"), "--to", filepath.Join(dir, "b"))
@@ -479,20 +479,20 @@ func TestCopyKill9(t *testing.T) {
 	srcDir := filepath.Join(dir, "site-a")
 	os.MkdirAll(srcDir, 0o700)
 	srcStore, _ := blob.NewDir(srcDir)
-	if _, err := vault.Init(ctx, srcStore, []byte("pw-a"), cheapOpts); err != nil {
+	if _, err := vault.Init(ctx, srcStore, []byte("site-a-passphrase"), cheapOpts); err != nil {
 		t.Fatal(err)
 	}
-	env := []string{"LIFEBOAT_PASSWORD=pw-b", "LIFEBOAT_FROM_PASSWORD=pw-a"}
+	env := []string{"LIFEBOAT_PASSWORD=site-b-passphrase", "LIFEBOAT_FROM_PASSWORD=site-a-passphrase"}
 	disk := filepath.Join(dir, "vda.raw")
 	var states [][]byte
 	for i := 0; i < 3; i++ {
 		states = append(states, randomDisk(t, disk, 16<<20, int64(i+1)))
-		p := startBin(t, []string{"LIFEBOAT_PASSWORD=pw-a"}, nil, "--vault", srcDir, "-q", "backup", "--machine", "web1", "--disk", "vda="+disk)
+		p := startBin(t, []string{"LIFEBOAT_PASSWORD=site-a-passphrase"}, nil, "--vault", srcDir, "-q", "backup", "--machine", "web1", "--disk", "vda="+disk)
 		if code := p.wait(t, time.Minute); code != 0 {
 			t.Fatalf("backup: exit %d %s", code, p.stderr.String())
 		}
 	}
-	src := openDir(t, srcDir, "pw-a")
+	src := openDir(t, srcDir, "site-a-passphrase")
 	all := sourceChunks(t, src)
 	points, _ := recovery.List(ctx, src)
 
@@ -500,7 +500,7 @@ func TestCopyKill9(t *testing.T) {
 		d := filepath.Join(dir, name)
 		os.MkdirAll(d, 0o700)
 		s, _ := blob.NewDir(d)
-		v, err := vault.InitCopyOf(ctx, s, []byte("pw-b"), src, cheapOpts)
+		v, err := vault.InitCopyOf(ctx, s, []byte("site-b-passphrase"), src, cheapOpts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -592,7 +592,7 @@ func TestCopyKill9(t *testing.T) {
 		verifyDir(t, to)
 		if i == 0 {
 			out := filepath.Join(dir, "restored.raw")
-			rp := startBin(t, []string{"LIFEBOAT_PASSWORD=pw-b"}, nil, "--vault", toDir, "-q", "restore", "--machine", "web1",
+			rp := startBin(t, []string{"LIFEBOAT_PASSWORD=site-b-passphrase"}, nil, "--vault", toDir, "-q", "restore", "--machine", "web1",
 				points[1].ID.String()[:8], "--disk", "vda", "--to-file", out)
 			if code := rp.wait(t, time.Minute); code != 0 {
 				t.Fatalf("restore from the copy: exit %d %s", code, rp.stderr.String())
@@ -616,12 +616,12 @@ func TestCopyBesidePrune(t *testing.T) {
 	srcDir := filepath.Join(dir, "site-a")
 	os.MkdirAll(srcDir, 0o700)
 	srcStore, _ := blob.NewDir(srcDir)
-	src, err := vault.Init(ctx, srcStore, []byte("pw"), cheapOpts)
+	src, err := vault.Init(ctx, srcStore, []byte("e2e-passphrase"), cheapOpts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	disk := filepath.Join(dir, "vda.raw")
-	r := &run{t: t, env: map[string]string{"LIFEBOAT_PASSWORD": "pw"}}
+	r := &run{t: t, env: map[string]string{"LIFEBOAT_PASSWORD": "e2e-passphrase"}}
 	randomDisk(t, disk, 12<<20, 1)
 	for i := 0; i < 4; i++ {
 		f, _ := os.OpenFile(disk, os.O_RDWR, 0)
@@ -636,11 +636,11 @@ func TestCopyBesidePrune(t *testing.T) {
 		toDir := filepath.Join(dir, "copy-"+strconv.Itoa(round))
 		os.MkdirAll(toDir, 0o700)
 		toStore, _ := blob.NewDir(toDir)
-		to, err := vault.InitCopyOf(ctx, toStore, []byte("pw"), src, cheapOpts)
+		to, err := vault.InitCopyOf(ctx, toStore, []byte("e2e-passphrase"), src, cheapOpts)
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := startBin(t, []string{"LIFEBOAT_PASSWORD=pw"}, nil, "-q", "vault", "copy", "--from", srcDir, "--to", toDir)
+		p := startBin(t, []string{"LIFEBOAT_PASSWORD=e2e-passphrase"}, nil, "-q", "vault", "copy", "--from", srcDir, "--to", toDir)
 		time.Sleep(time.Duration(round) * 40 * time.Millisecond)
 		if _, err := maintenance.Prune(ctx, src, maintenance.PruneOptions{}); err != nil {
 			t.Fatalf("round %d: prune beside the copy: %v", round, err)

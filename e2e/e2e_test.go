@@ -156,12 +156,12 @@ func scenario(t *testing.T, r *run) {
 
 	r.ok("verify", "--read-data")
 	// Passphrase change: the new one opens, the old one no longer does.
-	r.env["LIFEBOAT_NEW_PASSWORD"] = "new pw"
+	r.env["LIFEBOAT_NEW_PASSWORD"] = "new e2e passphrase"
 	r.ok("vault", "passwd")
 	if _, errs, code := r.lifeboat("points"); code != cli.ExitPassphrase {
 		t.Fatalf("old passphrase after passwd: exit %d %s", code, errs)
 	}
-	r.env["LIFEBOAT_PASSWORD"] = "new pw"
+	r.env["LIFEBOAT_PASSWORD"] = "new e2e passphrase"
 	r.ok("forget", "--machine", "web1", "--keep-last", "1", "--prune")
 	r.ok("verify", "--read-data")
 	json.Unmarshal([]byte(r.ok("points", "--json")), &points)
@@ -181,7 +181,7 @@ func must(b []byte, err error) []byte {
 }
 
 func TestDirectoryVault(t *testing.T) {
-	r := &run{t: t, env: map[string]string{"LIFEBOAT_PASSWORD": "pw", "LIFEBOAT_VAULT": filepath.Join(t.TempDir(), "vault")}}
+	r := &run{t: t, env: map[string]string{"LIFEBOAT_PASSWORD": "e2e-passphrase", "LIFEBOAT_VAULT": filepath.Join(t.TempDir(), "vault")}}
 	scenario(t, r)
 }
 
@@ -189,7 +189,7 @@ func TestS3Vault(t *testing.T) {
 	srv := s3test.Start(t)
 	cfg := srv.Config
 	r := &run{t: t, env: map[string]string{
-		"LIFEBOAT_PASSWORD":     "pw",
+		"LIFEBOAT_PASSWORD":     "e2e-passphrase",
 		"LIFEBOAT_VAULT":        "s3://" + cfg.Bucket + "/vaults/site-a",
 		"LIFEBOAT_S3_ENDPOINT":  "http://" + srv.Addr(),
 		"AWS_ACCESS_KEY_ID":     cfg.AccessKey,

@@ -15,6 +15,7 @@ import (
 	"lifeboat/internal/lastseen"
 	"lifeboat/internal/location"
 	"lifeboat/internal/maintenance"
+	"lifeboat/internal/policy"
 	"lifeboat/internal/restore"
 	"lifeboat/internal/vault"
 	"lifeboat/internal/vaultcopy"
@@ -200,8 +201,12 @@ func (r *Jobs) forget(ctx context.Context, j catalog.Job, rep Reporter) (Outcome
 	if err != nil {
 		return Outcome{}, err
 	}
-	rep.Log("info", fmt.Sprintf("retention %s: %d point(s) of %s forgotten", spec.Keep, len(res.Removed), spec.Machine))
-	result, _ := json.Marshal(map[string]any{"removed": res.Removed, "kept": len(res.Kept)})
+	how := "deleted"
+	if res.SoftDelete > 0 {
+		how = "soft-deleted: restorable with 'lifeboat undelete' for " + policy.FormatDuration(res.SoftDelete)
+	}
+	rep.Log("info", fmt.Sprintf("retention %s: %d point(s) of %s forgotten (%s)", spec.Keep, len(res.Removed), spec.Machine, how))
+	result, _ := json.Marshal(map[string]any{"removed": res.Removed, "kept": len(res.Kept), "soft_delete_seconds": int64(res.SoftDelete / time.Second)})
 	return Outcome{Result: result, Forgotten: res.Removed}, nil
 }
 

@@ -34,12 +34,18 @@ import (
 	"net"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Info describes one stored object.
 type Info struct {
 	Name string
 	Size int64
+	// Stored is when the store wrote the object, by the store's own clock
+	// (a file's modification time, S3's Last-Modified); zero where the
+	// store does not say (memory). Soft delete trusts it over the times
+	// sealed in objects, which whoever holds the passphrase can backdate.
+	Stored time.Time
 }
 
 // Store is the storage interface the vault is built on.

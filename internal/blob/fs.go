@@ -211,7 +211,7 @@ func (d *Dir) Stat(ctx context.Context, name string) (Info, error) {
 	if st.IsDir() {
 		return Info{}, notExist(d, name)
 	}
-	return Info{Name: name, Size: st.Size()}, nil
+	return Info{Name: name, Size: st.Size(), Stored: st.ModTime()}, nil
 }
 
 // validPrefix checks that prefix can begin a valid name, so that a listing
@@ -271,7 +271,7 @@ func (d *Dir) List(ctx context.Context, prefix string, fn func(Info) error) erro
 			}
 			return err
 		}
-		return fn(Info{Name: name, Size: info.Size()})
+		return fn(Info{Name: name, Size: info.Size(), Stored: info.ModTime()})
 	})
 	if err != nil {
 		return fmt.Errorf("%s: listing %q: %w", d, prefix, err)

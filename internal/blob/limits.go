@@ -18,7 +18,7 @@ var ErrTooLarge = errors.New("object larger than its kind allows")
 // far below them, and Put refuses an object over its cap so that nothing
 // stored is unreadable.
 const (
-	maxSmall     = 1 << 20  // config, keys/, sessions/, copied/: JSON of a few hundred bytes
+	maxSmall     = 1 << 20  // config, keys/, sessions/, copied/, settings/, deleted/: JSON of a few hundred bytes
 	maxPoint     = 64 << 20 // points/: a compressed JSON document with the user's definition
 	maxCondemned = 1 << 30  // condemned/: 67 bytes of JSON per pack of the vault
 	// maxLarge bounds packs (uint32 offsets, pack_size at most 1 GiB plus
@@ -31,7 +31,7 @@ const (
 func MaxSize(name string) int64 {
 	kind, _, _ := strings.Cut(name, "/")
 	switch kind {
-	case "config", "keys", "sessions", "copied":
+	case "config", "keys", "sessions", "copied", "settings", "deleted":
 		return maxSmall
 	case "points":
 		return maxPoint

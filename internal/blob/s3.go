@@ -558,7 +558,7 @@ func (s *S3) Stat(ctx context.Context, name string) (Info, error) {
 	if err != nil {
 		return Info{}, s.wrap(ctx, "stat", name, err)
 	}
-	return Info{Name: name, Size: info.Size}, nil
+	return Info{Name: name, Size: info.Size, Stored: info.LastModified}, nil
 }
 
 // List lists the keys under the store's prefix and prefix. Keys that are not
@@ -591,7 +591,7 @@ func (s *S3) List(ctx context.Context, prefix string, fn func(Info) error) error
 		if !ok || ValidName(name) != nil {
 			continue
 		}
-		if err := fn(Info{Name: name, Size: obj.Size}); err != nil {
+		if err := fn(Info{Name: name, Size: obj.Size, Stored: obj.LastModified}); err != nil {
 			return err
 		}
 	}

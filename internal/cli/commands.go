@@ -15,6 +15,7 @@ import (
 	"lifeboat/internal/api"
 	"lifeboat/internal/catalog"
 	"lifeboat/internal/job"
+	"lifeboat/internal/policy"
 	"lifeboat/internal/recovery"
 	"lifeboat/internal/restore"
 	"lifeboat/internal/vault"
@@ -22,7 +23,7 @@ import (
 
 func (a *app) vaultCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "vault", Short: "Create and inspect vaults"}
-	var chunkSize, compression string
+	var chunkSize, compression, softDelete string
 	var copyOf copyOfFlags
 	initCmd := &cobra.Command{
 		Use:   "init",
@@ -31,11 +32,20 @@ func (a *app) vaultCommand() *cobra.Command {
 
 The chunk size is fixed for the life of the vault: smaller chunks store less
 after scattered small writes, larger ones keep the index smaller. The default
-was chosen from the measurements in bench/RESULTS.md.`,
-		Example: `  LIFEBOAT_PASSWORD=secret lifeboat vault init --vault /srv/vault
-  lifeboat vault init --vault s3://backups/site-a --password-file /etc/lifeboat/pw --chunk-size 1M`,
+was chosen from the measurements in bench/RESULTS.md.
+
+The passphrase must have at least 12 characters (vaults made with shorter ones
+before this rule still open). A --password-file others can read is warned about.
+
+` + softDeleteHelp + `
+
+The window is 14 days unless --soft-delete says otherwise; 'lifeboat vault set'
+changes it later.`,
+		Example: `  LIFEBOAT_PASSWORD='a long passphrase' lifeboat vault init --vault /srv/vault
+  lifeboat vault init --vault s3://backups/site-a --password-file /etc/lifeboat/pw --chunk-size 1M
+  lifeboat vault init --vault /srv/vault --soft-delete 30d`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
 			ctx := cmd.Context()
 			opts := a.options()
 			if chunkSize != "" {
@@ -49,8 +59,14 @@ was chosen from the measurements in bench/RESULTS.md.`,
 				opts.ChunkSize = n
 			}
 			opts.Compression = compression
+			if opts.SoftDelete, err = parseWindow(softDelete); err != nil {
+				return err
+			}
 			pw, err := a.passphrase()
 			if err != nil {
+				return err
+			}
+			if err := vault.CheckNewPassphrase(pw); err != nil {
 				return err
 			}
 			store, err := a.store(ctx, a.vaultURL, true, a.env.Getenv)
@@ -73,12 +89,14 @@ was chosen from the measurements in bench/RESULTS.md.`,
 			if a.jsonOut {
 				return a.printJSON(cfg)
 			}
-			a.printf("created vault %s at %s (chunk size %s, %s)\n", cfg.ID, store, size(int64(cfg.ChunkSize)), cfg.Compression)
+			a.printf("created vault %s at %s (chunk size %s, %s, soft delete %s)\n", cfg.ID, store, size(int64(cfg.ChunkSize)), cfg.Compression,
+				windowText(opts.SoftDelete))
 			return nil
 		},
 	}
 	initCmd.Flags().StringVar(&chunkSize, "chunk-size", "", "chunk size, a power of two from 64K to 8M (default 256K)")
 	initCmd.Flags().StringVar(&compression, "compression", "", "zstd-fastest (default), zstd or zstd-better")
+	initCmd.Flags().StringVar(&softDelete, "soft-delete", policy.FormatDuration(policy.DefaultSoftDelete), "how long forgotten points stay restorable (undelete) before prune purges them; 0 turns soft delete off")
 	copyOf.add(initCmd)
 	var newFile string
 	passwd := &cobra.Command{
@@ -95,6 +113,9 @@ the terminal. The key slot keeps its name (vault key list).`,
 			if err != nil {
 				return err
 			}
+			if err := vault.CheckNewPassphrase(np); err != nil {
+				return err
+			}
 			v, err := a.open(cmd.Context())
 			if err != nil {
 				return err
@@ -109,7 +130,7 @@ the terminal. The key slot keeps its name (vault key list).`,
 		},
 	}
 	passwd.Flags().StringVar(&newFile, "new-password-file", "", "read the new passphrase from this file")
-	cmd.AddCommand(initCmd, passwd, a.vaultCopyCommand(), a.vaultStatusCommand(), a.vaultKeyCommand(), a.vaultRekeyCommand())
+	cmd.AddCommand(initCmd, passwd, a.vaultCopyCommand(), a.vaultStatusCommand(), a.vaultKeyCommand(), a.vaultRekeyCommand(), a.vaultSetCommand(), a.vaultSettingsCommand())
 	return cmd
 }
 
@@ -179,8 +200,9 @@ func pointJSON(p *recovery.Point) pointOut {
 func (a *app) pointsCommand() *cobra.Command {
 	var machine string
 	var rem remote
+	var deleted bool
 	cmd := &cobra.Command{
-		Use:   "points [--machine NAME]",
+		Use:   "points [--machine NAME] [--deleted]",
 		Short: "List recovery points",
 		Long: `List the recovery points in the vault, oldest first, optionally of one machine.
 
@@ -198,6 +220,10 @@ earlier point); per disk (vda:tracking,vdb:compare) when the disks differ.
 NOTES shows the first thing the backup did not get as asked (a failed freeze
 or hook), shortened; points --json has every note in full.
 
+With --deleted, the points forget soft-deleted instead: when each was deleted,
+from which host, and after when prune purges it; 'lifeboat undelete' brings one
+back until then.
+
 With --server, the points the server knows of a --machine (those its jobs made
 or forgot), newest first, without opening the vault.`,
 		Args: cobra.NoArgs,
@@ -205,6 +231,9 @@ or forgot), newest first, without opening the vault.`,
 			if rem.server != "" {
 				if machine == "" {
 					return usageError{errors.New("--machine is required with --server")}
+				}
+				if deleted {
+					return usageError{errors.New("--deleted reads the vault: give --vault, not --server")}
 				}
 				var ps []catalog.Point
 				return a.call(cmd.Context(), &rem, "GET", "/v1/machines/"+url.PathEscape(machine)+"/points", nil, &ps, func() {
@@ -215,6 +244,9 @@ or forgot), newest first, without opening the vault.`,
 						}
 					})
 				})
+			}
+			if deleted {
+				return a.pointsDeleted(cmd.Context(), machine)
 			}
 			v, err := a.open(cmd.Context())
 			if err != nil {
@@ -261,6 +293,7 @@ or forgot), newest first, without opening the vault.`,
 		},
 	}
 	cmd.Flags().StringVar(&machine, "machine", "", "only this machine's points")
+	cmd.Flags().BoolVar(&deleted, "deleted", false, "list the soft-deleted points (see undelete)")
 	cmd.Flags().StringVar(&rem.server, "server", "", "list the points a lifeboat server knows of --machine")
 	cmd.Flags().StringVar(&rem.tokenFile, "token-file", "", "with --server: file holding an API token (env LIFEBOAT_TOKEN)")
 	return cmd

@@ -271,6 +271,13 @@ func TestServerAndAgentRunBackups(t *testing.T) {
 	if len(inVault) != 3 {
 		t.Fatalf("app1 has %d points in the vault after 5 backups under keep-last 3", len(inVault))
 	}
+	// Soft-deleted, not gone: the server's vault has the 14-day window.
+	var deleted []map[string]any
+	json.Unmarshal([]byte(mustRun(t, "--vault", filepath.Join(data, "vault"), "--password-file", filepath.Join(data, "vault.passphrase"),
+		"points", "--deleted", "--json", "--machine", "app1").stdout), &deleted)
+	if len(deleted) != 2 {
+		t.Fatalf("app1 has %d soft-deleted points after its forget jobs, want 2", len(deleted))
+	}
 	// The server's index forgot them too.
 	var known []map[string]any
 	json.Unmarshal([]byte(ok("points", "--machine", "app1", "--json").stdout), &known)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -56,12 +55,8 @@ func (a *app) openSource(ctx context.Context, url, passwordFile string) (*vault.
 	var pw []byte
 	switch {
 	case passwordFile != "":
-		data, err := os.ReadFile(passwordFile)
-		if err != nil {
-			return nil, usageError{fmt.Errorf("reading --from-password-file: %w", err)}
-		}
-		if pw = []byte(strings.TrimRight(string(data), "\r\n")); len(pw) == 0 {
-			return nil, usageError{fmt.Errorf("--from-password-file %s is empty", passwordFile)}
+		if pw, err = a.readPasswordFile("--from-password-file", passwordFile); err != nil {
+			return nil, err
 		}
 	case a.env.Getenv(envFrom+"PASSWORD") != "":
 		pw = []byte(a.env.Getenv(envFrom + "PASSWORD"))

@@ -14,6 +14,7 @@ import (
 	"lifeboat/internal/crypto"
 	"lifeboat/internal/job"
 	"lifeboat/internal/live"
+	"lifeboat/internal/maintenance"
 	"lifeboat/internal/recovery"
 	"lifeboat/internal/restore"
 	"lifeboat/internal/source"
@@ -52,7 +53,8 @@ func ExitCode(err error) int {
 	case err == nil:
 		return ExitOK
 	case errors.As(err, &u), errors.Is(err, restore.ErrFormat), errors.Is(err, container.ErrUnconfirmed), errors.Is(err, recovery.ErrNoImage),
-		errors.Is(err, job.ErrInvalid), errors.Is(err, capture.ErrInvalid):
+		errors.Is(err, job.ErrInvalid), errors.Is(err, capture.ErrInvalid), errors.Is(err, vault.ErrWeakPassphrase),
+		errors.Is(err, maintenance.ErrShortenNeedsForce):
 		return ExitUsage
 	case errors.As(err, &refused):
 		return serverExit(refused.Status)

@@ -68,7 +68,7 @@ left it behind, and cannot write.`,
 		Use:   "add --name NAME",
 		Short: "Add a key slot for a new passphrase",
 		Long: `Add a key slot named NAME (letters, digits, '.', '_', '@', '-'; up to 64)
-wrapping the vault's keys under a new passphrase of at least 8 characters. The
+wrapping the vault's keys under a new passphrase of at least 12 characters. The
 vault is opened with the current passphrase (--password-file,
 LIFEBOAT_PASSWORD_FILE or LIFEBOAT_PASSWORD); the new one comes from
 --new-password-file, else LIFEBOAT_NEW_PASSWORD, else is asked for twice on the
@@ -192,7 +192,7 @@ func (a *app) infof(format string, args ...any) {
 // else asks for it twice on the terminal.
 func (a *app) newPassphrase(file string) ([]byte, error) {
 	if file != "" {
-		return a.readPasswordFile(file, "--new-password-file")
+		return a.readPasswordFile("--new-password-file", file)
 	}
 	if p := a.env.Getenv("LIFEBOAT_NEW_PASSWORD"); p != "" {
 		return []byte(p), nil
@@ -237,21 +237,4 @@ func (a *app) prompt(msg string) (string, error) {
 		return "", fmt.Errorf("reading the passphrase: %w", err)
 	}
 	return strings.TrimRight(line, "\r\n"), nil
-}
-
-// readPasswordFile reads a passphrase file (named by from in messages),
-// warning when others than its owner's group may read it.
-func (a *app) readPasswordFile(file, from string) ([]byte, error) {
-	data, err := os.ReadFile(file)
-	if err != nil {
-		return nil, usageError{fmt.Errorf("reading %s: %w", from, err)}
-	}
-	if fi, err := os.Stat(file); err == nil && fi.Mode().Perm()&0o004 != 0 {
-		a.warnf("%s %s is readable by every user (mode %v): chmod o-r it", from, file, fi.Mode().Perm())
-	}
-	p := strings.TrimRight(string(data), "\r\n")
-	if p == "" {
-		return nil, usageError{fmt.Errorf("%s %s is empty", from, file)}
-	}
-	return []byte(p), nil
 }

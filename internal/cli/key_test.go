@@ -78,7 +78,7 @@ func TestVaultKeysAndRekey(t *testing.T) {
 	ok(runAs(testPassphrase, nil, "-q", "vault", "copy", "--from", a, "--to", b))
 
 	// Add, list, refusals.
-	expect(t, "short passphrase", runAs(testPassphrase, map[string]string{"LIFEBOAT_NEW_PASSWORD": "short"}, "--vault", a, "vault", "key", "add", "--name", "alice"), 2, "at least 8")
+	expect(t, "short passphrase", runAs(testPassphrase, map[string]string{"LIFEBOAT_NEW_PASSWORD": "short"}, "--vault", a, "vault", "key", "add", "--name", "alice"), 2, "at least 12")
 	expect(t, "bad name", runAs(testPassphrase, map[string]string{"LIFEBOAT_NEW_PASSWORD": alice}, "--vault", a, "vault", "key", "add", "--name", "../x"), 2, "key name")
 	ok(runAs(testPassphrase, map[string]string{"LIFEBOAT_NEW_PASSWORD": alice}, "--vault", a, "vault", "key", "add", "--name", "alice"))
 	expect(t, "taken name", runAs(testPassphrase, map[string]string{"LIFEBOAT_NEW_PASSWORD": alice + "2"}, "--vault", a, "vault", "key", "add", "--name", "alice"), 2, "exists")

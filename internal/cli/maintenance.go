@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -97,7 +98,13 @@ grouped per machine; buckets (hour, day, ISO week, month, year) are in UTC, and
 each bucket keeps its newest point. A point is kept if any rule keeps it; points
 dated in the future are always kept. Use -1 for "every bucket".
 
-Only the points are removed: their data stays until 'lifeboat prune' (or --prune).`,
+Only the points are removed: their data stays until 'lifeboat prune' (or --prune).
+
+When the vault has a soft-delete window (14 days for a vault made by 'vault init'
+unless it said otherwise: 'lifeboat vault settings'), the points are soft-deleted:
+'lifeboat points --deleted' lists them, 'lifeboat undelete' brings one back, and
+prune keeps their data until the window has passed, then purges them. Without a
+window (vaults made before soft delete, or --soft-delete 0) they are deleted.`,
 		Example: `  lifeboat forget --machine web1 --keep-daily 7 --keep-weekly 4 --keep-monthly 12 --prune
   lifeboat forget --keep-last 3 --keep-within 2d --dry-run`,
 		Args: cobra.NoArgs,
@@ -138,7 +145,8 @@ Only the points are removed: their data stays until 'lifeboat prune' (or --prune
 				for _, d := range res.Decisions {
 					out = append(out, dec{d.Point.ID, d.Point.Machine, d.Point.Time.Format("2006-01-02T15:04:05Z07:00"), d.Keep, d.Reasons})
 				}
-				return a.printJSON(map[string]any{"decisions": out, "removed": len(res.Removed), "dry_run": dryRun, "prune": pr})
+				return a.printJSON(map[string]any{"decisions": out, "removed": len(res.Removed), "dry_run": dryRun, "prune": pr,
+					"soft_delete_seconds": int64(res.SoftDelete / time.Second)})
 			}
 			tw := tabwriter.NewWriter(a.env.Stdout, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tTIME\tMACHINE\tDECISION\tREASONS")
@@ -163,6 +171,10 @@ Only the points are removed: their data stays until 'lifeboat prune' (or --prune
 				a.printf("%s %d point(s)\n", verb, n)
 			} else {
 				a.printf("%s %d point(s)\n", verb, len(res.Removed))
+			}
+			if res.SoftDelete > 0 && len(res.Removed) > 0 {
+				a.printf("soft-deleted: 'lifeboat points --deleted' lists them and 'lifeboat undelete' brings one back for %s; prune purges them after that\n",
+					policy.FormatDuration(res.SoftDelete))
 			}
 			if pr != nil {
 				a.printPrune(pr)
@@ -191,6 +203,9 @@ func (a *app) printPrune(r *maintenance.PruneReport) {
 	if r.Deferred {
 		a.printf("prune: a backup or restore that started before this prune is still running: deletion is deferred to the next prune\n")
 	}
+	if r.PurgedPoints+r.SoftDeletedPoints > 0 {
+		a.printf("prune: %d soft-deleted point(s) purged, %d kept until their window has passed\n", r.PurgedPoints, r.SoftDeletedPoints)
+	}
 	if r.Note != "" {
 		a.printf("prune: %s\n", r.Note)
 	}
@@ -206,6 +221,9 @@ rewrite packs that are mostly unused. Prune is safe beside running backups and
 restores: it writes a plan first, and deletes only once every backup that
 started before the plan has finished and no new point needs what it condemns;
 otherwise the next prune finishes the plan. Run one prune per vault at a time.
+
+Soft-deleted points (forget on a vault with a soft-delete window) keep their
+data until their window has passed; prune then purges them and their data.
 
 Prune also removes the partial uploads a write killed mid-way leaves in a
 directory vault (packs/xx/.tmp-*) once they are older than 30 minutes, the

@@ -82,7 +82,8 @@ encrypted, deduplicated vault on a local directory or an S3 bucket, and restores
 
 Vault:       --vault PATH | s3://bucket/prefix   (or LIFEBOAT_VAULT)
 Passphrase:  --password-file FILE  (or LIFEBOAT_PASSWORD_FILE=FILE, or LIFEBOAT_PASSWORD
-             giving it directly; first found in that order)
+             giving it directly; first found in that order); a new passphrase needs
+             12 characters or more; a password file others can read is warned about
 S3:          LIFEBOAT_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
              AWS_SESSION_TOKEN (temporary credentials);
              LIFEBOAT_S3_STALL_TIMEOUT (1m), LIFEBOAT_S3_RETRY_BUDGET (2m) bound a stalled server;
@@ -111,7 +112,7 @@ Exit codes:
 	pf.BoolVar(&a.jsonOut, "json", false, "print machine-readable JSON on stdout")
 	pf.BoolVarP(&a.quiet, "quiet", "q", false, "no progress output")
 	root.AddCommand(a.vaultCommand(), a.backupCommand(), a.pointsCommand(), a.restoreCommand(),
-		a.verifyCommand(), a.forgetCommand(), a.pruneCommand(), a.watchdogCommand(),
+		a.verifyCommand(), a.forgetCommand(), a.undeleteCommand(), a.pruneCommand(), a.watchdogCommand(),
 		a.serverCommand(), a.tierCommand(), a.policyCommand(), a.machineCommand(), a.protectCommand(),
 		a.backupNowCommand(), a.jobCommand(), a.alertCommand(), a.agentCommand(), a.tokenCommand())
 	return root
@@ -125,12 +126,25 @@ func (a *app) passphrase() ([]byte, error) {
 		file, from = a.env.Getenv("LIFEBOAT_PASSWORD_FILE"), "LIFEBOAT_PASSWORD_FILE"
 	}
 	if file != "" {
-		return a.readPasswordFile(file, from)
+		return a.readPasswordFile(from, file)
 	}
 	if p := a.env.Getenv("LIFEBOAT_PASSWORD"); p != "" {
 		return []byte(p), nil
 	}
 	return nil, usageError{errors.New("no passphrase: use --password-file, or set LIFEBOAT_PASSWORD_FILE or LIFEBOAT_PASSWORD")}
+}
+
+// readPasswordFile reads the passphrase in file, which flag (or variable)
+// from named, warning when others may read it.
+func (a *app) readPasswordFile(from, file string) ([]byte, error) {
+	p, warning, err := location.ReadPasswordFile(file)
+	if warning != "" {
+		a.warnf("%s", warning)
+	}
+	if err != nil {
+		return nil, usageError{fmt.Errorf("reading %s: %w", from, err)}
+	}
+	return p, nil
 }
 
 func (a *app) options() vault.Options {

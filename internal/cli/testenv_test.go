@@ -23,6 +23,7 @@ import (
 
 	"lifeboat/internal/blob"
 	"lifeboat/internal/cli"
+	"lifeboat/internal/clock"
 	"lifeboat/internal/crypto"
 	"lifeboat/internal/vault"
 )
@@ -94,8 +95,13 @@ func inProcPass(t testing.TB, pass string, args ...string) result {
 // inProcEnv runs lifeboat in-process with the cheap KDF and env as its
 // whole environment.
 func inProcEnv(ctx context.Context, env map[string]string, args ...string) result {
+	return inProcClock(ctx, env, nil, args...)
+}
+
+// inProcClock is inProcEnv with clk as lifeboat's clock (nil: the real one).
+func inProcClock(ctx context.Context, env map[string]string, clk clock.Clock, args ...string) result {
 	var stdout, stderr bytes.Buffer
-	code := cli.Main(ctx, args, cli.Env{Stdout: &stdout, Stderr: &stderr,
+	code := cli.Main(ctx, args, cli.Env{Stdout: &stdout, Stderr: &stderr, Clock: clk,
 		Getenv: func(k string) string {
 			if v, ok := env[k]; ok || k != "LIFEBOAT_STATE_DIR" {
 				return v

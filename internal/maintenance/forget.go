@@ -3,6 +3,7 @@ package maintenance
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"lifeboat/internal/chunk"
 	"lifeboat/internal/policy"
@@ -13,13 +14,18 @@ import (
 // ForgetResult lists what forget decided for each point.
 type ForgetResult struct {
 	Decisions []policy.Decision
-	Removed   []string // IDs of deleted points (none on a dry run)
+	Removed   []string // IDs of forgotten points (none on a dry run)
+	// SoftDelete is the window in force: a forgotten point can be
+	// undeleted until it has passed (0: the points were deleted).
+	SoftDelete time.Duration
 	// Kept are the vault's points that remain, of every machine.
 	Kept []*recovery.Point
 }
 
 // Forget applies retention to the points of machine (all machines when
-// empty) and deletes the points not kept. Data stays until prune.
+// empty) and forgets the points not kept: soft-deletes them when the vault
+// has a soft-delete window in force (undelete brings them back until it has
+// passed), deletes them otherwise. Data stays until prune.
 func Forget(ctx context.Context, v *vault.Vault, machine string, r policy.Retention, dryRun bool) (*ForgetResult, error) {
 	if err := r.Validate(); err != nil {
 		return nil, err
@@ -37,7 +43,11 @@ func Forget(ctx context.Context, v *vault.Vault, machine string, r policy.Retent
 			in = append(in, policy.Point{ID: p.ID.String(), Machine: p.Machine, Time: p.Time})
 		}
 	}
-	res := &ForgetResult{Decisions: policy.Apply(in, r, v.Clock().Now())}
+	sd, err := SoftDeleteState(ctx, v)
+	if err != nil {
+		return nil, err
+	}
+	res := &ForgetResult{Decisions: policy.Apply(in, r, v.Clock().Now()), SoftDelete: sd.Window}
 	removed := map[string]bool{}
 	defer func() {
 		for _, p := range points {
@@ -54,7 +64,12 @@ func Forget(ctx context.Context, v *vault.Vault, machine string, r policy.Retent
 		if err != nil {
 			return res, err
 		}
-		if err := v.Store().Delete(ctx, vault.ObjectName(vault.KindPoint, id)); err != nil {
+		if sd.Window > 0 {
+			_, err = v.SaveTombstone(ctx, id)
+		} else {
+			err = v.Store().Delete(ctx, vault.ObjectName(vault.KindPoint, id))
+		}
+		if err != nil {
 			return res, fmt.Errorf("forgetting point %s: %w", id.Short(), err)
 		}
 		res.Removed = append(res.Removed, d.Point.ID)

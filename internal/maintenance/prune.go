@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -37,6 +38,11 @@ type PruneReport struct {
 	DeletedIndexes   int   `json:"deleted_indexes"`
 	DeletedManifests int   `json:"deleted_manifests"`
 	ResumedPlans     int   `json:"resumed_plans"`
+	// PurgedPoints are soft-deleted points whose window had passed, now
+	// deleted; SoftDeletedPoints those still in their window, whose data
+	// is kept.
+	PurgedPoints      int `json:"purged_points"`
+	SoftDeletedPoints int `json:"soft_deleted_points"`
 	// PartialUploads are temporary files of Puts killed mid-write (a
 	// directory vault), removed once older than a session can live.
 	PartialUploads      int   `json:"partial_uploads"`
@@ -132,6 +138,20 @@ func Prune(ctx context.Context, v *vault.Vault, opts PruneOptions) (*PruneReport
 		rep.ResumedPlans++
 	}
 
+	// Soft-deleted points past their window go now; the others keep
+	// their data (a dry run counts, as if purged, those that would go).
+	purged, kept, err := purgeDeleted(ctx, v, opts.DryRun)
+	if err != nil {
+		return rep, err
+	}
+	rep.PurgedPoints, rep.SoftDeletedPoints = len(purged), kept
+	if len(purged) > 0 {
+		logf("purged %d soft-deleted point(s) past their window; %d still in it", len(purged), kept)
+	}
+	if !opts.DryRun {
+		purged = nil
+	}
+
 	// What exists: index objects and their packs, and every stored pack.
 	indexIDs, err := v.ListIDs(ctx, vault.KindIndex)
 	if err != nil {
@@ -183,7 +203,7 @@ func Prune(ctx context.Context, v *vault.Vault, opts PruneOptions) (*PruneReport
 	rep.Packs = len(packs)
 
 	// What is referenced.
-	refChunks, refManifests, npoints, err := referenced(ctx, v)
+	refChunks, refManifests, npoints, err := referenced(ctx, v, purged)
 	if err != nil {
 		return nil, err
 	}
@@ -323,14 +343,16 @@ func copyLive(ctx context.Context, v *vault.Vault, p *packState, owner map[chunk
 	return nil
 }
 
-// referenced loads every point and returns the chunks and manifests they
-// use. It fails if any object under points/ is unreadable: that point might
-// need data prune would otherwise delete.
-func referenced(ctx context.Context, v *vault.Vault) (chunks map[chunk.ID]uint32, manifests map[chunk.ID]bool, n int, err error) {
+// referenced loads every point, soft-deleted ones too, but for those in
+// skip, and returns the chunks and manifests they use. It fails if any
+// object under points/ is unreadable: that point might need data prune
+// would otherwise delete.
+func referenced(ctx context.Context, v *vault.Vault, skip map[chunk.ID]bool) (chunks map[chunk.ID]uint32, manifests map[chunk.ID]bool, n int, err error) {
 	points, err := recovery.ListAll(ctx, v)
 	if err != nil {
 		return nil, nil, 0, fmt.Errorf("prune needs every point readable (run verify): %w", err)
 	}
+	points = slices.DeleteFunc(points, func(p *recovery.Point) bool { return skip[p.ID] })
 	chunks, manifests = map[chunk.ID]uint32{}, map[chunk.ID]bool{}
 	for _, p := range points {
 		for _, d := range p.Disks {
@@ -366,7 +388,7 @@ func execute(ctx context.Context, v *vault.Vault, plan *vault.Plan, rep *PruneRe
 		}
 	}
 	// Rescue: points committed since the plan may use what it condemns.
-	chunks, manifests, _, err := referenced(ctx, v)
+	chunks, manifests, _, err := referenced(ctx, v, nil)
 	if err != nil {
 		return false, err
 	}

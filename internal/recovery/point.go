@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -340,14 +341,26 @@ type Unreadable struct {
 	Err  error
 }
 
-// Scan loads every point, oldest first, and returns apart the objects
-// under points/ that are not readable points: a foreign name, a damaged
-// or planted object, an unknown version. Points deleted while listing are
-// skipped. Errors of the storage itself stop it.
+// Scan loads every point that is not soft-deleted, oldest first, and
+// returns apart the objects under points/ that are not readable points: a
+// foreign name, a damaged or planted object, an unknown version. Points
+// deleted while listing are skipped. Errors of the storage itself stop it.
 func Scan(ctx context.Context, v *vault.Vault) ([]*Point, []Unreadable, error) {
+	return scan(ctx, v, false)
+}
+
+// scan is Scan, with the soft-deleted points too when withDeleted.
+func scan(ctx context.Context, v *vault.Vault, withDeleted bool) ([]*Point, []Unreadable, error) {
 	ids, foreign, err := v.ScanIDs(ctx, vault.KindPoint)
 	if err != nil {
 		return nil, nil, err
+	}
+	if !withDeleted {
+		tombs, err := v.Tombstones(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		ids = slices.DeleteFunc(ids, func(id chunk.ID) bool { _, ok := tombs[id]; return ok })
 	}
 	var bad []Unreadable
 	for _, name := range foreign {
@@ -412,11 +425,11 @@ func warnUnreadable(v *vault.Vault, bad []Unreadable) {
 	}
 }
 
-// ListAll loads every point and fails if any object under points/ is not a
-// readable point. Prune uses it: a point it could not read may need data
-// that it would otherwise delete.
+// ListAll loads every point, soft-deleted ones too, and fails if any
+// object under points/ is not a readable point. Prune uses it: a point it
+// could not read may need data that it would otherwise delete.
 func ListAll(ctx context.Context, v *vault.Vault) ([]*Point, error) {
-	points, bad, err := Scan(ctx, v)
+	points, bad, err := scan(ctx, v, true)
 	if err != nil {
 		return nil, err
 	}
@@ -446,6 +459,13 @@ func Resolve(ctx context.Context, v *vault.Vault, machine, ref string) (*Point, 
 		for _, b := range bad {
 			if !b.ID.IsZero() && strings.HasPrefix(b.ID.String(), strings.ToLower(ref)) {
 				return nil, points, fmt.Errorf("point %s: %w", ref, b.Err)
+			}
+		}
+		// Say so when it is forgotten but can be brought back.
+		tombs, terr := v.Tombstones(ctx)
+		for id := range tombs {
+			if terr == nil && strings.HasPrefix(id.String(), strings.ToLower(ref)) {
+				return nil, points, fmt.Errorf("%w: %s is soft-deleted ('lifeboat points --deleted'; 'lifeboat undelete' brings it back)", err, id.Short())
 			}
 		}
 	}

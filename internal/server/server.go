@@ -6,6 +6,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -26,6 +27,7 @@ import (
 	"lifeboat/internal/catalog"
 	"lifeboat/internal/clock"
 	"lifeboat/internal/location"
+	"lifeboat/internal/policy"
 	"lifeboat/internal/vault"
 )
 
@@ -366,6 +368,7 @@ func defaultVault(ctx context.Context, cat *catalog.Catalog, cfg Config) error {
 		}
 		opts := cfg.VaultOptions
 		opts.Clock = cfg.Clock
+		opts.SoftDelete = cmp.Or(opts.SoftDelete, policy.DefaultSoftDelete)
 		if _, err := vault.Init(ctx, store, []byte(pass), opts); err != nil {
 			os.Remove(passFile)
 			return fmt.Errorf("default vault: %w", err)

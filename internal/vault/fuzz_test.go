@@ -118,3 +118,48 @@ func FuzzSealedObject(f *testing.F) {
 		}
 	})
 }
+
+// FuzzSoftDeleteObjects: bytes stored as a tombstone (deleted/<point id>)
+// and as a settings object (settings/<hash>) are skipped by Tombstones and
+// Settings, which never fail on them, never panic, and cost what they
+// weigh; only what the vault sealed counts.
+func FuzzSoftDeleteObjects(f *testing.F) {
+	v, store := fuzzVault(f)
+	ctx := context.Background()
+	var point chunk.ID
+	point[0] = 1
+	if _, err := v.SaveTombstone(ctx, point); err != nil {
+		f.Fatal(err)
+	}
+	tomb, _ := store.Get(ctx, ObjectName(KindDeleted, point))
+	store.Delete(ctx, ObjectName(KindDeleted, point))
+	s, err := v.SaveSetting(ctx, 3600e9)
+	if err != nil {
+		f.Fatal(err)
+	}
+	setting, _ := store.Get(ctx, ObjectName(KindSettings, s.ID))
+	store.Delete(ctx, ObjectName(KindSettings, s.ID))
+	f.Add(tomb)
+	f.Add(setting)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		id := chunk.ObjectID(data)
+		if store.Put(ctx, ObjectName(KindDeleted, point), data) != nil || store.Put(ctx, ObjectName(KindSettings, id), data) != nil {
+			return
+		}
+		defer store.Delete(ctx, ObjectName(KindDeleted, point))
+		defer store.Delete(ctx, ObjectName(KindSettings, id))
+		var tombs map[chunk.ID]Tombstone
+		var settings []Setting
+		testenv.CheckAlloc(t, len(data), 8, 0, func() {
+			if tombs, err = v.Tombstones(ctx); err == nil {
+				settings, err = v.Settings(ctx)
+			}
+		})
+		if err != nil {
+			t.Fatalf("a stored object failed the listing: %v", err)
+		}
+		if len(tombs) > 0 && string(data) != string(tomb) || len(settings) > 0 && string(data) != string(setting) {
+			t.Fatalf("%d bytes the fuzzer made were accepted: %d tombstones, %d settings", len(data), len(tombs), len(settings))
+		}
+	})
+}

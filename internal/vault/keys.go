@@ -18,9 +18,6 @@ import (
 // DefaultKeyName names the key slot vault init writes.
 const DefaultKeyName = "default"
 
-// MinPassphrase is the fewest characters a new passphrase may have.
-const MinPassphrase = 8
-
 // Errors of key management; callers map them to exit codes.
 var (
 	// ErrNoKey: no key slot has the name given.
@@ -39,14 +36,6 @@ var keyNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`)
 func ValidKeyName(name string) error {
 	if !keyNameRE.MatchString(name) {
 		return fmt.Errorf("key name %q: %w: use 1 to 64 letters, digits, '.', '_', '@' or '-', starting with a letter or digit", name, ErrKeyRefused)
-	}
-	return nil
-}
-
-// CheckNewPassphrase refuses a passphrase too short to stand a guesser.
-func CheckNewPassphrase(p []byte) error {
-	if n := len([]rune(string(p))); n < MinPassphrase {
-		return fmt.Errorf("new passphrase has %d characters: %w: use at least %d", n, ErrKeyRefused, MinPassphrase)
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"lifeboat/internal/blob"
 	"lifeboat/internal/chunk"
@@ -191,6 +192,10 @@ type Options struct {
 	KDF         crypto.KDFParams // key slots written; zero = crypto.DefaultKDF
 	Clock       clock.Clock      // nil = real time
 	Uploads     int              // parallel uploads; 0 = 4
+	// SoftDelete is the soft-delete window Init writes (a settings
+	// object); 0 writes none, which leaves soft delete off, as in vaults
+	// made before it existed.
+	SoftDelete time.Duration
 	// Version is the format version Init writes; 0 = 2 (a vault becomes 3
 	// when rekeyed). Only
 	// tests ask for an older one, to check old vaults stay readable.
@@ -280,6 +285,11 @@ func create(ctx context.Context, store blob.Store, passphrase []byte, cfg Config
 	// Key slot first, config last: a store with a config always has a key.
 	if err := v.addSlot(ctx, DefaultKeyName, passphrase); err != nil {
 		return nil, err
+	}
+	if opts.SoftDelete > 0 {
+		if _, err := v.SaveSetting(ctx, opts.SoftDelete); err != nil {
+			return nil, err
+		}
 	}
 	cj, _ := json.MarshalIndent(cfg, "", "  ")
 	if err := store.Put(ctx, "config", append(cj, '\n')); err != nil {
@@ -514,6 +524,9 @@ func (v *Vault) aad(kind string) string {
 	if v.cfg.Bound() {
 		id = v.cfg.ID
 	}
+	if kind == KindSettings {
+		return chunk.BindAAD("lifeboat settings", id)
+	}
 	return chunk.BindAAD("lifeboat condemned", id)
 }
 
@@ -532,7 +545,7 @@ func (v *Vault) SaveObject(ctx context.Context, kind string, plain []byte) (chun
 
 // maxPlain bounds the plaintext of objects of a kind where nothing better
 // is known; manifests are bounded by the disk their point records.
-var maxPlain = map[string]uint64{KindPoint: 16 << 20}
+var maxPlain = map[string]uint64{KindPoint: 16 << 20, KindSettings: 1 << 16}
 
 // LoadObject reads, checks and opens an object of kind.
 func (v *Vault) LoadObject(ctx context.Context, kind string, id chunk.ID) ([]byte, error) {
@@ -576,4 +589,22 @@ func (v *Vault) ScanIDs(ctx context.Context, kind string) (ids []chunk.ID, forei
 		return nil, nil, fmt.Errorf("listing %s: %w", kind, err)
 	}
 	return ids, foreign, nil
+}
+
+// MinPassphrase is the fewest characters a new passphrase may have (at
+// vault init, and when a key slot is added or a passphrase changed).
+// Vaults whose passphrases are shorter, made before the rule, still open.
+const MinPassphrase = 12
+
+// ErrWeakPassphrase refuses a new passphrase shorter than MinPassphrase.
+var ErrWeakPassphrase = errors.New("passphrase too short")
+
+// CheckNewPassphrase refuses a passphrase too short to be a new one. Its
+// key slot's Argon2id slows each guess, but a short passphrase is still
+// guessed in reach of whoever copies the slot off the storage.
+func CheckNewPassphrase(p []byte) error {
+	if n := utf8.RuneCount(p); n < MinPassphrase {
+		return fmt.Errorf("%w: it has %d characters, a new passphrase needs at least %d (a few random words will do)", ErrWeakPassphrase, n, MinPassphrase)
+	}
+	return nil
 }

@@ -18,7 +18,7 @@ import (
 // and checks the markers with the source's keys, which the copy shares: it
 // needs no passphrase for the copy.
 func Pending(ctx context.Context, from *vault.Vault, to blob.Store, machine string) ([]*recovery.Point, []string, error) {
-	ids, err := from.ListIDs(ctx, vault.KindPoint)
+	ids, err := from.LivePointIDs(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("source %s: %w", from.Store(), err)
 	}

@@ -232,7 +232,7 @@ func (c *copier) report(start time.Time, points int, total int64) (stop func()) 
 // it again sends only what the target's own index lacks. On the way it
 // drops markers of points the source no longer has.
 func (c *copier) missing(ctx context.Context) ([]*sourcePoint, error) {
-	srcIDs, err := c.from.ListIDs(ctx, vault.KindPoint)
+	srcIDs, err := c.from.LivePointIDs(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("source %s: %w", c.from.Store(), err)
 	}

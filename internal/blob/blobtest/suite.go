@@ -19,6 +19,7 @@ import (
 	"sort"
 	"sync"
 	"testing"
+	"time"
 
 	"lifeboat/internal/blob"
 )
@@ -313,8 +314,12 @@ func testStat(t *testing.T, s blob.Store) {
 		if err != nil {
 			t.Fatalf("Stat(%q): %v", name, err)
 		}
-		if info != (blob.Info{Name: name, Size: int64(size)}) {
+		if info.Name != name || info.Size != int64(size) {
 			t.Errorf("Stat(%q) = %+v, want size %d", name, info, size)
+		}
+		// Stored is the store's own clock: allow for skew, not for nonsense.
+		if !info.Stored.IsZero() && time.Since(info.Stored).Abs() > time.Hour {
+			t.Errorf("Stat(%q): stored at %v, not about now", name, info.Stored)
 		}
 	}
 }

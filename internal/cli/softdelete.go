@@ -1,0 +1,213 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"lifeboat/internal/maintenance"
+	"lifeboat/internal/policy"
+)
+
+// softDeleteHelp is said wherever the window is set.
+const softDeleteHelp = `Soft delete: forget does not delete a point at once but marks it deleted; it
+is left out of points, restore, backup and vault copy, 'lifeboat points
+--deleted' lists it and 'lifeboat undelete' brings it back, and prune keeps
+everything it needs until the soft-delete window has passed since it was
+forgotten, then purges it. A window of 0 turns soft delete off: forget deletes
+points at once, as lifeboat did before soft delete (and as vaults made before
+it still do until a window is set).`
+
+// parseWindow parses a --soft-delete value: 14d, 36h, 2w, 0.
+func parseWindow(s string) (time.Duration, error) {
+	d, err := policy.ParseDuration(s)
+	if err != nil {
+		return 0, usageError{fmt.Errorf("--soft-delete: %w", err)}
+	}
+	if d%time.Second != 0 {
+		return 0, usageError{fmt.Errorf("--soft-delete %s: give whole seconds", s)}
+	}
+	return d, nil
+}
+
+func windowText(d time.Duration) string {
+	if d == 0 {
+		return "off"
+	}
+	return policy.FormatDuration(d)
+}
+
+func (a *app) vaultSetCommand() *cobra.Command {
+	var window string
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "set --soft-delete DURATION [--force]",
+		Short: "Change the vault's soft-delete window",
+		Long: `Change how long forgotten points stay restorable before prune purges them.
+
+` + softDeleteHelp + `
+
+Lengthening the window takes effect at once, for points already deleted too.
+Shortening it, or turning it off with 0, needs --force, and takes effect only
+once the window in force has passed: every point forgotten until then keeps
+the time it was promised. So whoever can change the setting — it takes the
+passphrase, as it is sealed with the vault's key — cannot shorten the window
+and purge at once; the vault's history of settings shows the change.`,
+		Example: `  lifeboat vault set --soft-delete 30d
+  lifeboat vault set --soft-delete 7d --force
+  lifeboat vault set --soft-delete 0 --force`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !cmd.Flags().Changed("soft-delete") {
+				return usageError{errors.New("nothing to set: give --soft-delete DURATION")}
+			}
+			d, err := parseWindow(window)
+			if err != nil {
+				return err
+			}
+			v, err := a.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			st, err := maintenance.SetSoftDelete(cmd.Context(), v, d, force)
+			if errors.Is(err, maintenance.ErrShortenNeedsForce) {
+				return usageError{err}
+			}
+			if err != nil {
+				return err
+			}
+			return a.printSoftDelete(st)
+		},
+	}
+	cmd.Flags().StringVar(&window, "soft-delete", "", "the new window: 14d, 36h, 2w; 0 turns soft delete off")
+	cmd.Flags().BoolVar(&force, "force", false, "allow a shorter window than the one in force (it applies once that one has passed)")
+	return cmd
+}
+
+func (a *app) vaultSettingsCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "settings",
+		Short: "Show the vault's soft-delete window",
+		Long: "Show the soft-delete window in force, a shorter one set but not yet in force, and every\n" +
+			"change of the window: when (by the storage's clock when it is later than the writer's) and\n" +
+			"from which host.\n\n" + softDeleteHelp,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			v, err := a.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			st, err := maintenance.SoftDeleteState(cmd.Context(), v)
+			if err != nil {
+				return err
+			}
+			return a.printSoftDelete(st)
+		},
+	}
+}
+
+func (a *app) printSoftDelete(st *maintenance.SoftDelete) error {
+	if a.jsonOut {
+		type setting struct {
+			Time   time.Time `json:"time"`
+			Host   string    `json:"host"`
+			Window int64     `json:"soft_delete_seconds"`
+		}
+		history := []setting{}
+		for _, s := range st.Settings {
+			history = append(history, setting{s.At(), s.Host, s.SoftDelete})
+		}
+		out := map[string]any{"soft_delete_seconds": int64(st.Window / time.Second),
+			"set_seconds": int64(st.Set / time.Second), "settings": history}
+		if len(st.Settings) > 0 {
+			out["effective"] = st.Effective
+		}
+		return a.printJSON(out)
+	}
+	a.printf("soft delete: %s\n", windowText(st.Window))
+	if len(st.Settings) == 0 {
+		a.printf("  (never set: forget deletes points at once; 'lifeboat vault set --soft-delete 14d' turns it on)\n")
+	} else if st.Set != st.Window {
+		a.printf("  %s set, in force from %s\n", windowText(st.Set), when(st.Effective))
+	}
+	for _, s := range st.Settings {
+		a.printf("  %s  set to %s on %s\n", when(s.At()), windowText(s.Window()), orDash(s.Host))
+	}
+	return nil
+}
+
+// pointsDeleted is points --deleted: the soft-deleted points.
+func (a *app) pointsDeleted(ctx context.Context, machine string) error {
+	v, err := a.open(ctx)
+	if err != nil {
+		return err
+	}
+	deleted, err := maintenance.Deleted(ctx, v, machine)
+	if err != nil {
+		return err
+	}
+	if a.jsonOut {
+		type out struct {
+			pointOut
+			Deleted   time.Time `json:"deleted"`
+			PurgeAt   time.Time `json:"purge_at"`
+			DeletedBy string    `json:"deleted_by"`
+		}
+		res := []out{}
+		for _, d := range deleted {
+			res = append(res, out{pointJSON(d.Point), d.Deleted, d.PurgeAt, d.Host})
+		}
+		return a.printJSON(res)
+	}
+	a.table("ID\tTIME\tMACHINE\tCONSISTENCY\tSIZE\tDELETED\tPURGED AFTER\tBY", func(w *tabwriter.Writer) {
+		for _, d := range deleted {
+			p := d.Point
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID.Short(), when(p.Time), p.Machine, p.Consistency,
+				size(p.Size()), when(d.Deleted), when(d.PurgeAt), orDash(d.Host))
+		}
+	})
+	if len(deleted) == 0 && !a.quiet {
+		a.warnf("no soft-deleted points")
+	}
+	return nil
+}
+
+func (a *app) undeleteCommand() *cobra.Command {
+	var machine string
+	cmd := &cobra.Command{
+		Use:   "undelete --machine NAME POINT",
+		Short: "Bring back a forgotten (soft-deleted) recovery point",
+		Long: `Bring back a point that forget soft-deleted, before prune purged it: it is
+listed, restored and copied again like any other point. POINT is an ID prefix
+(at least 6 characters) from 'lifeboat points --deleted'.
+
+` + softDeleteHelp,
+		Example: `  lifeboat points --deleted --machine web1
+  lifeboat undelete --machine web1 3fa9c2`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if machine == "" {
+				return usageError{errors.New("--machine is required")}
+			}
+			v, err := a.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			p, err := maintenance.Undelete(cmd.Context(), v, machine, args[0])
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				return a.printJSON(pointJSON(p))
+			}
+			a.printf("undeleted point %s of %s (%s)\n", p.ID.Short(), p.Machine, when(p.Time))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&machine, "machine", "", "the point's machine (required)")
+	return cmd
+}
