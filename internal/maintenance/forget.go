@@ -3,6 +3,7 @@ package maintenance
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"lifeboat/internal/chunk"
 	"lifeboat/internal/policy"
@@ -46,6 +47,11 @@ func Forget(ctx context.Context, v *vault.Vault, machine string, r policy.Retent
 			}
 		}
 	}()
+	if !dryRun && slices.ContainsFunc(res.Decisions, func(d policy.Decision) bool { return !d.Keep }) {
+		if err := v.CheckDeletes(ctx, "forget"); err != nil {
+			return res, err
+		}
+	}
 	for _, d := range res.Decisions {
 		if d.Keep || dryRun {
 			continue

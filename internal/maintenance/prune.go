@@ -64,8 +64,21 @@ type packState struct {
 }
 
 // Prune deletes data no point references and rewrites mostly-unused packs,
-// safely beside running backups (docs/format.md, "Prune").
+// safely beside running backups (docs/format.md, "Prune"). A prune that
+// did its work also removes the markers of finished sessions, which
+// writers with append-only credentials leave behind.
 func Prune(ctx context.Context, v *vault.Vault, opts PruneOptions) (*PruneReport, error) {
+	rep, err := prune(ctx, v, opts)
+	if err != nil || opts.DryRun || rep.Deferred {
+		return rep, err
+	}
+	if _, dead, err := v.ListSessions(ctx); err == nil {
+		v.TidySessions(ctx, dead)
+	}
+	return rep, nil
+}
+
+func prune(ctx context.Context, v *vault.Vault, opts PruneOptions) (*PruneReport, error) {
 	if opts.RepackUnused == 0 {
 		opts.RepackUnused = 0.1
 	}
@@ -94,6 +107,11 @@ func Prune(ctx context.Context, v *vault.Vault, opts PruneOptions) (*PruneReport
 	}
 	var sess *vault.Session // nil in a dry run, which stores nothing
 	if !opts.DryRun {
+		// Before anything is written: a prune that cannot delete must not
+		// leave a repack and a plan half done.
+		if err := v.CheckDeletes(ctx, "prune"); err != nil {
+			return nil, err
+		}
 		if sess, err = v.StartSession(ctx, "prune"); err != nil {
 			return nil, err
 		}

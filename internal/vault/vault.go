@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"lifeboat/internal/blob"
@@ -124,6 +125,9 @@ type Vault struct {
 	upload int // parallel uploads
 	warn   func(string)
 	slot   string // the key slot this vault was opened with
+	// noDelete is set once the store refused a delete (DeletesRefused);
+	// shared by the views WithStore makes.
+	noDelete *atomic.Bool
 }
 
 // Options tune Init and Open.
@@ -237,7 +241,7 @@ func newVault(store blob.Store, cfg Config, keys keyPayload, opts Options) (*Vau
 	}
 	host, _ := os.Hostname()
 	return &Vault{store: store, cfg: cfg, keys: keys, codec: codec, clock: opts.Clock, host: host,
-		kdf: opts.KDF, upload: opts.Uploads, warn: opts.Warn}, nil
+		kdf: opts.KDF, upload: opts.Uploads, warn: opts.Warn, noDelete: &atomic.Bool{}}, nil
 }
 
 // ReadConfig reads and checks the config without a passphrase.

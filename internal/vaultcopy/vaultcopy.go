@@ -244,9 +244,11 @@ func (c *copier) missing(ctx context.Context) ([]*sourcePoint, error) {
 			want = append(want, id)
 		}
 	}
+	// A stale marker is harmless (its point is gone from the source): an
+	// append-only target keeps it (vault.Tidy).
 	for id, name := range marked {
 		if !inSource[id] {
-			if err := c.to.Store().Delete(ctx, name); err != nil {
+			if err := c.to.Tidy(ctx, name); err != nil {
 				return nil, fmt.Errorf("target %s: removing the marker of a point the source forgot: %w", c.to.Store(), err)
 			}
 		}
