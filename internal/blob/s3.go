@@ -424,6 +424,11 @@ func (s *S3) wrap(ctx context.Context, op, name string, err error) error {
 // with the data's SHA-256 so that the server rejects a corrupted body.
 // Objects larger than 512 MiB go up in 64 MiB parts, atomic on completion.
 func (s *S3) Put(ctx context.Context, name string, data []byte) error {
+	return s.put(ctx, name, data, minio.PutObjectOptions{})
+}
+
+// put is Put with options (an object lock retention).
+func (s *S3) put(ctx context.Context, name string, data []byte, opts minio.PutObjectOptions) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -433,7 +438,7 @@ func (s *S3) Put(ctx context.Context, name string, data []byte) error {
 	if err := checkSize(s, name, int64(len(data))); err != nil {
 		return err
 	}
-	opts := minio.PutObjectOptions{ContentType: "application/octet-stream"}
+	opts.ContentType = "application/octet-stream"
 	var err error
 	if len(data) <= singlePutMax {
 		// Sign the payload's SHA-256 so that the server checks the body it
