@@ -25,6 +25,7 @@ func (a *app) vaultCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "vault", Short: "Create and inspect vaults"}
 	var chunkSize, compression string
 	var copyOf copyOfFlags
+	var lock lockFlags
 	initCmd := &cobra.Command{
 		Use:   "init",
 		Short: "Create a new vault",
@@ -32,9 +33,19 @@ func (a *app) vaultCommand() *cobra.Command {
 
 The chunk size is fixed for the life of the vault: smaller chunks store less
 after scattered small writes, larger ones keep the index smaller. The default
-was chosen from the measurements in bench/RESULTS.md.`,
+was chosen from the measurements in bench/RESULTS.md.
+
+--lock makes the vault immutable for a period, on an S3 bucket created with
+Object Lock: the config, key slots and every object a recovery point needs are
+stored under a retention (--lock-mode compliance: nobody can delete them before
+it ends, not even the bucket's owner; governance: only credentials allowed to
+bypass it). Each backup extends the lock of the older data its point shares,
+and each forget that of the points it keeps, so a point stays locked while it
+is kept and at least --lock after; forget and prune leave what is still locked
+and say until when. See docs/security.md for the credentials to give hosts.`,
 		Example: `  LIFEBOAT_PASSWORD=secret lifeboat vault init --vault /srv/vault
-  lifeboat vault init --vault s3://backups/site-a --password-file /etc/lifeboat/pw --chunk-size 1M`,
+  lifeboat vault init --vault s3://backups/site-a --password-file /etc/lifeboat/pw --chunk-size 1M
+  lifeboat vault init --vault s3://locked-bucket/site-a --lock 30d --lock-mode compliance`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -50,6 +61,11 @@ was chosen from the measurements in bench/RESULTS.md.`,
 				opts.ChunkSize = n
 			}
 			opts.Compression = compression
+			lk, err := lock.lock(cmd)
+			if err != nil {
+				return err
+			}
+			opts.Lock = lk
 			pw, err := a.passphrase()
 			if err != nil {
 				return err
@@ -75,12 +91,14 @@ was chosen from the measurements in bench/RESULTS.md.`,
 				return a.printJSON(cfg)
 			}
 			a.printf("created vault %s at %s (chunk size %s, %s)\n", cfg.ID, store, size(int64(cfg.ChunkSize)), cfg.Compression)
+			a.printLock(cfg)
 			return nil
 		},
 	}
 	initCmd.Flags().StringVar(&chunkSize, "chunk-size", "", "chunk size, a power of two from 64K to 8M (default 256K)")
 	initCmd.Flags().StringVar(&compression, "compression", "", "zstd-fastest (default), zstd or zstd-better")
 	copyOf.add(initCmd)
+	lock.add(initCmd)
 	var newFile string
 	passwd := &cobra.Command{
 		Use:   "passwd --new-password-file FILE",

@@ -97,7 +97,13 @@ grouped per machine; buckets (hour, day, ISO week, month, year) are in UTC, and
 each bucket keeps its newest point. A point is kept if any rule keeps it; points
 dated in the future are always kept. Use -1 for "every bucket".
 
-Only the points are removed: their data stays until 'lifeboat prune' (or --prune).`,
+Only the points are removed: their data stays until 'lifeboat prune' (or --prune).
+
+In a vault with an object lock (vault init --lock), forget extends the lock of
+every object the points it keeps need, and leaves a point it would remove that
+is still locked, saying until when: a forget after that date removes it.
+Forget and prune need storage credentials that may delete objects; with
+append-only ones they refuse before changing anything.`,
 		Example: `  lifeboat forget --machine web1 --keep-daily 7 --keep-weekly 4 --keep-monthly 12 --prune
   lifeboat forget --keep-last 3 --keep-within 2d --dry-run`,
 		Args: cobra.NoArgs,
@@ -138,7 +144,8 @@ Only the points are removed: their data stays until 'lifeboat prune' (or --prune
 				for _, d := range res.Decisions {
 					out = append(out, dec{d.Point.ID, d.Point.Machine, d.Point.Time.Format("2006-01-02T15:04:05Z07:00"), d.Keep, d.Reasons})
 				}
-				return a.printJSON(map[string]any{"decisions": out, "removed": len(res.Removed), "dry_run": dryRun, "prune": pr})
+				return a.printJSON(map[string]any{"decisions": out, "removed": len(res.Removed), "dry_run": dryRun, "prune": pr,
+					"locked": res.Locked, "locks_extended": res.LocksExtended})
 			}
 			tw := tabwriter.NewWriter(a.env.Stdout, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tTIME\tMACHINE\tDECISION\tREASONS")
@@ -163,6 +170,7 @@ Only the points are removed: their data stays until 'lifeboat prune' (or --prune
 				a.printf("%s %d point(s)\n", verb, n)
 			} else {
 				a.printf("%s %d point(s)\n", verb, len(res.Removed))
+				a.printLocked(res)
 			}
 			if pr != nil {
 				a.printPrune(pr)
@@ -191,6 +199,10 @@ func (a *app) printPrune(r *maintenance.PruneReport) {
 	if r.Deferred {
 		a.printf("prune: a backup or restore that started before this prune is still running: deletion is deferred to the next prune\n")
 	}
+	if r.LockedObjects > 0 {
+		a.printf("prune: %d object(s) no point needs are under their object lock and stay until %s at least; a later prune removes them\n",
+			r.LockedObjects, r.LockedUntil.Local().Format("2006-01-02 15:04:05"))
+	}
 	if r.Note != "" {
 		a.printf("prune: %s\n", r.Note)
 	}
@@ -209,7 +221,12 @@ otherwise the next prune finishes the plan. Run one prune per vault at a time.
 
 Prune also removes the partial uploads a write killed mid-way leaves in a
 directory vault (packs/xx/.tmp-*) once they are older than 30 minutes, the
-longest a running write can take to refresh its session; verify lists them.`,
+longest a running write can take to refresh its session; verify lists them.
+
+In a vault with an object lock, prune never tries to delete a locked object:
+it leaves it, and the packs a locked index object names, and reports how many
+stay and the earliest date one may go. It also removes the session markers that
+backups with append-only credentials could not delete.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			v, err := a.open(cmd.Context())

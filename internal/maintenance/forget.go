@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"lifeboat/internal/chunk"
 	"lifeboat/internal/policy"
@@ -15,6 +16,13 @@ import (
 type ForgetResult struct {
 	Decisions []policy.Decision
 	Removed   []string // IDs of deleted points (none on a dry run)
+	// Locked are points retention drops that are still under their
+	// object lock (vault init --lock): they stay, and a later forget
+	// removes them once it has passed (forget no longer extends it).
+	Locked []LockedPoint
+	// LocksExtended counts the objects of kept points whose lock was
+	// extended.
+	LocksExtended int
 	// Kept are the vault's points that remain, of every machine.
 	Kept []*recovery.Point
 }
@@ -52,6 +60,21 @@ func Forget(ctx context.Context, v *vault.Vault, machine string, r policy.Retent
 			return res, err
 		}
 	}
+	if !dryRun && v.Lock() != nil {
+		drop := map[string]bool{}
+		for _, d := range res.Decisions {
+			drop[d.Point.ID] = !d.Keep
+		}
+		var kept []*recovery.Point
+		for _, p := range points {
+			if !drop[p.ID.String()] {
+				kept = append(kept, p)
+			}
+		}
+		if res.LocksExtended, err = ExtendLocks(ctx, v, kept); err != nil {
+			return res, err
+		}
+	}
 	for _, d := range res.Decisions {
 		if d.Keep || dryRun {
 			continue
@@ -60,6 +83,14 @@ func Forget(ctx context.Context, v *vault.Vault, machine string, r policy.Retent
 		if err != nil {
 			return res, err
 		}
+		until, err := v.LockedUntil(ctx, vault.ObjectName(vault.KindPoint, id))
+		if err != nil {
+			return res, fmt.Errorf("forgetting point %s: %w", id.Short(), err)
+		}
+		if until.After(v.Clock().Now()) {
+			res.Locked = append(res.Locked, LockedPoint{ID: d.Point.ID, Until: until.UTC()})
+			continue
+		}
 		if err := v.Store().Delete(ctx, vault.ObjectName(vault.KindPoint, id)); err != nil {
 			return res, fmt.Errorf("forgetting point %s: %w", id.Short(), err)
 		}
@@ -67,4 +98,10 @@ func Forget(ctx context.Context, v *vault.Vault, machine string, r policy.Retent
 		removed[d.Point.ID] = true
 	}
 	return res, nil
+}
+
+// LockedPoint is a point forget would remove that is locked until Until.
+type LockedPoint struct {
+	ID    string    `json:"id"`
+	Until time.Time `json:"until"`
 }

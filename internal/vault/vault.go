@@ -55,6 +55,9 @@ type Config struct {
 	// Origin is, in a copy (vault init --copy-of), the ID of the vault it
 	// copies: pack headers bound to it are accepted as the copy's own.
 	Origin string `json:"origin,omitempty"`
+	// Lock, if set, has every object a point needs stored under an S3
+	// Object Lock retention (vault init --lock; lock.go).
+	Lock *Lock `json:"lock,omitempty"`
 }
 
 // Bound reports whether the vault's objects are bound to its ID (format
@@ -95,6 +98,11 @@ func (c *Config) validate() error {
 	}
 	if _, ok := compressionLevels[c.Compression]; !ok {
 		return fmt.Errorf("config: unknown compression %q", c.Compression)
+	}
+	if c.Lock != nil {
+		if err := c.Lock.validate(); err != nil {
+			return fmt.Errorf("config: %w", err)
+		}
 	}
 	return nil
 }
@@ -138,6 +146,9 @@ type Options struct {
 	KDF         crypto.KDFParams // key slots written; zero = crypto.DefaultKDF
 	Clock       clock.Clock      // nil = real time
 	Uploads     int              // parallel uploads; 0 = 4
+	// Lock, if set, is the object lock Init gives the vault; the store
+	// must be an S3 bucket with Object Lock enabled.
+	Lock *Lock
 	// Version is the format version Init writes; 0 = FormatVersion. Only
 	// tests ask for an older one, to check old vaults stay readable.
 	Version int
@@ -177,7 +188,7 @@ func Init(ctx context.Context, store blob.Store, passphrase []byte, opts Options
 		return nil, err
 	}
 	cfg := Config{Format: "lifeboat-vault", Version: cmp.Or(opts.Version, FormatVersion), Created: opts.Clock.Now().UTC().Truncate(time.Second),
-		ChunkSize: opts.ChunkSize, PackSize: opts.PackSize, Compression: opts.Compression}
+		ChunkSize: opts.ChunkSize, PackSize: opts.PackSize, Compression: opts.Compression, Lock: opts.Lock}
 	if cfg.ChunkSize == 0 {
 		cfg.ChunkSize = DefaultChunkSize
 	}
@@ -215,6 +226,15 @@ func create(ctx context.Context, store blob.Store, passphrase []byte, cfg Config
 		return nil, err
 	}
 	keys.Config = cfg
+	if cfg.Lock != nil {
+		l, ok := store.(blob.Locker)
+		if !ok {
+			return nil, fmt.Errorf("%s: --lock needs an S3 bucket with Object Lock: %w", store, blob.ErrNoLock)
+		}
+		if err := l.CheckLock(ctx); err != nil {
+			return nil, err
+		}
+	}
 	v, err := newVault(store, cfg, keys, opts)
 	if err != nil {
 		return nil, err
@@ -224,7 +244,7 @@ func create(ctx context.Context, store blob.Store, passphrase []byte, cfg Config
 		return nil, err
 	}
 	cj, _ := json.MarshalIndent(cfg, "", "  ")
-	if err := store.Put(ctx, "config", append(cj, '\n')); err != nil {
+	if err := v.store.Put(ctx, "config", append(cj, '\n')); err != nil {
 		return nil, fmt.Errorf("writing config: %w", err)
 	}
 	return v, nil
@@ -238,6 +258,10 @@ func newVault(store blob.Store, cfg Config, keys keyPayload, opts Options) (*Vau
 	}
 	if cfg.Bound() {
 		codec.Bind(cfg.ID, cfg.Origin)
+	}
+	store, err = withLock(store, cfg, opts.Clock.Now)
+	if err != nil {
+		return nil, err
 	}
 	host, _ := os.Hostname()
 	return &Vault{store: store, cfg: cfg, keys: keys, codec: codec, clock: opts.Clock, host: host,
@@ -323,7 +347,7 @@ func Open(ctx context.Context, store blob.Store, passphrase []byte, opts Options
 		}
 		if !keys.Config.Created.Equal(cfg.Created) || keys.Config.ID != cfg.ID || keys.Config.ChunkSize != cfg.ChunkSize ||
 			keys.Config.PackSize != cfg.PackSize || keys.Config.Compression != cfg.Compression || keys.Config.Version != cfg.Version ||
-			keys.Config.Origin != cfg.Origin {
+			keys.Config.Origin != cfg.Origin || !sameLock(keys.Config.Lock, cfg.Lock) {
 			return nil, fmt.Errorf("%s: %w", store, ErrConfigChanged)
 		}
 		v, err := newVault(store, cfg, keys, opts)
