@@ -225,18 +225,25 @@ func checkPlainHTTP(hostport string) error {
 	if h, _, err := net.SplitHostPort(hostport); err == nil {
 		host = h
 	}
-	host = strings.Trim(host, "[]")
-	if strings.EqualFold(host, "localhost") {
-		return nil
-	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+	if IsLoopback(host) {
 		return nil
 	}
 	if os.Getenv(envAllowHTTP) == "1" {
 		return nil
 	}
-	return fmt.Errorf("refusing plain HTTP to S3 endpoint %s: use https://, or set %s=1 to allow unencrypted traffic to a non-loopback host: %w",
+	return fmt.Errorf("refusing plain HTTP to %s: use https://, or set %s=1 to allow unencrypted traffic to a non-loopback host: %w",
 		hostport, envAllowHTTP, ErrPermanent)
+}
+
+// IsLoopback reports whether host (a name or an IP address, bracketed or
+// not) is "localhost" or a loopback address.
+func IsLoopback(host string) bool {
+	host = strings.Trim(host, "[]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // NewS3 connects to the bucket in cfg and checks that it exists and that the
