@@ -65,7 +65,25 @@ func TestObjectLockS3(t *testing.T) {
 	makeExt4(t, img, 16, smallFiles)
 	var ids []string
 	var images []string
+	firstLocks := map[string]time.Time{}
 	for i := range 2 {
+		if i == 1 {
+			// Half the period on, the first point's packs are due for
+			// extension: the second backup, which shares their chunks,
+			// extends them.
+			for _, name := range objectNames(t, store) {
+				if strings.HasPrefix(name, "packs/") {
+					r, err := locker.RetentionOf(ctx, name)
+					if err != nil {
+						t.Fatal(err)
+					}
+					firstLocks[name] = r.Until
+					for time.Until(r.Until) >= 2*time.Second {
+						time.Sleep(100 * time.Millisecond)
+					}
+				}
+			}
+		}
 		r := inProcEnv(ctx, env, "--vault", url, "-q", "--json", "backup", "--machine", "web1", "--disk", "vda="+img)
 		if r.code != 0 {
 			t.Fatalf("backup %d: %s", i, r)
@@ -75,6 +93,32 @@ func TestObjectLockS3(t *testing.T) {
 		sparseCopy(t, img, keep)
 		images = append(images, keep)
 		rewriteFile(t, img, smallFiles[0], uint64(20+i))
+	}
+	for name, before := range firstLocks {
+		if r, err := locker.RetentionOf(ctx, name); err != nil || !r.Until.After(before) {
+			t.Errorf("pack %s of the first point, shared by the second: lock until %s (%v), want extended past %s", name, r.Until, err, before)
+		}
+	}
+	// A copy made with a lock of its own locks what it receives.
+	dst := "s3://" + cfg.Bucket + "/copy"
+	if r := inProcEnv(ctx, env, "--vault", dst, "-q", "vault", "init", "--copy-of", url, "--lock", "4s"); r.code != 0 {
+		t.Fatalf("init --copy-of --lock: %s", r)
+	}
+	if r := inProcEnv(ctx, env, "-q", "vault", "copy", "--from", url, "--to", dst); r.code != 0 {
+		t.Fatalf("copy to a locked copy: %s", r)
+	}
+	copyStore, err := blob.OpenS3(ctx, blob.S3Config{Endpoint: cfg.Endpoint, Bucket: cfg.Bucket, Prefix: "copy", AccessKey: cfg.AccessKey,
+		SecretKey: cfg.SecretKey, Region: cfg.Region, Insecure: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range objectNames(t, copyStore) {
+		if strings.HasPrefix(name, "sessions/") || strings.HasPrefix(name, "copied/") {
+			continue
+		}
+		if r, err := copyStore.(blob.Locker).RetentionOf(ctx, name); err != nil || r.Until.IsZero() {
+			t.Errorf("copy's %s: retention %+v, %v; want a lock", name, r, err)
+		}
 	}
 	for _, name := range objectNames(t, store) {
 		if strings.HasPrefix(name, "sessions/") || strings.HasPrefix(name, "condemned/") {

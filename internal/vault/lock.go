@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"lifeboat/internal/blob"
+	"lifeboat/internal/chunk"
 )
 
 // Lock is a vault's object lock (vault init --lock, docs/format.md "Object
@@ -79,10 +80,10 @@ func (s *lockedStore) Delete(ctx context.Context, name string) error {
 	return s.locker.DeleteVersions(ctx, name)
 }
 
-// withLock returns store as a vault with cfg's lock must see it.
-func withLock(store blob.Store, cfg Config, now func() time.Time) (blob.Store, error) {
+// withLock returns the store of a vault with cfg's lock, nil without one.
+func withLock(store blob.Store, cfg Config, now func() time.Time) (*lockedStore, error) {
 	if cfg.Lock == nil {
-		return store, nil
+		return nil, nil
 	}
 	l, ok := store.(blob.Locker)
 	if !ok {
@@ -91,14 +92,45 @@ func withLock(store blob.Store, cfg Config, now func() time.Time) (blob.Store, e
 	return &lockedStore{Store: store, locker: l, lock: *cfg.Lock, now: now}, nil
 }
 
+// ExtendChunkLocks, in a vault with a lock, extends the lock of the
+// manifests named and of the pack ix locates each chunk in (ExtendLocks):
+// what a new point shares with older ones, whose locks may end sooner
+// than its own objects'. Backup and the target of a copy run it before
+// writing the point.
+func (v *Vault) ExtendChunkLocks(ctx context.Context, ix *chunk.Index, manifests []chunk.ID, chunks ...[]chunk.ID) error {
+	if v.locked == nil {
+		return nil
+	}
+	seen := map[chunk.ID]bool{}
+	var names []string
+	for _, id := range manifests {
+		names = append(names, ObjectName(KindManifest, id))
+	}
+	for _, ids := range chunks {
+		for _, id := range ids {
+			if id.IsZero() {
+				continue
+			}
+			if pack, _, ok := ix.Lookup(id); ok && !seen[pack] {
+				seen[pack] = true
+				names = append(names, chunk.PackName(pack))
+			}
+		}
+	}
+	if _, err := v.ExtendLocks(ctx, names); err != nil {
+		return fmt.Errorf("locking what the point needs: %w", err)
+	}
+	return nil
+}
+
 // Lock is the vault's object lock, nil if it has none.
 func (v *Vault) Lock() *Lock { return v.cfg.Lock }
 
 // LockedUntil returns when the object's retention ends: the zero time if
 // it has none or the vault no lock.
 func (v *Vault) LockedUntil(ctx context.Context, name string) (time.Time, error) {
-	ls, ok := v.store.(*lockedStore)
-	if !ok {
+	ls := v.locked
+	if ls == nil {
 		return time.Time{}, nil
 	}
 	r, err := ls.locker.RetentionOf(ctx, name)
@@ -112,8 +144,8 @@ func (v *Vault) LockedUntil(ctx context.Context, name string) (time.Time, error)
 // period. Objects that are gone are skipped. It returns how many it
 // extended. On a vault without a lock it does nothing.
 func (v *Vault) ExtendLocks(ctx context.Context, names []string) (int, error) {
-	ls, ok := v.store.(*lockedStore)
-	if !ok {
+	ls := v.locked
+	if ls == nil {
 		return 0, nil
 	}
 	now := v.clock.Now()

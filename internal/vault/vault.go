@@ -133,6 +133,9 @@ type Vault struct {
 	upload int // parallel uploads
 	warn   func(string)
 	slot   string // the key slot this vault was opened with
+	// locked is the store of a vault with a Lock (lock.go), nil otherwise:
+	// kept apart so that views through WithStore still extend locks.
+	locked *lockedStore
 	// noDelete is set once the store refused a delete (DeletesRefused);
 	// shared by the views WithStore makes.
 	noDelete *atomic.Bool
@@ -259,12 +262,15 @@ func newVault(store blob.Store, cfg Config, keys keyPayload, opts Options) (*Vau
 	if cfg.Bound() {
 		codec.Bind(cfg.ID, cfg.Origin)
 	}
-	store, err = withLock(store, cfg, opts.Clock.Now)
+	locked, err := withLock(store, cfg, opts.Clock.Now)
 	if err != nil {
 		return nil, err
 	}
+	if locked != nil {
+		store = locked
+	}
 	host, _ := os.Hostname()
-	return &Vault{store: store, cfg: cfg, keys: keys, codec: codec, clock: opts.Clock, host: host,
+	return &Vault{store: store, locked: locked, cfg: cfg, keys: keys, codec: codec, clock: opts.Clock, host: host,
 		kdf: opts.KDF, upload: opts.Uploads, warn: opts.Warn, noDelete: &atomic.Bool{}}, nil
 }
 
