@@ -8,6 +8,7 @@ import (
 
 	"lifeboat/internal/blob"
 	"lifeboat/internal/blob/miniotest"
+	"lifeboat/internal/blob/s3test"
 )
 
 // TestS3ObjectLock on MinIO: a bucket without Object Lock is refused by
@@ -77,4 +78,50 @@ func TestS3ObjectLock(t *testing.T) {
 	if err := l.DeleteVersions(ctx, "packs/never"); err != nil {
 		t.Fatalf("DeleteVersions of a missing object: %v", err)
 	}
+}
+
+// TestS3CreateOnly on MinIO and versitygw: a create-only store
+// (LIFEBOAT_S3_CREATE_ONLY=1) stores a new name, accepts the same bytes
+// again, and refuses other bytes for good (no retry), leaving the object
+// as it was; a directory store's Create does the same.
+func TestS3CreateOnly(t *testing.T) {
+	ctx := context.Background()
+	stores := map[string]func(t *testing.T) (blob.Store, func(string, []byte) error){
+		"minio":     func(t *testing.T) (blob.Store, func(string, []byte) error) { return createOnlyS3(t, miniotest.Start(t).Config) },
+		"versitygw": func(t *testing.T) (blob.Store, func(string, []byte) error) { return createOnlyS3(t, s3test.Start(t).Config) },
+		"dir": func(t *testing.T) (blob.Store, func(string, []byte) error) {
+			d, err := blob.NewDir(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return d, func(name string, data []byte) error { return d.Create(ctx, name, data) }
+		},
+	}
+	for name, open := range stores {
+		t.Run(name, func(t *testing.T) {
+			store, create := open(t)
+			if err := create("index/a", []byte("first")); err != nil {
+				t.Fatal(err)
+			}
+			if err := create("index/a", []byte("first")); err != nil && name != "dir" {
+				t.Fatalf("the same bytes again: %v", err)
+			}
+			err := create("index/a", []byte("other"))
+			if !errors.Is(err, blob.ErrExists) || !blob.IsPermanent(err) {
+				t.Fatalf("other bytes under an existing name = %v, want ErrExists", err)
+			}
+			if data, err := store.Get(ctx, "index/a"); err != nil || string(data) != "first" {
+				t.Fatalf("after the refused overwrite: %q, %v", data, err)
+			}
+		})
+	}
+}
+
+func createOnlyS3(t *testing.T, cfg blob.S3Config) (blob.Store, func(string, []byte) error) {
+	cfg.CreateOnly = true
+	s, err := blob.OpenS3(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, func(name string, data []byte) error { return s.Put(context.Background(), name, data) }
 }

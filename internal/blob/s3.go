@@ -53,6 +53,13 @@ type S3Config struct {
 	// RetryBudget bounds the time OpenS3's retries spend on one call
 	// (RetryPolicy.Budget); 0 means DefaultRetry's.
 	RetryBudget time.Duration
+	// CreateOnly makes every Put conditional (If-None-Match: *), so that it
+	// never replaces an object: a name that exists with the same bytes is
+	// accepted as no change, with other bytes refused (ErrExists). A
+	// bucket policy that denies s3:PutObject without the condition
+	// (AWS: s3:if-none-match) then gives credentials that cannot
+	// overwrite (docs/immutable.md).
+	CreateOnly bool
 }
 
 // Environment variables read by S3ConfigFromEnv and NewS3.
@@ -65,6 +72,7 @@ const (
 	envRegion    = "AWS_REGION"
 	envStall     = "LIFEBOAT_S3_STALL_TIMEOUT"
 	envBudget    = "LIFEBOAT_S3_RETRY_BUDGET"
+	envCreate    = "LIFEBOAT_S3_CREATE_ONLY"
 )
 
 const (
@@ -84,10 +92,11 @@ const (
 // configuration errors (missing bucket, bad credentials) are wrapped with
 // ErrPermanent and name the bucket and what to check.
 type S3 struct {
-	client   *minio.Client
-	bucket   string
-	prefix   string // "" or ending in "/"
-	endpoint string // as given, for messages
+	client     *minio.Client
+	bucket     string
+	prefix     string // "" or ending in "/"
+	endpoint   string // as given, for messages
+	createOnly bool
 }
 
 // ParseS3URL splits "s3://bucket/prefix" into its bucket and its prefix,
@@ -145,6 +154,7 @@ func checkKeyPrefix(prefix string) error {
 //   - AWS_REGION: defaults to us-east-1.
 //   - LIFEBOAT_S3_STALL_TIMEOUT: S3Config.StallTimeout, e.g. "30s".
 //   - LIFEBOAT_S3_RETRY_BUDGET: S3Config.RetryBudget, e.g. "5m".
+//   - LIFEBOAT_S3_CREATE_ONLY: "1" sets S3Config.CreateOnly.
 //
 // Whether plain HTTP is allowed is checked by NewS3.
 func S3ConfigFromEnv(rawURL string) (S3Config, error) {
@@ -177,6 +187,13 @@ func S3ConfigFrom(rawURL string, getenv func(string) string) (S3Config, error) {
 			return S3Config{}, fmt.Errorf("%s=%q: want a positive duration such as 30s or 2m", envStall, st)
 		}
 		cfg.StallTimeout = d
+	}
+	switch c := getenv(envCreate); c {
+	case "", "0":
+	case "1":
+		cfg.CreateOnly = true
+	default:
+		return S3Config{}, fmt.Errorf("%s=%q: want 1 or 0", envCreate, c)
 	}
 	if b := getenv(envBudget); b != "" {
 		d, err := time.ParseDuration(b)
@@ -320,7 +337,7 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 	if err != nil {
 		return nil, fmt.Errorf("S3 store: endpoint %q: %w: %w", endpoint, err, ErrPermanent)
 	}
-	s := &S3{client: client, bucket: cfg.Bucket, prefix: prefix, endpoint: endpoint}
+	s := &S3{client: client, bucket: cfg.Bucket, prefix: prefix, endpoint: endpoint, createOnly: cfg.CreateOnly}
 
 	if err := s.check(ctx); err != nil {
 		return nil, err
@@ -446,6 +463,9 @@ func (s *S3) put(ctx context.Context, name string, data []byte, opts minio.PutOb
 		return err
 	}
 	opts.ContentType = "application/octet-stream"
+	if s.createOnly {
+		opts.SetMatchETagExcept("*")
+	}
 	var err error
 	if len(data) <= singlePutMax {
 		// Sign the payload's SHA-256 so that the server checks the body it
@@ -461,8 +481,26 @@ func (s *S3) put(ctx context.Context, name string, data []byte, opts minio.PutOb
 		opts.PartSize = multipartSize
 		_, err = s.client.PutObject(ctx, s.bucket, s.key(name), bytes.NewReader(data), int64(len(data)), opts)
 	}
+	var resp minio.ErrorResponse
+	if s.createOnly && errors.As(err, &resp) && resp.Code == "PreconditionFailed" {
+		return s.exists(ctx, name, data)
+	}
 	if err != nil {
 		return s.wrap(ctx, "put", name, err)
+	}
+	return nil
+}
+
+// exists decides a create-only Put of a name that exists: lifeboat writes
+// some names again with the same bytes (a pack or an index object named by
+// its hash), which is no change; other bytes are refused.
+func (s *S3) exists(ctx context.Context, name string, data []byte) error {
+	old, err := s.get(ctx, "get", name, 0, -1)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(old, data) {
+		return fmt.Errorf("%s: put %s: it exists with other content, and puts are create-only (%s): %w", s, name, envCreate, ErrExists)
 	}
 	return nil
 }

@@ -25,7 +25,7 @@ func objectNames(t *testing.T, store blob.Store) []string {
 
 // TestAppendOnlyS3Credentials: with append-only credentials (MinIO
 // temporary credentials from AssumeRole with a policy allowing List, Get
-// and Put but no Delete), backups, a copy into a vault and restores work
+// and Put but no Delete) and create-only puts, backups, a copy into a vault and restores work
 // and delete nothing — every object stored before is still there after;
 // forget and prune are refused before they change anything, with an error
 // that names the credentials they need. The maintenance (root)
@@ -52,6 +52,7 @@ func TestAppendOnlyS3Credentials(t *testing.T) {
 	}
 	env := s3Env(ao)
 	env["AWS_SESSION_TOKEN"] = ao.SessionToken
+	env["LIFEBOAT_S3_CREATE_ONLY"] = "1" // and never replace an object
 
 	img := filepath.Join(t.TempDir(), "vda.img")
 	makeExt4(t, img, 16, smallFiles)

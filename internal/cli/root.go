@@ -86,6 +86,7 @@ Passphrase:  --password-file FILE  (or LIFEBOAT_PASSWORD_FILE=FILE, or LIFEBOAT_
 S3:          LIFEBOAT_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
              AWS_SESSION_TOKEN (temporary credentials);
              LIFEBOAT_S3_STALL_TIMEOUT (1m), LIFEBOAT_S3_RETRY_BUDGET (2m) bound a stalled server;
+             LIFEBOAT_S3_CREATE_ONLY=1 never replaces an object (If-None-Match: *);
              plain http:// endpoints are accepted for loopback addresses only.
 Served:      lifeboat+https://host:port is a directory vault served by 'lifeboat vault
              serve'; its token in LIFEBOAT_VAULT_TOKEN_FILE (or LIFEBOAT_VAULT_TOKEN).
