@@ -87,8 +87,12 @@ func TestS3ObjectLock(t *testing.T) {
 func TestS3CreateOnly(t *testing.T) {
 	ctx := context.Background()
 	stores := map[string]func(t *testing.T) (blob.Store, func(string, []byte) error){
-		"minio":     func(t *testing.T) (blob.Store, func(string, []byte) error) { return createOnlyS3(t, miniotest.Start(t).Config) },
-		"versitygw": func(t *testing.T) (blob.Store, func(string, []byte) error) { return createOnlyS3(t, s3test.Start(t).Config) },
+		"minio": func(t *testing.T) (blob.Store, func(string, []byte) error) {
+			return createOnlyS3(t, miniotest.Start(t).Config)
+		},
+		"versitygw": func(t *testing.T) (blob.Store, func(string, []byte) error) {
+			return createOnlyS3(t, s3test.Start(t).Config)
+		},
 		"dir": func(t *testing.T) (blob.Store, func(string, []byte) error) {
 			d, err := blob.NewDir(t.TempDir())
 			if err != nil {
