@@ -180,24 +180,8 @@ func (r *Remote) Get(ctx context.Context, name string) ([]byte, error) {
 }
 
 func (r *Remote) GetRange(ctx context.Context, name string, offset, length int64) ([]byte, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if err := ValidName(name); err != nil {
-		return nil, err
-	}
-	if offset < 0 || length < 0 || length > 0 && offset > (1<<63-1)-length {
-		return nil, fmt.Errorf("%s: %s: invalid range %d+%d: %w", r, name, offset, length, ErrPermanent)
-	}
-	if length == 0 {
-		info, err := r.Stat(ctx, name)
-		if err != nil {
-			return nil, err
-		}
-		if offset > info.Size {
-			return nil, fmt.Errorf("%s: %s: range %d+0 past the end of the object of %d bytes: %w", r, name, offset, info.Size, ErrOutOfRange)
-		}
-		return []byte{}, nil
+	if done, data, err := checkRange(ctx, r, name, offset, length); done {
+		return data, err
 	}
 	h := http.Header{"Range": {fmt.Sprintf("bytes=%d-%d", offset, offset+length-1)}}
 	resp, err := r.do(ctx, http.MethodGet, objectPath(name), nil, h)

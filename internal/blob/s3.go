@@ -572,28 +572,37 @@ func (s *S3) get(ctx context.Context, op, name string, offset, length int64) ([]
 
 // GetRange returns length bytes at offset with a ranged GET.
 func (s *S3) GetRange(ctx context.Context, name string, offset, length int64) ([]byte, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if err := ValidName(name); err != nil {
-		return nil, err
-	}
-	if offset < 0 || length < 0 || length > 0 && offset > (1<<63-1)-length {
-		return nil, fmt.Errorf("%s: %s: invalid range %d+%d: %w", s, name, offset, length, ErrPermanent)
-	}
-	if length == 0 {
-		// HTTP cannot ask for zero bytes; the object's size decides.
-		info, err := s.Stat(ctx, name)
-		if err != nil {
-			return nil, err
-		}
-		if offset > info.Size {
-			return nil, fmt.Errorf("%s: %s: range %d+0 past the end of the object of %d bytes: %w",
-				s, name, offset, info.Size, ErrOutOfRange)
-		}
-		return []byte{}, nil
+	if done, data, err := checkRange(ctx, s, name, offset, length); done {
+		return data, err
 	}
 	return s.get(ctx, "get range of", name, offset, length)
+}
+
+// checkRange checks a range read over HTTP before it is sent, and answers
+// one of zero bytes, which HTTP cannot ask for, from the object's size: it
+// reports done with the answer when no ranged request is needed.
+func checkRange(ctx context.Context, s Store, name string, offset, length int64) (done bool, data []byte, err error) {
+	if err := ctx.Err(); err != nil {
+		return true, nil, err
+	}
+	if err := ValidName(name); err != nil {
+		return true, nil, err
+	}
+	if offset < 0 || length < 0 || length > 0 && offset > (1<<63-1)-length {
+		return true, nil, fmt.Errorf("%s: %s: invalid range %d+%d: %w", s, name, offset, length, ErrPermanent)
+	}
+	if length > 0 {
+		return false, nil, nil
+	}
+	info, err := s.Stat(ctx, name)
+	if err != nil {
+		return true, nil, err
+	}
+	if offset > info.Size {
+		return true, nil, fmt.Errorf("%s: %s: range %d+0 past the end of the object of %d bytes: %w",
+			s, name, offset, info.Size, ErrOutOfRange)
+	}
+	return true, []byte{}, nil
 }
 
 // Stat returns the object's size with a HEAD request.

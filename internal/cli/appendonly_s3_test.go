@@ -12,15 +12,24 @@ import (
 	"lifeboat/internal/cli"
 )
 
-// objectNames lists every object of the store, sorted.
-func objectNames(t *testing.T, store blob.Store) []string {
+// twoBackups makes an image and backs it up twice into url with env,
+// changing a file between; it returns the image, a copy of it as the
+// first point holds it, and the points' IDs.
+func twoBackups(t *testing.T, env map[string]string, url string) (img, first string, ids []string) {
 	t.Helper()
-	var names []string
-	if err := store.List(context.Background(), "", func(i blob.Info) error { names = append(names, i.Name); return nil }); err != nil {
-		t.Fatal(err)
+	img = filepath.Join(t.TempDir(), "vda.img")
+	makeExt4(t, img, 16, smallFiles)
+	first = filepath.Join(t.TempDir(), "first.img")
+	sparseCopy(t, img, first)
+	for i := range 2 {
+		r := inProcEnv(context.Background(), env, "--vault", url, "-q", "--json", "backup", "--machine", "web1", "--disk", "vda="+img)
+		if r.code != 0 {
+			t.Fatalf("backup %d into %s: %s", i, url, r)
+		}
+		ids = append(ids, parsePoint(t, r).ID)
+		rewriteFile(t, img, smallFiles[0], uint64(10+i))
 	}
-	slices.Sort(names)
-	return names
+	return img, first, ids
 }
 
 // TestAppendOnlyS3Credentials: with append-only credentials (MinIO
@@ -54,20 +63,8 @@ func TestAppendOnlyS3Credentials(t *testing.T) {
 	env["AWS_SESSION_TOKEN"] = ao.SessionToken
 	env["LIFEBOAT_S3_CREATE_ONLY"] = "1" // and never replace an object
 
-	img := filepath.Join(t.TempDir(), "vda.img")
-	makeExt4(t, img, 16, smallFiles)
-	before := objectNames(t, aoStore)
-	var ids []string
-	first := filepath.Join(t.TempDir(), "first.img")
-	sparseCopy(t, img, first)
-	for i := range 2 {
-		r := inProcEnv(ctx, env, "--vault", src, "-q", "--json", "backup", "--machine", "web1", "--disk", "vda="+img)
-		if r.code != 0 {
-			t.Fatalf("backup %d with append-only credentials: %s", i, r)
-		}
-		ids = append(ids, parsePoint(t, r).ID)
-		rewriteFile(t, img, smallFiles[0], uint64(10+i))
-	}
+	before := storeNames(t, aoStore)
+	img, first, ids := twoBackups(t, env, src)
 	out := filepath.Join(t.TempDir(), "vda.raw")
 	r := inProcEnv(ctx, env, "--vault", src, "restore", "--machine", "web1", ids[0], "--disk", "vda", "--to-file", out)
 	if r.code != 0 || strings.Contains(r.stderr, "session marker") {
@@ -78,7 +75,7 @@ func TestAppendOnlyS3Credentials(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("copy with append-only credentials: %s", r)
 	}
-	after := objectNames(t, aoStore)
+	after := storeNames(t, aoStore)
 	for _, name := range before {
 		if _, ok := slices.BinarySearch(after, name); !ok {
 			t.Errorf("%s was deleted by a run with append-only credentials", name)
@@ -103,7 +100,7 @@ func TestAppendOnlyS3Credentials(t *testing.T) {
 	expect(t, "forget with append-only credentials", r, cli.ExitStorage, "maintenance credentials", "s3:DeleteObject", "nothing was changed")
 	r = inProcEnv(ctx, env, "--vault", src, "prune")
 	expect(t, "prune with append-only credentials", r, cli.ExitStorage, "maintenance credentials", "s3:DeleteObject")
-	if got := objectNames(t, aoStore); !slices.Equal(got, after) {
+	if got := storeNames(t, aoStore); !slices.Equal(got, after) {
 		t.Errorf("refused forget and prune changed the bucket:\nbefore %q\nafter  %q", after, got)
 	}
 
@@ -121,7 +118,7 @@ func TestAppendOnlyS3Credentials(t *testing.T) {
 			t.Fatalf("%s with the maintenance credentials: %s", args[0], r)
 		}
 	}
-	for _, name := range objectNames(t, aoStore) {
+	for _, name := range storeNames(t, aoStore) {
 		if strings.HasPrefix(name, "src/sessions/") {
 			t.Errorf("prune left session marker %s", name)
 		}

@@ -71,7 +71,7 @@ func TestObjectLockS3(t *testing.T) {
 			// Half the period on, the first point's packs are due for
 			// extension: the second backup, which shares their chunks,
 			// extends them.
-			for _, name := range objectNames(t, store) {
+			for _, name := range storeNames(t, store) {
 				if strings.HasPrefix(name, "packs/") {
 					r, err := locker.RetentionOf(ctx, name)
 					if err != nil {
@@ -112,7 +112,7 @@ func TestObjectLockS3(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range objectNames(t, copyStore) {
+	for _, name := range storeNames(t, copyStore) {
 		if strings.HasPrefix(name, "sessions/") || strings.HasPrefix(name, "copied/") {
 			continue
 		}
@@ -120,7 +120,7 @@ func TestObjectLockS3(t *testing.T) {
 			t.Errorf("copy's %s: retention %+v, %v; want a lock", name, r, err)
 		}
 	}
-	for _, name := range objectNames(t, store) {
+	for _, name := range storeNames(t, store) {
 		if strings.HasPrefix(name, "sessions/") || strings.HasPrefix(name, "condemned/") {
 			continue
 		}

@@ -66,20 +66,8 @@ func TestVaultServeAppendOnly(t *testing.T) {
 	url := "lifeboat+http://" + addr
 	env := map[string]string{"LIFEBOAT_PASSWORD": testPassphrase, "LIFEBOAT_VAULT_TOKEN_FILE": tokenFile}
 	store := dirStore(t, dst)
-	before := objectNames(t, store)
-	img := filepath.Join(t.TempDir(), "vda.img")
-	makeExt4(t, img, 16, smallFiles)
-	first := filepath.Join(t.TempDir(), "first.img")
-	sparseCopy(t, img, first)
-	var ids []string
-	for i := range 2 {
-		r := inProcEnv(ctx, env, "--vault", url, "-q", "--json", "backup", "--machine", "web1", "--disk", "vda="+img)
-		if r.code != 0 {
-			t.Fatalf("backup %d through the append-only endpoint: %s", i, r)
-		}
-		ids = append(ids, parsePoint(t, r).ID)
-		rewriteFile(t, img, smallFiles[0], uint64(30+i))
-	}
+	before := storeNames(t, store)
+	img, first, ids := twoBackups(t, env, url)
 	if r := inProc(t, "--vault", src, "-q", "backup", "--machine", "db1", "--disk", "vda="+img); r.code != 0 {
 		t.Fatalf("backup into the source: %s", r)
 	}
@@ -91,7 +79,7 @@ func TestVaultServeAppendOnly(t *testing.T) {
 		t.Fatalf("restore through the append-only endpoint: %s", r)
 	}
 	sameContent(t, first, out)
-	after := objectNames(t, store)
+	after := storeNames(t, store)
 	for _, name := range before {
 		if _, ok := slices.BinarySearch(after, name); !ok {
 			t.Errorf("%s was deleted through the append-only endpoint", name)
@@ -105,7 +93,7 @@ func TestVaultServeAppendOnly(t *testing.T) {
 	expect(t, "forget through the append-only endpoint", r, cli.ExitStorage, "maintenance credentials", "append-only", "nothing was changed")
 	r = inProcEnv(ctx, env, "--vault", url, "prune")
 	expect(t, "prune through the append-only endpoint", r, cli.ExitStorage, "maintenance credentials")
-	if got := objectNames(t, store); !slices.Equal(got, after) {
+	if got := storeNames(t, store); !slices.Equal(got, after) {
 		t.Errorf("refused forget and prune changed the vault:\nbefore %q\nafter  %q", after, got)
 	}
 
@@ -114,7 +102,7 @@ func TestVaultServeAppendOnly(t *testing.T) {
 			t.Fatalf("%s on the vault's directory: %s", args[0], r)
 		}
 	}
-	for _, name := range objectNames(t, store) {
+	for _, name := range storeNames(t, store) {
 		if strings.HasPrefix(name, "sessions/") {
 			t.Errorf("prune left session marker %s", name)
 		}
