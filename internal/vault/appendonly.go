@@ -60,11 +60,14 @@ func (v *Vault) TidySessions(ctx context.Context, dead []SessionInfo) {
 // CheckDeletes finds out, before an operation that deletes (forget, prune)
 // changes anything, whether the store lets it: it deletes an object that
 // does not exist, which S3 authorises like any delete and a directory
-// store answers without changing anything. A refusal is returned as
+// store answers without changing anything (in a vault with a lock, where
+// a delete removes every version, it lists the name's versions, which
+// append-only credentials may not). A refusal is returned as
 // ErrAppendOnly, naming what is needed.
 func (v *Vault) CheckDeletes(ctx context.Context, what string) error {
 	err := v.store.Delete(ctx, "sessions/delete-probe-"+randomName())
 	if err == nil || blob.IsNotExist(err) {
+		v.noDelete.Store(false) // a refusal seen earlier is over
 		return nil
 	}
 	if blob.IsRefused(err) && ctx.Err() == nil {

@@ -2,6 +2,7 @@ package vault
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -130,5 +131,49 @@ func TestSessionAppendOnly(t *testing.T) {
 	}
 	if n != 0 {
 		t.Errorf("TidySessions with delete rights left %d markers", n)
+	}
+}
+
+// TestSessionNewestMarker: of a session's markers (sessions/<id>-<seq>),
+// only the newest counts; a marker of older lifeboat (no sequence) is a
+// session of its own; a name with a malformed sequence too.
+func TestSessionNewestMarker(t *testing.T) {
+	ctx := t.Context()
+	store, err := blob.NewDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := Init(ctx, store, []byte("pw"), Options{KDF: crypto.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := v.Clock().Now().UTC()
+	put := func(name string, info SessionInfo) {
+		data, _ := json.Marshal(info)
+		if err := store.Put(ctx, name, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	id := strings.Repeat("ab", 16)
+	put("sessions/"+id+"-00000001", SessionInfo{Kind: "backup", Host: "elsewhere", PID: 1, Refreshed: now.Add(-time.Hour)})
+	put("sessions/"+id+"-00000002", SessionInfo{Kind: "backup", Host: "elsewhere", PID: 1, Refreshed: now})
+	put("sessions/"+id+"-00000003", SessionInfo{Kind: "backup", Host: "elsewhere", PID: 1, Refreshed: now, Ended: true})
+	old := strings.Repeat("cd", 16)
+	put("sessions/"+old, SessionInfo{Kind: "restore", Host: "elsewhere", PID: 1, Refreshed: now})
+	put("sessions/"+id+"-zz", SessionInfo{Kind: "prune", Host: "elsewhere", PID: 1, Refreshed: now})
+
+	live, dead, err := v.ListSessions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dead) != 1 || !dead[0].Ended || dead[0].Name != "sessions/"+id+"-00000003" || len(dead[0].Names) != 3 {
+		t.Errorf("dead = %+v, want the one ended session with its three markers", dead)
+	}
+	kinds := map[string]string{}
+	for _, s := range live {
+		kinds[s.Name] = s.Kind
+	}
+	if len(live) != 2 || kinds["sessions/"+old] != "restore" || kinds["sessions/"+id+"-zz"] != "prune" {
+		t.Errorf("live = %+v, want the old-style marker and the malformed name, each a session", live)
 	}
 }
