@@ -192,14 +192,20 @@ func (s *Session) End(ctx context.Context) error {
 			return nil
 		}
 	}
-	// The store keeps every marker: say that this session ended.
+	// The store keeps every marker: say that this session ended, under
+	// the last sequence number, which readers know without reading it.
 	s.info.Ended = true
 	s.info.Refreshed = s.v.clock.Now().UTC()
+	s.seq = endSeq - 1
 	if _, err := s.write(ctx); err != nil {
 		return fmt.Errorf("ending session: %w", err)
 	}
 	return nil
 }
+
+// endSeq is the sequence number of a session's ended marker: the highest,
+// so that it is the newest, and known by its name alone.
+const endSeq = 0xffffffff
 
 // Abandon ends a session that failed part way: its marker is replaced by
 // one marked abandoned, so that the next writer knows packs may have been
@@ -267,6 +273,12 @@ func (v *Vault) ListSessions(ctx context.Context) (live, dead []SessionInfo, err
 	sort.Strings(ids)
 	for _, id := range ids {
 		name := newest[id]
+		if name != id && strings.HasSuffix(name, fmt.Sprintf("-%08x", endSeq)) {
+			// Ended: nothing in it is needed, so it is not read (an
+			// append-only vault holds one per session until prune).
+			dead = append(dead, SessionInfo{Ended: true, Name: name, Names: all[id]})
+			continue
+		}
 		data, err := v.store.Get(ctx, name)
 		if blob.IsNotExist(err) {
 			continue

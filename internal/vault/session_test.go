@@ -157,7 +157,7 @@ func TestSessionNewestMarker(t *testing.T) {
 	id := strings.Repeat("ab", 16)
 	put("sessions/"+id+"-00000001", SessionInfo{Kind: "backup", Host: "elsewhere", PID: 1, Refreshed: now.Add(-time.Hour)})
 	put("sessions/"+id+"-00000002", SessionInfo{Kind: "backup", Host: "elsewhere", PID: 1, Refreshed: now})
-	put("sessions/"+id+"-00000003", SessionInfo{Kind: "backup", Host: "elsewhere", PID: 1, Refreshed: now, Ended: true})
+	put("sessions/"+id+"-ffffffff", SessionInfo{Kind: "backup", Host: "elsewhere", PID: 1, Refreshed: now, Ended: true})
 	old := strings.Repeat("cd", 16)
 	put("sessions/"+old, SessionInfo{Kind: "restore", Host: "elsewhere", PID: 1, Refreshed: now})
 	put("sessions/"+id+"-zz", SessionInfo{Kind: "prune", Host: "elsewhere", PID: 1, Refreshed: now})
@@ -166,7 +166,7 @@ func TestSessionNewestMarker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(dead) != 1 || !dead[0].Ended || dead[0].Name != "sessions/"+id+"-00000003" || len(dead[0].Names) != 3 {
+	if len(dead) != 1 || !dead[0].Ended || dead[0].Name != "sessions/"+id+"-ffffffff" || len(dead[0].Names) != 3 {
 		t.Errorf("dead = %+v, want the one ended session with its three markers", dead)
 	}
 	kinds := map[string]string{}
