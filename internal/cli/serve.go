@@ -32,7 +32,9 @@ before changing anything. Run forget and prune on this machine, with --vault DIR
 Backups leave their finished session markers for prune to remove.
 
 Plain HTTP is served on loopback addresses only, unless --tls-cert and --tls-key
-are given (HTTPS) or --insecure-listen says otherwise. The token must have at
+are given (HTTPS) or --insecure-listen says otherwise. Clients check the
+certificate against the system's roots; for a private CA, give them
+SSL_CERT_FILE=ca.pem. The token must have at
 least 16 characters; make one with 'head -c 32 /dev/urandom | base64'.`,
 		Example: `  lifeboat vault serve --dir /srv/vault --append-only --listen 0.0.0.0:8443 \
       --token-file /etc/lifeboat/vault.token --tls-cert cert.pem --tls-key key.pem

@@ -284,7 +284,7 @@ func Run(ctx context.Context, cfg Config) error {
 		scheme = "https"
 	}
 	srv := &http.Server{Handler: Handler(store, cfg.Token, cfg.AppendOnly, cfg.Log), ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout: 2 * time.Minute}
+		IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(cfg.Log.Handler(), slog.LevelWarn)}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	url := scheme + "://" + ln.Addr().String()

@@ -2,9 +2,11 @@ package vaultserve_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -12,6 +14,7 @@ import (
 
 	"lifeboat/internal/blob"
 	"lifeboat/internal/blob/blobtest"
+	"lifeboat/internal/testenv"
 	"lifeboat/internal/vaultserve"
 )
 
@@ -103,5 +106,48 @@ func TestRunRefusesClearTextBeyondLoopback(t *testing.T) {
 		if err := vaultserve.Run(t.Context(), cfg); !errors.Is(err, vaultserve.ErrConfig) {
 			t.Errorf("Run(%+v) = %v, want ErrConfig", cfg, err)
 		}
+	}
+}
+
+// TestRunTLS: with a certificate, Run serves HTTPS on any address; a client
+// trusting the certificate stores and reads through it, one that does not
+// is refused by TLS.
+func TestRunTLS(t *testing.T) {
+	dir := t.TempDir()
+	cert, key, pool := testenv.SelfSignedCert(t, dir)
+	ctx, cancel := context.WithCancel(t.Context())
+	urls := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- vaultserve.Run(ctx, vaultserve.Config{Dir: t.TempDir(), Listen: "0.0.0.0:0", Token: token, AppendOnly: true,
+			TLSCert: cert, TLSKey: key, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Ready: func(u string) { urls <- u }})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	var url string
+	select {
+	case url = <-urls:
+	case err := <-done:
+		t.Fatalf("Run: %v", err)
+	}
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(url, "https://"))
+	url = "https://127.0.0.1:" + port
+	r, err := blob.NewRemote(ctx, blob.RemoteConfig{URL: url, Token: token,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Put(ctx, "config", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	if data, err := r.Get(ctx, "config"); err != nil || string(data) != "{}" {
+		t.Fatalf("Get over HTTPS: %q, %v", data, err)
+	}
+	if _, err := blob.NewRemote(ctx, blob.RemoteConfig{URL: url, Token: token}); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("a client not trusting the certificate: %v", err)
 	}
 }
