@@ -60,6 +60,18 @@ func TestS3ObjectLock(t *testing.T) {
 		t.Error("shortening a compliance retention succeeded")
 	}
 
+	// Governance mode holds the same against credentials that do not
+	// claim the bypass (lifeboat never does).
+	if err := l.PutRetained(ctx, "keys/gov", []byte("slot"), blob.Retention{Mode: blob.LockGovernance, Until: until}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := l.RetentionOf(ctx, "keys/gov"); err != nil || r.Mode != blob.LockGovernance {
+		t.Fatalf("RetentionOf a governance lock = %+v, %v", r, err)
+	}
+	if err := l.DeleteVersions(ctx, "keys/gov"); !errors.Is(err, blob.ErrLocked) {
+		t.Fatalf("deleting a governance-locked object = %v, want ErrLocked", err)
+	}
+
 	if err := store.Put(ctx, "packs/free", []byte("x")); err != nil {
 		t.Fatal(err)
 	}
