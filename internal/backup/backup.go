@@ -327,6 +327,15 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 	}
 	p.Stats = recovery.Stats{DurationMS: v.Clock().Now().Sub(start).Milliseconds(),
 		StoredBytes: packer.StoredBytes.Load(), Packs: packer.Packs.Load()}
+	// In a vault with an object lock, the older packs this point shares
+	// are locked anew before it is committed.
+	var chunks [][]chunk.ID
+	for _, st := range states {
+		chunks = append(chunks, st.manifest.IDs)
+	}
+	if err := v.ExtendChunkLocks(ctx, ix, nil, chunks...); err != nil {
+		return nil, err
+	}
 	// 7. The point: committed.
 	if err := recovery.Save(ctx, v, p); err != nil {
 		return nil, err

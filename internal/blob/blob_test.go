@@ -323,6 +323,15 @@ func TestS3ConfigFromEnv(t *testing.T) {
 	if cfg, err := blob.S3ConfigFromEnv("s3://bucket"); err != nil || cfg.Region != "eu-west-1" {
 		t.Errorf("AWS_REGION=eu-west-1: got %+v, %v", cfg, err)
 	}
+	t.Setenv("LIFEBOAT_S3_CREATE_ONLY", "1")
+	if cfg, err := blob.S3ConfigFromEnv("s3://bucket"); err != nil || !cfg.CreateOnly {
+		t.Errorf("LIFEBOAT_S3_CREATE_ONLY=1: got %+v, %v", cfg, err)
+	}
+	t.Setenv("LIFEBOAT_S3_CREATE_ONLY", "yes")
+	if _, err := blob.S3ConfigFromEnv("s3://bucket"); err == nil || !strings.Contains(err.Error(), "LIFEBOAT_S3_CREATE_ONLY") {
+		t.Errorf("LIFEBOAT_S3_CREATE_ONLY=yes: %v, want an error naming it", err)
+	}
+	t.Setenv("LIFEBOAT_S3_CREATE_ONLY", "")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
 	if _, err := blob.S3ConfigFromEnv("s3://bucket"); err == nil || !strings.Contains(err.Error(), "AWS_SECRET_ACCESS_KEY") {
 		t.Errorf("without a secret key: %v, want an error naming AWS_SECRET_ACCESS_KEY", err)

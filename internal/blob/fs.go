@@ -44,6 +44,20 @@ func (d *Dir) String() string { return d.root }
 func (d *Dir) path(name string) string { return filepath.Join(d.root, filepath.FromSlash(name)) }
 
 func (d *Dir) Put(ctx context.Context, name string, data []byte) error {
+	return d.put(ctx, name, data, false)
+}
+
+// ErrExists is returned (wrapped) by Create for a name already taken.
+var ErrExists = fmt.Errorf("object already exists: %w", ErrPermanent)
+
+// Create is Put that never replaces an object: the temporary file is
+// linked to the name, which fails if the name exists (ErrExists), and
+// then removed. An append-only endpoint (vault serve) stores with it.
+func (d *Dir) Create(ctx context.Context, name string, data []byte) error {
+	return d.put(ctx, name, data, true)
+}
+
+func (d *Dir) put(ctx context.Context, name string, data []byte, noReplace bool) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -74,6 +88,17 @@ func (d *Dir) Put(ctx context.Context, name string, data []byte) error {
 	if err := tmp.Close(); err != nil {
 		os.Remove(tmp.Name())
 		return fmt.Errorf("%s: writing %s: %w", d, name, err)
+	}
+	if noReplace {
+		err := os.Link(tmp.Name(), final)
+		os.Remove(tmp.Name())
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("%s: %s: %w", d, name, ErrExists)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: linking %s: %w", d, name, err)
+		}
+		return syncDir(dir)
 	}
 	if err := os.Rename(tmp.Name(), final); err != nil {
 		os.Remove(tmp.Name())

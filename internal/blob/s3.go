@@ -53,6 +53,13 @@ type S3Config struct {
 	// RetryBudget bounds the time OpenS3's retries spend on one call
 	// (RetryPolicy.Budget); 0 means DefaultRetry's.
 	RetryBudget time.Duration
+	// CreateOnly makes every Put conditional (If-None-Match: *), so that it
+	// never replaces an object: a name that exists with the same bytes is
+	// accepted as no change, with other bytes refused (ErrExists). A
+	// bucket policy that denies s3:PutObject without the condition
+	// (AWS: s3:if-none-match) then gives credentials that cannot
+	// overwrite (docs/immutable.md).
+	CreateOnly bool
 }
 
 // Environment variables read by S3ConfigFromEnv and NewS3.
@@ -65,6 +72,7 @@ const (
 	envRegion    = "AWS_REGION"
 	envStall     = "LIFEBOAT_S3_STALL_TIMEOUT"
 	envBudget    = "LIFEBOAT_S3_RETRY_BUDGET"
+	envCreate    = "LIFEBOAT_S3_CREATE_ONLY"
 )
 
 const (
@@ -84,10 +92,11 @@ const (
 // configuration errors (missing bucket, bad credentials) are wrapped with
 // ErrPermanent and name the bucket and what to check.
 type S3 struct {
-	client   *minio.Client
-	bucket   string
-	prefix   string // "" or ending in "/"
-	endpoint string // as given, for messages
+	client     *minio.Client
+	bucket     string
+	prefix     string // "" or ending in "/"
+	endpoint   string // as given, for messages
+	createOnly bool
 }
 
 // ParseS3URL splits "s3://bucket/prefix" into its bucket and its prefix,
@@ -145,6 +154,7 @@ func checkKeyPrefix(prefix string) error {
 //   - AWS_REGION: defaults to us-east-1.
 //   - LIFEBOAT_S3_STALL_TIMEOUT: S3Config.StallTimeout, e.g. "30s".
 //   - LIFEBOAT_S3_RETRY_BUDGET: S3Config.RetryBudget, e.g. "5m".
+//   - LIFEBOAT_S3_CREATE_ONLY: "1" sets S3Config.CreateOnly.
 //
 // Whether plain HTTP is allowed is checked by NewS3.
 func S3ConfigFromEnv(rawURL string) (S3Config, error) {
@@ -177,6 +187,13 @@ func S3ConfigFrom(rawURL string, getenv func(string) string) (S3Config, error) {
 			return S3Config{}, fmt.Errorf("%s=%q: want a positive duration such as 30s or 2m", envStall, st)
 		}
 		cfg.StallTimeout = d
+	}
+	switch c := getenv(envCreate); c {
+	case "", "0":
+	case "1":
+		cfg.CreateOnly = true
+	default:
+		return S3Config{}, fmt.Errorf("%s=%q: want 1 or 0", envCreate, c)
 	}
 	if b := getenv(envBudget); b != "" {
 		d, err := time.ParseDuration(b)
@@ -225,18 +242,25 @@ func checkPlainHTTP(hostport string) error {
 	if h, _, err := net.SplitHostPort(hostport); err == nil {
 		host = h
 	}
-	host = strings.Trim(host, "[]")
-	if strings.EqualFold(host, "localhost") {
-		return nil
-	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+	if IsLoopback(host) {
 		return nil
 	}
 	if os.Getenv(envAllowHTTP) == "1" {
 		return nil
 	}
-	return fmt.Errorf("refusing plain HTTP to S3 endpoint %s: use https://, or set %s=1 to allow unencrypted traffic to a non-loopback host: %w",
+	return fmt.Errorf("refusing plain HTTP to %s: use https://, or set %s=1 to allow unencrypted traffic to a non-loopback host: %w",
 		hostport, envAllowHTTP, ErrPermanent)
+}
+
+// IsLoopback reports whether host (a name or an IP address, bracketed or
+// not) is "localhost" or a loopback address.
+func IsLoopback(host string) bool {
+	host = strings.Trim(host, "[]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // NewS3 connects to the bucket in cfg and checks that it exists and that the
@@ -313,7 +337,7 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 	if err != nil {
 		return nil, fmt.Errorf("S3 store: endpoint %q: %w: %w", endpoint, err, ErrPermanent)
 	}
-	s := &S3{client: client, bucket: cfg.Bucket, prefix: prefix, endpoint: endpoint}
+	s := &S3{client: client, bucket: cfg.Bucket, prefix: prefix, endpoint: endpoint, createOnly: cfg.CreateOnly}
 
 	if err := s.check(ctx); err != nil {
 		return nil, err
@@ -424,6 +448,11 @@ func (s *S3) wrap(ctx context.Context, op, name string, err error) error {
 // with the data's SHA-256 so that the server rejects a corrupted body.
 // Objects larger than 512 MiB go up in 64 MiB parts, atomic on completion.
 func (s *S3) Put(ctx context.Context, name string, data []byte) error {
+	return s.put(ctx, name, data, minio.PutObjectOptions{})
+}
+
+// put is Put with options (an object lock retention).
+func (s *S3) put(ctx context.Context, name string, data []byte, opts minio.PutObjectOptions) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -433,7 +462,10 @@ func (s *S3) Put(ctx context.Context, name string, data []byte) error {
 	if err := checkSize(s, name, int64(len(data))); err != nil {
 		return err
 	}
-	opts := minio.PutObjectOptions{ContentType: "application/octet-stream"}
+	opts.ContentType = "application/octet-stream"
+	if s.createOnly {
+		opts.SetMatchETagExcept("*")
+	}
 	var err error
 	if len(data) <= singlePutMax {
 		// Sign the payload's SHA-256 so that the server checks the body it
@@ -449,8 +481,26 @@ func (s *S3) Put(ctx context.Context, name string, data []byte) error {
 		opts.PartSize = multipartSize
 		_, err = s.client.PutObject(ctx, s.bucket, s.key(name), bytes.NewReader(data), int64(len(data)), opts)
 	}
+	var resp minio.ErrorResponse
+	if s.createOnly && errors.As(err, &resp) && resp.Code == "PreconditionFailed" {
+		return s.exists(ctx, name, data)
+	}
 	if err != nil {
 		return s.wrap(ctx, "put", name, err)
+	}
+	return nil
+}
+
+// exists decides a create-only Put of a name that exists: lifeboat writes
+// some names again with the same bytes (a pack or an index object named by
+// its hash), which is no change; other bytes are refused.
+func (s *S3) exists(ctx context.Context, name string, data []byte) error {
+	old, err := s.get(ctx, "get", name, 0, -1)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(old, data) {
+		return fmt.Errorf("%s: put %s: it exists with other content, and puts are create-only (%s): %w", s, name, envCreate, ErrExists)
 	}
 	return nil
 }
@@ -522,28 +572,37 @@ func (s *S3) get(ctx context.Context, op, name string, offset, length int64) ([]
 
 // GetRange returns length bytes at offset with a ranged GET.
 func (s *S3) GetRange(ctx context.Context, name string, offset, length int64) ([]byte, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if err := ValidName(name); err != nil {
-		return nil, err
-	}
-	if offset < 0 || length < 0 || length > 0 && offset > (1<<63-1)-length {
-		return nil, fmt.Errorf("%s: %s: invalid range %d+%d: %w", s, name, offset, length, ErrPermanent)
-	}
-	if length == 0 {
-		// HTTP cannot ask for zero bytes; the object's size decides.
-		info, err := s.Stat(ctx, name)
-		if err != nil {
-			return nil, err
-		}
-		if offset > info.Size {
-			return nil, fmt.Errorf("%s: %s: range %d+0 past the end of the object of %d bytes: %w",
-				s, name, offset, info.Size, ErrOutOfRange)
-		}
-		return []byte{}, nil
+	if done, data, err := checkRange(ctx, s, name, offset, length); done {
+		return data, err
 	}
 	return s.get(ctx, "get range of", name, offset, length)
+}
+
+// checkRange checks a range read over HTTP before it is sent, and answers
+// one of zero bytes, which HTTP cannot ask for, from the object's size: it
+// reports done with the answer when no ranged request is needed.
+func checkRange(ctx context.Context, s Store, name string, offset, length int64) (done bool, data []byte, err error) {
+	if err := ctx.Err(); err != nil {
+		return true, nil, err
+	}
+	if err := ValidName(name); err != nil {
+		return true, nil, err
+	}
+	if offset < 0 || length < 0 || length > 0 && offset > (1<<63-1)-length {
+		return true, nil, fmt.Errorf("%s: %s: invalid range %d+%d: %w", s, name, offset, length, ErrPermanent)
+	}
+	if length > 0 {
+		return false, nil, nil
+	}
+	info, err := s.Stat(ctx, name)
+	if err != nil {
+		return true, nil, err
+	}
+	if offset > info.Size {
+		return true, nil, fmt.Errorf("%s: %s: range %d+0 past the end of the object of %d bytes: %w",
+			s, name, offset, info.Size, ErrOutOfRange)
+	}
+	return true, []byte{}, nil
 }
 
 // Stat returns the object's size with a HEAD request.

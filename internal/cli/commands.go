@@ -25,6 +25,7 @@ func (a *app) vaultCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "vault", Short: "Create and inspect vaults"}
 	var chunkSize, compression, softDelete string
 	var copyOf copyOfFlags
+	var lock lockFlags
 	initCmd := &cobra.Command{
 		Use:   "init",
 		Short: "Create a new vault",
@@ -40,10 +41,20 @@ before this rule still open). A --password-file others can read is warned about.
 ` + softDeleteHelp + `
 
 The window is 14 days unless --soft-delete says otherwise; 'lifeboat vault set'
-changes it later.`,
+changes it later.
+
+--lock makes the vault immutable for a period, on an S3 bucket created with
+Object Lock: the config, key slots and every object a recovery point needs are
+stored under a retention (--lock-mode compliance: nobody can delete them before
+it ends, not even the bucket's owner; governance: only credentials allowed to
+bypass it). Each backup extends the lock of the older data its point shares,
+and each forget that of the points it keeps, so a point stays locked while it
+is kept and at least --lock after; forget and prune leave what is still locked
+and say until when. See docs/security.md for the credentials to give hosts.`,
 		Example: `  LIFEBOAT_PASSWORD='a long passphrase' lifeboat vault init --vault /srv/vault
   lifeboat vault init --vault s3://backups/site-a --password-file /etc/lifeboat/pw --chunk-size 1M
-  lifeboat vault init --vault /srv/vault --soft-delete 30d`,
+  lifeboat vault init --vault /srv/vault --soft-delete 30d
+  lifeboat vault init --vault s3://locked-bucket/site-a --lock 30d --lock-mode compliance`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) (err error) {
 			ctx := cmd.Context()
@@ -62,6 +73,11 @@ changes it later.`,
 			if opts.SoftDelete, err = parseWindow(softDelete); err != nil {
 				return err
 			}
+			lk, err := lock.lock(cmd)
+			if err != nil {
+				return err
+			}
+			opts.Lock = lk
 			pw, err := a.passphrase()
 			if err != nil {
 				return err
@@ -91,6 +107,7 @@ changes it later.`,
 			}
 			a.printf("created vault %s at %s (chunk size %s, %s, soft delete %s)\n", cfg.ID, store, size(int64(cfg.ChunkSize)), cfg.Compression,
 				windowText(opts.SoftDelete))
+			a.printLock(cfg)
 			return nil
 		},
 	}
@@ -98,6 +115,7 @@ changes it later.`,
 	initCmd.Flags().StringVar(&compression, "compression", "", "zstd-fastest (default), zstd or zstd-better")
 	initCmd.Flags().StringVar(&softDelete, "soft-delete", policy.FormatDuration(policy.DefaultSoftDelete), "how long forgotten points stay restorable (undelete) before prune purges them; 0 turns soft delete off")
 	copyOf.add(initCmd)
+	lock.add(initCmd)
 	var newFile string
 	passwd := &cobra.Command{
 		Use:   "passwd --new-password-file FILE",
@@ -130,7 +148,7 @@ the terminal. The key slot keeps its name (vault key list).`,
 		},
 	}
 	passwd.Flags().StringVar(&newFile, "new-password-file", "", "read the new passphrase from this file")
-	cmd.AddCommand(initCmd, passwd, a.vaultCopyCommand(), a.vaultStatusCommand(), a.vaultKeyCommand(), a.vaultRekeyCommand(), a.vaultSetCommand(), a.vaultSettingsCommand())
+	cmd.AddCommand(initCmd, passwd, a.vaultCopyCommand(), a.vaultStatusCommand(), a.vaultKeyCommand(), a.vaultRekeyCommand(), a.vaultSetCommand(), a.vaultSettingsCommand(), a.vaultServeCommand())
 	return cmd
 }
 

@@ -104,7 +104,13 @@ When the vault has a soft-delete window (14 days for a vault made by 'vault init
 unless it said otherwise: 'lifeboat vault settings'), the points are soft-deleted:
 'lifeboat points --deleted' lists them, 'lifeboat undelete' brings one back, and
 prune keeps their data until the window has passed, then purges them. Without a
-window (vaults made before soft delete, or --soft-delete 0) they are deleted.`,
+window (vaults made before soft delete, or --soft-delete 0) they are deleted.
+
+In a vault with an object lock (vault init --lock), forget extends the lock of
+every object the points it keeps need, and leaves a point it would remove that
+is still locked, saying until when: a forget after that date removes it.
+Forget and prune need storage credentials that may delete objects; with
+append-only ones they refuse before changing anything.`,
 		Example: `  lifeboat forget --machine web1 --keep-daily 7 --keep-weekly 4 --keep-monthly 12 --prune
   lifeboat forget --keep-last 3 --keep-within 2d --dry-run`,
 		Args: cobra.NoArgs,
@@ -146,7 +152,8 @@ window (vaults made before soft delete, or --soft-delete 0) they are deleted.`,
 					out = append(out, dec{d.Point.ID, d.Point.Machine, d.Point.Time.Format("2006-01-02T15:04:05Z07:00"), d.Keep, d.Reasons})
 				}
 				return a.printJSON(map[string]any{"decisions": out, "removed": len(res.Removed), "dry_run": dryRun, "prune": pr,
-					"soft_delete_seconds": int64(res.SoftDelete / time.Second)})
+					"soft_delete_seconds": int64(res.SoftDelete / time.Second),
+					"locked": res.Locked, "locks_extended": res.LocksExtended})
 			}
 			tw := tabwriter.NewWriter(a.env.Stdout, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tTIME\tMACHINE\tDECISION\tREASONS")
@@ -171,6 +178,7 @@ window (vaults made before soft delete, or --soft-delete 0) they are deleted.`,
 				a.printf("%s %d point(s)\n", verb, n)
 			} else {
 				a.printf("%s %d point(s)\n", verb, len(res.Removed))
+				a.printLocked(res)
 			}
 			if res.SoftDelete > 0 && len(res.Removed) > 0 {
 				a.printf("soft-deleted: 'lifeboat points --deleted' lists them and 'lifeboat undelete' brings one back for %s; prune purges them after that\n",
@@ -206,6 +214,10 @@ func (a *app) printPrune(r *maintenance.PruneReport) {
 	if r.PurgedPoints+r.SoftDeletedPoints > 0 {
 		a.printf("prune: %d soft-deleted point(s) purged, %d kept until their window has passed\n", r.PurgedPoints, r.SoftDeletedPoints)
 	}
+	if r.LockedObjects > 0 {
+		a.printf("prune: %d object(s) no point needs are under their object lock and stay until %s at least; a later prune removes them\n",
+			r.LockedObjects, r.LockedUntil.Local().Format("2006-01-02 15:04:05"))
+	}
 	if r.Note != "" {
 		a.printf("prune: %s\n", r.Note)
 	}
@@ -227,7 +239,12 @@ data until their window has passed; prune then purges them and their data.
 
 Prune also removes the partial uploads a write killed mid-way leaves in a
 directory vault (packs/xx/.tmp-*) once they are older than 30 minutes, the
-longest a running write can take to refresh its session; verify lists them.`,
+longest a running write can take to refresh its session; verify lists them.
+
+In a vault with an object lock, prune never tries to delete a locked object:
+it leaves it, and the packs a locked index object names, and reports how many
+stay and the earliest date one may go. It also removes the session markers that
+backups with append-only credentials could not delete.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			v, err := a.open(cmd.Context())

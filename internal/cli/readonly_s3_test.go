@@ -2,12 +2,9 @@ package cli_test
 
 import (
 	"context"
-	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"lifeboat/internal/blob"
 	"lifeboat/internal/blob/miniotest"
@@ -40,20 +37,7 @@ func TestReadOnlyS3Credentials(t *testing.T) {
 	}
 	id := parsePoint(t, r).ID
 
-	policy := fmt.Sprintf(`{"Version":"2012-10-17","Statement":[{"Effect":"Allow",
-		"Action":["s3:GetObject","s3:ListBucket","s3:GetBucketLocation"],
-		"Resource":["arn:aws:s3:::%s","arn:aws:s3:::%s/*"]}]}`, cfg.Bucket, cfg.Bucket)
-	sts, err := credentials.NewSTSAssumeRole("http://"+cfg.Endpoint, credentials.STSAssumeRoleOptions{
-		AccessKey: cfg.AccessKey, SecretKey: cfg.SecretKey, Policy: policy, Location: cfg.Region})
-	if err != nil {
-		t.Fatal(err)
-	}
-	creds, err := sts.GetWithContext(nil)
-	if err != nil {
-		t.Fatalf("AssumeRole with a read-only policy: %v", err)
-	}
-	ro := cfg
-	ro.AccessKey, ro.SecretKey, ro.SessionToken = creds.AccessKeyID, creds.SecretAccessKey, creds.SessionToken
+	ro := miniotest.WithPolicy(t, cfg, []string{"s3:GetObject", "s3:ListBucket", "s3:GetBucketLocation"})
 	roStore, err := blob.NewS3(ctx, ro)
 	if err != nil {
 		t.Fatalf("opening the bucket with the read-only credentials: %v", err)

@@ -80,14 +80,17 @@ func (a *app) rootCommand() *cobra.Command {
 		Long: `lifeboat backs up every disk of a machine (raw images, block devices) into an
 encrypted, deduplicated vault on a local directory or an S3 bucket, and restores them.
 
-Vault:       --vault PATH | s3://bucket/prefix   (or LIFEBOAT_VAULT)
+Vault:       --vault PATH | s3://bucket/prefix | lifeboat+https://host:port   (or LIFEBOAT_VAULT)
 Passphrase:  --password-file FILE  (or LIFEBOAT_PASSWORD_FILE=FILE, or LIFEBOAT_PASSWORD
              giving it directly; first found in that order); a new passphrase needs
              12 characters or more; a password file others can read is warned about
 S3:          LIFEBOAT_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
              AWS_SESSION_TOKEN (temporary credentials);
              LIFEBOAT_S3_STALL_TIMEOUT (1m), LIFEBOAT_S3_RETRY_BUDGET (2m) bound a stalled server;
+             LIFEBOAT_S3_CREATE_ONLY=1 never replaces an object (If-None-Match: *);
              plain http:// endpoints are accepted for loopback addresses only.
+Served:      lifeboat+https://host:port is a directory vault served by 'lifeboat vault
+             serve'; its token in LIFEBOAT_VAULT_TOKEN_FILE (or LIFEBOAT_VAULT_TOKEN).
 
 Exit codes:
   0 success            1 error               2 bad usage or input
@@ -107,7 +110,7 @@ Exit codes:
 	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	pf := root.PersistentFlags()
-	pf.StringVar(&a.vaultURL, "vault", "", "vault location: a directory or s3://bucket/prefix (env LIFEBOAT_VAULT)")
+	pf.StringVar(&a.vaultURL, "vault", "", "vault location: a directory, s3://bucket/prefix or lifeboat+https://host:port (env LIFEBOAT_VAULT)")
 	pf.StringVar(&a.passwordFile, "password-file", "", "read the passphrase from this file (env LIFEBOAT_PASSWORD_FILE; LIFEBOAT_PASSWORD gives it directly)")
 	pf.BoolVar(&a.jsonOut, "json", false, "print machine-readable JSON on stdout")
 	pf.BoolVarP(&a.quiet, "quiet", "q", false, "no progress output")

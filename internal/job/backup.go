@@ -92,7 +92,7 @@ func backupLocal(ctx context.Context, v *vault.Vault, b Backup, cons recovery.Co
 	o := capture.Options{Machine: b.Machine, Consistency: cons, Definition: def, Bitmap: b.Bitmap,
 		PreHook: b.PreHook, PostHook: b.PostHook, HookTimeout: b.hookTimeout(), FreezeTimeout: b.freezeTimeout(),
 		Executable: env.Executable, Warn: env.Warn}
-	if !location.IsS3(b.Vault) {
+	if location.IsDir(b.Vault) {
 		o.VaultDir = b.Vault
 	}
 	for _, d := range b.Disks {

@@ -1,5 +1,6 @@
-// Package location turns a vault's URL — a directory path or
-// s3://bucket/prefix — into its store, and a store and a passphrase into
+// Package location turns a vault's URL — a directory path,
+// s3://bucket/prefix or lifeboat+https://host:port (a directory vault served
+// by `lifeboat vault serve`) — into its store, and a store and a passphrase into
 // an open vault: the one place the CLI, the agent and the server do it.
 package location
 
@@ -21,6 +22,36 @@ var ErrInvalid = errors.New("invalid vault location")
 // IsS3 tells an S3 URL from a directory path.
 func IsS3(url string) bool { return strings.HasPrefix(url, "s3://") }
 
+// IsDir tells a directory path from a URL.
+func IsDir(url string) bool { return !strings.Contains(url, "://") }
+
+// Schemes of a directory vault served by `lifeboat vault serve`.
+const (
+	servedHTTP  = "lifeboat+http://"
+	servedHTTPS = "lifeboat+https://"
+)
+
+// Environment variables with a served vault's token.
+const (
+	envToken     = "LIFEBOAT_VAULT_TOKEN"
+	envTokenFile = "LIFEBOAT_VAULT_TOKEN_FILE"
+)
+
+// served opens a vault served by `lifeboat vault serve` at
+// lifeboat+http(s)://host:port, with the token from LIFEBOAT_VAULT_TOKEN_FILE
+// or LIFEBOAT_VAULT_TOKEN.
+func served(ctx context.Context, url string, getenv func(string) string) (blob.Store, error) {
+	token := getenv(envToken)
+	if f := getenv(envTokenFile); f != "" {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, envTokenFile, err)
+		}
+		token = strings.TrimSpace(string(data))
+	}
+	return blob.OpenRemote(ctx, blob.RemoteConfig{URL: strings.TrimPrefix(url, "lifeboat+"), Token: token})
+}
+
 // Store opens the store at url; with create, a missing directory is made.
 // S3 credentials and settings come from getenv (LIFEBOAT_S3_ENDPOINT,
 // AWS_ACCESS_KEY_ID, …).
@@ -35,8 +66,11 @@ func Store(ctx context.Context, url string, create bool, getenv func(string) str
 		}
 		return blob.OpenS3(ctx, cfg)
 	}
+	if strings.HasPrefix(url, servedHTTP) || strings.HasPrefix(url, servedHTTPS) {
+		return served(ctx, url, getenv)
+	}
 	if strings.Contains(url, "://") {
-		return nil, fmt.Errorf("%w: vault %q: unsupported URL scheme (use a directory path or s3://bucket/prefix)", ErrInvalid, url)
+		return nil, fmt.Errorf("%w: vault %q: unsupported URL scheme (use a directory path, s3://bucket/prefix or lifeboat+https://host:port)", ErrInvalid, url)
 	}
 	if create {
 		if err := os.MkdirAll(url, 0o700); err != nil {

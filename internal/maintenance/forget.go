@@ -3,6 +3,7 @@ package maintenance
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"lifeboat/internal/chunk"
@@ -18,6 +19,14 @@ type ForgetResult struct {
 	// SoftDelete is the window in force: a forgotten point can be
 	// undeleted until it has passed (0: the points were deleted).
 	SoftDelete time.Duration
+	// Locked are points retention drops that are still under their
+	// object lock (vault init --lock) in a vault without soft delete:
+	// they stay, and a later forget removes them once it has passed
+	// (forget no longer extends it).
+	Locked []LockedPoint
+	// LocksExtended counts the objects of kept points whose lock was
+	// extended.
+	LocksExtended int
 	// Kept are the vault's points that remain, of every machine.
 	Kept []*recovery.Point
 }
@@ -56,6 +65,26 @@ func Forget(ctx context.Context, v *vault.Vault, machine string, r policy.Retent
 			}
 		}
 	}()
+	if !dryRun && slices.ContainsFunc(res.Decisions, func(d policy.Decision) bool { return !d.Keep }) {
+		if err := v.CheckDeletes(ctx, "forget"); err != nil {
+			return res, err
+		}
+	}
+	if !dryRun && v.Lock() != nil {
+		drop := map[string]bool{}
+		for _, d := range res.Decisions {
+			drop[d.Point.ID] = !d.Keep
+		}
+		var kept []*recovery.Point
+		for _, p := range points {
+			if !drop[p.ID.String()] {
+				kept = append(kept, p)
+			}
+		}
+		if res.LocksExtended, err = ExtendLocks(ctx, v, kept); err != nil {
+			return res, err
+		}
+	}
 	for _, d := range res.Decisions {
 		if d.Keep || dryRun {
 			continue
@@ -65,8 +94,18 @@ func Forget(ctx context.Context, v *vault.Vault, machine string, r policy.Retent
 			return res, err
 		}
 		if sd.Window > 0 {
+			// A tombstone hides the point; prune purges it once both
+			// the window and any lock have passed.
 			_, err = v.SaveTombstone(ctx, id)
 		} else {
+			until, lerr := v.LockedUntil(ctx, vault.ObjectName(vault.KindPoint, id))
+			if lerr != nil {
+				return res, fmt.Errorf("forgetting point %s: %w", id.Short(), lerr)
+			}
+			if until.After(v.Clock().Now()) {
+				res.Locked = append(res.Locked, LockedPoint{ID: d.Point.ID, Until: until.UTC()})
+				continue
+			}
 			err = v.Store().Delete(ctx, vault.ObjectName(vault.KindPoint, id))
 		}
 		if err != nil {
@@ -76,4 +115,10 @@ func Forget(ctx context.Context, v *vault.Vault, machine string, r policy.Retent
 		removed[d.Point.ID] = true
 	}
 	return res, nil
+}
+
+// LockedPoint is a point forget would remove that is locked until Until.
+type LockedPoint struct {
+	ID    string    `json:"id"`
+	Until time.Time `json:"until"`
 }

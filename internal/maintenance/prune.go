@@ -51,6 +51,11 @@ type PruneReport struct {
 	// restores started before it: the next prune completes it.
 	Deferred bool   `json:"deferred"`
 	Note     string `json:"note,omitempty"`
+	// LockedObjects counts the objects prune would have deleted that are
+	// under an object lock (vault init --lock), left until LockedUntil,
+	// the earliest date one of them may go: a later prune removes them.
+	LockedObjects int       `json:"locked_objects,omitempty"`
+	LockedUntil   time.Time `json:"locked_until,omitzero"`
 	// Warnings name what prune found suspicious but went on despite, such
 	// as a session marker dated in the future (ignored).
 	Warnings []string `json:"warnings,omitempty"`
@@ -70,8 +75,21 @@ type packState struct {
 }
 
 // Prune deletes data no point references and rewrites mostly-unused packs,
-// safely beside running backups (docs/format.md, "Prune").
+// safely beside running backups (docs/format.md, "Prune"). A prune that
+// did its work also removes the markers of finished sessions, which
+// writers with append-only credentials leave behind.
 func Prune(ctx context.Context, v *vault.Vault, opts PruneOptions) (*PruneReport, error) {
+	rep, err := prune(ctx, v, opts)
+	if err != nil || opts.DryRun || rep.Deferred {
+		return rep, err
+	}
+	if _, dead, err := v.ListSessions(ctx); err == nil {
+		v.TidySessions(ctx, dead)
+	}
+	return rep, nil
+}
+
+func prune(ctx context.Context, v *vault.Vault, opts PruneOptions) (*PruneReport, error) {
 	if opts.RepackUnused == 0 {
 		opts.RepackUnused = 0.1
 	}
@@ -100,6 +118,11 @@ func Prune(ctx context.Context, v *vault.Vault, opts PruneOptions) (*PruneReport
 	}
 	var sess *vault.Session // nil in a dry run, which stores nothing
 	if !opts.DryRun {
+		// Before anything is written: a prune that cannot delete must not
+		// leave a repack and a plan half done.
+		if err := v.CheckDeletes(ctx, "prune"); err != nil {
+			return nil, err
+		}
 		if sess, err = v.StartSession(ctx, "prune"); err != nil {
 			return nil, err
 		}
@@ -127,7 +150,7 @@ func Prune(ctx context.Context, v *vault.Vault, opts PruneOptions) (*PruneReport
 			rep.Note = fmt.Sprintf("%d unfinished plan(s) would be completed first", len(plans))
 			break
 		}
-		done, err := execute(ctx, v, p, rep, logf)
+		done, err := execute(ctx, v, p, rep, true, logf)
 		if err != nil {
 			return rep, err
 		}
@@ -257,6 +280,14 @@ func Prune(ctx context.Context, v *vault.Vault, opts PruneOptions) (*PruneReport
 			keep = append(keep, p)
 		}
 	}
+	if v.Lock() != nil {
+		if keep, repack, drop, indexIDs, deadManifests, err = aroundLocks(ctx, v, rep, keep, repack, drop, indexIDs, deadManifests); err != nil {
+			return nil, err
+		}
+		if rep.LockedObjects > 0 {
+			logf("%d objects no point needs are locked: they stay until %s at least", rep.LockedObjects, rep.LockedUntil.Format(time.RFC3339))
+		}
+	}
 	rep.KeptPacks, rep.RepackedPacks, rep.DeletedPacks = len(keep), len(repack), len(drop)
 	for _, p := range drop {
 		rep.DeletedBytes += p.size
@@ -310,7 +341,7 @@ func Prune(ctx context.Context, v *vault.Vault, opts PruneOptions) (*PruneReport
 	// Let the collector have this prune's tables before the rescue check
 	// builds its own.
 	packs, order, keep, repack, drop, owner, refChunks, num = nil, nil, nil, nil, nil, nil, nil, nil
-	done, err := execute(ctx, v, plan, rep, logf)
+	done, err := execute(ctx, v, plan, rep, false, logf)
 	if err != nil {
 		return rep, err
 	}
@@ -375,8 +406,10 @@ func referenced(ctx context.Context, v *vault.Vault, skip map[chunk.ID]bool) (ch
 }
 
 // execute carries out a plan if no live session predates it and nothing
-// referenced depends on it; it reports whether the plan is finished.
-func execute(ctx context.Context, v *vault.Vault, plan *vault.Plan, rep *PruneReport, logf func(string, ...any)) (bool, error) {
+// referenced depends on it; it reports whether the plan is finished. In a
+// vault with a lock, what is locked by now is left (a resumed plan's is
+// counted in rep; a new one was planned around the locks already).
+func execute(ctx context.Context, v *vault.Vault, plan *vault.Plan, rep *PruneReport, resumed bool, logf func(string, ...any)) (bool, error) {
 	live, err := v.Sessions(ctx)
 	if err != nil {
 		return false, err
@@ -442,6 +475,19 @@ func execute(ctx context.Context, v *vault.Vault, plan *vault.Plan, rep *PruneRe
 		err := v.Store().Delete(ctx, vault.ObjectName(vault.KindCondemned, plan.ID))
 		return err == nil, err
 	}
+	planID := plan.ID
+	if v.Lock() != nil {
+		scratch := &PruneReport{}
+		if plan, err = planAroundLocks(ctx, v, plan, scratch); err != nil {
+			return false, err
+		}
+		if scratch.LockedObjects > 0 && resumed {
+			rep.LockedObjects += scratch.LockedObjects
+			if rep.LockedUntil.IsZero() || scratch.LockedUntil.Before(rep.LockedUntil) {
+				rep.LockedUntil = scratch.LockedUntil
+			}
+		}
+	}
 	// Index objects first, then packs, manifests, and the plan last.
 	for _, id := range plan.Indexes {
 		if err := v.Store().Delete(ctx, vault.ObjectName(vault.KindIndex, id)); err != nil {
@@ -458,7 +504,7 @@ func execute(ctx context.Context, v *vault.Vault, plan *vault.Plan, rep *PruneRe
 			return false, err
 		}
 	}
-	if err := v.Store().Delete(ctx, vault.ObjectName(vault.KindCondemned, plan.ID)); err != nil {
+	if err := v.Store().Delete(ctx, vault.ObjectName(vault.KindCondemned, planID)); err != nil {
 		return false, err
 	}
 	logf("deleted %d packs, %d index objects, %d manifests", len(plan.Packs), len(plan.Indexes), len(plan.Manifests))

@@ -33,6 +33,7 @@ func InitCopyOf(ctx context.Context, store blob.Store, passphrase []byte, src *V
 	cfg.Origin = src.cfg.ID
 	cfg.Created = opts.Clock.Now().UTC().Truncate(time.Second)
 	cfg.ID = randomName()
+	cfg.Lock = opts.Lock // the copy's own, not its source's
 	if opts.PackSize != 0 {
 		cfg.PackSize = opts.PackSize
 	}

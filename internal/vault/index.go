@@ -183,7 +183,7 @@ func (v *Vault) AdoptAfterDeadSessions(ctx context.Context, ix *chunk.Index, ski
 	}
 	writer := false
 	for _, d := range dead {
-		writer = writer || d.Abandoned || d.Kind != "restore"
+		writer = writer || d.Abandoned || d.Kind != "restore" && !d.Ended
 	}
 	n := 0
 	if writer {
@@ -192,21 +192,11 @@ func (v *Vault) AdoptAfterDeadSessions(ctx context.Context, ix *chunk.Index, ski
 		}
 	}
 	// The orphans are indexed: the markers have done their work. Only
-	// markers that are certainly finished are deleted: abandoned ones,
-	// written by their own run as it ended, and expired ones. A marker
-	// judged dead because its PID is not running here may belong to a
-	// host of the same name (a clone, a container): deleting it would let
-	// a prune elsewhere run under that writer, so it is left to expire.
-	// A marker that cannot be deleted now only causes another listing.
-	now := v.clock.Now()
-	for _, d := range dead {
-		if !d.Abandoned && !d.Future && now.Sub(d.Refreshed) <= SessionExpiry {
-			continue
-		}
-		if err := v.store.Delete(ctx, d.Name); err != nil && !blob.IsNotExist(err) {
-			break
-		}
-	}
+	// sessions that are certainly finished lose their markers (a marker
+	// dead because its PID is not running here may be a same-named host's,
+	// SessionInfo.Finished). On an append-only store they stay, for prune;
+	// a marker that cannot be deleted now only causes another listing.
+	v.TidySessions(ctx, dead)
 	return n, nil
 }
 

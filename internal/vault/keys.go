@@ -50,7 +50,7 @@ func ValidKeyName(name string) error {
 func sameConfig(k, c Config) bool {
 	versions := k.Version == c.Version || (k.Version >= initVersion && c.Version >= initVersion)
 	return k.Created.Equal(c.Created) && k.ID == c.ID && k.ChunkSize == c.ChunkSize && k.PackSize == c.PackSize &&
-		k.Compression == c.Compression && versions && k.Origin == c.Origin
+		k.Compression == c.Compression && versions && k.Origin == c.Origin && sameLock(k.Lock, c.Lock)
 }
 
 // aheadOf reports whether the config a key slot authenticates is newer

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -43,8 +45,16 @@ type SessionInfo struct {
 	Refreshed time.Time `json:"refreshed"`
 	// Abandoned marks a session that ended without finishing: it may have
 	// stored packs that no index names. It is not live.
-	Abandoned bool   `json:"abandoned,omitempty"`
-	Name      string `json:"-"`
+	Abandoned bool `json:"abandoned,omitempty"`
+	// Ended marks a session that finished cleanly on a store that refused
+	// to delete its marker (append-only credentials): it is not live and
+	// left nothing to adopt.
+	Ended bool `json:"ended,omitempty"`
+	// Name is the session's newest marker, the one read; Names are all of
+	// its markers, superseded ones included (append-only stores keep them
+	// until prune removes them).
+	Name  string   `json:"-"`
+	Names []string `json:"-"`
 	// Future is set on a marker refreshed later than SessionSkew from now:
 	// it is dead, as one that expired (a marker dated in the future would
 	// otherwise defer every prune until that date).
@@ -59,6 +69,8 @@ type SessionInfo struct {
 type Session struct {
 	v        *Vault
 	info     SessionInfo
+	id       string // the session's random ID; its markers are sessions/<id>-<seq>
+	seq      int    // the sequence number of the newest marker written
 	name     string // "" for a reader whose marker could not be written
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -82,7 +94,7 @@ func (v *Vault) StartSession(ctx context.Context, kind string) (*Session, error)
 func (v *Vault) startSession(ctx context.Context, kind string) (*Session, error) {
 	now := v.clock.Now().UTC()
 	s := &Session{v: v, info: SessionInfo{Version: 1, Kind: kind, Host: v.host, PID: os.Getpid(), Started: now, Refreshed: now},
-		stop: make(chan struct{}), done: make(chan struct{})}
+		id: randomName(), stop: make(chan struct{}), done: make(chan struct{})}
 	name, err := s.write(ctx)
 	if err != nil {
 		return nil, err
@@ -113,9 +125,14 @@ func (v *Vault) StartReadSession(ctx context.Context, kind string) (*Session, er
 	return s, nil
 }
 
+// write stores the marker under the session's next name: markers are
+// only ever created, so that a store that refuses deletes and overwrites
+// (append-only credentials) holds every session's history, of which
+// readers take the newest.
 func (s *Session) write(ctx context.Context) (string, error) {
 	data, _ := json.Marshal(s.info)
-	name := "sessions/" + randomName()
+	s.seq++
+	name := fmt.Sprintf("sessions/%s-%08x", s.id, s.seq)
 	if err := s.v.store.Put(ctx, name, data); err != nil {
 		return "", fmt.Errorf("writing session marker: %w", err)
 	}
@@ -138,8 +155,9 @@ func (s *Session) refresh(ctx context.Context) {
 	}
 }
 
-// replace writes the marker anew, refreshed, under a new name (objects are
-// never changed in place) and deletes the old one.
+// replace writes the marker anew, refreshed, under the session's next name
+// (objects are never changed in place) and then tidies the old one away
+// (Vault.Tidy: kept on an append-only store, where readers ignore it).
 func (s *Session) replace(ctx context.Context) error {
 	s.info.Refreshed = s.v.clock.Now().UTC()
 	name, err := s.write(ctx)
@@ -148,7 +166,7 @@ func (s *Session) replace(ctx context.Context) error {
 	}
 	old := s.name
 	s.name = name
-	if err := s.v.store.Delete(ctx, old); err != nil {
+	if err := s.v.Tidy(ctx, old); err != nil {
 		return fmt.Errorf("removing session marker: %w", err)
 	}
 	return nil
@@ -174,11 +192,29 @@ func (s *Session) End(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, SessionCleanup)
 	defer cancel()
-	if err := s.v.store.Delete(ctx, s.name); err != nil {
-		return fmt.Errorf("removing session marker: %w", err)
+	if !s.v.DeletesRefused() {
+		err := s.v.Tidy(ctx, s.name)
+		if err != nil {
+			return fmt.Errorf("removing session marker: %w", err)
+		}
+		if !s.v.DeletesRefused() {
+			return nil
+		}
+	}
+	// The store keeps every marker: say that this session ended, under
+	// the last sequence number, which readers know without reading it.
+	s.info.Ended = true
+	s.info.Refreshed = s.v.clock.Now().UTC()
+	s.seq = endSeq - 1
+	if _, err := s.write(ctx); err != nil {
+		return fmt.Errorf("ending session: %w", err)
 	}
 	return nil
 }
+
+// endSeq is the sequence number of a session's ended marker: the highest,
+// so that it is the newest, and known by its name alone.
+const endSeq = 0xffffffff
 
 // Abandon ends a session that failed part way: its marker is replaced by
 // one marked abandoned, so that the next writer knows packs may have been
@@ -222,13 +258,36 @@ func (v *Vault) Sessions(ctx context.Context) (live []SessionInfo, err error) {
 // Unreadable markers are in neither list: they cannot belong to a running
 // lifeboat, and nothing can be said of what they left.
 func (v *Vault) ListSessions(ctx context.Context) (live, dead []SessionInfo, err error) {
-	var names []string
-	err = v.store.List(ctx, "sessions/", func(i blob.Info) error { names = append(names, i.Name); return nil })
+	// A session's markers are sessions/<id>-<seq>: only the newest is
+	// read. Any other name (older lifeboat's sessions/<random>) is a
+	// session of its own.
+	newest := map[string]string{}
+	all := map[string][]string{}
+	err = v.store.List(ctx, "sessions/", func(i blob.Info) error {
+		id := sessionID(i.Name)
+		all[id] = append(all[id], i.Name)
+		if i.Name > newest[id] {
+			newest[id] = i.Name
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("listing sessions: %w", err)
 	}
 	now := v.clock.Now()
-	for _, name := range names {
+	ids := make([]string, 0, len(newest))
+	for id := range newest {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		name := newest[id]
+		if name != id && strings.HasSuffix(name, fmt.Sprintf("-%08x", endSeq)) {
+			// Ended: nothing in it is needed, so it is not read (an
+			// append-only vault holds one per session until prune).
+			dead = append(dead, SessionInfo{Ended: true, Name: name, Names: all[id]})
+			continue
+		}
 		data, err := v.store.Get(ctx, name)
 		if blob.IsNotExist(err) {
 			continue
@@ -240,15 +299,35 @@ func (v *Vault) ListSessions(ctx context.Context) (live, dead []SessionInfo, err
 		if json.Unmarshal(data, &info) != nil {
 			continue
 		}
-		info.Name = name
+		info.Name, info.Names = name, all[id]
 		info.Future = info.Refreshed.After(now.Add(SessionSkew))
-		if info.Future || info.Abandoned || now.Sub(info.Refreshed) > SessionExpiry || (info.Host == v.host && !processAlive(info.PID)) {
+		if info.Future || info.Abandoned || info.Ended || now.Sub(info.Refreshed) > SessionExpiry || (info.Host == v.host && !processAlive(info.PID)) {
 			dead = append(dead, info)
 			continue
 		}
 		live = append(live, info)
 	}
 	return live, dead, nil
+}
+
+// sessionID is the session a marker's name belongs to: the name without
+// its "-<8 hex>" sequence number, or the whole name for markers of older
+// lifeboat (one per session).
+func sessionID(name string) string {
+	base, seq, ok := strings.Cut(name, "-")
+	if !ok || len(seq) != 8 || strings.Trim(seq, "0123456789abcdef") != "" {
+		return name
+	}
+	return base
+}
+
+// Finished reports whether a dead session is certainly over, so that its
+// markers may be deleted: it ended or was abandoned by its own run, or its
+// newest marker expired (or is dated implausibly far ahead). A session
+// judged dead only because its PID is not running here may belong to a
+// host of the same name (a clone, a container), and is left to expire.
+func (s SessionInfo) Finished(now time.Time) bool {
+	return s.Ended || s.Abandoned || s.Future || now.Sub(s.Refreshed) > SessionExpiry
 }
 
 func processAlive(pid int) bool {

@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -67,6 +68,9 @@ type Config struct {
 	// KeyGeneration is, in a rekeyed vault (version 3), the newest data
 	// key generation: a key slot that does not hold it opens stale.
 	KeyGeneration uint16 `json:"key_generation,omitempty"`
+	// Lock, if set, has every object a point needs stored under an S3
+	// Object Lock retention (vault init --lock; lock.go).
+	Lock *Lock `json:"lock,omitempty"`
 }
 
 // Bound reports whether the vault's objects are bound to its ID (format
@@ -111,6 +115,11 @@ func (c *Config) validate() error {
 	}
 	if _, ok := compressionLevels[c.Compression]; !ok {
 		return fmt.Errorf("config: unknown compression %q", c.Compression)
+	}
+	if c.Lock != nil {
+		if err := c.Lock.validate(); err != nil {
+			return fmt.Errorf("config: %w", err)
+		}
 	}
 	return nil
 }
@@ -175,6 +184,12 @@ type Vault struct {
 	newest     uint16
 	cfgBehind  bool // the stored config is behind the key slot's: rewrite it before writing
 	keyBook    KeyBook
+	// locked is the store of a vault with a Lock (lock.go), nil otherwise:
+	// kept apart so that views through WithStore still extend locks.
+	locked *lockedStore
+	// noDelete is set once the store refused a delete (DeletesRefused);
+	// shared by the views WithStore makes.
+	noDelete *atomic.Bool
 }
 
 // KeyBook is this host's record of the newest data key generation it used
@@ -198,6 +213,9 @@ type Options struct {
 	SoftDelete time.Duration
 	// Version is the format version Init writes; 0 = 2 (a vault becomes 3
 	// when rekeyed). Only
+	// Lock, if set, is the object lock Init gives the vault; the store
+	// must be an S3 bucket with Object Lock enabled.
+	Lock *Lock
 	// tests ask for an older one, to check old vaults stay readable.
 	Version int
 	// Keys, if set, remembers the newest data key generation this host
@@ -240,7 +258,7 @@ func Init(ctx context.Context, store blob.Store, passphrase []byte, opts Options
 		return nil, err
 	}
 	cfg := Config{Format: "lifeboat-vault", Version: cmp.Or(opts.Version, initVersion), Created: opts.Clock.Now().UTC().Truncate(time.Second),
-		ChunkSize: opts.ChunkSize, PackSize: opts.PackSize, Compression: opts.Compression}
+		ChunkSize: opts.ChunkSize, PackSize: opts.PackSize, Compression: opts.Compression, Lock: opts.Lock}
 	if cfg.ChunkSize == 0 {
 		cfg.ChunkSize = DefaultChunkSize
 	}
@@ -278,6 +296,15 @@ func create(ctx context.Context, store blob.Store, passphrase []byte, cfg Config
 		return nil, err
 	}
 	keys.Config = cfg
+	if cfg.Lock != nil {
+		l, ok := store.(blob.Locker)
+		if !ok {
+			return nil, fmt.Errorf("%s: --lock needs an S3 bucket with Object Lock: %w", store, blob.ErrNoLock)
+		}
+		if err := l.CheckLock(ctx); err != nil {
+			return nil, err
+		}
+	}
 	v, err := newVault(store, cfg, keys, opts)
 	if err != nil {
 		return nil, err
@@ -292,7 +319,7 @@ func create(ctx context.Context, store blob.Store, passphrase []byte, cfg Config
 		}
 	}
 	cj, _ := json.MarshalIndent(cfg, "", "  ")
-	if err := store.Put(ctx, "config", append(cj, '\n')); err != nil {
+	if err := v.store.Put(ctx, "config", append(cj, '\n')); err != nil {
 		return nil, fmt.Errorf("writing config: %w", err)
 	}
 	return v, nil
@@ -314,9 +341,16 @@ func newVault(store blob.Store, cfg Config, keys keyPayload, opts Options) (*Vau
 		}
 		codec.UseRing(ring)
 	}
+	locked, err := withLock(store, cfg, opts.Clock.Now)
+	if err != nil {
+		return nil, err
+	}
+	if locked != nil {
+		store = locked
+	}
 	host, _ := os.Hostname()
-	return &Vault{store: store, cfg: cfg, keys: keys, codec: codec, clock: opts.Clock, host: host,
-		kdf: opts.KDF, upload: opts.Uploads, warn: opts.Warn, newest: keys.generation(), keyBook: opts.Keys}, nil
+	return &Vault{store: store, locked: locked, cfg: cfg, keys: keys, codec: codec, clock: opts.Clock, host: host,
+		kdf: opts.KDF, upload: opts.Uploads, warn: opts.Warn, newest: keys.generation(), keyBook: opts.Keys, noDelete: &atomic.Bool{}}, nil
 }
 
 // ReadConfig reads and checks the config without a passphrase.

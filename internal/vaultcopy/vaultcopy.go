@@ -252,9 +252,11 @@ func (c *copier) missing(ctx context.Context) ([]*sourcePoint, error) {
 			want = append(want, id)
 		}
 	}
+	// A stale marker is harmless (its point is gone from the source): an
+	// append-only target keeps it (vault.Tidy).
 	for id, name := range marked {
 		if !inSource[id] {
-			if err := c.to.Store().Delete(ctx, name); err != nil {
+			if err := c.to.Tidy(ctx, name); err != nil {
 				return nil, fmt.Errorf("target %s: removing the marker of a point the source forgot: %w", c.to.Store(), err)
 			}
 		}
@@ -613,6 +615,9 @@ func (c *copier) commit(ctx context.Context, batch []*sourcePoint) error {
 			c.stats.Manifests++
 		}
 	}
+	if err := c.extendLocks(ctx, batch); err != nil {
+		return err
+	}
 	for _, p := range batch {
 		name := vault.ObjectName(vault.KindPoint, p.ID)
 		if err := c.to.Store().Put(ctx, name, p.sealed); err != nil {
@@ -626,6 +631,30 @@ func (c *copier) commit(ctx context.Context, batch []*sourcePoint) error {
 		if err := c.opts.Seen.Saw(c.to.Config().ID, []*recovery.Point{p.Point}, c.to.Clock().Now()); err != nil {
 			c.stats.Warnings = append(c.stats.Warnings, "target: "+err.Error())
 		}
+	}
+	return nil
+}
+
+// extendLocks, at a target with an object lock, extends the lock of the
+// manifests and packs the batch's points share with what the target held.
+func (c *copier) extendLocks(ctx context.Context, batch []*sourcePoint) error {
+	if c.to.Lock() == nil {
+		return nil
+	}
+	var manifests []chunk.ID
+	var chunks [][]chunk.ID
+	for _, p := range batch {
+		for _, d := range p.Disks {
+			_, m, err := c.manifest(ctx, d)
+			if err != nil {
+				return fmt.Errorf("copying point %s of %s: disk %s: %w", p.ID.Short(), p.Machine, d.Name, err)
+			}
+			manifests = append(manifests, d.Manifest)
+			chunks = append(chunks, m.IDs)
+		}
+	}
+	if err := c.to.ExtendChunkLocks(ctx, c.toIx, manifests, chunks...); err != nil {
+		return fmt.Errorf("target %s: %w", c.to.Store(), err)
 	}
 	return nil
 }

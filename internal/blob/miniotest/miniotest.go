@@ -23,10 +23,15 @@ package miniotest
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net"
 	"testing"
 	"time"
 
+	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"lifeboat/internal/blob"
 	"lifeboat/internal/blob/s3proc"
 )
 
@@ -85,4 +90,33 @@ func FindBinary() (string, error) {
 // the network namespace ns (/run/netns/ns); see s3proc.DialIn.
 func DialIn(ns string) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return s3proc.DialIn(ns)
+}
+
+// AppendOnly returns cfg with temporary credentials (AssumeRole, signed with
+// cfg's root credentials) whose policy lets them list the bucket and read
+// and create objects in it, but not delete any: the credentials a host
+// that may only back up is given (docs/security.md).
+func AppendOnly(t testing.TB, cfg blob.S3Config) blob.S3Config {
+	t.Helper()
+	return WithPolicy(t, cfg, []string{"s3:GetObject", "s3:PutObject", "s3:ListBucket", "s3:GetBucketLocation"})
+}
+
+// WithPolicy returns cfg with temporary credentials allowed only actions on
+// cfg's bucket and its objects.
+func WithPolicy(t testing.TB, cfg blob.S3Config, actions []string) blob.S3Config {
+	t.Helper()
+	quoted, _ := json.Marshal(actions)
+	policy := fmt.Sprintf(`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":%s,
+		"Resource":["arn:aws:s3:::%s","arn:aws:s3:::%s/*"]}]}`, quoted, cfg.Bucket, cfg.Bucket)
+	sts, err := credentials.NewSTSAssumeRole("http://"+cfg.Endpoint, credentials.STSAssumeRoleOptions{
+		AccessKey: cfg.AccessKey, SecretKey: cfg.SecretKey, Policy: policy, Location: cfg.Region})
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := sts.GetWithContext(nil)
+	if err != nil {
+		t.Fatalf("AssumeRole with policy %s: %v", policy, err)
+	}
+	cfg.AccessKey, cfg.SecretKey, cfg.SessionToken = creds.AccessKeyID, creds.SecretAccessKey, creds.SessionToken
+	return cfg
 }

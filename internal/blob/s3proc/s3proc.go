@@ -396,6 +396,18 @@ func (s *Server) Restart() {
 // lives as long as the server's data.
 func (s *Server) NewBucket(t testing.TB) blob.S3Config {
 	t.Helper()
+	return s.newBucket(t, false)
+}
+
+// NewLockBucket is NewBucket for a bucket with S3 Object Lock enabled
+// (and so versioning), with no default retention.
+func (s *Server) NewLockBucket(t testing.TB) blob.S3Config {
+	t.Helper()
+	return s.newBucket(t, true)
+}
+
+func (s *Server) newBucket(t testing.TB, lock bool) blob.S3Config {
+	t.Helper()
 	s.mu.Lock()
 	s.buckets++
 	bucket := fmt.Sprintf("lifeboat-test-%d", s.buckets)
@@ -413,7 +425,7 @@ func (s *Server) NewBucket(t testing.TB) blob.S3Config {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := client.MakeBucket(ctx, bucket, minio.MakeBucketOptions{Region: l.Region}); err != nil {
+	if err := client.MakeBucket(ctx, bucket, minio.MakeBucketOptions{Region: l.Region, ObjectLocking: lock}); err != nil {
 		t.Fatalf("creating bucket %s on %s: %v\n%s", bucket, l.Addr, err, s.logTail())
 	}
 	return blob.S3Config{
