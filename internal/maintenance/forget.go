@@ -20,9 +20,9 @@ type ForgetResult struct {
 	// undeleted until it has passed (0: the points were deleted).
 	SoftDelete time.Duration
 	// Locked are points retention drops that are still under their
-	// object lock (vault init --lock) in a vault without soft delete:
-	// they stay, and a later forget removes them once it has passed
-	// (forget no longer extends it).
+	// object lock (vault init --lock): they stay, and a later forget
+	// removes (or soft-deletes) them once it has passed (forget no longer
+	// extends it).
 	Locked []LockedPoint
 	// LocksExtended counts the objects of kept points whose lock was
 	// extended.
@@ -93,19 +93,17 @@ func Forget(ctx context.Context, v *vault.Vault, machine string, r policy.Retent
 		if err != nil {
 			return res, err
 		}
+		until, err := v.LockedUntil(ctx, vault.ObjectName(vault.KindPoint, id))
+		if err != nil {
+			return res, fmt.Errorf("forgetting point %s: %w", id.Short(), err)
+		}
+		if until.After(v.Clock().Now()) {
+			res.Locked = append(res.Locked, LockedPoint{ID: d.Point.ID, Until: until.UTC()})
+			continue
+		}
 		if sd.Window > 0 {
-			// A tombstone hides the point; prune purges it once both
-			// the window and any lock have passed.
 			_, err = v.SaveTombstone(ctx, id)
 		} else {
-			until, lerr := v.LockedUntil(ctx, vault.ObjectName(vault.KindPoint, id))
-			if lerr != nil {
-				return res, fmt.Errorf("forgetting point %s: %w", id.Short(), lerr)
-			}
-			if until.After(v.Clock().Now()) {
-				res.Locked = append(res.Locked, LockedPoint{ID: d.Point.ID, Until: until.UTC()})
-				continue
-			}
 			err = v.Store().Delete(ctx, vault.ObjectName(vault.KindPoint, id))
 		}
 		if err != nil {

@@ -40,16 +40,17 @@ func sameLock(a, b *Lock) bool {
 }
 
 // lockedKind reports whether objects under name are locked: what a point
-// needs (its object, manifests, packs, index objects) and what opens the
-// vault (config, key slots). Markers and prune plans are working state,
-// created and deleted as before.
+// needs (its object, manifests, packs, index objects), what opens the
+// vault (config, key slots) and its settings (the soft-delete window,
+// which only ever gains objects). Markers, tombstones (undelete removes
+// them) and prune plans are working state, created and deleted as before.
 func lockedKind(name string) bool {
 	if name == "config" {
 		return true
 	}
 	kind, _, _ := strings.Cut(name, "/")
 	switch kind {
-	case "keys", "packs", KindIndex, KindManifest, KindPoint:
+	case "keys", "packs", "settings", KindIndex, KindManifest, KindPoint:
 		return true
 	}
 	return false
