@@ -44,7 +44,16 @@ func loopMount(t *testing.T, sizeMiB int) (img, dev, mnt string) {
 	sh(t, "mount", "-t", "ext4", dev, mnt)
 	t.Cleanup(func() {
 		exec.Command("fsfreeze", "-u", mnt).Run()
-		exec.Command("umount", mnt).Run()
+		// A probe write that was blocked on the frozen filesystem may
+		// still hold a file open for a moment after the thaw: retry
+		// while the mount is busy, then detach it lazily.
+		for deadline := time.Now().Add(10 * time.Second); exec.Command("umount", mnt).Run() != nil; {
+			if time.Now().After(deadline) {
+				exec.Command("umount", "-l", mnt).Run()
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
 	})
 	return img, dev, mnt
 }
