@@ -388,4 +388,3 @@ func (d *Disk) Trim(ctx context.Context, off, length int64) error { return ErrRe
 func (d *Disk) WriteZeroes(ctx context.Context, off, length int64, noHole bool) error {
 	return ErrReadOnly
 }
-
