@@ -1,12 +1,19 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
+	"lifeboat/internal/boot"
 	"lifeboat/internal/job"
+	"lifeboat/internal/recovery"
 )
 
 // Recovery commands: export (and, below, start, drill, mount). Flags and
@@ -101,4 +108,125 @@ func exportFlagError(err error) error {
 		return usageError{errors.New(ie.Reason)}
 	}
 	return usageError{fmt.Errorf("%s: %s", flag, ie.Reason)}
+}
+
+func (a *app) startCommand() *cobra.Command {
+	var defFile, runDir string
+	var opts boot.Options
+	var dryRun bool
+	cmd := &cobra.Command{
+		Use:   "start --definition FILE [--accel kvm|tcg] [--network none|user|bridge:NAME] [--vnc ADDR] [--serial-log FILE]",
+		Short: "Start a machine from its definition (the -dr one restore writes)",
+		Long: `Start a machine with qemu-system-x86_64 from a lifeboat.machine/v1 definition, such as
+the DIR/NAME-dr.json that restore --to DIR writes (docs/definition.md).
+
+The command line is built from the definition: CPUs, memory, firmware (bios, or uefi
+with --uefi-code, default /usr/share/OVMF/OVMF_CODE.fd), every disk's image ("file")
+on its bus (virtio, scsi, sata, ide, nvme) in boot order (disks with a boot_order
+first, lowest first, as QEMU boot indexes), and NICs with their MAC addresses and
+models. --dry-run prints it without starting anything.
+
+  --accel kvm|tcg       the accelerator (default: KVM where the host has it, else TCG)
+  --network none        no NIC at all (the default: a recovered machine must not
+                        appear on the original's network by surprise)
+  --network user        QEMU's user-mode NAT: outbound connections only, no set-up
+  --network bridge:BR   a tap on host bridge BR (qemu-bridge-helper must allow BR)
+  --vnc ADDR            a VGA display on VNC (127.0.0.1:0 if no address is given)
+  --serial-log FILE     the serial console is appended to FILE
+  --kernel/--initrd/--append   boot a kernel directly instead of from the disks
+
+QEMU listens on a QMP socket and a guest agent channel (org.qemu.guest_agent.0) in
+--run-dir (default a new directory under the temporary directory): their paths are
+printed. lifeboat stays in the foreground: SIGINT or SIGTERM asks QEMU to quit (a power
+cut for the guest: shut it down from inside first for a clean stop); when the guest
+powers off, lifeboat exits.`,
+		Example: `  lifeboat restore --machine web1 latest --to /srv/web1-dr --new-macs
+  lifeboat start --definition /srv/web1-dr/web1-dr.json --network user --vnc 127.0.0.1:1
+  lifeboat start --definition /srv/web1-dr/web1-dr.json --dry-run`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			if defFile == "" {
+				return usageError{errors.New("--definition is required")}
+			}
+			raw, err := os.ReadFile(defFile)
+			if err != nil {
+				return usageError{fmt.Errorf("reading --definition: %w", err)}
+			}
+			def, err := recovery.ParseDefinition(raw)
+			if err != nil {
+				return usageError{fmt.Errorf("%s: %w", defFile, err)}
+			}
+			if dryRun {
+				argv, err := boot.Command(def, opts)
+				if err != nil {
+					return usageError{err}
+				}
+				if a.jsonOut {
+					return a.printJSON(map[string]any{"argv": argv})
+				}
+				a.printf("%s\n", shellQuote(argv))
+				return nil
+			}
+			if runDir == "" {
+				if runDir, err = os.MkdirTemp("", "lifeboat-"+def.Name+"-"); err != nil {
+					return err
+				}
+				defer os.RemoveAll(runDir)
+			}
+			m, _, err := boot.Launch(ctx, def, opts, runDir, a.env.Stderr, false)
+			if err != nil {
+				if errors.Is(err, boot.ErrInvalid) {
+					return usageError{err}
+				}
+				return err
+			}
+			if a.jsonOut {
+				a.printJSON(map[string]any{"machine": def.Name, "pid": m.PID, "qmp": m.QMPSocket, "guest_agent": m.GuestAgentSocket})
+			} else {
+				a.printf("machine\t%s\npid\t%d\nqmp\t%s\nguest-agent\t%s\n", def.Name, m.PID, m.QMPSocket, m.GuestAgentSocket)
+			}
+			select {
+			case <-m.Done():
+				return m.Err()
+			case <-ctx.Done():
+				sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+				defer cancel()
+				return m.Stop(sctx)
+			}
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&defFile, "definition", "", "the machine definition (JSON, lifeboat.machine/v1; required)")
+	startFlags(f, &opts)
+	f.StringVar(&runDir, "run-dir", "", "directory for the QMP and guest agent sockets (default: a new temporary one)")
+	f.BoolVar(&dryRun, "dry-run", false, "print the QEMU command line and exit")
+	return cmd
+}
+
+// startFlags are the flags of every command that starts a machine.
+func startFlags(f *pflag.FlagSet, opts *boot.Options) {
+	f.StringVar(&opts.Accel, "accel", "", "accelerator: kvm or tcg (default: kvm where available, else tcg)")
+	f.StringVar(&opts.Network, "network", "none", "none, user or bridge:NAME")
+	f.StringVar(&opts.VNC, "vnc", "", "show the display on VNC at this address (127.0.0.1:0 if none given)")
+	f.Lookup("vnc").NoOptDefVal = "127.0.0.1:0"
+	f.StringVar(&opts.SerialLog, "serial-log", "", "append the serial console to this file")
+	f.StringVar(&opts.Kernel, "kernel", "", "boot this kernel directly")
+	f.StringVar(&opts.Initrd, "initrd", "", "with --kernel: its initial ramdisk")
+	f.StringVar(&opts.Append, "append", "", "with --kernel: its command line")
+	f.StringVar(&opts.UEFICode, "uefi-code", "", "UEFI firmware for firmware uefi (default "+boot.DefaultUEFICode+")")
+	f.StringVar(&opts.QEMU, "qemu", "", "the emulator (default "+boot.DefaultQEMU+")")
+}
+
+// shellQuote joins argv as a shell would read it back.
+func shellQuote(argv []string) string {
+	out := make([]string, len(argv))
+	for i, s := range argv {
+		if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_=./:,@+") == "" {
+			out[i] = s
+			continue
+		}
+		out[i] = "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+	}
+	return strings.Join(out, " ")
 }
