@@ -53,6 +53,11 @@ type Options struct {
 	// UEFICode is the UEFI firmware for firmware "uefi" (default
 	// /usr/share/OVMF/OVMF_CODE.fd).
 	UEFICode string
+	// StopOnError pauses the guest on a disk read or write error rather
+	// than passing the error to it (virtio, scsi, sata, ide): an instant
+	// restore whose export went away stops the guest cleanly, to go on
+	// when the export is back, instead of corrupting its filesystems.
+	StopOnError bool
 	// Extra arguments appended as they are.
 	Extra []string
 }
@@ -107,7 +112,7 @@ func Command(def *recovery.Definition, opts Options) ([]string, error) {
 	} else if opts.Initrd != "" || opts.Append != "" {
 		return nil, invalid("an initrd or a kernel command line needs a kernel")
 	}
-	disks, err := diskArgs(def, opts.Drives)
+	disks, err := diskArgs(def, opts.Drives, opts.StopOnError)
 	if err != nil {
 		return nil, err
 	}
@@ -136,8 +141,8 @@ func Command(def *recovery.Definition, opts Options) ([]string, error) {
 	return append(argv, opts.Extra...), nil
 }
 
-// diskArgs attaches the disks in boot order.
-func diskArgs(def *recovery.Definition, drives map[string]Drive) ([]string, error) {
+// bootOrder is the definition's disks in the order they are attached.
+func bootOrder(def *recovery.Definition) []recovery.DefinitionDisk {
 	disks := slices.Clone(def.Disks)
 	// Boot disks first, lowest boot_order first; the rest keep their order.
 	slices.SortStableFunc(disks, func(a, b recovery.DefinitionDisk) int {
@@ -151,6 +156,23 @@ func diskArgs(def *recovery.Definition, drives map[string]Drive) ([]string, erro
 		}
 		return 0
 	})
+	return disks
+}
+
+// NodeName is the QMP node name of the format node of disk name, or ""
+// if def has no such disk.
+func NodeName(def *recovery.Definition, name string) string {
+	for i, d := range bootOrder(def) {
+		if d.Name == name {
+			return fmt.Sprintf("disk%d", i)
+		}
+	}
+	return ""
+}
+
+// diskArgs attaches the disks in boot order.
+func diskArgs(def *recovery.Definition, drives map[string]Drive, stopOnError bool) ([]string, error) {
+	disks := bootOrder(def)
 	for name := range drives {
 		if !slices.ContainsFunc(disks, func(d recovery.DefinitionDisk) bool { return d.Name == name }) {
 			return nil, invalid("a drive is given for disk %q, which the definition does not have", name)
@@ -197,6 +219,9 @@ func diskArgs(def *recovery.Definition, drives map[string]Drive) ([]string, erro
 			return nil, invalid("disk %s: bus %q: want virtio, scsi, sata, ide or nvme", d.Name, d.Bus)
 		}
 		dev += ",id=" + esc("disk-"+d.Name)
+		if stopOnError && !strings.HasPrefix(dev, "nvme") {
+			dev += ",werror=stop,rerror=stop"
+		}
 		if d.BootOrder > 0 {
 			dev += ",bootindex=" + strconv.Itoa(d.BootOrder)
 		}

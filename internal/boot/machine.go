@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -39,6 +41,7 @@ type Machine struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	err  error
+	tail *tailBuffer
 }
 
 // Start runs the emulator and, with a QMP socket, waits until QEMU listens
@@ -48,14 +51,19 @@ func Start(ctx context.Context, p Process) (*Machine, error) {
 		return nil, invalid("no command line")
 	}
 	cmd := exec.Command(p.Argv[0], p.Argv[1:]...)
-	cmd.Stdout, cmd.Stderr = p.Stdout, p.Stderr
+	// QEMU's last words go into the error of a start that fails.
+	tail := &tailBuffer{}
+	cmd.Stdout, cmd.Stderr = p.Stdout, io.Writer(tail)
+	if p.Stderr != nil {
+		cmd.Stderr = io.MultiWriter(p.Stderr, tail)
+	}
 	if p.Detach {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", p.Argv[0], err)
 	}
-	m := &Machine{PID: cmd.Process.Pid, QMPSocket: p.QMPSocket, cmd: cmd, done: make(chan struct{})}
+	m := &Machine{PID: cmd.Process.Pid, QMPSocket: p.QMPSocket, cmd: cmd, done: make(chan struct{}), tail: tail}
 	go func() {
 		m.err = cmd.Wait()
 		close(m.done)
@@ -70,7 +78,7 @@ func Start(ctx context.Context, p Process) (*Machine, error) {
 		}
 		select {
 		case <-m.done:
-			return nil, fmt.Errorf("%s exited before listening on %s: %v", p.Argv[0], p.QMPSocket, exitText(m.err))
+			return nil, fmt.Errorf("%s exited before listening on %s: %v: %s", p.Argv[0], p.QMPSocket, exitText(m.err), tail.String())
 		case <-ctx.Done():
 			m.Kill()
 			return nil, fmt.Errorf("waiting for QEMU to listen on %s: %w", p.QMPSocket, ctx.Err())
@@ -93,7 +101,7 @@ func (m *Machine) Done() <-chan struct{} { return m.done }
 func (m *Machine) Err() error {
 	<-m.done
 	if m.err != nil {
-		return fmt.Errorf("QEMU pid %d: %w", m.PID, m.err)
+		return fmt.Errorf("QEMU pid %d: %w: %s", m.PID, m.err, m.tail.String())
 	}
 	return nil
 }
@@ -198,4 +206,26 @@ func Launch(ctx context.Context, def *recovery.Definition, opts Options, runDir 
 	}
 	m.GuestAgentSocket = opts.GuestAgentSocket
 	return m, argv, nil
+}
+
+// tailBuffer keeps the last 4 KiB written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > 4096 {
+		t.buf = t.buf[len(t.buf)-4096:]
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.TrimSpace(string(t.buf))
 }

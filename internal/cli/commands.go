@@ -281,6 +281,7 @@ func (a *app) restoreCommand() *cobra.Command {
 	var wait bool
 	var machine, to, diskName, toFile, suffix, format string
 	var inPlace, newMACs bool
+	var inst instantFlags
 	cmd := &cobra.Command{
 		Use:   "restore --machine NAME POINT|latest (--to DIR | --disk NAME --to-file PATH | --in-place)",
 		Short: "Restore the disks of a recovery point",
@@ -295,6 +296,12 @@ func (a *app) restoreCommand() *cobra.Command {
                            recorded in the point; for --qmp points the images QEMU had
                            open), reading each block and writing only those that
                            differ; with --disk NAME --to-file F, revert F instead
+
+--instant --start --to DIR: start the machine at once on qcow2 images DIR/NAME.qcow2
+whose backing is the point served over NBD from the vault, then copy the data into
+them while the guest runs (docs/recovery.md); lifeboat stays until the copy is done,
+and the machine runs on. Boot flags as for lifeboat start (--accel, --network, --vnc,
+--serial-log, --kernel, --initrd, --append); --stream-speed bounds the copy.
 
 --format raw|qcow2: new images' format; by default the one the point's definition
 gives the disk, and for --to-file F the one F's extension names (.raw, .img,
@@ -337,6 +344,9 @@ cannot be stored.`,
 			ctx := cmd.Context()
 			if machine == "" {
 				return usageError{errors.New("--machine is required")}
+			}
+			if inst.instant {
+				return a.runInstant(cmd, &inst, job.InstantRestore{Machine: machine, Point: args[0], Vault: a.vaultURL, Dir: absPath(to), Suffix: suffix, NewMACs: newMACs})
 			}
 			if rem.server != "" {
 				// Through the server, on an agent's host: paths are as
@@ -402,5 +412,6 @@ cannot be stored.`,
 	f.StringVar(&rem.tokenFile, "token-file", "", "with --server: file holding an API token (env LIFEBOAT_TOKEN)")
 	f.StringVar(&agentName, "agent", "", "with --server: the host that writes the disks (default: the machine's agent); paths are that host's")
 	f.BoolVar(&wait, "wait", false, "with --server: follow the job until it ends")
+	inst.add(f)
 	return cmd
 }

@@ -171,6 +171,12 @@ func ServePoint(ctx context.Context, v *vault.Vault, p *recovery.Point, e Export
 		if err := os.MkdirAll(filepath.Dir(addr), 0o755); err != nil {
 			return nil, fmt.Errorf("creating the socket's directory: %w", err)
 		}
+		// A socket file nobody listens on is a killed export's: replace it.
+		if c, err := net.Dial("unix", addr); err == nil {
+			c.Close()
+		} else if fi, serr := os.Lstat(addr); serr == nil && fi.Mode()&os.ModeSocket != 0 {
+			os.Remove(addr)
+		}
 	}
 	x.l, err = net.Listen(network, addr)
 	if err != nil {
