@@ -14,6 +14,7 @@ import (
 	"lifeboat/internal/boot"
 	"lifeboat/internal/drill"
 	"lifeboat/internal/job"
+	"lifeboat/internal/mount"
 	"lifeboat/internal/recovery"
 	"lifeboat/internal/vault"
 )
@@ -403,4 +404,79 @@ func (a *app) drills(ctx context.Context, v *vault.Vault) map[string]*drill.Resu
 		a.warnf("drill results: %v", err)
 	}
 	return drill.Latest(results)
+}
+
+func (a *app) mountCommand() *cobra.Command {
+	var spec job.Mount
+	cmd := &cobra.Command{
+		Use:   "mount --machine NAME POINT|latest DIR",
+		Short: "Show a point's disks as read-only files and mount their file systems",
+		Long: `Mount a recovery point under DIR, read-only, to copy files out of it:
+
+  DIR/disks/NAME     each disk of the point as a read-only file (FUSE), read from the
+                     vault on demand (as export reads it: cached, with read-ahead)
+  DIR/NAME/partN     each ext4 (ext2/3) or XFS partition of disk NAME (GPT, or MBR
+                     primary partitions), loop-mounted read-only without journal replay
+  DIR/NAME/disk      a disk that holds a file system without a partition table
+
+Other partitions are listed as skipped. DIR is created if missing and must be empty.
+lifeboat stays in the foreground: SIGINT or SIGTERM unmounts everything and removes
+what it created. lifeboat umount DIR does the same from another shell, and also cleans
+up after a mount that was killed (stale FUSE mount, loop devices, file system mounts):
+so does the next mount of DIR.
+
+A block that cannot be read from the vault (a damaged pack) makes the read fail with
+EIO, and a warning names the object: never wrong bytes. Needs root (loop devices,
+mount) and /dev/fuse.`,
+		Example: `  lifeboat mount --machine web1 latest /mnt/web1 &
+  cp /mnt/web1/root/part1/etc/nginx/nginx.conf /tmp/
+  lifeboat umount /mnt/web1`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			spec.Point, spec.Dir, spec.Vault = args[0], absPath(args[1]), a.vaultURL
+			if spec.Machine == "" {
+				return usageError{errors.New("--machine is required")}
+			}
+			if err := spec.Validate(); err != nil {
+				return exportFlagError(err)
+			}
+			v, err := a.open(ctx)
+			if err != nil {
+				return err
+			}
+			return job.RunMount(ctx, v, spec, job.Env{Warn: func(s string) { a.warnf("%s", s) }}, func(p *recovery.Point, fs *mount.FS) {
+				if a.jsonOut {
+					a.printJSON(map[string]any{"point": p.ID.String(), "disks": fs.Disks, "mounted": fs.Mounted, "skipped": fs.Skipped})
+					return
+				}
+				for name, file := range fs.Disks {
+					a.printf("disk\t%s\t%s\n", name, file)
+				}
+				for dir, typ := range fs.Mounted {
+					a.printf("%s\t%s\n", typ, dir)
+				}
+				if !a.quiet {
+					fmt.Fprintf(a.env.Stderr, "point %s of %s mounted on %s; stop with Ctrl-C or lifeboat umount %s\n", p.ID.Short(), p.Machine, fs.Dir, fs.Dir)
+				}
+			})
+		},
+	}
+	cmd.Flags().StringVar(&spec.Machine, "machine", "", "machine name (required)")
+	return cmd
+}
+
+func (a *app) umountCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "umount DIR",
+		Short: "Undo lifeboat mount DIR (also after a mount that was killed)",
+		Long: `Unmount what lifeboat mount set up under DIR: a running mount is asked to end
+(SIGTERM) and does it itself; after a mount that was killed, the file system mounts,
+loop devices and the FUSE mount it left are undone here, and the directories it
+created removed. Nothing to undo is no error.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return mount.Cleanup(cmd.Context(), absPath(args[0]))
+		},
+	}
 }
