@@ -1,6 +1,7 @@
 package cli_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -240,5 +242,33 @@ func TestExportS3AndCopy(t *testing.T) {
 			t.Fatalf("export from %s: qemu-img compare: %s", v, out)
 		}
 		stopProc(t, p)
+	}
+}
+
+// TestExportBootGuest: a VM boots straight from a writable export of a
+// point (qemu-system-x86_64's own NBD client), its guest mounts the disk
+// and reads a file's bytes; the vault is unchanged afterwards.
+func TestExportBootGuest(t *testing.T) {
+	vdir, _, id := vmPoint(t)
+	before := vaultFiles(t, vdir)
+	sock := filepath.Join(sockDir(t), "boot.sock")
+	p := startProc(t, "--vault", vdir, "export", "--machine", "vm1", id, "--nbd", "unix:"+sock, "--writable")
+	waitListening(t, p, sock)
+	nbdDisk := fmt.Sprintf(`{"driver":"raw","node-name":"disk0","file":{"driver":"nbd","export":"root","server":{"type":"unix","path":%q}}}`, sock)
+	vm := vmtest.Start(t, vmtest.Config{GuestAgent: true,
+		ExtraArgs: []string{"-blockdev", nbdDisk, "-device", "virtio-blk-pci,drive=disk0,id=vd0"}})
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	if _, err := vm.WaitLine(ctx, regexp.MustCompile(`^LB mounted /mnt$`)); err != nil {
+		t.Fatal(err)
+	}
+	got := guestRead(ctx, t, vm.GuestAgentSocket, "/mnt/srv/data/b.bin", 2<<20)
+	if !bytes.Equal(got, fill(2<<20, random, 2)) {
+		t.Errorf("the guest read %d bytes of /srv/data/b.bin from the export, not the file's", len(got))
+	}
+	vm.Kill()
+	stopProc(t, p)
+	if after := vaultFiles(t, vdir); !sameFiles(before, after) {
+		t.Errorf("the vault changed while a guest ran on an export of it")
 	}
 }
