@@ -30,7 +30,7 @@ func twoDiskPoint(t *testing.T, dataMiB int) (vdir, root, data, id string) {
 	vdir = filepath.Join(dir, "vault")
 	initVault(t, vdir, 4<<20)
 	root = filepath.Join(dir, "root.raw")
-	makeExt4(t, root, 64, smallFiles)
+	makeExt4(t, root, 32, smallFiles)
 	data = filepath.Join(dir, "data.raw")
 	if err := os.WriteFile(data, fill(dataMiB<<20, random, 77), 0o644); err != nil {
 		t.Fatal(err)
@@ -87,7 +87,7 @@ func guestRead(ctx context.Context, t *testing.T, sock, path string, n int) []by
 // gone), the guest still reads its files from its disk, and the data disk
 // equals the original byte for byte.
 func TestInstantRestore(t *testing.T) {
-	vdir, _, data, id := twoDiskPoint(t, 16)
+	vdir, _, data, id := twoDiskPoint(t, 8)
 	dir := t.TempDir()
 	console := filepath.Join(dir, "console.log")
 	p := startProc(t, append([]string{"--vault", vdir, "--json", "restore", "--machine", "vm2", id[:10], "--instant", "--start", "--to", filepath.Join(dir, "dr"),
@@ -164,4 +164,54 @@ func killQEMU(t *testing.T, state string) {
 		}
 	}
 	os.RemoveAll(state)
+}
+
+// TestInstantRestoreKilled: lifeboat killed during the background copy
+// leaves the guest running; the same command run again serves the export
+// again, finishes the copy, and the data disk equals the original.
+func TestInstantRestoreKilled(t *testing.T) {
+	vdir, _, data, id := twoDiskPoint(t, 8)
+	dir := t.TempDir()
+	args := append([]string{"--vault", vdir, "--json", "restore", "--machine", "vm2", id, "--instant", "--start", "--to", filepath.Join(dir, "dr"),
+		"--accel", "tcg", "--stream-speed", "2M"}, kernelFlags(t)...)
+	state := job.InstantState(filepath.Join(dir, "dr"))
+	t.Cleanup(func() { killQEMU(t, state) })
+	p := startProc(t, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	defer cancel()
+	waitListening(t, p, filepath.Join(state, "qmp.sock"))
+	qga := filepath.Join(state, "qga.sock")
+	if err := boot.WaitGuestAgent(ctx, qga, p.done); err != nil {
+		t.Fatalf("guest agent: %v\nlifeboat: %s", err, p.stderr.String())
+	}
+	t.Logf("%v: the guest answers; killing lifeboat", time.Now().Format("15:04:05.000"))
+	if !p.kill() {
+		t.Fatalf("lifeboat ended before it was killed (the copy was too fast to interrupt):\n%s", p.stderr.String())
+	}
+	b, err := os.ReadFile(filepath.Join(state, "qemu.pid"))
+	var pid int
+	if _, serr := fmt.Sscan(string(b), &pid); err != nil || serr != nil || syscall.Kill(pid, 0) != nil {
+		t.Fatalf("the machine did not survive lifeboat's death: %v %v", err, serr)
+	}
+	t.Logf("%v: running it again", time.Now().Format("15:04:05.000"))
+	r := run(t, args...)
+	t.Logf("%v: the rerun finished the copy", time.Now().Format("15:04:05.000"))
+	if r.code != 0 || !strings.Contains(r.stdout, `"resumed": true`) {
+		t.Fatalf("the rerun after the kill: %s", r)
+	}
+	if err := boot.WaitGuestAgent(ctx, qga, nil); err != nil {
+		t.Fatalf("the guest does not answer after the rerun: %v", err)
+	}
+	got := guestRead(ctx, t, qga, "/mnt/srv/data/b.bin", 2<<20)
+	if !bytes.Equal(got, fill(2<<20, random, 2)) {
+		t.Errorf("the guest reads wrong bytes of /srv/data/b.bin after the rerun")
+	}
+	stopPID(t, pid)
+	img := filepath.Join(dir, "dr", "data.qcow2")
+	if info := tool(t, "qemu-img", "info", img); strings.Contains(info, "backing file") {
+		t.Errorf("%s still has a backing file after the rerun:\n%s", img, info)
+	}
+	if out := tool(t, "qemu-img", "compare", "-f", "raw", "-F", "qcow2", data, img); !strings.Contains(out, "identical") {
+		t.Errorf("the data disk differs from the original after the rerun: %s", out)
+	}
 }
