@@ -236,7 +236,7 @@ func shellQuote(argv []string) string {
 
 // instantFlags are restore's flags for an instant restore.
 type instantFlags struct {
-	instant, start bool
+	instant, start, waitGuest bool
 	speed          string
 	boot           boot.Options
 }
@@ -245,6 +245,7 @@ func (f *instantFlags) add(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.instant, "instant", false, "with --to DIR and --start: start the machine at once from the vault, copy the data in the background")
 	fs.BoolVar(&f.start, "start", false, "with --instant: start the machine (required)")
 	fs.StringVar(&f.speed, "stream-speed", "", "with --instant: bound the background copy of each disk (bytes/s: 50M)")
+	fs.BoolVar(&f.waitGuest, "wait-guest", false, "with --instant: also measure the time to the guest agent answering (answered_ms)")
 	startFlags(fs, &f.boot)
 }
 
@@ -266,6 +267,7 @@ func (a *app) runInstant(cmd *cobra.Command, f *instantFlags, spec job.InstantRe
 		}
 		spec.StreamSpeed = int64(n)
 	}
+	spec.WaitGuest = f.waitGuest
 	b := f.boot
 	spec.Boot = job.Boot{Accel: b.Accel, Network: b.Network, VNC: b.VNC, SerialLog: b.SerialLog, Kernel: b.Kernel,
 		Initrd: b.Initrd, Append: b.Append, UEFICode: b.UEFICode, QEMU: b.QEMU}
@@ -309,6 +311,10 @@ func (a *app) runInstant(cmd *cobra.Command, f *instantFlags, spec job.InstantRe
 		return a.printJSON(res)
 	}
 	if !a.quiet {
+		if res.AnsweredMS > 0 {
+			fmt.Fprintf(a.env.Stderr, "the guest agent answered after %s, with %s of %s copied\n",
+				(time.Duration(res.AnsweredMS) * time.Millisecond).Round(time.Millisecond), size(res.AnsweredCopied), size(res.Size))
+		}
 		fmt.Fprintf(a.env.Stderr, "copy done in %s: the machine no longer needs the vault\n", (time.Duration(res.CopiedMS) * time.Millisecond).Round(time.Millisecond))
 	}
 	for name, img := range res.Images {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"lifeboat/internal/boot"
@@ -54,6 +55,9 @@ type InstantRestore struct {
 	// StreamSpeed bounds the background copy of each disk, bytes/s (0:
 	// as fast as the vault gives it).
 	StreamSpeed int64 `json:"stream_speed,omitempty"`
+	// WaitGuest measures the time to the guest agent answering
+	// (Instant.AnsweredMS) while the copy runs.
+	WaitGuest bool `json:"wait_guest,omitempty"`
 }
 
 // Validate reports the first thing wrong with r.
@@ -103,8 +107,14 @@ type Instant struct {
 	Resumed bool `json:"resumed,omitempty"`
 	// StartedMS: from the command to the machine running; CopiedMS: to
 	// every image standalone.
+	// Size is the total size of the disks.
+	Size      int64 `json:"size"`
 	StartedMS int64 `json:"started_ms"`
 	CopiedMS  int64 `json:"copied_ms,omitempty"`
+	// AnsweredMS (with WaitGuest): from the command to the guest agent
+	// answering, and how much of the disks was copied by then.
+	AnsweredMS     int64 `json:"answered_ms,omitempty"`
+	AnsweredCopied int64 `json:"answered_copied_bytes,omitempty"`
 }
 
 // InstantHooks are told how an instant restore goes.
@@ -165,7 +175,7 @@ func RunInstantRestore(ctx context.Context, v *vault.Vault, r InstantRestore, en
 	}
 	defer x.Close(context.WithoutCancel(ctx))
 
-	out := &Instant{Point: p.ID.String(), Machine: p.Machine, QMP: qmpSock, GuestAgent: qgaSock, Resumed: resumed}
+	out := &Instant{Point: p.ID.String(), Machine: p.Machine, Size: p.Size(), QMP: qmpSock, GuestAgent: qgaSock, Resumed: resumed}
 	var nodes []boot.StreamDisk
 	var machine *boot.Machine
 	if resumed {
@@ -234,11 +244,37 @@ func RunInstantRestore(ctx context.Context, v *vault.Vault, r InstantRestore, en
 	if hooks.Started != nil {
 		hooks.Started(out)
 	}
-	if err := boot.Stream(ctx, mon, nodes, r.StreamSpeed, hooks.Progress); err != nil {
+	var copied atomic.Int64
+	answered := make(chan int64, 1)
+	if r.WaitGuest {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+		defer cancel()
+		go func() {
+			if boot.WaitGuestAgent(wctx, qgaSock, nil) == nil {
+				out.AnsweredCopied = copied.Load()
+				answered <- v.Clock().Now().Sub(start).Milliseconds()
+			}
+			close(answered)
+		}()
+	}
+	err = boot.Stream(ctx, mon, nodes, r.StreamSpeed, func(pr boot.StreamProgress) {
+		copied.Store(pr.DoneBytes)
+		if hooks.Progress != nil {
+			hooks.Progress(pr)
+		}
+	})
+	if err != nil {
 		return out, err
 	}
 	out.CopiedMS = v.Clock().Now().Sub(start).Milliseconds()
 	os.Remove(filepath.Join(state, "state.json"))
+	if r.WaitGuest {
+		select {
+		case out.AnsweredMS = <-answered:
+		case <-time.After(2 * time.Minute):
+			env.warn("the guest agent did not answer within 2 minutes of the copy's end")
+		}
+	}
 	return out, nil
 }
 
