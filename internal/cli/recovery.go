@@ -237,8 +237,8 @@ func shellQuote(argv []string) string {
 // instantFlags are restore's flags for an instant restore.
 type instantFlags struct {
 	instant, start, waitGuest bool
-	speed          string
-	boot           boot.Options
+	speed                     string
+	boot                      boot.Options
 }
 
 func (f *instantFlags) add(fs *pflag.FlagSet) {
