@@ -22,6 +22,9 @@ const Lease = 60 * time.Second
 // AlertVerify is raised on a vault whose verification failed.
 const AlertVerify = "verify-failed"
 
+// AlertDrill is raised on a machine whose latest drill failed.
+const AlertDrill = "drill-failed"
+
 // DefaultVault is the vault a server makes at its first start, used by
 // policies that name none.
 const DefaultVault = "default"
@@ -155,6 +158,19 @@ func (s *Server) agentFinish(w http.ResponseWriter, r *http.Request) error {
 			}
 		} else if j.State == catalog.Succeeded {
 			if _, err := s.Catalog.Resolve(r.Context(), AlertVerify, j.Vault, s.Clock.Now()); err != nil {
+				return err
+			}
+		}
+	}
+	if j.Kind == "drill" {
+		// A machine whose point did not boot is an alert until a drill passes.
+		msg := fmt.Sprintf("drill of %s: %s", j.Machine, j.Error)
+		if j.State == catalog.Failed {
+			if _, err := s.Catalog.Raise(r.Context(), AlertDrill, j.Machine, msg, s.Clock.Now()); err != nil {
+				return err
+			}
+		} else if j.State == catalog.Succeeded {
+			if _, err := s.Catalog.Resolve(r.Context(), AlertDrill, j.Machine, s.Clock.Now()); err != nil {
 				return err
 			}
 		}

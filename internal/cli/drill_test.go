@@ -1,11 +1,13 @@
 package cli_test
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // drillFlags boot the test guest with the counter workload, which mounts
@@ -88,5 +90,78 @@ func TestDrill(t *testing.T) {
 	table := mustRun(t, "--vault", vdir, "points").stdout
 	if !strings.Contains(table, "PROVEN") || !strings.Contains(table, "ok ") || !strings.Contains(table, "FAILED") {
 		t.Errorf("the points table does not show the drills:\n%s", table)
+	}
+}
+
+// TestDrillThroughServer: a drill queued through the server runs on the
+// server's agent; a good point succeeds, a point whose disk was zeroed
+// fails and raises a drill-failed alert on the machine, and a good drill
+// afterwards resolves it.
+func TestDrillThroughServer(t *testing.T) {
+	work := t.TempDir()
+	vaultDir := filepath.Join(work, "vault")
+	initVault(t, vaultDir, 0)
+	img := filepath.Join(work, "vm1.img")
+	makeExt4(t, img, 32, smallFiles[:1])
+	url, tokenFile, _ := startServer(t)
+	remote := []string{"--server", url, "--token-file", tokenFile}
+	in := func(args ...string) result {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		return inProcEnv(ctx, nil, append(args, remote...)...)
+	}
+	ok := func(args ...string) result {
+		t.Helper()
+		r := in(args...)
+		if r.code != 0 {
+			t.Fatalf("lifeboat %v: %s", args, r)
+		}
+		return r
+	}
+	ok("tier", "add", "gold", "--rpo", "1h")
+	ok("policy", "add", "daily", "--cron", "@daily", "--vault", vaultDir)
+	ok("machine", "add", "vm1", "--disk", "root="+img)
+	ok("protect", "vm1", "--policy", "daily", "--tier", "gold")
+	ok("backup-now", "vm1", "--wait")
+	drill := append([]string{"drill", "--machine", "vm1", "--wait"}, drillFlags(t)...)
+	if r := ok(drill...); !strings.Contains(r.stdout, "succeeded") {
+		t.Fatalf("drill through the server: %s", r)
+	}
+
+	alerts := func() (open bool) {
+		var as []map[string]any
+		json.Unmarshal([]byte(ok("alert", "list", "--json").stdout), &as)
+		for _, a := range as {
+			if a["kind"] == "drill-failed" && a["subject"] == "vm1" && a["cleared"] == nil {
+				open = true
+			}
+		}
+		return open
+	}
+	if alerts() {
+		t.Fatal("a drill-failed alert after a good drill")
+	}
+	f, err := os.OpenFile(img, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt(make([]byte, 1<<20), 0)
+	f.Close()
+	ok("backup-now", "vm1", "--wait")
+	if r := in(drill...); r.code == 0 || !strings.Contains(r.stderr, "stopped before the guest answered") {
+		t.Fatalf("drill of an unbootable point through the server: %s", r)
+	}
+	if !alerts() {
+		t.Fatal("no drill-failed alert on vm1 after a failed drill")
+	}
+	// The good point again: the alert is resolved.
+	good := mustRun(t, "--vault", vaultDir, "--json", "points")
+	var pts []pointInfo
+	decode(t, good.stdout, &pts)
+	if r := ok(append([]string{"drill", "--machine", "vm1", pts[0].ID, "--wait"}, drillFlags(t)...)...); !strings.Contains(r.stdout, "succeeded") {
+		t.Fatalf("drill of the good point: %s", r)
+	}
+	if alerts() {
+		t.Fatal("the drill-failed alert stays after a good drill")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"lifeboat/internal/api"
 	"lifeboat/internal/boot"
 	"lifeboat/internal/drill"
 	"lifeboat/internal/job"
@@ -328,6 +330,9 @@ func (a *app) drillCommand() *cobra.Command {
 	var spec job.Drill
 	var opts boot.Options
 	var timeout time.Duration
+	var rem remote
+	var agentName string
+	var wait bool
 	cmd := &cobra.Command{
 		Use:   "drill --machine NAME [POINT|latest] [--probe CMD | --probe-serial REGEX] [--timeout 5m]",
 		Short: "Prove a point: boot it in a sandbox, wait for the guest, record the result",
@@ -352,6 +357,10 @@ command to the guest answering), the probe, the host — is recorded in the vaul
 sealed drill result (docs/format.md). lifeboat points shows each point's latest drill
 (PROVEN column; --json: "drill"). Exit status 0 when the guest answered, 1 when not.
 
+With --server, the drill runs as a job on an agent's host, from the machine's policy's
+vault; a failed drill raises a drill-failed alert on the machine (lifeboat alert list)
+until a drill of it succeeds.
+
 The boot flags of lifeboat start apply (--accel, --kernel, --initrd, --append,
 --uefi-code, --qemu), except --network and --vnc.`,
 		Example: `  lifeboat drill --machine web1 latest
@@ -371,6 +380,12 @@ The boot flags of lifeboat start apply (--accel, --kernel, --initrd, --append,
 				return usageError{errors.New("a drill runs with no network, no display and its own console log")}
 			}
 			spec.Boot = job.Boot{Accel: opts.Accel, Kernel: opts.Kernel, Initrd: opts.Initrd, Append: opts.Append, UEFICode: opts.UEFICode, QEMU: opts.QEMU}
+			if rem.server != "" {
+				// On an agent's host: paths are as that host sees them.
+				body := api.DrillJSON{Point: spec.Point, Agent: agentName, Probe: spec.Probe, ProbeSerial: spec.ProbeSerial,
+					Timeout: spec.Timeout, Boot: spec.Boot}
+				return a.queueAndWait(ctx, &rem, "/v1/machines/"+url.PathEscape(spec.Machine)+"/drill", body, wait)
+			}
 			if err := spec.Validate(); err != nil {
 				return exportFlagError(err)
 			}
@@ -399,6 +414,10 @@ The boot flags of lifeboat start apply (--accel, --kernel, --initrd, --append,
 	f.StringVar(&spec.ProbeSerial, "probe-serial", "", "regular expression a serial console line must match")
 	f.DurationVar(&timeout, "timeout", job.DefaultDrillTimeout, "how long the guest has to answer")
 	startFlags(f, &opts)
+	f.StringVar(&rem.server, "server", "", "run the drill through this lifeboat server, on an agent's host (see --agent)")
+	f.StringVar(&rem.tokenFile, "token-file", "", "with --server: file holding an API token (env LIFEBOAT_TOKEN)")
+	f.StringVar(&agentName, "agent", "", "with --server: the host that boots the sandbox (default: the machine's agent)")
+	f.BoolVar(&wait, "wait", false, "with --server: follow the job until it ends")
 	return cmd
 }
 
