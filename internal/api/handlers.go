@@ -176,17 +176,7 @@ func (s *Server) verifyVault(w http.ResponseWriter, r *http.Request) error {
 		agent = s.DefaultAgent
 	}
 	spec, _ := json.Marshal(job.Verify{Vault: url, ReadData: body.ReadData})
-	id, err := s.Catalog.Enqueue(r.Context(), catalog.Job{Kind: "verify", Agent: agent, Vault: name, Spec: spec, MaxAttempts: 1}, s.Clock.Now())
-	if err != nil {
-		return err
-	}
-	j, err := s.Catalog.Job(r.Context(), id)
-	if err != nil {
-		return err
-	}
-	w.Header().Set("Location", "/v1/jobs/"+id)
-	writeJSON(w, http.StatusAccepted, j)
-	return nil
+	return s.queued(w, r, catalog.Job{Kind: "verify", Agent: agent, Vault: name, Spec: spec, MaxAttempts: 1})
 }
 
 func (s *Server) listPolicies(w http.ResponseWriter, r *http.Request) error {
@@ -473,11 +463,16 @@ func (s *Server) restoreMachine(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	id, err := s.Catalog.Enqueue(ctx, catalog.Job{Kind: "restore", Machine: m.Name, Agent: agent, Vault: vaultName, Spec: raw, MaxAttempts: 1}, s.Clock.Now())
+	return s.queued(w, r, catalog.Job{Kind: "restore", Machine: m.Name, Agent: agent, Vault: vaultName, Spec: raw, MaxAttempts: 1})
+}
+
+// queued enqueues j and answers 202 with the job and its Location.
+func (s *Server) queued(w http.ResponseWriter, r *http.Request, j catalog.Job) error {
+	id, err := s.Catalog.Enqueue(r.Context(), j, s.Clock.Now())
 	if err != nil {
 		return err
 	}
-	j, err := s.Catalog.Job(ctx, id)
+	j, err = s.Catalog.Job(r.Context(), id)
 	if err != nil {
 		return err
 	}
@@ -674,16 +669,6 @@ func (s *Server) drillMachine(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	id, err := s.Catalog.Enqueue(ctx, catalog.Job{Kind: "drill", Machine: m.Name, Agent: cmp.Or(body.Agent, m.Agent), Vault: vaultName,
-		Spec: raw, MaxAttempts: 1}, s.Clock.Now())
-	if err != nil {
-		return err
-	}
-	j, err := s.Catalog.Job(ctx, id)
-	if err != nil {
-		return err
-	}
-	w.Header().Set("Location", "/v1/jobs/"+id)
-	writeJSON(w, http.StatusAccepted, j)
-	return nil
+	return s.queued(w, r, catalog.Job{Kind: "drill", Machine: m.Name, Agent: cmp.Or(body.Agent, m.Agent), Vault: vaultName,
+		Spec: raw, MaxAttempts: 1})
 }

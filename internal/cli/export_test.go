@@ -15,9 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"lifeboat/internal/blob"
-	"lifeboat/internal/blob/miniotest"
-	"lifeboat/internal/vault"
 	"lifeboat/internal/vmtest"
 )
 
@@ -210,18 +207,8 @@ func sameFiles(a, b map[string]string) bool {
 // TestExportS3AndCopy: a point in an S3 vault (MinIO) is exported and
 // reads back equal; so is the same point from a vault copy of it.
 func TestExportS3AndCopy(t *testing.T) {
-	srv := miniotest.Start(t)
-	cfg := srv.Config
-	cfg.Prefix = "vault"
 	ctx := context.Background()
-	store, err := blob.NewS3(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := vault.Init(ctx, store, []byte(testPassphrase), vault.Options{KDF: cheapKDF, PackSize: 1 << 20}); err != nil {
-		t.Fatal(err)
-	}
-	url := "s3://" + cfg.Bucket + "/vault"
+	url, cfg := minioVault(t)
 	env := s3Env(cfg)
 	img := filepath.Join(t.TempDir(), "vda.img")
 	makeExt4(t, img, 16, smallFiles)

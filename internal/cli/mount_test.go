@@ -134,7 +134,7 @@ func TestMount(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for i := len(b) / 4; i < len(b)-64; i += 509 {
+		for i := 0; i < len(b); i += 61 { // every blob, however small
 			b[i] ^= 0x40
 		}
 		if err := os.WriteFile(pk, b, 0o644); err != nil {

@@ -63,13 +63,7 @@ Works with any vault, directory or S3, and with a vault copy (give the copy as
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			spec.Point, spec.Vault = args[0], a.vaultURL
-			if spec.Machine == "" {
-				return usageError{errors.New("--machine is required")}
-			}
-			if err := spec.Validate(); err != nil {
-				return exportFlagError(err)
-			}
-			v, err := a.open(ctx)
+			v, err := a.openFor(ctx, spec.Machine, spec.Validate)
 			if err != nil {
 				return err
 			}
@@ -96,6 +90,18 @@ Works with any vault, directory or S3, and with a vault copy (give the copy as
 	f.StringVar(&spec.OverlayDir, "overlay-dir", "", "with --writable: directory of the overlay files (default: the temporary directory)")
 	f.IntVar(&spec.CacheMiB, "cache", 0, "MiB of decoded chunks cached per disk (default 64)")
 	return cmd
+}
+
+// openFor checks the spec of a command on a point (--machine given, then
+// validate) and opens its vault.
+func (a *app) openFor(ctx context.Context, machine string, validate func() error) (*vault.Vault, error) {
+	if machine == "" {
+		return nil, usageError{errors.New("--machine is required")}
+	}
+	if err := validate(); err != nil {
+		return nil, exportFlagError(err)
+	}
+	return a.open(ctx)
 }
 
 // exportFlagError names the flag behind an invalid export spec.
@@ -386,10 +392,7 @@ The boot flags of lifeboat start apply (--accel, --kernel, --initrd, --append,
 					Timeout: spec.Timeout, Boot: spec.Boot}
 				return a.queueAndWait(ctx, &rem, "/v1/machines/"+url.PathEscape(spec.Machine)+"/drill", body, wait)
 			}
-			if err := spec.Validate(); err != nil {
-				return exportFlagError(err)
-			}
-			v, err := a.open(ctx)
+			v, err := a.openFor(ctx, spec.Machine, spec.Validate)
 			if err != nil {
 				return err
 			}
@@ -460,13 +463,7 @@ mount) and /dev/fuse.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			spec.Point, spec.Dir, spec.Vault = args[0], absPath(args[1]), a.vaultURL
-			if spec.Machine == "" {
-				return usageError{errors.New("--machine is required")}
-			}
-			if err := spec.Validate(); err != nil {
-				return exportFlagError(err)
-			}
-			v, err := a.open(ctx)
+			v, err := a.openFor(ctx, spec.Machine, spec.Validate)
 			if err != nil {
 				return err
 			}

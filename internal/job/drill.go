@@ -44,14 +44,8 @@ const DefaultDrillTimeout = 5 * time.Minute
 
 // Validate reports the first thing wrong with d.
 func (d Drill) Validate() error {
-	if err := recovery.ValidName("machine", d.Machine); err != nil {
-		return invalid("machine", "%v", err)
-	}
-	if d.Point == "" {
-		return invalid("point", "name a point (an ID, a prefix of one, or latest)")
-	}
-	if d.Vault == "" {
-		return invalid("vault", "no vault to drill from")
+	if err := pointRef(d.Machine, d.Point, d.Vault, "drill from"); err != nil {
+		return err
 	}
 	if d.Probe != "" && d.ProbeSerial != "" {
 		return invalid("probe", "give one probe: a command or a console pattern")

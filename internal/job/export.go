@@ -38,14 +38,8 @@ type Export struct {
 
 // Validate reports the first thing wrong with e.
 func (e Export) Validate() error {
-	if err := recovery.ValidName("machine", e.Machine); err != nil {
-		return invalid("machine", "%v", err)
-	}
-	if e.Point == "" {
-		return invalid("point", "name a point (an ID, a prefix of one, or latest)")
-	}
-	if e.Vault == "" {
-		return invalid("vault", "no vault to export from")
+	if err := pointRef(e.Machine, e.Point, e.Vault, "export from"); err != nil {
+		return err
 	}
 	if e.Disk != "" {
 		if err := recovery.ValidName("disk", e.Disk); err != nil {
@@ -60,6 +54,21 @@ func (e Export) Validate() error {
 	}
 	if e.CacheMiB < 0 {
 		return invalid("cache_mib", "must not be negative")
+	}
+	return nil
+}
+
+// pointRef checks the machine, point and vault every job on a point
+// names; what says what the job does with the vault.
+func pointRef(machine, point, vaultURL, what string) error {
+	if err := recovery.ValidName("machine", machine); err != nil {
+		return invalid("machine", "%v", err)
+	}
+	if point == "" {
+		return invalid("point", "name a point (an ID, a prefix of one, or latest)")
+	}
+	if vaultURL == "" {
+		return invalid("vault", "no vault to %s", what)
 	}
 	return nil
 }

@@ -62,14 +62,8 @@ type InstantRestore struct {
 
 // Validate reports the first thing wrong with r.
 func (r InstantRestore) Validate() error {
-	if err := recovery.ValidName("machine", r.Machine); err != nil {
-		return invalid("machine", "%v", err)
-	}
-	if r.Point == "" {
-		return invalid("point", "name a point (an ID, a prefix of one, or latest)")
-	}
-	if r.Vault == "" {
-		return invalid("vault", "no vault to restore from")
+	if err := pointRef(r.Machine, r.Point, r.Vault, "restore from"); err != nil {
+		return err
 	}
 	if !filepath.IsAbs(r.Dir) {
 		return invalid("dir", "an instant restore needs --to DIR, an absolute directory for the machine's images (got %q)", r.Dir)

@@ -22,14 +22,8 @@ type Mount struct {
 
 // Validate reports the first thing wrong with m.
 func (m Mount) Validate() error {
-	if err := recovery.ValidName("machine", m.Machine); err != nil {
-		return invalid("machine", "%v", err)
-	}
-	if m.Point == "" {
-		return invalid("point", "name a point (an ID, a prefix of one, or latest)")
-	}
-	if m.Vault == "" {
-		return invalid("vault", "no vault to mount from")
+	if err := pointRef(m.Machine, m.Point, m.Vault, "mount from"); err != nil {
+		return err
 	}
 	if !filepath.IsAbs(m.Dir) {
 		return invalid("dir", "directory %q is not absolute", m.Dir)

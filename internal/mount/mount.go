@@ -29,6 +29,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"lifeboat/internal/pointdisk"
+	"lifeboat/internal/quiesce"
 )
 
 // stateFile records what a mount of DIR set up.
@@ -240,41 +241,8 @@ func undo(ctx context.Context, dir string, st state, srv *fuse.Server) error {
 	return errors.Join(errs...)
 }
 
-// mounted reports whether path is a mount point (listed in
-// /proc/self/mountinfo).
-func mounted(path string) bool {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && unescapeMount(f[4]) == path {
-			return true
-		}
-	}
-	return false
-}
-
-// unescapeMount decodes the octal escapes of mountinfo (\040 for space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var c byte
-			if _, err := fmt.Sscanf(s[i+1:i+4], "%o", &c); err == nil {
-				b.WriteByte(c)
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
+// mounted reports whether path is a mount point.
+func mounted(path string) bool { return quiesce.IsMountPoint(path) }
 
 func run(ctx context.Context, name string, args ...string) (string, error) {
 	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
