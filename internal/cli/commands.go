@@ -310,6 +310,7 @@ whose backing is the point served over NBD from the vault, then copy the data in
 them while the guest runs (docs/recovery.md); lifeboat stays until the copy is done,
 and the machine runs on. Boot flags as for lifeboat start (--accel, --network, --vnc,
 --serial-log, --kernel, --initrd, --append); --stream-speed bounds the copy.
+restore --instant --status --to DIR shows how far the copy has come (--json too).
 
 --format raw|qcow2: new images' format; by default the one the point's definition
 gives the disk, and for --to-file F the one F's extension names (.raw, .img,
@@ -347,9 +348,17 @@ cannot be stored.`,
   lifeboat restore --machine web1 latest --to /srv/restored --format raw
   lifeboat restore --machine web1 latest --in-place
   lifeboat restore --machine web1 latest --to /srv/test-restore --new-macs`,
-		Args: cobra.ExactArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if inst.instant && inst.status {
+				return cobra.NoArgs(cmd, args)
+			}
+			return cobra.ExactArgs(1)(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			if inst.instant && inst.status {
+				return a.instantStatus(absPath(to))
+			}
 			if machine == "" {
 				return usageError{errors.New("--machine is required")}
 			}

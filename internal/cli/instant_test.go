@@ -193,6 +193,10 @@ func TestInstantRestoreKilled(t *testing.T) {
 	if _, serr := fmt.Sscan(string(b), &pid); err != nil || serr != nil || syscall.Kill(pid, 0) != nil {
 		t.Fatalf("the machine did not survive lifeboat's death: %v %v", err, serr)
 	}
+	st := mustRun(t, "restore", "--instant", "--status", "--to", filepath.Join(dir, "dr"))
+	if !strings.Contains(st.stdout, "INTERRUPTED") || !strings.Contains(st.stdout, "copied") || !strings.Contains(st.stdout, "running") {
+		t.Errorf("restore --instant --status after the kill:\n%s", st.stdout)
+	}
 	t.Logf("%v: running it again", time.Now().Format("15:04:05.000"))
 	r := run(t, args...)
 	t.Logf("%v: the rerun finished the copy", time.Now().Format("15:04:05.000"))
@@ -205,6 +209,9 @@ func TestInstantRestoreKilled(t *testing.T) {
 	got := guestRead(ctx, t, qga, "/mnt/srv/data/b.bin", 2<<20)
 	if !bytes.Equal(got, fill(2<<20, random, 2)) {
 		t.Errorf("the guest reads wrong bytes of /srv/data/b.bin after the rerun")
+	}
+	if st := mustRun(t, "restore", "--instant", "--status", "--to", filepath.Join(dir, "dr")); !strings.Contains(st.stdout, "done") {
+		t.Errorf("restore --instant --status after the copy:\n%s", st.stdout)
 	}
 	stopPID(t, pid)
 	img := filepath.Join(dir, "dr", "data.qcow2")

@@ -244,15 +244,16 @@ func shellQuote(argv []string) string {
 
 // instantFlags are restore's flags for an instant restore.
 type instantFlags struct {
-	instant, start, waitGuest bool
-	speed                     string
-	boot                      boot.Options
+	instant, start, waitGuest, status bool
+	speed                             string
+	boot                              boot.Options
 }
 
 func (f *instantFlags) add(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.instant, "instant", false, "with --to DIR and --start: start the machine at once from the vault, copy the data in the background")
 	fs.BoolVar(&f.start, "start", false, "with --instant: start the machine (required)")
 	fs.StringVar(&f.speed, "stream-speed", "", "with --instant: bound the background copy of each disk (bytes/s: 50M)")
+	fs.BoolVar(&f.status, "status", false, "with --instant --to DIR: show how far the copy into DIR has come, and exit")
 	fs.BoolVar(&f.waitGuest, "wait-guest", false, "with --instant: also measure the time to the guest agent answering (answered_ms)")
 	startFlags(fs, &f.boot)
 }
@@ -422,6 +423,31 @@ The boot flags of lifeboat start apply (--accel, --kernel, --initrd, --append,
 	f.StringVar(&agentName, "agent", "", "with --server: the host that boots the sandbox (default: the machine's agent)")
 	f.BoolVar(&wait, "wait", false, "with --server: follow the job until it ends")
 	return cmd
+}
+
+// instantStatus prints how far the instant restore into dir has come.
+func (a *app) instantStatus(dir string) error {
+	if dir == "" {
+		return usageError{errors.New("--status needs --to DIR, the instant restore's directory")}
+	}
+	st, err := job.ReadInstantStatus(dir)
+	if err != nil {
+		return err
+	}
+	if a.jsonOut {
+		return a.printJSON(st)
+	}
+	state := "copying"
+	switch {
+	case st.Standalone:
+		state = "done: the images are standalone"
+	case !st.Copying:
+		state = "INTERRUPTED: run the same restore --instant --start again to finish the copy"
+	}
+	a.printf("%s point %s into %s: %s of %s copied (%.0f%%), %s\n", st.Machine, st.Point[:12], st.Dir, size(st.DoneBytes), size(st.TotalBytes),
+		100*float64(st.DoneBytes)/float64(max(st.TotalBytes, 1)), state)
+	a.printf("machine pid %d: %s\n", st.PID, map[bool]string{true: "running", false: "not running"}[st.MachineRunning])
+	return nil
 }
 
 // drills returns the latest drill of each point of v by point ID; an

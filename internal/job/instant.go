@@ -253,6 +253,8 @@ func RunInstantRestore(ctx context.Context, v *vault.Vault, r InstantRestore, en
 	}
 	err = boot.Stream(ctx, mon, nodes, r.StreamSpeed, func(pr boot.StreamProgress) {
 		copied.Store(pr.DoneBytes)
+		writeInstantStatus(state, InstantStatus{Machine: out.Machine, Point: out.Point, PID: out.PID, Dir: r.Dir,
+			DoneBytes: pr.DoneBytes, TotalBytes: pr.TotalBytes, Updated: v.Clock().Now()})
 		if hooks.Progress != nil {
 			hooks.Progress(pr)
 		}
@@ -262,6 +264,8 @@ func RunInstantRestore(ctx context.Context, v *vault.Vault, r InstantRestore, en
 	}
 	out.CopiedMS = v.Clock().Now().Sub(start).Milliseconds()
 	os.Remove(filepath.Join(state, "state.json"))
+	writeInstantStatus(state, InstantStatus{Machine: out.Machine, Point: out.Point, PID: out.PID, Dir: r.Dir,
+		DoneBytes: out.Size, TotalBytes: out.Size, Standalone: true, Updated: v.Clock().Now()})
 	if r.WaitGuest {
 		select {
 		case out.AnsweredMS = <-answered:
@@ -282,6 +286,52 @@ func imageSize(p *recovery.Point, images map[string]string, file string) int64 {
 		}
 	}
 	return 0
+}
+
+// InstantStatus is how far the copy of an instant restore has come, as
+// its last run recorded it (InstantState(dir)/status.json).
+type InstantStatus struct {
+	Machine    string    `json:"machine"`
+	Point      string    `json:"point"`
+	PID        int       `json:"pid"`
+	Dir        string    `json:"dir"`
+	DoneBytes  int64     `json:"done_bytes"`
+	TotalBytes int64     `json:"total_bytes"`
+	Standalone bool      `json:"standalone"`
+	Updated    time.Time `json:"updated"`
+	// Running says whether the restore's machine runs and the lifeboat
+	// that copies its disks (filled in by ReadInstantStatus).
+	MachineRunning bool `json:"machine_running"`
+	Copying        bool `json:"copying"`
+}
+
+func writeInstantStatus(state string, st InstantStatus) {
+	b, _ := json.Marshal(st)
+	tmp := filepath.Join(state, "status.json.tmp")
+	if os.WriteFile(tmp, b, 0o600) == nil {
+		os.Rename(tmp, filepath.Join(state, "status.json"))
+	}
+}
+
+// ReadInstantStatus reports the instant restore into dir: how much is
+// copied, whether its machine runs, and whether a lifeboat is copying
+// (one holds the export's socket).
+func ReadInstantStatus(dir string) (*InstantStatus, error) {
+	state := InstantState(dir)
+	b, err := os.ReadFile(filepath.Join(state, "status.json"))
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil, fmt.Errorf("no instant restore into %s has started copying: %w", dir, recovery.ErrNoPoint)
+		}
+		return nil, err
+	}
+	var st InstantStatus
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(state, "status.json"), err)
+	}
+	st.MachineRunning = listening(filepath.Join(state, "qmp.sock"))
+	st.Copying = listening(filepath.Join(state, "export.sock"))
+	return &st, nil
 }
 
 // undoInstant removes what an instant restore whose machine never ran
