@@ -6,11 +6,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"lifeboat/internal/boot"
@@ -150,7 +152,7 @@ func RunInstantRestore(ctx context.Context, v *vault.Vault, r InstantRestore, en
 	qmpSock, qgaSock, exportSock := filepath.Join(state, "qmp.sock"), filepath.Join(state, "qga.sock"), filepath.Join(state, "export.sock")
 	var st instantState
 	resumed := false
-	if b, err := os.ReadFile(filepath.Join(state, "state.json")); err == nil && json.Unmarshal(b, &st) == nil && listening(qmpSock) {
+	if b, err := os.ReadFile(filepath.Join(state, "state.json")); err == nil && json.Unmarshal(b, &st) == nil && machineAlive(state) {
 		resumed = true
 	}
 	var p *recovery.Point
@@ -211,7 +213,7 @@ func RunInstantRestore(ctx context.Context, v *vault.Vault, r InstantRestore, en
 		}
 	}
 	out.StartedMS = v.Clock().Now().Sub(start).Milliseconds()
-	mon, err := qmp.Dial(ctx, qmpSock)
+	mon, err := dialQMP(ctx, qmpSock)
 	if err != nil {
 		if machine != nil {
 			select {
@@ -329,7 +331,7 @@ func ReadInstantStatus(dir string) (*InstantStatus, error) {
 	if err := json.Unmarshal(b, &st); err != nil {
 		return nil, fmt.Errorf("%s: %w", filepath.Join(state, "status.json"), err)
 	}
-	st.MachineRunning = listening(filepath.Join(state, "qmp.sock"))
+	st.MachineRunning = machineAlive(state)
 	st.Copying = listening(filepath.Join(state, "export.sock"))
 	return &st, nil
 }
@@ -410,6 +412,39 @@ func startable(raw []byte, env Env) (*recovery.Definition, error) {
 		return nil, fmt.Errorf("the restored definition: %w", err)
 	}
 	return def, nil
+}
+
+// dialQMP connects to a machine's QMP socket, trying again for a few
+// seconds while another client holds it (QEMU serves one at a time and
+// its backlog is short: a connect can fail with EAGAIN).
+func dialQMP(ctx context.Context, sock string) (*qmp.Monitor, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mon, err := qmp.Dial(ctx, sock)
+		if err == nil || time.Now().After(deadline) || !(errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.ECONNREFUSED)) {
+			return mon, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// machineAlive reports whether the QEMU an instant restore started (its
+// -pidfile in the state directory) still runs. Not a probe of its QMP
+// socket: QEMU serves one client at a time, and a copying lifeboat holds it.
+func machineAlive(state string) bool {
+	b, err := os.ReadFile(filepath.Join(state, "qemu.pid"))
+	if err != nil {
+		return false
+	}
+	var pid int
+	if _, err := fmt.Sscan(string(b), &pid); err != nil || pid <= 0 {
+		return false
+	}
+	return syscall.Kill(pid, 0) == nil
 }
 
 // listening reports whether something accepts connections on a unix socket.
