@@ -107,6 +107,8 @@ func (r *Jobs) Run(ctx context.Context, j catalog.Job, rep Reporter) (Outcome, e
 		return r.copy(ctx, j, rep)
 	case "verify":
 		return r.verify(ctx, j, rep)
+	case "drill":
+		return r.drill(ctx, j, rep)
 	}
 	return Outcome{}, fmt.Errorf("this agent does not run %q jobs", j.Kind)
 }
@@ -281,4 +283,25 @@ func (r *Jobs) verify(ctx context.Context, j catalog.Job, rep Reporter) (Outcome
 	}
 	rep.Log("info", fmt.Sprintf("verified %d points, %d packs, %d chunks: no problems", vr.Points, vr.Packs, vr.Chunks))
 	return Outcome{Result: result}, nil
+}
+
+func (r *Jobs) drill(ctx context.Context, j catalog.Job, rep Reporter) (Outcome, error) {
+	var spec job.Drill
+	if err := json.Unmarshal(j.Spec, &spec); err != nil {
+		return Outcome{}, fmt.Errorf("drill job %s: spec: %w", j.ID, err)
+	}
+	v, err := r.vault(ctx, spec.Vault)
+	if err != nil {
+		return Outcome{}, err
+	}
+	rep.Log("info", fmt.Sprintf("drilling %s point %s from %s", spec.Machine, spec.Point, spec.Vault))
+	res, err := job.RunDrill(ctx, v, spec, job.Env{Warn: func(s string) { rep.Log("warn", s) }})
+	if res == nil {
+		return Outcome{}, err
+	}
+	result, _ := json.Marshal(res)
+	if err == nil {
+		rep.Log("info", fmt.Sprintf("point %s proven: the guest answered after %d ms", res.Point[:12], res.RTOMS))
+	}
+	return Outcome{Result: result}, err
 }

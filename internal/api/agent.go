@@ -22,6 +22,9 @@ const Lease = 60 * time.Second
 // AlertVerify is raised on a vault whose verification failed.
 const AlertVerify = "verify-failed"
 
+// AlertDrill is raised on a machine whose latest drill failed.
+const AlertDrill = "drill-failed"
+
 // DefaultVault is the vault a server makes at its first start, used by
 // policies that name none.
 const DefaultVault = "default"
@@ -146,17 +149,16 @@ func (s *Server) agentFinish(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
-	if j.Kind == "verify" {
+	switch j.Kind {
+	case "verify":
 		// A vault that fails verification is an alert until one passes.
-		msg := fmt.Sprintf("verify of vault %s: %s", j.Vault, j.Error)
-		if j.State == catalog.Failed {
-			if _, err := s.Catalog.Raise(r.Context(), AlertVerify, j.Vault, msg, s.Clock.Now()); err != nil {
-				return err
-			}
-		} else if j.State == catalog.Succeeded {
-			if _, err := s.Catalog.Resolve(r.Context(), AlertVerify, j.Vault, s.Clock.Now()); err != nil {
-				return err
-			}
+		if err := s.alertOn(r.Context(), j, AlertVerify, j.Vault, fmt.Sprintf("verify of vault %s: %s", j.Vault, j.Error)); err != nil {
+			return err
+		}
+	case "drill":
+		// A machine whose point did not boot is an alert until a drill passes.
+		if err := s.alertOn(r.Context(), j, AlertDrill, j.Machine, fmt.Sprintf("drill of %s: %s", j.Machine, j.Error)); err != nil {
+			return err
 		}
 	}
 	if j.Kind == "backup" && j.State == catalog.Succeeded {
@@ -171,6 +173,19 @@ func (s *Server) agentFinish(w http.ResponseWriter, r *http.Request) error {
 	s.metrics().finished(j, body.Points, res.NewBytes)
 	writeJSON(w, http.StatusOK, j)
 	return nil
+}
+
+// alertOn raises the alert kind on subject when job j failed, and clears
+// it when j succeeded.
+func (s *Server) alertOn(ctx context.Context, j catalog.Job, kind, subject, msg string) error {
+	var err error
+	switch j.State {
+	case catalog.Failed:
+		_, err = s.Catalog.Raise(ctx, kind, subject, msg, s.Clock.Now())
+	case catalog.Succeeded:
+		_, err = s.Catalog.Resolve(ctx, kind, subject, s.Clock.Now())
+	}
+	return err
 }
 
 // LogJSON is the body of POST /v1/agent/jobs/{id}/log.

@@ -126,6 +126,7 @@ func (s *Server) routes() []route {
 		{"POST /v1/machines/{name}/protect", admin, s.protect},
 		{"POST /v1/machines/{name}/backup", operator, s.backupNow},
 		{"POST /v1/machines/{name}/restore", operator, s.restoreMachine},
+		{"POST /v1/machines/{name}/drill", operator, s.drillMachine},
 		{"GET /v1/machines/{name}/points", viewer, s.listPoints},
 		{"GET /v1/jobs", viewer, s.listJobs},
 		{"GET /v1/jobs/{id}", viewer, s.getJob},

@@ -1,6 +1,8 @@
 package api
 
 import (
+	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -174,17 +176,7 @@ func (s *Server) verifyVault(w http.ResponseWriter, r *http.Request) error {
 		agent = s.DefaultAgent
 	}
 	spec, _ := json.Marshal(job.Verify{Vault: url, ReadData: body.ReadData})
-	id, err := s.Catalog.Enqueue(r.Context(), catalog.Job{Kind: "verify", Agent: agent, Vault: name, Spec: spec, MaxAttempts: 1}, s.Clock.Now())
-	if err != nil {
-		return err
-	}
-	j, err := s.Catalog.Job(r.Context(), id)
-	if err != nil {
-		return err
-	}
-	w.Header().Set("Location", "/v1/jobs/"+id)
-	writeJSON(w, http.StatusAccepted, j)
-	return nil
+	return s.queued(w, r, catalog.Job{Kind: "verify", Agent: agent, Vault: name, Spec: spec, MaxAttempts: 1})
 }
 
 func (s *Server) listPolicies(w http.ResponseWriter, r *http.Request) error {
@@ -419,6 +411,34 @@ type RestoreJSON struct {
 	NewMACs bool   `json:"new_macs,omitempty"`
 }
 
+// machineVault finds a machine and the vault a job of it reads: the one
+// named, else its policy's; it returns the vault's name and URL.
+func (s *Server) machineVault(ctx context.Context, machine, vaultName string) (catalog.Machine, string, string, error) {
+	m, err := s.Catalog.Machine(ctx, machine)
+	if err != nil {
+		return m, "", "", err
+	}
+	if vaultName == "" {
+		if m.Policy == "" {
+			return m, "", "", invalid("vault: machine %q has no policy to take its vault from: name the vault", m.Name)
+		}
+		p, err := s.Catalog.Policy(ctx, m.Policy)
+		if err != nil {
+			return m, "", "", err
+		}
+		vaultName = p.Vault
+	}
+	vaults, err := s.Catalog.Vaults(ctx)
+	if err != nil {
+		return m, "", "", err
+	}
+	url := VaultURLs(vaults)[vaultName]
+	if url == "" {
+		return m, "", "", invalid("vault: %q is not a vault the server knows", vaultName)
+	}
+	return m, vaultName, url, nil
+}
+
 // restoreMachine queues a restore of one of the machine's points.
 func (s *Server) restoreMachine(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
@@ -426,28 +446,9 @@ func (s *Server) restoreMachine(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(r, &body); err != nil {
 		return err
 	}
-	m, err := s.Catalog.Machine(ctx, r.PathValue("name"))
+	m, vaultName, url, err := s.machineVault(ctx, r.PathValue("name"), body.Vault)
 	if err != nil {
 		return err
-	}
-	vaultName := body.Vault
-	if vaultName == "" {
-		if m.Policy == "" {
-			return invalid("vault: machine %q has no policy to take its vault from: name the vault", m.Name)
-		}
-		p, err := s.Catalog.Policy(ctx, m.Policy)
-		if err != nil {
-			return err
-		}
-		vaultName = p.Vault
-	}
-	vaults, err := s.Catalog.Vaults(ctx)
-	if err != nil {
-		return err
-	}
-	url := VaultURLs(vaults)[vaultName]
-	if url == "" {
-		return invalid("vault: %q is not a vault the server knows", vaultName)
 	}
 	spec := job.Restore{Machine: m.Name, Point: body.Point, Vault: url, Dir: body.Dir, Disk: body.Disk, File: body.File,
 		InPlace: body.InPlace, Format: body.Format, Suffix: body.Suffix, NewMACs: body.NewMACs}
@@ -462,11 +463,16 @@ func (s *Server) restoreMachine(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	id, err := s.Catalog.Enqueue(ctx, catalog.Job{Kind: "restore", Machine: m.Name, Agent: agent, Vault: vaultName, Spec: raw, MaxAttempts: 1}, s.Clock.Now())
+	return s.queued(w, r, catalog.Job{Kind: "restore", Machine: m.Name, Agent: agent, Vault: vaultName, Spec: raw, MaxAttempts: 1})
+}
+
+// queued enqueues j and answers 202 with the job and its Location.
+func (s *Server) queued(w http.ResponseWriter, r *http.Request, j catalog.Job) error {
+	id, err := s.Catalog.Enqueue(r.Context(), j, s.Clock.Now())
 	if err != nil {
 		return err
 	}
-	j, err := s.Catalog.Job(ctx, id)
+	j, err = s.Catalog.Job(r.Context(), id)
 	if err != nil {
 		return err
 	}
@@ -628,4 +634,41 @@ func deleted(w http.ResponseWriter, err error) error {
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// DrillJSON is the body of POST /v1/machines/{name}/drill: which point to
+// prove, how, on which agent's host (default: the machine's own agent).
+type DrillJSON struct {
+	Point       string       `json:"point"`
+	Vault       string       `json:"vault,omitempty"`
+	Agent       string       `json:"agent,omitempty"`
+	Probe       string       `json:"probe,omitempty"`
+	ProbeSerial string       `json:"probe_serial,omitempty"`
+	Timeout     job.Duration `json:"timeout,omitempty"`
+	Boot        job.Boot     `json:"boot"`
+}
+
+// drillMachine queues a drill of one of the machine's points; a failed
+// drill raises a drill-failed alert on the machine until one succeeds.
+func (s *Server) drillMachine(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	var body DrillJSON
+	if err := decode(r, &body); err != nil {
+		return err
+	}
+	m, vaultName, url, err := s.machineVault(ctx, r.PathValue("name"), body.Vault)
+	if err != nil {
+		return err
+	}
+	spec := job.Drill{Machine: m.Name, Point: cmp.Or(body.Point, "latest"), Vault: url, Probe: body.Probe, ProbeSerial: body.ProbeSerial,
+		Timeout: body.Timeout, Boot: body.Boot}
+	if err := spec.Validate(); err != nil {
+		return err
+	}
+	raw, err := json.Marshal(spec)
+	if err != nil {
+		return err
+	}
+	return s.queued(w, r, catalog.Job{Kind: "drill", Machine: m.Name, Agent: cmp.Or(body.Agent, m.Agent), Vault: vaultName,
+		Spec: raw, MaxAttempts: 1})
 }

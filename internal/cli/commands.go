@@ -14,6 +14,7 @@ import (
 
 	"lifeboat/internal/api"
 	"lifeboat/internal/catalog"
+	"lifeboat/internal/drill"
 	"lifeboat/internal/job"
 	"lifeboat/internal/policy"
 	"lifeboat/internal/recovery"
@@ -208,6 +209,8 @@ type pointOut struct {
 	Size        int64                `json:"size"`
 	Disks       []recovery.Disk      `json:"disks"`
 	Stats       recovery.Stats       `json:"stats"`
+	// Drill is the point's latest drill (lifeboat drill), if any.
+	Drill *drill.Result `json:"drill,omitempty"`
 }
 
 func pointJSON(p *recovery.Point) pointOut {
@@ -235,6 +238,8 @@ naming it.
 CHANGES says how the backup found what changed since the point before:
 tracking (a dirty bitmap), compare (every block read and compared), full (no
 earlier point); per disk (vda:tracking,vdb:compare) when the disks differ.
+PROVEN shows the point's latest drill (lifeboat drill): "ok 8.2s 3h ago" (the guest
+answered 8.2 s after the drill started), "FAILED 2d ago", or "-" if never drilled.
 NOTES shows the first thing the backup did not get as asked (a failed freeze
 or hook), shortened; points --json has every note in full.
 
@@ -275,17 +280,20 @@ or forgot), newest first, without opening the vault.`,
 				return err
 			}
 			a.checkSeen(v, points)
+			drills := a.drills(cmd.Context(), v)
 			out := []pointOut{}
 			for _, p := range points {
 				if machine == "" || p.Machine == machine {
-					out = append(out, pointJSON(p))
+					po := pointJSON(p)
+					po.Drill = drills[po.ID]
+					out = append(out, po)
 				}
 			}
 			if a.jsonOut {
 				return a.printJSON(out)
 			}
 			tw := tabwriter.NewWriter(a.env.Stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tTIME\tMACHINE\tCONSISTENCY\tDISKS\tSIZE\tNEW\tCHANGES\tNOTES")
+			fmt.Fprintln(tw, "ID\tTIME\tMACHINE\tCONSISTENCY\tDISKS\tSIZE\tNEW\tCHANGES\tPROVEN\tNOTES")
 			cut := false
 			for _, p := range out {
 				var newBytes int64
@@ -297,8 +305,8 @@ or forgot), newest first, without opening the vault.`,
 				pt := recovery.Point{Disks: p.Disks, Notes: p.Notes}
 				note, c := pt.NoteSummary(60)
 				cut = cut || c
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Short, p.Time.Local().Format("2006-01-02 15:04:05"), p.Machine,
-					p.Consistency, strings.Join(names, ","), size(p.Size), size(newBytes), pt.ChangeSummary(), note)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Short, p.Time.Local().Format("2006-01-02 15:04:05"), p.Machine,
+					p.Consistency, strings.Join(names, ","), size(p.Size), size(newBytes), pt.ChangeSummary(), drill.Summary(p.Drill, a.env.Clock.Now()), note)
 			}
 			tw.Flush()
 			if cut && !a.quiet {
@@ -323,6 +331,7 @@ func (a *app) restoreCommand() *cobra.Command {
 	var wait bool
 	var machine, to, diskName, toFile, suffix, format string
 	var inPlace, newMACs bool
+	var inst instantFlags
 	cmd := &cobra.Command{
 		Use:   "restore --machine NAME POINT|latest (--to DIR | --disk NAME --to-file PATH | --in-place)",
 		Short: "Restore the disks of a recovery point",
@@ -337,6 +346,13 @@ func (a *app) restoreCommand() *cobra.Command {
                            recorded in the point; for --qmp points the images QEMU had
                            open), reading each block and writing only those that
                            differ; with --disk NAME --to-file F, revert F instead
+
+--instant --start --to DIR: start the machine at once on qcow2 images DIR/NAME.qcow2
+whose backing is the point served over NBD from the vault, then copy the data into
+them while the guest runs (docs/recovery.md); lifeboat stays until the copy is done,
+and the machine runs on. Boot flags as for lifeboat start (--accel, --network, --vnc,
+--serial-log, --kernel, --initrd, --append); --stream-speed bounds the copy.
+restore --instant --status --to DIR shows how far the copy has come (--json too).
 
 --format raw|qcow2: new images' format; by default the one the point's definition
 gives the disk, and for --to-file F the one F's extension names (.raw, .img,
@@ -374,11 +390,22 @@ cannot be stored.`,
   lifeboat restore --machine web1 latest --to /srv/restored --format raw
   lifeboat restore --machine web1 latest --in-place
   lifeboat restore --machine web1 latest --to /srv/test-restore --new-macs`,
-		Args: cobra.ExactArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if inst.instant && inst.status {
+				return cobra.NoArgs(cmd, args)
+			}
+			return cobra.ExactArgs(1)(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			if inst.instant && inst.status {
+				return a.instantStatus(absPath(to))
+			}
 			if machine == "" {
 				return usageError{errors.New("--machine is required")}
+			}
+			if inst.instant {
+				return a.runInstant(cmd, &inst, job.InstantRestore{Machine: machine, Point: args[0], Vault: a.vaultURL, Dir: absPath(to), Suffix: suffix, NewMACs: newMACs})
 			}
 			if rem.server != "" {
 				// Through the server, on an agent's host: paths are as
@@ -444,5 +471,6 @@ cannot be stored.`,
 	f.StringVar(&rem.tokenFile, "token-file", "", "with --server: file holding an API token (env LIFEBOAT_TOKEN)")
 	f.StringVar(&agentName, "agent", "", "with --server: the host that writes the disks (default: the machine's agent); paths are that host's")
 	f.BoolVar(&wait, "wait", false, "with --server: follow the job until it ends")
+	inst.add(f)
 	return cmd
 }

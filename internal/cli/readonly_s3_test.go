@@ -17,18 +17,8 @@ import (
 // works, warning that it runs without its session marker; a backup is
 // refused as storage refusing (7).
 func TestReadOnlyS3Credentials(t *testing.T) {
-	srv := miniotest.Start(t)
-	cfg := srv.Config
-	cfg.Prefix = "vault"
 	ctx := context.Background()
-	store, err := blob.NewS3(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := vault.Init(ctx, store, []byte(testPassphrase), vault.Options{KDF: cheapKDF, PackSize: 1 << 20}); err != nil {
-		t.Fatal(err)
-	}
-	url := "s3://" + cfg.Bucket + "/vault"
+	url, cfg := minioVault(t)
 	img := filepath.Join(t.TempDir(), "vda.img")
 	makeExt4(t, img, 16, smallFiles)
 	r := inProcEnv(ctx, s3Env(cfg), "--vault", url, "-q", "--json", "backup", "--machine", "web1", "--disk", "vda="+img)
@@ -57,4 +47,20 @@ func TestReadOnlyS3Credentials(t *testing.T) {
 
 	r = inProcEnv(ctx, env, "--vault", url, "-q", "backup", "--machine", "web1", "--disk", "vda="+img)
 	expect(t, "backup with read-only credentials", r, cli.ExitStorage, "refused")
+}
+
+// minioVault starts MinIO and makes a vault under the prefix "vault" of its
+// bucket (1 MiB packs); it returns the vault's URL and the S3 settings.
+func minioVault(t *testing.T) (string, blob.S3Config) {
+	t.Helper()
+	cfg := miniotest.Start(t).Config
+	cfg.Prefix = "vault"
+	store, err := blob.NewS3(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vault.Init(context.Background(), store, []byte(testPassphrase), vault.Options{KDF: cheapKDF, PackSize: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	return "s3://" + cfg.Bucket + "/vault", cfg
 }

@@ -216,3 +216,15 @@ func Create(ctx context.Context, path, format string, size int64) error {
 	}
 	return nil
 }
+
+// CreateOverlay makes a new qcow2 image at path of a disk of size bytes
+// whose backing is backing (a file name, or a json:{...} block-driver
+// description such as an NBD export), read as backingFormat. The backing
+// is not opened (qemu-img create -u): it need not be reachable yet.
+func CreateOverlay(ctx context.Context, path, backing, backingFormat string, size int64) error {
+	cmd := exec.CommandContext(ctx, "qemu-img", "create", "-q", "-f", QCOW2, "-u", "-b", backing, "-F", backingFormat, path, fmt.Sprint(size))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("creating overlay %s: qemu-img create: %w: %s", path, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}

@@ -47,14 +47,8 @@ func (r Restore) request() restore.Request {
 // Validate reports the first thing wrong with r. Paths must be absolute:
 // the agent that runs a restore may not share the caller's directory.
 func (r Restore) Validate() error {
-	if err := recovery.ValidName("machine", r.Machine); err != nil {
-		return invalid("machine", "%v", err)
-	}
-	if r.Point == "" {
-		return invalid("point", "name a point (an ID, a prefix of one, or latest)")
-	}
-	if r.Vault == "" {
-		return invalid("vault", "no vault to restore from")
+	if err := pointRef(r.Machine, r.Point, r.Vault, "restore from"); err != nil {
+		return err
 	}
 	for field, p := range map[string]string{"dir": r.Dir, "file": r.File} {
 		if p != "" && !filepath.IsAbs(p) {

@@ -251,6 +251,13 @@ func unescapeOctal(s string) string {
 	return b.String()
 }
 
+// IsMountPoint reports whether path is where something is mounted, in
+// this process's mount namespace.
+func IsMountPoint(path string) bool {
+	all, err := readMountinfo("/proc/self/mountinfo")
+	return err == nil && slices.ContainsFunc(all, func(m Mount) bool { return m.Point == path })
+}
+
 // SameFilesystem reports whether path lives on mount m (so freezing m
 // would block writes to path).
 func SameFilesystem(path string, m Mount) bool {

@@ -47,6 +47,10 @@ type Scheduler struct {
 	FailuresToAlert int
 	// Agent runs the vault-wide jobs (prune); empty: any agent.
 	Agent string
+	// DrillEvery, if not zero, is how often the latest point of each
+	// protected machine is drilled (lifeboat drill, on the machine's
+	// agent): a drill that fails raises drill-failed.
+	DrillEvery time.Duration
 	// Started is when this server started. For a lease's length after it,
 	// expired leases are not reaped and silent agents not reported: after
 	// a restart, agents need one renewal to show they still run their jobs.
@@ -173,6 +177,9 @@ func (s *Scheduler) Tick(ctx context.Context, now time.Time) (TickReport, error)
 	if err := s.prunes(ctx, &rep, ps, urls, now); err != nil {
 		return rep, err
 	}
+	if err := s.drills(ctx, &rep, machines, policies, tiers, newest, urls, now); err != nil {
+		return rep, err
+	}
 
 	agents, err := s.Catalog.Agents(ctx)
 	if err != nil {
@@ -220,6 +227,36 @@ func (s *Scheduler) prunes(ctx context.Context, rep *TickReport, policies []cata
 		}
 		rep.Queued = append(rep.Queued, id)
 		s.log().Info("prune queued", "vault", p.Vault, "job", id)
+	}
+	return nil
+}
+
+// drills queues a drill of the latest point of each protected machine
+// that has one, once every DrillEvery.
+func (s *Scheduler) drills(ctx context.Context, rep *TickReport, machines []catalog.Machine, policies map[string]catalog.Policy,
+	tiers map[string]schedule.Tier, newest map[string]time.Time, urls map[string]string, now time.Time) error {
+	if s.DrillEvery <= 0 {
+		return nil
+	}
+	for _, m := range machines {
+		p, ok := policies[m.Policy]
+		if !ok || tiers[m.Tier].None || newest[m.Name].IsZero() || urls[p.Vault] == "" {
+			continue
+		}
+		last, err := s.Catalog.Jobs(ctx, catalog.JobFilter{Kind: "drill", Machine: m.Name, Limit: 1})
+		if err != nil {
+			return err
+		}
+		if len(last) > 0 && now.Sub(last[0].Created) < s.DrillEvery {
+			continue
+		}
+		spec, _ := json.Marshal(job.Drill{Machine: m.Name, Point: "latest", Vault: urls[p.Vault]})
+		id, err := s.Catalog.Enqueue(ctx, catalog.Job{Kind: "drill", Machine: m.Name, Agent: m.Agent, Vault: p.Vault, Spec: spec, MaxAttempts: 1}, now)
+		if err != nil {
+			return err
+		}
+		rep.Queued = append(rep.Queued, id)
+		s.log().Info("drill queued", "machine", m.Name, "job", id)
 	}
 	return nil
 }

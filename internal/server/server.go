@@ -48,9 +48,12 @@ type Config struct {
 	// Webhooks receive alerts.
 	Webhooks []string
 	// Tick is how often the scheduler runs; default 10 s.
-	Tick  time.Duration
-	Clock clock.Clock
-	Log   *slog.Logger
+	Tick time.Duration
+	// DrillEvery, if not zero, drills every protected machine's latest
+	// point that often (Scheduler.DrillEvery).
+	DrillEvery time.Duration
+	Clock      clock.Clock
+	Log        *slog.Logger
 	// Out receives what the operator must read once: the first admin
 	// token and the address served.
 	Out io.Writer
@@ -213,7 +216,7 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Log.Info("built-in agent started", "name", agentName)
 	}
 
-	sched := &Scheduler{Catalog: cat, Log: cfg.Log, Webhooks: cfg.Webhooks, Started: cfg.Clock.Now(), Agent: agentName}
+	sched := &Scheduler{Catalog: cat, Log: cfg.Log, Webhooks: cfg.Webhooks, Started: cfg.Clock.Now(), Agent: agentName, DrillEvery: cfg.DrillEvery}
 	ticker := time.NewTicker(cfg.Tick)
 	defer ticker.Stop()
 	tick := func() {

@@ -26,6 +26,7 @@ import (
 
 	"lifeboat/internal/catalog"
 	"lifeboat/internal/clock"
+	"lifeboat/internal/job"
 	"lifeboat/internal/policy"
 	"lifeboat/internal/schedule"
 )
@@ -407,4 +408,58 @@ func mustParse(t *testing.T, der []byte) *x509.Certificate {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// With DrillEvery, each protected machine with a point gets a drill of its
+// latest point on its agent that often; a machine without a point, or of
+// a tier with no protection, gets none.
+func TestSchedulerDrills(t *testing.T) {
+	ctx := context.Background()
+	cat, err := catalog.Open(ctx, filepath.Join(t.TempDir(), "catalog.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cat.Close()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(cat.PutTier(ctx, schedule.Tier{Name: "gold", RPO: 24 * time.Hour}, t0))
+	must(cat.PutTier(ctx, schedule.Tier{Name: "none", None: true}, t0))
+	must(cat.PutVault(ctx, catalog.Vault{Name: "local", URL: "/srv/vault"}, t0))
+	must(cat.PutPolicy(ctx, catalog.Policy{Name: "daily", Schedule: schedule.Spec{Every: 24 * time.Hour}, Consistency: "crash", Vault: "local"}, t0))
+	for _, m := range []struct{ name, tier string }{{"web1", "gold"}, {"new1", "gold"}, {"off1", "none"}} {
+		must(cat.AddMachine(ctx, catalog.Machine{Name: m.name, Agent: "hv1", Spec: json.RawMessage(`{"disks":[{"name":"root","path":"/img/x.raw"}]}`)}, t0))
+		must(cat.Protect(ctx, m.name, "daily", m.tier, t0))
+	}
+	for _, m := range []string{"web1", "off1"} {
+		must(cat.RecordPoint(ctx, catalog.Point{Vault: "local", ID: "p-" + m, Machine: m, Time: t0, Consistency: "crash"}))
+	}
+	sched := &Scheduler{Catalog: cat, DrillEvery: time.Hour}
+	drills := map[string]int{}
+	for now := t0; now.Before(t0.Add(150 * time.Minute)); now = now.Add(time.Minute) {
+		_, err := sched.Tick(ctx, now)
+		must(err)
+		for {
+			j, err := cat.Claim(ctx, "hv1", "hv1", catalog.Limits{}, time.Minute, now)
+			must(err)
+			if j == nil {
+				break
+			}
+			if j.Kind == "drill" {
+				var spec job.Drill
+				must(json.Unmarshal(j.Spec, &spec))
+				if spec.Point != "latest" || spec.Vault != "/srv/vault" || spec.Validate() != nil {
+					t.Fatalf("drill spec %+v", spec)
+				}
+				drills[j.Machine]++
+			}
+			must(cat.Finish(ctx, j.ID, "hv1", nil, nil, nil, now))
+		}
+	}
+	if drills["web1"] != 3 || drills["new1"] != 0 || drills["off1"] != 0 {
+		t.Fatalf("drills in 150 minutes, one an hour: %v (want web1 3, none for new1 and off1)", drills)
+	}
 }

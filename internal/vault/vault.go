@@ -542,6 +542,9 @@ const (
 	KindPoint     = "points"
 	KindIndex     = "index"
 	KindCondemned = "condemned"
+	// KindDrill holds recovery drill results (docs/format.md, "Drill
+	// results"), bound to the vault that proved the point.
+	KindDrill = "drills"
 )
 
 // aad is the associated data of objects of kind. Manifests and points are
@@ -553,6 +556,8 @@ func (v *Vault) aad(kind string) string {
 		return "lifeboat manifest v1"
 	case KindPoint:
 		return "lifeboat point v1"
+	case KindDrill:
+		return chunk.BindAAD("lifeboat drill", v.cfg.ID)
 	}
 	id := ""
 	if v.cfg.Bound() {
@@ -579,7 +584,7 @@ func (v *Vault) SaveObject(ctx context.Context, kind string, plain []byte) (chun
 
 // maxPlain bounds the plaintext of objects of a kind where nothing better
 // is known; manifests are bounded by the disk their point records.
-var maxPlain = map[string]uint64{KindPoint: 16 << 20, KindSettings: 1 << 16}
+var maxPlain = map[string]uint64{KindPoint: 16 << 20, KindSettings: 1 << 16, KindDrill: 1 << 20}
 
 // LoadObject reads, checks and opens an object of kind.
 func (v *Vault) LoadObject(ctx context.Context, kind string, id chunk.ID) ([]byte, error) {

@@ -1,0 +1,530 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"lifeboat/internal/api"
+	"lifeboat/internal/boot"
+	"lifeboat/internal/drill"
+	"lifeboat/internal/job"
+	"lifeboat/internal/mount"
+	"lifeboat/internal/recovery"
+	"lifeboat/internal/vault"
+)
+
+// Recovery commands: export (and, below, start, drill, mount). Flags and
+// printing only; the work is in internal/job, pointdisk and boot.
+
+func (a *app) exportCommand() *cobra.Command {
+	var spec job.Export
+	cmd := &cobra.Command{
+		Use:   "export --machine NAME POINT|latest --nbd unix:PATH|HOST:PORT [--disk NAME] [--writable]",
+		Short: "Serve a recovery point's disks over NBD, read from the vault on demand",
+		Long: `Serve the disks of a recovery point over NBD without restoring them first.
+
+Each disk of the point is an NBD export named after the disk (only --disk NAME with
+--disk). Blocks are read from the vault when a client asks for them: authenticated,
+decrypted and decompressed, kept in a bounded cache (--cache, per disk), with
+read-ahead when reads are sequential. Blocks that were all zeros are holes: clients
+that ask for block status (qemu-img map, nbdcopy) see them without reading them.
+
+  --nbd unix:PATH    listen on a new unix socket (mode 0600, removed at exit)
+  --nbd HOST:PORT    listen on TCP (no TLS, no authentication: bind to a trusted
+                     address only, such as 127.0.0.1)
+
+The export is read-only: clients' writes fail with EPERM. --writable puts a
+copy-on-write overlay in front of each disk, in a file of --overlay-dir (default the
+system's temporary directory) that is deleted at once and lives as long as the
+command: writes never reach the vault and are gone when the export stops.
+
+The URI of each export is printed (nbd+unix:///DISK?socket=PATH or
+nbd://HOST:PORT/DISK; --json prints them as JSON), then lifeboat serves in the
+foreground until SIGINT or SIGTERM. While it runs it holds a read session in the
+vault, as a restore does, so that a prune keeps what it reads. A block that cannot
+be read (a damaged or missing pack) fails that read with EIO, and a warning on
+stderr names the object; other blocks are still served.
+
+Works with any vault, directory or S3, and with a vault copy (give the copy as
+--vault): a second site can boot a point without its first site.`,
+		Example: `  lifeboat export --vault /srv/vault --machine web1 latest --nbd unix:/run/web1.sock
+  qemu-img convert -O qcow2 'nbd+unix:///root?socket=/run/web1.sock' /tmp/root.qcow2
+  lifeboat export --machine web1 3fa9c2 --disk root --nbd 127.0.0.1:10809 --writable
+  qemu-system-x86_64 -m 2048 -drive file=nbd://127.0.0.1:10809/root,format=raw`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			spec.Point, spec.Vault = args[0], a.vaultURL
+			v, err := a.openFor(ctx, spec.Machine, spec.Validate)
+			if err != nil {
+				return err
+			}
+			return job.RunExport(ctx, v, spec, job.Env{Warn: func(s string) { a.warnf("%s", s) }}, func(x *job.Exporting) {
+				if a.jsonOut {
+					a.printJSON(x)
+					return
+				}
+				if !a.quiet {
+					fmt.Fprintf(a.env.Stderr, "serving point %s of %s (%d disk(s), ready in %d ms); stop with Ctrl-C\n",
+						x.PointID[:12], x.Machine, len(x.Disks), x.ReadyMS)
+				}
+				for _, d := range x.Disks {
+					a.printf("%s\t%s\n", d.Name, d.URI)
+				}
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&spec.Machine, "machine", "", "machine name (required)")
+	f.StringVar(&spec.Listen, "nbd", "", "where to listen: unix:PATH or HOST:PORT (required)")
+	f.StringVar(&spec.Disk, "disk", "", "export only this disk")
+	f.BoolVar(&spec.Writable, "writable", false, "accept writes into a throwaway copy-on-write overlay (never the vault)")
+	f.StringVar(&spec.OverlayDir, "overlay-dir", "", "with --writable: directory of the overlay files (default: the temporary directory)")
+	f.IntVar(&spec.CacheMiB, "cache", 0, "MiB of decoded chunks cached per disk (default 64)")
+	return cmd
+}
+
+// openFor checks the spec of a command on a point (--machine given, then
+// validate) and opens its vault.
+func (a *app) openFor(ctx context.Context, machine string, validate func() error) (*vault.Vault, error) {
+	if machine == "" {
+		return nil, usageError{errors.New("--machine is required")}
+	}
+	if err := validate(); err != nil {
+		return nil, exportFlagError(err)
+	}
+	return a.open(ctx)
+}
+
+// exportFlagError names the flag behind an invalid export spec.
+func exportFlagError(err error) error {
+	var ie *job.InvalidError
+	if !errors.As(err, &ie) {
+		return err
+	}
+	if ie.Field == "vault" {
+		return usageError{errors.New("no vault given: use --vault or set LIFEBOAT_VAULT")}
+	}
+	flag := map[string]string{"machine": "--machine", "point": "POINT", "disk": "--disk", "listen": "--nbd",
+		"overlay_dir": "--overlay-dir", "cache_mib": "--cache"}[ie.Field]
+	if flag == "" {
+		return usageError{errors.New(ie.Reason)}
+	}
+	return usageError{fmt.Errorf("%s: %s", flag, ie.Reason)}
+}
+
+func (a *app) startCommand() *cobra.Command {
+	var defFile, runDir string
+	var opts boot.Options
+	var dryRun bool
+	cmd := &cobra.Command{
+		Use:   "start --definition FILE [--accel kvm|tcg] [--network none|user|bridge:NAME] [--vnc ADDR] [--serial-log FILE]",
+		Short: "Start a machine from its definition (the -dr one restore writes)",
+		Long: `Start a machine with qemu-system-x86_64 from a lifeboat.machine/v1 definition, such as
+the DIR/NAME-dr.json that restore --to DIR writes (docs/definition.md).
+
+The command line is built from the definition: CPUs, memory, firmware (bios, or uefi
+with --uefi-code, default /usr/share/OVMF/OVMF_CODE.fd), every disk's image ("file")
+on its bus (virtio, scsi, sata, ide, nvme) in boot order (disks with a boot_order
+first, lowest first, as QEMU boot indexes), and NICs with their MAC addresses and
+models. --dry-run prints it without starting anything.
+
+  --accel kvm|tcg       the accelerator (default: KVM where the host has it, else TCG)
+  --network none        no NIC at all (the default: a recovered machine must not
+                        appear on the original's network by surprise)
+  --network user        QEMU's user-mode NAT: outbound connections only, no set-up
+  --network bridge:BR   a tap on host bridge BR (qemu-bridge-helper must allow BR)
+  --vnc ADDR            a VGA display on VNC (127.0.0.1:0 if no address is given)
+  --serial-log FILE     the serial console is appended to FILE
+  --kernel/--initrd/--append   boot a kernel directly instead of from the disks
+
+QEMU listens on a QMP socket and a guest agent channel (org.qemu.guest_agent.0) in
+--run-dir (default a new directory under the temporary directory): their paths are
+printed. lifeboat stays in the foreground: SIGINT or SIGTERM asks QEMU to quit (a power
+cut for the guest: shut it down from inside first for a clean stop); when the guest
+powers off, lifeboat exits.`,
+		Example: `  lifeboat restore --machine web1 latest --to /srv/web1-dr --new-macs
+  lifeboat start --definition /srv/web1-dr/web1-dr.json --network user --vnc 127.0.0.1:1
+  lifeboat start --definition /srv/web1-dr/web1-dr.json --dry-run`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			if defFile == "" {
+				return usageError{errors.New("--definition is required")}
+			}
+			raw, err := os.ReadFile(defFile)
+			if err != nil {
+				return usageError{fmt.Errorf("reading --definition: %w", err)}
+			}
+			def, err := recovery.ParseDefinition(raw)
+			if err != nil {
+				return usageError{fmt.Errorf("%s: %w", defFile, err)}
+			}
+			if dryRun {
+				argv, err := boot.Command(def, opts)
+				if err != nil {
+					return usageError{err}
+				}
+				if a.jsonOut {
+					return a.printJSON(map[string]any{"argv": argv})
+				}
+				a.printf("%s\n", shellQuote(argv))
+				return nil
+			}
+			if runDir == "" {
+				if runDir, err = os.MkdirTemp("", "lifeboat-"+def.Name+"-"); err != nil {
+					return err
+				}
+				defer os.RemoveAll(runDir)
+			}
+			m, _, err := boot.Launch(ctx, def, opts, runDir, a.env.Stderr, false)
+			if err != nil {
+				if errors.Is(err, boot.ErrInvalid) {
+					return usageError{err}
+				}
+				return err
+			}
+			if a.jsonOut {
+				a.printJSON(map[string]any{"machine": def.Name, "pid": m.PID, "qmp": m.QMPSocket, "guest_agent": m.GuestAgentSocket})
+			} else {
+				a.printf("machine\t%s\npid\t%d\nqmp\t%s\nguest-agent\t%s\n", def.Name, m.PID, m.QMPSocket, m.GuestAgentSocket)
+			}
+			select {
+			case <-m.Done():
+				return m.Err()
+			case <-ctx.Done():
+				sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+				defer cancel()
+				return m.Stop(sctx)
+			}
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&defFile, "definition", "", "the machine definition (JSON, lifeboat.machine/v1; required)")
+	startFlags(f, &opts)
+	f.StringVar(&runDir, "run-dir", "", "directory for the QMP and guest agent sockets (default: a new temporary one)")
+	f.BoolVar(&dryRun, "dry-run", false, "print the QEMU command line and exit")
+	return cmd
+}
+
+// startFlags are the flags of every command that starts a machine.
+func startFlags(f *pflag.FlagSet, opts *boot.Options) {
+	f.StringVar(&opts.Accel, "accel", "", "accelerator: kvm or tcg (default: kvm where available, else tcg)")
+	f.StringVar(&opts.Network, "network", "none", "none, user or bridge:NAME")
+	f.StringVar(&opts.VNC, "vnc", "", "show the display on VNC at this address (127.0.0.1:0 if none given)")
+	f.Lookup("vnc").NoOptDefVal = "127.0.0.1:0"
+	f.StringVar(&opts.SerialLog, "serial-log", "", "append the serial console to this file")
+	f.StringVar(&opts.Kernel, "kernel", "", "boot this kernel directly")
+	f.StringVar(&opts.Initrd, "initrd", "", "with --kernel: its initial ramdisk")
+	f.StringVar(&opts.Append, "append", "", "with --kernel: its command line")
+	f.StringVar(&opts.UEFICode, "uefi-code", "", "UEFI firmware for firmware uefi (default "+boot.DefaultUEFICode+")")
+	f.StringVar(&opts.QEMU, "qemu", "", "the emulator (default "+boot.DefaultQEMU+")")
+}
+
+// shellQuote joins argv as a shell would read it back.
+func shellQuote(argv []string) string {
+	out := make([]string, len(argv))
+	for i, s := range argv {
+		if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_=./:,@+") == "" {
+			out[i] = s
+			continue
+		}
+		out[i] = "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+	}
+	return strings.Join(out, " ")
+}
+
+// instantFlags are restore's flags for an instant restore.
+type instantFlags struct {
+	instant, start, waitGuest, status bool
+	speed                             string
+	boot                              boot.Options
+}
+
+func (f *instantFlags) add(fs *pflag.FlagSet) {
+	fs.BoolVar(&f.instant, "instant", false, "with --to DIR and --start: start the machine at once from the vault, copy the data in the background")
+	fs.BoolVar(&f.start, "start", false, "with --instant: start the machine (required)")
+	fs.StringVar(&f.speed, "stream-speed", "", "with --instant: bound the background copy of each disk (bytes/s: 50M)")
+	fs.BoolVar(&f.status, "status", false, "with --instant --to DIR: show how far the copy into DIR has come, and exit")
+	fs.BoolVar(&f.waitGuest, "wait-guest", false, "with --instant: also measure the time to the guest agent answering (answered_ms)")
+	startFlags(fs, &f.boot)
+}
+
+// runInstant runs restore --instant --start.
+func (a *app) runInstant(cmd *cobra.Command, f *instantFlags, spec job.InstantRestore) error {
+	ctx := cmd.Context()
+	if !f.start {
+		return usageError{errors.New("--instant starts the machine: give --start too")}
+	}
+	for _, name := range []string{"disk", "to-file", "in-place", "format", "server"} {
+		if cmd.Flags().Changed(name) {
+			return usageError{fmt.Errorf("--%s does not go with --instant (which restores every disk into --to DIR as qcow2)", name)}
+		}
+	}
+	if f.speed != "" {
+		n, err := parseSize(f.speed)
+		if err != nil {
+			return usageError{fmt.Errorf("--stream-speed: %w", err)}
+		}
+		spec.StreamSpeed = int64(n)
+	}
+	spec.WaitGuest = f.waitGuest
+	b := f.boot
+	spec.Boot = job.Boot{Accel: b.Accel, Network: b.Network, VNC: b.VNC, SerialLog: b.SerialLog, Kernel: b.Kernel,
+		Initrd: b.Initrd, Append: b.Append, UEFICode: b.UEFICode, QEMU: b.QEMU}
+	if spec.Boot.SerialLog != "" {
+		spec.Boot.SerialLog = absPath(spec.Boot.SerialLog)
+	}
+	if err := spec.Validate(); err != nil {
+		return restoreFlagError(err)
+	}
+	v, err := a.open(ctx)
+	if err != nil {
+		return err
+	}
+	pb := newBar(a.env.Stderr, "copy "+spec.Machine, !a.quiet && !a.jsonOut)
+	start := a.env.Clock.Now()
+	res, err := job.RunInstantRestore(ctx, v, spec, job.Env{Warn: func(s string) { a.warnf("%s", s) }}, job.InstantHooks{
+		Started: func(in *job.Instant) {
+			if a.quiet || a.jsonOut {
+				return
+			}
+			what := "started"
+			if in.Resumed {
+				what = "resuming the copy of"
+			}
+			fmt.Fprintf(a.env.Stderr, "%s machine %s (pid %d) from point %s in %d ms; copying its disks into %s\n",
+				what, in.Machine, in.PID, in.Point[:12], in.StartedMS, spec.Dir)
+			fmt.Fprintf(a.env.Stderr, "qmp %s, guest agent %s, definition %s\n", in.QMP, in.GuestAgent, in.Definition)
+		},
+		Progress: func(p boot.StreamProgress) {
+			pb.update(p.DoneBytes, p.TotalBytes, a.env.Clock.Now().Sub(start), false)
+		},
+	})
+	if err != nil {
+		if res != nil && res.PID != 0 {
+			a.warnf("the machine (pid %d) keeps running; its disks still read from the vault: run the same command again to finish the copy", res.PID)
+		}
+		return err
+	}
+	pb.update(1, 1, a.env.Clock.Now().Sub(start), true)
+	if a.jsonOut {
+		return a.printJSON(res)
+	}
+	if !a.quiet {
+		if res.AnsweredMS > 0 {
+			fmt.Fprintf(a.env.Stderr, "the guest agent answered after %s, with %s of %s copied\n",
+				(time.Duration(res.AnsweredMS) * time.Millisecond).Round(time.Millisecond), size(res.AnsweredCopied), size(res.Size))
+		}
+		fmt.Fprintf(a.env.Stderr, "copy done in %s: the machine no longer needs the vault\n", (time.Duration(res.CopiedMS) * time.Millisecond).Round(time.Millisecond))
+	}
+	for name, img := range res.Images {
+		a.printf("%s\t%s\n", name, img)
+	}
+	a.printf("definition\t%s\npid\t%d\nqmp\t%s\nguest-agent\t%s\n", res.Definition, res.PID, res.QMP, res.GuestAgent)
+	return nil
+}
+
+func (a *app) drillCommand() *cobra.Command {
+	var spec job.Drill
+	var opts boot.Options
+	var timeout time.Duration
+	var rem remote
+	var agentName string
+	var wait bool
+	cmd := &cobra.Command{
+		Use:   "drill --machine NAME [POINT|latest] [--probe CMD | --probe-serial REGEX] [--timeout 5m]",
+		Short: "Prove a point: boot it in a sandbox, wait for the guest, record the result",
+		Long: `Boot a recovery point in a sandbox and record whether, and how fast, its guest
+came back.
+
+The point's disks are served from the vault (as export does) under throwaway qcow2
+overlays in a new temporary directory; the machine starts from the point's definition
+with no network at all and -no-reboot (a guest that reboots is in a boot loop). The drill
+waits until the guest answers:
+
+  (default)             the guest agent (org.qemu.guest_agent.0) answers a ping
+  --probe-serial REGEX  a line of the serial console matches REGEX
+  --probe CMD           the shell command CMD exits 0; it is run again every 2 s, with
+                        LIFEBOAT_DRILL_QMP, LIFEBOAT_DRILL_GUEST_AGENT and
+                        LIFEBOAT_DRILL_SERIAL_LOG naming the sandbox's sockets and console
+
+The drill fails when the machine stops first, or --timeout (default 5m) passes; the
+error says why, with the console's last lines. Either way QEMU is stopped, the export
+closed and every file removed, and the result — ok or failed, the measured RTO (from the
+command to the guest answering), the probe, the host — is recorded in the vault as a
+sealed drill result (docs/format.md). lifeboat points shows each point's latest drill
+(PROVEN column; --json: "drill"). Exit status 0 when the guest answered, 1 when not.
+
+With --server, the drill runs as a job on an agent's host, from the machine's policy's
+vault; a failed drill raises a drill-failed alert on the machine (lifeboat alert list)
+until a drill of it succeeds.
+
+The boot flags of lifeboat start apply (--accel, --kernel, --initrd, --append,
+--uefi-code, --qemu), except --network and --vnc.`,
+		Example: `  lifeboat drill --machine web1 latest
+  lifeboat drill --machine web1 3fa9c2 --probe-serial 'login:' --timeout 10m
+  lifeboat drill --machine db1 latest --probe 'nc -z -U $LIFEBOAT_DRILL_GUEST_AGENT' --json`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			spec.Point, spec.Vault, spec.Timeout = "latest", a.vaultURL, job.Duration(timeout)
+			if len(args) == 1 {
+				spec.Point = args[0]
+			}
+			if spec.Machine == "" {
+				return usageError{errors.New("--machine is required")}
+			}
+			if cmd.Flags().Changed("network") || cmd.Flags().Changed("vnc") || cmd.Flags().Changed("serial-log") {
+				return usageError{errors.New("a drill runs with no network, no display and its own console log")}
+			}
+			spec.Boot = job.Boot{Accel: opts.Accel, Kernel: opts.Kernel, Initrd: opts.Initrd, Append: opts.Append, UEFICode: opts.UEFICode, QEMU: opts.QEMU}
+			if rem.server != "" {
+				// On an agent's host: paths are as that host sees them.
+				body := api.DrillJSON{Point: spec.Point, Agent: agentName, Probe: spec.Probe, ProbeSerial: spec.ProbeSerial,
+					Timeout: spec.Timeout, Boot: spec.Boot}
+				return a.queueAndWait(ctx, &rem, "/v1/machines/"+url.PathEscape(spec.Machine)+"/drill", body, wait)
+			}
+			v, err := a.openFor(ctx, spec.Machine, spec.Validate)
+			if err != nil {
+				return err
+			}
+			res, err := job.RunDrill(ctx, v, spec, job.Env{Warn: func(s string) { a.warnf("%s", s) }})
+			if res == nil {
+				return err
+			}
+			if a.jsonOut {
+				a.printJSON(res)
+			} else if res.OK {
+				a.printf("point %s of %s proven: the guest answered (%s) after %.1f s (machine running after %.1f s)\n",
+					res.Point[:12], res.Machine, res.Probe, float64(res.RTOMS)/1000, float64(res.BootMS)/1000)
+			} else {
+				a.printf("point %s of %s NOT proven: %s\n", res.Point[:12], res.Machine, res.Error)
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&spec.Machine, "machine", "", "machine name (required)")
+	f.StringVar(&spec.Probe, "probe", "", "shell command that succeeds once the guest answers")
+	f.StringVar(&spec.ProbeSerial, "probe-serial", "", "regular expression a serial console line must match")
+	f.DurationVar(&timeout, "timeout", job.DefaultDrillTimeout, "how long the guest has to answer")
+	startFlags(f, &opts)
+	f.StringVar(&rem.server, "server", "", "run the drill through this lifeboat server, on an agent's host (see --agent)")
+	f.StringVar(&rem.tokenFile, "token-file", "", "with --server: file holding an API token (env LIFEBOAT_TOKEN)")
+	f.StringVar(&agentName, "agent", "", "with --server: the host that boots the sandbox (default: the machine's agent)")
+	f.BoolVar(&wait, "wait", false, "with --server: follow the job until it ends")
+	return cmd
+}
+
+// instantStatus prints how far the instant restore into dir has come.
+func (a *app) instantStatus(dir string) error {
+	if dir == "" {
+		return usageError{errors.New("--status needs --to DIR, the instant restore's directory")}
+	}
+	st, err := job.ReadInstantStatus(dir)
+	if err != nil {
+		return err
+	}
+	if a.jsonOut {
+		return a.printJSON(st)
+	}
+	state := "copying"
+	switch {
+	case st.Standalone:
+		state = "done: the images are standalone"
+	case !st.Copying:
+		state = "INTERRUPTED: run the same restore --instant --start again to finish the copy"
+	}
+	a.printf("%s point %s into %s: %s of %s copied (%.0f%%), %s\n", st.Machine, st.Point[:12], st.Dir, size(st.DoneBytes), size(st.TotalBytes),
+		100*float64(st.DoneBytes)/float64(max(st.TotalBytes, 1)), state)
+	a.printf("machine pid %d: %s\n", st.PID, map[bool]string{true: "running", false: "not running"}[st.MachineRunning])
+	return nil
+}
+
+// drills returns the latest drill of each point of v by point ID; an
+// unreadable drill result is skipped with a warning.
+func (a *app) drills(ctx context.Context, v *vault.Vault) map[string]*drill.Result {
+	results, err := drill.List(ctx, v, func(s string) { a.warnf("%s", s) })
+	if err != nil {
+		a.warnf("drill results: %v", err)
+	}
+	return drill.Latest(results)
+}
+
+func (a *app) mountCommand() *cobra.Command {
+	var spec job.Mount
+	cmd := &cobra.Command{
+		Use:   "mount --machine NAME POINT|latest DIR",
+		Short: "Show a point's disks as read-only files and mount their file systems",
+		Long: `Mount a recovery point under DIR, read-only, to copy files out of it:
+
+  DIR/disks/NAME     each disk of the point as a read-only file (FUSE), read from the
+                     vault on demand (as export reads it: cached, with read-ahead)
+  DIR/NAME/partN     each ext4 (ext2/3) or XFS partition of disk NAME (GPT, or MBR
+                     primary partitions), loop-mounted read-only without journal replay
+  DIR/NAME/disk      a disk that holds a file system without a partition table
+
+Other partitions are listed as skipped. DIR is created if missing and must be empty.
+lifeboat stays in the foreground: SIGINT or SIGTERM unmounts everything and removes
+what it created. lifeboat umount DIR does the same from another shell, and also cleans
+up after a mount that was killed (stale FUSE mount, loop devices, file system mounts):
+so does the next mount of DIR.
+
+A block that cannot be read from the vault (a damaged pack) makes the read fail with
+EIO, and a warning names the object: never wrong bytes. Needs root (loop devices,
+mount) and /dev/fuse.`,
+		Example: `  lifeboat mount --machine web1 latest /mnt/web1 &
+  cp /mnt/web1/root/part1/etc/nginx/nginx.conf /tmp/
+  lifeboat umount /mnt/web1`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			spec.Point, spec.Dir, spec.Vault = args[0], absPath(args[1]), a.vaultURL
+			v, err := a.openFor(ctx, spec.Machine, spec.Validate)
+			if err != nil {
+				return err
+			}
+			return job.RunMount(ctx, v, spec, job.Env{Warn: func(s string) { a.warnf("%s", s) }}, func(p *recovery.Point, fs *mount.FS) {
+				if a.jsonOut {
+					a.printJSON(map[string]any{"point": p.ID.String(), "disks": fs.Disks, "mounted": fs.Mounted, "skipped": fs.Skipped})
+					return
+				}
+				for name, file := range fs.Disks {
+					a.printf("disk\t%s\t%s\n", name, file)
+				}
+				for dir, typ := range fs.Mounted {
+					a.printf("%s\t%s\n", typ, dir)
+				}
+				if !a.quiet {
+					fmt.Fprintf(a.env.Stderr, "point %s of %s mounted on %s; stop with Ctrl-C or lifeboat umount %s\n", p.ID.Short(), p.Machine, fs.Dir, fs.Dir)
+				}
+			})
+		},
+	}
+	cmd.Flags().StringVar(&spec.Machine, "machine", "", "machine name (required)")
+	return cmd
+}
+
+func (a *app) umountCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "umount DIR",
+		Short: "Undo lifeboat mount DIR (also after a mount that was killed)",
+		Long: `Unmount what lifeboat mount set up under DIR: a running mount is asked to end
+(SIGTERM) and does it itself; after a mount that was killed, the file system mounts,
+loop devices and the FUSE mount it left are undone here, and the directories it
+created removed. Nothing to undo is no error.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return mount.Cleanup(cmd.Context(), absPath(args[0]))
+		},
+	}
+}
