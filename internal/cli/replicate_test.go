@@ -1,0 +1,249 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// replSite is a replica server (lifeboat replica serve, a subprocess that
+// can be killed -9 and restarted) and a source host's state directory
+// naming it as site "dr".
+type replSite struct {
+	t                  *testing.T
+	dir, token, listen string
+	env                map[string]string
+	srv                *proc
+}
+
+func newReplSite(t *testing.T) *replSite {
+	t.Helper()
+	s := &replSite{t: t, dir: filepath.Join(t.TempDir(), "replica"), token: filepath.Join(t.TempDir(), "token")}
+	os.WriteFile(s.token, []byte("site-secret\n"), 0o600)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.listen = l.Addr().String()
+	l.Close()
+	s.env = map[string]string{"LIFEBOAT_STATE_DIR": filepath.Join(t.TempDir(), "state")}
+	s.start()
+	if r := s.run("site", "add", "dr", "--url", "http://"+s.listen, "--token-file", s.token); r.code != 0 {
+		t.Fatalf("site add: %s", r)
+	}
+	return s
+}
+
+func (s *replSite) start() {
+	s.t.Helper()
+	s.srv = startProc(s.t, "replica", "serve", "--listen", s.listen, "--dir", s.dir, "--token-file", s.token)
+	waitFor(s.t, 20*time.Second, "the replica server to listen", func() bool {
+		c, err := net.Dial("tcp", s.listen)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+}
+
+func (s *replSite) run(args ...string) result {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	return inProcEnv(ctx, s.env, args...)
+}
+
+type replStatus struct {
+	State      string     `json:"state"`
+	LastSeq    uint64     `json:"last_seq"`
+	LastCut    *time.Time `json:"last_cut"`
+	LagSeconds float64    `json:"lag_seconds"`
+	Error      string     `json:"error"`
+	Points     int        `json:"points"`
+}
+
+func (s *replSite) status(machine string) replStatus {
+	s.t.Helper()
+	r := s.run("replicate", "status", "--machine", machine, "--json")
+	var st replStatus
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &st) != nil {
+		s.t.Fatalf("replicate status: %s", r)
+	}
+	return st
+}
+
+// cutAfter waits until the target acknowledged a cut taken after t.
+func (s *replSite) cutAfter(machine string, t time.Time, timeout time.Duration) replStatus {
+	s.t.Helper()
+	var st replStatus
+	waitFor(s.t, timeout, "a cut after "+t.Format(time.RFC3339Nano), func() bool {
+		st = s.status(machine)
+		return st.State == "protected" && st.LastCut != nil && st.LastCut.After(t)
+	})
+	return st
+}
+
+type replPoint struct {
+	ID   uint64    `json:"id"`
+	Time time.Time `json:"time"`
+}
+
+func (s *replSite) points(machine string) (points []replPoint, lastSeq uint64) {
+	s.t.Helper()
+	r := s.run("--json", "replicate", "points", "--machine", machine)
+	var st struct {
+		Points  []replPoint `json:"points"`
+		LastSeq uint64      `json:"last_seq"`
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &st) != nil {
+		s.t.Fatalf("replicate points: %s", r)
+	}
+	return st.Points, st.LastSeq
+}
+
+// waitFor polls cond until it holds, failing the test after timeout.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A storage daemon's disk replicates to a replica server killed -9 and
+// restarted in the middle: no acknowledged cut is lost, replication picks
+// up again by itself, the latest point's disk equals the source byte for
+// byte, an older point shows the older data, and a test failover runs
+// while replication goes on and is cleaned up leaving the replica as it was.
+func TestReplicateKillTargetFailover(t *testing.T) {
+	_, sock, fuse := storageDaemon(t)
+	s := newReplSite(t)
+	runner := startProcEnv(t, s.env, "replicate", "run", "--machine", "qsd", "--qmp", sock, "--target", "dr",
+		"--every", "200ms", "--crash-interval", "1s")
+
+	writeAt(t, fuse, 1<<20, bytes.Repeat([]byte("first "), 20000))
+	afterFirst := time.Now()
+	st := s.cutAfter("qsd", afterFirst, 30*time.Second)
+	t.Logf("first data replicated at cut %d, lag %.2fs", st.LastSeq, st.LagSeconds)
+	firstImage := readFile(t, fuse)
+	// A point strictly between the two writes, for the older failover.
+	// A cut in the next crash interval is a point.
+	s.cutAfter("qsd", afterFirst.Truncate(time.Second).Add(time.Second), 30*time.Second)
+
+	// The target dies: the runner notices, the guest keeps writing.
+	acked := s.status("qsd").LastSeq
+	if !s.srv.kill() {
+		t.Fatal("replica server did not die of SIGKILL")
+	}
+	writeAt(t, fuse, 3<<20, bytes.Repeat([]byte("second"), 30000))
+	afterSecond := time.Now()
+	waitFor(t, 20*time.Second, "the runner to report the target down", func() bool {
+		st := s.status("qsd")
+		return st.State == "error" && st.Error != ""
+	})
+	s.start()
+	st = s.cutAfter("qsd", afterSecond, 30*time.Second)
+	if st.LastSeq <= acked {
+		t.Fatalf("after the restart the replica is at cut %d, not past %d", st.LastSeq, acked)
+	}
+	points, _ := s.points("qsd")
+	var older *replPoint
+	for i := range points {
+		if points[i].Time.After(afterFirst) && points[i].Time.Before(afterSecond) {
+			older = &points[i]
+		}
+	}
+	if older == nil {
+		t.Fatalf("no point between the writes (%s, %s): %+v", afterFirst, afterSecond, points)
+	}
+	if !runner.exited() {
+		runner.kill() // the source stops: no more cuts
+	}
+	want := readFile(t, fuse)
+
+	out := t.TempDir()
+	if r := s.run("failover", "--machine", "qsd", "--point", "latest", "--disks-only", "--to", out); r.code != 0 {
+		t.Fatalf("failover --disks-only: %s", r)
+	}
+	if got := readFile(t, filepath.Join(out, "d0.raw")); !bytes.Equal(got, want) {
+		t.Fatal("the latest point's disk differs from the source")
+	}
+	if _, err := os.Stat(filepath.Join(out, "qsd-dr.json")); err != nil {
+		t.Fatalf("no -dr definition: %v", err)
+	}
+	old := t.TempDir()
+	if r := s.run("failover", "--machine", "qsd", "--point", strconv.FormatUint(older.ID, 10), "--disks-only", "--to", old); r.code != 0 {
+		t.Fatalf("failover to point %d: %s", older.ID, r)
+	}
+	if got := readFile(t, filepath.Join(old, "d0.raw")); !bytes.Equal(got, firstImage) {
+		t.Fatalf("point %d's disk is not the disk between the writes", older.ID)
+	}
+	if r := s.run("failover", "--machine", "qsd", "--point", "99999", "--disks-only", "--to", old); r.code != 8 {
+		t.Fatalf("failover to a missing point: %s, want exit 8", r)
+	}
+}
+
+// A test failover starts an isolated copy while replication goes on;
+// cleaning it up leaves the replica taking cuts.
+func TestReplicateTestFailover(t *testing.T) {
+	_, sock, fuse := storageDaemon(t)
+	s := newReplSite(t)
+	startProcEnv(t, s.env, "replicate", "run", "--machine", "qsd", "--qmp", sock, "--target", "dr", "--every", "200ms")
+	writeAt(t, fuse, 0, bytes.Repeat([]byte("boot"), 1000))
+	s.cutAfter("qsd", time.Now(), 30*time.Second)
+
+	r := s.run("--json", "failover", "--machine", "qsd", "--test")
+	var fo struct {
+		Name string `json:"name"`
+		PID  int    `json:"pid"`
+		QMP  string `json:"qmp"`
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &fo) != nil {
+		t.Fatalf("failover --test: %s", r)
+	}
+	t.Cleanup(func() { syscall.Kill(fo.PID, syscall.SIGKILL) })
+	if fo.Name != "qsd-dr-test" {
+		t.Fatalf("test copy is named %q", fo.Name)
+	}
+	if c, err := net.Dial("unix", fo.QMP); err != nil {
+		t.Fatalf("the test copy's QMP does not answer: %v", err)
+	} else {
+		c.Close()
+	}
+	// Replication goes on during the test.
+	writeAt(t, fuse, 1<<20, bytes.Repeat([]byte("during"), 1000))
+	s.cutAfter("qsd", time.Now(), 30*time.Second)
+	if r := s.run("failover", "--machine", "qsd", "--test-cleanup"); r.code != 0 {
+		t.Fatalf("failover --test-cleanup: %s", r)
+	}
+	waitFor(t, 10*time.Second, "the test copy to stop", func() bool {
+		return syscall.Kill(fo.PID, 0) != nil || isZombie(fo.PID)
+	})
+	after := time.Now()
+	s.cutAfter("qsd", after, 30*time.Second)
+	if r := s.run("failover", "--machine", "qsd", "--test-cleanup"); r.code != 8 {
+		t.Fatalf("second cleanup: %s, want exit 8", r)
+	}
+	out := t.TempDir()
+	if r := s.run("failover", "--machine", "qsd", "--disks-only", "--to", out); r.code != 0 {
+		t.Fatalf("failover --disks-only: %s", r)
+	}
+	if got, want := readFile(t, filepath.Join(out, "d0.raw")), readFile(t, fuse); !bytes.Equal(got, want) {
+		t.Fatal("after the test failover the replica differs from the source")
+	}
+}
+
+func isZombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	return err == nil && bytes.Contains(b, []byte(") Z "))
+}
