@@ -61,7 +61,9 @@ func TestBatchRoundTripAndTorn(t *testing.T) {
 
 func TestPoints(t *testing.T) {
 	p := Policy{Retention: time.Hour, CrashInterval: 5 * time.Minute}
-	at := func(min, sec int) time.Time { return t0.Add(time.Duration(min)*time.Minute + time.Duration(sec)*time.Second) }
+	at := func(min, sec int) time.Time {
+		return t0.Add(time.Duration(min)*time.Minute + time.Duration(sec)*time.Second)
+	}
 	cuts := []Cut{
 		{Seq: 10, Time: at(-90, 0), Consistency: "crash"}, // the base, older than the retention: kept
 		{Seq: 11, Time: at(-70, 0), Consistency: "crash"}, // outside the retention
