@@ -74,12 +74,19 @@ type replStatus struct {
 
 func (s *replSite) status(machine string) replStatus {
 	s.t.Helper()
-	r := s.run("replicate", "status", "--machine", machine, "--json")
-	var st replStatus
-	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &st) != nil {
+	st, r, ok := s.tryStatus(machine)
+	if !ok {
 		s.t.Fatalf("replicate status: %s", r)
 	}
 	return st
+}
+
+// tryStatus is status, without failing while the runner has not enabled
+// the machine yet.
+func (s *replSite) tryStatus(machine string) (replStatus, result, bool) {
+	r := s.run("replicate", "status", "--machine", machine, "--json")
+	var st replStatus
+	return st, r, r.code == 0 && json.Unmarshal([]byte(r.stdout), &st) == nil
 }
 
 // cutAfter waits until the target acknowledged a cut taken after t.
@@ -87,7 +94,10 @@ func (s *replSite) cutAfter(machine string, t time.Time, timeout time.Duration) 
 	s.t.Helper()
 	var st replStatus
 	waitFor(s.t, timeout, "a cut after "+t.Format(time.RFC3339Nano), func() bool {
-		st = s.status(machine)
+		var ok bool
+		if st, _, ok = s.tryStatus(machine); !ok {
+			return false
+		}
 		return st.State == "protected" && st.LastCut != nil && st.LastCut.After(t)
 	})
 	return st
@@ -348,5 +358,41 @@ func TestReplicateVMFailoverBoots(t *testing.T) {
 	got, _ = failover("--test", "--point", strconv.FormatUint(older.ID, 10))
 	if got < n1 || got > n2 {
 		t.Fatalf("the test copy of point %d reads counter %d; want %d..%d", older.ID, got, n1, n2)
+	}
+}
+
+// The shipper killed -9 at random moments of its cycles and restarted
+// resumes from its dirty bitmaps — no full resync — and the replica ends
+// equal to the source.
+func TestReplicateRunnerKilled(t *testing.T) {
+	_, sock, fuse := storageDaemon(t)
+	s := newReplSite(t)
+	args := []string{"replicate", "run", "--machine", "qsd", "--qmp", sock, "--target", "dr", "--every", "100ms"}
+	runner := startProcEnv(t, s.env, args...)
+	s.cutAfter("qsd", time.Now(), 30*time.Second)
+	for i := range 4 {
+		writeAt(t, fuse, int64(i)<<20, bytes.Repeat([]byte{byte('a' + i)}, 256<<10))
+		time.Sleep(time.Duration(50+i*70) * time.Millisecond) // a different moment of the cycle each time
+		if !runner.kill() {
+			t.Fatal("runner did not die of SIGKILL")
+		}
+		runner = startProcEnv(t, s.env, args...)
+	}
+	s.cutAfter("qsd", time.Now(), 30*time.Second)
+	var st struct {
+		Resyncs int `json:"resyncs"`
+	}
+	r := s.run("replicate", "status", "--machine", "qsd", "--json")
+	json.Unmarshal([]byte(r.stdout), &st)
+	if st.Resyncs != 0 {
+		t.Fatalf("killing the runner caused %d full resyncs:\n%s", st.Resyncs, r)
+	}
+	runner.kill()
+	out := t.TempDir()
+	if r := s.run("failover", "--machine", "qsd", "--disks-only", "--to", out); r.code != 0 {
+		t.Fatalf("failover --disks-only: %s", r)
+	}
+	if got, want := readFile(t, filepath.Join(out, "d0.raw")), readFile(t, fuse); !bytes.Equal(got, want) {
+		t.Fatal("after the runner was killed four times the replica differs from the source")
 	}
 }

@@ -134,6 +134,8 @@ type machine struct {
 	spec Spec
 	base baseState
 	cuts []Cut // journal, after the base, in order
+	// receiving is set while a batch streams in (without mu held).
+	receiving bool
 }
 
 type baseState struct {
@@ -406,21 +408,23 @@ func (s *Store) Receive(ctx context.Context, name string, seq uint64, r io.Reade
 		return err
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	last := m.lastSeq()
-	if seq <= last {
-		return nil
+	err = m.admit(name, seq, last)
+	disks := m.spec.Disks
+	if err == nil && seq > last {
+		m.receiving = true
 	}
-	if fos, _ := m.failoverRecords(); len(fos) > 0 {
-		for _, fo := range fos {
-			if !fo.Test {
-				return fmt.Errorf("%w: %s runs at this site as %s", ErrFailedOver, name, fo.Name)
-			}
-		}
+	m.mu.Unlock()
+	if err != nil || seq <= last {
+		return err
 	}
-	if seq != last+1 {
-		return fmt.Errorf("%w: got batch %d of %s, the replica holds up to %d", ErrOutOfOrder, seq, name, last)
-	}
+	// The batch streams in without the machine's lock: status, points and
+	// failovers of older points answer meanwhile.
+	defer func() {
+		m.mu.Lock()
+		m.receiving = false
+		m.mu.Unlock()
+	}()
 	jdir := filepath.Join(m.dir, "journal")
 	tmp, err := os.CreateTemp(jdir, "tmp-")
 	if err != nil {
@@ -444,7 +448,7 @@ func (s *Store) Receive(ctx context.Context, name string, seq uint64, r io.Reade
 		return fmt.Errorf("%w: batch sent as %d says it is %d", ErrInvalid, seq, h.Seq)
 	}
 	for _, rec := range recs {
-		if rec.Disk >= len(m.spec.Disks) || rec.Off+rec.Len > m.spec.Disks[rec.Disk].Size || rec.Off+rec.Len < rec.Off {
+		if rec.Disk >= len(disks) || rec.Off+rec.Len > disks[rec.Disk].Size || rec.Off+rec.Len < rec.Off {
 			return fmt.Errorf("%w: batch %d of %s writes outside its disks (disk %d, %d+%d)", ErrInvalid, seq, name, rec.Disk, rec.Off, rec.Len)
 		}
 	}
@@ -455,6 +459,8 @@ func (s *Store) Receive(ctx context.Context, name string, seq uint64, r io.Reade
 	if err != nil {
 		return err
 	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	final := filepath.Join(jdir, batchName(seq))
 	if err := os.Rename(tmp.Name(), final); err != nil {
 		return fmt.Errorf("receiving batch %d of %s: %w", seq, name, err)
@@ -463,6 +469,28 @@ func (s *Store) Receive(ctx context.Context, name string, seq uint64, r io.Reade
 		return fmt.Errorf("receiving batch %d of %s: %w", seq, name, err)
 	}
 	m.cuts = append(m.cuts, Cut{Seq: seq, Time: h.Cut, Consistency: h.Consistency, Full: h.Full, Bytes: st.Size()})
+	return nil
+}
+
+// admit checks that batch seq may be received now (last is the replica's
+// newest cut); a batch held already is admitted (and not read).
+func (m *machine) admit(name string, seq, last uint64) error {
+	if seq <= last {
+		return nil
+	}
+	if fos, _ := m.failoverRecords(); len(fos) > 0 {
+		for _, fo := range fos {
+			if !fo.Test {
+				return fmt.Errorf("%w: %s runs at this site as %s", ErrFailedOver, name, fo.Name)
+			}
+		}
+	}
+	if seq != last+1 {
+		return fmt.Errorf("%w: got batch %d of %s, the replica holds up to %d", ErrOutOfOrder, seq, name, last)
+	}
+	if m.receiving {
+		return fmt.Errorf("%w: batch %d of %s is being received already", ErrOutOfOrder, seq, name)
+	}
 	return nil
 }
 

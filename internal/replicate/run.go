@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"lifeboat/internal/clock"
@@ -68,7 +69,6 @@ type Runner struct {
 	Dir string
 
 	client     *Client
-	mon        *qmp.Monitor
 	registered bool
 	status     Status
 	lastProg   time.Time
@@ -116,11 +116,6 @@ func (r *Runner) Run(ctx context.Context) error {
 	if err := r.init(); err != nil {
 		return err
 	}
-	defer func() {
-		if r.mon != nil {
-			r.mon.Close()
-		}
-	}()
 	r.saveStatus()
 	for {
 		start := r.Clock.Now()
@@ -158,27 +153,20 @@ func (r *Runner) Cycle(ctx context.Context) error {
 		}
 	}
 	name := r.Machine.Name
-	if r.mon != nil {
-		select {
-		case <-r.mon.Done():
-			r.mon.Close()
-			r.mon, r.registered = nil, false
-		default:
-		}
+	// QEMU serves one QMP client at a time: the monitor is held for the
+	// cycle only, so a live backup of the machine can run between cycles.
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	mon, err := qmp.Dial(dctx, r.Machine.QMP)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("connecting to QEMU at %s: %w", r.Machine.QMP, err)
 	}
-	if r.mon == nil {
-		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		mon, err := qmp.Dial(dctx, r.Machine.QMP)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("connecting to QEMU at %s: %w", r.Machine.QMP, err)
-		}
-		r.mon = mon
-		if err := qmp.RemoveStaleFleecing(ctx, mon, r.Dir); err != nil {
-			return err
-		}
+	defer mon.Close()
+	// Whoever held the monitor before has finished: fleecing nodes left
+	// in QEMU are a killed cycle's (or a killed backup's).
+	if err := qmp.RemoveStaleFleecing(ctx, mon, r.Dir); err != nil {
+		return err
 	}
-	mon := r.mon
 	disks, err := live.MachineDisks(ctx, mon)
 	if err != nil {
 		return fmt.Errorf("listing the disks of %s: %w", name, err)
@@ -305,14 +293,20 @@ func (r *Runner) Cycle(ctx context.Context) error {
 	pr, pw := io.Pipe()
 	sent := &countWriter{w: pw}
 	done := make(chan error, 1)
+	sctx, scancel := context.WithCancelCause(ctx)
+	defer scancel(nil)
 	go func() {
-		err := r.writeBatch(ctx, sess, h, sent)
+		err := r.writeBatch(sctx, sess, h, sent)
 		pw.CloseWithError(err)
 		done <- err
 	}()
-	err = r.client.Send(ctx, name, seq, pr)
+	go watchStall(sctx, scancel, sent, done)
+	err = r.client.Send(sctx, name, seq, pr)
 	pr.CloseWithError(errors.New("the target stopped reading"))
 	werr := <-done
+	if cause := context.Cause(sctx); errors.Is(cause, ErrStalled) {
+		err = errors.Join(err, cause)
+	}
 	if werr != nil && (err == nil || errors.Is(err, ErrSite)) {
 		err = errors.Join(err, werr)
 	}
@@ -336,7 +330,7 @@ func (r *Runner) Cycle(ctx context.Context) error {
 		r.Log.Warn("tearing down the cut's view", "machine", name, "err", err)
 	}
 	r.status.State, r.status.Error, r.status.Progress = StateProtected, "", nil
-	r.status.LastSeq, r.status.LastCut, r.status.LastBatchBytes = seq, &cut, sent.n
+	r.status.LastSeq, r.status.LastCut, r.status.LastBatchBytes = seq, &cut, sent.n.Load()
 	r.status.Resyncs = st.Resyncs
 	return nil
 }
@@ -476,13 +470,47 @@ func (r *Runner) saveStatus() {
 
 type countWriter struct {
 	w io.Writer
-	n int64
+	n atomic.Int64
 }
 
 func (c *countWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
-	c.n += int64(n)
+	c.n.Add(int64(n))
 	return n, err
+}
+
+// ErrStalled: a cut's shipping made no progress for StallTimeout (a link
+// cut without a reset, a target that stopped reading). The cycle is
+// abandoned and retried; nothing is lost.
+var ErrStalled = errors.New("shipping stalled")
+
+// StallTimeout is how long shipping a cut may make no progress.
+var StallTimeout = time.Minute
+
+// watchStall cancels the send when no byte of the batch moved for
+// StallTimeout, or when the target has not answered StallTimeout × 10
+// after the whole batch was sent (it checks and fsyncs it).
+func watchStall(ctx context.Context, cancel context.CancelCauseFunc, sent *countWriter, written <-chan error) {
+	tick := time.NewTicker(StallTimeout / 12)
+	defer tick.Stop()
+	last, since := int64(-1), time.Now()
+	limit := StallTimeout
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if len(written) > 0 {
+			limit = 10 * StallTimeout
+		}
+		if n := sent.n.Load(); n != last {
+			last, since = n, time.Now()
+		} else if time.Since(since) > limit {
+			cancel(fmt.Errorf("%w: no progress for %s", ErrStalled, limit))
+			return
+		}
+	}
 }
 
 func randomHex() string {
