@@ -421,9 +421,9 @@ takes.`,
 func (a *app) failoverCommand() *cobra.Command {
 	var machine, site, to, accel string
 	var opts replica.FailoverOptions
-	var cleanup bool
+	var cleanup, planned bool
 	cmd := &cobra.Command{
-		Use:   "failover --machine NAME [--point latest|latest-app|ID|TIME] [--test | --test-cleanup] [--disks-only --to DIR]",
+		Use:   "failover --machine NAME [--point latest|latest-app|ID|TIME] [--planned | --test | --test-cleanup] [--disks-only --to DIR]",
 		Short: "Start a replicated machine at its target site",
 		Long: `Fail a replicated machine over to its target site (unplanned: the source may be
 gone). The site materialises the recovery point's disks as qcow2 overlays over
@@ -434,6 +434,10 @@ While failed over the replica takes no more cuts from the source.
 
 --point is latest (the last cut, default), latest-app, a point ID, or an RFC
 3339 time (the newest point at or before it).
+--planned (run on the source host) loses nothing: the guest is paused, cuts are
+shipped until one taken after the pause is acknowledged, the site starts the
+copy from exactly that cut, and the source QEMU is shut down; if anything fails
+first, the guest is resumed.
 --test starts an isolated copy (no network, new MAC addresses, name -dr-test)
 while replication goes on; --test-cleanup stops and removes it and leaves the
 replica untouched.
@@ -453,6 +457,9 @@ The site is the machine's replication target on this host, or --site.`,
 			if cleanup && (opts.Test || opts.DisksOnly) {
 				return usageError{errors.New("--test-cleanup takes no other failover option")}
 			}
+			if planned && (cleanup || opts.Test || opts.DisksOnly || site != "" || cmd.Flags().Changed("point")) {
+				return usageError{errors.New("--planned fails over to the last cut after pausing the source: it takes no --point, --site, --test or --disks-only")}
+			}
 			if opts.DisksOnly != (to != "") {
 				return usageError{errors.New("--disks-only and --to go together")}
 			}
@@ -467,7 +474,10 @@ The site is the machine's replication target on this host, or --site.`,
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Minute)
 			defer cancel()
 			var fo *replica.Failover
-			if cleanup {
+			if planned {
+				opts.Accel = accel
+				fo, err = cfg.PlannedFailover(ctx, machine, opts, a.env.Clock, slog.New(slog.NewTextHandler(a.env.Stderr, nil)))
+			} else if cleanup {
 				fo, err = cl.CleanupTest(ctx, machine)
 			} else {
 				opts.To, opts.Accel = to, accel
@@ -495,6 +505,7 @@ The site is the machine's replication target on this host, or --site.`,
 	f.StringVar(&machine, "machine", "", "the machine to fail over")
 	f.StringVar(&site, "site", "", "the target site (default: the machine's replication target)")
 	f.StringVar(&opts.Point, "point", "latest", "latest, latest-app, a point ID, or an RFC 3339 time")
+	f.BoolVar(&planned, "planned", false, "pause the source, ship its last writes, fail over, shut the source down (on the source host)")
 	f.BoolVar(&opts.Test, "test", false, "start an isolated test copy while replication goes on")
 	f.BoolVar(&cleanup, "test-cleanup", false, "stop and remove the test copy")
 	f.BoolVar(&opts.DisksOnly, "disks-only", false, "write the disks as raw images into --to, start nothing")

@@ -256,6 +256,90 @@ func TestReplicateTestFailover(t *testing.T) {
 	}
 }
 
+// failoverCounter fails machine over with args and returns the counter the
+// started copy reads (readcounter workload) and how long its disks took.
+func (s *replSite) failoverCounter(ctx context.Context, machine string, args ...string) (int, float64) {
+	t := s.t
+	t.Helper()
+	r := s.run(append([]string{"--json", "failover", "--machine", machine}, args...)...)
+	var fo struct {
+		PID     int     `json:"pid"`
+		Console string  `json:"console"`
+		Seconds float64 `json:"seconds"`
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &fo) != nil {
+		t.Fatalf("failover %v: %s", args, r)
+	}
+	t.Cleanup(func() { syscall.Kill(fo.PID, syscall.SIGKILL) })
+	var m []string
+	waitFor(t, vmBootDeadline, "the failed-over machine to read its counter", func() bool {
+		b, _ := os.ReadFile(fo.Console)
+		m = vmReadcounter.FindStringSubmatch(string(b))
+		return m != nil
+	})
+	n, _ := strconv.Atoi(m[1])
+	return n, fo.Seconds
+}
+
+// counterVM boots a TCG VM counting on ext4 and replicates it as vm1.
+func counterVM(t *testing.T, ctx context.Context) (*replSite, *vmtest.VM) {
+	disk := vmtest.NewExt4Disk(t, filepath.Join(t.TempDir(), "root.qcow2"), "qcow2", 32)
+	kernel, initrd := vmtest.Assets(t)
+	vm := vmtest.Start(t, vmtest.Config{Disks: []vmtest.Disk{disk}, Workload: "counter"})
+	if _, err := vm.WaitLine(ctx, vmReady); err != nil {
+		t.Fatal(err)
+	}
+	s := newReplSite(t)
+	def := filepath.Join(t.TempDir(), "vm1.json")
+	os.WriteFile(def, []byte(fmt.Sprintf(`{"schema": "lifeboat.machine/v1", "name": "vm1", "cpus": 1, "memory_mib": 256,
+		"disks": [{"name": "vd0", "bus": "virtio", "format": "qcow2"}],
+		"kernel": %q, "initrd": %q, "cmdline": "console=ttyS0 panic=-1 quiet lifeboat.workload=readcounter"}`, kernel, initrd)), 0o600)
+	startProcEnv(t, s.env, "replicate", "run", "--machine", "vm1", "--qmp", vm.QMPSocket, "--target", "dr",
+		"--every", "300ms", "--crash-interval", "1s", "--definition", def)
+	return s, vm
+}
+
+// lastCounter is the last counter value the VM reported as synced.
+func lastCounter(vm *vmtest.VM) int {
+	last := -1
+	for _, l := range vm.Lines() {
+		if m := vmCounter.FindStringSubmatch(l); m != nil {
+			last, _ = strconv.Atoi(m[1])
+		}
+	}
+	return last
+}
+
+// A planned failover loses nothing: the copy reads the last counter the
+// source guest synced (or the one it was syncing when paused), and the
+// source QEMU is shut down.
+func TestReplicateVMPlannedFailover(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), vmBootDeadline)
+	defer cancel()
+	s, vm := counterVM(t, ctx)
+	for {
+		m, err := vm.WaitLine(ctx, vmCounter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, _ := strconv.Atoi(m[1]); n >= 3 {
+			break
+		}
+	}
+	got, _ := s.failoverCounter(ctx, "vm1", "--planned")
+	if err := vm.Wait(ctx); err != nil {
+		t.Fatalf("the source QEMU did not shut down cleanly: %v", err)
+	}
+	last := lastCounter(vm)
+	t.Logf("planned failover: the copy reads %d, the source last synced %d", got, last)
+	if got != last && got != last+1 {
+		t.Fatalf("the copy reads counter %d; the source synced %d before it was paused", got, last)
+	}
+	if st := s.status("vm1"); st.State != "failed-over" {
+		waitFor(t, 30*time.Second, "the runner to report failed-over", func() bool { return s.status("vm1").State == "failed-over" })
+	}
+}
+
 func isZombie(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	return err == nil && bytes.Contains(b, []byte(") Z "))
@@ -274,21 +358,9 @@ var (
 // last value the guest had synced before the last acknowledged cut; a test
 // failover to an older point reads that point's counter.
 func TestReplicateVMFailoverBoots(t *testing.T) {
-	disk := vmtest.NewExt4Disk(t, filepath.Join(t.TempDir(), "root.qcow2"), "qcow2", 32)
-	kernel, initrd := vmtest.Assets(t)
 	ctx, cancel := context.WithTimeout(context.Background(), vmBootDeadline)
 	defer cancel()
-	vm := vmtest.Start(t, vmtest.Config{Disks: []vmtest.Disk{disk}, Workload: "counter"})
-	if _, err := vm.WaitLine(ctx, vmReady); err != nil {
-		t.Fatal(err)
-	}
-	s := newReplSite(t)
-	def := filepath.Join(t.TempDir(), "vm1.json")
-	os.WriteFile(def, []byte(fmt.Sprintf(`{"schema": "lifeboat.machine/v1", "name": "vm1", "cpus": 1, "memory_mib": 256,
-		"disks": [{"name": "vd0", "bus": "virtio", "format": "qcow2"}],
-		"kernel": %q, "initrd": %q, "cmdline": "console=ttyS0 panic=-1 quiet lifeboat.workload=readcounter"}`, kernel, initrd)), 0o600)
-	startProcEnv(t, s.env, "replicate", "run", "--machine", "vm1", "--qmp", vm.QMPSocket, "--target", "dr",
-		"--every", "300ms", "--crash-interval", "1s", "--definition", def)
+	s, vm := counterVM(t, ctx)
 
 	counter := func() (int, time.Time) {
 		t.Helper()
@@ -312,12 +384,7 @@ func TestReplicateVMFailoverBoots(t *testing.T) {
 		t.Fatal(err)
 	}
 	vm.Wait(ctx)
-	last := n2
-	for _, l := range vm.Lines() {
-		if m := vmCounter.FindStringSubmatch(l); m != nil {
-			last, _ = strconv.Atoi(m[1])
-		}
-	}
+	last := lastCounter(vm)
 	points, _ := s.points("vm1")
 	var older *replPoint
 	for i := range points {
@@ -328,24 +395,7 @@ func TestReplicateVMFailoverBoots(t *testing.T) {
 
 	failover := func(args ...string) (int, float64) {
 		t.Helper()
-		r := s.run(append([]string{"--json", "failover", "--machine", "vm1"}, args...)...)
-		var fo struct {
-			PID     int     `json:"pid"`
-			Console string  `json:"console"`
-			Seconds float64 `json:"seconds"`
-		}
-		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &fo) != nil {
-			t.Fatalf("failover %v: %s", args, r)
-		}
-		t.Cleanup(func() { syscall.Kill(fo.PID, syscall.SIGKILL) })
-		var m []string
-		waitFor(t, vmBootDeadline, "the failed-over machine to read its counter", func() bool {
-			b, _ := os.ReadFile(fo.Console)
-			m = vmReadcounter.FindStringSubmatch(string(b))
-			return m != nil
-		})
-		n, _ := strconv.Atoi(m[1])
-		return n, fo.Seconds
+		return s.failoverCounter(ctx, "vm1", args...)
 	}
 	got, secs := failover("--point", "latest")
 	t.Logf("failed over to latest in %.2fs: counter %d (synced before the cut: %d, last reported: %d)", secs, got, n2, last)

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 
 	"lifeboat/internal/boot"
@@ -176,7 +177,7 @@ func (s *Store) Failover(ctx context.Context, name string, opts FailoverOptions)
 	if err := startMachine(ctx, fo, fdir, opts); err != nil {
 		return nil, err
 	}
-	if err := writeJSON(filepath.Join(fdir, "failover.json"), fo); err != nil {
+	if err := WriteJSON(filepath.Join(fdir, "failover.json"), fo); err != nil {
 		stopMachine(fo)
 		return nil, err
 	}
@@ -270,7 +271,9 @@ func (n nbdWriter) WriteZeroes(ctx context.Context, off, length int64) error {
 	return n.c.WriteZeroes(ctx, off, length, 0)
 }
 
-// applyBatch writes the batch file's records through the disks' writers.
+// applyBatch writes the batch file's records through the disks' writers,
+// up to 16 at a time: a batch's records never overlap, so their order
+// does not matter (batches are applied one after the other).
 func applyBatch(ctx context.Context, path string, writer func(disk int) diskWriter) error {
 	f, err := os.Open(path)
 	if err != nil {
@@ -281,26 +284,28 @@ func applyBatch(ctx context.Context, path string, writer func(disk int) diskWrit
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	buf := make([]byte, MaxRecord)
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
 	for _, r := range recs {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		w := writer(r.Disk)
-		if r.Zero {
-			err = w.WriteZeroes(ctx, r.Off, r.Len)
-		} else {
-			p := buf[:r.Len]
-			if _, err := f.ReadAt(p, r.FileOff); err != nil {
-				return fmt.Errorf("%s: %w", path, err)
+		g.Go(func() error {
+			w := writer(r.Disk)
+			var err error
+			if r.Zero {
+				err = w.WriteZeroes(ctx, r.Off, r.Len)
+			} else {
+				p := make([]byte, r.Len)
+				if _, err := f.ReadAt(p, r.FileOff); err != nil {
+					return fmt.Errorf("%s: %w", path, err)
+				}
+				err = w.WriteAt(ctx, p, r.Off)
 			}
-			err = w.WriteAt(ctx, p, r.Off)
-		}
-		if err != nil {
-			return fmt.Errorf("applying %s to disk %d at %d: %w", filepath.Base(path), r.Disk, r.Off, err)
-		}
+			if err != nil {
+				return fmt.Errorf("applying %s to disk %d at %d: %w", filepath.Base(path), r.Disk, r.Off, err)
+			}
+			return nil
+		})
 	}
-	return nil
+	return g.Wait()
 }
 
 // writeOverlays makes dir/DISK.qcow2 over each base image and writes the

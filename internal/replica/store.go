@@ -283,7 +283,7 @@ func (s *Store) Register(ctx context.Context, spec Spec) error {
 			}
 		}
 	}
-	if err := writeJSON(filepath.Join(m.dir, "spec.json"), spec); err != nil {
+	if err := WriteJSON(filepath.Join(m.dir, "spec.json"), spec); err != nil {
 		return fmt.Errorf("registering %s: %w", spec.Machine, err)
 	}
 	m.spec = spec
@@ -434,14 +434,12 @@ func (s *Store) Receive(ctx context.Context, name string, seq uint64, r io.Reade
 		tmp.Close()
 		os.Remove(tmp.Name())
 	}()
-	if _, err := io.Copy(tmp, ctxReader{ctx, r}); err != nil {
-		return fmt.Errorf("receiving batch %d of %s: %w", seq, name, err)
-	}
-	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
-		return err
-	}
-	h, recs, err := ReadBatch(tmp)
+	// Checked as it is written: a torn or corrupt batch is never renamed.
+	h, recs, err := ReadBatch(io.TeeReader(ctxReader{ctx, r}, tmp))
 	if err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			return fmt.Errorf("receiving batch %d of %s: %w", seq, name, cerr)
+		}
 		return fmt.Errorf("%w: batch %d of %s: %w", ErrInvalid, seq, name, err)
 	}
 	if h.Seq != seq {
@@ -528,7 +526,7 @@ func (m *machine) foldLocked(ctx context.Context, seq uint64) error {
 	c := m.cuts[0]
 	if m.base.Folding != seq {
 		m.base.Folding = seq
-		if err := writeJSON(filepath.Join(m.dir, "base.json"), m.base); err != nil {
+		if err := WriteJSON(filepath.Join(m.dir, "base.json"), m.base); err != nil {
 			return err
 		}
 	}
@@ -551,7 +549,7 @@ func (m *machine) foldLocked(ctx context.Context, seq uint64) error {
 		}
 	}
 	m.base = baseState{Cut: Cut{Seq: c.Seq, Time: c.Time, Consistency: c.Consistency}}
-	if err := writeJSON(filepath.Join(m.dir, "base.json"), m.base); err != nil {
+	if err := WriteJSON(filepath.Join(m.dir, "base.json"), m.base); err != nil {
 		return err
 	}
 	m.cuts = m.cuts[1:]
@@ -561,14 +559,15 @@ func (m *machine) foldLocked(ctx context.Context, seq uint64) error {
 	return nil
 }
 
-// writeJSON replaces path atomically and durably.
-func writeJSON(path string, v any) error {
+// WriteJSON replaces path atomically and durably with v as indented JSON
+// (written to path.tmp, fsynced, renamed, the directory fsynced).
+func WriteJSON(path string, v any) error {
 	data, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
 	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}

@@ -156,7 +156,7 @@ func (c *Config) put(kind, name string, v any) error {
 	if err := os.MkdirAll(filepath.Join(c.dir, kind), 0o700); err != nil {
 		return err
 	}
-	return writeFile(c.path(kind, name), v)
+	return replica.WriteJSON(c.path(kind, name), v)
 }
 
 func (c *Config) get(kind, name string, v any) error {
@@ -216,18 +216,7 @@ func (c *Config) Site(name string) (Site, error) {
 }
 
 // Sites lists the sites.
-func (c *Config) Sites() ([]Site, error) {
-	names, err := c.list("sites")
-	var out []Site
-	for _, n := range names {
-		s, err := c.Site(n)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, s)
-	}
-	return out, err
-}
+func (c *Config) Sites() ([]Site, error) { return all(c, "sites", c.Site) }
 
 // Enable records a machine's replication; its site must exist.
 func (c *Config) Enable(m Machine) error {
@@ -257,17 +246,23 @@ func (c *Config) Machine(name string) (Machine, error) {
 }
 
 // Machines lists the replicated machines.
-func (c *Config) Machines() ([]Machine, error) {
-	names, err := c.list("machines")
-	var out []Machine
+func (c *Config) Machines() ([]Machine, error) { return all(c, "machines", c.Machine) }
+
+// all reads every entry of a kind.
+func all[T any](c *Config, kind string, get func(string) (T, error)) ([]T, error) {
+	names, err := c.list(kind)
+	if err != nil {
+		return nil, err
+	}
+	var out []T
 	for _, n := range names {
-		m, err := c.Machine(n)
+		v, err := get(n)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, m)
+		out = append(out, v)
 	}
-	return out, err
+	return out, nil
 }
 
 // Disable forgets a machine's replication on this host (its settings,
@@ -280,34 +275,6 @@ func (c *Config) Disable(name string) error {
 		if err := os.Remove(c.path(kind, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
-	}
-	return nil
-}
-
-// writeFile replaces path atomically and durably with v as JSON.
-func writeFile(path string, v any) error {
-	data, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(append(data, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	return nil
 }

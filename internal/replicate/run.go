@@ -134,7 +134,8 @@ func (r *Runner) Run(ctx context.Context) error {
 			}
 		}
 		r.saveStatus()
-		t := time.NewTimer(r.Machine.every())
+		// Cuts start every Every: a slow cycle is followed at once.
+		t := time.NewTimer(max(0, r.Machine.every()-r.Clock.Now().Sub(start)))
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -144,8 +145,8 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 }
 
-// Cycle takes one cut and ships it. Run calls it in a loop; tests and
-// benchmarks may call it directly after init through Run's first cycle.
+// Cycle takes one cut and ships it. Run calls it in a loop;
+// PlannedFailover calls it to drain the last writes.
 func (r *Runner) Cycle(ctx context.Context) error {
 	if r.client == nil {
 		if err := r.init(); err != nil {
@@ -153,6 +154,22 @@ func (r *Runner) Cycle(ctx context.Context) error {
 		}
 	}
 	name := r.Machine.Name
+	// The target first: a machine failed over there is not touched (its
+	// source QEMU may well be gone).
+	target, err := r.client.Status(ctx, name)
+	switch {
+	case err == nil:
+		for _, fo := range target.FailedOver {
+			if !fo.Test {
+				r.status.State, r.status.Error = StateFailedOver, ""
+				return nil
+			}
+		}
+	case siteCode(err) == "not_found":
+		r.registered = false
+	default:
+		return err
+	}
 	// QEMU serves one QMP client at a time: the monitor is held for the
 	// cycle only, so a live backup of the machine can run between cycles.
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -175,7 +192,6 @@ func (r *Runner) Cycle(ctx context.Context) error {
 	for i, d := range disks {
 		specs[i] = replica.DiskSpec{Name: d.Name, Size: d.Size}
 	}
-	var target replica.StatusReply
 	if !r.registered {
 		def := r.Machine.Definition
 		if len(def) == 0 {
@@ -186,20 +202,8 @@ func (r *Runner) Cycle(ctx context.Context) error {
 			return fmt.Errorf("registering %s at %s: %w", name, r.Machine.Target, err)
 		}
 		r.registered = true
-	} else if target, err = r.client.Status(ctx, name); err != nil {
-		if siteCode(err) == "not_found" {
-			r.registered = false
-		}
-		return err
 	}
 	r.status.JournalBytes, r.status.Points = target.JournalBytes, len(target.Points)
-	for _, fo := range target.FailedOver {
-		if !fo.Test {
-			r.status.State = StateFailedOver
-			r.status.Error = ""
-			return nil
-		}
-	}
 
 	var st State
 	if err := r.Config.get("state", name, &st); err != nil && !errors.Is(err, ErrNotFound) {
@@ -246,7 +250,8 @@ func (r *Runner) Cycle(ctx context.Context) error {
 	newBitmap := fmt.Sprintf("%s%s-%d-%s", BitmapPrefix, name, seq, randomHex())
 	fdisks := make([]qmp.FleeceDisk, len(disks))
 	for i, d := range disks {
-		fdisks[i] = qmp.FleeceDisk{Node: d.Node, Export: qmp.FleeceNodePrefix + "r-" + d.Name, NewBitmap: newBitmap}
+		fdisks[i] = qmp.FleeceDisk{Node: d.Node, Export: qmp.FleeceNodePrefix + "r-" + d.Name, NewBitmap: newBitmap,
+			Granularity: granularity(d.Size)}
 		if usable {
 			fdisks[i].PrevBitmap = st.Bitmap
 		}
@@ -363,6 +368,18 @@ func judge(machine string, st State, targetSeq uint64, specs []replica.DiskSpec,
 		}
 	}
 	return true, ""
+}
+
+// granularity is the dirty bitmaps' block size: 4 KiB, the guest's write
+// size, so a cut sends what was written rather than whole 64 KiB clusters,
+// as long as the bitmap stays under 4 MiB of QEMU's memory (a 128 GiB
+// disk); coarser for larger disks.
+func granularity(size int64) uint32 {
+	g := int64(4096)
+	for size/g > 32<<20 && g < 1<<26 {
+		g *= 2
+	}
+	return uint32(g)
 }
 
 // recordingLeftover tells whether a newer bitmap of ours records on d: a
