@@ -10,10 +10,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"lifeboat/internal/qmp"
 	"lifeboat/internal/vmtest"
 )
 
@@ -444,5 +446,59 @@ func TestReplicateRunnerKilled(t *testing.T) {
 	}
 	if got, want := readFile(t, filepath.Join(out, "d0.raw")), readFile(t, fuse); !bytes.Equal(got, want) {
 		t.Fatal("after the runner was killed four times the replica differs from the source")
+	}
+}
+
+// Change tracking lost (the bitmaps removed, as a QEMU restart loses them)
+// while the guest writes and discards: the runner notices, resyncs with a
+// full cut — data and zeros — and the replica equals the source again.
+func TestReplicateResyncAfterLostTracking(t *testing.T) {
+	_, sock, fuse := storageDaemon(t)
+	s := newReplSite(t)
+	startProcEnv(t, s.env, "replicate", "run", "--machine", "qsd", "--qmp", sock, "--target", "dr", "--every", "200ms")
+	writeAt(t, fuse, 2<<20, bytes.Repeat([]byte("before"), 50000))
+	s.cutAfter("qsd", time.Now(), 30*time.Second)
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	mon, err := qmp.Dial(ctx, sock) // waits for the runner to finish its cycle
+	if err != nil {
+		t.Fatal(err)
+	}
+	disks, err := mon.Disks(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	removed := 0
+	for _, b := range disks[0].Bitmaps {
+		if strings.HasPrefix(b.Name, "lbrep-") {
+			if err := mon.Transaction(ctx, qmp.BitmapRemove(disks[0].Node, b.Name)); err != nil {
+				t.Fatal(err)
+			}
+			removed++
+		}
+	}
+	if removed == 0 {
+		t.Fatalf("no replication bitmap on the disk: %+v", disks[0].Bitmaps)
+	}
+	// Unrecorded: new data, and zeros over data the replica holds.
+	writeAt(t, fuse, 5<<20, bytes.Repeat([]byte("unseen"), 30000))
+	writeAt(t, fuse, 2<<20, make([]byte, 300000))
+	mon.Close()
+
+	waitFor(t, 30*time.Second, "a resync", func() bool {
+		r := s.run("replicate", "status", "--machine", "qsd", "--json")
+		var st struct {
+			Resyncs int `json:"resyncs"`
+		}
+		return json.Unmarshal([]byte(r.stdout), &st) == nil && st.Resyncs == 1
+	})
+	s.cutAfter("qsd", time.Now(), 30*time.Second)
+	out := t.TempDir()
+	if r := s.run("failover", "--machine", "qsd", "--disks-only", "--to", out); r.code != 0 {
+		t.Fatalf("failover --disks-only: %s", r)
+	}
+	if got, want := readFile(t, filepath.Join(out, "d0.raw")), readFile(t, fuse); !bytes.Equal(got, want) {
+		t.Fatal("after the resync the replica differs from the source")
 	}
 }
