@@ -511,6 +511,41 @@ The site is the machine's replication target on this host, or --site.`,
 	f.BoolVar(&opts.DisksOnly, "disks-only", false, "write the disks as raw images into --to, start nothing")
 	f.StringVar(&to, "to", "", "directory on the site's host for --disks-only")
 	f.StringVar(&accel, "accel", "tcg", "tcg or kvm")
+	var commitMachine, commitSite string
+	commit := &cobra.Command{
+		Use:   "commit --machine NAME [--site SITE]",
+		Short: "Make a failover final: the failed-over disks become standalone",
+		Long: `Commit a machine's failover: the site makes the failed-over machine's disks
+standalone images — streamed from the replica inside the running machine, or
+rebased offline when it is not running — so the replica's history may be folded
+again. The failed-over machine keeps running throughout.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if commitMachine == "" {
+				return usageError{errors.New("--machine is required")}
+			}
+			cfg, err := a.replicationConfig()
+			if err != nil {
+				return err
+			}
+			cl, err := cfg.ClientFor(commitMachine, commitSite)
+			if err != nil {
+				return notFound(err)
+			}
+			fo, err := cl.Commit(cmd.Context(), commitMachine)
+			if err != nil {
+				return notFound(err)
+			}
+			if a.jsonOut {
+				return a.printJSON(fo)
+			}
+			a.printf("committed: %s runs on standalone disks at the target\n", fo.Name)
+			return nil
+		},
+	}
+	commit.Flags().StringVar(&commitMachine, "machine", "", "the failed-over machine")
+	commit.Flags().StringVar(&commitSite, "site", "", "the target site (default: the machine's replication target)")
+	cmd.AddCommand(commit)
 	return cmd
 }
 

@@ -502,3 +502,43 @@ func TestReplicateResyncAfterLostTracking(t *testing.T) {
 		t.Fatal("after the resync the replica differs from the source")
 	}
 }
+
+// A real failover stops replication (the runner reports failed-over);
+// committing it makes the running copy's disks standalone, holding the
+// source's data.
+func TestReplicateFailoverCommit(t *testing.T) {
+	_, sock, fuse := storageDaemon(t)
+	s := newReplSite(t)
+	startProcEnv(t, s.env, "replicate", "run", "--machine", "qsd", "--qmp", sock, "--target", "dr", "--every", "200ms")
+	writeAt(t, fuse, 1<<20, bytes.Repeat([]byte("commit"), 40000))
+	s.cutAfter("qsd", time.Now(), 30*time.Second)
+	want := readFile(t, fuse)
+
+	r := s.run("--json", "failover", "--machine", "qsd")
+	var fo struct {
+		PID   int `json:"pid"`
+		Disks []struct {
+			File string `json:"file"`
+		} `json:"disks"`
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &fo) != nil || len(fo.Disks) != 1 {
+		t.Fatalf("failover: %s", r)
+	}
+	t.Cleanup(func() { syscall.Kill(fo.PID, syscall.SIGKILL) })
+	waitFor(t, 30*time.Second, "the runner to report failed-over", func() bool { return s.status("qsd").State == "failed-over" })
+	if r := s.run("failover", "commit", "--machine", "qsd"); r.code != 0 {
+		t.Fatalf("failover commit: %s", r)
+	}
+	info := vmtest.QEMU(t, "qemu-img", "info", "-U", "--output=json", fo.Disks[0].File)
+	if strings.Contains(info, "backing-filename") {
+		t.Fatalf("after commit the disk still has a backing file:\n%s", info)
+	}
+	raw := filepath.Join(t.TempDir(), "d0.raw")
+	vmtest.QEMU(t, "qemu-img", "convert", "-U", "-O", "raw", fo.Disks[0].File, raw)
+	if !bytes.Equal(readFile(t, raw), want) {
+		t.Fatal("the committed disk differs from the source")
+	}
+	if r := s.run("replicate", "disable", "--machine", "qsd"); r.code == 0 {
+		t.Fatalf("disable removed the replica of a failed-over machine: %s", r)
+	}
+}

@@ -21,6 +21,7 @@ import (
 
 	"lifeboat/internal/boot"
 	"lifeboat/internal/nbd"
+	"lifeboat/internal/qmp"
 	"lifeboat/internal/recovery"
 )
 
@@ -63,6 +64,9 @@ type Failover struct {
 	Seconds float64 `json:"seconds"`
 	// Batches is how many journal batches were applied over the base.
 	Batches int `json:"batches"`
+	// Committed: the disks were made standalone (Commit); the base is free
+	// to fold again.
+	Committed bool `json:"committed,omitempty"`
 }
 
 // Failover materialises a point of a machine and, unless opts.DisksOnly,
@@ -242,6 +246,84 @@ func (s *Store) CleanupTest(ctx context.Context, name string) (*Failover, error)
 		return &fo, nil
 	}
 	return nil, fmt.Errorf("%w: %s has no test failover", ErrNotFound, name)
+}
+
+// Commit makes a machine's (real) failover final: its disks become
+// standalone images — streamed from the base inside the running machine
+// (block-stream), or rebased offline (qemu-img rebase) when it is not
+// running — so they no longer read the base, which may fold again. The
+// replica still takes no cuts: the machine runs here now.
+func (s *Store) Commit(ctx context.Context, name string) (*Failover, error) {
+	m, err := s.machine(name)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	fos, err := m.failoverRecords()
+	m.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	var fo *Failover
+	for i := range fos {
+		if !fos[i].Test {
+			fo = &fos[i]
+		}
+	}
+	if fo == nil {
+		return nil, fmt.Errorf("%w: %s is not failed over (a test failover is not committed: clean it up)", ErrNotFound, name)
+	}
+	if fo.Committed {
+		return fo, nil
+	}
+	if err := standalone(ctx, fo); err != nil {
+		return nil, fmt.Errorf("committing the failover of %s: %w", name, err)
+	}
+	fo.Committed = true
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := WriteJSON(filepath.Join(m.dir, "failover", fo.Name, "failover.json"), fo); err != nil {
+		return nil, err
+	}
+	return fo, nil
+}
+
+// standalone copies what each overlay reads from the base into it.
+func standalone(ctx context.Context, fo *Failover) error {
+	var mon *qmp.Monitor
+	if fo.QMP != "" {
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		mon, _ = qmp.Dial(dctx, fo.QMP)
+		cancel()
+	}
+	if mon == nil { // not running: offline
+		for _, d := range fo.Disks {
+			if out, err := exec.CommandContext(ctx, "qemu-img", "rebase", "-q", "-f", "qcow2", "-b", "", d.File).CombinedOutput(); err != nil {
+				return fmt.Errorf("making %s standalone: %v: %s", d.File, err, out)
+			}
+		}
+		return nil
+	}
+	defer mon.Close()
+	nodes, err := mon.QueryNamedBlockNodes(ctx)
+	if err != nil {
+		return err
+	}
+	for i, d := range fo.Disks {
+		node := ""
+		for _, n := range nodes {
+			if n.Driver == "qcow2" && n.File == d.File {
+				node = n.NodeName
+			}
+		}
+		if node == "" {
+			return fmt.Errorf("disk %s: the running machine has no node for %s", d.Name, d.File)
+		}
+		if err := mon.BlockStream(ctx, fmt.Sprintf("lbcommit-%d", i), node); err != nil {
+			return fmt.Errorf("disk %s: %w", d.Name, err)
+		}
+	}
+	return nil
 }
 
 // diskWriter is where a batch's records go: a base image or an overlay.

@@ -136,6 +136,14 @@ func (s *Store) Handler(token string, log *slog.Logger) http.Handler {
 		log.Info("failed over", "machine", fo.Machine, "as", fo.Name, "point", fo.Point.ID, "test", fo.Test, "seconds", fo.Seconds)
 		writeJSON200(w, fo)
 	})
+	mux.HandleFunc("POST /v1/replicas/{machine}/failover/commit", func(w http.ResponseWriter, r *http.Request) {
+		fo, err := s.Commit(r.Context(), r.PathValue("machine"))
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON200(w, fo)
+	})
 	mux.HandleFunc("POST /v1/replicas/{machine}/failover/cleanup", func(w http.ResponseWriter, r *http.Request) {
 		fo, err := s.CleanupTest(r.Context(), r.PathValue("machine"))
 		if err != nil {

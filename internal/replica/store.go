@@ -399,6 +399,28 @@ func (m *machine) failovers() ([]string, error) {
 	return out, nil
 }
 
+// baseHeld tells whether a failover reads the base: one being made (no
+// record yet) or one whose disks are not standalone (not committed).
+func (m *machine) baseHeld() (bool, error) {
+	names, err := m.failovers()
+	if err != nil {
+		return false, err
+	}
+	fos, err := m.failoverRecords()
+	if err != nil {
+		return false, err
+	}
+	if len(fos) < len(names) {
+		return true, nil
+	}
+	for _, fo := range fos {
+		if !fo.Committed {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // Receive stores batch seq of a machine from r and returns once it is
 // durable: the acknowledgement. A batch the target already holds (its
 // acknowledgement was lost) is acknowledged again without being read.
@@ -502,7 +524,7 @@ func (s *Store) Fold(ctx context.Context, name string) (int, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if fo, err := m.failovers(); err != nil || len(fo) > 0 {
+	if held, err := m.baseHeld(); err != nil || held {
 		return 0, err
 	}
 	to := FoldTo(m.allCuts(), m.spec.Policy, s.clock.Now())

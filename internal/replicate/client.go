@@ -148,6 +148,15 @@ func (c *Client) CleanupTest(ctx context.Context, machine string) (*replica.Fail
 	return &fo, nil
 }
 
+// Commit asks the site to make the machine's failover final.
+func (c *Client) Commit(ctx context.Context, machine string) (*replica.Failover, error) {
+	var fo replica.Failover
+	if err := c.do(ctx, http.MethodPost, machinePath(machine)+"/failover/commit", nil, &fo); err != nil {
+		return nil, err
+	}
+	return &fo, nil
+}
+
 // Remove deletes the machine's replica at the site.
 func (c *Client) Remove(ctx context.Context, machine string) error {
 	return c.do(ctx, http.MethodDelete, machinePath(machine), nil, nil)
