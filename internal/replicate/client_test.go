@@ -27,7 +27,9 @@ func TestSiteTLSAndToken(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- store.Serve(ctx, l, replica.ServeOptions{Token: "right", CertFile: cert, KeyFile: key}) }()
+	go func() {
+		done <- store.Serve(ctx, l, replica.ServeOptions{Token: "right", CertFile: cert, KeyFile: key})
+	}()
 	defer func() { cancel(); <-done }()
 
 	token := func(s string) string {
