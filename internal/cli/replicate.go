@@ -269,9 +269,13 @@ retried every cycle; lost change tracking makes the next cycle a full resync.`,
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			log := slog.New(slog.NewTextHandler(a.env.Stderr, nil))
+			exe, err := a.executable()
+			if err != nil {
+				return err
+			}
 			g, ctx := errgroup.WithContext(ctx)
 			for _, m := range machines {
-				r := &replicate.Runner{Config: cfg, Machine: m, Clock: a.env.Clock, Log: log}
+				r := &replicate.Runner{Config: cfg, Machine: m, Clock: a.env.Clock, Log: log, Executable: exe}
 				g.Go(func() error { return r.Run(ctx) })
 			}
 			return g.Wait()

@@ -283,21 +283,25 @@ func (s *replSite) failoverCounter(ctx context.Context, machine string, args ...
 	return n, fo.Seconds
 }
 
-// counterVM boots a TCG VM counting on ext4 and replicates it as vm1.
-func counterVM(t *testing.T, ctx context.Context) (*replSite, *vmtest.VM) {
+// counterVM boots a TCG VM counting on ext4 (with its guest agent when
+// agent) and replicates it as vm1 (replicate run gets extra too).
+func counterVM(t *testing.T, ctx context.Context, agent bool, extra ...string) (*replSite, *vmtest.VM) {
 	disk := vmtest.NewExt4Disk(t, filepath.Join(t.TempDir(), "root.qcow2"), "qcow2", 32)
 	kernel, initrd := vmtest.Assets(t)
-	vm := vmtest.Start(t, vmtest.Config{Disks: []vmtest.Disk{disk}, Workload: "counter"})
+	vm := vmtest.Start(t, vmtest.Config{Disks: []vmtest.Disk{disk}, Workload: "counter", GuestAgent: agent})
 	if _, err := vm.WaitLine(ctx, vmReady); err != nil {
 		t.Fatal(err)
 	}
 	s := newReplSite(t)
+	if agent {
+		extra = append(extra, "--guest-agent", vm.GuestAgentSocket)
+	}
 	def := filepath.Join(t.TempDir(), "vm1.json")
 	os.WriteFile(def, []byte(fmt.Sprintf(`{"schema": "lifeboat.machine/v1", "name": "vm1", "cpus": 1, "memory_mib": 256,
 		"disks": [{"name": "vd0", "bus": "virtio", "format": "qcow2"}],
 		"kernel": %q, "initrd": %q, "cmdline": "console=ttyS0 panic=-1 quiet lifeboat.workload=readcounter"}`, kernel, initrd)), 0o600)
-	startProcEnv(t, s.env, "replicate", "run", "--machine", "vm1", "--qmp", vm.QMPSocket, "--target", "dr",
-		"--every", "300ms", "--crash-interval", "1s", "--definition", def)
+	startProcEnv(t, s.env, append([]string{"replicate", "run", "--machine", "vm1", "--qmp", vm.QMPSocket, "--target", "dr",
+		"--every", "300ms", "--crash-interval", "1s", "--definition", def}, extra...)...)
 	return s, vm
 }
 
@@ -318,7 +322,7 @@ func lastCounter(vm *vmtest.VM) int {
 func TestReplicateVMPlannedFailover(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), vmBootDeadline)
 	defer cancel()
-	s, vm := counterVM(t, ctx)
+	s, vm := counterVM(t, ctx, false)
 	for {
 		m, err := vm.WaitLine(ctx, vmCounter)
 		if err != nil {
@@ -362,7 +366,7 @@ var (
 func TestReplicateVMFailoverBoots(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), vmBootDeadline)
 	defer cancel()
-	s, vm := counterVM(t, ctx)
+	s, vm := counterVM(t, ctx, false)
 
 	counter := func() (int, time.Time) {
 		t.Helper()
@@ -541,4 +545,41 @@ func TestReplicateFailoverCommit(t *testing.T) {
 	if r := s.run("replicate", "disable", "--machine", "qsd"); r.code == 0 {
 		t.Fatalf("disable removed the replica of a failed-over machine: %s", r)
 	}
+}
+
+// With --app-interval and the guest agent, cuts are taken with the guest's
+// filesystems frozen: such a point's ext4 needs no journal recovery and
+// checks clean, and --point latest-app fails over to it.
+func TestReplicateVMAppConsistent(t *testing.T) {
+	vmtest.RequireBinary(t, "e2fsck")
+	ctx, cancel := context.WithTimeout(context.Background(), vmBootDeadline)
+	defer cancel()
+	s, _ := counterVM(t, ctx, true, "--app-interval", "2s")
+	var st replStatus
+	waitFor(t, 2*time.Minute, "an app-consistent cut", func() bool {
+		r := s.run("replicate", "status", "--machine", "vm1", "--json")
+		var full struct {
+			LastAppCut *time.Time `json:"last_app_cut"`
+		}
+		json.Unmarshal([]byte(r.stdout), &full)
+		json.Unmarshal([]byte(r.stdout), &st)
+		return full.LastAppCut != nil
+	})
+	out := t.TempDir()
+	r := s.run("--json", "failover", "--machine", "vm1", "--point", "latest-app", "--disks-only", "--to", out)
+	var fo struct {
+		Point struct {
+			Consistency string `json:"consistency"`
+		} `json:"point"`
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &fo) != nil || fo.Point.Consistency != "app" {
+		t.Fatalf("failover --point latest-app: %s", r)
+	}
+	// The point's image is what the frozen guest had on disk: ext4 with
+	// its journal flushed.
+	raw := filepath.Join(out, "vd0.raw")
+	if got := vmtest.QEMU(t, "dumpe2fs", "-h", raw); strings.Contains(got, "needs_recovery") {
+		t.Fatalf("the app-consistent point's ext4 needs journal recovery:\n%s", got)
+	}
+	vmtest.QEMU(t, "e2fsck", "-fn", raw)
 }

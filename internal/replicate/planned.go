@@ -59,7 +59,9 @@ func (c *Config) PlannedFailover(ctx context.Context, name string, opts replica.
 	}
 
 	// Drain: a cut taken after the pause holds every write the guest made.
-	r := &Runner{Config: c, Machine: m, Clock: clk, Log: log}
+	drain := m
+	drain.Policy.AppInterval = 0 // a paused guest's agent cannot answer a freeze
+	r := &Runner{Config: c, Machine: drain, Clock: clk, Log: log}
 	dctx, cancel := context.WithTimeout(ctx, DrainTimeout)
 	defer cancel()
 	var last uint64

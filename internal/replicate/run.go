@@ -67,6 +67,9 @@ type Runner struct {
 	// Dir holds the temporary overlays and QEMU's NBD socket; it must be
 	// writable by QEMU (default: a directory under os.TempDir()).
 	Dir string
+	// Executable is lifeboat's own binary, run as the watchdog that thaws
+	// the guest if this process dies while it is frozen ("" runs none).
+	Executable string
 
 	client     *Client
 	registered bool
@@ -268,7 +271,8 @@ func (r *Runner) Cycle(ctx context.Context) error {
 		BeforeInstant: func(ctx context.Context) error {
 			if wantApp {
 				var notes []string
-				consistency, notes, undo = live.Quiesce(ctx, live.Options{Consistency: recovery.App, GuestAgent: r.Machine.GuestAgent})
+				consistency, notes, undo = live.Quiesce(ctx, live.Options{Consistency: recovery.App, GuestAgent: r.Machine.GuestAgent,
+					QMP: r.Machine.QMP, FreezeTimeout: 10 * time.Second, Executable: r.Executable})
 				for _, n := range notes {
 					r.Log.Warn("app-consistent cut", "machine", name, "note", n)
 				}
