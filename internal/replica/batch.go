@@ -151,6 +151,31 @@ type Record struct {
 	FileOff int64
 }
 
+// ReadHeader reads only a batch's header (its records and checksum are
+// checked when the batch is applied, by ReadBatch).
+func ReadHeader(r io.Reader) (Header, error) {
+	var h Header
+	var head [12]byte
+	if _, err := io.ReadFull(r, head[:]); err != nil {
+		return h, fmt.Errorf("%w: header: %v", ErrTorn, err)
+	}
+	if !bytes.Equal(head[:8], batchMagic[:]) {
+		return h, fmt.Errorf("%w: magic %q", ErrTorn, head[:8])
+	}
+	n := binary.BigEndian.Uint32(head[8:])
+	if n > 1<<20 {
+		return h, fmt.Errorf("%w: header length %d", ErrTorn, n)
+	}
+	js := make([]byte, n)
+	if _, err := io.ReadFull(r, js); err != nil {
+		return h, fmt.Errorf("%w: header: %v", ErrTorn, err)
+	}
+	if err := json.Unmarshal(js, &h); err != nil {
+		return h, fmt.Errorf("%w: header: %v", ErrTorn, err)
+	}
+	return h, nil
+}
+
 // ReadBatch reads and checks a whole batch from r: its header and its
 // records (without payloads). A batch cut short or failing its checksum
 // is ErrTorn.

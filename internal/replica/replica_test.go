@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -206,5 +207,34 @@ func TestStoreReceiveFoldReopen(t *testing.T) {
 	}
 	if got := image("latest"); got[4*4096] != 4 {
 		t.Fatal("latest point lacks batch 4")
+	}
+}
+
+// A journal batch damaged after it was acknowledged is found when it is
+// applied: the failover fails naming it instead of serving wrong data.
+func TestDamagedBatchRefused(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := Open(dir, clock.NewFake(t0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Register(ctx, Spec{Machine: "m1", Disks: []DiskSpec{{Name: "a", Size: 1 << 20}}}); err != nil {
+		t.Fatal(err)
+	}
+	b := batch(t, Header{Seq: 1, Cut: t0}, func(bw *BatchWriter) { bw.Data(0, 0, bytes.Repeat([]byte{5}, 4096)) })
+	if err := s.Receive(ctx, "m1", 1, bytes.NewReader(b)); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "machines", "m1", "journal", batchName(1))
+	data, _ := os.ReadFile(path)
+	data[len(data)-100] ^= 0xff
+	os.WriteFile(path, data, 0o600)
+	if s, err = Open(dir, clock.NewFake(t0)); err != nil {
+		t.Fatalf("reopening with a damaged batch (only headers are read at start): %v", err)
+	}
+	_, err = s.Failover(ctx, "m1", FailoverOptions{DisksOnly: true, To: t.TempDir()})
+	if !errors.Is(err, ErrTorn) || !strings.Contains(err.Error(), batchName(1)) {
+		t.Fatalf("failover over a damaged batch: %v", err)
 	}
 }
