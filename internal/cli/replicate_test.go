@@ -454,13 +454,14 @@ func TestReplicateRunnerKilled(t *testing.T) {
 }
 
 // Change tracking lost (the bitmaps removed, as a QEMU restart loses them)
-// while the guest writes and discards: the runner notices, resyncs with a
-// full cut — data and zeros — and the replica equals the source again.
+// while the guest writes and discards: the runner notices and resyncs,
+// sending only the blocks whose hashes differ from the replica's latest
+// cut, and the replica equals the source again.
 func TestReplicateResyncAfterLostTracking(t *testing.T) {
 	_, sock, fuse := storageDaemon(t)
 	s := newReplSite(t)
 	startProcEnv(t, s.env, "replicate", "run", "--machine", "qsd", "--qmp", sock, "--target", "dr", "--every", "200ms")
-	writeAt(t, fuse, 2<<20, bytes.Repeat([]byte("before"), 50000))
+	writeAt(t, fuse, 0, bytes.Repeat([]byte("before"), 1<<20)) // 6 MiB
 	s.cutAfter("qsd", time.Now(), 30*time.Second)
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -490,13 +491,19 @@ func TestReplicateResyncAfterLostTracking(t *testing.T) {
 	writeAt(t, fuse, 2<<20, make([]byte, 300000))
 	mon.Close()
 
+	var resync struct {
+		Resyncs int   `json:"resyncs"`
+		Bytes   int64 `json:"last_resync_bytes"`
+	}
 	waitFor(t, 30*time.Second, "a resync", func() bool {
 		r := s.run("replicate", "status", "--machine", "qsd", "--json")
-		var st struct {
-			Resyncs int `json:"resyncs"`
-		}
-		return json.Unmarshal([]byte(r.stdout), &st) == nil && st.Resyncs == 1
+		return json.Unmarshal([]byte(r.stdout), &resync) == nil && resync.Resyncs == 1
 	})
+	// Only the blocks whose hashes differ from the replica's went: the
+	// new data and the zeroed range, not the disk's 6 MiB.
+	if resync.Bytes > 1<<20 {
+		t.Fatalf("the resync sent %d bytes, want under 1 MiB", resync.Bytes)
+	}
 	s.cutAfter("qsd", time.Now(), 30*time.Second)
 	out := t.TempDir()
 	if r := s.run("failover", "--machine", "qsd", "--disks-only", "--to", out); r.code != 0 {

@@ -121,6 +121,14 @@ func (s *Store) Handler(token string, log *slog.Logger) http.Handler {
 		}
 		writeJSON200(w, map[string]uint64{"acked": seq})
 	})
+	mux.HandleFunc("GET /v1/replicas/{machine}/hashes", func(w http.ResponseWriter, r *http.Request) {
+		h, err := s.Hashes(r.Context(), r.PathValue("machine"))
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON200(w, h)
+	})
 	mux.HandleFunc("POST /v1/replicas/{machine}/failover", func(w http.ResponseWriter, r *http.Request) {
 		var opts FailoverOptions
 		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&opts); err != nil {

@@ -76,7 +76,7 @@ func (c *Client) do(ctx context.Context, method, path string, body io.Reader, ou
 		return fmt.Errorf("%w %s: %w", ErrSite, c.site.Name, err)
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<30))
 	if err != nil {
 		return fmt.Errorf("%w %s: reading the reply: %w", ErrSite, c.site.Name, err)
 	}
@@ -146,6 +146,15 @@ func (c *Client) CleanupTest(ctx context.Context, machine string) (*replica.Fail
 		return nil, err
 	}
 	return &fo, nil
+}
+
+// Hashes asks the site for the block hashes of the machine's latest cut.
+func (c *Client) Hashes(ctx context.Context, machine string) (*replica.Hashes, error) {
+	var h replica.Hashes
+	if err := c.do(ctx, http.MethodGet, machinePath(machine)+"/hashes", nil, &h); err != nil {
+		return nil, err
+	}
+	return &h, nil
 }
 
 // Commit asks the site to make the machine's failover final.

@@ -41,6 +41,7 @@ type Status struct {
 	JournalBytes     int64      `json:"journal_bytes"` // the target's history
 	Points           int        `json:"points"`
 	Resyncs          int        `json:"resyncs"`
+	LastResyncBytes  int64      `json:"last_resync_bytes,omitempty"` // what the last resync sent
 	Error            string     `json:"error,omitempty"`
 	Updated          time.Time  `json:"updated"`
 	PID              int        `json:"pid,omitempty"`
