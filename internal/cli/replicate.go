@@ -50,7 +50,7 @@ func readSecret(file, flag string) (string, error) {
 
 func (a *app) replicaCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "replica", Short: "Serve replicas at a target site"}
-	var listen, dir, tokenFile, cert, key string
+	var listen, dir, tokenFile, cert, key, seedDir string
 	serve := &cobra.Command{
 		Use:   "serve --listen ADDR --dir DIR --token-file F [--cert F --key F]",
 		Short: "Receive continuous replication and run failovers at this site",
@@ -66,7 +66,12 @@ cut short is discarded on restart and sent again. The on-disk format is in
 docs/replication.md.
 
 With --cert and --key the server speaks HTTPS; without them plain HTTP, which
-sources accept only for loopback addresses.`,
+sources accept only for loopback addresses.
+
+--seed-dir lets sources start a new replica from an image already on this host
+(replicate --seed DISK=IMAGE, IMAGE under --seed-dir): re-protecting a
+failed-over machine back to this, its old, site sends only the blocks that
+differ from its old disks.`,
 		Example: `  lifeboat replica serve --listen :8443 --dir /srv/replica --token-file /etc/lifeboat/site.token \
       --cert /etc/lifeboat/site.crt --key /etc/lifeboat/site.key`,
 		Args: cobra.NoArgs,
@@ -85,6 +90,7 @@ sources accept only for loopback addresses.`,
 			if err != nil {
 				return err
 			}
+			store.SeedDir = seedDir
 			l, err := net.Listen("tcp", listen)
 			if err != nil {
 				return usageError{fmt.Errorf("--listen: %w", err)}
@@ -102,6 +108,7 @@ sources accept only for loopback addresses.`,
 	f.StringVar(&tokenFile, "token-file", "", "file holding the site token sources must present")
 	f.StringVar(&cert, "cert", "", "TLS certificate (PEM)")
 	f.StringVar(&key, "key", "", "TLS private key (PEM)")
+	f.StringVar(&seedDir, "seed-dir", "", "directory whose images sources may name as seeds (replicate --seed), for re-protection")
 	cmd.AddCommand(serve)
 	return cmd
 }
@@ -166,6 +173,7 @@ an existing name replaces it.`,
 type machineFlags struct {
 	m          replicate.Machine
 	definition string
+	seeds      []string
 }
 
 func (mf *machineFlags) add(c *cobra.Command) {
@@ -179,6 +187,7 @@ func (mf *machineFlags) add(c *cobra.Command) {
 	f.DurationVar(&mf.m.Policy.AppInterval, "app-interval", 0, "spacing of app-consistent points, the guest frozen through its agent (0: none)")
 	f.DurationVar(&mf.m.Every, "every", replicate.DefaultEvery, "how often a consistent cut is taken and shipped (the RPO is about this)")
 	f.StringVar(&mf.definition, "definition", "", "machine definition JSON file to fail over with (default: read from the running machine)")
+	f.StringArrayVar(&mf.seeds, "seed", nil, "DISK=IMAGE: start the replica of DISK from IMAGE on the target site's host (re-protection; repeatable)")
 }
 
 func (mf *machineFlags) machine() (replicate.Machine, error) {
@@ -189,6 +198,16 @@ func (mf *machineFlags) machine() (replicate.Machine, error) {
 			return m, usageError{fmt.Errorf("reading --definition: %w", err)}
 		}
 		m.Definition = data
+	}
+	for _, sd := range mf.seeds {
+		disk, image, ok := strings.Cut(sd, "=")
+		if !ok || disk == "" || image == "" {
+			return m, usageError{fmt.Errorf("--seed %q: want DISK=IMAGE", sd)}
+		}
+		if m.Seed == nil {
+			m.Seed = map[string]string{}
+		}
+		m.Seed[disk] = image
 	}
 	return m, nil
 }

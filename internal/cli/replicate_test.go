@@ -27,11 +27,12 @@ type replSite struct {
 	dir, token, listen string
 	env                map[string]string
 	srv                *proc
+	serveArgs          []string
 }
 
-func newReplSite(t *testing.T) *replSite {
+func newReplSite(t *testing.T, serveArgs ...string) *replSite {
 	t.Helper()
-	s := &replSite{t: t, dir: filepath.Join(t.TempDir(), "replica"), token: filepath.Join(t.TempDir(), "token")}
+	s := &replSite{t: t, dir: filepath.Join(t.TempDir(), "replica"), token: filepath.Join(t.TempDir(), "token"), serveArgs: serveArgs}
 	os.WriteFile(s.token, []byte("site-secret\n"), 0o600)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -49,7 +50,7 @@ func newReplSite(t *testing.T) *replSite {
 
 func (s *replSite) start() {
 	s.t.Helper()
-	s.srv = startProc(s.t, "replica", "serve", "--listen", s.listen, "--dir", s.dir, "--token-file", s.token)
+	s.srv = startProc(s.t, append([]string{"replica", "serve", "--listen", s.listen, "--dir", s.dir, "--token-file", s.token}, s.serveArgs...)...)
 	waitFor(s.t, 20*time.Second, "the replica server to listen", func() bool {
 		c, err := net.Dial("tcp", s.listen)
 		if err == nil {
@@ -589,4 +590,61 @@ func TestReplicateVMAppConsistent(t *testing.T) {
 		t.Fatalf("the app-consistent point's ext4 needs journal recovery:\n%s", got)
 	}
 	vmtest.QEMU(t, "e2fsck", "-fn", raw)
+}
+
+// Re-protection: after a failover, the copy replicates back to the old
+// site, whose replica starts from the machine's old disk (--seed): the
+// first sync sends under 5% of the disk, and the old site's replica equals
+// the copy.
+func TestReplicateReprotect(t *testing.T) {
+	dir, sock, fuse := storageDaemon(t)
+	dr := newReplSite(t)
+	runner := startProcEnv(t, dr.env, "replicate", "run", "--machine", "qsd", "--qmp", sock, "--target", "dr", "--every", "200ms")
+	writeAt(t, fuse, 0, bytes.Repeat([]byte("origin"), 700000)) // 4 MiB of the 8
+	dr.cutAfter("qsd", time.Now(), 30*time.Second)
+	want := readFile(t, fuse)
+	runner.kill()
+	// The source site goes down: its machine stops, its disk stays.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	mon, err := qmp.Dial(ctx, sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mon.Execute(ctx, "quit", nil, nil)
+	mon.Close()
+
+	r := dr.run("--json", "failover", "--machine", "qsd")
+	var fo struct {
+		PID int    `json:"pid"`
+		QMP string `json:"qmp"`
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &fo) != nil {
+		t.Fatalf("failover: %s", r)
+	}
+	t.Cleanup(func() { syscall.Kill(fo.PID, syscall.SIGKILL) })
+
+	// The old site comes back and serves a replica seeded from the old disk.
+	old := newReplSite(t, "--seed-dir", dir)
+	startProcEnv(t, old.env, "replicate", "run", "--machine", "qsd-dr", "--qmp", fo.QMP, "--target", "dr",
+		"--seed", "d0="+filepath.Join(dir, "d0.qcow2"), "--every", "1h")
+	var st struct {
+		State   string `json:"state"`
+		LastSeq uint64 `json:"last_seq"`
+		Bytes   int64  `json:"last_batch_bytes"`
+	}
+	waitFor(t, 30*time.Second, "the copy to be protected back", func() bool {
+		r := old.run("replicate", "status", "--machine", "qsd-dr", "--json")
+		return json.Unmarshal([]byte(r.stdout), &st) == nil && st.State == "protected"
+	})
+	if st.LastSeq != 2 || st.Bytes > int64(len(want))/20 {
+		t.Fatalf("re-protection's first cut is %d and sent %d bytes; want cut 2 (after the seed) under 5%% of %d", st.LastSeq, st.Bytes, len(want))
+	}
+	out := t.TempDir()
+	if r := old.run("failover", "--machine", "qsd-dr", "--disks-only", "--to", out); r.code != 0 {
+		t.Fatalf("failover at the old site: %s", r)
+	}
+	if !bytes.Equal(readFile(t, filepath.Join(out, "d0.raw")), want) {
+		t.Fatal("the old site's replica of the copy differs from the machine's data")
+	}
 }

@@ -238,3 +238,52 @@ func TestDamagedBatchRefused(t *testing.T) {
 		t.Fatalf("failover over a damaged batch: %v", err)
 	}
 }
+
+// Seeds are read only from the site's seed directory, and must have the
+// disk's size.
+func TestSeedConfined(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := Open(filepath.Join(dir, "replica"), clock.NewFake(t0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seeds := filepath.Join(dir, "seeds")
+	os.Mkdir(seeds, 0o700)
+	img := filepath.Join(seeds, "a.raw")
+	os.WriteFile(img, bytes.Repeat([]byte{9}, 1<<20), 0o600)
+	outside := filepath.Join(dir, "secret.raw")
+	os.WriteFile(outside, make([]byte, 1<<20), 0o600)
+	os.Symlink(outside, filepath.Join(seeds, "link.raw"))
+	spec := func(seed string) Spec {
+		return Spec{Machine: "m1", Disks: []DiskSpec{{Name: "a", Size: 1 << 20}}, Seed: map[string]string{"a": seed}}
+	}
+	if err := s.Register(ctx, spec(img)); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("seed without a seed directory: %v", err)
+	}
+	s.SeedDir = seeds
+	for _, bad := range []string{outside, filepath.Join(seeds, "link.raw"), filepath.Join(seeds, "..", "secret.raw")} {
+		if err := s.Register(ctx, spec(bad)); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("seed %s outside the seed directory: %v", bad, err)
+		}
+	}
+	small := filepath.Join(seeds, "small.raw")
+	os.WriteFile(small, make([]byte, 4096), 0o600)
+	if err := s.Register(ctx, spec(small)); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("seed of the wrong size: %v", err)
+	}
+	if err := s.Register(ctx, spec(img)); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := s.Status(ctx, "m1")
+	if st.LastSeq != 1 || len(st.Points) != 1 || st.Points[0].Consistency != "seed" {
+		t.Fatalf("seeded replica: %+v", st)
+	}
+	out := t.TempDir()
+	if _, err := s.Failover(ctx, "m1", FailoverOptions{DisksOnly: true, To: out}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(out, "a.raw")); !bytes.Equal(got, bytes.Repeat([]byte{9}, 1<<20)) {
+		t.Fatal("the seeded replica does not read as the seed")
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -54,6 +55,12 @@ type Spec struct {
 	Definition json.RawMessage `json:"definition,omitempty"`
 	Disks      []DiskSpec      `json:"disks"`
 	Policy     Policy          `json:"policy"`
+	// Seed, for a machine new to the site, names for some disks an image
+	// on the site's host (under the server's seed directory) to start the
+	// replica from: re-protecting a failed-over machine back to its old
+	// site, whose old disks hold most of its data. The first sync then
+	// sends only the blocks whose hashes differ.
+	Seed map[string]string `json:"seed,omitempty"`
 }
 
 // Validate checks a spec.
@@ -87,6 +94,8 @@ func (s Spec) Validate() error {
 type Store struct {
 	dir   string
 	clock clock.Clock
+	// SeedDir is where seed images may be (Spec.Seed); "" refuses seeds.
+	SeedDir string
 
 	mu       sync.Mutex
 	machines map[string]*machine
@@ -263,6 +272,10 @@ func (s *Store) Register(ctx context.Context, spec Spec) error {
 				return fmt.Errorf("registering %s: %w", spec.Machine, err)
 			}
 		}
+		if err := s.seed(ctx, m, spec); err != nil {
+			os.RemoveAll(m.dir)
+			return err
+		}
 		for _, d := range spec.Disks {
 			f, err := os.OpenFile(filepath.Join(m.dir, "base", d.Name+".raw"), os.O_RDWR|os.O_CREATE, 0o600)
 			if err != nil {
@@ -292,6 +305,51 @@ func (s *Store) Register(ctx context.Context, spec Spec) error {
 	m.spec = spec
 	s.machines[spec.Machine] = m
 	return nil
+}
+
+// seed converts the spec's seed images into the new machine's base images
+// and makes them its first cut (consistency "seed").
+func (s *Store) seed(ctx context.Context, m *machine, spec Spec) error {
+	if len(spec.Seed) == 0 {
+		return nil
+	}
+	if s.SeedDir == "" {
+		return fmt.Errorf("%w: this site takes no seed images (replica serve --seed-dir)", ErrInvalid)
+	}
+	root, err := filepath.EvalSymlinks(s.SeedDir)
+	if err != nil {
+		return fmt.Errorf("seed directory: %w", err)
+	}
+	sizes := map[string]int64{}
+	for _, d := range spec.Disks {
+		sizes[d.Name] = d.Size
+	}
+	for disk, path := range spec.Seed {
+		size, ok := sizes[disk]
+		if !ok {
+			return fmt.Errorf("%w: seed for disk %q, which the machine does not have", ErrInvalid, disk)
+		}
+		real, err := filepath.EvalSymlinks(path)
+		if err != nil {
+			return fmt.Errorf("%w: seed image of %s: %v", ErrInvalid, disk, err)
+		}
+		if rel, err := filepath.Rel(root, real); err != nil || rel == ".." || strings.HasPrefix(rel, "../") || filepath.IsAbs(rel) {
+			return fmt.Errorf("%w: seed image %s is outside the site's seed directory %s", ErrInvalid, path, s.SeedDir)
+		}
+		out := filepath.Join(m.dir, "base", disk+".raw")
+		if msg, err := exec.CommandContext(ctx, "qemu-img", "convert", "-q", "-O", "raw", real, out).CombinedOutput(); err != nil {
+			return fmt.Errorf("seeding disk %s from %s: %v: %s", disk, path, err, msg)
+		}
+		st, err := os.Stat(out)
+		if err != nil {
+			return err
+		}
+		if st.Size() != size {
+			return fmt.Errorf("%w: seed image %s is %d bytes, disk %s is %d", ErrInvalid, path, st.Size(), disk, size)
+		}
+	}
+	m.base = baseState{Cut: Cut{Seq: 1, Time: s.clock.Now(), Consistency: "seed"}}
+	return WriteJSON(filepath.Join(m.dir, "base.json"), m.base)
 }
 
 func sameDisks(a, b []DiskSpec) bool {

@@ -97,6 +97,10 @@ type Machine struct {
 	// Definition, when given, is stored at the target instead of the one
 	// read from the running machine.
 	Definition json.RawMessage `json:"definition,omitempty"`
+	// Seed names, per disk, an image on the target site's host to start
+	// the replica from (re-protection: the machine's old disks at its old
+	// site); the first sync then sends only the blocks that differ.
+	Seed map[string]string `json:"seed,omitempty"`
 }
 
 // DefaultEvery is how often a cut is taken unless a machine says.

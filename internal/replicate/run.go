@@ -201,7 +201,7 @@ func (r *Runner) Cycle(ctx context.Context) error {
 		if len(def) == 0 {
 			def = live.MachineDefinition(ctx, mon, name, disks)
 		}
-		target, err = r.client.Register(ctx, replica.Spec{Machine: name, Definition: def, Disks: specs, Policy: r.Machine.Policy})
+		target, err = r.client.Register(ctx, replica.Spec{Machine: name, Definition: def, Disks: specs, Policy: r.Machine.Policy, Seed: r.Machine.Seed})
 		if err != nil {
 			return fmt.Errorf("registering %s at %s: %w", name, r.Machine.Target, err)
 		}
