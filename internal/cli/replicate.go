@@ -534,6 +534,7 @@ The site is the machine's replication target on this host, or --site.`,
 	f.BoolVar(&opts.DisksOnly, "disks-only", false, "write the disks as raw images into --to, start nothing")
 	f.StringVar(&to, "to", "", "directory on the site's host for --disks-only")
 	f.StringVar(&accel, "accel", "tcg", "tcg or kvm")
+	f.StringVar(&opts.Suffix, "suffix", "-dr", `added to the machine's name; "none" keeps the name (failing back)`)
 	var commitMachine, commitSite string
 	commit := &cobra.Command{
 		Use:   "commit --machine NAME [--site SITE]",
@@ -585,4 +586,54 @@ func notFound(err error) error {
 		}
 	}
 	return err
+}
+
+func (a *app) reprotectCommand() *cobra.Command {
+	var machine, site, back string
+	var mf machineFlags
+	cmd := &cobra.Command{
+		Use:   "reprotect --machine NAME --site SITE --to OLD-SITE [--seed DISK=IMAGE]...",
+		Short: "Protect a failed-over machine back to its old site",
+		Long: `Re-protect a machine after a failover: find its running copy (NAME-dr) at --site
+and enable the copy's replication to --to (its old site, which serves replicas
+again), with the original machine's definition. --seed DISK=IMAGE names the
+machine's old disk image on the old site's host (under its replica serve
+--seed-dir): the new replica starts from it and the first sync sends only the
+blocks whose hashes differ. Run on the host where the copy runs; then run
+lifeboat replicate run --machine NAME-dr there. Fail back later with
+lifeboat failover --machine NAME-dr --planned --suffix none.`,
+		Example: `  lifeboat reprotect --machine db1 --site dr1 --to orig --seed vd0=/var/lib/vm/db1.qcow2
+  lifeboat replicate run --machine db1-dr`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if machine == "" || site == "" || back == "" {
+				return usageError{errors.New("--machine, --site and --to are required")}
+			}
+			cfg, err := a.replicationConfig()
+			if err != nil {
+				return err
+			}
+			m, err := mf.machine()
+			if err != nil {
+				return err
+			}
+			got, err := cfg.Reprotect(cmd.Context(), machine, site, back, m.Seed, m.Policy)
+			if err != nil {
+				return notFound(err)
+			}
+			if a.jsonOut {
+				return a.printJSON(got)
+			}
+			a.printf("%s replicates to %s once lifeboat replicate run --machine %s runs\n", got.Name, back, got.Name)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&machine, "machine", "", "the failed-over machine (its original name)")
+	f.StringVar(&site, "site", "", "the site where its copy runs")
+	f.StringVar(&back, "to", "", "the site to protect it back to")
+	f.StringArrayVar(&mf.seeds, "seed", nil, "DISK=IMAGE: start the replica of DISK from IMAGE on the old site's host (repeatable)")
+	f.DurationVar(&mf.m.Policy.Retention, "retention", 24*time.Hour, "how long recovery points are kept")
+	f.DurationVar(&mf.m.Policy.CrashInterval, "crash-interval", 5*time.Minute, "spacing of crash-consistent points")
+	return cmd
 }

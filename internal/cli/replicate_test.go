@@ -626,8 +626,14 @@ func TestReplicateReprotect(t *testing.T) {
 
 	// The old site comes back and serves a replica seeded from the old disk.
 	old := newReplSite(t, "--seed-dir", dir)
-	startProcEnv(t, old.env, "replicate", "run", "--machine", "qsd-dr", "--qmp", fo.QMP, "--target", "dr",
-		"--seed", "d0="+filepath.Join(dir, "d0.qcow2"), "--every", "1h")
+	// This host names the second site too.
+	if r := old.run("site", "add", "second", "--url", "http://"+dr.listen, "--token-file", dr.token); r.code != 0 {
+		t.Fatalf("site add: %s", r)
+	}
+	if r := old.run("reprotect", "--machine", "qsd", "--site", "second", "--to", "dr", "--seed", "d0="+filepath.Join(dir, "d0.qcow2")); r.code != 0 {
+		t.Fatalf("reprotect: %s", r)
+	}
+	startProcEnv(t, old.env, "replicate", "run", "--machine", "qsd-dr", "--every", "1h")
 	var st struct {
 		State   string `json:"state"`
 		LastSeq uint64 `json:"last_seq"`

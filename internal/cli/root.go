@@ -114,7 +114,7 @@ Exit codes:
 		a.verifyCommand(), a.forgetCommand(), a.pruneCommand(), a.watchdogCommand(),
 		a.serverCommand(), a.tierCommand(), a.policyCommand(), a.machineCommand(), a.protectCommand(),
 		a.backupNowCommand(), a.jobCommand(), a.alertCommand(), a.agentCommand(), a.tokenCommand())
-	root.AddCommand(a.replicaCommand(), a.siteCommand(), a.replicateCommand(), a.failoverCommand())
+	root.AddCommand(a.replicaCommand(), a.siteCommand(), a.replicateCommand(), a.failoverCommand(), a.reprotectCommand())
 	return root
 }
 

@@ -36,7 +36,8 @@ type FailoverOptions struct {
 	// failed-over definition, and starts nothing.
 	DisksOnly bool   `json:"disks_only,omitempty"`
 	To        string `json:"to,omitempty"`
-	// Suffix is added to the machine's name ("-dr" when empty).
+	// Suffix is added to the machine's name ("-dr" when empty, nothing
+	// when "none": a fail-back under the machine's original name).
 	Suffix string `json:"suffix,omitempty"`
 	// Accel is "tcg" (default) or "kvm".
 	Accel string `json:"accel,omitempty"`
@@ -87,8 +88,11 @@ func (s *Store) Failover(ctx context.Context, name string, opts FailoverOptions)
 		return nil, fmt.Errorf("%w: disks-only failover needs a directory to write the disks to", ErrInvalid)
 	}
 	suffix := opts.Suffix
-	if suffix == "" {
+	switch suffix {
+	case "":
 		suffix = "-dr"
+	case "none": // failing back under the original name
+		suffix = ""
 	}
 	m.mu.Lock()
 	pt, err := Choose(m.points(s.clock), opts.Point)

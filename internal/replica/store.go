@@ -398,6 +398,8 @@ type Status struct {
 	JournalCuts  int        `json:"journal_cuts"`
 	Failovers    []string   `json:"failovers,omitempty"`
 	Disks        []DiskSpec `json:"disks"`
+	// Definition is the machine's stored definition, as the source sent it.
+	Definition json.RawMessage `json:"definition,omitempty"`
 }
 
 // Status reports a machine's replica.
@@ -408,7 +410,8 @@ func (s *Store) Status(ctx context.Context, name string) (Status, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	st := Status{Machine: name, LastSeq: m.lastSeq(), Points: m.points(s.clock), JournalCuts: len(m.cuts), Disks: m.spec.Disks}
+	st := Status{Machine: name, LastSeq: m.lastSeq(), Points: m.points(s.clock), JournalCuts: len(m.cuts), Disks: m.spec.Disks,
+		Definition: m.spec.Definition}
 	if c, ok := m.lastCut(); ok {
 		st.LastCut = &c
 	}

@@ -103,3 +103,34 @@ func (c *Config) PlannedFailover(ctx context.Context, name string, opts replica.
 	}
 	return fo, nil
 }
+
+// Reprotect prepares the protection of a machine's failed-over copy back
+// to another site (its old one): it finds the copy at site, and enables
+// the copy's replication to back, seeded from the images seed names on
+// back's host, with the original machine's definition (so a fail-back
+// with suffix "none" restores the original name). replicate run then
+// does the work.
+func (c *Config) Reprotect(ctx context.Context, machine, site, back string, seed map[string]string, policy replica.Policy) (Machine, error) {
+	client, err := c.ClientFor(machine, site)
+	if err != nil {
+		return Machine{}, err
+	}
+	st, err := client.Status(ctx, machine)
+	if err != nil {
+		return Machine{}, err
+	}
+	var fo *replica.Failover
+	for i := range st.FailedOver {
+		if !st.FailedOver[i].Test {
+			fo = &st.FailedOver[i]
+		}
+	}
+	if fo == nil || fo.QMP == "" {
+		return Machine{}, fmt.Errorf("%w: %s is not failed over at that site: nothing to re-protect", ErrInvalid, machine)
+	}
+	m := Machine{Name: fo.Name, QMP: fo.QMP, Target: back, Policy: policy, Seed: seed, Definition: st.Definition}
+	if err := c.Enable(m); err != nil {
+		return Machine{}, err
+	}
+	return m, nil
+}
