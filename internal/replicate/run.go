@@ -76,6 +76,7 @@ type Runner struct {
 	registered bool
 	status     Status
 	lastProg   time.Time
+	lastAppTry time.Time
 }
 
 func (r *Runner) init() error {
@@ -277,7 +278,15 @@ func (r *Runner) Cycle(ctx context.Context) error {
 		return err
 	}
 	consistency := recovery.Crash
-	wantApp := r.Machine.Policy.AppInterval > 0 && r.Clock.Now().Sub(st.AppCut) >= r.Machine.Policy.AppInterval
+	// An app-consistent cut is due once the interval passed since the last
+	// one, and since the last attempt (a guest whose agent does not answer
+	// is not made to wait for it every cycle).
+	now := r.Clock.Now()
+	wantApp := r.Machine.Policy.AppInterval > 0 && now.Sub(st.AppCut) >= r.Machine.Policy.AppInterval &&
+		now.Sub(r.lastAppTry) >= r.Machine.Policy.AppInterval
+	if wantApp {
+		r.lastAppTry = now
+	}
 	var cut time.Time
 	var undo func() error
 	sess, err := qmp.Fleece(ctx, mon, fdisks, qmp.FleeceOptions{Dir: r.Dir, Server: qmp.UnixSocket(filepath.Join(r.Dir, "nbd.sock")),
