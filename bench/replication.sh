@@ -19,9 +19,9 @@ work=$(mktemp -d /tmp/lbrb.XXXXXX)
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    sleep 0.5
+    wait 2>/dev/null || true
     for f in "$work"/*.fuse; do fusermount3 -u "$f" 2>/dev/null || true; done
-    rm -rf "$work"
+    rm -rf "$work" || true
 }
 trap cleanup EXIT
 go build -o "$work/lifeboat" ./cmd/lifeboat
