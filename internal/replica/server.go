@@ -6,12 +6,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 // ServeOptions configure a target site's replica server.
@@ -114,7 +117,22 @@ func (s *Store) Handler(token string, log *slog.Logger) http.Handler {
 			writeError(w, fmt.Errorf("%w: batch number %q", ErrInvalid, r.PathValue("seq")))
 			return
 		}
-		if err := s.Receive(r.Context(), r.PathValue("machine"), seq, r.Body); err != nil {
+		var body io.Reader = r.Body
+		switch r.Header.Get("Content-Encoding") {
+		case "", "identity":
+		case "zstd":
+			dec, err := zstd.NewReader(r.Body, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+			if err != nil {
+				writeError(w, err)
+				return
+			}
+			defer dec.Close()
+			body = dec
+		default:
+			writeError(w, fmt.Errorf("%w: content encoding %q: want zstd or none", ErrInvalid, r.Header.Get("Content-Encoding")))
+			return
+		}
+		if err := s.Receive(r.Context(), r.PathValue("machine"), seq, body); err != nil {
 			log.Warn("batch refused", "machine", r.PathValue("machine"), "seq", seq, "err", err)
 			writeError(w, err)
 			return

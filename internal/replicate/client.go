@@ -61,7 +61,7 @@ func Dial(s Site) (*Client, error) {
 	return &Client{site: s, token: token, http: &http.Client{Transport: tr}}, nil
 }
 
-func (c *Client) do(ctx context.Context, method, path string, body io.Reader, out any) error {
+func (c *Client) do(ctx context.Context, method, path string, body io.Reader, out any, encoding ...string) error {
 	u := strings.TrimRight(c.site.URL, "/") + path
 	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
@@ -70,6 +70,9 @@ func (c *Client) do(ctx context.Context, method, path string, body io.Reader, ou
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/octet-stream")
+	}
+	for _, e := range encoding {
+		req.Header.Set("Content-Encoding", e)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -121,9 +124,10 @@ func (c *Client) Status(ctx context.Context, machine string) (replica.StatusRepl
 	return st, err
 }
 
-// Send ships batch seq; it returns once the site has it durably.
+// Send ships batch seq, zstd-compressed in body; it returns once the site
+// has it durably.
 func (c *Client) Send(ctx context.Context, machine string, seq uint64, body io.Reader) error {
-	return c.do(ctx, http.MethodPost, fmt.Sprintf("%s/batches/%d", machinePath(machine), seq), body, nil)
+	return c.do(ctx, http.MethodPost, fmt.Sprintf("%s/batches/%d", machinePath(machine), seq), body, nil, "zstd")
 }
 
 // Failover asks the site to fail the machine over.

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
+
 	"lifeboat/internal/clock"
 	"lifeboat/internal/live"
 	"lifeboat/internal/nbd"
@@ -328,11 +330,18 @@ func (r *Runner) Cycle(ctx context.Context) error {
 	sctx, scancel := context.WithCancelCause(ctx)
 	defer scancel(nil)
 	go func() {
-		var err error
-		if diff != nil {
-			err = r.writeDiff(sctx, sess, h, diff, sent)
-		} else {
-			err = r.writeBatch(sctx, sess, h, sent)
+		// Compressed on the wire (zstd, fastest): the site stores batches
+		// as they are, for random reads when it applies them.
+		enc, err := zstd.NewWriter(sent, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+		if err == nil {
+			if diff != nil {
+				err = r.writeDiff(sctx, sess, h, diff, enc)
+			} else {
+				err = r.writeBatch(sctx, sess, h, enc)
+			}
+			if cerr := enc.Close(); err == nil {
+				err = cerr
+			}
 		}
 		pw.CloseWithError(err)
 		done <- err
