@@ -124,6 +124,19 @@ func (s *replSite) points(machine string) (points []replPoint, lastSeq uint64) {
 	return st.Points, st.LastSeq
 }
 
+// checkReplica fails the test unless the machine's disk d0 at point, as
+// failover --disks-only writes it, is want.
+func (s *replSite) checkReplica(machine, point string, want []byte, msg string) {
+	s.t.Helper()
+	out := s.t.TempDir()
+	if r := s.run("failover", "--machine", machine, "--point", point, "--disks-only", "--to", out); r.code != 0 {
+		s.t.Fatalf("failover --disks-only --point %s: %s", point, r)
+	}
+	if !bytes.Equal(readFile(s.t, filepath.Join(out, "d0.raw")), want) {
+		s.t.Fatal(msg)
+	}
+}
+
 // waitFor polls cond until it holds, failing the test after timeout.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
@@ -197,14 +210,8 @@ func TestReplicateKillTargetFailover(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(out, "qsd-dr.json")); err != nil {
 		t.Fatalf("no -dr definition: %v", err)
 	}
-	old := t.TempDir()
-	if r := s.run("failover", "--machine", "qsd", "--point", strconv.FormatUint(older.ID, 10), "--disks-only", "--to", old); r.code != 0 {
-		t.Fatalf("failover to point %d: %s", older.ID, r)
-	}
-	if got := readFile(t, filepath.Join(old, "d0.raw")); !bytes.Equal(got, firstImage) {
-		t.Fatalf("point %d's disk is not the disk between the writes", older.ID)
-	}
-	if r := s.run("failover", "--machine", "qsd", "--point", "99999", "--disks-only", "--to", old); r.code != 8 {
+	s.checkReplica("qsd", strconv.FormatUint(older.ID, 10), firstImage, "the older point's disk is not the disk between the writes")
+	if r := s.run("failover", "--machine", "qsd", "--point", "99999", "--disks-only", "--to", out); r.code != 8 {
 		t.Fatalf("failover to a missing point: %s, want exit 8", r)
 	}
 }
@@ -250,13 +257,7 @@ func TestReplicateTestFailover(t *testing.T) {
 	if r := s.run("failover", "--machine", "qsd", "--test-cleanup"); r.code != 8 {
 		t.Fatalf("second cleanup: %s, want exit 8", r)
 	}
-	out := t.TempDir()
-	if r := s.run("failover", "--machine", "qsd", "--disks-only", "--to", out); r.code != 0 {
-		t.Fatalf("failover --disks-only: %s", r)
-	}
-	if got, want := readFile(t, filepath.Join(out, "d0.raw")), readFile(t, fuse); !bytes.Equal(got, want) {
-		t.Fatal("after the test failover the replica differs from the source")
-	}
+	s.checkReplica("qsd", "latest", readFile(t, fuse), "after the test failover the replica differs from the source")
 }
 
 // failoverCounter fails machine over with args and returns the counter the
@@ -445,13 +446,7 @@ func TestReplicateRunnerKilled(t *testing.T) {
 		t.Fatalf("killing the runner caused %d full resyncs:\n%s", st.Resyncs, r)
 	}
 	runner.kill()
-	out := t.TempDir()
-	if r := s.run("failover", "--machine", "qsd", "--disks-only", "--to", out); r.code != 0 {
-		t.Fatalf("failover --disks-only: %s", r)
-	}
-	if got, want := readFile(t, filepath.Join(out, "d0.raw")), readFile(t, fuse); !bytes.Equal(got, want) {
-		t.Fatal("after the runner was killed four times the replica differs from the source")
-	}
+	s.checkReplica("qsd", "latest", readFile(t, fuse), "after the runner was killed four times the replica differs from the source")
 }
 
 // Change tracking lost (the bitmaps removed, as a QEMU restart loses them)
@@ -506,13 +501,7 @@ func TestReplicateResyncAfterLostTracking(t *testing.T) {
 		t.Fatalf("the resync sent %d bytes, want under 1 MiB", resync.Bytes)
 	}
 	s.cutAfter("qsd", time.Now(), 30*time.Second)
-	out := t.TempDir()
-	if r := s.run("failover", "--machine", "qsd", "--disks-only", "--to", out); r.code != 0 {
-		t.Fatalf("failover --disks-only: %s", r)
-	}
-	if got, want := readFile(t, filepath.Join(out, "d0.raw")), readFile(t, fuse); !bytes.Equal(got, want) {
-		t.Fatal("after the resync the replica differs from the source")
-	}
+	s.checkReplica("qsd", "latest", readFile(t, fuse), "after the resync the replica differs from the source")
 }
 
 // A real failover stops replication (the runner reports failed-over);
@@ -646,11 +635,5 @@ func TestReplicateReprotect(t *testing.T) {
 	if st.LastSeq != 2 || st.Bytes > int64(len(want))/20 {
 		t.Fatalf("re-protection's first cut is %d and sent %d bytes; want cut 2 (after the seed) under 5%% of %d", st.LastSeq, st.Bytes, len(want))
 	}
-	out := t.TempDir()
-	if r := old.run("failover", "--machine", "qsd-dr", "--disks-only", "--to", out); r.code != 0 {
-		t.Fatalf("failover at the old site: %s", r)
-	}
-	if !bytes.Equal(readFile(t, filepath.Join(out, "d0.raw")), want) {
-		t.Fatal("the old site's replica of the copy differs from the machine's data")
-	}
+	old.checkReplica("qsd-dr", "latest", want, "the old site's replica of the copy differs from the machine's data")
 }

@@ -14,24 +14,8 @@ func (m *Monitor) BlockStream(ctx context.Context, jobID, node string) error {
 	if err := m.Execute(ctx, "block-stream", map[string]any{"job-id": jobID, "device": node, "auto-dismiss": false}, nil); err != nil {
 		return fmt.Errorf("streaming into %s: %w", node, err)
 	}
-	if _, err := waitJobStatus(ctx, sub, jobID, "concluded"); err != nil {
+	if err := m.finishJob(ctx, sub, jobID); err != nil {
 		return fmt.Errorf("streaming into %s: %w", node, err)
-	}
-	jobs, err := m.QueryJobs(ctx)
-	if err != nil {
-		return fmt.Errorf("streaming into %s: %w", node, err)
-	}
-	var jobErr string
-	for _, j := range jobs {
-		if j.ID == jobID {
-			jobErr = j.Error
-		}
-	}
-	if err := m.JobDismiss(ctx, jobID); err != nil {
-		return fmt.Errorf("streaming into %s: %w", node, err)
-	}
-	if jobErr != "" {
-		return fmt.Errorf("streaming into %s failed: %s", node, jobErr)
 	}
 	return nil
 }

@@ -294,7 +294,7 @@ func (s *Store) Register(ctx context.Context, spec Spec) error {
 		m.mu.Lock()
 		defer m.mu.Unlock()
 		if len(m.cuts) > 0 || m.base.Cut.Seq > 0 {
-			if !sameDisks(m.spec.Disks, spec.Disks) {
+			if !SameDisks(m.spec.Disks, spec.Disks) {
 				return fmt.Errorf("%w: machine %s is replicated with disks %v; it now has %v: disable its replication and enable it again", ErrInvalid, spec.Machine, m.spec.Disks, spec.Disks)
 			}
 		}
@@ -352,7 +352,8 @@ func (s *Store) seed(ctx context.Context, m *machine, spec Spec) error {
 	return WriteJSON(filepath.Join(m.dir, "base.json"), m.base)
 }
 
-func sameDisks(a, b []DiskSpec) bool {
+// SameDisks tells whether two disk lists are the same, in order.
+func SameDisks(a, b []DiskSpec) bool {
 	if len(a) != len(b) {
 		return false
 	}

@@ -256,12 +256,12 @@ func (r *Runner) Cycle(ctx context.Context) error {
 	// blocks whose hashes differ from its latest cut. Asked before the
 	// cut, so the guest does not pay for the view while the site hashes.
 	var diff *replica.Hashes
-	if full && target.LastSeq > 0 && sameSpecs(target.Disks, specs) {
+	if full && target.LastSeq > 0 && replica.SameDisks(target.Disks, specs) {
 		h, err := r.client.Hashes(ctx, name)
 		switch {
 		case err != nil:
 			r.Log.Warn("resyncing without the site's hashes: sending every block", "machine", name, "err", err)
-		case h.Seq == target.LastSeq && sameSpecs(h.Specs, specs) && validHashes(h, specs):
+		case h.Seq == target.LastSeq && replica.SameDisks(h.Specs, specs) && validHashes(h, specs):
 			diff = h
 		}
 	}
@@ -382,18 +382,6 @@ func (r *Runner) Cycle(ctx context.Context) error {
 		r.status.LastResyncBytes = sent.n.Load()
 	}
 	return nil
-}
-
-func sameSpecs(a, b []replica.DiskSpec) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // validHashes checks the site sent one hash per block of every disk.
