@@ -42,7 +42,8 @@ func (s *Store) Serve(ctx context.Context, l net.Listener, opts ServeOptions) er
 	if opts.FoldEvery <= 0 {
 		opts.FoldEvery = 10 * time.Second
 	}
-	srv := &http.Server{Handler: s.Handler(opts.Token, opts.Log), ReadHeaderTimeout: 30 * time.Second}
+	srv := &http.Server{Handler: s.Handler(opts.Token, opts.Log), ReadHeaderTimeout: 30 * time.Second,
+		ErrorLog: slog.NewLogLogger(opts.Log.Handler(), slog.LevelWarn)}
 	go func() {
 		t := time.NewTicker(opts.FoldEvery)
 		defer t.Stop()

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"lifeboat/internal/replica"
 )
@@ -29,6 +30,15 @@ type SiteError struct {
 }
 
 func (e *SiteError) Error() string { return e.Message }
+
+// Bounds on a site's answers, so that a site that accepts connections but
+// never answers (a cut link, a hung server) is noticed. Shipping a batch
+// is bounded by the stall watchdog instead (StallTimeout).
+var (
+	RequestTimeout  = time.Minute      // status, registration, removal, cleanup
+	FailoverTimeout = 30 * time.Minute // materialising the disks and starting the machine; commit
+	HashesTimeout   = time.Hour        // hashing the latest cut; converting seed images
+)
 
 // Client talks to a target site's replica server.
 type Client struct {
@@ -62,6 +72,16 @@ func Dial(s Site) (*Client, error) {
 }
 
 func (c *Client) do(ctx context.Context, method, path string, body io.Reader, out any, encoding ...string) error {
+	return c.doWithin(ctx, RequestTimeout, method, path, body, out, encoding...)
+}
+
+// doWithin sends a request and waits at most timeout for it (0: no bound).
+func (c *Client) doWithin(ctx context.Context, timeout time.Duration, method, path string, body io.Reader, out any, encoding ...string) error {
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
 	u := strings.TrimRight(c.site.URL, "/") + path
 	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
@@ -113,7 +133,11 @@ func (c *Client) Register(ctx context.Context, spec replica.Spec) (replica.Statu
 	if err != nil {
 		return st, err
 	}
-	err = c.do(ctx, http.MethodPut, machinePath(spec.Machine), bytes.NewReader(body), &st)
+	timeout := RequestTimeout
+	if len(spec.Seed) > 0 {
+		timeout = HashesTimeout // the site converts the seed images first
+	}
+	err = c.doWithin(ctx, timeout, http.MethodPut, machinePath(spec.Machine), bytes.NewReader(body), &st)
 	return st, err
 }
 
@@ -127,7 +151,7 @@ func (c *Client) Status(ctx context.Context, machine string) (replica.StatusRepl
 // Send ships batch seq, zstd-compressed in body; it returns once the site
 // has it durably.
 func (c *Client) Send(ctx context.Context, machine string, seq uint64, body io.Reader) error {
-	return c.do(ctx, http.MethodPost, fmt.Sprintf("%s/batches/%d", machinePath(machine), seq), body, nil, "zstd")
+	return c.doWithin(ctx, 0, http.MethodPost, fmt.Sprintf("%s/batches/%d", machinePath(machine), seq), body, nil, "zstd")
 }
 
 // Failover asks the site to fail the machine over.
@@ -137,7 +161,7 @@ func (c *Client) Failover(ctx context.Context, machine string, opts replica.Fail
 		return nil, err
 	}
 	var fo replica.Failover
-	if err := c.do(ctx, http.MethodPost, machinePath(machine)+"/failover", bytes.NewReader(body), &fo); err != nil {
+	if err := c.doWithin(ctx, FailoverTimeout, http.MethodPost, machinePath(machine)+"/failover", bytes.NewReader(body), &fo); err != nil {
 		return nil, err
 	}
 	return &fo, nil
@@ -155,7 +179,7 @@ func (c *Client) CleanupTest(ctx context.Context, machine string) (*replica.Fail
 // Hashes asks the site for the block hashes of the machine's latest cut.
 func (c *Client) Hashes(ctx context.Context, machine string) (*replica.Hashes, error) {
 	var h replica.Hashes
-	if err := c.do(ctx, http.MethodGet, machinePath(machine)+"/hashes", nil, &h); err != nil {
+	if err := c.doWithin(ctx, HashesTimeout, http.MethodGet, machinePath(machine)+"/hashes", nil, &h); err != nil {
 		return nil, err
 	}
 	return &h, nil
@@ -164,7 +188,7 @@ func (c *Client) Hashes(ctx context.Context, machine string) (*replica.Hashes, e
 // Commit asks the site to make the machine's failover final.
 func (c *Client) Commit(ctx context.Context, machine string) (*replica.Failover, error) {
 	var fo replica.Failover
-	if err := c.do(ctx, http.MethodPost, machinePath(machine)+"/failover/commit", nil, &fo); err != nil {
+	if err := c.doWithin(ctx, FailoverTimeout, http.MethodPost, machinePath(machine)+"/failover/commit", nil, &fo); err != nil {
 		return nil, err
 	}
 	return &fo, nil

@@ -3,10 +3,12 @@ package replicate
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"lifeboat/internal/replica"
 	"lifeboat/internal/testenv"
@@ -63,5 +65,56 @@ func TestSiteTLSAndToken(t *testing.T) {
 	}
 	if err := (Site{Name: "dr", URL: "http://127.0.0.1:1", TokenFile: token("")}).Validate(); !errors.Is(err, ErrInvalid) {
 		t.Errorf("empty token file: %v", err)
+	}
+}
+
+// A site that accepts connections but never answers (a cut link, a hung
+// server) fails a cycle within RequestTimeout instead of hanging it, and a
+// batch whose shipping stops moving is abandoned as ErrStalled.
+func TestSiteThatNeverAnswers(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held open, never answered
+		}
+	}()
+	defer func(d time.Duration) { RequestTimeout = d }(RequestTimeout)
+	RequestTimeout = 200 * time.Millisecond
+	dir := t.TempDir()
+	token := filepath.Join(dir, "token")
+	os.WriteFile(token, []byte("x"), 0o600)
+	cfg := OpenConfig(dir)
+	if err := cfg.AddSite(Site{Name: "dr", URL: "http://" + l.Addr().String(), TokenFile: token}); err != nil {
+		t.Fatal(err)
+	}
+	r := &Runner{Config: cfg, Machine: Machine{Name: "m1", QMP: filepath.Join(dir, "none.sock"), Target: "dr"}}
+	start := time.Now()
+	err = r.Cycle(context.Background())
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 10*time.Second {
+		t.Fatalf("cycle against a silent site: %v after %s", err, time.Since(start))
+	}
+
+	defer func(d time.Duration) { StallTimeout = d }(StallTimeout)
+	StallTimeout = 120 * time.Millisecond
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	sent := &countWriter{w: io.Discard}
+	sent.Write([]byte("some"))
+	go watchStall(ctx, cancel, sent, make(chan error, 1))
+	select {
+	case <-ctx.Done():
+		if !errors.Is(context.Cause(ctx), ErrStalled) {
+			t.Fatalf("watchdog cause: %v", context.Cause(ctx))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a send with no progress was not abandoned")
 	}
 }
