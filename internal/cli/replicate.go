@@ -248,6 +248,7 @@ always the latest cut.`,
 	ef.add(enable)
 
 	var rf machineFlags
+	var stall time.Duration
 	run := &cobra.Command{
 		Use:   "run [--machine NAME [--qmp SOCKET --target SITE]]",
 		Short: "Run the replication of this host's machines (foreground)",
@@ -294,13 +295,14 @@ retried every cycle; lost change tracking makes the next cycle a full resync.`,
 			}
 			g, ctx := errgroup.WithContext(ctx)
 			for _, m := range machines {
-				r := &replicate.Runner{Config: cfg, Machine: m, Clock: a.env.Clock, Log: log, Executable: exe}
+				r := &replicate.Runner{Config: cfg, Machine: m, Clock: a.env.Clock, Log: log, Executable: exe, StallTimeout: stall}
 				g.Go(func() error { return r.Run(ctx) })
 			}
 			return g.Wait()
 		},
 	}
 	rf.add(run)
+	run.Flags().DurationVar(&stall, "stall-timeout", replicate.DefaultStallTimeout, "abandon and retry a cut whose shipping makes no progress this long (a cut link)")
 
 	var statusMachine string
 	status := &cobra.Command{

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"lifeboat/internal/qmp"
+	"lifeboat/internal/testenv"
 	"lifeboat/internal/vmtest"
 )
 
@@ -642,4 +644,82 @@ func TestReplicateReprotect(t *testing.T) {
 		t.Fatalf("re-protection's first cut is %d and sent %d bytes; want cut 2 (after the seed) under 5%% of %d", st.LastSeq, st.Bytes, len(want))
 	}
 	old.checkReplica("qsd-dr", "latest", want, "the old site's replica of the copy differs from the machine's data")
+}
+
+// The link to the site — a replica server in its own network namespace,
+// over HTTPS — is cut while the guest writes: the runner reports the site
+// unreachable, and once the link is back it catches up from its bitmaps
+// without a resync; the replica equals the source.
+func TestReplicateLinkCut(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if vmtest.Required() {
+			t.Fatal("cutting a link needs root (network namespaces)")
+		}
+		t.Skip("cutting a link needs root (network namespaces)")
+	}
+	vmtest.RequireBinary(t, "ip")
+	_, sock, fuse := storageDaemon(t)
+	n := os.Getpid() % 200
+	ns, host, peer := fmt.Sprintf("lbrepl%d", n), fmt.Sprintf("lbrh%d", n), fmt.Sprintf("lbrp%d", n)
+	hostIP, nsIP := fmt.Sprintf("10.251.%d.1", n), fmt.Sprintf("10.251.%d.2", n)
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	ip("netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	ip("link", "add", host, "type", "veth", "peer", "name", peer)
+	t.Cleanup(func() { exec.Command("ip", "link", "del", host).Run() })
+	ip("link", "set", peer, "netns", ns)
+	ip("addr", "add", hostIP+"/30", "dev", host)
+	ip("link", "set", host, "up")
+	ip("netns", "exec", ns, "ip", "addr", "add", nsIP+"/30", "dev", peer)
+	ip("netns", "exec", ns, "ip", "link", "set", peer, "up")
+
+	dir := t.TempDir()
+	cert, key, _ := testenv.SelfSignedCert(t, dir, net.ParseIP(nsIP))
+	token := filepath.Join(dir, "token")
+	os.WriteFile(token, []byte("site-secret\n"), 0o600)
+	addr := nsIP + ":8443"
+	srv := exec.Command("ip", "netns", "exec", ns, lifeboatBin, "replica", "serve", "--listen", addr,
+		"--dir", filepath.Join(dir, "replica"), "--token-file", token, "--cert", cert, "--key", key)
+	srv.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	waitFor(t, 20*time.Second, "the replica server in its namespace", func() bool {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	s := &replSite{t: t, env: map[string]string{"LIFEBOAT_STATE_DIR": filepath.Join(dir, "state")}}
+	if r := s.run("site", "add", "dr", "--url", "https://"+addr, "--token-file", token, "--ca", cert); r.code != 0 {
+		t.Fatalf("site add: %s", r)
+	}
+	startProcEnv(t, s.env, "replicate", "run", "--machine", "qsd", "--qmp", sock, "--target", "dr",
+		"--every", "200ms", "--stall-timeout", "2s")
+	writeAt(t, fuse, 0, bytes.Repeat([]byte("linked"), 200000))
+	s.cutAfter("qsd", time.Now(), 30*time.Second)
+
+	ip("link", "set", host, "down")
+	writeAt(t, fuse, 3<<20, bytes.Repeat([]byte("cutoff"), 200000))
+	waitFor(t, 30*time.Second, "the runner to report the site unreachable", func() bool {
+		st := s.status("qsd")
+		return st.State == "error" && st.Error != ""
+	})
+	ip("link", "set", host, "up")
+	s.cutAfter("qsd", time.Now(), time.Minute)
+	r := s.run("replicate", "status", "--machine", "qsd", "--json")
+	var st struct {
+		Resyncs int `json:"resyncs"`
+	}
+	if json.Unmarshal([]byte(r.stdout), &st) != nil || st.Resyncs != 0 {
+		t.Fatalf("the cut link caused a resync: %s", r)
+	}
+	s.checkReplica("qsd", "latest", readFile(t, fuse), "after the link came back the replica differs from the source")
 }

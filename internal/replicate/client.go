@@ -33,7 +33,7 @@ func (e *SiteError) Error() string { return e.Message }
 
 // Bounds on a site's answers, so that a site that accepts connections but
 // never answers (a cut link, a hung server) is noticed. Shipping a batch
-// is bounded by the stall watchdog instead (StallTimeout).
+// is bounded by the stall watchdog instead (Runner.StallTimeout).
 var (
 	RequestTimeout  = time.Minute      // status, registration, removal, cleanup
 	FailoverTimeout = 30 * time.Minute // materialising the disks and starting the machine; commit
@@ -45,6 +45,9 @@ type Client struct {
 	site  Site
 	token string
 	http  *http.Client
+	// Timeout bounds status, registration, removal and cleanup requests
+	// (RequestTimeout when 0).
+	Timeout time.Duration
 }
 
 // Dial prepares a client for the site (nothing is sent yet).
@@ -72,7 +75,11 @@ func Dial(s Site) (*Client, error) {
 }
 
 func (c *Client) do(ctx context.Context, method, path string, body io.Reader, out any, encoding ...string) error {
-	return c.doWithin(ctx, RequestTimeout, method, path, body, out, encoding...)
+	timeout := c.Timeout
+	if timeout <= 0 {
+		timeout = RequestTimeout
+	}
+	return c.doWithin(ctx, timeout, method, path, body, out, encoding...)
 }
 
 // doWithin sends a request and waits at most timeout for it (0: no bound).

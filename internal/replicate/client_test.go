@@ -102,13 +102,11 @@ func TestSiteThatNeverAnswers(t *testing.T) {
 		t.Fatalf("cycle against a silent site: %v after %s", err, time.Since(start))
 	}
 
-	defer func(d time.Duration) { StallTimeout = d }(StallTimeout)
-	StallTimeout = 120 * time.Millisecond
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 	sent := &countWriter{w: io.Discard}
 	sent.Write([]byte("some"))
-	go watchStall(ctx, cancel, sent, make(chan error, 1))
+	go watchStall(ctx, cancel, 120*time.Millisecond, sent, make(chan error, 1))
 	select {
 	case <-ctx.Done():
 		if !errors.Is(context.Cause(ctx), ErrStalled) {

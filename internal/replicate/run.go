@@ -73,6 +73,9 @@ type Runner struct {
 	// Executable is lifeboat's own binary, run as the watchdog that thaws
 	// the guest if this process dies while it is frozen ("" runs none).
 	Executable string
+	// StallTimeout is how long shipping a cut may make no progress before
+	// it is abandoned and retried (DefaultStallTimeout when 0).
+	StallTimeout time.Duration
 
 	client     *Client
 	registered bool
@@ -101,6 +104,9 @@ func (r *Runner) init() error {
 	if r.client, err = Dial(site); err != nil {
 		return err
 	}
+	// A site that does not answer a status within the stall timeout is
+	// as unreachable as one whose shipping stalls.
+	r.client.Timeout = min(RequestTimeout, r.stallTimeout())
 	r.status = Status{Machine: r.Machine.Name, Target: r.Machine.Target, State: StateStarting, PID: os.Getpid()}
 	var st State
 	if r.Config.get("state", r.Machine.Name, &st) == nil {
@@ -346,7 +352,7 @@ func (r *Runner) Cycle(ctx context.Context) error {
 		pw.CloseWithError(err)
 		done <- err
 	}()
-	go watchStall(sctx, scancel, sent, done)
+	go watchStall(sctx, scancel, r.stallTimeout(), sent, done)
 	err = r.client.Send(sctx, name, seq, pr)
 	pr.CloseWithError(errors.New("the target stopped reading"))
 	werr := <-done
@@ -591,22 +597,30 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// ErrStalled: a cut's shipping made no progress for StallTimeout (a link
+// ErrStalled: a cut's shipping made no progress for a while (a link
 // cut without a reset, a target that stopped reading). The cycle is
 // abandoned and retried; nothing is lost.
 var ErrStalled = errors.New("shipping stalled")
 
-// StallTimeout is how long shipping a cut may make no progress.
-var StallTimeout = time.Minute
+func (r *Runner) stallTimeout() time.Duration {
+	if r.StallTimeout > 0 {
+		return r.StallTimeout
+	}
+	return DefaultStallTimeout
+}
+
+// DefaultStallTimeout is how long shipping a cut may make no progress
+// (Runner.StallTimeout).
+const DefaultStallTimeout = time.Minute
 
 // watchStall cancels the send when no byte of the batch moved for
-// StallTimeout, or when the target has not answered StallTimeout × 10
-// after the whole batch was sent (it checks and fsyncs it).
-func watchStall(ctx context.Context, cancel context.CancelCauseFunc, sent *countWriter, written <-chan error) {
-	tick := time.NewTicker(StallTimeout / 12)
+// timeout, or when the target has not answered timeout × 10 after the
+// whole batch was sent (it checks and fsyncs it).
+func watchStall(ctx context.Context, cancel context.CancelCauseFunc, timeout time.Duration, sent *countWriter, written <-chan error) {
+	tick := time.NewTicker(timeout / 12)
 	defer tick.Stop()
 	last, since := int64(-1), time.Now()
-	limit := StallTimeout
+	limit := timeout
 	for {
 		select {
 		case <-ctx.Done():
@@ -614,7 +628,7 @@ func watchStall(ctx context.Context, cancel context.CancelCauseFunc, sent *count
 		case <-tick.C:
 		}
 		if len(written) > 0 {
-			limit = 10 * StallTimeout
+			limit = 10 * timeout
 		}
 		if n := sent.n.Load(); n != last {
 			last, since = n, time.Now()

@@ -15,10 +15,10 @@ import (
 	"time"
 )
 
-// SelfSignedCert writes a self-signed certificate for 127.0.0.1 and its key
-// as PEM files in dir; the certificate is its own CA. It returns the files
-// and the certificate's DER bytes.
-func SelfSignedCert(t testing.TB, dir string) (certFile, keyFile string, der []byte) {
+// SelfSignedCert writes a self-signed certificate for 127.0.0.1 (and ips)
+// and its key as PEM files in dir; the certificate is its own CA. It
+// returns the files and the certificate's DER bytes.
+func SelfSignedCert(t testing.TB, dir string, ips ...net.IP) (certFile, keyFile string, der []byte) {
 	t.Helper()
 	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -26,7 +26,7 @@ func SelfSignedCert(t testing.TB, dir string) (certFile, keyFile string, der []b
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "lifeboat-test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IPAddresses: append([]net.IP{net.ParseIP("127.0.0.1")}, ips...)}
 	der, err = x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
 		t.Fatal(err)
