@@ -53,7 +53,7 @@ func ExitCode(err error) int {
 	case err == nil:
 		return ExitOK
 	case errors.As(err, &u), errors.Is(err, restore.ErrFormat), errors.Is(err, container.ErrUnconfirmed), errors.Is(err, recovery.ErrNoImage),
-		errors.Is(err, job.ErrInvalid), errors.Is(err, capture.ErrInvalid), errors.Is(err, replicate.ErrInvalid):
+		errors.Is(err, job.ErrInvalid), errors.Is(err, capture.ErrInvalid):
 		return ExitUsage
 	case errors.As(err, &refused):
 		return serverExit(refused.Status)
@@ -74,7 +74,11 @@ func ExitCode(err error) int {
 		return ExitCorrupt
 	case errors.Is(err, recovery.ErrConsistencyNotMet):
 		return ExitConsistency
-	case errors.Is(err, recovery.ErrNoPoint), errors.Is(err, restore.ErrSizeMismatch), errors.Is(err, replicate.ErrNotFound):
+	case errors.Is(err, replicate.ErrInvalid):
+		return ExitUsage
+	case errors.Is(err, replicate.ErrNotFound):
+		return ExitNotFound
+	case errors.Is(err, recovery.ErrNoPoint), errors.Is(err, restore.ErrSizeMismatch):
 		return ExitNotFound
 	case errors.Is(err, live.ErrMachine):
 		return ExitError // not the vault's storage
