@@ -15,19 +15,22 @@ import (
 	"time"
 )
 
-// SelfSignedCert writes a self-signed certificate for 127.0.0.1 (and ips)
-// and its key as PEM files in dir; the certificate is its own CA. It
-// returns the files and the certificate's DER bytes.
-func SelfSignedCert(t testing.TB, dir string, ips ...net.IP) (certFile, keyFile string, der []byte) {
+// SelfSignedCert writes a self-signed certificate for 127.0.0.1 (and ips),
+// valid for an hour, and its key into dir, and returns their files and a
+// pool that trusts it.
+func SelfSignedCert(t testing.TB, dir string, ips ...net.IP) (certFile, keyFile string, pool *x509.CertPool) {
 	t.Helper()
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "lifeboat-test"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IPAddresses: append([]net.IP{net.ParseIP("127.0.0.1")}, ips...)}
-	der, err = x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,11 +38,14 @@ func SelfSignedCert(t testing.TB, dir string, ips ...net.IP) (certFile, keyFile 
 	if err != nil {
 		t.Fatal(err)
 	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return certFile, keyFile, der
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
 }
