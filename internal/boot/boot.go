@@ -90,7 +90,12 @@ func Command(def *recovery.Definition, opts Options) ([]string, error) {
 	default:
 		return nil, invalid("accelerator %q: want kvm or tcg", opts.Accel)
 	}
-	argv = append(argv, "-machine", "q35", "-smp", strconv.Itoa(def.CPUs), "-m", strconv.Itoa(def.MemoryMiB))
+	// A definition recorded from a storage daemon has no CPUs or memory.
+	cpus, mem := max(def.CPUs, 1), def.MemoryMiB
+	if mem < 16 {
+		mem = 512
+	}
+	argv = append(argv, "-machine", "q35", "-smp", strconv.Itoa(cpus), "-m", strconv.Itoa(mem))
 	if opts.Accel == "kvm" {
 		argv = append(argv, "-cpu", "host")
 	}
@@ -266,3 +271,40 @@ func nicArgs(nics []recovery.DefinitionNIC, network string) ([]string, error) {
 
 // esc escapes a value for QEMU's comma-separated option syntax.
 func esc(s string) string { return strings.ReplaceAll(s, ",", ",,") }
+
+// KernelBoot is the direct kernel boot a definition may carry ("kernel",
+// "initrd", "cmdline": paths on the host that starts the machine), as
+// libvirt's <os><kernel> does; the test VMs boot that way.
+type KernelBoot struct {
+	Kernel  string `json:"kernel,omitempty"`
+	Initrd  string `json:"initrd,omitempty"`
+	Cmdline string `json:"cmdline,omitempty"`
+}
+
+// Parse reads a stored definition and the direct kernel boot it may carry.
+func Parse(raw json.RawMessage) (*recovery.Definition, KernelBoot, error) {
+	var d struct {
+		recovery.Definition
+		KernelBoot
+	}
+	if err := json.Unmarshal(raw, &d); err != nil {
+		return nil, KernelBoot{}, fmt.Errorf("machine definition: %w", err)
+	}
+	if err := recovery.ValidName("machine", d.Name); err != nil {
+		return nil, KernelBoot{}, fmt.Errorf("machine definition: %w", err)
+	}
+	return &d.Definition, d.KernelBoot, nil
+}
+
+// NetworkOf is the Network option that attaches def's NICs as the
+// definition says: a bridge its first NIC names, else user-mode NAT;
+// none without NICs.
+func NetworkOf(def *recovery.Definition) string {
+	if len(def.NICs) == 0 {
+		return "none"
+	}
+	if n := def.NICs[0].Network; n != "" && n != "user" {
+		return "bridge:" + n
+	}
+	return "user"
+}

@@ -97,3 +97,31 @@ func TestCommand(t *testing.T) {
 		})
 	}
 }
+
+func TestParseAndNetworkOf(t *testing.T) {
+	raw := []byte(`{"schema":"lifeboat.machine/v1","name":"web1","nics":[{"mac":"52:54:00:00:00:01","network":"br0"}],
+		"kernel":"/k","initrd":"/i","cmdline":"console=ttyS0"}`)
+	def, kb, err := Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kb != (KernelBoot{Kernel: "/k", Initrd: "/i", Cmdline: "console=ttyS0"}) || def.Name != "web1" {
+		t.Fatalf("Parse = %+v, %+v", def, kb)
+	}
+	if n := NetworkOf(def); n != "bridge:br0" {
+		t.Fatalf("NetworkOf(bridge NIC) = %q", n)
+	}
+	def.NICs[0].Network = ""
+	if n := NetworkOf(def); n != "user" {
+		t.Fatalf("NetworkOf(plain NIC) = %q", n)
+	}
+	def.NICs = nil
+	if n := NetworkOf(def); n != "none" {
+		t.Fatalf("NetworkOf(no NIC) = %q", n)
+	}
+	for _, bad := range []string{`{`, `{"name":"../x"}`} {
+		if _, _, err := Parse([]byte(bad)); err == nil {
+			t.Fatalf("Parse(%s) accepted", bad)
+		}
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"lifeboat/internal/live"
 	"lifeboat/internal/maintenance"
 	"lifeboat/internal/recovery"
+	"lifeboat/internal/replicate"
 	"lifeboat/internal/restore"
 	"lifeboat/internal/source"
 	"lifeboat/internal/vault"
@@ -79,6 +80,10 @@ func ExitCode(err error) int {
 		return ExitCorrupt
 	case errors.Is(err, recovery.ErrConsistencyNotMet):
 		return ExitConsistency
+	case errors.Is(err, replicate.ErrInvalid):
+		return ExitUsage
+	case errors.Is(err, replicate.ErrNotFound):
+		return ExitNotFound
 	case errors.Is(err, recovery.ErrNoPoint), errors.Is(err, restore.ErrSizeMismatch):
 		return ExitNotFound
 	case errors.Is(err, live.ErrMachine):

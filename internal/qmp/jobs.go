@@ -90,24 +90,34 @@ func (m *Monitor) BlockdevCreate(ctx context.Context, jobID string, options any)
 	if err := m.Execute(ctx, "blockdev-create", map[string]any{"job-id": jobID, "options": options}, nil); err != nil {
 		return err
 	}
-	if _, err := waitJobStatus(ctx, sub, jobID, "concluded"); err != nil {
+	if err := m.finishJob(ctx, sub, jobID); err != nil {
 		return fmt.Errorf("blockdev-create job %s: %w", jobID, err)
+	}
+	return nil
+}
+
+// finishJob waits until job id (started with auto-dismiss off, its
+// JOB_STATUS_CHANGE events on sub) has concluded, dismisses it and returns
+// the job's own error.
+func (m *Monitor) finishJob(ctx context.Context, sub *Subscription, id string) error {
+	if _, err := waitJobStatus(ctx, sub, id, "concluded"); err != nil {
+		return err
 	}
 	jobs, err := m.QueryJobs(ctx)
 	if err != nil {
-		return fmt.Errorf("blockdev-create job %s: %w", jobID, err)
+		return err
 	}
 	var jobErr string
 	for _, j := range jobs {
-		if j.ID == jobID {
+		if j.ID == id {
 			jobErr = j.Error
 		}
 	}
-	if err := m.JobDismiss(ctx, jobID); err != nil {
-		return fmt.Errorf("blockdev-create job %s: %w", jobID, err)
+	if err := m.JobDismiss(ctx, id); err != nil {
+		return err
 	}
 	if jobErr != "" {
-		return fmt.Errorf("blockdev-create job %s failed: %s", jobID, jobErr)
+		return fmt.Errorf("failed: %s", jobErr)
 	}
 	return nil
 }

@@ -15,17 +15,17 @@ import (
 	"time"
 )
 
-// SelfSignedCert writes a self-signed certificate for 127.0.0.1, valid for
-// an hour, and its key into dir, and returns their files and a pool that
-// trusts it.
-func SelfSignedCert(t testing.TB, dir string) (certFile, keyFile string, pool *x509.CertPool) {
+// SelfSignedCert writes a self-signed certificate for 127.0.0.1 (and ips),
+// valid for an hour, and its key into dir, and returns their files and a
+// pool that trusts it.
+func SelfSignedCert(t testing.TB, dir string, ips ...net.IP) (certFile, keyFile string, pool *x509.CertPool) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "lifeboat-test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IPAddresses: append([]net.IP{net.ParseIP("127.0.0.1")}, ips...)}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,119 @@
+package replicate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"syscall"
+	"time"
+)
+
+// Replication states, as status reports them.
+const (
+	StateStarting    = "starting"     // the runner has not finished a cycle yet
+	StateInitialSync = "initial-sync" // the first full copy is being sent (Progress)
+	StateProtected   = "protected"    // cuts are shipped every few seconds
+	StateResyncing   = "resyncing"    // change tracking was lost: a full copy is being sent
+	StateError       = "error"        // the last cycle failed (Error); retried every cycle
+	StateFailedOver  = "failed-over"  // the machine runs at the target: nothing is shipped
+	StateStopped     = "stopped"      // no runner is running (replicate run is not running)
+)
+
+// Progress is a full sync's progress.
+type Progress struct {
+	Done  int64 `json:"done_bytes"`
+	Total int64 `json:"total_bytes"`
+}
+
+// Status is a machine's replication status (status/NAME.json, written by
+// its runner; LagSeconds and a stopped runner are worked out on reading).
+type Status struct {
+	Machine          string     `json:"machine"`
+	Target           string     `json:"target"`
+	State            string     `json:"state"`
+	Progress         *Progress  `json:"progress,omitempty"`
+	LastSeq          uint64     `json:"last_seq"`
+	LastCut          *time.Time `json:"last_cut,omitempty"`
+	LastAppCut       *time.Time `json:"last_app_cut,omitempty"`
+	LagSeconds       float64    `json:"lag_seconds"`
+	LastBatchBytes   int64      `json:"last_batch_bytes"`
+	LastCycleSeconds float64    `json:"last_cycle_seconds"`
+	JournalBytes     int64      `json:"journal_bytes"` // the target's history
+	Points           int        `json:"points"`
+	Resyncs          int        `json:"resyncs"`
+	LastResyncBytes  int64      `json:"last_resync_bytes,omitempty"` // what the last resync sent
+	Error            string     `json:"error,omitempty"`
+	Updated          time.Time  `json:"updated"`
+	PID              int        `json:"pid,omitempty"`
+}
+
+// MachineStatus reads a machine's status as of now: the lag is the age of
+// the last acknowledged cut (what a failover to "latest" would lose), and
+// a runner that is no longer alive shows as stopped.
+func (c *Config) MachineStatus(ctx context.Context, name string, now time.Time) (Status, error) {
+	m, err := c.Machine(name)
+	if err != nil {
+		return Status{}, err
+	}
+	st := Status{Machine: name, Target: m.Target, State: StateStopped}
+	if err := c.get("status", name, &st); err != nil && !errors.Is(err, ErrNotFound) {
+		return Status{}, err
+	}
+	if st.State != StateFailedOver && !alive(st.PID) {
+		st.State = StateStopped
+		if st.Error == "" {
+			st.Error = "no replication runner is running for this machine (lifeboat replicate run)"
+		}
+	}
+	if st.LastCut != nil {
+		st.LagSeconds = now.Sub(*st.LastCut).Seconds()
+	}
+	return st, nil
+}
+
+// alive tells whether the process pid still runs.
+func alive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
+// DisableRemote removes the machine's replica at its target site; the
+// local settings are kept until Disable.
+func (c *Config) DisableRemote(ctx context.Context, name string) error {
+	m, err := c.Machine(name)
+	if err != nil {
+		return err
+	}
+	site, err := c.Site(m.Target)
+	if err != nil {
+		return err
+	}
+	cl, err := Dial(site)
+	if err != nil {
+		return err
+	}
+	if err := cl.Remove(ctx, name); err != nil && siteCode(err) != "not_found" {
+		return fmt.Errorf("removing the replica of %s at %s: %w", name, m.Target, err)
+	}
+	return nil
+}
+
+// ClientFor returns a client of the site a machine replicates to, or of
+// site when given.
+func (c *Config) ClientFor(machine, site string) (*Client, error) {
+	if site == "" {
+		m, err := c.Machine(machine)
+		if err != nil {
+			return nil, fmt.Errorf("%w (or name the site with --site)", err)
+		}
+		site = m.Target
+	}
+	s, err := c.Site(site)
+	if err != nil {
+		return nil, err
+	}
+	return Dial(s)
+}
