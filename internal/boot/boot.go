@@ -194,6 +194,9 @@ func diskArgs(def *recovery.Definition, drives map[string]Drive, stopOnError boo
 		if file == "" {
 			return nil, invalid("disk %s names no file: restore the point with --to DIR, whose definition names every image", d.Name)
 		}
+		if d.Name == "scsi0" || d.Name == "vser0" {
+			return nil, invalid("disk %s: the name is taken by a controller lifeboat adds: rename the disk in the definition", d.Name)
+		}
 		format = cmp.Or(format, "raw")
 		if format != "raw" && format != "qcow2" {
 			return nil, invalid("disk %s: format %q: want raw or qcow2", d.Name, format)
@@ -223,7 +226,7 @@ func diskArgs(def *recovery.Definition, drives map[string]Drive, stopOnError boo
 		default:
 			return nil, invalid("disk %s: bus %q: want virtio, scsi, sata, ide or nvme", d.Name, d.Bus)
 		}
-		dev += ",id=" + esc("disk-"+d.Name)
+		dev += ",id=" + esc(d.Name) // the qdev id names the disk when the machine is backed up live
 		if stopOnError && !strings.HasPrefix(dev, "nvme") {
 			dev += ",werror=stop,rerror=stop"
 		}

@@ -32,9 +32,9 @@ func TestCommand(t *testing.T) {
 			def: def(nil), opts: Options{Accel: "tcg"},
 			want: `qemu-system-x86_64 -name guest=web1 -nodefaults -no-user-config -accel tcg -machine q35 -smp 2 -m 1024 ` +
 				`-blockdev {"driver":"qcow2","file":{"driver":"file","filename":"/srv/r/root.qcow2"},"node-name":"disk0"} ` +
-				`-device virtio-blk-pci,drive=disk0,id=disk-root,bootindex=1 ` +
+				`-device virtio-blk-pci,drive=disk0,id=root,bootindex=1 ` +
 				`-blockdev {"driver":"raw","file":{"driver":"file","filename":"/srv/r/data.raw"},"node-name":"disk1"} ` +
-				`-device virtio-blk-pci,drive=disk1,id=disk-data -display none`},
+				`-device virtio-blk-pci,drive=disk1,id=data -display none`},
 		{name: "kvm, user network with the MAC, sockets, serial log, overlay drive, kernel",
 			def: def(nil), opts: Options{Accel: "kvm", Network: "user", QMPSocket: "/run/q.sock", GuestAgentSocket: "/run/g,a.sock",
 				SerialLog: "/tmp/console.log", Drives: map[string]Drive{"data": {File: "/tmp/ov.qcow2", Format: "qcow2"}},
@@ -42,9 +42,9 @@ func TestCommand(t *testing.T) {
 			want: `qemu-system-x86_64 -name guest=web1 -nodefaults -no-user-config -accel kvm -machine q35 -smp 2 -m 1024 -cpu host ` +
 				`-kernel /k -initrd /i -append console=ttyS0 ` +
 				`-blockdev {"driver":"qcow2","file":{"driver":"file","filename":"/srv/r/root.qcow2"},"node-name":"disk0"} ` +
-				`-device virtio-blk-pci,drive=disk0,id=disk-root,bootindex=1 ` +
+				`-device virtio-blk-pci,drive=disk0,id=root,bootindex=1 ` +
 				`-blockdev {"driver":"qcow2","file":{"driver":"file","filename":"/tmp/ov.qcow2"},"node-name":"disk1"} ` +
-				`-device virtio-blk-pci,drive=disk1,id=disk-data ` +
+				`-device virtio-blk-pci,drive=disk1,id=data ` +
 				`-netdev user,id=net0 -device virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56 -display none ` +
 				`-chardev file,id=serial0,path=/tmp/console.log -serial chardev:serial0 ` +
 				`-chardev socket,id=qmp,path=/run/q.sock,server=on,wait=off -mon chardev=qmp,mode=control ` +
@@ -60,14 +60,14 @@ func TestCommand(t *testing.T) {
 			opts: Options{Accel: "tcg", Network: "bridge:br0", VNC: "127.0.0.1:3"},
 			want: `qemu-system-x86_64 -name guest=web1 -nodefaults -no-user-config -accel tcg -machine q35 -smp 2 -m 1024 ` +
 				`-drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE.fd ` +
-				`-blockdev {"driver":"raw","file":{"driver":"file","filename":"/d"},"node-name":"disk0"} -device ide-hd,bus=ide.0,drive=disk0,id=disk-d,bootindex=1 ` +
-				`-blockdev {"driver":"raw","file":{"driver":"file","filename":"/b"},"node-name":"disk1"} -device ide-hd,bus=ide.1,drive=disk1,id=disk-b,bootindex=2 ` +
-				`-blockdev {"driver":"raw","file":{"driver":"file","filename":"/a"},"node-name":"disk2"} -device virtio-scsi-pci,id=scsi0 -device scsi-hd,bus=scsi0.0,drive=disk2,id=disk-a ` +
-				`-blockdev {"driver":"raw","file":{"driver":"file","filename":"/c"},"node-name":"disk3"} -device nvme,serial=c,drive=disk3,id=disk-c ` +
+				`-blockdev {"driver":"raw","file":{"driver":"file","filename":"/d"},"node-name":"disk0"} -device ide-hd,bus=ide.0,drive=disk0,id=d,bootindex=1 ` +
+				`-blockdev {"driver":"raw","file":{"driver":"file","filename":"/b"},"node-name":"disk1"} -device ide-hd,bus=ide.1,drive=disk1,id=b,bootindex=2 ` +
+				`-blockdev {"driver":"raw","file":{"driver":"file","filename":"/a"},"node-name":"disk2"} -device virtio-scsi-pci,id=scsi0 -device scsi-hd,bus=scsi0.0,drive=disk2,id=a ` +
+				`-blockdev {"driver":"raw","file":{"driver":"file","filename":"/c"},"node-name":"disk3"} -device nvme,serial=c,drive=disk3,id=c ` +
 				`-netdev bridge,br=br0,id=net0 -device e1000,netdev=net0 -vga std -vnc 127.0.0.1:3`},
 		{name: "default accel falls back from kvm to tcg", def: def(func(d *recovery.Definition) { d.Disks = d.Disks[:1] }),
 			want: `qemu-system-x86_64 -name guest=web1 -nodefaults -no-user-config -accel kvm -accel tcg -machine q35 -smp 2 -m 1024 ` +
-				`-blockdev {"driver":"raw","file":{"driver":"file","filename":"/srv/r/data.raw"},"node-name":"disk0"} -device virtio-blk-pci,drive=disk0,id=disk-data -display none`},
+				`-blockdev {"driver":"raw","file":{"driver":"file","filename":"/srv/r/data.raw"},"node-name":"disk0"} -device virtio-blk-pci,drive=disk0,id=data -display none`},
 		{name: "disk without a file", def: def(func(d *recovery.Definition) { d.Disks[0].File = "" }), err: "disk data names no file"},
 		{name: "drive for an unknown disk", def: def(nil), opts: Options{Drives: map[string]Drive{"x": {File: "/x"}}}, err: `disk "x"`},
 		{name: "bad accel", def: def(nil), opts: Options{Accel: "hvf"}, err: `accelerator "hvf"`},
