@@ -13,6 +13,8 @@ package agent
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -64,6 +66,8 @@ type Agent struct {
 	// server's lease, api.Lease).
 	Renew time.Duration
 	Log   *slog.Logger
+
+	instance string // this process's name for the server, set by Run
 }
 
 func (a *Agent) log() *slog.Logger {
@@ -88,7 +92,14 @@ func backoff(ctx context.Context, n int) bool {
 
 // Run heartbeats and runs jobs until ctx is cancelled. Jobs in flight are
 // cancelled with ctx and report their cancellation.
+//
+// Each Run is a new instance for the server: its first heartbeat ends the
+// runs a previous process of this agent left behind (killed mid-job), so
+// they are retried at once instead of after their lease expires.
 func (a *Agent) Run(ctx context.Context) error {
+	var id [8]byte
+	rand.Read(id[:])
+	a.instance = hex.EncodeToString(id[:])
 	workers := max(a.Concurrency, 1)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -107,7 +118,7 @@ func (a *Agent) heartbeats(ctx context.Context) {
 		every = 30 * time.Second
 	}
 	for {
-		err := a.Client.Do(ctx, "POST", "/v1/agent/heartbeat", api.HeartbeatJSON{Info: a.Info}, nil)
+		err := a.Client.Do(ctx, "POST", "/v1/agent/heartbeat", api.HeartbeatJSON{Info: a.Info, Instance: a.instance}, nil)
 		if err != nil && ctx.Err() == nil {
 			a.log().Warn("heartbeat failed; the server will report this agent down if it goes on", "err", err)
 		}
@@ -127,7 +138,7 @@ func (a *Agent) work(ctx context.Context) {
 	failures := 0
 	for ctx.Err() == nil {
 		var j catalog.Job
-		err := a.Client.Do(ctx, "POST", "/v1/agent/claim", nil, &j)
+		err := a.Client.Do(ctx, "POST", "/v1/agent/claim", api.ClaimJSON{Instance: a.instance}, &j)
 		switch {
 		case ctx.Err() != nil:
 			return

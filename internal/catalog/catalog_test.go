@@ -639,3 +639,42 @@ func TestPoints(t *testing.T) {
 		}
 	})
 }
+
+// An agent restarts: its first heartbeat ends the runs of its previous
+// process (other lease prefixes) as interrupted, queued again at once;
+// the runs of the live process and of other agents are left alone.
+func TestInterruptRestartedAgent(t *testing.T) {
+	engines(t, func(t *testing.T, c *Catalog, open func() *Catalog) {
+		ctx := context.Background()
+		c.Enqueue(ctx, Job{Kind: "backup", Machine: "web1", Agent: "hv1", MaxAttempts: 3}, t0)
+		c.Enqueue(ctx, Job{Kind: "backup", Machine: "web2", Agent: "hv1", MaxAttempts: 3}, t0)
+		c.Enqueue(ctx, Job{Kind: "backup", Machine: "web3", Agent: "hv2", MaxAttempts: 3}, t0)
+		var ids []string
+		for _, claim := range []struct{ agent, owner string }{{"hv1", "hv1/a/1"}, {"hv1", "hv1/b/2"}, {"hv2", "hv2/a/3"}} {
+			j, err := c.Claim(ctx, claim.agent, claim.owner, Limits{}, time.Minute, t0)
+			if err != nil || j == nil {
+				t.Fatalf("claim %v: %v %v", claim, j, err)
+			}
+			ids = append(ids, j.ID)
+		}
+		old, live, other := ids[0], ids[1], ids[2]
+		now := t0.Add(5 * time.Second)
+		ended, err := c.Interrupt(ctx, "hv1", "hv1/b/", now)
+		must(t, err)
+		if len(ended) != 1 || ended[0] != old {
+			t.Fatalf("interrupted %v, want [%s]", ended, old)
+		}
+		j, _ := c.Job(ctx, old)
+		if j.State != Queued || !j.NotBefore.Equal(now) || !strings.Contains(j.Error, "agent hv1 restarted") {
+			t.Fatalf("the interrupted job: %+v", j)
+		}
+		for _, id := range []string{live, other} {
+			if j, _ := c.Job(ctx, id); j.State != Running {
+				t.Fatalf("job %s of a live run: %+v", id, j)
+			}
+		}
+		if again, _ := c.Claim(ctx, "hv1", "hv1/b/4", Limits{}, time.Minute, now); again == nil || again.ID != old || again.Attempt != 2 {
+			t.Fatalf("the interrupted job is not run again at once: %+v", again)
+		}
+	})
+}

@@ -294,6 +294,8 @@ func (c *Catalog) Finish(ctx context.Context, id, owner string, result json.RawM
 		case runErr == nil:
 		case cancel != 0:
 			state, msg = Cancelled, runErr.Error()
+		case attempt < maxAttempts && errors.Is(runErr, ErrInterrupted):
+			state, msg, notBefore = Queued, runErr.Error(), ms(now)
 		case attempt < maxAttempts:
 			state, msg, notBefore = Queued, runErr.Error(), ms(now.Add(Backoff(attempt)))
 		default:
@@ -372,6 +374,50 @@ func (c *Catalog) Reap(ctx context.Context, now time.Time) ([]string, error) {
 		reaped = append(reaped, e.id)
 	}
 	return reaped, nil
+}
+
+// Interrupt ends the runs of agent's jobs whose lease is not one of the
+// running instance's (lease owners starting with instancePrefix): the
+// agent restarted, so those runs died with its previous process. Each is
+// queued again at once when attempts remain (ErrInterrupted), failed
+// otherwise, with the reason in its log. It returns the IDs it ended.
+func (c *Catalog) Interrupt(ctx context.Context, agent, instancePrefix string, now time.Time) ([]string, error) {
+	rows, err := c.db.QueryContext(ctx, c.q(`SELECT id, lease_owner FROM jobs WHERE state = ? AND agent = ?`), Running, agent)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: looking for the runs of agent %q: %w", agent, err)
+	}
+	type run struct{ id, owner string }
+	var found []run
+	for rows.Next() {
+		var r run
+		if err := rows.Scan(&r.id, &r.owner); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		if !strings.HasPrefix(r.owner, instancePrefix) {
+			found = append(found, r)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	var ended []string
+	for _, r := range found {
+		why := fmt.Errorf("%w: agent %s restarted while running it (run %s)", ErrInterrupted, agent, r.owner)
+		err := c.Finish(ctx, r.id, r.owner, nil, nil, why, now)
+		if errors.Is(err, ErrLeaseLost) {
+			continue // finished or reaped meanwhile
+		}
+		if err != nil {
+			return ended, err
+		}
+		if err := c.Log(ctx, r.id, "warn", why.Error(), now); err != nil {
+			return ended, err
+		}
+		ended = append(ended, r.id)
+	}
+	return ended, nil
 }
 
 // CancelJob asks a job to stop: a queued job is cancelled at once, a
