@@ -37,6 +37,7 @@ for target in \
   "./internal/image FuzzManifest" \
   "./internal/recovery FuzzPoint" "./internal/recovery FuzzDefinition" \
   "./internal/vault FuzzConfig" "./internal/vault FuzzSessionMarker" "./internal/vault FuzzSealedObject" \
+  "./internal/vault FuzzCatalogSnapshot" "./internal/catalog FuzzSnapshot" \
   "./internal/crypto FuzzKeySlot"; do
   read -r pkg fn <<<"$target"
   go test -run '^$' -fuzz "^${fn}\$" -fuzztime "$fuzztime" "$pkg"

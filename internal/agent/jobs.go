@@ -15,6 +15,7 @@ import (
 	"lifeboat/internal/lastseen"
 	"lifeboat/internal/location"
 	"lifeboat/internal/maintenance"
+	"lifeboat/internal/recovery"
 	"lifeboat/internal/restore"
 	"lifeboat/internal/vault"
 	"lifeboat/internal/vaultcopy"
@@ -135,12 +136,6 @@ func (r *Jobs) backup(ctx context.Context, j catalog.Job, rep Reporter) (Outcome
 	if p == nil {
 		return Outcome{}, err
 	}
-	var sources []string
-	for _, d := range p.Disks {
-		if d.ChangeSource != "" && !slices.Contains(sources, d.ChangeSource) {
-			sources = append(sources, d.ChangeSource)
-		}
-	}
 	var stored int64
 	for _, d := range p.Disks {
 		stored += d.Stats.NewBytes
@@ -152,8 +147,20 @@ func (r *Jobs) backup(ctx context.Context, j catalog.Job, rep Reporter) (Outcome
 	if vaultName == "" {
 		vaultName = spec.Vault
 	}
-	return Outcome{Result: result, Points: []catalog.Point{{Vault: vaultName, ID: p.ID.String(), Machine: p.Machine, Time: p.Time,
-		Consistency: string(p.Consistency), ChangeSource: strings.Join(sources, ","), Size: p.Size(), Notes: strings.Join(p.Notes, "; ")}}}, err
+	return Outcome{Result: result, Points: []catalog.Point{PointOf(vaultName, p)}}, err
+}
+
+// PointOf is a recovery point of the vault named vaultName as the catalog
+// indexes it.
+func PointOf(vaultName string, p *recovery.Point) catalog.Point {
+	var sources []string
+	for _, d := range p.Disks {
+		if d.ChangeSource != "" && !slices.Contains(sources, d.ChangeSource) {
+			sources = append(sources, d.ChangeSource)
+		}
+	}
+	return catalog.Point{Vault: vaultName, ID: p.ID.String(), Machine: p.Machine, Time: p.Time,
+		Consistency: string(p.Consistency), ChangeSource: strings.Join(sources, ","), Size: p.Size(), Notes: strings.Join(p.Notes, "; ")}
 }
 
 func (r *Jobs) restore(ctx context.Context, j catalog.Job, rep Reporter) (Outcome, error) {

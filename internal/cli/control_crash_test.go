@@ -33,7 +33,13 @@ func newControlPlane(t *testing.T) *controlPlane {
 // address, and waits until it answers.
 func (c *controlPlane) serve(args ...string) *proc {
 	c.t.Helper()
-	srv := startProc(c.t, append([]string{"server", "--data", c.data, "--listen", c.addr, "--tick", "1s"}, args...)...)
+	return c.serveEnv(nil, args...)
+}
+
+// serveEnv is serve with env added to the server's environment.
+func (c *controlPlane) serveEnv(env map[string]string, args ...string) *proc {
+	c.t.Helper()
+	srv := startProcEnv(c.t, env, append([]string{"server", "--data", c.data, "--listen", c.addr, "--tick", "1s"}, args...)...)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		resp, err := http.Get(c.url + "/healthz")

@@ -64,6 +64,19 @@ type Config struct {
 	VaultOptions vault.Options
 	// NoDefaultVault: a catalog without vaults stays without one.
 	NoDefaultVault bool
+	// Passphrase returns the passphrase of the vault at a URL (the
+	// default vault's is also found in DATA/vault.passphrase); Getenv
+	// supplies S3 settings. With Passphrase nil the server opens no vault
+	// itself: no catalog snapshots, no recovery.
+	Passphrase func(url string) ([]byte, error)
+	Getenv     func(string) string
+	// RecoverFrom rebuilds an empty catalog from the newest catalog
+	// snapshot in the vault at this URL (and the points in the vaults it
+	// names) before serving; that vault becomes the default vault.
+	RecoverFrom string
+	// OpenVault opens vaults for snapshots and recovery; nil: from
+	// Passphrase and Getenv.
+	OpenVault VaultOpener
 }
 
 // DefaultVault is the name of the vault a first start makes in DATA/vault
@@ -120,6 +133,23 @@ func (c *Config) defaults() {
 	if c.Out == nil {
 		c.Out = io.Discard
 	}
+	if c.Getenv == nil {
+		c.Getenv = func(string) string { return "" }
+	}
+	if c.OpenVault == nil && c.Passphrase != nil {
+		c.OpenVault = func(ctx context.Context, url string) (*vault.Vault, error) {
+			pw, ok := DefaultVaultPassphrase(c.DataDir, url)
+			if !ok {
+				var err error
+				if pw, err = c.Passphrase(url); err != nil {
+					return nil, err
+				}
+			}
+			opts := c.VaultOptions
+			opts.Clock = c.Clock
+			return location.Open(ctx, url, c.Getenv, pw, opts)
+		}
+	}
 }
 
 // checkListen refuses plain HTTP beyond loopback unless asked for: tokens
@@ -158,6 +188,27 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer cat.Close()
+	if cfg.RecoverFrom != "" {
+		rep, err := recoverCatalog(ctx, cat, cfg, cfg.RecoverFrom)
+		if err != nil {
+			return err
+		}
+		if cfg.Passphrase != nil {
+			if pw, err := cfg.Passphrase(cfg.RecoverFrom); err == nil {
+				if err := keepPassphrase(cfg.DataDir, cfg.RecoverFrom, pw); err != nil {
+					return err
+				}
+			}
+		}
+		fmt.Fprintf(cfg.Out, "lifeboat server: recovered from %s: the catalog saved at %s by %s — %d machines, %d policies, %d tiers, %d tokens; %d points found in the vaults\n",
+			cfg.RecoverFrom, rep.Snapshot.Format(time.RFC3339), rep.Host, rep.Machines, rep.Policies, rep.Tiers, rep.Tokens, rep.Points)
+		cfg.Log.Info("catalog recovered from the vault", "vault", cfg.RecoverFrom, "snapshot", rep.Snapshot, "machines", rep.Machines, "points", rep.Points)
+		// Whoever recovers gets an admin token of their own: the old ones
+		// may have been lost with the server.
+		if err := newAdmin(ctx, cat, cfg, "admin-recovered", "recovery"); err != nil {
+			return err
+		}
+	}
 	if err := firstAdmin(ctx, cat, cfg); err != nil {
 		return err
 	}
@@ -211,6 +262,11 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Log.Info("built-in agent started", "name", agentName)
 	}
 
+	if cfg.OpenVault != nil {
+		saver := &catalogSaver{cat: cat, open: cfg.OpenVault, clock: cfg.Clock, log: cfg.Log, builtin: agentName}
+		go saver.run(ctx, cfg.Tick)
+	}
+
 	sched := &Scheduler{Catalog: cat, Log: cfg.Log, Webhooks: cfg.Webhooks, Started: cfg.Clock.Now(), Agent: agentName}
 	ticker := time.NewTicker(cfg.Tick)
 	defer ticker.Stop()
@@ -247,6 +303,12 @@ func firstAdmin(ctx context.Context, cat *catalog.Catalog, cfg Config) error {
 			return nil
 		}
 	}
+	return newAdmin(ctx, cat, cfg, "admin", "first start")
+}
+
+// newAdmin makes an admin token named base (or base-N), writes it to
+// DataDir/admin.token (0600) and shows it once.
+func newAdmin(ctx context.Context, cat *catalog.Catalog, cfg Config, base, why string) error {
 	secret, err := api.NewSecret()
 	if err != nil {
 		return err
@@ -263,19 +325,19 @@ func firstAdmin(ctx context.Context, cat *catalog.Catalog, cfg Config) error {
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	name := "admin"
+	name := base
 	for taken := 1; ; taken++ {
 		_, err = cat.AddToken(ctx, name, catalog.RoleAdmin, api.HashToken(secret), cfg.Clock.Now())
 		if !errors.Is(err, catalog.ErrExists) {
 			break
 		}
-		name = fmt.Sprintf("admin-%d", taken)
+		name = fmt.Sprintf("%s-%d", base, taken)
 	}
 	if err != nil {
 		os.Remove(path)
 		return err
 	}
-	fmt.Fprintf(cfg.Out, "lifeboat server: first start: admin token %q written to %s (shown once):\n  %s\n", name, path, secret)
+	fmt.Fprintf(cfg.Out, "lifeboat server: %s: admin token %q written to %s (shown once):\n  %s\n", why, name, path, secret)
 	return nil
 }
 

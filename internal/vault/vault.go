@@ -403,6 +403,8 @@ const (
 	KindPoint     = "points"
 	KindIndex     = "index"
 	KindCondemned = "condemned"
+	// KindCatalog: snapshots of a control plane's catalog (catalog.go).
+	KindCatalog = "catalog"
 )
 
 // aad is the associated data of objects of kind. Manifests and points are
@@ -418,6 +420,9 @@ func (v *Vault) aad(kind string) string {
 	id := ""
 	if v.cfg.Bound() {
 		id = v.cfg.ID
+	}
+	if kind == KindCatalog {
+		return chunk.BindAAD("lifeboat catalog", id)
 	}
 	return chunk.BindAAD("lifeboat condemned", id)
 }
@@ -437,7 +442,7 @@ func (v *Vault) SaveObject(ctx context.Context, kind string, plain []byte) (chun
 
 // maxPlain bounds the plaintext of objects of a kind where nothing better
 // is known; manifests are bounded by the disk their point records.
-var maxPlain = map[string]uint64{KindPoint: 16 << 20}
+var maxPlain = map[string]uint64{KindPoint: 16 << 20, KindCatalog: MaxCatalogPlain}
 
 // LoadObject reads, checks and opens an object of kind.
 func (v *Vault) LoadObject(ctx context.Context, kind string, id chunk.ID) ([]byte, error) {
