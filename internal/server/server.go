@@ -268,6 +268,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	sched := &Scheduler{Catalog: cat, Log: cfg.Log, Webhooks: cfg.Webhooks, Started: cfg.Clock.Now(), Agent: agentName}
+	defer sched.Close()
 	ticker := time.NewTicker(cfg.Tick)
 	defer ticker.Stop()
 	tick := func() {
