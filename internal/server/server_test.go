@@ -226,7 +226,9 @@ func testSchedulerHour(t *testing.T, cat *catalog.Catalog) {
 		tick()
 		fc.Advance(10 * time.Second)
 	}
-	if !waitFor(func() bool { return hook.got("cleared", AlertRPO, "db1") && hook.got("cleared", AlertJobFailing, "db1") }) {
+	if !waitFor(func() bool {
+		return hook.got("cleared", AlertRPO, "db1") && hook.got("cleared", AlertJobFailing, "db1")
+	}) {
 		t.Fatalf("alerts not cleared: %+v", hook.events)
 	}
 
