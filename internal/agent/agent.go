@@ -25,6 +25,7 @@ import (
 
 	"lifeboat/internal/api"
 	"lifeboat/internal/catalog"
+	"lifeboat/internal/secrets"
 )
 
 // Outcome is what a finished run reports.
@@ -47,6 +48,12 @@ type Reporter interface {
 // Runner runs one job. It must return when ctx is cancelled.
 type Runner interface {
 	Run(ctx context.Context, j catalog.Job, r Reporter) (Outcome, error)
+}
+
+// CredentialUser is a Runner that opens vaults with the credentials the
+// server keeps for them, received with each job (by vault URL).
+type CredentialUser interface {
+	UseCredentials(map[string]secrets.Credential)
 }
 
 // Agent is one host's job loop.
@@ -137,8 +144,9 @@ func (a *Agent) work(ctx context.Context) {
 	}
 	failures := 0
 	for ctx.Err() == nil {
-		var j catalog.Job
-		err := a.Client.Do(ctx, "POST", "/v1/agent/claim", api.ClaimJSON{Instance: a.instance}, &j)
+		var claimed api.ClaimedJob
+		err := a.Client.Do(ctx, "POST", "/v1/agent/claim", api.ClaimJSON{Instance: a.instance}, &claimed)
+		j := claimed.Job
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -161,6 +169,9 @@ func (a *Agent) work(ctx context.Context) {
 			continue
 		}
 		failures = 0
+		if cu, ok := a.Runner.(CredentialUser); ok && len(claimed.Credentials) > 0 {
+			cu.UseCredentials(claimed.Credentials)
+		}
 		a.runOne(ctx, j)
 	}
 }

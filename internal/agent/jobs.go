@@ -17,6 +17,7 @@ import (
 	"lifeboat/internal/maintenance"
 	"lifeboat/internal/recovery"
 	"lifeboat/internal/restore"
+	"lifeboat/internal/secrets"
 	"lifeboat/internal/vault"
 	"lifeboat/internal/vaultcopy"
 )
@@ -39,6 +40,20 @@ type Jobs struct {
 
 	mu     sync.Mutex
 	vaults map[string]*openVault
+	creds  map[string]secrets.Credential // from the server, by vault URL
+}
+
+// UseCredentials keeps the credentials the server sent with a job, for
+// opening the vaults it names. A vault already open stays open.
+func (r *Jobs) UseCredentials(creds map[string]secrets.Credential) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.creds == nil {
+		r.creds = map[string]secrets.Credential{}
+	}
+	for url, c := range creds {
+		r.creds[url] = c
+	}
 }
 
 // openVault is one vault being opened or open: jobs wanting it wait for
@@ -62,14 +77,22 @@ func (r *Jobs) vault(ctx context.Context, url string) (*vault.Vault, error) {
 		ov = &openVault{}
 		r.vaults[url] = ov
 	}
+	cred, kept := r.creds[url]
 	r.mu.Unlock()
 	ov.once.Do(func() {
-		pw, err := r.Passphrase(url)
-		if err != nil {
+		var pw []byte
+		var err error
+		if cred.Password != "" {
+			pw = []byte(cred.Password)
+		} else if pw, err = r.Passphrase(url); err != nil {
 			ov.err = err
 			return
 		}
-		if ov.v, err = location.Open(ctx, url, r.Getenv, pw, r.Options); err != nil {
+		getenv := r.Getenv
+		if kept {
+			getenv = cred.Getenv(r.Getenv)
+		}
+		if ov.v, err = location.Open(ctx, url, getenv, pw, r.Options); err != nil {
 			ov.err = fmt.Errorf("opening vault %s: %w", url, err)
 		}
 	})

@@ -11,6 +11,7 @@ import (
 
 	"lifeboat/internal/catalog"
 	"lifeboat/internal/job"
+	"lifeboat/internal/secrets"
 )
 
 // Agent routes: an agent token speaks for the agent of the same name only.
@@ -123,8 +124,58 @@ func (s *Server) agentClaim(w http.ResponseWriter, r *http.Request) error {
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	}
-	writeJSON(w, http.StatusOK, j)
+	creds, err := s.credentials(r.Context(), *j)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, ClaimedJob{Job: *j, Credentials: creds})
 	return nil
+}
+
+// ClaimedJob is the answer to a claim: the job and the credentials of the
+// vaults its spec names that the server keeps (by vault URL). They go to
+// the claiming agent only; the catalog's copy of the job has none.
+type ClaimedJob struct {
+	catalog.Job
+	Credentials map[string]secrets.Credential `json:"credentials,omitempty"`
+}
+
+// credentials picks the kept credentials of the vaults j's spec names.
+func (s *Server) credentials(ctx context.Context, j catalog.Job) (map[string]secrets.Credential, error) {
+	if s.Secrets == nil {
+		return nil, nil
+	}
+	var spec map[string]any
+	if err := json.Unmarshal(j.Spec, &spec); err != nil {
+		return nil, nil
+	}
+	named := map[string]bool{}
+	for _, v := range spec {
+		if str, ok := v.(string); ok {
+			named[str] = true
+		}
+	}
+	vaults, err := s.Catalog.Vaults(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out map[string]secrets.Credential
+	for _, v := range vaults {
+		if !named[v.URL] && v.Name != j.Vault {
+			continue
+		}
+		c, ok, err := s.Secrets.Get(v.Name)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			if out == nil {
+				out = map[string]secrets.Credential{}
+			}
+			out[v.URL] = c
+		}
+	}
+	return out, nil
 }
 
 // lease checks that a lease token given by the calling agent is one of

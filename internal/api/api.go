@@ -39,6 +39,7 @@ import (
 
 	"lifeboat/internal/catalog"
 	"lifeboat/internal/clock"
+	"lifeboat/internal/secrets"
 	"lifeboat/internal/job"
 	"lifeboat/internal/schedule"
 )
@@ -55,6 +56,10 @@ type Server struct {
 	// server's built-in agent, whose host has the disks a path names.
 	// Empty: any agent may run their jobs.
 	DefaultAgent string
+	// Secrets keeps vault credentials (PUT /v1/vaults/NAME with a
+	// password or S3 settings); agents receive those of a job's vaults
+	// with the job. Nil: the server keeps none.
+	Secrets *secrets.File
 
 	metricsOnce sync.Once
 	m           *metrics

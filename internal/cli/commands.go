@@ -118,7 +118,7 @@ from --new-password-file or LIFEBOAT_NEW_PASSWORD.`,
 		},
 	}
 	passwd.Flags().StringVar(&newFile, "new-password-file", "", "read the new passphrase from this file")
-	cmd.AddCommand(initCmd, passwd, a.vaultCopyCommand(), a.vaultStatusCommand())
+	cmd.AddCommand(initCmd, passwd, a.vaultCopyCommand(), a.vaultStatusCommand(), a.vaultAddCommand(), a.vaultListCommand())
 	return cmd
 }
 

@@ -26,6 +26,7 @@ import (
 	"lifeboat/internal/catalog"
 	"lifeboat/internal/clock"
 	"lifeboat/internal/location"
+	"lifeboat/internal/secrets"
 	"lifeboat/internal/vault"
 )
 
@@ -136,19 +137,45 @@ func (c *Config) defaults() {
 	if c.Getenv == nil {
 		c.Getenv = func(string) string { return "" }
 	}
-	if c.OpenVault == nil && c.Passphrase != nil {
-		c.OpenVault = func(ctx context.Context, url string) (*vault.Vault, error) {
-			pw, ok := DefaultVaultPassphrase(c.DataDir, url)
-			if !ok {
-				var err error
-				if pw, err = c.Passphrase(url); err != nil {
+}
+
+// SecretsFile is where the server keeps vault credentials (mode 0600).
+const SecretsFile = "secrets.json"
+
+// vaultOpener opens vaults for the server itself (catalog snapshots,
+// recovery): with the credentials kept for the vault of that URL, else
+// the default vault's passphrase file, else cfg.Passphrase.
+func vaultOpener(cfg Config, cat *catalog.Catalog, sec *secrets.File) VaultOpener {
+	return func(ctx context.Context, url string) (*vault.Vault, error) {
+		var cred secrets.Credential
+		vs, err := cat.Vaults(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, v := range vs {
+			if v.URL == url {
+				if c, ok, err := sec.Get(v.Name); err != nil {
+					return nil, err
+				} else if ok {
+					cred = c
+				}
+			}
+		}
+		pw := []byte(cred.Password)
+		if len(pw) == 0 {
+			var ok bool
+			if pw, ok = DefaultVaultPassphrase(cfg.DataDir, url); !ok {
+				if cfg.Passphrase == nil {
+					return nil, fmt.Errorf("no passphrase for vault %s", url)
+				}
+				if pw, err = cfg.Passphrase(url); err != nil {
 					return nil, err
 				}
 			}
-			opts := c.VaultOptions
-			opts.Clock = c.Clock
-			return location.Open(ctx, url, c.Getenv, pw, opts)
 		}
+		opts := cfg.VaultOptions
+		opts.Clock = cfg.Clock
+		return location.Open(ctx, url, cred.Getenv(cfg.Getenv), pw, opts)
 	}
 }
 
@@ -188,6 +215,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer cat.Close()
+	sec := secrets.Open(filepath.Join(cfg.DataDir, SecretsFile))
+	if cfg.OpenVault == nil && cfg.Passphrase != nil {
+		cfg.OpenVault = vaultOpener(cfg, cat, sec)
+	}
 	if cfg.RecoverFrom != "" {
 		rep, err := recoverCatalog(ctx, cat, cfg, cfg.RecoverFrom)
 		if err != nil {
@@ -239,7 +270,7 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
-	apiSrv := &api.Server{Catalog: cat, Clock: cfg.Clock, Log: cfg.Log, DefaultAgent: agentName}
+	apiSrv := &api.Server{Catalog: cat, Clock: cfg.Clock, Log: cfg.Log, DefaultAgent: agentName, Secrets: sec}
 	httpSrv := &http.Server{Handler: apiSrv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- httpSrv.Serve(ln) }()
