@@ -39,9 +39,9 @@ import (
 
 	"lifeboat/internal/catalog"
 	"lifeboat/internal/clock"
-	"lifeboat/internal/secrets"
 	"lifeboat/internal/job"
 	"lifeboat/internal/schedule"
+	"lifeboat/internal/secrets"
 )
 
 //go:embed openapi.json

@@ -9,10 +9,10 @@ import (
 	"time"
 
 	"lifeboat/internal/catalog"
-	"lifeboat/internal/secrets"
 	"lifeboat/internal/job"
 	"lifeboat/internal/policy"
 	"lifeboat/internal/schedule"
+	"lifeboat/internal/secrets"
 )
 
 // Duration is a duration on the wire: "15m", "1h30m", "7d".
