@@ -11,6 +11,7 @@ import (
 
 	"lifeboat/internal/backup"
 	"lifeboat/internal/catalog"
+	"lifeboat/internal/discover"
 	"lifeboat/internal/job"
 	"lifeboat/internal/lastseen"
 	"lifeboat/internal/location"
@@ -130,6 +131,8 @@ func (r *Jobs) Run(ctx context.Context, j catalog.Job, rep Reporter) (Outcome, e
 		return r.copy(ctx, j, rep)
 	case "verify":
 		return r.verify(ctx, j, rep)
+	case "discover":
+		return r.discover(ctx, j, rep)
 	}
 	return Outcome{}, fmt.Errorf("this agent does not run %q jobs", j.Kind)
 }
@@ -305,5 +308,26 @@ func (r *Jobs) verify(ctx context.Context, j catalog.Job, rep Reporter) (Outcome
 		return Outcome{Result: result}, fmt.Errorf("verify found %d problem(s) in %s; the first: %s", n, spec.Vault, first)
 	}
 	rep.Log("info", fmt.Sprintf("verified %d points, %d packs, %d chunks: no problems", vr.Points, vr.Packs, vr.Chunks))
+	return Outcome{Result: result}, nil
+}
+
+// discover lists the running QEMU machines of this host.
+func (r *Jobs) discover(ctx context.Context, j catalog.Job, rep Reporter) (Outcome, error) {
+	var spec job.Discover
+	if err := json.Unmarshal(j.Spec, &spec); err != nil {
+		return Outcome{}, fmt.Errorf("discover job %s: spec: %w", j.ID, err)
+	}
+	if err := spec.Validate(); err != nil {
+		return Outcome{}, err
+	}
+	found, err := discover.Find(ctx, discover.Options{Under: spec.Under})
+	if err != nil {
+		return Outcome{}, err
+	}
+	if found == nil {
+		found = []discover.Machine{}
+	}
+	rep.Log("info", fmt.Sprintf("%d QEMU machine(s) found", len(found)))
+	result, _ := json.Marshal(map[string]any{"machines": found})
 	return Outcome{Result: result}, nil
 }

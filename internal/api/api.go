@@ -120,6 +120,7 @@ func (s *Server) routes() []route {
 		{"GET /v1/vaults", viewer, s.listVaults},
 		{"PUT /v1/vaults/{name}", admin, s.putVault},
 		{"POST /v1/vaults/{name}/verify", operator, s.verifyVault},
+		{"POST /v1/discover", operator, s.discover},
 		{"GET /v1/policies", viewer, s.listPolicies},
 		{"GET /v1/policies/{name}", viewer, s.getPolicy},
 		{"PUT /v1/policies/{name}", admin, s.putPolicy},
