@@ -20,7 +20,7 @@ import (
 // quietReporter drops a job's progress and log lines.
 type quietReporter struct{}
 
-func (quietReporter) Progress(any)        {}
+func (quietReporter) Progress(any)       {}
 func (quietReporter) Log(string, string) {}
 
 // BenchmarkScheduledLiveIncremental is issue 11's agent benchmark: a
