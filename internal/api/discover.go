@@ -36,11 +36,16 @@ func (s *Server) discover(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	raw, _ := json.Marshal(spec)
-	id, err := s.Catalog.Enqueue(r.Context(), catalog.Job{Kind: "discover", Agent: agent, Spec: raw, MaxAttempts: 1}, s.Clock.Now())
+	return s.queued(w, r, catalog.Job{Kind: "discover", Agent: agent, Spec: raw, MaxAttempts: 1})
+}
+
+// queued queues j and answers 202 with it and its Location.
+func (s *Server) queued(w http.ResponseWriter, r *http.Request, j catalog.Job) error {
+	id, err := s.Catalog.Enqueue(r.Context(), j, s.Clock.Now())
 	if err != nil {
 		return err
 	}
-	j, err := s.Catalog.Job(r.Context(), id)
+	j, err = s.Catalog.Job(r.Context(), id)
 	if err != nil {
 		return err
 	}

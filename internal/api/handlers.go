@@ -200,17 +200,7 @@ func (s *Server) verifyVault(w http.ResponseWriter, r *http.Request) error {
 		agent = s.DefaultAgent
 	}
 	spec, _ := json.Marshal(job.Verify{Vault: url, ReadData: body.ReadData})
-	id, err := s.Catalog.Enqueue(r.Context(), catalog.Job{Kind: "verify", Agent: agent, Vault: name, Spec: spec, MaxAttempts: 1}, s.Clock.Now())
-	if err != nil {
-		return err
-	}
-	j, err := s.Catalog.Job(r.Context(), id)
-	if err != nil {
-		return err
-	}
-	w.Header().Set("Location", "/v1/jobs/"+id)
-	writeJSON(w, http.StatusAccepted, j)
-	return nil
+	return s.queued(w, r, catalog.Job{Kind: "verify", Agent: agent, Vault: name, Spec: spec, MaxAttempts: 1})
 }
 
 func (s *Server) listPolicies(w http.ResponseWriter, r *http.Request) error {

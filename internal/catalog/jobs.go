@@ -344,36 +344,9 @@ func (c *Catalog) forUpdate() string {
 // died): each is queued again when attempts remain, failed otherwise, with
 // the reason in its log. It returns the IDs it reaped.
 func (c *Catalog) Reap(ctx context.Context, now time.Time) ([]string, error) {
-	rows, err := c.db.QueryContext(ctx, c.q(`SELECT id, lease_owner FROM jobs WHERE state = ? AND lease_until_ms < ?`), Running, ms(now))
-	if err != nil {
-		return nil, fmt.Errorf("catalog: looking for expired leases: %w", err)
-	}
-	type expired struct{ id, owner string }
-	var found []expired
-	for rows.Next() {
-		var e expired
-		if err := rows.Scan(&e.id, &e.owner); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		found = append(found, e)
-	}
-	rows.Close()
-	var reaped []string
-	for _, e := range found {
-		err := c.Finish(ctx, e.id, e.owner, nil, nil, fmt.Errorf("interrupted: %s stopped renewing its lease", e.owner), now)
-		if errors.Is(err, ErrLeaseLost) {
-			continue // renewed or finished meanwhile
-		}
-		if err != nil {
-			return reaped, err
-		}
-		if err := c.Log(ctx, e.id, "warn", fmt.Sprintf("interrupted: lease of %s expired", e.owner), now); err != nil {
-			return reaped, err
-		}
-		reaped = append(reaped, e.id)
-	}
-	return reaped, nil
+	return c.endRuns(ctx, `lease_until_ms < ?`, []any{ms(now)}, nil, func(owner string) (string, error) {
+		return fmt.Sprintf("interrupted: lease of %s expired", owner), fmt.Errorf("interrupted: %s stopped renewing its lease", owner)
+	}, now)
 }
 
 // Interrupt ends the runs of agent's jobs whose lease is not one of the
@@ -382,9 +355,21 @@ func (c *Catalog) Reap(ctx context.Context, now time.Time) ([]string, error) {
 // queued again at once when attempts remain (ErrInterrupted), failed
 // otherwise, with the reason in its log. It returns the IDs it ended.
 func (c *Catalog) Interrupt(ctx context.Context, agent, instancePrefix string, now time.Time) ([]string, error) {
-	rows, err := c.db.QueryContext(ctx, c.q(`SELECT id, lease_owner FROM jobs WHERE state = ? AND agent = ?`), Running, agent)
+	keep := func(owner string) bool { return !strings.HasPrefix(owner, instancePrefix) }
+	return c.endRuns(ctx, `agent = ?`, []any{agent}, keep, func(owner string) (string, error) {
+		why := fmt.Errorf("%w: agent %s restarted while running it (run %s)", ErrInterrupted, agent, owner)
+		return why.Error(), why
+	}, now)
+}
+
+// endRuns finishes the running jobs matching where (and keep, when not
+// nil, on their lease owner) with the error reason gives, logging the
+// line it gives; runs renewed or finished meanwhile are left alone.
+func (c *Catalog) endRuns(ctx context.Context, where string, args []any, keep func(owner string) bool,
+	reason func(owner string) (line string, why error), now time.Time) ([]string, error) {
+	rows, err := c.db.QueryContext(ctx, c.q(`SELECT id, lease_owner FROM jobs WHERE state = ? AND `+where), append([]any{Running}, args...)...)
 	if err != nil {
-		return nil, fmt.Errorf("catalog: looking for the runs of agent %q: %w", agent, err)
+		return nil, fmt.Errorf("catalog: looking for runs to end: %w", err)
 	}
 	type run struct{ id, owner string }
 	var found []run
@@ -394,7 +379,7 @@ func (c *Catalog) Interrupt(ctx context.Context, agent, instancePrefix string, n
 			rows.Close()
 			return nil, err
 		}
-		if !strings.HasPrefix(r.owner, instancePrefix) {
+		if keep == nil || keep(r.owner) {
 			found = append(found, r)
 		}
 	}
@@ -404,15 +389,15 @@ func (c *Catalog) Interrupt(ctx context.Context, agent, instancePrefix string, n
 	}
 	var ended []string
 	for _, r := range found {
-		why := fmt.Errorf("%w: agent %s restarted while running it (run %s)", ErrInterrupted, agent, r.owner)
+		line, why := reason(r.owner)
 		err := c.Finish(ctx, r.id, r.owner, nil, nil, why, now)
 		if errors.Is(err, ErrLeaseLost) {
-			continue // finished or reaped meanwhile
+			continue // renewed or finished meanwhile
 		}
 		if err != nil {
 			return ended, err
 		}
-		if err := c.Log(ctx, r.id, "warn", why.Error(), now); err != nil {
+		if err := c.Log(ctx, r.id, "warn", line, now); err != nil {
 			return ended, err
 		}
 		ended = append(ended, r.id)

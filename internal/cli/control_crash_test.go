@@ -182,6 +182,12 @@ func state(s string) func(map[string]any) bool {
 	return func(j map[string]any) bool { return j["state"] == s }
 }
 
+// waitEnded waits until a job is neither queued nor running.
+func (c *controlPlane) waitEnded(id string) map[string]any {
+	c.t.Helper()
+	return c.waitJob(id, "ended", 90*time.Second, func(j map[string]any) bool { return j["state"] != "running" && j["state"] != "queued" })
+}
+
 // kill -9 of the server while its built-in agent runs a backup: the
 // restarted server's agent ends the dead run as interrupted and runs the
 // job again at once; the vault stays consistent.
@@ -207,7 +213,7 @@ func TestServerKill9MidJob(t *testing.T) {
 	before := len(packFiles(t, vaultDir))
 
 	c.serve()
-	j := c.waitJob(id, "succeeded", 90*time.Second, func(j map[string]any) bool { return j["state"] != "running" && j["state"] != "queued" })
+	j := c.waitEnded(id)
 	if j["state"] != "succeeded" || j["attempt"] != float64(2) {
 		t.Fatalf("the job interrupted by the server's death: %v", j)
 	}
@@ -252,7 +258,7 @@ func TestAgentKill9MidJob(t *testing.T) {
 		t.Fatal("the agent was not killed by SIGKILL")
 	}
 	startProc(t, "agent", "--server", c.url, "--token-file", agentToken)
-	j := c.waitJob(id, "ended", 90*time.Second, func(j map[string]any) bool { return j["state"] != "running" && j["state"] != "queued" })
+	j := c.waitEnded(id)
 	if j["state"] != "succeeded" || j["attempt"] != float64(2) || j["agent"] != "hv2" {
 		t.Fatalf("the job interrupted by its agent's death: %v\n%s", j, c.logs(id))
 	}
@@ -275,7 +281,7 @@ func TestAgentKill9MidJob(t *testing.T) {
 		t.Fatal("the server was not killed by SIGKILL")
 	}
 	c.serve()
-	j = c.waitJob(id2, "ended", 90*time.Second, func(j map[string]any) bool { return j["state"] != "running" && j["state"] != "queued" })
+	j = c.waitEnded(id2)
 	if j["state"] != "succeeded" || j["attempt"] != float64(1) {
 		t.Fatalf("the job its agent ran through the server's death: %v", j)
 	}
