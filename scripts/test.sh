@@ -38,6 +38,7 @@ for target in \
   "./internal/recovery FuzzPoint" "./internal/recovery FuzzDefinition" \
   "./internal/vault FuzzConfig" "./internal/vault FuzzSessionMarker" "./internal/vault FuzzSealedObject" \
   "./internal/vault FuzzSoftDeleteObjects" \
+  "./internal/vault FuzzCatalogSnapshot" "./internal/catalog FuzzSnapshot" \
   "./internal/crypto FuzzKeySlot"; do
   read -r pkg fn <<<"$target"
   go test -run '^$' -fuzz "^${fn}\$" -fuzztime "$fuzztime" "$pkg"

@@ -13,6 +13,8 @@ package agent
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +25,7 @@ import (
 
 	"lifeboat/internal/api"
 	"lifeboat/internal/catalog"
+	"lifeboat/internal/secrets"
 )
 
 // Outcome is what a finished run reports.
@@ -47,6 +50,12 @@ type Runner interface {
 	Run(ctx context.Context, j catalog.Job, r Reporter) (Outcome, error)
 }
 
+// CredentialUser is a Runner that opens vaults with the credentials the
+// server keeps for them, received with each job (by vault URL).
+type CredentialUser interface {
+	UseCredentials(map[string]secrets.Credential)
+}
+
 // Agent is one host's job loop.
 type Agent struct {
 	Client *api.Client
@@ -64,6 +73,8 @@ type Agent struct {
 	// server's lease, api.Lease).
 	Renew time.Duration
 	Log   *slog.Logger
+
+	instance string // this process's name for the server, set by Run
 }
 
 func (a *Agent) log() *slog.Logger {
@@ -88,7 +99,14 @@ func backoff(ctx context.Context, n int) bool {
 
 // Run heartbeats and runs jobs until ctx is cancelled. Jobs in flight are
 // cancelled with ctx and report their cancellation.
+//
+// Each Run is a new instance for the server: its first heartbeat ends the
+// runs a previous process of this agent left behind (killed mid-job), so
+// they are retried at once instead of after their lease expires.
 func (a *Agent) Run(ctx context.Context) error {
+	var id [8]byte
+	rand.Read(id[:])
+	a.instance = hex.EncodeToString(id[:])
 	workers := max(a.Concurrency, 1)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -107,7 +125,7 @@ func (a *Agent) heartbeats(ctx context.Context) {
 		every = 30 * time.Second
 	}
 	for {
-		err := a.Client.Do(ctx, "POST", "/v1/agent/heartbeat", api.HeartbeatJSON{Info: a.Info}, nil)
+		err := a.Client.Do(ctx, "POST", "/v1/agent/heartbeat", api.HeartbeatJSON{Info: a.Info, Instance: a.instance}, nil)
 		if err != nil && ctx.Err() == nil {
 			a.log().Warn("heartbeat failed; the server will report this agent down if it goes on", "err", err)
 		}
@@ -126,8 +144,9 @@ func (a *Agent) work(ctx context.Context) {
 	}
 	failures := 0
 	for ctx.Err() == nil {
-		var j catalog.Job
-		err := a.Client.Do(ctx, "POST", "/v1/agent/claim", nil, &j)
+		var claimed api.ClaimedJob
+		err := a.Client.Do(ctx, "POST", "/v1/agent/claim", api.ClaimJSON{Instance: a.instance}, &claimed)
+		j := claimed.Job
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -150,6 +169,9 @@ func (a *Agent) work(ctx context.Context) {
 			continue
 		}
 		failures = 0
+		if cu, ok := a.Runner.(CredentialUser); ok && len(claimed.Credentials) > 0 {
+			cu.UseCredentials(claimed.Credentials)
+		}
 		a.runOne(ctx, j)
 	}
 }

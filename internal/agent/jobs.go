@@ -11,12 +11,15 @@ import (
 
 	"lifeboat/internal/backup"
 	"lifeboat/internal/catalog"
+	"lifeboat/internal/discover"
 	"lifeboat/internal/job"
 	"lifeboat/internal/lastseen"
 	"lifeboat/internal/location"
 	"lifeboat/internal/maintenance"
 	"lifeboat/internal/policy"
+	"lifeboat/internal/recovery"
 	"lifeboat/internal/restore"
+	"lifeboat/internal/secrets"
 	"lifeboat/internal/vault"
 	"lifeboat/internal/vaultcopy"
 )
@@ -39,6 +42,20 @@ type Jobs struct {
 
 	mu     sync.Mutex
 	vaults map[string]*openVault
+	creds  map[string]secrets.Credential // from the server, by vault URL
+}
+
+// UseCredentials keeps the credentials the server sent with a job, for
+// opening the vaults it names. A vault already open stays open.
+func (r *Jobs) UseCredentials(creds map[string]secrets.Credential) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.creds == nil {
+		r.creds = map[string]secrets.Credential{}
+	}
+	for url, c := range creds {
+		r.creds[url] = c
+	}
 }
 
 // openVault is one vault being opened or open: jobs wanting it wait for
@@ -62,14 +79,22 @@ func (r *Jobs) vault(ctx context.Context, url string) (*vault.Vault, error) {
 		ov = &openVault{}
 		r.vaults[url] = ov
 	}
+	cred, kept := r.creds[url]
 	r.mu.Unlock()
 	ov.once.Do(func() {
-		pw, err := r.Passphrase(url)
-		if err != nil {
+		var pw []byte
+		var err error
+		if cred.Password != "" {
+			pw = []byte(cred.Password)
+		} else if pw, err = r.Passphrase(url); err != nil {
 			ov.err = err
 			return
 		}
-		if ov.v, err = location.Open(ctx, url, r.Getenv, pw, r.Options); err != nil {
+		getenv := r.Getenv
+		if kept {
+			getenv = cred.Getenv(r.Getenv)
+		}
+		if ov.v, err = location.Open(ctx, url, getenv, pw, r.Options); err != nil {
 			ov.err = fmt.Errorf("opening vault %s: %w", url, err)
 		}
 	})
@@ -109,6 +134,8 @@ func (r *Jobs) Run(ctx context.Context, j catalog.Job, rep Reporter) (Outcome, e
 		return r.verify(ctx, j, rep)
 	case "drill":
 		return r.drill(ctx, j, rep)
+	case "discover":
+		return r.discover(ctx, j, rep)
 	}
 	return Outcome{}, fmt.Errorf("this agent does not run %q jobs", j.Kind)
 }
@@ -138,12 +165,6 @@ func (r *Jobs) backup(ctx context.Context, j catalog.Job, rep Reporter) (Outcome
 	if p == nil {
 		return Outcome{}, err
 	}
-	var sources []string
-	for _, d := range p.Disks {
-		if d.ChangeSource != "" && !slices.Contains(sources, d.ChangeSource) {
-			sources = append(sources, d.ChangeSource)
-		}
-	}
 	var stored int64
 	for _, d := range p.Disks {
 		stored += d.Stats.NewBytes
@@ -155,8 +176,20 @@ func (r *Jobs) backup(ctx context.Context, j catalog.Job, rep Reporter) (Outcome
 	if vaultName == "" {
 		vaultName = spec.Vault
 	}
-	return Outcome{Result: result, Points: []catalog.Point{{Vault: vaultName, ID: p.ID.String(), Machine: p.Machine, Time: p.Time,
-		Consistency: string(p.Consistency), ChangeSource: strings.Join(sources, ","), Size: p.Size(), Notes: strings.Join(p.Notes, "; ")}}}, err
+	return Outcome{Result: result, Points: []catalog.Point{PointOf(vaultName, p)}}, err
+}
+
+// PointOf is a recovery point of the vault named vaultName as the catalog
+// indexes it.
+func PointOf(vaultName string, p *recovery.Point) catalog.Point {
+	var sources []string
+	for _, d := range p.Disks {
+		if d.ChangeSource != "" && !slices.Contains(sources, d.ChangeSource) {
+			sources = append(sources, d.ChangeSource)
+		}
+	}
+	return catalog.Point{Vault: vaultName, ID: p.ID.String(), Machine: p.Machine, Time: p.Time,
+		Consistency: string(p.Consistency), ChangeSource: strings.Join(sources, ","), Size: p.Size(), Notes: strings.Join(p.Notes, "; ")}
 }
 
 func (r *Jobs) restore(ctx context.Context, j catalog.Job, rep Reporter) (Outcome, error) {
@@ -304,4 +337,25 @@ func (r *Jobs) drill(ctx context.Context, j catalog.Job, rep Reporter) (Outcome,
 		rep.Log("info", fmt.Sprintf("point %s proven: the guest answered after %d ms", res.Point[:12], res.RTOMS))
 	}
 	return Outcome{Result: result}, err
+}
+
+// discover lists the running QEMU machines of this host.
+func (r *Jobs) discover(ctx context.Context, j catalog.Job, rep Reporter) (Outcome, error) {
+	var spec job.Discover
+	if err := json.Unmarshal(j.Spec, &spec); err != nil {
+		return Outcome{}, fmt.Errorf("discover job %s: spec: %w", j.ID, err)
+	}
+	if err := spec.Validate(); err != nil {
+		return Outcome{}, err
+	}
+	found, err := discover.Find(ctx, discover.Options{Under: spec.Under})
+	if err != nil {
+		return Outcome{}, err
+	}
+	if found == nil {
+		found = []discover.Machine{}
+	}
+	rep.Log("info", fmt.Sprintf("%d QEMU machine(s) found", len(found)))
+	result, _ := json.Marshal(map[string]any{"machines": found})
+	return Outcome{Result: result}, nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"lifeboat/internal/catalog"
 	"lifeboat/internal/job"
+	"lifeboat/internal/secrets"
 )
 
 // Agent routes: an agent token speaks for the agent of the same name only.
@@ -35,6 +36,33 @@ var AgentLimits = catalog.Limits{PerAgent: 2, PerVault: 4}
 // HeartbeatJSON is the body of POST /v1/agent/heartbeat.
 type HeartbeatJSON struct {
 	Info json.RawMessage `json:"info,omitempty"`
+	// Instance names the agent's process (random, new at each start).
+	// A heartbeat with an instance ends the runs of the agent's jobs
+	// claimed by any other instance: they died with its previous process,
+	// and are queued again at once instead of after their lease expires.
+	Instance string `json:"instance,omitempty"`
+}
+
+// ClaimJSON is the (optional) body of POST /v1/agent/claim.
+type ClaimJSON struct {
+	// Instance, as in HeartbeatJSON, goes into the lease token.
+	Instance string `json:"instance,omitempty"`
+}
+
+// instancePrefix is the start of the lease tokens of one agent process.
+func instancePrefix(agent, instance string) string { return agent + "/" + instance + "/" }
+
+// validInstance keeps an instance name to what a lease token can hold.
+func validInstance(s string) error {
+	if len(s) > 64 {
+		return invalid("instance: longer than 64 characters")
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return invalid("instance: %q: only letters, digits, - and _", s)
+		}
+	}
+	return nil
 }
 
 func agentName(r *http.Request) string { return callerOf(r).token.Name }
@@ -46,8 +74,21 @@ func (s *Server) agentHeartbeat(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
-	if err := s.Catalog.Heartbeat(r.Context(), agentName(r), body.Info, s.Clock.Now()); err != nil {
+	if err := validInstance(body.Instance); err != nil {
 		return err
+	}
+	name := agentName(r)
+	if err := s.Catalog.Heartbeat(r.Context(), name, body.Info, s.Clock.Now()); err != nil {
+		return err
+	}
+	if body.Instance != "" {
+		ended, err := s.Catalog.Interrupt(r.Context(), name, instancePrefix(name, body.Instance), s.Clock.Now())
+		if err != nil {
+			return err
+		}
+		for _, id := range ended {
+			s.log().Warn("job interrupted: its agent restarted; queued again if attempts remain", "job", id, "agent", name)
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"lease": Duration(Lease)})
 	return nil
@@ -60,12 +101,25 @@ func (s *Server) agentHeartbeat(w http.ResponseWriter, r *http.Request) error {
 // present: a run whose job was reaped and claimed again — by the same
 // agent too — can neither renew nor report over the new run.
 func (s *Server) agentClaim(w http.ResponseWriter, r *http.Request) error {
+	var body ClaimJSON
+	if r.ContentLength != 0 {
+		if err := decode(r, &body); err != nil {
+			return err
+		}
+	}
+	if err := validInstance(body.Instance); err != nil {
+		return err
+	}
 	name := agentName(r)
 	secret, err := NewSecret()
 	if err != nil {
 		return err
 	}
-	j, err := s.Catalog.Claim(r.Context(), name, name+"/"+secret[len(secret)-16:], AgentLimits, Lease, s.Clock.Now())
+	owner := name + "/" + secret[len(secret)-16:]
+	if body.Instance != "" {
+		owner = instancePrefix(name, body.Instance) + secret[len(secret)-16:]
+	}
+	j, err := s.Catalog.Claim(r.Context(), name, owner, AgentLimits, Lease, s.Clock.Now())
 	if err != nil {
 		return err
 	}
@@ -73,8 +127,58 @@ func (s *Server) agentClaim(w http.ResponseWriter, r *http.Request) error {
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	}
-	writeJSON(w, http.StatusOK, j)
+	creds, err := s.credentials(r.Context(), *j)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, ClaimedJob{Job: *j, Credentials: creds})
 	return nil
+}
+
+// ClaimedJob is the answer to a claim: the job and the credentials of the
+// vaults its spec names that the server keeps (by vault URL). They go to
+// the claiming agent only; the catalog's copy of the job has none.
+type ClaimedJob struct {
+	catalog.Job
+	Credentials map[string]secrets.Credential `json:"credentials,omitempty"`
+}
+
+// credentials picks the kept credentials of the vaults j's spec names.
+func (s *Server) credentials(ctx context.Context, j catalog.Job) (map[string]secrets.Credential, error) {
+	if s.Secrets == nil {
+		return nil, nil
+	}
+	var spec map[string]any
+	if err := json.Unmarshal(j.Spec, &spec); err != nil {
+		return nil, nil
+	}
+	named := map[string]bool{}
+	for _, v := range spec {
+		if str, ok := v.(string); ok {
+			named[str] = true
+		}
+	}
+	vaults, err := s.Catalog.Vaults(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out map[string]secrets.Credential
+	for _, v := range vaults {
+		if !named[v.URL] && v.Name != j.Vault {
+			continue
+		}
+		c, ok, err := s.Secrets.Get(v.Name)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			if out == nil {
+				out = map[string]secrets.Credential{}
+			}
+			out[v.URL] = c
+		}
+	}
+	return out, nil
 }
 
 // lease checks that a lease token given by the calling agent is one of

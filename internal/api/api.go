@@ -41,6 +41,7 @@ import (
 	"lifeboat/internal/clock"
 	"lifeboat/internal/job"
 	"lifeboat/internal/schedule"
+	"lifeboat/internal/secrets"
 )
 
 //go:embed openapi.json
@@ -55,6 +56,10 @@ type Server struct {
 	// server's built-in agent, whose host has the disks a path names.
 	// Empty: any agent may run their jobs.
 	DefaultAgent string
+	// Secrets keeps vault credentials (PUT /v1/vaults/NAME with a
+	// password or S3 settings); agents receive those of a job's vaults
+	// with the job. Nil: the server keeps none.
+	Secrets *secrets.File
 
 	metricsOnce sync.Once
 	m           *metrics
@@ -115,6 +120,7 @@ func (s *Server) routes() []route {
 		{"GET /v1/vaults", viewer, s.listVaults},
 		{"PUT /v1/vaults/{name}", admin, s.putVault},
 		{"POST /v1/vaults/{name}/verify", operator, s.verifyVault},
+		{"POST /v1/discover", operator, s.discover},
 		{"GET /v1/policies", viewer, s.listPolicies},
 		{"GET /v1/policies/{name}", viewer, s.getPolicy},
 		{"PUT /v1/policies/{name}", admin, s.putPolicy},

@@ -14,6 +14,7 @@ import (
 	"lifeboat/internal/job"
 	"lifeboat/internal/policy"
 	"lifeboat/internal/schedule"
+	"lifeboat/internal/secrets"
 )
 
 // Duration is a duration on the wire: "15m", "1h30m", "7d".
@@ -130,18 +131,43 @@ func (s *Server) listVaults(w http.ResponseWriter, r *http.Request) error {
 	return listed(w, items, err)
 }
 
+// VaultJSON is the body of PUT /v1/vaults/{name}: the vault, and the
+// credentials the server keeps for it (never answered back).
+type VaultJSON struct {
+	catalog.Vault
+	Password string            `json:"password,omitempty"`
+	S3       map[string]string `json:"s3,omitempty"`
+}
+
 func (s *Server) putVault(w http.ResponseWriter, r *http.Request) error {
-	var v catalog.Vault
-	if err := decode(r, &v); err != nil {
+	var body VaultJSON
+	if err := decode(r, &body); err != nil {
 		return err
 	}
+	v := body.Vault
 	name, err := nameMatches(r, v.Name)
 	if err != nil {
 		return err
 	}
 	v.Name, v.Created = name, time.Time{}
+	cred := secrets.Credential{Password: body.Password, S3: body.S3}
+	keep := cred.Password != "" || len(cred.S3) > 0
+	if keep {
+		if s.Secrets == nil {
+			return invalid("password, s3: this server keeps no vault credentials")
+		}
+		if err := cred.Validate(); err != nil {
+			return invalid("s3: %v", err)
+		}
+	}
 	if err := s.Catalog.PutVault(r.Context(), v, s.Clock.Now()); err != nil {
 		return err
+	}
+	if keep {
+		if err := s.Secrets.Put(name, cred); err != nil {
+			return err
+		}
+		s.log().Info("vault credentials kept", "vault", name, "password", cred.Password != "", "s3_settings", len(cred.S3))
 	}
 	writeJSON(w, http.StatusOK, v)
 	return nil

@@ -19,7 +19,7 @@ var ErrTooLarge = errors.New("object larger than its kind allows")
 // stored is unreadable.
 const (
 	maxSmall     = 1 << 20  // config, keys/, sessions/, copied/, settings/, deleted/: JSON of a few hundred bytes
-	maxPoint     = 64 << 20 // points/: a compressed JSON document with the user's definition
+	maxPoint     = 64 << 20 // points/, catalog/: a compressed JSON document with the user's definition
 	maxCondemned = 1 << 30  // condemned/: 67 bytes of JSON per pack of the vault
 	// maxLarge bounds packs (uint32 offsets, pack_size at most 1 GiB plus
 	// a header), index objects and manifests (metadata decompresses to at
@@ -33,7 +33,7 @@ func MaxSize(name string) int64 {
 	switch kind {
 	case "config", "keys", "sessions", "copied", "settings", "deleted":
 		return maxSmall
-	case "points":
+	case "points", "catalog":
 		return maxPoint
 	case "condemned":
 		return maxCondemned

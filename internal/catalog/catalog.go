@@ -48,6 +48,10 @@ var (
 	ErrLeaseLost = errors.New("lease lost")
 	// ErrInUse: the object is still used by others (a tier by machines).
 	ErrInUse = errors.New("in use")
+	// ErrInterrupted ends a run whose runner is known to be gone (its
+	// agent restarted): the job is queued again at once, without the
+	// backoff of a failure, when attempts remain.
+	ErrInterrupted = errors.New("interrupted")
 )
 
 // MaxList bounds every listing: jobs, points, log lines.

@@ -639,3 +639,134 @@ func TestPoints(t *testing.T) {
 		}
 	})
 }
+
+// An agent restarts: its first heartbeat ends the runs of its previous
+// process (other lease prefixes) as interrupted, queued again at once;
+// the runs of the live process and of other agents are left alone.
+func TestInterruptRestartedAgent(t *testing.T) {
+	engines(t, func(t *testing.T, c *Catalog, open func() *Catalog) {
+		ctx := context.Background()
+		c.Enqueue(ctx, Job{Kind: "backup", Machine: "web1", Agent: "hv1", MaxAttempts: 3}, t0)
+		c.Enqueue(ctx, Job{Kind: "backup", Machine: "web2", Agent: "hv1", MaxAttempts: 3}, t0)
+		c.Enqueue(ctx, Job{Kind: "backup", Machine: "web3", Agent: "hv2", MaxAttempts: 3}, t0)
+		var ids []string
+		for _, claim := range []struct{ agent, owner string }{{"hv1", "hv1/a/1"}, {"hv1", "hv1/b/2"}, {"hv2", "hv2/a/3"}} {
+			j, err := c.Claim(ctx, claim.agent, claim.owner, Limits{}, time.Minute, t0)
+			if err != nil || j == nil {
+				t.Fatalf("claim %v: %v %v", claim, j, err)
+			}
+			ids = append(ids, j.ID)
+		}
+		old, live, other := ids[0], ids[1], ids[2]
+		now := t0.Add(5 * time.Second)
+		ended, err := c.Interrupt(ctx, "hv1", "hv1/b/", now)
+		must(t, err)
+		if len(ended) != 1 || ended[0] != old {
+			t.Fatalf("interrupted %v, want [%s]", ended, old)
+		}
+		j, _ := c.Job(ctx, old)
+		if j.State != Queued || !j.NotBefore.Equal(now) || !strings.Contains(j.Error, "agent hv1 restarted") {
+			t.Fatalf("the interrupted job: %+v", j)
+		}
+		for _, id := range []string{live, other} {
+			if j, _ := c.Job(ctx, id); j.State != Running {
+				t.Fatalf("job %s of a live run: %+v", id, j)
+			}
+		}
+		if again, _ := c.Claim(ctx, "hv1", "hv1/b/4", Limits{}, time.Minute, now); again == nil || again.ID != old || again.Attempt != 2 {
+			t.Fatalf("the interrupted job is not run again at once: %+v", again)
+		}
+	})
+}
+
+// A snapshot of a catalog restored into an empty one gives the same
+// snapshot (tokens by hash, the skipped one left out); a catalog that is
+// not empty refuses it, and a damaged document is refused by its parser.
+func TestSnapshotRoundTrip(t *testing.T) {
+	engines(t, func(t *testing.T, c *Catalog, open func() *Catalog) {
+		ctx := context.Background()
+		must(t, c.PutTier(ctx, schedule.Tier{Name: "gold", RPO: time.Hour, RTO: 15 * time.Minute}, t0))
+		must(t, c.PutTier(ctx, schedule.Tier{Name: "none", None: true}, t0))
+		must(t, c.PutVault(ctx, Vault{Name: "default", URL: "/srv/vault"}, t0))
+		must(t, c.PutVault(ctx, Vault{Name: "site-b", URL: "s3://b/v"}, t0))
+		must(t, c.PutPolicy(ctx, Policy{Name: "daily", Schedule: schedule.Spec{Cron: "@daily", Stagger: time.Minute},
+			Keep: policy.Retention{KeepLast: 3}, Consistency: "crash", Vault: "default", CopyTo: "site-b"}, t0))
+		must(t, c.AddMachine(ctx, Machine{Name: "web1", Agent: "hv2", Spec: json.RawMessage(`{"disks":[{"name":"root","path":"/img"}]}`)}, t0))
+		must(t, c.AddMachine(ctx, Machine{Name: "scratch", Spec: json.RawMessage(`{}`)}, t0))
+		must(t, c.Protect(ctx, "web1", "daily", "gold", t0.Add(time.Minute)))
+		must(t, c.Protect(ctx, "scratch", "", "none", t0))
+		_, err := c.AddToken(ctx, "hv2", RoleAgent, "hash-hv2", t0)
+		must(t, err)
+		_, err = c.AddToken(ctx, "builtin", RoleAgent, "hash-builtin", t0)
+		must(t, err)
+		snap, err := c.Snapshot(ctx)
+		must(t, err)
+		doc, _ := json.Marshal(snap)
+		parsed, err := ParseSnapshot(doc)
+		must(t, err)
+		if err := c.RestoreSnapshot(ctx, parsed, nil, t0); !errors.Is(err, ErrNotEmpty) {
+			t.Fatalf("restoring into a catalog in use: %v", err)
+		}
+
+		var fresh *Catalog
+		if c.Engine() == SQLite {
+			fresh, err = Open(ctx, filepath.Join(t.TempDir(), "fresh.db"))
+		} else {
+			fresh, err = Open(ctx, pgtest.Database(t))
+		}
+		must(t, err)
+		defer fresh.Close()
+		must(t, fresh.RestoreSnapshot(ctx, parsed, map[string]bool{"builtin": true}, t0.Add(time.Hour)))
+		again, err := fresh.Snapshot(ctx)
+		must(t, err)
+		want := snap
+		want.Tokens = nil
+		for _, tk := range snap.Tokens {
+			if tk.Name != "builtin" {
+				want.Tokens = append(want.Tokens, tk)
+			}
+		}
+		for i := range want.Policies {
+			want.Policies[i].Updated, again.Policies[i].Updated = time.Time{}, time.Time{}
+		}
+		a, _ := json.Marshal(want)
+		b, _ := json.Marshal(again)
+		if string(a) != string(b) {
+			t.Fatalf("restored snapshot differs:\n%s\n%s", a, b)
+		}
+		if tk, err := fresh.TokenByHash(ctx, "hash-hv2"); err != nil || tk.Name != "hv2" {
+			t.Fatalf("hv2's token after restoring: %+v %v", tk, err)
+		}
+
+		for _, bad := range []string{
+			`{"version":2}`,
+			`{"version":1,"machines":[{"name":"m","spec":{},"policy":"p","tier":"gold"}]}`,
+			`{"version":1,"tokens":[{"name":"t","role":"root","hash":"x"}]}`,
+			`{"version":1,"vaults":[{"name":"../x","url":"/v"}]}`,
+			`{"version":1,"extra":true}`,
+		} {
+			if _, err := ParseSnapshot([]byte(bad)); !errors.Is(err, ErrInvalid) {
+				t.Errorf("ParseSnapshot(%s): %v", bad, err)
+			}
+		}
+	})
+}
+
+// FuzzSnapshot: ParseSnapshot refuses a document or returns one whose
+// every object the catalog accepts.
+func FuzzSnapshot(f *testing.F) {
+	f.Add([]byte(`{"version":1,"tiers":[{"name":"gold","rpo":3600000000000}],"vaults":[{"name":"default","url":"/v","created":"2026-12-07T00:00:00Z"}],` +
+		`"policies":[{"name":"d","schedule":{"cron":"@daily"},"keep":{"keep_last":3},"consistency":"crash","vault":"default","created":"2026-12-07T00:00:00Z","updated":"2026-12-07T00:00:00Z"}],` +
+		`"machines":[{"name":"web1","spec":{},"policy":"d","tier":"gold","created":"2026-12-07T00:00:00Z"}],"tokens":[{"name":"a","role":"agent","hash":"h","created":"2026-12-07T00:00:00Z"}]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := ParseSnapshot(data)
+		if err != nil {
+			return
+		}
+		for _, p := range s.Policies {
+			if err := p.Validate(); err != nil {
+				t.Fatalf("policy accepted by ParseSnapshot fails Validate: %v", err)
+			}
+		}
+	})
+}

@@ -294,6 +294,8 @@ func (c *Catalog) Finish(ctx context.Context, id, owner string, result json.RawM
 		case runErr == nil:
 		case cancel != 0:
 			state, msg = Cancelled, runErr.Error()
+		case attempt < maxAttempts && errors.Is(runErr, ErrInterrupted):
+			state, msg, notBefore = Queued, runErr.Error(), ms(now)
 		case attempt < maxAttempts:
 			state, msg, notBefore = Queued, runErr.Error(), ms(now.Add(Backoff(attempt)))
 		default:
@@ -342,36 +344,65 @@ func (c *Catalog) forUpdate() string {
 // died): each is queued again when attempts remain, failed otherwise, with
 // the reason in its log. It returns the IDs it reaped.
 func (c *Catalog) Reap(ctx context.Context, now time.Time) ([]string, error) {
-	rows, err := c.db.QueryContext(ctx, c.q(`SELECT id, lease_owner FROM jobs WHERE state = ? AND lease_until_ms < ?`), Running, ms(now))
+	return c.endRuns(ctx, `lease_until_ms < ?`, []any{ms(now)}, nil, func(owner string) (string, error) {
+		return fmt.Sprintf("interrupted: lease of %s expired", owner), fmt.Errorf("interrupted: %s stopped renewing its lease", owner)
+	}, now)
+}
+
+// Interrupt ends the runs of agent's jobs whose lease is not one of the
+// running instance's (lease owners starting with instancePrefix): the
+// agent restarted, so those runs died with its previous process. Each is
+// queued again at once when attempts remain (ErrInterrupted), failed
+// otherwise, with the reason in its log. It returns the IDs it ended.
+func (c *Catalog) Interrupt(ctx context.Context, agent, instancePrefix string, now time.Time) ([]string, error) {
+	keep := func(owner string) bool { return !strings.HasPrefix(owner, instancePrefix) }
+	return c.endRuns(ctx, `agent = ?`, []any{agent}, keep, func(owner string) (string, error) {
+		why := fmt.Errorf("%w: agent %s restarted while running it (run %s)", ErrInterrupted, agent, owner)
+		return why.Error(), why
+	}, now)
+}
+
+// endRuns finishes the running jobs matching where (and keep, when not
+// nil, on their lease owner) with the error reason gives, logging the
+// line it gives; runs renewed or finished meanwhile are left alone.
+func (c *Catalog) endRuns(ctx context.Context, where string, args []any, keep func(owner string) bool,
+	reason func(owner string) (line string, why error), now time.Time) ([]string, error) {
+	rows, err := c.db.QueryContext(ctx, c.q(`SELECT id, lease_owner FROM jobs WHERE state = ? AND `+where), append([]any{Running}, args...)...)
 	if err != nil {
-		return nil, fmt.Errorf("catalog: looking for expired leases: %w", err)
+		return nil, fmt.Errorf("catalog: looking for runs to end: %w", err)
 	}
-	type expired struct{ id, owner string }
-	var found []expired
+	type run struct{ id, owner string }
+	var found []run
 	for rows.Next() {
-		var e expired
-		if err := rows.Scan(&e.id, &e.owner); err != nil {
+		var r run
+		if err := rows.Scan(&r.id, &r.owner); err != nil {
 			rows.Close()
 			return nil, err
 		}
-		found = append(found, e)
+		if keep == nil || keep(r.owner) {
+			found = append(found, r)
+		}
 	}
 	rows.Close()
-	var reaped []string
-	for _, e := range found {
-		err := c.Finish(ctx, e.id, e.owner, nil, nil, fmt.Errorf("interrupted: %s stopped renewing its lease", e.owner), now)
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	var ended []string
+	for _, r := range found {
+		line, why := reason(r.owner)
+		err := c.Finish(ctx, r.id, r.owner, nil, nil, why, now)
 		if errors.Is(err, ErrLeaseLost) {
 			continue // renewed or finished meanwhile
 		}
 		if err != nil {
-			return reaped, err
+			return ended, err
 		}
-		if err := c.Log(ctx, e.id, "warn", fmt.Sprintf("interrupted: lease of %s expired", e.owner), now); err != nil {
-			return reaped, err
+		if err := c.Log(ctx, r.id, "warn", line, now); err != nil {
+			return ended, err
 		}
-		reaped = append(reaped, e.id)
+		ended = append(ended, r.id)
 	}
-	return reaped, nil
+	return ended, nil
 }
 
 // CancelJob asks a job to stop: a queued job is cancelled at once, a

@@ -149,7 +149,7 @@ the terminal. The key slot keeps its name (vault key list).`,
 		},
 	}
 	passwd.Flags().StringVar(&newFile, "new-password-file", "", "read the new passphrase from this file")
-	cmd.AddCommand(initCmd, passwd, a.vaultCopyCommand(), a.vaultStatusCommand(), a.vaultKeyCommand(), a.vaultRekeyCommand(), a.vaultSetCommand(), a.vaultSettingsCommand(), a.vaultServeCommand())
+	cmd.AddCommand(initCmd, passwd, a.vaultCopyCommand(), a.vaultStatusCommand(), a.vaultKeyCommand(), a.vaultRekeyCommand(), a.vaultSetCommand(), a.vaultSettingsCommand(), a.vaultServeCommand(), a.vaultAddCommand(), a.vaultListCommand())
 	return cmd
 }
 

@@ -348,7 +348,7 @@ definition (--definition FILE, docs/definition.md). Then protect it with
 			})
 		},
 	}
-	cmd.AddCommand(add, list, remove)
+	cmd.AddCommand(add, list, remove, a.machineDiscoverCommand(&r))
 	return cmd
 }
 

@@ -35,7 +35,7 @@ func storageDaemon(t *testing.T) (dir, qmpSock, fuse string) {
 
 // storageDaemonWith starts the daemon on a copy of the raw image src (8 MiB
 // of zeros when src is "").
-func storageDaemonWith(t *testing.T, src string) (dir, qmpSock, fuse string) {
+func storageDaemonWith(t testing.TB, src string) (dir, qmpSock, fuse string) {
 	t.Helper()
 	for _, tool := range []string{"qemu-storage-daemon", "qemu-img", "fusermount3"} {
 		vmtest.RequireBinary(t, tool)

@@ -153,7 +153,7 @@ append-only ones they refuse before changing anything.`,
 				}
 				return a.printJSON(map[string]any{"decisions": out, "removed": len(res.Removed), "dry_run": dryRun, "prune": pr,
 					"soft_delete_seconds": int64(res.SoftDelete / time.Second),
-					"locked": res.Locked, "locks_extended": res.LocksExtended})
+					"locked":              res.Locked, "locks_extended": res.LocksExtended})
 			}
 			tw := tabwriter.NewWriter(a.env.Stdout, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tTIME\tMACHINE\tDECISION\tREASONS")

@@ -54,13 +54,33 @@ kept in DATA/agent.token), which runs the jobs of machines added without
 --agent or with this host's name — through the same code as 'lifeboat
 backup' — and keeps each vault open between jobs. It unlocks vaults with the
 server's --password-file, LIFEBOAT_PASSWORD_FILE or LIFEBOAT_PASSWORD.
---no-agent leaves every job to separate 'lifeboat agent' processes.`,
+--no-agent leaves every job to separate 'lifeboat agent' processes.
+
+The catalog is saved into the default vault whenever what it keeps changes
+(tiers, vaults, policies, machines and their protection, hashed tokens) and at
+least daily, sealed like the vault's other objects; the newest 3 snapshots are
+kept. On a new host, with an empty --data (or a new --db),
+'lifeboat server --recover-from VAULT_URL' rebuilds the catalog from the
+newest snapshot, indexes the recovery points found in the vaults it names,
+and makes a new admin token (DATA/admin.token). The vault's passphrase comes
+from --password-file, LIFEBOAT_PASSWORD_FILE or LIFEBOAT_PASSWORD; for a vault
+in DATA/vault it is then kept in DATA/vault.passphrase again. Agents keep
+their tokens; the built-in agent gets a new one. Job history and alerts start
+afresh.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg.Clock = a.env.Clock
 			cfg.Out = a.env.Stdout
 			cfg.Log = slog.New(slog.NewTextHandler(a.env.Stderr, nil))
 			cfg.VaultOptions = a.options()
+			cfg.Getenv = a.env.Getenv
+			cfg.Passphrase = func(url string) ([]byte, error) {
+				pw, err := a.passphrase()
+				if err != nil {
+					return nil, fmt.Errorf("no passphrase for vault %s: start lifeboat with --password-file, LIFEBOAT_PASSWORD_FILE or LIFEBOAT_PASSWORD", url)
+				}
+				return pw, nil
+			}
 			if !noAgent {
 				runner, err := a.jobRunner(cfg.DataDir)
 				if err != nil {
@@ -88,6 +108,7 @@ server's --password-file, LIFEBOAT_PASSWORD_FILE or LIFEBOAT_PASSWORD.
 	f.BoolVar(&noAgent, "no-agent", false, "run no built-in agent: jobs wait for separate agents")
 	f.BoolVar(&cfg.NoDefaultVault, "no-default-vault", false, "make no vault in DATA/vault when the server knows none")
 	f.StringVar(&cfg.Host, "name", "", "name of the built-in agent (default: the host name)")
+	f.StringVar(&cfg.RecoverFrom, "recover-from", "", "rebuild a lost server: fill the new (empty) catalog from the newest catalog snapshot in the vault at this URL, which becomes the default vault")
 	return cmd
 }
 

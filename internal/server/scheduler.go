@@ -1,12 +1,12 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"lifeboat/internal/api"
@@ -35,7 +35,8 @@ const (
 type Scheduler struct {
 	Catalog *catalog.Catalog
 	Log     *slog.Logger
-	// Webhooks receive every alert raised and cleared, as JSON POSTs.
+	// Webhooks receive every alert raised and cleared, as JSON POSTs,
+	// sent off the tick with retries (see Webhooks).
 	Webhooks []string
 	// HTTP sends the webhooks; nil means a client with a 10 s timeout.
 	HTTP *http.Client
@@ -55,6 +56,9 @@ type Scheduler struct {
 	// expired leases are not reaped and silent agents not reported: after
 	// a restart, agents need one renewal to show they still run their jobs.
 	Started time.Time
+
+	hooksOnce sync.Once
+	hooks     *Webhooks
 }
 
 // TickReport says what one tick did.
@@ -297,7 +301,7 @@ func (s *Scheduler) alert(ctx context.Context, rep *TickReport, on bool, kind, s
 		if opened {
 			rep.Raised = append(rep.Raised, kind+" "+subject)
 			s.log().Warn("alert raised", "kind", kind, "subject", subject, "message", msg)
-			s.notify(ctx, Event{Event: "raised", Kind: kind, Subject: subject, Message: msg, Time: now})
+			s.notify(Event{Event: "raised", Kind: kind, Subject: subject, Message: msg, Time: now})
 		}
 		return
 	}
@@ -309,33 +313,23 @@ func (s *Scheduler) alert(ctx context.Context, rep *TickReport, on bool, kind, s
 	if cleared {
 		rep.Cleared = append(rep.Cleared, kind+" "+subject)
 		s.log().Info("alert cleared", "kind", kind, "subject", subject)
-		s.notify(ctx, Event{Event: "cleared", Kind: kind, Subject: subject, Time: now})
+		s.notify(Event{Event: "cleared", Kind: kind, Subject: subject, Time: now})
 	}
 }
 
-// notify posts ev to every webhook; a webhook that fails is logged, never
-// a reason to stop ticking.
-func (s *Scheduler) notify(ctx context.Context, ev Event) {
-	body, _ := json.Marshal(ev)
-	client := s.HTTP
-	if client == nil {
-		client = &http.Client{Timeout: 10 * time.Second}
+// notify queues ev for every webhook (Webhooks): it never waits for one.
+func (s *Scheduler) notify(ev Event) {
+	if len(s.Webhooks) == 0 {
+		return
 	}
-	for _, url := range s.Webhooks {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-		if err != nil {
-			s.log().Error("webhook URL unusable", "url", url, "err", err)
-			continue
-		}
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := client.Do(req)
-		if err != nil {
-			s.log().Error("webhook failed", "url", url, "err", err)
-			continue
-		}
-		resp.Body.Close()
-		if resp.StatusCode >= 300 {
-			s.log().Error("webhook refused the alert", "url", url, "status", resp.Status)
-		}
+	s.hooksOnce.Do(func() { s.hooks = &Webhooks{URLs: s.Webhooks, HTTP: s.HTTP, Log: s.log()} })
+	s.hooks.Send(ev)
+}
+
+// Close stops the webhook senders (events still queued are dropped).
+func (s *Scheduler) Close() {
+	s.hooksOnce.Do(func() {})
+	if s.hooks != nil {
+		s.hooks.Close()
 	}
 }

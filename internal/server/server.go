@@ -28,6 +28,7 @@ import (
 	"lifeboat/internal/clock"
 	"lifeboat/internal/location"
 	"lifeboat/internal/policy"
+	"lifeboat/internal/secrets"
 	"lifeboat/internal/vault"
 )
 
@@ -69,6 +70,19 @@ type Config struct {
 	VaultOptions vault.Options
 	// NoDefaultVault: a catalog without vaults stays without one.
 	NoDefaultVault bool
+	// Passphrase returns the passphrase of the vault at a URL (the
+	// default vault's is also found in DATA/vault.passphrase); Getenv
+	// supplies S3 settings. With Passphrase nil the server opens no vault
+	// itself: no catalog snapshots, no recovery.
+	Passphrase func(url string) ([]byte, error)
+	Getenv     func(string) string
+	// RecoverFrom rebuilds an empty catalog from the newest catalog
+	// snapshot in the vault at this URL (and the points in the vaults it
+	// names) before serving; that vault becomes the default vault.
+	RecoverFrom string
+	// OpenVault opens vaults for snapshots and recovery; nil: from
+	// Passphrase and Getenv.
+	OpenVault VaultOpener
 }
 
 // DefaultVault is the name of the vault a first start makes in DATA/vault
@@ -125,6 +139,49 @@ func (c *Config) defaults() {
 	if c.Out == nil {
 		c.Out = io.Discard
 	}
+	if c.Getenv == nil {
+		c.Getenv = func(string) string { return "" }
+	}
+}
+
+// SecretsFile is where the server keeps vault credentials (mode 0600).
+const SecretsFile = "secrets.json"
+
+// vaultOpener opens vaults for the server itself (catalog snapshots,
+// recovery): with the credentials kept for the vault of that URL, else
+// the default vault's passphrase file, else cfg.Passphrase.
+func vaultOpener(cfg Config, cat *catalog.Catalog, sec *secrets.File) VaultOpener {
+	return func(ctx context.Context, url string) (*vault.Vault, error) {
+		var cred secrets.Credential
+		vs, err := cat.Vaults(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, v := range vs {
+			if v.URL == url {
+				if c, ok, err := sec.Get(v.Name); err != nil {
+					return nil, err
+				} else if ok {
+					cred = c
+				}
+			}
+		}
+		pw := []byte(cred.Password)
+		if len(pw) == 0 {
+			var ok bool
+			if pw, ok = DefaultVaultPassphrase(cfg.DataDir, url); !ok {
+				if cfg.Passphrase == nil {
+					return nil, fmt.Errorf("no passphrase for vault %s", url)
+				}
+				if pw, err = cfg.Passphrase(url); err != nil {
+					return nil, err
+				}
+			}
+		}
+		opts := cfg.VaultOptions
+		opts.Clock = cfg.Clock
+		return location.Open(ctx, url, cred.Getenv(cfg.Getenv), pw, opts)
+	}
 }
 
 // checkListen refuses plain HTTP beyond loopback unless asked for: tokens
@@ -163,6 +220,31 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer cat.Close()
+	sec := secrets.Open(filepath.Join(cfg.DataDir, SecretsFile))
+	if cfg.OpenVault == nil && cfg.Passphrase != nil {
+		cfg.OpenVault = vaultOpener(cfg, cat, sec)
+	}
+	if cfg.RecoverFrom != "" {
+		rep, err := recoverCatalog(ctx, cat, cfg, cfg.RecoverFrom)
+		if err != nil {
+			return err
+		}
+		if cfg.Passphrase != nil {
+			if pw, err := cfg.Passphrase(cfg.RecoverFrom); err == nil {
+				if err := keepPassphrase(cfg.DataDir, cfg.RecoverFrom, pw); err != nil {
+					return err
+				}
+			}
+		}
+		fmt.Fprintf(cfg.Out, "lifeboat server: recovered from %s: the catalog saved at %s by %s — %d machines, %d policies, %d tiers, %d tokens; %d points found in the vaults\n",
+			cfg.RecoverFrom, rep.Snapshot.Format(time.RFC3339), rep.Host, rep.Machines, rep.Policies, rep.Tiers, rep.Tokens, rep.Points)
+		cfg.Log.Info("catalog recovered from the vault", "vault", cfg.RecoverFrom, "snapshot", rep.Snapshot, "machines", rep.Machines, "points", rep.Points)
+		// Whoever recovers gets an admin token of their own: the old ones
+		// may have been lost with the server.
+		if err := newAdmin(ctx, cat, cfg, "admin-recovered", "recovery"); err != nil {
+			return err
+		}
+	}
 	if err := firstAdmin(ctx, cat, cfg); err != nil {
 		return err
 	}
@@ -193,7 +275,7 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
-	apiSrv := &api.Server{Catalog: cat, Clock: cfg.Clock, Log: cfg.Log, DefaultAgent: agentName}
+	apiSrv := &api.Server{Catalog: cat, Clock: cfg.Clock, Log: cfg.Log, DefaultAgent: agentName, Secrets: sec}
 	httpSrv := &http.Server{Handler: apiSrv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- httpSrv.Serve(ln) }()
@@ -216,7 +298,13 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Log.Info("built-in agent started", "name", agentName)
 	}
 
+	if cfg.OpenVault != nil {
+		saver := &catalogSaver{cat: cat, open: cfg.OpenVault, clock: cfg.Clock, log: cfg.Log, builtin: agentName}
+		go saver.run(ctx, cfg.Tick)
+	}
+
 	sched := &Scheduler{Catalog: cat, Log: cfg.Log, Webhooks: cfg.Webhooks, Started: cfg.Clock.Now(), Agent: agentName, DrillEvery: cfg.DrillEvery}
+	defer sched.Close()
 	ticker := time.NewTicker(cfg.Tick)
 	defer ticker.Stop()
 	tick := func() {
@@ -252,6 +340,12 @@ func firstAdmin(ctx context.Context, cat *catalog.Catalog, cfg Config) error {
 			return nil
 		}
 	}
+	return newAdmin(ctx, cat, cfg, "admin", "first start")
+}
+
+// newAdmin makes an admin token named base (or base-N), writes it to
+// DataDir/admin.token (0600) and shows it once.
+func newAdmin(ctx context.Context, cat *catalog.Catalog, cfg Config, base, why string) error {
 	secret, err := api.NewSecret()
 	if err != nil {
 		return err
@@ -268,19 +362,19 @@ func firstAdmin(ctx context.Context, cat *catalog.Catalog, cfg Config) error {
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	name := "admin"
+	name := base
 	for taken := 1; ; taken++ {
 		_, err = cat.AddToken(ctx, name, catalog.RoleAdmin, api.HashToken(secret), cfg.Clock.Now())
 		if !errors.Is(err, catalog.ErrExists) {
 			break
 		}
-		name = fmt.Sprintf("admin-%d", taken)
+		name = fmt.Sprintf("%s-%d", base, taken)
 	}
 	if err != nil {
 		os.Remove(path)
 		return err
 	}
-	fmt.Fprintf(cfg.Out, "lifeboat server: first start: admin token %q written to %s (shown once):\n  %s\n", name, path, secret)
+	fmt.Fprintf(cfg.Out, "lifeboat server: %s: admin token %q written to %s (shown once):\n  %s\n", why, name, path, secret)
 	return nil
 }
 

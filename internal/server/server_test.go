@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"lifeboat/internal/catalog"
+	"lifeboat/internal/catalog/pgtest"
 	"lifeboat/internal/clock"
 	"lifeboat/internal/job"
 	"lifeboat/internal/policy"
@@ -63,17 +64,44 @@ func (w *webhook) got(event, kind, subject string) bool {
 // routes do) runs each queued backup. Then one machine's disk fails: its
 // jobs fail and retry, the RPO and failure alerts fire and reach the
 // webhook; the disk comes back and the alerts clear.
-func TestSchedulerHour(t *testing.T) {
-	ctx := context.Background()
-	cat, err := catalog.Open(ctx, filepath.Join(t.TempDir(), "catalog.db"))
-	if err != nil {
-		t.Fatal(err)
+func TestSchedulerHour(t *testing.T) { engines(t, testSchedulerHour) }
+
+// engines runs a scheduler test on a catalog on SQLite and on PostgreSQL.
+func engines(t *testing.T, fn func(t *testing.T, cat *catalog.Catalog)) {
+	for _, e := range []catalog.Engine{catalog.SQLite, catalog.Postgres} {
+		t.Run(string(e), func(t *testing.T) {
+			dsn := filepath.Join(t.TempDir(), "catalog.db")
+			if e == catalog.Postgres {
+				dsn = pgtest.Database(t)
+			}
+			cat, err := catalog.Open(context.Background(), dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cat.Close()
+			fn(t, cat)
+		})
 	}
-	defer cat.Close()
+}
+
+// waitFor waits (in real time: webhooks are sent off the tick) until
+// cond holds, for at most 10 s.
+func waitFor(cond func() bool) bool {
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
+}
+
+func testSchedulerHour(t *testing.T, cat *catalog.Catalog) {
+	ctx := context.Background()
 	hook := &webhook{}
 	hs := httptest.NewServer(hook)
 	defer hs.Close()
 	sched := &Scheduler{Catalog: cat, Webhooks: []string{hs.URL}, AgentTimeout: 5 * time.Minute}
+	defer sched.Close()
 
 	must := func(err error) {
 		t.Helper()
@@ -166,11 +194,20 @@ func TestSchedulerHour(t *testing.T) {
 
 	// db1's disk dies: attempts fail, retry with backoff, alerts fire.
 	broken["db1"] = true
-	for i := 0; i < 90 && !(hook.got("raised", AlertRPO, "db1") && hook.got("raised", AlertJobFailing, "db1")); i++ {
+	open := func() map[string]bool {
+		as, err := cat.Alerts(ctx, false, 0)
+		must(err)
+		m := map[string]bool{}
+		for _, a := range as {
+			m[a.Kind+" "+a.Subject] = true
+		}
+		return m
+	}
+	for i := 0; i < 90 && !(open()[AlertRPO+" db1"] && open()[AlertJobFailing+" db1"]); i++ {
 		tick()
 		fc.Advance(10 * time.Second)
 	}
-	if !hook.got("raised", AlertRPO, "db1") || !hook.got("raised", AlertJobFailing, "db1") {
+	if !waitFor(func() bool { return hook.got("raised", AlertRPO, "db1") && hook.got("raised", AlertJobFailing, "db1") }) {
 		t.Fatalf("alerts not delivered for db1 within 15 minutes: %+v", hook.events)
 	}
 	if hook.got("raised", AlertRPO, "web1") {
@@ -180,45 +217,43 @@ func TestSchedulerHour(t *testing.T) {
 	if jobs[0].Error == "" || jobs[0].Attempt == 0 {
 		t.Fatalf("db1's newest job shows no failed attempt: %+v", jobs[0])
 	}
-	open, _ := cat.Alerts(ctx, false, 0)
-	if len(open) != 2 {
-		t.Fatalf("open alerts %+v", open)
+	if o := open(); len(o) != 2 {
+		t.Fatalf("open alerts %v", o)
 	}
 
 	// The disk comes back: the next backup succeeds and both alerts clear.
 	broken["db1"] = false
-	for i := 0; i < 90 && !(hook.got("cleared", AlertRPO, "db1") && hook.got("cleared", AlertJobFailing, "db1")); i++ {
+	for i := 0; i < 90 && (open()[AlertRPO+" db1"] || open()[AlertJobFailing+" db1"]); i++ {
 		tick()
 		fc.Advance(10 * time.Second)
 	}
-	if !hook.got("cleared", AlertRPO, "db1") || !hook.got("cleared", AlertJobFailing, "db1") {
+	if !waitFor(func() bool {
+		return hook.got("cleared", AlertRPO, "db1") && hook.got("cleared", AlertJobFailing, "db1")
+	}) {
 		t.Fatalf("alerts not cleared: %+v", hook.events)
 	}
 
 	// The agent goes quiet: it is reported down, and back when it returns.
-	for i := 0; i < 40 && !hook.got("raised", AlertAgentDown, "hv1"); i++ {
+	for i := 0; i < 40 && !open()[AlertAgentDown+" hv1"]; i++ {
 		_, err := sched.Tick(ctx, fc.Now())
 		must(err)
 		fc.Advance(10 * time.Second)
 	}
-	if !hook.got("raised", AlertAgentDown, "hv1") {
+	if !waitFor(func() bool { return hook.got("raised", AlertAgentDown, "hv1") }) {
 		t.Fatal("silent agent not reported")
 	}
 	tick()
 	tick()
-	if !hook.got("cleared", AlertAgentDown, "hv1") {
+	if !waitFor(func() bool { return hook.got("cleared", AlertAgentDown, "hv1") }) {
 		t.Fatal("returning agent's alert not cleared")
 	}
 }
 
 // Slots missed while no server ran are made up once, not once each.
-func TestSchedulerMissedSlotsRunOnce(t *testing.T) {
+func TestSchedulerMissedSlotsRunOnce(t *testing.T) { engines(t, testSchedulerMissedSlotsRunOnce) }
+
+func testSchedulerMissedSlotsRunOnce(t *testing.T, cat *catalog.Catalog) {
 	ctx := context.Background()
-	cat, err := catalog.Open(ctx, filepath.Join(t.TempDir(), "catalog.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cat.Close()
 	cat.PutTier(ctx, schedule.Tier{Name: "gold", RPO: time.Hour}, t0)
 	cat.PutVault(ctx, catalog.Vault{Name: "local", URL: "/v"}, t0)
 	cat.PutPolicy(ctx, catalog.Policy{Name: "hourly", Schedule: schedule.Spec{Every: time.Hour}, Consistency: "crash", Vault: "local"}, t0)
@@ -461,5 +496,90 @@ func TestSchedulerDrills(t *testing.T) {
 	}
 	if drills["web1"] != 3 || drills["new1"] != 0 || drills["off1"] != 0 {
 		t.Fatalf("drills in 150 minutes, one an hour: %v (want web1 3, none for new1 and off1)", drills)
+	}
+}
+
+// A webhook that stalls never delays a tick: the alert is raised in the
+// catalog at once, another webhook gets it at once, and the stalled one
+// gets it when it answers again; a webhook that fails is retried.
+func TestWebhookStallDoesNotDelayTick(t *testing.T) {
+	ctx := context.Background()
+	cat, err := catalog.Open(ctx, filepath.Join(t.TempDir(), "catalog.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cat.Close()
+	release := make(chan struct{})
+	var unstall sync.Once
+	stalled := &webhook{}
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		stalled.ServeHTTP(w, r)
+	}))
+	defer slow.Close()
+	defer unstall.Do(func() { close(release) })
+	good := &webhook{}
+	fast := httptest.NewServer(good)
+	defer fast.Close()
+	var failures int
+	var mu sync.Mutex
+	flaky := &webhook{}
+	flakySrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		failures++
+		n := failures
+		mu.Unlock()
+		if n <= 2 {
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+			return
+		}
+		flaky.ServeHTTP(w, r)
+	}))
+	defer flakySrv.Close()
+
+	sched := &Scheduler{Catalog: cat, Webhooks: []string{slow.URL, fast.URL}, AgentTimeout: time.Minute,
+		HTTP: &http.Client{Timeout: time.Minute}}
+	defer sched.Close()
+	if err := cat.Heartbeat(ctx, "hv1", nil, t0); err != nil {
+		t.Fatal(err)
+	}
+	// Each tick raises or clears hv1's agent-down alert: five events wait
+	// behind the stalled webhook, none delays its tick.
+	for i := range 5 {
+		now := t0.Add(time.Duration(i+1) * 2 * time.Minute)
+		if i%2 == 1 {
+			cat.Heartbeat(ctx, "hv1", nil, now)
+		}
+		start := time.Now()
+		rep, err := sched.Tick(ctx, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if took := time.Since(start); took > 2*time.Second {
+			t.Fatalf("tick %d took %v behind a stalled webhook", i, took)
+		}
+		if len(rep.Raised)+len(rep.Cleared) != 1 {
+			t.Fatalf("tick %d: raised %v cleared %v", i, rep.Raised, rep.Cleared)
+		}
+	}
+	if !waitFor(func() bool { good.mu.Lock(); defer good.mu.Unlock(); return len(good.events) == 5 }) {
+		t.Fatalf("the webhook that answers got %d events while another stalled", len(good.events))
+	}
+	unstall.Do(func() { close(release) })
+	if !waitFor(func() bool { stalled.mu.Lock(); defer stalled.mu.Unlock(); return len(stalled.events) == 5 }) {
+		t.Fatalf("the stalled webhook got %d of 5 events once it answered", len(stalled.events))
+	}
+
+	// Retries: two refusals, then delivered once.
+	w := &Webhooks{URLs: []string{flakySrv.URL}, Backoff: 10 * time.Millisecond, Attempts: 3}
+	defer w.Close()
+	w.Send(Event{Event: "raised", Kind: AlertRPO, Subject: "web1", Time: t0})
+	if !waitFor(func() bool { return flaky.got("raised", AlertRPO, "web1") }) {
+		t.Fatal("a webhook that refused twice never got the event")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if failures != 3 {
+		t.Fatalf("%d requests for one event refused twice", failures)
 	}
 }

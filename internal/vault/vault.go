@@ -545,6 +545,8 @@ const (
 	// KindDrill holds recovery drill results (docs/format.md, "Drill
 	// results"), bound to the vault that proved the point.
 	KindDrill = "drills"
+	// KindCatalog: snapshots of a control plane's catalog (catalog.go).
+	KindCatalog = "catalog"
 )
 
 // aad is the associated data of objects of kind. Manifests and points are
@@ -566,6 +568,9 @@ func (v *Vault) aad(kind string) string {
 	if kind == KindSettings {
 		return chunk.BindAAD("lifeboat settings", id)
 	}
+	if kind == KindCatalog {
+		return chunk.BindAAD("lifeboat catalog", id)
+	}
 	return chunk.BindAAD("lifeboat condemned", id)
 }
 
@@ -584,7 +589,7 @@ func (v *Vault) SaveObject(ctx context.Context, kind string, plain []byte) (chun
 
 // maxPlain bounds the plaintext of objects of a kind where nothing better
 // is known; manifests are bounded by the disk their point records.
-var maxPlain = map[string]uint64{KindPoint: 16 << 20, KindSettings: 1 << 16, KindDrill: 1 << 20}
+var maxPlain = map[string]uint64{KindPoint: 16 << 20, KindSettings: 1 << 16, KindDrill: 1 << 20, KindCatalog: MaxCatalogPlain}
 
 // LoadObject reads, checks and opens an object of kind.
 func (v *Vault) LoadObject(ctx context.Context, kind string, id chunk.ID) ([]byte, error) {
