@@ -24,6 +24,7 @@ import (
 	"lifeboat/internal/blob"
 	"lifeboat/internal/cli"
 	"lifeboat/internal/crypto"
+	"lifeboat/internal/libvirt/libvirttest"
 	"lifeboat/internal/vault"
 )
 
@@ -61,6 +62,7 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		lifeboatBin = bin
+		defer libvirttest.Stop() // if a test started a private libvirtd
 		return m.Run()
 	}())
 }
