@@ -219,6 +219,9 @@ func (b Backup) Validate() error {
 	if b.FleeceDir != "" && b.QMP == "" && b.Libvirt == "" {
 		return invalid("fleece_dir", "temporary overlays are for live QMP and libvirt backups only")
 	}
+	if b.Libvirt != "" && len(b.Definition) > 0 {
+		return invalid("definition", "a libvirt domain's definition is its XML, read from libvirt: give none")
+	}
 	if b.Libvirt != "" && b.Consistency == "app" {
 		return invalid("consistency", "a libvirt domain is backed up crash- or file-consistent (libvirt freezes the guest through its agent; lifeboat runs no hooks there)")
 	}

@@ -145,15 +145,24 @@ func (c *Conn) CheckBackupAPI(ctx context.Context, virtType string) error {
 		return err
 	}
 	if lib < MinVersion {
-		return fmt.Errorf("libvirt %s is too old for incremental backups (lifeboat needs %s or newer): %w", FormatVersion(lib), FormatVersion(MinVersion), ErrUnsupported)
+		return backupSupport(lib, hv, "", virtType)
 	}
 	var caps string
-	err = c.guard(ctx, func() error {
+	err = c.guard(ctx, func() (err error) {
 		caps, err = c.l.ConnectGetDomainCapabilities(nil, nil, nil, golibvirt.OptString{virtType}, 0)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("asking libvirt for the domain capabilities of %s: %w", virtType, err)
+	}
+	return backupSupport(lib, hv, caps, virtType)
+}
+
+// backupSupport judges the daemon's versions and domain capabilities
+// (caps, XML) for pull-mode backups with checkpoints.
+func backupSupport(lib, hv uint64, caps, virtType string) error {
+	if lib < MinVersion {
+		return fmt.Errorf("libvirt %s is too old for incremental backups (lifeboat needs %s or newer): %w", FormatVersion(lib), FormatVersion(MinVersion), ErrUnsupported)
 	}
 	var dc libvirtxml.DomainCaps
 	if err := dc.Unmarshal(caps); err != nil {
@@ -392,8 +401,7 @@ func (c *Conn) CheckNoJob(ctx context.Context, d *Domain) error {
 	case golibvirt.DomainJobNone, golibvirt.DomainJobCompleted, golibvirt.DomainJobFailed, golibvirt.DomainJobCancelled:
 		return nil
 	}
-	return fmt.Errorf("domain %s (job type %d): %w", d.Name, typ, ErrJobRunning)
-	return nil
+	return fmt.Errorf("domain %s: %w", d.Name, ErrJobRunning)
 }
 
 // BackupXML describes the domain's running backup job, as libvirt

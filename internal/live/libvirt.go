@@ -150,7 +150,7 @@ func BackupLibvirt(ctx context.Context, v *vault.Vault, opts LibvirtOptions) (*r
 		Disks:  &libvirtxml.DomainBackupPullDisks{}}}
 	creq := &libvirtxml.DomainCheckpoint{Name: newCP, Description: "lifeboat: changes since the point of machine " + opts.Machine,
 		Disks: &libvirtxml.DomainCheckpointDisks{}}
-	tracked := map[string]bool{}    // disks the new checkpoint tracks
+	tracked := map[string]bool{}     // disks the new checkpoint tracks
 	incremental := map[string]bool{} // disks read through the previous checkpoint's bitmap
 	chosen := map[string]bool{}
 	for _, d := range disks {
