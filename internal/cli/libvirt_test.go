@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"lifeboat/internal/cli"
+	"lifeboat/internal/libvirt"
 	"lifeboat/internal/libvirt/libvirttest"
 	"lifeboat/internal/vmtest"
 )
@@ -69,6 +70,13 @@ func TestCLILibvirt(t *testing.T) {
 	r = mustRun(t, "--vault", vaultDir, "libvirt", "list", "--connect", d.URI())
 	if !regexp.MustCompile(`(?m)^lbcli\s+running\s+vda\(file\)\s+cli\s`).MatchString(r.stdout) {
 		t.Fatalf("libvirt list table:\n%s", r)
+	}
+
+	// An agent offers the domain as a machine, with the source that
+	// protects it.
+	offers, _ := json.Marshal(libvirt.Offers(ctx, d.URI()))
+	if !strings.Contains(string(offers), `"domain":"lbcli","running":true,"disks":["vda"],"readable":true,"source":{"connect":"`+d.URI()+`","libvirt":"lbcli"}`) {
+		t.Fatalf("offers %s", offers)
 	}
 
 	r = run(t, "--vault", vaultDir, "restore", "--machine", "cli", "latest", "--in-place", "--connect", d.URI())

@@ -2,6 +2,7 @@ package libvirt
 
 import (
 	"context"
+	"errors"
 	"sort"
 	"strings"
 	"time"
@@ -90,4 +91,44 @@ func fromDomain(p *recovery.Point, name string) bool {
 		}
 	}
 	return false
+}
+
+// Offer is a libvirt domain an agent offers to protect: what to give
+// POST /v1/machines as its source to protect it.
+type Offer struct {
+	Domain   string   `json:"domain"`
+	Running  bool     `json:"running"`
+	Disks    []string `json:"disks"`
+	Readable bool     `json:"readable"`
+	Problems []string `json:"problems,omitempty"`
+	// Source is the job.Source JSON that protects the domain.
+	Source map[string]string `json:"source"`
+}
+
+// Offers lists the domains at the daemon uri as machines to protect, or
+// says in one line why it cannot; nil when uri is the default and no
+// daemon runs (most hosts run none).
+func Offers(ctx context.Context, uri string) any {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	listed, err := List(ctx, uri, nil)
+	if errors.Is(err, ErrNoDaemon) && uri == "" {
+		return nil // no libvirt on this host
+	}
+	if err != nil {
+		return map[string]any{"libvirt_error": err.Error()}
+	}
+	offers := make([]Offer, 0, len(listed))
+	for _, l := range listed {
+		o := Offer{Domain: l.Name, Running: l.Running, Readable: l.Readable, Problems: l.Problems,
+			Source: map[string]string{"libvirt": l.Name}}
+		if uri != "" {
+			o.Source["connect"] = uri
+		}
+		for _, d := range l.Disks {
+			o.Disks = append(o.Disks, d.Target)
+		}
+		offers = append(offers, o)
+	}
+	return map[string]any{"libvirt": offers}
 }
