@@ -276,24 +276,28 @@ func (a *app) reportPoint(machine string, p *recovery.Point) error {
 // stdin closes), the freeze times out, or it gets SIGTERM.
 func (a *app) watchdogCommand() *cobra.Command {
 	var timeout time.Duration
-	var agent string
+	var agent, domain, connect string
 	var mounts bool
 	cmd := &cobra.Command{
-		Use:    "__thaw-watchdog --timeout D (--mounts-on-stdin | --guest-agent SOCKET)",
+		Use:    "__thaw-watchdog --timeout D (--mounts-on-stdin | --guest-agent SOCKET | --libvirt DOMAIN [--connect URI])",
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch {
 			case mounts && agent == "":
 				return quiesce.WatchdogMain(cmd.Context(), os.Stdin, timeout)
-			case agent != "" && !mounts:
+			case agent != "" && !mounts && domain == "":
 				return live.GuestWatchdogMain(cmd.Context(), os.Stdin, timeout, agent)
+			case domain != "" && !mounts && agent == "":
+				return live.LibvirtWatchdogMain(cmd.Context(), os.Stdin, timeout, connect, domain)
 			}
-			return usageError{errors.New("want one of --mounts-on-stdin and --guest-agent")}
+			return usageError{errors.New("want one of --mounts-on-stdin, --guest-agent and --libvirt")}
 		},
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", time.Minute, "thaw after this long")
 	cmd.Flags().StringVar(&agent, "guest-agent", "", "thaw the guest through this agent socket (when +guest is announced on stdin)")
+	cmd.Flags().StringVar(&domain, "libvirt", "", "thaw this libvirt domain through libvirt (when +guest is announced on stdin)")
+	cmd.Flags().StringVar(&connect, "connect", "", "libvirt daemon URI for --libvirt")
 	cmd.Flags().BoolVar(&mounts, "mounts-on-stdin", false, "thaw the mounts announced on stdin (+MOUNT, -MOUNT)")
 	return cmd
 }

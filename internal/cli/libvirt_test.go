@@ -2,6 +2,9 @@ package cli_test
 
 import (
 	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -21,7 +24,7 @@ func TestCLILibvirt(t *testing.T) {
 	d := libvirttest.Start(t)
 	dir := t.TempDir()
 	disk := vmtest.NewExt4Disk(t, filepath.Join(dir, "root.qcow2"), "qcow2", 32)
-	dom := d.Define(t, libvirttest.DomainConfig{Name: "lbcli", Disks: []vmtest.Disk{disk}})
+	dom := d.Define(t, libvirttest.DomainConfig{Name: "lbcli", Disks: []vmtest.Disk{disk}, Agent: true, Append: []string{"lifeboat.heartbeat=1"}})
 	c := d.Conn(t)
 	ctx := t.Context()
 	ld, err := c.Lookup(ctx, dom.Name)
@@ -31,7 +34,8 @@ func TestCLILibvirt(t *testing.T) {
 	if err := c.Start(ctx, ld); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := libvirttest.WaitConsole(ctx, dom.Console, regexp.MustCompile(`^LB ready$`), 0); err != nil {
+	heartbeat := regexp.MustCompile(`^LB heartbeat (\d+)$`)
+	if _, err := libvirttest.WaitConsole(ctx, dom.Console, heartbeat, 0); err != nil {
 		t.Fatal(err)
 	}
 	vaultDir := filepath.Join(dir, "vault")
@@ -46,9 +50,43 @@ func TestCLILibvirt(t *testing.T) {
 		t.Fatalf("--libvirt with --qmp: %s", r)
 	}
 	p := parsePoint(t, mustRun(t, "--vault", vaultDir, "--json", "backup", "--machine", "cli", "--libvirt", dom.Name,
-		"--connect", d.URI(), "--fleece-dir", filepath.Join(dir, "scratch")))
-	if len(p.Disks) != 1 || p.Disks[0].Name != "vda" || p.Disks[0].Source != "libvirt:lbcli#vda" {
-		t.Fatalf("point disks %+v", p.Disks)
+		"--connect", d.URI(), "--fleece-dir", filepath.Join(dir, "scratch"), "--consistency", "file"))
+	if len(p.Disks) != 1 || p.Disks[0].Name != "vda" || p.Disks[0].Source != "libvirt:lbcli#vda" || p.Consistency != "file" {
+		t.Fatalf("point %+v", p)
+	}
+	// The guest writes again after the backup: it was thawed.
+	beats := len(heartbeats(t, dom.Console))
+	if _, err := libvirttest.WaitConsole(ctx, dom.Console, heartbeat, beats); err != nil {
+		t.Fatal(err)
+	}
+
+	// A backup that dies while the guest is frozen: its watchdog thaws it.
+	ld, err = c.Lookup(ctx, dom.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Freeze(ctx, ld); err != nil {
+		t.Fatal(err)
+	}
+	frozenAt := len(heartbeats(t, dom.Console))
+	dog := exec.Command(lifeboatBin, "__thaw-watchdog", "--timeout", "5m", "--libvirt", dom.Name, "--connect", d.URI())
+	stdin, err := dog.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dog.Start(); err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(stdin, "+guest\n")
+	stdin.Close() // as when the backup's process dies
+	if err := dog.Wait(); err != nil {
+		t.Fatalf("watchdog: %v", err)
+	}
+	if n, err := c.Thaw(ctx, ld); err != nil || n != 0 {
+		t.Fatalf("after the watchdog, thawing thawed %d filesystems (%v): want none left frozen", n, err)
+	}
+	if _, err := libvirttest.WaitConsole(ctx, dom.Console, heartbeat, frozenAt); err != nil {
+		t.Fatalf("the guest writes no more after the watchdog: %v", err)
 	}
 
 	var listed []struct {
@@ -101,10 +139,19 @@ func TestCLILibvirt(t *testing.T) {
 	if !copyDom.Running || copyDom.Disks[0].Source != filepath.Join(out, "vda.qcow2") {
 		t.Fatalf("restored domain running %v, disks %+v", copyDom.Running, copyDom.Disks)
 	}
-	// Defining it again under the same name is refused, the images kept.
+	// Defining it again under the same name is refused.
 	r = run(t, "--vault", vaultDir, "restore", "--machine", "cli", "latest", "--to", filepath.Join(dir, "again"),
 		"--libvirt-define", "--name", "lbcli-copy", "--connect", d.URI())
 	if r.code == 0 || !strings.Contains(r.stderr, "already has a domain lbcli-copy") {
 		t.Fatalf("second define under one name: %s", r)
 	}
+}
+
+func heartbeats(t *testing.T, console string) []string {
+	t.Helper()
+	data, err := os.ReadFile(console)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return regexp.MustCompile(`(?m)^LB heartbeat \d+\r?$`).FindAllString(string(data), -1)
 }

@@ -98,7 +98,7 @@ func backupLibvirt(ctx context.Context, v *vault.Vault, b Backup, cons recovery.
 	}
 	return live.BackupLibvirt(ctx, v, live.LibvirtOptions{Machine: b.Machine, Domain: b.Libvirt, URI: b.Connect,
 		Consistency: cons, FreezeTimeout: b.freezeTimeout(), Disks: only, Dir: b.FleeceDir,
-		Tags: b.Tags, Audit: b.Audit, Progress: env.Progress, Warn: env.Warn})
+		Tags: b.Tags, Audit: b.Audit, Progress: env.Progress, Warn: env.Warn, Executable: env.Executable})
 }
 
 func backupLocal(ctx context.Context, v *vault.Vault, b Backup, cons recovery.Consistency, def *recovery.Definition, env Env) (*recovery.Point, error) {

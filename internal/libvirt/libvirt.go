@@ -459,16 +459,18 @@ func (c *Conn) Freeze(ctx context.Context, d *Domain) (int, error) {
 	return int(n), nil
 }
 
-// Thaw thaws what Freeze froze.
-func (c *Conn) Thaw(ctx context.Context, d *Domain) error {
-	err := c.guard(ctx, func() error {
-		_, err := c.l.DomainFsthaw(d.dom, nil, 0)
+// Thaw thaws what Freeze froze and returns how many filesystems it thawed
+// (0 when none was frozen).
+func (c *Conn) Thaw(ctx context.Context, d *Domain) (int, error) {
+	var n int32
+	err := c.guard(ctx, func() (err error) {
+		n, err = c.l.DomainFsthaw(d.dom, nil, 0)
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("thawing the filesystems of %s through its guest agent: %w", d.Name, err)
+		return 0, fmt.Errorf("thawing the filesystems of %s through its guest agent: %w", d.Name, err)
 	}
-	return nil
+	return int(n), nil
 }
 
 // MonitorCommand runs a QMP query in the domain's QEMU through libvirt

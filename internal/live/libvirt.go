@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,9 +15,11 @@ import (
 
 	"lifeboat/internal/backup"
 	"lifeboat/internal/container"
+	"lifeboat/internal/guestagent"
 	"lifeboat/internal/libvirt"
 	"lifeboat/internal/nbd"
 	"lifeboat/internal/qmp"
+	"lifeboat/internal/quiesce"
 	"lifeboat/internal/recovery"
 	"lifeboat/internal/vault"
 )
@@ -43,6 +46,9 @@ type LibvirtOptions struct {
 	// AfterInstant, if set, is called once the backup job runs and the
 	// guest is thawed, before any disk is read.
 	AfterInstant func()
+	// Executable is lifeboat's own binary, run as a watchdog that thaws
+	// the guest if this process dies while it is frozen ("" runs none).
+	Executable string
 }
 
 // BackupLibvirt takes one recovery point of a libvirt domain through
@@ -206,7 +212,20 @@ func BackupLibvirt(ctx context.Context, v *vault.Vault, opts LibvirtOptions) (*r
 	got := recovery.Crash
 	var notes []string
 	frozen := false
+	var dog *quiesce.Watchdog
 	if opts.Consistency == recovery.File || opts.Consistency == recovery.App {
+		// libvirt's agent never thaws by itself: a watchdog process
+		// thaws the guest if this one dies while it is frozen.
+		if opts.Executable != "" {
+			args := []string{"__thaw-watchdog", "--timeout", (opts.FreezeTimeout + 5*time.Second).String(), "--libvirt", opts.Domain}
+			if opts.URI != "" {
+				args = append(args, "--connect", opts.URI)
+			}
+			if dog, err = quiesce.StartWatchdog(opts.Executable, args...); err != nil {
+				return nil, err
+			}
+			dog.Arm(GuestWatchdogItem)
+		}
 		fctx, cancel := context.WithTimeout(ctx, opts.FreezeTimeout)
 		n, err := conn.Freeze(fctx, dom)
 		cancel()
@@ -225,9 +244,18 @@ func BackupLibvirt(ctx context.Context, v *vault.Vault, opts LibvirtOptions) (*r
 	}
 	berr := conn.BackupBegin(ctx, dom, breq, creq)
 	if frozen {
-		if err := conn.Thaw(context.WithoutCancel(ctx), dom); err != nil {
+		if _, err := conn.Thaw(context.WithoutCancel(ctx), dom); err != nil {
 			warn(err.Error())
 			notes = append(notes, err.Error())
+		} else {
+			dog.Disarm(GuestWatchdogItem)
+		}
+	} else {
+		dog.Disarm(GuestWatchdogItem) // the freeze failed: a frozen guest is someone else's
+	}
+	if dog != nil {
+		if err := dog.Stop(); err != nil {
+			warn(err.Error())
 		}
 	}
 	if berr != nil {
@@ -384,4 +412,25 @@ func jobRunning(err error, domain string) error {
 		return fmt.Errorf("%w (another backup of %s may be running: wait for it, or end it with virsh domjobabort %s)", err, domain, domain)
 	}
 	return err
+}
+
+// LibvirtWatchdogMain is the thaw watchdog of a libvirt domain
+// (quiesce.RunWatchdog): armed, it thaws the domain through libvirt's
+// guest agent support once the backup that froze it has gone.
+func LibvirtWatchdogMain(ctx context.Context, stdin io.Reader, timeout time.Duration, uri, domain string) error {
+	return quiesce.RunWatchdog(ctx, stdin, timeout, func(ctx context.Context, _ string) error {
+		ctx, cancel := context.WithTimeout(ctx, 2*guestagent.DefaultTimeout)
+		defer cancel()
+		c, err := libvirt.Dial(ctx, uri)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		dom, err := c.Lookup(ctx, domain)
+		if err != nil {
+			return err
+		}
+		_, err = c.Thaw(ctx, dom)
+		return err
+	})
 }
