@@ -135,7 +135,7 @@ func BackupLibvirt(ctx context.Context, v *vault.Vault, opts LibvirtOptions) (*r
 	if err != nil {
 		return nil, err
 	}
-	prefix := BitmapPrefix + v.Config().ID[:8] + "-"
+	prefix := bitmapPrefix(v)
 	suffix, err := randomSuffix()
 	if err != nil {
 		return nil, err
