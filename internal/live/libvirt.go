@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"libvirt.org/go/libvirtxml"
@@ -36,8 +37,10 @@ type LibvirtOptions struct {
 	FreezeTimeout time.Duration // 0: 30 s
 	// Disks limits the backup to these disks (by target name); empty: all.
 	Disks []string
-	// Dir holds the backup's scratch images and NBD socket; libvirt's QEMU
-	// must be able to write there. Empty: a directory under os.TempDir().
+	// Dir holds the backup's NBD socket and scratch images; libvirt's
+	// QEMU must be able to write there. Empty: a directory under
+	// os.TempDir() owned by the user of the domain's first image file
+	// (QEMU's, with libvirt's dynamic ownership).
 	Dir      string
 	Tags     []string
 	Audit    float64
@@ -145,9 +148,9 @@ func BackupLibvirt(ctx context.Context, v *vault.Vault, opts LibvirtOptions) (*r
 	dir := opts.Dir
 	if dir == "" {
 		dir = filepath.Join(os.TempDir(), "lifeboat-libvirt-"+opts.Machine)
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("scratch directory: %w", err)
+		if err := qemuDirFor(dir, disks); err != nil {
+			return nil, err
+		}
 	}
 	socket := filepath.Join(dir, "nbd.sock")
 	os.Remove(socket) // a killed backup's
@@ -162,7 +165,7 @@ func BackupLibvirt(ctx context.Context, v *vault.Vault, opts LibvirtOptions) (*r
 	for _, d := range disks {
 		chosen[d.Target] = true
 		scratch := filepath.Join(dir, d.Target+".scratch.qcow2")
-		os.Remove(scratch)
+		os.Remove(scratch) // a killed backup's
 		pd := libvirtxml.DomainBackupPullDisk{Name: d.Target, Backup: "yes", BackupMode: "full",
 			Scratch: &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: scratch}}}
 		prev := ""
@@ -345,6 +348,30 @@ func BackupLibvirt(ctx context.Context, v *vault.Vault, opts LibvirtOptions) (*r
 		}
 	}
 	return p, nil
+}
+
+// qemuDirFor makes dir, the default home of the backup's socket and
+// scratch images, for libvirt's QEMU: it may run as its own user (with
+// dynamic ownership libvirt gives it the domain's images while it runs),
+// so the directory is that user's, and only it and root can enter.
+func qemuDirFor(dir string, disks []libvirt.Disk) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("scratch directory: %w", err)
+	}
+	for _, d := range disks {
+		if d.Type != "file" {
+			continue
+		}
+		if fi, err := os.Stat(d.Source); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				if err := os.Chown(dir, int(st.Uid), int(st.Gid)); err != nil {
+					return fmt.Errorf("giving the scratch directory %s to QEMU's user: %w", dir, err)
+				}
+			}
+			break
+		}
+	}
+	return nil
 }
 
 // libvirtDisks picks the domain's disks to back up, refusing disks

@@ -177,8 +177,9 @@ func TestLibvirtRestoreDefineStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	before, atInstant := lastCounter(t, dom.Console, counter), -1
+	// No Dir: libvirt places the scratch images itself.
 	p, err := live.BackupLibvirt(ctx, v, live.LibvirtOptions{Machine: "count", Domain: dom.Name, URI: d.URI(),
-		Consistency: recovery.File, Dir: filepath.Join(dir, "scratch"), Warn: func(s string) { t.Log(s) },
+		Consistency: recovery.File, Warn: func(s string) { t.Log(s) },
 		AfterInstant: func() { atInstant = lastCounter(t, dom.Console, counter) }})
 	if err != nil {
 		t.Fatal(err)
