@@ -117,7 +117,17 @@ func BackupLibvirt(ctx context.Context, v *vault.Vault, opts LibvirtOptions) (*r
 	if err := conn.CheckBackupAPI(ctx, domainType(dom.XML)); err != nil {
 		return nil, err
 	}
-	if err := conn.CheckNoJob(ctx, dom); err != nil {
+	dir := opts.Dir
+	if dir == "" {
+		dir = filepath.Join(os.TempDir(), "lifeboat-libvirt-"+opts.Machine)
+		if err := qemuDirFor(dir, disks); err != nil {
+			return nil, err
+		}
+	} else if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("scratch directory: %w", err)
+	}
+	socket := filepath.Join(dir, "nbd.sock")
+	if err := endKilledJob(ctx, conn, dom, socket, warn); err != nil {
 		return nil, jobRunning(err, opts.Domain)
 	}
 
@@ -145,14 +155,6 @@ func BackupLibvirt(ctx context.Context, v *vault.Vault, opts LibvirtOptions) (*r
 	}
 	newCP := prefix + suffix
 
-	dir := opts.Dir
-	if dir == "" {
-		dir = filepath.Join(os.TempDir(), "lifeboat-libvirt-"+opts.Machine)
-		if err := qemuDirFor(dir, disks); err != nil {
-			return nil, err
-		}
-	}
-	socket := filepath.Join(dir, "nbd.sock")
 	os.Remove(socket) // a killed backup's
 	breq := &libvirtxml.DomainBackup{Pull: &libvirtxml.DomainBackupPull{
 		Server: &libvirtxml.DomainBackupPullServer{UNIX: &libvirtxml.DomainBackupPullServerUNIX{Socket: socket}},
@@ -266,9 +268,21 @@ func BackupLibvirt(ctx context.Context, v *vault.Vault, opts LibvirtOptions) (*r
 	}
 	committed := false
 	defer func() {
-		cctx := context.WithoutCancel(ctx)
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		conn, dom := conn, dom
+		if ctx.Err() != nil {
+			// The connection was cut when ctx ended: the job and the
+			// checkpoint are ended through a new one.
+			if c, err := libvirt.Dial(cctx, opts.URI); err == nil {
+				defer c.Close()
+				if d, err := c.Lookup(cctx, opts.Domain); err == nil {
+					conn, dom = c, d
+				}
+			}
+		}
 		if err := conn.AbortJob(cctx, dom); err != nil {
-			warn(err.Error())
+			warn(fmt.Sprintf("%v (the next backup ends it)", err))
 		}
 		if !committed && creq != nil {
 			if err := conn.DeleteCheckpoint(cctx, dom, newCP); err != nil {
@@ -431,6 +445,23 @@ func domainType(doc string) string {
 		return x.Type
 	}
 	return "kvm"
+}
+
+// endKilledJob makes sure no job runs on the domain. A pull-mode backup
+// job serving on socket is this machine's backup that lifeboat was killed
+// during (the job never ends by itself): it is ended, and the next steps
+// delete its checkpoint. Any other job is someone else's: ErrJobRunning.
+func endKilledJob(ctx context.Context, conn *libvirt.Conn, dom *libvirt.Domain, socket string, warn func(string)) error {
+	err := conn.CheckNoJob(ctx, dom)
+	if !errors.Is(err, libvirt.ErrJobRunning) {
+		return err
+	}
+	job, jerr := conn.BackupXML(ctx, dom)
+	if jerr != nil || job.Pull == nil || job.Pull.Server == nil || job.Pull.Server.UNIX == nil || job.Pull.Server.UNIX.Socket != socket {
+		return err
+	}
+	warn(fmt.Sprintf("domain %s: ending the backup job an earlier backup of this machine left running (it was killed)", dom.Name))
+	return conn.AbortJob(ctx, dom)
 }
 
 // jobRunning adds what to do to an ErrJobRunning.

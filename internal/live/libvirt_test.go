@@ -328,4 +328,42 @@ func TestLibvirtErrors(t *testing.T) {
 	if err := c.AbortJob(ctx, ld); err != nil {
 		t.Fatal(err)
 	}
+
+	// What a killed backup leaves: its job, serving on its socket. The
+	// next backup of the machine ends it and goes on.
+	scratch := filepath.Join(dir, "scratch")
+	os.MkdirAll(scratch, 0o700)
+	killed := &libvirtxml.DomainBackup{Pull: &libvirtxml.DomainBackupPull{
+		Server: &libvirtxml.DomainBackupPullServer{UNIX: &libvirtxml.DomainBackupPullServerUNIX{Socket: filepath.Join(scratch, "nbd.sock")}}}}
+	if err := c.BackupBegin(ctx, ld, killed, nil); err != nil {
+		t.Fatal(err)
+	}
+	var warnings []string
+	opts := live.LibvirtOptions{Machine: "m", Domain: dom.Name, URI: d.URI(), Dir: scratch, Warn: func(s string) { warnings = append(warnings, s) }}
+	if _, err := live.BackupLibvirt(ctx, v, opts); err != nil || !strings.Contains(strings.Join(warnings, "\n"), "was killed") {
+		t.Fatalf("backup after a killed one: %v (warnings %q)", err, warnings)
+	}
+	first := lifeboatCheckpoints(t, ctx, c, dom.Name)
+
+	// A cancelled backup ends its job and deletes its checkpoint, though
+	// its connection was cut.
+	cctx, ccancel := context.WithCancel(ctx)
+	opts.AfterInstant = ccancel
+	if _, err := live.BackupLibvirt(cctx, v, opts); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled backup: %v", err)
+	}
+	if err := c.CheckNoJob(ctx, ld); err != nil {
+		t.Fatalf("after a cancelled backup: %v", err)
+	}
+	if cps := lifeboatCheckpoints(t, ctx, c, dom.Name); strings.Join(cps, ",") != strings.Join(first, ",") {
+		t.Fatalf("checkpoints %q after a cancelled backup, want the last point's %q", cps, first)
+	}
+	opts.AfterInstant = nil
+	p, err := live.BackupLibvirt(ctx, v, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pd, _ := p.Disk("vda"); pd.ChangeSource != "tracking" {
+		t.Fatalf("backup after a cancelled one: change source %s (warnings %q)", pd.ChangeSource, warnings)
+	}
 }
