@@ -139,6 +139,16 @@ func TestCLILibvirt(t *testing.T) {
 	if !copyDom.Running || copyDom.Disks[0].Source != filepath.Join(out, "vda.qcow2") {
 		t.Fatalf("restored domain running %v, disks %+v", copyDom.Running, copyDom.Disks)
 	}
+	// Stopped, the domain's disk is reverted in place to the point.
+	if err := c.Destroy(ctx, ld); err != nil {
+		t.Fatal(err)
+	}
+	vmtest.QEMU(t, "qemu-io", "-f", "qcow2", "-c", "write -P 7 1M 64k", disk.Path)
+	r = mustRun(t, "--vault", vaultDir, "--json", "restore", "--machine", "cli", "latest", "--in-place", "--connect", d.URI())
+	want := filepath.Join(dir, "want.raw")
+	mustRun(t, "--vault", vaultDir, "restore", "--machine", "cli", "latest", "--disk", "vda", "--to-file", want)
+	vmtest.QEMU(t, "qemu-img", "compare", "-q", "-f", "qcow2", "-F", "raw", disk.Path, want)
+
 	// Defining it again under the same name is refused.
 	r = run(t, "--vault", vaultDir, "restore", "--machine", "cli", "latest", "--to", filepath.Join(dir, "again"),
 		"--libvirt-define", "--name", "lbcli-copy", "--connect", d.URI())
