@@ -417,6 +417,12 @@ type RestoreJSON struct {
 	Format  string `json:"format,omitempty"`
 	Suffix  string `json:"suffix,omitempty"`
 	NewMACs bool   `json:"new_macs,omitempty"`
+	// LibvirtDefine, Name, Start and Connect define the restored machine
+	// as a libvirt domain on the agent's host (job.Restore).
+	LibvirtDefine bool   `json:"libvirt_define,omitempty"`
+	Name          string `json:"name,omitempty"`
+	Start         bool   `json:"start,omitempty"`
+	Connect       string `json:"connect,omitempty"`
 }
 
 // restoreMachine queues a restore of one of the machine's points.
@@ -450,7 +456,8 @@ func (s *Server) restoreMachine(w http.ResponseWriter, r *http.Request) error {
 		return invalid("vault: %q is not a vault the server knows", vaultName)
 	}
 	spec := job.Restore{Machine: m.Name, Point: body.Point, Vault: url, Dir: body.Dir, Disk: body.Disk, File: body.File,
-		InPlace: body.InPlace, Format: body.Format, Suffix: body.Suffix, NewMACs: body.NewMACs}
+		InPlace: body.InPlace, Format: body.Format, Suffix: body.Suffix, NewMACs: body.NewMACs,
+		LibvirtDefine: body.LibvirtDefine, Name: body.Name, Start: body.Start, Connect: body.Connect}
 	if err := spec.Validate(); err != nil {
 		return err
 	}

@@ -348,14 +348,12 @@ cannot be stored.`,
 			if machine == "" {
 				return usageError{errors.New("--machine is required")}
 			}
-			if rem.server != "" && lv.set() {
-				return usageError{errors.New("--libvirt-define, --name, --start and --connect restore on this host: give no --server")}
-			}
 			if rem.server != "" {
 				// Through the server, on an agent's host: paths are as
 				// that host sees them, so they are sent as given.
 				body := api.RestoreJSON{Point: args[0], Agent: agentName, Dir: to, Disk: diskName, File: toFile, InPlace: inPlace,
-					Format: format, Suffix: suffix, NewMACs: newMACs}
+					Format: format, Suffix: suffix, NewMACs: newMACs,
+					LibvirtDefine: lv.define, Name: lv.name, Start: lv.start, Connect: lv.connect}
 				return a.queueAndWait(ctx, &rem, "/v1/machines/"+url.PathEscape(machine)+"/restore", body, wait)
 			}
 			spec := job.Restore{Machine: machine, Point: args[0], Vault: a.vaultURL, Dir: absPath(to), Disk: diskName, File: absPath(toFile),

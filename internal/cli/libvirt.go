@@ -27,10 +27,6 @@ func (l *libvirtRestoreFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&l.connect, "connect", "", "libvirt daemon URI for --libvirt-define and --in-place (default qemu:///system)")
 }
 
-func (l *libvirtRestoreFlags) set() bool {
-	return l.define || l.start || l.name != "" || l.connect != ""
-}
-
 func (l *libvirtRestoreFlags) apply(spec *job.Restore) {
 	spec.LibvirtDefine, spec.Start, spec.Name, spec.Connect = l.define, l.start, l.name, l.connect
 }
