@@ -4,7 +4,8 @@
 # qemu-io, qemu-nbd, qemu-storage-daemon, qemu-system-x86_64), nbdkit and
 # libnbd's tools (NBD peers), busybox-static and qemu-guest-agent (test VMs,
 # see scripts/vm-assets.sh), fuse3, iproute2 (network namespaces for the
-# vault-copy partition test), PostgreSQL (the catalog's second engine),
+# vault-copy partition test), libvirt (libvirtd and virsh, for libvirt
+# domains), PostgreSQL (the catalog's second engine),
 # versitygw and MinIO (two real S3 servers for the
 # S3 and vault-copy tests). Safe to run again.
 set -euo pipefail
@@ -28,6 +29,11 @@ command -v nbdkit >/dev/null 2>&1 || need_apt+=(nbdkit)
 command -v xz >/dev/null 2>&1 || need_apt+=(xz-utils)
 command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+# libvirt domains (internal/libvirt, internal/live): the tests start a private
+# libvirtd themselves (internal/libvirt/libvirttest); virsh is for people.
+command -v libvirtd >/dev/null 2>&1 || need_apt+=(libvirt-daemon-system)
+command -v virsh >/dev/null 2>&1 || need_apt+=(libvirt-clients)
+command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
 # The control plane's catalog runs on PostgreSQL too (internal/catalog/pgtest
 # starts a throwaway server from Debian's binaries).
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)

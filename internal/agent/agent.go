@@ -62,6 +62,10 @@ type Agent struct {
 	Runner Runner
 	// Info is sent with each heartbeat (version, capabilities).
 	Info json.RawMessage
+	// Offers, if set, adds to each heartbeat's Info what this host offers
+	// to protect now, under the key "offers" (libvirt.Offers: the
+	// libvirt domains).
+	Offers func(ctx context.Context) any
 	// Concurrency is how many jobs run at once (default 1; the server
 	// also limits per agent).
 	Concurrency int
@@ -125,7 +129,7 @@ func (a *Agent) heartbeats(ctx context.Context) {
 		every = 30 * time.Second
 	}
 	for {
-		err := a.Client.Do(ctx, "POST", "/v1/agent/heartbeat", api.HeartbeatJSON{Info: a.Info, Instance: a.instance}, nil)
+		err := a.Client.Do(ctx, "POST", "/v1/agent/heartbeat", api.HeartbeatJSON{Info: a.info(ctx), Instance: a.instance}, nil)
 		if err != nil && ctx.Err() == nil {
 			a.log().Warn("heartbeat failed; the server will report this agent down if it goes on", "err", err)
 		}
@@ -135,6 +139,25 @@ func (a *Agent) heartbeats(ctx context.Context) {
 		case <-time.After(every):
 		}
 	}
+}
+
+// info is Info with the host's offers added.
+func (a *Agent) info(ctx context.Context) json.RawMessage {
+	if a.Offers == nil {
+		return a.Info
+	}
+	doc := map[string]any{}
+	if len(a.Info) > 0 {
+		if err := json.Unmarshal(a.Info, &doc); err != nil {
+			return a.Info
+		}
+	}
+	doc["offers"] = a.Offers(ctx)
+	out, err := json.Marshal(doc)
+	if err != nil {
+		return a.Info
+	}
+	return out
 }
 
 func (a *Agent) work(ctx context.Context) {

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -209,5 +210,27 @@ func TestLeaseLostCancelsRun(t *testing.T) {
 	case f.runner.release <- struct{}{}:
 		t.Fatal("the run was still waiting: not cancelled after its lease was lost")
 	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// A heartbeat carries the host's offers beside its fixed info, computed
+// anew each time.
+func TestHeartbeatOffers(t *testing.T) {
+	n := 0
+	a := &Agent{Info: json.RawMessage(`{"host":"hv1"}`), Offers: func(context.Context) any { n++; return map[string]int{"libvirt": n} }}
+	for want := 1; want <= 2; want++ {
+		var got struct {
+			Host   string         `json:"host"`
+			Offers map[string]int `json:"offers"`
+		}
+		if err := json.Unmarshal(a.info(context.Background()), &got); err != nil {
+			t.Fatal(err)
+		}
+		if got.Host != "hv1" || got.Offers["libvirt"] != want {
+			t.Fatalf("heartbeat %d info %+v", want, got)
+		}
+	}
+	if string((&Agent{Info: json.RawMessage(`{"host":"hv1"}`)}).info(context.Background())) != `{"host":"hv1"}` {
+		t.Fatal("info without offers changed")
 	}
 }

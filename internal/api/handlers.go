@@ -435,6 +435,12 @@ type RestoreJSON struct {
 	Format  string `json:"format,omitempty"`
 	Suffix  string `json:"suffix,omitempty"`
 	NewMACs bool   `json:"new_macs,omitempty"`
+	// LibvirtDefine, Name, Start and Connect define the restored machine
+	// as a libvirt domain on the agent's host (job.Restore).
+	LibvirtDefine bool   `json:"libvirt_define,omitempty"`
+	Name          string `json:"name,omitempty"`
+	Start         bool   `json:"start,omitempty"`
+	Connect       string `json:"connect,omitempty"`
 }
 
 // machineVault finds a machine and the vault a job of it reads: the one
@@ -477,7 +483,8 @@ func (s *Server) restoreMachine(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	spec := job.Restore{Machine: m.Name, Point: body.Point, Vault: url, Dir: body.Dir, Disk: body.Disk, File: body.File,
-		InPlace: body.InPlace, Format: body.Format, Suffix: body.Suffix, NewMACs: body.NewMACs}
+		InPlace: body.InPlace, Format: body.Format, Suffix: body.Suffix, NewMACs: body.NewMACs,
+		LibvirtDefine: body.LibvirtDefine, Name: body.Name, Start: body.Start, Connect: body.Connect}
 	if err := spec.Validate(); err != nil {
 		return err
 	}

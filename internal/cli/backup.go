@@ -26,6 +26,7 @@ type backupFlags struct {
 	hookTimeout, freezeTimeout       time.Duration
 	audit                            float64
 	qmp, guestAgent, bitmap          string
+	libvirt, connect                 string
 	fleeceDir                        string
 	requireConsistency               bool
 }
@@ -33,7 +34,7 @@ type backupFlags struct {
 func (a *app) backupCommand() *cobra.Command {
 	var bf backupFlags
 	cmd := &cobra.Command{
-		Use:   "backup --machine NAME (--disk PATH [--disk PATH ...] | --qmp SOCKET)",
+		Use:   "backup --machine NAME (--disk PATH [--disk PATH ...] | --qmp SOCKET | --libvirt DOMAIN)",
 		Short: "Back up every disk of a machine as one recovery point",
 		Long: `Back up the given disks of a machine into one recovery point and print its ID.
 
@@ -67,6 +68,18 @@ with the latest point, never skipped. --audit re-reads a fraction of the
 blocks the bitmap calls unchanged and falls back to comparing on a mismatch.
 Bitmaps are persistent in qcow2 images. The fleecing overlays are created in
 --fleece-dir, which QEMU must be able to write.
+
+libvirt domains (--libvirt DOMAIN, at the daemon --connect URI, default
+qemu:///system): every disk of the domain (or those named with --disk NAME) is
+backed up at one instant through libvirt's backup API (pull mode), with a new
+libvirt checkpoint, so the next backup reads only the blocks written since.
+The same trust rule as --qmp applies to the checkpoint's bitmaps, and
+libvirt must still have the checkpoint; otherwise the disk is read whole and
+compared. Only the latest point's checkpoint is kept in the domain.
+--consistency file freezes the guest through libvirt's guest agent support.
+A stopped domain's images are read as they rest. The domain XML is stored in
+the point's definition; restore --libvirt-define defines it again
+(docs/libvirt.md). Network disks are refused.
 
 An NBD --disk with --bitmap NAME reads only the extents the server's dirty
 bitmap NAME (qemu:dirty-bitmap:NAME) marks, when the machine's latest point
@@ -105,6 +118,7 @@ notes saying why; lifeboat then exits 0 with a warning, or, with
   lifeboat backup --machine db1 --disk root=/dev/vg0/db1-root --disk data=/dev/vg0/db1-data --definition db1.json
   lifeboat backup --machine files --disk /dev/loop0 --consistency file
   lifeboat backup --machine vm1 --qmp /run/vm1.qmp --guest-agent /run/vm1.qga --consistency file
+  lifeboat backup --machine web1 --libvirt web1 --consistency file
   lifeboat backup --machine nas --disk nbd+unix:///nas?socket=/run/nas.nbd --bitmap b0
   lifeboat backup --machine db1 --disk /dev/vg0/db1 --consistency app \
       --pre-hook 'psql -c "CHECKPOINT"' --post-hook 'logger db1 backed up'`,
@@ -126,7 +140,9 @@ notes saying why; lifeboat then exits 0 with a warning, or, with
 	f.StringVar(&bf.qmp, "qmp", "", "QMP socket of a running QEMU machine: back up its disks live")
 	f.StringVar(&bf.guestAgent, "guest-agent", "", "QEMU guest agent socket, for --qmp with --consistency file or app")
 	f.StringVar(&bf.bitmap, "bitmap", "", "dirty bitmap of the NBD --disk servers that records changes since the last point")
-	f.StringVar(&bf.fleeceDir, "fleece-dir", "", "directory for --qmp's temporary overlays (default: a new one in $TMPDIR)")
+	f.StringVar(&bf.fleeceDir, "fleece-dir", "", "directory for --qmp's temporary overlays or --libvirt's scratch images (default: one in $TMPDIR)")
+	f.StringVar(&bf.libvirt, "libvirt", "", "libvirt domain to back up through libvirt's backup API")
+	f.StringVar(&bf.connect, "connect", "", "libvirt daemon URI for --libvirt (default qemu:///system)")
 	return cmd
 }
 
@@ -138,6 +154,7 @@ func (a *app) runBackup(ctx context.Context, bf backupFlags) error {
 		PreHook: bf.preHook, PostHook: bf.postHook, HookTimeout: job.Duration(bf.hookTimeout), FreezeTimeout: job.Duration(bf.freezeTimeout),
 		Audit: bf.audit, FleeceDir: bf.fleeceDir, Tags: bf.tags}
 	spec.QMP, spec.GuestAgent, spec.Bitmap = absPath(bf.qmp), absPath(bf.guestAgent), bf.bitmap
+	spec.Libvirt, spec.Connect = bf.libvirt, bf.connect
 	if bf.freezeTimeout <= 0 || bf.hookTimeout <= 0 {
 		return usageError{errors.New("--freeze-timeout and --hook-timeout must be positive")}
 	}
@@ -152,7 +169,7 @@ func (a *app) runBackup(ctx context.Context, bf backupFlags) error {
 		}
 		spec.Definition = data
 	}
-	if spec.QMP != "" {
+	if spec.QMP != "" || spec.Libvirt != "" {
 		for _, d := range bf.disks {
 			spec.Disks = append(spec.Disks, job.Disk{Name: d})
 		}
@@ -213,7 +230,7 @@ func absPath(p string) string {
 var specFlags = map[string]string{"machine": "--machine", "disks": "--disk", "vault": "--vault", "consistency": "--consistency",
 	"pre_hook": "--pre-hook", "post_hook": "--post-hook", "hook_timeout": "--hook-timeout", "freeze_timeout": "--freeze-timeout",
 	"audit": "--audit", "fleece_dir": "--fleece-dir", "bitmap": "--bitmap", "qmp": "--qmp", "guest_agent": "--guest-agent",
-	"definition": "--definition"}
+	"definition": "--definition", "libvirt": "--libvirt", "connect": "--connect"}
 
 // flagError turns a job spec's invalid field into a usage error naming
 // the flag; other errors pass.
@@ -259,24 +276,28 @@ func (a *app) reportPoint(machine string, p *recovery.Point) error {
 // stdin closes), the freeze times out, or it gets SIGTERM.
 func (a *app) watchdogCommand() *cobra.Command {
 	var timeout time.Duration
-	var agent string
+	var agent, domain, connect string
 	var mounts bool
 	cmd := &cobra.Command{
-		Use:    "__thaw-watchdog --timeout D (--mounts-on-stdin | --guest-agent SOCKET)",
+		Use:    "__thaw-watchdog --timeout D (--mounts-on-stdin | --guest-agent SOCKET | --libvirt DOMAIN [--connect URI])",
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch {
 			case mounts && agent == "":
 				return quiesce.WatchdogMain(cmd.Context(), os.Stdin, timeout)
-			case agent != "" && !mounts:
+			case agent != "" && !mounts && domain == "":
 				return live.GuestWatchdogMain(cmd.Context(), os.Stdin, timeout, agent)
+			case domain != "" && !mounts && agent == "":
+				return live.LibvirtWatchdogMain(cmd.Context(), os.Stdin, timeout, connect, domain)
 			}
-			return usageError{errors.New("want one of --mounts-on-stdin and --guest-agent")}
+			return usageError{errors.New("want one of --mounts-on-stdin, --guest-agent and --libvirt")}
 		},
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", time.Minute, "thaw after this long")
 	cmd.Flags().StringVar(&agent, "guest-agent", "", "thaw the guest through this agent socket (when +guest is announced on stdin)")
+	cmd.Flags().StringVar(&domain, "libvirt", "", "thaw this libvirt domain through libvirt (when +guest is announced on stdin)")
+	cmd.Flags().StringVar(&connect, "connect", "", "libvirt daemon URI for --libvirt")
 	cmd.Flags().BoolVar(&mounts, "mounts-on-stdin", false, "thaw the mounts announced on stdin (+MOUNT, -MOUNT)")
 	return cmd
 }

@@ -162,7 +162,8 @@ func restoreFlagError(err error) error {
 		if ie.Field == "vault" {
 			return usageError{errors.New("no vault given: use --vault or set LIFEBOAT_VAULT")}
 		}
-		flag := map[string]string{"machine": "--machine", "point": "POINT", "dir": "--to", "file": "--to-file"}[ie.Field]
+		flag := map[string]string{"machine": "--machine", "point": "POINT", "dir": "--to", "file": "--to-file",
+			"libvirt_define": "--libvirt-define", "start": "--start", "name": "--name"}[ie.Field]
 		if flag == "" || ie.Field == "dir" {
 			return usageError{errors.New(ie.Reason)}
 		}
@@ -332,8 +333,9 @@ func (a *app) restoreCommand() *cobra.Command {
 	var machine, to, diskName, toFile, suffix, format string
 	var inPlace, newMACs bool
 	var inst instantFlags
+	var lv libvirtRestoreFlags
 	cmd := &cobra.Command{
-		Use:   "restore --machine NAME POINT|latest (--to DIR | --disk NAME --to-file PATH | --in-place)",
+		Use:   "restore --machine NAME POINT|latest (--to DIR [--libvirt-define [--name NAME] [--start]] | --disk NAME --to-file PATH | --in-place)",
 		Short: "Restore the disks of a recovery point",
 		Long: `Restore a recovery point of a machine.
 
@@ -366,6 +368,13 @@ warning. The restored definition keeps the machine's MAC addresses, and says so:
 started beside the original on one network, the two clash. --new-macs gives each
 NIC a new random address in QEMU's locally administered range 52:54:00:xx:xx:xx.
 
+A point taken with backup --libvirt stores the domain's XML. With --to DIR,
+--libvirt-define defines a new libvirt domain from it (at --connect, default
+qemu:///system): named --name, by default the domain's name with the suffix,
+with a new UUID, new MAC addresses (--new-macs is implied) and its disks on the
+restored images; --start starts it. --in-place on such a point refuses to write
+while the domain runs (docs/libvirt.md).
+
 Existing files are never overwritten except with --in-place, which requires the
 target to be a disk of exactly the size of the disk in the point: new images and the
 definition are new files of mode 0600, and a symbolic link in their place is refused,
@@ -389,7 +398,8 @@ cannot be stored.`,
   lifeboat restore --machine web1 latest --disk root --to-file /var/lib/images/root.qcow2
   lifeboat restore --machine web1 latest --to /srv/restored --format raw
   lifeboat restore --machine web1 latest --in-place
-  lifeboat restore --machine web1 latest --to /srv/test-restore --new-macs`,
+  lifeboat restore --machine web1 latest --to /srv/test-restore --new-macs
+  lifeboat restore --machine web1 latest --to /var/lib/libvirt/images/web1-dr --libvirt-define --start`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if inst.instant && inst.status {
 				return cobra.NoArgs(cmd, args)
@@ -411,11 +421,13 @@ cannot be stored.`,
 				// Through the server, on an agent's host: paths are as
 				// that host sees them, so they are sent as given.
 				body := api.RestoreJSON{Point: args[0], Agent: agentName, Dir: to, Disk: diskName, File: toFile, InPlace: inPlace,
-					Format: format, Suffix: suffix, NewMACs: newMACs}
+					Format: format, Suffix: suffix, NewMACs: newMACs,
+					LibvirtDefine: lv.define, Name: lv.name, Start: lv.start, Connect: lv.connect}
 				return a.queueAndWait(ctx, &rem, "/v1/machines/"+url.PathEscape(machine)+"/restore", body, wait)
 			}
 			spec := job.Restore{Machine: machine, Point: args[0], Vault: a.vaultURL, Dir: absPath(to), Disk: diskName, File: absPath(toFile),
 				InPlace: inPlace, Format: format, Suffix: suffix, NewMACs: newMACs}
+			lv.apply(&spec)
 			if err := spec.Validate(); err != nil {
 				return restoreFlagError(err)
 			}
@@ -439,6 +451,9 @@ cannot be stored.`,
 				if def != nil && len(def.MACs) > 0 {
 					out["new_macs"] = def.MACs
 				}
+				if res.Domain != nil {
+					out["domain"] = map[string]any{"name": res.Domain.Name, "uuid": res.Domain.UUID, "running": res.Domain.Running}
+				}
 				return a.printJSON(out)
 			}
 			if !a.quiet {
@@ -455,6 +470,9 @@ cannot be stored.`,
 					a.printf("nic%d\t%s (was %s)\n", m.NIC, m.New, cmp.Or(m.Old, "unset"))
 				}
 			}
+			if res.Domain != nil {
+				a.printf("domain\t%s\n", res.Domain.Name)
+			}
 			return nil
 		},
 	}
@@ -467,6 +485,7 @@ cannot be stored.`,
 	f.StringVar(&suffix, "suffix", "-dr", "suffix for the restored machine's name (not added to a name that has it)")
 	f.BoolVar(&newMACs, "new-macs", false, "give the restored machine's NICs new random MAC addresses (52:54:00:xx:xx:xx)")
 	f.StringVar(&format, "format", "", "format of new images: raw or qcow2 (default: the disk's format in the point's definition; for --to-file, the file's extension)")
+	lv.register(f)
 	f.StringVar(&rem.server, "server", "", "restore through this lifeboat server, on an agent's host (see --agent)")
 	f.StringVar(&rem.tokenFile, "token-file", "", "with --server: file holding an API token (env LIFEBOAT_TOKEN)")
 	f.StringVar(&agentName, "agent", "", "with --server: the host that writes the disks (default: the machine's agent); paths are that host's")

@@ -284,12 +284,13 @@ func (a *app) machineCommand() *cobra.Command {
 	var src job.Source
 	var agent, definition string
 	add := &cobra.Command{
-		Use:   "add NAME (--disk NAME=PATH … | --qmp SOCKET [--guest-agent SOCKET]) [--agent NAME]",
+		Use:   "add NAME (--disk NAME=PATH … | --qmp SOCKET [--guest-agent SOCKET] | --libvirt DOMAIN [--connect URI]) [--agent NAME]",
 		Short: "Register a machine and where its disks are read",
 		Long: `Register a machine with the server: its disks (--disk NAME=PATH, repeatable: an
 image file, a block device or an nbd:// URL, absolute, as seen on the agent's
 host) or a running QEMU's QMP socket (--qmp, with --guest-agent to freeze its
-filesystems), the agent whose host reads them (--agent; default: the server's built-in
+filesystems) or a libvirt domain (--libvirt, at --connect: docs/libvirt.md; the
+agents offer their hosts' domains in 'GET /v1/agents'), the agent whose host reads them (--agent; default: the server's built-in
 agent, whose host is the server's), and its
 definition (--definition FILE, docs/definition.md). Then protect it with
 'lifeboat protect'.`,
@@ -298,7 +299,7 @@ definition (--definition FILE, docs/definition.md). Then protect it with
 			for _, d := range disks {
 				name, path, ok := strings.Cut(d, "=")
 				if !ok {
-					if src.QMP == "" {
+					if src.QMP == "" && src.Libvirt == "" {
 						return usageError{fmt.Errorf("--disk %q: give NAME=PATH", d)}
 					}
 					name, path = d, ""
@@ -324,6 +325,8 @@ definition (--definition FILE, docs/definition.md). Then protect it with
 	f.StringArrayVar(&disks, "disk", nil, "NAME=PATH of a disk (repeatable); with --qmp, NAME alone selects a disk")
 	f.StringVar(&src.QMP, "qmp", "", "QMP socket of the running QEMU")
 	f.StringVar(&src.GuestAgent, "guest-agent", "", "guest agent socket, to freeze filesystems")
+	f.StringVar(&src.Libvirt, "libvirt", "", "libvirt domain, backed up through libvirt's backup API")
+	f.StringVar(&src.Connect, "connect", "", "libvirt daemon URI with --libvirt (default qemu:///system)")
 	f.StringVar(&agent, "agent", "", "agent whose host reads the disks (default: the server's built-in agent)")
 	f.StringVar(&definition, "definition", "", "machine definition (JSON, lifeboat.machine/v1)")
 	list := &cobra.Command{

@@ -96,6 +96,8 @@ func TestServerCommands(t *testing.T) {
 		{[]string{"policy", "add", "p3", "--every", "1h", "--vault", "nowhere"}, 2, "vault \"nowhere\""},
 		{[]string{"protect", "ghost", "--policy", "hourly", "--tier", "gold"}, 8, "not found"},
 		{[]string{"machine", "add", "web2", "--disk", "root=relative.raw"}, 2, "not absolute"},
+		{[]string{"machine", "add", "web2", "--libvirt", "web2", "--qmp", "/run/web2.qmp"}, 2, "a libvirt domain is reached through libvirt"},
+		{[]string{"restore", "--machine", "web1", "latest", "--libvirt-define"}, 2, "restore into a directory"},
 		{[]string{"backup-now", "scratch"}, 2, "no backup policy"},
 	} {
 		r := cmd(tc.args...)

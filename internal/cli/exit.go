@@ -13,6 +13,7 @@ import (
 	"lifeboat/internal/container"
 	"lifeboat/internal/crypto"
 	"lifeboat/internal/job"
+	"lifeboat/internal/libvirt"
 	"lifeboat/internal/live"
 	"lifeboat/internal/maintenance"
 	"lifeboat/internal/recovery"
@@ -86,7 +87,10 @@ func ExitCode(err error) int {
 		return ExitNotFound
 	case errors.Is(err, recovery.ErrNoPoint), errors.Is(err, restore.ErrSizeMismatch):
 		return ExitNotFound
-	case errors.Is(err, live.ErrMachine):
+	case errors.Is(err, libvirt.ErrNoDomain):
+		return ExitNotFound
+	case errors.Is(err, live.ErrMachine), errors.Is(err, libvirt.ErrNoDaemon), errors.Is(err, libvirt.ErrJobRunning),
+		errors.Is(err, libvirt.ErrUnsupported):
 		return ExitError // not the vault's storage
 	case errors.Is(err, blob.ErrNotExist):
 		return ExitCorrupt // a stored object that should be there is not

@@ -118,7 +118,7 @@ Exit codes:
 		a.verifyCommand(), a.forgetCommand(), a.undeleteCommand(), a.pruneCommand(), a.watchdogCommand(),
 		a.serverCommand(), a.tierCommand(), a.policyCommand(), a.machineCommand(), a.protectCommand(),
 		a.backupNowCommand(), a.jobCommand(), a.alertCommand(), a.agentCommand(), a.tokenCommand(),
-		a.exportCommand(), a.startCommand(), a.drillCommand(), a.mountCommand(), a.umountCommand())
+		a.exportCommand(), a.startCommand(), a.drillCommand(), a.mountCommand(), a.umountCommand(), a.libvirtCommand())
 	root.AddCommand(a.replicaCommand(), a.siteCommand(), a.replicateCommand(), a.failoverCommand(), a.reprotectCommand())
 	return root
 }

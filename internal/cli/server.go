@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"lifeboat/internal/agent"
+	"lifeboat/internal/libvirt"
 	"lifeboat/internal/server"
 )
 
@@ -174,7 +175,8 @@ stopped.`,
 			info, _ := json.Marshal(map[string]any{"host": name})
 			log := slog.New(slog.NewTextHandler(a.env.Stderr, nil))
 			log.Info("lifeboat agent started", "server", c.URL, "host", name)
-			ag := &agent.Agent{Client: c, Runner: runner, Concurrency: concurrency, Info: info, Log: log}
+			ag := &agent.Agent{Client: c, Runner: runner, Concurrency: concurrency, Info: info, Log: log,
+				Offers: func(ctx context.Context) any { return libvirt.Offers(ctx, "") }}
 			if err := ag.Run(cmd.Context()); err != nil && !errors.Is(err, context.Canceled) {
 				return err
 			}

@@ -25,6 +25,7 @@ import (
 	"lifeboat/internal/cli"
 	"lifeboat/internal/clock"
 	"lifeboat/internal/crypto"
+	"lifeboat/internal/libvirt/libvirttest"
 	"lifeboat/internal/vault"
 )
 
@@ -62,6 +63,7 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		lifeboatBin = bin
+		defer libvirttest.Stop() // if a test started a private libvirtd
 		return m.Run()
 	}())
 }

@@ -61,9 +61,12 @@ func RunBackup(ctx context.Context, v *vault.Vault, b Backup, env Env) (*recover
 		env.warn("the guest agent is not used with crash consistency: the guest is not frozen (ask for file or app consistency)")
 	}
 	var p *recovery.Point
-	if b.QMP != "" {
+	switch {
+	case b.Libvirt != "":
+		p, err = backupLibvirt(ctx, v, b, cons, env)
+	case b.QMP != "":
 		p, err = backupLive(ctx, v, b, cons, env)
-	} else {
+	default:
 		p, err = backupLocal(ctx, v, b, cons, def, env)
 	}
 	if err != nil {
@@ -86,6 +89,16 @@ func backupLive(ctx context.Context, v *vault.Vault, b Backup, cons recovery.Con
 		Tags: b.Tags, Audit: b.Audit, Progress: env.Progress, Warn: env.Warn,
 		PreHook:  quiesce.Hook{Command: b.PreHook, Timeout: b.hookTimeout(), Env: hookEnv},
 		PostHook: quiesce.Hook{Command: b.PostHook, Timeout: b.hookTimeout(), Env: hookEnv}})
+}
+
+func backupLibvirt(ctx context.Context, v *vault.Vault, b Backup, cons recovery.Consistency, env Env) (*recovery.Point, error) {
+	var only []string
+	for _, d := range b.Disks {
+		only = append(only, d.Name)
+	}
+	return live.BackupLibvirt(ctx, v, live.LibvirtOptions{Machine: b.Machine, Domain: b.Libvirt, URI: b.Connect,
+		Consistency: cons, FreezeTimeout: b.freezeTimeout(), Disks: only, Dir: b.FleeceDir,
+		Tags: b.Tags, Audit: b.Audit, Progress: env.Progress, Warn: env.Warn, Executable: env.Executable})
 }
 
 func backupLocal(ctx context.Context, v *vault.Vault, b Backup, cons recovery.Consistency, def *recovery.Definition, env Env) (*recovery.Point, error) {

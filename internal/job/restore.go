@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"lifeboat/internal/libvirt"
 	"lifeboat/internal/recovery"
 	"lifeboat/internal/restore"
 	"lifeboat/internal/vault"
@@ -30,6 +31,16 @@ type Restore struct {
 	// its NICs new addresses.
 	Suffix  string `json:"suffix,omitempty"`
 	NewMACs bool   `json:"new_macs,omitempty"`
+	// LibvirtDefine defines the restored machine (Dir) as a new libvirt
+	// domain, with new MAC addresses (it is defined beside the original,
+	// on the same host and likely the same network), a new UUID and new
+	// disk images, from the point's stored domain XML, named Name (default: the
+	// domain's name with the suffix), at the daemon Connect (default
+	// qemu:///system); Start starts it.
+	LibvirtDefine bool   `json:"libvirt_define,omitempty"`
+	Name          string `json:"name,omitempty"`
+	Connect       string `json:"connect,omitempty"`
+	Start         bool   `json:"start,omitempty"`
 }
 
 // DefaultSuffix is added to a restored machine's name.
@@ -41,7 +52,7 @@ func (r Restore) request() restore.Request {
 		suffix = DefaultSuffix
 	}
 	return restore.Request{Dir: r.Dir, Disk: r.Disk, File: r.File, InPlace: r.InPlace, Format: r.Format,
-		Definition: recovery.RestoreOptions{Suffix: suffix, NewMACs: r.NewMACs}}
+		Definition: recovery.RestoreOptions{Suffix: suffix, NewMACs: r.NewMACs || r.LibvirtDefine}}
 }
 
 // Validate reports the first thing wrong with r. Paths must be absolute:
@@ -53,6 +64,18 @@ func (r Restore) Validate() error {
 	for field, p := range map[string]string{"dir": r.Dir, "file": r.File} {
 		if p != "" && !filepath.IsAbs(p) {
 			return invalid(field, "path %q is not absolute", p)
+		}
+	}
+	switch {
+	case r.LibvirtDefine && r.Dir == "":
+		return invalid("libvirt_define", "a libvirt domain is defined for a restore into a directory (--dir): its disks need new images")
+	case r.Start && !r.LibvirtDefine:
+		return invalid("start", "only a restored libvirt domain can be started: add --libvirt-define")
+	case r.Name != "" && !r.LibvirtDefine:
+		return invalid("name", "a name is given to the libvirt domain a restore defines: add --libvirt-define")
+	case r.Name != "":
+		if err := recovery.ValidName("domain", r.Name); err != nil {
+			return invalid("name", "%v", err)
 		}
 	}
 	if err := r.request().Validate(); err != nil {
@@ -69,6 +92,8 @@ type Restored struct {
 	// DefinitionPath and Definition: the -dr definition written (Dir only).
 	DefinitionPath string
 	Definition     *recovery.Restored
+	// Domain is the libvirt domain defined (LibvirtDefine).
+	Domain *libvirt.Domain
 }
 
 // RunRestore restores the point r names from v, which must be the vault
@@ -91,6 +116,15 @@ func RunRestore(ctx context.Context, v *vault.Vault, r Restore, env Env) (*Resto
 	if err != nil {
 		return nil, err
 	}
+	if r.LibvirtDefine && libvirt.StoredXML(p.Definition) == "" {
+		return nil, invalid("libvirt_define", "point %s was not taken from a libvirt domain: it stores no domain XML to define", p.ID.Short())
+	}
+	if r.InPlace {
+		// A running domain's images are QEMU's: never write under it.
+		if err := libvirt.CheckStopped(ctx, r.Connect, p); err != nil {
+			return nil, err
+		}
+	}
 	if r.Dir != "" {
 		if err := os.MkdirAll(r.Dir, 0o755); err != nil {
 			return nil, fmt.Errorf("creating %s: %w", r.Dir, err)
@@ -107,6 +141,15 @@ func RunRestore(ctx context.Context, v *vault.Vault, r Restore, env Env) (*Resto
 		}
 		for _, w := range out.Definition.Warnings {
 			env.warn(w)
+		}
+	}
+	if r.LibvirtDefine {
+		disks, err := restore.RestoredDisks(targets)
+		if err != nil {
+			return out, err
+		}
+		if out.Domain, err = libvirt.DefineRestored(ctx, r.Connect, p.Definition, r.Name, req.Definition.Suffix, disks, out.Definition.MACs, r.Start); err != nil {
+			return out, err
 		}
 	}
 	return out, nil

@@ -48,8 +48,13 @@ type Disk struct {
 // QEMU's QMP socket (every disk, or those named in Disks by name only),
 // with a guest agent socket for freezing filesystems.
 type Source struct {
-	Disks      []Disk          `json:"disks,omitempty"`
-	QMP        string          `json:"qmp,omitempty"`
+	Disks []Disk `json:"disks,omitempty"`
+	QMP   string `json:"qmp,omitempty"`
+	// Libvirt names a libvirt domain, backed up through libvirt's backup
+	// API (every disk, or those named in Disks by name only); Connect is
+	// the daemon's URI (default qemu:///system).
+	Libvirt    string          `json:"libvirt,omitempty"`
+	Connect    string          `json:"connect,omitempty"`
 	GuestAgent string          `json:"guest_agent,omitempty"`
 	Bitmap     string          `json:"bitmap,omitempty"`
 	Definition json.RawMessage `json:"definition,omitempty"`
@@ -57,8 +62,20 @@ type Source struct {
 
 // Validate reports the first thing wrong with s.
 func (s Source) Validate() error {
-	if len(s.Disks) == 0 && s.QMP == "" {
-		return invalid("disks", "give the machine's disks (NAME=PATH) or its QMP socket")
+	if len(s.Disks) == 0 && s.QMP == "" && s.Libvirt == "" {
+		return invalid("disks", "give the machine's disks (NAME=PATH), its QMP socket or its libvirt domain")
+	}
+	if s.Libvirt != "" {
+		switch {
+		case s.QMP != "":
+			return invalid("libvirt", "a libvirt domain is reached through libvirt, not its QMP socket: give one of the two")
+		case s.GuestAgent != "":
+			return invalid("guest_agent", "libvirt talks to the domain's guest agent itself: give no guest agent socket")
+		case s.Bitmap != "":
+			return invalid("bitmap", "with a libvirt domain lifeboat manages the checkpoints itself")
+		}
+	} else if s.Connect != "" {
+		return invalid("connect", "a libvirt URI is for a libvirt domain: give the domain too")
 	}
 	seen := map[string]bool{}
 	for i, d := range s.Disks {
@@ -70,9 +87,9 @@ func (s Source) Validate() error {
 			return invalid(field+".name", "disk %q is named twice", d.Name)
 		}
 		seen[d.Name] = true
-		if s.QMP != "" {
+		if s.QMP != "" || s.Libvirt != "" {
 			if d.Path != "" {
-				return invalid(field+".path", "with a QMP socket, disks are chosen by name only; QEMU knows their paths")
+				return invalid(field+".path", "with a QMP socket or a libvirt domain, disks are chosen by name only; QEMU knows their paths")
 			}
 			continue
 		}
@@ -147,7 +164,8 @@ type Backup struct {
 	// Audit re-reads this fraction of the blocks change tracking calls
 	// unchanged (0 to 1).
 	Audit float64 `json:"audit,omitempty"`
-	// FleeceDir holds a live backup's temporary overlays (QMP only).
+	// FleeceDir holds a live backup's temporary overlays (QMP) or scratch
+	// images (libvirt).
 	FleeceDir string   `json:"fleece_dir,omitempty"`
 	Tags      []string `json:"tags,omitempty"`
 }
@@ -198,8 +216,14 @@ func (b Backup) Validate() error {
 	if b.Audit < 0 || b.Audit > 1 {
 		return invalid("audit", "%g: want a fraction from 0 to 1", b.Audit)
 	}
-	if b.FleeceDir != "" && b.QMP == "" {
-		return invalid("fleece_dir", "temporary overlays are for live QMP backups only")
+	if b.FleeceDir != "" && b.QMP == "" && b.Libvirt == "" {
+		return invalid("fleece_dir", "temporary overlays are for live QMP and libvirt backups only")
+	}
+	if b.Libvirt != "" && len(b.Definition) > 0 {
+		return invalid("definition", "a libvirt domain's definition is its XML, read from libvirt: give none")
+	}
+	if b.Libvirt != "" && b.Consistency == "app" {
+		return invalid("consistency", "a libvirt domain is backed up crash- or file-consistent (libvirt freezes the guest through its agent; lifeboat runs no hooks there)")
 	}
 	if b.Bitmap != "" && b.QMP != "" {
 		return invalid("bitmap", "with a QMP socket lifeboat manages the dirty bitmaps itself")

@@ -51,6 +51,49 @@ func TestBackupValidate(t *testing.T) {
 	if err := nbd.Validate(); err != nil {
 		t.Fatalf("NBD disk with a bitmap refused: %v", err)
 	}
+	lv := Backup{Machine: "web1", Vault: "/v", Consistency: "file", Source: Source{Libvirt: "web1", Connect: "qemu:///system", Disks: []Disk{{Name: "vda"}}}}
+	if err := lv.Validate(); err != nil {
+		t.Fatalf("valid libvirt spec refused: %v", err)
+	}
+	for _, tc := range []struct {
+		name, field string
+		mod         func(b *Backup)
+	}{
+		{"libvirt and qmp", "libvirt", func(b *Backup) { b.QMP = "/run/x.qmp" }},
+		{"libvirt disk path", "disks[0].path", func(b *Backup) { b.Disks[0].Path = "/img/x.qcow2" }},
+		{"libvirt guest agent", "guest_agent", func(b *Backup) { b.GuestAgent = "/run/x.qga" }},
+		{"libvirt bitmap", "bitmap", func(b *Backup) { b.Bitmap = "b0" }},
+		{"libvirt app", "consistency", func(b *Backup) { b.Consistency, b.PreHook = "app", "/bin/true" }},
+		{"libvirt definition", "definition", func(b *Backup) { b.Definition = json.RawMessage(`{}`) }},
+		{"connect without libvirt", "connect", func(b *Backup) { b.Libvirt, b.Disks = "", []Disk{{Name: "d", Path: "/img/d.raw"}} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := lv
+			b.Disks = append([]Disk(nil), lv.Disks...)
+			tc.mod(&b)
+			var ie *InvalidError
+			if err := b.Validate(); !errors.As(err, &ie) || ie.Field != tc.field {
+				t.Fatalf("Validate() = %v, want an InvalidError on %s", err, tc.field)
+			}
+		})
+	}
+	for _, tc := range []struct {
+		field string
+		r     Restore
+	}{
+		{"libvirt_define", Restore{Machine: "m", Point: "latest", Vault: "/v", InPlace: true, LibvirtDefine: true}},
+		{"start", Restore{Machine: "m", Point: "latest", Vault: "/v", Dir: "/r", Start: true}},
+		{"name", Restore{Machine: "m", Point: "latest", Vault: "/v", Dir: "/r", Name: "x"}},
+		{"name", Restore{Machine: "m", Point: "latest", Vault: "/v", Dir: "/r", LibvirtDefine: true, Name: "a/b"}},
+	} {
+		var ie *InvalidError
+		if err := tc.r.Validate(); !errors.As(err, &ie) || ie.Field != tc.field {
+			t.Fatalf("%+v: Validate() = %v, want an InvalidError on %s", tc.r, err, tc.field)
+		}
+	}
+	if err := (Restore{Machine: "m", Point: "latest", Vault: "/v", Dir: "/r", LibvirtDefine: true, Name: "m-copy", Start: true}).Validate(); err != nil {
+		t.Fatalf("valid libvirt restore refused: %v", err)
+	}
 	qmpPath := live
 	qmpPath.Disks = []Disk{{Name: "virtio0", Path: "/img/x.qcow2"}}
 	if err := qmpPath.Validate(); err == nil {

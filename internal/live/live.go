@@ -132,7 +132,7 @@ func Backup(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point,
 	parent, _ := recovery.Find(points, opts.Machine, "latest")
 	// Bitmaps are namespaced by vault: two vaults protecting one machine
 	// each keep their own.
-	prefix := BitmapPrefix + v.Config().ID[:8] + "-"
+	prefix := bitmapPrefix(v)
 	suffix, err := randomSuffix()
 	if err != nil {
 		return nil, err
@@ -379,7 +379,7 @@ func judgeBitmap(d liveDisk, prev, prefix string, parent *recovery.Point) (bool,
 	case !ok:
 		return false, fmt.Sprintf("point %s has no disk %s", parent.ID.Short(), d.name)
 	case prev == "":
-		return false, fmt.Sprintf("point %s started no change tracking for this disk (it was not taken live through QMP)", parent.ID.Short())
+		return false, fmt.Sprintf("point %s started no change tracking for this disk (it was not taken live through QMP or libvirt)", parent.ID.Short())
 	case strings.HasPrefix(prev, "nbd:"):
 		return false, fmt.Sprintf("point %s was taken with the NBD server's bitmap %s, not through QMP", parent.ID.Short(), strings.TrimPrefix(prev, "nbd:"))
 	case !strings.HasPrefix(prev, prefix):
@@ -540,6 +540,11 @@ func definitionOf(ctx context.Context, mon *qmp.Monitor, machine string, disks [
 	out, _ := json.Marshal(d)
 	return out
 }
+
+// bitmapPrefix starts the names of the bitmaps (QMP) and checkpoints
+// (libvirt) lifeboat makes for vault v: two vaults protecting one machine
+// each keep their own.
+func bitmapPrefix(v *vault.Vault) string { return BitmapPrefix + v.Config().ID[:8] + "-" }
 
 func randomSuffix() (string, error) {
 	b := make([]byte, 6)

@@ -158,25 +158,14 @@ func (m *Monitor) Disks(ctx context.Context) ([]Disk, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listing disks: %w", err)
 	}
+	if len(devs) > 0 {
+		return DevicesDisks(devs, nodes), nil
+	}
 	byName := make(map[string]BlockNode, len(nodes))
 	for _, n := range nodes {
 		byName[n.NodeName] = n
 	}
 	var disks []Disk
-	for _, d := range devs {
-		if d.Inserted == nil {
-			continue
-		}
-		n := *d.Inserted
-		if full, ok := byName[n.NodeName]; ok {
-			n = full // query-named-block-nodes has the bitmaps without the deprecated fields
-		}
-		disks = append(disks, diskOf(d.Device, d.QDev, n))
-	}
-	if len(devs) > 0 {
-		return disks, nil
-	}
-
 	g, err := m.QueryBlockGraph(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("listing disks of a machine without devices: %w", err)
@@ -206,6 +195,28 @@ func (m *Monitor) Disks(ctx context.Context) ([]Disk, error) {
 	}
 	sort.Slice(disks, func(i, j int) bool { return disks[i].Node < disks[j].Node })
 	return disks, nil
+}
+
+// DevicesDisks are the disks of a machine with devices: those of devs
+// (query-block) with a medium inserted, described by their node in nodes
+// (query-named-block-nodes) where it is there.
+func DevicesDisks(devs []BlockInfo, nodes []BlockNode) []Disk {
+	byName := make(map[string]BlockNode, len(nodes))
+	for _, n := range nodes {
+		byName[n.NodeName] = n
+	}
+	var disks []Disk
+	for _, d := range devs {
+		if d.Inserted == nil {
+			continue
+		}
+		n := *d.Inserted
+		if full, ok := byName[n.NodeName]; ok {
+			n = full // query-named-block-nodes has the bitmaps without the deprecated fields
+		}
+		disks = append(disks, diskOf(d.Device, d.QDev, n))
+	}
+	return disks
 }
 
 func diskOf(device, qdev string, n BlockNode) Disk {

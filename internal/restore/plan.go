@@ -168,13 +168,9 @@ func WriteDefinition(p *recovery.Point, req Request, targets []Target) (string, 
 	if err != nil {
 		return "", nil, err
 	}
-	disks := make([]recovery.RestoredDisk, len(targets))
-	for i, t := range targets {
-		abs, err := filepath.Abs(t.Path)
-		if err != nil {
-			return "", nil, fmt.Errorf("restored image %s: %w", t.Path, err)
-		}
-		disks[i] = recovery.RestoredDisk{Name: t.Disk.Name, File: abs, Format: cmp.Or(t.Format, container.Raw)}
+	disks, err := RestoredDisks(targets)
+	if err != nil {
+		return "", nil, err
 	}
 	r, err := recovery.RestoredDefinition(p.Definition, disks, req.Definition)
 	if err != nil {
@@ -196,4 +192,18 @@ func WriteDefinition(p *recovery.Point, req Request, targets []Target) (string, 
 		return "", nil, fmt.Errorf("writing the restored definition %s: %w", path, err)
 	}
 	return path, r, nil
+}
+
+// RestoredDisks says where each target's disk was restored: its absolute
+// path and format.
+func RestoredDisks(targets []Target) ([]recovery.RestoredDisk, error) {
+	disks := make([]recovery.RestoredDisk, len(targets))
+	for i, t := range targets {
+		abs, err := filepath.Abs(t.Path)
+		if err != nil {
+			return nil, fmt.Errorf("restored image %s: %w", t.Path, err)
+		}
+		disks[i] = recovery.RestoredDisk{Name: t.Disk.Name, File: abs, Format: cmp.Or(t.Format, container.Raw)}
+	}
+	return disks, nil
 }

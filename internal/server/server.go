@@ -26,6 +26,7 @@ import (
 	"lifeboat/internal/api"
 	"lifeboat/internal/catalog"
 	"lifeboat/internal/clock"
+	"lifeboat/internal/libvirt"
 	"lifeboat/internal/location"
 	"lifeboat/internal/policy"
 	"lifeboat/internal/secrets"
@@ -293,7 +294,8 @@ func Run(ctx context.Context, cfg Config) error {
 			client.HTTP = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 		}
 		ag := &agent.Agent{Client: client, Runner: cfg.Runner, Log: cfg.Log.With("agent", agentName),
-			Info: []byte(fmt.Sprintf(`{"builtin":true,"host":%q}`, agentName))}
+			Info:   []byte(fmt.Sprintf(`{"builtin":true,"host":%q}`, agentName)),
+			Offers: func(ctx context.Context) any { return libvirt.Offers(ctx, "") }}
 		go ag.Run(ctx)
 		cfg.Log.Info("built-in agent started", "name", agentName)
 	}
