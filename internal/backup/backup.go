@@ -19,6 +19,7 @@ import (
 
 	"lifeboat/internal/chunk"
 	"lifeboat/internal/image"
+	"lifeboat/internal/indexcache"
 	"lifeboat/internal/lastseen"
 	"lifeboat/internal/recovery"
 	"lifeboat/internal/source"
@@ -202,10 +203,11 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 	}
 	condemned := vault.CondemnedPacks(plans)
 	skip := func(id chunk.ID) bool { return condemned[id] }
-	ix, err := v.LoadIndex(ctx, skip)
+	ix, err := indexcache.Load(ctx, v, skip)
 	if err != nil {
 		return nil, err
 	}
+	defer ix.Close()
 	if _, err := v.AdoptAfterDeadSessions(ctx, ix, skip); err != nil {
 		return nil, err
 	}
@@ -343,7 +345,7 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 
 type engine struct {
 	v      *vault.Vault
-	ix     *chunk.Index
+	ix     vault.ChunkIndex
 	packer *vault.Packer
 	states []*diskState
 

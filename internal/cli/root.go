@@ -4,6 +4,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +17,7 @@ import (
 
 	"lifeboat/internal/blob"
 	"lifeboat/internal/clock"
+	"lifeboat/internal/indexcache"
 	"lifeboat/internal/lastseen"
 	"lifeboat/internal/location"
 	"lifeboat/internal/recovery"
@@ -40,6 +42,7 @@ type app struct {
 	passwordFile string
 	jsonOut      bool
 	quiet        bool
+	cacheDir     string
 }
 
 // Main runs lifeboat with args (without the program name) and returns the exit code.
@@ -110,6 +113,7 @@ Exit codes:
 	pf.StringVar(&a.passwordFile, "password-file", "", "read the passphrase from this file (env LIFEBOAT_PASSWORD_FILE; LIFEBOAT_PASSWORD gives it directly)")
 	pf.BoolVar(&a.jsonOut, "json", false, "print machine-readable JSON on stdout")
 	pf.BoolVarP(&a.quiet, "quiet", "q", false, "no progress output")
+	pf.StringVar(&a.cacheDir, "cache-dir", "", "local index cache directory, or \"off\" (env LIFEBOAT_CACHE_DIR; default $XDG_CACHE_HOME/lifeboat or ~/.cache/lifeboat; docs/indexcache.md)")
 	root.AddCommand(a.vaultCommand(), a.backupCommand(), a.pointsCommand(), a.restoreCommand(),
 		a.verifyCommand(), a.forgetCommand(), a.pruneCommand(), a.watchdogCommand(),
 		a.serverCommand(), a.tierCommand(), a.policyCommand(), a.machineCommand(), a.protectCommand(),
@@ -142,11 +146,21 @@ func (a *app) passphrase() ([]byte, error) {
 }
 
 func (a *app) options() vault.Options {
-	o := vault.Options{Clock: a.env.Clock, Warn: func(s string) { a.warnf("%s", s) }}
+	o := vault.Options{Clock: a.env.Clock, Warn: func(s string) { a.warnf("%s", s) }, CacheDir: a.indexCacheDir()}
 	if a.env.KDF != nil {
 		o.KDF = a.env.KDF.KDF
 	}
 	return o
+}
+
+// indexCacheDir is --cache-dir, else LIFEBOAT_CACHE_DIR, else the
+// default; "off" in either keeps no cache.
+func (a *app) indexCacheDir() string {
+	d := cmp.Or(a.cacheDir, a.env.Getenv("LIFEBOAT_CACHE_DIR"), indexcache.DefaultDir(a.env.Getenv))
+	if d == "off" {
+		return ""
+	}
+	return d
 }
 
 // store opens a vault URL's store; a bad URL is a usage error.

@@ -19,6 +19,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/zeebo/blake3"
+
 	"lifeboat/internal/blob"
 	"lifeboat/internal/chunk"
 	"lifeboat/internal/clock"
@@ -124,6 +126,7 @@ type Vault struct {
 	upload int // parallel uploads
 	warn   func(string)
 	slot   string // the key slot this vault was opened with
+	cache  string // Options.CacheDir
 }
 
 // Options tune Init and Open.
@@ -137,6 +140,10 @@ type Options struct {
 	// Version is the format version Init writes; 0 = FormatVersion. Only
 	// tests ask for an older one, to check old vaults stay readable.
 	Version int
+	// CacheDir is the root of the local index cache (internal/indexcache:
+	// one directory per vault ID under it); "" keeps no cache, loading
+	// the whole index into memory for each run.
+	CacheDir string
 	// Warn, if set, receives notices that do not stop an operation: an
 	// unreadable object a listing skipped, a key slot Open refused or found
 	// damaged, a read session going on without its marker. It is called
@@ -237,7 +244,7 @@ func newVault(store blob.Store, cfg Config, keys keyPayload, opts Options) (*Vau
 	}
 	host, _ := os.Hostname()
 	return &Vault{store: store, cfg: cfg, keys: keys, codec: codec, clock: opts.Clock, host: host,
-		kdf: opts.KDF, upload: opts.Uploads, warn: opts.Warn}, nil
+		kdf: opts.KDF, upload: opts.Uploads, warn: opts.Warn, cache: opts.CacheDir}, nil
 }
 
 // ReadConfig reads and checks the config without a passphrase.
@@ -390,6 +397,18 @@ func (v *Vault) Clock() clock.Clock { return v.clock }
 
 // Host is this machine's host name, as recorded in points and sessions.
 func (v *Vault) Host() string { return v.host }
+
+// CacheDir is the root of the local index cache, "" for none.
+func (v *Vault) CacheDir() string { return v.cache }
+
+// CacheKey authenticates the local index cache (internal/indexcache): a
+// key only holders of the vault's keys can derive, so that what a local
+// attacker changes in the cache is detected, never trusted.
+func (v *Vault) CacheKey() [32]byte {
+	var k [32]byte
+	blake3.DeriveKey("lifeboat index cache v1", append(v.keys.IDKey[:], v.keys.DataKey[:]...), k[:])
+	return k
+}
 
 // Warn passes a notice that does not stop the operation to Options.Warn.
 func (v *Vault) Warn(msg string) { v.warn(msg) }
