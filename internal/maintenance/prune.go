@@ -77,6 +77,7 @@ type packTable struct {
 type packInfo struct {
 	id         chunk.ID
 	size, used int64
+	blobs      int64 // bytes of all its blobs: size less the header
 }
 
 // add records a pack's entries (once per pack) and returns its number.
@@ -88,6 +89,7 @@ func (t *packTable) add(id chunk.ID, size int64, entries []chunk.PackEntry) uint
 	t.num[id] = n
 	p := packInfo{id: id, size: size}
 	for _, e := range entries {
+		p.blobs += int64(e.Length)
 		if o, ok := t.owner[e.ID]; ok && o == 0 {
 			t.owner[e.ID] = n + 1
 			p.used += int64(e.Length)
@@ -247,12 +249,14 @@ func Prune(ctx context.Context, v *vault.Vault, opts PruneOptions) (*PruneReport
 	class := make([]int, len(t.packs))
 	var nkeep, nrepack, ndrop int
 	for n, p := range t.packs {
-		switch unused := p.size - p.used; {
+		// Unused bytes are those of blobs no point needs here; the header
+		// is not counted (in a pack of many small blobs it is a large part).
+		switch unused := p.blobs - p.used; {
 		case p.used == 0:
 			class[n] = drop
 			ndrop++
 			rep.DeletedBytes += p.size
-		case float64(unused) >= opts.RepackUnused*float64(p.size):
+		case float64(unused) >= opts.RepackUnused*float64(p.blobs):
 			class[n] = repack
 			nrepack++
 			rep.RepackedBytes += p.size
