@@ -16,6 +16,8 @@
 #   incr      the 1%-change incremental backup (compare with the parent)
 #   restore   restore of that point to a file
 #   prune     prune with nothing to delete (it reads every index object)
+#   prune2    prune after forgetting the full backup (keep-last 1): the old
+#             versions of the changed blocks are deleted or repacked
 # "index fetched" is the bytes of index objects the run read from the vault:
 # every index object for a lifeboat that loads the whole index, and only the
 # ones its cache has not seen for one that keeps a cache (the script counts
@@ -86,7 +88,9 @@ for n in "${SIZES[@]}"; do
 	rm -f "$W/restore.img"
 	log "N=$n: prune"
 	read -r ps pr < <(timed prune-$n "$LB" --vault "$V" prune -q)
-	printf 'N=%-8s incr %6ss %5s MiB | restore %6ss %5s MiB | prune %6ss %5s MiB | index objects %d, %d bytes; %d bytes new since the full backup\n' \
-		"$n" "$is" "$ir" "$rs" "$rr" "$ps" "$pr" "$(wc -l <"$W/index.before")" "$all" "$since" | tee -a "$W/results.txt"
+	"$LB" --vault "$V" forget --machine bench --keep-last 1 -q >/dev/null
+	read -r p2s p2r < <(timed prune2-$n "$LB" --vault "$V" prune -q)
+	printf 'N=%-8s incr %6ss %5s MiB | restore %6ss %5s MiB | prune %6ss %5s MiB | prune2 %6ss %5s MiB | index objects %d, %d bytes; %d bytes new since the full backup\n' \
+		"$n" "$is" "$ir" "$rs" "$rr" "$ps" "$pr" "$p2s" "$p2r" "$(wc -l <"$W/index.before")" "$all" "$since" | tee -a "$W/results.txt"
 	rm -f "$W/disk.img"
 done

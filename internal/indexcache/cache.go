@@ -379,10 +379,11 @@ func (c *syncer) build(ids []chunk.ID, files []*chunk.IndexFile, n int) (*segmen
 }
 
 // compact keeps the number of segments logarithmic in the number of
-// entries: the newest two are merged while the newer is at least half
-// the size of the older (or while there are too many), so each entry is
-// rewritten O(log n) times over the cache's life. A segment most of whose
-// objects a prune deleted is rewritten alone.
+// entries: the newest segments are merged, in one pass, while together
+// they hold at least half as many entries as the next older one (or while
+// there are too many), so each entry is rewritten O(log n) times over the
+// cache's life. A segment most of whose objects a prune deleted is
+// rewritten alone.
 func (c *syncer) compact(segs []*segment) ([]*segment, error) {
 	for i := 0; i < len(segs); i++ {
 		live := 0
@@ -399,18 +400,23 @@ func (c *syncer) compact(segs []*segment) ([]*segment, error) {
 			segs[i] = m
 		}
 	}
-	for len(segs) > 1 {
-		a, b := segs[len(segs)-2], segs[len(segs)-1]
-		if 2*b.n < a.n && len(segs) <= maxSegments {
+	i := len(segs) - 1
+	var newer uint64
+	for i > 0 {
+		newer += segs[i].n
+		if 2*newer < segs[i-1].n && len(segs)-i < maxSegments {
 			break
 		}
-		m, err := c.merge(segs[len(segs)-2:])
-		if err != nil {
-			return segs, err
-		}
-		segs = append(segs[:len(segs)-2], m)
+		i--
 	}
-	return segs, nil
+	if len(segs)-i < 2 {
+		return segs, nil
+	}
+	m, err := c.merge(segs[i:])
+	if err != nil {
+		return segs, err
+	}
+	return append(segs[:i], m), nil
 }
 
 // merge writes the live entries of in into one new segment and deletes
