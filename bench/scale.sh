@@ -48,6 +48,11 @@ else
 	REV="binary $LB"
 fi
 [ -f "$W/disk.orig" ] || "$GEN" -disk "$W/disk.orig" -size 4G
+if [ ! -f "$W/disk.changed" ]; then # the same disk with 1% changed, made once
+	cp --sparse=always "$W/disk.orig" "$W/disk.changed.tmp"
+	python3 "$HERE/imgtool.py" mutate "$W/disk.changed.tmp" 20261123 656 65536 >/dev/null
+	mv "$W/disk.changed.tmp" "$W/disk.changed"
+fi
 
 timed() { # timed NAME CMD...
 	local name=$1; shift
@@ -63,7 +68,8 @@ index_list() { find "$1/index" -type f -printf "%f\n" 2>/dev/null | sort || true
 echo "# lifeboat $REV, $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)" >>"$W/results.txt"
 for n in "${SIZES[@]}"; do
 	V=$W/vault-$n
-	export LIFEBOAT_CACHE_DIR=$W/cache-$n
+	export LIFEBOAT_CACHE_DIR=$W/cache-$n LIFEBOAT_STATE_DIR=$W/state-$n
+	rm -rf "$LIFEBOAT_STATE_DIR"
 	rm -rf "$V" "$LIFEBOAT_CACHE_DIR" "$W/restore.img"
 	if [ ! -d "$W/gen-$n" ]; then
 		"$LB" vault init --vault "$W/gen-$n.tmp" --chunk-size 64K >/dev/null
@@ -72,19 +78,17 @@ for n in "${SIZES[@]}"; do
 	fi
 	cp -a "$W/gen-$n" "$V"
 	index_list "$V" >"$W/index.gen"
-	cp --sparse=always "$W/disk.orig" "$W/disk.img"
 	log "N=$n: full backup (untimed)"
-	"$LB" --vault "$V" backup --machine bench --disk disk0="$W/disk.img" -q >/dev/null
+	"$LB" --vault "$V" backup --machine bench --disk disk0="$W/disk.orig" -q >/dev/null
 	index_list "$V" >"$W/index.before"
-	python3 "$HERE/imgtool.py" mutate "$W/disk.img" 20261123 656 65536 >/dev/null
 	all=$(index_bytes "$V")
 	log "N=$n: incremental"
-	read -r is ir < <(timed incr-$n "$LB" --vault "$V" backup --machine bench --disk disk0="$W/disk.img" -q)
+	read -r is ir < <(timed incr-$n "$LB" --vault "$V" backup --machine bench --disk disk0="$W/disk.changed" -q)
 	# index objects the full backup wrote: all a cache seeded by it lacks
 	since=$(comm -13 "$W/index.gen" "$W/index.before" | while read -r f; do stat -c %s "$V/index/$f"; done | awk '{s+=$1} END {print s+0}')
 	log "N=$n: restore"
 	read -r rs rr < <(timed restore-$n "$LB" --vault "$V" restore --machine bench latest --disk disk0 --to-file "$W/restore.img" -q)
-	cmp "$W/disk.img" "$W/restore.img"
+	cmp "$W/disk.changed" "$W/restore.img"
 	rm -f "$W/restore.img"
 	log "N=$n: prune"
 	read -r ps pr < <(timed prune-$n "$LB" --vault "$V" prune -q)
@@ -92,5 +96,4 @@ for n in "${SIZES[@]}"; do
 	read -r p2s p2r < <(timed prune2-$n "$LB" --vault "$V" prune -q)
 	printf 'N=%-8s incr %6ss %5s MiB | restore %6ss %5s MiB | prune %6ss %5s MiB | prune2 %6ss %5s MiB | index objects %d, %d bytes; %d bytes new since the full backup\n' \
 		"$n" "$is" "$ir" "$rs" "$rr" "$ps" "$pr" "$p2s" "$p2r" "$(wc -l <"$W/index.before")" "$all" "$since" | tee -a "$W/results.txt"
-	rm -f "$W/disk.img"
 done
