@@ -15,6 +15,7 @@
 # these are timed with /usr/bin/time (wall s, peak RSS):
 #   incr      the 1%-change incremental backup (compare with the parent)
 #   restore   restore of that point to a file
+#   copy      vault copy --machine bench (its 2 points) into a new copy vault
 #   prune     prune with nothing to delete (it reads every index object)
 #   prune2    prune after forgetting the full backup (keep-last 1): the old
 #             versions of the changed blocks are deleted or repacked
@@ -90,10 +91,15 @@ for n in "${SIZES[@]}"; do
 	read -r rs rr < <(timed restore-$n "$LB" --vault "$V" restore --machine bench latest --disk disk0 --to-file "$W/restore.img" -q)
 	cmp "$W/disk.changed" "$W/restore.img"
 	rm -f "$W/restore.img"
+	log "N=$n: copy"
+	rm -rf "$V-copy"
+	"$LB" vault init --vault "$V-copy" --copy-of "$V" -q >/dev/null
+	read -r cs cr < <(timed copy-$n "$LB" vault copy --from "$V" --to "$V-copy" --machine bench -q)
+	rm -rf "$V-copy"
 	log "N=$n: prune"
 	read -r ps pr < <(timed prune-$n "$LB" --vault "$V" prune -q)
 	"$LB" --vault "$V" forget --machine bench --keep-last 1 -q >/dev/null
 	read -r p2s p2r < <(timed prune2-$n "$LB" --vault "$V" prune -q)
-	printf 'N=%-8s incr %6ss %5s MiB | restore %6ss %5s MiB | prune %6ss %5s MiB | prune2 %6ss %5s MiB | index objects %d, %d bytes; %d bytes new since the full backup\n' \
-		"$n" "$is" "$ir" "$rs" "$rr" "$ps" "$pr" "$p2s" "$p2r" "$(wc -l <"$W/index.before")" "$all" "$since" | tee -a "$W/results.txt"
+	printf 'N=%-8s incr %6ss %5s MiB | restore %6ss %5s MiB | copy %6ss %5s MiB | prune %6ss %5s MiB | prune2 %6ss %5s MiB | index objects %d, %d bytes; %d bytes new since the full backup\n' \
+		"$n" "$is" "$ir" "$rs" "$rr" "$cs" "$cr" "$ps" "$pr" "$p2s" "$p2r" "$(wc -l <"$W/index.before")" "$all" "$since" | tee -a "$W/results.txt"
 done
