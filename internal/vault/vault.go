@@ -403,10 +403,11 @@ func (v *Vault) CacheDir() string { return v.cache }
 
 // CacheKey authenticates the local index cache (internal/indexcache): a
 // key only holders of the vault's keys can derive, so that what a local
-// attacker changes in the cache is detected, never trusted.
+// attacker changes in the cache is detected, never trusted. It is derived
+// from id_key, which chunk IDs depend on and which therefore never changes.
 func (v *Vault) CacheKey() [32]byte {
 	var k [32]byte
-	blake3.DeriveKey("lifeboat index cache v1", append(v.keys.IDKey[:], v.keys.DataKey[:]...), k[:])
+	blake3.DeriveKey("lifeboat index cache v1", v.keys.IDKey[:], k[:])
 	return k
 }
 
