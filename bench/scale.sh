@@ -23,7 +23,8 @@
 # every index object for a lifeboat that loads the whole index, and only the
 # ones its cache has not seen for one that keeps a cache (the script counts
 # the objects written since the previous run). Results go to
-# bench/work/scale/results.txt. LIFEBOAT_CACHE_DIR is set to a fresh
+# bench/work/scale/results.txt. SKIP_PRUNE=1 leaves out both prunes (for a
+# binary whose prune takes minutes at 5 M chunks). LIFEBOAT_CACHE_DIR is set to a fresh
 # directory per vault (first run on a host is the untimed full backup).
 # The generated vaults are kept in bench/work/scale/gen-N and copied for
 # each measurement (delete them to regenerate).
@@ -97,9 +98,12 @@ for n in "${SIZES[@]}"; do
 	read -r cs cr < <(timed copy-$n "$LB" vault copy --from "$V" --to "$V-copy" --machine bench -q)
 	rm -rf "$V-copy"
 	log "N=$n: prune"
-	read -r ps pr < <(timed prune-$n "$LB" --vault "$V" prune -q)
-	"$LB" --vault "$V" forget --machine bench --keep-last 1 -q >/dev/null
-	read -r p2s p2r < <(timed prune2-$n "$LB" --vault "$V" prune -q)
+	ps=- pr=- p2s=- p2r=-
+	if [ -z "${SKIP_PRUNE:-}" ]; then
+		read -r ps pr < <(timed prune-$n "$LB" --vault "$V" prune -q)
+		"$LB" --vault "$V" forget --machine bench --keep-last 1 -q >/dev/null
+		read -r p2s p2r < <(timed prune2-$n "$LB" --vault "$V" prune -q)
+	fi
 	printf 'N=%-8s incr %6ss %5s MiB | restore %6ss %5s MiB | copy %6ss %5s MiB | prune %6ss %5s MiB | prune2 %6ss %5s MiB | index objects %d, %d bytes; %d bytes new since the full backup\n' \
 		"$n" "$is" "$ir" "$rs" "$rr" "$cs" "$cr" "$ps" "$pr" "$p2s" "$p2r" "$(wc -l <"$W/index.before")" "$all" "$since" | tee -a "$W/results.txt"
 done
