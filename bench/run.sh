@@ -11,6 +11,9 @@
 #       a live 4 GiB qcow2 disk served by qemu-storage-daemon: 1% incremental with
 #       the dirty bitmap (backup --qmp) vs by comparison with the parent (the same
 #       image as a raw file) vs restic on that raw file
+#   bench/run.sh s3 [--runs N]
+#       full backup of the image into MinIO on loopback (one server, a bucket per
+#       tool and round, tool order alternating), lifeboat vs restic
 #   bench/run.sh memory [--chunk-size SIZE] [--compression C]
 #       peak RSS of lifeboat backup (into an empty vault, then unchanged) and restore
 #       for 1 GiB and 4 GiB dense seeded random disks (MEM_SIZES_GIB overrides, e.g.
@@ -44,7 +47,7 @@ CHUNK_SIZE=""
 COMPRESSION=""
 while [ $# -gt 0 ]; do
 	case "$1" in
-	compare | chunksizes | memory | live) MODE=$1 ;;
+	compare | chunksizes | memory | live | s3) MODE=$1 ;;
 	--chunk-size) CHUNK_SIZE=$2; shift ;;
 	--chunk-size=*) CHUNK_SIZE=${1#*=} ;;
 	--compression) COMPRESSION=$2; shift ;;
@@ -503,6 +506,50 @@ live() {
 	echo " file, read whole and compared with its parent; restic = restic backup of that raw file)"
 }
 
+# s3: full backups over S3 (MinIO on 127.0.0.1, data on the same disk as
+# bench/work), lifeboat vs restic, RUNS rounds.
+s3() {
+	local port=19000 data=$WORK/minio key=lifeboatbench secret=lifeboatbench-secret r t
+	local minio
+	minio=$(command -v minio || echo "$(go env GOPATH)/bin/minio")
+	rm -rf "$data"
+	mkdir -p "$data"
+	MINIO_ROOT_USER=$key MINIO_ROOT_PASSWORD=$secret "$minio" server --quiet --address 127.0.0.1:$port "$data" >"$LOGS/minio.log" 2>&1 &
+	local mpid=$!
+	trap 'kill $mpid 2>/dev/null' EXIT
+	until curl -sf "http://127.0.0.1:$port/minio/health/live"; do sleep 0.2; done
+	export AWS_ACCESS_KEY_ID=$key AWS_SECRET_ACCESS_KEY=$secret LIFEBOAT_S3_ENDPOINT=http://127.0.0.1:$port
+	local img=$WORK/image.raw
+	fresh_copy "$img"
+	warm "$img"
+	for r in $(seq "$RUNS"); do
+		for t in lb$r restic$r; do
+			curl -sf -X PUT --aws-sigv4 "aws:amz:us-east-1:s3" --user "$key:$secret" "http://127.0.0.1:$port/$t" >/dev/null
+		done
+		"$LB" vault init --vault "s3://lb$r/vault" $(lb_init_args) >/dev/null
+		restic -r "s3:http://127.0.0.1:$port/restic$r" init >"$LOGS/restic-init.out" 2>&1
+		if [ $((r % 2)) -eq 1 ]; then t="lb restic"; else t="restic lb"; fi
+		log "round $r: order $t; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+		for t in $t; do
+			case $t in
+			lb) timed "s3-lb.$r" "$LB" --vault "s3://lb$r/vault" backup --machine "$MACHINE" --disk "$DISK=$img" -q ;;
+			restic) timed "s3-restic.$r" restic -r "s3:http://127.0.0.1:$port/restic$r" backup --host "$MACHINE" "$img" ;;
+			esac
+		done
+	done
+	echo
+	echo "== full backup of the 4 GiB image over S3 (MinIO on loopback), $RUNS rounds"
+	machine_info
+	echo
+	printf '%-7s %12s %12s %10s %14s %14s\n' round "lifeboat s" "restic s" "speed-up" "lifeboat MiB" "restic MiB"
+	for r in $(seq "$RUNS"); do
+		printf '%-7s %12s %12s %9sx %14s %14s\n' "$r" "${SECS[s3-lb.$r]}" "${SECS[s3-restic.$r]}" \
+			"$(ratio "${SECS[s3-restic.$r]}" "${SECS[s3-lb.$r]}")" "$((RSS[s3-lb.$r] / 1024))" "$((RSS[s3-restic.$r] / 1024))"
+	done
+	kill $mpid
+	wait $mpid 2>/dev/null || true
+}
+
 mkdir -p "$WORK" "$LOGS"
 ensure_deps
 build_lifeboat
@@ -512,4 +559,5 @@ compare) compare ;;
 chunksizes) chunksizes ;;
 memory) memory ;;
 live) live ;;
+s3) s3 ;;
 esac

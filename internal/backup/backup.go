@@ -4,6 +4,7 @@
 package backup
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,6 +20,7 @@ import (
 
 	"lifeboat/internal/chunk"
 	"lifeboat/internal/image"
+	"lifeboat/internal/indexcache"
 	"lifeboat/internal/lastseen"
 	"lifeboat/internal/recovery"
 	"lifeboat/internal/source"
@@ -128,7 +130,10 @@ type diskState struct {
 	parent   *image.Manifest
 	// dirty is set when change tracking is trusted: block b must be read
 	// only if dirty[b]; the others are the parent's.
-	dirty        []bool
+	dirty []bool
+	// parentHeld[b] says the parent's chunk of block b is still in the
+	// vault (not only in a pack a prune plan condemns).
+	parentHeld   []bool
 	changeSource string
 	stats        recovery.DiskStats
 	mu           sync.Mutex
@@ -202,10 +207,11 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 	}
 	condemned := vault.CondemnedPacks(plans)
 	skip := func(id chunk.ID) bool { return condemned[id] }
-	ix, err := v.LoadIndex(ctx, skip)
+	ix, err := indexcache.Load(ctx, v, skip)
 	if err != nil {
 		return nil, err
 	}
+	defer ix.Close()
 	if _, err := v.AdoptAfterDeadSessions(ctx, ix, skip); err != nil {
 		return nil, err
 	}
@@ -258,6 +264,11 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 		states[i] = st
 	}
 
+	for _, st := range states {
+		if st.parent != nil {
+			st.parentHeld = held(ix, st.parent.IDs)
+		}
+	}
 	packer := v.NewPacker(ctx, ix, sess)
 	e := &engine{v: v, ix: ix, packer: packer, states: states, inflight: map[chunk.ID]bool{}}
 	if opts.Audit > 0 {
@@ -352,7 +363,7 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 
 type engine struct {
 	v      *vault.Vault
-	ix     *chunk.Index
+	ix     vault.ChunkIndex
 	packer *vault.Packer
 	states []*diskState
 
@@ -606,7 +617,7 @@ func (e *engine) process(j job, sealed, scratch []byte) ([]byte, []byte, error) 
 	st.manifest.IDs[j.block] = id
 	// A parent's chunk counts only while the index still holds it (a prune
 	// plan may have condemned its pack).
-	fromParent := st.parent != nil && j.block < len(st.parent.IDs) && st.parent.IDs[j.block] == id && e.ix.Has(id)
+	fromParent := st.parent != nil && j.block < len(st.parent.IDs) && st.parent.IDs[j.block] == id && st.parentHeld[j.block]
 	store := !fromParent && e.claim(id)
 	if store {
 		sealed, scratch = e.v.Codec().EncodeBlob(sealed[:0], id, data, scratch)
@@ -628,6 +639,42 @@ func (e *engine) process(j job, sealed, scratch []byte) ([]byte, []byte, error) 
 	}
 	st.mu.Unlock()
 	return sealed, scratch, nil
+}
+
+// held looks up, once each, the chunks of a parent manifest (in the
+// order of their IDs, so that an index on disk is read in order, on
+// every core) and reports for each block whether its chunk is in the
+// vault. Zero blocks are held. The machine's previous point is thus the
+// first place a backup looks: an unchanged block costs no lookup of its own.
+func held(ix vault.ChunkIndex, ids []chunk.ID) []bool {
+	out := make([]bool, len(ids))
+	order := make([]uint32, 0, len(ids))
+	for b, id := range ids {
+		if id.IsZero() {
+			out[b] = true
+		} else {
+			order = append(order, uint32(b))
+		}
+	}
+	slices.SortFunc(order, func(a, b uint32) int { return bytes.Compare(ids[a][:], ids[b][:]) })
+	n := vault.Workers()
+	var wg sync.WaitGroup
+	for w := 0; w < n; w++ {
+		part := order[w*len(order)/n : (w+1)*len(order)/n]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i, b := range part {
+				if i > 0 && ids[b] == ids[part[i-1]] {
+					out[b] = out[part[i-1]]
+					continue
+				}
+				out[b] = ix.Has(ids[b])
+			}
+		}()
+	}
+	wg.Wait()
+	return out
 }
 
 // trackingUnusable says why a disk's change tracking cannot be trusted for
@@ -670,7 +717,7 @@ func dirtyBlocks(extents []source.Extent, blocks int, cs int64) []bool {
 // parent's chunk is still in the vault, and reports whether it did.
 func (e *engine) unchanged(st *diskState, b int) bool {
 	id := st.parent.IDs[b]
-	if !id.IsZero() && !e.ix.Has(id) {
+	if !st.parentHeld[b] {
 		return false // condemned by a prune plan: read it again
 	}
 	st.manifest.IDs[b] = id

@@ -4,6 +4,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +17,7 @@ import (
 
 	"lifeboat/internal/blob"
 	"lifeboat/internal/clock"
+	"lifeboat/internal/indexcache"
 	"lifeboat/internal/lastseen"
 	"lifeboat/internal/location"
 	"lifeboat/internal/recovery"
@@ -40,6 +42,7 @@ type app struct {
 	passwordFile string
 	jsonOut      bool
 	quiet        bool
+	cacheDir     string
 }
 
 // Main runs lifeboat with args (without the program name) and returns the exit code.
@@ -114,6 +117,7 @@ Exit codes:
 	pf.StringVar(&a.passwordFile, "password-file", "", "read the passphrase from this file (env LIFEBOAT_PASSWORD_FILE; LIFEBOAT_PASSWORD gives it directly)")
 	pf.BoolVar(&a.jsonOut, "json", false, "print machine-readable JSON on stdout")
 	pf.BoolVarP(&a.quiet, "quiet", "q", false, "no progress output")
+	pf.StringVar(&a.cacheDir, "cache-dir", "", "local index cache directory, or \"off\" (env LIFEBOAT_CACHE_DIR; default $XDG_CACHE_HOME/lifeboat or ~/.cache/lifeboat; docs/indexcache.md)")
 	root.AddCommand(a.vaultCommand(), a.backupCommand(), a.pointsCommand(), a.restoreCommand(),
 		a.verifyCommand(), a.forgetCommand(), a.undeleteCommand(), a.pruneCommand(), a.watchdogCommand(),
 		a.serverCommand(), a.tierCommand(), a.policyCommand(), a.machineCommand(), a.protectCommand(),
@@ -153,7 +157,7 @@ func (a *app) readPasswordFile(from, file string) ([]byte, error) {
 }
 
 func (a *app) options() vault.Options {
-	o := vault.Options{Clock: a.env.Clock, Warn: func(s string) { a.warnf("%s", s) }}
+	o := vault.Options{Clock: a.env.Clock, Warn: func(s string) { a.warnf("%s", s) }, CacheDir: a.indexCacheDir()}
 	// Without a state directory book() warns; here it is enough to skip.
 	if b, err := lastseen.FromEnv(a.env.Getenv); err == nil {
 		o.Keys = b
@@ -162,6 +166,16 @@ func (a *app) options() vault.Options {
 		o.KDF = a.env.KDF.KDF
 	}
 	return o
+}
+
+// indexCacheDir is --cache-dir, else LIFEBOAT_CACHE_DIR, else the
+// default; "off" in either keeps no cache.
+func (a *app) indexCacheDir() string {
+	d := cmp.Or(a.cacheDir, a.env.Getenv("LIFEBOAT_CACHE_DIR"), indexcache.DefaultDir(a.env.Getenv))
+	if d == "off" {
+		return ""
+	}
+	return d
 }
 
 // store opens a vault URL's store; a bad URL is a usage error.

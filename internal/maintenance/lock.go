@@ -154,41 +154,43 @@ func (l *lockedPlan) objects(ctx context.Context, kind string, ids []chunk.ID, h
 	return free, nil
 }
 
-// aroundLocks moves the packs prune would delete or repack that are locked,
-// or named by a locked index object, to keep, and drops locked index
-// objects and manifests from what it deletes.
-func aroundLocks(ctx context.Context, v *vault.Vault, rep *PruneReport, keep, repack, drop []*packState, indexIDs, manifests []chunk.ID) (
-	_, _, _ []*packState, _, _ []chunk.ID, err error) {
+// aroundLocks, in a vault with a lock, plans prune around what is locked:
+// an index object that would be replaced but is locked stays, and so does
+// every pack it names (an index naming a deleted pack would let a backup
+// reference chunks that are gone); a pack or manifest that would go but is
+// locked stays. It updates class and dirty in place, counts what stays in
+// rep, and returns the manifests that may go.
+func aroundLocks(ctx context.Context, v *vault.Vault, rep *PruneReport, packs []packInfo, class []int, indexIDs []chunk.ID, dirty []bool,
+	objPacks [][]uint32, manifests []chunk.ID) ([]chunk.ID, error) {
 	l := &lockedPlan{v: v, now: v.Clock().Now(), rep: rep}
-	indexIDs, held, err := l.indexes(ctx, indexIDs)
-	if err != nil {
-		return nil, nil, nil, nil, nil, err
-	}
-	filter := func(in []*packState) ([]*packState, error) {
-		var out []*packState
-		for _, p := range in {
-			free, err := l.objects(ctx, "", []chunk.ID{p.id}, held)
-			if err != nil {
-				return nil, err
-			}
-			if len(free) == 0 {
-				keep = append(keep, p)
-			} else {
-				out = append(out, p)
+	for i, id := range indexIDs {
+		if !dirty[i] {
+			continue
+		}
+		free, _, err := l.indexes(ctx, []chunk.ID{id})
+		if err != nil {
+			return nil, err
+		}
+		if len(free) == 0 { // locked: it stays, and its packs with it
+			dirty[i] = false
+			for _, n := range objPacks[i] {
+				class[n] = packKeep
 			}
 		}
-		return out, nil
 	}
-	if repack, err = filter(repack); err != nil {
-		return nil, nil, nil, nil, nil, err
+	for n, p := range packs {
+		if class[n] == packKeep {
+			continue
+		}
+		free, err := l.objects(ctx, "", []chunk.ID{p.id}, nil)
+		if err != nil {
+			return nil, err
+		}
+		if len(free) == 0 {
+			class[n] = packKeep
+		}
 	}
-	if drop, err = filter(drop); err != nil {
-		return nil, nil, nil, nil, nil, err
-	}
-	if manifests, err = l.objects(ctx, vault.KindManifest, manifests, nil); err != nil {
-		return nil, nil, nil, nil, nil, err
-	}
-	return keep, repack, drop, indexIDs, manifests, nil
+	return l.objects(ctx, vault.KindManifest, manifests, nil)
 }
 
 // planAroundLocks is aroundLocks for a plan an earlier prune wrote and

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 	"time"
 
 	"lifeboat/internal/blob"
@@ -72,6 +71,50 @@ type packState struct {
 	id      chunk.ID
 	size    int64
 	entries []chunk.PackEntry
+}
+
+// rewriteEntries bounds the entries of one index object prune writes.
+const rewriteEntries = 1 << 16
+
+// What prune does with a pack.
+const (
+	packKeep = iota
+	packRepack
+	packDrop
+)
+
+// packTable numbers the packs prune met (1-based in owner) and sums, per
+// pack, the bytes of the referenced chunks it owns.
+type packTable struct {
+	packs []packInfo
+	num   map[chunk.ID]uint32 // pack -> index in packs
+	owner map[chunk.ID]uint32 // referenced chunk -> owning pack's index + 1; 0 while unowned
+	sizes map[chunk.ID]int64  // stored packs
+}
+
+type packInfo struct {
+	id         chunk.ID
+	size, used int64
+	blobs      int64 // bytes of all its blobs: size less the header
+}
+
+// add records a pack's entries (once per pack) and returns its number.
+func (t *packTable) add(id chunk.ID, size int64, entries []chunk.PackEntry) uint32 {
+	if n, ok := t.num[id]; ok {
+		return n
+	}
+	n := uint32(len(t.packs))
+	t.num[id] = n
+	p := packInfo{id: id, size: size}
+	for _, e := range entries {
+		p.blobs += int64(e.Length)
+		if o, ok := t.owner[e.ID]; ok && o == 0 {
+			t.owner[e.ID] = n + 1
+			p.used += int64(e.Length)
+		}
+	}
+	t.packs = append(t.packs, p)
+	return n
 }
 
 // Prune deletes data no point references and rewrites mostly-unused packs,
@@ -175,57 +218,9 @@ func prune(ctx context.Context, v *vault.Vault, opts PruneOptions) (*PruneReport
 		purged = nil
 	}
 
-	// What exists: index objects and their packs, and every stored pack.
-	indexIDs, err := v.ListIDs(ctx, vault.KindIndex)
-	if err != nil {
-		return nil, err
-	}
-	stored, err := v.ListPacks(ctx)
-	if err != nil {
-		return nil, err
-	}
-	sizes := map[chunk.ID]int64{}
-	for _, p := range stored {
-		sizes[p.ID] = p.Size
-	}
-	packs := map[chunk.ID]*packState{}
-	for _, id := range indexIDs {
-		f, err := v.LoadIndexFile(ctx, id)
-		if err != nil {
-			return nil, fmt.Errorf("prune needs every index object readable (run verify): %w", err)
-		}
-		for _, p := range f.Packs {
-			if _, ok := packs[p.ID]; ok {
-				continue
-			}
-			size, ok := sizes[p.ID]
-			if !ok {
-				logf("index names missing pack %s: dropping its entries", p.ID.Short())
-				continue
-			}
-			packs[p.ID] = &packState{id: p.ID, size: size, entries: p.Entries}
-		}
-	}
-	orphans := 0
-	for _, p := range stored {
-		if _, ok := packs[p.ID]; ok {
-			continue
-		}
-		entries, err := v.ReadPackHeader(ctx, p.ID, p.Size)
-		if err != nil {
-			if errors.Is(err, chunk.ErrCorrupt) {
-				logf("pack %s has an unreadable header and no index: deleting it", p.ID.Short())
-				entries = nil
-			} else {
-				return nil, err
-			}
-		}
-		packs[p.ID] = &packState{id: p.ID, size: p.Size, entries: entries}
-		orphans++
-	}
-	rep.Packs = len(packs)
-
-	// What is referenced.
+	// What is referenced, first: the index objects are then read one at
+	// a time, and only what each pack owns is kept, so that memory follows
+	// the referenced chunks (one map entry each), not every index entry.
 	refChunks, refManifests, npoints, err := referenced(ctx, v, purged)
 	if err != nil {
 		return nil, err
@@ -243,104 +238,199 @@ func prune(ctx context.Context, v *vault.Vault, opts PruneOptions) (*PruneReport
 		}
 	}
 
-	// Classify packs. Each referenced chunk is owned by one pack; other
-	// copies are unused.
-	order := make([]*packState, 0, len(packs))
-	for _, p := range packs {
-		order = append(order, p)
+	// What exists: index objects and their packs, and every stored pack.
+	indexIDs, err := v.ListIDs(ctx, vault.KindIndex)
+	if err != nil {
+		return nil, err
 	}
-	sort.Slice(order, func(i, j int) bool { return order[i].id.String() < order[j].id.String() })
-	// owner numbers the pack (1-based, in order) that keeps each referenced
-	// chunk; one map for both "referenced" and "owned by" keeps memory at
-	// one entry per chunk.
-	owner := refChunks
-	for n, p := range order {
-		for _, e := range p.entries {
-			if o, ok := owner[e.ID]; ok && o == 0 {
-				owner[e.ID] = uint32(n + 1)
+	stored, err := v.ListPacks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	t := &packTable{num: map[chunk.ID]uint32{}, owner: refChunks, sizes: map[chunk.ID]int64{}}
+	for _, p := range stored {
+		t.sizes[p.ID] = p.Size
+	}
+	// Each referenced chunk is owned by the first pack met that holds it
+	// (refChunks maps it to that pack's number, 1-based); other copies are
+	// unused. An index object naming a pack that is not stored is rewritten
+	// without it.
+	objPacks := make([][]uint32, len(indexIDs))
+	dirty := make([]bool, len(indexIDs))
+	for i, id := range indexIDs {
+		f, err := v.LoadIndexFile(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("prune needs every index object readable (run verify): %w", err)
+		}
+		for _, p := range f.Packs {
+			size, ok := t.sizes[p.ID]
+			if !ok {
+				logf("index names missing pack %s: dropping its entries", p.ID.Short())
+				dirty[i] = true
+				continue
 			}
+			objPacks[i] = append(objPacks[i], t.add(p.ID, size, p.Entries))
 		}
 	}
-	num := map[chunk.ID]uint32{}
-	var keep, repack, drop []*packState
-	for n, p := range order {
-		num[p.id] = uint32(n + 1)
-		var used int64
-		for _, e := range p.entries {
-			if owner[e.ID] == uint32(n+1) {
-				used += int64(e.Length)
+	orphans := map[uint32][]chunk.PackEntry{}
+	for _, p := range stored {
+		if _, ok := t.num[p.ID]; ok {
+			continue
+		}
+		entries, err := v.ReadPackHeader(ctx, p.ID, p.Size)
+		if err != nil {
+			if errors.Is(err, chunk.ErrCorrupt) {
+				logf("pack %s has an unreadable header and no index: deleting it", p.ID.Short())
+				entries = nil
+			} else {
+				return nil, err
 			}
 		}
-		switch unused := p.size - used; {
-		case used == 0:
-			drop = append(drop, p)
-		case float64(unused) >= opts.RepackUnused*float64(p.size):
-			repack = append(repack, p)
-		default:
-			keep = append(keep, p)
+		orphans[t.add(p.ID, p.Size, entries)] = entries
+	}
+	rep.Packs = len(t.packs)
+
+	// Classify packs.
+	class := make([]int, len(t.packs))
+	for n, p := range t.packs {
+		// Unused bytes are those of blobs no point needs here; the header
+		// is not counted (in a pack of many small blobs it is a large part).
+		switch unused := p.blobs - p.used; {
+		case p.used == 0:
+			class[n] = packDrop
+		case float64(unused) >= opts.RepackUnused*float64(p.blobs):
+			class[n] = packRepack
+		}
+	}
+	// Index objects naming a pack that goes are replaced; the others stay
+	// as they are (a host's index cache stays valid for them).
+	for i := range indexIDs {
+		for _, n := range objPacks[i] {
+			dirty[i] = dirty[i] || class[n] != packKeep
 		}
 	}
 	if v.Lock() != nil {
-		if keep, repack, drop, indexIDs, deadManifests, err = aroundLocks(ctx, v, rep, keep, repack, drop, indexIDs, deadManifests); err != nil {
+		if deadManifests, err = aroundLocks(ctx, v, rep, t.packs, class, indexIDs, dirty, objPacks, deadManifests); err != nil {
 			return nil, err
 		}
 		if rep.LockedObjects > 0 {
 			logf("%d objects no point needs are locked: they stay until %s at least", rep.LockedObjects, rep.LockedUntil.Format(time.RFC3339))
 		}
 	}
-	rep.KeptPacks, rep.RepackedPacks, rep.DeletedPacks = len(keep), len(repack), len(drop)
-	for _, p := range drop {
-		rep.DeletedBytes += p.size
+	var nkeep, nrepack, ndrop int
+	for n, p := range t.packs {
+		switch class[n] {
+		case packDrop:
+			ndrop++
+			rep.DeletedBytes += p.size
+		case packRepack:
+			nrepack++
+			rep.RepackedBytes += p.size
+		default:
+			nkeep++
+		}
 	}
-	for _, p := range repack {
-		rep.RepackedBytes += p.size
+	rep.KeptPacks, rep.RepackedPacks, rep.DeletedPacks = nkeep, nrepack, ndrop
+	var oldIndexes []chunk.ID
+	namedElsewhere := map[uint32]bool{} // kept packs a surviving index object names
+	for i := range indexIDs {
+		if dirty[i] {
+			oldIndexes = append(oldIndexes, indexIDs[i])
+			continue
+		}
+		for _, n := range objPacks[i] {
+			namedElsewhere[n] = true
+		}
 	}
-	rep.DeletedIndexes = len(indexIDs)
+	rep.DeletedIndexes = len(oldIndexes)
 	rep.DeletedManifests = len(deadManifests)
-	if len(drop) == 0 && len(repack) == 0 && len(deadManifests) == 0 && orphans == 0 && len(indexIDs) <= 1 {
-		rep.DeletedIndexes = 0
+	if ndrop == 0 && nrepack == 0 && len(deadManifests) == 0 && len(orphans) == 0 && len(oldIndexes) == 0 {
 		rep.Note = "nothing to prune"
 		return rep, nil
 	}
 	if opts.DryRun {
 		return rep, nil
 	}
-	logf("%d packs: keep %d, repack %d, delete %d; %d unreferenced manifests", len(order), len(keep), len(repack), len(drop), len(deadManifests))
+	logf("%d packs: keep %d, repack %d, delete %d; %d unreferenced manifests", len(t.packs), nkeep, nrepack, ndrop, len(deadManifests))
 
-	// Repack live blobs (checked, copied sealed as they are) into new packs.
+	// Repack live blobs (checked, copied sealed as they are) into new
+	// packs, and index the kept packs of replaced index objects (and kept
+	// orphans) anew, reading the replaced objects a second time.
 	ix := chunk.NewIndex()
-	if len(repack) > 0 {
-		packer := v.NewPacker(ctx, ix, sess)
-		for _, p := range repack {
-			if err := copyLive(ctx, v, p, owner, num[p.id], packer); err != nil {
-				packer.Abort()
-				return rep, err
+	packer := v.NewPacker(ctx, ix, sess)
+	out := &chunk.IndexFile{}
+	outEntries := 0
+	flush := func() error {
+		if len(out.Packs) == 0 {
+			return nil
+		}
+		_, err := v.SaveIndexFile(ctx, out)
+		out, outEntries = &chunk.IndexFile{}, 0
+		return err
+	}
+	visited := map[uint32]bool{}
+	visit := func(n uint32, entries []chunk.PackEntry) error {
+		if visited[n] {
+			return nil
+		}
+		visited[n] = true
+		switch class[n] {
+		case packRepack:
+			return copyLive(ctx, v, &packState{id: t.packs[n].id, size: t.packs[n].size, entries: entries}, t.owner, n+1, packer)
+		case packKeep:
+			if namedElsewhere[n] {
+				return nil
+			}
+			out.Packs = append(out.Packs, chunk.IndexPack{ID: t.packs[n].id, Entries: entries})
+			if outEntries += len(entries); outEntries >= rewriteEntries {
+				return flush()
 			}
 		}
-		if err := packer.Close(); err != nil {
-			return rep, err
-		}
+		return nil
 	}
-	// One index object for every kept pack, replacing all the old ones.
-	if len(keep) > 0 {
-		f := &chunk.IndexFile{}
-		for _, p := range keep {
-			f.Packs = append(f.Packs, chunk.IndexPack{ID: p.id, Entries: p.entries})
+	err = func() error {
+		for i, id := range indexIDs {
+			if !dirty[i] {
+				continue
+			}
+			f, err := v.LoadIndexFile(ctx, id)
+			if err != nil {
+				return fmt.Errorf("prune needs every index object readable (run verify): %w", err)
+			}
+			for _, p := range f.Packs {
+				if n, ok := t.num[p.ID]; ok {
+					if err := visit(n, p.Entries); err != nil {
+						return err
+					}
+				}
+			}
 		}
-		if _, err := v.SaveIndexFile(ctx, f); err != nil {
-			return rep, err
+		for n, entries := range orphans {
+			if err := visit(n, entries); err != nil {
+				return err
+			}
 		}
+		return flush()
+	}()
+	if err != nil {
+		packer.Abort()
+		return rep, err
 	}
-	plan := &vault.Plan{Version: 1, Created: v.Clock().Now().UTC(), Indexes: indexIDs, Manifests: deadManifests}
-	for _, p := range append(drop, repack...) {
-		plan.Packs = append(plan.Packs, p.id)
+	if err := packer.Close(); err != nil {
+		return rep, err
+	}
+	plan := &vault.Plan{Version: 1, Created: v.Clock().Now().UTC(), Indexes: oldIndexes, Manifests: deadManifests}
+	for n, p := range t.packs {
+		if class[n] != packKeep {
+			plan.Packs = append(plan.Packs, p.id)
+		}
 	}
 	if err := v.SavePlan(ctx, plan); err != nil {
 		return rep, err
 	}
 	// Let the collector have this prune's tables before the rescue check
 	// builds its own.
-	packs, order, keep, repack, drop, owner, refChunks, num = nil, nil, nil, nil, nil, nil, nil, nil
+	t, refChunks, orphans, objPacks, class, namedElsewhere, visited = nil, nil, nil, nil, nil, nil, nil
 	done, err := execute(ctx, v, plan, rep, false, logf)
 	if err != nil {
 		return rep, err

@@ -21,6 +21,7 @@ import (
 	"lifeboat/internal/container"
 	"lifeboat/internal/directio"
 	"lifeboat/internal/image"
+	"lifeboat/internal/indexcache"
 	"lifeboat/internal/recovery"
 	"lifeboat/internal/source"
 	"lifeboat/internal/vault"
@@ -132,7 +133,7 @@ type restorer struct {
 	warn     func(string)
 	reader   *vault.ChunkReader
 	fullOnce sync.Once
-	full     *chunk.Index
+	full     vault.ChunkIndex
 	fullErr  error
 	stats    Stats
 	done     atomic.Int64
@@ -163,11 +164,17 @@ func Run(ctx context.Context, v *vault.Vault, p *recovery.Point, targets []Targe
 		return Stats{}, err
 	}
 	condemned := vault.CondemnedPacks(plans)
-	ix, err := v.LoadIndex(ctx, func(id chunk.ID) bool { return condemned[id] })
+	ix, err := indexcache.Load(ctx, v, func(id chunk.ID) bool { return condemned[id] })
 	if err != nil {
 		return Stats{}, err
 	}
+	defer ix.Close()
 	r := &restorer{v: v, warn: opts.Warn, reader: v.NewChunkReader(ix)}
+	defer func() {
+		if c, ok := r.full.(*indexcache.Index); ok && c != ix {
+			c.Close()
+		}
+	}()
 	if len(condemned) == 0 {
 		r.full = ix
 	}
@@ -402,6 +409,15 @@ func (r *restorer) resume(t *target, partial string) (*os.File, error) {
 	return f, nil
 }
 
+// loadFull loads the index with the locations in condemned packs.
+func (r *restorer) loadFull(ctx context.Context) (vault.ChunkIndex, error) {
+	ix, err := indexcache.Load(ctx, r.v, nil)
+	if err != nil {
+		return nil, err
+	}
+	return ix, nil
+}
+
 // lookup finds a chunk, falling back to locations in condemned packs.
 func (r *restorer) lookup(ctx context.Context, id chunk.ID) (chunk.ID, chunk.Location, error) {
 	if pack, loc, ok := r.reader.Index().Lookup(id); ok {
@@ -409,7 +425,7 @@ func (r *restorer) lookup(ctx context.Context, id chunk.ID) (chunk.ID, chunk.Loc
 	}
 	r.fullOnce.Do(func() {
 		if r.full == nil {
-			r.full, r.fullErr = r.v.LoadIndex(ctx, nil)
+			r.full, r.fullErr = r.loadFull(ctx)
 		}
 	})
 	if r.fullErr != nil {
@@ -427,7 +443,7 @@ func (r *restorer) reread(ctx context.Context, id chunk.ID, bad chunk.PackLocati
 	locs := r.reader.Index().Locations(id)
 	r.fullOnce.Do(func() {
 		if r.full == nil {
-			r.full, r.fullErr = r.v.LoadIndex(ctx, nil)
+			r.full, r.fullErr = r.loadFull(ctx)
 		}
 	})
 	if r.fullErr == nil && r.full != r.reader.Index() {

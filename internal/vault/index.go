@@ -46,21 +46,45 @@ feed:
 	return first
 }
 
+// ChunkIndex says where chunks are stored: a *chunk.Index loaded whole
+// into memory, or the local index cache (internal/indexcache). Safe for
+// concurrent use. Lookups may miss a chunk that is stored (a damaged
+// index object or cache), never find one that is not.
+type ChunkIndex interface {
+	// Has reports whether chunk id is stored.
+	Has(id chunk.ID) bool
+	// Lookup returns where chunk id is stored; the Pack field of loc is
+	// meaningful only to a *chunk.Index.
+	Lookup(id chunk.ID) (pack chunk.ID, loc chunk.Location, ok bool)
+	// Locations returns every known location of chunk id.
+	Locations(id chunk.ID) []chunk.PackLocation
+	// HasPack reports whether any chunk of pack is indexed.
+	HasPack(pack chunk.ID) bool
+	// Add records the entries of a pack stored (or adopted) by this run.
+	Add(pack chunk.ID, entries []chunk.PackEntry)
+}
+
 // LoadIndexFile reads and opens one index object.
 func (v *Vault) LoadIndexFile(ctx context.Context, id chunk.ID) (*chunk.IndexFile, error) {
+	f, _, err := v.LoadIndexFileSize(ctx, id)
+	return f, err
+}
+
+// LoadIndexFileSize is LoadIndexFile also returning the object's stored size.
+func (v *Vault) LoadIndexFileSize(ctx context.Context, id chunk.ID) (*chunk.IndexFile, int64, error) {
 	name := ObjectName(KindIndex, id)
 	sealed, err := v.store.Get(ctx, name)
 	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", name, err)
+		return nil, 0, fmt.Errorf("reading %s: %w", name, err)
 	}
 	if chunk.ObjectID(sealed) != id {
-		return nil, fmt.Errorf("%s: content does not match its name: %w", name, chunk.ErrCorrupt)
+		return nil, 0, fmt.Errorf("%s: content does not match its name: %w", name, chunk.ErrCorrupt)
 	}
 	f, err := v.codec.OpenIndex(sealed)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return nil, 0, fmt.Errorf("%s: %w", name, err)
 	}
-	return f, nil
+	return f, int64(len(sealed)), nil
 }
 
 // SaveIndexFile stores an index object.
@@ -176,7 +200,7 @@ func (v *Vault) ListPacks(ctx context.Context) ([]PackInfo, error) {
 // packs), and only an unfinished writer leaves packs without an index
 // (docs/format.md, "Sessions"). If the markers cannot be read, it adopts
 // anyway, which is always safe. It returns the number of packs adopted.
-func (v *Vault) AdoptAfterDeadSessions(ctx context.Context, ix *chunk.Index, skipPack func(chunk.ID) bool) (int, error) {
+func (v *Vault) AdoptAfterDeadSessions(ctx context.Context, ix ChunkIndex, skipPack func(chunk.ID) bool) (int, error) {
 	_, dead, err := v.ListSessions(ctx)
 	if err != nil {
 		return v.AdoptOrphans(ctx, ix, skipPack)
@@ -203,7 +227,7 @@ func (v *Vault) AdoptAfterDeadSessions(ctx context.Context, ix *chunk.Index, ski
 // AdoptOrphans indexes packs that exist but no index object names (left by
 // a backup killed between uploading packs and writing their index), except
 // packs skip reports true for. It returns how many packs were adopted.
-func (v *Vault) AdoptOrphans(ctx context.Context, ix *chunk.Index, skipPack func(chunk.ID) bool) (int, error) {
+func (v *Vault) AdoptOrphans(ctx context.Context, ix ChunkIndex, skipPack func(chunk.ID) bool) (int, error) {
 	packs, err := v.ListPacks(ctx)
 	if err != nil {
 		return 0, err
@@ -250,14 +274,14 @@ func (v *Vault) AdoptOrphans(ctx context.Context, ix *chunk.Index, skipPack func
 // ChunkReader reads chunks through an index. Safe for concurrent use.
 type ChunkReader struct {
 	v  *Vault
-	ix *chunk.Index
+	ix ChunkIndex
 }
 
 // NewChunkReader returns a reader of chunks located by ix.
-func (v *Vault) NewChunkReader(ix *chunk.Index) *ChunkReader { return &ChunkReader{v: v, ix: ix} }
+func (v *Vault) NewChunkReader(ix ChunkIndex) *ChunkReader { return &ChunkReader{v: v, ix: ix} }
 
 // Index returns the reader's index.
-func (r *ChunkReader) Index() *chunk.Index { return r.ix }
+func (r *ChunkReader) Index() ChunkIndex { return r.ix }
 
 // ReadChunk returns the plaintext of chunk id, checked against id, in dst,
 // from the first of its locations that holds it intact.

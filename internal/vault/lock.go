@@ -98,7 +98,7 @@ func withLock(store blob.Store, cfg Config, now func() time.Time) (*lockedStore,
 // what a new point shares with older ones, whose locks may end sooner
 // than its own objects'. Backup and the target of a copy run it before
 // writing the point.
-func (v *Vault) ExtendChunkLocks(ctx context.Context, ix *chunk.Index, manifests []chunk.ID, chunks ...[]chunk.ID) error {
+func (v *Vault) ExtendChunkLocks(ctx context.Context, ix ChunkIndex, manifests []chunk.ID, chunks ...[]chunk.ID) error {
 	if v.locked == nil {
 		return nil
 	}

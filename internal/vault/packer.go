@@ -19,7 +19,7 @@ const indexEvery = 64
 type Packer struct {
 	v      *Vault
 	sess   *Session // counts uploads not yet indexed; may be nil
-	ix     *chunk.Index
+	ix     ChunkIndex
 	ctx    context.Context
 	cancel context.CancelFunc
 
@@ -40,7 +40,7 @@ type Packer struct {
 // NewPacker starts a packer that records stored packs in ix. Uploads not
 // yet named by an index object are counted in sess (if not nil), so that
 // Session.Finish knows whether the run may leave orphan packs.
-func (v *Vault) NewPacker(ctx context.Context, ix *chunk.Index, sess *Session) *Packer {
+func (v *Vault) NewPacker(ctx context.Context, ix ChunkIndex, sess *Session) *Packer {
 	ctx, cancel := context.WithCancel(ctx)
 	p := &Packer{v: v, sess: sess, ix: ix, ctx: ctx, cancel: cancel, uploads: make(chan []byte)}
 	p.bufs.New = func() any { return make([]byte, 0, v.cfg.PackSize+v.cfg.ChunkSize+1<<16) }

@@ -21,6 +21,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/zeebo/blake3"
+
 	"lifeboat/internal/blob"
 	"lifeboat/internal/chunk"
 	"lifeboat/internal/clock"
@@ -190,6 +192,7 @@ type Vault struct {
 	// noDelete is set once the store refused a delete (DeletesRefused);
 	// shared by the views WithStore makes.
 	noDelete *atomic.Bool
+	cache  string // Options.CacheDir
 }
 
 // KeyBook is this host's record of the newest data key generation it used
@@ -211,17 +214,21 @@ type Options struct {
 	// object); 0 writes none, which leaves soft delete off, as in vaults
 	// made before it existed.
 	SoftDelete time.Duration
-	// Version is the format version Init writes; 0 = 2 (a vault becomes 3
-	// when rekeyed). Only
 	// Lock, if set, is the object lock Init gives the vault; the store
 	// must be an S3 bucket with Object Lock enabled.
 	Lock *Lock
-	// tests ask for an older one, to check old vaults stay readable.
+	// Version is the format version Init writes; 0 = 2 (a vault becomes 3
+	// when rekeyed). Only tests ask for an older one, to check old vaults
+	// stay readable.
 	Version int
 	// Keys, if set, remembers the newest data key generation this host
 	// used in each vault: a key slot holding less (the config and an old
 	// slot put back at the storage) opens stale, writing nothing.
 	Keys KeyBook
+	// CacheDir is the root of the local index cache (internal/indexcache:
+	// one directory per vault ID under it); "" keeps no cache, loading
+	// the whole index into memory for each run.
+	CacheDir string
 	// Warn, if set, receives notices that do not stop an operation: an
 	// unreadable object a listing skipped, a key slot Open refused or found
 	// damaged, a read session going on without its marker. It is called
@@ -350,7 +357,7 @@ func newVault(store blob.Store, cfg Config, keys keyPayload, opts Options) (*Vau
 	}
 	host, _ := os.Hostname()
 	return &Vault{store: store, locked: locked, cfg: cfg, keys: keys, codec: codec, clock: opts.Clock, host: host,
-		kdf: opts.KDF, upload: opts.Uploads, warn: opts.Warn, newest: keys.generation(), keyBook: opts.Keys, noDelete: &atomic.Bool{}}, nil
+		kdf: opts.KDF, upload: opts.Uploads, warn: opts.Warn, newest: keys.generation(), keyBook: opts.Keys, noDelete: &atomic.Bool{}, cache: opts.CacheDir}, nil
 }
 
 // ReadConfig reads and checks the config without a passphrase.
@@ -529,6 +536,19 @@ func (v *Vault) Clock() clock.Clock { return v.clock }
 
 // Host is this machine's host name, as recorded in points and sessions.
 func (v *Vault) Host() string { return v.host }
+
+// CacheDir is the root of the local index cache, "" for none.
+func (v *Vault) CacheDir() string { return v.cache }
+
+// CacheKey authenticates the local index cache (internal/indexcache): a
+// key only holders of the vault's keys can derive, so that what a local
+// attacker changes in the cache is detected, never trusted. It is derived
+// from id_key, which chunk IDs depend on and which therefore never changes.
+func (v *Vault) CacheKey() [32]byte {
+	var k [32]byte
+	blake3.DeriveKey("lifeboat index cache v1", v.keys.IDKey[:], k[:])
+	return k
+}
 
 // Warn passes a notice that does not stop the operation to Options.Warn.
 func (v *Vault) Warn(msg string) { v.warn(msg) }

@@ -20,6 +20,7 @@ import (
 	"lifeboat/internal/blob"
 	"lifeboat/internal/chunk"
 	"lifeboat/internal/image"
+	"lifeboat/internal/indexcache"
 	"lifeboat/internal/lastseen"
 	"lifeboat/internal/recovery"
 	"lifeboat/internal/vault"
@@ -100,11 +101,11 @@ type copier struct {
 	src, dst   *meter
 	opts       Options
 	stats      Stats
-	fromIx     *chunk.Index // source index without condemned packs
+	fromIx     *indexcache.Index // source index without condemned packs
 	fullOnce   sync.Once
-	fullIx     *chunk.Index // source index with them, loaded on demand
+	fullIx     *indexcache.Index // source index with them, loaded on demand
 	fullErr    error
-	toIx       *chunk.Index
+	toIx       *indexcache.Index
 	toSess     *vault.Session    // the target's session, for its packers
 	toHave     map[chunk.ID]bool // manifests stored at the target and not condemned there
 	planned    map[chunk.ID]bool // chunks to copy; true once handed to the packer
@@ -172,6 +173,7 @@ func Run(ctx context.Context, from, to *vault.Vault, opts Options) (*Stats, erro
 		return nil, err
 	}
 	if len(points) > 0 {
+		defer c.closeIndexes()
 		if err := c.load(ctx); err != nil {
 			return nil, err
 		}
@@ -321,6 +323,15 @@ func loadPoint(ctx context.Context, v *vault.Vault, id chunk.ID) (*sourcePoint, 
 	return &sourcePoint{Point: p, sealed: sealed}, nil
 }
 
+// closeIndexes releases the indexes load opened.
+func (c *copier) closeIndexes() {
+	for _, ix := range []*indexcache.Index{c.fromIx, c.toIx, c.fullIx} {
+		if ix != nil {
+			ix.Close()
+		}
+	}
+}
+
 // load reads both indexes, as a restore reads the source's and a backup
 // the target's: locations in condemned packs are left out, and packs a
 // killed run stored without an index are adopted at the target.
@@ -330,7 +341,7 @@ func (c *copier) load(ctx context.Context) error {
 		return fmt.Errorf("source %s: %w", c.from.Store(), err)
 	}
 	condemned := vault.CondemnedPacks(plans)
-	if c.fromIx, err = c.from.LoadIndex(ctx, func(id chunk.ID) bool { return condemned[id] }); err != nil {
+	if c.fromIx, err = indexcache.Load(ctx, c.from, func(id chunk.ID) bool { return condemned[id] }); err != nil {
 		return fmt.Errorf("source %s: %w", c.from.Store(), err)
 	}
 	if len(condemned) == 0 {
@@ -343,7 +354,7 @@ func (c *copier) load(ctx context.Context) error {
 	}
 	condemned = vault.CondemnedPacks(plans)
 	skip := func(id chunk.ID) bool { return condemned[id] }
-	if c.toIx, err = c.to.LoadIndex(ctx, skip); err != nil {
+	if c.toIx, err = indexcache.Load(ctx, c.to, skip); err != nil {
 		return fmt.Errorf("target %s: %w", c.to.Store(), err)
 	}
 	if c.stats.AdoptedPacks, err = c.to.AdoptAfterDeadSessions(ctx, c.toIx, skip); err != nil {
@@ -398,7 +409,7 @@ func (c *copier) locate(ctx context.Context, id chunk.ID) (chunk.ID, chunk.Locat
 	}
 	c.fullOnce.Do(func() {
 		if c.fullIx == nil {
-			c.fullIx, c.fullErr = c.from.LoadIndex(ctx, nil)
+			c.fullIx, c.fullErr = indexcache.Load(ctx, c.from, nil)
 		}
 	})
 	if c.fullErr != nil {
@@ -582,7 +593,7 @@ func (c *copier) reread(ctx context.Context, r blobRef, buf []byte, cause error)
 	locs := c.fromIx.Locations(r.id)
 	c.fullOnce.Do(func() {
 		if c.fullIx == nil {
-			c.fullIx, c.fullErr = c.from.LoadIndex(ctx, nil)
+			c.fullIx, c.fullErr = indexcache.Load(ctx, c.from, nil)
 		}
 	})
 	if c.fullErr == nil && c.fullIx != c.fromIx {

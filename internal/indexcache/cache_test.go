@@ -1,0 +1,417 @@
+package indexcache
+
+import (
+	"context"
+	"encoding/binary"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"lifeboat/internal/blob"
+	"lifeboat/internal/chunk"
+	"lifeboat/internal/crypto"
+	"lifeboat/internal/vault"
+)
+
+var cheap = vault.Options{KDF: crypto.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}, ChunkSize: 64 << 10, PackSize: 1 << 20}
+
+type fixture struct {
+	dir   string // the vault's directory
+	cache string
+	warns []string
+	mu    sync.Mutex
+}
+
+func newFixture(t *testing.T) *fixture {
+	f := &fixture{dir: t.TempDir(), cache: t.TempDir()}
+	store, _ := blob.NewDir(f.dir)
+	if _, err := vault.Init(context.Background(), store, []byte("pw"), cheap); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// open opens the vault as a new process would, with the cache in cache.
+func (f *fixture) open(t *testing.T, cache string) *vault.Vault {
+	t.Helper()
+	store, _ := blob.NewDir(f.dir)
+	o := cheap
+	o.CacheDir = cache
+	o.Warn = func(s string) { f.mu.Lock(); f.warns = append(f.warns, s); f.mu.Unlock() }
+	v, err := vault.Open(context.Background(), store, []byte("pw"), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// add stores n small unique chunks (seeded) in packs with their index
+// objects, as a backup does, and returns their IDs.
+func add(t *testing.T, v *vault.Vault, seed uint64, n int) []chunk.ID {
+	t.Helper()
+	ix := chunk.NewIndex()
+	p := v.NewPacker(context.Background(), ix, nil)
+	var ids []chunk.ID
+	var data [4096]byte
+	var sealed []byte
+	for i := 0; i < n; i++ {
+		binary.LittleEndian.PutUint64(data[:], seed)
+		binary.LittleEndian.PutUint64(data[8:], uint64(i))
+		id := v.Codec().Hasher().Sum(data[:])
+		sealed, _ = v.Codec().EncodeBlob(sealed[:0], id, data[:], nil)
+		if err := p.Add(id, sealed, len(data)); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+func load(t *testing.T, v *vault.Vault) *Index {
+	t.Helper()
+	ix, err := Load(context.Background(), v, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ix.Close() })
+	return ix
+}
+
+// same checks that ix locates every chunk of want exactly where the
+// vault's whole index does, and reads each back.
+func same(t *testing.T, v *vault.Vault, ix *Index, want []chunk.ID) {
+	t.Helper()
+	full, err := v.LoadIndex(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := v.NewChunkReader(ix)
+	for i, id := range want {
+		got, exp := ix.Locations(id), full.Locations(id)
+		if len(got) != len(exp) || len(got) == 0 {
+			t.Fatalf("chunk %d: %d locations, the vault's index has %d", i, len(got), len(exp))
+		}
+		for j := range got {
+			if got[j].Pack != exp[j].Pack || got[j].Loc.Offset != exp[j].Loc.Offset || got[j].Loc.Length != exp[j].Loc.Length {
+				t.Fatalf("chunk %d: location %v, the vault's index says %v", i, got[j], exp[j])
+			}
+		}
+		if i%97 == 0 {
+			if _, err := r.ReadChunk(context.Background(), id, nil); err != nil {
+				t.Fatalf("reading chunk %d: %v", i, err)
+			}
+		}
+	}
+	var absent chunk.ID
+	absent[0] = 0xff
+	if ix.Has(absent) {
+		t.Fatal("an absent chunk is found")
+	}
+}
+
+func TestCacheFetchesOnlyNewIndexObjects(t *testing.T) {
+	f := newFixture(t)
+	v := f.open(t, f.cache)
+	ids := add(t, v, 1, 3000)
+	ix := load(t, v)
+	if ix.FetchedObjects == 0 || len(ix.segs) == 0 {
+		t.Fatalf("first run fetched %d objects into %d segments", ix.FetchedObjects, len(ix.segs))
+	}
+	same(t, v, ix, ids)
+
+	// Another host adds points: this host's cache is stale.
+	other := f.open(t, t.TempDir())
+	more := add(t, other, 2, 500)
+	before := countObjects(t, f.dir)
+
+	v2 := f.open(t, f.cache)
+	ix2 := load(t, v2)
+	newObjs := countObjects(t, f.dir) - (before - objectsOf(t, other, more))
+	if ix2.FetchedObjects != int64(newObjs) {
+		t.Fatalf("second run fetched %d index objects, %d were new", ix2.FetchedObjects, newObjs)
+	}
+	same(t, v2, ix2, append(ids, more...))
+
+	// Unchanged: nothing fetched.
+	ix3 := load(t, f.open(t, f.cache))
+	if ix3.FetchedObjects != 0 {
+		t.Fatalf("an up-to-date cache fetched %d objects", ix3.FetchedObjects)
+	}
+}
+
+func countObjects(t *testing.T, dir string) int {
+	es, _ := os.ReadDir(filepath.Join(dir, "index"))
+	return len(es)
+}
+
+// objectsOf counts the index objects that name packs of ids.
+func objectsOf(t *testing.T, v *vault.Vault, ids []chunk.ID) int {
+	want := map[chunk.ID]bool{}
+	for _, id := range ids {
+		want[id] = true
+	}
+	objs, _, err := v.ScanIDs(context.Background(), vault.KindIndex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, o := range objs {
+		f, err := v.LoadIndexFile(context.Background(), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(f.Packs) > 0 && len(f.Packs[0].Entries) > 0 && want[f.Packs[0].Entries[0].ID] {
+			n++
+		}
+	}
+	return n
+}
+
+// A prune deletes index objects: entries the cache took from them no
+// longer count, though the segment still holds them.
+func TestCacheForgetsDeletedIndexObjects(t *testing.T) {
+	f := newFixture(t)
+	v := f.open(t, f.cache)
+	ids := add(t, v, 1, 2000)
+	load(t, v)
+	objs, _, _ := v.ScanIDs(context.Background(), vault.KindIndex)
+	gone, err := v.LoadIndexFile(context.Background(), objs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(f.dir, vault.ObjectName(vault.KindIndex, objs[0])))
+	ix := load(t, f.open(t, f.cache))
+	for _, p := range gone.Packs {
+		for _, e := range p.Entries {
+			if ix.Has(e.ID) {
+				t.Fatalf("chunk %s of a deleted index object is still found", e.ID.Short())
+			}
+		}
+	}
+	var left []chunk.ID
+	for _, id := range ids {
+		if ix.mem.Has(id) || slices.ContainsFunc(gone.Packs, func(p chunk.IndexPack) bool {
+			return slices.ContainsFunc(p.Entries, func(e chunk.PackEntry) bool { return e.ID == id })
+		}) {
+			continue
+		}
+		left = append(left, id)
+	}
+	same(t, v, ix, left)
+}
+
+// Condemned packs are left out, as vault.LoadIndex leaves them out.
+func TestCacheSkipsCondemnedPacks(t *testing.T) {
+	f := newFixture(t)
+	v := f.open(t, f.cache)
+	ids := add(t, v, 1, 1000)
+	pack, _, ok := load(t, v).Lookup(ids[0])
+	if !ok {
+		t.Fatal("chunk not found")
+	}
+	ix, err := Load(context.Background(), f.open(t, f.cache), func(p chunk.ID) bool { return p == pack })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	if ix.Has(ids[0]) || ix.HasPack(pack) {
+		t.Fatal("a chunk of a condemned pack is found")
+	}
+}
+
+func segFiles(t *testing.T, cache string) []string {
+	m, _ := filepath.Glob(filepath.Join(cache, "*", "*.seg"))
+	if len(m) == 0 {
+		t.Fatal("no segment files")
+	}
+	return m
+}
+
+func flip(t *testing.T, path string, off int64) {
+	fh, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	if off < 0 {
+		st, _ := fh.Stat()
+		off += st.Size()
+	}
+	var b [1]byte
+	fh.ReadAt(b[:], off)
+	b[0] ^= 0x40
+	fh.WriteAt(b[:], off)
+}
+
+func TestCacheCorruptIsRebuilt(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		off  int64 // byte flipped: in the entries, the head or the footer
+	}{{"entries", 1000}, {"head", -100}, {"footer", -2}} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFixture(t)
+			v := f.open(t, f.cache)
+			ids := add(t, v, 1, 3000)
+			load(t, v).Close()
+			for _, p := range segFiles(t, f.cache) {
+				flip(t, p, c.off)
+			}
+			ix := load(t, f.open(t, f.cache))
+			// Whatever is found is right; a damaged bucket finds nothing.
+			full, _ := v.LoadIndex(context.Background(), nil)
+			missing := 0
+			for _, id := range ids {
+				got := ix.Locations(id)
+				if len(got) == 0 {
+					missing++
+					continue
+				}
+				if p, l, _ := full.Lookup(id); got[0].Pack != p || got[0].Loc.Offset != l.Offset {
+					t.Fatalf("damaged cache gave a wrong location for %s", id.Short())
+				}
+			}
+			if missing == 0 && ix.FetchedObjects == 0 {
+				t.Fatal("damage was not noticed")
+			}
+			if len(f.warns) == 0 {
+				t.Fatal("no warning about the damaged cache")
+			}
+			// The next run has a whole cache again.
+			same(t, v, load(t, f.open(t, f.cache)), ids)
+		})
+	}
+}
+
+// A cache directory holding another vault's segments under this vault's
+// ID (a vault re-created at the same path, a planted file) is refused.
+func TestCacheOfAnotherVaultIsRefused(t *testing.T) {
+	a, b := newFixture(t), newFixture(t)
+	va := a.open(t, a.cache)
+	add(t, va, 1, 1000)
+	load(t, va).Close()
+	vb := b.open(t, a.cache)
+	ids := add(t, vb, 2, 1000)
+	src := segFiles(t, a.cache)[0]
+	dst := filepath.Join(a.cache, vb.Config().ID)
+	os.MkdirAll(dst, 0o700)
+	data, _ := os.ReadFile(src)
+	os.WriteFile(filepath.Join(dst, "planted.seg"), data, 0o600)
+	ix := load(t, vb)
+	if len(b.warns) == 0 || !strings.Contains(strings.Join(b.warns, "\n"), "MAC") {
+		t.Fatalf("warnings %q do not name the refused segment", b.warns)
+	}
+	same(t, vb, ix, ids)
+	if _, err := os.Stat(filepath.Join(dst, "planted.seg")); err == nil {
+		t.Fatal("the foreign segment was kept")
+	}
+}
+
+// Segments are merged as runs add them, so lookups search few.
+func TestCacheCompacts(t *testing.T) {
+	old := batchEntries
+	batchEntries = 300
+	defer func() { batchEntries = old }()
+	f := newFixture(t)
+	v := f.open(t, f.cache)
+	var ids []chunk.ID
+	for i := 0; i < 6; i++ {
+		ids = append(ids, add(t, v, uint64(i), 700)...)
+		ix := load(t, f.open(t, f.cache))
+		if len(ix.segs) > 4 {
+			t.Fatalf("run %d: %d segments", i, len(ix.segs))
+		}
+	}
+	same(t, v, load(t, f.open(t, f.cache)), ids)
+}
+
+// Two runs at once on one host share the cache: one builds, the other
+// waits for the lock and fetches nothing.
+func TestCacheConcurrentRuns(t *testing.T) {
+	f := newFixture(t)
+	v := f.open(t, f.cache)
+	ids := add(t, v, 1, 3000)
+	var wg sync.WaitGroup
+	got := make([]*Index, 4)
+	vs := make([]*vault.Vault, len(got))
+	for i := range vs {
+		vs[i] = f.open(t, f.cache)
+	}
+	for i := range got {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ix, err := Load(context.Background(), vs[i], nil)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			got[i] = ix
+		}()
+	}
+	wg.Wait()
+	var fetched int64
+	for _, ix := range got {
+		if ix == nil {
+			t.FailNow()
+		}
+		fetched += ix.FetchedObjects
+		same(t, v, ix, ids)
+		ix.Close()
+	}
+	if want := int64(countObjects(t, f.dir)); fetched != want {
+		t.Fatalf("4 runs fetched %d index objects together, want each of %d once", fetched, want)
+	}
+}
+
+// TestCacheKilledWhileWriting kills (SIGKILL) a process while it writes
+// the cache; the next run finds the cache usable or rebuilds it.
+func TestCacheKilledWhileWriting(t *testing.T) {
+	if os.Getenv("LIFEBOAT_INDEXCACHE_CHILD") != "" {
+		// The child: build the cache in many small segments, slowly
+		// enough to be caught in the middle.
+		batchEntries = 50
+		v := (&fixture{dir: os.Getenv("LIFEBOAT_INDEXCACHE_VAULT")}).open(t, os.Getenv("LIFEBOAT_INDEXCACHE_DIR"))
+		for {
+			os.RemoveAll(os.Getenv("LIFEBOAT_INDEXCACHE_DIR"))
+			ix, err := Load(context.Background(), v, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ix.Close()
+		}
+	}
+	f := newFixture(t)
+	v := f.open(t, f.cache)
+	ids := add(t, v, 1, 4000)
+	for round := 0; round < 3; round++ {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestCacheKilledWhileWriting$")
+		cmd.Env = append(os.Environ(), "LIFEBOAT_INDEXCACHE_CHILD=1", "LIFEBOAT_INDEXCACHE_VAULT="+f.dir, "LIFEBOAT_INDEXCACHE_DIR="+f.cache)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// Wait until it is writing a segment, then kill it.
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			m, _ := filepath.Glob(filepath.Join(f.cache, "*", "tmp-*"))
+			if len(m) > 0 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+		ix := load(t, f.open(t, f.cache))
+		same(t, v, ix, ids)
+		if m, _ := filepath.Glob(filepath.Join(f.cache, "*", "tmp-*")); len(m) > 0 {
+			t.Fatalf("round %d: temporary files left: %v", round, m)
+		}
+	}
+}
