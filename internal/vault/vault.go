@@ -192,7 +192,7 @@ type Vault struct {
 	// noDelete is set once the store refused a delete (DeletesRefused);
 	// shared by the views WithStore makes.
 	noDelete *atomic.Bool
-	cache  string // Options.CacheDir
+	cache    string // Options.CacheDir
 }
 
 // KeyBook is this host's record of the newest data key generation it used
