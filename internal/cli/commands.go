@@ -415,6 +415,7 @@ cannot be stored.`,
 				return usageError{errors.New("--machine is required")}
 			}
 			if inst.instant {
+				inst.start = lv.start // one --start flag for both
 				return a.runInstant(cmd, &inst, job.InstantRestore{Machine: machine, Point: args[0], Vault: a.vaultURL, Dir: absPath(to), Suffix: suffix, NewMACs: newMACs})
 			}
 			if rem.server != "" {
