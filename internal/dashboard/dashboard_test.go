@@ -48,6 +48,7 @@ func TestServedBesideTheAPI(t *testing.T) {
 		{"/", "text/html", "index.html"},
 		{"/ui/app.js", "text/javascript", "app.js"},
 		{"/ui/app.css", "text/css", "app.css"},
+		{"/ui/icon.svg", "image/svg+xml", "icon.svg"},
 	} {
 		resp, body := get(t, srv, "GET", tc.path)
 		if resp.StatusCode != 200 {
@@ -106,7 +107,7 @@ func TestServedBesideTheAPI(t *testing.T) {
 func TestAssetsSelfContained(t *testing.T) {
 	external := regexp.MustCompile(`(?i)(src|href)\s*=\s*["']?(https?:)?//|url\(\s*["']?(https?:)?//|@import`)
 	inline := regexp.MustCompile(`(?i)<script(?:\s[^>]*)?>\s*[^<\s]|<style|\sstyle\s*=|\son[a-z]+\s*=|javascript:|innerHTML\s*=|insertAdjacentHTML|document\.write|eval\(`)
-	for _, f := range []string{"index.html", "app.js", "app.css"} {
+	for _, f := range []string{"index.html", "app.js", "app.css", "icon.svg"} {
 		raw, err := files.ReadFile("static/" + f)
 		if err != nil {
 			t.Fatal(err)
