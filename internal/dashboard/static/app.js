@@ -100,14 +100,27 @@ function table(caption, headers, rows, empty) {
 const machineLink = (name) => el('a', { href: `#/machines/${enc(name)}` }, name);
 const jobLink = (id) => el('a', { href: `#/jobs/${enc(id)}` }, id);
 
+// progress shows a running job's progress document (bytes done of total,
+// rate, time left), as the agents report it with each lease renewal.
+function progress(j) {
+  const p = j.progress;
+  if (j.state !== 'running' || !p || !p.total_bytes) return '';
+  const pct = Math.min(100, Math.floor((100 * p.done_bytes) / p.total_bytes));
+  const parts = [`${pct}%`, `${bytes(p.done_bytes)} of ${bytes(p.total_bytes)}`];
+  if (p.bytes_per_second) parts.push(`${bytes(p.bytes_per_second)}/s`);
+  if (p.eta_seconds) parts.push(`${Math.ceil(p.eta_seconds)} s left`);
+  return el('span', { class: 'progress' },
+    el('progress', { max: p.total_bytes, value: p.done_bytes, 'aria-label': `job ${j.id}: ${pct}% done` }), ' ', parts.join(' · '));
+}
+
 function jobRows(jobs, withMachine) {
   return jobs.map((j) => [
     jobLink(j.id), j.kind, withMachine ? (j.machine ? machineLink(j.machine) : '—') : null,
-    jobBadge(j), `${j.attempt}/${j.max_attempts}`, when(j.created), when(j.finished), j.error || '',
+    jobBadge(j), progress(j), `${j.attempt}/${j.max_attempts}`, when(j.created), when(j.finished), j.error || '',
   ].filter((c) => c !== null));
 }
 
-const jobHeaders = (withMachine) => ['Job', 'Kind', withMachine ? 'Machine' : null, 'State', 'Attempt', 'Queued', 'Finished', 'Error']
+const jobHeaders = (withMachine) => ['Job', 'Kind', withMachine ? 'Machine' : null, 'State', 'Progress', 'Attempt', 'Queued', 'Finished', 'Error']
   .filter((h) => h !== null);
 
 // ---- pages: each loads its data, then returns the nodes to show ----
@@ -172,7 +185,7 @@ async function machine(name) {
     el('p', {}, backup),
     el('h2', {}, 'Recovery points'),
     table(`Recovery points of ${m.name}, newest first`, ['Point', 'Time', 'Vault', 'Consistency', 'Change source', 'Size'],
-      points.map((pt) => [pt.id, when(pt.time), pt.vault, pt.consistency, pt.change_source || '—', bytes(pt.size)]),
+      points.map((pt) => [el('code', { class: 'id' }, pt.id), when(pt.time), pt.vault, pt.consistency, pt.change_source || '—', bytes(pt.size)]),
       'No recovery point yet.'),
     el('h2', {}, 'Jobs'),
     el('div', { id: 'machine-jobs' },
@@ -213,7 +226,7 @@ async function job(id) {
     }));
     out.push(el('p', {}, cancel));
   }
-  if (j.progress) out.push(el('h2', {}, 'Progress'), el('pre', {}, JSON.stringify(j.progress, null, 2)));
+  if (j.state === 'running' && j.progress) out.push(el('h2', {}, 'Progress'), el('p', {}, progress(j) || JSON.stringify(j.progress)));
   if (j.result) out.push(el('h2', {}, 'Result'), el('pre', {}, JSON.stringify(j.result, null, 2)));
   out.push(el('h2', {}, 'Log'),
     logs.length ? el('pre', { class: 'log', id: 'job-log' }, logs.map((l) => `${l.time} ${l.level.padEnd(5)} ${l.message}\n`))
