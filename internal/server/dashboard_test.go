@@ -136,6 +136,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	if n := text(`[data-count="green"]`); n != "1" {
 		t.Fatalf("overview counts %s green machines, want 1", n)
 	}
+	if who := text("#me"); who != "Logged in as admin (admin)" {
+		t.Fatalf("the header says %q", who)
+	}
 
 	// The machines page: web1, green, with its tier and policy.
 	must(chromedp.Do(bctx,
@@ -187,6 +190,30 @@ func TestDashboardInBrowser(t *testing.T) {
 		chromedp.Click(chromedp.CSS(`#machine-jobs a[href="#/jobs/`+jobs[0].ID+`"]`)),
 		chromedp.WaitVisible(chromedp.CSS("#job-log")),
 	))
+
+	// A viewer sees the machine but may not back it up: the button is
+	// disabled and says why.
+	var viewer api.NewTokenJSON
+	must(c.Do(ctx, "POST", "/v1/tokens", api.NewTokenJSON{Name: "watcher", Role: "viewer"}, &viewer))
+	for i, step := range []chromedp.Action[chromedp.Void]{
+		chromedp.Click(chromedp.CSS("#logout")),
+		chromedp.WaitVisible(chromedp.CSS("#login-form")),
+		chromedp.SendKeys(chromedp.CSS("#token"), viewer.Secret),
+		chromedp.Click(chromedp.CSS("#login-form button")),
+		chromedp.WaitVisible(chromedp.CSS("#nav")), // back on the job's page
+		chromedp.Click(chromedp.CSS(`nav a[href="#/machines"]`)),
+		chromedp.Click(chromedp.CSS(`a[href="#/machines/web1"]`)),
+		chromedp.WaitVisible(chromedp.CSS("#backup-now")),
+	} {
+		if _, err := chromedp.Run(bctx, step); err != nil {
+			t.Fatalf("viewer step %d: %v", i, err)
+		}
+	}
+	disabled, err := chromedp.Run(bctx, chromedp.Evaluate[bool](`document.querySelector('#backup-now').disabled`))
+	must(err)
+	if why := text("#backup-now-why"); !disabled || !strings.Contains(why, "operator role") {
+		t.Fatalf("a viewer's Back up now: disabled %v, %q", disabled, why)
+	}
 
 	// The token lives in the tab's sessionStorage only: no cookie.
 	cookies, err := chromedp.Run(bctx, chromedp.Evaluate[string]("document.cookie"))

@@ -25,6 +25,20 @@ function el(tag, attrs, ...children) {
 
 class Unauthorized extends Error {}
 
+// me is who the token is (GET /v1/whoami): the page offers only what its
+// role may do.
+let me = null;
+const mayRun = () => me && (me.role === 'operator' || me.role === 'admin');
+
+// runButton is a button for an action that needs the operator role,
+// disabled with the reason for a viewer.
+function runButton(id, label, fn) {
+  const b = el('button', { type: 'button', id, disabled: !mayRun(), 'aria-describedby': mayRun() ? undefined : `${id}-why` }, label);
+  b.addEventListener('click', () => act(b, fn));
+  if (mayRun()) return el('p', {}, b);
+  return el('p', {}, b, ' ', el('span', { id: `${id}-why`, class: 'empty' }, `This needs the operator role; your token "${me.name}" is a ${me.role}.`));
+}
+
 // api calls the API with the session's token; it throws with the API's
 // own error message on a refusal.
 async function api(method, path, body) {
@@ -168,11 +182,10 @@ async function machine(name) {
   const [m, points, jobs] = await Promise.all([
     api('GET', mp), api('GET', `${mp}/points?limit=50`), api('GET', `/v1/jobs?machine=${enc(name)}&limit=20`),
   ]);
-  const backup = el('button', { type: 'button', id: 'backup-now' }, 'Back up now');
-  backup.addEventListener('click', () => act(backup, async () => {
+  const backup = runButton('backup-now', 'Back up now', async () => {
     const j = await api('POST', `${mp}/backup`);
     say(`Backup of ${name} queued: job ${j.id}.`);
-  }));
+  });
   return [
     el('h1', {}, `Machine ${m.name}`),
     el('dl', { class: 'facts' },
@@ -182,7 +195,7 @@ async function machine(name) {
       el('dt', {}, 'Agent'), el('dd', {}, m.agent || 'any'),
       el('dt', {}, 'Last point'), el('dd', {}, when(m.last_point)),
       el('dt', {}, 'Next run'), el('dd', {}, when(m.next_run))),
-    el('p', {}, backup),
+    backup,
     el('h2', {}, 'Recovery points'),
     table(`Recovery points of ${m.name}, newest first`, ['Point', 'Time', 'Vault', 'Consistency', 'Change source', 'Size'],
       points.map((pt) => [el('code', { class: 'id' }, pt.id), when(pt.time), pt.vault, pt.consistency, pt.change_source || '—', bytes(pt.size)]),
@@ -219,12 +232,10 @@ async function job(id) {
       j.error ? [el('dt', {}, 'Error'), el('dd', { class: 'error' }, j.error)] : []),
   ];
   if (j.state === 'queued' || j.state === 'running') {
-    const cancel = el('button', { type: 'button', id: 'cancel-job' }, 'Cancel job');
-    cancel.addEventListener('click', () => act(cancel, async () => {
+    out.push(runButton('cancel-job', 'Cancel job', async () => {
       await api('POST', `${jp}/cancel`);
       say(`Job ${j.id}: cancel requested.`);
     }));
-    out.push(el('p', {}, cancel));
   }
   if (j.state === 'running' && j.progress) out.push(el('h2', {}, 'Progress'), el('p', {}, progress(j) || JSON.stringify(j.progress)));
   if (j.result) out.push(el('h2', {}, 'Result'), el('pre', {}, JSON.stringify(j.result, null, 2)));
@@ -283,6 +294,16 @@ async function render() {
   }
   let nodes;
   try {
+    if (!me) {
+      try {
+        me = await api('GET', '/v1/whoami');
+      } catch (e) {
+        // An agent's token, say: refused at the door.
+        if (!(e instanceof Unauthorized)) { sessionStorage.removeItem(TOKEN_KEY); showLogin(e.message); return; }
+        throw e;
+      }
+      byId('me').textContent = `Logged in as ${me.name} (${me.role})`;
+    }
     nodes = await page();
   } catch (e) {
     if (e instanceof Unauthorized) { sessionStorage.removeItem(TOKEN_KEY); showLogin(e.message); return; }
@@ -312,6 +333,8 @@ async function render() {
 function showLogin(msg) {
   clearTimeout(timer);
   shown = '';
+  me = null;
+  byId('me').textContent = '';
   byId('view').hidden = true;
   byId('view').replaceChildren();
   byId('nav').hidden = true;
@@ -324,6 +347,7 @@ function showLogin(msg) {
 // act runs an action of a button, disabled meanwhile, and shows its
 // outcome in the status line.
 async function act(button, fn) {
+  if (button.disabled) return;
   button.disabled = true;
   try {
     await fn();
