@@ -37,22 +37,8 @@ func TestDashboardInBrowser(t *testing.T) {
 			pw, _ := DefaultVaultPassphrase(data, url)
 			return pw, nil
 		}}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	addrc := make(chan string, 1)
-	done := make(chan error, 1)
-	var out strings.Builder
-	go func() {
-		done <- Run(ctx, Config{DataDir: data, Listen: "127.0.0.1:0", Out: &out, Ready: func(a string) { addrc <- a },
-			Tick: time.Hour, Runner: runner, Host: "hv1", VaultOptions: cheap})
-	}()
-	var addr string
-	select {
-	case addr = <-addrc:
-	case err := <-done:
-		t.Fatalf("server stopped: %v", err)
-	}
-	defer func() { cancel(); <-done }()
+	ctx := context.Background()
+	addr, _ := serve(t, Config{DataDir: data, Listen: "127.0.0.1:0", Tick: time.Hour, Runner: runner, Host: "hv1", VaultOptions: cheap})
 	token, err := os.ReadFile(filepath.Join(data, AdminTokenFile))
 	if err != nil {
 		t.Fatal(err)
@@ -223,5 +209,26 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	if p := br.Problems()[len(refused):]; len(p) > 0 {
 		t.Fatalf("the pages reported problems:\n%s", strings.Join(p, "\n"))
+	}
+}
+
+// serve runs a server with cfg (its Ready and Out set here) until the test
+// ends, and returns the address it serves and what it printed.
+func serve(t *testing.T, cfg Config) (string, *strings.Builder) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	addrc := make(chan string, 1)
+	done := make(chan error, 1)
+	out := &strings.Builder{}
+	cfg.Out, cfg.Ready = out, func(a string) { addrc <- a }
+	go func() { done <- Run(ctx, cfg) }()
+	select {
+	case addr := <-addrc:
+		t.Cleanup(func() { cancel(); <-done })
+		return addr, out
+	case err := <-done:
+		cancel()
+		t.Fatalf("server stopped: %v", err)
+		return "", nil
 	}
 }
