@@ -177,6 +177,20 @@ func TestDashboardInBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS("#job-log")),
 	))
 
+	// The jobs page, filtered by state through the API's own filter.
+	must(chromedp.Do(bctx,
+		chromedp.Click(chromedp.CSS(`header nav a[href="#/jobs"]`)),
+		chromedp.Click(chromedp.CSS(`a[href="#/jobs?state=failed"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`a[href="#/jobs?state=failed"][aria-current]`)),
+	))
+	if msg := text("main p.empty"); msg != "No failed job." {
+		t.Fatalf("failed jobs: %q", msg)
+	}
+	must(chromedp.Do(bctx, chromedp.Click(chromedp.CSS(`a[href="#/jobs?state=succeeded"]`))))
+	// Two backups and their forgets, and nothing that did not succeed.
+	wait("the succeeded jobs", `document.querySelectorAll('main tbody [data-state="succeeded"]').length >= 4 &&
+		document.querySelectorAll('main tbody [data-state]').length === document.querySelectorAll('main tbody [data-state="succeeded"]').length`)
+
 	// A viewer sees the machine but may not back it up: the button is
 	// disabled and says why.
 	var viewer api.NewTokenJSON

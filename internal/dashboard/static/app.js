@@ -206,11 +206,19 @@ async function machine(name) {
   ];
 }
 
+const JOB_STATES = ['running', 'queued', 'failed', 'succeeded', 'cancelled'];
+
 async function jobs() {
-  const js = await api('GET', '/v1/jobs?limit=100');
+  const q = new URLSearchParams(location.hash.split('?')[1] || '');
+  const state = JOB_STATES.includes(q.get('state')) ? q.get('state') : '';
+  const js = await api('GET', `/v1/jobs?limit=100${state ? '&state=' + state : ''}`);
+  const filter = (s, label) => s === state
+    ? el('a', { href: `#/jobs${s ? '?state=' + s : ''}`, 'aria-current': 'true' }, label)
+    : el('a', { href: `#/jobs${s ? '?state=' + s : ''}` }, label);
   return [
     el('h1', {}, 'Jobs'),
-    table('Recent jobs, newest first', jobHeaders(true), jobRows(js, true), 'No job yet.'),
+    el('nav', { class: 'filters', 'aria-label': 'Jobs by state' }, filter('', 'all'), JOB_STATES.map((s) => filter(s, s))),
+    table(`${state ? 'Recent ' + state : 'Recent'} jobs, newest first`, jobHeaders(true), jobRows(js, true), state ? `No ${state} job.` : 'No job yet.'),
   ];
 }
 
@@ -282,9 +290,11 @@ function route() {
 
 let shown = '';  // the page last drawn (hash and content), to redraw only on change
 let timer = 0;
+let drawing = 0; // the newest render: an older one that finishes later draws nothing
 
 async function render() {
   clearTimeout(timer);
+  const gen = ++drawing;
   if (!sessionStorage.getItem(TOKEN_KEY)) { showLogin(''); return; }
   const [section, page] = route();
   const hash = location.hash;
@@ -309,14 +319,17 @@ async function render() {
     if (e instanceof Unauthorized) { sessionStorage.removeItem(TOKEN_KEY); showLogin(e.message); return; }
     nodes = [el('h1', {}, 'Error'), el('p', { class: 'error', role: 'alert' }, e.message)];
   }
-  if (hash !== location.hash) return; // navigated meanwhile: that render wins
+  if (gen !== drawing || hash !== location.hash) return; // a newer render draws
   const view = byId('view');
   const fresh = el('div', {}, nodes);
   const key = hash + '\n' + fresh.innerHTML;
   // Redraw only what changed, so a refresh does not move the focus.
   if (key !== shown) {
     const moved = !shown.startsWith(hash + '\n');
+    const focused = view.contains(document.activeElement) ? document.activeElement.id : '';
     view.replaceChildren(...fresh.childNodes);
+    // A refresh keeps the focus on the control it was on.
+    if (focused && !moved && byId(focused)) byId(focused).focus();
     shown = key;
     if (moved) {
       const h1 = view.querySelector('h1');
