@@ -97,12 +97,26 @@ func TestDashboardInBrowser(t *testing.T) {
 	must(chromedp.Do(bctx,
 		chromedp.Navigate(base+"/"),
 		chromedp.WaitVisible(chromedp.CSS("#login-form")),
+	))
+	loggedOut := func() string {
+		t.Helper()
+		s, err := chromedp.Run(bctx, chromedp.Evaluate[string](`JSON.stringify([document.querySelector("#nav").hidden, document.querySelector("#view").hidden, sessionStorage.length])`))
+		must(err)
+		return s
+	}
+	if s := loggedOut(); s != "[true,true,0]" {
+		t.Fatalf("without a token the page shows more than the login form, or keeps a token: %s", s)
+	}
+	must(chromedp.Do(bctx,
 		chromedp.SendKeys(chromedp.CSS("#token"), "lbt_wrong"),
 		chromedp.Click(chromedp.CSS("#login-form button")),
 	))
 	wait("the refusal", `document.querySelector('#login-error').textContent.includes('unknown or revoked token')`)
 	if !strings.Contains(text("#login-error"), "unknown or revoked token") {
 		t.Fatalf("login error: %q", text("#login-error"))
+	}
+	if s := loggedOut(); s != "[true,true,0]" { // a refused token is not kept
+		t.Fatalf("after a refused token: %s", s)
 	}
 
 	// The browser logs the refused requests; nothing else may be wrong.
@@ -198,6 +212,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	for i, step := range []chromedp.Action[chromedp.Void]{
 		chromedp.Click(chromedp.CSS("#logout")),
 		chromedp.WaitVisible(chromedp.CSS("#login-form")),
+		chromedp.Poll[chromedp.Void](`sessionStorage.length === 0 && document.querySelector('#view').hidden`), // forgotten
 		chromedp.SendKeys(chromedp.CSS("#token"), viewer.Secret),
 		chromedp.Click(chromedp.CSS("#login-form button")),
 		chromedp.WaitVisible(chromedp.CSS("#nav")), // back on the job's page
