@@ -5,7 +5,8 @@
 # libnbd's tools (NBD peers), busybox-static and qemu-guest-agent (test VMs,
 # see scripts/vm-assets.sh), fuse3, iproute2 (network namespaces for the
 # vault-copy partition test), libvirt (libvirtd and virsh, for libvirt
-# domains), PostgreSQL (the catalog's second engine),
+# domains), PostgreSQL (the catalog's second engine), Chromium (the
+# dashboard's browser test),
 # versitygw and MinIO (two real S3 servers for the
 # S3 and vault-copy tests). Safe to run again.
 set -euo pipefail
@@ -37,6 +38,8 @@ command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
 # The control plane's catalog runs on PostgreSQL too (internal/catalog/pgtest
 # starts a throwaway server from Debian's binaries).
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
+# The dashboard's end-to-end test drives a real headless Chromium (chromedp).
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 ./scripts/deps.sh
 [ -x /usr/local/go/bin/go ] && export PATH="/usr/local/go/bin:$PATH"
 export PATH="$(go env GOPATH)/bin:$PATH"
-export LIFEBOAT_REQUIRE_S3=1 LIFEBOAT_REQUIRE_VM=1 LIFEBOAT_REQUIRE_PG=1
+export LIFEBOAT_REQUIRE_S3=1 LIFEBOAT_REQUIRE_VM=1 LIFEBOAT_REQUIRE_PG=1 LIFEBOAT_REQUIRE_BROWSER=1
 # Tests that need a real peer (QEMU, MinIO, loop devices, ...) fail instead
 # of skipping when it is missing.
 export CI=${CI:-true}

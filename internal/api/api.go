@@ -144,6 +144,7 @@ func (s *Server) routes() []route {
 		{"GET /v1/tokens", admin, s.listTokens},
 		{"POST /v1/tokens", admin, s.addToken},
 		{"DELETE /v1/tokens/{name}", admin, s.revokeToken},
+		{"GET /v1/whoami", viewer, s.whoami},
 		{"POST /v1/agent/heartbeat", agent, s.agentHeartbeat},
 		{"POST /v1/agent/claim", agent, s.agentClaim},
 		{"POST /v1/agent/jobs/{id}/renew", agent, s.agentRenew},

@@ -637,6 +637,20 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// CallerJSON is the answer of GET /v1/whoami.
+type CallerJSON struct {
+	Name string `json:"name"`
+	Role string `json:"role"`
+}
+
+// whoami says whose the token is: the dashboard shows it and offers only
+// the actions its role may take.
+func (s *Server) whoami(w http.ResponseWriter, r *http.Request) error {
+	tok := callerOf(r).token
+	writeJSON(w, http.StatusOK, CallerJSON{Name: tok.Name, Role: tok.Role})
+	return nil
+}
+
 var errNoPolicy = errors.New("has no backup policy: protect it first (lifeboat protect MACHINE --policy P --tier T)")
 
 // listed writes a listing, [] rather than null when it is empty.

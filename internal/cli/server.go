@@ -20,11 +20,16 @@ func (a *app) serverCommand() *cobra.Command {
 	var noAgent bool
 	cmd := &cobra.Command{
 		Use:   "server [--data DIR] [--listen ADDR] [--db postgres://…]",
-		Short: "Run the control plane: API, scheduler, alerts",
+		Short: "Run the control plane: API, dashboard, scheduler, alerts",
 		Long: `Run lifeboat's control plane until interrupted: the HTTP/JSON API (described
 at /openapi.json), the catalog of machines, protection tiers, backup policies,
 jobs and alerts, and the scheduler that queues each protected machine's
 backups on its policy's schedule and watches every machine's RPO.
+
+The same address serves a web dashboard at / (open it in a browser and paste
+a token): machines by RPO state, points, jobs and their logs, alerts, vaults,
+and a "Back up now" button. It speaks only the API; the token stays in the
+browser tab (sessionStorage), no cookie is set.
 
 Zero configuration: the catalog is an SQLite file in --data (default
 /var/lib/lifeboat), the API listens on 127.0.0.1:8080. The first start makes an

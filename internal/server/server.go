@@ -26,6 +26,7 @@ import (
 	"lifeboat/internal/api"
 	"lifeboat/internal/catalog"
 	"lifeboat/internal/clock"
+	"lifeboat/internal/dashboard"
 	"lifeboat/internal/libvirt"
 	"lifeboat/internal/location"
 	"lifeboat/internal/policy"
@@ -277,11 +278,12 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	apiSrv := &api.Server{Catalog: cat, Clock: cfg.Clock, Log: cfg.Log, DefaultAgent: agentName, Secrets: sec}
-	httpSrv := &http.Server{Handler: apiSrv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	// The dashboard shares the listener and speaks only the API.
+	httpSrv := &http.Server{Handler: dashboard.Mount(apiSrv.Handler()), ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- httpSrv.Serve(ln) }()
 	addr := ln.Addr().String()
-	fmt.Fprintf(cfg.Out, "lifeboat server: API on %s://%s (catalog: %s)\n", scheme, addr, cat.Engine())
+	fmt.Fprintf(cfg.Out, "lifeboat server: API and dashboard on %s://%s/ (catalog: %s)\n", scheme, addr, cat.Engine())
 	cfg.Log.Info("lifeboat server started", "addr", addr, "catalog", cat.Engine(), "data", cfg.DataDir)
 	if cfg.Ready != nil {
 		cfg.Ready(addr)

@@ -397,21 +397,8 @@ func TestRunTLS(t *testing.T) {
 	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
 	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	addrc := make(chan string, 1)
-	done := make(chan error, 1)
-	var out strings.Builder
-	go func() {
-		done <- Run(ctx, Config{DataDir: filepath.Join(dir, "data"), Listen: "0.0.0.0:0", TLSCert: certFile, TLSKey: keyFile,
-			Out: &out, Ready: func(a string) { addrc <- a }, Tick: time.Hour, NoDefaultVault: true})
-	}()
-	var addr string
-	select {
-	case addr = <-addrc:
-	case err := <-done:
-		t.Fatalf("server stopped: %v", err)
-	}
+	addr, out := serve(t, Config{DataDir: filepath.Join(dir, "data"), Listen: "0.0.0.0:0", TLSCert: certFile, TLSKey: keyFile,
+		Tick: time.Hour, NoDefaultVault: true})
 	_, port, _ := net.SplitHostPort(addr)
 	pool := x509.NewCertPool()
 	pool.AddCert(mustParse(t, der))
@@ -432,8 +419,15 @@ func TestRunTLS(t *testing.T) {
 			t.Fatalf("plain HTTP answered %d on the TLS port", r.StatusCode)
 		}
 	}
-	cancel()
-	<-done
+	// The dashboard shares the listener, so HTTPS too.
+	resp, err = client.Get("https://127.0.0.1:" + port + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Security-Policy") == "" {
+		t.Fatalf("dashboard over HTTPS: %d, CSP %q", resp.StatusCode, resp.Header.Get("Content-Security-Policy"))
+	}
 }
 
 func mustParse(t *testing.T, der []byte) *x509.Certificate {

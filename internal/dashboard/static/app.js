@@ -1,0 +1,401 @@
+// lifeboat dashboard: every page is drawn from the public JSON API
+// (/openapi.json), with the token the user pasted. Data is only ever put
+// into the page as text (textContent), never as markup.
+'use strict';
+
+const TOKEN_KEY = 'lifeboat-token';
+const REFRESH_MS = 2000;
+
+const byId = (id) => document.getElementById(id);
+
+// el builds an element: attrs are attributes (on* are not accepted),
+// children are nodes or strings (as text).
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    e.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === undefined || c === null) continue;
+    e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return e;
+}
+
+class Unauthorized extends Error {}
+
+// me is who the token is (GET /v1/whoami): the page offers only what its
+// role may do.
+let me = null;
+const mayRun = () => me && (me.role === 'operator' || me.role === 'admin');
+
+// runButton is a button for an action that needs the operator role,
+// disabled with the reason for a viewer.
+function runButton(id, label, fn) {
+  const b = el('button', { type: 'button', id, disabled: !mayRun(), 'aria-describedby': mayRun() ? undefined : `${id}-why` }, label);
+  b.addEventListener('click', () => act(b, fn));
+  if (mayRun()) return el('p', {}, b);
+  return el('p', {}, b, ' ', el('span', { id: `${id}-why`, class: 'empty' }, `This needs the operator role; your token "${me.name}" is a ${me.role}.`));
+}
+
+// api calls the API with the session's token; it throws with the API's
+// own error message on a refusal.
+async function api(method, path, body) {
+  const headers = { Authorization: 'Bearer ' + sessionStorage.getItem(TOKEN_KEY) };
+  const init = { method, headers, cache: 'no-store', credentials: 'omit' };
+  if (body !== undefined) {
+    headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  const r = await fetch(path, init);
+  let data = null;
+  if (r.status !== 204) {
+    const text = await r.text();
+    try { data = JSON.parse(text); } catch { data = { error: text || r.statusText }; }
+  }
+  if (r.status === 401) throw new Unauthorized((data && data.error) || 'token refused');
+  if (!r.ok) throw new Error(`${method} ${path}: ${r.status}: ${(data && data.error) || r.statusText}`);
+  return data;
+}
+
+const enc = encodeURIComponent;
+
+// ---- formatting ----
+
+// when shows a time in the reader's zone. Absolute, not "5m ago": a
+// redraw every few seconds would otherwise change the page (and move the
+// focus) for nothing.
+function when(t) {
+  if (!t || t.startsWith('0001-')) return '—';
+  const d = new Date(t);
+  const pad = (n) => String(n).padStart(2, '0');
+  const text = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  return el('time', { datetime: t }, text);
+}
+
+function bytes(n) {
+  if (!n) return '0 B';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+// The RPO states, as the API names them, with what the dashboard calls
+// them: green, amber (warning), red (missed).
+const RPO = {
+  green: { label: 'green', cls: 'ok' },
+  warning: { label: 'amber', cls: 'warn' },
+  missed: { label: 'red', cls: 'bad' },
+  unprotected: { label: 'unprotected', cls: 'none' },
+};
+
+function rpoBadge(m) {
+  const st = RPO[m.rpo_state] || { label: 'no tier', cls: 'none' };
+  const title = m.rpo ? `newest point ${m.rpo_age || 'none'} old; objective ${m.rpo}` : undefined;
+  return el('span', { class: `badge ${st.cls}`, 'data-rpo': m.rpo_state || 'none', title }, st.label);
+}
+
+const JOB_CLS = { queued: 'none', running: 'warn', succeeded: 'ok', failed: 'bad', cancelled: 'none' };
+
+function jobBadge(j) {
+  return el('span', { class: `badge ${JOB_CLS[j.state] || 'none'}`, 'data-state': j.state }, j.state);
+}
+
+function table(caption, headers, rows, empty) {
+  if (!rows.length) return el('p', { class: 'empty' }, empty);
+  return el('table', {},
+    el('caption', {}, caption),
+    el('thead', {}, el('tr', {}, headers.map((h) => el('th', { scope: 'col' }, h)))),
+    el('tbody', {}, rows.map((cells) => el('tr', {}, cells.map((c) => el('td', {}, c))))));
+}
+
+const machineLink = (name) => el('a', { href: `#/machines/${enc(name)}` }, name);
+const jobLink = (id) => el('a', { href: `#/jobs/${enc(id)}` }, id);
+
+// progress shows a running job's progress document (bytes done of total,
+// rate, time left), as the agents report it with each lease renewal.
+function progress(j) {
+  const p = j.progress;
+  if (j.state !== 'running' || !p || !p.total_bytes) return '';
+  const pct = Math.min(100, Math.floor((100 * p.done_bytes) / p.total_bytes));
+  const parts = [`${pct}%`, `${bytes(p.done_bytes)} of ${bytes(p.total_bytes)}`];
+  if (p.bytes_per_second) parts.push(`${bytes(p.bytes_per_second)}/s`);
+  if (p.eta_seconds) parts.push(`${Math.ceil(p.eta_seconds)} s left`);
+  return el('span', { class: 'progress' },
+    el('progress', { max: p.total_bytes, value: p.done_bytes, 'aria-label': `job ${j.id}: ${pct}% done` }), ' ', parts.join(' · '));
+}
+
+function jobRows(jobs, withMachine) {
+  return jobs.map((j) => [
+    jobLink(j.id), j.kind, withMachine ? (j.machine ? machineLink(j.machine) : '—') : null,
+    jobBadge(j), progress(j), `${j.attempt}/${j.max_attempts}`, when(j.created), when(j.finished), j.error || '',
+  ].filter((c) => c !== null));
+}
+
+const jobHeaders = (withMachine) => ['Job', 'Kind', withMachine ? 'Machine' : null, 'State', 'Progress', 'Attempt', 'Queued', 'Finished', 'Error']
+  .filter((h) => h !== null);
+
+// ---- pages: each loads its data, then returns the nodes to show ----
+
+async function overview() {
+  const [machines, alerts, running, queued] = await Promise.all([
+    api('GET', '/v1/machines'), api('GET', '/v1/alerts'),
+    api('GET', '/v1/jobs?state=running&limit=50'), api('GET', '/v1/jobs?state=queued&limit=50'),
+  ]);
+  const count = (s) => machines.filter((m) => m.rpo_state === s).length;
+  const tile = (label, n, cls, what) => el('div', { class: `tile ${cls}` },
+    el('span', { class: 'n', 'data-count': what }, n), el('span', {}, label));
+  return [
+    el('h1', {}, 'Overview'),
+    el('section', { class: 'tiles', 'aria-label': 'Machines by RPO state' },
+      tile('green', count('green'), 'ok', 'green'),
+      tile('amber (RPO at risk)', count('warning'), 'warn', 'warning'),
+      tile('red (RPO missed)', count('missed'), 'bad', 'missed'),
+      tile('unprotected or no tier', machines.length - count('green') - count('warning') - count('missed'), 'none', 'other')),
+    el('h2', {}, 'Active alerts'),
+    alertTable(alerts),
+    el('h2', {}, 'Running and queued jobs'),
+    table('Jobs running or waiting to run', jobHeaders(true), jobRows(running.concat(queued), true), 'No job is running or queued.'),
+  ];
+}
+
+function alertTable(alerts) {
+  return table('Alerts', ['Kind', 'Subject', 'Message', 'Opened', 'Cleared'],
+    alerts.map((a) => [el('span', { class: `badge ${a.cleared ? 'none' : 'bad'}` }, a.kind), a.subject, a.message, when(a.opened), when(a.cleared)]),
+    'No alert is open.');
+}
+
+async function machines() {
+  const ms = await api('GET', '/v1/machines');
+  return [
+    el('h1', {}, 'Machines'),
+    table('Machines and where they stand', ['Machine', 'Tier', 'Policy', 'RPO state', 'Last point', 'Next run'],
+      ms.map((m) => [machineLink(m.name), m.tier || '—', m.policy || '—', rpoBadge(m), when(m.last_point), when(m.next_run)]),
+      'No machine yet: add one with lifeboat machine add (POST /v1/machines).'),
+  ];
+}
+
+async function machine(name) {
+  const mp = `/v1/machines/${enc(name)}`;
+  const [m, points, jobs] = await Promise.all([
+    api('GET', mp), api('GET', `${mp}/points?limit=50`), api('GET', `/v1/jobs?machine=${enc(name)}&limit=20`),
+  ]);
+  const backup = runButton('backup-now', 'Back up now', async () => {
+    const j = await api('POST', `${mp}/backup`);
+    say(`Backup of ${name} queued: job ${j.id}.`);
+  });
+  return [
+    el('h1', {}, `Machine ${m.name}`),
+    el('dl', { class: 'facts' },
+      el('dt', {}, 'RPO state'), el('dd', {}, rpoBadge(m)),
+      el('dt', {}, 'Tier'), el('dd', {}, m.tier || '—', m.rpo ? ` (RPO ${m.rpo})` : ''),
+      el('dt', {}, 'Policy'), el('dd', {}, m.policy || '—'),
+      el('dt', {}, 'Agent'), el('dd', {}, m.agent || 'any'),
+      el('dt', {}, 'Last point'), el('dd', {}, when(m.last_point)),
+      el('dt', {}, 'Next run'), el('dd', {}, when(m.next_run))),
+    backup,
+    el('h2', {}, 'Recovery points'),
+    table(`Recovery points of ${m.name}, newest first`, ['Point', 'Time', 'Vault', 'Consistency', 'Change source', 'Size'],
+      points.map((pt) => [el('code', { class: 'id' }, pt.id), when(pt.time), pt.vault, pt.consistency, pt.change_source || '—', bytes(pt.size)]),
+      'No recovery point yet.'),
+    el('h2', {}, 'Jobs'),
+    el('div', { id: 'machine-jobs' },
+      table(`Recent jobs of ${m.name}`, jobHeaders(false), jobRows(jobs, false), 'No job yet.')),
+  ];
+}
+
+const JOB_STATES = ['running', 'queued', 'failed', 'succeeded', 'cancelled'];
+
+async function jobs() {
+  const q = new URLSearchParams(location.hash.split('?')[1] || '');
+  const state = JOB_STATES.includes(q.get('state')) ? q.get('state') : '';
+  const js = await api('GET', `/v1/jobs?limit=100${state ? '&state=' + state : ''}`);
+  const filter = (s, label) => s === state
+    ? el('a', { href: `#/jobs${s ? '?state=' + s : ''}`, 'aria-current': 'true' }, label)
+    : el('a', { href: `#/jobs${s ? '?state=' + s : ''}` }, label);
+  return [
+    el('h1', {}, 'Jobs'),
+    el('nav', { class: 'filters', 'aria-label': 'Jobs by state' }, filter('', 'all'), JOB_STATES.map((s) => filter(s, s))),
+    table(`${state ? 'Recent ' + state : 'Recent'} jobs, newest first`, jobHeaders(true), jobRows(js, true), state ? `No ${state} job.` : 'No job yet.'),
+  ];
+}
+
+async function job(id) {
+  const jp = `/v1/jobs/${enc(id)}`;
+  const [j, logs] = await Promise.all([api('GET', jp), api('GET', `${jp}/logs`)]);
+  const out = [
+    el('h1', {}, `Job ${j.id}`),
+    el('dl', { class: 'facts' },
+      el('dt', {}, 'Kind'), el('dd', {}, j.kind),
+      el('dt', {}, 'Machine'), el('dd', {}, j.machine ? machineLink(j.machine) : '—'),
+      el('dt', {}, 'State'), el('dd', {}, jobBadge(j)),
+      el('dt', {}, 'Attempt'), el('dd', {}, `${j.attempt} of ${j.max_attempts}`),
+      el('dt', {}, 'Agent'), el('dd', {}, j.agent || 'any'),
+      el('dt', {}, 'Vault'), el('dd', {}, j.vault || '—'),
+      el('dt', {}, 'Queued'), el('dd', {}, when(j.created)),
+      el('dt', {}, 'Started'), el('dd', {}, when(j.started)),
+      el('dt', {}, 'Finished'), el('dd', {}, when(j.finished)),
+      j.error ? [el('dt', {}, 'Error'), el('dd', { class: 'error' }, j.error)] : []),
+  ];
+  if (j.state === 'queued' || j.state === 'running') {
+    out.push(runButton('cancel-job', 'Cancel job', async () => {
+      await api('POST', `${jp}/cancel`);
+      say(`Job ${j.id}: cancel requested.`);
+    }));
+  }
+  if (j.state === 'running' && j.progress) out.push(el('h2', {}, 'Progress'), el('p', {}, progress(j) || JSON.stringify(j.progress)));
+  if (j.result) out.push(el('h2', {}, 'Result'), el('pre', {}, JSON.stringify(j.result, null, 2)));
+  out.push(el('h2', {}, 'Log'),
+    logs.length ? el('pre', { class: 'log', id: 'job-log' }, logs.map((l) => `${l.time} ${l.level.padEnd(5)} ${l.message}\n`))
+      : el('p', { class: 'empty' }, 'No log line yet.'));
+  return out;
+}
+
+async function alerts() {
+  const all = location.hash.endsWith('?all');
+  const as = await api('GET', all ? '/v1/alerts?all=true' : '/v1/alerts');
+  return [
+    el('h1', {}, 'Alerts'),
+    el('p', {}, all ? el('a', { href: '#/alerts' }, 'Show open alerts only') : el('a', { href: '#/alerts?all' }, 'Show cleared alerts too')),
+    alertTable(as),
+  ];
+}
+
+async function vaults() {
+  const [vs, agents] = await Promise.all([api('GET', '/v1/vaults'), api('GET', '/v1/agents')]);
+  return [
+    el('h1', {}, 'Vaults'),
+    table('Vaults the server knows', ['Vault', 'URL', 'Copies to', 'Added'],
+      vs.map((v) => [v.name, v.url, v.copy_to || '—', when(v.created)]), 'No vault yet.'),
+    el('h2', {}, 'Agents'),
+    table('Agents and their last heartbeat', ['Agent', 'Last heartbeat', 'Registered'],
+      agents.map((a) => [a.name, when(a.heartbeat), when(a.created)]), 'No agent yet.'),
+  ];
+}
+
+// ---- the frame: routing, refreshing, login ----
+
+function route() {
+  const parts = location.hash.replace(/^#\/?/, '').replace(/\?.*$/, '').split('/').map(decodeURIComponent);
+  switch (parts[0]) {
+    case 'machines': return parts[1] ? ['machines', () => machine(parts[1])] : ['machines', machines];
+    case 'jobs': return parts[1] ? ['jobs', () => job(parts[1])] : ['jobs', jobs];
+    case 'alerts': return ['alerts', alerts];
+    case 'vaults': return ['vaults', vaults];
+    default: return ['', overview];
+  }
+}
+
+let shown = '';  // the page last drawn (hash and content), to redraw only on change
+let timer = 0;
+let drawing = 0; // the newest render: an older one that finishes later draws nothing
+
+async function render() {
+  clearTimeout(timer);
+  const gen = ++drawing;
+  if (!sessionStorage.getItem(TOKEN_KEY)) { showLogin(''); return; }
+  const [section, page] = route();
+  const hash = location.hash;
+  for (const a of byId('nav').querySelectorAll('a')) {
+    const here = a.getAttribute('href').slice(2) === section;
+    if (here) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
+  }
+  let nodes;
+  try {
+    if (!me) {
+      try {
+        me = await api('GET', '/v1/whoami');
+      } catch (e) {
+        // An agent's token, say: refused at the door.
+        if (!(e instanceof Unauthorized)) { sessionStorage.removeItem(TOKEN_KEY); showLogin(e.message); return; }
+        throw e;
+      }
+      byId('me').textContent = `Logged in as ${me.name} (${me.role})`;
+    }
+    nodes = await page();
+  } catch (e) {
+    if (e instanceof Unauthorized) { sessionStorage.removeItem(TOKEN_KEY); showLogin(e.message); return; }
+    nodes = [el('h1', {}, 'Error'), el('p', { class: 'error', role: 'alert' }, e.message)];
+  }
+  if (gen !== drawing || hash !== location.hash) return; // a newer render draws
+  const view = byId('view');
+  const fresh = el('div', {}, nodes);
+  const key = hash + '\n' + fresh.innerHTML;
+  // Redraw only what changed, so a refresh does not move the focus.
+  if (key !== shown) {
+    const moved = !shown.startsWith(hash + '\n');
+    const focused = view.contains(document.activeElement) ? document.activeElement.id : '';
+    view.replaceChildren(...fresh.childNodes);
+    // A refresh keeps the focus on the control it was on.
+    if (focused && !moved && byId(focused)) byId(focused).focus();
+    shown = key;
+    if (moved) {
+      const h1 = view.querySelector('h1');
+      document.title = `${h1 ? h1.textContent : 'lifeboat'} — lifeboat`;
+    }
+  }
+  byId('login').hidden = true;
+  view.hidden = false;
+  byId('nav').hidden = false;
+  byId('logout').hidden = false;
+  timer = setTimeout(render, REFRESH_MS);
+}
+
+function showLogin(msg) {
+  clearTimeout(timer);
+  shown = '';
+  me = null;
+  byId('me').textContent = '';
+  byId('view').hidden = true;
+  byId('view').replaceChildren();
+  byId('nav').hidden = true;
+  byId('logout').hidden = true;
+  byId('login').hidden = false;
+  byId('login-error').textContent = msg ? `Not logged in: ${msg}` : '';
+  byId('token').focus();
+}
+
+// act runs an action of a button, disabled meanwhile, and shows its
+// outcome in the status line.
+async function act(button, fn) {
+  if (button.disabled) return;
+  button.disabled = true;
+  try {
+    await fn();
+    render();
+  } catch (e) {
+    if (e instanceof Unauthorized) { sessionStorage.removeItem(TOKEN_KEY); showLogin(e.message); return; }
+    say(e.message, true);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function say(msg, bad) {
+  const s = byId('status');
+  s.textContent = msg;
+  s.className = bad ? 'status error' : 'status';
+}
+
+function start() {
+  byId('login-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const t = byId('token').value.trim();
+    if (!t) return;
+    sessionStorage.setItem(TOKEN_KEY, t);
+    byId('token').value = '';
+    shown = '';
+    render().then(() => { if (!byId('view').hidden) byId('main').focus(); });
+  });
+  byId('logout').addEventListener('click', () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    say('Logged out.');
+    showLogin('');
+  });
+  window.addEventListener('hashchange', () => { say(''); render().then(() => byId('main').focus()); });
+  render();
+}
+
+start();
