@@ -251,7 +251,11 @@ type instantFlags struct {
 
 func (f *instantFlags) add(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.instant, "instant", false, "with --to DIR and --start: start the machine at once from the vault, copy the data in the background")
-	fs.BoolVar(&f.start, "start", false, "with --instant: start the machine (required)")
+	// --start is one flag with --libvirt-define's (libvirtRestoreFlags),
+	// registered first: runInstant reads it from the flag set.
+	if fs.Lookup("start") == nil {
+		fs.BoolVar(&f.start, "start", false, "with --instant: start the machine (required)")
+	}
 	fs.StringVar(&f.speed, "stream-speed", "", "with --instant: bound the background copy of each disk (bytes/s: 50M)")
 	fs.BoolVar(&f.status, "status", false, "with --instant --to DIR: show how far the copy into DIR has come, and exit")
 	fs.BoolVar(&f.waitGuest, "wait-guest", false, "with --instant: also measure the time to the guest agent answering (answered_ms)")
@@ -261,7 +265,7 @@ func (f *instantFlags) add(fs *pflag.FlagSet) {
 // runInstant runs restore --instant --start.
 func (a *app) runInstant(cmd *cobra.Command, f *instantFlags, spec job.InstantRestore) error {
 	ctx := cmd.Context()
-	if !f.start {
+	if start, _ := cmd.Flags().GetBool("start"); !start && !f.start {
 		return usageError{errors.New("--instant starts the machine: give --start too")}
 	}
 	for _, name := range []string{"disk", "to-file", "in-place", "format", "server"} {
