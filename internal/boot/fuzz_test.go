@@ -40,3 +40,24 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestDefinitionValuesEscaped: a definition's NIC MAC and disk name that
+// carry QEMU options (as a replication source may send them: its
+// definition is not validated as a vault's) stay one value each.
+func TestDefinitionValuesEscaped(t *testing.T) {
+	def, _, err := Parse([]byte(`{"name":"m","disks":[{"name":"a,file=/etc/shadow","bus":"nvme","file":"/x"}],` +
+		`"nics":[{"mac":"52:54:00:12:34:56,romfile=/etc/shadow"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	argv, err := Command(def, Options{Accel: "tcg", Network: "user"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(argv, " ")
+	for _, want := range []string{"mac=52:54:00:12:34:56,,romfile=/etc/shadow", "serial=a,,file=/etc/shadow"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("argv does not escape %q:\n%s", want, got)
+		}
+	}
+}
