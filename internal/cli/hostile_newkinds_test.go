@@ -5,17 +5,25 @@ package cli_test
 // drill results (drills/) and catalog snapshots (catalog/).
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
+	"lifeboat/internal/blob"
+	"lifeboat/internal/blob/miniotest"
 	"lifeboat/internal/cli"
 	"lifeboat/internal/drill"
 	"lifeboat/internal/vault"
+	"lifeboat/internal/vaultserve"
 )
 
 func init() {
@@ -25,6 +33,68 @@ func init() {
 }
 
 var newKindScenarios = map[string]func(r *suiteRow){
+	"append-only-delete": func(r *suiteRow) {
+		ao := r.appendOnly()
+		before := r.names(ao.admin, "")
+		if err := ao.store.Delete(r.ctx, "points/"+r.p1); !blob.IsRefused(err) {
+			r.t.Errorf("a delete with append-only access = %v, want it refused", err)
+		}
+		res := ao.run("forget", "--keep-last", "1")
+		r.want("forget", res, cli.ExitStorage, "maintenance credentials", "nothing was changed")
+		r.want("prune", ao.run("prune"), cli.ExitStorage, "maintenance credentials")
+		r.want("backup", ao.run("backup", "--machine", "web1", "--disk", "vda="+r.states[r.p2]), 0)
+		out := filepath.Join(r.t.TempDir(), "vda.raw")
+		r.want("restore p1", ao.run("restore", "--machine", "web1", r.p1, "--disk", "vda", "--to-file", out), 0)
+		sameContent(r.t, r.states[r.p1], out)
+		after := r.names(ao.admin, "")
+		for _, n := range before {
+			if _, ok := slices.BinarySearch(after, n); !ok {
+				r.t.Errorf("%s was deleted with append-only access", n)
+			}
+		}
+	},
+	"lock-delete": func(r *suiteRow) {
+		if r.backend == "dir" {
+			// A directory has no object lock: asking for one is refused.
+			dir := filepath.Join(r.t.TempDir(), "locked")
+			r.want("init --lock on a directory", r.runAs(testPassphrase, "--vault", dir, "vault", "init", "--lock", "30d"), cli.ExitStorage, "Object Lock")
+			return
+		}
+		cfg := miniotest.Start(r.t).NewLockBucket(r.t)
+		env := map[string]string{}
+		for k, v := range r.rowEnv {
+			env[k] = v
+		}
+		for k, v := range s3Env(cfg) {
+			env[k] = v
+		}
+		url := "s3://" + cfg.Bucket + "/v"
+		run := func(args ...string) result {
+			ctx, cancel := context.WithTimeout(r.ctx, 2*time.Minute)
+			defer cancel()
+			return inProcEnv(ctx, env, append([]string{"-q", "--vault", url}, args...)...)
+		}
+		r.want("init --lock", run("vault", "init", "--soft-delete", "0", "--lock", "1h", "--lock-mode", "compliance"), 0)
+		var ids []string
+		for _, p := range []string{r.p1, r.p2} {
+			res := run("--json", "backup", "--machine", "web1", "--disk", "vda="+r.states[p])
+			r.want("backup", res, 0)
+			ids = append(ids, parsePoint(r.t, res).ID)
+		}
+		cfg.Prefix = "v"
+		cfg.Insecure = true
+		store, err := blob.OpenS3(r.ctx, cfg)
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		if err := store.(blob.Locker).DeleteVersions(r.ctx, "points/"+ids[0]); !errors.Is(err, blob.ErrLocked) {
+			r.t.Errorf("deleting a locked point with the bucket's root credentials = %v, want refused as locked", err)
+		}
+		r.want("forget", run("forget", "--keep-last", "1"), 0)
+		out := filepath.Join(r.t.TempDir(), "vda.raw")
+		r.want("restore the locked point", run("restore", "--machine", "web1", ids[0], "--disk", "vda", "--to-file", out), 0)
+		sameContent(r.t, r.states[r.p1], out)
+	},
 	"deleted-truncate": func(r *suiteRow) {
 		tomb := softDeleteP1(r)
 		r.truncate(r.store, tomb)
@@ -228,6 +298,67 @@ var newKindScenarios = map[string]func(r *suiteRow){
 			r.t.Errorf("no warning names the truncated snapshot: %q", warned)
 		}
 	},
+}
+
+// appendOnlyAccess is a row's vault reached with access that can create
+// objects but not delete or replace them.
+type appendOnlyAccess struct {
+	store blob.Store // through that access
+	admin blob.Store // the same objects with full access
+	run   func(args ...string) result
+}
+
+// appendOnly gives append-only access to the row's vault: a directory
+// vault through `vault serve --append-only`'s handler, an S3 vault (cloned
+// into MinIO, whose IAM policies versitygw lacks) with temporary
+// credentials allowed no s3:DeleteObject.
+func (r *suiteRow) appendOnly() appendOnlyAccess {
+	r.t.Helper()
+	env := map[string]string{}
+	for k, v := range r.rowEnv {
+		env[k] = v
+	}
+	env["LIFEBOAT_PASSWORD"] = testPassphrase
+	var a appendOnlyAccess
+	var url string
+	if r.backend == "dir" {
+		const token = "0123456789abcdef0123"
+		srv := httptest.NewServer(vaultserve.Handler(dirStore(r.t, r.url), token, true, slog.New(slog.NewTextHandler(io.Discard, nil))))
+		r.t.Cleanup(srv.Close)
+		s, err := blob.NewRemote(r.ctx, blob.RemoteConfig{URL: srv.URL, Token: token})
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		a.store, a.admin, url = s, r.store, "lifeboat+"+srv.URL
+		env["LIFEBOAT_VAULT_TOKEN"] = token
+	} else {
+		mini := miniotest.Start(r.t)
+		root := mini.Config
+		root.Prefix = "v"
+		admin, err := blob.NewS3(r.ctx, root)
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		clone(r.t, r.store, admin)
+		ao := miniotest.AppendOnly(r.t, mini.Config)
+		ao.Prefix = "v"
+		s, err := blob.NewS3(r.ctx, ao)
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		a.store, a.admin, url = s, admin, "s3://"+ao.Bucket+"/v"
+		for k, v := range s3Env(ao) {
+			env[k] = v
+		}
+		env["AWS_SESSION_TOKEN"] = ao.SessionToken
+		env["LIFEBOAT_S3_CREATE_ONLY"] = "1"
+	}
+	a.run = func(args ...string) result {
+		ctx, cancel := context.WithTimeout(r.ctx, 2*time.Minute)
+		defer cancel()
+		return inProcEnv(ctx, env, append([]string{"-q", "--vault", url}, args...)...)
+	}
+	return a
 }
 
 // softDeleteP1 turns soft delete on (14 days) and forgets p1, returning

@@ -152,6 +152,8 @@ var Table = []Attack{
 		"refused without --force; forced, it takes effect only once the window it replaces has passed", "internal/cli TestSoftDelete"},
 
 	// Append-only writers and object lock.
+	{"append-only-delete", 0, "any object, with append-only access", "a point deleted by a host holding only create access (`vault serve --append-only` for a directory vault; S3 credentials without s3:DeleteObject, on MinIO)", Refused,
+		"the storage refuses the delete; forget and prune refuse before changing anything, naming the credentials they need (7); backup and restore work; nothing stored before is gone", Suite},
 	{"append-only-serve", 0, "any object, through `vault serve --append-only`", "a delete, or an overwrite with other bytes, by a host holding the endpoint's token", Refused,
 		"403 and 409: the object stays as it was; forget and prune through the endpoint refuse before changing anything, naming the credentials they need", "internal/cli TestVaultServeAppendOnly"},
 	{"append-only-serve-protocol", 0, "any object, through `vault serve --append-only`", "DELETE and PUT with other bytes sent straight to the endpoint", Refused,
@@ -160,8 +162,10 @@ var Table = []Attack{
 		"storage refuses (7); forget and prune refuse before changing anything, naming s3:DeleteObject", "internal/cli TestAppendOnlyS3Credentials"},
 	{"append-only-s3-create", 0, "any object, S3 append-only credentials", "an overwrite of an existing object through lifeboat's create-only puts", Refused,
 		"the put is refused and the object keeps its bytes", "internal/blob TestS3CreateOnly"},
-	{"lock-delete", 0, "locked objects (S3 Object Lock)", "a locked point deleted, with every version, even by the bucket's root credentials", Refused,
-		"S3 refuses (compliance mode) until the retention date; forget and prune plan around what is locked and report it", "internal/cli TestObjectLockS3"},
+	{"lock-delete", 0, "locked objects (S3 Object Lock)", "a locked point deleted, with every version, by the bucket's root credentials", Refused,
+		"S3 refuses (compliance mode, on MinIO) until the retention date; forget leaves the locked point, which restores; a directory vault cannot be locked, and `vault init --lock` says so (7)", Suite},
+	{"lock-retention", 0, "locked objects (S3 Object Lock)", "retention drops points while they are locked", Refused,
+		"forget and prune plan around what is locked and report until when; locks are extended while points are kept", "internal/cli TestObjectLockS3"},
 	{"lock-governance", 0, "locked objects (S3 Object Lock)", "a locked object deleted in compliance and governance mode", Refused,
 		"DeleteVersions fails with ErrLocked; an unlocked object's versions go", "internal/blob TestS3ObjectLock"},
 
