@@ -17,23 +17,12 @@ import (
 // records that lie inside it; neither panics, and both cost what the
 // batch weighs (plus ReadBatch's fixed read buffer).
 func FuzzBatch(f *testing.F) {
-	seed := func(recs func(*BatchWriter)) []byte {
-		var buf bytes.Buffer
-		bw, err := NewBatchWriter(&buf, Header{Seq: 3, Cut: t0, Consistency: "crash"})
-		if err != nil {
-			f.Fatal(err)
-		}
-		recs(bw)
-		if err := bw.Close(); err != nil {
-			f.Fatal(err)
-		}
-		return buf.Bytes()
-	}
-	f.Add(seed(func(bw *BatchWriter) {
+	h := Header{Seq: 3, Cut: t0, Consistency: "crash"}
+	f.Add(batch(f, h, func(bw *BatchWriter) {
 		bw.Data(0, 4096, bytes.Repeat([]byte{7}, 100))
 		bw.Zero(1, 1<<20, 1<<20)
 	}))
-	f.Add(seed(func(*BatchWriter) {}))
+	f.Add(batch(f, h, func(*BatchWriter) {}))
 	f.Add(append(append([]byte{}, batchMagic[:]...), 0, 0x10, 0, 0))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		testenv.CheckAlloc(t, len(data), 16, 0, func() { ReadHeader(bytes.NewReader(data)) })

@@ -15,7 +15,7 @@ import (
 
 var t0 = time.Date(2026, 12, 7, 1, 0, 0, 0, time.UTC)
 
-func batch(t *testing.T, h Header, recs func(*BatchWriter)) []byte {
+func batch(t testing.TB, h Header, recs func(*BatchWriter)) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	bw, err := NewBatchWriter(&buf, h)
