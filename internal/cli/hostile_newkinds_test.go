@@ -153,6 +153,7 @@ var newKindScenarios = map[string]func(r *suiteRow){
 		set := r.names(r.store, "settings/")
 		r.truncate(r.store, set[0])
 		r.want("prune", r.run("prune"), cli.ExitCorrupt, set[0], "soft-delete window is unknown")
+		r.want("vault settings", r.run("vault", "settings"), 0, set[0]+" cannot be read")
 		r.want("backup", r.run("backup", "--machine", "web1", "--disk", "vda="+r.states[r.p2]), 0)
 		r.want("forget", r.run("forget", "--keep-last", "1"), cli.ExitCorrupt, set[0], "forget changed nothing")
 		r.want("points --deleted", r.run("points", "--deleted"), 0, r.p1[:8])
@@ -164,6 +165,7 @@ var newKindScenarios = map[string]func(r *suiteRow){
 			r.del(r.store, n)
 		}
 		r.want("prune", r.run("prune"), cli.ExitCorrupt, "settings/ was deleted")
+		r.want("vault settings", r.run("vault", "settings"), 0, "settings/ was deleted")
 		r.want("points --deleted", r.run("points", "--deleted"), 0, r.p1[:8])
 		r.want("vault set", r.run("vault", "set", "--soft-delete", "14d"), 0)
 		r.want("prune", r.run("prune"), 0)
