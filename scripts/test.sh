@@ -44,7 +44,7 @@ for target in \
   "./internal/vault FuzzCatalogSnapshot" "./internal/catalog FuzzSnapshot" \
   "./internal/crypto FuzzKeySlot" "./internal/crypto FuzzRing" \
   "./internal/drill FuzzResult" \
-  "./internal/replica FuzzBatch" "./internal/replica FuzzSpec" \
+  "./internal/replica FuzzBatch" "./internal/replica FuzzSpec" "./internal/replica FuzzMachineState" \
   "./internal/blob FuzzRemoteListing" "./internal/vaultserve FuzzParseRange" \
   "./internal/secrets FuzzCredentialsFile" "./internal/secrets FuzzEnvFile" \
   "./internal/boot FuzzParse" \

@@ -198,6 +198,8 @@ var Table = []Attack{
 		"seeds are read only from the seed directory and must have the disk's size", "internal/replica TestSeedConfined"},
 	{"replica-definition", 0, "replication specs", "a definition whose NIC MAC carries QEMU options (`...,romfile=/etc/shadow`)", Refused,
 		"every value from a definition is escaped in QEMU's option syntax; FuzzParse checks no argument gains a key", "internal/boot TestDefinitionValuesEscaped"},
+	{"replica-state", 0, "replication target's state files", "a machine's spec.json altered on the target's disk (a disk named `../../x`, another machine's spec)", Refused,
+		"the state is held to what registering accepted: the store refuses to open, naming the file, as for a spec.json that does not parse", "internal/replica TestMachineStateRefused"},
 	{"remote-listing", 0, "`vault serve` endpoint", "a listing cut short (the server or a proxy dies mid-answer)", Detected,
 		"the listing has a final line: one without it is an error, never a shorter vault", "internal/vaultserve TestRemoteListCutShort"},
 	{"secrets-file", 0, "server credentials file", "a credentials file damaged, or holding a setting lifeboat would not keep", Refused,
