@@ -26,8 +26,11 @@ CGO_ENABLED=0 go vet ./internal/chunk
 CGO_ENABLED=0 go test -count=1 ./internal/chunk
 go test -race -timeout 30m "$@" "${pkgs[@]}"
 
-# Every parser of vault objects, fuzzed for a few seconds each (docs/format.md
-# objects; issue 10): no panic, allocation bounded by the input. -fuzz takes
+# Every parser of vault objects (docs/format.md objects) and of other
+# untrusted input — replication batches and specs, the vault serve protocol,
+# NBD, definitions a replication target boots, the server's credentials
+# file — fuzzed for a few seconds each (issue 10): no panic, allocation
+# bounded by the input. -fuzz takes
 # one target per run. A count of inputs rather than a duration: when a
 # duration runs out while an input is being run, go test can report the
 # deadline as a failure. LIFEBOAT_FUZZTIME=1m (or 1000000x) fuzzes longer.
@@ -39,7 +42,13 @@ for target in \
   "./internal/vault FuzzConfig" "./internal/vault FuzzSessionMarker" "./internal/vault FuzzSealedObject" \
   "./internal/vault FuzzSoftDeleteObjects" \
   "./internal/vault FuzzCatalogSnapshot" "./internal/catalog FuzzSnapshot" \
-  "./internal/crypto FuzzKeySlot"; do
+  "./internal/crypto FuzzKeySlot" "./internal/crypto FuzzRing" \
+  "./internal/drill FuzzResult" \
+  "./internal/replica FuzzBatch" "./internal/replica FuzzSpec" "./internal/replica FuzzMachineState" \
+  "./internal/blob FuzzRemoteListing" "./internal/vaultserve FuzzParseRange" \
+  "./internal/secrets FuzzCredentialsFile" "./internal/secrets FuzzEnvFile" \
+  "./internal/boot FuzzParse" \
+  "./internal/nbd FuzzClientHandshake" "./internal/nbd FuzzClientReplies" "./internal/nbd FuzzServerConn"; do
   read -r pkg fn <<<"$target"
   go test -run '^$' -fuzz "^${fn}\$" -fuzztime "$fuzztime" "$pkg"
 done

@@ -240,25 +240,12 @@ func (r *Remote) List(ctx context.Context, prefix string, fn func(Info) error) e
 	if resp.StatusCode != http.StatusOK {
 		return r.failure(resp, "list", prefix)
 	}
-	// The listing ends with a line "." so that one cut short is told
-	// from a complete one.
-	sc := bufio.NewScanner(resp.Body)
-	complete := false
-	for sc.Scan() {
-		if sc.Text() == "." {
-			complete = true
-			break
-		}
-		size, name, ok := strings.Cut(sc.Text(), " ")
-		n, err := strconv.ParseInt(size, 10, 64)
-		if !ok || err != nil || n < 0 || ValidName(name) != nil || !strings.HasPrefix(name, prefix) {
-			return fmt.Errorf("%s: list %s: bad line %q: %w", r, prefix, sc.Text(), ErrPermanent)
-		}
-		if err := fn(Info{Name: name, Size: n}); err != nil {
-			return err
-		}
+	var fnErr error
+	complete, err := readListing(resp.Body, prefix, func(i Info) error { fnErr = fn(i); return fnErr })
+	if fnErr != nil {
+		return fnErr
 	}
-	if err := sc.Err(); err != nil {
+	if err != nil {
 		return fmt.Errorf("%s: list %s: %w", r, prefix, err)
 	}
 	if !complete {
@@ -271,6 +258,27 @@ func (r *Remote) List(ctx context.Context, prefix string, fn func(Info) error) e
 		return fmt.Errorf("%s: list %s: %w", r, prefix, err)
 	}
 	return nil
+}
+
+// readListing reads a listing's body, "SIZE NAME\n" for each object, calling
+// fn for each. The listing ends with a line "." so that one cut short is
+// told from a complete one: complete says whether it came.
+func readListing(body io.Reader, prefix string, fn func(Info) error) (complete bool, err error) {
+	sc := bufio.NewScanner(body)
+	for sc.Scan() {
+		if sc.Text() == "." {
+			return true, nil
+		}
+		size, name, ok := strings.Cut(sc.Text(), " ")
+		n, err := strconv.ParseInt(size, 10, 64)
+		if !ok || err != nil || n < 0 || ValidName(name) != nil || !strings.HasPrefix(name, prefix) {
+			return false, fmt.Errorf("bad line %q: %w", sc.Text(), ErrPermanent)
+		}
+		if err := fn(Info{Name: name, Size: n}); err != nil {
+			return false, err
+		}
+	}
+	return false, sc.Err()
 }
 
 func (r *Remote) Delete(ctx context.Context, name string) error {

@@ -265,7 +265,7 @@ func nicArgs(nics []recovery.DefinitionNIC, network string) ([]string, error) {
 		argv = append(argv, "-netdev", backend+",id="+id)
 		dev := model + ",netdev=" + id
 		if n.MAC != "" {
-			dev += ",mac=" + n.MAC
+			dev += ",mac=" + esc(n.MAC) // a definition from a replication source is not checked as a vault's is
 		}
 		argv = append(argv, "-device", dev)
 	}

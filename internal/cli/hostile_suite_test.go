@@ -29,6 +29,7 @@ import (
 // and p2, and what an attacker could have kept from before: the config
 // and key slot from before the rekey, and every object the prune removed.
 type suiteBase struct {
+	backend   string // "dir" or "s3"
 	open      func(t *testing.T, prefix string) (blob.Store, string)
 	env       map[string]string
 	stateDir  string
@@ -317,6 +318,7 @@ func TestHostileStorage(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			open, env := backends[name](t)
 			base := buildSuiteBase(t, open, env)
+			base.backend = name
 			for _, row := range rows {
 				t.Run(row.ID, func(t *testing.T) {
 					run := suiteScenarios[row.ID]

@@ -23,7 +23,7 @@ type libvirtRestoreFlags struct {
 func (l *libvirtRestoreFlags) register(f *pflag.FlagSet) {
 	f.BoolVar(&l.define, "libvirt-define", false, "with --to: define the restored machine as a new libvirt domain from the point's domain XML")
 	f.StringVar(&l.name, "name", "", "with --libvirt-define: the new domain's name (default: the domain's name with --suffix)")
-	f.BoolVar(&l.start, "start", false, "with --libvirt-define: start the new domain; with --instant: start the machine (required)")
+	f.BoolVar(&l.start, "start", false, "start the restored machine: with --libvirt-define the new domain; with --instant (required) the machine run from the vault")
 	f.StringVar(&l.connect, "connect", "", "libvirt daemon URI for --libvirt-define and --in-place (default qemu:///system)")
 }
 

@@ -126,9 +126,18 @@ func (a *app) printSoftDelete(st *maintenance.SoftDelete) error {
 		if len(st.Settings) > 0 {
 			out["effective"] = st.Effective
 		}
+		if len(st.Unreadable) > 0 || st.Lost {
+			out["unreadable"], out["settings_lost"] = st.Unreadable, st.Lost
+		}
 		return a.printJSON(out)
 	}
 	a.printf("soft delete: %s\n", windowText(st.Window))
+	for _, n := range st.Unreadable {
+		a.printf("  %s cannot be read: forget and prune refuse until it is moved out of settings/\n", n)
+	}
+	if st.Lost {
+		a.printf("  the vault has soft-deleted points but no setting (settings/ was deleted): forget and prune refuse until 'vault set --soft-delete' sets the window\n")
+	}
 	if len(st.Settings) == 0 {
 		a.printf("  (never set: forget deletes points at once; 'lifeboat vault set --soft-delete 14d' turns it on)\n")
 	} else if st.Set != st.Window {

@@ -65,20 +65,30 @@ func List(ctx context.Context, v *vault.Vault, warn func(string)) ([]*Result, er
 	var out []*Result
 	for _, id := range ids {
 		data, err := v.LoadObject(ctx, vault.KindDrill, id)
-		var r Result
+		var r *Result
 		if err == nil {
-			if err = json.Unmarshal(data, &r); err == nil && r.Version != 1 {
-				err = fmt.Errorf("version %d: %w", r.Version, vault.ErrNewerFormat)
-			}
+			r, err = parse(data)
 		}
 		if err != nil {
 			warn(fmt.Sprintf("%s: skipped: %v", vault.ObjectName(vault.KindDrill, id), err))
 			continue
 		}
 		r.ID = id
-		out = append(out, &r)
+		out = append(out, r)
 	}
 	return out, nil
+}
+
+// parse reads a drill result's plaintext.
+func parse(data []byte) (*Result, error) {
+	var r Result
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, fmt.Errorf("%w: %w", chunk.ErrCorrupt, err)
+	}
+	if r.Version != 1 {
+		return nil, fmt.Errorf("version %d: %w", r.Version, vault.ErrNewerFormat)
+	}
+	return &r, nil
 }
 
 // Latest returns the newest result of each point, by point ID.

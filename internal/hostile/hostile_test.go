@@ -79,9 +79,18 @@ func TestTable(t *testing.T) {
 			t.Errorf("no row %s-swap (reordering)", kind)
 		}
 	}
-	for _, kind := range []string{"config", "keys", "points", "manifests", "index", "packs"} {
+	for _, kind := range []string{"config", "keys", "points", "manifests", "index", "packs", "deleted", "settings", "catalog"} {
 		if !ids[kind+"-replay"] {
 			t.Errorf("no row %s-replay", kind)
+		}
+	}
+	// The kinds added after the first table: soft delete's tombstones and
+	// settings, drill results, catalog snapshots.
+	for _, kind := range []string{"deleted", "settings", "drills", "catalog"} {
+		for _, attack := range []string{"truncate", "delete"} {
+			if !ids[kind+"-"+attack] {
+				t.Errorf("no row %s-%s", kind, attack)
+			}
 		}
 	}
 }

@@ -66,6 +66,9 @@ func Forget(ctx context.Context, v *vault.Vault, machine string, r policy.Retent
 		}
 	}()
 	if !dryRun && slices.ContainsFunc(res.Decisions, func(d policy.Decision) bool { return !d.Keep }) {
+		if err := sd.checkWindowKnown("forget changed nothing"); err != nil {
+			return res, err
+		}
 		if err := v.CheckDeletes(ctx, "forget"); err != nil {
 			return res, err
 		}

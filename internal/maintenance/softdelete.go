@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,6 +31,33 @@ type SoftDelete struct {
 	// Settings are the vault's settings objects, oldest first; none in a
 	// vault made before soft delete, or with it off from the start.
 	Settings []vault.Setting
+	// Unreadable names the objects under settings/ that could not be
+	// read (damaged, planted, another vault's): the window they set is
+	// unknown, so forget and prune's purge refuse while there are any.
+	Unreadable []string
+	// Lost says the vault has tombstones but no setting at all: tombstones
+	// are written only under a window, so its settings were deleted at
+	// the storage.
+	Lost bool
+}
+
+// ErrUnknownWindow refuses to delete by the soft-delete window while a
+// settings object cannot be read.
+var ErrUnknownWindow = errors.New("the soft-delete window is unknown")
+
+// checkWindowKnown fails closed when a setting could not be read: a
+// damaged setting (or one replaced by whoever can overwrite objects)
+// would otherwise shorten the window, or turn soft delete off, unseen.
+func (st *SoftDelete) checkWindowKnown(what string) error {
+	if st.Lost {
+		return fmt.Errorf("%s: %w: the vault has soft-deleted points (deleted/) but no soft-delete setting, so settings/ was deleted "+
+			"at the storage: set the window again ('lifeboat vault set --soft-delete DURATION'): %w", what, ErrUnknownWindow, chunk.ErrCorrupt)
+	}
+	if len(st.Unreadable) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s: %w: %s cannot be read (see the warnings): move it out of settings/ once 'lifeboat vault set' shows "+
+		"the window you want (a damaged setting sets nothing): %w", what, ErrUnknownWindow, strings.Join(st.Unreadable, ", "), chunk.ErrCorrupt)
 }
 
 func windowChanges(settings []vault.Setting) []policy.WindowChange {
@@ -42,13 +70,21 @@ func windowChanges(settings []vault.Setting) []policy.WindowChange {
 
 // SoftDeleteState reads the vault's soft-delete settings.
 func SoftDeleteState(ctx context.Context, v *vault.Vault) (*SoftDelete, error) {
-	settings, err := v.Settings(ctx)
+	settings, unreadable, err := v.SettingsChecked(ctx)
 	if err != nil {
 		return nil, err
 	}
 	now := v.Clock().Now()
 	ch := windowChanges(settings)
-	st := &SoftDelete{Window: policy.SoftDeleteWindow(ch, now), Settings: settings}
+	st := &SoftDelete{Window: policy.SoftDeleteWindow(ch, now), Settings: settings, Unreadable: unreadable}
+	if len(settings) == 0 && len(unreadable) == 0 {
+		errFound := errors.New("found")
+		err := v.Store().List(ctx, vault.KindDeleted+"/", func(blob.Info) error { return errFound })
+		if err != nil && !errors.Is(err, errFound) {
+			return nil, fmt.Errorf("looking for soft-deleted points: %w", err)
+		}
+		st.Lost = err != nil
+	}
 	if len(settings) > 0 {
 		last := settings[len(settings)-1]
 		st.Set, st.Effective = last.Window(), last.At()
@@ -198,11 +234,14 @@ func purgeDeleted(ctx context.Context, v *vault.Vault, dryRun bool) (purged map[
 	if err != nil || len(tombs) == 0 {
 		return nil, 0, err
 	}
-	settings, err := v.Settings(ctx)
+	st, err := SoftDeleteState(ctx, v)
 	if err != nil {
 		return nil, 0, err
 	}
-	now, ch := v.Clock().Now(), windowChanges(settings)
+	if err := st.checkWindowKnown("prune will not purge soft-deleted points"); err != nil {
+		return nil, 0, err
+	}
+	now, ch := v.Clock().Now(), windowChanges(st.Settings)
 	purged = map[chunk.ID]bool{}
 	for id, t := range tombs {
 		if now.Before(policy.PurgeAt(ch, t.At(), now)) {

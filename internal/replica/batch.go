@@ -166,8 +166,8 @@ func ReadHeader(r io.Reader) (Header, error) {
 	if n > 1<<20 {
 		return h, fmt.Errorf("%w: header length %d", ErrTorn, n)
 	}
-	js := make([]byte, n)
-	if _, err := io.ReadFull(r, js); err != nil {
+	js, err := readN(r, n)
+	if err != nil {
 		return h, fmt.Errorf("%w: header: %v", ErrTorn, err)
 	}
 	if err := json.Unmarshal(js, &h); err != nil {
@@ -200,8 +200,8 @@ func ReadBatch(r io.Reader) (Header, []Record, error) {
 	if n > 1<<20 {
 		return torn("header length", fmt.Errorf("%d", n))
 	}
-	js := make([]byte, n)
-	if _, err := io.ReadFull(cr, js); err != nil {
+	js, err := readN(cr, n)
+	if err != nil {
 		return torn("header", err)
 	}
 	if err := json.Unmarshal(js, &h); err != nil {
@@ -251,6 +251,20 @@ func ReadBatch(r io.Reader) (Header, []Record, error) {
 		return torn("trailer", errors.New("data after the checksum"))
 	}
 	return h, recs, nil
+}
+
+// readN reads exactly n bytes, allocating as they come rather than the n a
+// length field claims: a header of 12 bytes saying 1 MiB costs what it
+// holds.
+func readN(r io.Reader, n uint32) ([]byte, error) {
+	var b bytes.Buffer
+	if _, err := io.CopyN(&b, r, int64(n)); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return b.Bytes(), nil
 }
 
 // countReader counts and hashes what it returns.

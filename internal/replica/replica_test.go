@@ -15,7 +15,7 @@ import (
 
 var t0 = time.Date(2026, 12, 7, 1, 0, 0, 0, time.UTC)
 
-func batch(t *testing.T, h Header, recs func(*BatchWriter)) []byte {
+func batch(t testing.TB, h Header, recs func(*BatchWriter)) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	bw, err := NewBatchWriter(&buf, h)
@@ -285,5 +285,30 @@ func TestSeedConfined(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(filepath.Join(out, "a.raw")); !bytes.Equal(got, bytes.Repeat([]byte{9}, 1<<20)) {
 		t.Fatal("the seeded replica does not read as the seed")
+	}
+}
+
+// TestMachineStateRefused: a spec.json altered on the target's disk — a
+// disk name that leaves the machine's directory, or another machine's
+// spec — is refused when the store opens, naming it.
+func TestMachineStateRefused(t *testing.T) {
+	for name, spec := range map[string]string{
+		"path":  `{"machine":"m1","disks":[{"name":"../../x","size":4096}]}`,
+		"other": `{"machine":"m2","disks":[{"name":"a","size":4096}]}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			s, err := Open(dir, clock.NewFake(t0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Register(context.Background(), Spec{Machine: "m1", Disks: []DiskSpec{{Name: "a", Size: 4096}}}); err != nil {
+				t.Fatal(err)
+			}
+			os.WriteFile(filepath.Join(dir, "machines", "m1", "spec.json"), []byte(spec), 0o600)
+			if _, err := Open(dir, clock.NewFake(t0)); err == nil || !strings.Contains(err.Error(), "spec.json") {
+				t.Fatalf("opening with an altered spec.json: %v", err)
+			}
+		})
 	}
 }

@@ -166,6 +166,13 @@ func loadMachine(dir string) (*machine, error) {
 	if err := json.Unmarshal(data, &m.spec); err != nil {
 		return nil, fmt.Errorf("spec.json: %w", err)
 	}
+	// Its names become paths under dir: hold it to what Register accepted.
+	if err := m.spec.Validate(); err != nil {
+		return nil, fmt.Errorf("spec.json: %w", err)
+	}
+	if m.spec.Machine != filepath.Base(dir) {
+		return nil, fmt.Errorf("spec.json: %w: the spec of %q in the directory of %q", ErrInvalid, m.spec.Machine, filepath.Base(dir))
+	}
 	if data, err := os.ReadFile(filepath.Join(dir, "base.json")); err == nil {
 		if err := json.Unmarshal(data, &m.base); err != nil {
 			return nil, fmt.Errorf("base.json: %w", err)

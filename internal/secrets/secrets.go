@@ -106,12 +106,30 @@ func (f *File) load() (map[string]Credential, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the credentials file %s: %w", f.path, err)
 	}
+	vaults, err := parseFile(raw)
+	if err != nil {
+		return nil, fmt.Errorf("the credentials file %s is damaged or of another version: %w", f.path, err)
+	}
+	return vaults, nil
+}
+
+// parseFile reads a credentials file's content. Every credential in it
+// must pass Validate, as it did when Put kept it.
+func parseFile(raw []byte) (map[string]Credential, error) {
 	var doc struct {
 		Version int                   `json:"version"`
 		Vaults  map[string]Credential `json:"vaults"`
 	}
-	if err := json.Unmarshal(raw, &doc); err != nil || doc.Version != 1 {
-		return nil, fmt.Errorf("the credentials file %s is damaged or of another version (%v)", f.path, err)
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		return nil, err
+	}
+	if doc.Version != 1 {
+		return nil, fmt.Errorf("version %d", doc.Version)
+	}
+	for name, c := range doc.Vaults {
+		if err := c.Validate(); err != nil {
+			return nil, fmt.Errorf("vault %q: %w", name, err)
+		}
 	}
 	if doc.Vaults == nil {
 		doc.Vaults = map[string]Credential{}

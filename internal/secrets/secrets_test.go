@@ -40,6 +40,11 @@ func TestFile(t *testing.T) {
 	if _, _, err := f.Get("offsite"); err == nil {
 		t.Fatal("a damaged file was read")
 	}
+	// A setting Put would refuse, written into the file by other means.
+	os.WriteFile(path, []byte(`{"version":1,"vaults":{"offsite":{"password":"pw","s3":{"LD_PRELOAD":"/tmp/x.so"}}}}`), 0o600)
+	if _, _, err := f.Get("offsite"); err == nil {
+		t.Fatal("a credential holding a setting lifeboat does not keep was read")
+	}
 }
 
 func TestParseEnvFile(t *testing.T) {

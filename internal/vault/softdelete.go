@@ -34,6 +34,8 @@ type Setting struct {
 	ID chunk.ID `json:"-"`
 	// Stored is when the store wrote the object (blob.Info.Stored).
 	Stored time.Time `json:"-"`
+	// notBefore is when the setting before it counts from (Settings).
+	notBefore time.Time
 }
 
 // Window is the setting's soft-delete window.
@@ -41,8 +43,9 @@ func (s Setting) Window() time.Duration { return time.Duration(s.SoftDelete) * t
 
 // At is when the setting counts from: the later of its sealed time and the
 // store's time, so that a setting written with a backdated clock (by
-// whoever holds the passphrase) counts from when it was really stored.
-func (s Setting) At() time.Time { return later(s.Time, s.Stored) }
+// whoever holds the passphrase) counts from when it was really stored —
+// and no earlier than the setting sealed before it (Settings).
+func (s Setting) At() time.Time { return later(later(s.Time, s.Stored), s.notBefore) }
 
 // Tombstone marks a point soft-deleted: deleted/<hex point id>, sealed and
 // bound to the vault and the point. The point's own object stays until
@@ -85,12 +88,20 @@ func (v *Vault) SaveSetting(ctx context.Context, window time.Duration) (*Setting
 
 // Settings loads every settings object, oldest first. One that is not a
 // readable setting of this vault (planted, damaged, another vault's) is
-// skipped with a warning naming it: ignoring it can only leave a longer
-// window than it says, or none, as before it was written.
+// skipped with a warning naming it.
 func (v *Vault) Settings(ctx context.Context) ([]Setting, error) {
+	s, _, err := v.SettingsChecked(ctx)
+	return s, err
+}
+
+// SettingsChecked is Settings, and the names of the objects under
+// settings/ it skipped. What a skipped one said is unknown — it may have
+// been the newest, longest window — so whatever deletes by the window
+// (forget, prune's purge) must not go on while there is one.
+func (v *Vault) SettingsChecked(ctx context.Context) ([]Setting, []string, error) {
 	var out []Setting
 	var mu sync.Mutex
-	err := v.loadEach(ctx, KindSettings, "", func(ctx context.Context, id chunk.ID, i blob.Info) error {
+	skipped, err := v.loadEach(ctx, KindSettings, "", func(ctx context.Context, id chunk.ID, i blob.Info) error {
 		data, err := v.LoadObject(ctx, KindSettings, id)
 		if err != nil {
 			return err
@@ -109,15 +120,25 @@ func (v *Vault) Settings(ctx context.Context) ([]Setting, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("loading the vault's settings: %w", err)
+		return nil, nil, fmt.Errorf("loading the vault's settings: %w", err)
 	}
+	// In the order they were sealed (the time in them is authenticated):
+	// an old setting stored again — replayed by whoever can write
+	// objects, which moves its store date — keeps its place in the
+	// history instead of becoming the newest. Each counts from no earlier
+	// than the one before it, so the history stays in order; a setting
+	// sealed with a clock set back is placed early, and changes nothing
+	// the settings after it say.
 	sort.SliceStable(out, func(i, j int) bool {
-		if !out[i].At().Equal(out[j].At()) {
-			return out[i].At().Before(out[j].At())
+		if !out[i].Time.Equal(out[j].Time) {
+			return out[i].Time.Before(out[j].Time)
 		}
 		return out[i].Stored.Before(out[j].Stored)
 	})
-	return out, nil
+	for i := 1; i < len(out); i++ {
+		out[i].notBefore = out[i-1].At()
+	}
+	return out, skipped, nil
 }
 
 // tombstoneAAD binds a tombstone to the vault (in version 2) and its point.
@@ -158,7 +179,7 @@ func (v *Vault) DeleteTombstone(ctx context.Context, point chunk.ID) error {
 func (v *Vault) Tombstones(ctx context.Context) (map[chunk.ID]Tombstone, error) {
 	out := map[chunk.ID]Tombstone{}
 	var mu sync.Mutex
-	err := v.loadEach(ctx, KindDeleted, " (its point counts as not deleted)", func(ctx context.Context, point chunk.ID, i blob.Info) error {
+	_, err := v.loadEach(ctx, KindDeleted, " (its point counts as not deleted)", func(ctx context.Context, point chunk.ID, i blob.Info) error {
 		t, err := v.loadTombstone(ctx, ObjectName(KindDeleted, point), point)
 		if err != nil {
 			return err
@@ -197,31 +218,41 @@ func (v *Vault) loadTombstone(ctx context.Context, name string, point chunk.ID) 
 // loadEach calls load, 8 at a time, for every object under kind/ named
 // by an ID. An object gone meanwhile is passed over; one whose name is not
 // an ID, or that load finds unreadable, is skipped with a warning naming
-// it (and note); an error of the storage stops it.
-func (v *Vault) loadEach(ctx context.Context, kind, note string, load func(ctx context.Context, id chunk.ID, i blob.Info) error) error {
+// it (and note) and returned; an error of the storage stops it.
+func (v *Vault) loadEach(ctx context.Context, kind, note string, load func(ctx context.Context, id chunk.ID, i blob.Info) error) ([]string, error) {
 	var infos []blob.Info
+	var skipped []string
+	var mu sync.Mutex
+	skip := func(name, why string) {
+		v.Warn(fmt.Sprintf("skipping %q%s: %s", name, note, why))
+		mu.Lock()
+		skipped = append(skipped, name)
+		mu.Unlock()
+	}
 	err := v.store.List(ctx, kind+"/", func(i blob.Info) error {
 		if id, err := chunk.ParseID(strings.TrimPrefix(i.Name, kind+"/")); err != nil || ObjectName(kind, id) != i.Name {
-			v.Warn(fmt.Sprintf("skipping %q%s: not an ID", i.Name, note))
+			skip(i.Name, "not an ID")
 		} else {
 			infos = append(infos, i)
 		}
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return Parallel(ctx, 8, infos, func(ctx context.Context, i blob.Info) error {
+	err = Parallel(ctx, 8, infos, func(ctx context.Context, i blob.Info) error {
 		id, _ := chunk.ParseID(strings.TrimPrefix(i.Name, kind+"/"))
 		switch err := load(ctx, id, i); {
 		case err == nil, blob.IsNotExist(err):
 		case unreadable(err):
-			v.Warn(fmt.Sprintf("skipping %q%s: %v", i.Name, note, err))
+			skip(i.Name, err.Error())
 		default:
 			return err
 		}
 		return nil
 	})
+	sort.Strings(skipped)
+	return skipped, err
 }
 
 // unreadable reports whether err is about an object's content rather than

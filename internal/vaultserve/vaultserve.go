@@ -143,7 +143,8 @@ func (h *handler) get(w http.ResponseWriter, r *http.Request, name string) {
 	w.Write(data)
 }
 
-// parseRange reads "bytes=A-B" with 0 <= A <= B.
+// parseRange reads "bytes=A-B" with 0 <= A <= B, and B-A+1 (the length)
+// an int64.
 func parseRange(s string) (from, to int64, ok bool) {
 	spec, found := strings.CutPrefix(s, "bytes=")
 	a, b, found2 := strings.Cut(spec, "-")
@@ -152,7 +153,7 @@ func parseRange(s string) (from, to int64, ok bool) {
 	}
 	from, err1 := strconv.ParseInt(a, 10, 64)
 	to, err2 := strconv.ParseInt(b, 10, 64)
-	if err1 != nil || err2 != nil || from < 0 || to < from {
+	if err1 != nil || err2 != nil || from < 0 || to < from || to-from == 1<<63-1 {
 		return 0, 0, false
 	}
 	return from, to, true
