@@ -132,9 +132,6 @@ the terminal. The key slot keeps its name (vault key list).`,
 			if err != nil {
 				return err
 			}
-			if err := vault.CheckNewPassphrase(np); err != nil {
-				return err
-			}
 			v, err := a.open(cmd.Context())
 			if err != nil {
 				return err
@@ -196,27 +193,8 @@ func diskSpecs(values []string, def *recovery.Definition) (names, paths []string
 	return names, paths, nil
 }
 
-type pointOut struct {
-	ID          string               `json:"id"`
-	Short       string               `json:"short_id"`
-	Machine     string               `json:"machine"`
-	Time        time.Time            `json:"time"`
-	Consistency recovery.Consistency `json:"consistency"`
-	Host        string               `json:"host"`
-	Parent      string               `json:"parent,omitempty"`
-	Tags        []string             `json:"tags,omitempty"`
-	Notes       []string             `json:"notes,omitempty"`
-	Size        int64                `json:"size"`
-	Disks       []recovery.Disk      `json:"disks"`
-	Stats       recovery.Stats       `json:"stats"`
-	// Drill is the point's latest drill (lifeboat drill), if any.
-	Drill *drill.Result `json:"drill,omitempty"`
-}
-
-func pointJSON(p *recovery.Point) pointOut {
-	return pointOut{ID: p.ID.String(), Short: p.ID.Short(), Machine: p.Machine, Time: p.Time, Consistency: p.Consistency,
-		Host: p.Host, Parent: p.Parent, Tags: p.Tags, Notes: p.Notes, Size: p.Size(), Disks: p.Disks, Stats: p.Stats}
-}
+// pointJSON is a point as points --json shows it.
+var pointJSON = job.PointOf
 
 func (a *app) pointsCommand() *cobra.Command {
 	var machine string
@@ -275,40 +253,24 @@ or forgot), newest first, without opening the vault.`,
 			if err != nil {
 				return err
 			}
-			points, err := recovery.List(cmd.Context(), v)
+			out, points, err := job.ListPoints(cmd.Context(), v, machine, a.jobEnv())
 			if err != nil {
 				return err
 			}
 			a.checkSeen(v, points)
-			drills := a.drills(cmd.Context(), v)
-			out := []pointOut{}
-			for _, p := range points {
-				if machine == "" || p.Machine == machine {
-					po := pointJSON(p)
-					po.Drill = drills[po.ID]
-					out = append(out, po)
-				}
-			}
 			if a.jsonOut {
 				return a.printJSON(out)
 			}
-			tw := tabwriter.NewWriter(a.env.Stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tTIME\tMACHINE\tCONSISTENCY\tDISKS\tSIZE\tNEW\tCHANGES\tPROVEN\tNOTES")
 			cut := false
-			for _, p := range out {
-				var newBytes int64
-				var names []string
-				for _, d := range p.Disks {
-					newBytes += d.Stats.NewBytes
-					names = append(names, d.Name)
+			a.table("ID\tTIME\tMACHINE\tCONSISTENCY\tDISKS\tSIZE\tNEW\tCHANGES\tPROVEN\tNOTES", func(tw *tabwriter.Writer) {
+				for _, p := range out {
+					pt := recovery.Point{Disks: p.Disks, Notes: p.Notes}
+					note, c := pt.NoteSummary(60)
+					cut = cut || c
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Short, when(p.Time), p.Machine, p.Consistency,
+						strings.Join(p.DiskNames(), ","), size(p.Size), size(p.NewBytes()), pt.ChangeSummary(), drill.Summary(p.Drill, a.env.Clock.Now()), note)
 				}
-				pt := recovery.Point{Disks: p.Disks, Notes: p.Notes}
-				note, c := pt.NoteSummary(60)
-				cut = cut || c
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Short, p.Time.Local().Format("2006-01-02 15:04:05"), p.Machine,
-					p.Consistency, strings.Join(names, ","), size(p.Size), size(newBytes), pt.ChangeSummary(), drill.Summary(p.Drill, a.env.Clock.Now()), note)
-			}
-			tw.Flush()
+			})
 			if cut && !a.quiet {
 				fmt.Fprintln(a.env.Stderr, "notes are shortened: points --json shows them in full")
 			}

@@ -1,16 +1,14 @@
 package cli
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
+	"lifeboat/internal/location"
 	"lifeboat/internal/vault"
 )
 
@@ -86,17 +84,10 @@ terminal. Nothing is re-encrypted.`,
 			if err != nil {
 				return err
 			}
-			if err := vault.CheckNewPassphrase(np); err != nil {
-				return err
-			}
 			if err := v.AddKey(cmd.Context(), name, np); err != nil {
 				return err
 			}
-			if a.jsonOut {
-				return a.printJSON(map[string]any{"added": name, "generation": v.Generation()})
-			}
-			a.infof("added key slot %s\n", name)
-			return nil
+			return a.emit(map[string]any{"added": name, "generation": v.Generation()}, func() { a.infof("added key slot %s\n", name) })
 		},
 	}
 	add.Flags().StringVar(&name, "name", "", "name of the new key slot (required)")
@@ -124,14 +115,10 @@ is sealed with a data key the removed slot never held (docs/security.md).`,
 			if err != nil {
 				return err
 			}
-			if a.jsonOut {
-				return a.printJSON(map[string]any{"removed": gone})
-			}
-			for _, k := range gone {
-				a.infof("removed key slot %s (%s)\n", k.Name, k.Object)
-			}
-			a.infof("to keep it from reading what is written from now on, also run 'lifeboat vault rekey'\n")
-			return nil
+			return a.emit(map[string]any{"removed": gone}, func() {
+				a.printRemoved(gone)
+				a.infof("to keep it from reading what is written from now on, also run 'lifeboat vault rekey'\n")
+			})
 		},
 	}
 	remove.Flags().BoolVar(&force, "force", false, "remove the key slot even if it is the one the passphrase opened")
@@ -167,14 +154,10 @@ written after the rekey. Vault copies take the new key on their next
 			if err != nil {
 				return err
 			}
-			if a.jsonOut {
-				return a.printJSON(res)
-			}
-			for _, k := range res.Removed {
-				a.infof("removed key slot %s (%s)\n", k.Name, k.Object)
-			}
-			a.infof("rekeyed: new objects are sealed with data key generation %d; key slot %s holds every generation\n", res.Generation, res.Key)
-			return nil
+			return a.emit(res, func() {
+				a.printRemoved(res.Removed)
+				a.infof("rekeyed: new objects are sealed with data key generation %d; key slot %s holds every generation\n", res.Generation, res.Key)
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "remove the other key slots, which cannot receive the new key")
@@ -189,52 +172,26 @@ func (a *app) infof(format string, args ...any) {
 }
 
 // newPassphrase reads a new passphrase from file, else LIFEBOAT_NEW_PASSWORD,
-// else asks for it twice on the terminal.
-func (a *app) newPassphrase(file string) ([]byte, error) {
-	if file != "" {
-		return a.readPasswordFile("--new-password-file", file)
+// else asks for it twice on the terminal; it must be strong enough.
+func (a *app) newPassphrase(file string) (p []byte, err error) {
+	switch {
+	case file != "":
+		p, err = a.readPasswordFile("--new-password-file", file)
+	case a.env.Getenv("LIFEBOAT_NEW_PASSWORD") != "":
+		p = []byte(a.env.Getenv("LIFEBOAT_NEW_PASSWORD"))
+	default:
+		if p, err = location.AskNew(os.Stdin, a.env.Stderr); errors.Is(err, location.ErrInvalid) {
+			err = usageError{err}
+		}
 	}
-	if p := a.env.Getenv("LIFEBOAT_NEW_PASSWORD"); p != "" {
-		return []byte(p), nil
-	}
-	if _, err := unix.IoctlGetTermios(int(os.Stdin.Fd()), unix.TCGETS); err != nil {
-		return nil, usageError{errors.New("no new passphrase: use --new-password-file or LIFEBOAT_NEW_PASSWORD (or run on a terminal to be asked)")}
-	}
-	p1, err := a.prompt("new passphrase: ")
 	if err != nil {
 		return nil, err
 	}
-	p2, err := a.prompt("the same again: ")
-	if err != nil {
-		return nil, err
-	}
-	if p1 != p2 {
-		return nil, usageError{errors.New("the two passphrases differ")}
-	}
-	if p1 == "" {
-		return nil, usageError{errors.New("empty passphrase")}
-	}
-	return []byte(p1), nil
+	return p, vault.CheckNewPassphrase(p)
 }
 
-// prompt reads a line from the terminal on stdin with echo off.
-func (a *app) prompt(msg string) (string, error) {
-	fd := int(os.Stdin.Fd())
-	old, err := unix.IoctlGetTermios(fd, unix.TCGETS)
-	if err != nil {
-		return "", fmt.Errorf("reading the terminal: %w", err)
+func (a *app) printRemoved(gone []vault.KeyInfo) {
+	for _, k := range gone {
+		a.infof("removed key slot %s (%s)\n", k.Name, k.Object)
 	}
-	quiet := *old
-	quiet.Lflag &^= unix.ECHO
-	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &quiet); err != nil {
-		return "", fmt.Errorf("turning the terminal's echo off: %w", err)
-	}
-	defer unix.IoctlSetTermios(fd, unix.TCSETS, old)
-	fmt.Fprint(a.env.Stderr, msg)
-	line, err := bufio.NewReader(os.Stdin).ReadString('\n')
-	fmt.Fprintln(a.env.Stderr)
-	if err != nil {
-		return "", fmt.Errorf("reading the passphrase: %w", err)
-	}
-	return strings.TrimRight(line, "\r\n"), nil
 }

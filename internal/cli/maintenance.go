@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -134,50 +133,24 @@ append-only ones they refuse before changing anything.`,
 			if err != nil {
 				return err
 			}
-			f, err := job.RunForget(cmd.Context(), v, spec, job.Env{Seen: a.book(), Warn: func(s string) { a.warnf("%s", s) }})
+			f, err := job.RunForget(cmd.Context(), v, spec, job.Env{Seen: a.book(), Warn: a.warn})
 			if err != nil {
 				return err
 			}
 			res, pr := f.ForgetResult, f.Prune
 			if a.jsonOut {
-				type dec struct {
-					ID      string   `json:"id"`
-					Machine string   `json:"machine"`
-					Time    string   `json:"time"`
-					Keep    bool     `json:"keep"`
-					Reasons []string `json:"reasons"`
-				}
-				out := []dec{}
+				return a.printJSON(f.Report(dryRun))
+			}
+			a.table("ID\tTIME\tMACHINE\tDECISION\tREASONS", func(tw *tabwriter.Writer) {
 				for _, d := range res.Decisions {
-					out = append(out, dec{d.Point.ID, d.Point.Machine, d.Point.Time.Format("2006-01-02T15:04:05Z07:00"), d.Keep, d.Reasons})
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Point.ID[:12], when(d.Point.Time),
+						d.Point.Machine, map[bool]string{true: "keep", false: "remove"}[d.Keep], strings.Join(d.Reasons, ","))
 				}
-				return a.printJSON(map[string]any{"decisions": out, "removed": len(res.Removed), "dry_run": dryRun, "prune": pr,
-					"soft_delete_seconds": int64(res.SoftDelete / time.Second),
-					"locked": res.Locked, "locks_extended": res.LocksExtended})
-			}
-			tw := tabwriter.NewWriter(a.env.Stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tTIME\tMACHINE\tDECISION\tREASONS")
-			for _, d := range res.Decisions {
-				what := "remove"
-				if d.Keep {
-					what = "keep"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Point.ID[:12], d.Point.Time.Local().Format("2006-01-02 15:04:05"),
-					d.Point.Machine, what, strings.Join(d.Reasons, ","))
-			}
-			tw.Flush()
-			verb := "removed"
+			})
 			if dryRun {
-				verb = "would remove"
-				n := 0
-				for _, d := range res.Decisions {
-					if !d.Keep {
-						n++
-					}
-				}
-				a.printf("%s %d point(s)\n", verb, n)
+				a.printf("would remove %d point(s)\n", f.Removing())
 			} else {
-				a.printf("%s %d point(s)\n", verb, len(res.Removed))
+				a.printf("removed %d point(s)\n", len(res.Removed))
 				a.printLocked(res)
 			}
 			if res.SoftDelete > 0 && len(res.Removed) > 0 {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -14,7 +13,6 @@ import (
 
 	"lifeboat/internal/api"
 	"lifeboat/internal/boot"
-	"lifeboat/internal/drill"
 	"lifeboat/internal/job"
 	"lifeboat/internal/mount"
 	"lifeboat/internal/recovery"
@@ -67,7 +65,7 @@ Works with any vault, directory or S3, and with a vault copy (give the copy as
 			if err != nil {
 				return err
 			}
-			return job.RunExport(ctx, v, spec, job.Env{Warn: func(s string) { a.warnf("%s", s) }}, func(x *job.Exporting) {
+			return job.RunExport(ctx, v, spec, a.jobEnv(), func(x *job.Exporting) {
 				if a.jsonOut {
 					a.printJSON(x)
 					return
@@ -176,35 +174,18 @@ powers off, lifeboat exits.`,
 				if a.jsonOut {
 					return a.printJSON(map[string]any{"argv": argv})
 				}
-				a.printf("%s\n", shellQuote(argv))
+				a.printf("%s\n", boot.ShellQuote(argv))
 				return nil
 			}
-			if runDir == "" {
-				if runDir, err = os.MkdirTemp("", "lifeboat-"+def.Name+"-"); err != nil {
-					return err
-				}
-				defer os.RemoveAll(runDir)
+			err = boot.Run(ctx, def, opts, runDir, a.env.Stderr, func(m *boot.Machine) {
+				a.emit(map[string]any{"machine": def.Name, "pid": m.PID, "qmp": m.QMPSocket, "guest_agent": m.GuestAgentSocket}, func() {
+					a.printf("machine\t%s\npid\t%d\nqmp\t%s\nguest-agent\t%s\n", def.Name, m.PID, m.QMPSocket, m.GuestAgentSocket)
+				})
+			})
+			if errors.Is(err, boot.ErrInvalid) {
+				return usageError{err}
 			}
-			m, _, err := boot.Launch(ctx, def, opts, runDir, a.env.Stderr, false)
-			if err != nil {
-				if errors.Is(err, boot.ErrInvalid) {
-					return usageError{err}
-				}
-				return err
-			}
-			if a.jsonOut {
-				a.printJSON(map[string]any{"machine": def.Name, "pid": m.PID, "qmp": m.QMPSocket, "guest_agent": m.GuestAgentSocket})
-			} else {
-				a.printf("machine\t%s\npid\t%d\nqmp\t%s\nguest-agent\t%s\n", def.Name, m.PID, m.QMPSocket, m.GuestAgentSocket)
-			}
-			select {
-			case <-m.Done():
-				return m.Err()
-			case <-ctx.Done():
-				sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-				defer cancel()
-				return m.Stop(sctx)
-			}
+			return err
 		},
 	}
 	f := cmd.Flags()
@@ -227,19 +208,6 @@ func startFlags(f *pflag.FlagSet, opts *boot.Options) {
 	f.StringVar(&opts.Append, "append", "", "with --kernel: its command line")
 	f.StringVar(&opts.UEFICode, "uefi-code", "", "UEFI firmware for firmware uefi (default "+boot.DefaultUEFICode+")")
 	f.StringVar(&opts.QEMU, "qemu", "", "the emulator (default "+boot.DefaultQEMU+")")
-}
-
-// shellQuote joins argv as a shell would read it back.
-func shellQuote(argv []string) string {
-	out := make([]string, len(argv))
-	for i, s := range argv {
-		if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_=./:,@+") == "" {
-			out[i] = s
-			continue
-		}
-		out[i] = "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-	}
-	return strings.Join(out, " ")
 }
 
 // instantFlags are restore's flags for an instant restore.
@@ -277,9 +245,7 @@ func (a *app) runInstant(cmd *cobra.Command, f *instantFlags, spec job.InstantRe
 		spec.StreamSpeed = int64(n)
 	}
 	spec.WaitGuest = f.waitGuest
-	b := f.boot
-	spec.Boot = job.Boot{Accel: b.Accel, Network: b.Network, VNC: b.VNC, SerialLog: b.SerialLog, Kernel: b.Kernel,
-		Initrd: b.Initrd, Append: b.Append, UEFICode: b.UEFICode, QEMU: b.QEMU}
+	spec.Boot = job.BootOf(f.boot)
 	if spec.Boot.SerialLog != "" {
 		spec.Boot.SerialLog = absPath(spec.Boot.SerialLog)
 	}
@@ -292,7 +258,7 @@ func (a *app) runInstant(cmd *cobra.Command, f *instantFlags, spec job.InstantRe
 	}
 	pb := newBar(a.env.Stderr, "copy "+spec.Machine, !a.quiet && !a.jsonOut)
 	start := a.env.Clock.Now()
-	res, err := job.RunInstantRestore(ctx, v, spec, job.Env{Warn: func(s string) { a.warnf("%s", s) }}, job.InstantHooks{
+	res, err := job.RunInstantRestore(ctx, v, spec, a.jobEnv(), job.InstantHooks{
 		Started: func(in *job.Instant) {
 			if a.quiet || a.jsonOut {
 				return
@@ -397,7 +363,7 @@ The boot flags of lifeboat start apply (--accel, --kernel, --initrd, --append,
 			if err != nil {
 				return err
 			}
-			res, err := job.RunDrill(ctx, v, spec, job.Env{Warn: func(s string) { a.warnf("%s", s) }})
+			res, err := job.RunDrill(ctx, v, spec, a.jobEnv())
 			if res == nil {
 				return err
 			}
@@ -450,16 +416,6 @@ func (a *app) instantStatus(dir string) error {
 	return nil
 }
 
-// drills returns the latest drill of each point of v by point ID; an
-// unreadable drill result is skipped with a warning.
-func (a *app) drills(ctx context.Context, v *vault.Vault) map[string]*drill.Result {
-	results, err := drill.List(ctx, v, func(s string) { a.warnf("%s", s) })
-	if err != nil {
-		a.warnf("drill results: %v", err)
-	}
-	return drill.Latest(results)
-}
-
 func (a *app) mountCommand() *cobra.Command {
 	var spec job.Mount
 	cmd := &cobra.Command{
@@ -493,7 +449,7 @@ mount) and /dev/fuse.`,
 			if err != nil {
 				return err
 			}
-			return job.RunMount(ctx, v, spec, job.Env{Warn: func(s string) { a.warnf("%s", s) }}, func(p *recovery.Point, fs *mount.FS) {
+			return job.RunMount(ctx, v, spec, a.jobEnv(), func(p *recovery.Point, fs *mount.FS) {
 				if a.jsonOut {
 					a.printJSON(map[string]any{"point": p.ID.String(), "disks": fs.Disks, "mounted": fs.Mounted, "skipped": fs.Skipped})
 					return

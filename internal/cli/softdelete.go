@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"lifeboat/internal/job"
 	"lifeboat/internal/maintenance"
 	"lifeboat/internal/policy"
 )
@@ -112,21 +113,7 @@ func (a *app) vaultSettingsCommand() *cobra.Command {
 
 func (a *app) printSoftDelete(st *maintenance.SoftDelete) error {
 	if a.jsonOut {
-		type setting struct {
-			Time   time.Time `json:"time"`
-			Host   string    `json:"host"`
-			Window int64     `json:"soft_delete_seconds"`
-		}
-		history := []setting{}
-		for _, s := range st.Settings {
-			history = append(history, setting{s.At(), s.Host, s.SoftDelete})
-		}
-		out := map[string]any{"soft_delete_seconds": int64(st.Window / time.Second),
-			"set_seconds": int64(st.Set / time.Second), "settings": history}
-		if len(st.Settings) > 0 {
-			out["effective"] = st.Effective
-		}
-		return a.printJSON(out)
+		return a.printJSON(job.SoftDeleteOf(st))
 	}
 	a.printf("soft delete: %s\n", windowText(st.Window))
 	if len(st.Settings) == 0 {
@@ -151,17 +138,7 @@ func (a *app) pointsDeleted(ctx context.Context, machine string) error {
 		return err
 	}
 	if a.jsonOut {
-		type out struct {
-			pointOut
-			Deleted   time.Time `json:"deleted"`
-			PurgeAt   time.Time `json:"purge_at"`
-			DeletedBy string    `json:"deleted_by"`
-		}
-		res := []out{}
-		for _, d := range deleted {
-			res = append(res, out{pointJSON(d.Point), d.Deleted, d.PurgeAt, d.Host})
-		}
-		return a.printJSON(res)
+		return a.printJSON(job.DeletedOf(deleted))
 	}
 	a.table("ID\tTIME\tMACHINE\tCONSISTENCY\tSIZE\tDELETED\tPURGED AFTER\tBY", func(w *tabwriter.Writer) {
 		for _, d := range deleted {
@@ -201,11 +178,7 @@ listed, restored and copied again like any other point. POINT is an ID prefix
 			if err != nil {
 				return err
 			}
-			if a.jsonOut {
-				return a.printJSON(pointJSON(p))
-			}
-			a.printf("undeleted point %s of %s (%s)\n", p.ID.Short(), p.Machine, when(p.Time))
-			return nil
+			return a.emit(pointJSON(p), func() { a.printf("undeleted point %s of %s (%s)\n", p.ID.Short(), p.Machine, when(p.Time)) })
 		},
 	}
 	cmd.Flags().StringVar(&machine, "machine", "", "the point's machine (required)")
