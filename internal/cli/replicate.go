@@ -515,7 +515,9 @@ lifeboat failover --machine NAME-dr --planned --suffix none.`,
 			if err != nil {
 				return notFound(err)
 			}
-			return a.emit(got, func() { a.printf("%s replicates to %s once lifeboat replicate run --machine %s runs\n", got.Name, back, got.Name) })
+			return a.emit(got, func() {
+				a.printf("%s replicates to %s once lifeboat replicate run --machine %s runs\n", got.Name, back, got.Name)
+			})
 		},
 	}
 	f := cmd.Flags()

@@ -149,5 +149,5 @@ func (f *Forgotten) Report(dryRun bool) map[string]any {
 	}
 	return map[string]any{"decisions": out, "removed": len(f.Removed), "dry_run": dryRun, "prune": f.Prune,
 		"soft_delete_seconds": int64(f.SoftDelete / time.Second),
-		"locked": f.Locked, "locks_extended": f.LocksExtended}
+		"locked":              f.Locked, "locks_extended": f.LocksExtended}
 }

@@ -79,4 +79,3 @@ func PrefixedEnv(prefix string, getenv func(string) string) func(string) string 
 		return getenv(k)
 	}
 }
-
