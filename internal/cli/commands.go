@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -150,8 +149,6 @@ the terminal. The key slot keeps its name (vault key list).`,
 	return cmd
 }
 
-// diskSpecs turns --disk values into names and paths: NAME=PATH, or PATH
-// named by the definition's disks in order, or by the file's base name.
 // restoreFlagError names the restore flag behind a spec's invalid field.
 func restoreFlagError(err error) error {
 	var ie *job.InvalidError
@@ -168,29 +165,15 @@ func restoreFlagError(err error) error {
 	return err
 }
 
+// diskSpecs is job.DiskSpecs of --disk values; two disks of one name are a
+// usage error.
 func diskSpecs(values []string, def *recovery.Definition) (names, paths []string, err error) {
-	seen := map[string]bool{}
-	for i, v := range values {
-		name, path := "", v
-		if k, p, ok := strings.Cut(v, "="); ok && recovery.ValidName("disk", k) == nil {
-			name, path = k, p
-		} else if def != nil && i < len(def.Disks) {
-			name = def.Disks[i].Name
-		} else {
-			base := filepath.Base(path)
-			name = strings.TrimSuffix(base, filepath.Ext(base))
-			if recovery.ValidName("disk", name) != nil {
-				name = fmt.Sprintf("disk%d", i)
-			}
-		}
-		if seen[name] {
-			return nil, nil, usageError{fmt.Errorf("two disks are named %q: name them with --disk NAME=PATH", name)}
-		}
-		seen[name] = true
-		names = append(names, name)
-		paths = append(paths, path)
+	names, paths, err = job.DiskSpecs(values, def)
+	var ie *job.InvalidError
+	if errors.As(err, &ie) {
+		return nil, nil, usageError{errors.New(ie.Reason)}
 	}
-	return names, paths, nil
+	return names, paths, err
 }
 
 // pointJSON is a point as points --json shows it.

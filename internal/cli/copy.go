@@ -81,7 +81,8 @@ func (f *copyOfFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.passwordFile, "from-password-file", "", "with --copy-of: the source vault's passphrase (env LIFEBOAT_FROM_PASSWORD; default: the new vault's)")
 }
 
-// initCopyOf creates the vault at store as a copy of the --copy-of vault.
+// initCopyOf creates the vault at store as a copy of the --copy-of vault
+// (vault init maps its errors).
 func (a *app) initCopyOf(cmd *cobra.Command, f *copyOfFlags, store blob.Store, pw []byte, opts vault.Options) (*vault.Vault, error) {
 	if cmd.Flags().Changed("chunk-size") || cmd.Flags().Changed("compression") {
 		return nil, usageError{errors.New("--chunk-size and --compression come from the source vault with --copy-of")}
@@ -90,14 +91,7 @@ func (a *app) initCopyOf(cmd *cobra.Command, f *copyOfFlags, store blob.Store, p
 	if err != nil {
 		return nil, err
 	}
-	v, err := vault.InitCopyOf(cmd.Context(), store, pw, src, opts)
-	if err != nil {
-		if errors.Is(err, vault.ErrVaultExists) {
-			return nil, usageError{err}
-		}
-		return nil, err
-	}
-	return v, nil
+	return vault.InitCopyOf(cmd.Context(), store, pw, src, opts)
 }
 
 func (a *app) vaultCopyCommand() *cobra.Command {

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -30,12 +31,8 @@ each wraps, and which one the passphrase given opened (*). A slot below the
 vault's newest generation reads only what was written before the rekey that
 left it behind, and cannot write.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			v, err := a.open(cmd.Context())
-			if err != nil {
-				return err
-			}
-			keys, err := v.Keys(cmd.Context())
+		RunE: a.withVault(func(ctx context.Context, v *vault.Vault, args []string) error {
+			keys, err := v.Keys(ctx)
 			if err != nil {
 				return err
 			}
@@ -59,7 +56,7 @@ left it behind, and cannot write.`,
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", mark, k.Name, created, gen, k.Object)
 			}
 			return tw.Flush()
-		},
+		}),
 	}
 	var name, newFile string
 	add := &cobra.Command{
@@ -106,12 +103,8 @@ with the data keys it wraps, including what is written later. Run
 'lifeboat vault rekey' after removing it, so that what is written from then on
 is sealed with a data key the removed slot never held (docs/security.md).`,
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			v, err := a.open(cmd.Context())
-			if err != nil {
-				return err
-			}
-			gone, err := v.RemoveKey(cmd.Context(), args[0], force)
+		RunE: a.withVault(func(ctx context.Context, v *vault.Vault, args []string) error {
+			gone, err := v.RemoveKey(ctx, args[0], force)
 			if err != nil {
 				return err
 			}
@@ -119,7 +112,7 @@ is sealed with a data key the removed slot never held (docs/security.md).`,
 				a.printRemoved(gone)
 				a.infof("to keep it from reading what is written from now on, also run 'lifeboat vault rekey'\n")
 			})
-		},
+		}),
 	}
 	remove.Flags().BoolVar(&force, "force", false, "remove the key slot even if it is the one the passphrase opened")
 	cmd.AddCommand(list, add, remove)
@@ -145,12 +138,8 @@ removed, even by someone who kept a copy of the slot, cannot read anything
 written after the rekey. Vault copies take the new key on their next
 'lifeboat vault copy'. See docs/security.md, "Keys and revocation".`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			v, err := a.open(cmd.Context())
-			if err != nil {
-				return err
-			}
-			res, err := v.Rekey(cmd.Context(), force)
+		RunE: a.withVault(func(ctx context.Context, v *vault.Vault, args []string) error {
+			res, err := v.Rekey(ctx, force)
 			if err != nil {
 				return err
 			}
@@ -158,7 +147,7 @@ written after the rekey. Vault copies take the new key on their next
 				a.printRemoved(res.Removed)
 				a.infof("rekeyed: new objects are sealed with data key generation %d; key slot %s holds every generation\n", res.Generation, res.Key)
 			})
-		},
+		}),
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "remove the other key slots, which cannot receive the new key")
 	return cmd

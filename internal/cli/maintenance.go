@@ -2,6 +2,7 @@ package cli
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"lifeboat/internal/api"
@@ -14,6 +15,7 @@ import (
 	"lifeboat/internal/job"
 	"lifeboat/internal/maintenance"
 	"lifeboat/internal/policy"
+	"lifeboat/internal/vault"
 )
 
 func (a *app) verifyCommand() *cobra.Command {
@@ -219,16 +221,12 @@ it leaves it, and the packs a locked index object names, and reports how many
 stay and the earliest date one may go. It also removes the session markers that
 backups with append-only credentials could not delete.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			v, err := a.open(cmd.Context())
-			if err != nil {
-				return err
-			}
+		RunE: a.withVault(func(ctx context.Context, v *vault.Vault, args []string) error {
 			opts := maintenance.PruneOptions{DryRun: dryRun}
 			if !a.quiet && !a.jsonOut {
 				opts.Log = func(s string) { fmt.Fprintf(a.env.Stderr, "prune: %s\n", s) }
 			}
-			rep, err := maintenance.Prune(cmd.Context(), v, opts)
+			rep, err := maintenance.Prune(ctx, v, opts)
 			if err != nil {
 				return err
 			}
@@ -242,7 +240,7 @@ backups with append-only credentials could not delete.`,
 			}
 			a.printPrune(rep)
 			return nil
-		},
+		}),
 	}
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "show what would be deleted, delete nothing")
 	return cmd

@@ -7,7 +7,10 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/spf13/cobra"
+
 	"lifeboat/internal/job"
+	"lifeboat/internal/vault"
 )
 
 // Helpers for what many commands do alike.
@@ -34,4 +37,16 @@ func (a *app) logger() *slog.Logger { return slog.New(slog.NewTextHandler(a.env.
 // until stopped.
 func foreground(ctx context.Context) (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+}
+
+// withVault is a RunE that opens the vault (--vault and the passphrase)
+// and runs run on it.
+func (a *app) withVault(run func(ctx context.Context, v *vault.Vault, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		v, err := a.open(cmd.Context())
+		if err != nil {
+			return err
+		}
+		return run(cmd.Context(), v, args)
+	}
 }

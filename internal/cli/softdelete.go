@@ -12,6 +12,7 @@ import (
 	"lifeboat/internal/job"
 	"lifeboat/internal/maintenance"
 	"lifeboat/internal/policy"
+	"lifeboat/internal/vault"
 )
 
 // softDeleteHelp is said wherever the window is set.
@@ -97,17 +98,13 @@ func (a *app) vaultSettingsCommand() *cobra.Command {
 			"change of the window: when (by the storage's clock when it is later than the writer's) and\n" +
 			"from which host.\n\n" + softDeleteHelp,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			v, err := a.open(cmd.Context())
-			if err != nil {
-				return err
-			}
-			st, err := maintenance.SoftDeleteState(cmd.Context(), v)
+		RunE: a.withVault(func(ctx context.Context, v *vault.Vault, args []string) error {
+			st, err := maintenance.SoftDeleteState(ctx, v)
 			if err != nil {
 				return err
 			}
 			return a.printSoftDelete(st)
-		},
+		}),
 	}
 }
 
