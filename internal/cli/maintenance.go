@@ -235,11 +235,7 @@ backups with append-only credentials could not delete.`,
 					a.warnf("%s", w)
 				}
 			}
-			if a.jsonOut {
-				return a.printJSON(rep)
-			}
-			a.printPrune(rep)
-			return nil
+			return a.emit(rep, func() { a.printPrune(rep) })
 		}),
 	}
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "show what would be deleted, delete nothing")

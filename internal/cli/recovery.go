@@ -171,11 +171,7 @@ powers off, lifeboat exits.`,
 				if err != nil {
 					return usageError{err}
 				}
-				if a.jsonOut {
-					return a.printJSON(map[string]any{"argv": argv})
-				}
-				a.printf("%s\n", boot.ShellQuote(argv))
-				return nil
+				return a.emit(map[string]any{"argv": argv}, func() { a.printf("%s\n", boot.ShellQuote(argv)) })
 			}
 			err = boot.Run(ctx, def, opts, runDir, a.env.Stderr, func(m *boot.Machine) {
 				a.emit(map[string]any{"machine": def.Name, "pid": m.PID, "qmp": m.QMPSocket, "guest_agent": m.GuestAgentSocket}, func() {

@@ -26,6 +26,18 @@ func (a *app) replicationConfig() (*replicate.Config, error) {
 	return replicate.OpenConfig(dir), nil
 }
 
+// withReplication is a RunE that runs run with this host's replication
+// settings.
+func (a *app) withReplication(run func(cmd *cobra.Command, args []string, cfg *replicate.Config) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		cfg, err := a.replicationConfig()
+		if err != nil {
+			return err
+		}
+		return run(cmd, args, cfg)
+	}
+}
+
 // siteClient is the client of machine's site (its target, or site),
 // --machine required.
 func (a *app) siteClient(machine, site string) (*replicate.Client, error) {
@@ -118,28 +130,20 @@ accepted for loopback addresses only; use https:// otherwise. Adding a site of
 an existing name replaces it.`,
 		Example: `  lifeboat site add dr1 --url https://dr1.example.net:8443 --token-file /etc/lifeboat/dr1.token --ca /etc/lifeboat/dr1-ca.pem`,
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := a.replicationConfig()
-			if err != nil {
-				return err
-			}
+		RunE: a.withReplication(func(cmd *cobra.Command, args []string, cfg *replicate.Config) error {
 			s.Name = args[0]
 			if err := cfg.AddSite(s); err != nil {
 				return err
 			}
 			return a.emit(s, func() { a.printf("site %s is %s\n", s.Name, s.URL) })
-		},
+		}),
 	}
 	add.Flags().StringVar(&s.URL, "url", "", "the site's replica server, https://host:port")
 	add.Flags().StringVar(&s.TokenFile, "token-file", "", "file holding the site token")
 	add.Flags().StringVar(&s.CA, "ca", "", "CA certificate (PEM) the site's certificate is checked against")
 	list := &cobra.Command{
 		Use: "list", Short: "List the target sites", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := a.replicationConfig()
-			if err != nil {
-				return err
-			}
+		RunE: a.withReplication(func(cmd *cobra.Command, args []string, cfg *replicate.Config) error {
 			sites, err := cfg.Sites()
 			if err != nil {
 				return err
@@ -149,7 +153,7 @@ an existing name replaces it.`,
 					a.printf("%s\t%s\n", s.Name, s.URL)
 				}
 			})
-		},
+		}),
 	}
 	cmd.AddCommand(add, list)
 	return cmd
@@ -196,11 +200,7 @@ app-consistent cut (--app-interval, the guest frozen through its agent) and
 always the latest cut.`,
 		Example: `  lifeboat replicate enable --machine db1 --qmp /run/db1.qmp --target dr1 --retention 24h --crash-interval 5m`,
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := a.replicationConfig()
-			if err != nil {
-				return err
-			}
+		RunE: a.withReplication(func(cmd *cobra.Command, args []string, cfg *replicate.Config) error {
 			m, err := ef.machine()
 			if err != nil {
 				return err
@@ -212,7 +212,7 @@ always the latest cut.`,
 				a.printf("machine %s replicates to %s once lifeboat replicate run runs\n", m.Name, m.Target)
 			}
 			return nil
-		},
+		}),
 	}
 	ef.add(enable)
 
@@ -228,11 +228,7 @@ or the site unreachable, a cut refused) are reported by replicate status and
 retried every cycle; lost change tracking makes the next cycle a full resync.`,
 		Example: `  lifeboat replicate run --machine db1 --qmp /run/db1.qmp --target dr1`,
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := a.replicationConfig()
-			if err != nil {
-				return err
-			}
+		RunE: a.withReplication(func(cmd *cobra.Command, args []string, cfg *replicate.Config) error {
 			if rf.m.QMP != "" || rf.m.Target != "" {
 				m, err := rf.machine()
 				if err != nil {
@@ -253,7 +249,7 @@ retried every cycle; lost change tracking makes the next cycle a full resync.`,
 				return err
 			}
 			return cfg.RunAll(ctx, machines, replicate.Runner{Clock: a.env.Clock, Log: a.logger(), Executable: exe, StallTimeout: stall})
-		},
+		}),
 	}
 	rf.add(run)
 	run.Flags().DurationVar(&stall, "stall-timeout", replicate.DefaultStallTimeout, "abandon and retry a cut whose shipping makes no progress this long (a cut link)")
@@ -268,11 +264,7 @@ running — its RPO lag (the age of the last cut the target acknowledged: what a
 failover to the latest point would lose), the target's history (journal) size,
 its number of recovery points and the last app-consistent cut.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := a.replicationConfig()
-			if err != nil {
-				return err
-			}
+		RunE: a.withReplication(func(cmd *cobra.Command, args []string, cfg *replicate.Config) error {
 			out, err := cfg.Statuses(cmd.Context(), statusMachine, a.env.Clock.Now())
 			if err != nil {
 				return notFound(err)
@@ -285,18 +277,12 @@ its number of recovery points and the last app-consistent cut.`,
 			}
 			a.table("MACHINE\tTARGET\tSTATE\tLAG\tCUT\tPOINTS\tHISTORY\tNOTE", func(tw *tabwriter.Writer) {
 				for _, st := range out {
-					lag, state := "-", st.State
-					if st.LastCut != nil {
-						lag = fmt.Sprintf("%.1fs", st.LagSeconds)
-					}
-					if st.Progress != nil && st.Progress.Total > 0 {
-						state += fmt.Sprintf(" %d%%", st.Progress.Done*100/st.Progress.Total)
-					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", st.Machine, st.Target, state, lag, st.LastSeq, st.Points, size(st.JournalBytes), st.Error)
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", st.Machine, st.Target, st.StateText(), st.LagText(), st.LastSeq, st.Points,
+						size(st.JournalBytes), st.Error)
 				}
 			})
 			return nil
-		},
+		}),
 	}
 	status.Flags().StringVar(&statusMachine, "machine", "", "only this machine")
 

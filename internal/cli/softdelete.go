@@ -26,22 +26,17 @@ it still do until a window is set).`
 
 // parseWindow parses a --soft-delete value: 14d, 36h, 2w, 0.
 func parseWindow(s string) (time.Duration, error) {
-	d, err := policy.ParseDuration(s)
-	if err != nil {
+	d, err := policy.ParseWindow(s)
+	switch {
+	case errors.Is(err, policy.ErrFraction):
+		return 0, usageError{fmt.Errorf("--soft-delete %s: %w", s, err)}
+	case err != nil:
 		return 0, usageError{fmt.Errorf("--soft-delete: %w", err)}
-	}
-	if d%time.Second != 0 {
-		return 0, usageError{fmt.Errorf("--soft-delete %s: give whole seconds", s)}
 	}
 	return d, nil
 }
 
-func windowText(d time.Duration) string {
-	if d == 0 {
-		return "off"
-	}
-	return policy.FormatDuration(d)
-}
+var windowText = policy.WindowText
 
 func (a *app) vaultSetCommand() *cobra.Command {
 	var window string

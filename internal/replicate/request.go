@@ -201,3 +201,21 @@ func IsInvalid(err error) bool {
 	var se *SiteError
 	return errors.Is(err, ErrInvalid) || errors.As(err, &se) && se.Code == "invalid"
 }
+
+// StateText is the state as a table shows it, with a full sync's
+// progress: "initial-sync 42%".
+func (s Status) StateText() string {
+	if s.Progress != nil && s.Progress.Total > 0 {
+		return fmt.Sprintf("%s %d%%", s.State, s.Progress.Done*100/s.Progress.Total)
+	}
+	return s.State
+}
+
+// LagText is the lag as a table shows it: "1.5s", "-" before the first
+// acknowledged cut.
+func (s Status) LagText() string {
+	if s.LastCut == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.1fs", s.LagSeconds)
+}

@@ -143,3 +143,20 @@ func TestSelectedAndStatuses(t *testing.T) {
 		t.Fatalf("Statuses of an unknown machine: %v", err)
 	}
 }
+
+func TestStatusText(t *testing.T) {
+	cut := time.Now()
+	for _, c := range []struct {
+		st         Status
+		state, lag string
+	}{
+		{Status{State: StateStopped}, StateStopped, "-"},
+		{Status{State: "initial-sync", Progress: &Progress{Done: 42, Total: 100}}, "initial-sync 42%", "-"},
+		{Status{State: "initial-sync", Progress: &Progress{}}, "initial-sync", "-"},
+		{Status{State: "protected", LastCut: &cut, LagSeconds: 1.46}, "protected", "1.5s"},
+	} {
+		if c.st.StateText() != c.state || c.st.LagText() != c.lag {
+			t.Errorf("%+v: %q, %q; want %q, %q", c.st, c.st.StateText(), c.st.LagText(), c.state, c.lag)
+		}
+	}
+}
