@@ -138,9 +138,7 @@ the terminal. The key slot keeps its name (vault key list).`,
 			if err := v.ChangePassphrase(cmd.Context(), np); err != nil {
 				return err
 			}
-			if !a.quiet {
-				fmt.Fprintln(a.env.Stderr, "passphrase changed")
-			}
+			a.infof("passphrase changed\n")
 			return nil
 		},
 	}

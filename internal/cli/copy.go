@@ -154,11 +154,9 @@ back to the plain variable.`,
 			for _, id := range st.Points {
 				a.printf("%s\n", id)
 			}
-			if !a.quiet {
-				fmt.Fprintf(a.env.Stderr, "copied %d point(s) from %s to %s: %d chunks, %s read, %s written in %s\n",
-					st.PointsCopied, src.Store(), dst.Store(), st.Chunks, size(st.ReadBytes), size(st.WrittenBytes),
-					(time.Duration(st.DurationMS) * time.Millisecond).Round(time.Millisecond))
-			}
+			a.infof("copied %d point(s) from %s to %s: %d chunks, %s read, %s written in %s\n",
+				st.PointsCopied, src.Store(), dst.Store(), st.Chunks, size(st.ReadBytes), size(st.WrittenBytes),
+				(time.Duration(st.DurationMS) * time.Millisecond).Round(time.Millisecond))
 			return nil
 		},
 	}

@@ -153,13 +153,6 @@ written after the rekey. Vault copies take the new key on their next
 	return cmd
 }
 
-// infof prints a progress line on stderr unless --quiet.
-func (a *app) infof(format string, args ...any) {
-	if !a.quiet {
-		fmt.Fprintf(a.env.Stderr, format, args...)
-	}
-}
-
 // newPassphrase reads a new passphrase from file, else LIFEBOAT_NEW_PASSWORD,
 // else asks for it twice on the terminal; it must be strong enough.
 func (a *app) newPassphrase(file string) (p []byte, err error) {

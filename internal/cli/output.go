@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -22,6 +23,13 @@ func (a *app) emit(v any, text func()) error {
 	}
 	text()
 	return nil
+}
+
+// infof prints a progress line on stderr unless --quiet.
+func (a *app) infof(format string, args ...any) {
+	if !a.quiet {
+		fmt.Fprintf(a.env.Stderr, format, args...)
+	}
 }
 
 // warn is a warning callback for the libraries.

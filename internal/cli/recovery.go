@@ -70,10 +70,8 @@ Works with any vault, directory or S3, and with a vault copy (give the copy as
 					a.printJSON(x)
 					return
 				}
-				if !a.quiet {
-					fmt.Fprintf(a.env.Stderr, "serving point %s of %s (%d disk(s), ready in %d ms); stop with Ctrl-C\n",
-						x.PointID[:12], x.Machine, len(x.Disks), x.ReadyMS)
-				}
+				a.infof("serving point %s of %s (%d disk(s), ready in %d ms); stop with Ctrl-C\n",
+					x.PointID[:12], x.Machine, len(x.Disks), x.ReadyMS)
 				for _, d := range x.Disks {
 					a.printf("%s\t%s\n", d.Name, d.URI)
 				}
@@ -456,9 +454,7 @@ mount) and /dev/fuse.`,
 				for dir, typ := range fs.Mounted {
 					a.printf("%s\t%s\n", typ, dir)
 				}
-				if !a.quiet {
-					fmt.Fprintf(a.env.Stderr, "point %s of %s mounted on %s; stop with Ctrl-C or lifeboat umount %s\n", p.ID.Short(), p.Machine, fs.Dir, fs.Dir)
-				}
+				a.infof("point %s of %s mounted on %s; stop with Ctrl-C or lifeboat umount %s\n", p.ID.Short(), p.Machine, fs.Dir, fs.Dir)
 			})
 		},
 	}
