@@ -102,13 +102,11 @@ and say until when. See docs/security.md for the credentials to give hosts.`,
 				return err
 			}
 			cfg := v.Config()
-			if a.jsonOut {
-				return a.printJSON(cfg)
-			}
-			a.printf("created vault %s at %s (chunk size %s, %s, soft delete %s)\n", cfg.ID, store, size(int64(cfg.ChunkSize)), cfg.Compression,
-				windowText(opts.SoftDelete))
-			a.printLock(cfg)
-			return nil
+			return a.emit(cfg, func() {
+				a.printf("created vault %s at %s (chunk size %s, %s, soft delete %s)\n", cfg.ID, store, size(int64(cfg.ChunkSize)), cfg.Compression,
+					windowText(opts.SoftDelete))
+				a.printLock(cfg)
+			})
 		},
 	}
 	initCmd.Flags().StringVar(&chunkSize, "chunk-size", "", "chunk size, a power of two from 64K to 8M (default 256K)")
@@ -239,26 +237,24 @@ or forgot), newest first, without opening the vault.`,
 				return err
 			}
 			a.checkSeen(v, points)
-			if a.jsonOut {
-				return a.printJSON(out)
-			}
-			cut := false
-			a.table("ID\tTIME\tMACHINE\tCONSISTENCY\tDISKS\tSIZE\tNEW\tCHANGES\tPROVEN\tNOTES", func(tw *tabwriter.Writer) {
-				for _, p := range out {
-					pt := recovery.Point{Disks: p.Disks, Notes: p.Notes}
-					note, c := pt.NoteSummary(60)
-					cut = cut || c
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Short, when(p.Time), p.Machine, p.Consistency,
-						strings.Join(p.DiskNames(), ","), size(p.Size), size(p.NewBytes()), pt.ChangeSummary(), drill.Summary(p.Drill, a.env.Clock.Now()), note)
+			return a.emit(out, func() {
+				cut := false
+				a.table("ID\tTIME\tMACHINE\tCONSISTENCY\tDISKS\tSIZE\tNEW\tCHANGES\tPROVEN\tNOTES", func(tw *tabwriter.Writer) {
+					for _, p := range out {
+						pt := recovery.Point{Disks: p.Disks, Notes: p.Notes}
+						note, c := pt.NoteSummary(60)
+						cut = cut || c
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Short, when(p.Time), p.Machine, p.Consistency,
+							strings.Join(p.DiskNames(), ","), size(p.Size), size(p.NewBytes()), pt.ChangeSummary(), drill.Summary(p.Drill, a.env.Clock.Now()), note)
+					}
+				})
+				if cut && !a.quiet {
+					fmt.Fprintln(a.env.Stderr, "notes are shortened: points --json shows them in full")
+				}
+				if len(out) == 0 && !a.quiet {
+					fmt.Fprintln(a.env.Stderr, "no recovery points")
 				}
 			})
-			if cut && !a.quiet {
-				fmt.Fprintln(a.env.Stderr, "notes are shortened: points --json shows them in full")
-			}
-			if len(out) == 0 && !a.quiet {
-				fmt.Fprintln(a.env.Stderr, "no recovery points")
-			}
-			return nil
 		},
 	}
 	cmd.Flags().StringVar(&machine, "machine", "", "only this machine's points")

@@ -148,16 +148,14 @@ back to the plain variable.`,
 				}
 				return fmt.Errorf("copy from %s to %s: %w", src.Store(), dst.Store(), err)
 			}
-			if a.jsonOut {
-				return a.printJSON(st)
-			}
-			for _, id := range st.Points {
-				a.printf("%s\n", id)
-			}
-			a.infof("copied %d point(s) from %s to %s: %d chunks, %s read, %s written in %s\n",
-				st.PointsCopied, src.Store(), dst.Store(), st.Chunks, size(st.ReadBytes), size(st.WrittenBytes),
-				(time.Duration(st.DurationMS) * time.Millisecond).Round(time.Millisecond))
-			return nil
+			return a.emit(st, func() {
+				for _, id := range st.Points {
+					a.printf("%s\n", id)
+				}
+				a.infof("copied %d point(s) from %s to %s: %d chunks, %s read, %s written in %s\n",
+					st.PointsCopied, src.Store(), dst.Store(), st.Chunks, size(st.ReadBytes), size(st.WrittenBytes),
+					(time.Duration(st.DurationMS) * time.Millisecond).Round(time.Millisecond))
+			})
 		},
 	}
 	f := cmd.Flags()

@@ -140,29 +140,27 @@ append-only ones they refuse before changing anything.`,
 				return err
 			}
 			res, pr := f.ForgetResult, f.Prune
-			if a.jsonOut {
-				return a.printJSON(f.Report(dryRun))
-			}
-			a.table("ID\tTIME\tMACHINE\tDECISION\tREASONS", func(tw *tabwriter.Writer) {
-				for _, d := range res.Decisions {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Point.ID[:12], when(d.Point.Time),
-						d.Point.Machine, map[bool]string{true: "keep", false: "remove"}[d.Keep], strings.Join(d.Reasons, ","))
+			return a.emit(f.Report(dryRun), func() {
+				a.table("ID\tTIME\tMACHINE\tDECISION\tREASONS", func(tw *tabwriter.Writer) {
+					for _, d := range res.Decisions {
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Point.ID[:12], when(d.Point.Time),
+							d.Point.Machine, map[bool]string{true: "keep", false: "remove"}[d.Keep], strings.Join(d.Reasons, ","))
+					}
+				})
+				if dryRun {
+					a.printf("would remove %d point(s)\n", f.Removing())
+				} else {
+					a.printf("removed %d point(s)\n", len(res.Removed))
+					a.printLocked(res)
+				}
+				if res.SoftDelete > 0 && len(res.Removed) > 0 {
+					a.printf("soft-deleted: 'lifeboat points --deleted' lists them and 'lifeboat undelete' brings one back for %s; prune purges them after that\n",
+						policy.FormatDuration(res.SoftDelete))
+				}
+				if pr != nil {
+					a.printPrune(pr)
 				}
 			})
-			if dryRun {
-				a.printf("would remove %d point(s)\n", f.Removing())
-			} else {
-				a.printf("removed %d point(s)\n", len(res.Removed))
-				a.printLocked(res)
-			}
-			if res.SoftDelete > 0 && len(res.Removed) > 0 {
-				a.printf("soft-deleted: 'lifeboat points --deleted' lists them and 'lifeboat undelete' brings one back for %s; prune purges them after that\n",
-					policy.FormatDuration(res.SoftDelete))
-			}
-			if pr != nil {
-				a.printPrune(pr)
-			}
-			return nil
 		},
 	}
 	f := cmd.Flags()

@@ -66,15 +66,12 @@ Works with any vault, directory or S3, and with a vault copy (give the copy as
 				return err
 			}
 			return job.RunExport(ctx, v, spec, a.jobEnv(), func(x *job.Exporting) {
-				if a.jsonOut {
-					a.printJSON(x)
-					return
-				}
-				a.infof("serving point %s of %s (%d disk(s), ready in %d ms); stop with Ctrl-C\n",
-					x.PointID[:12], x.Machine, len(x.Disks), x.ReadyMS)
-				for _, d := range x.Disks {
-					a.printf("%s\t%s\n", d.Name, d.URI)
-				}
+				a.emit(x, func() {
+					a.infof("serving point %s of %s (%d disk(s), ready in %d ms); stop with Ctrl-C\n", x.PointID[:12], x.Machine, len(x.Disks), x.ReadyMS)
+					for _, d := range x.Disks {
+						a.printf("%s\t%s\n", d.Name, d.URI)
+					}
+				})
 			})
 		},
 	}
@@ -276,21 +273,19 @@ func (a *app) runInstant(cmd *cobra.Command, f *instantFlags, spec job.InstantRe
 		return err
 	}
 	pb.update(1, 1, a.env.Clock.Now().Sub(start), true)
-	if a.jsonOut {
-		return a.printJSON(res)
-	}
-	if !a.quiet {
-		if res.AnsweredMS > 0 {
-			fmt.Fprintf(a.env.Stderr, "the guest agent answered after %s, with %s of %s copied\n",
-				(time.Duration(res.AnsweredMS) * time.Millisecond).Round(time.Millisecond), size(res.AnsweredCopied), size(res.Size))
+	return a.emit(res, func() {
+		if !a.quiet {
+			if res.AnsweredMS > 0 {
+				fmt.Fprintf(a.env.Stderr, "the guest agent answered after %s, with %s of %s copied\n",
+					(time.Duration(res.AnsweredMS) * time.Millisecond).Round(time.Millisecond), size(res.AnsweredCopied), size(res.Size))
+			}
+			fmt.Fprintf(a.env.Stderr, "copy done in %s: the machine no longer needs the vault\n", (time.Duration(res.CopiedMS) * time.Millisecond).Round(time.Millisecond))
 		}
-		fmt.Fprintf(a.env.Stderr, "copy done in %s: the machine no longer needs the vault\n", (time.Duration(res.CopiedMS) * time.Millisecond).Round(time.Millisecond))
-	}
-	for name, img := range res.Images {
-		a.printf("%s\t%s\n", name, img)
-	}
-	a.printf("definition\t%s\npid\t%d\nqmp\t%s\nguest-agent\t%s\n", res.Definition, res.PID, res.QMP, res.GuestAgent)
-	return nil
+		for name, img := range res.Images {
+			a.printf("%s\t%s\n", name, img)
+		}
+		a.printf("definition\t%s\npid\t%d\nqmp\t%s\nguest-agent\t%s\n", res.Definition, res.PID, res.QMP, res.GuestAgent)
+	})
 }
 
 func (a *app) drillCommand() *cobra.Command {
@@ -394,20 +389,18 @@ func (a *app) instantStatus(dir string) error {
 	if err != nil {
 		return err
 	}
-	if a.jsonOut {
-		return a.printJSON(st)
-	}
-	state := "copying"
-	switch {
-	case st.Standalone:
-		state = "done: the images are standalone"
-	case !st.Copying:
-		state = "INTERRUPTED: run the same restore --instant --start again to finish the copy"
-	}
-	a.printf("%s point %s into %s: %s of %s copied (%.0f%%), %s\n", st.Machine, st.Point[:12], st.Dir, size(st.DoneBytes), size(st.TotalBytes),
-		100*float64(st.DoneBytes)/float64(max(st.TotalBytes, 1)), state)
-	a.printf("machine pid %d: %s\n", st.PID, map[bool]string{true: "running", false: "not running"}[st.MachineRunning])
-	return nil
+	return a.emit(st, func() {
+		state := "copying"
+		switch {
+		case st.Standalone:
+			state = "done: the images are standalone"
+		case !st.Copying:
+			state = "INTERRUPTED: run the same restore --instant --start again to finish the copy"
+		}
+		a.printf("%s point %s into %s: %s of %s copied (%.0f%%), %s\n", st.Machine, st.Point[:12], st.Dir, size(st.DoneBytes), size(st.TotalBytes),
+			100*float64(st.DoneBytes)/float64(max(st.TotalBytes, 1)), state)
+		a.printf("machine pid %d: %s\n", st.PID, map[bool]string{true: "running", false: "not running"}[st.MachineRunning])
+	})
 }
 
 func (a *app) mountCommand() *cobra.Command {
@@ -444,17 +437,15 @@ mount) and /dev/fuse.`,
 				return err
 			}
 			return job.RunMount(ctx, v, spec, a.jobEnv(), func(p *recovery.Point, fs *mount.FS) {
-				if a.jsonOut {
-					a.printJSON(map[string]any{"point": p.ID.String(), "disks": fs.Disks, "mounted": fs.Mounted, "skipped": fs.Skipped})
-					return
-				}
-				for name, file := range fs.Disks {
-					a.printf("disk\t%s\t%s\n", name, file)
-				}
-				for dir, typ := range fs.Mounted {
-					a.printf("%s\t%s\n", typ, dir)
-				}
-				a.infof("point %s of %s mounted on %s; stop with Ctrl-C or lifeboat umount %s\n", p.ID.Short(), p.Machine, fs.Dir, fs.Dir)
+				a.emit(map[string]any{"point": p.ID.String(), "disks": fs.Disks, "mounted": fs.Mounted, "skipped": fs.Skipped}, func() {
+					for name, file := range fs.Disks {
+						a.printf("disk\t%s\t%s\n", name, file)
+					}
+					for dir, typ := range fs.Mounted {
+						a.printf("%s\t%s\n", typ, dir)
+					}
+					a.infof("point %s of %s mounted on %s; stop with Ctrl-C or lifeboat umount %s\n", p.ID.Short(), p.Machine, fs.Dir, fs.Dir)
+				})
 			})
 		},
 	}

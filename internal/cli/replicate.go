@@ -400,19 +400,17 @@ The site is the machine's replication target on this host, or --site.`,
 			if err != nil {
 				return notFound(err)
 			}
-			if a.jsonOut {
-				return a.printJSON(fo)
-			}
-			switch {
-			case cleanup:
-				a.printf("removed test failover %s of %s\n", fo.Name, machine)
-			case opts.DisksOnly:
-				a.printf("wrote the disks of %s at point %d (%s) to %s in %.1fs\n", fo.Name, fo.Point.ID, fo.Point.Time.Format(time.RFC3339), to, fo.Seconds)
-			default:
-				a.printf("%s runs at the target (pid %d) from point %d (%s); disks ready in %.1fs; console %s, QMP %s\n",
-					fo.Name, fo.PID, fo.Point.ID, fo.Point.Time.Format(time.RFC3339), fo.Seconds, fo.Console, fo.QMP)
-			}
-			return nil
+			return a.emit(fo, func() {
+				switch {
+				case cleanup:
+					a.printf("removed test failover %s of %s\n", fo.Name, machine)
+				case opts.DisksOnly:
+					a.printf("wrote the disks of %s at point %d (%s) to %s in %.1fs\n", fo.Name, fo.Point.ID, fo.Point.Time.Format(time.RFC3339), to, fo.Seconds)
+				default:
+					a.printf("%s runs at the target (pid %d) from point %d (%s); disks ready in %.1fs; console %s, QMP %s\n",
+						fo.Name, fo.PID, fo.Point.ID, fo.Point.Time.Format(time.RFC3339), fo.Seconds, fo.Console, fo.QMP)
+				}
+			})
 		},
 	}
 	f := cmd.Flags()

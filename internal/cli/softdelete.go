@@ -104,19 +104,17 @@ func (a *app) vaultSettingsCommand() *cobra.Command {
 }
 
 func (a *app) printSoftDelete(st *maintenance.SoftDelete) error {
-	if a.jsonOut {
-		return a.printJSON(job.SoftDeleteOf(st))
-	}
-	a.printf("soft delete: %s\n", windowText(st.Window))
-	if len(st.Settings) == 0 {
-		a.printf("  (never set: forget deletes points at once; 'lifeboat vault set --soft-delete 14d' turns it on)\n")
-	} else if st.Set != st.Window {
-		a.printf("  %s set, in force from %s\n", windowText(st.Set), when(st.Effective))
-	}
-	for _, s := range st.Settings {
-		a.printf("  %s  set to %s on %s\n", when(s.At()), windowText(s.Window()), orDash(s.Host))
-	}
-	return nil
+	return a.emit(job.SoftDeleteOf(st), func() {
+		a.printf("soft delete: %s\n", windowText(st.Window))
+		if len(st.Settings) == 0 {
+			a.printf("  (never set: forget deletes points at once; 'lifeboat vault set --soft-delete 14d' turns it on)\n")
+		} else if st.Set != st.Window {
+			a.printf("  %s set, in force from %s\n", windowText(st.Set), when(st.Effective))
+		}
+		for _, s := range st.Settings {
+			a.printf("  %s  set to %s on %s\n", when(s.At()), windowText(s.Window()), orDash(s.Host))
+		}
+	})
 }
 
 // pointsDeleted is points --deleted: the soft-deleted points.
@@ -129,20 +127,18 @@ func (a *app) pointsDeleted(ctx context.Context, machine string) error {
 	if err != nil {
 		return err
 	}
-	if a.jsonOut {
-		return a.printJSON(job.DeletedOf(deleted))
-	}
-	a.table("ID\tTIME\tMACHINE\tCONSISTENCY\tSIZE\tDELETED\tPURGED AFTER\tBY", func(w *tabwriter.Writer) {
-		for _, d := range deleted {
-			p := d.Point
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID.Short(), when(p.Time), p.Machine, p.Consistency,
-				size(p.Size()), when(d.Deleted), when(d.PurgeAt), orDash(d.Host))
+	return a.emit(job.DeletedOf(deleted), func() {
+		a.table("ID\tTIME\tMACHINE\tCONSISTENCY\tSIZE\tDELETED\tPURGED AFTER\tBY", func(w *tabwriter.Writer) {
+			for _, d := range deleted {
+				p := d.Point
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID.Short(), when(p.Time), p.Machine, p.Consistency,
+					size(p.Size()), when(d.Deleted), when(d.PurgeAt), orDash(d.Host))
+			}
+		})
+		if len(deleted) == 0 && !a.quiet {
+			a.warnf("no soft-deleted points")
 		}
 	})
-	if len(deleted) == 0 && !a.quiet {
-		a.warnf("no soft-deleted points")
-	}
-	return nil
 }
 
 func (a *app) undeleteCommand() *cobra.Command {
