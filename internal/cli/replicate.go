@@ -182,7 +182,8 @@ func (mf *machineFlags) add(c *cobra.Command) {
 
 func (mf *machineFlags) machine() (replicate.Machine, error) {
 	m := mf.m
-	return m, m.Load(mf.definition, mf.seeds)
+	err := m.Load(mf.definition, mf.seeds)
+	return m, err
 }
 
 func (a *app) replicateCommand() *cobra.Command {
