@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -103,13 +102,11 @@ and say until when. See docs/security.md for the credentials to give hosts.`,
 				return err
 			}
 			cfg := v.Config()
-			if a.jsonOut {
-				return a.printJSON(cfg)
-			}
-			a.printf("created vault %s at %s (chunk size %s, %s, soft delete %s)\n", cfg.ID, store, size(int64(cfg.ChunkSize)), cfg.Compression,
-				windowText(opts.SoftDelete))
-			a.printLock(cfg)
-			return nil
+			return a.emit(cfg, func() {
+				a.printf("created vault %s at %s (chunk size %s, %s, soft delete %s)\n", cfg.ID, store, size(int64(cfg.ChunkSize)), cfg.Compression,
+					windowText(opts.SoftDelete))
+				a.printLock(cfg)
+			})
 		},
 	}
 	initCmd.Flags().StringVar(&chunkSize, "chunk-size", "", "chunk size, a power of two from 64K to 8M (default 256K)")
@@ -132,9 +129,6 @@ the terminal. The key slot keeps its name (vault key list).`,
 			if err != nil {
 				return err
 			}
-			if err := vault.CheckNewPassphrase(np); err != nil {
-				return err
-			}
 			v, err := a.open(cmd.Context())
 			if err != nil {
 				return err
@@ -142,9 +136,7 @@ the terminal. The key slot keeps its name (vault key list).`,
 			if err := v.ChangePassphrase(cmd.Context(), np); err != nil {
 				return err
 			}
-			if !a.quiet {
-				fmt.Fprintln(a.env.Stderr, "passphrase changed")
-			}
+			a.infof("passphrase changed\n")
 			return nil
 		},
 	}
@@ -153,8 +145,6 @@ the terminal. The key slot keeps its name (vault key list).`,
 	return cmd
 }
 
-// diskSpecs turns --disk values into names and paths: NAME=PATH, or PATH
-// named by the definition's disks in order, or by the file's base name.
 // restoreFlagError names the restore flag behind a spec's invalid field.
 func restoreFlagError(err error) error {
 	var ie *job.InvalidError
@@ -172,52 +162,19 @@ func restoreFlagError(err error) error {
 	return err
 }
 
+// diskSpecs is job.DiskSpecs of --disk values; two disks of one name are a
+// usage error.
 func diskSpecs(values []string, def *recovery.Definition) (names, paths []string, err error) {
-	seen := map[string]bool{}
-	for i, v := range values {
-		name, path := "", v
-		if k, p, ok := strings.Cut(v, "="); ok && recovery.ValidName("disk", k) == nil {
-			name, path = k, p
-		} else if def != nil && i < len(def.Disks) {
-			name = def.Disks[i].Name
-		} else {
-			base := filepath.Base(path)
-			name = strings.TrimSuffix(base, filepath.Ext(base))
-			if recovery.ValidName("disk", name) != nil {
-				name = fmt.Sprintf("disk%d", i)
-			}
-		}
-		if seen[name] {
-			return nil, nil, usageError{fmt.Errorf("two disks are named %q: name them with --disk NAME=PATH", name)}
-		}
-		seen[name] = true
-		names = append(names, name)
-		paths = append(paths, path)
+	names, paths, err = job.DiskSpecs(values, def)
+	var ie *job.InvalidError
+	if errors.As(err, &ie) {
+		return nil, nil, usageError{errors.New(ie.Reason)}
 	}
-	return names, paths, nil
+	return names, paths, err
 }
 
-type pointOut struct {
-	ID          string               `json:"id"`
-	Short       string               `json:"short_id"`
-	Machine     string               `json:"machine"`
-	Time        time.Time            `json:"time"`
-	Consistency recovery.Consistency `json:"consistency"`
-	Host        string               `json:"host"`
-	Parent      string               `json:"parent,omitempty"`
-	Tags        []string             `json:"tags,omitempty"`
-	Notes       []string             `json:"notes,omitempty"`
-	Size        int64                `json:"size"`
-	Disks       []recovery.Disk      `json:"disks"`
-	Stats       recovery.Stats       `json:"stats"`
-	// Drill is the point's latest drill (lifeboat drill), if any.
-	Drill *drill.Result `json:"drill,omitempty"`
-}
-
-func pointJSON(p *recovery.Point) pointOut {
-	return pointOut{ID: p.ID.String(), Short: p.ID.Short(), Machine: p.Machine, Time: p.Time, Consistency: p.Consistency,
-		Host: p.Host, Parent: p.Parent, Tags: p.Tags, Notes: p.Notes, Size: p.Size(), Disks: p.Disks, Stats: p.Stats}
-}
+// pointJSON is a point as points --json shows it.
+var pointJSON = job.PointOf
 
 func (a *app) pointsCommand() *cobra.Command {
 	var machine string
@@ -276,47 +233,29 @@ or forgot), newest first, without opening the vault.`,
 			if err != nil {
 				return err
 			}
-			points, err := recovery.List(cmd.Context(), v)
+			out, points, err := job.ListPoints(cmd.Context(), v, machine, a.jobEnv())
 			if err != nil {
 				return err
 			}
 			a.checkSeen(v, points)
-			drills := a.drills(cmd.Context(), v)
-			out := []pointOut{}
-			for _, p := range points {
-				if machine == "" || p.Machine == machine {
-					po := pointJSON(p)
-					po.Drill = drills[po.ID]
-					out = append(out, po)
+			return a.emit(out, func() {
+				cut := false
+				a.table("ID\tTIME\tMACHINE\tCONSISTENCY\tDISKS\tSIZE\tNEW\tCHANGES\tPROVEN\tNOTES", func(tw *tabwriter.Writer) {
+					for _, p := range out {
+						pt := recovery.Point{Disks: p.Disks, Notes: p.Notes}
+						note, c := pt.NoteSummary(60)
+						cut = cut || c
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Short, when(p.Time), p.Machine, p.Consistency,
+							strings.Join(p.DiskNames(), ","), size(p.Size), size(p.NewBytes()), pt.ChangeSummary(), drill.Summary(p.Drill, a.env.Clock.Now()), note)
+					}
+				})
+				if cut && !a.quiet {
+					fmt.Fprintln(a.env.Stderr, "notes are shortened: points --json shows them in full")
 				}
-			}
-			if a.jsonOut {
-				return a.printJSON(out)
-			}
-			tw := tabwriter.NewWriter(a.env.Stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tTIME\tMACHINE\tCONSISTENCY\tDISKS\tSIZE\tNEW\tCHANGES\tPROVEN\tNOTES")
-			cut := false
-			for _, p := range out {
-				var newBytes int64
-				var names []string
-				for _, d := range p.Disks {
-					newBytes += d.Stats.NewBytes
-					names = append(names, d.Name)
+				if len(out) == 0 && !a.quiet {
+					fmt.Fprintln(a.env.Stderr, "no recovery points")
 				}
-				pt := recovery.Point{Disks: p.Disks, Notes: p.Notes}
-				note, c := pt.NoteSummary(60)
-				cut = cut || c
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Short, p.Time.Local().Format("2006-01-02 15:04:05"), p.Machine,
-					p.Consistency, strings.Join(names, ","), size(p.Size), size(newBytes), pt.ChangeSummary(), drill.Summary(p.Drill, a.env.Clock.Now()), note)
-			}
-			tw.Flush()
-			if cut && !a.quiet {
-				fmt.Fprintln(a.env.Stderr, "notes are shortened: points --json shows them in full")
-			}
-			if len(out) == 0 && !a.quiet {
-				fmt.Fprintln(a.env.Stderr, "no recovery points")
-			}
-			return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&machine, "machine", "", "only this machine's points")

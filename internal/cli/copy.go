@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 
 	"lifeboat/internal/blob"
 	"lifeboat/internal/job"
+	"lifeboat/internal/location"
 	"lifeboat/internal/recovery"
 	"lifeboat/internal/vault"
 	"lifeboat/internal/vaultcopy"
@@ -26,31 +26,30 @@ const (
 	envCopy = "LIFEBOAT_COPY_"
 )
 
-// prefixedEnv returns a getenv that looks up prefix+NAME (NAME without a
-// leading LIFEBOAT_) first and falls back to the plain variable, so two
-// vaults on two S3 servers can have their own endpoints and credentials.
-func prefixedEnv(prefix string, getenv func(string) string) func(string) string {
-	return func(k string) string {
-		if v := getenv(prefix + strings.TrimPrefix(k, "LIFEBOAT_")); v != "" {
-			return v
-		}
-		if k == "AWS_SESSION_TOKEN" && getenv(prefix+"AWS_ACCESS_KEY_ID") != "" {
-			return "" // a session token goes with its own keys only
-		}
-		return getenv(k)
+// existing opens the store of the vault at url, reading the variables
+// prefix+NAME first (location.PrefixedEnv), and checks that a vault is
+// there; a missing vault's error is prefixed with what, if any.
+func (a *app) existing(ctx context.Context, url, prefix, what string) (blob.Store, error) {
+	store, err := a.store(ctx, url, false, location.PrefixedEnv(prefix, a.env.Getenv))
+	if err != nil {
+		return nil, err
 	}
+	if _, err := vault.ReadConfig(ctx, store); err != nil {
+		if what != "" {
+			err = fmt.Errorf("%s: %w", what, err)
+		}
+		return nil, err
+	}
+	return store, nil
 }
 
 // openSource opens the source vault of a copy at url: its own variables
 // (LIFEBOAT_FROM_*), and its passphrase from passwordFile,
 // LIFEBOAT_FROM_PASSWORD, or else the target's.
 func (a *app) openSource(ctx context.Context, url, passwordFile string) (*vault.Vault, error) {
-	store, err := a.store(ctx, url, false, prefixedEnv(envFrom, a.env.Getenv))
+	store, err := a.existing(ctx, url, envFrom, "source")
 	if err != nil {
 		return nil, err
-	}
-	if _, err := vault.ReadConfig(ctx, store); err != nil {
-		return nil, fmt.Errorf("source: %w", err)
 	}
 	var pw []byte
 	switch {
@@ -82,7 +81,8 @@ func (f *copyOfFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.passwordFile, "from-password-file", "", "with --copy-of: the source vault's passphrase (env LIFEBOAT_FROM_PASSWORD; default: the new vault's)")
 }
 
-// initCopyOf creates the vault at store as a copy of the --copy-of vault.
+// initCopyOf creates the vault at store as a copy of the --copy-of vault
+// (vault init maps its errors).
 func (a *app) initCopyOf(cmd *cobra.Command, f *copyOfFlags, store blob.Store, pw []byte, opts vault.Options) (*vault.Vault, error) {
 	if cmd.Flags().Changed("chunk-size") || cmd.Flags().Changed("compression") {
 		return nil, usageError{errors.New("--chunk-size and --compression come from the source vault with --copy-of")}
@@ -91,14 +91,7 @@ func (a *app) initCopyOf(cmd *cobra.Command, f *copyOfFlags, store blob.Store, p
 	if err != nil {
 		return nil, err
 	}
-	v, err := vault.InitCopyOf(cmd.Context(), store, pw, src, opts)
-	if err != nil {
-		if errors.Is(err, vault.ErrVaultExists) {
-			return nil, usageError{err}
-		}
-		return nil, err
-	}
-	return v, nil
+	return vault.InitCopyOf(cmd.Context(), store, pw, src, opts)
 }
 
 func (a *app) vaultCopyCommand() *cobra.Command {
@@ -155,18 +148,14 @@ back to the plain variable.`,
 				}
 				return fmt.Errorf("copy from %s to %s: %w", src.Store(), dst.Store(), err)
 			}
-			if a.jsonOut {
-				return a.printJSON(st)
-			}
-			for _, id := range st.Points {
-				a.printf("%s\n", id)
-			}
-			if !a.quiet {
-				fmt.Fprintf(a.env.Stderr, "copied %d point(s) from %s to %s: %d chunks, %s read, %s written in %s\n",
+			return a.emit(st, func() {
+				for _, id := range st.Points {
+					a.printf("%s\n", id)
+				}
+				a.infof("copied %d point(s) from %s to %s: %d chunks, %s read, %s written in %s\n",
 					st.PointsCopied, src.Store(), dst.Store(), st.Chunks, size(st.ReadBytes), size(st.WrittenBytes),
 					(time.Duration(st.DurationMS) * time.Millisecond).Round(time.Millisecond))
-			}
-			return nil
+			})
 		},
 	}
 	f := cmd.Flags()
@@ -199,11 +188,8 @@ back to the plain variables.`,
 			ctx := cmd.Context()
 			var copyStore blob.Store
 			if copyURL != "" {
-				s, err := a.store(ctx, copyURL, false, prefixedEnv(envCopy, a.env.Getenv))
+				s, err := a.existing(ctx, copyURL, envCopy, "")
 				if err != nil {
-					return fmt.Errorf("copy: %w", err)
-				}
-				if _, err := vault.ReadConfig(ctx, s); err != nil {
 					return fmt.Errorf("copy: %w", err)
 				}
 				copyStore = s
@@ -212,15 +198,11 @@ back to the plain variables.`,
 			if err != nil {
 				return err
 			}
-			out, err := job.VaultStatus(ctx, v, machine, copyStore, a.env.Clock.Now(), job.Env{Warn: func(s string) { a.warnf("%s", s) }})
+			out, err := job.VaultStatus(ctx, v, machine, copyStore, a.env.Clock.Now(), a.jobEnv())
 			if err != nil {
 				return err
 			}
-			if a.jsonOut {
-				return a.printJSON(out)
-			}
-			a.printStatus(out)
-			return nil
+			return a.emit(out, func() { a.printStatus(out) })
 		},
 	}
 	cmd.Flags().StringVar(&copyURL, "copy", "", "a copy of this vault (vault init --copy-of) to compare with")
@@ -232,12 +214,11 @@ func (a *app) printStatus(out *job.Status) {
 	a.printf("vault %s (%s): %d point(s) of %d machine(s), %s in %d pack(s)\n", out.Vault, out.ID, out.Points, len(out.Machines),
 		size(out.SizeBytes), out.Packs)
 	if len(out.Machines) > 0 {
-		tw := tabwriter.NewWriter(a.env.Stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "MACHINE\tPOINTS\tLATEST\tLATEST ID")
-		for _, m := range out.Machines {
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", m.Machine, m.Points, m.LatestTime.Local().Format("2006-01-02 15:04:05"), m.LatestID[:12])
-		}
-		tw.Flush()
+		a.table("MACHINE\tPOINTS\tLATEST\tLATEST ID", func(tw *tabwriter.Writer) {
+			for _, m := range out.Machines {
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", m.Machine, m.Points, when(m.LatestTime), m.LatestID[:12])
+			}
+		})
 	}
 	if out.Copy == nil {
 		return
@@ -249,10 +230,9 @@ func (a *app) printStatus(out *job.Status) {
 	}
 	lag := time.Duration(c.LagSeconds * float64(time.Second)).Round(time.Second)
 	a.printf("copy %s: %d point(s) not copied, lag %s\n", c.Vault, c.PendingPoints, lag)
-	tw := tabwriter.NewWriter(a.env.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tTIME\tMACHINE")
-	for _, p := range c.Pending {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", p.ID[:12], p.Time.Local().Format("2006-01-02 15:04:05"), p.Machine)
-	}
-	tw.Flush()
+	a.table("ID\tTIME\tMACHINE", func(tw *tabwriter.Writer) {
+		for _, p := range c.Pending {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", p.ID[:12], when(p.Time), p.Machine)
+		}
+	})
 }

@@ -1,16 +1,15 @@
 package cli
 
 import (
-	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
+	"lifeboat/internal/location"
 	"lifeboat/internal/vault"
 )
 
@@ -32,12 +31,8 @@ each wraps, and which one the passphrase given opened (*). A slot below the
 vault's newest generation reads only what was written before the rekey that
 left it behind, and cannot write.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			v, err := a.open(cmd.Context())
-			if err != nil {
-				return err
-			}
-			keys, err := v.Keys(cmd.Context())
+		RunE: a.withVault(func(ctx context.Context, v *vault.Vault, args []string) error {
+			keys, err := v.Keys(ctx)
 			if err != nil {
 				return err
 			}
@@ -61,7 +56,7 @@ left it behind, and cannot write.`,
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", mark, k.Name, created, gen, k.Object)
 			}
 			return tw.Flush()
-		},
+		}),
 	}
 	var name, newFile string
 	add := &cobra.Command{
@@ -86,17 +81,10 @@ terminal. Nothing is re-encrypted.`,
 			if err != nil {
 				return err
 			}
-			if err := vault.CheckNewPassphrase(np); err != nil {
-				return err
-			}
 			if err := v.AddKey(cmd.Context(), name, np); err != nil {
 				return err
 			}
-			if a.jsonOut {
-				return a.printJSON(map[string]any{"added": name, "generation": v.Generation()})
-			}
-			a.infof("added key slot %s\n", name)
-			return nil
+			return a.emit(map[string]any{"added": name, "generation": v.Generation()}, func() { a.infof("added key slot %s\n", name) })
 		},
 	}
 	add.Flags().StringVar(&name, "name", "", "name of the new key slot (required)")
@@ -115,24 +103,16 @@ with the data keys it wraps, including what is written later. Run
 'lifeboat vault rekey' after removing it, so that what is written from then on
 is sealed with a data key the removed slot never held (docs/security.md).`,
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			v, err := a.open(cmd.Context())
+		RunE: a.withVault(func(ctx context.Context, v *vault.Vault, args []string) error {
+			gone, err := v.RemoveKey(ctx, args[0], force)
 			if err != nil {
 				return err
 			}
-			gone, err := v.RemoveKey(cmd.Context(), args[0], force)
-			if err != nil {
-				return err
-			}
-			if a.jsonOut {
-				return a.printJSON(map[string]any{"removed": gone})
-			}
-			for _, k := range gone {
-				a.infof("removed key slot %s (%s)\n", k.Name, k.Object)
-			}
-			a.infof("to keep it from reading what is written from now on, also run 'lifeboat vault rekey'\n")
-			return nil
-		},
+			return a.emit(map[string]any{"removed": gone}, func() {
+				a.printRemoved(gone)
+				a.infof("to keep it from reading what is written from now on, also run 'lifeboat vault rekey'\n")
+			})
+		}),
 	}
 	remove.Flags().BoolVar(&force, "force", false, "remove the key slot even if it is the one the passphrase opened")
 	cmd.AddCommand(list, add, remove)
@@ -158,83 +138,42 @@ removed, even by someone who kept a copy of the slot, cannot read anything
 written after the rekey. Vault copies take the new key on their next
 'lifeboat vault copy'. See docs/security.md, "Keys and revocation".`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			v, err := a.open(cmd.Context())
+		RunE: a.withVault(func(ctx context.Context, v *vault.Vault, args []string) error {
+			res, err := v.Rekey(ctx, force)
 			if err != nil {
 				return err
 			}
-			res, err := v.Rekey(cmd.Context(), force)
-			if err != nil {
-				return err
-			}
-			if a.jsonOut {
-				return a.printJSON(res)
-			}
-			for _, k := range res.Removed {
-				a.infof("removed key slot %s (%s)\n", k.Name, k.Object)
-			}
-			a.infof("rekeyed: new objects are sealed with data key generation %d; key slot %s holds every generation\n", res.Generation, res.Key)
-			return nil
-		},
+			return a.emit(res, func() {
+				a.printRemoved(res.Removed)
+				a.infof("rekeyed: new objects are sealed with data key generation %d; key slot %s holds every generation\n", res.Generation, res.Key)
+			})
+		}),
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "remove the other key slots, which cannot receive the new key")
 	return cmd
 }
 
-// infof prints a progress line on stderr unless --quiet.
-func (a *app) infof(format string, args ...any) {
-	if !a.quiet {
-		fmt.Fprintf(a.env.Stderr, format, args...)
-	}
-}
-
 // newPassphrase reads a new passphrase from file, else LIFEBOAT_NEW_PASSWORD,
-// else asks for it twice on the terminal.
-func (a *app) newPassphrase(file string) ([]byte, error) {
-	if file != "" {
-		return a.readPasswordFile("--new-password-file", file)
+// else asks for it twice on the terminal; it must be strong enough.
+func (a *app) newPassphrase(file string) (p []byte, err error) {
+	switch {
+	case file != "":
+		p, err = a.readPasswordFile("--new-password-file", file)
+	case a.env.Getenv("LIFEBOAT_NEW_PASSWORD") != "":
+		p = []byte(a.env.Getenv("LIFEBOAT_NEW_PASSWORD"))
+	default:
+		if p, err = location.AskNew(os.Stdin, a.env.Stderr); errors.Is(err, location.ErrInvalid) {
+			err = usageError{err}
+		}
 	}
-	if p := a.env.Getenv("LIFEBOAT_NEW_PASSWORD"); p != "" {
-		return []byte(p), nil
-	}
-	if _, err := unix.IoctlGetTermios(int(os.Stdin.Fd()), unix.TCGETS); err != nil {
-		return nil, usageError{errors.New("no new passphrase: use --new-password-file or LIFEBOAT_NEW_PASSWORD (or run on a terminal to be asked)")}
-	}
-	p1, err := a.prompt("new passphrase: ")
 	if err != nil {
 		return nil, err
 	}
-	p2, err := a.prompt("the same again: ")
-	if err != nil {
-		return nil, err
-	}
-	if p1 != p2 {
-		return nil, usageError{errors.New("the two passphrases differ")}
-	}
-	if p1 == "" {
-		return nil, usageError{errors.New("empty passphrase")}
-	}
-	return []byte(p1), nil
+	return p, vault.CheckNewPassphrase(p)
 }
 
-// prompt reads a line from the terminal on stdin with echo off.
-func (a *app) prompt(msg string) (string, error) {
-	fd := int(os.Stdin.Fd())
-	old, err := unix.IoctlGetTermios(fd, unix.TCGETS)
-	if err != nil {
-		return "", fmt.Errorf("reading the terminal: %w", err)
+func (a *app) printRemoved(gone []vault.KeyInfo) {
+	for _, k := range gone {
+		a.infof("removed key slot %s (%s)\n", k.Name, k.Object)
 	}
-	quiet := *old
-	quiet.Lflag &^= unix.ECHO
-	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &quiet); err != nil {
-		return "", fmt.Errorf("turning the terminal's echo off: %w", err)
-	}
-	defer unix.IoctlSetTermios(fd, unix.TCSETS, old)
-	fmt.Fprint(a.env.Stderr, msg)
-	line, err := bufio.NewReader(os.Stdin).ReadString('\n')
-	fmt.Fprintln(a.env.Stderr)
-	if err != nil {
-		return "", fmt.Errorf("reading the passphrase: %w", err)
-	}
-	return strings.TrimRight(line, "\r\n"), nil
 }

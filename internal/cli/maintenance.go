@@ -2,19 +2,20 @@ package cli
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"lifeboat/internal/api"
 	"net/url"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 
 	"lifeboat/internal/job"
 	"lifeboat/internal/maintenance"
 	"lifeboat/internal/policy"
+	"lifeboat/internal/vault"
 )
 
 func (a *app) verifyCommand() *cobra.Command {
@@ -134,60 +135,32 @@ append-only ones they refuse before changing anything.`,
 			if err != nil {
 				return err
 			}
-			f, err := job.RunForget(cmd.Context(), v, spec, job.Env{Seen: a.book(), Warn: func(s string) { a.warnf("%s", s) }})
+			f, err := job.RunForget(cmd.Context(), v, spec, job.Env{Seen: a.book(), Warn: a.warn})
 			if err != nil {
 				return err
 			}
 			res, pr := f.ForgetResult, f.Prune
-			if a.jsonOut {
-				type dec struct {
-					ID      string   `json:"id"`
-					Machine string   `json:"machine"`
-					Time    string   `json:"time"`
-					Keep    bool     `json:"keep"`
-					Reasons []string `json:"reasons"`
-				}
-				out := []dec{}
-				for _, d := range res.Decisions {
-					out = append(out, dec{d.Point.ID, d.Point.Machine, d.Point.Time.Format("2006-01-02T15:04:05Z07:00"), d.Keep, d.Reasons})
-				}
-				return a.printJSON(map[string]any{"decisions": out, "removed": len(res.Removed), "dry_run": dryRun, "prune": pr,
-					"soft_delete_seconds": int64(res.SoftDelete / time.Second),
-					"locked":              res.Locked, "locks_extended": res.LocksExtended})
-			}
-			tw := tabwriter.NewWriter(a.env.Stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tTIME\tMACHINE\tDECISION\tREASONS")
-			for _, d := range res.Decisions {
-				what := "remove"
-				if d.Keep {
-					what = "keep"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Point.ID[:12], d.Point.Time.Local().Format("2006-01-02 15:04:05"),
-					d.Point.Machine, what, strings.Join(d.Reasons, ","))
-			}
-			tw.Flush()
-			verb := "removed"
-			if dryRun {
-				verb = "would remove"
-				n := 0
-				for _, d := range res.Decisions {
-					if !d.Keep {
-						n++
+			return a.emit(f.Report(dryRun), func() {
+				a.table("ID\tTIME\tMACHINE\tDECISION\tREASONS", func(tw *tabwriter.Writer) {
+					for _, d := range res.Decisions {
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Point.ID[:12], when(d.Point.Time),
+							d.Point.Machine, map[bool]string{true: "keep", false: "remove"}[d.Keep], strings.Join(d.Reasons, ","))
 					}
+				})
+				if dryRun {
+					a.printf("would remove %d point(s)\n", f.Removing())
+				} else {
+					a.printf("removed %d point(s)\n", len(res.Removed))
+					a.printLocked(res)
 				}
-				a.printf("%s %d point(s)\n", verb, n)
-			} else {
-				a.printf("%s %d point(s)\n", verb, len(res.Removed))
-				a.printLocked(res)
-			}
-			if res.SoftDelete > 0 && len(res.Removed) > 0 {
-				a.printf("soft-deleted: 'lifeboat points --deleted' lists them and 'lifeboat undelete' brings one back for %s; prune purges them after that\n",
-					policy.FormatDuration(res.SoftDelete))
-			}
-			if pr != nil {
-				a.printPrune(pr)
-			}
-			return nil
+				if res.SoftDelete > 0 && len(res.Removed) > 0 {
+					a.printf("soft-deleted: 'lifeboat points --deleted' lists them and 'lifeboat undelete' brings one back for %s; prune purges them after that\n",
+						policy.FormatDuration(res.SoftDelete))
+				}
+				if pr != nil {
+					a.printPrune(pr)
+				}
+			})
 		},
 	}
 	f := cmd.Flags()
@@ -246,16 +219,12 @@ it leaves it, and the packs a locked index object names, and reports how many
 stay and the earliest date one may go. It also removes the session markers that
 backups with append-only credentials could not delete.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			v, err := a.open(cmd.Context())
-			if err != nil {
-				return err
-			}
+		RunE: a.withVault(func(ctx context.Context, v *vault.Vault, args []string) error {
 			opts := maintenance.PruneOptions{DryRun: dryRun}
 			if !a.quiet && !a.jsonOut {
 				opts.Log = func(s string) { fmt.Fprintf(a.env.Stderr, "prune: %s\n", s) }
 			}
-			rep, err := maintenance.Prune(cmd.Context(), v, opts)
+			rep, err := maintenance.Prune(ctx, v, opts)
 			if err != nil {
 				return err
 			}
@@ -264,12 +233,8 @@ backups with append-only credentials could not delete.`,
 					a.warnf("%s", w)
 				}
 			}
-			if a.jsonOut {
-				return a.printJSON(rep)
-			}
-			a.printPrune(rep)
-			return nil
-		},
+			return a.emit(rep, func() { a.printPrune(rep) })
+		}),
 	}
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "show what would be deleted, delete nothing")
 	return cmd

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -14,7 +13,6 @@ import (
 
 	"lifeboat/internal/api"
 	"lifeboat/internal/boot"
-	"lifeboat/internal/drill"
 	"lifeboat/internal/job"
 	"lifeboat/internal/mount"
 	"lifeboat/internal/recovery"
@@ -67,18 +65,13 @@ Works with any vault, directory or S3, and with a vault copy (give the copy as
 			if err != nil {
 				return err
 			}
-			return job.RunExport(ctx, v, spec, job.Env{Warn: func(s string) { a.warnf("%s", s) }}, func(x *job.Exporting) {
-				if a.jsonOut {
-					a.printJSON(x)
-					return
-				}
-				if !a.quiet {
-					fmt.Fprintf(a.env.Stderr, "serving point %s of %s (%d disk(s), ready in %d ms); stop with Ctrl-C\n",
-						x.PointID[:12], x.Machine, len(x.Disks), x.ReadyMS)
-				}
-				for _, d := range x.Disks {
-					a.printf("%s\t%s\n", d.Name, d.URI)
-				}
+			return job.RunExport(ctx, v, spec, a.jobEnv(), func(x *job.Exporting) {
+				a.emit(x, func() {
+					a.infof("serving point %s of %s (%d disk(s), ready in %d ms); stop with Ctrl-C\n", x.PointID[:12], x.Machine, len(x.Disks), x.ReadyMS)
+					for _, d := range x.Disks {
+						a.printf("%s\t%s\n", d.Name, d.URI)
+					}
+				})
 			})
 		},
 	}
@@ -173,38 +166,17 @@ powers off, lifeboat exits.`,
 				if err != nil {
 					return usageError{err}
 				}
-				if a.jsonOut {
-					return a.printJSON(map[string]any{"argv": argv})
-				}
-				a.printf("%s\n", shellQuote(argv))
-				return nil
+				return a.emit(map[string]any{"argv": argv}, func() { a.printf("%s\n", boot.ShellQuote(argv)) })
 			}
-			if runDir == "" {
-				if runDir, err = os.MkdirTemp("", "lifeboat-"+def.Name+"-"); err != nil {
-					return err
-				}
-				defer os.RemoveAll(runDir)
+			err = boot.Run(ctx, def, opts, runDir, a.env.Stderr, func(m *boot.Machine) {
+				a.emit(map[string]any{"machine": def.Name, "pid": m.PID, "qmp": m.QMPSocket, "guest_agent": m.GuestAgentSocket}, func() {
+					a.printf("machine\t%s\npid\t%d\nqmp\t%s\nguest-agent\t%s\n", def.Name, m.PID, m.QMPSocket, m.GuestAgentSocket)
+				})
+			})
+			if errors.Is(err, boot.ErrInvalid) {
+				return usageError{err}
 			}
-			m, _, err := boot.Launch(ctx, def, opts, runDir, a.env.Stderr, false)
-			if err != nil {
-				if errors.Is(err, boot.ErrInvalid) {
-					return usageError{err}
-				}
-				return err
-			}
-			if a.jsonOut {
-				a.printJSON(map[string]any{"machine": def.Name, "pid": m.PID, "qmp": m.QMPSocket, "guest_agent": m.GuestAgentSocket})
-			} else {
-				a.printf("machine\t%s\npid\t%d\nqmp\t%s\nguest-agent\t%s\n", def.Name, m.PID, m.QMPSocket, m.GuestAgentSocket)
-			}
-			select {
-			case <-m.Done():
-				return m.Err()
-			case <-ctx.Done():
-				sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-				defer cancel()
-				return m.Stop(sctx)
-			}
+			return err
 		},
 	}
 	f := cmd.Flags()
@@ -227,19 +199,6 @@ func startFlags(f *pflag.FlagSet, opts *boot.Options) {
 	f.StringVar(&opts.Append, "append", "", "with --kernel: its command line")
 	f.StringVar(&opts.UEFICode, "uefi-code", "", "UEFI firmware for firmware uefi (default "+boot.DefaultUEFICode+")")
 	f.StringVar(&opts.QEMU, "qemu", "", "the emulator (default "+boot.DefaultQEMU+")")
-}
-
-// shellQuote joins argv as a shell would read it back.
-func shellQuote(argv []string) string {
-	out := make([]string, len(argv))
-	for i, s := range argv {
-		if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_=./:,@+") == "" {
-			out[i] = s
-			continue
-		}
-		out[i] = "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-	}
-	return strings.Join(out, " ")
 }
 
 // instantFlags are restore's flags for an instant restore.
@@ -276,9 +235,7 @@ func (a *app) runInstant(cmd *cobra.Command, f *instantFlags, spec job.InstantRe
 		spec.StreamSpeed = int64(n)
 	}
 	spec.WaitGuest = f.waitGuest
-	b := f.boot
-	spec.Boot = job.Boot{Accel: b.Accel, Network: b.Network, VNC: b.VNC, SerialLog: b.SerialLog, Kernel: b.Kernel,
-		Initrd: b.Initrd, Append: b.Append, UEFICode: b.UEFICode, QEMU: b.QEMU}
+	spec.Boot = job.BootOf(f.boot)
 	if spec.Boot.SerialLog != "" {
 		spec.Boot.SerialLog = absPath(spec.Boot.SerialLog)
 	}
@@ -291,7 +248,7 @@ func (a *app) runInstant(cmd *cobra.Command, f *instantFlags, spec job.InstantRe
 	}
 	pb := newBar(a.env.Stderr, "copy "+spec.Machine, !a.quiet && !a.jsonOut)
 	start := a.env.Clock.Now()
-	res, err := job.RunInstantRestore(ctx, v, spec, job.Env{Warn: func(s string) { a.warnf("%s", s) }}, job.InstantHooks{
+	res, err := job.RunInstantRestore(ctx, v, spec, a.jobEnv(), job.InstantHooks{
 		Started: func(in *job.Instant) {
 			if a.quiet || a.jsonOut {
 				return
@@ -315,21 +272,19 @@ func (a *app) runInstant(cmd *cobra.Command, f *instantFlags, spec job.InstantRe
 		return err
 	}
 	pb.update(1, 1, a.env.Clock.Now().Sub(start), true)
-	if a.jsonOut {
-		return a.printJSON(res)
-	}
-	if !a.quiet {
-		if res.AnsweredMS > 0 {
-			fmt.Fprintf(a.env.Stderr, "the guest agent answered after %s, with %s of %s copied\n",
-				(time.Duration(res.AnsweredMS) * time.Millisecond).Round(time.Millisecond), size(res.AnsweredCopied), size(res.Size))
+	return a.emit(res, func() {
+		if !a.quiet {
+			if res.AnsweredMS > 0 {
+				fmt.Fprintf(a.env.Stderr, "the guest agent answered after %s, with %s of %s copied\n",
+					(time.Duration(res.AnsweredMS) * time.Millisecond).Round(time.Millisecond), size(res.AnsweredCopied), size(res.Size))
+			}
+			fmt.Fprintf(a.env.Stderr, "copy done in %s: the machine no longer needs the vault\n", (time.Duration(res.CopiedMS) * time.Millisecond).Round(time.Millisecond))
 		}
-		fmt.Fprintf(a.env.Stderr, "copy done in %s: the machine no longer needs the vault\n", (time.Duration(res.CopiedMS) * time.Millisecond).Round(time.Millisecond))
-	}
-	for name, img := range res.Images {
-		a.printf("%s\t%s\n", name, img)
-	}
-	a.printf("definition\t%s\npid\t%d\nqmp\t%s\nguest-agent\t%s\n", res.Definition, res.PID, res.QMP, res.GuestAgent)
-	return nil
+		for name, img := range res.Images {
+			a.printf("%s\t%s\n", name, img)
+		}
+		a.printf("definition\t%s\npid\t%d\nqmp\t%s\nguest-agent\t%s\n", res.Definition, res.PID, res.QMP, res.GuestAgent)
+	})
 }
 
 func (a *app) drillCommand() *cobra.Command {
@@ -396,7 +351,7 @@ The boot flags of lifeboat start apply (--accel, --kernel, --initrd, --append,
 			if err != nil {
 				return err
 			}
-			res, err := job.RunDrill(ctx, v, spec, job.Env{Warn: func(s string) { a.warnf("%s", s) }})
+			res, err := job.RunDrill(ctx, v, spec, a.jobEnv())
 			if res == nil {
 				return err
 			}
@@ -433,30 +388,18 @@ func (a *app) instantStatus(dir string) error {
 	if err != nil {
 		return err
 	}
-	if a.jsonOut {
-		return a.printJSON(st)
-	}
-	state := "copying"
-	switch {
-	case st.Standalone:
-		state = "done: the images are standalone"
-	case !st.Copying:
-		state = "INTERRUPTED: run the same restore --instant --start again to finish the copy"
-	}
-	a.printf("%s point %s into %s: %s of %s copied (%.0f%%), %s\n", st.Machine, st.Point[:12], st.Dir, size(st.DoneBytes), size(st.TotalBytes),
-		100*float64(st.DoneBytes)/float64(max(st.TotalBytes, 1)), state)
-	a.printf("machine pid %d: %s\n", st.PID, map[bool]string{true: "running", false: "not running"}[st.MachineRunning])
-	return nil
-}
-
-// drills returns the latest drill of each point of v by point ID; an
-// unreadable drill result is skipped with a warning.
-func (a *app) drills(ctx context.Context, v *vault.Vault) map[string]*drill.Result {
-	results, err := drill.List(ctx, v, func(s string) { a.warnf("%s", s) })
-	if err != nil {
-		a.warnf("drill results: %v", err)
-	}
-	return drill.Latest(results)
+	return a.emit(st, func() {
+		state := "copying"
+		switch {
+		case st.Standalone:
+			state = "done: the images are standalone"
+		case !st.Copying:
+			state = "INTERRUPTED: run the same restore --instant --start again to finish the copy"
+		}
+		a.printf("%s point %s into %s: %s of %s copied (%.0f%%), %s\n", st.Machine, st.Point[:12], st.Dir, size(st.DoneBytes), size(st.TotalBytes),
+			100*float64(st.DoneBytes)/float64(max(st.TotalBytes, 1)), state)
+		a.printf("machine pid %d: %s\n", st.PID, map[bool]string{true: "running", false: "not running"}[st.MachineRunning])
+	})
 }
 
 func (a *app) mountCommand() *cobra.Command {
@@ -492,20 +435,16 @@ mount) and /dev/fuse.`,
 			if err != nil {
 				return err
 			}
-			return job.RunMount(ctx, v, spec, job.Env{Warn: func(s string) { a.warnf("%s", s) }}, func(p *recovery.Point, fs *mount.FS) {
-				if a.jsonOut {
-					a.printJSON(map[string]any{"point": p.ID.String(), "disks": fs.Disks, "mounted": fs.Mounted, "skipped": fs.Skipped})
-					return
-				}
-				for name, file := range fs.Disks {
-					a.printf("disk\t%s\t%s\n", name, file)
-				}
-				for dir, typ := range fs.Mounted {
-					a.printf("%s\t%s\n", typ, dir)
-				}
-				if !a.quiet {
-					fmt.Fprintf(a.env.Stderr, "point %s of %s mounted on %s; stop with Ctrl-C or lifeboat umount %s\n", p.ID.Short(), p.Machine, fs.Dir, fs.Dir)
-				}
+			return job.RunMount(ctx, v, spec, a.jobEnv(), func(p *recovery.Point, fs *mount.FS) {
+				a.emit(map[string]any{"point": p.ID.String(), "disks": fs.Disks, "mounted": fs.Mounted, "skipped": fs.Skipped}, func() {
+					for name, file := range fs.Disks {
+						a.printf("disk\t%s\t%s\n", name, file)
+					}
+					for dir, typ := range fs.Mounted {
+						a.printf("%s\t%s\n", typ, dir)
+					}
+					a.infof("point %s of %s mounted on %s; stop with Ctrl-C or lifeboat umount %s\n", p.ID.Short(), p.Machine, fs.Dir, fs.Dir)
+				})
 			})
 		},
 	}

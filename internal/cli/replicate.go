@@ -1,20 +1,13 @@
 package cli
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
-	"os"
-	"os/signal"
-	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sync/errgroup"
 
 	"lifeboat/internal/lastseen"
 	"lifeboat/internal/replica"
@@ -33,19 +26,30 @@ func (a *app) replicationConfig() (*replicate.Config, error) {
 	return replicate.OpenConfig(dir), nil
 }
 
-func readSecret(file, flag string) (string, error) {
-	if file == "" {
-		return "", usageError{fmt.Errorf("%s is required", flag)}
+// withReplication is a RunE that runs run with this host's replication
+// settings.
+func (a *app) withReplication(run func(cmd *cobra.Command, args []string, cfg *replicate.Config) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		cfg, err := a.replicationConfig()
+		if err != nil {
+			return err
+		}
+		return run(cmd, args, cfg)
 	}
-	data, err := os.ReadFile(file)
+}
+
+// siteClient is the client of machine's site (its target, or site),
+// --machine required.
+func (a *app) siteClient(machine, site string) (*replicate.Client, error) {
+	if machine == "" {
+		return nil, usageError{errors.New("--machine is required")}
+	}
+	cfg, err := a.replicationConfig()
 	if err != nil {
-		return "", usageError{fmt.Errorf("reading %s: %w", flag, err)}
+		return nil, err
 	}
-	t := strings.TrimSpace(string(data))
-	if t == "" {
-		return "", usageError{fmt.Errorf("%s %s is empty", flag, file)}
-	}
-	return t, nil
+	cl, err := cfg.ClientFor(machine, site)
+	return cl, notFound(err)
 }
 
 func (a *app) replicaCommand() *cobra.Command {
@@ -82,7 +86,7 @@ differ from its old disks.`,
 			if (cert == "") != (key == "") {
 				return usageError{errors.New("--cert and --key go together")}
 			}
-			token, err := readSecret(tokenFile, "--token-file")
+			token, err := replicate.ReadSecret(tokenFile, "--token-file")
 			if err != nil {
 				return err
 			}
@@ -95,9 +99,9 @@ differ from its old disks.`,
 			if err != nil {
 				return usageError{fmt.Errorf("--listen: %w", err)}
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			ctx, stop := foreground(cmd.Context())
 			defer stop()
-			log := slog.New(slog.NewTextHandler(a.env.Stderr, nil))
+			log := a.logger()
 			log.Info("serving replicas", "listen", l.Addr().String(), "dir", dir, "tls", cert != "")
 			return store.Serve(ctx, l, replica.ServeOptions{Token: token, CertFile: cert, KeyFile: key, Log: log})
 		},
@@ -126,44 +130,30 @@ accepted for loopback addresses only; use https:// otherwise. Adding a site of
 an existing name replaces it.`,
 		Example: `  lifeboat site add dr1 --url https://dr1.example.net:8443 --token-file /etc/lifeboat/dr1.token --ca /etc/lifeboat/dr1-ca.pem`,
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := a.replicationConfig()
-			if err != nil {
-				return err
-			}
+		RunE: a.withReplication(func(cmd *cobra.Command, args []string, cfg *replicate.Config) error {
 			s.Name = args[0]
 			if err := cfg.AddSite(s); err != nil {
 				return err
 			}
-			if a.jsonOut {
-				return a.printJSON(s)
-			}
-			a.printf("site %s is %s\n", s.Name, s.URL)
-			return nil
-		},
+			return a.emit(s, func() { a.printf("site %s is %s\n", s.Name, s.URL) })
+		}),
 	}
 	add.Flags().StringVar(&s.URL, "url", "", "the site's replica server, https://host:port")
 	add.Flags().StringVar(&s.TokenFile, "token-file", "", "file holding the site token")
 	add.Flags().StringVar(&s.CA, "ca", "", "CA certificate (PEM) the site's certificate is checked against")
 	list := &cobra.Command{
 		Use: "list", Short: "List the target sites", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := a.replicationConfig()
-			if err != nil {
-				return err
-			}
+		RunE: a.withReplication(func(cmd *cobra.Command, args []string, cfg *replicate.Config) error {
 			sites, err := cfg.Sites()
 			if err != nil {
 				return err
 			}
-			if a.jsonOut {
-				return a.printJSON(sites)
-			}
-			for _, s := range sites {
-				a.printf("%s\t%s\n", s.Name, s.URL)
-			}
-			return nil
-		},
+			return a.emit(sites, func() {
+				for _, s := range sites {
+					a.printf("%s\t%s\n", s.Name, s.URL)
+				}
+			})
+		}),
 	}
 	cmd.AddCommand(add, list)
 	return cmd
@@ -192,24 +182,8 @@ func (mf *machineFlags) add(c *cobra.Command) {
 
 func (mf *machineFlags) machine() (replicate.Machine, error) {
 	m := mf.m
-	if mf.definition != "" {
-		data, err := os.ReadFile(mf.definition)
-		if err != nil {
-			return m, usageError{fmt.Errorf("reading --definition: %w", err)}
-		}
-		m.Definition = data
-	}
-	for _, sd := range mf.seeds {
-		disk, image, ok := strings.Cut(sd, "=")
-		if !ok || disk == "" || image == "" {
-			return m, usageError{fmt.Errorf("--seed %q: want DISK=IMAGE", sd)}
-		}
-		if m.Seed == nil {
-			m.Seed = map[string]string{}
-		}
-		m.Seed[disk] = image
-	}
-	return m, nil
+	err := m.Load(mf.definition, mf.seeds)
+	return m, err
 }
 
 func (a *app) replicateCommand() *cobra.Command {
@@ -227,11 +201,7 @@ app-consistent cut (--app-interval, the guest frozen through its agent) and
 always the latest cut.`,
 		Example: `  lifeboat replicate enable --machine db1 --qmp /run/db1.qmp --target dr1 --retention 24h --crash-interval 5m`,
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := a.replicationConfig()
-			if err != nil {
-				return err
-			}
+		RunE: a.withReplication(func(cmd *cobra.Command, args []string, cfg *replicate.Config) error {
 			m, err := ef.machine()
 			if err != nil {
 				return err
@@ -243,7 +213,7 @@ always the latest cut.`,
 				a.printf("machine %s replicates to %s once lifeboat replicate run runs\n", m.Name, m.Target)
 			}
 			return nil
-		},
+		}),
 	}
 	ef.add(enable)
 
@@ -259,12 +229,7 @@ or the site unreachable, a cut refused) are reported by replicate status and
 retried every cycle; lost change tracking makes the next cycle a full resync.`,
 		Example: `  lifeboat replicate run --machine db1 --qmp /run/db1.qmp --target dr1`,
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := a.replicationConfig()
-			if err != nil {
-				return err
-			}
-			var machines []replicate.Machine
+		RunE: a.withReplication(func(cmd *cobra.Command, args []string, cfg *replicate.Config) error {
 			if rf.m.QMP != "" || rf.m.Target != "" {
 				m, err := rf.machine()
 				if err != nil {
@@ -274,32 +239,18 @@ retried every cycle; lost change tracking makes the next cycle a full resync.`,
 					return err
 				}
 			}
-			if rf.m.Name != "" {
-				m, err := cfg.Machine(rf.m.Name)
-				if err != nil {
-					return usageError{err}
-				}
-				machines = append(machines, m)
-			} else if machines, err = cfg.Machines(); err != nil {
+			machines, err := cfg.Selected(rf.m.Name)
+			if err != nil {
 				return err
 			}
-			if len(machines) == 0 {
-				return usageError{errors.New("no machine replicates from this host: lifeboat replicate enable first")}
-			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			ctx, stop := foreground(cmd.Context())
 			defer stop()
-			log := slog.New(slog.NewTextHandler(a.env.Stderr, nil))
 			exe, err := a.executable()
 			if err != nil {
 				return err
 			}
-			g, ctx := errgroup.WithContext(ctx)
-			for _, m := range machines {
-				r := &replicate.Runner{Config: cfg, Machine: m, Clock: a.env.Clock, Log: log, Executable: exe, StallTimeout: stall}
-				g.Go(func() error { return r.Run(ctx) })
-			}
-			return g.Wait()
-		},
+			return cfg.RunAll(ctx, machines, replicate.Runner{Clock: a.env.Clock, Log: a.logger(), Executable: exe, StallTimeout: stall})
+		}),
 	}
 	rf.add(run)
 	run.Flags().DurationVar(&stall, "stall-timeout", replicate.DefaultStallTimeout, "abandon and retry a cut whose shipping makes no progress this long (a cut link)")
@@ -314,29 +265,10 @@ running — its RPO lag (the age of the last cut the target acknowledged: what a
 failover to the latest point would lose), the target's history (journal) size,
 its number of recovery points and the last app-consistent cut.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := a.replicationConfig()
+		RunE: a.withReplication(func(cmd *cobra.Command, args []string, cfg *replicate.Config) error {
+			out, err := cfg.Statuses(cmd.Context(), statusMachine, a.env.Clock.Now())
 			if err != nil {
-				return err
-			}
-			names := []string{statusMachine}
-			if statusMachine == "" {
-				ms, err := cfg.Machines()
-				if err != nil {
-					return err
-				}
-				names = names[:0]
-				for _, m := range ms {
-					names = append(names, m.Name)
-				}
-			}
-			var out []replicate.Status
-			for _, n := range names {
-				st, err := cfg.MachineStatus(cmd.Context(), n, a.env.Clock.Now())
-				if err != nil {
-					return notFound(err)
-				}
-				out = append(out, st)
+				return notFound(err)
 			}
 			if a.jsonOut {
 				if statusMachine != "" {
@@ -344,20 +276,14 @@ its number of recovery points and the last app-consistent cut.`,
 				}
 				return a.printJSON(out)
 			}
-			tw := tabwriter.NewWriter(a.env.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "MACHINE\tTARGET\tSTATE\tLAG\tCUT\tPOINTS\tHISTORY\tNOTE")
-			for _, st := range out {
-				lag, state := "-", st.State
-				if st.LastCut != nil {
-					lag = fmt.Sprintf("%.1fs", st.LagSeconds)
+			a.table("MACHINE\tTARGET\tSTATE\tLAG\tCUT\tPOINTS\tHISTORY\tNOTE", func(tw *tabwriter.Writer) {
+				for _, st := range out {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", st.Machine, st.Target, st.StateText(), st.LagText(), st.LastSeq, st.Points,
+						size(st.JournalBytes), st.Error)
 				}
-				if st.Progress != nil && st.Progress.Total > 0 {
-					state += fmt.Sprintf(" %d%%", st.Progress.Done*100/st.Progress.Total)
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", st.Machine, st.Target, state, lag, st.LastSeq, st.Points, size(st.JournalBytes), st.Error)
-			}
-			return tw.Flush()
-		},
+			})
+			return nil
+		}),
 	}
 	status.Flags().StringVar(&statusMachine, "machine", "", "only this machine")
 
@@ -405,36 +331,22 @@ app-consistent cut, and the latest cut. IDs and times are what failover --point
 takes.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if pointsMachine == "" {
-				return usageError{errors.New("--machine is required")}
-			}
-			cfg, err := a.replicationConfig()
+			cl, err := a.siteClient(pointsMachine, pointsSite)
 			if err != nil {
 				return err
-			}
-			cl, err := cfg.ClientFor(pointsMachine, pointsSite)
-			if err != nil {
-				return notFound(err)
 			}
 			st, err := cl.Status(cmd.Context(), pointsMachine)
 			if err != nil {
 				return notFound(err)
 			}
-			if a.jsonOut {
-				return a.printJSON(st)
-			}
-			tw := tabwriter.NewWriter(a.env.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tTIME\tCONSISTENCY\t")
-			for _, p := range st.Points {
-				latest := ""
-				if p.Latest {
-					latest = "latest"
-				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", p.ID, p.Time.Format(time.RFC3339Nano), p.Consistency, latest)
-			}
-			tw.Flush()
-			a.printf("history: %s in %d cuts\n", size(st.JournalBytes), st.JournalCuts)
-			return nil
+			return a.emit(st, func() {
+				a.table("ID\tTIME\tCONSISTENCY\t", func(tw *tabwriter.Writer) {
+					for _, p := range st.Points {
+						fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", p.ID, p.Time.Format(time.RFC3339Nano), p.Consistency, map[bool]string{true: "latest"}[p.Latest])
+					}
+				})
+				a.printf("history: %s in %d cuts\n", size(st.JournalBytes), st.JournalCuts)
+			})
 		},
 	}
 	points.Flags().StringVar(&pointsMachine, "machine", "", "the machine")
@@ -476,54 +388,30 @@ The site is the machine's replication target on this host, or --site.`,
   lifeboat failover --site dr1 --machine db1 --point 2026-12-07T01:00:00Z --disks-only --to /srv/restore`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if machine == "" {
-				return usageError{errors.New("--machine is required")}
-			}
-			if cleanup && (opts.Test || opts.DisksOnly) {
-				return usageError{errors.New("--test-cleanup takes no other failover option")}
-			}
-			if planned && (cleanup || opts.Test || opts.DisksOnly || site != "" || cmd.Flags().Changed("point")) {
-				return usageError{errors.New("--planned fails over to the last cut after pausing the source: it takes no --point, --site, --test or --disks-only")}
-			}
-			if opts.DisksOnly != (to != "") {
-				return usageError{errors.New("--disks-only and --to go together")}
+			opts.To, opts.Accel = to, accel
+			req := replicate.FailoverRequest{Machine: machine, Site: site, Planned: planned, Cleanup: cleanup, PointGiven: cmd.Flags().Changed("point"), Options: opts}
+			if err := req.Validate(); err != nil {
+				return usageError{err}
 			}
 			cfg, err := a.replicationConfig()
 			if err != nil {
 				return err
 			}
-			cl, err := cfg.ClientFor(machine, site)
+			fo, err := cfg.Failover(cmd.Context(), req, a.env.Clock, a.logger())
 			if err != nil {
 				return notFound(err)
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Minute)
-			defer cancel()
-			var fo *replica.Failover
-			if planned {
-				opts.Accel = accel
-				fo, err = cfg.PlannedFailover(ctx, machine, opts, a.env.Clock, slog.New(slog.NewTextHandler(a.env.Stderr, nil)))
-			} else if cleanup {
-				fo, err = cl.CleanupTest(ctx, machine)
-			} else {
-				opts.To, opts.Accel = to, accel
-				fo, err = cl.Failover(ctx, machine, opts)
-			}
-			if err != nil {
-				return notFound(err)
-			}
-			if a.jsonOut {
-				return a.printJSON(fo)
-			}
-			switch {
-			case cleanup:
-				a.printf("removed test failover %s of %s\n", fo.Name, machine)
-			case opts.DisksOnly:
-				a.printf("wrote the disks of %s at point %d (%s) to %s in %.1fs\n", fo.Name, fo.Point.ID, fo.Point.Time.Format(time.RFC3339), to, fo.Seconds)
-			default:
-				a.printf("%s runs at the target (pid %d) from point %d (%s); disks ready in %.1fs; console %s, QMP %s\n",
-					fo.Name, fo.PID, fo.Point.ID, fo.Point.Time.Format(time.RFC3339), fo.Seconds, fo.Console, fo.QMP)
-			}
-			return nil
+			return a.emit(fo, func() {
+				switch {
+				case cleanup:
+					a.printf("removed test failover %s of %s\n", fo.Name, machine)
+				case opts.DisksOnly:
+					a.printf("wrote the disks of %s at point %d (%s) to %s in %.1fs\n", fo.Name, fo.Point.ID, fo.Point.Time.Format(time.RFC3339), to, fo.Seconds)
+				default:
+					a.printf("%s runs at the target (pid %d) from point %d (%s); disks ready in %.1fs; console %s, QMP %s\n",
+						fo.Name, fo.PID, fo.Point.ID, fo.Point.Time.Format(time.RFC3339), fo.Seconds, fo.Console, fo.QMP)
+				}
+			})
 		},
 	}
 	f := cmd.Flags()
@@ -547,26 +435,15 @@ rebased offline when it is not running — so the replica's history may be folde
 again. The failed-over machine keeps running throughout.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if commitMachine == "" {
-				return usageError{errors.New("--machine is required")}
-			}
-			cfg, err := a.replicationConfig()
+			cl, err := a.siteClient(commitMachine, commitSite)
 			if err != nil {
 				return err
-			}
-			cl, err := cfg.ClientFor(commitMachine, commitSite)
-			if err != nil {
-				return notFound(err)
 			}
 			fo, err := cl.Commit(cmd.Context(), commitMachine)
 			if err != nil {
 				return notFound(err)
 			}
-			if a.jsonOut {
-				return a.printJSON(fo)
-			}
-			a.printf("committed: %s runs on standalone disks at the target\n", fo.Name)
-			return nil
+			return a.emit(fo, func() { a.printf("committed: %s runs on standalone disks at the target\n", fo.Name) })
 		},
 	}
 	commit.Flags().StringVar(&commitMachine, "machine", "", "the failed-over machine")
@@ -580,7 +457,7 @@ again. The failed-over machine keeps running throughout.`,
 func notFound(err error) error {
 	var se *replicate.SiteError
 	switch {
-	case errors.Is(err, replicate.ErrInvalid), errors.As(err, &se) && se.Code == "invalid":
+	case replicate.IsInvalid(err):
 		return usageError{err}
 	case errors.Is(err, replicate.ErrNotFound), errors.As(err, &se) && se.Code == "not_found":
 		if !errors.Is(err, replicate.ErrNotFound) {
@@ -623,11 +500,9 @@ lifeboat failover --machine NAME-dr --planned --suffix none.`,
 			if err != nil {
 				return notFound(err)
 			}
-			if a.jsonOut {
-				return a.printJSON(got)
-			}
-			a.printf("%s replicates to %s once lifeboat replicate run --machine %s runs\n", got.Name, back, got.Name)
-			return nil
+			return a.emit(got, func() {
+				a.printf("%s replicates to %s once lifeboat replicate run --machine %s runs\n", got.Name, back, got.Name)
+			})
 		},
 	}
 	f := cmd.Flags()

@@ -9,8 +9,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"lifeboat/internal/job"
 	"lifeboat/internal/maintenance"
 	"lifeboat/internal/policy"
+	"lifeboat/internal/vault"
 )
 
 // softDeleteHelp is said wherever the window is set.
@@ -24,22 +26,17 @@ it still do until a window is set).`
 
 // parseWindow parses a --soft-delete value: 14d, 36h, 2w, 0.
 func parseWindow(s string) (time.Duration, error) {
-	d, err := policy.ParseDuration(s)
-	if err != nil {
+	d, err := policy.ParseWindow(s)
+	switch {
+	case errors.Is(err, policy.ErrFraction):
+		return 0, usageError{fmt.Errorf("--soft-delete %s: %w", s, err)}
+	case err != nil:
 		return 0, usageError{fmt.Errorf("--soft-delete: %w", err)}
-	}
-	if d%time.Second != 0 {
-		return 0, usageError{fmt.Errorf("--soft-delete %s: give whole seconds", s)}
 	}
 	return d, nil
 }
 
-func windowText(d time.Duration) string {
-	if d == 0 {
-		return "off"
-	}
-	return policy.FormatDuration(d)
-}
+var windowText = policy.WindowText
 
 func (a *app) vaultSetCommand() *cobra.Command {
 	var window string
@@ -96,57 +93,34 @@ func (a *app) vaultSettingsCommand() *cobra.Command {
 			"change of the window: when (by the storage's clock when it is later than the writer's) and\n" +
 			"from which host.\n\n" + softDeleteHelp,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			v, err := a.open(cmd.Context())
-			if err != nil {
-				return err
-			}
-			st, err := maintenance.SoftDeleteState(cmd.Context(), v)
+		RunE: a.withVault(func(ctx context.Context, v *vault.Vault, args []string) error {
+			st, err := maintenance.SoftDeleteState(ctx, v)
 			if err != nil {
 				return err
 			}
 			return a.printSoftDelete(st)
-		},
+		}),
 	}
 }
 
 func (a *app) printSoftDelete(st *maintenance.SoftDelete) error {
-	if a.jsonOut {
-		type setting struct {
-			Time   time.Time `json:"time"`
-			Host   string    `json:"host"`
-			Window int64     `json:"soft_delete_seconds"`
+	return a.emit(job.SoftDeleteOf(st), func() {
+		a.printf("soft delete: %s\n", windowText(st.Window))
+		for _, n := range st.Unreadable {
+			a.printf("  %s cannot be read: forget and prune refuse until it is moved out of settings/\n", n)
 		}
-		history := []setting{}
+		if st.Lost {
+			a.printf("  the vault has soft-deleted points but no setting (settings/ was deleted): forget and prune refuse until 'vault set --soft-delete' sets the window\n")
+		}
+		if len(st.Settings) == 0 {
+			a.printf("  (never set: forget deletes points at once; 'lifeboat vault set --soft-delete 14d' turns it on)\n")
+		} else if st.Set != st.Window {
+			a.printf("  %s set, in force from %s\n", windowText(st.Set), when(st.Effective))
+		}
 		for _, s := range st.Settings {
-			history = append(history, setting{s.At(), s.Host, s.SoftDelete})
+			a.printf("  %s  set to %s on %s\n", when(s.At()), windowText(s.Window()), orDash(s.Host))
 		}
-		out := map[string]any{"soft_delete_seconds": int64(st.Window / time.Second),
-			"set_seconds": int64(st.Set / time.Second), "settings": history}
-		if len(st.Settings) > 0 {
-			out["effective"] = st.Effective
-		}
-		if len(st.Unreadable) > 0 || st.Lost {
-			out["unreadable"], out["settings_lost"] = st.Unreadable, st.Lost
-		}
-		return a.printJSON(out)
-	}
-	a.printf("soft delete: %s\n", windowText(st.Window))
-	for _, n := range st.Unreadable {
-		a.printf("  %s cannot be read: forget and prune refuse until it is moved out of settings/\n", n)
-	}
-	if st.Lost {
-		a.printf("  the vault has soft-deleted points but no setting (settings/ was deleted): forget and prune refuse until 'vault set --soft-delete' sets the window\n")
-	}
-	if len(st.Settings) == 0 {
-		a.printf("  (never set: forget deletes points at once; 'lifeboat vault set --soft-delete 14d' turns it on)\n")
-	} else if st.Set != st.Window {
-		a.printf("  %s set, in force from %s\n", windowText(st.Set), when(st.Effective))
-	}
-	for _, s := range st.Settings {
-		a.printf("  %s  set to %s on %s\n", when(s.At()), windowText(s.Window()), orDash(s.Host))
-	}
-	return nil
+	})
 }
 
 // pointsDeleted is points --deleted: the soft-deleted points.
@@ -159,30 +133,18 @@ func (a *app) pointsDeleted(ctx context.Context, machine string) error {
 	if err != nil {
 		return err
 	}
-	if a.jsonOut {
-		type out struct {
-			pointOut
-			Deleted   time.Time `json:"deleted"`
-			PurgeAt   time.Time `json:"purge_at"`
-			DeletedBy string    `json:"deleted_by"`
-		}
-		res := []out{}
-		for _, d := range deleted {
-			res = append(res, out{pointJSON(d.Point), d.Deleted, d.PurgeAt, d.Host})
-		}
-		return a.printJSON(res)
-	}
-	a.table("ID\tTIME\tMACHINE\tCONSISTENCY\tSIZE\tDELETED\tPURGED AFTER\tBY", func(w *tabwriter.Writer) {
-		for _, d := range deleted {
-			p := d.Point
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID.Short(), when(p.Time), p.Machine, p.Consistency,
-				size(p.Size()), when(d.Deleted), when(d.PurgeAt), orDash(d.Host))
+	return a.emit(job.DeletedOf(deleted), func() {
+		a.table("ID\tTIME\tMACHINE\tCONSISTENCY\tSIZE\tDELETED\tPURGED AFTER\tBY", func(w *tabwriter.Writer) {
+			for _, d := range deleted {
+				p := d.Point
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID.Short(), when(p.Time), p.Machine, p.Consistency,
+					size(p.Size()), when(d.Deleted), when(d.PurgeAt), orDash(d.Host))
+			}
+		})
+		if len(deleted) == 0 && !a.quiet {
+			a.warnf("no soft-deleted points")
 		}
 	})
-	if len(deleted) == 0 && !a.quiet {
-		a.warnf("no soft-deleted points")
-	}
-	return nil
 }
 
 func (a *app) undeleteCommand() *cobra.Command {
@@ -210,11 +172,7 @@ listed, restored and copied again like any other point. POINT is an ID prefix
 			if err != nil {
 				return err
 			}
-			if a.jsonOut {
-				return a.printJSON(pointJSON(p))
-			}
-			a.printf("undeleted point %s of %s (%s)\n", p.ID.Short(), p.Machine, when(p.Time))
-			return nil
+			return a.emit(pointJSON(p), func() { a.printf("undeleted point %s of %s (%s)\n", p.ID.Short(), p.Machine, when(p.Time)) })
 		},
 	}
 	cmd.Flags().StringVar(&machine, "machine", "", "the point's machine (required)")

@@ -456,3 +456,9 @@ func listening(sock string) bool {
 	c.Close()
 	return true
 }
+
+// BootOf is the Boot of opts (what a job spec keeps of them).
+func BootOf(o boot.Options) Boot {
+	return Boot{Accel: o.Accel, Network: o.Network, VNC: o.VNC, SerialLog: o.SerialLog, Kernel: o.Kernel,
+		Initrd: o.Initrd, Append: o.Append, UEFICode: o.UEFICode, QEMU: o.QEMU}
+}

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"errors"
 	"sort"
 	"time"
 )
@@ -60,4 +61,28 @@ func SoftDeleteWindow(changes []WindowChange, t time.Time) time.Duration {
 // deleted; a shortened one never shortens theirs).
 func PurgeAt(changes []WindowChange, deleted, now time.Time) time.Time {
 	return deleted.Add(max(SoftDeleteWindow(changes, deleted), SoftDeleteWindow(changes, now)))
+}
+
+// ErrFraction: a soft-delete window must be whole seconds.
+var ErrFraction = errors.New("give whole seconds")
+
+// ParseWindow parses a soft-delete window: a duration ParseDuration reads
+// (14d, 36h, 2w) in whole seconds, or 0 for none.
+func ParseWindow(s string) (time.Duration, error) {
+	d, err := ParseDuration(s)
+	if err != nil {
+		return 0, err
+	}
+	if d%time.Second != 0 {
+		return 0, ErrFraction
+	}
+	return d, nil
+}
+
+// WindowText is a soft-delete window as shown: "off" for none.
+func WindowText(d time.Duration) string {
+	if d == 0 {
+		return "off"
+	}
+	return FormatDuration(d)
 }

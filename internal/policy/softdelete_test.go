@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -63,6 +64,32 @@ func TestPurgeAt(t *testing.T) {
 		got := PurgeAt(c.changes, ts(t, c.deleted), ts(t, c.now))
 		if !got.Equal(ts(t, c.want)) {
 			t.Errorf("%s: purge at %s, want %s", c.name, got.Format(time.RFC3339), c.want)
+		}
+	}
+}
+
+func TestParseWindow(t *testing.T) {
+	for _, c := range []struct {
+		in, text string
+		want     time.Duration
+		err      string
+	}{
+		{"14d", "14d", 14 * 24 * time.Hour, ""},
+		{"36h", "1d12h", 36 * time.Hour, ""},
+		{"0", "off", 0, ""},
+		{"1.5s", "", 0, "give whole seconds"},
+		{"-1d", "", 0, "negative"},
+		{"", "", 0, "empty"},
+	} {
+		d, err := ParseWindow(c.in)
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("ParseWindow(%q) = %v, %v; want error %q", c.in, d, err, c.err)
+			}
+			continue
+		}
+		if err != nil || d != c.want || WindowText(d) != c.text {
+			t.Errorf("ParseWindow(%q) = %v (%s), %v", c.in, d, WindowText(d), err)
 		}
 	}
 }

@@ -1,0 +1,38 @@
+package job
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"lifeboat/internal/recovery"
+)
+
+// DiskSpecs turns disk arguments into names and paths: NAME=PATH, or
+// PATH named by the definition's disks in order (def may be nil), or by
+// the file's base name without its extension (diskN when that is not a
+// valid name). Two disks of one name are an InvalidError.
+func DiskSpecs(values []string, def *recovery.Definition) (names, paths []string, err error) {
+	seen := map[string]bool{}
+	for i, v := range values {
+		name, path := "", v
+		if k, p, ok := strings.Cut(v, "="); ok && recovery.ValidName("disk", k) == nil {
+			name, path = k, p
+		} else if def != nil && i < len(def.Disks) {
+			name = def.Disks[i].Name
+		} else {
+			base := filepath.Base(path)
+			name = strings.TrimSuffix(base, filepath.Ext(base))
+			if recovery.ValidName("disk", name) != nil {
+				name = fmt.Sprintf("disk%d", i)
+			}
+		}
+		if seen[name] {
+			return nil, nil, &InvalidError{Field: "disks", Reason: fmt.Sprintf("two disks are named %q: name them with --disk NAME=PATH", name)}
+		}
+		seen[name] = true
+		names = append(names, name)
+		paths = append(paths, path)
+	}
+	return names, paths, nil
+}
