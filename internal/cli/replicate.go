@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sync/errgroup"
 
 	"lifeboat/internal/lastseen"
 	"lifeboat/internal/replica"
@@ -188,6 +187,7 @@ func (mf *machineFlags) add(c *cobra.Command) {
 	f.DurationVar(&mf.m.Every, "every", replicate.DefaultEvery, "how often a consistent cut is taken and shipped (the RPO is about this)")
 	f.StringVar(&mf.definition, "definition", "", "machine definition JSON file to fail over with (default: read from the running machine)")
 	f.StringArrayVar(&mf.seeds, "seed", nil, "DISK=IMAGE: start the replica of DISK from IMAGE on the target site's host (re-protection; repeatable)")
+	f.StringVar(&mf.m.Group, "group", "", "replication group: its members' cuts are taken together, and fail over together (replicate run --group)")
 }
 
 func (mf *machineFlags) machine() (replicate.Machine, error) {
@@ -250,13 +250,16 @@ always the latest cut.`,
 	var rf machineFlags
 	var stall time.Duration
 	run := &cobra.Command{
-		Use:   "run [--machine NAME [--qmp SOCKET --target SITE]]",
+		Use:   "run [--machine NAME [--qmp SOCKET --target SITE] | --group GROUP]",
 		Short: "Run the replication of this host's machines (foreground)",
 		Long: `Replicate every enabled machine of this host, or only --machine, in the
 foreground until interrupted (for systemd when no agent runs). With --qmp and
 --target the machine is enabled first, as replicate enable does. Failures (QEMU
 or the site unreachable, a cut refused) are reported by replicate status and
-retried every cycle; lost change tracking makes the next cycle a full resync.`,
+retried every cycle; lost change tracking makes the next cycle a full resync.
+The members of a group (replicate enable --group) are replicated together:
+--group GROUP runs only that group's members, each cycle one consistent cut
+across all of them (docs/replication.md, Groups).`,
 		Example: `  lifeboat replicate run --machine db1 --qmp /run/db1.qmp --target dr1`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -274,7 +277,11 @@ retried every cycle; lost change tracking makes the next cycle a full resync.`,
 					return err
 				}
 			}
-			if rf.m.Name != "" {
+			if rf.m.Name == "" && rf.m.Group != "" {
+				if machines, err = groupMembers(cfg, rf.m.Group); err != nil {
+					return err
+				}
+			} else if rf.m.Name != "" {
 				m, err := cfg.Machine(rf.m.Name)
 				if err != nil {
 					return usageError{err}
@@ -293,12 +300,7 @@ retried every cycle; lost change tracking makes the next cycle a full resync.`,
 			if err != nil {
 				return err
 			}
-			g, ctx := errgroup.WithContext(ctx)
-			for _, m := range machines {
-				r := &replicate.Runner{Config: cfg, Machine: m, Clock: a.env.Clock, Log: log, Executable: exe, StallTimeout: stall}
-				g.Go(func() error { return r.Run(ctx) })
-			}
-			return g.Wait()
+			return replicate.RunMachines(ctx, machines, replicate.Runner{Config: cfg, Clock: a.env.Clock, Log: log, Executable: exe, StallTimeout: stall})
 		},
 	}
 	rf.add(run)
@@ -444,11 +446,11 @@ takes.`,
 }
 
 func (a *app) failoverCommand() *cobra.Command {
-	var machine, site, to, accel string
+	var machine, site, to, accel, group string
 	var opts replica.FailoverOptions
 	var cleanup, planned bool
 	cmd := &cobra.Command{
-		Use:   "failover --machine NAME [--point latest|latest-app|ID|TIME] [--planned | --test | --test-cleanup] [--disks-only --to DIR]",
+		Use:   "failover --machine NAME|--group GROUP [--point latest|latest-app|ID|TIME] [--planned | --test | --test-cleanup] [--disks-only --to DIR]",
 		Short: "Start a replicated machine at its target site",
 		Long: `Fail a replicated machine over to its target site (unplanned: the source may be
 gone). The site materialises the recovery point's disks as qcow2 overlays over
@@ -466,6 +468,9 @@ first, the guest is resumed.
 --test starts an isolated copy (no network, new MAC addresses, name -dr-test)
 while replication goes on; --test-cleanup stops and removes it and leaves the
 replica untouched.
+--group GROUP fails every member of a replication group over to one group cut
+(a cut all members hold, taken at one instant): no member is ahead of another.
+--point then chooses among the group's points (IDs are group cut IDs).
 --disks-only --to DIR has the site write the point's disks as raw images into
 DIR on its host (named after the disks) with the -dr definition, starting
 nothing.
@@ -476,8 +481,11 @@ The site is the machine's replication target on this host, or --site.`,
   lifeboat failover --site dr1 --machine db1 --point 2026-12-07T01:00:00Z --disks-only --to /srv/restore`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if group != "" {
+				return a.groupFailover(cmd, group, machine, site, to, accel, opts, planned || cleanup)
+			}
 			if machine == "" {
-				return usageError{errors.New("--machine is required")}
+				return usageError{errors.New("--machine or --group is required")}
 			}
 			if cleanup && (opts.Test || opts.DisksOnly) {
 				return usageError{errors.New("--test-cleanup takes no other failover option")}
@@ -528,6 +536,7 @@ The site is the machine's replication target on this host, or --site.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&machine, "machine", "", "the machine to fail over")
+	f.StringVar(&group, "group", "", "fail every member of this replication group over to the same group cut")
 	f.StringVar(&site, "site", "", "the target site (default: the machine's replication target)")
 	f.StringVar(&opts.Point, "point", "latest", "latest, latest-app, a point ID, or an RFC 3339 time")
 	f.BoolVar(&planned, "planned", false, "pause the source, ship its last writes, fail over, shut the source down (on the source host)")

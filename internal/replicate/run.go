@@ -82,6 +82,9 @@ type Runner struct {
 	status     Status
 	lastProg   time.Time
 	lastAppTry time.Time
+	// group, when set, is the group cut this cycle takes its share of.
+	group    *groupCut
+	groupIdx int
 }
 
 func (r *Runner) init() error {
@@ -132,21 +135,10 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.saveStatus()
 	for {
 		start := r.Clock.Now()
-		err := r.Cycle(ctx)
+		r.step(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
-		r.status.LastCycleSeconds = r.Clock.Now().Sub(start).Seconds()
-		if err != nil {
-			r.Log.Warn("replication cycle failed", "machine", r.Machine.Name, "err", err)
-			r.status.Error = err.Error()
-			if siteCode(err) == "failed_over" {
-				r.status.State = StateFailedOver
-			} else if r.status.State != StateInitialSync && r.status.State != StateResyncing {
-				r.status.State = StateError
-			}
-		}
-		r.saveStatus()
 		// Cuts start every Every: a slow cycle is followed at once.
 		t := time.NewTimer(max(0, r.Machine.every()-r.Clock.Now().Sub(start)))
 		select {
@@ -156,6 +148,27 @@ func (r *Runner) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// step runs one cycle and records its outcome in the status.
+func (r *Runner) step(ctx context.Context) error {
+	start := r.Clock.Now()
+	err := r.Cycle(ctx)
+	if ctx.Err() != nil {
+		return err
+	}
+	r.status.LastCycleSeconds = r.Clock.Now().Sub(start).Seconds()
+	if err != nil {
+		r.Log.Warn("replication cycle failed", "machine", r.Machine.Name, "err", err)
+		r.status.Error = err.Error()
+		if siteCode(err) == "failed_over" {
+			r.status.State = StateFailedOver
+		} else if r.status.State != StateInitialSync && r.status.State != StateResyncing {
+			r.status.State = StateError
+		}
+	}
+	r.saveStatus()
+	return err
 }
 
 // Cycle takes one cut and ships it. Run calls it in a loop;
@@ -210,7 +223,8 @@ func (r *Runner) Cycle(ctx context.Context) error {
 		if len(def) == 0 {
 			def = live.MachineDefinition(ctx, mon, name, disks)
 		}
-		target, err = r.client.Register(ctx, replica.Spec{Machine: name, Definition: def, Disks: specs, Policy: r.Machine.Policy, Seed: r.Machine.Seed})
+		target, err = r.client.Register(ctx, replica.Spec{Machine: name, Definition: def, Disks: specs, Policy: r.Machine.Policy, Seed: r.Machine.Seed,
+			Group: r.Machine.Group})
 		if err != nil {
 			return fmt.Errorf("registering %s at %s: %w", name, r.Machine.Target, err)
 		}
@@ -300,6 +314,13 @@ func (r *Runner) Cycle(ctx context.Context) error {
 	sess, err := qmp.Fleece(ctx, mon, fdisks, qmp.FleeceOptions{Dir: r.Dir, Server: qmp.UnixSocket(filepath.Join(r.Dir, "nbd.sock")),
 		StartServer: true, InstantTimeout: 30 * time.Second,
 		BeforeInstant: func(ctx context.Context) error {
+			if r.group != nil {
+				t0, err := r.group.before(ctx, r.groupIdx)
+				if err != nil {
+					return err
+				}
+				defer func() { cut = t0 }() // every member's cut is the group's instant
+			}
 			if wantApp {
 				var notes []string
 				consistency, notes, undo = live.Quiesce(ctx, live.Options{Consistency: recovery.App, GuestAgent: r.Machine.GuestAgent,
@@ -314,6 +335,9 @@ func (r *Runner) Cycle(ctx context.Context) error {
 			return nil
 		},
 		AfterInstant: func() {
+			if r.group != nil {
+				r.group.after(r.groupIdx)
+			}
 			if undo != nil {
 				if err := undo(); err != nil {
 					r.Log.Warn("thawing the guest", "machine", name, "err", err)
@@ -329,6 +353,26 @@ func (r *Runner) Cycle(ctx context.Context) error {
 		cons = "app" // the guest's filesystems were frozen at the cut
 	}
 	h := replica.Header{Seq: seq, Cut: cut, Consistency: cons, Full: full && diff == nil}
+	if r.group != nil {
+		// The group's verdict before anything ships: a member that wrote
+		// since its instant makes every member drop this cut.
+		err := r.group.settle(ctx, r.groupIdx, name, func(ctx context.Context) (bool, error) {
+			ds, err := live.MachineDisks(ctx, mon)
+			if err != nil {
+				return false, fmt.Errorf("checking the cut of %s: %w", name, err)
+			}
+			for _, d := range ds {
+				if b, ok := d.Bitmap(newBitmap); !ok || b.Count != 0 {
+					return false, nil
+				}
+			}
+			return true, nil
+		})
+		if err != nil {
+			return err
+		}
+		h.Group, h.GroupCut = r.Machine.Group, cut.UnixNano()
+	}
 
 	pr, pw := io.Pipe()
 	sent := &countWriter{w: pw}

@@ -1,0 +1,106 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"lifeboat/internal/replica"
+	"lifeboat/internal/replicate"
+)
+
+func (a *app) failbackCommand() *cobra.Command {
+	var machine, accel string
+	cmd := &cobra.Command{
+		Use:   "failback --machine NAME [--accel tcg|kvm]",
+		Short: "Fail a re-protected machine back to its old site, losing nothing",
+		Long: `Fail a machine back to its original site after lifeboat reprotect: a planned
+failover of its copy (NAME-dr), run on the host where the copy runs and where
+reprotect enabled its replication. The copy is paused, cuts are shipped until
+one taken after the pause is acknowledged by the old site, the old site starts
+the machine from exactly that cut under its original NAME, and the copy is shut
+down. If anything fails before the machine runs at the old site, the copy is
+resumed and nothing changed.
+
+It is lifeboat failover --machine NAME-dr --planned --suffix none, found by the
+original machine's name. Afterwards protect the machine again from the old
+site (lifeboat replicate enable there); the second site's replica of the
+original machine can be removed with lifeboat replicate disable.`,
+		Example: `  lifeboat reprotect --machine db1 --site dr1 --to orig --seed vd0=/var/lib/vm/db1.qcow2
+  lifeboat replicate run --machine db1-dr     # until protected
+  lifeboat failback --machine db1`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if machine == "" {
+				return usageError{errors.New("--machine is required")}
+			}
+			cfg, err := a.replicationConfig()
+			if err != nil {
+				return err
+			}
+			fo, err := cfg.Failback(cmd.Context(), machine, replica.FailoverOptions{Point: "latest", Accel: accel}, a.env.Clock,
+				slog.New(slog.NewTextHandler(a.env.Stderr, nil)))
+			if err != nil {
+				return notFound(err)
+			}
+			if a.jsonOut {
+				return a.printJSON(fo)
+			}
+			a.printf("%s runs at its old site again (pid %d) from cut %d (%s), nothing lost; console %s, QMP %s\n",
+				fo.Name, fo.PID, fo.Point.ID, fo.Point.Time.Format(time.RFC3339), fo.Console, fo.QMP)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&machine, "machine", "", "the original machine's name (or its copy's, NAME-dr)")
+	cmd.Flags().StringVar(&accel, "accel", "tcg", "tcg or kvm, at the old site")
+	return cmd
+}
+
+// groupMembers are this host's machines in group.
+func groupMembers(cfg *replicate.Config, group string) ([]replicate.Machine, error) {
+	ms, err := cfg.GroupMembers(group)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return ms, nil
+}
+
+func (a *app) groupFailover(cmd *cobra.Command, group, machine, site, to, accel string, opts replica.FailoverOptions, other bool) error {
+	if machine != "" || other || opts.Test {
+		return usageError{errors.New("--group fails the whole group over: it takes no --machine, --planned, --test or --test-cleanup")}
+	}
+	if opts.DisksOnly != (to != "") {
+		return usageError{errors.New("--disks-only and --to go together")}
+	}
+	cfg, err := a.replicationConfig()
+	if err != nil {
+		return err
+	}
+	cl, err := cfg.GroupClient(group, site)
+	if err != nil {
+		return notFound(err)
+	}
+	ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Minute)
+	defer cancel()
+	opts.To, opts.Accel = to, accel
+	gf, err := cl.GroupFailover(ctx, group, opts)
+	if err != nil {
+		return notFound(err)
+	}
+	if a.jsonOut {
+		return a.printJSON(gf)
+	}
+	for _, fo := range gf.Failovers {
+		if opts.DisksOnly {
+			a.printf("wrote the disks of %s at cut %d to %s in %.1fs\n", fo.Name, fo.Point.ID, filepath.Join(to, fo.Machine), fo.Seconds)
+		} else {
+			a.printf("%s runs at the target (pid %d) from cut %d; console %s, QMP %s\n", fo.Name, fo.PID, fo.Point.ID, fo.Console, fo.QMP)
+		}
+	}
+	a.printf("group %s failed over to group point %d (%s)\n", group, gf.Point.ID, gf.Point.Time.Format(time.RFC3339Nano))
+	return nil
+}

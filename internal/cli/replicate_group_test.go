@@ -1,0 +1,100 @@
+package cli_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// A replication group of two storage daemons, written by one writer that
+// numbers its writes with a shared counter — odd numbers to a's disk, even
+// ones to b's, each write completed before the next — fails over to group
+// cuts that always show both disks at one instant: the two counters differ
+// by exactly one, never with one machine ahead.
+func TestReplicateGroupFailover(t *testing.T) {
+	_, sockA, fuseA := storageDaemon(t)
+	_, sockB, fuseB := storageDaemon(t)
+	s := newReplSite(t)
+	for _, m := range []struct{ name, sock string }{{"a", sockA}, {"b", sockB}} {
+		if r := s.run("replicate", "enable", "--machine", m.name, "--qmp", m.sock, "--target", "dr", "--group", "g",
+			"--every", "200ms", "--crash-interval", "1s"); r.code != 0 {
+			t.Fatalf("replicate enable: %s", r)
+		}
+	}
+	startProcEnv(t, s.env, "replicate", "run", "--group", "g")
+
+	files := make([]*os.File, 2)
+	for i, p := range []string{fuseA, fuseB} {
+		f, err := os.OpenFile(p, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		files[i] = f
+	}
+	var n atomic.Int64
+	stop, stopped := make(chan struct{}), make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				stopped <- nil
+				return
+			default:
+			}
+			k := n.Load() + 1
+			if _, err := files[(k+1)%2].WriteAt(fmt.Appendf(nil, "%-16d", k), 0); err != nil {
+				stopped <- err
+				return
+			}
+			n.Store(k)
+			time.Sleep(15 * time.Millisecond)
+		}
+	}()
+	counter := func(path string) int64 {
+		b := readFile(t, path)[:16]
+		v, err := strconv.ParseInt(string(bytes.TrimSpace(b)), 10, 64)
+		if err != nil && !bytes.Equal(b, make([]byte, 16)) {
+			t.Fatalf("%s holds %q", path, b)
+		}
+		return v
+	}
+	waitFor(t, 10*time.Second, "the writer to write both disks", func() bool { return n.Load() >= 2 })
+	started := time.Now()
+	for round := range 3 {
+		s.cutAfter("a", time.Now(), 30*time.Second)
+		s.cutAfter("b", time.Now(), 30*time.Second)
+		out := t.TempDir()
+		r := s.run("--json", "failover", "--group", "g", "--disks-only", "--to", out)
+		var gf struct {
+			Point struct {
+				ID   int64     `json:"id"`
+				Time time.Time `json:"time"`
+			} `json:"point"`
+			Failovers []struct {
+				Machine string `json:"machine"`
+			} `json:"failovers"`
+		}
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &gf) != nil || len(gf.Failovers) != 2 {
+			t.Fatalf("failover --group: %s", r)
+		}
+		a, b := counter(filepath.Join(out, "a", "d0.raw")), counter(filepath.Join(out, "b", "d0.raw"))
+		t.Logf("round %d: group point %s: a=%d b=%d (writer at %d)", round, gf.Point.Time.Format(time.RFC3339Nano), a, b, n.Load())
+		if gf.Point.Time.After(started) && (a-b != 1 && b-a != 1) {
+			t.Fatalf("group point %d shows a at %d and b at %d: not one instant", gf.Point.ID, a, b)
+		}
+	}
+	close(stop)
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	if r := s.run("failover", "--group", "nosuch", "--site", "dr", "--disks-only", "--to", t.TempDir()); r.code != 8 {
+		t.Fatalf("failover of a missing group: %s, want exit 8", r)
+	}
+}
