@@ -251,7 +251,7 @@ type instantFlags struct {
 
 func (f *instantFlags) add(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.instant, "instant", false, "with --to DIR and --start: start the machine at once from the vault, copy the data in the background")
-	if fs.Lookup("start") == nil { fs.BoolVar(&f.start, "start", false, "with --instant: start the machine (required)") }
+	fs.BoolVar(&f.start, "start", false, "with --instant: start the machine (required)")
 	fs.StringVar(&f.speed, "stream-speed", "", "with --instant: bound the background copy of each disk (bytes/s: 50M)")
 	fs.BoolVar(&f.status, "status", false, "with --instant --to DIR: show how far the copy into DIR has come, and exit")
 	fs.BoolVar(&f.waitGuest, "wait-guest", false, "with --instant: also measure the time to the guest agent answering (answered_ms)")

@@ -253,7 +253,9 @@ always the latest cut.`,
 		Use:   "run [--machine NAME [--qmp SOCKET --target SITE] | --group GROUP]",
 		Short: "Run the replication of this host's machines (foreground)",
 		Long: `Replicate every enabled machine of this host, or only --machine, in the
-foreground until interrupted (for systemd when no agent runs). With --qmp and
+foreground until interrupted (for systemd when no agent runs; lifeboat agent
+--replicate does the same). Without --machine or --group, machines enabled or
+disabled while it runs are followed within seconds. With --qmp and
 --target the machine is enabled first, as replicate enable does. Failures (QEMU
 or the site unreachable, a cut refused) are reported by replicate status and
 retried every cycle; lost change tracking makes the next cycle a full resync.
@@ -300,7 +302,11 @@ across all of them (docs/replication.md, Groups).`,
 			if err != nil {
 				return err
 			}
-			return replicate.RunMachines(ctx, machines, replicate.Runner{Config: cfg, Clock: a.env.Clock, Log: log, Executable: exe, StallTimeout: stall})
+			template := replicate.Runner{Config: cfg, Clock: a.env.Clock, Log: log, Executable: exe, StallTimeout: stall}
+			if rf.m.Name == "" && rf.m.Group == "" {
+				return replicate.Supervise(ctx, cfg, template)
+			}
+			return replicate.RunMachines(ctx, machines, template)
 		},
 	}
 	rf.add(run)

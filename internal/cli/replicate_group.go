@@ -104,3 +104,24 @@ func (a *app) groupFailover(cmd *cobra.Command, group, machine, site, to, accel 
 	a.printf("group %s failed over to group point %d (%s)\n", group, gf.Point.ID, gf.Point.Time.Format(time.RFC3339Nano))
 	return nil
 }
+
+// startReplication runs the replication of this host's enabled machines
+// in the background (lifeboat agent --replicate), as replicate run does;
+// stop ends it and waits.
+func (a *app) startReplication(ctx context.Context, log *slog.Logger) (stop func(), err error) {
+	cfg, err := a.replicationConfig()
+	if err != nil {
+		return nil, err
+	}
+	exe, err := a.executable()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		replicate.Supervise(ctx, cfg, replicate.Runner{Config: cfg, Clock: a.env.Clock, Log: log, Executable: exe})
+	}()
+	return func() { cancel(); <-done }, nil
+}

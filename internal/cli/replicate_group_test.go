@@ -2,11 +2,13 @@ package cli_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -101,4 +103,29 @@ func TestReplicateGroupFailover(t *testing.T) {
 	if r := s.run("failover", "--group", "nosuch", "--site", "dr", "--disks-only", "--to", t.TempDir()); r.code != 8 {
 		t.Fatalf("failover of a missing group: %s, want exit 8", r)
 	}
+}
+
+// lifeboat agent --replicate runs the replication of this host's machines
+// (the code replicate run runs): a machine enabled while the agent runs is
+// picked up and replicated, and its replica equals the source.
+func TestAgentReplicates(t *testing.T) {
+	_, sock, fuse := storageDaemon(t)
+	s := newReplSite(t)
+	url, adminToken, _ := startServer(t, "--no-agent")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r := inProcEnv(ctx, nil, "token", "add", "hv2", "--role", "agent", "--server", url, "--token-file", adminToken)
+	if r.code != 0 {
+		t.Fatalf("token add: %s", r)
+	}
+	agentToken := filepath.Join(t.TempDir(), "hv2.token")
+	os.WriteFile(agentToken, []byte(strings.TrimSpace(r.stdout)+"\n"), 0o600)
+	startProcEnv(t, s.env, "agent", "--server", url, "--token-file", agentToken, "--replicate")
+
+	if r := s.run("replicate", "enable", "--machine", "qsd", "--qmp", sock, "--target", "dr", "--every", "200ms"); r.code != 0 {
+		t.Fatalf("replicate enable: %s", r)
+	}
+	writeAt(t, fuse, 2<<20, bytes.Repeat([]byte("agent"), 50000))
+	s.cutAfter("qsd", time.Now(), 30*time.Second)
+	s.checkReplica("qsd", "latest", readFile(t, fuse), "the agent's replica differs from the source")
 }
