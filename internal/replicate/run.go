@@ -110,7 +110,7 @@ func (r *Runner) init() error {
 	// A site that does not answer a status within the stall timeout is
 	// as unreachable as one whose shipping stalls.
 	r.client.Timeout = min(RequestTimeout, r.stallTimeout())
-	r.status = Status{Machine: r.Machine.Name, Target: r.Machine.Target, State: StateStarting, PID: os.Getpid()}
+	r.status = Status{Machine: r.Machine.Name, Target: r.Machine.Target, Group: r.Machine.Group, State: StateStarting, PID: os.Getpid()}
 	var st State
 	if r.Config.get("state", r.Machine.Name, &st) == nil {
 		r.status.LastSeq = st.Acked
