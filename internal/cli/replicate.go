@@ -403,18 +403,22 @@ next cycle; the dirty bitmaps it added stay on the disks until QEMU restarts.`,
 	}
 	disable.Flags().StringVar(&disableMachine, "machine", "", "the machine")
 	disable.Flags().BoolVar(&keepReplica, "keep-replica", false, "keep the replica and its history at the target site")
-	var pointsMachine, pointsSite string
+	var pointsMachine, pointsSite, pointsGroup string
 	points := &cobra.Command{
-		Use:   "points --machine NAME [--site SITE]",
+		Use:   "points --machine NAME|--group GROUP [--site SITE]",
 		Short: "List a replicated machine's recovery points at its target site",
 		Long: `List the recovery points the target site holds for a machine, oldest first: the
 base (the oldest state kept), the first cut of every crash interval, every
 app-consistent cut, and the latest cut. IDs and times are what failover --point
-takes.`,
+takes. With --group, the group's points: the group cuts every member holds
+(what failover --group --point takes).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if pointsGroup != "" {
+				return a.groupPoints(cmd, pointsGroup, pointsSite)
+			}
 			if pointsMachine == "" {
-				return usageError{errors.New("--machine is required")}
+				return usageError{errors.New("--machine or --group is required")}
 			}
 			cfg, err := a.replicationConfig()
 			if err != nil {
@@ -431,22 +435,14 @@ takes.`,
 			if a.jsonOut {
 				return a.printJSON(st)
 			}
-			tw := tabwriter.NewWriter(a.env.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tTIME\tCONSISTENCY\t")
-			for _, p := range st.Points {
-				latest := ""
-				if p.Latest {
-					latest = "latest"
-				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", p.ID, p.Time.Format(time.RFC3339Nano), p.Consistency, latest)
-			}
-			tw.Flush()
+			a.printPoints(st.Points)
 			a.printf("history: %s in %d cuts\n", size(st.JournalBytes), st.JournalCuts)
 			return nil
 		},
 	}
 	points.Flags().StringVar(&pointsMachine, "machine", "", "the machine")
 	points.Flags().StringVar(&pointsSite, "site", "", "the target site (default: the machine's replication target)")
+	points.Flags().StringVar(&pointsGroup, "group", "", "list the points of this replication group")
 	cmd.AddCommand(enable, run, status, disable, points)
 	return cmd
 }

@@ -3,8 +3,11 @@ package cli
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -124,4 +127,39 @@ func (a *app) startReplication(ctx context.Context, log *slog.Logger) (stop func
 		replicate.Supervise(ctx, cfg, replicate.Runner{Config: cfg, Clock: a.env.Clock, Log: log, Executable: exe})
 	}()
 	return func() { cancel(); <-done }, nil
+}
+
+func (a *app) groupPoints(cmd *cobra.Command, group, site string) error {
+	cfg, err := a.replicationConfig()
+	if err != nil {
+		return err
+	}
+	cl, err := cfg.GroupClient(group, site)
+	if err != nil {
+		return notFound(err)
+	}
+	st, err := cl.GroupStatus(cmd.Context(), group)
+	if err != nil {
+		return notFound(err)
+	}
+	if a.jsonOut {
+		return a.printJSON(st)
+	}
+	a.printPoints(st.Points)
+	a.printf("members: %s\n", strings.Join(st.Members, ", "))
+	return nil
+}
+
+// printPoints prints recovery points as a table, oldest first.
+func (a *app) printPoints(points []replica.Point) {
+	tw := tabwriter.NewWriter(a.env.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tTIME\tCONSISTENCY\t")
+	for _, p := range points {
+		latest := ""
+		if p.Latest {
+			latest = "latest"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", p.ID, p.Time.Format(time.RFC3339Nano), p.Consistency, latest)
+	}
+	tw.Flush()
 }

@@ -100,6 +100,17 @@ func TestReplicateGroupFailover(t *testing.T) {
 	if err := <-stopped; err != nil {
 		t.Fatal(err)
 	}
+	r := s.run("--json", "replicate", "points", "--group", "g")
+	var gp struct {
+		Members []string `json:"members"`
+		Points  []struct {
+			ID     uint64 `json:"id"`
+			Latest bool   `json:"latest"`
+		} `json:"points"`
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &gp) != nil || len(gp.Members) != 2 || len(gp.Points) == 0 || !gp.Points[len(gp.Points)-1].Latest {
+		t.Fatalf("replicate points --group: %s", r)
+	}
 	if r := s.run("failover", "--group", "nosuch", "--site", "dr", "--disks-only", "--to", t.TempDir()); r.code != 8 {
 		t.Fatalf("failover of a missing group: %s, want exit 8", r)
 	}
