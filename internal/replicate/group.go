@@ -32,6 +32,8 @@ type groupCut struct {
 
 	mu          sync.Mutex
 	t0          time.Time
+	ready       int
+	allReady    chan struct{}
 	cut, judged int
 	moved       []string
 	settled     []bool
@@ -44,7 +46,7 @@ type groupCut struct {
 
 func newGroupCut(name string, n int, clk clock.Clock) *groupCut {
 	g := &groupCut{name: name, n: n, clk: clk, turn: make([]chan struct{}, n), settled: make([]bool, n),
-		allCut: make(chan struct{}), allJudged: make(chan struct{}), abort: make(chan struct{})}
+		allReady: make(chan struct{}), allCut: make(chan struct{}), allJudged: make(chan struct{}), abort: make(chan struct{})}
 	for i := range g.turn {
 		g.turn[i] = make(chan struct{})
 	}
@@ -70,9 +72,19 @@ func (g *groupCut) wait(ctx context.Context, ch chan struct{}) error {
 	}
 }
 
-// before waits for member i's turn and returns the group cut's time (read
-// before the first member's instant, so it claims no write a cut lacks).
+// before waits until every member is ready for its instant (its cut
+// prepared, its guest frozen for an app-consistent cut), then for member
+// i's turn, and returns the group cut's time (read before the first
+// member's instant, so it claims no write a cut lacks).
 func (g *groupCut) before(ctx context.Context, i int) (time.Time, error) {
+	g.mu.Lock()
+	if g.ready++; g.ready == g.n {
+		close(g.allReady)
+	}
+	g.mu.Unlock()
+	if err := g.wait(ctx, g.allReady); err != nil {
+		return time.Time{}, err
+	}
 	if err := g.wait(ctx, g.turn[i]); err != nil {
 		return time.Time{}, err
 	}

@@ -317,13 +317,6 @@ func (r *Runner) Cycle(ctx context.Context) error {
 	sess, err := qmp.Fleece(ctx, mon, fdisks, qmp.FleeceOptions{Dir: r.Dir, Server: qmp.UnixSocket(filepath.Join(r.Dir, "nbd.sock")),
 		StartServer: true, InstantTimeout: 30 * time.Second,
 		BeforeInstant: func(ctx context.Context) error {
-			if r.group != nil {
-				t0, err := r.group.before(ctx, r.groupIdx)
-				if err != nil {
-					return err
-				}
-				defer func() { cut = t0 }() // every member's cut is the group's instant
-			}
 			if wantApp {
 				var notes []string
 				consistency, notes, undo = live.Quiesce(ctx, live.Options{Consistency: recovery.App, GuestAgent: r.Machine.GuestAgent,
@@ -331,6 +324,20 @@ func (r *Runner) Cycle(ctx context.Context) error {
 				for _, n := range notes {
 					r.Log.Warn("app-consistent cut", "machine", name, "note", n)
 				}
+			}
+			if r.group != nil {
+				// Frozen first (when app-consistent), then every member
+				// ready before the first instant: the window between the
+				// members' instants is their transactions only.
+				t0, err := r.group.before(ctx, r.groupIdx)
+				if err != nil {
+					if undo != nil {
+						undo()
+					}
+					return err
+				}
+				cut = t0 // every member's cut is the group's instant
+				return nil
 			}
 			// Read before the instant, so a cut's time never claims
 			// writes the cut does not hold.
