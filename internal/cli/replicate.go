@@ -178,6 +178,7 @@ func (mf *machineFlags) add(c *cobra.Command) {
 	f.DurationVar(&mf.m.Every, "every", replicate.DefaultEvery, "how often a consistent cut is taken and shipped (the RPO is about this)")
 	f.StringVar(&mf.definition, "definition", "", "machine definition JSON file to fail over with (default: read from the running machine)")
 	f.StringArrayVar(&mf.seeds, "seed", nil, "DISK=IMAGE: start the replica of DISK from IMAGE on the target site's host (re-protection; repeatable)")
+	f.StringVar(&mf.m.Group, "group", "", "replication group: its members' cuts are taken together, and fail over together (replicate run --group)")
 }
 
 func (mf *machineFlags) machine() (replicate.Machine, error) {
@@ -220,13 +221,18 @@ always the latest cut.`,
 	var rf machineFlags
 	var stall time.Duration
 	run := &cobra.Command{
-		Use:   "run [--machine NAME [--qmp SOCKET --target SITE]]",
+		Use:   "run [--machine NAME [--qmp SOCKET --target SITE] | --group GROUP]",
 		Short: "Run the replication of this host's machines (foreground)",
 		Long: `Replicate every enabled machine of this host, or only --machine, in the
-foreground until interrupted (for systemd when no agent runs). With --qmp and
+foreground until interrupted (for systemd when no agent runs; lifeboat agent
+--replicate does the same). Without --machine or --group, machines enabled or
+disabled while it runs are followed within seconds. With --qmp and
 --target the machine is enabled first, as replicate enable does. Failures (QEMU
 or the site unreachable, a cut refused) are reported by replicate status and
-retried every cycle; lost change tracking makes the next cycle a full resync.`,
+retried every cycle; lost change tracking makes the next cycle a full resync.
+The members of a group (replicate enable --group) are replicated together:
+--group GROUP runs only that group's members, each cycle one consistent cut
+across all of them (docs/replication.md, Groups).`,
 		Example: `  lifeboat replicate run --machine db1 --qmp /run/db1.qmp --target dr1`,
 		Args:    cobra.NoArgs,
 		RunE: a.withReplication(func(cmd *cobra.Command, args []string, cfg *replicate.Config) error {
@@ -239,7 +245,14 @@ retried every cycle; lost change tracking makes the next cycle a full resync.`,
 					return err
 				}
 			}
-			machines, err := cfg.Selected(rf.m.Name)
+			var machines []replicate.Machine
+			var err error
+			switch {
+			case rf.m.Name == "" && rf.m.Group != "":
+				machines, err = groupMembers(cfg, rf.m.Group)
+			case rf.m.Name != "":
+				machines, err = cfg.Selected(rf.m.Name)
+			}
 			if err != nil {
 				return err
 			}
@@ -249,7 +262,11 @@ retried every cycle; lost change tracking makes the next cycle a full resync.`,
 			if err != nil {
 				return err
 			}
-			return cfg.RunAll(ctx, machines, replicate.Runner{Clock: a.env.Clock, Log: a.logger(), Executable: exe, StallTimeout: stall})
+			template := replicate.Runner{Config: cfg, Clock: a.env.Clock, Log: a.logger(), Executable: exe, StallTimeout: stall}
+			if rf.m.Name == "" && rf.m.Group == "" {
+				return replicate.Supervise(ctx, cfg, template)
+			}
+			return replicate.RunMachines(ctx, machines, template)
 		}),
 	}
 	rf.add(run)
@@ -321,16 +338,23 @@ next cycle; the dirty bitmaps it added stay on the disks until QEMU restarts.`,
 	}
 	disable.Flags().StringVar(&disableMachine, "machine", "", "the machine")
 	disable.Flags().BoolVar(&keepReplica, "keep-replica", false, "keep the replica and its history at the target site")
-	var pointsMachine, pointsSite string
+	var pointsMachine, pointsSite, pointsGroup string
 	points := &cobra.Command{
-		Use:   "points --machine NAME [--site SITE]",
+		Use:   "points --machine NAME|--group GROUP [--site SITE]",
 		Short: "List a replicated machine's recovery points at its target site",
 		Long: `List the recovery points the target site holds for a machine, oldest first: the
 base (the oldest state kept), the first cut of every crash interval, every
 app-consistent cut, and the latest cut. IDs and times are what failover --point
-takes.`,
+takes. With --group, the group's points: the group cuts every member holds
+(what failover --group --point takes).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if pointsGroup != "" {
+				return a.groupPoints(cmd, pointsGroup, pointsSite)
+			}
+			if pointsMachine == "" {
+				return usageError{errors.New("--machine or --group is required")}
+			}
 			cl, err := a.siteClient(pointsMachine, pointsSite)
 			if err != nil {
 				return err
@@ -340,27 +364,24 @@ takes.`,
 				return notFound(err)
 			}
 			return a.emit(st, func() {
-				a.table("ID\tTIME\tCONSISTENCY\t", func(tw *tabwriter.Writer) {
-					for _, p := range st.Points {
-						fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", p.ID, p.Time.Format(time.RFC3339Nano), p.Consistency, map[bool]string{true: "latest"}[p.Latest])
-					}
-				})
+				a.printPoints(st.Points)
 				a.printf("history: %s in %d cuts\n", size(st.JournalBytes), st.JournalCuts)
 			})
 		},
 	}
 	points.Flags().StringVar(&pointsMachine, "machine", "", "the machine")
 	points.Flags().StringVar(&pointsSite, "site", "", "the target site (default: the machine's replication target)")
+	points.Flags().StringVar(&pointsGroup, "group", "", "list the points of this replication group")
 	cmd.AddCommand(enable, run, status, disable, points)
 	return cmd
 }
 
 func (a *app) failoverCommand() *cobra.Command {
-	var machine, site, to, accel string
+	var machine, site, to, accel, group string
 	var opts replica.FailoverOptions
 	var cleanup, planned bool
 	cmd := &cobra.Command{
-		Use:   "failover --machine NAME [--point latest|latest-app|ID|TIME] [--planned | --test | --test-cleanup] [--disks-only --to DIR]",
+		Use:   "failover --machine NAME|--group GROUP [--point latest|latest-app|ID|TIME] [--planned | --test | --test-cleanup] [--disks-only --to DIR]",
 		Short: "Start a replicated machine at its target site",
 		Long: `Fail a replicated machine over to its target site (unplanned: the source may be
 gone). The site materialises the recovery point's disks as qcow2 overlays over
@@ -378,6 +399,9 @@ first, the guest is resumed.
 --test starts an isolated copy (no network, new MAC addresses, name -dr-test)
 while replication goes on; --test-cleanup stops and removes it and leaves the
 replica untouched.
+--group GROUP fails every member of a replication group over to one group cut
+(a cut all members hold, taken at one instant): no member is ahead of another.
+--point then chooses among the group's points (IDs are group cut IDs).
 --disks-only --to DIR has the site write the point's disks as raw images into
 DIR on its host (named after the disks) with the -dr definition, starting
 nothing.
@@ -388,6 +412,9 @@ The site is the machine's replication target on this host, or --site.`,
   lifeboat failover --site dr1 --machine db1 --point 2026-12-07T01:00:00Z --disks-only --to /srv/restore`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if group != "" {
+				return a.groupFailover(cmd, group, machine, site, to, accel, opts, planned || cleanup)
+			}
 			opts.To, opts.Accel = to, accel
 			req := replicate.FailoverRequest{Machine: machine, Site: site, Planned: planned, Cleanup: cleanup, PointGiven: cmd.Flags().Changed("point"), Options: opts}
 			if err := req.Validate(); err != nil {
@@ -416,6 +443,7 @@ The site is the machine's replication target on this host, or --site.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&machine, "machine", "", "the machine to fail over")
+	f.StringVar(&group, "group", "", "fail every member of this replication group over to the same group cut")
 	f.StringVar(&site, "site", "", "the target site (default: the machine's replication target)")
 	f.StringVar(&opts.Point, "point", "latest", "latest, latest-app, a point ID, or an RFC 3339 time")
 	f.BoolVar(&planned, "planned", false, "pause the source, ship its last writes, fail over, shut the source down (on the source host)")

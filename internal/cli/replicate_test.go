@@ -644,6 +644,32 @@ func TestReplicateReprotect(t *testing.T) {
 		t.Fatalf("re-protection's first cut is %d and sent %d bytes; want cut 2 (after the seed) under 5%% of %d", st.LastSeq, st.Bytes, len(want))
 	}
 	old.checkReplica("qsd-dr", "latest", want, "the old site's replica of the copy differs from the machine's data")
+
+	// Fail back: the copy is paused, drained and shut down; the old site
+	// runs the machine under its original name from a cut after the pause.
+	beforeBack := time.Now()
+	r = old.run("--json", "failback", "--machine", "qsd")
+	var back struct {
+		Name  string `json:"name"`
+		PID   int    `json:"pid"`
+		Point struct {
+			ID   uint64    `json:"id"`
+			Time time.Time `json:"time"`
+		} `json:"point"`
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &back) != nil {
+		t.Fatalf("failback: %s", r)
+	}
+	t.Cleanup(func() { syscall.Kill(back.PID, syscall.SIGKILL) })
+	if back.Name != "qsd" || back.PID == 0 || !back.Point.Time.After(beforeBack) {
+		t.Fatalf("failback started %q (pid %d) from a cut at %s; want qsd from a cut after %s", back.Name, back.PID, back.Point.Time, beforeBack)
+	}
+	waitFor(t, 30*time.Second, "the copy at the second site to shut down", func() bool {
+		return syscall.Kill(fo.PID, 0) != nil || isZombie(fo.PID)
+	})
+	if r := old.run("failback", "--machine", "nosuch"); r.code != 8 {
+		t.Fatalf("failback of a machine never re-protected: %s, want exit 8", r)
+	}
 }
 
 // The link to the site — a replica server in its own network namespace,

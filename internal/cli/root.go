@@ -123,7 +123,7 @@ Exit codes:
 		a.serverCommand(), a.tierCommand(), a.policyCommand(), a.machineCommand(), a.protectCommand(),
 		a.backupNowCommand(), a.jobCommand(), a.alertCommand(), a.agentCommand(), a.tokenCommand(),
 		a.exportCommand(), a.startCommand(), a.drillCommand(), a.mountCommand(), a.umountCommand(), a.libvirtCommand())
-	root.AddCommand(a.replicaCommand(), a.siteCommand(), a.replicateCommand(), a.failoverCommand(), a.reprotectCommand())
+	root.AddCommand(a.replicaCommand(), a.siteCommand(), a.replicateCommand(), a.failoverCommand(), a.reprotectCommand(), a.failbackCommand())
 	return root
 }
 

@@ -146,8 +146,9 @@ func (a *app) agentCommand() *cobra.Command {
 	var r remote
 	var concurrency int
 	var name string
+	var replicating bool
 	cmd := &cobra.Command{
-		Use:   "agent --server URL --token-file F [--name HOST]",
+		Use:   "agent --server URL --token-file F [--name HOST] [--replicate]",
 		Short: "Run the jobs a lifeboat server queues for this host",
 		Long: `Run the jobs a lifeboat server queues for this host until interrupted: register
 and heartbeat, claim the jobs of this host's machines (and of machines that
@@ -163,7 +164,12 @@ give it here with --token-file (or LIFEBOAT_TOKEN). Vaults are unlocked with
 A server that is down or restarting is retried with backoff; a job running
 meanwhile finishes and its outcome is delivered when the server is back. A
 job cancelled through the server, or whose lease the server gave away, is
-stopped.`,
+stopped.
+
+With --replicate the agent also runs the continuous replication of this
+host's machines (lifeboat replicate enable; docs/replication.md), as
+lifeboat replicate run does, following machines enabled or disabled while it
+runs.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.client(&r)
@@ -180,6 +186,13 @@ stopped.`,
 			info, _ := json.Marshal(map[string]any{"host": name})
 			log := slog.New(slog.NewTextHandler(a.env.Stderr, nil))
 			log.Info("lifeboat agent started", "server", c.URL, "host", name)
+			if replicating {
+				stop, err := a.startReplication(cmd.Context(), log)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
 			ag := &agent.Agent{Client: c, Runner: runner, Concurrency: concurrency, Info: info, Log: log,
 				Offers: func(ctx context.Context) any { return libvirt.Offers(ctx, "") }}
 			if err := ag.Run(cmd.Context()); err != nil && !errors.Is(err, context.Canceled) {
@@ -191,5 +204,6 @@ stopped.`,
 	a.addRemoteFlags(cmd, &r)
 	cmd.Flags().IntVar(&concurrency, "concurrency", 1, "jobs run at once")
 	cmd.Flags().StringVar(&name, "name", "", "host name reported with heartbeats (jobs go to the token's name)")
+	cmd.Flags().BoolVar(&replicating, "replicate", false, "also run the continuous replication of this host's enabled machines")
 	return cmd
 }

@@ -47,6 +47,11 @@ type Header struct {
 	// Full says the batch holds every disk's whole content (initial sync
 	// or resync): extents it does not name read as zeros.
 	Full bool `json:"full,omitempty"`
+	// Group and GroupCut: the cut is one machine's share of a replication
+	// group's consistent cut, GroupCut (its instant, in Unix nanoseconds),
+	// which every member's batch of that cut carries.
+	Group    string `json:"group,omitempty"`
+	GroupCut int64  `json:"group_cut,omitempty"`
 }
 
 // BatchWriter encodes a batch. Close writes the trailer.

@@ -42,6 +42,12 @@ type FailoverOptions struct {
 	Suffix string `json:"suffix,omitempty"`
 	// Accel is "tcg" (default) or "kvm".
 	Accel string `json:"accel,omitempty"`
+	// Cut, when not 0, fails over to exactly this cut of the journal (any
+	// cut is consistent, not only the points): a group failover's share.
+	Cut uint64 `json:"cut,omitempty"`
+	// Name, when set, names the failed-over machine (a fail-back: its
+	// original name, which a definition without a name does not hold).
+	Name string `json:"name,omitempty"`
 }
 
 // FailedDisk is one disk of a failed-over machine.
@@ -97,6 +103,9 @@ func (s *Store) Failover(ctx context.Context, name string, opts FailoverOptions)
 	}
 	m.mu.Lock()
 	pt, err := Choose(m.points(s.clock), opts.Point)
+	if opts.Cut != 0 {
+		pt, err = m.exactCut(opts.Cut)
+	}
 	if err != nil {
 		m.mu.Unlock()
 		return nil, err
@@ -113,6 +122,13 @@ func (s *Store) Failover(ctx context.Context, name string, opts FailoverOptions)
 		suffix += "-test"
 	}
 	fo := &Failover{Machine: name, Name: recovery.RestoredMachineName(def, name, suffix), Point: pt, Test: opts.Test}
+	if opts.Name != "" && !opts.Test {
+		if err := recovery.ValidName("machine", opts.Name); err != nil {
+			m.mu.Unlock()
+			return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+		fo.Name = opts.Name
+	}
 	dirName := fo.Name
 	if opts.DisksOnly {
 		dirName = ".export-" + randomHex()

@@ -14,6 +14,8 @@ type Cut struct {
 	Consistency string    `json:"consistency"`
 	Full        bool      `json:"full,omitempty"`
 	Bytes       int64     `json:"bytes"` // size of its batch file (0 for the base)
+	Group       string    `json:"group,omitempty"`
+	GroupCut    int64     `json:"group_cut,omitempty"`
 }
 
 // Point is a recovery point: a cut kept for failover.

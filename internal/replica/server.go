@@ -179,6 +179,29 @@ func (s *Store) Handler(token string, log *slog.Logger) http.Handler {
 		}
 		writeJSON200(w, fo)
 	})
+	mux.HandleFunc("GET /v1/groups/{group}", func(w http.ResponseWriter, r *http.Request) {
+		st, err := s.GroupStatus(r.Context(), r.PathValue("group"))
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON200(w, st)
+	})
+	mux.HandleFunc("POST /v1/groups/{group}/failover", func(w http.ResponseWriter, r *http.Request) {
+		var opts FailoverOptions
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&opts); err != nil {
+			writeError(w, fmt.Errorf("%w: %v", ErrInvalid, err))
+			return
+		}
+		gf, err := s.GroupFailover(r.Context(), r.PathValue("group"), opts)
+		if err != nil {
+			log.Error("group failover", "group", r.PathValue("group"), "err", err)
+			writeError(w, err)
+			return
+		}
+		log.Info("group failed over", "group", gf.Group, "point", gf.Point.ID, "members", len(gf.Failovers))
+		writeJSON200(w, gf)
+	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {

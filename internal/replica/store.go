@@ -61,6 +61,8 @@ type Spec struct {
 	// site, whose old disks hold most of its data. The first sync then
 	// sends only the blocks whose hashes differ.
 	Seed map[string]string `json:"seed,omitempty"`
+	// Group is the replication group the machine belongs to ("" for none).
+	Group string `json:"group,omitempty"`
 }
 
 // Validate checks a spec.
@@ -250,7 +252,7 @@ func readCut(path string) (Cut, error) {
 	if err != nil {
 		return Cut{}, err
 	}
-	return Cut{Seq: h.Seq, Time: h.Cut, Consistency: h.Consistency, Full: h.Full, Bytes: st.Size()}, nil
+	return Cut{Seq: h.Seq, Time: h.Cut, Consistency: h.Consistency, Full: h.Full, Bytes: st.Size(), Group: h.Group, GroupCut: h.GroupCut}, nil
 }
 
 func (s *Store) machine(name string) (*machine, error) {
@@ -560,7 +562,7 @@ func (s *Store) Receive(ctx context.Context, name string, seq uint64, r io.Reade
 	if err := syncDir(jdir); err != nil {
 		return fmt.Errorf("receiving batch %d of %s: %w", seq, name, err)
 	}
-	m.cuts = append(m.cuts, Cut{Seq: seq, Time: h.Cut, Consistency: h.Consistency, Full: h.Full, Bytes: st.Size()})
+	m.cuts = append(m.cuts, Cut{Seq: seq, Time: h.Cut, Consistency: h.Consistency, Full: h.Full, Bytes: st.Size(), Group: h.Group, GroupCut: h.GroupCut})
 	return nil
 }
 
@@ -642,7 +644,7 @@ func (m *machine) foldLocked(ctx context.Context, seq uint64) error {
 			return err
 		}
 	}
-	m.base = baseState{Cut: Cut{Seq: c.Seq, Time: c.Time, Consistency: c.Consistency}}
+	m.base = baseState{Cut: Cut{Seq: c.Seq, Time: c.Time, Consistency: c.Consistency, Group: c.Group, GroupCut: c.GroupCut}}
 	if err := WriteJSON(filepath.Join(m.dir, "base.json"), m.base); err != nil {
 		return err
 	}

@@ -174,6 +174,29 @@ func (c *Client) Failover(ctx context.Context, machine string, opts replica.Fail
 	return &fo, nil
 }
 
+// GroupStatus asks the site for a replication group's members and points.
+func (c *Client) GroupStatus(ctx context.Context, group string) (*replica.GroupStatus, error) {
+	var st replica.GroupStatus
+	if err := c.do(ctx, http.MethodGet, "/v1/groups/"+url.PathEscape(group), nil, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// GroupFailover asks the site to fail every member of a group over to the
+// same group cut.
+func (c *Client) GroupFailover(ctx context.Context, group string, opts replica.FailoverOptions) (*replica.GroupFailover, error) {
+	body, err := json.Marshal(opts)
+	if err != nil {
+		return nil, err
+	}
+	var gf replica.GroupFailover
+	if err := c.doWithin(ctx, FailoverTimeout, http.MethodPost, "/v1/groups/"+url.PathEscape(group)+"/failover", bytes.NewReader(body), &gf); err != nil {
+		return nil, err
+	}
+	return &gf, nil
+}
+
 // CleanupTest asks the site to remove the machine's test failover.
 func (c *Client) CleanupTest(ctx context.Context, machine string) (*replica.Failover, error) {
 	var fo replica.Failover

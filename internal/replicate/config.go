@@ -101,6 +101,12 @@ type Machine struct {
 	// the replica from (re-protection: the machine's old disks at its old
 	// site); the first sync then sends only the blocks that differ.
 	Seed map[string]string `json:"seed,omitempty"`
+	// Origin is the original machine's name when this one is its
+	// failed-over copy, protected back by Reprotect (failback finds it so).
+	Origin string `json:"origin,omitempty"`
+	// Group names the replication group the machine belongs to: its cuts
+	// are taken together with the other members' (GroupRunner).
+	Group string `json:"group,omitempty"`
 }
 
 // DefaultEvery is how often a cut is taken unless a machine says.

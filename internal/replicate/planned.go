@@ -128,9 +128,27 @@ func (c *Config) Reprotect(ctx context.Context, machine, site, back string, seed
 	if fo == nil || fo.QMP == "" {
 		return Machine{}, fmt.Errorf("%w: %s is not failed over at that site: nothing to re-protect", ErrInvalid, machine)
 	}
-	m := Machine{Name: fo.Name, QMP: fo.QMP, Target: back, Policy: policy, Seed: seed, Definition: st.Definition}
+	m := Machine{Name: fo.Name, QMP: fo.QMP, Target: back, Policy: policy, Seed: seed, Definition: st.Definition, Origin: machine}
 	if err := c.Enable(m); err != nil {
 		return Machine{}, err
 	}
 	return m, nil
+}
+
+// Failback fails a re-protected machine back to its old site: a planned
+// failover (no write lost) of its copy, which Reprotect enabled on this
+// host, under the original name. name is the original machine's name or
+// its copy's.
+func (c *Config) Failback(ctx context.Context, name string, opts replica.FailoverOptions, clk clock.Clock, log *slog.Logger) (*replica.Failover, error) {
+	ms, err := c.Machines()
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range ms {
+		if m.Origin != "" && (m.Origin == name || m.Name == name) {
+			opts.Suffix, opts.Name = "none", m.Origin
+			return c.PlannedFailover(ctx, m.Name, opts, clk, log)
+		}
+	}
+	return nil, fmt.Errorf("%w: no re-protected copy of %s replicates from this host (lifeboat reprotect first, on the host where the copy runs)", ErrNotFound, name)
 }

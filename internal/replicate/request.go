@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sync/errgroup"
 
 	"lifeboat/internal/clock"
 	"lifeboat/internal/replica"
@@ -109,17 +108,6 @@ func (c *Config) Selected(name string) ([]Machine, error) {
 	return machines, nil
 }
 
-// RunAll replicates every machine, each by a Runner made from tmpl, until
-// ctx ends or one of them fails.
-func (c *Config) RunAll(ctx context.Context, machines []Machine, tmpl Runner) error {
-	g, ctx := errgroup.WithContext(ctx)
-	for _, m := range machines {
-		r := &Runner{Config: c, Machine: m, Clock: tmpl.Clock, Log: tmpl.Log, Dir: tmpl.Dir, Executable: tmpl.Executable, StallTimeout: tmpl.StallTimeout}
-		g.Go(func() error { return r.Run(ctx) })
-	}
-	return g.Wait()
-}
-
 // Statuses reads the status of the machine called name as of now, or of
 // every machine of this host when name is empty.
 func (c *Config) Statuses(ctx context.Context, name string, now time.Time) ([]Status, error) {
@@ -164,7 +152,7 @@ func (r FailoverRequest) Validate() error {
 	o := r.Options
 	switch {
 	case r.Machine == "":
-		return invalid("--machine is required")
+		return invalid("--machine or --group is required")
 	case r.Cleanup && (o.Test || o.DisksOnly):
 		return invalid("--test-cleanup takes no other failover option")
 	case r.Planned && (r.Cleanup || o.Test || o.DisksOnly || r.Site != "" || r.PointGiven):

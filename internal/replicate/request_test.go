@@ -77,7 +77,7 @@ func TestFailoverRequestValidate(t *testing.T) {
 		want string
 	}{
 		{FailoverRequest{Machine: "db1", Options: ok}, ""},
-		{FailoverRequest{Options: ok}, "--machine is required"},
+		{FailoverRequest{Options: ok}, "--machine or --group is required"},
 		{FailoverRequest{Machine: "db1", Cleanup: true, Options: replica.FailoverOptions{Test: true}}, "--test-cleanup takes no other failover option"},
 		{FailoverRequest{Machine: "db1", Planned: true, Site: "dr1"}, "--planned fails over"},
 		{FailoverRequest{Machine: "db1", Planned: true, PointGiven: true}, "--planned fails over"},

@@ -82,6 +82,9 @@ type Runner struct {
 	status     Status
 	lastProg   time.Time
 	lastAppTry time.Time
+	// group, when set, is the group cut this cycle takes its share of.
+	group    *groupCut
+	groupIdx int
 }
 
 func (r *Runner) init() error {
@@ -107,7 +110,7 @@ func (r *Runner) init() error {
 	// A site that does not answer a status within the stall timeout is
 	// as unreachable as one whose shipping stalls.
 	r.client.Timeout = min(RequestTimeout, r.stallTimeout())
-	r.status = Status{Machine: r.Machine.Name, Target: r.Machine.Target, State: StateStarting, PID: os.Getpid()}
+	r.status = Status{Machine: r.Machine.Name, Target: r.Machine.Target, Group: r.Machine.Group, State: StateStarting, PID: os.Getpid()}
 	var st State
 	if r.Config.get("state", r.Machine.Name, &st) == nil {
 		r.status.LastSeq = st.Acked
@@ -132,21 +135,10 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.saveStatus()
 	for {
 		start := r.Clock.Now()
-		err := r.Cycle(ctx)
+		r.step(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
-		r.status.LastCycleSeconds = r.Clock.Now().Sub(start).Seconds()
-		if err != nil {
-			r.Log.Warn("replication cycle failed", "machine", r.Machine.Name, "err", err)
-			r.status.Error = err.Error()
-			if siteCode(err) == "failed_over" {
-				r.status.State = StateFailedOver
-			} else if r.status.State != StateInitialSync && r.status.State != StateResyncing {
-				r.status.State = StateError
-			}
-		}
-		r.saveStatus()
 		// Cuts start every Every: a slow cycle is followed at once.
 		t := time.NewTimer(max(0, r.Machine.every()-r.Clock.Now().Sub(start)))
 		select {
@@ -156,6 +148,30 @@ func (r *Runner) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// step runs one cycle and records its outcome in the status.
+func (r *Runner) step(ctx context.Context) error {
+	start := r.Clock.Now()
+	err := r.Cycle(ctx)
+	if ctx.Err() != nil {
+		return err
+	}
+	r.status.LastCycleSeconds = r.Clock.Now().Sub(start).Seconds()
+	if err != nil {
+		r.Log.Warn("replication cycle failed", "machine", r.Machine.Name, "err", err)
+		r.status.Error = err.Error()
+		if siteCode(err) == "failed_over" {
+			r.status.State = StateFailedOver
+		} else if errors.Is(err, ErrGroupMoved) {
+			// Not a failure: the group cut is taken again; the lag tells
+			// how long ago the last one was.
+		} else if r.status.State != StateInitialSync && r.status.State != StateResyncing {
+			r.status.State = StateError
+		}
+	}
+	r.saveStatus()
+	return err
 }
 
 // Cycle takes one cut and ships it. Run calls it in a loop;
@@ -210,7 +226,8 @@ func (r *Runner) Cycle(ctx context.Context) error {
 		if len(def) == 0 {
 			def = live.MachineDefinition(ctx, mon, name, disks)
 		}
-		target, err = r.client.Register(ctx, replica.Spec{Machine: name, Definition: def, Disks: specs, Policy: r.Machine.Policy, Seed: r.Machine.Seed})
+		target, err = r.client.Register(ctx, replica.Spec{Machine: name, Definition: def, Disks: specs, Policy: r.Machine.Policy, Seed: r.Machine.Seed,
+			Group: r.Machine.Group})
 		if err != nil {
 			return fmt.Errorf("registering %s at %s: %w", name, r.Machine.Target, err)
 		}
@@ -308,12 +325,29 @@ func (r *Runner) Cycle(ctx context.Context) error {
 					r.Log.Warn("app-consistent cut", "machine", name, "note", n)
 				}
 			}
+			if r.group != nil {
+				// Frozen first (when app-consistent), then every member
+				// ready before the first instant: the window between the
+				// members' instants is their transactions only.
+				t0, err := r.group.before(ctx, r.groupIdx)
+				if err != nil {
+					if undo != nil {
+						undo()
+					}
+					return err
+				}
+				cut = t0 // every member's cut is the group's instant
+				return nil
+			}
 			// Read before the instant, so a cut's time never claims
 			// writes the cut does not hold.
 			cut = r.Clock.Now()
 			return nil
 		},
 		AfterInstant: func() {
+			if r.group != nil {
+				r.group.after(r.groupIdx)
+			}
 			if undo != nil {
 				if err := undo(); err != nil {
 					r.Log.Warn("thawing the guest", "machine", name, "err", err)
@@ -329,6 +363,26 @@ func (r *Runner) Cycle(ctx context.Context) error {
 		cons = "app" // the guest's filesystems were frozen at the cut
 	}
 	h := replica.Header{Seq: seq, Cut: cut, Consistency: cons, Full: full && diff == nil}
+	if r.group != nil {
+		// The group's verdict before anything ships: a member that wrote
+		// since its instant makes every member drop this cut.
+		err := r.group.settle(ctx, r.groupIdx, name, func(ctx context.Context) (bool, error) {
+			ds, err := live.MachineDisks(ctx, mon)
+			if err != nil {
+				return false, fmt.Errorf("checking the cut of %s: %w", name, err)
+			}
+			for _, d := range ds {
+				if b, ok := d.Bitmap(newBitmap); !ok || b.Count != 0 {
+					return false, nil
+				}
+			}
+			return true, nil
+		})
+		if err != nil {
+			return err
+		}
+		h.Group, h.GroupCut = r.Machine.Group, cut.UnixNano()
+	}
 
 	pr, pw := io.Pipe()
 	sent := &countWriter{w: pw}

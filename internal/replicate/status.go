@@ -30,6 +30,7 @@ type Progress struct {
 type Status struct {
 	Machine          string     `json:"machine"`
 	Target           string     `json:"target"`
+	Group            string     `json:"group,omitempty"`
 	State            string     `json:"state"`
 	Progress         *Progress  `json:"progress,omitempty"`
 	LastSeq          uint64     `json:"last_seq"`

@@ -1,0 +1,165 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"lifeboat/internal/replica"
+	"lifeboat/internal/replicate"
+)
+
+func (a *app) failbackCommand() *cobra.Command {
+	var machine, accel string
+	cmd := &cobra.Command{
+		Use:   "failback --machine NAME [--accel tcg|kvm]",
+		Short: "Fail a re-protected machine back to its old site, losing nothing",
+		Long: `Fail a machine back to its original site after lifeboat reprotect: a planned
+failover of its copy (NAME-dr), run on the host where the copy runs and where
+reprotect enabled its replication. The copy is paused, cuts are shipped until
+one taken after the pause is acknowledged by the old site, the old site starts
+the machine from exactly that cut under its original NAME, and the copy is shut
+down. If anything fails before the machine runs at the old site, the copy is
+resumed and nothing changed.
+
+It is lifeboat failover --machine NAME-dr --planned --suffix none, found by the
+original machine's name. Afterwards protect the machine again from the old
+site (lifeboat replicate enable there); the second site's replica of the
+original machine can be removed with lifeboat replicate disable.`,
+		Example: `  lifeboat reprotect --machine db1 --site dr1 --to orig --seed vd0=/var/lib/vm/db1.qcow2
+  lifeboat replicate run --machine db1-dr     # until protected
+  lifeboat failback --machine db1`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if machine == "" {
+				return usageError{errors.New("--machine is required")}
+			}
+			cfg, err := a.replicationConfig()
+			if err != nil {
+				return err
+			}
+			fo, err := cfg.Failback(cmd.Context(), machine, replica.FailoverOptions{Point: "latest", Accel: accel}, a.env.Clock,
+				slog.New(slog.NewTextHandler(a.env.Stderr, nil)))
+			if err != nil {
+				return notFound(err)
+			}
+			if a.jsonOut {
+				return a.printJSON(fo)
+			}
+			a.printf("%s runs at its old site again (pid %d) from cut %d (%s), nothing lost; console %s, QMP %s\n",
+				fo.Name, fo.PID, fo.Point.ID, fo.Point.Time.Format(time.RFC3339), fo.Console, fo.QMP)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&machine, "machine", "", "the original machine's name (or its copy's, NAME-dr)")
+	cmd.Flags().StringVar(&accel, "accel", "tcg", "tcg or kvm, at the old site")
+	return cmd
+}
+
+// groupMembers are this host's machines in group.
+func groupMembers(cfg *replicate.Config, group string) ([]replicate.Machine, error) {
+	ms, err := cfg.GroupMembers(group)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return ms, nil
+}
+
+func (a *app) groupFailover(cmd *cobra.Command, group, machine, site, to, accel string, opts replica.FailoverOptions, other bool) error {
+	if machine != "" || other || opts.Test {
+		return usageError{errors.New("--group fails the whole group over: it takes no --machine, --planned, --test or --test-cleanup")}
+	}
+	if opts.DisksOnly != (to != "") {
+		return usageError{errors.New("--disks-only and --to go together")}
+	}
+	cfg, err := a.replicationConfig()
+	if err != nil {
+		return err
+	}
+	cl, err := cfg.GroupClient(group, site)
+	if err != nil {
+		return notFound(err)
+	}
+	ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Minute)
+	defer cancel()
+	opts.To, opts.Accel = to, accel
+	gf, err := cl.GroupFailover(ctx, group, opts)
+	if err != nil {
+		return notFound(err)
+	}
+	if a.jsonOut {
+		return a.printJSON(gf)
+	}
+	for _, fo := range gf.Failovers {
+		if opts.DisksOnly {
+			a.printf("wrote the disks of %s at cut %d to %s in %.1fs\n", fo.Name, fo.Point.ID, filepath.Join(to, fo.Machine), fo.Seconds)
+		} else {
+			a.printf("%s runs at the target (pid %d) from cut %d; console %s, QMP %s\n", fo.Name, fo.PID, fo.Point.ID, fo.Console, fo.QMP)
+		}
+	}
+	a.printf("group %s failed over to group point %d (%s)\n", group, gf.Point.ID, gf.Point.Time.Format(time.RFC3339Nano))
+	return nil
+}
+
+// startReplication runs the replication of this host's enabled machines
+// in the background (lifeboat agent --replicate), as replicate run does;
+// stop ends it and waits.
+func (a *app) startReplication(ctx context.Context, log *slog.Logger) (stop func(), err error) {
+	cfg, err := a.replicationConfig()
+	if err != nil {
+		return nil, err
+	}
+	exe, err := a.executable()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		replicate.Supervise(ctx, cfg, replicate.Runner{Config: cfg, Clock: a.env.Clock, Log: log, Executable: exe})
+	}()
+	return func() { cancel(); <-done }, nil
+}
+
+func (a *app) groupPoints(cmd *cobra.Command, group, site string) error {
+	cfg, err := a.replicationConfig()
+	if err != nil {
+		return err
+	}
+	cl, err := cfg.GroupClient(group, site)
+	if err != nil {
+		return notFound(err)
+	}
+	st, err := cl.GroupStatus(cmd.Context(), group)
+	if err != nil {
+		return notFound(err)
+	}
+	if a.jsonOut {
+		return a.printJSON(st)
+	}
+	a.printPoints(st.Points)
+	a.printf("members: %s\n", strings.Join(st.Members, ", "))
+	return nil
+}
+
+// printPoints prints recovery points as a table, oldest first.
+func (a *app) printPoints(points []replica.Point) {
+	tw := tabwriter.NewWriter(a.env.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tTIME\tCONSISTENCY\t")
+	for _, p := range points {
+		latest := ""
+		if p.Latest {
+			latest = "latest"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", p.ID, p.Time.Format(time.RFC3339Nano), p.Consistency, latest)
+	}
+	tw.Flush()
+}
