@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-
 	"lifeboat/internal/clock"
 	"lifeboat/internal/replica"
 )
