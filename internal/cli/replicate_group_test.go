@@ -29,7 +29,12 @@ func TestReplicateGroupFailover(t *testing.T) {
 			t.Fatalf("replicate enable: %s", r)
 		}
 	}
-	startProcEnv(t, s.env, "replicate", "run", "--group", "g")
+	runner := startProcEnv(t, s.env, "replicate", "run", "--group", "g")
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("replicate run stderr:\n%s", runner.stderr.String())
+		}
+	})
 
 	files := make([]*os.File, 2)
 	for i, p := range []string{fuseA, fuseB} {
@@ -49,7 +54,14 @@ func TestReplicateGroupFailover(t *testing.T) {
 		for {
 			for burst := time.Now(); time.Since(burst) < 100*time.Millisecond; {
 				k := n.Load() + 1
-				if _, err := files[(k+1)%2].WriteAt(fmt.Appendf(nil, "%-16d", k), 0); err != nil {
+				// Synced, so each write reaches its disk inside the burst,
+				// not when the page cache of the FUSE file is flushed later.
+				f := files[(k+1)%2]
+				if _, err := f.WriteAt(fmt.Appendf(nil, "%-16d", k), 0); err != nil {
+					stopped <- err
+					return
+				}
+				if err := f.Sync(); err != nil {
 					stopped <- err
 					return
 				}
