@@ -28,6 +28,7 @@ import (
 	"lifeboat/internal/clock"
 	"lifeboat/internal/dashboard"
 	"lifeboat/internal/libvirt"
+	"lifeboat/internal/listen"
 	"lifeboat/internal/location"
 	"lifeboat/internal/policy"
 	"lifeboat/internal/secrets"
@@ -256,19 +257,9 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, scheme, err := listen.TCP(cfg.Listen, cfg.TLSCert, cfg.TLSKey)
 	if err != nil {
-		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
-	}
-	scheme := "http"
-	if cfg.TLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
-		if err != nil {
-			ln.Close()
-			return fmt.Errorf("loading the TLS certificate: %w", err)
-		}
-		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
-		scheme = "https"
+		return err
 	}
 	var agentToken, agentName string
 	if cfg.Runner != nil {
