@@ -294,6 +294,7 @@ func TestMain(m *testing.M) {
 	state, err := os.MkdirTemp("", "lifeboat-e2e-state-")
 	if err == nil {
 		os.Setenv("LIFEBOAT_STATE_DIR", state)
+		os.Setenv("XDG_CACHE_HOME", filepath.Join(state, "cache")) // the index cache, not ~/.cache
 	}
 	code := m.Run()
 	os.RemoveAll(state)

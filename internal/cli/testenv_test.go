@@ -50,6 +50,10 @@ func TestMain(m *testing.M) {
 		// Records of points seen (internal/lastseen) go here, not to
 		// /var/lib/lifeboat: the binary inherits it, inProcEnv passes it on.
 		os.Setenv("LIFEBOAT_STATE_DIR", filepath.Join(dir, "state"))
+		// The index cache too, not ~/.cache: one for the whole run, so
+		// that vault copies sharing an ID (linkCopy) share it, as two
+		// hosts' runs on one vault would.
+		os.Setenv("XDG_CACHE_HOME", filepath.Join(dir, "cache"))
 		out, err := exec.Command("go", "env", "GOMOD").Output()
 		gomod := strings.TrimSpace(string(out))
 		if err != nil || gomod == "" || gomod == os.DevNull {
@@ -106,7 +110,7 @@ func inProcClock(ctx context.Context, env map[string]string, clk clock.Clock, ar
 	var stdout, stderr bytes.Buffer
 	code := cli.Main(ctx, args, cli.Env{Stdout: &stdout, Stderr: &stderr, Clock: clk,
 		Getenv: func(k string) string {
-			if v, ok := env[k]; ok || k != "LIFEBOAT_STATE_DIR" {
+			if v, ok := env[k]; ok || (k != "LIFEBOAT_STATE_DIR" && k != "XDG_CACHE_HOME") {
 				return v
 			}
 			return os.Getenv(k)

@@ -474,8 +474,13 @@ func (c *syncer) merge(in []*segment) (*segment, error) {
 			continue
 		}
 		r.slot = uint32(slotMap[best][r.slot])
-		if have && r.id == last.id && slots[r.slot].pack == slots[last.slot].pack && r.off == last.off && r.length == last.length {
-			continue // the same location named by two index objects
+		// The same location named by two index objects stays twice, once
+		// under each: either object may be deleted first (a prune writes
+		// the new index of the packs it keeps before deleting the old
+		// objects), and the location must still count while the other is
+		// listed. Only an exact repeat, under the same object, is dropped.
+		if have && r.id == last.id && r.slot == last.slot && r.off == last.off && r.length == last.length {
+			continue
 		}
 		if err := w.add(r); err != nil {
 			w.abort()

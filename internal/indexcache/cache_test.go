@@ -415,3 +415,43 @@ func TestCacheKilledWhileWriting(t *testing.T) {
 		}
 	}
 }
+
+// Two index objects can name the same location: a prune writes the new
+// index of the packs it keeps before deleting the old objects, and a run
+// between the two (or after a prune killed there) caches both. Merging
+// their segments must keep the location under both objects, so that it
+// is still found once either of them is deleted. (The merge used to keep
+// one record and drop the other: when the kept one's object was deleted,
+// the chunk was in no index though the vault's index still named it —
+// TestCrashKillPrune found it in CI.)
+func TestCacheDuplicateLocationSurvivesEitherObject(t *testing.T) {
+	for _, drop := range []int{0, 1} {
+		f := newFixture(t)
+		v := f.open(t, f.cache)
+		ids := add(t, v, 1, 2000)
+		objs, _, _ := v.ScanIDs(context.Background(), vault.KindIndex)
+		if len(objs) != 1 {
+			t.Fatalf("%d index objects, want 1", len(objs))
+		}
+		load(t, v) // the cache covers the first object
+		file, err := v.LoadIndexFile(context.Background(), objs[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		second, err := v.SaveIndexFile(context.Background(), file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if second == objs[0] {
+			t.Fatal("the second index object has the first one's ID")
+		}
+		ix := load(t, f.open(t, f.cache)) // fetches the second object and merges
+		if len(ix.segs) != 1 {
+			t.Fatalf("%d segments after the second run, want them merged into 1", len(ix.segs))
+		}
+		gone := []chunk.ID{objs[0], second}[drop]
+		os.Remove(filepath.Join(f.dir, vault.ObjectName(vault.KindIndex, gone)))
+		v3 := f.open(t, f.cache)
+		same(t, v3, load(t, v3), ids)
+	}
+}

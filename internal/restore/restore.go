@@ -135,6 +135,10 @@ type restorer struct {
 	fullOnce sync.Once
 	full     vault.ChunkIndex
 	fullErr  error
+	memOnce  sync.Once
+	mem      *chunk.Index
+	memErr   error
+	missWarn sync.Once
 	stats    Stats
 	done     atomic.Int64
 	written  atomic.Int64
@@ -432,6 +436,21 @@ func (r *restorer) lookup(ctx context.Context, id chunk.ID) (chunk.ID, chunk.Loc
 		return chunk.ID{}, chunk.Location{}, r.fullErr
 	}
 	if pack, loc, ok := r.full.Lookup(id); ok {
+		return pack, loc, nil
+	}
+	// The local index cache is not trusted to say a chunk is gone: a
+	// restore is the last line, so before failing it asks the vault's own
+	// index objects, once, at the cost of loading them all.
+	r.memOnce.Do(func() { r.mem, r.memErr = r.v.LoadIndex(ctx, nil) })
+	if r.memErr != nil {
+		return chunk.ID{}, chunk.Location{}, r.memErr
+	}
+	if pack, loc, ok := r.mem.Lookup(id); ok {
+		if r.warn != nil {
+			r.missWarn.Do(func() {
+				r.warn(fmt.Sprintf("the local index cache missed chunk %s that the vault's index names: remove the cache directory (%s) if this repeats", id.Short(), r.v.CacheDir()))
+			})
+		}
 		return pack, loc, nil
 	}
 	return chunk.ID{}, chunk.Location{}, fmt.Errorf("chunk %s is in no index: %w", id, blob.ErrNotExist)
