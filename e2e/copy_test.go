@@ -294,7 +294,9 @@ func TestMain(m *testing.M) {
 	state, err := os.MkdirTemp("", "lifeboat-e2e-state-")
 	if err == nil {
 		os.Setenv("LIFEBOAT_STATE_DIR", state)
-		os.Setenv("XDG_CACHE_HOME", filepath.Join(state, "cache")) // the index cache, not ~/.cache
+		// The index cache, not ~/.cache (XDG_CACHE_HOME would move Go's
+		// build cache too, and the binary would be compiled from nothing).
+		os.Setenv("LIFEBOAT_CACHE_DIR", filepath.Join(state, "cache"))
 	}
 	code := m.Run()
 	os.RemoveAll(state)
