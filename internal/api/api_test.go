@@ -160,6 +160,8 @@ func TestBadInput(t *testing.T) {
 		{"PUT", "/v1/tiers/gold", `{"rpo":"1h"}{}`, "more than one", 400},
 		{"PUT", "/v1/tiers/gold", `{}`, "RPO", 400},
 		{"PUT", "/v1/tiers/a..b", `{"rpo":"1h"}`, "", 200}, // a valid name
+		{"PUT", "/v1/tiers/gold", `{"rpo":"1h","drill_every":"10s"}`, "at least a minute", 400},
+		{"PUT", "/v1/tiers/gold", `{"none":true,"drill_every":"1d"}`, "no objectives", 400},
 		{"PUT", "/v1/policies/p", `{"every":"1h","consistency":"crash","vault":"nowhere"}`, "does not know", 400},
 		{"PUT", "/v1/vaults/local", `{"url":""}`, "no URL", 400},
 		{"POST", "/v1/machines", `{"name":"web1","source":{}}`, "source.disks", 400},
@@ -185,7 +187,12 @@ func TestBadInput(t *testing.T) {
 // the machine's RPO standing moving from missed to green.
 func TestProtectAndRunThroughAgent(t *testing.T) {
 	e := newEnv(t)
-	e.ok(e.do(e.admin, "PUT", "/v1/tiers/gold", TierJSON{RPO: Duration(time.Hour), RTO: Duration(15 * time.Minute)}, nil))
+	e.ok(e.do(e.admin, "PUT", "/v1/tiers/gold", `{"rpo":"1h","rto":"15m","drill_every":"1d"}`, nil))
+	var tiers []map[string]any
+	e.ok(e.do(e.admin, "GET", "/v1/tiers", nil, &tiers))
+	if len(tiers) != 1 || tiers[0]["drill_every"] != "1d" || tiers[0]["rto"] != "15m" {
+		t.Fatalf("tiers on the wire: %v", tiers)
+	}
 	e.ok(e.do(e.admin, "PUT", "/v1/tiers/none", TierJSON{None: true}, nil))
 	e.ok(e.do(e.admin, "PUT", "/v1/vaults/local", catalog.Vault{URL: "/srv/vault"}, nil))
 	var pol PolicyJSON

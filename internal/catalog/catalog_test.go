@@ -100,7 +100,7 @@ func TestMigrationsConcurrentStart(t *testing.T) {
 func TestObjects(t *testing.T) {
 	engines(t, func(t *testing.T, c *Catalog, _ func() *Catalog) {
 		ctx := context.Background()
-		gold := schedule.Tier{Name: "gold", RPO: time.Hour, RTO: 15 * time.Minute}
+		gold := schedule.Tier{Name: "gold", RPO: time.Hour, RTO: 15 * time.Minute, DrillEvery: 24 * time.Hour}
 		must(t, c.PutTier(ctx, gold, t0))
 		must(t, c.PutTier(ctx, schedule.Tier{Name: "none", None: true}, t0))
 		if err := c.PutTier(ctx, schedule.Tier{Name: "bad"}, t0); !errors.Is(err, ErrInvalid) {
@@ -114,6 +114,15 @@ func TestObjects(t *testing.T) {
 		if got != gold {
 			t.Fatalf("tier %+v, want %+v", got, gold)
 		}
+		// Replacing a tier replaces its drill interval too.
+		silver := schedule.Tier{Name: "silver", RPO: time.Hour, DrillEvery: time.Hour}
+		must(t, c.PutTier(ctx, silver, t0))
+		silver.DrillEvery = 0
+		must(t, c.PutTier(ctx, silver, t0))
+		if got, err := c.Tier(ctx, "silver"); err != nil || got != silver {
+			t.Fatalf("replaced tier %+v (%v), want %+v", got, err, silver)
+		}
+		must(t, c.DeleteTier(ctx, "silver"))
 		if _, err := c.Tier(ctx, "silver"); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("missing tier: %v", err)
 		}

@@ -11,6 +11,7 @@ import (
 
 	"lifeboat/internal/api"
 	"lifeboat/internal/catalog"
+	"lifeboat/internal/drill"
 	"lifeboat/internal/job"
 	"lifeboat/internal/schedule"
 )
@@ -24,6 +25,9 @@ const (
 	// queued (its policy's vault is unknown, its spec invalid, the
 	// catalog failing); it is tried again at each tick.
 	AlertNotQueued = "backup-not-queued"
+	// AlertDrillRTO: a machine's latest successful drill took longer than
+	// its tier's RTO (cleared by a drill within it, or a laxer RTO).
+	AlertDrillRTO = "drill-rto-missed"
 )
 
 // Scheduler is the control plane's clockwork: each Tick reaps expired
@@ -50,7 +54,8 @@ type Scheduler struct {
 	Agent string
 	// DrillEvery, if not zero, is how often the latest point of each
 	// protected machine is drilled (lifeboat drill, on the machine's
-	// agent): a drill that fails raises drill-failed.
+	// agent) when its tier sets no interval of its own (DrillEvery of
+	// schedule.Tier): a drill that fails raises drill-failed.
 	DrillEvery time.Duration
 	// Started is when this server started. For a lease's length after it,
 	// expired leases are not reaped and silent agents not reported: after
@@ -236,22 +241,28 @@ func (s *Scheduler) prunes(ctx context.Context, rep *TickReport, policies []cata
 }
 
 // drills queues a drill of the latest point of each protected machine
-// that has one, once every DrillEvery.
+// that has one, as often as its tier says (or DrillEvery), and holds the
+// latest successful drill of each machine against its tier's RTO.
 func (s *Scheduler) drills(ctx context.Context, rep *TickReport, machines []catalog.Machine, policies map[string]catalog.Policy,
 	tiers map[string]schedule.Tier, newest map[string]time.Time, urls map[string]string, now time.Time) error {
-	if s.DrillEvery <= 0 {
-		return nil
-	}
 	for _, m := range machines {
+		tier := tiers[m.Tier] // the zero tier if none: the server's interval, no RTO
+		if err := s.drillRTO(ctx, rep, m, tier, now); err != nil {
+			return err
+		}
 		p, ok := policies[m.Policy]
-		if !ok || tiers[m.Tier].None || newest[m.Name].IsZero() || urls[p.Vault] == "" {
+		if !ok || schedule.DrillInterval(tier, s.DrillEvery) <= 0 || urls[p.Vault] == "" {
 			continue
 		}
 		last, err := s.Catalog.Jobs(ctx, catalog.JobFilter{Kind: "drill", Machine: m.Name, Limit: 1})
 		if err != nil {
 			return err
 		}
-		if len(last) > 0 && now.Sub(last[0].Created) < s.DrillEvery {
+		var lastTime time.Time
+		if len(last) > 0 {
+			lastTime = last[0].Created
+		}
+		if !schedule.DrillDue(tier, s.DrillEvery, !newest[m.Name].IsZero(), lastTime, now) {
 			continue
 		}
 		spec, _ := json.Marshal(job.Drill{Machine: m.Name, Point: "latest", Vault: urls[p.Vault]})
@@ -260,8 +271,30 @@ func (s *Scheduler) drills(ctx context.Context, rep *TickReport, machines []cata
 			return err
 		}
 		rep.Queued = append(rep.Queued, id)
-		s.log().Info("drill queued", "machine", m.Name, "job", id)
+		s.log().Info("drill queued", "machine", m.Name, "tier", tier.Name, "job", id)
 	}
+	return nil
+}
+
+// drillRTO raises drill-rto-missed on m while its latest successful drill
+// measured a recovery time beyond its tier's RTO, and clears it otherwise.
+func (s *Scheduler) drillRTO(ctx context.Context, rep *TickReport, m catalog.Machine, tier schedule.Tier, now time.Time) error {
+	if tier.None || tier.RTO <= 0 {
+		s.alert(ctx, rep, false, AlertDrillRTO, m.Name, "", now)
+		return nil
+	}
+	ok, err := s.Catalog.Jobs(ctx, catalog.JobFilter{Kind: "drill", Machine: m.Name, State: catalog.Succeeded, Limit: 1})
+	if err != nil {
+		return err
+	}
+	var res drill.Result
+	if len(ok) == 0 || json.Unmarshal(ok[0].Result, &res) != nil || res.RTOMS <= 0 {
+		return nil // nothing measured: nothing to hold against the RTO
+	}
+	rto := time.Duration(res.RTOMS) * time.Millisecond
+	s.alert(ctx, rep, schedule.RTOMissed(tier, rto), AlertDrillRTO, m.Name,
+		fmt.Sprintf("the latest drill of %s (point %.12s, %s) took %s to answer, beyond its RTO of %s (tier %s)",
+			m.Name, res.Point, ok[0].Finished.Format(time.RFC3339), rto.Round(100*time.Millisecond), tier.RTO, tier.Name), now)
 	return nil
 }
 
