@@ -1,13 +1,11 @@
 package nbd
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 )
@@ -50,58 +48,23 @@ func TestServerSliceReader(t *testing.T) {
 	fb := fileExport(t, "d", img, true).Backend.(AllocationBackend)
 	ts := startServer(t, Export{Name: "d", Backend: &slicedBackend{AllocationBackend: fb}, ReadOnly: true},
 		Export{Name: "bad", Backend: &slicedBackend{AllocationBackend: fb, failAt: 2<<20 + 300<<10}, ReadOnly: true})
-	for _, mode := range []struct {
-		name string
-		opts []Option
-	}{{"structured", nil}, {"simple", []Option{WithSimpleReplies()}}} {
-		t.Run(mode.name, func(t *testing.T) {
-			ctx := testCtx(t)
-			c, err := Dial(ctx, ts.uri("d"), mode.opts...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			var wg sync.WaitGroup
-			errs := make(chan error, 8)
-			for g := range 8 {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					r := newRand(int64(200 + g))
-					for range 40 {
-						n := r.IntN(1<<20) + 1
-						off := r.Int64N(size - int64(n))
-						buf := make([]byte, n)
-						if _, err := c.ReadAt(buf, off); err != nil {
-							errs <- err
-							return
-						}
-						if !bytes.Equal(buf, want[off:off+int64(n)]) {
-							errs <- fmt.Errorf("read of %d at %d differs", n, off)
-							return
-						}
-					}
-				}()
-			}
-			wg.Wait()
-			close(errs)
-			for err := range errs {
-				t.Fatal(err)
-			}
-			bad, err := Dial(ctx, ts.uri("bad"), mode.opts...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer bad.Close()
-			buf := make([]byte, 1<<20)
-			if _, err := bad.ReadAt(buf, 2<<20); err == nil || !errors.Is(err, syscall.EIO) {
-				t.Fatalf("a read over a damaged block: %v, want EIO", err)
-			}
-			if _, err := bad.ReadAt(buf[:4096], 0); err != nil {
-				t.Fatalf("the connection is unusable after a failed read: %v", err)
-			}
-		})
-	}
+	eachReplyMode(t, ts.uri("d"), func(t *testing.T, ctx context.Context, c *Client, opts ...Option) {
+		if err := checkRandomReads(c, want, size, 200, 8, 40); err != nil {
+			t.Fatal(err)
+		}
+		bad, err := Dial(ctx, ts.uri("bad"), opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer bad.Close()
+		buf := make([]byte, 1<<20)
+		if _, err := bad.ReadAt(buf, 2<<20); err == nil || !errors.Is(err, syscall.EIO) {
+			t.Fatalf("a read over a damaged block: %v, want EIO", err)
+		}
+		if _, err := bad.ReadAt(buf[:4096], 0); err != nil {
+			t.Fatalf("the connection is unusable after a failed read: %v", err)
+		}
+	})
 	out := filepath.Join(dir, "out.raw")
 	run(t, "nbdcopy", ts.uri("d"), out)
 	sameFile(t, img, out)
