@@ -220,6 +220,51 @@ func TestObjects(t *testing.T) {
 	})
 }
 
+// LatestJobs gives each machine's newest job of a kind, in a state or in
+// any, as Jobs would list it first.
+func TestLatestJobs(t *testing.T) {
+	engines(t, func(t *testing.T, c *Catalog, _ func() *Catalog) {
+		ctx := context.Background()
+		for _, m := range []string{"web1", "db1", "idle1"} {
+			must(t, c.AddMachine(ctx, Machine{Name: m, Spec: json.RawMessage(`{}`)}, t0))
+		}
+		enqueue := func(kind, machine string, at time.Time) string {
+			id, err := c.Enqueue(ctx, Job{Kind: kind, Machine: machine, MaxAttempts: 1, Spec: json.RawMessage(`{}`)}, at)
+			must(t, err)
+			return id
+		}
+		run := func(agent string, result string, fail bool, at time.Time) string {
+			j, err := c.Claim(ctx, agent, agent, Limits{}, time.Minute, at)
+			must(t, err)
+			var runErr error
+			if fail {
+				runErr = errors.New("no answer")
+			}
+			must(t, c.Finish(ctx, j.ID, agent, json.RawMessage(result), nil, runErr, at))
+			return j.ID
+		}
+		enqueue("drill", "web1", t0)
+		okWeb := run("", `{"rto_ms":1}`, false, t0)
+		enqueue("drill", "web1", t0.Add(time.Minute))
+		run("", `{}`, true, t0.Add(time.Minute))
+		queuedWeb := enqueue("drill", "web1", t0.Add(2*time.Minute))
+		enqueue("drill", "db1", t0)
+		okDB := run("", `{"rto_ms":2}`, false, t0)
+		enqueue("backup", "idle1", t0)
+
+		latest, err := c.LatestJobs(ctx, "drill", "")
+		must(t, err)
+		if len(latest) != 2 || latest["web1"].ID != queuedWeb || latest["db1"].ID != okDB {
+			t.Fatalf("latest drills: %+v", latest)
+		}
+		ok, err := c.LatestJobs(ctx, "drill", Succeeded)
+		must(t, err)
+		if len(ok) != 2 || ok["web1"].ID != okWeb || string(ok["web1"].Result) != `{"rto_ms":1}` || ok["db1"].ID != okDB {
+			t.Fatalf("latest successful drills: %+v", ok)
+		}
+	})
+}
+
 func TestJobLifecycle(t *testing.T) {
 	engines(t, func(t *testing.T, c *Catalog, _ func() *Catalog) {
 		ctx := context.Background()

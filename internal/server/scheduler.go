@@ -242,27 +242,23 @@ func (s *Scheduler) prunes(ctx context.Context, rep *TickReport, policies []cata
 
 // drills queues a drill of the latest point of each protected machine
 // that has one, as often as its tier says (or DrillEvery), and holds the
-// latest successful drill of each machine against its tier's RTO.
+// latest successful drill of each machine against its tier's RTO. Two
+// queries for all machines, none per machine.
 func (s *Scheduler) drills(ctx context.Context, rep *TickReport, machines []catalog.Machine, policies map[string]catalog.Policy,
 	tiers map[string]schedule.Tier, newest map[string]time.Time, urls map[string]string, now time.Time) error {
+	last, err := s.Catalog.LatestJobs(ctx, "drill", "")
+	if err != nil {
+		return err
+	}
+	proven, err := s.Catalog.LatestJobs(ctx, "drill", catalog.Succeeded)
+	if err != nil {
+		return err
+	}
 	for _, m := range machines {
 		tier := tiers[m.Tier] // the zero tier if none: the server's interval, no RTO
-		if err := s.drillRTO(ctx, rep, m, tier, now); err != nil {
-			return err
-		}
+		s.drillRTO(ctx, rep, m, tier, proven[m.Name], now)
 		p, ok := policies[m.Policy]
-		if !ok || schedule.DrillInterval(tier, s.DrillEvery) <= 0 || urls[p.Vault] == "" {
-			continue
-		}
-		last, err := s.Catalog.Jobs(ctx, catalog.JobFilter{Kind: "drill", Machine: m.Name, Limit: 1})
-		if err != nil {
-			return err
-		}
-		var lastTime time.Time
-		if len(last) > 0 {
-			lastTime = last[0].Created
-		}
-		if !schedule.DrillDue(tier, s.DrillEvery, !newest[m.Name].IsZero(), lastTime, now) {
+		if !ok || urls[p.Vault] == "" || !schedule.DrillDue(tier, s.DrillEvery, !newest[m.Name].IsZero(), last[m.Name].Created, now) {
 			continue
 		}
 		spec, _ := json.Marshal(job.Drill{Machine: m.Name, Point: "latest", Vault: urls[p.Vault]})
@@ -277,25 +273,17 @@ func (s *Scheduler) drills(ctx context.Context, rep *TickReport, machines []cata
 }
 
 // drillRTO raises drill-rto-missed on m while its latest successful drill
-// measured a recovery time beyond its tier's RTO, and clears it otherwise.
-func (s *Scheduler) drillRTO(ctx context.Context, rep *TickReport, m catalog.Machine, tier schedule.Tier, now time.Time) error {
-	if tier.None || tier.RTO <= 0 {
-		s.alert(ctx, rep, false, AlertDrillRTO, m.Name, "", now)
-		return nil
-	}
-	ok, err := s.Catalog.Jobs(ctx, catalog.JobFilter{Kind: "drill", Machine: m.Name, State: catalog.Succeeded, Limit: 1})
-	if err != nil {
-		return err
-	}
+// (proven; zero: none) measured a recovery time beyond its tier's RTO,
+// and clears it otherwise.
+func (s *Scheduler) drillRTO(ctx context.Context, rep *TickReport, m catalog.Machine, tier schedule.Tier, proven catalog.Job, now time.Time) {
 	var res drill.Result
-	if len(ok) == 0 || json.Unmarshal(ok[0].Result, &res) != nil || res.RTOMS <= 0 {
-		return nil // nothing measured: nothing to hold against the RTO
+	if tier.RTO > 0 && (proven.ID == "" || json.Unmarshal(proven.Result, &res) != nil || res.RTOMS <= 0) {
+		return // nothing measured: nothing to hold against the RTO
 	}
 	rto := time.Duration(res.RTOMS) * time.Millisecond
 	s.alert(ctx, rep, schedule.RTOMissed(tier, rto), AlertDrillRTO, m.Name,
 		fmt.Sprintf("the latest drill of %s (point %.12s, %s) took %s to answer, beyond its RTO of %s (tier %s)",
-			m.Name, res.Point, ok[0].Finished.Format(time.RFC3339), rto.Round(100*time.Millisecond), tier.RTO, tier.Name), now)
-	return nil
+			m.Name, res.Point, proven.Finished.Format(time.RFC3339), rto.Round(100*time.Millisecond), tier.RTO, tier.Name), now)
 }
 
 // queue moves the machine's slot and queues its backup in one catalog
