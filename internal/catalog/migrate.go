@@ -134,6 +134,8 @@ UPDATE machines SET last_point_ms = (SELECT MAX(time_ms) FROM points WHERE point
 -- How often the scheduler drills the machines of a tier (0: the server's
 -- default).
 ALTER TABLE tiers ADD COLUMN drill_every_ms BIGINT NOT NULL DEFAULT 0;
+-- Each machine's newest job of a kind (LatestJobs: the scheduler's drills).
+CREATE INDEX jobs_kind_machine ON jobs (kind, machine, created_ms);
 `,
 }
 
