@@ -338,6 +338,16 @@ func (s *Scheduler) alert(ctx context.Context, rep *TickReport, on bool, kind, s
 	}
 }
 
+// Alerted sends the webhooks an alert raised or cleared outside the tick
+// (by the API, when a verify or a drill job finishes): api.Server.Alerted.
+func (s *Scheduler) Alerted(raised bool, kind, subject, message string, at time.Time) {
+	ev := Event{Event: "cleared", Kind: kind, Subject: subject, Message: message, Time: at}
+	if raised {
+		ev.Event = "raised"
+	}
+	s.notify(ev)
+}
+
 // notify queues ev for every webhook (Webhooks): it never waits for one.
 func (s *Scheduler) notify(ev Event) {
 	if len(s.Webhooks) == 0 {
