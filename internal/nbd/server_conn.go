@@ -762,20 +762,12 @@ func appendChunk(b []byte, flags, typ uint16, cookie uint64, length uint32) []by
 
 func putSimple(w *bufio.Writer, errno uint32, cookie uint64) {
 	var h [simpleReplyHeaderSize]byte
-	be.PutUint32(h[0:], magicSimpleReply)
-	be.PutUint32(h[4:], errno)
-	be.PutUint64(h[8:], cookie)
-	w.Write(h[:])
+	w.Write(appendSimple(h[:0], errno, cookie))
 }
 
 func putChunk(w *bufio.Writer, flags, typ uint16, cookie uint64, length uint32) {
 	var h [structReplyHeaderSize]byte
-	be.PutUint32(h[0:], magicStructReply)
-	be.PutUint16(h[4:], flags)
-	be.PutUint16(h[6:], typ)
-	be.PutUint64(h[8:], cookie)
-	be.PutUint32(h[16:], length)
-	w.Write(h[:])
+	w.Write(appendChunk(h[:0], flags, typ, cookie, length))
 }
 
 // putErrorChunk sends an error chunk (with the offset if at >= 0) that
