@@ -182,13 +182,14 @@ func TestInstantRestoreKilled(t *testing.T) {
 	// 32 MiB root (what the guest boots from and reads) + 480 MiB data disk
 	// (8 MiB of data, the rest holes, which the copy counts and copies too).
 	vdir, _, data, id := twoDiskPoint(t, 8, 480)
-	const total, speed = (32 + 480) << 20, 1 << 20
+	// 512 KiB/s: the guest has 100 s to answer before 10% are copied.
+	const total, speed = (32 + 480) << 20, 512 << 10
 	dir := t.TempDir()
 	args := append([]string{"--vault", vdir, "--json", "restore", "--machine", "vm2", id, "--instant", "--start", "--to", filepath.Join(dir, "dr"),
 		"--accel", "tcg"}, kernelFlags(t)...)
 	state := job.InstantState(filepath.Join(dir, "dr"))
 	t.Cleanup(func() { killQEMU(t, state) })
-	p := startProc(t, append(args, "--stream-speed", "1M")...)
+	p := startProc(t, append(args, "--stream-speed", "512K")...)
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
 	// Not a probe of the QMP socket: QEMU serves one client at a time.
