@@ -25,6 +25,8 @@ command -v qemu-storage-daemon >/dev/null 2>&1 || need_apt+=(qemu-system-common)
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need_apt+=(qemu-system-x86)
 command -v nbdinfo >/dev/null 2>&1 || need_apt+=(libnbd-bin)
 command -v nbdkit >/dev/null 2>&1 || need_apt+=(nbdkit)
+# fio (its nbd engine, through libnbd) measures an export's latency (bench/export.sh).
+command -v fio >/dev/null 2>&1 || need_apt+=(fio)
 [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || need_apt+=(busybox-static)
 [ -x /usr/sbin/qemu-ga ] || need_apt+=(qemu-guest-agent)
 command -v xz >/dev/null 2>&1 || need_apt+=(xz-utils)

@@ -283,11 +283,16 @@ func (s *Server) agentFinish(w http.ResponseWriter, r *http.Request) error {
 // it when j succeeded.
 func (s *Server) alertOn(ctx context.Context, j catalog.Job, kind, subject, msg string) error {
 	var err error
+	changed, raised, now := false, j.State == catalog.Failed, s.Clock.Now()
 	switch j.State {
 	case catalog.Failed:
-		_, err = s.Catalog.Raise(ctx, kind, subject, msg, s.Clock.Now())
+		changed, err = s.Catalog.Raise(ctx, kind, subject, msg, now)
 	case catalog.Succeeded:
-		_, err = s.Catalog.Resolve(ctx, kind, subject, s.Clock.Now())
+		changed, err = s.Catalog.Resolve(ctx, kind, subject, now)
+		msg = ""
+	}
+	if err == nil && changed && s.Alerted != nil {
+		s.Alerted(raised, kind, subject, msg, now)
 	}
 	return err
 }

@@ -36,6 +36,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"time"
 
 	"lifeboat/internal/catalog"
 	"lifeboat/internal/clock"
@@ -60,6 +61,10 @@ type Server struct {
 	// password or S3 settings); agents receive those of a job's vaults
 	// with the job. Nil: the server keeps none.
 	Secrets *secrets.File
+	// Alerted, if set, is told of each alert a finished job opened
+	// (raised) or cleared (verify-failed, drill-failed), as the scheduler
+	// tells its webhooks of the alerts it raises.
+	Alerted func(raised bool, kind, subject, message string, at time.Time)
 
 	metricsOnce sync.Once
 	m           *metrics

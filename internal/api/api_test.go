@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,7 +27,10 @@ type env struct {
 	admin string
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newEnvWith(t, nil) }
+
+// newEnvWith is newEnv with set, if not nil, completing the server.
+func newEnvWith(t *testing.T, set func(*Server)) *env {
 	t.Helper()
 	ctx := context.Background()
 	cat, err := catalog.Open(ctx, filepath.Join(t.TempDir(), "catalog.db"))
@@ -35,7 +39,11 @@ func newEnv(t *testing.T) *env {
 	}
 	t.Cleanup(func() { cat.Close() })
 	fc := clock.NewFake(t0)
-	srv := httptest.NewServer((&Server{Catalog: cat, Clock: fc, DefaultAgent: "hv1"}).Handler())
+	api := &Server{Catalog: cat, Clock: fc, DefaultAgent: "hv1"}
+	if set != nil {
+		set(api)
+	}
+	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
 	e := &env{t: t, url: srv.URL, cat: cat, clock: fc}
 	e.admin = e.token("admin", catalog.RoleAdmin)
@@ -160,6 +168,8 @@ func TestBadInput(t *testing.T) {
 		{"PUT", "/v1/tiers/gold", `{"rpo":"1h"}{}`, "more than one", 400},
 		{"PUT", "/v1/tiers/gold", `{}`, "RPO", 400},
 		{"PUT", "/v1/tiers/a..b", `{"rpo":"1h"}`, "", 200}, // a valid name
+		{"PUT", "/v1/tiers/gold", `{"rpo":"1h","drill_every":"10s"}`, "at least a minute", 400},
+		{"PUT", "/v1/tiers/gold", `{"none":true,"drill_every":"1d"}`, "no objectives", 400},
 		{"PUT", "/v1/policies/p", `{"every":"1h","consistency":"crash","vault":"nowhere"}`, "does not know", 400},
 		{"PUT", "/v1/vaults/local", `{"url":""}`, "no URL", 400},
 		{"POST", "/v1/machines", `{"name":"web1","source":{}}`, "source.disks", 400},
@@ -185,7 +195,12 @@ func TestBadInput(t *testing.T) {
 // the machine's RPO standing moving from missed to green.
 func TestProtectAndRunThroughAgent(t *testing.T) {
 	e := newEnv(t)
-	e.ok(e.do(e.admin, "PUT", "/v1/tiers/gold", TierJSON{RPO: Duration(time.Hour), RTO: Duration(15 * time.Minute)}, nil))
+	e.ok(e.do(e.admin, "PUT", "/v1/tiers/gold", `{"rpo":"1h","rto":"15m","drill_every":"1d"}`, nil))
+	var tiers []map[string]any
+	e.ok(e.do(e.admin, "GET", "/v1/tiers", nil, &tiers))
+	if len(tiers) != 1 || tiers[0]["drill_every"] != "1d" || tiers[0]["rto"] != "15m" {
+		t.Fatalf("tiers on the wire: %v", tiers)
+	}
 	e.ok(e.do(e.admin, "PUT", "/v1/tiers/none", TierJSON{None: true}, nil))
 	e.ok(e.do(e.admin, "PUT", "/v1/vaults/local", catalog.Vault{URL: "/srv/vault"}, nil))
 	var pol PolicyJSON
@@ -368,5 +383,49 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 	code, body := e.do("", "GET", "/openapi.json", nil, nil)
 	if code != 200 || !strings.Contains(body, `"openapi": "3.1.0"`) {
 		t.Fatalf("GET /openapi.json: %d", code)
+	}
+}
+
+// A drill job that fails raises drill-failed and tells Alerted (the
+// server's webhooks), once; the next one that succeeds clears it and
+// tells Alerted again.
+func TestDrillAlerted(t *testing.T) {
+	type told struct {
+		raised                 bool
+		kind, subject, message string
+	}
+	var got []told
+	var mu sync.Mutex
+	e := newEnvWith(t, func(s *Server) {
+		s.Alerted = func(raised bool, kind, subject, message string, at time.Time) {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, told{raised, kind, subject, message})
+		}
+	})
+	e.ok(e.do(e.admin, "PUT", "/v1/tiers/gold", `{"rpo":"1h","drill_every":"1d"}`, nil))
+	e.ok(e.do(e.admin, "PUT", "/v1/vaults/local", catalog.Vault{URL: "/srv/vault"}, nil))
+	e.ok(e.do(e.admin, "PUT", "/v1/policies/hourly", `{"every":"1h","consistency":"crash","vault":"local"}`, nil))
+	e.ok(e.do(e.admin, "POST", "/v1/machines", `{"name":"web1","source":{"disks":[{"name":"root","path":"/img/web1.raw"}]}}`, nil))
+	e.ok(e.do(e.admin, "POST", "/v1/machines/web1/protect", `{"tier":"gold","policy":"hourly"}`, nil))
+	agent := e.token("hv1", catalog.RoleAgent)
+	drill := func(failure string) {
+		t.Helper()
+		e.ok(e.do(e.admin, "POST", "/v1/machines/web1/drill", `{}`, nil))
+		var j catalog.Job
+		e.ok(e.do(agent, "POST", "/v1/agent/claim", nil, &j))
+		if j.Kind != "drill" {
+			t.Fatalf("claimed %+v", j)
+		}
+		e.ok(e.do(agent, "POST", "/v1/agent/jobs/"+j.ID+"/finish", FinishJSON{Lease: j.LeaseOwner, Error: failure}, nil))
+	}
+	drill("the machine stopped before the guest answered")
+	drill("the machine stopped before the guest answered")
+	drill("")
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 2 || !got[0].raised || got[0].kind != AlertDrill || got[0].subject != "web1" || !strings.Contains(got[0].message, "stopped before") ||
+		got[1].raised || got[1].kind != AlertDrill {
+		t.Fatalf("Alerted was told %+v; want drill-failed raised once, then cleared", got)
 	}
 }

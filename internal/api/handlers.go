@@ -26,10 +26,13 @@ type TierJSON struct {
 	RPO  Duration `json:"rpo,omitempty"`
 	RTO  Duration `json:"rto,omitempty"`
 	None bool     `json:"none,omitempty"`
+	// DrillEvery: how often the scheduler drills the latest point of each
+	// machine of the tier (absent: the server's --drill-every).
+	DrillEvery Duration `json:"drill_every,omitempty"`
 }
 
 func tierToJSON(t schedule.Tier) TierJSON {
-	return TierJSON{Name: t.Name, RPO: Duration(t.RPO), RTO: Duration(t.RTO), None: t.None}
+	return TierJSON{Name: t.Name, RPO: Duration(t.RPO), RTO: Duration(t.RTO), None: t.None, DrillEvery: Duration(t.DrillEvery)}
 }
 
 // KeepJSON is a retention on the wire.
@@ -114,7 +117,7 @@ func (s *Server) putTier(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	t.Name = name
-	tier := schedule.Tier{Name: name, RPO: time.Duration(t.RPO), RTO: time.Duration(t.RTO), None: t.None}
+	tier := schedule.Tier{Name: name, RPO: time.Duration(t.RPO), RTO: time.Duration(t.RTO), None: t.None, DrillEvery: time.Duration(t.DrillEvery)}
 	if err := s.Catalog.PutTier(r.Context(), tier, s.Clock.Now()); err != nil {
 		return err
 	}

@@ -34,8 +34,9 @@ func streamJob(node string) string { return "lifeboat-stream-" + node }
 // stream job ends is not safe there either, so the graph is looked at only
 // between jobs. A disk already without backing is done; a stream job
 // already running (a previous lifeboat that was killed) is waited for,
-// not restarted; one that failed is started again, and copies only what
-// is still missing. speed bounds the copy in bytes/s (0: no bound).
+// not restarted, at this call's speed; one that failed is started again,
+// and copies only what is still missing. speed bounds the copy in bytes/s
+// (0: no bound).
 // progress is called about twice a second.
 func Stream(ctx context.Context, mon *qmp.Monitor, disks []StreamDisk, speed int64, progress func(StreamProgress)) error {
 	var total, done int64
@@ -83,8 +84,17 @@ func Stream(ctx context.Context, mon *qmp.Monitor, disks []StreamDisk, speed int
 				}
 				started = true
 				report(0)
-			} else if j.TotalProgress > 0 {
-				report(int64(float64(d.Size) * float64(j.CurrentProgress) / float64(j.TotalProgress)))
+			} else {
+				if !started {
+					// A previous lifeboat's job: copy at this run's speed.
+					if err := mon.Execute(ctx, "block-job-set-speed", map[string]any{"device": j.ID, "speed": speed}, nil); err != nil {
+						return fmt.Errorf("setting the speed of the copy of disk node %s: %w", d.Node, err)
+					}
+					started = true
+				}
+				if j.TotalProgress > 0 {
+					report(int64(float64(d.Size) * float64(j.CurrentProgress) / float64(j.TotalProgress)))
+				}
 			}
 			select {
 			case <-ctx.Done():

@@ -100,7 +100,7 @@ func TestMigrationsConcurrentStart(t *testing.T) {
 func TestObjects(t *testing.T) {
 	engines(t, func(t *testing.T, c *Catalog, _ func() *Catalog) {
 		ctx := context.Background()
-		gold := schedule.Tier{Name: "gold", RPO: time.Hour, RTO: 15 * time.Minute}
+		gold := schedule.Tier{Name: "gold", RPO: time.Hour, RTO: 15 * time.Minute, DrillEvery: 24 * time.Hour}
 		must(t, c.PutTier(ctx, gold, t0))
 		must(t, c.PutTier(ctx, schedule.Tier{Name: "none", None: true}, t0))
 		if err := c.PutTier(ctx, schedule.Tier{Name: "bad"}, t0); !errors.Is(err, ErrInvalid) {
@@ -114,6 +114,15 @@ func TestObjects(t *testing.T) {
 		if got != gold {
 			t.Fatalf("tier %+v, want %+v", got, gold)
 		}
+		// Replacing a tier replaces its drill interval too.
+		silver := schedule.Tier{Name: "silver", RPO: time.Hour, DrillEvery: time.Hour}
+		must(t, c.PutTier(ctx, silver, t0))
+		silver.DrillEvery = 0
+		must(t, c.PutTier(ctx, silver, t0))
+		if got, err := c.Tier(ctx, "silver"); err != nil || got != silver {
+			t.Fatalf("replaced tier %+v (%v), want %+v", got, err, silver)
+		}
+		must(t, c.DeleteTier(ctx, "silver"))
 		if _, err := c.Tier(ctx, "silver"); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("missing tier: %v", err)
 		}
@@ -207,6 +216,51 @@ func TestObjects(t *testing.T) {
 		must(t, err)
 		if len(agents) != 1 || !agents[0].Heartbeat.Equal(t0.Add(time.Minute)) || !agents[0].Created.Equal(t0) {
 			t.Fatalf("agents %+v", agents)
+		}
+	})
+}
+
+// LatestJobs gives each machine's newest job of a kind, in a state or in
+// any, as Jobs would list it first.
+func TestLatestJobs(t *testing.T) {
+	engines(t, func(t *testing.T, c *Catalog, _ func() *Catalog) {
+		ctx := context.Background()
+		for _, m := range []string{"web1", "db1", "idle1"} {
+			must(t, c.AddMachine(ctx, Machine{Name: m, Spec: json.RawMessage(`{}`)}, t0))
+		}
+		enqueue := func(kind, machine string, at time.Time) string {
+			id, err := c.Enqueue(ctx, Job{Kind: kind, Machine: machine, MaxAttempts: 1, Spec: json.RawMessage(`{}`)}, at)
+			must(t, err)
+			return id
+		}
+		run := func(agent string, result string, fail bool, at time.Time) string {
+			j, err := c.Claim(ctx, agent, agent, Limits{}, time.Minute, at)
+			must(t, err)
+			var runErr error
+			if fail {
+				runErr = errors.New("no answer")
+			}
+			must(t, c.Finish(ctx, j.ID, agent, json.RawMessage(result), nil, runErr, at))
+			return j.ID
+		}
+		enqueue("drill", "web1", t0)
+		okWeb := run("", `{"rto_ms":1}`, false, t0)
+		enqueue("drill", "web1", t0.Add(time.Minute))
+		run("", `{}`, true, t0.Add(time.Minute))
+		queuedWeb := enqueue("drill", "web1", t0.Add(2*time.Minute))
+		enqueue("drill", "db1", t0)
+		okDB := run("", `{"rto_ms":2}`, false, t0)
+		enqueue("backup", "idle1", t0)
+
+		latest, err := c.LatestJobs(ctx, "drill", "")
+		must(t, err)
+		if len(latest) != 2 || latest["web1"].ID != queuedWeb || latest["db1"].ID != okDB {
+			t.Fatalf("latest drills: %+v", latest)
+		}
+		ok, err := c.LatestJobs(ctx, "drill", Succeeded)
+		must(t, err)
+		if len(ok) != 2 || ok["web1"].ID != okWeb || string(ok["web1"].Result) != `{"rto_ms":1}` || ok["db1"].ID != okDB {
+			t.Fatalf("latest successful drills: %+v", ok)
 		}
 	})
 }

@@ -130,6 +130,13 @@ ALTER TABLE machines ADD COLUMN last_error TEXT NOT NULL DEFAULT '';
 ALTER TABLE machines ADD COLUMN last_point_ms BIGINT;
 UPDATE machines SET last_point_ms = (SELECT MAX(time_ms) FROM points WHERE points.machine = machines.name);
 `,
+	4: `
+-- How often the scheduler drills the machines of a tier (0: the server's
+-- default).
+ALTER TABLE tiers ADD COLUMN drill_every_ms BIGINT NOT NULL DEFAULT 0;
+-- Each machine's newest job of a kind (LatestJobs: the scheduler's drills).
+CREATE INDEX jobs_kind_machine ON jobs (kind, machine, created_ms);
+`,
 }
 
 // migrate brings the schema to the newest version. Several servers

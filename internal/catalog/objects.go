@@ -103,9 +103,10 @@ func (c *Catalog) PutTier(ctx context.Context, t schedule.Tier, now time.Time) e
 	if t.None {
 		none = 1
 	}
-	_, err := c.db.ExecContext(ctx, c.q(`INSERT INTO tiers (name, rpo_ms, rto_ms, none_tier, created_ms) VALUES (?, ?, ?, ?, ?)
-		ON CONFLICT (name) DO UPDATE SET rpo_ms = excluded.rpo_ms, rto_ms = excluded.rto_ms, none_tier = excluded.none_tier`),
-		t.Name, t.RPO.Milliseconds(), t.RTO.Milliseconds(), none, ms(now))
+	_, err := c.db.ExecContext(ctx, c.q(`INSERT INTO tiers (name, rpo_ms, rto_ms, none_tier, drill_every_ms, created_ms) VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET rpo_ms = excluded.rpo_ms, rto_ms = excluded.rto_ms, none_tier = excluded.none_tier,
+		drill_every_ms = excluded.drill_every_ms`),
+		t.Name, t.RPO.Milliseconds(), t.RTO.Milliseconds(), none, t.DrillEvery.Milliseconds(), ms(now))
 	if err != nil {
 		return fmt.Errorf("catalog: saving tier %q: %w", t.Name, err)
 	}
@@ -130,7 +131,7 @@ func (c *Catalog) Tiers(ctx context.Context) ([]schedule.Tier, error) {
 }
 
 func (c *Catalog) tiers(ctx context.Context, where string, args ...any) ([]schedule.Tier, error) {
-	rows, err := c.db.QueryContext(ctx, c.q(`SELECT name, rpo_ms, rto_ms, none_tier FROM tiers `+where+` ORDER BY name`), args...)
+	rows, err := c.db.QueryContext(ctx, c.q(`SELECT name, rpo_ms, rto_ms, none_tier, drill_every_ms FROM tiers `+where+` ORDER BY name`), args...)
 	if err != nil {
 		return nil, fmt.Errorf("catalog: listing tiers: %w", err)
 	}
@@ -138,12 +139,13 @@ func (c *Catalog) tiers(ctx context.Context, where string, args ...any) ([]sched
 	var out []schedule.Tier
 	for rows.Next() {
 		var t schedule.Tier
-		var rpo, rto int64
+		var rpo, rto, drill int64
 		var none int
-		if err := rows.Scan(&t.Name, &rpo, &rto, &none); err != nil {
+		if err := rows.Scan(&t.Name, &rpo, &rto, &none, &drill); err != nil {
 			return nil, fmt.Errorf("catalog: reading tiers: %w", err)
 		}
 		t.RPO, t.RTO, t.None = time.Duration(rpo)*time.Millisecond, time.Duration(rto)*time.Millisecond, none != 0
+		t.DrillEvery = time.Duration(drill) * time.Millisecond
 		out = append(out, t)
 	}
 	return out, rows.Err()

@@ -108,16 +108,21 @@ func (a *app) tierCommand() *cobra.Command {
 	var r remote
 	cmd := &cobra.Command{Use: "tier", Short: "Protection tiers: RPO and RTO objectives (server)"}
 	a.addRemoteFlags(cmd, &r)
-	var rpo, rto string
+	var rpo, rto, drillEvery string
 	var none bool
 	add := &cobra.Command{
-		Use:   "add NAME (--rpo DURATION [--rto DURATION] | --none)",
+		Use:   "add NAME (--rpo DURATION [--rto DURATION] [--drill-every DURATION] | --none)",
 		Short: "Create or replace a tier",
 		Long: `Create or replace a protection tier: the recovery point objective (how old the
 newest good point may be) and the recovery time objective its machines are held
 to. A machine whose newest point is older than 80% of its RPO is "warning", older
-than the RPO "missed" (an alert). --none makes a tier that asks for no
-protection: an explicit choice, never alerted on. Durations: 90s, 15m, 4h, 1d.`,
+than the RPO "missed" (an alert). --drill-every makes the server drill the latest
+point of each machine of the tier that often (boot it in a sandbox on the
+machine's agent: docs/recovery.md); without it, the server's --drill-every
+applies. A failed drill raises drill-failed; a drill whose guest answered later
+than the tier's RTO raises drill-rto-missed. --none makes a tier that asks for
+no protection: an explicit choice, never alerted on, never drilled.
+Durations: 90s, 15m, 4h, 1d.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			body := map[string]any{"none": none}
@@ -127,6 +132,9 @@ protection: an explicit choice, never alerted on. Durations: 90s, 15m, 4h, 1d.`,
 			if rto != "" {
 				body["rto"] = rto
 			}
+			if drillEvery != "" {
+				body["drill_every"] = drillEvery
+			}
 			var t api.TierJSON
 			return a.call(cmd.Context(), &r, "PUT", "/v1/tiers/"+url.PathEscape(args[0]), body, &t, func() {
 				a.printf("tier %s saved\n", t.Name)
@@ -135,21 +143,27 @@ protection: an explicit choice, never alerted on. Durations: 90s, 15m, 4h, 1d.`,
 	}
 	add.Flags().StringVar(&rpo, "rpo", "", "recovery point objective, e.g. 15m, 4h, 1d")
 	add.Flags().StringVar(&rto, "rto", "", "recovery time objective, e.g. 15m")
+	add.Flags().StringVar(&drillEvery, "drill-every", "", "drill each machine's latest point this often, e.g. 1d, 1w (default: the server's --drill-every)")
 	add.Flags().BoolVar(&none, "none", false, "a tier that asks for no protection")
 	list := &cobra.Command{
 		Use: "list", Short: "List tiers", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var ts []api.TierJSON
 			return a.call(cmd.Context(), &r, "GET", "/v1/tiers", nil, &ts, func() {
-				a.table("NAME\tRPO\tRTO", func(w *tabwriter.Writer) {
+				a.table("NAME\tRPO\tRTO\tDRILLS", func(w *tabwriter.Writer) {
 					for _, t := range ts {
 						if t.None {
-							fmt.Fprintf(w, "%s\tno protection\t-\n", t.Name)
+							fmt.Fprintf(w, "%s\tno protection\t-\t-\n", t.Name)
 							continue
 						}
 						rpo, _ := t.RPO.MarshalJSON()
 						rto, _ := t.RTO.MarshalJSON()
-						fmt.Fprintf(w, "%s\t%s\t%s\n", t.Name, strings.Trim(string(rpo), `"`), strings.Trim(string(rto), `"`))
+						drills := "server default"
+						if t.DrillEvery > 0 {
+							every, _ := t.DrillEvery.MarshalJSON()
+							drills = "every " + strings.Trim(string(every), `"`)
+						}
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", t.Name, strings.Trim(string(rpo), `"`), strings.Trim(string(rto), `"`), drills)
 					}
 				})
 			})

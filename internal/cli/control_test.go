@@ -45,8 +45,11 @@ func TestServerCommands(t *testing.T) {
 		}
 		return r
 	}
-	ok("tier", "add", "gold", "--rpo", "1h", "--rto", "15m")
+	ok("tier", "add", "gold", "--rpo", "1h", "--rto", "15m", "--drill-every", "1d")
 	ok("tier", "add", "none", "--none")
+	if r := ok("tier", "list"); !strings.Contains(r.stdout, "DRILLS") || !strings.Contains(r.stdout, "every 1d") {
+		t.Fatalf("tier list:\n%s", r.stdout)
+	}
 	img := filepath.Join(t.TempDir(), "web1.raw")
 	os.WriteFile(img, make([]byte, 1<<20), 0o600)
 	ok("policy", "add", "hourly", "--every", "1h", "--stagger", "10m", "--keep-daily", "7", "--keep-within", "2d", "--vault", filepath.Join(data, "vault"))
@@ -92,6 +95,7 @@ func TestServerCommands(t *testing.T) {
 		want string
 	}{
 		{[]string{"tier", "add", "bad", "--rpo", "soon"}, 2, "rpo: invalid duration"},
+		{[]string{"tier", "add", "bad", "--rpo", "1h", "--drill-every", "5s"}, 2, "at least a minute"},
 		{[]string{"policy", "add", "p2", "--cron", "99 * * * *", "--vault", "local"}, 2, "cron expression"},
 		{[]string{"policy", "add", "p3", "--every", "1h", "--vault", "nowhere"}, 2, "vault \"nowhere\""},
 		{[]string{"protect", "ghost", "--policy", "hourly", "--tier", "gold"}, 8, "not found"},

@@ -23,8 +23,10 @@ import (
 const twoDiskDefinition = `{"schema": "lifeboat.machine/v1", "name": "vm2", "cpus": 1, "memory_mib": 256,
   "disks": [{"name": "root", "bus": "virtio", "format": "raw", "boot_order": 1}, {"name": "data", "bus": "virtio", "format": "raw"}]}`
 
-// twoDiskPoint backs up machine vm2 (twoDiskDefinition) into a new vault.
-func twoDiskPoint(t *testing.T, dataMiB int) (vdir, root, data, id string) {
+// twoDiskPoint backs up machine vm2 (twoDiskDefinition) into a new vault:
+// its data disk holds dataMiB MiB of random bytes, then holes up to
+// sizeMiB MiB (if larger).
+func twoDiskPoint(t *testing.T, dataMiB, sizeMiB int) (vdir, root, data, id string) {
 	t.Helper()
 	dir := t.TempDir()
 	vdir = filepath.Join(dir, "vault")
@@ -34,6 +36,11 @@ func twoDiskPoint(t *testing.T, dataMiB int) (vdir, root, data, id string) {
 	data = filepath.Join(dir, "data.raw")
 	if err := os.WriteFile(data, fill(dataMiB<<20, random, 77), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	if sizeMiB > dataMiB {
+		if err := os.Truncate(data, int64(sizeMiB)<<20); err != nil {
+			t.Fatal(err)
+		}
 	}
 	def := filepath.Join(dir, "vm2.json")
 	if err := os.WriteFile(def, []byte(twoDiskDefinition), 0o644); err != nil {
@@ -87,7 +94,7 @@ func guestRead(ctx context.Context, t *testing.T, sock, path string, n int) []by
 // gone), the guest still reads its files from its disk, and the data disk
 // equals the original byte for byte.
 func TestInstantRestore(t *testing.T) {
-	vdir, _, data, id := twoDiskPoint(t, 8)
+	vdir, _, data, id := twoDiskPoint(t, 8, 8)
 	dir := t.TempDir()
 	console := filepath.Join(dir, "console.log")
 	p := startProc(t, append([]string{"--vault", vdir, "--json", "restore", "--machine", "vm2", id[:10], "--instant", "--start", "--to", filepath.Join(dir, "dr"),
@@ -166,17 +173,23 @@ func killQEMU(t *testing.T, state string) {
 	os.RemoveAll(state)
 }
 
-// TestInstantRestoreKilled: lifeboat killed during the background copy
-// leaves the guest running; the same command run again serves the export
-// again, finishes the copy, and the data disk equals the original.
+// TestInstantRestoreKilled: the guest answers before 10% of its disks
+// are copied; lifeboat killed during the background copy leaves the guest
+// running; the same command run again (here without the speed bound)
+// serves the export again, finishes the copy, and the data disk equals the
+// original.
 func TestInstantRestoreKilled(t *testing.T) {
-	vdir, _, data, id := twoDiskPoint(t, 8)
+	// 32 MiB root (what the guest boots from and reads) + 480 MiB data disk
+	// (8 MiB of data, the rest holes, which the copy counts and copies too).
+	vdir, _, data, id := twoDiskPoint(t, 8, 480)
+	// 512 KiB/s: the guest has 100 s to answer before 10% are copied.
+	const total, speed = (32 + 480) << 20, 512 << 10
 	dir := t.TempDir()
 	args := append([]string{"--vault", vdir, "--json", "restore", "--machine", "vm2", id, "--instant", "--start", "--to", filepath.Join(dir, "dr"),
-		"--accel", "tcg", "--stream-speed", "2M"}, kernelFlags(t)...)
+		"--accel", "tcg"}, kernelFlags(t)...)
 	state := job.InstantState(filepath.Join(dir, "dr"))
 	t.Cleanup(func() { killQEMU(t, state) })
-	p := startProc(t, args...)
+	p := startProc(t, append(args, "--stream-speed", "512K")...)
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
 	// Not a probe of the QMP socket: QEMU serves one client at a time.
@@ -184,7 +197,21 @@ func TestInstantRestoreKilled(t *testing.T) {
 	if err := boot.WaitGuestAgent(ctx, qga, p.done); err != nil {
 		t.Fatalf("guest agent: %v\nlifeboat: %s", err, p.stderr.String())
 	}
-	t.Logf("%v: the guest answers; killing lifeboat", time.Now().Format("15:04:05.000"))
+	// How far the copy was when the guest first answered, as the copying
+	// lifeboat recorded it (twice a second: allow a second's copy more).
+	var copied job.InstantStatus
+	if b, err := os.ReadFile(filepath.Join(state, "status.json")); err == nil {
+		if err := json.Unmarshal(b, &copied); err != nil || copied.TotalBytes != total {
+			t.Fatalf("status.json when the guest answered: %v %+v", err, copied)
+		}
+	} else if !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	t.Logf("%v: the guest answers with %d of %d bytes copied (%.1f%%); killing lifeboat", time.Now().Format("15:04:05.000"),
+		copied.DoneBytes, int64(total), 100*float64(copied.DoneBytes)/total)
+	if copied.DoneBytes+speed >= total/10 {
+		t.Errorf("the guest answered only after %d of %d bytes were copied: not before 10%% of the disks", copied.DoneBytes, int64(total))
+	}
 	if !p.kill() {
 		t.Fatalf("lifeboat ended before it was killed (the copy was too fast to interrupt):\n%s", p.stderr.String())
 	}

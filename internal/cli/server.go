@@ -110,7 +110,7 @@ afresh.`,
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "the certificate's private key (PEM)")
 	f.StringArrayVar(&cfg.Webhooks, "webhook", nil, "POST alerts (raised and cleared) as JSON to this URL; repeatable")
 	f.DurationVar(&cfg.Tick, "tick", 0, "how often the scheduler runs (default 10s)")
-	f.DurationVar(&cfg.DrillEvery, "drill-every", 0, "drill the latest point of every protected machine this often, on its agent (e.g. 24h; default: never); a failed drill raises drill-failed")
+	f.DurationVar(&cfg.DrillEvery, "drill-every", 0, "drill the latest point of every protected machine this often, on its agent, unless its tier says (tier add --drill-every) (e.g. 24h; default: never); a failed drill raises drill-failed")
 	f.BoolVar(&noAgent, "no-agent", false, "run no built-in agent: jobs wait for separate agents")
 	f.BoolVar(&cfg.NoDefaultVault, "no-default-vault", false, "make no vault in DATA/vault when the server knows none")
 	f.StringVar(&cfg.Host, "name", "", "name of the built-in agent (default: the host name)")

@@ -35,6 +35,18 @@ type AllocationBackend interface {
 	BlockStatus(ctx context.Context, off, length int64) ([]Extent, error)
 }
 
+// SliceReader is a Backend that can lend its bytes instead of copying
+// them: the server writes a read's reply straight from the slices (one
+// writev), which saves a copy and a buffer per read.
+type SliceReader interface {
+	// ReadSlices appends to dst slices that hold [off, off+n) in order
+	// and returns them. The caller only reads them, possibly after
+	// further calls; they must never change (immutable data, such as
+	// decoded chunks no one writes again). On error, the slices returned
+	// cover the range's start that was read.
+	ReadSlices(ctx context.Context, dst [][]byte, off, n int64) ([][]byte, error)
+}
+
 // Export is a named export of a Server.
 type Export struct {
 	// Name is what clients ask for. The export named "" is the default

@@ -261,75 +261,98 @@ func TestServerOwnClientStress(t *testing.T) {
 	const size = 16 << 20
 	img, want := sparseImage(t, dir, size, [][2]int64{{0, 3 << 20}, {6 << 20, 2 << 20}, {12<<20 + 4096, 1 << 20}}, 8)
 	ts := startServer(t, fileExport(t, "d", img, false))
-	for _, mode := range []struct {
-		name string
-		opts []Option
-	}{{"structured", []Option{WithMetaContexts(ContextBaseAllocation)}}, {"simple", []Option{WithSimpleReplies()}}} {
-		t.Run(mode.name, func(t *testing.T) {
+	eachReplyMode(t, ts.uri("d"), func(t *testing.T, ctx context.Context, c *Client, opts ...Option) {
+		var wg sync.WaitGroup
+		errs := make(chan error, 64)
+		// Writers to the last MiB, which the readers leave alone.
+		region := int64(size - 1<<20)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := checkRandomReads(c, want, region, 100, 8, 60); err != nil {
+				errs <- err
+			}
+		}()
+		wrote := make([]byte, 1<<20)
+		newRand(9).Read(wrote)
+		for k := 0; k < 4; k++ {
+			wg.Add(1)
+			go func(k int) {
+				defer wg.Done()
+				part := int64(len(wrote) / 4)
+				if err := c.Pwrite(ctx, wrote[int64(k)*part:int64(k+1)*part], region+int64(k)*part, CmdFlagFUA); err != nil {
+					errs <- err
+				}
+			}(k)
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(wrote))
+		if _, err := c.ReadAt(got, region); err != nil || !bytes.Equal(got, wrote) {
+			t.Fatalf("reading back concurrent writes: err=%v equal=%v", err, bytes.Equal(got, wrote))
+		}
+		copy(want[region:], wrote) // the next mode reads the same file
+		if c.Structured() {
+			d := NewDisk(c, ts.uri("d"))
+			exts, ok, err := d.DataExtents(ctx)
+			if err != nil || !ok {
+				t.Fatalf("DataExtents: ok=%v err=%v", ok, err)
+			}
+			if w := fileDataExtents(t, img); fmt.Sprint(toPairs(exts)) != fmt.Sprint(w) {
+				t.Fatalf("DataExtents %v, file has %v", toPairs(exts), w)
+			}
+		}
+	})
+}
+
+// eachReplyMode runs fn as a subtest in each reply mode, structured
+// (with base:allocation) and simple, with a client of uri dialled with
+// that mode's options.
+func eachReplyMode(t *testing.T, uri string, fn func(t *testing.T, ctx context.Context, c *Client, opts ...Option)) {
+	for name, opts := range map[string][]Option{"structured": {WithMetaContexts(ContextBaseAllocation)}, "simple": {WithSimpleReplies()}} {
+		t.Run(name, func(t *testing.T) {
 			ctx := testCtx(t)
-			c, err := Dial(ctx, ts.uri("d"), mode.opts...)
+			c, err := Dial(ctx, uri, opts...)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			var wg sync.WaitGroup
-			errs := make(chan error, 64)
-			// Writers to the last MiB, which the readers leave alone.
-			region := int64(size - 1<<20)
-			for g := 0; g < 8; g++ {
-				wg.Add(1)
-				go func(g int) {
-					defer wg.Done()
-					r := newRand(int64(100 + g))
-					for i := 0; i < 60; i++ {
-						n := r.IntN(1<<20) + 1
-						off := r.Int64N(region - int64(n))
-						buf := make([]byte, n)
-						if _, err := c.ReadAt(buf, off); err != nil {
-							errs <- err
-							return
-						}
-						if !bytes.Equal(buf, want[off:off+int64(n)]) {
-							errs <- fmt.Errorf("read of %d at %d differs", n, off)
-							return
-						}
-					}
-				}(g)
-			}
-			wrote := make([]byte, 1<<20)
-			newRand(9).Read(wrote)
-			for k := 0; k < 4; k++ {
-				wg.Add(1)
-				go func(k int) {
-					defer wg.Done()
-					part := int64(len(wrote) / 4)
-					if err := c.Pwrite(ctx, wrote[int64(k)*part:int64(k+1)*part], region+int64(k)*part, CmdFlagFUA); err != nil {
-						errs <- err
-					}
-				}(k)
-			}
-			wg.Wait()
-			close(errs)
-			for err := range errs {
-				t.Fatal(err)
-			}
-			got := make([]byte, len(wrote))
-			if _, err := c.ReadAt(got, region); err != nil || !bytes.Equal(got, wrote) {
-				t.Fatalf("reading back concurrent writes: err=%v equal=%v", err, bytes.Equal(got, wrote))
-			}
-			copy(want[region:], wrote) // the next mode reads the same file
-			if c.Structured() {
-				d := NewDisk(c, ts.uri("d"))
-				exts, ok, err := d.DataExtents(ctx)
-				if err != nil || !ok {
-					t.Fatalf("DataExtents: ok=%v err=%v", ok, err)
-				}
-				if w := fileDataExtents(t, img); fmt.Sprint(toPairs(exts)) != fmt.Sprint(w) {
-					t.Fatalf("DataExtents %v, file has %v", toPairs(exts), w)
-				}
-			}
+			fn(t, ctx, c, opts...)
 		})
 	}
+}
+
+// checkRandomReads reads, from g goroutines at once, n ranges each of up
+// to 1 MiB at random offsets below limit, and compares them with want.
+func checkRandomReads(c *Client, want []byte, limit, seed int64, g, n int) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, g)
+	for k := range g {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := newRand(seed + int64(k))
+			for range n {
+				n := r.IntN(1<<20) + 1
+				off := r.Int64N(limit - int64(n))
+				buf := make([]byte, n)
+				if _, err := c.ReadAt(buf, off); err != nil {
+					errs <- err
+					return
+				}
+				if !bytes.Equal(buf, want[off:off+int64(n)]) {
+					errs <- fmt.Errorf("read of %d at %d differs", n, off)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
 }
 
 // Block size constraints: big reads are split, unaligned reads widened,

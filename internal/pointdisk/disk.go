@@ -206,34 +206,65 @@ func (d *Disk) ReadAtContext(ctx context.Context, p []byte, off int64) (int, err
 		}
 		return 0, io.EOF
 	}
-	want := len(p)
-	if rest := d.m.Size - off; int64(want) > rest {
-		want = int(rest)
-	}
-	cs := int64(d.m.ChunkSize)
-	first, last := int(off/cs), int((off+int64(want)-1)/cs)
-	d.readAhead(first, last)
+	want := min(int64(len(p)), d.m.Size-off)
+	var arr [8][]byte
+	segs, err := d.ReadSlices(ctx, arr[:0], off, want)
 	n := 0
-	for n < want {
-		pos := off + int64(n)
-		b := int(pos / cs)
-		in := int(pos - int64(b)*cs)
-		k := min(want-n, d.m.BlockLen(b)-in)
-		if d.m.IDs[b].IsZero() {
-			clear(p[n : n+k])
-		} else {
-			data, err := d.block(ctx, b)
-			if err != nil {
-				return n, err
-			}
-			copy(p[n:n+k], data[in:in+k])
-		}
-		n += k
+	for _, s := range segs {
+		n += copy(p[n:], s)
+	}
+	if err != nil {
+		return n, err
 	}
 	if n < len(p) {
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+var _ nbd.SliceReader = (*Disk)(nil)
+
+// ReadSlices appends to dst the disk's bytes in [off, off+n) as slices of
+// its cached blocks (and of a shared zero buffer for zero blocks), which
+// never change: the NBD server writes them out without a copy.
+func (d *Disk) ReadSlices(ctx context.Context, dst [][]byte, off, n int64) ([][]byte, error) {
+	if off < 0 || n < 0 || n > d.m.Size-off {
+		return dst, fmt.Errorf("disk %s: read of %d bytes at offset %d is outside the %d-byte disk", d.name, n, off, d.m.Size)
+	}
+	if n == 0 {
+		return dst, nil
+	}
+	cs := int64(d.m.ChunkSize)
+	d.readAhead(int(off/cs), int((off+n-1)/cs))
+	for pos, end := off, off+n; pos < end; {
+		b := int(pos / cs)
+		in := pos - int64(b)*cs
+		k := min(end-pos, int64(d.m.BlockLen(b))-in)
+		if d.m.IDs[b].IsZero() {
+			dst = appendZeros(dst, k)
+		} else {
+			data, err := d.block(ctx, b)
+			if err != nil {
+				return dst, err
+			}
+			dst = append(dst, data[in:in+k])
+		}
+		pos += k
+	}
+	return dst, nil
+}
+
+// zeros is read-only: slices of it stand for zero blocks.
+var zeros = sync.OnceValue(func() []byte { return make([]byte, 1<<20) })
+
+func appendZeros(dst [][]byte, n int64) [][]byte {
+	z := zeros()
+	for n > 0 {
+		k := min(n, int64(len(z)))
+		dst = append(dst, z[:k])
+		n -= k
+	}
+	return dst
 }
 
 // readAhead starts fetching the blocks after last when a read continues

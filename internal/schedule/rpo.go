@@ -13,6 +13,9 @@ type Tier struct {
 	RPO  time.Duration `json:"rpo,omitempty"`
 	RTO  time.Duration `json:"rto,omitempty"`
 	None bool          `json:"none,omitempty"`
+	// DrillEvery is how often the control plane drills the latest point
+	// of each machine of the tier (0: the server's default, if any).
+	DrillEvery time.Duration `json:"drill_every,omitempty"`
 }
 
 // Validate reports what is wrong with t, wrapping ErrInvalid.
@@ -20,7 +23,7 @@ func (t Tier) Validate() error {
 	switch {
 	case t.Name == "":
 		return fmt.Errorf("%w: a tier needs a name", ErrInvalid)
-	case t.None && (t.RPO != 0 || t.RTO != 0):
+	case t.None && (t.RPO != 0 || t.RTO != 0 || t.DrillEvery != 0):
 		return fmt.Errorf("%w: tier %q asks for no protection and so takes no objectives", ErrInvalid, t.Name)
 	case t.None:
 		return nil
@@ -28,6 +31,10 @@ func (t Tier) Validate() error {
 		return fmt.Errorf("%w: tier %q needs an RPO greater than zero", ErrInvalid, t.Name)
 	case t.RTO < 0:
 		return fmt.Errorf("%w: tier %q has a negative RTO", ErrInvalid, t.Name)
+	case t.DrillEvery < 0:
+		return fmt.Errorf("%w: tier %q has a negative drill interval", ErrInvalid, t.Name)
+	case t.DrillEvery > 0 && t.DrillEvery < time.Minute:
+		return fmt.Errorf("%w: tier %q drills every %s: at least a minute apart (a drill boots the machine)", ErrInvalid, t.Name, t.DrillEvery)
 	}
 	return nil
 }

@@ -202,6 +202,10 @@ func TestTierValidate(t *testing.T) {
 		{Tier{Name: "x"}, false},
 		{Tier{Name: "x", None: true, RPO: time.Hour}, false},
 		{Tier{Name: "x", RPO: time.Hour, RTO: -1}, false},
+		{Tier{Name: "gold", RPO: time.Hour, RTO: time.Minute, DrillEvery: 24 * time.Hour}, true},
+		{Tier{Name: "x", RPO: time.Hour, DrillEvery: -time.Hour}, false},
+		{Tier{Name: "x", RPO: time.Hour, DrillEvery: time.Second}, false},
+		{Tier{Name: "x", None: true, DrillEvery: time.Hour}, false},
 	} {
 		err := tc.tier.Validate()
 		if tc.ok != (err == nil) {

@@ -11,6 +11,7 @@ import (
 
 	"lifeboat/internal/api"
 	"lifeboat/internal/catalog"
+	"lifeboat/internal/drill"
 	"lifeboat/internal/job"
 	"lifeboat/internal/schedule"
 )
@@ -24,6 +25,9 @@ const (
 	// queued (its policy's vault is unknown, its spec invalid, the
 	// catalog failing); it is tried again at each tick.
 	AlertNotQueued = "backup-not-queued"
+	// AlertDrillRTO: a machine's latest successful drill took longer than
+	// its tier's RTO (cleared by a drill within it, or a laxer RTO).
+	AlertDrillRTO = "drill-rto-missed"
 )
 
 // Scheduler is the control plane's clockwork: each Tick reaps expired
@@ -50,7 +54,8 @@ type Scheduler struct {
 	Agent string
 	// DrillEvery, if not zero, is how often the latest point of each
 	// protected machine is drilled (lifeboat drill, on the machine's
-	// agent): a drill that fails raises drill-failed.
+	// agent) when its tier sets no interval of its own (DrillEvery of
+	// schedule.Tier): a drill that fails raises drill-failed.
 	DrillEvery time.Duration
 	// Started is when this server started. For a lease's length after it,
 	// expired leases are not reaped and silent agents not reported: after
@@ -236,22 +241,24 @@ func (s *Scheduler) prunes(ctx context.Context, rep *TickReport, policies []cata
 }
 
 // drills queues a drill of the latest point of each protected machine
-// that has one, once every DrillEvery.
+// that has one, as often as its tier says (or DrillEvery), and holds the
+// latest successful drill of each machine against its tier's RTO. Two
+// queries for all machines, none per machine.
 func (s *Scheduler) drills(ctx context.Context, rep *TickReport, machines []catalog.Machine, policies map[string]catalog.Policy,
 	tiers map[string]schedule.Tier, newest map[string]time.Time, urls map[string]string, now time.Time) error {
-	if s.DrillEvery <= 0 {
-		return nil
+	last, err := s.Catalog.LatestJobs(ctx, "drill", "")
+	if err != nil {
+		return err
+	}
+	proven, err := s.Catalog.LatestJobs(ctx, "drill", catalog.Succeeded)
+	if err != nil {
+		return err
 	}
 	for _, m := range machines {
+		tier := tiers[m.Tier] // the zero tier if none: the server's interval, no RTO
+		s.drillRTO(ctx, rep, m, tier, proven[m.Name], now)
 		p, ok := policies[m.Policy]
-		if !ok || tiers[m.Tier].None || newest[m.Name].IsZero() || urls[p.Vault] == "" {
-			continue
-		}
-		last, err := s.Catalog.Jobs(ctx, catalog.JobFilter{Kind: "drill", Machine: m.Name, Limit: 1})
-		if err != nil {
-			return err
-		}
-		if len(last) > 0 && now.Sub(last[0].Created) < s.DrillEvery {
+		if !ok || urls[p.Vault] == "" || !schedule.DrillDue(tier, s.DrillEvery, !newest[m.Name].IsZero(), last[m.Name].Created, now) {
 			continue
 		}
 		spec, _ := json.Marshal(job.Drill{Machine: m.Name, Point: "latest", Vault: urls[p.Vault]})
@@ -260,9 +267,23 @@ func (s *Scheduler) drills(ctx context.Context, rep *TickReport, machines []cata
 			return err
 		}
 		rep.Queued = append(rep.Queued, id)
-		s.log().Info("drill queued", "machine", m.Name, "job", id)
+		s.log().Info("drill queued", "machine", m.Name, "tier", tier.Name, "job", id)
 	}
 	return nil
+}
+
+// drillRTO raises drill-rto-missed on m while its latest successful drill
+// (proven; zero: none) measured a recovery time beyond its tier's RTO,
+// and clears it otherwise.
+func (s *Scheduler) drillRTO(ctx context.Context, rep *TickReport, m catalog.Machine, tier schedule.Tier, proven catalog.Job, now time.Time) {
+	var res drill.Result
+	if tier.RTO > 0 && (proven.ID == "" || json.Unmarshal(proven.Result, &res) != nil || res.RTOMS <= 0) {
+		return // nothing measured: nothing to hold against the RTO
+	}
+	rto := time.Duration(res.RTOMS) * time.Millisecond
+	s.alert(ctx, rep, schedule.RTOMissed(tier, rto), AlertDrillRTO, m.Name,
+		fmt.Sprintf("the latest drill of %s (point %.12s, %s) took %s to answer, beyond its RTO of %s (tier %s)",
+			m.Name, res.Point, proven.Finished.Format(time.RFC3339), rto.Round(100*time.Millisecond), tier.RTO, tier.Name), now)
 }
 
 // queue moves the machine's slot and queues its backup in one catalog
@@ -315,6 +336,16 @@ func (s *Scheduler) alert(ctx context.Context, rep *TickReport, on bool, kind, s
 		s.log().Info("alert cleared", "kind", kind, "subject", subject)
 		s.notify(Event{Event: "cleared", Kind: kind, Subject: subject, Time: now})
 	}
+}
+
+// Alerted sends the webhooks an alert raised or cleared outside the tick
+// (by the API, when a verify or a drill job finishes): api.Server.Alerted.
+func (s *Scheduler) Alerted(raised bool, kind, subject, message string, at time.Time) {
+	ev := Event{Event: "cleared", Kind: kind, Subject: subject, Message: message, Time: at}
+	if raised {
+		ev.Event = "raised"
+	}
+	s.notify(ev)
 }
 
 // notify queues ev for every webhook (Webhooks): it never waits for one.

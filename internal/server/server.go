@@ -268,7 +268,10 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
-	apiSrv := &api.Server{Catalog: cat, Clock: cfg.Clock, Log: cfg.Log, DefaultAgent: agentName, Secrets: sec}
+	sched := &Scheduler{Catalog: cat, Log: cfg.Log, Webhooks: cfg.Webhooks, Started: cfg.Clock.Now(), Agent: agentName, DrillEvery: cfg.DrillEvery}
+	defer sched.Close()
+	apiSrv := &api.Server{Catalog: cat, Clock: cfg.Clock, Log: cfg.Log, DefaultAgent: agentName, Secrets: sec,
+		Alerted: sched.Alerted}
 	// The dashboard shares the listener and speaks only the API.
 	httpSrv := &http.Server{Handler: dashboard.Mount(apiSrv.Handler()), ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
@@ -298,8 +301,6 @@ func Run(ctx context.Context, cfg Config) error {
 		go saver.run(ctx, cfg.Tick)
 	}
 
-	sched := &Scheduler{Catalog: cat, Log: cfg.Log, Webhooks: cfg.Webhooks, Started: cfg.Clock.Now(), Agent: agentName, DrillEvery: cfg.DrillEvery}
-	defer sched.Close()
 	ticker := time.NewTicker(cfg.Tick)
 	defer ticker.Stop()
 	tick := func() {

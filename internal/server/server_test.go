@@ -439,57 +439,97 @@ func mustParse(t *testing.T, der []byte) *x509.Certificate {
 	return c
 }
 
-// With DrillEvery, each protected machine with a point gets a drill of its
-// latest point on its agent that often; a machine without a point, or of
-// a tier with no protection, gets none.
-func TestSchedulerDrills(t *testing.T) {
+// Drills follow the tiers, under a fake clock, on SQLite and PostgreSQL:
+// a machine of a tier with its own interval is drilled that often, one of
+// a tier without one as often as the server's DrillEvery, one without a
+// point or of a tier with no protection never. A successful drill that
+// took longer than the tier's RTO raises drill-rto-missed (and a webhook
+// hears it); a later drill within the RTO clears it.
+func TestSchedulerDrills(t *testing.T) { engines(t, testSchedulerDrills) }
+
+func testSchedulerDrills(t *testing.T, cat *catalog.Catalog) {
 	ctx := context.Background()
-	cat, err := catalog.Open(ctx, filepath.Join(t.TempDir(), "catalog.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cat.Close()
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	must(cat.PutTier(ctx, schedule.Tier{Name: "gold", RPO: 24 * time.Hour}, t0))
+	must(cat.PutTier(ctx, schedule.Tier{Name: "gold", RPO: 24 * time.Hour, RTO: time.Minute, DrillEvery: time.Hour}, t0))
+	must(cat.PutTier(ctx, schedule.Tier{Name: "silver", RPO: 24 * time.Hour}, t0))
 	must(cat.PutTier(ctx, schedule.Tier{Name: "none", None: true}, t0))
 	must(cat.PutVault(ctx, catalog.Vault{Name: "local", URL: "/srv/vault"}, t0))
 	must(cat.PutPolicy(ctx, catalog.Policy{Name: "daily", Schedule: schedule.Spec{Every: 24 * time.Hour}, Consistency: "crash", Vault: "local"}, t0))
-	for _, m := range []struct{ name, tier string }{{"web1", "gold"}, {"new1", "gold"}, {"off1", "none"}} {
+	for _, m := range []struct{ name, tier string }{{"web1", "gold"}, {"db1", "silver"}, {"new1", "gold"}, {"off1", "none"}} {
 		must(cat.AddMachine(ctx, catalog.Machine{Name: m.name, Agent: "hv1", Spec: json.RawMessage(`{"disks":[{"name":"root","path":"/img/x.raw"}]}`)}, t0))
 		must(cat.Protect(ctx, m.name, "daily", m.tier, t0))
 	}
-	for _, m := range []string{"web1", "off1"} {
+	for _, m := range []string{"web1", "db1", "off1"} {
 		must(cat.RecordPoint(ctx, catalog.Point{Vault: "local", ID: "p-" + m, Machine: m, Time: t0, Consistency: "crash"}))
 	}
-	sched := &Scheduler{Catalog: cat, DrillEvery: time.Hour}
+	hook := &webhook{}
+	srv := httptest.NewServer(hook)
+	defer srv.Close()
+	sched := &Scheduler{Catalog: cat, DrillEvery: 2 * time.Hour, Webhooks: []string{srv.URL}}
+	defer sched.Close()
+	// The RTO each of web1's drills measures, in order: within, beyond
+	// (alert), within again (cleared).
+	rtos := []int64{30_000, 90_000, 20_000}
 	drills := map[string]int{}
+	var raisedAt, clearedAt time.Time
 	for now := t0; now.Before(t0.Add(150 * time.Minute)); now = now.Add(time.Minute) {
-		_, err := sched.Tick(ctx, now)
+		rep, err := sched.Tick(ctx, now)
 		must(err)
+		for _, a := range rep.Raised {
+			if a == AlertDrillRTO+" web1" {
+				raisedAt = now
+			}
+		}
+		for _, a := range rep.Cleared {
+			if a == AlertDrillRTO+" web1" {
+				clearedAt = now
+			}
+		}
 		for {
 			j, err := cat.Claim(ctx, "hv1", "hv1", catalog.Limits{}, time.Minute, now)
 			must(err)
 			if j == nil {
 				break
 			}
+			var result json.RawMessage
 			if j.Kind == "drill" {
 				var spec job.Drill
 				must(json.Unmarshal(j.Spec, &spec))
 				if spec.Point != "latest" || spec.Vault != "/srv/vault" || spec.Validate() != nil {
 					t.Fatalf("drill spec %+v", spec)
 				}
+				if j.Machine == "web1" && drills["web1"] < len(rtos) {
+					result = json.RawMessage(fmt.Sprintf(`{"ok":true,"point":"p-web1","rto_ms":%d}`, rtos[drills["web1"]]))
+				}
 				drills[j.Machine]++
 			}
-			must(cat.Finish(ctx, j.ID, "hv1", nil, nil, nil, now))
+			must(cat.Finish(ctx, j.ID, "hv1", result, nil, nil, now))
 		}
 	}
-	if drills["web1"] != 3 || drills["new1"] != 0 || drills["off1"] != 0 {
-		t.Fatalf("drills in 150 minutes, one an hour: %v (want web1 3, none for new1 and off1)", drills)
+	if drills["web1"] != 3 || drills["db1"] != 2 || drills["new1"] != 0 || drills["off1"] != 0 {
+		t.Fatalf("drills in 150 minutes: %v (want web1 3 (its tier: hourly), db1 2 (the server's 2h), none for new1 and off1)", drills)
+	}
+	// The second drill finished at t0+60m, the third at t0+120m; each is
+	// judged at the next tick.
+	if !raisedAt.Equal(t0.Add(61*time.Minute)) || !clearedAt.Equal(t0.Add(121*time.Minute)) {
+		t.Fatalf("drill-rto-missed on web1 raised at %s and cleared at %s, want +61m and +121m", raisedAt.Sub(t0), clearedAt.Sub(t0))
+	}
+	if !waitFor(func() bool {
+		return hook.got("raised", AlertDrillRTO, "web1") && hook.got("cleared", AlertDrillRTO, "web1")
+	}) {
+		t.Fatalf("the webhook did not hear drill-rto-missed raised and cleared: %+v", hook.events)
+	}
+	as, err := cat.Alerts(ctx, true, 100)
+	must(err)
+	for _, a := range as {
+		if a.Kind == AlertDrillRTO && (a.Subject != "web1" || !strings.Contains(a.Message, "1m30s") || !strings.Contains(a.Message, "RTO of 1m0s")) {
+			t.Errorf("alert %+v", a)
+		}
 	}
 }
 

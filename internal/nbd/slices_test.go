@@ -1,0 +1,74 @@
+package nbd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// slicedBackend lends its bytes as SliceReader, in pieces of odd sizes
+// (each a fresh buffer, so never changed), and fails reads that reach
+// failAt (when not 0).
+type slicedBackend struct {
+	AllocationBackend
+	failAt int64
+}
+
+func (b *slicedBackend) ReadSlices(ctx context.Context, dst [][]byte, off, n int64) ([][]byte, error) {
+	for end := off + n; off < end; {
+		k := min(end-off, 100<<10+4096)
+		if b.failAt > 0 && off <= b.failAt && b.failAt < off+k {
+			k = b.failAt - off
+			if k == 0 {
+				return dst, fmt.Errorf("the block at %d is damaged: %w", b.failAt, syscall.EIO)
+			}
+		}
+		p := make([]byte, k)
+		if _, err := b.ReadAt(p, off); err != nil {
+			return dst, err
+		}
+		dst = append(dst, p)
+		off += k
+	}
+	return dst, nil
+}
+
+// A SliceReader backend's reads go out straight from its slices: holes as
+// hole chunks, data in several slices per reply, in structured and simple
+// replies, to our client and to nbdcopy; a read that fails part-way is an
+// error, never short or wrong bytes.
+func TestServerSliceReader(t *testing.T) {
+	dir := shortTempDir(t)
+	const size = 8 << 20
+	img, want := sparseImage(t, dir, size, testExtents, 11)
+	fb := fileExport(t, "d", img, true).Backend.(AllocationBackend)
+	ts := startServer(t, Export{Name: "d", Backend: &slicedBackend{AllocationBackend: fb}, ReadOnly: true},
+		Export{Name: "bad", Backend: &slicedBackend{AllocationBackend: fb, failAt: 2<<20 + 300<<10}, ReadOnly: true})
+	eachReplyMode(t, ts.uri("d"), func(t *testing.T, ctx context.Context, c *Client, opts ...Option) {
+		if err := checkRandomReads(c, want, size, 200, 8, 40); err != nil {
+			t.Fatal(err)
+		}
+		bad, err := Dial(ctx, ts.uri("bad"), opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer bad.Close()
+		buf := make([]byte, 1<<20)
+		if _, err := bad.ReadAt(buf, 2<<20); err == nil || !errors.Is(err, syscall.EIO) {
+			t.Fatalf("a read over a damaged block: %v, want EIO", err)
+		}
+		if _, err := bad.ReadAt(buf[:4096], 0); err != nil {
+			t.Fatalf("the connection is unusable after a failed read: %v", err)
+		}
+	})
+	out := filepath.Join(dir, "out.raw")
+	run(t, "nbdcopy", ts.uri("d"), out)
+	sameFile(t, img, out)
+	if o := run(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", img, ts.uri("d")); !strings.Contains(o, "identical") {
+		t.Fatalf("qemu-img compare: %s", o)
+	}
+}
