@@ -56,6 +56,12 @@ type Index struct {
 
 	warnOnce sync.Once
 
+	// For refilling from the vault what a damaged segment held: the
+	// run's context, the objects listed and the packs left out.
+	ctx    context.Context
+	listed map[chunk.ID]bool
+	skip   func(chunk.ID) bool
+
 	// Fetched is how many index objects and bytes this run read from the
 	// vault to bring the cache up to date.
 	FetchedObjects, FetchedBytes int64
@@ -130,7 +136,10 @@ func open(ctx context.Context, v *vault.Vault, dir string, skip func(chunk.ID) b
 	for _, id := range ids {
 		c.listed[id] = true
 	}
-	ix := &Index{v: v, mem: chunk.NewIndex()}
+	// A refill may come from a lookup long after Load, under a context
+	// its caller has since cancelled (a per-item one): it is bounded
+	// work, so it is not cut short.
+	ix := &Index{v: v, mem: chunk.NewIndex(), ctx: context.WithoutCancel(ctx), listed: c.listed, skip: skip}
 	if ix.segs, err = c.run(ctx, ids, ix); err != nil {
 		for _, s := range ix.segs {
 			s.close()
@@ -429,6 +438,14 @@ func (c *syncer) merge(in []*segment) (*segment, error) {
 	var total uint64
 	for i, s := range in {
 		total += s.n
+		// Every listed object stays covered, also one that names no
+		// pack (else each run would fetch it again).
+		for _, o := range s.objs {
+			if _, ok := objNum[o]; !ok && c.listed[o] {
+				objNum[o] = uint32(len(objs))
+				objs = append(objs, o)
+			}
+		}
 		slotMap[i] = make([]int64, len(s.slots))
 		for j, sl := range s.slots {
 			o := s.objs[sl.obj]
@@ -522,15 +539,37 @@ func (ix *Index) Close() error {
 	return nil
 }
 
-// note reports a segment found damaged during lookups, once, and removes
-// it so that the next run rebuilds it. Lookups go on without it: a chunk
-// only it located is then missing, which makes a backup store it again
-// and a restore fall back to the whole index.
+// note reports a segment found damaged during lookups, once, removes it
+// so that the next run rebuilds it, and loads the index objects it
+// covered (those still listed) from the vault into memory, so that no
+// chunk it located goes missing in this run. Lookups that come while
+// another is refilling wait for it. Only if that fails too is a
+// chunk only it located missing, which makes a backup store it again and
+// a restore fall back to the whole index.
 func (ix *Index) note(s *segment, err error) {
 	ix.warnOnce.Do(func() {
-		ix.v.Warn(fmt.Sprintf("index cache: %v: going on without it; the next run rebuilds it", err))
+		ix.v.Warn(fmt.Sprintf("index cache: %v: loading its index objects from the vault instead; the next run rebuilds it", err))
 	})
-	os.Remove(s.path)
+	s.refill.Do(func() {
+		os.Remove(s.path)
+		for _, o := range s.objs {
+			if !ix.listed[o] {
+				continue
+			}
+			f, err := ix.v.LoadIndexFile(ix.ctx, o)
+			if err != nil {
+				if !blob.IsNotExist(err) {
+					ix.v.Warn(fmt.Sprintf("index cache: refilling from %q: %v", vault.ObjectName(vault.KindIndex, o), err))
+				}
+				continue
+			}
+			for _, p := range f.Packs {
+				if ix.skip == nil || !ix.skip(p.ID) {
+					ix.mem.Add(p.ID, p.Entries)
+				}
+			}
+		}
+	})
 }
 
 // Has reports whether chunk id is stored in a usable location.
@@ -542,6 +581,7 @@ func (ix *Index) Has(id chunk.ID) bool {
 	for _, s := range ix.segs {
 		if err := s.lookup(&id, func(rec) { found = true }); err != nil {
 			ix.note(s, err)
+			found = ix.mem.Has(id)
 		}
 		if found {
 			return true
@@ -556,15 +596,23 @@ func (ix *Index) Locations(id chunk.ID) []chunk.PackLocation {
 	for _, s := range ix.segs {
 		err := s.lookup(&id, func(r rec) {
 			l := chunk.PackLocation{Pack: s.slots[r.slot].pack, Loc: chunk.Location{Offset: r.off, Length: r.length, RawLength: r.rawLen}}
-			for _, o := range out {
-				if o.Pack == l.Pack && o.Loc.Offset == l.Loc.Offset && o.Loc.Length == l.Loc.Length {
-					return
-				}
-			}
-			out = append(out, l)
+			out = mergeLocations(out, []chunk.PackLocation{l})
 		})
 		if err != nil {
 			ix.note(s, err)
+			out = mergeLocations(out, ix.mem.Locations(id))
+		}
+	}
+	return out
+}
+
+// mergeLocations appends to out the locations of more it lacks.
+func mergeLocations(out, more []chunk.PackLocation) []chunk.PackLocation {
+	for _, l := range more {
+		if !slices.ContainsFunc(out, func(o chunk.PackLocation) bool {
+			return o.Pack == l.Pack && o.Loc.Offset == l.Loc.Offset && o.Loc.Length == l.Loc.Length
+		}) {
+			out = append(out, l)
 		}
 	}
 	return out

@@ -271,6 +271,7 @@ type segment struct {
 	usable []bool // per slot: its object is listed, its pack not skipped
 
 	broken atomic.Bool // a bucket failed its check or could not be read
+	refill sync.Once   // loads the objects of a broken segment into memory
 }
 
 var errDamaged = errors.New("index cache segment damaged or not this vault's")
@@ -305,8 +306,10 @@ func readHead(f *os.File, key [32]byte, vaultID string) (*segment, error) {
 	}
 	headOff := binary.LittleEndian.Uint64(foot[0:])
 	headLen := uint64(binary.LittleEndian.Uint32(foot[8:]))
+	// headOff is checked against the size before any sum, so that no
+	// value of it can wrap around.
 	if string(foot[12:]) != "LBXC" || headLen < headFixed+32 || headLen > maxHead || headOff%entrySize != 0 ||
-		headOff+headLen+footerSize != uint64(size) {
+		headOff > uint64(size) || headOff+headLen+footerSize != uint64(size) {
 		return nil, fmt.Errorf("%w: bad footer", errDamaged)
 	}
 	h := make([]byte, headLen)
@@ -398,10 +401,16 @@ func (s *segment) bucket(b uint32, fn func([]byte)) error {
 	return nil
 }
 
+var errBroken = errors.New("index cache segment found damaged earlier")
+
 // lookup calls fn for every usable entry of id. It reads nothing when the
-// bloom filter says id is surely not here.
+// bloom filter says id is surely not here. Once a bucket failed, every
+// lookup fails (the caller then looks elsewhere).
 func (s *segment) lookup(id *chunk.ID, fn func(r rec)) error {
-	if s.broken.Load() || !bloomHas(s.bloom, id) {
+	if s.broken.Load() {
+		return fmt.Errorf("%s: %w", s.path, errBroken)
+	}
+	if !bloomHas(s.bloom, id) {
 		return nil
 	}
 	b := bucketOf(id, s.bits)
