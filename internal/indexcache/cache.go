@@ -117,13 +117,6 @@ func local(err error) error {
 }
 
 func open(ctx context.Context, v *vault.Vault, dir string, skip func(chunk.ID) bool) (*Index, error) {
-	ids, foreign, err := v.ScanIDs(ctx, vault.KindIndex)
-	if err != nil {
-		return nil, err
-	}
-	for _, name := range foreign {
-		v.Warn(fmt.Sprintf("skipping %q: not an index object ID", name))
-	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, local(fmt.Errorf("creating index cache: %w", err))
 	}
@@ -132,6 +125,16 @@ func open(ctx context.Context, v *vault.Vault, dir string, skip func(chunk.ID) b
 		return nil, err
 	}
 	defer unlock()
+	// List only once the lock is held: a listing made before waiting for
+	// another run (which may take minutes) would name index objects a
+	// prune has deleted since, and miss the ones it wrote instead.
+	ids, foreign, err := v.ScanIDs(ctx, vault.KindIndex)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range foreign {
+		v.Warn(fmt.Sprintf("skipping %q: not an index object ID", name))
+	}
 	c := &syncer{v: v, dir: dir, key: v.CacheKey(), listed: map[chunk.ID]bool{}}
 	for _, id := range ids {
 		c.listed[id] = true

@@ -530,3 +530,74 @@ func TestSegmentFooterOffsetCannotWrap(t *testing.T) {
 		t.Fatalf("opening a segment with a wrapping head offset: %v, want %v", err, errDamaged)
 	}
 }
+
+// A run that waits for another's lock lists index/ only once it holds
+// the lock: a prune that replaced an index object meanwhile must not make
+// its chunks missing. (The listing was made before waiting, so the run
+// fetched the deleted object, found nothing, and never saw its
+// replacement.)
+func TestCacheListsAfterTakingTheLock(t *testing.T) {
+	f := newFixture(t)
+	v := f.open(t, f.cache)
+	ids := add(t, v, 1, 300)
+	objs, _, _ := v.ScanIDs(context.Background(), vault.KindIndex)
+	dir := filepath.Join(f.cache, v.Config().ID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	lockPath := filepath.Join(dir, "lock")
+	unlock, err := lock(context.Background(), lockPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2 := f.open(t, f.cache)
+	type result struct {
+		ix  *Index
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ix, err := Load(context.Background(), v2, nil)
+		done <- result{ix, err}
+	}()
+	// Wait until the run is waiting for the lock (it has the lock file
+	// open too).
+	deadline := time.Now().Add(20 * time.Second)
+	for openCount(t, lockPath) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the run never waited for the lock")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// A prune replaces the index object meanwhile.
+	file, err := v.LoadIndexFile(context.Background(), objs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.SaveIndexFile(context.Background(), file); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(f.dir, vault.ObjectName(vault.KindIndex, objs[0])))
+	unlock()
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	defer r.ix.Close()
+	same(t, v2, r.ix, ids)
+}
+
+// openCount is how many of this process's file descriptors are open on path.
+func openCount(t *testing.T, path string) int {
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd")
+	}
+	n := 0
+	for _, fd := range fds {
+		if target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); err == nil && target == path {
+			n++
+		}
+	}
+	return n
+}

@@ -33,6 +33,7 @@ type modelRun struct {
 	dirs   []string // vault directories with the same ID; dirs[cur] is in use
 	cur    int
 	cache  string
+	snap   string // a copy of the cache taken earlier
 	chunks []chunk.ID
 	packs  map[chunk.ID]bool
 	skip   map[chunk.ID]bool
@@ -63,7 +64,7 @@ func (m *modelRun) fatalf(format string, args ...any) {
 // runModel runs steps random operations from seed.
 func runModel(t *testing.T, seed uint64, steps int) {
 	old := batchEntries
-	batchEntries = 40
+	batchEntries = 10 + int(seed%7)*15
 	defer func() { batchEntries = old }()
 	m := &modelRun{t: t, rng: rand.New(rand.NewPCG(seed, 0x1ca4e)), dirs: []string{t.TempDir()}, cache: t.TempDir(),
 		packs: map[chunk.ID]bool{}, skip: map[chunk.ID]bool{}, seed: seed, start: seed}
@@ -139,7 +140,7 @@ func runModel(t *testing.T, seed uint64, steps int) {
 			if err != nil {
 				continue
 			}
-			switch m.rng.IntN(3) {
+			switch m.rng.IntN(5) {
 			case 0:
 				off := m.rng.Int64N(st.Size())
 				flip(t, p, off)
@@ -151,6 +152,28 @@ func runModel(t *testing.T, seed uint64, steps int) {
 			case 2: // a killed run's temporary file
 				os.WriteFile(filepath.Join(filepath.Dir(p), "tmp-killed"), []byte("partial"), 0o600)
 				m.log = append(m.log, "leave tmp-killed")
+			case 3: // a run killed after installing a merge, before deleting its inputs
+				b, err := os.ReadFile(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				d := filepath.Join(filepath.Dir(p), fmt.Sprintf("dup%d.seg", step))
+				os.WriteFile(d, b, 0o600)
+				m.log = append(m.log, fmt.Sprintf("copy %s to %s", filepath.Base(p), filepath.Base(d)))
+			case 4: // the cache directory as it was earlier (restored from a backup)
+				if m.snap == "" {
+					m.snap = filepath.Join(t.TempDir(), "snap")
+					if out, err := exec.Command("cp", "-a", m.cache, m.snap).CombinedOutput(); err != nil {
+						t.Fatalf("cp -a: %v\n%s", err, out)
+					}
+					m.log = append(m.log, "snapshot the cache")
+					break
+				}
+				os.RemoveAll(m.cache)
+				if out, err := exec.Command("cp", "-a", m.snap, m.cache).CombinedOutput(); err != nil {
+					t.Fatalf("cp -a: %v\n%s", err, out)
+				}
+				m.log = append(m.log, "put the cache snapshot back")
 			}
 		case op < 9: // two runs at once
 			m.log = append(m.log, fmt.Sprintf("two loads at once in %d", m.cur))
