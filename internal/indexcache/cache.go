@@ -438,6 +438,7 @@ func (c *syncer) merge(in []*segment) (*segment, error) {
 	objNum := map[chunk.ID]uint32{}
 	var slots []slot
 	slotMap := make([][]int64, len(in)) // per input, per slot: output slot or -1
+	slotNum := map[slot]uint32{}
 	var total uint64
 	for i, s := range in {
 		total += s.n
@@ -462,8 +463,17 @@ func (c *syncer) merge(in []*segment) (*segment, error) {
 				objs = append(objs, o)
 				objNum[o] = n
 			}
-			slotMap[i][j] = int64(len(slots))
-			slots = append(slots, slot{pack: sl.pack, obj: n})
+			// Two inputs covering the same object (a run killed after
+			// installing a merge, before deleting its inputs) share
+			// its slots, so their records collapse below.
+			k := slot{pack: sl.pack, obj: n}
+			out, ok := slotNum[k]
+			if !ok {
+				out = uint32(len(slots))
+				slots = append(slots, k)
+				slotNum[k] = out
+			}
+			slotMap[i][j] = int64(out)
 		}
 	}
 	c.gen++
@@ -476,8 +486,7 @@ func (c *syncer) merge(in []*segment) (*segment, error) {
 	for i, s := range in {
 		scans[i] = s.scan()
 	}
-	var last rec
-	have := false
+	var same []rec // written records of the current chunk ID
 	for {
 		best := -1
 		for i, sc := range scans {
@@ -499,14 +508,17 @@ func (c *syncer) merge(in []*segment) (*segment, error) {
 		// the new index of the packs it keeps before deleting the old
 		// objects), and the location must still count while the other is
 		// listed. Only an exact repeat, under the same object, is dropped.
-		if have && r.id == last.id && r.slot == last.slot && r.off == last.off && r.length == last.length {
+		if len(same) > 0 && same[0].id != r.id {
+			same = same[:0]
+		}
+		if slices.ContainsFunc(same, func(o rec) bool { return o.slot == r.slot && o.off == r.off && o.length == r.length }) {
 			continue
 		}
 		if err := w.add(r); err != nil {
 			w.abort()
 			return nil, local(fmt.Errorf("writing index cache: %w", err))
 		}
-		last, have = r, true
+		same = append(same, r)
 	}
 	for _, sc := range scans {
 		if sc.err != nil {

@@ -601,3 +601,36 @@ func openCount(t *testing.T, path string) int {
 	}
 	return n
 }
+
+// Two segments covering the same index objects (a run killed after
+// installing a merge, before deleting its inputs) merge into one holding
+// each entry once. (Each slot of each input became its own output slot,
+// so every such crash doubled the entries for the cache's life.)
+func TestCacheMergeOfCopiesKeepsEachEntryOnce(t *testing.T) {
+	f := newFixture(t)
+	v := f.open(t, f.cache)
+	ids := add(t, v, 1, 1000)
+	ix := load(t, v)
+	if len(ix.segs) != 1 {
+		t.Fatalf("%d segments, want 1", len(ix.segs))
+	}
+	n := ix.segs[0].n
+	ix.Close()
+	segs := segFiles(t, f.cache)
+	b, err := os.ReadFile(segs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(filepath.Dir(segs[0]), "copy.seg"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v = f.open(t, f.cache)
+	ix = load(t, v)
+	if len(ix.segs) != 1 {
+		t.Fatalf("%d segments, want the copies merged into 1", len(ix.segs))
+	}
+	if ix.segs[0].n != n {
+		t.Fatalf("the merged segment holds %d entries, want %d", ix.segs[0].n, n)
+	}
+	same(t, v, ix, ids)
+}
