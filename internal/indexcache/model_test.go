@@ -176,11 +176,13 @@ func runModel(t *testing.T, seed uint64, steps int) {
 				m.log = append(m.log, "put the cache snapshot back")
 			}
 		case op < 9: // two runs at once
-			m.log = append(m.log, fmt.Sprintf("two loads at once in %d", m.cur))
+			// in one directory, or one in each (two hosts sharing a cache)
+			other := m.rng.IntN(len(m.dirs))
+			m.log = append(m.log, fmt.Sprintf("two loads at once in %d and %d", m.cur, other))
 			var wg sync.WaitGroup
 			ixs := make([]*Index, 2)
 			errs := make([]error, 2)
-			vs := []*vault.Vault{v, m.open(dir)}
+			vs := []*vault.Vault{v, m.open(m.dirs[other])}
 			for i := range ixs {
 				wg.Add(1)
 				go func() {
@@ -215,6 +217,18 @@ func runModel(t *testing.T, seed uint64, steps int) {
 		ix, err := Load(ctx, v, m.skipFunc())
 		if err != nil {
 			m.fatalf("Load: %v", err)
+		}
+		if m.rng.IntN(3) == 0 {
+			// Another run compacts the cache (deleting segment files)
+			// while this one still looks chunks up.
+			m.log = append(m.log, fmt.Sprintf("load again in %d with the first still open", m.cur))
+			v2 := m.open(m.dirs[m.cur])
+			ix2, err := Load(ctx, v2, m.skipFunc())
+			if err != nil {
+				m.fatalf("Load: %v", err)
+			}
+			m.check(v2, ix2)
+			ix2.Close()
 		}
 		m.check(v, ix)
 		ix.Close()
