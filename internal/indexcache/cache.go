@@ -340,7 +340,8 @@ func (c *syncer) tempPath() string {
 
 // install moves a finished temporary segment into place and opens it.
 func (c *syncer) install(tmp string) (*segment, error) {
-	path := strings.Replace(tmp, "tmp-", "", 1) + ".seg"
+	// Only the file's name changes: the directory's path may hold "tmp-" too.
+	path := filepath.Join(filepath.Dir(tmp), strings.TrimPrefix(filepath.Base(tmp), "tmp-")+".seg")
 	if err := os.Rename(tmp, path); err != nil {
 		os.Remove(tmp)
 		return nil, local(fmt.Errorf("writing index cache: %w", err))

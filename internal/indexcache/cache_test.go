@@ -634,3 +634,24 @@ func TestCacheMergeOfCopiesKeepsEachEntryOnce(t *testing.T) {
 	}
 	same(t, v, ix, ids)
 }
+
+// A cache directory whose path holds "tmp-" works. (A finished segment
+// was renamed by replacing the first "tmp-" of its whole path, so under
+// such a directory every run failed to install its segments and loaded
+// the whole index into memory.)
+func TestCacheUnderADirectoryNamedTmp(t *testing.T) {
+	f := newFixture(t)
+	cache := filepath.Join(t.TempDir(), "tmp-cache")
+	v := f.open(t, cache)
+	ids := add(t, v, 1, 500)
+	load(t, v).Close()
+	for _, w := range f.warns {
+		t.Errorf("warning: %s", w)
+	}
+	v = f.open(t, cache)
+	ix := load(t, v)
+	if len(ix.segs) == 0 || ix.FetchedObjects != 0 {
+		t.Fatalf("second run: %d segments, %d objects fetched; want the cache used", len(ix.segs), ix.FetchedObjects)
+	}
+	same(t, v, ix, ids)
+}
