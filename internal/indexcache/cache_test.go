@@ -40,10 +40,16 @@ func newFixture(t *testing.T) *fixture {
 // open opens the vault as a new process would, with the cache in cache.
 func (f *fixture) open(t *testing.T, cache string) *vault.Vault {
 	t.Helper()
-	store, _ := blob.NewDir(f.dir)
+	return openVault(t, f.dir, cache, func(s string) { f.mu.Lock(); f.warns = append(f.warns, s); f.mu.Unlock() })
+}
+
+// openVault opens the vault in dir with its index cache under cache.
+func openVault(t *testing.T, dir, cache string, warn func(string)) *vault.Vault {
+	t.Helper()
+	store, _ := blob.NewDir(dir)
 	o := cheap
 	o.CacheDir = cache
-	o.Warn = func(s string) { f.mu.Lock(); f.warns = append(f.warns, s); f.mu.Unlock() }
+	o.Warn = warn
 	v, err := vault.Open(context.Background(), store, []byte("pw"), o)
 	if err != nil {
 		t.Fatal(err)

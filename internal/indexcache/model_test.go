@@ -45,15 +45,7 @@ type modelRun struct {
 
 func (m *modelRun) open(dir string) *vault.Vault {
 	m.t.Helper()
-	store, _ := blob.NewDir(dir)
-	o := cheap
-	o.CacheDir = m.cache
-	o.Warn = func(s string) { m.mu.Lock(); m.warns = append(m.warns, s); m.mu.Unlock() }
-	v, err := vault.Open(context.Background(), store, []byte("pw"), o)
-	if err != nil {
-		m.t.Fatal(err)
-	}
-	return v
+	return openVault(m.t, dir, m.cache, func(s string) { m.mu.Lock(); m.warns = append(m.warns, s); m.mu.Unlock() })
 }
 
 func (m *modelRun) fatalf(format string, args ...any) {
