@@ -210,6 +210,17 @@ func runModel(t *testing.T, seed uint64, steps int) {
 		if err != nil {
 			m.fatalf("Load: %v", err)
 		}
+		if m.rng.IntN(4) == 0 {
+			// A segment file is damaged under the open index: its
+			// lookups must find every chunk all the same.
+			for _, sg := range ix.segs {
+				if sg.n > 0 && m.rng.IntN(2) == 0 {
+					off := m.rng.Int64N(int64(sg.n * entrySize))
+					flip(t, sg.path, off)
+					m.log = append(m.log, fmt.Sprintf("flip byte %d of %s under the open index", off, filepath.Base(sg.path)))
+				}
+			}
+		}
 		if m.rng.IntN(3) == 0 {
 			// Another run compacts the cache (deleting segment files)
 			// while this one still looks chunks up.
