@@ -568,23 +568,27 @@ func (ix *Index) note(s *segment, err error) {
 	})
 	s.refill.Do(func() {
 		os.Remove(s.path)
+		var objs []chunk.ID
 		for _, o := range s.objs {
-			if !ix.listed[o] {
-				continue
+			if ix.listed[o] {
+				objs = append(objs, o)
 			}
-			f, err := ix.v.LoadIndexFile(ix.ctx, o)
+		}
+		vault.Parallel(ix.ctx, 8, objs, func(ctx context.Context, o chunk.ID) error {
+			f, err := ix.v.LoadIndexFile(ctx, o)
 			if err != nil {
-				if !blob.IsNotExist(err) {
+				if !blob.IsNotExist(err) { // deleted since: a prune replaced it
 					ix.v.Warn(fmt.Sprintf("index cache: refilling from %q: %v", vault.ObjectName(vault.KindIndex, o), err))
 				}
-				continue
+				return nil
 			}
 			for _, p := range f.Packs {
 				if ix.skip == nil || !ix.skip(p.ID) {
 					ix.mem.Add(p.ID, p.Entries)
 				}
 			}
-		}
+			return nil
+		})
 	})
 }
 
