@@ -50,12 +50,19 @@ func TestMain(m *testing.M) {
 		// Records of points seen (internal/lastseen) go here, not to
 		// /var/lib/lifeboat: the binary inherits it, inProcEnv passes it on.
 		os.Setenv("LIFEBOAT_STATE_DIR", filepath.Join(dir, "state"))
+		// Go's build cache stays where it was: without GOCACHE, the build
+		// below would follow XDG_CACHE_HOME into an empty cache and
+		// compile everything (SQLite, libzstd) afresh on every run.
+		out, err := exec.Command("go", "env", "GOMOD", "GOCACHE").Output()
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if len(lines) == 2 && os.Getenv("GOCACHE") == "" {
+			os.Setenv("GOCACHE", strings.TrimSpace(lines[1]))
+		}
 		// The index cache too, not ~/.cache: one for the whole run, so
 		// that vault copies sharing an ID (linkCopy) share it, as two
 		// hosts' runs on one vault would.
 		os.Setenv("XDG_CACHE_HOME", filepath.Join(dir, "cache"))
-		out, err := exec.Command("go", "env", "GOMOD").Output()
-		gomod := strings.TrimSpace(string(out))
+		gomod := strings.TrimSpace(lines[0])
 		if err != nil || gomod == "" || gomod == os.DevNull {
 			fmt.Fprintf(os.Stderr, "finding the module root with go env GOMOD: %v (%q)\n", err, gomod)
 			return 1
