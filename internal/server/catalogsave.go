@@ -131,6 +131,8 @@ type RecoverReport struct {
 	Policies int       `json:"policies"`
 	Tiers    int       `json:"tiers"`
 	Tokens   int       `json:"tokens"`
+	Jobs     int       `json:"jobs"`
+	Alerts   int       `json:"alerts"`
 	Points   int       `json:"points"`
 }
 
@@ -173,7 +175,7 @@ func recoverCatalog(ctx context.Context, cat *catalog.Catalog, cfg Config, url s
 		return rep, err
 	}
 	rep = RecoverReport{Snapshot: latest.Created, Host: latest.Host, Machines: len(snap.Machines), Policies: len(snap.Policies),
-		Tiers: len(snap.Tiers), Tokens: len(snap.Tokens) - len(skip)}
+		Tiers: len(snap.Tiers), Tokens: len(snap.Tokens) - len(skip), Jobs: len(snap.Jobs), Alerts: len(snap.Alerts)}
 
 	// The points: those in each vault the snapshot names.
 	for _, sv := range snap.Vaults {
