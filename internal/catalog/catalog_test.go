@@ -810,6 +810,9 @@ func FuzzSnapshot(f *testing.F) {
 	f.Add([]byte(`{"version":1,"tiers":[{"name":"gold","rpo":3600000000000}],"vaults":[{"name":"default","url":"/v","created":"2026-12-07T00:00:00Z"}],` +
 		`"policies":[{"name":"d","schedule":{"cron":"@daily"},"keep":{"keep_last":3},"consistency":"crash","vault":"default","created":"2026-12-07T00:00:00Z","updated":"2026-12-07T00:00:00Z"}],` +
 		`"machines":[{"name":"web1","spec":{},"policy":"d","tier":"gold","created":"2026-12-07T00:00:00Z"}],"tokens":[{"name":"a","role":"agent","hash":"h","created":"2026-12-07T00:00:00Z"}]}`))
+	f.Add([]byte(`{"version":2,"jobs":[{"id":"j1","kind":"backup","spec":{},"state":"succeeded","attempt":1,"max_attempts":3,` +
+		`"not_before":"2026-12-07T00:00:00Z","created":"2026-12-07T00:00:00Z","logs":[{"seq":1,"time":"2026-12-07T00:00:00Z","level":"info","message":"m"}]}],` +
+		`"alerts":[{"id":"a1","kind":"rpo","subject":"web1","message":"m","opened":"2026-12-07T00:00:00Z"}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := ParseSnapshot(data)
 		if err != nil {
@@ -818,6 +821,11 @@ func FuzzSnapshot(f *testing.F) {
 		for _, p := range s.Policies {
 			if err := p.Validate(); err != nil {
 				t.Fatalf("policy accepted by ParseSnapshot fails Validate: %v", err)
+			}
+		}
+		for _, j := range s.Jobs {
+			if j.State != Succeeded && j.State != Failed && j.State != Cancelled {
+				t.Fatalf("job %s accepted in state %q", j.ID, j.State)
 			}
 		}
 	})
