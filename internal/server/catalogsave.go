@@ -76,7 +76,7 @@ func (s *catalogSaver) save(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	snap.BuiltinAgent = s.builtin
-	doc, err := json.Marshal(snap)
+	doc, err := fitSnapshot(snap)
 	if err != nil {
 		return false, err
 	}
@@ -95,6 +95,26 @@ func (s *catalogSaver) save(ctx context.Context) (bool, error) {
 		s.log.Warn("old catalog snapshots not deleted", "vault", url, "err", err)
 	}
 	return true, nil
+}
+
+// fitSnapshot encodes snap within catalog.MaxSnapshot: when it is larger,
+// the history gives way first — the jobs' logs, then the jobs and
+// alerts — so that what the operators said is always saved.
+func fitSnapshot(snap catalog.Snapshot) ([]byte, error) {
+	doc, err := json.Marshal(snap)
+	if err != nil || len(doc) <= catalog.MaxSnapshot {
+		return doc, err
+	}
+	jobs := make([]catalog.SnapJob, len(snap.Jobs))
+	for i, j := range snap.Jobs {
+		jobs[i] = catalog.SnapJob{Job: j.Job}
+	}
+	snap.Jobs = jobs
+	if doc, err = json.Marshal(snap); err != nil || len(doc) <= catalog.MaxSnapshot {
+		return doc, err
+	}
+	snap.Jobs, snap.Alerts = nil, nil
+	return json.Marshal(snap)
 }
 
 // run saves at every tick until ctx ends.
