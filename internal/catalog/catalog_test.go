@@ -753,8 +753,40 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		must(t, err)
 		_, err = c.AddToken(ctx, "builtin", RoleAgent, "hash-builtin", t0)
 		must(t, err)
+		// History: a job that succeeded with a log, one that failed, one
+		// still queued (not history: it is left out); an alert cleared and
+		// one open.
+		ok, err := c.Enqueue(ctx, Job{Kind: "backup", Machine: "web1", Agent: "hv2", Vault: "default"}, t0)
+		must(t, err)
+		if j, err := c.Claim(ctx, "hv2", "hv2/r/1", Limits{}, time.Minute, t0); err != nil || j == nil || j.ID != ok {
+			t.Fatalf("claim: %+v %v", j, err)
+		}
+		must(t, c.Log(ctx, ok, "info", "backing up web1", t0))
+		must(t, c.Log(ctx, ok, "info", "point 1234 committed", t0.Add(time.Second)))
+		must(t, c.Finish(ctx, ok, "hv2/r/1", json.RawMessage(`{"point":"1234"}`), nil, nil, t0.Add(2*time.Second)))
+		bad, err := c.Enqueue(ctx, Job{Kind: "verify", Vault: "default", Agent: "hv2"}, t0.Add(3*time.Second))
+		must(t, err)
+		if _, err := c.Claim(ctx, "hv2", "hv2/r/1", Limits{}, time.Minute, t0.Add(3*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		must(t, c.Finish(ctx, bad, "hv2/r/1", nil, nil, errors.New("pack 99 damaged"), t0.Add(4*time.Second)))
+		queued, err := c.Enqueue(ctx, Job{Kind: "backup", Machine: "web1", Agent: "hv2"}, t0.Add(5*time.Second))
+		must(t, err)
+		_, err = c.Raise(ctx, "rpo", "web1", "web1 missed its RPO", t0)
+		must(t, err)
+		_, err = c.Resolve(ctx, "rpo", "web1", t0.Add(time.Minute))
+		must(t, err)
+		_, err = c.Raise(ctx, "agent", "hv2", "hv2 stopped heartbeating", t0.Add(2*time.Minute))
+		must(t, err)
 		snap, err := c.Snapshot(ctx)
 		must(t, err)
+		if len(snap.Jobs) != 2 || snap.Jobs[0].ID != bad || snap.Jobs[1].ID != ok || len(snap.Jobs[1].Logs) != 2 ||
+			snap.Jobs[1].Logs[1].Message != "point 1234 committed" || snap.Jobs[0].Error != "pack 99 damaged" {
+			t.Fatalf("job history in the snapshot (not job %s): %+v", queued, snap.Jobs)
+		}
+		if len(snap.Alerts) != 2 || snap.Alerts[0].Kind != "agent" || !snap.Alerts[0].Cleared.IsZero() || snap.Alerts[1].Cleared.IsZero() {
+			t.Fatalf("alerts in the snapshot: %+v", snap.Alerts)
+		}
 		doc, _ := json.Marshal(snap)
 		parsed, err := ParseSnapshot(doc)
 		must(t, err)
@@ -791,9 +823,29 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		if tk, err := fresh.TokenByHash(ctx, "hash-hv2"); err != nil || tk.Name != "hv2" {
 			t.Fatalf("hv2's token after restoring: %+v %v", tk, err)
 		}
+		if logs, err := fresh.Logs(ctx, ok, 0); err != nil || len(logs) != 2 || logs[0].Message != "backing up web1" {
+			t.Fatalf("job %s's log after restoring: %+v %v", ok, logs, err)
+		}
+		if js, err := fresh.Jobs(ctx, JobFilter{Machine: "web1"}); err != nil || len(js) != 1 || js[0].State != Succeeded {
+			t.Fatalf("web1's jobs after restoring: %+v %v", js, err)
+		}
+		// The open alert is still open: raising it again notifies no one.
+		if opened, err := fresh.Raise(ctx, "agent", "hv2", "again", t0.Add(time.Hour)); err != nil || opened {
+			t.Fatalf("raising the restored open alert again: %v %v", opened, err)
+		}
+		// A version 1 snapshot (no history) still restores.
+		v1 := parsed
+		v1.Version, v1.Jobs, v1.Alerts = 1, nil, nil
+		doc1, _ := json.Marshal(v1)
+		if _, err := ParseSnapshot(doc1); err != nil {
+			t.Fatalf("a version 1 snapshot: %v", err)
+		}
 
 		for _, bad := range []string{
-			`{"version":2}`,
+			`{"version":3}`,
+			`{"version":2,"jobs":[{"id":"j","kind":"backup","spec":{},"state":"running"}]}`,
+			`{"version":2,"jobs":[{"id":"j","kind":"backup","spec":{},"state":"failed"},{"id":"j","kind":"backup","spec":{},"state":"failed"}]}`,
+			`{"version":2,"alerts":[{"id":"a","kind":"rpo","subject":"m"},{"id":"b","kind":"rpo","subject":"m"}]}`,
 			`{"version":1,"machines":[{"name":"m","spec":{},"policy":"p","tier":"gold"}]}`,
 			`{"version":1,"tokens":[{"name":"t","role":"root","hash":"x"}]}`,
 			`{"version":1,"vaults":[{"name":"../x","url":"/v"}]}`,
@@ -812,6 +864,9 @@ func FuzzSnapshot(f *testing.F) {
 	f.Add([]byte(`{"version":1,"tiers":[{"name":"gold","rpo":3600000000000}],"vaults":[{"name":"default","url":"/v","created":"2026-12-07T00:00:00Z"}],` +
 		`"policies":[{"name":"d","schedule":{"cron":"@daily"},"keep":{"keep_last":3},"consistency":"crash","vault":"default","created":"2026-12-07T00:00:00Z","updated":"2026-12-07T00:00:00Z"}],` +
 		`"machines":[{"name":"web1","spec":{},"policy":"d","tier":"gold","created":"2026-12-07T00:00:00Z"}],"tokens":[{"name":"a","role":"agent","hash":"h","created":"2026-12-07T00:00:00Z"}]}`))
+	f.Add([]byte(`{"version":2,"jobs":[{"id":"j1","kind":"backup","spec":{},"state":"succeeded","attempt":1,"max_attempts":3,` +
+		`"not_before":"2026-12-07T00:00:00Z","created":"2026-12-07T00:00:00Z","logs":[{"seq":1,"time":"2026-12-07T00:00:00Z","level":"info","message":"m"}]}],` +
+		`"alerts":[{"id":"a1","kind":"rpo","subject":"web1","message":"m","opened":"2026-12-07T00:00:00Z"}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := ParseSnapshot(data)
 		if err != nil {
@@ -820,6 +875,11 @@ func FuzzSnapshot(f *testing.F) {
 		for _, p := range s.Policies {
 			if err := p.Validate(); err != nil {
 				t.Fatalf("policy accepted by ParseSnapshot fails Validate: %v", err)
+			}
+		}
+		for _, j := range s.Jobs {
+			if j.State != Succeeded && j.State != Failed && j.State != Cancelled {
+				t.Fatalf("job %s accepted in state %q", j.ID, j.State)
 			}
 		}
 	})

@@ -15,10 +15,11 @@ import (
 // Snapshot is what the catalog saves into a vault so that a lost server
 // can be rebuilt (lifeboat server --recover-from): what the operators
 // said — tiers, vaults, policies, machines and their protection — and the
-// hashed tokens, so that agents keep working with the tokens they hold.
-// What the control plane learns as it runs (points, jobs, alerts, agents'
-// heartbeats, schedule slots) is not in it: points are read back from the
-// vault itself, and the rest starts afresh.
+// hashed tokens, so that agents keep working with the tokens they hold —
+// and what it did: the history of ended jobs with their logs, and the
+// alerts (version 2). Points are not in it (they are read back from the
+// vault itself); queued and running jobs, agents' heartbeats and schedule
+// slots start afresh.
 type Snapshot struct {
 	Version  int             `json:"version"`
 	Tiers    []schedule.Tier `json:"tiers"`
@@ -26,14 +27,36 @@ type Snapshot struct {
 	Policies []Policy        `json:"policies"`
 	Machines []SnapMachine   `json:"machines"`
 	Tokens   []SnapToken     `json:"tokens"`
+	// Jobs are the newest ended jobs (at most SnapshotJobs), newest first,
+	// each with the end of its log.
+	Jobs []SnapJob `json:"jobs,omitempty"`
+	// Alerts are the newest alerts, open and cleared (at most SnapshotAlerts).
+	Alerts []Alert `json:"alerts,omitempty"`
 	// BuiltinAgent names the server's built-in agent, whose token is not
 	// restored: the rebuilt server makes its own.
 	BuiltinAgent string `json:"builtin_agent,omitempty"`
 }
 
 // SnapshotVersion is the version of the snapshot document this lifeboat
-// writes and reads.
-const SnapshotVersion = 1
+// writes; it reads this one and version 1 (no jobs or alerts).
+const SnapshotVersion = 2
+
+// How much history a snapshot keeps: the newest SnapshotJobs ended jobs,
+// the last SnapshotLogLines lines of each one's log while their messages
+// total at most SnapshotLogBytes (older jobs beyond it are kept without
+// their log), and the newest SnapshotAlerts alerts.
+const (
+	SnapshotJobs     = 1000
+	SnapshotLogLines = 100
+	SnapshotLogBytes = 16 << 20
+	SnapshotAlerts   = 1000
+)
+
+// SnapJob is an ended job as a snapshot keeps it, with the end of its log.
+type SnapJob struct {
+	Job
+	Logs []LogLine `json:"logs,omitempty"`
+}
 
 // SnapMachine is a machine as a snapshot keeps it.
 type SnapMachine struct {
@@ -92,7 +115,64 @@ func (c *Catalog) Snapshot(ctx context.Context) (Snapshot, error) {
 		t.Created, t.Revoked = fromMS(created), nullMS(revoked)
 		s.Tokens = append(s.Tokens, t)
 	}
-	return s, rows.Err()
+	if err := rows.Err(); err != nil {
+		return s, err
+	}
+	if s.Jobs, err = c.jobHistory(ctx); err != nil {
+		return s, err
+	}
+	if s.Alerts, err = c.Alerts(ctx, true, SnapshotAlerts); err != nil {
+		return s, err
+	}
+	return s, nil
+}
+
+// endedJobs selects the newest ended jobs a snapshot keeps.
+var endedJobs = fmt.Sprintf(`WHERE state IN ('%s', '%s', '%s') ORDER BY finished_ms DESC, id DESC LIMIT %d`,
+	Succeeded, Failed, Cancelled, SnapshotJobs)
+
+// jobHistory reads the newest ended jobs with the end of their logs, in
+// two queries whatever the number of jobs.
+func (c *Catalog) jobHistory(ctx context.Context) ([]SnapJob, error) {
+	js, err := c.jobs(ctx, endedJobs)
+	if err != nil || len(js) == 0 {
+		return nil, err
+	}
+	rows, err := c.db.QueryContext(ctx, c.q(`SELECT job_id, seq, time_ms, level, message FROM (
+		SELECT l.job_id, l.seq, l.time_ms, l.level, l.message, ROW_NUMBER() OVER (PARTITION BY l.job_id ORDER BY l.seq DESC) AS rn
+		FROM job_logs l JOIN (SELECT id FROM jobs `+endedJobs+`) j ON j.id = l.job_id) t
+		WHERE rn <= ? ORDER BY job_id, seq`), SnapshotLogLines)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: reading job logs: %w", err)
+	}
+	defer rows.Close()
+	logs := map[string][]LogLine{}
+	for rows.Next() {
+		var id string
+		var l LogLine
+		var t int64
+		if err := rows.Scan(&id, &l.Seq, &t, &l.Level, &l.Message); err != nil {
+			return nil, fmt.Errorf("catalog: reading job logs: %w", err)
+		}
+		l.Time = fromMS(t)
+		logs[id] = append(logs[id], l)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("catalog: reading job logs: %w", err)
+	}
+	out := make([]SnapJob, len(js))
+	budget := SnapshotLogBytes
+	for i, j := range js {
+		out[i].Job = j
+		n := 0
+		for _, l := range logs[j.ID] {
+			n += len(l.Message)
+		}
+		if n <= budget {
+			out[i].Logs, budget = logs[j.ID], budget-n
+		}
+	}
+	return out, nil
 }
 
 // MaxSnapshot bounds a snapshot document (its JSON, before compression):
@@ -115,8 +195,8 @@ func ParseSnapshot(raw []byte) (Snapshot, error) {
 	if dec.More() {
 		return s, fmt.Errorf("%w: catalog snapshot: data after the document", ErrInvalid)
 	}
-	if s.Version != SnapshotVersion {
-		return s, fmt.Errorf("%w: catalog snapshot version %d: this lifeboat reads version %d", ErrInvalid, s.Version, SnapshotVersion)
+	if s.Version < 1 || s.Version > SnapshotVersion {
+		return s, fmt.Errorf("%w: catalog snapshot version %d: this lifeboat reads versions 1 to %d", ErrInvalid, s.Version, SnapshotVersion)
 	}
 	tiers, vaults, policies, machines, tokens := map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]bool{}
 	for _, t := range s.Tiers {
@@ -179,6 +259,40 @@ func ParseSnapshot(raw []byte) (Snapshot, error) {
 			return s, fmt.Errorf("%w: token %q has no hash, or is given twice", ErrInvalid, t.Name)
 		}
 		tokens[t.Name] = true
+	}
+	jobs := map[string]bool{}
+	for _, j := range s.Jobs {
+		switch {
+		case j.ID == "" || jobs[j.ID]:
+			return s, fmt.Errorf("%w: job %q has no ID, or is given twice", ErrInvalid, j.ID)
+		case j.Kind == "" || !json.Valid(j.Spec):
+			return s, fmt.Errorf("%w: job %s: no kind, or its spec is not JSON", ErrInvalid, j.ID)
+		case j.State != Succeeded && j.State != Failed && j.State != Cancelled:
+			return s, fmt.Errorf("%w: job %s: state %q (a snapshot keeps ended jobs only)", ErrInvalid, j.ID, j.State)
+		case (len(j.Result) > 0 && !json.Valid(j.Result)) || (len(j.Progress) > 0 && !json.Valid(j.Progress)):
+			return s, fmt.Errorf("%w: job %s: result or progress is not JSON", ErrInvalid, j.ID)
+		}
+		jobs[j.ID] = true
+		seqs := map[int64]bool{}
+		for _, l := range j.Logs {
+			if seqs[l.Seq] {
+				return s, fmt.Errorf("%w: job %s: log line %d twice", ErrInvalid, j.ID, l.Seq)
+			}
+			seqs[l.Seq] = true
+		}
+	}
+	alerts, open := map[string]bool{}, map[[2]string]bool{}
+	for _, a := range s.Alerts {
+		if a.ID == "" || a.Kind == "" || a.Subject == "" || alerts[a.ID] {
+			return s, fmt.Errorf("%w: alert %q has no ID, kind or subject, or is given twice", ErrInvalid, a.ID)
+		}
+		alerts[a.ID] = true
+		if a.Cleared.IsZero() {
+			if open[[2]string{a.Kind, a.Subject}] {
+				return s, fmt.Errorf("%w: two open %s alerts on %s", ErrInvalid, a.Kind, a.Subject)
+			}
+			open[[2]string{a.Kind, a.Subject}] = true
+		}
 	}
 	return s, nil
 }
@@ -252,6 +366,37 @@ func (c *Catalog) RestoreSnapshot(ctx context.Context, s Snapshot, skipTokens ma
 			if err := exec(`INSERT INTO tokens (id, name, role, hash, created_ms, revoked_ms) VALUES (?, ?, ?, ?, ?, ?)
 				ON CONFLICT DO NOTHING`, newID(), t.Name, t.Role, t.Hash, ms(t.Created), optMS(t.Revoked)); err != nil {
 				return fmt.Errorf("catalog: restoring token %q: %w", t.Name, err)
+			}
+		}
+		for _, j := range s.Jobs {
+			progress, result := string(j.Progress), string(j.Result)
+			if progress == "" {
+				progress = "{}"
+			}
+			if result == "" {
+				result = "{}"
+			}
+			cancel := 0
+			if j.Cancel {
+				cancel = 1
+			}
+			if err := exec(`INSERT INTO jobs (id, kind, machine, agent, vault, spec, state, attempt, max_attempts, not_before_ms,
+				cancel, progress, result, error, created_ms, started_ms, finished_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+				ON CONFLICT DO NOTHING`, j.ID, j.Kind, j.Machine, j.Agent, j.Vault, string(j.Spec), j.State, j.Attempt, max(j.MaxAttempts, 1),
+				ms(j.NotBefore), cancel, progress, result, j.Error, ms(j.Created), optMS(j.Started), optMS(j.Finished)); err != nil {
+				return fmt.Errorf("catalog: restoring job %s: %w", j.ID, err)
+			}
+			for _, l := range j.Logs {
+				if err := exec(`INSERT INTO job_logs (job_id, seq, time_ms, level, message) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+					j.ID, l.Seq, ms(l.Time), l.Level, l.Message); err != nil {
+					return fmt.Errorf("catalog: restoring the log of job %s: %w", j.ID, err)
+				}
+			}
+		}
+		for _, a := range s.Alerts {
+			if err := exec(`INSERT INTO alerts (id, kind, subject, message, opened_ms, cleared_ms) VALUES (?, ?, ?, ?, ?, ?)
+				ON CONFLICT DO NOTHING`, a.ID, a.Kind, a.Subject, a.Message, ms(a.Opened), optMS(a.Cleared)); err != nil {
+				return fmt.Errorf("catalog: restoring alert %s: %w", a.ID, err)
 			}
 		}
 		return nil

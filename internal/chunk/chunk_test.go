@@ -162,3 +162,39 @@ func FuzzDecodeIndexFile(f *testing.F) {
 		}
 	})
 }
+
+// The compression probe stores incompressible blocks raw without
+// compressing them whole, and misses no block whose redundancy it can
+// see: a random block with a run of zeros, text, or a binary compress
+// exactly as they would without it.
+func TestCompressionProbe(t *testing.T) {
+	c := testCodec(t)
+	random := make([]byte, 256<<10)
+	rand.Read(random)
+	tail := bytes.Clone(random)
+	clear(tail[len(tail)*7/8:]) // an eighth of zeros at the end
+	head := bytes.Clone(random)
+	copy(head, bytes.Repeat([]byte("abc "), 8<<10)) // an eighth of text at the start
+	text := bytes.Repeat([]byte("lifeboat keeps disks safe. "), 10000)
+	for _, tc := range []struct {
+		name  string
+		block []byte
+		probe bool
+	}{{"random", random, false}, {"zeros at the end", tail, true}, {"text at the start", head, true},
+		{"text", text, true}, {"small random", random[:probeMin-1], true}} {
+		var buf []byte
+		if got := c.mayCompress(tc.block, &buf); got != tc.probe {
+			t.Errorf("%s: probe says %v", tc.name, got)
+		}
+		id := c.Hasher().Sum(tc.block)
+		blob, _ := c.EncodeBlob(nil, id, tc.block, nil)
+		whole, ok := c.frames.compress(nil, tc.block)
+		compressed := ok && len(whole) <= len(tc.block)-len(tc.block)/16
+		if raw := len(blob) == len(tc.block)+1+crypto.Overhead; raw == compressed {
+			t.Errorf("%s: stored in %d bytes (raw %v), but compressed whole it takes %d of %d", tc.name, len(blob), raw, len(whole), len(tc.block))
+		}
+		if got, err := c.DecodeBlob(nil, id, blob, len(tc.block)); err != nil || !bytes.Equal(got, tc.block) {
+			t.Errorf("%s: roundtrip: %v", tc.name, err)
+		}
+	}
+}

@@ -24,8 +24,9 @@ type Codec struct {
 	hasher *Hasher
 	frames frameCodec // chunk payloads
 	meta   *goFrames  // metadata objects
-	// payloads are scratch buffers for opened blobs.
-	payloads sync.Pool
+	// payloads are scratch buffers for opened blobs; samples for the
+	// compression probe (mayCompress).
+	payloads, samples sync.Pool
 	// vaultID binds index objects and pack headers to the vault (set by
 	// Bind; empty for a version 1 vault, whose objects are not bound), and
 	// packIDs are the vault IDs whose pack headers it accepts.
@@ -84,6 +85,7 @@ func NewCodec(dataKey crypto.Key, hasher *Hasher, level Level, maxChunk int) (*C
 	}
 	c := &Codec{aead: aead, hasher: hasher, frames: frames, meta: meta}
 	c.payloads.New = func() any { b := make([]byte, 0, maxChunk+64); return &b }
+	c.samples.New = func() any { b := make([]byte, 0, probeSlices*probeSlice); return &b }
 	return c, nil
 }
 
@@ -93,13 +95,49 @@ func (c *Codec) Hasher() *Hasher { return c.hasher }
 // EncodeBlob appends the sealed blob of block (whose ID is id) to dst.
 // scratch is reused for the compressed payload and returned for reuse.
 func (c *Codec) EncodeBlob(dst []byte, id ID, block []byte, scratch []byte) (out, scratchOut []byte) {
-	payload, ok := c.frames.compress(append(scratch[:0], encZstd), block)
+	payload, ok := scratch[:0], false
+	if c.mayCompress(block, &payload) {
+		payload, ok = c.frames.compress(append(payload[:0], encZstd), block)
+	}
 	// Store raw unless compression saves at least 1/16.
 	if !ok || len(payload)-1 > len(block)-len(block)/16 {
 		payload = append(payload[:0], encRaw)
 		payload = append(payload, block...)
 	}
 	return c.aead.Seal(dst, payload, id[:]), payload
+}
+
+// A block of at least probeMin bytes is compressed only if a sample of it
+// does: probeSlices slices of probeSlice bytes spread evenly over it,
+// compressed together, must save 1/16 (the rule for storing a block
+// compressed). Incompressible blocks (encrypted or compressed files, media)
+// then cost a sixteenth of a compression instead of a whole one, which was
+// most of the time of sealing them; a block with any redundancy the
+// sample sees is compressed whole as before. Only redundancy confined to
+// the gaps between the slices is missed.
+const (
+	probeMin    = 64 << 10
+	probeSlices = 8
+	probeSlice  = 2 << 10
+)
+
+// mayCompress reports whether compressing block can save enough to be
+// stored compressed, judging by a sample; buf is scratch space.
+func (c *Codec) mayCompress(block []byte, buf *[]byte) bool {
+	if len(block) < probeMin {
+		return true
+	}
+	sb := c.samples.Get().(*[]byte)
+	defer c.samples.Put(sb)
+	sample := (*sb)[:0]
+	step := len(block) / probeSlices
+	for i := range probeSlices {
+		sample = append(sample, block[i*step:i*step+probeSlice]...)
+	}
+	*sb = sample
+	out, ok := c.frames.compress((*buf)[:0], sample)
+	*buf = out[:0]
+	return ok && len(out) <= len(sample)-len(sample)/16
 }
 
 // DecodeBlob opens a sealed blob, decompresses it into dst[:0] and checks

@@ -3,9 +3,12 @@ package cli_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +19,8 @@ import (
 
 // A server is lost — its data directory deleted but for the vault — and
 // rebuilt with --recover-from: tiers, policies, machines and their
-// protection come back from the catalog snapshot in the vault, the points
+// protection come back from the catalog snapshot in the vault, with the
+// job history and its logs; the points
 // from the vault itself, agents' tokens still work, the schedule runs and
 // a backup through the rebuilt server succeeds.
 func TestServerRecoverFromVault(t *testing.T) {
@@ -36,6 +40,23 @@ func TestServerRecoverFromVault(t *testing.T) {
 	}
 	var before []map[string]any
 	json.Unmarshal([]byte(c.ok("machine", "list", "--json").stdout), &before)
+	// Its history: the backup job and the forget job of its retention.
+	jobsBefore := c.jobs("web1")
+	var jobIDs []string
+	jobID := ""
+	for _, j := range jobsBefore {
+		if j["state"] != "succeeded" {
+			t.Fatalf("web1's jobs: %v", jobsBefore)
+		}
+		jobIDs = append(jobIDs, j["id"].(string))
+		if j["kind"] == "backup" {
+			jobID = j["id"].(string)
+		}
+	}
+	logBefore := c.logs(jobID)
+	if jobID == "" || !strings.Contains(logBefore, "committed") {
+		t.Fatalf("web1's backup job %q, its log: %s", jobID, logBefore)
+	}
 
 	// The snapshot in the vault holds the machine under its policy.
 	vaultDir := filepath.Join(c.data, "vault")
@@ -52,11 +73,12 @@ func TestServerRecoverFromVault(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		s, err := v.LatestCatalog(ctx)
-		if err == nil && strings.Contains(string(s.Doc), `"policy":"daily"`) && strings.Contains(string(s.Doc), `"hv2"`) {
+		if err == nil && strings.Contains(string(s.Doc), `"policy":"daily"`) && strings.Contains(string(s.Doc), `"hv2"`) &&
+			!slices.ContainsFunc(jobIDs, func(id string) bool { return !strings.Contains(string(s.Doc), id) }) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no catalog snapshot with web1 protected and hv2's token in the vault: %v %s", err, s.Doc)
+			t.Fatalf("no catalog snapshot with web1 protected, hv2's token and jobs %v in the vault: %v %s", jobIDs, err, s.Doc)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -75,8 +97,19 @@ func TestServerRecoverFromVault(t *testing.T) {
 	passFile := filepath.Join(work, "kept-elsewhere.pass")
 	os.WriteFile(passFile, []byte(pw+"\n"), 0o600)
 	rec := c.serveEnv(map[string]string{"LIFEBOAT_PASSWORD_FILE": passFile}, "--recover-from", vaultDir)
-	if !strings.Contains(rec.stdout.String(), "recovered from") {
+	var history int
+	if i := strings.Index(rec.stdout.String(), " jobs of history"); i > 0 {
+		fmt.Sscan(rec.stdout.String()[strings.LastIndex(rec.stdout.String()[:i], " ")+1:i], &history)
+	}
+	if !strings.Contains(rec.stdout.String(), "recovered from") || history < len(jobIDs) {
 		t.Fatalf("the recovering server said: %s", rec.stdout.String())
+	}
+	// The job history came back, with the job's log.
+	if after := c.jobs("web1"); !reflect.DeepEqual(after, jobsBefore) {
+		t.Fatalf("web1's jobs after recovery:\n%v\nbefore:\n%v", after, jobsBefore)
+	}
+	if got := c.logs(jobID); got != logBefore {
+		t.Fatalf("job %s's log after recovery:\n%s\nbefore:\n%s", jobID, got, logBefore)
 	}
 
 	var after []map[string]any

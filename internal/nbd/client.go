@@ -56,6 +56,7 @@ func WithSimpleReplies() Option {
 type Client struct {
 	conn       net.Conn
 	r          *bufio.Reader
+	src        io.Reader // what r reads from: large payloads are read from it directly
 	stall      *stallConn
 	source     string
 	info       ExportInfo
@@ -193,7 +194,7 @@ func handshakeClient(conn io.ReadWriter, export string, cfg config) (*Client, er
 	if err := h.start(); err != nil {
 		return nil, err
 	}
-	c := &Client{r: r, contexts: map[string]uint32{}, pending: map[uint64]*call{}, readerDone: make(chan struct{})}
+	c := &Client{r: r, src: conn, contexts: map[string]uint32{}, pending: map[uint64]*call{}, readerDone: make(chan struct{})}
 	if nc, ok := conn.(net.Conn); ok {
 		c.conn = nc
 	}
@@ -831,7 +832,7 @@ func (c *Client) readInto(cl *call, rel, n int64) error {
 		if cl.abandoned {
 			_, err = io.CopyN(io.Discard, c.r, k)
 		} else {
-			_, err = io.ReadFull(c.r, cl.buf[rel:rel+k])
+			err = c.readPayload(cl.buf[rel : rel+k])
 		}
 		cl.bufMu.Unlock()
 		if err != nil {
@@ -840,6 +841,25 @@ func (c *Client) readInto(cl *call, rel, n int64) error {
 		rel, n = rel+k, n-k
 	}
 	return nil
+}
+
+// readPayload fills p with reply data: first what the buffer holds, then,
+// for a large read, straight from the connection, so that a disk's data
+// is not copied through the buffer on its way.
+func (c *Client) readPayload(p []byte) error {
+	if n := min(c.r.Buffered(), len(p)); n > 0 {
+		c.r.Read(p[:n]) // buffered: cannot fail
+		p = p[n:]
+	}
+	if len(p) == 0 {
+		return nil
+	}
+	if len(p) < 64<<10 || c.src == nil {
+		_, err := io.ReadFull(c.r, p)
+		return err
+	}
+	_, err := io.ReadFull(c.src, p)
+	return err
 }
 
 // maxChunk bounds the payload of non-data chunks.

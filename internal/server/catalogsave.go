@@ -76,7 +76,7 @@ func (s *catalogSaver) save(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	snap.BuiltinAgent = s.builtin
-	doc, err := json.Marshal(snap)
+	doc, err := fitSnapshot(snap)
 	if err != nil {
 		return false, err
 	}
@@ -95,6 +95,26 @@ func (s *catalogSaver) save(ctx context.Context) (bool, error) {
 		s.log.Warn("old catalog snapshots not deleted", "vault", url, "err", err)
 	}
 	return true, nil
+}
+
+// fitSnapshot encodes snap within catalog.MaxSnapshot: when it is larger,
+// the history gives way first — the jobs' logs, then the jobs and
+// alerts — so that what the operators said is always saved.
+func fitSnapshot(snap catalog.Snapshot) ([]byte, error) {
+	doc, err := json.Marshal(snap)
+	if err != nil || len(doc) <= catalog.MaxSnapshot {
+		return doc, err
+	}
+	jobs := make([]catalog.SnapJob, len(snap.Jobs))
+	for i, j := range snap.Jobs {
+		jobs[i] = catalog.SnapJob{Job: j.Job}
+	}
+	snap.Jobs = jobs
+	if doc, err = json.Marshal(snap); err != nil || len(doc) <= catalog.MaxSnapshot {
+		return doc, err
+	}
+	snap.Jobs, snap.Alerts = nil, nil
+	return json.Marshal(snap)
 }
 
 // run saves at every tick until ctx ends.
@@ -131,6 +151,8 @@ type RecoverReport struct {
 	Policies int       `json:"policies"`
 	Tiers    int       `json:"tiers"`
 	Tokens   int       `json:"tokens"`
+	Jobs     int       `json:"jobs"`
+	Alerts   int       `json:"alerts"`
 	Points   int       `json:"points"`
 }
 
@@ -173,7 +195,7 @@ func recoverCatalog(ctx context.Context, cat *catalog.Catalog, cfg Config, url s
 		return rep, err
 	}
 	rep = RecoverReport{Snapshot: latest.Created, Host: latest.Host, Machines: len(snap.Machines), Policies: len(snap.Policies),
-		Tiers: len(snap.Tiers), Tokens: len(snap.Tokens) - len(skip)}
+		Tiers: len(snap.Tiers), Tokens: len(snap.Tokens) - len(skip), Jobs: len(snap.Jobs), Alerts: len(snap.Alerts)}
 
 	// The points: those in each vault the snapshot names.
 	for _, sv := range snap.Vaults {

@@ -239,8 +239,8 @@ func Run(ctx context.Context, cfg Config) error {
 				}
 			}
 		}
-		fmt.Fprintf(cfg.Out, "lifeboat server: recovered from %s: the catalog saved at %s by %s — %d machines, %d policies, %d tiers, %d tokens; %d points found in the vaults\n",
-			cfg.RecoverFrom, rep.Snapshot.Format(time.RFC3339), rep.Host, rep.Machines, rep.Policies, rep.Tiers, rep.Tokens, rep.Points)
+		fmt.Fprintf(cfg.Out, "lifeboat server: recovered from %s: the catalog saved at %s by %s — %d machines, %d policies, %d tiers, %d tokens, %d jobs of history, %d alerts; %d points found in the vaults\n",
+			cfg.RecoverFrom, rep.Snapshot.Format(time.RFC3339), rep.Host, rep.Machines, rep.Policies, rep.Tiers, rep.Tokens, rep.Jobs, rep.Alerts, rep.Points)
 		cfg.Log.Info("catalog recovered from the vault", "vault", cfg.RecoverFrom, "snapshot", rep.Snapshot, "machines", rep.Machines, "points", rep.Points)
 		// Whoever recovers gets an admin token of their own: the old ones
 		// may have been lost with the server.

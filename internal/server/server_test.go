@@ -19,6 +19,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -615,5 +616,40 @@ func TestWebhookStallDoesNotDelayTick(t *testing.T) {
 	defer mu.Unlock()
 	if failures != 3 {
 		t.Fatalf("%d requests for one event refused twice", failures)
+	}
+}
+
+// A catalog whose history would make its snapshot too large is saved
+// with less history, never not at all: the logs go first, then the jobs
+// and alerts; what the operators said stays.
+func TestFitSnapshot(t *testing.T) {
+	line := catalog.LogLine{Seq: 1, Level: "info", Message: strings.Repeat("x", catalog.MaxSnapshot/4)}
+	snap := catalog.Snapshot{Version: catalog.SnapshotVersion, Vaults: []catalog.Vault{{Name: "default", URL: "/v"}},
+		Jobs:   []catalog.SnapJob{{Job: catalog.Job{ID: "j1", Kind: "backup", Spec: json.RawMessage(`{}`), State: catalog.Succeeded}, Logs: []catalog.LogLine{line}}},
+		Alerts: []catalog.Alert{{ID: "a1", Kind: "rpo", Subject: "web1"}}}
+	for _, tc := range []struct {
+		logs, jobs int
+	}{{1, 1}, {5, 1}} {
+		snap.Jobs[0].Logs = slices.Repeat([]catalog.LogLine{line}, tc.logs)
+		doc, err := fitSnapshot(snap)
+		if err != nil || len(doc) > catalog.MaxSnapshot {
+			t.Fatalf("%d log lines: %d bytes, %v", tc.logs, len(doc), err)
+		}
+		got, err := catalog.ParseSnapshot(doc)
+		if err != nil || len(got.Jobs) != tc.jobs || len(got.Vaults) != 1 {
+			t.Fatalf("%d log lines: %+v %v", tc.logs, got, err)
+		}
+		if keptLogs := len(got.Jobs[0].Logs) > 0; keptLogs != (tc.logs == 1) {
+			t.Errorf("%d log lines: logs kept %v", tc.logs, keptLogs)
+		}
+	}
+	snap.Jobs = slices.Repeat(snap.Jobs, 5)
+	for i := range snap.Jobs {
+		snap.Jobs[i].ID = fmt.Sprint("j", i)
+		snap.Jobs[i].Error = strings.Repeat("e", catalog.MaxSnapshot/4)
+	}
+	doc, err := fitSnapshot(snap)
+	if got, perr := catalog.ParseSnapshot(doc); err != nil || perr != nil || len(got.Jobs) != 0 || len(got.Alerts) != 0 || len(got.Vaults) != 1 {
+		t.Fatalf("huge history: %d bytes, %v %v", len(doc), err, perr)
 	}
 }

@@ -26,9 +26,10 @@ type Packer struct {
 	mu      sync.Mutex
 	cur     *chunk.PackBuilder
 	pending []chunk.IndexPack // stored, not yet in an index object
+	sealed  int               // packs closed so far
 	err     error
 
-	uploads chan []byte
+	uploads chan sealedPack
 	wg      sync.WaitGroup
 	bufs    sync.Pool
 
@@ -42,8 +43,7 @@ type Packer struct {
 // Session.Finish knows whether the run may leave orphan packs.
 func (v *Vault) NewPacker(ctx context.Context, ix ChunkIndex, sess *Session) *Packer {
 	ctx, cancel := context.WithCancel(ctx)
-	p := &Packer{v: v, sess: sess, ix: ix, ctx: ctx, cancel: cancel, uploads: make(chan []byte)}
-	p.bufs.New = func() any { return make([]byte, 0, v.cfg.PackSize+v.cfg.ChunkSize+1<<16) }
+	p := &Packer{v: v, sess: sess, ix: ix, ctx: ctx, cancel: cancel, uploads: make(chan sealedPack)}
 	for i := 0; i < v.upload; i++ {
 		p.wg.Add(1)
 		go p.uploader()
@@ -60,31 +60,52 @@ func (p *Packer) fail(err error) {
 	p.cancel()
 }
 
+// packTarget is the size at which the n-th pack of a run (from 0) closes:
+// a quarter of the vault's pack size for the first four, half for the next
+// four, the whole size from then on. A small run (a live incremental of a
+// few dozen MiB) thus uploads its packs while it still reads and seals,
+// instead of leaving one big pack to write and sync once the data is
+// done: its end waits for one small pack, not for a whole one. A large
+// run pays a few smaller packs at its start.
+func packTarget(packSize, n int) int {
+	switch {
+	case n < 4:
+		return max(packSize/4, 1<<20)
+	case n < 8:
+		return max(packSize/2, 1<<20)
+	}
+	return packSize
+}
+
+// sealedPack is a finished pack: its bytes, ID and entries as sealed.
+type sealedPack struct {
+	data    []byte
+	id      chunk.ID
+	entries []chunk.PackEntry
+}
+
+// finish seals a full builder's header and names the pack. It runs outside
+// the packer's lock: hashing a pack takes a while, and the workers adding
+// blobs to the next one need not wait for it.
+func (p *Packer) finish(b *chunk.PackBuilder) sealedPack {
+	data, id, entries := b.Finish(p.v.codec)
+	return sealedPack{data: data, id: id, entries: entries}
+}
+
 func (p *Packer) uploader() {
 	defer p.wg.Done()
-	for data := range p.uploads {
-		if err := p.store(data); err != nil {
+	for sp := range p.uploads {
+		if err := p.store(sp); err != nil {
 			p.fail(err)
 		}
 	}
 }
 
-func (p *Packer) store(data []byte) error {
+func (p *Packer) store(sp sealedPack) error {
 	if p.ctx.Err() != nil {
 		return p.ctx.Err()
 	}
-	id := chunk.ObjectID(data)
-	// The entries were sealed into the pack; re-parse them from our own bytes
-	// rather than carrying them separately.
-	hl, err := chunk.PackHeaderLength(data[len(data)-4:], int64(len(data)))
-	if err != nil {
-		return err
-	}
-	end := int64(len(data)) - 4 - hl
-	entries, err := chunk.ParsePackHeader(p.v.codec, data[end:len(data)-4], end)
-	if err != nil {
-		return err
-	}
+	id, data, entries := sp.id, sp.data, sp.entries
 	p.unindexed(1) // before the attempt: a failed Put may still have stored it
 	if err := p.v.store.Put(p.ctx, chunk.PackName(id), data); err != nil {
 		return fmt.Errorf("uploading pack %s: %w", id.Short(), err)
@@ -125,18 +146,24 @@ func (p *Packer) Add(id chunk.ID, sealed []byte, rawLen int) error {
 		return err
 	}
 	if p.cur == nil {
-		p.cur = chunk.NewPackBuilderBuf(p.bufs.Get().([]byte))
+		// Room for the pack, its last blob and header: never regrown.
+		need := packTarget(p.v.cfg.PackSize, p.sealed) + p.v.cfg.ChunkSize + 1<<16
+		buf, _ := p.bufs.Get().([]byte)
+		if cap(buf) < need {
+			buf = make([]byte, 0, need)
+		}
+		p.cur = chunk.NewPackBuilderBuf(buf)
 	}
 	p.cur.Add(id, sealed, rawLen)
-	var full []byte
-	if p.cur.Len() >= p.v.cfg.PackSize {
-		full, _, _ = p.cur.Finish(p.v.codec)
-		p.cur = nil
+	var full *chunk.PackBuilder
+	if p.cur.Len() >= packTarget(p.v.cfg.PackSize, p.sealed) {
+		full, p.cur = p.cur, nil
+		p.sealed++
 	}
 	p.mu.Unlock()
 	if full != nil {
 		select {
-		case p.uploads <- full:
+		case p.uploads <- p.finish(full):
 		case <-p.ctx.Done():
 			p.fail(p.ctx.Err())
 			p.mu.Lock()
@@ -151,15 +178,15 @@ func (p *Packer) Add(id chunk.ID, sealed []byte, rawLen int) error {
 // returns the first error of the whole run.
 func (p *Packer) Close() error {
 	p.mu.Lock()
-	var last []byte
+	var last *chunk.PackBuilder
 	if p.cur != nil && p.cur.Count() > 0 && p.err == nil {
-		last, _, _ = p.cur.Finish(p.v.codec)
+		last = p.cur
 	}
 	p.cur = nil
 	p.mu.Unlock()
 	if last != nil {
 		select {
-		case p.uploads <- last:
+		case p.uploads <- p.finish(last):
 		case <-p.ctx.Done():
 		}
 	}
