@@ -283,6 +283,11 @@ func (b *suiteBase) newRow(t *testing.T, id string) *suiteRow {
 		t.Fatalf("copying the state directory: %v: %s", err, out)
 	}
 	r.rowEnv = b.rowEnv(state)
+	// A fresh host, with no index cache: one warmed on the intact base
+	// would still know the locations a tampered index object held (its
+	// name, which the cache goes by, is unchanged), and the row would
+	// test the cache instead of what the vault itself gives a new host.
+	r.rowEnv["LIFEBOAT_CACHE_DIR"] = filepath.Join(t.TempDir(), "cache")
 	return r
 }
 
