@@ -357,17 +357,15 @@ cannot be stored.`,
 				inst.start = lv.start // one --start flag for both
 				return a.runInstant(cmd, &inst, job.InstantRestore{Machine: machine, Point: args[0], Vault: a.vaultURL, Dir: absPath(to), Suffix: suffix, NewMACs: newMACs})
 			}
+			spec := job.Restore{Machine: machine, Point: args[0], Dir: to, Disk: diskName, File: toFile,
+				InPlace: inPlace, Format: format, Suffix: suffix, NewMACs: newMACs}
+			lv.apply(&spec)
 			if rem.server != "" {
 				// Through the server, on an agent's host: paths are as
 				// that host sees them, so they are sent as given.
-				body := api.RestoreJSON{Point: args[0], Agent: agentName, Dir: to, Disk: diskName, File: toFile, InPlace: inPlace,
-					Format: format, Suffix: suffix, NewMACs: newMACs,
-					LibvirtDefine: lv.define, Name: lv.name, Start: lv.start, Connect: lv.connect}
-				return a.queueAndWait(ctx, &rem, "/v1/machines/"+url.PathEscape(machine)+"/restore", body, wait)
+				return a.queueAndWait(ctx, &rem, "/v1/machines/"+url.PathEscape(machine)+"/restore", api.RestoreJSON{Restore: spec, Agent: agentName}, wait)
 			}
-			spec := job.Restore{Machine: machine, Point: args[0], Vault: a.vaultURL, Dir: absPath(to), Disk: diskName, File: absPath(toFile),
-				InPlace: inPlace, Format: format, Suffix: suffix, NewMACs: newMACs}
-			lv.apply(&spec)
+			spec.Vault, spec.Dir, spec.File = a.vaultURL, absPath(to), absPath(toFile)
 			if err := spec.Validate(); err != nil {
 				return restoreFlagError(err)
 			}
@@ -382,19 +380,8 @@ cannot be stored.`,
 				return err
 			}
 			p, targets, st, defPath, def := res.Point, res.Targets, res.Stats, res.DefinitionPath, res.Definition
-			files, formats := map[string]string{}, map[string]string{}
-			for _, t := range targets {
-				files[t.Disk.Name], formats[t.Disk.Name] = t.Path, t.Format
-			}
 			if a.jsonOut {
-				out := map[string]any{"point": p.ID.String(), "machine": machine, "disks": files, "formats": formats, "definition": defPath, "stats": st}
-				if def != nil && len(def.MACs) > 0 {
-					out["new_macs"] = def.MACs
-				}
-				if res.Domain != nil {
-					out["domain"] = map[string]any{"name": res.Domain.Name, "uuid": res.Domain.UUID, "running": res.Domain.Running}
-				}
-				return a.printJSON(out)
+				return a.printJSON(res.Report())
 			}
 			if !a.quiet {
 				d := time.Duration(st.DurationMS) * time.Millisecond

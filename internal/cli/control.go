@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -31,28 +32,11 @@ func (a *app) addRemoteFlags(cmd *cobra.Command, r *remote) {
 }
 
 func (a *app) client(r *remote) (*api.Client, error) {
-	srv := r.server
-	if srv == "" {
-		srv = a.env.Getenv("LIFEBOAT_SERVER")
+	c, err := api.Connect(r.server, r.tokenFile, a.env.Getenv)
+	if errors.Is(err, api.ErrSettings) {
+		return nil, usageError{err}
 	}
-	if srv == "" {
-		srv = "http://127.0.0.1:8080"
-	}
-	if u, err := url.Parse(srv); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, usageError{fmt.Errorf("--server %q: want http://HOST:PORT or https://HOST:PORT", srv)}
-	}
-	tok := a.env.Getenv("LIFEBOAT_TOKEN")
-	if r.tokenFile != "" {
-		raw, err := os.ReadFile(r.tokenFile)
-		if err != nil {
-			return nil, usageError{fmt.Errorf("reading --token-file: %w", err)}
-		}
-		tok = strings.TrimSpace(string(raw))
-	}
-	if tok == "" {
-		return nil, usageError{fmt.Errorf("no API token: use --token-file (the server wrote its first one to DATA/admin.token) or LIFEBOAT_TOKEN")}
-	}
-	return &api.Client{URL: srv, Token: tok}, nil
+	return c, err
 }
 
 // call sends one request and prints the answer: as JSON with --json,
@@ -159,32 +143,13 @@ protection: an explicit choice, never alerted on. Durations: 90s, 15m, 4h, 1d.`,
 	return cmd
 }
 
-// vaultRef turns --vault NAME|URL into a vault name, registering a URL
-// (a directory or s3://…) with the server under a name derived from it.
+// vaultRef turns --vault NAME|URL into a vault name (api.Client.VaultRef).
 func (a *app) vaultRef(ctx context.Context, r *remote, ref string) (string, error) {
-	if ref == "" || !strings.ContainsAny(ref, "/:") {
-		return ref, nil
-	}
-	var b strings.Builder
-	for _, c := range strings.TrimPrefix(ref, "s3://") {
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' {
-			b.WriteRune(c)
-		} else if b.Len() > 0 && !strings.HasSuffix(b.String(), "-") {
-			b.WriteByte('-')
-		}
-	}
-	name := strings.Trim(b.String(), "-.")
-	if len(name) > 63 {
-		name = name[len(name)-63:]
-	}
 	c, err := a.client(r)
 	if err != nil {
 		return "", err
 	}
-	if err := c.Do(ctx, "PUT", "/v1/vaults/"+url.PathEscape(name), map[string]string{"url": ref}, nil); err != nil {
-		return "", err
-	}
-	return name, nil
+	return c.VaultRef(ctx, ref)
 }
 
 func (a *app) policyCommand() *cobra.Command {
@@ -523,15 +488,8 @@ func (a *app) queueAndWait(ctx context.Context, r *remote, path string, body any
 	if !a.jsonOut {
 		a.printf("job %s queued; waiting\n", j.ID)
 	}
-	for j.State == catalog.Queued || j.State == catalog.Running {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Second):
-		}
-		if err := c.Do(ctx, "GET", "/v1/jobs/"+j.ID, nil, &j); err != nil {
-			return err
-		}
+	if j, err = c.Wait(ctx, j, time.Second); err != nil {
+		return err
 	}
 	if a.jsonOut {
 		a.printJSON(j)
