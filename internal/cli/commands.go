@@ -15,6 +15,7 @@ import (
 	"lifeboat/internal/catalog"
 	"lifeboat/internal/drill"
 	"lifeboat/internal/job"
+	"lifeboat/internal/location"
 	"lifeboat/internal/policy"
 	"lifeboat/internal/recovery"
 	"lifeboat/internal/restore"
@@ -85,9 +86,9 @@ and say until when. See docs/security.md for the credentials to give hosts.`,
 			if err := vault.CheckNewPassphrase(pw); err != nil {
 				return err
 			}
-			store, err := a.store(ctx, a.vaultURL, true, a.env.Getenv)
+			store, err := location.Store(ctx, a.vaultURL, true, a.env.Getenv)
 			if err != nil {
-				return err
+				return invalidInput(err)
 			}
 			var v *vault.Vault
 			if copyOf.from != "" {

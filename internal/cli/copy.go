@@ -30,17 +30,11 @@ const (
 // prefix+NAME first (location.PrefixedEnv), and checks that a vault is
 // there; a missing vault's error is prefixed with what, if any.
 func (a *app) existing(ctx context.Context, url, prefix, what string) (blob.Store, error) {
-	store, err := a.store(ctx, url, false, location.PrefixedEnv(prefix, a.env.Getenv))
-	if err != nil {
-		return nil, err
+	store, err := location.Existing(ctx, url, location.PrefixedEnv(prefix, a.env.Getenv))
+	if err != nil && what != "" && !errors.Is(err, location.ErrInvalid) {
+		err = fmt.Errorf("%s: %w", what, err)
 	}
-	if _, err := vault.ReadConfig(ctx, store); err != nil {
-		if what != "" {
-			err = fmt.Errorf("%s: %w", what, err)
-		}
-		return nil, err
-	}
-	return store, nil
+	return store, invalidInput(err)
 }
 
 // openSource opens the source vault of a copy at url: its own variables
@@ -54,8 +48,8 @@ func (a *app) openSource(ctx context.Context, url, passwordFile string) (*vault.
 	var pw []byte
 	switch {
 	case passwordFile != "":
-		if pw, err = a.readPasswordFile("--from-password-file", passwordFile); err != nil {
-			return nil, err
+		if pw, err = location.PassphraseFile("--from-password-file", passwordFile, a.warn); err != nil {
+			return nil, invalidInput(err)
 		}
 	case a.env.Getenv(envFrom+"PASSWORD") != "":
 		pw = []byte(a.env.Getenv(envFrom + "PASSWORD"))

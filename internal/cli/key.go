@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"text/tabwriter"
@@ -158,16 +157,14 @@ written after the rekey. Vault copies take the new key on their next
 func (a *app) newPassphrase(file string) (p []byte, err error) {
 	switch {
 	case file != "":
-		p, err = a.readPasswordFile("--new-password-file", file)
+		p, err = location.PassphraseFile("--new-password-file", file, a.warn)
 	case a.env.Getenv("LIFEBOAT_NEW_PASSWORD") != "":
 		p = []byte(a.env.Getenv("LIFEBOAT_NEW_PASSWORD"))
 	default:
-		if p, err = location.AskNew(os.Stdin, a.env.Stderr); errors.Is(err, location.ErrInvalid) {
-			err = usageError{err}
-		}
+		p, err = location.AskNew(os.Stdin, a.env.Stderr)
 	}
 	if err != nil {
-		return nil, err
+		return nil, invalidInput(err)
 	}
 	return p, vault.CheckNewPassphrase(p)
 }

@@ -11,11 +11,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/spf13/cobra"
 
-	"lifeboat/internal/blob"
+	"lifeboat/internal/bytesize"
 	"lifeboat/internal/clock"
 	"lifeboat/internal/indexcache"
 	"lifeboat/internal/lastseen"
@@ -127,33 +126,18 @@ Exit codes:
 	return root
 }
 
-// passphrase reads the passphrase from --password-file, else from the
-// file LIFEBOAT_PASSWORD_FILE names, else from LIFEBOAT_PASSWORD.
+// passphrase is location.Passphrase of --password-file and the environment.
 func (a *app) passphrase() ([]byte, error) {
-	file, from := a.passwordFile, "--password-file"
-	if file == "" {
-		file, from = a.env.Getenv("LIFEBOAT_PASSWORD_FILE"), "LIFEBOAT_PASSWORD_FILE"
-	}
-	if file != "" {
-		return a.readPasswordFile(from, file)
-	}
-	if p := a.env.Getenv("LIFEBOAT_PASSWORD"); p != "" {
-		return []byte(p), nil
-	}
-	return nil, usageError{errors.New("no passphrase: use --password-file, or set LIFEBOAT_PASSWORD_FILE or LIFEBOAT_PASSWORD")}
+	p, err := location.Passphrase(a.passwordFile, "--password-file", a.env.Getenv, a.warn)
+	return p, invalidInput(err)
 }
 
-// readPasswordFile reads the passphrase in file, which flag (or variable)
-// from named, warning when others may read it.
-func (a *app) readPasswordFile(from, file string) ([]byte, error) {
-	p, warning, err := location.ReadPasswordFile(file)
-	if warning != "" {
-		a.warnf("%s", warning)
+// invalidInput marks a location's bad input as a usage error.
+func invalidInput(err error) error {
+	if errors.Is(err, location.ErrInvalid) {
+		return usageError{err}
 	}
-	if err != nil {
-		return nil, usageError{fmt.Errorf("reading %s: %w", from, err)}
-	}
-	return p, nil
+	return err
 }
 
 func (a *app) options() vault.Options {
@@ -178,24 +162,12 @@ func (a *app) indexCacheDir() string {
 	return d
 }
 
-// store opens a vault URL's store; a bad URL is a usage error.
-func (a *app) store(ctx context.Context, url string, create bool, getenv func(string) string) (blob.Store, error) {
-	s, err := location.Store(ctx, url, create, getenv)
-	if errors.Is(err, location.ErrInvalid) {
-		return nil, usageError{err}
-	}
-	return s, err
-}
-
-// open opens the vault named by --vault.
+// open opens the vault named by --vault; a missing or newer vault is
+// reported before the passphrase is asked for.
 func (a *app) open(ctx context.Context) (*vault.Vault, error) {
-	store, err := a.store(ctx, a.vaultURL, false, a.env.Getenv)
+	store, err := location.Existing(ctx, a.vaultURL, a.env.Getenv)
 	if err != nil {
-		return nil, err
-	}
-	// Report a missing or newer vault before asking for a passphrase.
-	if _, err := vault.ReadConfig(ctx, store); err != nil {
-		return nil, err
+		return nil, invalidInput(err)
 	}
 	pw, err := a.passphrase()
 	if err != nil {
@@ -235,22 +207,4 @@ func (a *app) warnf(format string, args ...any) {
 	fmt.Fprintf(a.env.Stderr, "lifeboat: warning: "+format+"\n", args...)
 }
 
-// parseSize parses "256K", "1M", "4MiB", "65536".
-func parseSize(s string) (int, error) {
-	t := strings.ToUpper(strings.TrimSpace(s))
-	t = strings.TrimSuffix(strings.TrimSuffix(t, "IB"), "B")
-	mult := 1
-	switch {
-	case strings.HasSuffix(t, "K"):
-		mult, t = 1<<10, t[:len(t)-1]
-	case strings.HasSuffix(t, "M"):
-		mult, t = 1<<20, t[:len(t)-1]
-	case strings.HasSuffix(t, "G"):
-		mult, t = 1<<30, t[:len(t)-1]
-	}
-	var n int
-	if _, err := fmt.Sscanf(t, "%d", &n); err != nil || n <= 0 || fmt.Sprint(n) != t {
-		return 0, fmt.Errorf("invalid size %q (examples: 256K, 1M, 4MiB)", s)
-	}
-	return n * mult, nil
-}
+var parseSize = bytesize.Parse

@@ -1,0 +1,91 @@
+package location
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"lifeboat/internal/crypto"
+	"lifeboat/internal/vault"
+)
+
+// The passphrase comes from the flag's file, else LIFEBOAT_PASSWORD_FILE's,
+// else LIFEBOAT_PASSWORD; a file others can read is warned about.
+func TestPassphrase(t *testing.T) {
+	dir := t.TempDir()
+	flagFile, envFile, open := filepath.Join(dir, "flag"), filepath.Join(dir, "env"), filepath.Join(dir, "open")
+	for f, mode := range map[string]os.FileMode{flagFile: 0o600, envFile: 0o600, open: 0o644} {
+		if err := os.WriteFile(f, []byte(filepath.Base(f)+"-secret\n"), mode); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(f, mode)
+	}
+	for _, c := range []struct {
+		name, file string
+		env        map[string]string
+		want, warn string
+		err        string
+	}{
+		{name: "flag file first", file: flagFile, env: map[string]string{"LIFEBOAT_PASSWORD_FILE": envFile, "LIFEBOAT_PASSWORD": "x"}, want: "flag-secret"},
+		{name: "env file next", env: map[string]string{"LIFEBOAT_PASSWORD_FILE": envFile, "LIFEBOAT_PASSWORD": "x"}, want: "env-secret"},
+		{name: "env last", env: map[string]string{"LIFEBOAT_PASSWORD": "x"}, want: "x"},
+		{name: "readable by all", file: open, want: "open-secret", warn: "readable by every user"},
+		{name: "none", err: "no passphrase: use --password-file"},
+		{name: "missing flag file", file: filepath.Join(dir, "gone"), err: "reading --password-file:"},
+		{name: "missing env file", env: map[string]string{"LIFEBOAT_PASSWORD_FILE": filepath.Join(dir, "gone")}, err: "reading LIFEBOAT_PASSWORD_FILE:"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var warned []string
+			p, err := Passphrase(c.file, "--password-file", func(k string) string { return c.env[k] }, func(s string) { warned = append(warned, s) })
+			if c.err != "" {
+				if err == nil || !strings.Contains(err.Error(), c.err) || !errors.Is(err, ErrInvalid) {
+					t.Fatalf("err %v, want %q and ErrInvalid", err, c.err)
+				}
+				return
+			}
+			if err != nil || string(p) != c.want {
+				t.Fatalf("passphrase %q, %v; want %q", p, err, c.want)
+			}
+			if (c.warn == "") != (len(warned) == 0) || c.warn != "" && !strings.Contains(warned[0], c.warn) {
+				t.Fatalf("warnings %q, want %q", warned, c.warn)
+			}
+		})
+	}
+	if _, err := PassphraseFile("--new-password-file", filepath.Join(dir, "gone"), nil); !errors.Is(err, os.ErrNotExist) || !errors.Is(err, ErrInvalid) {
+		t.Fatalf("a missing file: %v", err)
+	}
+}
+
+// Existing finds a vault, names a missing one, and refuses a bad URL
+// before touching storage.
+func TestExisting(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	getenv := func(string) string { return "" }
+	if _, err := Existing(ctx, "ftp://x/y", getenv); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("bad scheme: %v", err)
+	}
+	if _, err := Existing(ctx, filepath.Join(dir, "none"), getenv); !errors.Is(err, vault.ErrNoVault) {
+		t.Fatalf("no directory: %v", err)
+	}
+	if _, err := Existing(ctx, dir, getenv); !errors.Is(err, vault.ErrNoVault) {
+		t.Fatalf("empty directory: %v", err)
+	}
+	store, err := Store(ctx, dir, false, getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cheap := vault.Options{KDF: crypto.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}}
+	if _, err := vault.Init(ctx, store, []byte("a long passphrase"), cheap); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Existing(ctx, dir, getenv); err != nil {
+		t.Fatalf("a vault: %v", err)
+	}
+	if _, err := Open(ctx, dir, getenv, []byte("a long passphrase"), cheap); err != nil {
+		t.Fatalf("open: %v", err)
+	}
+}
