@@ -5,14 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"lifeboat/internal/backup"
-	"lifeboat/internal/capture"
 	"lifeboat/internal/job"
 	"lifeboat/internal/live"
 	"lifeboat/internal/quiesce"
@@ -159,6 +157,7 @@ func (a *app) runBackup(ctx context.Context, bf backupFlags) error {
 		return usageError{errors.New("--freeze-timeout and --hook-timeout must be positive")}
 	}
 	var def *recovery.Definition
+	var err error
 	if bf.definition != "" {
 		data, err := os.ReadFile(bf.definition)
 		if err != nil {
@@ -173,18 +172,12 @@ func (a *app) runBackup(ctx context.Context, bf backupFlags) error {
 		for _, d := range bf.disks {
 			spec.Disks = append(spec.Disks, job.Disk{Name: d})
 		}
-	} else {
-		names, paths, err := diskSpecs(bf.disks, def)
-		if err != nil {
-			return err
+	} else if spec.Disks, err = job.LocalDisks(bf.disks, def); err != nil {
+		var ie *job.InvalidError
+		if errors.As(err, &ie) {
+			return usageError{errors.New(ie.Reason)}
 		}
-		for i := range names {
-			path := paths[i]
-			if !capture.IsNBD(path) {
-				path = absPath(path)
-			}
-			spec.Disks = append(spec.Disks, job.Disk{Name: names[i], Path: path})
-		}
+		return err
 	}
 	if err := spec.Validate(); err != nil {
 		var ie *job.InvalidError
@@ -214,17 +207,7 @@ func (a *app) runBackup(ctx context.Context, bf backupFlags) error {
 	return err // a point less consistent than required
 }
 
-// absPath makes a local path absolute, as job specs want (the agent that
-// runs a job may not share the caller's directory).
-func absPath(p string) string {
-	if p == "" {
-		return ""
-	}
-	if abs, err := filepath.Abs(p); err == nil {
-		return abs
-	}
-	return p
-}
+var absPath = job.AbsPath
 
 // specFlags names the flag behind each field of a backup spec.
 var specFlags = map[string]string{"machine": "--machine", "disks": "--disk", "vault": "--vault", "consistency": "--consistency",
@@ -259,13 +242,9 @@ func (a *app) reportPoint(machine string, p *recovery.Point) error {
 	if a.jsonOut {
 		return a.printJSON(pointJSON(p))
 	}
-	var newBytes int64
-	for _, d := range p.Disks {
-		newBytes += d.Stats.NewBytes
-	}
 	if !a.quiet {
 		fmt.Fprintf(a.env.Stderr, "point %s of %s (%s-consistent): %d disk(s), %s, %s new, %s stored in %s\n", p.ID.Short(), machine,
-			p.Consistency, len(p.Disks), size(p.Size()), size(newBytes), size(p.Stats.StoredBytes), time.Duration(p.Stats.DurationMS)*time.Millisecond)
+			p.Consistency, len(p.Disks), size(p.Size()), size(pointJSON(p).NewBytes()), size(p.Stats.StoredBytes), time.Duration(p.Stats.DurationMS)*time.Millisecond)
 	}
 	a.printf("%s\n", p.ID)
 	return nil
@@ -300,10 +279,6 @@ func (a *app) watchdogCommand() *cobra.Command {
 	cmd.Flags().StringVar(&connect, "connect", "", "libvirt daemon URI for --libvirt")
 	cmd.Flags().BoolVar(&mounts, "mounts-on-stdin", false, "thaw the mounts announced on stdin (+MOUNT, -MOUNT)")
 	return cmd
-}
-
-func isNBD(path string) bool {
-	return strings.HasPrefix(path, "nbd://") || strings.HasPrefix(path, "nbd+unix://") || strings.HasPrefix(path, "nbds://")
 }
 
 // executable is lifeboat's own binary, which thaw watchdogs re-run.

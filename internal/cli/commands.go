@@ -163,17 +163,6 @@ func restoreFlagError(err error) error {
 	return err
 }
 
-// diskSpecs is job.DiskSpecs of --disk values; two disks of one name are a
-// usage error.
-func diskSpecs(values []string, def *recovery.Definition) (names, paths []string, err error) {
-	names, paths, err = job.DiskSpecs(values, def)
-	var ie *job.InvalidError
-	if errors.As(err, &ie) {
-		return nil, nil, usageError{errors.New(ie.Reason)}
-	}
-	return names, paths, err
-}
-
 // pointJSON is a point as points --json shows it.
 var pointJSON = job.PointOf
 

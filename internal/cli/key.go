@@ -152,21 +152,10 @@ written after the rekey. Vault copies take the new key on their next
 	return cmd
 }
 
-// newPassphrase reads a new passphrase from file, else LIFEBOAT_NEW_PASSWORD,
-// else asks for it twice on the terminal; it must be strong enough.
-func (a *app) newPassphrase(file string) (p []byte, err error) {
-	switch {
-	case file != "":
-		p, err = location.PassphraseFile("--new-password-file", file, a.warn)
-	case a.env.Getenv("LIFEBOAT_NEW_PASSWORD") != "":
-		p = []byte(a.env.Getenv("LIFEBOAT_NEW_PASSWORD"))
-	default:
-		p, err = location.AskNew(os.Stdin, a.env.Stderr)
-	}
-	if err != nil {
-		return nil, invalidInput(err)
-	}
-	return p, vault.CheckNewPassphrase(p)
+// newPassphrase is location.NewPassphrase with --new-password-file file.
+func (a *app) newPassphrase(file string) ([]byte, error) {
+	p, err := location.NewPassphrase(file, a.env.Getenv, os.Stdin, a.env.Stderr, a.warn)
+	return p, invalidInput(err)
 }
 
 func (a *app) printRemoved(gone []vault.KeyInfo) {

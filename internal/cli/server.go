@@ -80,13 +80,7 @@ afresh.`,
 			cfg.Log = slog.New(slog.NewTextHandler(a.env.Stderr, nil))
 			cfg.VaultOptions = a.options()
 			cfg.Getenv = a.env.Getenv
-			cfg.Passphrase = func(url string) ([]byte, error) {
-				pw, err := a.passphrase()
-				if err != nil {
-					return nil, fmt.Errorf("no passphrase for vault %s: start lifeboat with --password-file, LIFEBOAT_PASSWORD_FILE or LIFEBOAT_PASSWORD", url)
-				}
-				return pw, nil
-			}
+			cfg.Passphrase = a.vaultPassphrase
 			if !noAgent {
 				runner, err := a.jobRunner(cfg.DataDir)
 				if err != nil {
@@ -134,12 +128,18 @@ func (a *app) jobRunner(dataDir string) (*agent.Jobs, error) {
 					return pw, nil
 				}
 			}
-			pw, err := a.passphrase()
-			if err != nil {
-				return nil, fmt.Errorf("no passphrase for vault %s: start lifeboat with --password-file, LIFEBOAT_PASSWORD_FILE or LIFEBOAT_PASSWORD", url)
-			}
-			return pw, nil
+			return a.vaultPassphrase(url)
 		}}, nil
+}
+
+// vaultPassphrase is the passphrase a server or agent unlocks the vault at
+// url with: this process's.
+func (a *app) vaultPassphrase(url string) ([]byte, error) {
+	pw, err := a.passphrase()
+	if err != nil {
+		return nil, fmt.Errorf("no passphrase for vault %s: start lifeboat with --password-file, LIFEBOAT_PASSWORD_FILE or LIFEBOAT_PASSWORD", url)
+	}
+	return pw, nil
 }
 
 func (a *app) agentCommand() *cobra.Command {

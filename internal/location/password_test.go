@@ -3,6 +3,7 @@ package location
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -87,5 +88,40 @@ func TestExisting(t *testing.T) {
 	}
 	if _, err := Open(ctx, dir, getenv, []byte("a long passphrase"), cheap); err != nil {
 		t.Fatalf("open: %v", err)
+	}
+}
+
+// A new passphrase comes from its file, else LIFEBOAT_NEW_PASSWORD, else
+// the terminal; a weak one is refused.
+func TestNewPassphrase(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "new")
+	if err := os.WriteFile(file, []byte("a long new passphrase\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	w.Close()
+	env := map[string]string{"LIFEBOAT_NEW_PASSWORD": "another long one"}
+	getenv := func(k string) string { return env[k] }
+	if p, err := NewPassphrase(file, getenv, r, io.Discard, nil); err != nil || string(p) != "a long new passphrase" {
+		t.Fatalf("from the file: %q %v", p, err)
+	}
+	if p, err := NewPassphrase("", getenv, r, io.Discard, nil); err != nil || string(p) != "another long one" {
+		t.Fatalf("from the variable: %q %v", p, err)
+	}
+	env["LIFEBOAT_NEW_PASSWORD"] = "short"
+	if _, err := NewPassphrase("", getenv, r, io.Discard, nil); !errors.Is(err, vault.ErrWeakPassphrase) {
+		t.Fatalf("a weak one: %v", err)
+	}
+	delete(env, "LIFEBOAT_NEW_PASSWORD")
+	if _, err := NewPassphrase("", getenv, r, io.Discard, nil); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "no new passphrase") {
+		t.Fatalf("no terminal: %v", err)
+	}
+	if _, err := NewPassphrase(filepath.Join(dir, "gone"), getenv, r, io.Discard, nil); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "reading --new-password-file") {
+		t.Fatalf("missing file: %v", err)
 	}
 }
