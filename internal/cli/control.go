@@ -97,12 +97,8 @@ func (a *app) tierCommand() *cobra.Command {
 	add := &cobra.Command{
 		Use:   "add NAME (--rpo DURATION [--rto DURATION] | --none)",
 		Short: "Create or replace a tier",
-		Long: `Create or replace a protection tier: the recovery point objective (how old the
-newest good point may be) and the recovery time objective its machines are held
-to. A machine whose newest point is older than 80% of its RPO is "warning", older
-than the RPO "missed" (an alert). --none makes a tier that asks for no
-protection: an explicit choice, never alerted on. Durations: 90s, 15m, 4h, 1d.`,
-		Args: cobra.ExactArgs(1),
+		Long:  help("tier-add"),
+		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			body := map[string]any{"none": none}
 			if rpo != "" {
@@ -161,21 +157,8 @@ func (a *app) policyCommand() *cobra.Command {
 	add := &cobra.Command{
 		Use:   "add NAME (--every DURATION | --cron EXPR) --vault NAME|URL [--keep-… N]",
 		Short: "Create or replace a backup policy",
-		Long: `Create or replace a backup policy: when its machines are backed up (--every
-15m, or --cron "30 2 * * *" in UTC, or @hourly, @daily; CRON_TZ=Zone to change
-the zone), across which window their starts are spread (--stagger, shorter than
-the time between runs), how consistent (--consistency crash|file|app), into
-which vault (a name the server knows, or a directory or s3:// URL, registered
-on the way), copied to which second vault after each backup (--copy-to), and
-how long points are kept (--keep-last, --keep-hourly, --keep-daily,
---keep-weekly, --keep-monthly, --keep-yearly N, --keep-within DURATION; the
-rules of 'lifeboat forget').
-
-After each successful backup the server copies the machine's new points to
-the --copy-to vault (made with 'lifeboat vault init --copy-of' the first) and
-forgets the points its retention does not keep; it prunes each such vault
-once a day.`,
-		Args: cobra.ExactArgs(1),
+		Long:  help("policy-add"),
+		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			var err error
@@ -251,25 +234,13 @@ func (a *app) machineCommand() *cobra.Command {
 	add := &cobra.Command{
 		Use:   "add NAME (--disk NAME=PATH … | --qmp SOCKET [--guest-agent SOCKET] | --libvirt DOMAIN [--connect URI]) [--agent NAME]",
 		Short: "Register a machine and where its disks are read",
-		Long: `Register a machine with the server: its disks (--disk NAME=PATH, repeatable: an
-image file, a block device or an nbd:// URL, absolute, as seen on the agent's
-host) or a running QEMU's QMP socket (--qmp, with --guest-agent to freeze its
-filesystems) or a libvirt domain (--libvirt, at --connect: docs/libvirt.md; the
-agents offer their hosts' domains in 'GET /v1/agents'), the agent whose host reads them (--agent; default: the server's built-in
-agent, whose host is the server's), and its
-definition (--definition FILE, docs/definition.md). Then protect it with
-'lifeboat protect'.`,
-		Args: cobra.ExactArgs(1),
+		Long:  help("machine-add"),
+		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			for _, d := range disks {
-				name, path, ok := strings.Cut(d, "=")
-				if !ok {
-					if src.QMP == "" && src.Libvirt == "" {
-						return usageError{fmt.Errorf("--disk %q: give NAME=PATH", d)}
-					}
-					name, path = d, ""
-				}
-				src.Disks = append(src.Disks, job.Disk{Name: name, Path: path})
+			if err := src.AddDisks(disks); err != nil {
+				var ie *job.InvalidError
+				errors.As(err, &ie)
+				return usageError{fmt.Errorf("--disk %s", ie.Reason)}
 			}
 			if definition != "" {
 				raw, err := os.ReadFile(definition)
@@ -346,9 +317,8 @@ func (a *app) backupNowCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "backup-now MACHINE [--wait]",
 		Short: "Queue a backup of a protected machine now (server)",
-		Long: `Queue a backup of MACHINE under its policy now and print the job's ID. With
---wait, follow the job until it ends and exit non-zero if it failed.`,
-		Args: cobra.ExactArgs(1),
+		Long:  help("backup-now"),
+		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.queueAndWait(cmd.Context(), &r, "/v1/machines/"+url.PathEscape(args[0])+"/backup", nil, wait)
 		},
@@ -429,11 +399,8 @@ func (a *app) tokenCommand() *cobra.Command {
 	add := &cobra.Command{
 		Use:   "add NAME --role admin|operator|viewer|agent",
 		Short: "Make a token and print its secret (shown once)",
-		Long: `Make an API token and print its secret, which the server does not keep (only
-its hash): store it in a file of mode 0600 and give it with --token-file.
-An agent's token carries the name of its host: jobs of machines added with
---agent NAME go to it.`,
-		Args: cobra.ExactArgs(1),
+		Long:  help("token-add"),
+		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var t api.NewTokenJSON
 			return a.call(cmd.Context(), &r, "POST", "/v1/tokens", api.NewTokenJSON{Name: args[0], Role: role}, &t, func() {

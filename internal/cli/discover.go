@@ -16,17 +16,8 @@ func (a *app) machineDiscoverCommand(r *remote) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "discover [--agent NAME] [--under DIR]",
 		Short: "List the running QEMU machines of an agent's host, to add with --qmp",
-		Long: `Ask an agent (the server's built-in agent unless --agent names another) for the
-QEMU machines running on its host: qemu-system and qemu-storage-daemon
-processes with a QMP unix socket (-qmp, -chardev with -mon mode=control,
---monitor), read from /proc, and QMP sockets found in /run/qemu* — each with its
-name (-name), guest agent socket and disks, probed over QMP. A socket busy with
-another QMP client is listed with the reason. Sockets under libvirt's
-directories are left to libvirt. --under keeps only the sockets under a
-directory. Add one with:
-
-  lifeboat machine add NAME --qmp SOCKET [--guest-agent SOCKET] --agent AGENT`,
-		Args: cobra.NoArgs,
+		Long:  help("machine-discover"),
+		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.client(r)
 			if err != nil {

@@ -4,7 +4,6 @@
 package cli
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -77,31 +76,9 @@ func Main(ctx context.Context, args []string, env Env) int {
 
 func (a *app) rootCommand() *cobra.Command {
 	root := &cobra.Command{
-		Use:   "lifeboat",
-		Short: "Backup and disaster recovery for virtual machine disks",
-		Long: `lifeboat backs up every disk of a machine (raw images, block devices) into an
-encrypted, deduplicated vault on a local directory or an S3 bucket, and restores them.
-
-Vault:       --vault PATH | s3://bucket/prefix | lifeboat+https://host:port   (or LIFEBOAT_VAULT)
-Passphrase:  --password-file FILE  (or LIFEBOAT_PASSWORD_FILE=FILE, or LIFEBOAT_PASSWORD
-             giving it directly; first found in that order); a new passphrase needs
-             12 characters or more; a password file others can read is warned about
-S3:          LIFEBOAT_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
-             AWS_SESSION_TOKEN (temporary credentials);
-             LIFEBOAT_S3_STALL_TIMEOUT (1m), LIFEBOAT_S3_RETRY_BUDGET (2m) bound a stalled server;
-             LIFEBOAT_S3_CREATE_ONLY=1 never replaces an object (If-None-Match: *);
-             plain http:// endpoints are accepted for loopback addresses only.
-Served:      lifeboat+https://host:port is a directory vault served by 'lifeboat vault
-             serve'; its token in LIFEBOAT_VAULT_TOKEN_FILE (or LIFEBOAT_VAULT_TOKEN).
-
-Exit codes:
-  0 success            1 error               2 bad usage or input
-  3 wrong passphrase   4 no vault there      5 corruption found / verify failed
-  6 vault format newer than this lifeboat    7 storage unreachable or refusing
-  8 no such point, machine or disk           9 a disk unreadable (backup) or
-                                               unwritable (restore, no room)
- 10 point written, but less consistent       130 interrupted
-    than backup --require-consistency asked`,
+		Use:           "lifeboat",
+		Short:         "Backup and disaster recovery for virtual machine disks",
+		Long:          help("lifeboat"),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRun: func(cmd *cobra.Command, args []string) {
@@ -141,7 +118,7 @@ func invalidInput(err error) error {
 }
 
 func (a *app) options() vault.Options {
-	o := vault.Options{Clock: a.env.Clock, Warn: func(s string) { a.warnf("%s", s) }, CacheDir: a.indexCacheDir()}
+	o := vault.Options{Clock: a.env.Clock, Warn: func(s string) { a.warnf("%s", s) }, CacheDir: indexcache.Dir(a.cacheDir, a.env.Getenv)}
 	// Without a state directory book() warns; here it is enough to skip.
 	if b, err := lastseen.FromEnv(a.env.Getenv); err == nil {
 		o.Keys = b
@@ -150,16 +127,6 @@ func (a *app) options() vault.Options {
 		o.KDF = a.env.KDF.KDF
 	}
 	return o
-}
-
-// indexCacheDir is --cache-dir, else LIFEBOAT_CACHE_DIR, else the
-// default; "off" in either keeps no cache.
-func (a *app) indexCacheDir() string {
-	d := cmp.Or(a.cacheDir, a.env.Getenv("LIFEBOAT_CACHE_DIR"), indexcache.DefaultDir(a.env.Getenv))
-	if d == "off" {
-		return ""
-	}
-	return d
 }
 
 // open opens the vault named by --vault; a missing or newer vault is
