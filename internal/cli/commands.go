@@ -155,15 +155,11 @@ func (a *app) pointsCommand() *cobra.Command {
 				if deleted {
 					return usageError{errors.New("--deleted reads the vault: give --vault, not --server")}
 				}
-				var ps []catalog.Point
-				return a.call(cmd.Context(), &rem, "GET", "/v1/machines/"+url.PathEscape(machine)+"/points", nil, &ps, func() {
-					a.table("ID\tTIME\tCONSISTENCY\tCHANGES\tSIZE\tVAULT\tNOTES", func(w *tabwriter.Writer) {
-						for _, p := range ps {
-							fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID[:min(12, len(p.ID))], when(p.Time), p.Consistency,
-								orDash(p.ChangeSource), size(p.Size), p.Vault, p.Notes)
-						}
+				return getTable(cmd.Context(), a, &rem, "/v1/machines/"+url.PathEscape(machine)+"/points", "ID\tTIME\tCONSISTENCY\tCHANGES\tSIZE\tVAULT\tNOTES",
+					func(p catalog.Point) string {
+						return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s", p.ID[:min(12, len(p.ID))], when(p.Time), p.Consistency,
+							orDash(p.ChangeSource), size(p.Size), p.Vault, p.Notes)
 					})
-				})
 			}
 			if deleted {
 				return a.pointsDeleted(cmd.Context(), machine)

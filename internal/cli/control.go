@@ -67,6 +67,25 @@ func (a *app) call(ctx context.Context, r *remote, method, path string, body any
 	return nil
 }
 
+// listCommand is a list command: GET path and print its items, a row
+// each, under header, or the answer as JSON with --json.
+func listCommand[T any](a *app, r *remote, use, short, path, header string, row func(T) string) *cobra.Command {
+	return &cobra.Command{Use: use, Short: short, Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return getTable(cmd.Context(), a, r, path, header, row) }}
+}
+
+// getTable GETs path and prints its items as listCommand does.
+func getTable[T any](ctx context.Context, a *app, r *remote, path, header string, row func(T) string) error {
+	var items []T
+	return a.call(ctx, r, "GET", path, nil, &items, func() {
+		a.table(header, func(w *tabwriter.Writer) {
+			for _, it := range items {
+				fmt.Fprintln(w, row(it))
+			}
+		})
+	})
+}
+
 func (a *app) table(header string, rows func(w *tabwriter.Writer)) {
 	w := tabwriter.NewWriter(a.env.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, header)
@@ -116,25 +135,14 @@ func (a *app) tierCommand() *cobra.Command {
 	add.Flags().StringVar(&rpo, "rpo", "", "recovery point objective, e.g. 15m, 4h, 1d")
 	add.Flags().StringVar(&rto, "rto", "", "recovery time objective, e.g. 15m")
 	add.Flags().BoolVar(&none, "none", false, "a tier that asks for no protection")
-	list := &cobra.Command{
-		Use: "list", Short: "List tiers", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var ts []api.TierJSON
-			return a.call(cmd.Context(), &r, "GET", "/v1/tiers", nil, &ts, func() {
-				a.table("NAME\tRPO\tRTO", func(w *tabwriter.Writer) {
-					for _, t := range ts {
-						if t.None {
-							fmt.Fprintf(w, "%s\tno protection\t-\n", t.Name)
-							continue
-						}
-						rpo, _ := t.RPO.MarshalJSON()
-						rto, _ := t.RTO.MarshalJSON()
-						fmt.Fprintf(w, "%s\t%s\t%s\n", t.Name, strings.Trim(string(rpo), `"`), strings.Trim(string(rto), `"`))
-					}
-				})
-			})
-		},
-	}
+	list := listCommand(a, &r, "list", "List tiers", "/v1/tiers", "NAME\tRPO\tRTO", func(t api.TierJSON) string {
+		if t.None {
+			return t.Name + "\tno protection\t-"
+		}
+		rpo, _ := t.RPO.MarshalJSON()
+		rto, _ := t.RTO.MarshalJSON()
+		return fmt.Sprintf("%s\t%s\t%s", t.Name, strings.Trim(string(rpo), `"`), strings.Trim(string(rto), `"`))
+	})
 	cmd.AddCommand(add, list)
 	return cmd
 }
@@ -202,24 +210,14 @@ func (a *app) policyCommand() *cobra.Command {
 	f.IntVar(&p.Keep.Monthly, "keep-monthly", 0, "keep the newest point of each of the last N months")
 	f.IntVar(&p.Keep.Yearly, "keep-yearly", 0, "keep the newest point of each of the last N years")
 	f.StringVar(&within, "keep-within", "", "keep every point newer than this (7d, 2w)")
-	list := &cobra.Command{
-		Use: "list", Short: "List backup policies", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var ps []api.PolicyJSON
-			return a.call(cmd.Context(), &r, "GET", "/v1/policies", nil, &ps, func() {
-				a.table("NAME\tSCHEDULE\tCONSISTENCY\tVAULT\tCOPY TO", func(w *tabwriter.Writer) {
-					for _, p := range ps {
-						sched := p.Cron
-						if sched == "" {
-							e, _ := p.Every.MarshalJSON()
-							sched = "every " + strings.Trim(string(e), `"`)
-						}
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", p.Name, sched, p.Consistency, p.Vault, orDash(p.CopyTo))
-					}
-				})
-			})
-		},
-	}
+	list := listCommand(a, &r, "list", "List backup policies", "/v1/policies", "NAME\tSCHEDULE\tCONSISTENCY\tVAULT\tCOPY TO", func(p api.PolicyJSON) string {
+		sched := p.Cron
+		if sched == "" {
+			e, _ := p.Every.MarshalJSON()
+			sched = "every " + strings.Trim(string(e), `"`)
+		}
+		return fmt.Sprintf("%s\t%s\t%s\t%s\t%s", p.Name, sched, p.Consistency, p.Vault, orDash(p.CopyTo))
+	})
 	cmd.AddCommand(add, list)
 	return cmd
 }
@@ -265,20 +263,11 @@ func (a *app) machineCommand() *cobra.Command {
 	f.StringVar(&src.Connect, "connect", "", "libvirt daemon URI with --libvirt (default qemu:///system)")
 	f.StringVar(&agent, "agent", "", "agent whose host reads the disks (default: the server's built-in agent)")
 	f.StringVar(&definition, "definition", "", "machine definition (JSON, lifeboat.machine/v1)")
-	list := &cobra.Command{
-		Use: "list", Short: "List machines with their protection and RPO state", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var ms []api.MachineJSON
-			return a.call(cmd.Context(), &r, "GET", "/v1/machines", nil, &ms, func() {
-				a.table("NAME\tAGENT\tTIER\tPOLICY\tRPO\tLAST POINT\tNEXT RUN", func(w *tabwriter.Writer) {
-					for _, m := range ms {
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, orDash(m.Agent), orDash(m.Tier), orDash(m.Policy),
-							orDash(m.RPOState), when(m.LastPoint), when(m.NextRun))
-					}
-				})
-			})
-		},
-	}
+	list := listCommand(a, &r, "list", "List machines with their protection and RPO state", "/v1/machines",
+		"NAME\tAGENT\tTIER\tPOLICY\tRPO\tLAST POINT\tNEXT RUN", func(m api.MachineJSON) string {
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s", m.Name, orDash(m.Agent), orDash(m.Tier), orDash(m.Policy),
+				orDash(m.RPOState), when(m.LastPoint), when(m.NextRun))
+		})
 	remove := &cobra.Command{
 		Use: "remove NAME", Short: "Remove a machine from the server (its points stay in the vault)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -343,13 +332,8 @@ func (a *app) jobCommand() *cobra.Command {
 			if state != "" {
 				q.Set("state", state)
 			}
-			var js []catalog.Job
-			return a.call(cmd.Context(), &r, "GET", "/v1/jobs?"+q.Encode(), nil, &js, func() {
-				a.table("ID\tKIND\tMACHINE\tSTATE\tATTEMPT\tCREATED\tERROR", func(w *tabwriter.Writer) {
-					for _, j := range js {
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", j.ID[:12], j.Kind, orDash(j.Machine), j.State, j.Attempt, j.MaxAttempts, when(j.Created), j.Error)
-					}
-				})
+			return getTable(cmd.Context(), a, &r, "/v1/jobs?"+q.Encode(), "ID\tKIND\tMACHINE\tSTATE\tATTEMPT\tCREATED\tERROR", func(j catalog.Job) string {
+				return fmt.Sprintf("%s\t%s\t%s\t%s\t%d/%d\t%s\t%s", j.ID[:12], j.Kind, orDash(j.Machine), j.State, j.Attempt, j.MaxAttempts, when(j.Created), j.Error)
 			})
 		},
 	}
@@ -376,13 +360,8 @@ func (a *app) alertCommand() *cobra.Command {
 	list := &cobra.Command{
 		Use: "list [--all]", Short: "List open alerts (--all: with cleared ones)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var as []catalog.Alert
-			return a.call(cmd.Context(), &r, "GET", fmt.Sprintf("/v1/alerts?all=%t", all), nil, &as, func() {
-				a.table("OPENED\tKIND\tSUBJECT\tCLEARED\tMESSAGE", func(w *tabwriter.Writer) {
-					for _, al := range as {
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", when(al.Opened), al.Kind, al.Subject, when(al.Cleared), al.Message)
-					}
-				})
+			return getTable(cmd.Context(), a, &r, fmt.Sprintf("/v1/alerts?all=%t", all), "OPENED\tKIND\tSUBJECT\tCLEARED\tMESSAGE", func(al catalog.Alert) string {
+				return fmt.Sprintf("%s\t%s\t%s\t%s\t%s", when(al.Opened), al.Kind, al.Subject, when(al.Cleared), al.Message)
 			})
 		},
 	}
@@ -409,19 +388,9 @@ func (a *app) tokenCommand() *cobra.Command {
 		},
 	}
 	add.Flags().StringVar(&role, "role", "viewer", "admin, operator, viewer or agent")
-	list := &cobra.Command{
-		Use: "list", Short: "List tokens (never their secrets)", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var ts []catalog.Token
-			return a.call(cmd.Context(), &r, "GET", "/v1/tokens", nil, &ts, func() {
-				a.table("NAME\tROLE\tCREATED\tREVOKED", func(w *tabwriter.Writer) {
-					for _, t := range ts {
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", t.Name, t.Role, when(t.Created), when(t.Revoked))
-					}
-				})
-			})
-		},
-	}
+	list := listCommand(a, &r, "list", "List tokens (never their secrets)", "/v1/tokens", "NAME\tROLE\tCREATED\tREVOKED", func(t catalog.Token) string {
+		return fmt.Sprintf("%s\t%s\t%s\t%s", t.Name, t.Role, when(t.Created), when(t.Revoked))
+	})
 	revoke := &cobra.Command{
 		Use: "revoke NAME", Short: "Revoke a token from now on", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

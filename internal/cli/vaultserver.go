@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -65,19 +64,9 @@ func (a *app) vaultAddCommand() *cobra.Command {
 // vaultListCommand lists the vaults a server knows (never credentials).
 func (a *app) vaultListCommand() *cobra.Command {
 	var r remote
-	cmd := &cobra.Command{
-		Use: "list", Short: "List the vaults a lifeboat server knows (server)", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var vs []catalog.Vault
-			return a.call(cmd.Context(), &r, "GET", "/v1/vaults", nil, &vs, func() {
-				a.table("NAME\tURL\tCOPY TO", func(w *tabwriter.Writer) {
-					for _, v := range vs {
-						fmt.Fprintf(w, "%s\t%s\t%s\n", v.Name, v.URL, orDash(v.CopyTo))
-					}
-				})
-			})
-		},
-	}
+	cmd := listCommand(a, &r, "list", "List the vaults a lifeboat server knows (server)", "/v1/vaults", "NAME\tURL\tCOPY TO", func(v catalog.Vault) string {
+		return fmt.Sprintf("%s\t%s\t%s", v.Name, v.URL, orDash(v.CopyTo))
+	})
 	a.addRemoteFlags(cmd, &r)
 	return cmd
 }
