@@ -45,18 +45,9 @@ func (a *app) openSource(ctx context.Context, url, passwordFile string) (*vault.
 	if err != nil {
 		return nil, err
 	}
-	var pw []byte
-	switch {
-	case passwordFile != "":
-		if pw, err = location.PassphraseFile("--from-password-file", passwordFile, a.warn); err != nil {
-			return nil, invalidInput(err)
-		}
-	case a.env.Getenv(envFrom+"PASSWORD") != "":
-		pw = []byte(a.env.Getenv(envFrom + "PASSWORD"))
-	default:
-		if pw, err = a.passphrase(); err != nil {
-			return nil, err
-		}
+	pw, err := location.SourcePassphrase(passwordFile, a.env.Getenv, a.warn, a.passphrase)
+	if err != nil {
+		return nil, invalidInput(err)
 	}
 	v, err := vault.Open(ctx, store, pw, a.options())
 	if err != nil {

@@ -78,3 +78,16 @@ type invalidCause struct {
 func (e invalidCause) Error() string        { return e.msg }
 func (e invalidCause) Is(target error) bool { return target == ErrInvalid }
 func (e invalidCause) Unwrap() error        { return e.cause }
+
+// SourcePassphrase is the passphrase of the vault a copy reads from: from
+// file (--from-password-file) when given, else LIFEBOAT_FROM_PASSWORD, else
+// ours (the passphrase of the copy itself).
+func SourcePassphrase(file string, getenv func(string) string, warn func(string), ours func() ([]byte, error)) ([]byte, error) {
+	switch {
+	case file != "":
+		return PassphraseFile("--from-password-file", file, warn)
+	case getenv("LIFEBOAT_FROM_PASSWORD") != "":
+		return []byte(getenv("LIFEBOAT_FROM_PASSWORD")), nil
+	}
+	return ours()
+}

@@ -125,3 +125,26 @@ func TestNewPassphrase(t *testing.T) {
 		t.Fatalf("missing file: %v", err)
 	}
 }
+
+// The source of a copy has its own passphrase, else the copy's.
+func TestSourcePassphrase(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "from")
+	if err := os.WriteFile(file, []byte("source file passphrase\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"LIFEBOAT_FROM_PASSWORD": "source env passphrase"}
+	getenv := func(k string) string { return env[k] }
+	ours := func() ([]byte, error) { return []byte("the copy's passphrase"), nil }
+	for _, c := range []struct{ file, want string }{{file, "source file passphrase"}, {"", "source env passphrase"}} {
+		if p, err := SourcePassphrase(c.file, getenv, nil, ours); err != nil || string(p) != c.want {
+			t.Fatalf("SourcePassphrase(%q) = %q, %v; want %q", c.file, p, err, c.want)
+		}
+	}
+	delete(env, "LIFEBOAT_FROM_PASSWORD")
+	if p, err := SourcePassphrase("", getenv, nil, ours); err != nil || string(p) != "the copy's passphrase" {
+		t.Fatalf("falling back: %q, %v", p, err)
+	}
+	if _, err := SourcePassphrase(file+".gone", getenv, nil, ours); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "reading --from-password-file") {
+		t.Fatalf("a missing file: %v", err)
+	}
+}
