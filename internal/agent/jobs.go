@@ -214,12 +214,8 @@ func (r *Jobs) restore(ctx context.Context, j catalog.Job, rep Reporter) (Outcom
 	if err != nil {
 		return Outcome{}, err
 	}
-	files := map[string]string{}
-	for _, t := range res.Targets {
-		files[t.Disk.Name] = t.Path
-	}
-	rep.Log("info", fmt.Sprintf("point %s restored: %d disk(s), %d bytes written", res.Point.ID.Short(), len(files), res.Stats.WrittenBytes))
-	result, _ := json.Marshal(map[string]any{"point": res.Point.ID.String(), "disks": files, "definition": res.DefinitionPath, "stats": res.Stats})
+	rep.Log("info", fmt.Sprintf("point %s restored: %d disk(s), %d bytes written", res.Point.ID.Short(), len(res.Targets), res.Stats.WrittenBytes))
+	result, _ := json.Marshal(res.Report())
 	return Outcome{Result: result}, nil
 }
 

@@ -428,22 +428,11 @@ func (s *Server) backupNow(w http.ResponseWriter, r *http.Request) error {
 // the machine's policy's vault); Agent the host that writes the disks
 // (default: the machine's own agent).
 type RestoreJSON struct {
-	Point   string `json:"point"`
-	Vault   string `json:"vault,omitempty"`
-	Agent   string `json:"agent,omitempty"`
-	Dir     string `json:"dir,omitempty"`
-	Disk    string `json:"disk,omitempty"`
-	File    string `json:"file,omitempty"`
-	InPlace bool   `json:"in_place,omitempty"`
-	Format  string `json:"format,omitempty"`
-	Suffix  string `json:"suffix,omitempty"`
-	NewMACs bool   `json:"new_macs,omitempty"`
-	// LibvirtDefine, Name, Start and Connect define the restored machine
-	// as a libvirt domain on the agent's host (job.Restore).
-	LibvirtDefine bool   `json:"libvirt_define,omitempty"`
-	Name          string `json:"name,omitempty"`
-	Start         bool   `json:"start,omitempty"`
-	Connect       string `json:"connect,omitempty"`
+	// Restore is the restore, its Vault a vault name the server knows
+	// (default: the machine's policy's); the machine is the path's.
+	job.Restore
+	// Agent is the host that writes the disks (default: the machine's agent).
+	Agent string `json:"agent,omitempty"`
 }
 
 // machineVault finds a machine and the vault a job of it reads: the one
@@ -485,9 +474,8 @@ func (s *Server) restoreMachine(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	spec := job.Restore{Machine: m.Name, Point: body.Point, Vault: url, Dir: body.Dir, Disk: body.Disk, File: body.File,
-		InPlace: body.InPlace, Format: body.Format, Suffix: body.Suffix, NewMACs: body.NewMACs,
-		LibvirtDefine: body.LibvirtDefine, Name: body.Name, Start: body.Start, Connect: body.Connect}
+	spec := body.Restore
+	spec.Machine, spec.Vault = m.Name, url
 	if err := spec.Validate(); err != nil {
 		return err
 	}

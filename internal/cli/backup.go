@@ -5,14 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"lifeboat/internal/backup"
-	"lifeboat/internal/capture"
 	"lifeboat/internal/job"
 	"lifeboat/internal/live"
 	"lifeboat/internal/quiesce"
@@ -34,96 +32,12 @@ type backupFlags struct {
 func (a *app) backupCommand() *cobra.Command {
 	var bf backupFlags
 	cmd := &cobra.Command{
-		Use:   "backup --machine NAME (--disk PATH [--disk PATH ...] | --qmp SOCKET | --libvirt DOMAIN)",
-		Short: "Back up every disk of a machine as one recovery point",
-		Long: `Back up the given disks of a machine into one recovery point and print its ID.
-
-Each --disk is an image file, a block device or an NBD export
-(nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH), optionally named as
-NAME=PATH. Without a name, disks take the names of the --definition's disks in
-order, or the file's base name. A qcow2, vmdk, vhdx, vdi or qed image is read
-as its guest sees it, backing chain included, through qemu-nbd (when a header
-is trusted: docs/live.md); an image a running QEMU holds open gets a warning
-(back up running machines with --qmp).
-The first point of a machine stores everything;
-later ones store only the chunks the vault does not already hold, and chunks
-shared with other disks and machines are stored once.
-
---definition is the machine's definition (JSON, schema lifeboat.machine/v1,
-see docs/definition.md): CPUs, memory, firmware, disks, NICs. It is stored in the
-point as given, and restore writes it back with the target suffix. Its disks pair
-with the backed-up disks by name, else by bus and order: a warning says where the
-names differ.
-
-Live QEMU machines (--qmp SOCKET, the QMP socket of qemu-system-x86_64 or
-qemu-storage-daemon): every disk of the machine (or those named with
---disk NAME) is backed up at one instant across all disks, taken by one QMP
-transaction while the guest runs: a point-in-time view of each disk is
-exported over NBD and read, and a dirty bitmap started at the instant lets
-the next backup read only the blocks written since. The bitmap is trusted
-only if it is the one the machine's latest point started, still recording
-and consistent, and the disk kept its size; otherwise (QEMU restarted or
-crashed, an earlier backup was killed) the whole disk is read and compared
-with the latest point, never skipped. --audit re-reads a fraction of the
-blocks the bitmap calls unchanged and falls back to comparing on a mismatch.
-Bitmaps are persistent in qcow2 images. The fleecing overlays are created in
---fleece-dir, which QEMU must be able to write.
-
-libvirt domains (--libvirt DOMAIN, at the daemon --connect URI, default
-qemu:///system): every disk of the domain (or those named with --disk NAME) is
-backed up at one instant through libvirt's backup API (pull mode), with a new
-libvirt checkpoint, so the next backup reads only the blocks written since.
-The same trust rule as --qmp applies to the checkpoint's bitmaps, and
-libvirt must still have the checkpoint; otherwise the disk is read whole and
-compared. Only the latest point's checkpoint is kept in the domain.
---consistency file freezes the guest through libvirt's guest agent support.
-A stopped domain's images are read as they rest. The domain XML is stored in
-the point's definition; restore --libvirt-define defines it again
-(docs/libvirt.md). Network disks are refused.
-
-An NBD --disk with --bitmap NAME reads only the extents the server's dirty
-bitmap NAME (qemu:dirty-bitmap:NAME) marks, when the machine's latest point
-was taken with the same bitmap; the bitmap must record every write since that
-point (clearing it is up to whoever runs the server).
-
-Consistency (--consistency), recorded in the point as achieved:
-  crash  the disks as they are read (default). Take the backup from a stable
-         view: a disk written while it is read is not even crash-consistent
-         unless it is a snapshot; a disk whose filesystem is mounted
-         read-write on this host gets a warning.
-  file   the filesystems on the disks that are mounted on this host (a block
-         device, or an image attached to a loop device) are frozen with
-         FIFREEZE around the snapshot instant. Where the image's own
-         filesystem can clone files (XFS, Btrfs: reflinks), the instant is a
-         clone and the freeze lasts milliseconds; otherwise the filesystems stay
-         frozen while the disks are read, at most --freeze-timeout, after which
-         they are thawed and the backup fails without writing a point. A
-         watchdog process thaws them if lifeboat dies. If freezing fails the
-         point is crash-consistent and says so.
-         With --qmp, the guest's filesystems are frozen by the QEMU guest
-         agent (--guest-agent SOCKET) for the instant only, at most
-         --freeze-timeout; a watchdog process thaws the guest if lifeboat
-         dies while it is frozen.
-  app    file, plus --pre-hook (required) before the freeze and --post-hook after the
-         thaw (shell commands, run with LIFEBOAT_MACHINE and LIFEBOAT_HOOK set,
-         and without lifeboat's secrets: LIFEBOAT_PASSWORD, AWS_SECRET_ACCESS_KEY,
-         AWS_SESSION_TOKEN, LIFEBOAT_*SECRET*/*PASSWORD*/*TOKEN*; a secret a
-         failing hook prints is redacted from the note that keeps its output).
-         A failing pre-hook leaves a file-consistent point and a note in it;
-         the post-hook always runs once the pre-hook has.
-A point that falls short of the consistency asked for is still written, with
-notes saying why; lifeboat then exits 0 with a warning, or, with
---require-consistency, exits 10 (see lifeboat --help).`,
-		Example: `  lifeboat backup --vault /srv/vault --machine web1 --disk /var/lib/images/web1.raw
-  lifeboat backup --machine db1 --disk root=/dev/vg0/db1-root --disk data=/dev/vg0/db1-data --definition db1.json
-  lifeboat backup --machine files --disk /dev/loop0 --consistency file
-  lifeboat backup --machine vm1 --qmp /run/vm1.qmp --guest-agent /run/vm1.qga --consistency file
-  lifeboat backup --machine web1 --libvirt web1 --consistency file
-  lifeboat backup --machine nas --disk nbd+unix:///nas?socket=/run/nas.nbd --bitmap b0
-  lifeboat backup --machine db1 --disk /dev/vg0/db1 --consistency app \
-      --pre-hook 'psql -c "CHECKPOINT"' --post-hook 'logger db1 backed up'`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error { return a.runBackup(cmd.Context(), bf) },
+		Use:     "backup --machine NAME (--disk PATH [--disk PATH ...] | --qmp SOCKET | --libvirt DOMAIN)",
+		Short:   "Back up every disk of a machine as one recovery point",
+		Long:    help("backup"),
+		Example: help("backup.example"),
+		Args:    cobra.NoArgs,
+		RunE:    func(cmd *cobra.Command, args []string) error { return a.runBackup(cmd.Context(), bf) },
 	}
 	f := cmd.Flags()
 	f.StringVar(&bf.machine, "machine", "", "machine name (required)")
@@ -159,6 +73,7 @@ func (a *app) runBackup(ctx context.Context, bf backupFlags) error {
 		return usageError{errors.New("--freeze-timeout and --hook-timeout must be positive")}
 	}
 	var def *recovery.Definition
+	var err error
 	if bf.definition != "" {
 		data, err := os.ReadFile(bf.definition)
 		if err != nil {
@@ -173,18 +88,12 @@ func (a *app) runBackup(ctx context.Context, bf backupFlags) error {
 		for _, d := range bf.disks {
 			spec.Disks = append(spec.Disks, job.Disk{Name: d})
 		}
-	} else {
-		names, paths, err := diskSpecs(bf.disks, def)
-		if err != nil {
-			return err
+	} else if spec.Disks, err = job.LocalDisks(bf.disks, def); err != nil {
+		var ie *job.InvalidError
+		if errors.As(err, &ie) {
+			return usageError{errors.New(ie.Reason)}
 		}
-		for i := range names {
-			path := paths[i]
-			if !capture.IsNBD(path) {
-				path = absPath(path)
-			}
-			spec.Disks = append(spec.Disks, job.Disk{Name: names[i], Path: path})
-		}
+		return err
 	}
 	if err := spec.Validate(); err != nil {
 		var ie *job.InvalidError
@@ -214,17 +123,7 @@ func (a *app) runBackup(ctx context.Context, bf backupFlags) error {
 	return err // a point less consistent than required
 }
 
-// absPath makes a local path absolute, as job specs want (the agent that
-// runs a job may not share the caller's directory).
-func absPath(p string) string {
-	if p == "" {
-		return ""
-	}
-	if abs, err := filepath.Abs(p); err == nil {
-		return abs
-	}
-	return p
-}
+var absPath = job.AbsPath
 
 // specFlags names the flag behind each field of a backup spec.
 var specFlags = map[string]string{"machine": "--machine", "disks": "--disk", "vault": "--vault", "consistency": "--consistency",
@@ -259,13 +158,9 @@ func (a *app) reportPoint(machine string, p *recovery.Point) error {
 	if a.jsonOut {
 		return a.printJSON(pointJSON(p))
 	}
-	var newBytes int64
-	for _, d := range p.Disks {
-		newBytes += d.Stats.NewBytes
-	}
 	if !a.quiet {
 		fmt.Fprintf(a.env.Stderr, "point %s of %s (%s-consistent): %d disk(s), %s, %s new, %s stored in %s\n", p.ID.Short(), machine,
-			p.Consistency, len(p.Disks), size(p.Size()), size(newBytes), size(p.Stats.StoredBytes), time.Duration(p.Stats.DurationMS)*time.Millisecond)
+			p.Consistency, len(p.Disks), size(p.Size()), size(pointJSON(p).NewBytes()), size(p.Stats.StoredBytes), time.Duration(p.Stats.DurationMS)*time.Millisecond)
 	}
 	a.printf("%s\n", p.ID)
 	return nil
@@ -300,10 +195,6 @@ func (a *app) watchdogCommand() *cobra.Command {
 	cmd.Flags().StringVar(&connect, "connect", "", "libvirt daemon URI for --libvirt")
 	cmd.Flags().BoolVar(&mounts, "mounts-on-stdin", false, "thaw the mounts announced on stdin (+MOUNT, -MOUNT)")
 	return cmd
-}
-
-func isNBD(path string) bool {
-	return strings.HasPrefix(path, "nbd://") || strings.HasPrefix(path, "nbd+unix://") || strings.HasPrefix(path, "nbds://")
 }
 
 // executable is lifeboat's own binary, which thaw watchdogs re-run.

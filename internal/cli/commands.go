@@ -15,6 +15,7 @@ import (
 	"lifeboat/internal/catalog"
 	"lifeboat/internal/drill"
 	"lifeboat/internal/job"
+	"lifeboat/internal/location"
 	"lifeboat/internal/policy"
 	"lifeboat/internal/recovery"
 	"lifeboat/internal/restore"
@@ -27,35 +28,11 @@ func (a *app) vaultCommand() *cobra.Command {
 	var copyOf copyOfFlags
 	var lock lockFlags
 	initCmd := &cobra.Command{
-		Use:   "init",
-		Short: "Create a new vault",
-		Long: `Create a new, empty vault at --vault, encrypted under the passphrase.
-
-The chunk size is fixed for the life of the vault: smaller chunks store less
-after scattered small writes, larger ones keep the index smaller. The default
-was chosen from the measurements in bench/RESULTS.md.
-
-The passphrase must have at least 12 characters (vaults made with shorter ones
-before this rule still open). A --password-file others can read is warned about.
-
-` + softDeleteHelp + `
-
-The window is 14 days unless --soft-delete says otherwise; 'lifeboat vault set'
-changes it later.
-
---lock makes the vault immutable for a period, on an S3 bucket created with
-Object Lock: the config, key slots and every object a recovery point needs are
-stored under a retention (--lock-mode compliance: nobody can delete them before
-it ends, not even the bucket's owner; governance: only credentials allowed to
-bypass it). Each backup extends the lock of the older data its point shares,
-and each forget that of the points it keeps, so a point stays locked while it
-is kept and at least --lock after; forget and prune leave what is still locked
-and say until when. See docs/security.md for the credentials to give hosts.`,
-		Example: `  LIFEBOAT_PASSWORD='a long passphrase' lifeboat vault init --vault /srv/vault
-  lifeboat vault init --vault s3://backups/site-a --password-file /etc/lifeboat/pw --chunk-size 1M
-  lifeboat vault init --vault /srv/vault --soft-delete 30d
-  lifeboat vault init --vault s3://locked-bucket/site-a --lock 30d --lock-mode compliance`,
-		Args: cobra.NoArgs,
+		Use:     "init",
+		Short:   "Create a new vault",
+		Long:    help("vault-init"),
+		Example: help("vault-init.example"),
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) (err error) {
 			ctx := cmd.Context()
 			opts := a.options()
@@ -85,9 +62,9 @@ and say until when. See docs/security.md for the credentials to give hosts.`,
 			if err := vault.CheckNewPassphrase(pw); err != nil {
 				return err
 			}
-			store, err := a.store(ctx, a.vaultURL, true, a.env.Getenv)
+			store, err := location.Store(ctx, a.vaultURL, true, a.env.Getenv)
 			if err != nil {
-				return err
+				return invalidInput(err)
 			}
 			var v *vault.Vault
 			if copyOf.from != "" {
@@ -118,12 +95,8 @@ and say until when. See docs/security.md for the credentials to give hosts.`,
 	passwd := &cobra.Command{
 		Use:   "passwd --new-password-file FILE",
 		Short: "Change the vault passphrase",
-		Long: `Change the vault passphrase: a new key slot wraps the vault keys under the new
-passphrase, then the slot opened with the old one is deleted. No data is
-re-encrypted, so this is instant on any vault size. The new passphrase comes
-from --new-password-file, else LIFEBOAT_NEW_PASSWORD, else is asked for twice on
-the terminal. The key slot keeps its name (vault key list).`,
-		Args: cobra.NoArgs,
+		Long:  help("vault-passwd"),
+		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			np, err := a.newPassphrase(newFile)
 			if err != nil {
@@ -162,17 +135,6 @@ func restoreFlagError(err error) error {
 	return err
 }
 
-// diskSpecs is job.DiskSpecs of --disk values; two disks of one name are a
-// usage error.
-func diskSpecs(values []string, def *recovery.Definition) (names, paths []string, err error) {
-	names, paths, err = job.DiskSpecs(values, def)
-	var ie *job.InvalidError
-	if errors.As(err, &ie) {
-		return nil, nil, usageError{errors.New(ie.Reason)}
-	}
-	return names, paths, err
-}
-
 // pointJSON is a point as points --json shows it.
 var pointJSON = job.PointOf
 
@@ -183,31 +145,8 @@ func (a *app) pointsCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "points [--machine NAME] [--deleted]",
 		Short: "List recovery points",
-		Long: `List the recovery points in the vault, oldest first, optionally of one machine.
-
-Each host records the newest point of every machine it has seen in a vault
-(under LIFEBOAT_STATE_DIR; /var/lib/lifeboat for root, else
-$XDG_STATE_HOME/lifeboat). points, restore, backup and vault copy warn, naming
-it, when such a point is gone without this host having forgotten it: deleted at
-the storage, or the vault rolled back. forget on this host updates the record.
-An object under points/ that is not a readable point is skipped with a warning
-naming it.
-
-CHANGES says how the backup found what changed since the point before:
-tracking (a dirty bitmap), compare (every block read and compared), full (no
-earlier point); per disk (vda:tracking,vdb:compare) when the disks differ.
-PROVEN shows the point's latest drill (lifeboat drill): "ok 8.2s 3h ago" (the guest
-answered 8.2 s after the drill started), "FAILED 2d ago", or "-" if never drilled.
-NOTES shows the first thing the backup did not get as asked (a failed freeze
-or hook), shortened; points --json has every note in full.
-
-With --deleted, the points forget soft-deleted instead: when each was deleted,
-from which host, and after when prune purges it; 'lifeboat undelete' brings one
-back until then.
-
-With --server, the points the server knows of a --machine (those its jobs made
-or forgot), newest first, without opening the vault.`,
-		Args: cobra.NoArgs,
+		Long:  help("points"),
+		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if rem.server != "" {
 				if machine == "" {
@@ -216,15 +155,11 @@ or forgot), newest first, without opening the vault.`,
 				if deleted {
 					return usageError{errors.New("--deleted reads the vault: give --vault, not --server")}
 				}
-				var ps []catalog.Point
-				return a.call(cmd.Context(), &rem, "GET", "/v1/machines/"+url.PathEscape(machine)+"/points", nil, &ps, func() {
-					a.table("ID\tTIME\tCONSISTENCY\tCHANGES\tSIZE\tVAULT\tNOTES", func(w *tabwriter.Writer) {
-						for _, p := range ps {
-							fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID[:min(12, len(p.ID))], when(p.Time), p.Consistency,
-								orDash(p.ChangeSource), size(p.Size), p.Vault, p.Notes)
-						}
+				return getTable(cmd.Context(), a, &rem, "/v1/machines/"+url.PathEscape(machine)+"/points", "ID\tTIME\tCONSISTENCY\tCHANGES\tSIZE\tVAULT\tNOTES",
+					func(p catalog.Point) string {
+						return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s", p.ID[:min(12, len(p.ID))], when(p.Time), p.Consistency,
+							orDash(p.ChangeSource), size(p.Size), p.Vault, p.Notes)
 					})
-				})
 			}
 			if deleted {
 				return a.pointsDeleted(cmd.Context(), machine)
@@ -274,71 +209,10 @@ func (a *app) restoreCommand() *cobra.Command {
 	var inst instantFlags
 	var lv libvirtRestoreFlags
 	cmd := &cobra.Command{
-		Use:   "restore --machine NAME POINT|latest (--to DIR [--libvirt-define [--name NAME] [--start]] | --disk NAME --to-file PATH | --in-place)",
-		Short: "Restore the disks of a recovery point",
-		Long: `Restore a recovery point of a machine.
-
-  --to DIR                 every disk as a sparse image DIR/NAME.raw or DIR/NAME.qcow2,
-                           plus the machine definition DIR/MACHINE<suffix>.json with
-                           its name suffixed (once: a restored machine's name keeps its
-                           one suffix) and every disk naming its restored image and format
-  --disk NAME --to-file F  one disk into a new file F
-  --in-place               revert the disks the point was taken from (the image files
-                           recorded in the point; for --qmp points the images QEMU had
-                           open), reading each block and writing only those that
-                           differ; with --disk NAME --to-file F, revert F instead
-
---instant --start --to DIR: start the machine at once on qcow2 images DIR/NAME.qcow2
-whose backing is the point served over NBD from the vault, then copy the data into
-them while the guest runs (docs/recovery.md); lifeboat stays until the copy is done,
-and the machine runs on. Boot flags as for lifeboat start (--accel, --network, --vnc,
---serial-log, --kernel, --initrd, --append); --stream-speed bounds the copy.
-restore --instant --status --to DIR shows how far the copy has come (--json too).
-
---format raw|qcow2: new images' format; by default the one the point's definition
-gives the disk, and for --to-file F the one F's extension names (.raw, .img,
-.qcow2). A --format contradicting F's extension, or another image extension, is
-refused. qcow2 is written sparse through qemu-nbd; in place, a qcow2 image stays
-qcow2 and only the blocks that differ are written.
-
-Definition disks named differently from the point's disks (root and data in the
-definition, virtio0 and virtio1 from QEMU) are paired by bus and order, with a
-warning. The restored definition keeps the machine's MAC addresses, and says so:
-started beside the original on one network, the two clash. --new-macs gives each
-NIC a new random address in QEMU's locally administered range 52:54:00:xx:xx:xx.
-
-A point taken with backup --libvirt stores the domain's XML. With --to DIR,
---libvirt-define defines a new libvirt domain from it (at --connect, default
-qemu:///system): named --name, by default the domain's name with the suffix,
-with a new UUID, new MAC addresses (--new-macs is implied) and its disks on the
-restored images; --start starts it. --in-place on such a point refuses to write
-while the domain runs (docs/libvirt.md).
-
-Existing files are never overwritten except with --in-place, which requires the
-target to be a disk of exactly the size of the disk in the point: new images and the
-definition are new files of mode 0600, and a symbolic link in their place is refused,
-not followed; a file or link where the definition goes is refused before any image is
-written. A damaged or foreign object under points/ or index/ is skipped with a warning
-naming it; the restore fails only if it needs that object.
-
-Before writing a new image, the restore reserves space for the blocks it will write
-(fallocate): a file system without room for the disk's data fails at once, with an
-error that says so, and the new image is removed. Every block is checked against its chunk ID
-as it is decoded; the images are synced to disk before the command returns.
-
-A new image is written as PATH.lifeboat-partial and renamed to PATH once complete. If the
-restore fails or is killed after writing part of it, the partial image stays, and the same
-restore run again resumes it: it compares what is there and fetches only the blocks missing
-or different. A vault that cannot be written (read-only mount or credentials) is restored
-from with a warning: the restore's session marker, which holds off a concurrent prune,
-cannot be stored.`,
-		Example: `  lifeboat restore --vault /srv/vault --machine web1 latest --to /srv/restored
-  lifeboat restore --machine web1 3fa9c2 --disk root --to-file /tmp/root.raw
-  lifeboat restore --machine web1 latest --disk root --to-file /var/lib/images/root.qcow2
-  lifeboat restore --machine web1 latest --to /srv/restored --format raw
-  lifeboat restore --machine web1 latest --in-place
-  lifeboat restore --machine web1 latest --to /srv/test-restore --new-macs
-  lifeboat restore --machine web1 latest --to /var/lib/libvirt/images/web1-dr --libvirt-define --start`,
+		Use:     "restore --machine NAME POINT|latest (--to DIR [--libvirt-define [--name NAME] [--start]] | --disk NAME --to-file PATH | --in-place)",
+		Short:   "Restore the disks of a recovery point",
+		Long:    help("restore"),
+		Example: help("restore.example"),
 		Args: func(cmd *cobra.Command, args []string) error {
 			if inst.instant && inst.status {
 				return cobra.NoArgs(cmd, args)
@@ -357,17 +231,15 @@ cannot be stored.`,
 				inst.start = lv.start // one --start flag for both
 				return a.runInstant(cmd, &inst, job.InstantRestore{Machine: machine, Point: args[0], Vault: a.vaultURL, Dir: absPath(to), Suffix: suffix, NewMACs: newMACs})
 			}
+			spec := job.Restore{Machine: machine, Point: args[0], Dir: to, Disk: diskName, File: toFile,
+				InPlace: inPlace, Format: format, Suffix: suffix, NewMACs: newMACs}
+			lv.apply(&spec)
 			if rem.server != "" {
 				// Through the server, on an agent's host: paths are as
 				// that host sees them, so they are sent as given.
-				body := api.RestoreJSON{Point: args[0], Agent: agentName, Dir: to, Disk: diskName, File: toFile, InPlace: inPlace,
-					Format: format, Suffix: suffix, NewMACs: newMACs,
-					LibvirtDefine: lv.define, Name: lv.name, Start: lv.start, Connect: lv.connect}
-				return a.queueAndWait(ctx, &rem, "/v1/machines/"+url.PathEscape(machine)+"/restore", body, wait)
+				return a.queueAndWait(ctx, &rem, "/v1/machines/"+url.PathEscape(machine)+"/restore", api.RestoreJSON{Restore: spec, Agent: agentName}, wait)
 			}
-			spec := job.Restore{Machine: machine, Point: args[0], Vault: a.vaultURL, Dir: absPath(to), Disk: diskName, File: absPath(toFile),
-				InPlace: inPlace, Format: format, Suffix: suffix, NewMACs: newMACs}
-			lv.apply(&spec)
+			spec.Vault, spec.Dir, spec.File = a.vaultURL, absPath(to), absPath(toFile)
 			if err := spec.Validate(); err != nil {
 				return restoreFlagError(err)
 			}
@@ -382,19 +254,8 @@ cannot be stored.`,
 				return err
 			}
 			p, targets, st, defPath, def := res.Point, res.Targets, res.Stats, res.DefinitionPath, res.Definition
-			files, formats := map[string]string{}, map[string]string{}
-			for _, t := range targets {
-				files[t.Disk.Name], formats[t.Disk.Name] = t.Path, t.Format
-			}
 			if a.jsonOut {
-				out := map[string]any{"point": p.ID.String(), "machine": machine, "disks": files, "formats": formats, "definition": defPath, "stats": st}
-				if def != nil && len(def.MACs) > 0 {
-					out["new_macs"] = def.MACs
-				}
-				if res.Domain != nil {
-					out["domain"] = map[string]any{"name": res.Domain.Name, "uuid": res.Domain.UUID, "running": res.Domain.Running}
-				}
-				return a.printJSON(out)
+				return a.printJSON(res.Report())
 			}
 			if !a.quiet {
 				d := time.Duration(st.DurationMS) * time.Millisecond

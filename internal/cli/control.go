@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -31,28 +32,11 @@ func (a *app) addRemoteFlags(cmd *cobra.Command, r *remote) {
 }
 
 func (a *app) client(r *remote) (*api.Client, error) {
-	srv := r.server
-	if srv == "" {
-		srv = a.env.Getenv("LIFEBOAT_SERVER")
+	c, err := api.Connect(r.server, r.tokenFile, a.env.Getenv)
+	if errors.Is(err, api.ErrSettings) {
+		return nil, usageError{err}
 	}
-	if srv == "" {
-		srv = "http://127.0.0.1:8080"
-	}
-	if u, err := url.Parse(srv); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, usageError{fmt.Errorf("--server %q: want http://HOST:PORT or https://HOST:PORT", srv)}
-	}
-	tok := a.env.Getenv("LIFEBOAT_TOKEN")
-	if r.tokenFile != "" {
-		raw, err := os.ReadFile(r.tokenFile)
-		if err != nil {
-			return nil, usageError{fmt.Errorf("reading --token-file: %w", err)}
-		}
-		tok = strings.TrimSpace(string(raw))
-	}
-	if tok == "" {
-		return nil, usageError{fmt.Errorf("no API token: use --token-file (the server wrote its first one to DATA/admin.token) or LIFEBOAT_TOKEN")}
-	}
-	return &api.Client{URL: srv, Token: tok}, nil
+	return c, err
 }
 
 // call sends one request and prints the answer: as JSON with --json,
@@ -81,6 +65,25 @@ func (a *app) call(ctx context.Context, r *remote, method, path string, body any
 		show()
 	}
 	return nil
+}
+
+// listCommand is a list command: GET path and print its items, a row
+// each, under header, or the answer as JSON with --json.
+func listCommand[T any](a *app, r *remote, use, short, path, header string, row func(T) string) *cobra.Command {
+	return &cobra.Command{Use: use, Short: short, Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return getTable(cmd.Context(), a, r, path, header, row) }}
+}
+
+// getTable GETs path and prints its items as listCommand does.
+func getTable[T any](ctx context.Context, a *app, r *remote, path, header string, row func(T) string) error {
+	var items []T
+	return a.call(ctx, r, "GET", path, nil, &items, func() {
+		a.table(header, func(w *tabwriter.Writer) {
+			for _, it := range items {
+				fmt.Fprintln(w, row(it))
+			}
+		})
+	})
 }
 
 func (a *app) table(header string, rows func(w *tabwriter.Writer)) {
@@ -113,17 +116,8 @@ func (a *app) tierCommand() *cobra.Command {
 	add := &cobra.Command{
 		Use:   "add NAME (--rpo DURATION [--rto DURATION] [--drill-every DURATION] | --none)",
 		Short: "Create or replace a tier",
-		Long: `Create or replace a protection tier: the recovery point objective (how old the
-newest good point may be) and the recovery time objective its machines are held
-to. A machine whose newest point is older than 80% of its RPO is "warning", older
-than the RPO "missed" (an alert). --drill-every makes the server drill the latest
-point of each machine of the tier that often (boot it in a sandbox on the
-machine's agent: docs/recovery.md); without it, the server's --drill-every
-applies. A failed drill raises drill-failed; a drill whose guest answered later
-than the tier's RTO raises drill-rto-missed. --none makes a tier that asks for
-no protection: an explicit choice, never alerted on, never drilled.
-Durations: 90s, 15m, 4h, 1d.`,
-		Args: cobra.ExactArgs(1),
+		Long:  help("tier-add"),
+		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			body := map[string]any{"none": none}
 			if rpo != "" {
@@ -145,60 +139,30 @@ Durations: 90s, 15m, 4h, 1d.`,
 	add.Flags().StringVar(&rto, "rto", "", "recovery time objective, e.g. 15m")
 	add.Flags().StringVar(&drillEvery, "drill-every", "", "drill each machine's latest point this often, e.g. 1d, 1w (default: the server's --drill-every)")
 	add.Flags().BoolVar(&none, "none", false, "a tier that asks for no protection")
-	list := &cobra.Command{
-		Use: "list", Short: "List tiers", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var ts []api.TierJSON
-			return a.call(cmd.Context(), &r, "GET", "/v1/tiers", nil, &ts, func() {
-				a.table("NAME\tRPO\tRTO\tDRILLS", func(w *tabwriter.Writer) {
-					for _, t := range ts {
-						if t.None {
-							fmt.Fprintf(w, "%s\tno protection\t-\t-\n", t.Name)
-							continue
-						}
-						rpo, _ := t.RPO.MarshalJSON()
-						rto, _ := t.RTO.MarshalJSON()
-						drills := "server default"
-						if t.DrillEvery > 0 {
-							every, _ := t.DrillEvery.MarshalJSON()
-							drills = "every " + strings.Trim(string(every), `"`)
-						}
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", t.Name, strings.Trim(string(rpo), `"`), strings.Trim(string(rto), `"`), drills)
-					}
-				})
-			})
-		},
-	}
+	list := listCommand(a, &r, "list", "List tiers", "/v1/tiers", "NAME\tRPO\tRTO\tDRILLS", func(t api.TierJSON) string {
+		if t.None {
+			return t.Name + "\tno protection\t-\t-"
+		}
+		rpo, _ := t.RPO.MarshalJSON()
+		rto, _ := t.RTO.MarshalJSON()
+		drills := "server default"
+		if t.DrillEvery > 0 {
+			every, _ := t.DrillEvery.MarshalJSON()
+			drills = "every " + strings.Trim(string(every), `"`)
+		}
+		return fmt.Sprintf("%s\t%s\t%s\t%s", t.Name, strings.Trim(string(rpo), `"`), strings.Trim(string(rto), `"`), drills)
+	})
 	cmd.AddCommand(add, list)
 	return cmd
 }
 
-// vaultRef turns --vault NAME|URL into a vault name, registering a URL
-// (a directory or s3://…) with the server under a name derived from it.
+// vaultRef turns --vault NAME|URL into a vault name (api.Client.VaultRef).
 func (a *app) vaultRef(ctx context.Context, r *remote, ref string) (string, error) {
-	if ref == "" || !strings.ContainsAny(ref, "/:") {
-		return ref, nil
-	}
-	var b strings.Builder
-	for _, c := range strings.TrimPrefix(ref, "s3://") {
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' {
-			b.WriteRune(c)
-		} else if b.Len() > 0 && !strings.HasSuffix(b.String(), "-") {
-			b.WriteByte('-')
-		}
-	}
-	name := strings.Trim(b.String(), "-.")
-	if len(name) > 63 {
-		name = name[len(name)-63:]
-	}
 	c, err := a.client(r)
 	if err != nil {
 		return "", err
 	}
-	if err := c.Do(ctx, "PUT", "/v1/vaults/"+url.PathEscape(name), map[string]string{"url": ref}, nil); err != nil {
-		return "", err
-	}
-	return name, nil
+	return c.VaultRef(ctx, ref)
 }
 
 func (a *app) policyCommand() *cobra.Command {
@@ -210,21 +174,8 @@ func (a *app) policyCommand() *cobra.Command {
 	add := &cobra.Command{
 		Use:   "add NAME (--every DURATION | --cron EXPR) --vault NAME|URL [--keep-… N]",
 		Short: "Create or replace a backup policy",
-		Long: `Create or replace a backup policy: when its machines are backed up (--every
-15m, or --cron "30 2 * * *" in UTC, or @hourly, @daily; CRON_TZ=Zone to change
-the zone), across which window their starts are spread (--stagger, shorter than
-the time between runs), how consistent (--consistency crash|file|app), into
-which vault (a name the server knows, or a directory or s3:// URL, registered
-on the way), copied to which second vault after each backup (--copy-to), and
-how long points are kept (--keep-last, --keep-hourly, --keep-daily,
---keep-weekly, --keep-monthly, --keep-yearly N, --keep-within DURATION; the
-rules of 'lifeboat forget').
-
-After each successful backup the server copies the machine's new points to
-the --copy-to vault (made with 'lifeboat vault init --copy-of' the first) and
-forgets the points its retention does not keep; it prunes each such vault
-once a day.`,
-		Args: cobra.ExactArgs(1),
+		Long:  help("policy-add"),
+		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			var err error
@@ -268,24 +219,14 @@ once a day.`,
 	f.IntVar(&p.Keep.Monthly, "keep-monthly", 0, "keep the newest point of each of the last N months")
 	f.IntVar(&p.Keep.Yearly, "keep-yearly", 0, "keep the newest point of each of the last N years")
 	f.StringVar(&within, "keep-within", "", "keep every point newer than this (7d, 2w)")
-	list := &cobra.Command{
-		Use: "list", Short: "List backup policies", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var ps []api.PolicyJSON
-			return a.call(cmd.Context(), &r, "GET", "/v1/policies", nil, &ps, func() {
-				a.table("NAME\tSCHEDULE\tCONSISTENCY\tVAULT\tCOPY TO", func(w *tabwriter.Writer) {
-					for _, p := range ps {
-						sched := p.Cron
-						if sched == "" {
-							e, _ := p.Every.MarshalJSON()
-							sched = "every " + strings.Trim(string(e), `"`)
-						}
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", p.Name, sched, p.Consistency, p.Vault, orDash(p.CopyTo))
-					}
-				})
-			})
-		},
-	}
+	list := listCommand(a, &r, "list", "List backup policies", "/v1/policies", "NAME\tSCHEDULE\tCONSISTENCY\tVAULT\tCOPY TO", func(p api.PolicyJSON) string {
+		sched := p.Cron
+		if sched == "" {
+			e, _ := p.Every.MarshalJSON()
+			sched = "every " + strings.Trim(string(e), `"`)
+		}
+		return fmt.Sprintf("%s\t%s\t%s\t%s\t%s", p.Name, sched, p.Consistency, p.Vault, orDash(p.CopyTo))
+	})
 	cmd.AddCommand(add, list)
 	return cmd
 }
@@ -300,25 +241,13 @@ func (a *app) machineCommand() *cobra.Command {
 	add := &cobra.Command{
 		Use:   "add NAME (--disk NAME=PATH … | --qmp SOCKET [--guest-agent SOCKET] | --libvirt DOMAIN [--connect URI]) [--agent NAME]",
 		Short: "Register a machine and where its disks are read",
-		Long: `Register a machine with the server: its disks (--disk NAME=PATH, repeatable: an
-image file, a block device or an nbd:// URL, absolute, as seen on the agent's
-host) or a running QEMU's QMP socket (--qmp, with --guest-agent to freeze its
-filesystems) or a libvirt domain (--libvirt, at --connect: docs/libvirt.md; the
-agents offer their hosts' domains in 'GET /v1/agents'), the agent whose host reads them (--agent; default: the server's built-in
-agent, whose host is the server's), and its
-definition (--definition FILE, docs/definition.md). Then protect it with
-'lifeboat protect'.`,
-		Args: cobra.ExactArgs(1),
+		Long:  help("machine-add"),
+		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			for _, d := range disks {
-				name, path, ok := strings.Cut(d, "=")
-				if !ok {
-					if src.QMP == "" && src.Libvirt == "" {
-						return usageError{fmt.Errorf("--disk %q: give NAME=PATH", d)}
-					}
-					name, path = d, ""
-				}
-				src.Disks = append(src.Disks, job.Disk{Name: name, Path: path})
+			if err := src.AddDisks(disks); err != nil {
+				var ie *job.InvalidError
+				errors.As(err, &ie)
+				return usageError{fmt.Errorf("--disk %s", ie.Reason)}
 			}
 			if definition != "" {
 				raw, err := os.ReadFile(definition)
@@ -343,20 +272,11 @@ definition (--definition FILE, docs/definition.md). Then protect it with
 	f.StringVar(&src.Connect, "connect", "", "libvirt daemon URI with --libvirt (default qemu:///system)")
 	f.StringVar(&agent, "agent", "", "agent whose host reads the disks (default: the server's built-in agent)")
 	f.StringVar(&definition, "definition", "", "machine definition (JSON, lifeboat.machine/v1)")
-	list := &cobra.Command{
-		Use: "list", Short: "List machines with their protection and RPO state", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var ms []api.MachineJSON
-			return a.call(cmd.Context(), &r, "GET", "/v1/machines", nil, &ms, func() {
-				a.table("NAME\tAGENT\tTIER\tPOLICY\tRPO\tLAST POINT\tNEXT RUN", func(w *tabwriter.Writer) {
-					for _, m := range ms {
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, orDash(m.Agent), orDash(m.Tier), orDash(m.Policy),
-							orDash(m.RPOState), when(m.LastPoint), when(m.NextRun))
-					}
-				})
-			})
-		},
-	}
+	list := listCommand(a, &r, "list", "List machines with their protection and RPO state", "/v1/machines",
+		"NAME\tAGENT\tTIER\tPOLICY\tRPO\tLAST POINT\tNEXT RUN", func(m api.MachineJSON) string {
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s", m.Name, orDash(m.Agent), orDash(m.Tier), orDash(m.Policy),
+				orDash(m.RPOState), when(m.LastPoint), when(m.NextRun))
+		})
 	remove := &cobra.Command{
 		Use: "remove NAME", Short: "Remove a machine from the server (its points stay in the vault)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -395,9 +315,8 @@ func (a *app) backupNowCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "backup-now MACHINE [--wait]",
 		Short: "Queue a backup of a protected machine now (server)",
-		Long: `Queue a backup of MACHINE under its policy now and print the job's ID. With
---wait, follow the job until it ends and exit non-zero if it failed.`,
-		Args: cobra.ExactArgs(1),
+		Long:  help("backup-now"),
+		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.queueAndWait(cmd.Context(), &r, "/v1/machines/"+url.PathEscape(args[0])+"/backup", nil, wait)
 		},
@@ -422,13 +341,8 @@ func (a *app) jobCommand() *cobra.Command {
 			if state != "" {
 				q.Set("state", state)
 			}
-			var js []catalog.Job
-			return a.call(cmd.Context(), &r, "GET", "/v1/jobs?"+q.Encode(), nil, &js, func() {
-				a.table("ID\tKIND\tMACHINE\tSTATE\tATTEMPT\tCREATED\tERROR", func(w *tabwriter.Writer) {
-					for _, j := range js {
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", j.ID[:12], j.Kind, orDash(j.Machine), j.State, j.Attempt, j.MaxAttempts, when(j.Created), j.Error)
-					}
-				})
+			return getTable(cmd.Context(), a, &r, "/v1/jobs?"+q.Encode(), "ID\tKIND\tMACHINE\tSTATE\tATTEMPT\tCREATED\tERROR", func(j catalog.Job) string {
+				return fmt.Sprintf("%s\t%s\t%s\t%s\t%d/%d\t%s\t%s", j.ID[:12], j.Kind, orDash(j.Machine), j.State, j.Attempt, j.MaxAttempts, when(j.Created), j.Error)
 			})
 		},
 	}
@@ -455,13 +369,8 @@ func (a *app) alertCommand() *cobra.Command {
 	list := &cobra.Command{
 		Use: "list [--all]", Short: "List open alerts (--all: with cleared ones)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var as []catalog.Alert
-			return a.call(cmd.Context(), &r, "GET", fmt.Sprintf("/v1/alerts?all=%t", all), nil, &as, func() {
-				a.table("OPENED\tKIND\tSUBJECT\tCLEARED\tMESSAGE", func(w *tabwriter.Writer) {
-					for _, al := range as {
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", when(al.Opened), al.Kind, al.Subject, when(al.Cleared), al.Message)
-					}
-				})
+			return getTable(cmd.Context(), a, &r, fmt.Sprintf("/v1/alerts?all=%t", all), "OPENED\tKIND\tSUBJECT\tCLEARED\tMESSAGE", func(al catalog.Alert) string {
+				return fmt.Sprintf("%s\t%s\t%s\t%s\t%s", when(al.Opened), al.Kind, al.Subject, when(al.Cleared), al.Message)
 			})
 		},
 	}
@@ -478,11 +387,8 @@ func (a *app) tokenCommand() *cobra.Command {
 	add := &cobra.Command{
 		Use:   "add NAME --role admin|operator|viewer|agent",
 		Short: "Make a token and print its secret (shown once)",
-		Long: `Make an API token and print its secret, which the server does not keep (only
-its hash): store it in a file of mode 0600 and give it with --token-file.
-An agent's token carries the name of its host: jobs of machines added with
---agent NAME go to it.`,
-		Args: cobra.ExactArgs(1),
+		Long:  help("token-add"),
+		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var t api.NewTokenJSON
 			return a.call(cmd.Context(), &r, "POST", "/v1/tokens", api.NewTokenJSON{Name: args[0], Role: role}, &t, func() {
@@ -491,19 +397,9 @@ An agent's token carries the name of its host: jobs of machines added with
 		},
 	}
 	add.Flags().StringVar(&role, "role", "viewer", "admin, operator, viewer or agent")
-	list := &cobra.Command{
-		Use: "list", Short: "List tokens (never their secrets)", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var ts []catalog.Token
-			return a.call(cmd.Context(), &r, "GET", "/v1/tokens", nil, &ts, func() {
-				a.table("NAME\tROLE\tCREATED\tREVOKED", func(w *tabwriter.Writer) {
-					for _, t := range ts {
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", t.Name, t.Role, when(t.Created), when(t.Revoked))
-					}
-				})
-			})
-		},
-	}
+	list := listCommand(a, &r, "list", "List tokens (never their secrets)", "/v1/tokens", "NAME\tROLE\tCREATED\tREVOKED", func(t catalog.Token) string {
+		return fmt.Sprintf("%s\t%s\t%s\t%s", t.Name, t.Role, when(t.Created), when(t.Revoked))
+	})
 	revoke := &cobra.Command{
 		Use: "revoke NAME", Short: "Revoke a token from now on", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -537,15 +433,8 @@ func (a *app) queueAndWait(ctx context.Context, r *remote, path string, body any
 	if !a.jsonOut {
 		a.printf("job %s queued; waiting\n", j.ID)
 	}
-	for j.State == catalog.Queued || j.State == catalog.Running {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Second):
-		}
-		if err := c.Do(ctx, "GET", "/v1/jobs/"+j.ID, nil, &j); err != nil {
-			return err
-		}
+	if j, err = c.Wait(ctx, j, time.Second); err != nil {
+		return err
 	}
 	if a.jsonOut {
 		a.printJSON(j)

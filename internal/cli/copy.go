@@ -30,17 +30,11 @@ const (
 // prefix+NAME first (location.PrefixedEnv), and checks that a vault is
 // there; a missing vault's error is prefixed with what, if any.
 func (a *app) existing(ctx context.Context, url, prefix, what string) (blob.Store, error) {
-	store, err := a.store(ctx, url, false, location.PrefixedEnv(prefix, a.env.Getenv))
-	if err != nil {
-		return nil, err
+	store, err := location.Existing(ctx, url, location.PrefixedEnv(prefix, a.env.Getenv))
+	if err != nil && what != "" && !errors.Is(err, location.ErrInvalid) {
+		err = fmt.Errorf("%s: %w", what, err)
 	}
-	if _, err := vault.ReadConfig(ctx, store); err != nil {
-		if what != "" {
-			err = fmt.Errorf("%s: %w", what, err)
-		}
-		return nil, err
-	}
-	return store, nil
+	return store, invalidInput(err)
 }
 
 // openSource opens the source vault of a copy at url: its own variables
@@ -51,18 +45,9 @@ func (a *app) openSource(ctx context.Context, url, passwordFile string) (*vault.
 	if err != nil {
 		return nil, err
 	}
-	var pw []byte
-	switch {
-	case passwordFile != "":
-		if pw, err = a.readPasswordFile("--from-password-file", passwordFile); err != nil {
-			return nil, err
-		}
-	case a.env.Getenv(envFrom+"PASSWORD") != "":
-		pw = []byte(a.env.Getenv(envFrom + "PASSWORD"))
-	default:
-		if pw, err = a.passphrase(); err != nil {
-			return nil, err
-		}
+	pw, err := location.SourcePassphrase(passwordFile, a.env.Getenv, a.warn, a.passphrase)
+	if err != nil {
+		return nil, invalidInput(err)
 	}
 	v, err := vault.Open(ctx, store, pw, a.options())
 	if err != nil {
@@ -97,26 +82,11 @@ func (a *app) initCopyOf(cmd *cobra.Command, f *copyOfFlags, store blob.Store, p
 func (a *app) vaultCopyCommand() *cobra.Command {
 	var from, to, machine, fromPasswordFile string
 	cmd := &cobra.Command{
-		Use:   "copy --from SOURCE --to COPY [--machine NAME]",
-		Short: "Copy the recovery points a vault copy lacks (geo-redundancy)",
-		Long: `Copy to the vault --to every recovery point of --from that it does not have,
-oldest first, transferring only the chunks it does not already hold. The copy
-must have been created with 'lifeboat vault init --vault COPY --copy-of SOURCE':
-it shares the source's keys, so points keep their IDs at both sites and restore
-works from either.
-
-A point appears in the copy only once everything it references is there. An
-interrupted copy leaves the copy consistent, and the next run reuses what it
-stored. A point forgotten at the copy (its own retention) is not copied again.
-
-The copy (--to) uses the usual variables and --password-file. The source
-(--from) reads LIFEBOAT_FROM_PASSWORD (or --from-password-file; default: the
-copy's passphrase), LIFEBOAT_FROM_S3_ENDPOINT, LIFEBOAT_FROM_AWS_ACCESS_KEY_ID,
-LIFEBOAT_FROM_AWS_SECRET_ACCESS_KEY and LIFEBOAT_FROM_AWS_REGION, each falling
-back to the plain variable.`,
-		Example: `  lifeboat vault init --vault s3://dr-site/vault --copy-of /srv/vault
-  lifeboat vault copy --from /srv/vault --to s3://dr-site/vault --json`,
-		Args: cobra.NoArgs,
+		Use:     "copy --from SOURCE --to COPY [--machine NAME]",
+		Short:   "Copy the recovery points a vault copy lacks (geo-redundancy)",
+		Long:    help("vault-copy"),
+		Example: help("vault-copy.example"),
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			if from == "" || to == "" {
@@ -169,19 +139,9 @@ back to the plain variable.`,
 func (a *app) vaultStatusCommand() *cobra.Command {
 	var copyURL, machine string
 	cmd := &cobra.Command{
-		Use:   "status [--copy COPY] [--machine NAME]",
-		Short: "Summarise a vault, and how far behind its copy is",
-		Long: `Show the vault's recovery points per machine, the latest of each, and the size
-of its packs. With --copy, also list the points not yet copied to that vault
-copy and the copy lag: the age of the oldest point not yet copied, 0 when the
-copy is up to date. The lag is the recovery point objective of the second
-site: what a loss of this site would lose of the copy's history.
-
---copy needs no passphrase: only its config and the names of its objects are
-read; its markers of copied points are checked with this vault's keys, and one
-that does not check out is named in a warning. It reads
-LIFEBOAT_COPY_S3_ENDPOINT, LIFEBOAT_COPY_AWS_ACCESS_KEY_ID ... first, falling
-back to the plain variables.`,
+		Use:     "status [--copy COPY] [--machine NAME]",
+		Short:   "Summarise a vault, and how far behind its copy is",
+		Long:    help("vault-status"),
 		Example: `  lifeboat vault status --vault /srv/vault --copy s3://dr-site/vault`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {

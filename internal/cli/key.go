@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"text/tabwriter"
@@ -18,19 +17,13 @@ func (a *app) vaultKeyCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "key",
 		Short: "List, add and remove the vault's named key slots",
-		Long: `Every passphrase that opens a vault has a key slot: keys/<id> in the vault,
-wrapping the vault's keys under that passphrase (Argon2id). Slots have names;
-slots written before names existed are shown as slot-<8 hex digits> of their
-object name. See docs/security.md, "Keys and revocation".`,
+		Long:  help("vault-key"),
 	}
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List the key slots",
-		Long: `List the vault's key slots: name, creation time, the newest data key generation
-each wraps, and which one the passphrase given opened (*). A slot below the
-vault's newest generation reads only what was written before the rekey that
-left it behind, and cannot write.`,
-		Args: cobra.NoArgs,
+		Long:  help("vault-key-list"),
+		Args:  cobra.NoArgs,
 		RunE: a.withVault(func(ctx context.Context, v *vault.Vault, args []string) error {
 			keys, err := v.Keys(ctx)
 			if err != nil {
@@ -62,13 +55,8 @@ left it behind, and cannot write.`,
 	add := &cobra.Command{
 		Use:   "add --name NAME",
 		Short: "Add a key slot for a new passphrase",
-		Long: `Add a key slot named NAME (letters, digits, '.', '_', '@', '-'; up to 64)
-wrapping the vault's keys under a new passphrase of at least 12 characters. The
-vault is opened with the current passphrase (--password-file,
-LIFEBOAT_PASSWORD_FILE or LIFEBOAT_PASSWORD); the new one comes from
---new-password-file, else LIFEBOAT_NEW_PASSWORD, else is asked for twice on the
-terminal. Nothing is re-encrypted.`,
-		Args: cobra.NoArgs,
+		Long:  help("vault-key-add"),
+		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := vault.ValidKeyName(name); err != nil {
 				return usageError{fmt.Errorf("--name: %w", err)}
@@ -93,16 +81,8 @@ terminal. Nothing is re-encrypted.`,
 	remove := &cobra.Command{
 		Use:   "remove NAME",
 		Short: "Remove a key slot",
-		Long: `Remove the key slot NAME (or the slot whose object is keys/NAME): its
-passphrase no longer opens the vault. The last slot is never removed, and the
-slot the given passphrase opened only with --force.
-
-Removing a slot is not enough against someone who kept a copy of it: with the
-copy and the storage, the removed passphrase still reads everything sealed
-with the data keys it wraps, including what is written later. Run
-'lifeboat vault rekey' after removing it, so that what is written from then on
-is sealed with a data key the removed slot never held (docs/security.md).`,
-		Args: cobra.ExactArgs(1),
+		Long:  help("vault-key-remove"),
+		Args:  cobra.ExactArgs(1),
 		RunE: a.withVault(func(ctx context.Context, v *vault.Vault, args []string) error {
 			gone, err := v.RemoveKey(ctx, args[0], force)
 			if err != nil {
@@ -125,19 +105,8 @@ func (a *app) vaultRekeyCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rekey [--force]",
 		Short: "Seal what is written from now on with a new data key",
-		Long: `Make a new data key (the next generation) that seals every object written from
-now on: packs, index objects, manifests, points, prune plans. Older data keys
-stay wrapped in the key slot, so every existing point still restores; nothing
-is re-encrypted. The vault's format becomes version 3 (older lifeboat refuses
-it).
-
-Only the key slot of the passphrase given receives the new key, so the other
-key slots are removed (--force is needed when there are any): add their
-passphrases again with 'lifeboat vault key add'. A passphrase whose slot was
-removed, even by someone who kept a copy of the slot, cannot read anything
-written after the rekey. Vault copies take the new key on their next
-'lifeboat vault copy'. See docs/security.md, "Keys and revocation".`,
-		Args: cobra.NoArgs,
+		Long:  help("vault-rekey"),
+		Args:  cobra.NoArgs,
 		RunE: a.withVault(func(ctx context.Context, v *vault.Vault, args []string) error {
 			res, err := v.Rekey(ctx, force)
 			if err != nil {
@@ -153,23 +122,10 @@ written after the rekey. Vault copies take the new key on their next
 	return cmd
 }
 
-// newPassphrase reads a new passphrase from file, else LIFEBOAT_NEW_PASSWORD,
-// else asks for it twice on the terminal; it must be strong enough.
-func (a *app) newPassphrase(file string) (p []byte, err error) {
-	switch {
-	case file != "":
-		p, err = a.readPasswordFile("--new-password-file", file)
-	case a.env.Getenv("LIFEBOAT_NEW_PASSWORD") != "":
-		p = []byte(a.env.Getenv("LIFEBOAT_NEW_PASSWORD"))
-	default:
-		if p, err = location.AskNew(os.Stdin, a.env.Stderr); errors.Is(err, location.ErrInvalid) {
-			err = usageError{err}
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
-	return p, vault.CheckNewPassphrase(p)
+// newPassphrase is location.NewPassphrase with --new-password-file file.
+func (a *app) newPassphrase(file string) ([]byte, error) {
+	p, err := location.NewPassphrase(file, a.env.Getenv, os.Stdin, a.env.Stderr, a.warn)
+	return p, invalidInput(err)
 }
 
 func (a *app) printRemoved(gone []vault.KeyInfo) {

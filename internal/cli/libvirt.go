@@ -39,20 +39,11 @@ func (a *app) libvirtCommand() *cobra.Command {
 	}
 	var connect string
 	list := &cobra.Command{
-		Use:   "list [--connect URI]",
-		Short: "List the libvirt domains, their disks and whether lifeboat protects them",
-		Long: `List the domains of the libvirt daemon at --connect (default qemu:///system):
-running or not, each disk (target, kind, image, format), whether lifeboat can back
-it up (file and block disks; network disks cannot be read), and, when a vault is
-given (--vault or LIFEBOAT_VAULT), the machines whose points in it were taken from
-the domain and the newest point's time. A domain with no such point is
-unprotected.
-
-Back a domain up with: lifeboat backup --machine NAME --libvirt DOMAIN
-(see docs/libvirt.md).`,
-		Example: `  lifeboat libvirt list
-  lifeboat --vault /srv/vault libvirt list --json`,
-		Args: cobra.NoArgs,
+		Use:     "list [--connect URI]",
+		Short:   "List the libvirt domains, their disks and whether lifeboat protects them",
+		Long:    help("libvirt-list"),
+		Example: help("libvirt-list.example"),
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			var points []*recovery.Point

@@ -24,17 +24,8 @@ func (a *app) verifyCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "verify [--read-data]",
 		Short: "Check the vault and name every missing or corrupt object",
-		Long: `Check that every recovery point can be restored: every point, manifest and index
-object opens and authenticates, and every chunk a point references is indexed in a
-pack that exists. With --read-data, also read every pack, check it hashes to its
-name and that every chunk in it decrypts to its ID.
-
-Exits 5 and lists each problem with the object's name when anything is wrong.
-
-With --server, the server's agent verifies the vault the server knows by the
-name --vault gives (default "default"); a failed verification raises a
-verify-failed alert until one passes.`,
-		Args: cobra.NoArgs,
+		Long:  help("verify"),
+		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if rem.server != "" {
 				name := cmp.Or(a.vaultURL, "default")
@@ -91,30 +82,11 @@ func (a *app) forgetCommand() *cobra.Command {
 	var r policy.Retention
 	var prune, dryRun bool
 	cmd := &cobra.Command{
-		Use:   "forget [--machine NAME] --keep-* ...",
-		Short: "Remove recovery points by retention policy",
-		Long: `Apply a retention policy to the recovery points of one machine (or of every
-machine, each on its own) and remove the points it does not keep. Points are
-grouped per machine; buckets (hour, day, ISO week, month, year) are in UTC, and
-each bucket keeps its newest point. A point is kept if any rule keeps it; points
-dated in the future are always kept. Use -1 for "every bucket".
-
-Only the points are removed: their data stays until 'lifeboat prune' (or --prune).
-
-When the vault has a soft-delete window (14 days for a vault made by 'vault init'
-unless it said otherwise: 'lifeboat vault settings'), the points are soft-deleted:
-'lifeboat points --deleted' lists them, 'lifeboat undelete' brings one back, and
-prune keeps their data until the window has passed, then purges them. Without a
-window (vaults made before soft delete, or --soft-delete 0) they are deleted.
-
-In a vault with an object lock (vault init --lock), forget extends the lock of
-every object the points it keeps need, and leaves a point it would remove that
-is still locked, saying until when: a forget after that date removes it.
-Forget and prune need storage credentials that may delete objects; with
-append-only ones they refuse before changing anything.`,
-		Example: `  lifeboat forget --machine web1 --keep-daily 7 --keep-weekly 4 --keep-monthly 12 --prune
-  lifeboat forget --keep-last 3 --keep-within 2d --dry-run`,
-		Args: cobra.NoArgs,
+		Use:     "forget [--machine NAME] --keep-* ...",
+		Short:   "Remove recovery points by retention policy",
+		Long:    help("forget"),
+		Example: help("forget.example"),
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if within != "" {
 				d, err := policy.ParseDuration(within)
@@ -201,24 +173,8 @@ func (a *app) pruneCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "prune [--dry-run]",
 		Short: "Delete data no recovery point uses",
-		Long: `Delete the packs, index entries and manifests no recovery point references, and
-rewrite packs that are mostly unused. Prune is safe beside running backups and
-restores: it writes a plan first, and deletes only once every backup that
-started before the plan has finished and no new point needs what it condemns;
-otherwise the next prune finishes the plan. Run one prune per vault at a time.
-
-Soft-deleted points (forget on a vault with a soft-delete window) keep their
-data until their window has passed; prune then purges them and their data.
-
-Prune also removes the partial uploads a write killed mid-way leaves in a
-directory vault (packs/xx/.tmp-*) once they are older than 30 minutes, the
-longest a running write can take to refresh its session; verify lists them.
-
-In a vault with an object lock, prune never tries to delete a locked object:
-it leaves it, and the packs a locked index object names, and reports how many
-stay and the earliest date one may go. It also removes the session markers that
-backups with append-only credentials could not delete.`,
-		Args: cobra.NoArgs,
+		Long:  help("prune"),
+		Args:  cobra.NoArgs,
 		RunE: a.withVault(func(ctx context.Context, v *vault.Vault, args []string) error {
 			opts := maintenance.PruneOptions{DryRun: dryRun}
 			if !a.quiet && !a.jsonOut {

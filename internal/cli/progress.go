@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"lifeboat/internal/bytesize"
 )
 
 // isTerminal reports whether w is a terminal.
@@ -67,15 +69,4 @@ func (b *bar) update(done, total int64, elapsed time.Duration, final bool) {
 }
 
 // size formats a byte count in binary units.
-func size(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.2f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+var size = bytesize.Format

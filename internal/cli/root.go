@@ -4,18 +4,16 @@
 package cli
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/spf13/cobra"
 
-	"lifeboat/internal/blob"
+	"lifeboat/internal/bytesize"
 	"lifeboat/internal/clock"
 	"lifeboat/internal/indexcache"
 	"lifeboat/internal/lastseen"
@@ -78,31 +76,9 @@ func Main(ctx context.Context, args []string, env Env) int {
 
 func (a *app) rootCommand() *cobra.Command {
 	root := &cobra.Command{
-		Use:   "lifeboat",
-		Short: "Backup and disaster recovery for virtual machine disks",
-		Long: `lifeboat backs up every disk of a machine (raw images, block devices) into an
-encrypted, deduplicated vault on a local directory or an S3 bucket, and restores them.
-
-Vault:       --vault PATH | s3://bucket/prefix | lifeboat+https://host:port   (or LIFEBOAT_VAULT)
-Passphrase:  --password-file FILE  (or LIFEBOAT_PASSWORD_FILE=FILE, or LIFEBOAT_PASSWORD
-             giving it directly; first found in that order); a new passphrase needs
-             12 characters or more; a password file others can read is warned about
-S3:          LIFEBOAT_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
-             AWS_SESSION_TOKEN (temporary credentials);
-             LIFEBOAT_S3_STALL_TIMEOUT (1m), LIFEBOAT_S3_RETRY_BUDGET (2m) bound a stalled server;
-             LIFEBOAT_S3_CREATE_ONLY=1 never replaces an object (If-None-Match: *);
-             plain http:// endpoints are accepted for loopback addresses only.
-Served:      lifeboat+https://host:port is a directory vault served by 'lifeboat vault
-             serve'; its token in LIFEBOAT_VAULT_TOKEN_FILE (or LIFEBOAT_VAULT_TOKEN).
-
-Exit codes:
-  0 success            1 error               2 bad usage or input
-  3 wrong passphrase   4 no vault there      5 corruption found / verify failed
-  6 vault format newer than this lifeboat    7 storage unreachable or refusing
-  8 no such point, machine or disk           9 a disk unreadable (backup) or
-                                               unwritable (restore, no room)
- 10 point written, but less consistent       130 interrupted
-    than backup --require-consistency asked`,
+		Use:           "lifeboat",
+		Short:         "Backup and disaster recovery for virtual machine disks",
+		Long:          help("lifeboat"),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRun: func(cmd *cobra.Command, args []string) {
@@ -127,37 +103,22 @@ Exit codes:
 	return root
 }
 
-// passphrase reads the passphrase from --password-file, else from the
-// file LIFEBOAT_PASSWORD_FILE names, else from LIFEBOAT_PASSWORD.
+// passphrase is location.Passphrase of --password-file and the environment.
 func (a *app) passphrase() ([]byte, error) {
-	file, from := a.passwordFile, "--password-file"
-	if file == "" {
-		file, from = a.env.Getenv("LIFEBOAT_PASSWORD_FILE"), "LIFEBOAT_PASSWORD_FILE"
-	}
-	if file != "" {
-		return a.readPasswordFile(from, file)
-	}
-	if p := a.env.Getenv("LIFEBOAT_PASSWORD"); p != "" {
-		return []byte(p), nil
-	}
-	return nil, usageError{errors.New("no passphrase: use --password-file, or set LIFEBOAT_PASSWORD_FILE or LIFEBOAT_PASSWORD")}
+	p, err := location.Passphrase(a.passwordFile, "--password-file", a.env.Getenv, a.warn)
+	return p, invalidInput(err)
 }
 
-// readPasswordFile reads the passphrase in file, which flag (or variable)
-// from named, warning when others may read it.
-func (a *app) readPasswordFile(from, file string) ([]byte, error) {
-	p, warning, err := location.ReadPasswordFile(file)
-	if warning != "" {
-		a.warnf("%s", warning)
+// invalidInput marks a location's bad input as a usage error.
+func invalidInput(err error) error {
+	if errors.Is(err, location.ErrInvalid) {
+		return usageError{err}
 	}
-	if err != nil {
-		return nil, usageError{fmt.Errorf("reading %s: %w", from, err)}
-	}
-	return p, nil
+	return err
 }
 
 func (a *app) options() vault.Options {
-	o := vault.Options{Clock: a.env.Clock, Warn: func(s string) { a.warnf("%s", s) }, CacheDir: a.indexCacheDir()}
+	o := vault.Options{Clock: a.env.Clock, Warn: func(s string) { a.warnf("%s", s) }, CacheDir: indexcache.Dir(a.cacheDir, a.env.Getenv)}
 	// Without a state directory book() warns; here it is enough to skip.
 	if b, err := lastseen.FromEnv(a.env.Getenv); err == nil {
 		o.Keys = b
@@ -168,34 +129,12 @@ func (a *app) options() vault.Options {
 	return o
 }
 
-// indexCacheDir is --cache-dir, else LIFEBOAT_CACHE_DIR, else the
-// default; "off" in either keeps no cache.
-func (a *app) indexCacheDir() string {
-	d := cmp.Or(a.cacheDir, a.env.Getenv("LIFEBOAT_CACHE_DIR"), indexcache.DefaultDir(a.env.Getenv))
-	if d == "off" {
-		return ""
-	}
-	return d
-}
-
-// store opens a vault URL's store; a bad URL is a usage error.
-func (a *app) store(ctx context.Context, url string, create bool, getenv func(string) string) (blob.Store, error) {
-	s, err := location.Store(ctx, url, create, getenv)
-	if errors.Is(err, location.ErrInvalid) {
-		return nil, usageError{err}
-	}
-	return s, err
-}
-
-// open opens the vault named by --vault.
+// open opens the vault named by --vault; a missing or newer vault is
+// reported before the passphrase is asked for.
 func (a *app) open(ctx context.Context) (*vault.Vault, error) {
-	store, err := a.store(ctx, a.vaultURL, false, a.env.Getenv)
+	store, err := location.Existing(ctx, a.vaultURL, a.env.Getenv)
 	if err != nil {
-		return nil, err
-	}
-	// Report a missing or newer vault before asking for a passphrase.
-	if _, err := vault.ReadConfig(ctx, store); err != nil {
-		return nil, err
+		return nil, invalidInput(err)
 	}
 	pw, err := a.passphrase()
 	if err != nil {
@@ -235,22 +174,4 @@ func (a *app) warnf(format string, args ...any) {
 	fmt.Fprintf(a.env.Stderr, "lifeboat: warning: "+format+"\n", args...)
 }
 
-// parseSize parses "256K", "1M", "4MiB", "65536".
-func parseSize(s string) (int, error) {
-	t := strings.ToUpper(strings.TrimSpace(s))
-	t = strings.TrimSuffix(strings.TrimSuffix(t, "IB"), "B")
-	mult := 1
-	switch {
-	case strings.HasSuffix(t, "K"):
-		mult, t = 1<<10, t[:len(t)-1]
-	case strings.HasSuffix(t, "M"):
-		mult, t = 1<<20, t[:len(t)-1]
-	case strings.HasSuffix(t, "G"):
-		mult, t = 1<<30, t[:len(t)-1]
-	}
-	var n int
-	if _, err := fmt.Sscanf(t, "%d", &n); err != nil || n <= 0 || fmt.Sprint(n) != t {
-		return 0, fmt.Errorf("invalid size %q (examples: 256K, 1M, 4MiB)", s)
-	}
-	return n * mult, nil
-}
+var parseSize = bytesize.Parse

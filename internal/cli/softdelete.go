@@ -15,15 +15,6 @@ import (
 	"lifeboat/internal/vault"
 )
 
-// softDeleteHelp is said wherever the window is set.
-const softDeleteHelp = `Soft delete: forget does not delete a point at once but marks it deleted; it
-is left out of points, restore, backup and vault copy, 'lifeboat points
---deleted' lists it and 'lifeboat undelete' brings it back, and prune keeps
-everything it needs until the soft-delete window has passed since it was
-forgotten, then purges it. A window of 0 turns soft delete off: forget deletes
-points at once, as lifeboat did before soft delete (and as vaults made before
-it still do until a window is set).`
-
 // parseWindow parses a --soft-delete value: 14d, 36h, 2w, 0.
 func parseWindow(s string) (time.Duration, error) {
 	d, err := policy.ParseWindow(s)
@@ -42,22 +33,11 @@ func (a *app) vaultSetCommand() *cobra.Command {
 	var window string
 	var force bool
 	cmd := &cobra.Command{
-		Use:   "set --soft-delete DURATION [--force]",
-		Short: "Change the vault's soft-delete window",
-		Long: `Change how long forgotten points stay restorable before prune purges them.
-
-` + softDeleteHelp + `
-
-Lengthening the window takes effect at once, for points already deleted too.
-Shortening it, or turning it off with 0, needs --force, and takes effect only
-once the window in force has passed: every point forgotten until then keeps
-the time it was promised. So whoever can change the setting — it takes the
-passphrase, as it is sealed with the vault's key — cannot shorten the window
-and purge at once; the vault's history of settings shows the change.`,
-		Example: `  lifeboat vault set --soft-delete 30d
-  lifeboat vault set --soft-delete 7d --force
-  lifeboat vault set --soft-delete 0 --force`,
-		Args: cobra.NoArgs,
+		Use:     "set --soft-delete DURATION [--force]",
+		Short:   "Change the vault's soft-delete window",
+		Long:    help("vault-set"),
+		Example: help("vault-set.example"),
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !cmd.Flags().Changed("soft-delete") {
 				return usageError{errors.New("nothing to set: give --soft-delete DURATION")}
@@ -89,10 +69,8 @@ func (a *app) vaultSettingsCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "settings",
 		Short: "Show the vault's soft-delete window",
-		Long: "Show the soft-delete window in force, a shorter one set but not yet in force, and every\n" +
-			"change of the window: when (by the storage's clock when it is later than the writer's) and\n" +
-			"from which host.\n\n" + softDeleteHelp,
-		Args: cobra.NoArgs,
+		Long:  help("vault-settings"),
+		Args:  cobra.NoArgs,
 		RunE: a.withVault(func(ctx context.Context, v *vault.Vault, args []string) error {
 			st, err := maintenance.SoftDeleteState(ctx, v)
 			if err != nil {
@@ -150,16 +128,11 @@ func (a *app) pointsDeleted(ctx context.Context, machine string) error {
 func (a *app) undeleteCommand() *cobra.Command {
 	var machine string
 	cmd := &cobra.Command{
-		Use:   "undelete --machine NAME POINT",
-		Short: "Bring back a forgotten (soft-deleted) recovery point",
-		Long: `Bring back a point that forget soft-deleted, before prune purged it: it is
-listed, restored and copied again like any other point. POINT is an ID prefix
-(at least 6 characters) from 'lifeboat points --deleted'.
-
-` + softDeleteHelp,
-		Example: `  lifeboat points --deleted --machine web1
-  lifeboat undelete --machine web1 3fa9c2`,
-		Args: cobra.ExactArgs(1),
+		Use:     "undelete --machine NAME POINT",
+		Short:   "Bring back a forgotten (soft-deleted) recovery point",
+		Long:    help("undelete"),
+		Example: help("undelete.example"),
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if machine == "" {
 				return usageError{errors.New("--machine is required")}

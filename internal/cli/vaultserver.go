@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -23,21 +22,8 @@ func (a *app) vaultAddCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "add NAME --url URL [--password-file F] [--s3-key-file F] [--copy-to NAME]",
 		Short: "Register a vault with a lifeboat server, with its credentials (server)",
-		Long: `Register the vault at --url with the server under NAME, for policies to name
-(lifeboat policy add … --vault NAME). The vault must exist (lifeboat vault init).
-
-The server keeps the vault's passphrase (from --password-file,
-LIFEBOAT_PASSWORD_FILE or LIFEBOAT_PASSWORD) and, for an s3:// URL, the S3
-settings in --s3-key-file (KEY=VALUE lines: AWS_ACCESS_KEY_ID,
-AWS_SECRET_ACCESS_KEY, and optionally AWS_SESSION_TOKEN, AWS_REGION,
-LIFEBOAT_S3_ENDPOINT, LIFEBOAT_S3_ALLOW_HTTP) in DATA/secrets.json (mode
-0600). They are never shown by the API, never logged, and never in job specs,
-the catalog or its snapshots; each agent receives those of a job's vaults
-with the job, over its authenticated connection. --no-password registers the
-vault without a passphrase: agents then use their own.
-
-Running it again for NAME replaces the credentials kept; a NAME keeps its URL.`,
-		Args: cobra.ExactArgs(1),
+		Long:  help("vault-add"),
+		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if v.URL == "" {
 				return usageError{fmt.Errorf("--url: required: the vault's directory or s3:// URL")}
@@ -78,19 +64,9 @@ Running it again for NAME replaces the credentials kept; a NAME keeps its URL.`,
 // vaultListCommand lists the vaults a server knows (never credentials).
 func (a *app) vaultListCommand() *cobra.Command {
 	var r remote
-	cmd := &cobra.Command{
-		Use: "list", Short: "List the vaults a lifeboat server knows (server)", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var vs []catalog.Vault
-			return a.call(cmd.Context(), &r, "GET", "/v1/vaults", nil, &vs, func() {
-				a.table("NAME\tURL\tCOPY TO", func(w *tabwriter.Writer) {
-					for _, v := range vs {
-						fmt.Fprintf(w, "%s\t%s\t%s\n", v.Name, v.URL, orDash(v.CopyTo))
-					}
-				})
-			})
-		},
-	}
+	cmd := listCommand(a, &r, "list", "List the vaults a lifeboat server knows (server)", "/v1/vaults", "NAME\tURL\tCOPY TO", func(v catalog.Vault) string {
+		return fmt.Sprintf("%s\t%s\t%s", v.Name, v.URL, orDash(v.CopyTo))
+	})
 	a.addRemoteFlags(cmd, &r)
 	return cmd
 }

@@ -17,6 +17,7 @@ package indexcache
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -65,6 +66,16 @@ type Index struct {
 	// Fetched is how many index objects and bytes this run read from the
 	// vault to bring the cache up to date.
 	FetchedObjects, FetchedBytes int64
+}
+
+// Dir is the cache directory: dir (the --cache-dir flag), else
+// LIFEBOAT_CACHE_DIR, else DefaultDir; "off" in either keeps no cache ("").
+func Dir(dir string, getenv func(string) string) string {
+	d := cmp.Or(dir, getenv("LIFEBOAT_CACHE_DIR"), DefaultDir(getenv))
+	if d == "off" {
+		return ""
+	}
+	return d
 }
 
 // DefaultDir is where the cache lives unless told otherwise:

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"lifeboat/internal/capture"
 	"lifeboat/internal/recovery"
 )
 
@@ -35,4 +36,34 @@ func DiskSpecs(values []string, def *recovery.Definition) (names, paths []string
 		paths = append(paths, path)
 	}
 	return names, paths, nil
+}
+
+// LocalDisks are the Disks of a backup spec from disk arguments given on
+// this host (DiskSpecs): file paths made absolute, NBD URLs as they are.
+func LocalDisks(values []string, def *recovery.Definition) ([]Disk, error) {
+	names, paths, err := DiskSpecs(values, def)
+	if err != nil {
+		return nil, err
+	}
+	disks := make([]Disk, len(names))
+	for i := range names {
+		path := paths[i]
+		if !capture.IsNBD(path) {
+			path = AbsPath(path)
+		}
+		disks[i] = Disk{Name: names[i], Path: path}
+	}
+	return disks, nil
+}
+
+// AbsPath makes a local path absolute, as job specs want (the agent that
+// runs a job may not share the caller's directory); "" stays "".
+func AbsPath(p string) string {
+	if p == "" {
+		return ""
+	}
+	if abs, err := filepath.Abs(p); err == nil {
+		return abs
+	}
+	return p
 }

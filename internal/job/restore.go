@@ -154,3 +154,42 @@ func RunRestore(ctx context.Context, v *vault.Vault, r Restore, env Env) (*Resto
 	}
 	return out, nil
 }
+
+// RestoredJSON is a restore as reported (restore --json, a restore job's
+// result). Fields are in the order of their names.
+type RestoredJSON struct {
+	// Definition is the -dr definition written ("" without one).
+	Definition string `json:"definition"`
+	// Disks and Formats: each disk's image and its format.
+	Disks   map[string]string `json:"disks"`
+	Domain  *DomainJSON       `json:"domain,omitempty"`
+	Formats map[string]string `json:"formats"`
+	Machine string            `json:"machine"`
+	// NewMACs are the NICs' new addresses (restore --new-macs).
+	NewMACs []recovery.MACChange `json:"new_macs,omitempty"`
+	Point   string               `json:"point"`
+	Stats   restore.Stats        `json:"stats"`
+}
+
+// DomainJSON is the libvirt domain a restore defined.
+type DomainJSON struct {
+	Name    string `json:"name"`
+	UUID    string `json:"uuid"`
+	Running bool   `json:"running"`
+}
+
+// Report is r as reported.
+func (r *Restored) Report() RestoredJSON {
+	out := RestoredJSON{Point: r.Point.ID.String(), Machine: r.Point.Machine, Disks: map[string]string{}, Formats: map[string]string{},
+		Definition: r.DefinitionPath, Stats: r.Stats}
+	for _, t := range r.Targets {
+		out.Disks[t.Disk.Name], out.Formats[t.Disk.Name] = t.Path, t.Format
+	}
+	if r.Definition != nil {
+		out.NewMACs = r.Definition.MACs
+	}
+	if r.Domain != nil {
+		out.Domain = &DomainJSON{Name: r.Domain.Name, UUID: r.Domain.UUID, Running: r.Domain.Running}
+	}
+	return out
+}

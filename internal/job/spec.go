@@ -60,6 +60,23 @@ type Source struct {
 	Definition json.RawMessage `json:"definition,omitempty"`
 }
 
+// AddDisks adds the disks given as NAME=PATH to s; a value without a path
+// names one of a live machine's disks (QMP or Libvirt set), and is
+// refused otherwise.
+func (s *Source) AddDisks(values []string) error {
+	for _, d := range values {
+		name, path, ok := strings.Cut(d, "=")
+		if !ok {
+			if s.QMP == "" && s.Libvirt == "" {
+				return invalid("disks", "%q: give NAME=PATH", d)
+			}
+			name, path = d, ""
+		}
+		s.Disks = append(s.Disks, Disk{Name: name, Path: path})
+	}
+	return nil
+}
+
 // Validate reports the first thing wrong with s.
 func (s Source) Validate() error {
 	if len(s.Disks) == 0 && s.QMP == "" && s.Libvirt == "" {

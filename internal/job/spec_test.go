@@ -100,3 +100,22 @@ func TestBackupValidate(t *testing.T) {
 		t.Fatal("QMP disk with a path accepted")
 	}
 }
+
+// --disk values of a machine: NAME=PATH, or a name alone for a live
+// machine's disk; a path alone for a disk read by path is refused.
+func TestSourceAddDisks(t *testing.T) {
+	var s Source
+	if err := s.AddDisks([]string{"root=/img/r.raw", "data=nbd://h/e"}); err != nil || len(s.Disks) != 2 ||
+		s.Disks[0] != (Disk{Name: "root", Path: "/img/r.raw"}) || s.Disks[1] != (Disk{Name: "data", Path: "nbd://h/e"}) {
+		t.Fatalf("named paths: %+v %v", s.Disks, err)
+	}
+	var ie *InvalidError
+	if err := (&Source{}).AddDisks([]string{"/img/r.raw"}); !errors.As(err, &ie) || ie.Field != "disks" || ie.Reason != `"/img/r.raw": give NAME=PATH` {
+		t.Fatalf("a bare path: %v", err)
+	}
+	for _, live := range []Source{{QMP: "/run/q.sock"}, {Libvirt: "web1"}} {
+		if err := live.AddDisks([]string{"vda"}); err != nil || len(live.Disks) != 1 || live.Disks[0] != (Disk{Name: "vda"}) {
+			t.Fatalf("a live machine's disk by name: %+v %v", live.Disks, err)
+		}
+	}
+}

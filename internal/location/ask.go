@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"lifeboat/internal/vault"
 )
 
 // invalid is bad input whose message stands on its own; it is ErrInvalid
@@ -78,4 +80,22 @@ func PrefixedEnv(prefix string, getenv func(string) string) func(string) string 
 		}
 		return getenv(k)
 	}
+}
+
+// NewPassphrase is a new passphrase: from file (--new-password-file) when
+// given, else LIFEBOAT_NEW_PASSWORD, else asked for twice on the terminal
+// in (AskNew). It must be strong enough (vault.CheckNewPassphrase).
+func NewPassphrase(file string, getenv func(string) string, in *os.File, out io.Writer, warn func(string)) (p []byte, err error) {
+	switch {
+	case file != "":
+		p, err = PassphraseFile("--new-password-file", file, warn)
+	case getenv("LIFEBOAT_NEW_PASSWORD") != "":
+		p = []byte(getenv("LIFEBOAT_NEW_PASSWORD"))
+	default:
+		p, err = AskNew(in, out)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return p, vault.CheckNewPassphrase(p)
 }

@@ -87,6 +87,16 @@ func Store(ctx context.Context, url string, create bool, getenv func(string) str
 // Open opens the vault at url with passphrase. A missing vault or one of
 // a newer format is reported as such before the passphrase is tried.
 func Open(ctx context.Context, url string, getenv func(string) string, passphrase []byte, opts vault.Options) (*vault.Vault, error) {
+	store, err := Existing(ctx, url, getenv)
+	if err != nil {
+		return nil, err
+	}
+	return vault.Open(ctx, store, passphrase, opts)
+}
+
+// Existing opens the store at url and checks that a vault of a format
+// this lifeboat reads is there, before any passphrase is asked for.
+func Existing(ctx context.Context, url string, getenv func(string) string) (blob.Store, error) {
 	store, err := Store(ctx, url, false, getenv)
 	if err != nil {
 		return nil, err
@@ -94,5 +104,5 @@ func Open(ctx context.Context, url string, getenv func(string) string, passphras
 	if _, err := vault.ReadConfig(ctx, store); err != nil {
 		return nil, err
 	}
-	return vault.Open(ctx, store, passphrase, opts)
+	return store, nil
 }

@@ -110,6 +110,20 @@ func DefaultVaultPassphrase(dataDir, url string) ([]byte, bool) {
 	return []byte(strings.TrimSpace(string(raw))), true
 }
 
+// KeptPassphrase looks a vault's passphrase up as the jobs of the server
+// with data directory dataDir do: the one it keeps for its default vault
+// (DefaultVaultPassphrase), else other's. With dataDir "" it is other.
+func KeptPassphrase(dataDir string, other func(url string) ([]byte, error)) func(url string) ([]byte, error) {
+	return func(url string) ([]byte, error) {
+		if dataDir != "" {
+			if pw, ok := DefaultVaultPassphrase(dataDir, url); ok {
+				return pw, nil
+			}
+		}
+		return other(url)
+	}
+}
+
 // AgentTokenFile is where the built-in agent's token is kept.
 const AgentTokenFile = "agent.token"
 

@@ -1,0 +1,128 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"lifeboat/internal/catalog"
+)
+
+func TestConnect(t *testing.T) {
+	dir := t.TempDir()
+	tokFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokFile, []byte("  file-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := func(kv ...string) func(string) string {
+		m := map[string]string{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return func(k string) string { return m[k] }
+	}
+	for _, c := range []struct {
+		name, server, file string
+		getenv             func(string) string
+		url, token, err    string
+	}{
+		{name: "defaults", getenv: env("LIFEBOAT_TOKEN", "t1"), url: DefaultURL, token: "t1"},
+		{name: "env server", getenv: env("LIFEBOAT_SERVER", "https://s:1", "LIFEBOAT_TOKEN", "t1"), url: "https://s:1", token: "t1"},
+		{name: "flag wins", server: "http://f:2", getenv: env("LIFEBOAT_SERVER", "https://s:1", "LIFEBOAT_TOKEN", "t1"), url: "http://f:2", token: "t1"},
+		{name: "token file wins", file: tokFile, getenv: env("LIFEBOAT_TOKEN", "t1"), url: DefaultURL, token: "file-token"},
+		{name: "bad scheme", server: "ftp://x", getenv: env("LIFEBOAT_TOKEN", "t1"), err: `--server "ftp://x": want http://HOST:PORT`},
+		{name: "no host", server: "http://", getenv: env("LIFEBOAT_TOKEN", "t1"), err: "want http://HOST:PORT"},
+		{name: "missing token file", file: filepath.Join(dir, "none"), getenv: env(), err: "reading --token-file"},
+		{name: "no token", getenv: env(), err: "no API token"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cl, err := Connect(c.server, c.file, c.getenv)
+			if c.err != "" {
+				if err == nil || !strings.Contains(err.Error(), c.err) || !errors.Is(err, ErrSettings) {
+					t.Fatalf("err %v, want one with %q wrapping ErrSettings", err, c.err)
+				}
+				return
+			}
+			if err != nil || cl.URL != c.url || cl.Token != c.token {
+				t.Fatalf("client %+v, %v; want %s with %s", cl, err, c.url, c.token)
+			}
+		})
+	}
+}
+
+func TestVaultName(t *testing.T) {
+	for ref, want := range map[string]string{
+		"/srv/vault":                  "srv-vault",
+		"s3://bucket/site-a":          "bucket-site-a",
+		"s3://b/a//b":                 "b-a-b",
+		"/data/v.1/x_y/":              "data-v.1-x_y",
+		"/" + strings.Repeat("a", 70): strings.Repeat("a", 63),
+	} {
+		if got := VaultName(ref); got != want {
+			t.Errorf("VaultName(%q) = %q, want %q", ref, got, want)
+		}
+	}
+}
+
+// VaultRef registers a URL under its derived name and passes a name as it is.
+func TestVaultRef(t *testing.T) {
+	e := newEnv(t)
+	c := &Client{URL: e.url, Token: e.admin}
+	ctx := context.Background()
+	if name, err := c.VaultRef(ctx, "known"); err != nil || name != "known" {
+		t.Fatalf("a name: %q %v", name, err)
+	}
+	name, err := c.VaultRef(ctx, "/srv/site-a")
+	if err != nil || name != "srv-site-a" {
+		t.Fatalf("a directory: %q %v", name, err)
+	}
+	var vs []catalog.Vault
+	e.ok(e.do(e.admin, "GET", "/v1/vaults", nil, &vs))
+	if len(vs) != 1 || vs[0].Name != "srv-site-a" || vs[0].URL != "/srv/site-a" {
+		t.Fatalf("registered %+v", vs)
+	}
+	if _, err := (&Client{URL: e.url, Token: "wrong"}).VaultRef(ctx, "/srv/x"); err == nil {
+		t.Fatal("registered with a bad token")
+	}
+}
+
+// Discover queues a job, follows it while an agent runs it, and decodes
+// its result; a failed job is an error naming it.
+func TestDiscoverWaits(t *testing.T) {
+	e := newEnv(t)
+	c := &Client{URL: e.url, Token: e.admin}
+	agent := e.token("hv1", catalog.RoleAgent)
+	finish := func(result string, fail string) {
+		var j catalog.Job
+		for {
+			code, _ := e.do(agent, "POST", "/v1/agent/claim", nil, &j)
+			if code == 200 {
+				break
+			}
+			time.Sleep(20 * time.Millisecond) // polling the queue as an agent does
+		}
+		if j.Kind != "discover" {
+			t.Errorf("claimed %+v", j)
+		}
+		e.ok(e.do(agent, "POST", "/v1/agent/jobs/"+j.ID+"/finish", FinishJSON{Lease: j.LeaseOwner, Result: json.RawMessage(result), Error: fail}, nil))
+	}
+	go finish(`{"machines":[{"name":"vm1","qmp":"/run/vm1.qmp","disks":["vda"]}]}`, "")
+	ms, err := c.Discover(context.Background(), DiscoverJSON{Under: "/run"})
+	if err != nil || len(ms) != 1 || ms[0].Name != "vm1" || ms[0].QMP != "/run/vm1.qmp" {
+		t.Fatalf("discovered %+v, %v", ms, err)
+	}
+	go finish(`null`, "no /proc")
+	if _, err := c.Discover(context.Background(), DiscoverJSON{}); err == nil || !strings.Contains(err.Error(), "no /proc") {
+		t.Fatalf("failed discover: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := c.Wait(ctx, catalog.Job{ID: "x", State: catalog.Queued}, time.Hour); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Wait after cancel: %v", err)
+	}
+}
