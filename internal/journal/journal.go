@@ -446,3 +446,30 @@ func segments(dir string) ([]string, error) {
 	}
 	return out, nil
 }
+
+// ReadAt reads len(p) bytes of the log at pos, which must lie inside one
+// record's data (a record never spans two segments).
+func (r *Reader) ReadAt(p []byte, pos int64) error {
+	r.j.mu.Lock()
+	i := sort.Search(len(r.j.segs), func(i int) bool { return r.j.segs[i] > pos }) - 1
+	var seg int64 = -1
+	if i >= 0 {
+		seg = r.j.segs[i]
+	}
+	r.j.mu.Unlock()
+	if seg < 0 {
+		return fmt.Errorf("journal position %d was already removed", pos)
+	}
+	if seg != r.seg {
+		r.Close()
+		f, err := os.Open(r.j.segPath(seg))
+		if err != nil {
+			return fmt.Errorf("opening a journal segment: %w", err)
+		}
+		r.f, r.seg = f, seg
+	}
+	if _, err := r.f.ReadAt(p, pos-seg); err != nil {
+		return fmt.Errorf("reading the journal at %d: %w", pos, err)
+	}
+	return nil
+}
