@@ -8,13 +8,18 @@
 # the RPO lag (replicate status --json sampled every 250 ms under the load)
 # and, for the mirror, the journal's throughput (bytes shipped / seconds).
 #
+# SYNC=1 makes every write followed by a flush (fio --fsync=1, an NBD
+# FLUSH), as a database commit does; sync_mean_us is then the mean flush latency.
+#
 #   bench/replication-mirror.sh                 # 1 GiB disk, 20 s of load
-#   SIZE=4G LOAD_SECONDS=30 bench/replication-mirror.sh
+#   SIZE=4G LOAD_SECONDS=30 SYNC=1 bench/replication-mirror.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size=${SIZE:-1G}
 load=${LOAD_SECONDS:-20}
 every=${EVERY:-1s}
+sync=()
+[ "${SYNC:-0}" = 1 ] && sync=(--fsync=1)
 work=$(mktemp -d /tmp/lbrm.XXXXXX)
 pids=()
 cleanup() {
@@ -55,14 +60,16 @@ pids+=($!)
 sleep 1
 lb site add dr --url http://127.0.0.1:$port --token-file "$work/token" >/dev/null
 
-fio_run() { # URI NAME: prints "p50_us p99_us iops"
-    fio --name=rw --ioengine=nbd --uri="$1" --rw=randwrite --bs=4k --iodepth=1 --size="$size" \
+fio_run() { # URI NAME: prints "p50_us p99_us iops sync_mean_us"
+    fio --name=rw --ioengine=nbd --uri="$1" --rw=randwrite --bs=4k --iodepth=1 --size="$size" "${sync[@]}" \
         --runtime="$load" --time_based --randrepeat=0 --output-format=json --output="$work/$2.json" >/dev/null
     python3 - "$work/$2.json" <<'PY'
 import json, sys
-w = json.load(open(sys.argv[1]))["jobs"][0]["write"]
+j = json.load(open(sys.argv[1]))["jobs"][0]
+w = j["write"]
 p = w["clat_ns"]["percentile"]
-print(f'{p["50.000000"]/1000:.0f} {p["99.000000"]/1000:.0f} {w["iops"]:.0f}')
+s = j["sync"]["lat_ns"]["mean"]
+print(f'{p["50.000000"]/1000:.0f} {p["99.000000"]/1000:.0f} {w["iops"]:.0f} {s/1000:.0f}')
 PY
 }
 
@@ -91,12 +98,13 @@ for mode in none bitmap mirror; do
         python3 "$work/lag.py" env LIFEBOAT_STATE_DIR="$work/state" "$work/lifeboat" replicate status --machine $m --json "$load" >"$work/$m.lag" &
         lagpid=$!
     fi
-    read -r p50 p99 iops < <(fio_run "$uri" $m)
+    read -r p50 p99 iops syncp50 < <(fio_run "$uri" $m)
     lag="-"
     if [ $mode != none ]; then
         wait $lagpid
         lag=$(cat "$work/$m.lag")
     fi
-    echo "capture=$mode size=$size write_p50_us=$p50 write_p99_us=$p99 iops=$iops $lag"
+    echo "capture=$mode size=$size write_p50_us=$p50 write_p99_us=$p99 sync_mean_us=$syncp50 iops=$iops $lag"
     kill -9 $qsd 2>/dev/null || true
+    wait $qsd 2>/dev/null || true
 done
