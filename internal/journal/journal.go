@@ -284,13 +284,16 @@ func (j *Journal) Ack(pos int64) error {
 // Wait blocks until the journal's end passes pos, it is full, failed or
 // closed, or timeout passes; it returns the end.
 func (j *Journal) Wait(pos int64, timeout time.Duration) int64 {
+	// The deadline is set before the timer starts, so the timer fires at
+	// or after it: a wake-up sent before this call waits finds the
+	// deadline passed (both happen under j.mu), and none is lost.
+	deadline := time.Now().Add(timeout)
 	t := time.AfterFunc(timeout, func() {
 		j.mu.Lock()
 		j.cond.Broadcast()
 		j.mu.Unlock()
 	})
 	defer t.Stop()
-	deadline := time.Now().Add(timeout)
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	for j.end <= pos && !j.full && !j.closed && j.failure == nil && time.Now().Before(deadline) {

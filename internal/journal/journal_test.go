@@ -150,3 +150,27 @@ func TestConcurrentAppendSync(t *testing.T) {
 		t.Fatalf("read %d records to %d, want 400 to %d", n, r.Pos(), j.Stats().End)
 	}
 }
+
+// Wait returns at its timeout even when the timer fires before it waits
+// (a lost wake-up hung the shipper once), and at once on an append.
+func TestWait(t *testing.T) {
+	j, err := Create(filepath.Join(t.TempDir(), "j"), 1<<20, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	for range 2000 {
+		j.Wait(0, time.Microsecond)
+	}
+	done := make(chan int64)
+	go func() { done <- j.Wait(0, time.Hour) }()
+	end, _ := j.Append(KindZero, 0, 0, 4096, nil)
+	select {
+	case got := <-done:
+		if got != end {
+			t.Fatalf("Wait returned %d, want %d", got, end)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Wait did not return after an append")
+	}
+}
