@@ -55,7 +55,9 @@ PY
 
 echo "site-token" >"$work/token"
 port=$((20000 + RANDOM % 20000))
-lb replica serve --listen 127.0.0.1:$port --dir "$work/replica" --token-file "$work/token" 2>"$work/serve.log" &
+# Background processes run the binary itself (not through lb, whose subshell
+# would be what $! names and cleanup kills).
+LIFEBOAT_STATE_DIR="$work/state" "$work/lifeboat" replica serve --listen 127.0.0.1:$port --dir "$work/replica" --token-file "$work/token" 2>"$work/serve.log" &
 pids+=($!)
 sleep 1
 lb site add dr --url http://127.0.0.1:$port --token-file "$work/token" >/dev/null
@@ -87,7 +89,7 @@ for mode in none bitmap mirror; do
     # 64 MiB of data first, so the initial sync holds something.
     qemu-io -f raw -c "write -P 7 0 64M" "$uri" >/dev/null
     if [ $mode != none ]; then
-        lb replicate run --machine $m --qmp "$qmp" --target dr --every "$every" --capture $mode \
+        LIFEBOAT_STATE_DIR="$work/state" "$work/lifeboat" replicate run --machine $m --qmp "$qmp" --target dr --every "$every" --capture $mode \
             --nbd-server "unix:$nbd" 2>"$work/$m.log" &
         pids+=($!)
         for _ in $(seq 600); do
