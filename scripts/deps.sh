@@ -32,6 +32,8 @@ command -v fio >/dev/null 2>&1 || need_apt+=(fio)
 command -v xz >/dev/null 2>&1 || need_apt+=(xz-utils)
 command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+# The write-load benchmarks (bench/replication-mirror.sh: fio's nbd engine).
+command -v fio >/dev/null 2>&1 || need_apt+=(fio)
 # libvirt domains (internal/libvirt, internal/live): the tests start a private
 # libvirtd themselves (internal/libvirt/libvirttest); virsh is for people.
 command -v libvirtd >/dev/null 2>&1 || need_apt+=(libvirt-daemon-system)

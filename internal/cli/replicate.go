@@ -178,6 +178,9 @@ func (mf *machineFlags) add(c *cobra.Command) {
 	f.DurationVar(&mf.m.Every, "every", replicate.DefaultEvery, "how often a consistent cut is taken and shipped (the RPO is about this)")
 	f.StringVar(&mf.definition, "definition", "", "machine definition JSON file to fail over with (default: read from the running machine)")
 	f.StringArrayVar(&mf.seeds, "seed", nil, "DISK=IMAGE: start the replica of DISK from IMAGE on the target site's host (re-protection; repeatable)")
+	f.StringVar(&mf.m.Capture, "capture", replicate.CaptureBitmap, "how writes are captured: bitmap (a dirty-bitmap cut every --every) or mirror (QEMU's write-blocking mirror into the source journal, shipped as it fills: an RPO under a second; falls back to bitmap cuts when the mirror fails)")
+	f.Int64Var(&mf.m.JournalLimit, "journal-limit", replicate.DefaultJournalLimit, "mirror capture: the most unshipped bytes the source journal holds (a WAN outage); past it, bitmap cuts stand in until the mirror starts again")
+	f.StringVar(&mf.m.NBDServer, "nbd-server", "", "unix:PATH of an NBD server the machine's QEMU already runs for others: lifeboat adds its exports there instead of starting QEMU's NBD server")
 	f.StringVar(&mf.m.Group, "group", "", "replication group: its members' cuts are taken together, and fail over together (replicate run --group)")
 }
 
@@ -280,7 +283,13 @@ across all of them (docs/replication.md, Groups).`,
 protected, resyncing, error, failed-over, or stopped when no replicate run is
 running — its RPO lag (the age of the last cut the target acknowledged: what a
 failover to the latest point would lose), the target's history (journal) size,
-its number of recovery points and the last app-consistent cut.`,
+its number of recovery points and the last app-consistent cut, and how writes
+are captured: "mirror N%" (QEMU's write-blocking mirror into the source
+journal, N% of its --journal-limit unshipped) or "bitmap" (dirty-bitmap cuts;
+"fell back Nx" when the mirror failed and bitmap cuts stand in until it is
+started again). --json adds capture, source_journal_bytes,
+source_journal_limit, journal_shipped_bytes, fallbacks, last_fallback and
+last_fallback_at.`,
 		Args: cobra.NoArgs,
 		RunE: a.withReplication(func(cmd *cobra.Command, args []string, cfg *replicate.Config) error {
 			out, err := cfg.Statuses(cmd.Context(), statusMachine, a.env.Clock.Now())
@@ -293,9 +302,9 @@ its number of recovery points and the last app-consistent cut.`,
 				}
 				return a.printJSON(out)
 			}
-			a.table("MACHINE\tTARGET\tSTATE\tLAG\tCUT\tPOINTS\tHISTORY\tNOTE", func(tw *tabwriter.Writer) {
+			a.table("MACHINE\tTARGET\tSTATE\tCAPTURE\tLAG\tCUT\tPOINTS\tHISTORY\tNOTE", func(tw *tabwriter.Writer) {
 				for _, st := range out {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", st.Machine, st.Target, st.StateText(), st.LagText(), st.LastSeq, st.Points,
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", st.Machine, st.Target, st.StateText(), st.CaptureText(), st.LagText(), st.LastSeq, st.Points,
 						size(st.JournalBytes), st.Error)
 				}
 			})

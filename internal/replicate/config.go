@@ -107,7 +107,29 @@ type Machine struct {
 	// Group names the replication group the machine belongs to: its cuts
 	// are taken together with the other members' (GroupRunner).
 	Group string `json:"group,omitempty"`
+	// Capture is how writes are captured: CaptureBitmap (dirty-bitmap
+	// cuts, the default) or CaptureMirror (QEMU's write-blocking mirror
+	// into the source journal, falling back to bitmap cuts when it fails).
+	Capture string `json:"capture,omitempty"`
+	// JournalLimit bounds the source journal's unshipped bytes in mirror
+	// capture (DefaultJournalLimit when 0); hitting it falls back to
+	// bitmap cuts until the mirror is started again.
+	JournalLimit int64 `json:"journal_limit,omitempty"`
+	// NBDServer, when set, is the address (unix:PATH) of an NBD server the
+	// machine's QEMU already runs for others: lifeboat adds its exports to
+	// it instead of starting QEMU's NBD server itself.
+	NBDServer string `json:"nbd_server,omitempty"`
 }
+
+// Capture modes (Machine.Capture, Status.Capture).
+const (
+	CaptureBitmap = "bitmap"
+	CaptureMirror = "mirror"
+)
+
+// DefaultJournalLimit is the source journal's size limit unless a machine
+// says (Machine.JournalLimit).
+const DefaultJournalLimit = 1 << 30
 
 // DefaultEvery is how often a cut is taken unless a machine says.
 const DefaultEvery = 2 * time.Second
@@ -129,6 +151,14 @@ func (m Machine) Validate() error {
 		return fmt.Errorf("%w: machine %s: durations must not be negative", ErrInvalid, m.Name)
 	case p.Retention > 0 && p.CrashInterval > p.Retention:
 		return fmt.Errorf("%w: machine %s: crash-consistent interval %s is longer than the retention %s", ErrInvalid, m.Name, p.CrashInterval, p.Retention)
+	case m.Capture != "" && m.Capture != CaptureBitmap && m.Capture != CaptureMirror:
+		return fmt.Errorf("%w: machine %s: capture %q is neither %s nor %s", ErrInvalid, m.Name, m.Capture, CaptureBitmap, CaptureMirror)
+	case m.Capture == CaptureMirror && m.Group != "":
+		return fmt.Errorf("%w: machine %s: mirror capture is not built for replication groups yet (their cuts are taken together): use bitmap capture", ErrInvalid, m.Name)
+	case m.JournalLimit < 0 || (m.JournalLimit > 0 && m.JournalLimit < 1<<20):
+		return fmt.Errorf("%w: machine %s: the journal limit %d is under 1 MiB", ErrInvalid, m.Name, m.JournalLimit)
+	case m.NBDServer != "" && !strings.HasPrefix(m.NBDServer, "unix:"):
+		return fmt.Errorf("%w: machine %s: the NBD server address %q is not unix:PATH", ErrInvalid, m.Name, m.NBDServer)
 	case p.AppInterval > 0 && m.GuestAgent == "":
 		return fmt.Errorf("%w: machine %s: app-consistent points need the guest agent's socket (--guest-agent)", ErrInvalid, m.Name)
 	}

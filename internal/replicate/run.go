@@ -85,6 +85,11 @@ type Runner struct {
 	// group, when set, is the group cut this cycle takes its share of.
 	group    *groupCut
 	groupIdx int
+	// mirror is the running mirror capture (Machine.Capture "mirror");
+	// after mirrorFails failures in a row it starts again at mirrorRetryAt.
+	mirror        *mirrorSession
+	mirrorFails   int
+	mirrorRetryAt time.Time
 }
 
 func (r *Runner) init() error {
@@ -110,7 +115,7 @@ func (r *Runner) init() error {
 	// A site that does not answer a status within the stall timeout is
 	// as unreachable as one whose shipping stalls.
 	r.client.Timeout = min(RequestTimeout, r.stallTimeout())
-	r.status = Status{Machine: r.Machine.Name, Target: r.Machine.Target, Group: r.Machine.Group, State: StateStarting, PID: os.Getpid()}
+	r.status = Status{Machine: r.Machine.Name, Target: r.Machine.Target, Group: r.Machine.Group, State: StateStarting, PID: os.Getpid(), Capture: CaptureBitmap}
 	var st State
 	if r.Config.get("state", r.Machine.Name, &st) == nil {
 		r.status.LastSeq = st.Acked
@@ -133,6 +138,8 @@ func (r *Runner) Run(ctx context.Context) error {
 		return err
 	}
 	r.saveStatus()
+	// A mirror must not outlive its receiver: stopped with the runner.
+	defer r.stopMirror(ctx)
 	for {
 		start := r.Clock.Now()
 		r.step(ctx)
@@ -153,7 +160,12 @@ func (r *Runner) Run(ctx context.Context) error {
 // step runs one cycle and records its outcome in the status.
 func (r *Runner) step(ctx context.Context) error {
 	start := r.Clock.Now()
-	err := r.Cycle(ctx)
+	var err error
+	if r.Machine.Capture == CaptureMirror && r.group == nil {
+		err = r.mirrorCycle(ctx)
+	} else {
+		err = r.Cycle(ctx)
+	}
 	if ctx.Err() != nil {
 		return err
 	}
@@ -299,7 +311,8 @@ func (r *Runner) Cycle(ctx context.Context) error {
 			fdisks[i].PrevBitmap = st.Bitmap
 		}
 	}
-	if err := live.ClaimNBDServer(ctx, mon); err != nil {
+	server, startServer, err := r.nbdServer(ctx, mon)
+	if err != nil {
 		return err
 	}
 	consistency := recovery.Crash
@@ -314,8 +327,8 @@ func (r *Runner) Cycle(ctx context.Context) error {
 	}
 	var cut time.Time
 	var undo func() error
-	sess, err := qmp.Fleece(ctx, mon, fdisks, qmp.FleeceOptions{Dir: r.Dir, Server: qmp.UnixSocket(filepath.Join(r.Dir, "nbd.sock")),
-		StartServer: true, InstantTimeout: 30 * time.Second,
+	sess, err := qmp.Fleece(ctx, mon, fdisks, qmp.FleeceOptions{Dir: r.Dir, Server: server,
+		StartServer: startServer, InstantTimeout: 30 * time.Second,
 		BeforeInstant: func(ctx context.Context) error {
 			if wantApp {
 				var notes []string
@@ -384,38 +397,12 @@ func (r *Runner) Cycle(ctx context.Context) error {
 		h.Group, h.GroupCut = r.Machine.Group, cut.UnixNano()
 	}
 
-	pr, pw := io.Pipe()
-	sent := &countWriter{w: pw}
-	done := make(chan error, 1)
-	sctx, scancel := context.WithCancelCause(ctx)
-	defer scancel(nil)
-	go func() {
-		// Compressed on the wire (zstd, fastest): the site stores batches
-		// as they are, for random reads when it applies them.
-		enc, err := zstd.NewWriter(sent, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
-		if err == nil {
-			if diff != nil {
-				err = r.writeDiff(sctx, sess, h, diff, enc)
-			} else {
-				err = r.writeBatch(sctx, sess, h, enc)
-			}
-			if cerr := enc.Close(); err == nil {
-				err = cerr
-			}
+	n, err := r.send(ctx, seq, func(ctx context.Context, w io.Writer) error {
+		if diff != nil {
+			return r.writeDiff(ctx, sess, h, diff, w)
 		}
-		pw.CloseWithError(err)
-		done <- err
-	}()
-	go watchStall(sctx, scancel, r.stallTimeout(), sent, done)
-	err = r.client.Send(sctx, name, seq, pr)
-	pr.CloseWithError(errors.New("the target stopped reading"))
-	werr := <-done
-	if cause := context.Cause(sctx); errors.Is(cause, ErrStalled) {
-		err = errors.Join(err, cause)
-	}
-	if werr != nil && (err == nil || errors.Is(err, ErrSite)) {
-		err = errors.Join(err, werr)
-	}
+		return r.writeBatch(ctx, sess, h, w)
+	})
 	if err != nil {
 		return fmt.Errorf("shipping cut %d of %s: %w", seq, name, err)
 	}
@@ -436,12 +423,61 @@ func (r *Runner) Cycle(ctx context.Context) error {
 		r.Log.Warn("tearing down the cut's view", "machine", name, "err", err)
 	}
 	r.status.State, r.status.Error, r.status.Progress = StateProtected, "", nil
-	r.status.LastSeq, r.status.LastCut, r.status.LastBatchBytes = seq, &cut, sent.n.Load()
+	r.status.LastSeq, r.status.LastCut, r.status.LastBatchBytes = seq, &cut, n
 	r.status.Resyncs = st.Resyncs
 	if full && st.Resyncs > 0 {
-		r.status.LastResyncBytes = sent.n.Load()
+		r.status.LastResyncBytes = n
 	}
 	return nil
+}
+
+// send streams batch seq, written by write, to the target, compressed,
+// and returns once the target acknowledged it (it is durable there), with
+// the bytes sent. A send that makes no progress for the stall timeout is
+// abandoned (ErrStalled).
+func (r *Runner) send(ctx context.Context, seq uint64, write func(context.Context, io.Writer) error) (int64, error) {
+	pr, pw := io.Pipe()
+	sent := &countWriter{w: pw}
+	done := make(chan error, 1)
+	sctx, scancel := context.WithCancelCause(ctx)
+	defer scancel(nil)
+	go func() {
+		// Compressed on the wire (zstd, fastest): the site stores batches
+		// as they are, for random reads when it applies them.
+		enc, err := zstd.NewWriter(sent, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+		if err == nil {
+			err = write(sctx, enc)
+			if cerr := enc.Close(); err == nil {
+				err = cerr
+			}
+		}
+		pw.CloseWithError(err)
+		done <- err
+	}()
+	go watchStall(sctx, scancel, r.stallTimeout(), sent, done)
+	err := r.client.Send(sctx, r.Machine.Name, seq, pr)
+	pr.CloseWithError(errors.New("the target stopped reading"))
+	werr := <-done
+	if cause := context.Cause(sctx); errors.Is(cause, ErrStalled) {
+		err = errors.Join(err, cause)
+	}
+	if werr != nil && (err == nil || errors.Is(err, ErrSite)) {
+		err = errors.Join(err, werr)
+	}
+	return sent.n.Load(), err
+}
+
+// nbdServer is where QEMU serves lifeboat's views of the disks: the NBD
+// server the machine's owner runs (Machine.NBDServer), or one lifeboat
+// starts (start) once nobody else uses QEMU's one NBD server.
+func (r *Runner) nbdServer(ctx context.Context, mon *qmp.Monitor) (addr qmp.SocketAddress, start bool, err error) {
+	if path, ok := strings.CutPrefix(r.Machine.NBDServer, "unix:"); ok {
+		return qmp.UnixSocket(path), false, nil
+	}
+	if err := live.ClaimNBDServer(ctx, mon); err != nil {
+		return qmp.SocketAddress{}, false, err
+	}
+	return qmp.UnixSocket(filepath.Join(r.Dir, "nbd.sock")), true, nil
 }
 
 // validHashes checks the site sent one hash per block of every disk.

@@ -44,8 +44,24 @@ type Status struct {
 	Resyncs          int        `json:"resyncs"`
 	LastResyncBytes  int64      `json:"last_resync_bytes,omitempty"` // what the last resync sent
 	Error            string     `json:"error,omitempty"`
-	Updated          time.Time  `json:"updated"`
-	PID              int        `json:"pid,omitempty"`
+	// Capture is how writes are captured right now: "mirror" (QEMU's
+	// write-blocking mirror into the source journal) or "bitmap" (dirty
+	// bitmap cuts, also the fallback while the mirror is down).
+	Capture string `json:"capture,omitempty"`
+	// SourceJournalBytes is the source journal's unshipped part, of
+	// SourceJournalLimit (mirror capture).
+	SourceJournalBytes int64 `json:"source_journal_bytes,omitempty"`
+	SourceJournalLimit int64 `json:"source_journal_limit,omitempty"`
+	// JournalShippedBytes is what the journal shipped since the mirror
+	// last started.
+	JournalShippedBytes int64 `json:"journal_shipped_bytes,omitempty"`
+	// Fallbacks counts the mirror's falls back to bitmap cuts;
+	// LastFallback says why the last one happened, and when.
+	Fallbacks      int        `json:"fallbacks,omitempty"`
+	LastFallback   string     `json:"last_fallback,omitempty"`
+	LastFallbackAt *time.Time `json:"last_fallback_at,omitempty"`
+	Updated        time.Time  `json:"updated"`
+	PID            int        `json:"pid,omitempty"`
 }
 
 // MachineStatus reads a machine's status as of now: the lag is the age of
@@ -117,4 +133,18 @@ func (c *Config) ClientFor(machine, site string) (*Client, error) {
 		return nil, err
 	}
 	return Dial(s)
+}
+
+// CaptureText is the capture as a table shows it: "mirror 3%" (the source
+// journal's use of its limit), "bitmap", "bitmap (fell back 2x)".
+func (s Status) CaptureText() string {
+	switch {
+	case s.Capture == CaptureMirror && s.SourceJournalLimit > 0:
+		return fmt.Sprintf("mirror %d%%", s.SourceJournalBytes*100/s.SourceJournalLimit)
+	case s.Capture == CaptureBitmap && s.Fallbacks > 0:
+		return fmt.Sprintf("bitmap (fell back %dx)", s.Fallbacks)
+	case s.Capture == "":
+		return CaptureBitmap
+	}
+	return s.Capture
 }

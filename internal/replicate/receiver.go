@@ -1,0 +1,89 @@
+package replicate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+
+	"lifeboat/internal/journal"
+	"lifeboat/internal/nbd"
+)
+
+// receiver is the NBD server QEMU's mirror writes into: one export per
+// disk ("0", "1", ...), each write appended to the source journal before
+// it is acknowledged, so the guest waits for the local journal only,
+// never for the WAN.
+type receiver struct {
+	j    *journal.Journal
+	srv  *nbd.Server
+	ln   net.Listener
+	sock string
+}
+
+// startReceiver serves sizes' disks on a unix socket at sock.
+func startReceiver(j *journal.Journal, sock string, sizes []int64) (*receiver, error) {
+	var exports []nbd.Export
+	for i, size := range sizes {
+		exports = append(exports, nbd.Export{Name: strconv.Itoa(i), Backend: &journalDisk{j: j, disk: i, size: size}})
+	}
+	srv, err := nbd.NewServer(exports...)
+	if err != nil {
+		return nil, err
+	}
+	os.Remove(sock)
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		return nil, fmt.Errorf("starting the mirror's receiver: %w", err)
+	}
+	go srv.Serve(context.Background(), ln)
+	return &receiver{j: j, srv: srv, ln: ln, sock: sock}, nil
+}
+
+// Close drops QEMU's connections (a mirror still writing fails) and stops
+// serving.
+func (rc *receiver) Close() {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // no grace: connections are cut at once
+	rc.srv.Shutdown(ctx)
+	rc.ln.Close()
+	os.Remove(rc.sock)
+}
+
+// errTrim: a discard cannot be journaled faithfully (what the source reads
+// back after it depends on its format and options), so it fails the mirror
+// and the discarded range is sent from the dirty bitmap.
+var errTrim = errors.New("the source journal does not take discards: falling back to bitmap cuts")
+
+// errNoRead: the mirror never reads its target (sync none).
+var errNoRead = errors.New("the mirror's receiver cannot be read")
+
+// journalDisk is one disk of the receiver: an nbd.Backend whose writes
+// go to the journal.
+type journalDisk struct {
+	j    *journal.Journal
+	disk int
+	size int64
+}
+
+func (d *journalDisk) Size() int64 { return d.size }
+
+func (d *journalDisk) ReadAt(p []byte, off int64) (int, error) { return 0, errNoRead }
+
+func (d *journalDisk) WriteAt(p []byte, off int64) (int, error) {
+	if _, err := d.j.Append(journal.KindData, d.disk, off, 0, p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (d *journalDisk) Flush(ctx context.Context) error { return d.j.Sync() }
+
+func (d *journalDisk) Trim(ctx context.Context, off, length int64) error { return errTrim }
+
+func (d *journalDisk) WriteZeroes(ctx context.Context, off, length int64, noHole bool) error {
+	_, err := d.j.Append(journal.KindZero, d.disk, off, length, nil)
+	return err
+}
