@@ -25,15 +25,14 @@ command -v qemu-storage-daemon >/dev/null 2>&1 || need_apt+=(qemu-system-common)
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need_apt+=(qemu-system-x86)
 command -v nbdinfo >/dev/null 2>&1 || need_apt+=(libnbd-bin)
 command -v nbdkit >/dev/null 2>&1 || need_apt+=(nbdkit)
-# fio (its nbd engine, through libnbd) measures an export's latency (bench/export.sh).
+# fio (its nbd engine, through libnbd): an export's latency (bench/export.sh) and
+# the replication write-load benchmark (bench/replication-mirror.sh).
 command -v fio >/dev/null 2>&1 || need_apt+=(fio)
 [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || need_apt+=(busybox-static)
 [ -x /usr/sbin/qemu-ga ] || need_apt+=(qemu-guest-agent)
 command -v xz >/dev/null 2>&1 || need_apt+=(xz-utils)
 command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
-# The write-load benchmarks (bench/replication-mirror.sh: fio's nbd engine).
-command -v fio >/dev/null 2>&1 || need_apt+=(fio)
 # libvirt domains (internal/libvirt, internal/live): the tests start a private
 # libvirtd themselves (internal/libvirt/libvirttest); virsh is for people.
 command -v libvirtd >/dev/null 2>&1 || need_apt+=(libvirt-daemon-system)
