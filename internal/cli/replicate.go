@@ -372,7 +372,7 @@ takes. With --group, the group's points: the group cuts every member holds
 	points.Flags().StringVar(&pointsMachine, "machine", "", "the machine")
 	points.Flags().StringVar(&pointsSite, "site", "", "the target site (default: the machine's replication target)")
 	points.Flags().StringVar(&pointsGroup, "group", "", "list the points of this replication group")
-	cmd.AddCommand(enable, run, status, disable, points)
+	cmd.AddCommand(enable, run, status, disable, points, a.replicateCopyCommand())
 	return cmd
 }
 

@@ -179,6 +179,27 @@ func (s *Store) Handler(token string, log *slog.Logger) http.Handler {
 		}
 		writeJSON200(w, fo)
 	})
+	mux.HandleFunc("POST /v1/replicas/{machine}/holds", func(w http.ResponseWriter, r *http.Request) {
+		var opts HoldOptions
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&opts); err != nil {
+			writeError(w, fmt.Errorf("%w: %v", ErrInvalid, err))
+			return
+		}
+		h, err := s.Hold(r.Context(), r.PathValue("machine"), opts)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		log.Info("point held", "machine", h.Machine, "point", h.Point.ID, "hold", h.ID)
+		writeJSON200(w, h)
+	})
+	mux.HandleFunc("DELETE /v1/replicas/{machine}/holds/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.Release(r.Context(), r.PathValue("machine"), r.PathValue("id")); err != nil {
+			writeError(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
 	mux.HandleFunc("GET /v1/groups/{group}", func(w http.ResponseWriter, r *http.Request) {
 		st, err := s.GroupStatus(r.Context(), r.PathValue("group"))
 		if err != nil {
