@@ -223,6 +223,14 @@ func (s *Store) Handler(token string, log *slog.Logger) http.Handler {
 		log.Info("group failed over", "group", gf.Group, "point", gf.Point.ID, "members", len(gf.Failovers))
 		writeJSON200(w, gf)
 	})
+	mux.HandleFunc("POST /v1/groups/{group}/failover/cleanup", func(w http.ResponseWriter, r *http.Request) {
+		fos, err := s.GroupCleanupTest(r.Context(), r.PathValue("group"))
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON200(w, GroupFailover{Group: r.PathValue("group"), Failovers: fos})
+	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {

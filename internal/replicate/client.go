@@ -197,6 +197,16 @@ func (c *Client) GroupFailover(ctx context.Context, group string, opts replica.F
 	return &gf, nil
 }
 
+// GroupCleanupTest asks the site to remove the test failovers of a
+// group's members.
+func (c *Client) GroupCleanupTest(ctx context.Context, group string) (*replica.GroupFailover, error) {
+	var gf replica.GroupFailover
+	if err := c.do(ctx, http.MethodPost, "/v1/groups/"+url.PathEscape(group)+"/failover/cleanup", nil, &gf); err != nil {
+		return nil, err
+	}
+	return &gf, nil
+}
+
 // CleanupTest asks the site to remove the machine's test failover.
 func (c *Client) CleanupTest(ctx context.Context, machine string) (*replica.Failover, error) {
 	var fo replica.Failover
