@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 )
 
 // A hold keeps one recovery point's disks readable on the site's host for
@@ -18,7 +19,8 @@ import (
 // a failover's directory, its existence keeps the base from folding, so
 // the overlays' backing does not change under the reader. A hold is
 // released by its reader; the server removes those a crash left behind
-// when it starts.
+// when it starts, and any older than HoldMaxAge (a reader that died
+// without releasing its hold must not stop folding for good).
 
 // HoldOptions say which point to hold.
 type HoldOptions struct {
@@ -65,6 +67,10 @@ type Hold struct {
 }
 
 const holdPrefix = ".hold-"
+
+// HoldMaxAge is how long a hold may last: a copy into a vault taking
+// longer loses its hold (and fails reading its disks).
+var HoldMaxAge = 24 * time.Hour
 
 // Hold materialises a point of a machine as overlays on this host and
 // keeps them (and the base under them) until Release.
@@ -197,6 +203,42 @@ func mergeExtents(xs []Extent) []Extent {
 		out = append(out, x)
 	}
 	return out
+}
+
+// ExpireHolds removes the holds older than HoldMaxAge (by their
+// directory's time), and returns how many it removed.
+func (s *Store) ExpireHolds(ctx context.Context) (int, error) {
+	s.mu.Lock()
+	ms := make([]*machine, 0, len(s.machines))
+	for _, m := range s.machines {
+		ms = append(ms, m)
+	}
+	s.mu.Unlock()
+	n := 0
+	for _, m := range ms {
+		m.mu.Lock()
+		names, err := m.failovers()
+		for _, name := range names {
+			if !strings.HasPrefix(name, holdPrefix) {
+				continue
+			}
+			dir := filepath.Join(m.dir, "failover", name)
+			st, serr := os.Stat(dir)
+			if serr != nil || s.clock.Now().Sub(st.ModTime()) < HoldMaxAge {
+				continue
+			}
+			if rerr := os.RemoveAll(dir); rerr != nil {
+				err = errors.Join(err, rerr)
+				continue
+			}
+			n++
+		}
+		m.mu.Unlock()
+		if err != nil {
+			return n, fmt.Errorf("expiring holds of %s: %w", m.spec.Machine, err)
+		}
+	}
+	return n, nil
 }
 
 // removeStaleHolds removes the holds of a machine (a reader can hold a

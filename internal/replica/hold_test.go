@@ -80,6 +80,27 @@ func TestHoldKeepsBaseAndReportsChanges(t *testing.T) {
 	if _, err := os.Stat(h.Disks[0].File); err != nil {
 		t.Fatalf("the held overlay: %v", err)
 	}
+	// A hold past HoldMaxAge is removed (its reader died without releasing).
+	hdir := filepath.Dir(h.Disks[0].File)
+	old := clk.Now().Add(-HoldMaxAge - time.Minute)
+	if err := os.Chtimes(hdir, old, old); err != nil {
+		t.Fatal(err)
+	}
+	young, err := s.Hold(ctx, "m1", HoldOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := clk.Now()
+	os.Chtimes(filepath.Dir(young.Disks[0].File), now, now)
+	if n, err := s.ExpireHolds(ctx); err != nil || n != 1 {
+		t.Fatalf("expiring holds: %d, %v", n, err)
+	}
+	if _, err := os.Stat(hdir); !os.IsNotExist(err) {
+		t.Fatal("an expired hold survived")
+	}
+	if _, err := os.Stat(young.Disks[0].File); err != nil {
+		t.Fatalf("a young hold was expired: %v", err)
+	}
 	s, err = Open(dir, clk) // a restart: the hold's reader is gone
 	if err != nil {
 		t.Fatal(err)

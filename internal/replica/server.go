@@ -70,6 +70,11 @@ func (s *Store) Serve(ctx context.Context, l net.Listener, opts ServeOptions) er
 }
 
 func (s *Store) foldAll(ctx context.Context, log *slog.Logger) {
+	if n, err := s.ExpireHolds(ctx); err != nil {
+		log.Error("expiring holds", "err", err)
+	} else if n > 0 {
+		log.Warn("removed holds older than the limit (their readers are gone)", "holds", n, "limit", HoldMaxAge)
+	}
 	s.mu.Lock()
 	names := make([]string, 0, len(s.machines))
 	for n := range s.machines {
