@@ -38,28 +38,18 @@ func (c *Config) GroupPlannedFailover(ctx context.Context, group string, opts re
 	if err != nil {
 		return nil, err
 	}
-	monitor := func(ctx context.Context, m Machine, f func(*qmp.Monitor) error) error {
-		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		mon, err := qmp.Dial(dctx, m.QMP)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("connecting to QEMU of %s at %s: %w", m.Name, m.QMP, err)
-		}
-		defer mon.Close()
-		return f(mon)
-	}
 	var paused []Machine
 	resume := func(cause error) error {
 		errs := []error{cause}
 		for _, m := range paused {
-			if err := monitor(context.WithoutCancel(ctx), m, func(mon *qmp.Monitor) error { return mon.Cont(context.WithoutCancel(ctx)) }); err != nil {
+			if err := withMonitor(context.WithoutCancel(ctx), m, func(mon *qmp.Monitor) error { return mon.Cont(context.WithoutCancel(ctx)) }); err != nil {
 				errs = append(errs, fmt.Errorf("resuming %s: %w", m.Name, err))
 			}
 		}
 		return fmt.Errorf("%w (the group's guests were resumed at the source)", errors.Join(errs...))
 	}
 	for _, m := range members {
-		if err := monitor(ctx, m, func(mon *qmp.Monitor) error { return mon.Stop(ctx) }); err != nil {
+		if err := withMonitor(ctx, m, func(mon *qmp.Monitor) error { return mon.Stop(ctx) }); err != nil {
 			return nil, resume(fmt.Errorf("pausing %s (a planned failover needs qemu-system machines): %w", m.Name, err))
 		}
 		paused = append(paused, m)
@@ -117,7 +107,7 @@ func (c *Config) GroupPlannedFailover(ctx context.Context, group string, opts re
 	// The copies run at the target: the sources must not run on.
 	var errs []error
 	for _, m := range members {
-		if err := monitor(ctx, m, func(mon *qmp.Monitor) error {
+		if err := withMonitor(ctx, m, func(mon *qmp.Monitor) error {
 			err := mon.Execute(ctx, "quit", nil, nil)
 			if errors.Is(err, qmp.ErrDisconnected) {
 				return nil
@@ -143,4 +133,16 @@ func (c *Config) groupRunnerAlive(ctx context.Context, members []Machine, clk cl
 		}
 	}
 	return true
+}
+
+// withMonitor runs f on a new connection to m's QMP socket.
+func withMonitor(ctx context.Context, m Machine, f func(*qmp.Monitor) error) error {
+	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	mon, err := qmp.Dial(dctx, m.QMP)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("connecting to QEMU of %s at %s: %w", m.Name, m.QMP, err)
+	}
+	defer mon.Close()
+	return f(mon)
 }
