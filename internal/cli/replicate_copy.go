@@ -22,9 +22,9 @@ func (a *app) replicateCopyCommand() *cobra.Command {
 vault, as an ordinary recovery point of the machine there: its disks, its
 definition, the cut's instant as the point's time, and its consistency (a
 crash-consistent cut is crash, an app-consistent one file: the guest's
-filesystems were frozen by its agent). Replication and backup then share one
-history: restore, vault copy, retention and verify treat the point as any
-other.
+filesystems were frozen by its agent), and the tag "replica" (in points
+--json). Replication and backup then share one history: restore,
+vault copy, retention and verify treat the point as any other.
 
 Run it on the target site's host (the site names it with lifeboat site add):
 the site holds the point's disks there while they are read, and its history is

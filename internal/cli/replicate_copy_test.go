@@ -6,7 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
-	"strings"
+	"slices"
 	"testing"
 	"time"
 )
@@ -21,7 +21,7 @@ type copyResult struct {
 	Point struct {
 		Time        time.Time  `json:"time"`
 		Consistency string     `json:"consistency"`
-		Notes       []string   `json:"notes"`
+		Tags        []string   `json:"tags"`
 		Disks       []liveDisk `json:"disks"`
 	} `json:"point"`
 }
@@ -67,8 +67,8 @@ func TestReplicateCopyToVault(t *testing.T) {
 	if c1.AlreadyCopied || c1.Cut.ID != first.ID || !c1.Point.Time.Equal(first.Time) || c1.Point.Consistency != "crash" {
 		t.Fatalf("first copy: %+v, want cut %d at %s, crash", c1, first.ID, first.Time)
 	}
-	if len(c1.Point.Notes) == 0 || !strings.Contains(c1.Point.Notes[0], "copied from replication") {
-		t.Fatalf("the copied point's notes do not say where it came from: %q", c1.Point.Notes)
+	if !slices.Contains(c1.Point.Tags, "replica") || d0(c1).Tracking == "" {
+		t.Fatalf("the copied point does not say it came from replication: tags %q, tracking %q", c1.Point.Tags, d0(c1).Tracking)
 	}
 	replicaAt := func(id uint64) []byte {
 		out := t.TempDir()
@@ -85,7 +85,7 @@ func TestReplicateCopyToVault(t *testing.T) {
 	points, _ = s.points("qsd")
 	second := points[len(points)-1]
 	c2 := s.copyPoint(vaultDir, fmt.Sprint(second.ID))
-	d := c2.Point.Disks[0]
+	d := d0(c2)
 	if d.ChangeSource != "replica" || d.Stats.ReadBytes > 2<<20 {
 		t.Fatalf("second copy: change source %q, %d bytes read; want replica, under 2 MiB", d.ChangeSource, d.Stats.ReadBytes)
 	}
@@ -99,4 +99,11 @@ func TestReplicateCopyToVault(t *testing.T) {
 	if r := s.runCopy(vaultDir, "999999"); r.code != 8 {
 		t.Fatalf("copying a point the replica lacks: %s, want exit 8", r)
 	}
+}
+
+func d0(c copyResult) liveDisk {
+	if len(c.Point.Disks) == 0 {
+		return liveDisk{}
+	}
+	return c.Point.Disks[0]
 }

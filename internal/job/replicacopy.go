@@ -32,13 +32,16 @@ type ReplicaSite interface {
 	Release(ctx context.Context, machine, id string) error
 }
 
+// ReplicaTag tags every point copied from replication (points --tag).
+const ReplicaTag = "replica"
+
 // ReplicaCopy copies one replica point into a vault.
 type ReplicaCopy struct {
 	Machine string
 	// Point is "latest" (or ""), "latest-app", a point ID or an RFC 3339
 	// time, as failover takes them.
 	Point string
-	// Site names the site in the point's notes.
+	// Site names the site in messages and the disks' sources.
 	Site string
 	Tags []string
 }
@@ -105,9 +108,11 @@ func RunReplicaCopy(ctx context.Context, v *vault.Vault, site ReplicaSite, c Rep
 		res.Point, res.AlreadyCopied = parent, true
 		return res, nil
 	}
-	cons, note := recovery.Crash, "a crash-consistent cut"
+	// An app-consistent cut had the guest's filesystems frozen by its
+	// agent: what a backup calls file-consistent.
+	cons := recovery.Crash
 	if h.Point.Consistency == "app" {
-		cons, note = recovery.File, "an app-consistent cut (the guest's filesystems frozen by its agent)"
+		cons = recovery.File
 	}
 	var disks []backup.Disk
 	for _, hd := range h.Disks {
@@ -126,10 +131,9 @@ func RunReplicaCopy(ctx context.Context, v *vault.Vault, site ReplicaSite, c Rep
 		}
 		disks = append(disks, bd)
 	}
-	notes := []string{fmt.Sprintf("copied from replication: point %d of site %s, %s taken %s",
-		h.Point.ID, c.Site, note, h.Point.Time.UTC().Format("2006-01-02T15:04:05.000Z07:00"))}
+	tags := append([]string{ReplicaTag}, c.Tags...)
 	p, err := backup.Run(ctx, v, backup.Options{Machine: c.Machine, Disks: disks, Definition: h.Definition,
-		Consistency: cons, Tags: c.Tags, Notes: notes, Time: h.Point.Time, Seen: env.Seen,
+		Consistency: cons, Tags: tags, Time: h.Point.Time, Seen: env.Seen,
 		Progress: env.Progress, Warn: env.Warn})
 	if err != nil {
 		return nil, fmt.Errorf("copying point %d of %s into the vault: %w", h.Point.ID, c.Machine, err)
