@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -15,6 +16,7 @@ import (
 func (a *app) replicateCopyCommand() *cobra.Command {
 	var machine, site, point string
 	var tags []string
+	var every time.Duration
 	cmd := &cobra.Command{
 		Use:   "copy --machine NAME [--site SITE] [--point latest|latest-app|ID|TIME] --vault URL",
 		Short: "Copy a replica recovery point into a vault as a backup point",
@@ -32,18 +34,44 @@ not folded meanwhile. When the machine's latest point in the vault was copied
 from the same replica, only the blocks its journal saw written since are read,
 and the disks record change source "replica"; otherwise every block is read
 and compared with the latest point, so only changed chunks are stored either
-way. Copying the cut the latest point already holds writes nothing.`,
+way. Copying the cut the latest point already holds writes nothing.
+
+With --every the command runs in the foreground (a systemd service at the
+site) and copies the point again every interval until stopped: with the
+default --point latest the vault follows the replica at that pace. A failed
+copy is logged and tried again at the next interval.`,
 		Example: `  lifeboat site add dr1 --url http://127.0.0.1:8443 --token-file /etc/lifeboat/site.token
   lifeboat replicate copy --site dr1 --machine db1 --vault /srv/vault
-  lifeboat replicate copy --site dr1 --machine db1 --point latest-app --vault s3://bucket/vault --json`,
+  lifeboat replicate copy --site dr1 --machine db1 --point latest-app --vault s3://bucket/vault --json
+  lifeboat replicate copy --site dr1 --machine db1 --vault /srv/vault --every 1h`,
 		Args: cobra.NoArgs,
 		RunE: a.withVault(func(ctx context.Context, v *vault.Vault, args []string) error {
 			cl, err := a.siteClient(machine, site)
 			if err != nil {
 				return err
 			}
+			rc := job.ReplicaCopy{Machine: machine, Point: point, Site: cl.Site(), Tags: tags}
+			if every > 0 {
+				ctx, stop := foreground(ctx)
+				defer stop()
+				log := a.logger()
+				job.RunReplicaCopies(ctx, a.env.Clock, every, func(ctx context.Context) (*job.ReplicaCopyResult, error) {
+					return job.RunReplicaCopy(ctx, v, cl, rc, job.Env{Seen: a.book(), Warn: a.warn})
+				}, func(res *job.ReplicaCopyResult, err error) {
+					switch {
+					case err != nil:
+						log.Error("copying a replica point", "machine", machine, "err", err)
+					case res.AlreadyCopied:
+						log.Info("replica point already in the vault", "machine", machine, "cut", res.Cut.ID, "point", res.Point.ID.Short())
+					default:
+						log.Info("copied a replica point", "machine", machine, "cut", res.Cut.ID, "point", res.Point.ID.Short(),
+							"time", res.Point.Time, "consistency", res.Point.Consistency)
+					}
+				})
+				return nil
+			}
 			pb := newBar(a.env.Stderr, "copy "+machine, !a.quiet)
-			res, err := job.RunReplicaCopy(ctx, v, cl, job.ReplicaCopy{Machine: machine, Point: point, Site: cl.Site(), Tags: tags},
+			res, err := job.RunReplicaCopy(ctx, v, cl, rc,
 				job.Env{Seen: a.book(), Warn: a.warn,
 					Progress: func(p backup.Progress) { pb.update(p.DoneBytes, p.TotalBytes, p.Elapsed, p.Final) }})
 			if err != nil {
@@ -70,5 +98,6 @@ way. Copying the cut the latest point already holds writes nothing.`,
 	f.StringVar(&site, "site", "", "site holding the replica (default: the machine's target on this host)")
 	f.StringVar(&point, "point", "latest", "replica point: latest, latest-app, a point ID or an RFC 3339 time")
 	f.StringArrayVar(&tags, "tag", nil, "tag the point (repeatable)")
+	f.DurationVar(&every, "every", 0, "copy again every interval, in the foreground, until stopped (logging each copy)")
 	return cmd
 }

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"slices"
 	"testing"
 	"time"
@@ -99,6 +101,33 @@ func TestReplicateCopyToVault(t *testing.T) {
 	if r := s.runCopy(vaultDir, "999999"); r.code != 8 {
 		t.Fatalf("copying a point the replica lacks: %s, want exit 8", r)
 	}
+
+	// --every follows the replica: a write made while it runs reaches the
+	// vault by itself.
+	p := startProcEnv(t, s.env, "--vault", vaultDir, "replicate", "copy", "--machine", "qsd", "--every", "300ms")
+	writeAt(t, fuse, 6<<20, bytes.Repeat([]byte("third"), 10000))
+	third := s.cutAfter("qsd", time.Now(), 30*time.Second).LastSeq
+	copied := regexp.MustCompile(`copied a replica point" machine=qsd cut=(\d+) point=(\w+)`)
+	var id string
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("replicate copy --every:\n%s", p.stderr.String())
+		}
+	})
+	waitFor(t, 60*time.Second, "copy --every to copy the cut after the write", func() bool {
+		for _, m := range copied.FindAllStringSubmatch(p.stderr.String(), -1) {
+			if n, _ := strconv.ParseUint(m[1], 10, 64); n >= third {
+				id = m[2]
+				return true
+			}
+		}
+		return p.exited()
+	})
+	if id == "" {
+		t.Fatalf("replicate copy --every exited:\n%s", p.stderr.String())
+	}
+	p.kill()
+	restoreCompare(t, vaultDir, "qsd", id, "d0", readFile(t, fuse))
 }
 
 func d0(c copyResult) liveDisk {

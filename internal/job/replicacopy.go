@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"lifeboat/internal/backup"
+	"lifeboat/internal/clock"
 	"lifeboat/internal/container"
 	"lifeboat/internal/nbd"
 	"lifeboat/internal/recovery"
@@ -168,4 +170,27 @@ func openHeld(ctx context.Context, c ReplicaCopy, hd replica.HeldDisk) (*heldDis
 		return nil, fmt.Errorf("reading held disk %s of %s: %w", hd.Name, c.Machine, err)
 	}
 	return &heldDisk{Disk: nbd.NewDisk(cl, fmt.Sprintf("replica:%s/%s/%s", c.Site, c.Machine, hd.Name)), exp: exp}, nil
+}
+
+// RunReplicaCopies runs run now and then every interval until ctx ends
+// (replicate copy --every): each run copies the point asked for (latest,
+// usually), so the vault follows the replica at that pace. A failed copy
+// is reported and tried again at the next interval; report gets every
+// outcome.
+func RunReplicaCopies(ctx context.Context, clk clock.Clock, every time.Duration, run func(context.Context) (*ReplicaCopyResult, error), report func(*ReplicaCopyResult, error)) {
+	for {
+		start := clk.Now()
+		res, err := run(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		report(res, err)
+		t := time.NewTimer(max(0, every-clk.Now().Sub(start)))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
 }
