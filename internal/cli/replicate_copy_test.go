@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 )
