@@ -79,15 +79,7 @@ func TestReplicateGroupFailover(t *testing.T) {
 		s.cutAfter("b", time.Now(), 30*time.Second)
 		out := t.TempDir()
 		r := s.run("--json", "failover", "--group", "g", "--disks-only", "--to", out)
-		var gf struct {
-			Point struct {
-				ID   int64     `json:"id"`
-				Time time.Time `json:"time"`
-			} `json:"point"`
-			Failovers []struct {
-				Machine string `json:"machine"`
-			} `json:"failovers"`
-		}
+		var gf groupFailoverJSON
 		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &gf) != nil || len(gf.Failovers) != 2 {
 			t.Fatalf("failover --group: %s", r)
 		}
