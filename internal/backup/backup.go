@@ -5,6 +5,7 @@ package backup
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -69,6 +70,9 @@ func imageOf(d Disk) string {
 type Changes struct {
 	Since   string // full ID of the point the tracking started at
 	Extents []source.Extent
+	// Source is the disk's change source recorded when the extents are
+	// used ("tracking" when empty; "replica" for a replication journal).
+	Source string
 }
 
 // Options describe one backup.
@@ -96,6 +100,10 @@ type Options struct {
 	// Seen, if set, is this host's record of the newest points seen: the
 	// backup warns when one has vanished, and records its own point.
 	Seen *lastseen.Book
+	// Time, if set, is the instant the disks show (a replica's cut copied
+	// into the vault), recorded as the point's time; otherwise the
+	// backup's start.
+	Time time.Time
 }
 
 // Progress reports a running backup.
@@ -258,7 +266,7 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 				warn(fmt.Sprintf("disk %s: change tracking not used (%s): reading every block and comparing with the parent point", d.Name, why))
 			} else {
 				st.dirty = dirtyBlocks(d.Changed.Extents, len(st.manifest.IDs), int64(cs))
-				st.changeSource = "tracking"
+				st.changeSource = cmp.Or(d.Changed.Source, "tracking")
 			}
 		}
 		states[i] = st
@@ -322,7 +330,7 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 		}
 	}
 	// 6. Manifests.
-	p := &recovery.Point{Machine: opts.Machine, Time: start.UTC(), Consistency: opts.Consistency, Host: v.Host(),
+	p := &recovery.Point{Machine: opts.Machine, Time: cmp.Or(opts.Time, start).UTC(), Consistency: opts.Consistency, Host: v.Host(),
 		Tags: opts.Tags, Definition: opts.Definition, Notes: opts.Notes}
 	if parent != nil {
 		p.Parent = parent.ID.String()

@@ -381,7 +381,7 @@ takes. With --group, the group's points: the group cuts every member holds
 	points.Flags().StringVar(&pointsMachine, "machine", "", "the machine")
 	points.Flags().StringVar(&pointsSite, "site", "", "the target site (default: the machine's replication target)")
 	points.Flags().StringVar(&pointsGroup, "group", "", "list the points of this replication group")
-	cmd.AddCommand(enable, run, status, disable, points)
+	cmd.AddCommand(enable, run, status, disable, points, a.replicateCopyCommand())
 	return cmd
 }
 
@@ -410,7 +410,10 @@ while replication goes on; --test-cleanup stops and removes it and leaves the
 replica untouched.
 --group GROUP fails every member of a replication group over to one group cut
 (a cut all members hold, taken at one instant): no member is ahead of another.
---point then chooses among the group's points (IDs are group cut IDs).
+--point then chooses among the group's points (IDs are group cut IDs). With
+--planned every member's guest is paused first and a group cut taken after the
+last pause is shipped before the failover; with --test every member gets an
+isolated copy (all or none), and --test-cleanup removes them all.
 --disks-only --to DIR has the site write the point's disks as raw images into
 DIR on its host (named after the disks) with the -dr definition, starting
 nothing.
@@ -422,7 +425,7 @@ The site is the machine's replication target on this host, or --site.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if group != "" {
-				return a.groupFailover(cmd, group, machine, site, to, accel, opts, planned || cleanup)
+				return a.groupFailover(cmd, group, machine, site, to, accel, opts, planned, cleanup)
 			}
 			opts.To, opts.Accel = to, accel
 			req := replicate.FailoverRequest{Machine: machine, Site: site, Planned: planned, Cleanup: cleanup, PointGiven: cmd.Flags().Changed("point"), Options: opts}

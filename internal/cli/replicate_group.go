@@ -72,12 +72,18 @@ func groupMembers(cfg *replicate.Config, group string) ([]replicate.Machine, err
 	return ms, nil
 }
 
-func (a *app) groupFailover(cmd *cobra.Command, group, machine, site, to, accel string, opts replica.FailoverOptions, other bool) error {
-	if machine != "" || other || opts.Test {
-		return usageError{errors.New("--group fails the whole group over: it takes no --machine, --planned, --test or --test-cleanup")}
+func (a *app) groupFailover(cmd *cobra.Command, group, machine, site, to, accel string, opts replica.FailoverOptions, planned, cleanup bool) error {
+	if machine != "" {
+		return usageError{errors.New("--group fails the whole group over: it takes no --machine")}
+	}
+	if n := btoi(planned) + btoi(cleanup) + btoi(opts.Test) + btoi(opts.DisksOnly); n > 1 {
+		return usageError{errors.New("--planned, --test, --test-cleanup and --disks-only exclude one another")}
 	}
 	if opts.DisksOnly != (to != "") {
 		return usageError{errors.New("--disks-only and --to go together")}
+	}
+	if planned && site != "" {
+		return usageError{errors.New("--planned runs on the source host and fails over to the group's target: it takes no --site")}
 	}
 	cfg, err := a.replicationConfig()
 	if err != nil {
@@ -90,12 +96,26 @@ func (a *app) groupFailover(cmd *cobra.Command, group, machine, site, to, accel 
 	ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Minute)
 	defer cancel()
 	opts.To, opts.Accel = to, accel
-	gf, err := cl.GroupFailover(ctx, group, opts)
+	var gf *replica.GroupFailover
+	switch {
+	case cleanup:
+		gf, err = cl.GroupCleanupTest(ctx, group)
+	case planned:
+		gf, err = cfg.GroupPlannedFailover(ctx, group, opts, a.env.Clock, a.logger())
+	default:
+		gf, err = cl.GroupFailover(ctx, group, opts)
+	}
 	if err != nil {
 		return notFound(err)
 	}
 	if a.jsonOut {
 		return a.printJSON(gf)
+	}
+	if cleanup {
+		for _, fo := range gf.Failovers {
+			a.printf("removed test failover %s of %s\n", fo.Name, fo.Machine)
+		}
+		return nil
 	}
 	for _, fo := range gf.Failovers {
 		if opts.DisksOnly {
@@ -162,4 +182,11 @@ func (a *app) printPoints(points []replica.Point) {
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", p.ID, p.Time.Format(time.RFC3339Nano), p.Consistency, latest)
 	}
 	tw.Flush()
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

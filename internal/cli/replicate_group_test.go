@@ -23,18 +23,7 @@ func TestReplicateGroupFailover(t *testing.T) {
 	_, sockA, fuseA := storageDaemon(t)
 	_, sockB, fuseB := storageDaemon(t)
 	s := newReplSite(t)
-	for _, m := range []struct{ name, sock string }{{"a", sockA}, {"b", sockB}} {
-		if r := s.run("replicate", "enable", "--machine", m.name, "--qmp", m.sock, "--target", "dr", "--group", "g",
-			"--every", "200ms", "--crash-interval", "1s"); r.code != 0 {
-			t.Fatalf("replicate enable: %s", r)
-		}
-	}
-	runner := startProcEnv(t, s.env, "replicate", "run", "--group", "g")
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("replicate run stderr:\n%s", runner.stderr.String())
-		}
-	})
+	s.enableGroup(t, map[string]string{"a": sockA, "b": sockB})
 
 	files := make([]*os.File, 2)
 	for i, p := range []string{fuseA, fuseB} {
@@ -90,15 +79,7 @@ func TestReplicateGroupFailover(t *testing.T) {
 		s.cutAfter("b", time.Now(), 30*time.Second)
 		out := t.TempDir()
 		r := s.run("--json", "failover", "--group", "g", "--disks-only", "--to", out)
-		var gf struct {
-			Point struct {
-				ID   int64     `json:"id"`
-				Time time.Time `json:"time"`
-			} `json:"point"`
-			Failovers []struct {
-				Machine string `json:"machine"`
-			} `json:"failovers"`
-		}
+		var gf groupFailoverJSON
 		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &gf) != nil || len(gf.Failovers) != 2 {
 			t.Fatalf("failover --group: %s", r)
 		}

@@ -136,6 +136,16 @@ func (s *Store) GroupFailover(ctx context.Context, group string, opts FailoverOp
 			o.To = filepath.Join(opts.To, name) // each member's disks in its own directory
 		}
 		fo, err := s.Failover(ctx, name, o)
+		if err != nil && opts.Test {
+			// A test of the group is all or nothing: the copies started
+			// already are removed again.
+			for _, f := range out.Failovers {
+				if _, cerr := s.CleanupTest(context.WithoutCancel(ctx), f.Machine); cerr != nil {
+					err = errors.Join(err, cerr)
+				}
+			}
+			return nil, fmt.Errorf("group %s: test failover of %s: %w", group, name, err)
+		}
 		if err != nil {
 			done := make([]string, len(out.Failovers))
 			for k, f := range out.Failovers {

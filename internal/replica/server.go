@@ -70,6 +70,11 @@ func (s *Store) Serve(ctx context.Context, l net.Listener, opts ServeOptions) er
 }
 
 func (s *Store) foldAll(ctx context.Context, log *slog.Logger) {
+	if n, err := s.ExpireHolds(ctx); err != nil {
+		log.Error("expiring holds", "err", err)
+	} else if n > 0 {
+		log.Warn("removed holds older than the limit (their readers are gone)", "holds", n, "limit", HoldMaxAge)
+	}
 	s.mu.Lock()
 	names := make([]string, 0, len(s.machines))
 	for n := range s.machines {
@@ -179,6 +184,27 @@ func (s *Store) Handler(token string, log *slog.Logger) http.Handler {
 		}
 		writeJSON200(w, fo)
 	})
+	mux.HandleFunc("POST /v1/replicas/{machine}/holds", func(w http.ResponseWriter, r *http.Request) {
+		var opts HoldOptions
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&opts); err != nil {
+			writeError(w, fmt.Errorf("%w: %v", ErrInvalid, err))
+			return
+		}
+		h, err := s.Hold(r.Context(), r.PathValue("machine"), opts)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		log.Info("point held", "machine", h.Machine, "point", h.Point.ID, "hold", h.ID)
+		writeJSON200(w, h)
+	})
+	mux.HandleFunc("DELETE /v1/replicas/{machine}/holds/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.Release(r.Context(), r.PathValue("machine"), r.PathValue("id")); err != nil {
+			writeError(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
 	mux.HandleFunc("GET /v1/groups/{group}", func(w http.ResponseWriter, r *http.Request) {
 		st, err := s.GroupStatus(r.Context(), r.PathValue("group"))
 		if err != nil {
@@ -201,6 +227,14 @@ func (s *Store) Handler(token string, log *slog.Logger) http.Handler {
 		}
 		log.Info("group failed over", "group", gf.Group, "point", gf.Point.ID, "members", len(gf.Failovers))
 		writeJSON200(w, gf)
+	})
+	mux.HandleFunc("POST /v1/groups/{group}/failover/cleanup", func(w http.ResponseWriter, r *http.Request) {
+		fos, err := s.GroupCleanupTest(r.Context(), r.PathValue("group"))
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON200(w, GroupFailover{Group: r.PathValue("group"), Failovers: fos})
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")

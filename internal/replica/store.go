@@ -147,6 +147,9 @@ type machine struct {
 	cuts []Cut // journal, after the base, in order
 	// receiving is set while a batch streams in (without mu held).
 	receiving bool
+	// id tells this replica of the machine from an earlier one of the
+	// same name (replica.id, random, made at registration).
+	id string
 }
 
 type baseState struct {
@@ -214,6 +217,12 @@ func loadMachine(dir string) (*machine, error) {
 		m.cuts = append(m.cuts, c)
 	}
 	sort.Slice(m.cuts, func(i, j int) bool { return m.cuts[i].Seq < m.cuts[j].Seq })
+	if m.id, err = replicaID(dir); err != nil {
+		return nil, err
+	}
+	if err := m.removeStaleHolds(); err != nil {
+		return nil, fmt.Errorf("removing stale holds: %w", err)
+	}
 	if m.base.Folding != 0 {
 		// Finish the fold a crash interrupted: applying a batch again is
 		// harmless, it holds contents, not differences.
@@ -222,6 +231,25 @@ func loadMachine(dir string) (*machine, error) {
 		}
 	}
 	return m, nil
+}
+
+// replicaID reads the replica's ID from dir/replica.id, making one when
+// there is none (a new replica, or one made before IDs were kept).
+func replicaID(dir string) (string, error) {
+	path := filepath.Join(dir, "replica.id")
+	var id string
+	data, err := os.ReadFile(path)
+	if err == nil && json.Unmarshal(data, &id) == nil && id != "" {
+		return id, nil
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	id = randomHex() + randomHex()
+	if err := WriteJSON(path, id); err != nil {
+		return "", err
+	}
+	return id, nil
 }
 
 func batchName(seq uint64) string { return fmt.Sprintf("%020d.batch", seq) }
@@ -284,6 +312,10 @@ func (s *Store) Register(ctx context.Context, spec Spec) error {
 		if err := s.seed(ctx, m, spec); err != nil {
 			os.RemoveAll(m.dir)
 			return err
+		}
+		var err error
+		if m.id, err = replicaID(m.dir); err != nil {
+			return fmt.Errorf("registering %s: %w", spec.Machine, err)
 		}
 		for _, d := range spec.Disks {
 			f, err := os.OpenFile(filepath.Join(m.dir, "base", d.Name+".raw"), os.O_RDWR|os.O_CREATE, 0o600)

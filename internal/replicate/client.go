@@ -197,6 +197,16 @@ func (c *Client) GroupFailover(ctx context.Context, group string, opts replica.F
 	return &gf, nil
 }
 
+// GroupCleanupTest asks the site to remove the test failovers of a
+// group's members.
+func (c *Client) GroupCleanupTest(ctx context.Context, group string) (*replica.GroupFailover, error) {
+	var gf replica.GroupFailover
+	if err := c.do(ctx, http.MethodPost, "/v1/groups/"+url.PathEscape(group)+"/failover/cleanup", nil, &gf); err != nil {
+		return nil, err
+	}
+	return &gf, nil
+}
+
 // CleanupTest asks the site to remove the machine's test failover.
 func (c *Client) CleanupTest(ctx context.Context, machine string) (*replica.Failover, error) {
 	var fo replica.Failover
@@ -222,6 +232,28 @@ func (c *Client) Commit(ctx context.Context, machine string) (*replica.Failover,
 		return nil, err
 	}
 	return &fo, nil
+}
+
+// Site is the name of the client's site.
+func (c *Client) Site() string { return c.site.Name }
+
+// Hold asks the site to keep a point of the machine readable on its host
+// (replicate copy) until Release.
+func (c *Client) Hold(ctx context.Context, machine string, opts replica.HoldOptions) (*replica.Hold, error) {
+	body, err := json.Marshal(opts)
+	if err != nil {
+		return nil, err
+	}
+	var h replica.Hold
+	if err := c.doWithin(ctx, FailoverTimeout, http.MethodPost, machinePath(machine)+"/holds", bytes.NewReader(body), &h); err != nil {
+		return nil, err
+	}
+	return &h, nil
+}
+
+// Release ends a hold.
+func (c *Client) Release(ctx context.Context, machine, id string) error {
+	return c.do(ctx, http.MethodDelete, machinePath(machine)+"/holds/"+url.PathEscape(id), nil, nil)
 }
 
 // Remove deletes the machine's replica at the site.

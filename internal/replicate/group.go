@@ -184,18 +184,7 @@ func (g *GroupRunner) Run(ctx context.Context) error {
 	}
 	for {
 		start := g.Clock.Now()
-		gc := newGroupCut(g.Group, len(g.Members), g.Clock)
-		var wg sync.WaitGroup
-		for i, r := range g.Members {
-			r.group, r.groupIdx = gc, i
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				err := r.step(ctx)
-				gc.finish(i, r.Machine.Name, err)
-			}()
-		}
-		wg.Wait()
+		g.cycle(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -207,6 +196,23 @@ func (g *GroupRunner) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// cycle takes one group cut across the members and ships each member's
+// share; failures are in the members' status.
+func (g *GroupRunner) cycle(ctx context.Context) {
+	gc := newGroupCut(g.Group, len(g.Members), g.Clock)
+	var wg sync.WaitGroup
+	for i, r := range g.Members {
+		r.group, r.groupIdx = gc, i
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := r.step(ctx)
+			gc.finish(i, r.Machine.Name, err)
+		}()
+	}
+	wg.Wait()
 }
 
 // RunMachines replicates machines until ctx ends: the members of each

@@ -37,16 +37,7 @@ func (c *Config) PlannedFailover(ctx context.Context, name string, opts replica.
 	if err != nil {
 		return nil, err
 	}
-	monitor := func(f func(*qmp.Monitor) error) error {
-		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		mon, err := qmp.Dial(dctx, m.QMP)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("connecting to QEMU at %s: %w", m.QMP, err)
-		}
-		defer mon.Close()
-		return f(mon)
-	}
+	monitor := func(f func(*qmp.Monitor) error) error { return withMonitor(ctx, m, f) }
 	if err := monitor(func(mon *qmp.Monitor) error { return mon.Stop(ctx) }); err != nil {
 		return nil, fmt.Errorf("pausing %s (a planned failover needs a qemu-system machine): %w", name, err)
 	}
