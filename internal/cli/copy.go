@@ -142,7 +142,7 @@ func (a *app) vaultStatusCommand() *cobra.Command {
 		Use:     "status [--copy COPY] [--machine NAME]",
 		Short:   "Summarise a vault, and how far behind its copy is",
 		Long:    help("vault-status"),
-		Example: `  lifeboat vault status --vault /srv/vault --copy s3://dr-site/vault`,
+		Example: help("vault-status.example"),
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
