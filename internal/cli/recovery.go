@@ -101,13 +101,9 @@ func (a *app) startCommand() *cobra.Command {
 			if defFile == "" {
 				return usageError{errors.New("--definition is required")}
 			}
-			raw, err := os.ReadFile(defFile)
+			def, _, err := readDefinition(defFile)
 			if err != nil {
-				return usageError{fmt.Errorf("reading --definition: %w", err)}
-			}
-			def, err := recovery.ParseDefinition(raw)
-			if err != nil {
-				return usageError{fmt.Errorf("%s: %w", defFile, err)}
+				return err
 			}
 			if dryRun {
 				argv, err := boot.Command(def, opts)
@@ -133,6 +129,19 @@ func (a *app) startCommand() *cobra.Command {
 	f.StringVar(&runDir, "run-dir", "", "directory for the QMP and guest agent sockets (default: a new temporary one)")
 	f.BoolVar(&dryRun, "dry-run", false, "print the QEMU command line and exit")
 	return cmd
+}
+
+// readDefinition reads and parses the machine definition of --definition.
+func readDefinition(file string) (*recovery.Definition, []byte, error) {
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return nil, nil, usageError{fmt.Errorf("reading --definition: %w", err)}
+	}
+	def, err := recovery.ParseDefinition(raw)
+	if err != nil {
+		return nil, nil, usageError{fmt.Errorf("%s: %w", file, err)}
+	}
+	return def, raw, nil
 }
 
 // startFlags are the flags of every command that starts a machine.
