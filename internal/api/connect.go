@@ -69,14 +69,30 @@ func (c *Client) Wait(ctx context.Context, j catalog.Job, interval time.Duration
 	return j, nil
 }
 
+// Queue posts a job request to path and returns the job the server queued.
+func (c *Client) Queue(ctx context.Context, path string, body any) (catalog.Job, error) {
+	var j catalog.Job
+	err := c.Do(ctx, "POST", path, body, &j)
+	return j, err
+}
+
+// JobError is nil for a job that succeeded, otherwise an error saying how
+// it ended.
+func JobError(j catalog.Job) error {
+	if j.State == catalog.Succeeded {
+		return nil
+	}
+	return fmt.Errorf("job %s %s: %s", j.ID, j.State, j.Error)
+}
+
 // Discover runs a discover job on an agent (the server's built-in one
 // unless body names another) and returns the QEMU machines it found.
 func (c *Client) Discover(ctx context.Context, body DiscoverJSON) ([]discover.Machine, error) {
-	var j catalog.Job
-	if err := c.Do(ctx, "POST", "/v1/discover", body, &j); err != nil {
+	j, err := c.Queue(ctx, "/v1/discover", body)
+	if err != nil {
 		return nil, err
 	}
-	j, err := c.Wait(ctx, j, 200*time.Millisecond)
+	j, err = c.Wait(ctx, j, 200*time.Millisecond)
 	if err != nil {
 		return nil, err
 	}

@@ -126,3 +126,17 @@ func TestDiscoverWaits(t *testing.T) {
 		t.Fatalf("Wait after cancel: %v", err)
 	}
 }
+
+// A job that ended in any state but succeeded is an error naming the job,
+// its state and its error.
+func TestJobError(t *testing.T) {
+	if err := JobError(catalog.Job{ID: "j1", State: catalog.Succeeded}); err != nil {
+		t.Fatalf("succeeded: %v", err)
+	}
+	for _, st := range []string{catalog.Failed, catalog.Cancelled, catalog.Queued} {
+		err := JobError(catalog.Job{ID: "j2", State: st, Error: "disk gone"})
+		if err == nil || err.Error() != "job j2 "+st+": disk gone" {
+			t.Errorf("state %s: %v", st, err)
+		}
+	}
+}

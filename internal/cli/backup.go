@@ -73,22 +73,13 @@ func (a *app) runBackup(ctx context.Context, bf backupFlags) error {
 		return usageError{errors.New("--freeze-timeout and --hook-timeout must be positive")}
 	}
 	var def *recovery.Definition
-	var err error
 	if bf.definition != "" {
-		data, err := os.ReadFile(bf.definition)
-		if err != nil {
-			return usageError{fmt.Errorf("reading --definition: %w", err)}
+		var err error
+		if def, spec.Definition, err = readDefinition(bf.definition); err != nil {
+			return err
 		}
-		if def, err = recovery.ParseDefinition(data); err != nil {
-			return usageError{fmt.Errorf("%s: %w", bf.definition, err)}
-		}
-		spec.Definition = data
 	}
-	if spec.QMP != "" || spec.Libvirt != "" {
-		for _, d := range bf.disks {
-			spec.Disks = append(spec.Disks, job.Disk{Name: d})
-		}
-	} else if spec.Disks, err = job.LocalDisks(bf.disks, def); err != nil {
+	if err := spec.SetDisks(bf.disks, def); err != nil {
 		var ie *job.InvalidError
 		if errors.As(err, &ie) {
 			return usageError{errors.New(ie.Reason)}

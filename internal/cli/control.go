@@ -419,8 +419,8 @@ func (a *app) queueAndWait(ctx context.Context, r *remote, path string, body any
 	if err != nil {
 		return err
 	}
-	var j catalog.Job
-	if err := c.Do(ctx, "POST", path, body, &j); err != nil {
+	j, err := c.Queue(ctx, path, body)
+	if err != nil {
 		return err
 	}
 	if !wait {
@@ -441,8 +441,5 @@ func (a *app) queueAndWait(ctx context.Context, r *remote, path string, body any
 	} else {
 		a.printf("job %s %s\n", j.ID, j.State)
 	}
-	if j.State != catalog.Succeeded {
-		return fmt.Errorf("job %s %s: %s", j.ID, j.State, j.Error)
-	}
-	return nil
+	return api.JobError(j)
 }

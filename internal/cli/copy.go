@@ -17,23 +17,16 @@ import (
 	"lifeboat/internal/vaultcopy"
 )
 
-// Environment prefixes for the second vault of a copy command: the source
-// of `vault copy` and `vault init --copy-of` reads LIFEBOAT_FROM_S3_ENDPOINT,
-// LIFEBOAT_FROM_AWS_ACCESS_KEY_ID, LIFEBOAT_FROM_PASSWORD ... before the
-// plain names; the copy of `vault status` reads LIFEBOAT_COPY_*.
-const (
-	envFrom = "LIFEBOAT_FROM_"
-	envCopy = "LIFEBOAT_COPY_"
-)
+// envCopy is the environment prefix of the copy of `vault status`: it
+// reads LIFEBOAT_COPY_S3_ENDPOINT ... before the plain names (the source of
+// a copy reads LIFEBOAT_FROM_*: location.OpenSource).
+const envCopy = "LIFEBOAT_COPY_"
 
 // existing opens the store of the vault at url, reading the variables
 // prefix+NAME first (location.PrefixedEnv), and checks that a vault is
-// there; a missing vault's error is prefixed with what, if any.
-func (a *app) existing(ctx context.Context, url, prefix, what string) (blob.Store, error) {
+// there.
+func (a *app) existing(ctx context.Context, url, prefix string) (blob.Store, error) {
 	store, err := location.Existing(ctx, url, location.PrefixedEnv(prefix, a.env.Getenv))
-	if err != nil && what != "" && !errors.Is(err, location.ErrInvalid) {
-		err = fmt.Errorf("%s: %w", what, err)
-	}
 	return store, invalidInput(err)
 }
 
@@ -41,19 +34,8 @@ func (a *app) existing(ctx context.Context, url, prefix, what string) (blob.Stor
 // (LIFEBOAT_FROM_*), and its passphrase from passwordFile,
 // LIFEBOAT_FROM_PASSWORD, or else the target's.
 func (a *app) openSource(ctx context.Context, url, passwordFile string) (*vault.Vault, error) {
-	store, err := a.existing(ctx, url, envFrom, "source")
-	if err != nil {
-		return nil, err
-	}
-	pw, err := location.SourcePassphrase(passwordFile, a.env.Getenv, a.warn, a.passphrase)
-	if err != nil {
-		return nil, invalidInput(err)
-	}
-	v, err := vault.Open(ctx, store, pw, a.options())
-	if err != nil {
-		return nil, fmt.Errorf("source: %w", err)
-	}
-	return v, nil
+	v, err := location.OpenSource(ctx, url, passwordFile, a.env.Getenv, a.warn, a.passphrase, a.options())
+	return v, invalidInput(err)
 }
 
 // copyOfFlags adds --copy-of to vault init.
@@ -142,13 +124,13 @@ func (a *app) vaultStatusCommand() *cobra.Command {
 		Use:     "status [--copy COPY] [--machine NAME]",
 		Short:   "Summarise a vault, and how far behind its copy is",
 		Long:    help("vault-status"),
-		Example: `  lifeboat vault status --vault /srv/vault --copy s3://dr-site/vault`,
+		Example: help("vault-status.example"),
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			var copyStore blob.Store
 			if copyURL != "" {
-				s, err := a.existing(ctx, copyURL, envCopy, "")
+				s, err := a.existing(ctx, copyURL, envCopy)
 				if err != nil {
 					return fmt.Errorf("copy: %w", err)
 				}

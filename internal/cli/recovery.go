@@ -25,39 +25,11 @@ import (
 func (a *app) exportCommand() *cobra.Command {
 	var spec job.Export
 	cmd := &cobra.Command{
-		Use:   "export --machine NAME POINT|latest --nbd unix:PATH|HOST:PORT [--disk NAME] [--writable]",
-		Short: "Serve a recovery point's disks over NBD, read from the vault on demand",
-		Long: `Serve the disks of a recovery point over NBD without restoring them first.
-
-Each disk of the point is an NBD export named after the disk (only --disk NAME with
---disk). Blocks are read from the vault when a client asks for them: authenticated,
-decrypted and decompressed, kept in a bounded cache (--cache, per disk), with
-read-ahead when reads are sequential. Blocks that were all zeros are holes: clients
-that ask for block status (qemu-img map, nbdcopy) see them without reading them.
-
-  --nbd unix:PATH    listen on a new unix socket (mode 0600, removed at exit)
-  --nbd HOST:PORT    listen on TCP (no TLS, no authentication: bind to a trusted
-                     address only, such as 127.0.0.1)
-
-The export is read-only: clients' writes fail with EPERM. --writable puts a
-copy-on-write overlay in front of each disk, in a file of --overlay-dir (default the
-system's temporary directory) that is deleted at once and lives as long as the
-command: writes never reach the vault and are gone when the export stops.
-
-The URI of each export is printed (nbd+unix:///DISK?socket=PATH or
-nbd://HOST:PORT/DISK; --json prints them as JSON), then lifeboat serves in the
-foreground until SIGINT or SIGTERM. While it runs it holds a read session in the
-vault, as a restore does, so that a prune keeps what it reads. A block that cannot
-be read (a damaged or missing pack) fails that read with EIO, and a warning on
-stderr names the object; other blocks are still served.
-
-Works with any vault, directory or S3, and with a vault copy (give the copy as
---vault): a second site can boot a point without its first site.`,
-		Example: `  lifeboat export --vault /srv/vault --machine web1 latest --nbd unix:/run/web1.sock
-  qemu-img convert -O qcow2 'nbd+unix:///root?socket=/run/web1.sock' /tmp/root.qcow2
-  lifeboat export --machine web1 3fa9c2 --disk root --nbd 127.0.0.1:10809 --writable
-  qemu-system-x86_64 -m 2048 -drive file=nbd://127.0.0.1:10809/root,format=raw`,
-		Args: cobra.ExactArgs(1),
+		Use:     "export --machine NAME POINT|latest --nbd unix:PATH|HOST:PORT [--disk NAME] [--writable]",
+		Short:   "Serve a recovery point's disks over NBD, read from the vault on demand",
+		Long:    help("export"),
+		Example: help("export.example"),
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			spec.Point, spec.Vault = args[0], a.vaultURL
@@ -119,47 +91,19 @@ func (a *app) startCommand() *cobra.Command {
 	var opts boot.Options
 	var dryRun bool
 	cmd := &cobra.Command{
-		Use:   "start --definition FILE [--accel kvm|tcg] [--network none|user|bridge:NAME] [--vnc ADDR] [--serial-log FILE]",
-		Short: "Start a machine from its definition (the -dr one restore writes)",
-		Long: `Start a machine with qemu-system-x86_64 from a lifeboat.machine/v1 definition, such as
-the DIR/NAME-dr.json that restore --to DIR writes (docs/definition.md).
-
-The command line is built from the definition: CPUs, memory, firmware (bios, or uefi
-with --uefi-code, default /usr/share/OVMF/OVMF_CODE.fd), every disk's image ("file")
-on its bus (virtio, scsi, sata, ide, nvme) in boot order (disks with a boot_order
-first, lowest first, as QEMU boot indexes), and NICs with their MAC addresses and
-models. --dry-run prints it without starting anything.
-
-  --accel kvm|tcg       the accelerator (default: KVM where the host has it, else TCG)
-  --network none        no NIC at all (the default: a recovered machine must not
-                        appear on the original's network by surprise)
-  --network user        QEMU's user-mode NAT: outbound connections only, no set-up
-  --network bridge:BR   a tap on host bridge BR (qemu-bridge-helper must allow BR)
-  --vnc ADDR            a VGA display on VNC (127.0.0.1:0 if no address is given)
-  --serial-log FILE     the serial console is appended to FILE
-  --kernel/--initrd/--append   boot a kernel directly instead of from the disks
-
-QEMU listens on a QMP socket and a guest agent channel (org.qemu.guest_agent.0) in
---run-dir (default a new directory under the temporary directory): their paths are
-printed. lifeboat stays in the foreground: SIGINT or SIGTERM asks QEMU to quit (a power
-cut for the guest: shut it down from inside first for a clean stop); when the guest
-powers off, lifeboat exits.`,
-		Example: `  lifeboat restore --machine web1 latest --to /srv/web1-dr --new-macs
-  lifeboat start --definition /srv/web1-dr/web1-dr.json --network user --vnc 127.0.0.1:1
-  lifeboat start --definition /srv/web1-dr/web1-dr.json --dry-run`,
-		Args: cobra.NoArgs,
+		Use:     "start --definition FILE [--accel kvm|tcg] [--network none|user|bridge:NAME] [--vnc ADDR] [--serial-log FILE]",
+		Short:   "Start a machine from its definition (the -dr one restore writes)",
+		Long:    help("start"),
+		Example: help("start.example"),
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			if defFile == "" {
 				return usageError{errors.New("--definition is required")}
 			}
-			raw, err := os.ReadFile(defFile)
+			def, _, err := readDefinition(defFile)
 			if err != nil {
-				return usageError{fmt.Errorf("reading --definition: %w", err)}
-			}
-			def, err := recovery.ParseDefinition(raw)
-			if err != nil {
-				return usageError{fmt.Errorf("%s: %w", defFile, err)}
+				return err
 			}
 			if dryRun {
 				argv, err := boot.Command(def, opts)
@@ -185,6 +129,19 @@ powers off, lifeboat exits.`,
 	f.StringVar(&runDir, "run-dir", "", "directory for the QMP and guest agent sockets (default: a new temporary one)")
 	f.BoolVar(&dryRun, "dry-run", false, "print the QEMU command line and exit")
 	return cmd
+}
+
+// readDefinition reads and parses the machine definition of --definition.
+func readDefinition(file string) (*recovery.Definition, []byte, error) {
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return nil, nil, usageError{fmt.Errorf("reading --definition: %w", err)}
+	}
+	def, err := recovery.ParseDefinition(raw)
+	if err != nil {
+		return nil, nil, usageError{fmt.Errorf("%s: %w", file, err)}
+	}
+	return def, raw, nil
 }
 
 // startFlags are the flags of every command that starts a machine.
@@ -295,39 +252,11 @@ func (a *app) drillCommand() *cobra.Command {
 	var agentName string
 	var wait bool
 	cmd := &cobra.Command{
-		Use:   "drill --machine NAME [POINT|latest] [--probe CMD | --probe-serial REGEX] [--timeout 5m]",
-		Short: "Prove a point: boot it in a sandbox, wait for the guest, record the result",
-		Long: `Boot a recovery point in a sandbox and record whether, and how fast, its guest
-came back.
-
-The point's disks are served from the vault (as export does) under throwaway qcow2
-overlays in a new temporary directory; the machine starts from the point's definition
-with no network at all and -no-reboot (a guest that reboots is in a boot loop). The drill
-waits until the guest answers:
-
-  (default)             the guest agent (org.qemu.guest_agent.0) answers a ping
-  --probe-serial REGEX  a line of the serial console matches REGEX
-  --probe CMD           the shell command CMD exits 0; it is run again every 2 s, with
-                        LIFEBOAT_DRILL_QMP, LIFEBOAT_DRILL_GUEST_AGENT and
-                        LIFEBOAT_DRILL_SERIAL_LOG naming the sandbox's sockets and console
-
-The drill fails when the machine stops first, or --timeout (default 5m) passes; the
-error says why, with the console's last lines. Either way QEMU is stopped, the export
-closed and every file removed, and the result — ok or failed, the measured RTO (from the
-command to the guest answering), the probe, the host — is recorded in the vault as a
-sealed drill result (docs/format.md). lifeboat points shows each point's latest drill
-(PROVEN column; --json: "drill"). Exit status 0 when the guest answered, 1 when not.
-
-With --server, the drill runs as a job on an agent's host, from the machine's policy's
-vault; a failed drill raises a drill-failed alert on the machine (lifeboat alert list)
-until a drill of it succeeds.
-
-The boot flags of lifeboat start apply (--accel, --kernel, --initrd, --append,
---uefi-code, --qemu), except --network and --vnc.`,
-		Example: `  lifeboat drill --machine web1 latest
-  lifeboat drill --machine web1 3fa9c2 --probe-serial 'login:' --timeout 10m
-  lifeboat drill --machine db1 latest --probe 'nc -z -U $LIFEBOAT_DRILL_GUEST_AGENT' --json`,
-		Args: cobra.MaximumNArgs(1),
+		Use:     "drill --machine NAME [POINT|latest] [--probe CMD | --probe-serial REGEX] [--timeout 5m]",
+		Short:   "Prove a point: boot it in a sandbox, wait for the guest, record the result",
+		Long:    help("drill"),
+		Example: help("drill.example"),
+		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			spec.Point, spec.Vault, spec.Timeout = "latest", a.vaultURL, job.Duration(timeout)
@@ -405,29 +334,11 @@ func (a *app) instantStatus(dir string) error {
 func (a *app) mountCommand() *cobra.Command {
 	var spec job.Mount
 	cmd := &cobra.Command{
-		Use:   "mount --machine NAME POINT|latest DIR",
-		Short: "Show a point's disks as read-only files and mount their file systems",
-		Long: `Mount a recovery point under DIR, read-only, to copy files out of it:
-
-  DIR/disks/NAME     each disk of the point as a read-only file (FUSE), read from the
-                     vault on demand (as export reads it: cached, with read-ahead)
-  DIR/NAME/partN     each ext4 (ext2/3) or XFS partition of disk NAME (GPT, or MBR
-                     primary partitions), loop-mounted read-only without journal replay
-  DIR/NAME/disk      a disk that holds a file system without a partition table
-
-Other partitions are listed as skipped. DIR is created if missing and must be empty.
-lifeboat stays in the foreground: SIGINT or SIGTERM unmounts everything and removes
-what it created. lifeboat umount DIR does the same from another shell, and also cleans
-up after a mount that was killed (stale FUSE mount, loop devices, file system mounts):
-so does the next mount of DIR.
-
-A block that cannot be read from the vault (a damaged pack) makes the read fail with
-EIO, and a warning names the object: never wrong bytes. Needs root (loop devices,
-mount) and /dev/fuse.`,
-		Example: `  lifeboat mount --machine web1 latest /mnt/web1 &
-  cp /mnt/web1/root/part1/etc/nginx/nginx.conf /tmp/
-  lifeboat umount /mnt/web1`,
-		Args: cobra.ExactArgs(2),
+		Use:     "mount --machine NAME POINT|latest DIR",
+		Short:   "Show a point's disks as read-only files and mount their file systems",
+		Long:    help("mount"),
+		Example: help("mount.example"),
+		Args:    cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			spec.Point, spec.Dir, spec.Vault = args[0], absPath(args[1]), a.vaultURL
@@ -456,11 +367,8 @@ func (a *app) umountCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "umount DIR",
 		Short: "Undo lifeboat mount DIR (also after a mount that was killed)",
-		Long: `Unmount what lifeboat mount set up under DIR: a running mount is asked to end
-(SIGTERM) and does it itself; after a mount that was killed, the file system mounts,
-loop devices and the FUSE mount it left are undone here, and the directories it
-created removed. Nothing to undo is no error.`,
-		Args: cobra.ExactArgs(1),
+		Long:  help("umount"),
+		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return mount.Cleanup(cmd.Context(), absPath(args[0]))
 		},

@@ -56,6 +56,25 @@ func LocalDisks(values []string, def *recovery.Definition) ([]Disk, error) {
 	return disks, nil
 }
 
+// SetDisks sets the Disks of a backup spec from the disk arguments given
+// on this host: with a QMP or libvirt source they only name the disks
+// (the source knows where they are); otherwise they are LocalDisks.
+func (b *Backup) SetDisks(values []string, def *recovery.Definition) error {
+	if b.QMP != "" || b.Libvirt != "" {
+		b.Disks = nil
+		for _, name := range values {
+			b.Disks = append(b.Disks, Disk{Name: name})
+		}
+		return nil
+	}
+	disks, err := LocalDisks(values, def)
+	if err != nil {
+		return err
+	}
+	b.Disks = disks
+	return nil
+}
+
 // AbsPath makes a local path absolute, as job specs want (the agent that
 // runs a job may not share the caller's directory); "" stays "".
 func AbsPath(p string) string {

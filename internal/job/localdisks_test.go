@@ -43,3 +43,28 @@ func TestLocalDisks(t *testing.T) {
 		t.Fatal("AbsPath")
 	}
 }
+
+// With a QMP or libvirt source, disk arguments only name the disks; without
+// one they are paths, as LocalDisks makes them.
+func TestBackupSetDisks(t *testing.T) {
+	for _, src := range []job.Source{{QMP: "/run/vm.qmp"}, {Libvirt: "web1"}} {
+		b := job.Backup{Source: src}
+		if err := b.SetDisks([]string{"root", "data"}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if len(b.Disks) != 2 || b.Disks[0] != (job.Disk{Name: "root"}) || b.Disks[1] != (job.Disk{Name: "data"}) {
+			t.Errorf("source %+v: disks %+v", src, b.Disks)
+		}
+	}
+	var b job.Backup
+	if err := b.SetDisks([]string{"/srv/a.raw"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(b.Disks) != 1 || b.Disks[0] != (job.Disk{Name: "a", Path: "/srv/a.raw"}) {
+		t.Errorf("local disks %+v", b.Disks)
+	}
+	var ie *job.InvalidError
+	if err := b.SetDisks([]string{"/a/x.raw", "/b/x.raw"}, nil); !errors.As(err, &ie) || ie.Field != "disks" {
+		t.Fatalf("two disks named x: %v", err)
+	}
+}

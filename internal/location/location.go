@@ -94,6 +94,30 @@ func Open(ctx context.Context, url string, getenv func(string) string, passphras
 	return vault.Open(ctx, store, passphrase, opts)
 }
 
+// OpenSource opens the vault a copy reads from, at url: its store with the
+// variables LIFEBOAT_FROM_* read before the plain names (PrefixedEnv), its
+// passphrase as SourcePassphrase gives it (ours: the copy's). Errors other
+// than bad input begin with "source".
+func OpenSource(ctx context.Context, url, passwordFile string, getenv func(string) string, warn func(string),
+	ours func() ([]byte, error), opts vault.Options) (*vault.Vault, error) {
+	store, err := Existing(ctx, url, PrefixedEnv("LIFEBOAT_FROM_", getenv))
+	if err != nil {
+		if !errors.Is(err, ErrInvalid) {
+			err = fmt.Errorf("source: %w", err)
+		}
+		return nil, err
+	}
+	pw, err := SourcePassphrase(passwordFile, getenv, warn, ours)
+	if err != nil {
+		return nil, err
+	}
+	v, err := vault.Open(ctx, store, pw, opts)
+	if err != nil {
+		return nil, fmt.Errorf("source: %w", err)
+	}
+	return v, nil
+}
+
 // Existing opens the store at url and checks that a vault of a format
 // this lifeboat reads is there, before any passphrase is asked for.
 func Existing(ctx context.Context, url string, getenv func(string) string) (blob.Store, error) {

@@ -148,3 +148,35 @@ func TestSourcePassphrase(t *testing.T) {
 		t.Fatalf("a missing file: %v", err)
 	}
 }
+
+// OpenSource opens a copy's source with the source's own passphrase, else
+// the copy's; a missing source or a wrong passphrase says "source", a bad
+// URL is bad input.
+func TestOpenSource(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	env := map[string]string{}
+	getenv := func(k string) string { return env[k] }
+	cheap := vault.Options{KDF: crypto.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}}
+	ours := func() ([]byte, error) { return []byte("the copy's passphrase"), nil }
+	if _, err := OpenSource(ctx, "ftp://x/y", "", getenv, nil, ours, cheap); !errors.Is(err, ErrInvalid) || strings.HasPrefix(err.Error(), "source") {
+		t.Fatalf("bad scheme: %v", err)
+	}
+	if _, err := OpenSource(ctx, dir, "", getenv, nil, ours, cheap); !errors.Is(err, vault.ErrNoVault) || !strings.HasPrefix(err.Error(), "source: ") {
+		t.Fatalf("no vault: %v", err)
+	}
+	store, err := Store(ctx, dir, false, getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vault.Init(ctx, store, []byte("the source's passphrase"), cheap); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenSource(ctx, dir, "", getenv, nil, ours, cheap); err == nil || !strings.HasPrefix(err.Error(), "source: ") {
+		t.Fatalf("the copy's passphrase opened the source: %v", err)
+	}
+	env["LIFEBOAT_FROM_PASSWORD"] = "the source's passphrase"
+	if _, err := OpenSource(ctx, dir, "", getenv, nil, ours, cheap); err != nil {
+		t.Fatalf("open: %v", err)
+	}
+}
