@@ -61,7 +61,9 @@ PY
 
 echo "site-token" >"$work/token"
 port=$((20000 + RANDOM % 20000))
-lb replica serve --listen 127.0.0.1:$port --dir "$work/replica" --token-file "$work/token" 2>"$work/serve.log" &
+# Background processes run the binary itself, not through lb: $! would name
+# lb's subshell, and cleanup would kill that and leave lifeboat running.
+LIFEBOAT_STATE_DIR="$work/state" "$work/lifeboat" replica serve --listen 127.0.0.1:$port --dir "$work/replica" --token-file "$work/token" 2>"$work/serve.log" &
 pids+=($!)
 sleep 1
 lb site add dr --url http://127.0.0.1:$port --token-file "$work/token" >/dev/null
@@ -84,7 +86,7 @@ for size in "${sizes[@]}"; do
     python3 "$work/writer.py" "$fuse" "$load" "$bytes"
 
     t0=$(date +%s.%N)
-    lb replicate run --machine $m --qmp "$qmp" --target dr --every "$every" --crash-interval 10s 2>"$work/run-$m.log" &
+    LIFEBOAT_STATE_DIR="$work/state" "$work/lifeboat" replicate run --machine $m --qmp "$qmp" --target dr --every "$every" --crash-interval 10s 2>"$work/run-$m.log" &
     pids+=($!)
     until lb replicate status --machine $m --json 2>/dev/null | grep -q '"state": "protected"'; do sleep 0.2; done
     echo "== $size: initial sync (256 MiB of data) took $(echo "$(date +%s.%N) - $t0" | bc) s"
