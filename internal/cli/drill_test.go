@@ -21,14 +21,17 @@ func drillFlags(t *testing.T) []string {
 
 // sandboxes lists what drills leave behind: their directories, and QEMU
 // processes started in one.
-func sandboxes(t *testing.T) []string {
+// Only those under tmp count: the drills of this test run with it as
+// TMPDIR, so that another package's drill running at the same time (go
+// test runs packages in parallel) is not taken for one left behind.
+func sandboxes(t *testing.T, tmp string) []string {
 	t.Helper()
 	var out []string
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "lifeboat-drill-*"))
+	dirs, _ := filepath.Glob(filepath.Join(tmp, "lifeboat-drill-*"))
 	out = append(out, dirs...)
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
-		if b, err := os.ReadFile(p); err == nil && strings.Contains(string(b), "lifeboat-drill-") && strings.Contains(string(b), "qemu") {
+		if b, err := os.ReadFile(p); err == nil && strings.Contains(string(b), filepath.Join(tmp, "lifeboat-drill-")) && strings.Contains(string(b), "qemu") {
 			out = append(out, p)
 		}
 	}
@@ -50,8 +53,13 @@ type drillOut struct {
 // neither writes to the vault anything but its result.
 func TestDrill(t *testing.T) {
 	vdir, img, id := vmPoint(t)
-	before := sandboxes(t)
-	r := run(t, append([]string{"--vault", vdir, "--json", "drill", "--machine", "vm1", id[:8]}, drillFlags(t)...)...)
+	tmp := t.TempDir()
+	drill := func(args ...string) result {
+		t.Helper()
+		return startProcEnv(t, map[string]string{"TMPDIR": tmp}, append(args, drillFlags(t)...)...).wait(t, 3*time.Minute)
+	}
+	before := sandboxes(t, tmp)
+	r := drill("--vault", vdir, "--json", "drill", "--machine", "vm1", id[:8])
 	var ok drillOut
 	if err := json.Unmarshal([]byte(r.stdout), &ok); err != nil || r.code != 0 || !ok.OK || ok.RTOMS <= 0 || ok.Point != id {
 		t.Fatalf("drill of a good point: %v\n%s", err, r)
@@ -65,7 +73,7 @@ func TestDrill(t *testing.T) {
 	f.WriteAt(make([]byte, 1<<20), 0)
 	f.Close()
 	bad := parsePoint(t, mustRun(t, "--vault", vdir, "-q", "--json", "backup", "--machine", "vm1", "--disk", "root="+img)).ID
-	r = run(t, append([]string{"--vault", vdir, "--json", "drill", "--machine", "vm1", "latest"}, drillFlags(t)...)...)
+	r = drill("--vault", vdir, "--json", "drill", "--machine", "vm1", "latest")
 	var failed drillOut
 	if err := json.NewDecoder(strings.NewReader(r.stdout)).Decode(&failed); err != nil || r.code != 1 || failed.OK || failed.Point != bad {
 		t.Fatalf("drill of an unbootable point: want exit 1 and a failed result, got %v\n%s", err, r)
@@ -75,7 +83,7 @@ func TestDrill(t *testing.T) {
 			t.Errorf("the failed drill does not say %q: %q\n%s", w, failed.Error, r.stderr)
 		}
 	}
-	if after := sandboxes(t); len(after) != len(before) {
+	if after := sandboxes(t, tmp); len(after) != len(before) {
 		t.Errorf("drills left behind: %v (before: %v)", after, before)
 	}
 
