@@ -409,7 +409,7 @@ func (d *Disk) block(ctx context.Context, b int) (*entry, error) {
 	e.data, e.err = data, err
 	close(e.done)
 	if err != nil {
-		e.refs-- // ours: the error is returned
+		e.refs--  // ours: the error is returned
 		d.drop(e) // the next read tries again
 	} else {
 		d.cached += int64(len(data))
