@@ -63,15 +63,23 @@ func backedUp(t *testing.T) (*vault.Vault, *blob.Dir, *recovery.Point, []byte) {
 // TestDiskReads: reads of any alignment and length, in any order, with a
 // cache of only a few chunks, return the disk's bytes; reads past the end
 // give io.EOF; block status reports the zero blocks as holes.
-func TestDiskReads(t *testing.T) {
+// smallCacheDisk opens the disk of backedUp with a cache of a few blocks
+// (closed at the test's end) and returns it and its bytes.
+func smallCacheDisk(t *testing.T) (*pointdisk.Disk, []byte) {
+	t.Helper()
 	v, _, p, want := backedUp(t)
 	ctx := context.Background()
 	pt, err := pointdisk.Open(ctx, v, p, "", pointdisk.Options{CacheBytes: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pt.Close(ctx)
-	d := pt.Disks[0]
+	t.Cleanup(func() { pt.Close(ctx) })
+	return pt.Disks[0], want
+}
+
+func TestDiskReads(t *testing.T) {
+	d, want := smallCacheDisk(t)
+	ctx := context.Background()
 	if d.Size() != int64(len(want)) {
 		t.Fatalf("size %d, want %d", d.Size(), len(want))
 	}
@@ -233,14 +241,8 @@ func TestOverlay(t *testing.T) {
 // meanwhile (their buffers are reused only once released), from readers
 // on several goroutines, with a cache of a few blocks.
 func TestDiskLentSlices(t *testing.T) {
-	v, _, p, want := backedUp(t)
+	d, want := smallCacheDisk(t)
 	ctx := context.Background()
-	pt, err := pointdisk.Open(ctx, v, p, "", pointdisk.Options{CacheBytes: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pt.Close(ctx)
-	d := pt.Disks[0]
 	check := func(segs [][]byte, off int64, what string) error {
 		var got []byte
 		for _, s := range segs {
