@@ -50,23 +50,7 @@ func TestServerSliceReader(t *testing.T) {
 	fb := fileExport(t, "d", img, true).Backend.(AllocationBackend)
 	ts := startServer(t, Export{Name: "d", Backend: &slicedBackend{AllocationBackend: fb}, ReadOnly: true},
 		Export{Name: "bad", Backend: &slicedBackend{AllocationBackend: fb, failAt: 2<<20 + 300<<10}, ReadOnly: true})
-	eachReplyMode(t, ts.uri("d"), func(t *testing.T, ctx context.Context, c *Client, opts ...Option) {
-		if err := checkRandomReads(c, want, size, 200, 8, 40); err != nil {
-			t.Fatal(err)
-		}
-		bad, err := Dial(ctx, ts.uri("bad"), opts...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer bad.Close()
-		buf := make([]byte, 1<<20)
-		if _, err := bad.ReadAt(buf, 2<<20); err == nil || !errors.Is(err, syscall.EIO) {
-			t.Fatalf("a read over a damaged block: %v, want EIO", err)
-		}
-		if _, err := bad.ReadAt(buf[:4096], 0); err != nil {
-			t.Fatalf("the connection is unusable after a failed read: %v", err)
-		}
-	})
+	checkSlicedExports(t, ts, want, size)
 	out := filepath.Join(dir, "out.raw")
 	run(t, "nbdcopy", ts.uri("d"), out)
 	sameFile(t, img, out)
@@ -117,19 +101,7 @@ func TestServerSliceLender(t *testing.T) {
 	good := &lendingBackend{slicedBackend: slicedBackend{AllocationBackend: fb}}
 	bad := &lendingBackend{slicedBackend: slicedBackend{AllocationBackend: fb, failAt: 2<<20 + 300<<10}}
 	ts := startServer(t, Export{Name: "d", Backend: good, ReadOnly: true}, Export{Name: "bad", Backend: bad, ReadOnly: true})
-	eachReplyMode(t, ts.uri("d"), func(t *testing.T, ctx context.Context, c *Client, opts ...Option) {
-		if err := checkRandomReads(c, want, size, 200, 8, 40); err != nil {
-			t.Fatal(err)
-		}
-		bc, err := Dial(ctx, ts.uri("bad"), opts...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer bc.Close()
-		if _, err := bc.ReadAt(make([]byte, 1<<20), 2<<20); !errors.Is(err, syscall.EIO) {
-			t.Fatalf("a read over a damaged block: %v, want EIO", err)
-		}
-	})
+	checkSlicedExports(t, ts, want, size)
 	out := filepath.Join(dir, "out.raw")
 	run(t, "nbdcopy", ts.uri("d"), out)
 	sameFile(t, img, out)
@@ -150,4 +122,29 @@ func TestServerSliceLender(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	}
+}
+
+// checkSlicedExports checks, in each reply mode, random reads of export
+// "d" of ts (whose bytes are want) and that a read of export "bad" over its
+// damaged block at 2 MiB + 300 KiB fails with EIO, leaving the connection
+// usable.
+func checkSlicedExports(t *testing.T, ts *testServer, want []byte, size int64) {
+	t.Helper()
+	eachReplyMode(t, ts.uri("d"), func(t *testing.T, ctx context.Context, c *Client, opts ...Option) {
+		if err := checkRandomReads(c, want, size, 200, 8, 40); err != nil {
+			t.Fatal(err)
+		}
+		bad, err := Dial(ctx, ts.uri("bad"), opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer bad.Close()
+		buf := make([]byte, 1<<20)
+		if _, err := bad.ReadAt(buf, 2<<20); err == nil || !errors.Is(err, syscall.EIO) {
+			t.Fatalf("a read over a damaged block: %v, want EIO", err)
+		}
+		if _, err := bad.ReadAt(buf[:4096], 0); err != nil {
+			t.Fatalf("the connection is unusable after a failed read: %v", err)
+		}
+	})
 }
