@@ -47,6 +47,18 @@ type SliceReader interface {
 	ReadSlices(ctx context.Context, dst [][]byte, off, n int64) ([][]byte, error)
 }
 
+// SliceLender is a SliceReader that can also lend its slices for one
+// reply only, so that it may reuse their memory afterwards (decoded-chunk
+// buffers, instead of allocating one per chunk): the server uses
+// LendSlices when the backend has it.
+type SliceLender interface {
+	SliceReader
+	// LendSlices is ReadSlices whose slices stay unchanged only until
+	// release is called; the server calls it once, after the reply is
+	// written or has failed. release is never nil, even with an error.
+	LendSlices(ctx context.Context, dst [][]byte, off, n int64) (slices [][]byte, release func(), err error)
+}
+
 // Export is a named export of a Server.
 type Export struct {
 	// Name is what clients ask for. The export named "" is the default

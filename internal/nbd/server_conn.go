@@ -571,11 +571,25 @@ func (sc *serverConn) readSlices(ctx context.Context, req request, sr SliceReade
 	n := int64(req.length)
 	var data [][]byte // the backend's slices, in order, for the data extents
 	ends := make([]int, len(exts))
+	lender, lends := sr.(SliceLender)
+	var releases []func() // of lent slices, once the reply is out
+	defer func() {
+		for _, r := range releases {
+			r()
+		}
+	}()
 	for i, e := range exts {
 		if !(sc.structured && e.Flags&StateZero != 0) {
 			var err error
 			before := len(data)
-			if data, err = sr.ReadSlices(ctx, data, e.Offset, e.Length); err != nil {
+			if lends {
+				var release func()
+				data, release, err = lender.LendSlices(ctx, data, e.Offset, e.Length)
+				releases = append(releases, release)
+			} else {
+				data, err = sr.ReadSlices(ctx, data, e.Offset, e.Length)
+			}
+			if err != nil {
 				var got int64
 				for _, d := range data[before:] {
 					got += int64(len(d))

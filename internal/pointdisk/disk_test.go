@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -62,15 +63,23 @@ func backedUp(t *testing.T) (*vault.Vault, *blob.Dir, *recovery.Point, []byte) {
 // TestDiskReads: reads of any alignment and length, in any order, with a
 // cache of only a few chunks, return the disk's bytes; reads past the end
 // give io.EOF; block status reports the zero blocks as holes.
-func TestDiskReads(t *testing.T) {
+// smallCacheDisk opens the disk of backedUp with a cache of a few blocks
+// (closed at the test's end) and returns it and its bytes.
+func smallCacheDisk(t *testing.T) (*pointdisk.Disk, []byte) {
+	t.Helper()
 	v, _, p, want := backedUp(t)
 	ctx := context.Background()
 	pt, err := pointdisk.Open(ctx, v, p, "", pointdisk.Options{CacheBytes: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pt.Close(ctx)
-	d := pt.Disks[0]
+	t.Cleanup(func() { pt.Close(ctx) })
+	return pt.Disks[0], want
+}
+
+func TestDiskReads(t *testing.T) {
+	d, want := smallCacheDisk(t)
+	ctx := context.Background()
 	if d.Size() != int64(len(want)) {
 		t.Fatalf("size %d, want %d", d.Size(), len(want))
 	}
@@ -224,5 +233,75 @@ func TestOverlay(t *testing.T) {
 		if e.Flags&nbd.StateZero != 0 && !bytes.Equal(model[e.Offset:e.Offset+e.Length], make([]byte, e.Length)) {
 			t.Fatalf("extent %+v is reported zero but holds data", e)
 		}
+	}
+}
+
+// TestDiskLentSlices: slices lent by LendSlices (and given by ReadSlices)
+// keep their bytes while held, however many blocks are fetched and evicted
+// meanwhile (their buffers are reused only once released), from readers
+// on several goroutines, with a cache of a few blocks.
+func TestDiskLentSlices(t *testing.T) {
+	d, want := smallCacheDisk(t)
+	ctx := context.Background()
+	check := func(segs [][]byte, off int64, what string) error {
+		var got []byte
+		for _, s := range segs {
+			got = append(got, s...)
+		}
+		if !bytes.Equal(got, want[off:off+int64(len(got))]) {
+			return fmt.Errorf("%s at %d: wrong bytes", what, off)
+		}
+		return nil
+	}
+	kept, err := d.ReadSlices(ctx, nil, 0, 2*chunkSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 4)
+	for g := range 4 {
+		go func() {
+			rng := rand.New(rand.NewPCG(uint64(g), 5))
+			type lent struct {
+				segs    [][]byte
+				off     int64
+				release func()
+			}
+			var held []lent
+			for i := range 200 {
+				off := rng.Int64N(int64(len(want)) - 3*chunkSize)
+				segs, release, err := d.LendSlices(ctx, nil, off, rng.Int64N(3*chunkSize))
+				if err != nil {
+					errs <- err
+					return
+				}
+				held = append(held, lent{segs, off, release})
+				if i%3 == 2 { // release the oldest after checking it is intact
+					for _, l := range held[:2] {
+						if err := check(l.segs, l.off, "lent slices"); err != nil {
+							errs <- err
+							return
+						}
+						l.release()
+					}
+					held = held[2:]
+				}
+			}
+			for _, l := range held {
+				if err := check(l.segs, l.off, "lent slices"); err != nil {
+					errs <- err
+					return
+				}
+				l.release()
+			}
+			errs <- nil
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := check(kept, 0, "ReadSlices' slices"); err != nil {
+		t.Fatal(err)
 	}
 }
