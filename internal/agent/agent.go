@@ -25,6 +25,7 @@ import (
 
 	"lifeboat/internal/api"
 	"lifeboat/internal/catalog"
+	"lifeboat/internal/replicate"
 	"lifeboat/internal/secrets"
 )
 
@@ -77,6 +78,11 @@ type Agent struct {
 	// server's lease, api.Lease).
 	Renew time.Duration
 	Log   *slog.Logger
+	// Replications, if set, is the status of the replications this host
+	// runs (replicate.Config.Statuses), reported to the server every
+	// ReportEvery (default 5 s) at POST /v1/agent/replications.
+	Replications func(ctx context.Context) ([]replicate.Status, error)
+	ReportEvery  time.Duration
 
 	instance string // this process's name for the server, set by Run
 }
@@ -115,6 +121,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); a.heartbeats(ctx) }()
+	if a.Replications != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); a.reportReplications(ctx) }()
+	}
 	for range workers {
 		wg.Add(1)
 		go func() { defer wg.Done(); a.work(ctx) }()
@@ -139,6 +149,45 @@ func (a *Agent) heartbeats(ctx context.Context) {
 		case <-time.After(every):
 		}
 	}
+}
+
+// reportReplications sends the status of this host's replications every
+// ReportEvery; the server keeps the latest (GET /v1/replications) and
+// alerts on lag beyond a machine's RPO.
+func (a *Agent) reportReplications(ctx context.Context) {
+	every := a.ReportEvery
+	if every <= 0 {
+		every = 5 * time.Second
+	}
+	failing := false
+	for {
+		err := a.reportReplicationsOnce(ctx)
+		if err != nil && ctx.Err() == nil && !failing {
+			a.log().Warn("cannot report the replications' status to the server; retrying", "err", err)
+		}
+		failing = err != nil
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+	}
+}
+
+func (a *Agent) reportReplicationsOnce(ctx context.Context) error {
+	sts, err := a.Replications(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the replications' status: %w", err)
+	}
+	body := api.ReplicationsReportJSON{Replications: []json.RawMessage{}}
+	for _, st := range sts {
+		raw, err := json.Marshal(st)
+		if err != nil {
+			return err
+		}
+		body.Replications = append(body.Replications, raw)
+	}
+	return a.Client.Do(ctx, "POST", "/v1/agent/replications", body, nil)
 }
 
 // info is Info with the host's offers added.

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -276,8 +275,9 @@ across all of them (docs/replication.md, Groups).`,
 	run.Flags().DurationVar(&stall, "stall-timeout", replicate.DefaultStallTimeout, "abandon and retry a cut whose shipping makes no progress this long (a cut link)")
 
 	var statusMachine string
+	var statusRemote remote
 	status := &cobra.Command{
-		Use:   "status [--machine NAME] [--json]",
+		Use:   "status [--machine NAME] [--server URL --token-file F] [--json]",
 		Short: "Show the replication state of this host's machines",
 		Long: `Show each replicated machine's state — starting, initial-sync (with progress),
 protected, resyncing, error, failed-over, or stopped when no replicate run is
@@ -289,28 +289,22 @@ journal, N% of its --journal-limit unshipped) or "bitmap" (dirty-bitmap cuts;
 "fell back Nx" when the mirror failed and bitmap cuts stand in until it is
 started again). --json adds capture, source_journal_bytes,
 source_journal_limit, journal_shipped_bytes, fallbacks, last_fallback and
-last_fallback_at.`,
+last_fallback_at.
+
+With --server (or --token-file), the status comes from a lifeboat server
+instead: the latest report of every agent that replicates (lifeboat agent
+--replicate), with an AGENT column and, in --json, "agent" and "reported".
+The lag is worked out by the server as of now, and a replication whose agent
+has not reported for 2 minutes shows as stopped.`,
 		Args: cobra.NoArgs,
-		RunE: a.withReplication(func(cmd *cobra.Command, args []string, cfg *replicate.Config) error {
-			out, err := cfg.Statuses(cmd.Context(), statusMachine, a.env.Clock.Now())
-			if err != nil {
-				return notFound(err)
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if statusRemote.server != "" || statusRemote.tokenFile != "" {
+				return a.serverReplicationStatus(cmd, &statusRemote, statusMachine)
 			}
-			if a.jsonOut {
-				if statusMachine != "" {
-					return a.printJSON(out[0])
-				}
-				return a.printJSON(out)
-			}
-			a.table("MACHINE\tTARGET\tSTATE\tCAPTURE\tLAG\tCUT\tPOINTS\tHISTORY\tNOTE", func(tw *tabwriter.Writer) {
-				for _, st := range out {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", st.Machine, st.Target, st.StateText(), st.CaptureText(), st.LagText(), st.LastSeq, st.Points,
-						size(st.JournalBytes), st.Error)
-				}
-			})
-			return nil
-		}),
+			return a.withReplication(a.localReplicationStatus(&statusMachine))(cmd, args)
+		},
 	}
+	a.addRemoteFlags(status, &statusRemote)
 	status.Flags().StringVar(&statusMachine, "machine", "", "only this machine")
 
 	var disableMachine string

@@ -12,6 +12,7 @@ import (
 
 	"lifeboat/internal/agent"
 	"lifeboat/internal/libvirt"
+	"lifeboat/internal/replicate"
 	"lifeboat/internal/server"
 )
 
@@ -109,15 +110,22 @@ func (a *app) agentCommand() *cobra.Command {
 			info, _ := json.Marshal(map[string]any{"host": name})
 			log := slog.New(slog.NewTextHandler(a.env.Stderr, nil))
 			log.Info("lifeboat agent started", "server", c.URL, "host", name)
+			ag := &agent.Agent{Client: c, Runner: runner, Concurrency: concurrency, Info: info, Log: log,
+				Offers: func(ctx context.Context) any { return libvirt.Offers(ctx, "") }}
 			if replicating {
 				stop, err := a.startReplication(cmd.Context(), log)
 				if err != nil {
 					return err
 				}
 				defer stop()
+				cfg, err := a.replicationConfig()
+				if err != nil {
+					return err
+				}
+				ag.Replications = func(ctx context.Context) ([]replicate.Status, error) {
+					return cfg.Statuses(ctx, "", a.env.Clock.Now())
+				}
 			}
-			ag := &agent.Agent{Client: c, Runner: runner, Concurrency: concurrency, Info: info, Log: log,
-				Offers: func(ctx context.Context) any { return libvirt.Offers(ctx, "") }}
 			if err := ag.Run(cmd.Context()); err != nil && !errors.Is(err, context.Canceled) {
 				return err
 			}
