@@ -150,6 +150,14 @@ CREATE TABLE replications (
 	reported_ms BIGINT NOT NULL
 );
 CREATE INDEX replications_agent ON replications (agent);
+-- Replications enabled through the server (replicate enable --server): the
+-- agent named runs each (lifeboat agent --replicate).
+CREATE TABLE replication_specs (
+	machine    TEXT PRIMARY KEY,
+	agent      TEXT NOT NULL,
+	spec       TEXT NOT NULL,
+	updated_ms BIGINT NOT NULL
+);
 `,
 }
 

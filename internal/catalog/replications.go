@@ -83,3 +83,69 @@ func (c *Catalog) Replications(ctx context.Context) ([]Replication, error) {
 	}
 	return out, nil
 }
+
+// ReplicationSpec is a replication enabled through the server: the agent
+// named runs it on its host.
+type ReplicationSpec struct {
+	Machine string          `json:"machine"`
+	Agent   string          `json:"agent"`
+	Spec    json.RawMessage `json:"spec"` // a replicate.Machine
+	Updated time.Time       `json:"updated"`
+}
+
+// PutReplicationSpec records (or replaces) a machine's replication spec.
+func (c *Catalog) PutReplicationSpec(ctx context.Context, s ReplicationSpec, now time.Time) error {
+	if err := validName("machine", s.Machine); err != nil {
+		return err
+	}
+	if err := validName("agent", s.Agent); err != nil {
+		return err
+	}
+	if !json.Valid(s.Spec) {
+		return fmt.Errorf("%w: replication of %q: spec is not JSON", ErrInvalid, s.Machine)
+	}
+	_, err := c.db.ExecContext(ctx, c.q(`INSERT INTO replication_specs (machine, agent, spec, updated_ms) VALUES (?, ?, ?, ?)
+		ON CONFLICT (machine) DO UPDATE SET agent = excluded.agent, spec = excluded.spec, updated_ms = excluded.updated_ms`),
+		s.Machine, s.Agent, string(s.Spec), ms(now))
+	if err != nil {
+		return fmt.Errorf("catalog: enabling the replication of %q: %w", s.Machine, err)
+	}
+	return nil
+}
+
+// DeleteReplicationSpec forgets a machine's replication spec.
+func (c *Catalog) DeleteReplicationSpec(ctx context.Context, machine string) error {
+	res, err := c.db.ExecContext(ctx, c.q(`DELETE FROM replication_specs WHERE machine = ?`), machine)
+	if err != nil {
+		return fmt.Errorf("catalog: disabling the replication of %q: %w", machine, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("%w: no replication of %q is enabled through the server", ErrNotFound, machine)
+	}
+	return nil
+}
+
+// ReplicationSpecs lists the replication specs of agent (all when empty),
+// by machine.
+func (c *Catalog) ReplicationSpecs(ctx context.Context, agent string) ([]ReplicationSpec, error) {
+	rows, err := c.db.QueryContext(ctx, c.q(`SELECT machine, agent, spec, updated_ms FROM replication_specs WHERE agent = ? OR ? = '' ORDER BY machine`), agent, agent)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: listing replication specs: %w", err)
+	}
+	defer rows.Close()
+	var out []ReplicationSpec
+	for rows.Next() {
+		var s ReplicationSpec
+		var spec string
+		var updated int64
+		if err := rows.Scan(&s.Machine, &s.Agent, &spec, &updated); err != nil {
+			return nil, fmt.Errorf("catalog: listing replication specs: %w", err)
+		}
+		s.Spec, s.Updated = json.RawMessage(spec), fromMS(updated)
+		out = append(out, s)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("catalog: listing replication specs: %w", err)
+	}
+	return out, nil
+}

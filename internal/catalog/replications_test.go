@@ -65,3 +65,33 @@ func TestReplications(t *testing.T) {
 		}
 	})
 }
+
+func TestReplicationSpecs(t *testing.T) {
+	engines(t, func(t *testing.T, c *Catalog, _ func() *Catalog) {
+		ctx := context.Background()
+		now := time.UnixMilli(1_700_000_000_000).UTC()
+		must(t, c.PutReplicationSpec(ctx, ReplicationSpec{Machine: "web", Agent: "hv1", Spec: json.RawMessage(`{"name":"web"}`)}, now))
+		must(t, c.PutReplicationSpec(ctx, ReplicationSpec{Machine: "db", Agent: "hv2", Spec: json.RawMessage(`{"name":"db"}`)}, now))
+		must(t, c.PutReplicationSpec(ctx, ReplicationSpec{Machine: "web", Agent: "hv1", Spec: json.RawMessage(`{"name":"web","every":1}`)}, now.Add(time.Second)))
+		all, err := c.ReplicationSpecs(ctx, "")
+		must(t, err)
+		if len(all) != 2 || all[0].Machine != "db" || all[1].Machine != "web" || string(all[1].Spec) != `{"name":"web","every":1}` || !all[1].Updated.Equal(now.Add(time.Second)) {
+			t.Fatalf("all specs: %+v", all)
+		}
+		mine, err := c.ReplicationSpecs(ctx, "hv2")
+		must(t, err)
+		if len(mine) != 1 || mine[0].Machine != "db" {
+			t.Fatalf("hv2's specs: %+v", mine)
+		}
+		must(t, c.DeleteReplicationSpec(ctx, "db"))
+		if err := c.DeleteReplicationSpec(ctx, "db"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("deleting twice: %v", err)
+		}
+		if err := c.PutReplicationSpec(ctx, ReplicationSpec{Machine: "x", Agent: "", Spec: json.RawMessage(`{}`)}, now); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("no agent: %v", err)
+		}
+		if mine, _ := c.ReplicationSpecs(ctx, "hv2"); len(mine) != 0 {
+			t.Fatalf("hv2's specs after delete: %+v", mine)
+		}
+	})
+}
