@@ -83,6 +83,10 @@ type Agent struct {
 	// ReportEvery (default 5 s) at POST /v1/agent/replications.
 	Replications func(ctx context.Context) ([]replicate.Status, error)
 	ReportEvery  time.Duration
+	// Enable, if set, is given the replications the server enabled for
+	// this agent (GET /v1/agent/replications) before each report: it
+	// makes the host run them (replicate.Config.Apply).
+	Enable func(ctx context.Context, specs []replicate.Machine) error
 
 	instance string // this process's name for the server, set by Run
 }
@@ -175,6 +179,11 @@ func (a *Agent) reportReplications(ctx context.Context) {
 }
 
 func (a *Agent) reportReplicationsOnce(ctx context.Context) error {
+	if a.Enable != nil {
+		if err := a.enableReplications(ctx); err != nil {
+			return err
+		}
+	}
 	sts, err := a.Replications(ctx)
 	if err != nil {
 		return fmt.Errorf("reading the replications' status: %w", err)
@@ -188,6 +197,23 @@ func (a *Agent) reportReplicationsOnce(ctx context.Context) error {
 		body.Replications = append(body.Replications, raw)
 	}
 	return a.Client.Do(ctx, "POST", "/v1/agent/replications", body, nil)
+}
+
+// enableReplications hands Enable what the server enabled for this agent.
+func (a *Agent) enableReplications(ctx context.Context) error {
+	var specs []catalog.ReplicationSpec
+	if err := a.Client.Do(ctx, "GET", "/v1/agent/replications", nil, &specs); err != nil {
+		return fmt.Errorf("reading the replications enabled for this agent: %w", err)
+	}
+	ms := make([]replicate.Machine, 0, len(specs))
+	for _, s := range specs {
+		m, err := api.ReplicationMachine(s.Spec)
+		if err != nil {
+			return fmt.Errorf("the replication of %s the server enabled: %w", s.Machine, err)
+		}
+		ms = append(ms, m)
+	}
+	return a.Enable(ctx, ms)
 }
 
 // info is Info with the host's offers added.

@@ -1,9 +1,11 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"time"
 
 	"lifeboat/internal/catalog"
@@ -81,4 +83,75 @@ func Replication(c catalog.Replication, now time.Time) ReplicationJSON {
 		out.Error = fmt.Sprintf("agent %s has not reported this replication for %s", c.Agent, quiet.Round(time.Second))
 	}
 	return out
+}
+
+// ReplicationSpecJSON is the body of PUT /v1/replications/{name}: the
+// agent whose host runs the machine, and its replication (what
+// replicate enable records: a replicate.Machine, with absolute paths on
+// the agent's host; its target site must be named on that host).
+type ReplicationSpecJSON struct {
+	Agent string          `json:"agent"`
+	Spec  json.RawMessage `json:"spec"`
+}
+
+func (s *Server) putReplication(w http.ResponseWriter, r *http.Request) error {
+	var body ReplicationSpecJSON
+	if err := decode(r, &body); err != nil {
+		return err
+	}
+	m, err := ReplicationMachine(body.Spec)
+	if err != nil {
+		return err
+	}
+	name, err := nameMatches(r, m.Name)
+	if err != nil {
+		return err
+	}
+	m.Name = name
+	spec, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	rs := catalog.ReplicationSpec{Machine: name, Agent: body.Agent, Spec: spec}
+	if err := s.Catalog.PutReplicationSpec(r.Context(), rs, s.Clock.Now()); err != nil {
+		return err
+	}
+	rs.Updated = s.Clock.Now()
+	writeJSON(w, http.StatusOK, rs)
+	return nil
+}
+
+// ReplicationMachine reads a replication spec, refusing what its agent
+// could not run: an invalid machine, or paths not absolute (they are on
+// the agent's host, not the caller's).
+func ReplicationMachine(spec json.RawMessage) (replicate.Machine, error) {
+	var m replicate.Machine
+	if len(spec) == 0 {
+		return m, invalid("spec: missing")
+	}
+	dec := json.NewDecoder(bytes.NewReader(spec))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil {
+		return m, invalid("spec: %v", err)
+	}
+	if err := m.Validate(); err != nil {
+		return m, invalid("spec: %v", err)
+	}
+	for what, p := range map[string]string{"qmp": m.QMP, "guest_agent": m.GuestAgent} {
+		if p != "" && !filepath.IsAbs(p) {
+			return m, invalid("spec: %s: %q is not an absolute path (it is a path on the agent's host)", what, p)
+		}
+	}
+	return m, nil
+}
+
+func (s *Server) deleteReplication(w http.ResponseWriter, r *http.Request) error {
+	return deleted(w, s.Catalog.DeleteReplicationSpec(r.Context(), r.PathValue("name")))
+}
+
+// agentReplicationSpecs answers the replications the calling agent is to
+// run.
+func (s *Server) agentReplicationSpecs(w http.ResponseWriter, r *http.Request) error {
+	items, err := s.Catalog.ReplicationSpecs(r.Context(), agentName(r))
+	return listed(w, items, err)
 }

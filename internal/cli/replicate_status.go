@@ -1,12 +1,16 @@
 package cli
 
 import (
+	"encoding/json"
 	"fmt"
+	"log/slog"
+	"net/url"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
 	"lifeboat/internal/api"
+	"lifeboat/internal/catalog"
 	"lifeboat/internal/replicate"
 )
 
@@ -67,5 +71,60 @@ func (a *app) serverReplicationStatus(cmd *cobra.Command, r *remote, machine str
 				size(st.JournalBytes), st.Error)
 		}
 	})
+	return nil
+}
+
+// logApplied logs what the server's replications changed on this host.
+func logApplied(log *slog.Logger, done replicate.Applied) {
+	for _, m := range done.Enabled {
+		log.Info("replication enabled by the server", "machine", m)
+	}
+	for _, m := range done.Disabled {
+		log.Info("replication disabled by the server", "machine", m)
+	}
+	for _, m := range done.Skipped {
+		log.Warn("the server enabled the replication of a machine enabled here by hand (replicate enable): left as it is", "machine", m)
+	}
+}
+
+// serverEnableReplication records m's replication in the server's catalog
+// for agent to run.
+func (a *app) serverEnableReplication(cmd *cobra.Command, r *remote, agent string, m replicate.Machine) error {
+	if agent == "" {
+		return usageError{fmt.Errorf("--agent is required with --server: the agent whose host runs %s", m.Name)}
+	}
+	c, err := a.client(r)
+	if err != nil {
+		return err
+	}
+	spec, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	var out catalog.ReplicationSpec
+	if err := c.Do(cmd.Context(), "PUT", "/v1/replications/"+url.PathEscape(m.Name), api.ReplicationSpecJSON{Agent: agent, Spec: spec}, &out); err != nil {
+		return err
+	}
+	if a.jsonOut {
+		return a.printJSON(out)
+	}
+	if !a.quiet {
+		a.printf("machine %s replicates to %s once agent %s (lifeboat agent --replicate) picks it up\n", m.Name, m.Target, agent)
+	}
+	return nil
+}
+
+// serverDisableReplication forgets a replication enabled through the server.
+func (a *app) serverDisableReplication(cmd *cobra.Command, r *remote, machine string) error {
+	c, err := a.client(r)
+	if err != nil {
+		return err
+	}
+	if err := c.Do(cmd.Context(), "DELETE", "/v1/replications/"+url.PathEscape(machine), nil, nil); err != nil {
+		return err
+	}
+	if !a.quiet {
+		a.printf("machine %s is no longer replicated once its agent picks this up; the replica is kept at the target\n", machine)
+	}
 	return nil
 }

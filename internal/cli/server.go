@@ -125,6 +125,11 @@ func (a *app) agentCommand() *cobra.Command {
 				ag.Replications = func(ctx context.Context) ([]replicate.Status, error) {
 					return cfg.Statuses(ctx, "", a.env.Clock.Now())
 				}
+				ag.Enable = func(ctx context.Context, specs []replicate.Machine) error {
+					done, err := cfg.Apply(specs)
+					logApplied(log, done)
+					return err
+				}
 			}
 			if err := ag.Run(cmd.Context()); err != nil && !errors.Is(err, context.Canceled) {
 				return err
