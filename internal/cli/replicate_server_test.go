@@ -4,30 +4,24 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 )
 
 // A replication enabled through the server (replicate enable --server
-// --agent) is picked up by that agent's lifeboat agent --replicate: the
-// disk replicates, the server lists its status; disabled through the
-// server, the agent stops running it (the replica stays at the target).
+// --agent) is picked up by that agent — here the server's built-in agent
+// (server --replicate), which runs the code lifeboat agent --replicate
+// runs: the disk replicates, the server lists its status; disabled
+// through the server, the agent stops running it (the replica stays at
+// the target).
 func TestServerEnablesReplication(t *testing.T) {
 	_, sock, fuse := storageDaemon(t)
 	s := newReplSite(t)
-	url, adminToken, _ := startServer(t, "--no-agent")
+	// The server's built-in agent, named hv2, replicates this host's machines.
+	url, adminToken, _ := startServerEnv(t, s.env, "--replicate", "--name", "hv2")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	r := inProcEnv(ctx, nil, "token", "add", "hv2", "--role", "agent", "--server", url, "--token-file", adminToken)
-	if r.code != 0 {
-		t.Fatalf("token add: %s", r)
-	}
-	agentToken := filepath.Join(t.TempDir(), "hv2.token")
-	os.WriteFile(agentToken, []byte(strings.TrimSpace(r.stdout)+"\n"), 0o600)
-	startProcEnv(t, s.env, "agent", "--server", url, "--token-file", agentToken, "--replicate")
 
 	remote := []string{"--server", url, "--token-file", adminToken}
 	enable := append([]string{"replicate", "enable", "--machine", "qsd", "--target", "dr", "--every", "200ms"}, remote...)

@@ -3,7 +3,6 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/url"
 	"text/tabwriter"
 
@@ -72,19 +71,6 @@ func (a *app) serverReplicationStatus(cmd *cobra.Command, r *remote, machine str
 		}
 	})
 	return nil
-}
-
-// logApplied logs what the server's replications changed on this host.
-func logApplied(log *slog.Logger, done replicate.Applied) {
-	for _, m := range done.Enabled {
-		log.Info("replication enabled by the server", "machine", m)
-	}
-	for _, m := range done.Disabled {
-		log.Info("replication disabled by the server", "machine", m)
-	}
-	for _, m := range done.Skipped {
-		log.Warn("the server enabled the replication of a machine enabled here by hand (replicate enable): left as it is", "machine", m)
-	}
 }
 
 // serverEnableReplication records m's replication in the server's catalog

@@ -12,13 +12,12 @@ import (
 
 	"lifeboat/internal/agent"
 	"lifeboat/internal/libvirt"
-	"lifeboat/internal/replicate"
 	"lifeboat/internal/server"
 )
 
 func (a *app) serverCommand() *cobra.Command {
 	var cfg server.Config
-	var noAgent bool
+	var noAgent, replicating bool
 	cmd := &cobra.Command{
 		Use:   "server [--data DIR] [--listen ADDR] [--db postgres://…]",
 		Short: "Run the control plane: API, dashboard, scheduler, alerts",
@@ -37,6 +36,15 @@ func (a *app) serverCommand() *cobra.Command {
 					return err
 				}
 				cfg.Runner = runner
+				if replicating {
+					tmpl, err := a.replicationTemplate(cfg.Log)
+					if err != nil {
+						return err
+					}
+					cfg.Replicate = &tmpl
+				}
+			} else if replicating {
+				return usageError{errors.New("--replicate needs the built-in agent: drop --no-agent")}
 			}
 			err := server.Run(cmd.Context(), cfg)
 			if errors.Is(err, server.ErrConfig) {
@@ -58,6 +66,7 @@ func (a *app) serverCommand() *cobra.Command {
 	f.BoolVar(&noAgent, "no-agent", false, "run no built-in agent: jobs wait for separate agents")
 	f.BoolVar(&cfg.NoDefaultVault, "no-default-vault", false, "make no vault in DATA/vault when the server knows none")
 	f.StringVar(&cfg.Host, "name", "", "name of the built-in agent (default: the host name)")
+	f.BoolVar(&replicating, "replicate", false, "the built-in agent also runs the continuous replication of this host's machines, as lifeboat agent --replicate does")
 	f.StringVar(&cfg.RecoverFrom, "recover-from", "", "rebuild a lost server: fill the new (empty) catalog from the newest catalog snapshot in the vault at this URL, which becomes the default vault")
 	return cmd
 }
@@ -122,14 +131,7 @@ func (a *app) agentCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				ag.Replications = func(ctx context.Context) ([]replicate.Status, error) {
-					return cfg.Statuses(ctx, "", a.env.Clock.Now())
-				}
-				ag.Enable = func(ctx context.Context, specs []replicate.Machine) error {
-					done, err := cfg.Apply(specs)
-					logApplied(log, done)
-					return err
-				}
+				ag.ReplicateWith(cfg, a.env.Clock)
 			}
 			if err := ag.Run(cmd.Context()); err != nil && !errors.Is(err, context.Canceled) {
 				return err
