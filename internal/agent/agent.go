@@ -180,8 +180,10 @@ func (a *Agent) reportReplications(ctx context.Context) {
 
 func (a *Agent) reportReplicationsOnce(ctx context.Context) error {
 	if a.Enable != nil {
-		if err := a.enableReplications(ctx); err != nil {
-			return err
+		// A spec this host cannot run (its site not named here, say) is
+		// logged; the others run, and the status is reported all the same.
+		if err := a.enableReplications(ctx); err != nil && ctx.Err() == nil {
+			a.log().Warn("cannot run the replications the server enabled for this agent", "err", err)
 		}
 	}
 	sts, err := a.Replications(ctx)
@@ -206,14 +208,16 @@ func (a *Agent) enableReplications(ctx context.Context) error {
 		return fmt.Errorf("reading the replications enabled for this agent: %w", err)
 	}
 	ms := make([]replicate.Machine, 0, len(specs))
+	var errs []error
 	for _, s := range specs {
 		m, err := api.ReplicationMachine(s.Spec)
 		if err != nil {
-			return fmt.Errorf("the replication of %s the server enabled: %w", s.Machine, err)
+			errs = append(errs, fmt.Errorf("the replication of %s the server enabled: %w", s.Machine, err))
+			continue
 		}
 		ms = append(ms, m)
 	}
-	return a.Enable(ctx, ms)
+	return errors.Join(append(errs, a.Enable(ctx, ms))...)
 }
 
 // info is Info with the host's offers added.

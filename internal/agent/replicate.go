@@ -16,15 +16,16 @@ func (a *Agent) ReplicateWith(cfg *replicate.Config, clk clock.Clock) {
 	a.Replications = func(ctx context.Context) ([]replicate.Status, error) {
 		return cfg.Statuses(ctx, "", clk.Now())
 	}
+	warned := map[string]bool{} // skipped machines, warned of once
 	a.Enable = func(ctx context.Context, specs []replicate.Machine) error {
 		done, err := cfg.Apply(specs)
-		logApplied(a.log(), done)
+		logApplied(a.log(), done, warned)
 		return err
 	}
 }
 
 // logApplied logs what the server's replications changed on this host.
-func logApplied(log *slog.Logger, done replicate.Applied) {
+func logApplied(log *slog.Logger, done replicate.Applied, warned map[string]bool) {
 	for _, m := range done.Enabled {
 		log.Info("replication enabled by the server", "machine", m)
 	}
@@ -32,6 +33,10 @@ func logApplied(log *slog.Logger, done replicate.Applied) {
 		log.Info("replication disabled by the server", "machine", m)
 	}
 	for _, m := range done.Skipped {
+		if warned[m] {
+			continue
+		}
+		warned[m] = true
 		log.Warn("the server enabled the replication of a machine enabled here by hand (replicate enable): left as it is", "machine", m)
 	}
 }
