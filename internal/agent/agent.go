@@ -25,6 +25,7 @@ import (
 
 	"lifeboat/internal/api"
 	"lifeboat/internal/catalog"
+	"lifeboat/internal/replicate"
 	"lifeboat/internal/secrets"
 )
 
@@ -77,6 +78,15 @@ type Agent struct {
 	// server's lease, api.Lease).
 	Renew time.Duration
 	Log   *slog.Logger
+	// Replications, if set, is the status of the replications this host
+	// runs (replicate.Config.Statuses), reported to the server every
+	// ReportEvery (default 5 s) at POST /v1/agent/replications.
+	Replications func(ctx context.Context) ([]replicate.Status, error)
+	ReportEvery  time.Duration
+	// Enable, if set, is given the replications the server enabled for
+	// this agent (GET /v1/agent/replications) before each report: it
+	// makes the host run them (replicate.Config.Apply).
+	Enable func(ctx context.Context, specs []replicate.Machine) error
 
 	instance string // this process's name for the server, set by Run
 }
@@ -115,6 +125,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); a.heartbeats(ctx) }()
+	if a.Replications != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); a.reportReplications(ctx) }()
+	}
 	for range workers {
 		wg.Add(1)
 		go func() { defer wg.Done(); a.work(ctx) }()
@@ -139,6 +153,71 @@ func (a *Agent) heartbeats(ctx context.Context) {
 		case <-time.After(every):
 		}
 	}
+}
+
+// reportReplications sends the status of this host's replications every
+// ReportEvery; the server keeps the latest (GET /v1/replications) and
+// alerts on lag beyond a machine's RPO.
+func (a *Agent) reportReplications(ctx context.Context) {
+	every := a.ReportEvery
+	if every <= 0 {
+		every = 5 * time.Second
+	}
+	failing := false
+	for {
+		err := a.reportReplicationsOnce(ctx)
+		if err != nil && ctx.Err() == nil && !failing {
+			a.log().Warn("cannot report the replications' status to the server; retrying", "err", err)
+		}
+		failing = err != nil
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+	}
+}
+
+func (a *Agent) reportReplicationsOnce(ctx context.Context) error {
+	if a.Enable != nil {
+		// A spec this host cannot run (its site not named here, say) is
+		// logged; the others run, and the status is reported all the same.
+		if err := a.enableReplications(ctx); err != nil && ctx.Err() == nil {
+			a.log().Warn("cannot run the replications the server enabled for this agent", "err", err)
+		}
+	}
+	sts, err := a.Replications(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the replications' status: %w", err)
+	}
+	body := api.ReplicationsReportJSON{Replications: []json.RawMessage{}}
+	for _, st := range sts {
+		raw, err := json.Marshal(st)
+		if err != nil {
+			return err
+		}
+		body.Replications = append(body.Replications, raw)
+	}
+	return a.Client.Do(ctx, "POST", "/v1/agent/replications", body, nil)
+}
+
+// enableReplications hands Enable what the server enabled for this agent.
+func (a *Agent) enableReplications(ctx context.Context) error {
+	var specs []catalog.ReplicationSpec
+	if err := a.Client.Do(ctx, "GET", "/v1/agent/replications", nil, &specs); err != nil {
+		return fmt.Errorf("reading the replications enabled for this agent: %w", err)
+	}
+	ms := make([]replicate.Machine, 0, len(specs))
+	var errs []error
+	for _, s := range specs {
+		m, err := api.ReplicationMachine(s.Spec)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("the replication of %s the server enabled: %w", s.Machine, err))
+			continue
+		}
+		ms = append(ms, m)
+	}
+	return errors.Join(append(errs, a.Enable(ctx, ms))...)
 }
 
 // info is Info with the host's offers added.

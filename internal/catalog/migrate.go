@@ -137,6 +137,28 @@ ALTER TABLE tiers ADD COLUMN drill_every_ms BIGINT NOT NULL DEFAULT 0;
 -- Each machine's newest job of a kind (LatestJobs: the scheduler's drills).
 CREATE INDEX jobs_kind_machine ON jobs (kind, machine, created_ms);
 `,
+	5: `
+-- The latest replication status of each machine, as reported by the agent
+-- that runs its replication (with its heartbeats): what GET
+-- /v1/replications lists and the replication-lag alert reads.
+CREATE TABLE replications (
+	machine     TEXT PRIMARY KEY,
+	agent       TEXT NOT NULL,
+	state       TEXT NOT NULL,
+	last_cut_ms BIGINT,
+	status      TEXT NOT NULL,
+	reported_ms BIGINT NOT NULL
+);
+CREATE INDEX replications_agent ON replications (agent);
+-- Replications enabled through the server (replicate enable --server): the
+-- agent named runs each (lifeboat agent --replicate).
+CREATE TABLE replication_specs (
+	machine    TEXT PRIMARY KEY,
+	agent      TEXT NOT NULL,
+	spec       TEXT NOT NULL,
+	updated_ms BIGINT NOT NULL
+);
+`,
 }
 
 // migrate brings the schema to the newest version. Several servers

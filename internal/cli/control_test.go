@@ -130,9 +130,15 @@ func TestServerCommands(t *testing.T) {
 // until it answers; it returns the server's URL and the admin token file.
 func startServer(t *testing.T, args ...string) (string, string, *proc) {
 	t.Helper()
+	return startServerEnv(t, nil, args...)
+}
+
+// startServerEnv is startServer with env added to the server's environment.
+func startServerEnv(t *testing.T, env map[string]string, args ...string) (string, string, *proc) {
+	t.Helper()
 	data := t.TempDir()
 	addr := freeAddr(t)
-	srv := startProc(t, append([]string{"server", "--data", data, "--listen", addr, "--tick", "1s"}, args...)...)
+	srv := startProcEnv(t, env, append([]string{"server", "--data", data, "--listen", addr, "--tick", "1s"}, args...)...)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		resp, err := http.Get("http://" + addr + "/healthz")

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -193,6 +192,8 @@ func (mf *machineFlags) machine() (replicate.Machine, error) {
 func (a *app) replicateCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "replicate", Short: "Replicate machines continuously to a target site"}
 	var ef machineFlags
+	var enableRemote remote
+	var enableAgent string
 	enable := &cobra.Command{
 		Use:   "enable --machine NAME --qmp SOCKET --target SITE",
 		Short: "Protect a machine by continuous replication",
@@ -202,13 +203,25 @@ service): a crash-consistent cut of all the machine's disks every --every
 (2 s), the writes since the previous cut shipped to the site, where recovery
 points are kept for --retention: the first cut of every --crash-interval, every
 app-consistent cut (--app-interval, the guest frozen through its agent) and
-always the latest cut.`,
-		Example: `  lifeboat replicate enable --machine db1 --qmp /run/db1.qmp --target dr1 --retention 24h --crash-interval 5m`,
-		Args:    cobra.NoArgs,
+always the latest cut.
+
+With --server and --agent, the replication is recorded in the lifeboat
+server's catalog instead, for the agent named to run: its lifeboat agent
+--replicate enables it on its host within a few seconds (the target site must
+be named there with lifeboat site add; --qmp and --guest-agent are absolute
+paths on that host), and disables it again after replicate disable --server
+(the replica is kept at the target). Machines enabled on a host by hand are
+left as they are.`,
+		Example: `  lifeboat replicate enable --machine db1 --qmp /run/db1.qmp --target dr1 --retention 24h --crash-interval 5m
+  lifeboat replicate enable --server https://lifeboat:8080 --token-file admin.token --agent hv2 --machine db1 --qmp /run/db1.qmp --target dr1`,
+		Args: cobra.NoArgs,
 		RunE: a.withReplication(func(cmd *cobra.Command, args []string, cfg *replicate.Config) error {
 			m, err := ef.machine()
 			if err != nil {
 				return err
+			}
+			if enableRemote.server != "" || enableRemote.tokenFile != "" {
+				return a.serverEnableReplication(cmd, &enableRemote, enableAgent, m)
 			}
 			if err := cfg.Enable(m); err != nil {
 				return err
@@ -220,6 +233,8 @@ always the latest cut.`,
 		}),
 	}
 	ef.add(enable)
+	a.addRemoteFlags(enable, &enableRemote)
+	enable.Flags().StringVar(&enableAgent, "agent", "", "with --server: the agent whose host runs the machine")
 
 	var rf machineFlags
 	var stall time.Duration
@@ -276,8 +291,9 @@ across all of them (docs/replication.md, Groups).`,
 	run.Flags().DurationVar(&stall, "stall-timeout", replicate.DefaultStallTimeout, "abandon and retry a cut whose shipping makes no progress this long (a cut link)")
 
 	var statusMachine string
+	var statusRemote remote
 	status := &cobra.Command{
-		Use:   "status [--machine NAME] [--json]",
+		Use:   "status [--machine NAME] [--server URL --token-file F] [--json]",
 		Short: "Show the replication state of this host's machines",
 		Long: `Show each replicated machine's state — starting, initial-sync (with progress),
 protected, resyncing, error, failed-over, or stopped when no replicate run is
@@ -289,43 +305,45 @@ journal, N% of its --journal-limit unshipped) or "bitmap" (dirty-bitmap cuts;
 "fell back Nx" when the mirror failed and bitmap cuts stand in until it is
 started again). --json adds capture, source_journal_bytes,
 source_journal_limit, journal_shipped_bytes, fallbacks, last_fallback and
-last_fallback_at.`,
+last_fallback_at.
+
+With --server (or --token-file), the status comes from a lifeboat server
+instead: the latest report of every agent that replicates (lifeboat agent
+--replicate), with an AGENT column and, in --json, "agent" and "reported".
+The lag is worked out by the server as of now, and a replication whose agent
+has not reported for 2 minutes shows as stopped.`,
 		Args: cobra.NoArgs,
-		RunE: a.withReplication(func(cmd *cobra.Command, args []string, cfg *replicate.Config) error {
-			out, err := cfg.Statuses(cmd.Context(), statusMachine, a.env.Clock.Now())
-			if err != nil {
-				return notFound(err)
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if statusRemote.server != "" || statusRemote.tokenFile != "" {
+				return a.serverReplicationStatus(cmd, &statusRemote, statusMachine)
 			}
-			if a.jsonOut {
-				if statusMachine != "" {
-					return a.printJSON(out[0])
-				}
-				return a.printJSON(out)
-			}
-			a.table("MACHINE\tTARGET\tSTATE\tCAPTURE\tLAG\tCUT\tPOINTS\tHISTORY\tNOTE", func(tw *tabwriter.Writer) {
-				for _, st := range out {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", st.Machine, st.Target, st.StateText(), st.CaptureText(), st.LagText(), st.LastSeq, st.Points,
-						size(st.JournalBytes), st.Error)
-				}
-			})
-			return nil
-		}),
+			return a.withReplication(a.localReplicationStatus(&statusMachine))(cmd, args)
+		},
 	}
+	a.addRemoteFlags(status, &statusRemote)
 	status.Flags().StringVar(&statusMachine, "machine", "", "only this machine")
 
 	var disableMachine string
 	var keepReplica bool
+	var disableRemote remote
 	disable := &cobra.Command{
 		Use:   "disable --machine NAME [--keep-replica]",
 		Short: "Stop protecting a machine and remove its replica",
 		Long: `Stop replicating a machine: its replica and history are removed at the target
 site (unless --keep-replica, or while it is failed over there) and its settings
 on this host are forgotten. A running replicate run stops replicating it at its
-next cycle; the dirty bitmaps it added stay on the disks until QEMU restarts.`,
+next cycle; the dirty bitmaps it added stay on the disks until QEMU restarts.
+
+With --server, the replication enabled there (replicate enable --server) is
+forgotten by the server, and its agent stops running it within a few seconds;
+the replica and its history are kept at the target.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if disableMachine == "" {
 				return usageError{errors.New("--machine is required")}
+			}
+			if disableRemote.server != "" || disableRemote.tokenFile != "" {
+				return a.serverDisableReplication(cmd, &disableRemote, disableMachine)
 			}
 			cfg, err := a.replicationConfig()
 			if err != nil {
@@ -346,6 +364,7 @@ next cycle; the dirty bitmaps it added stay on the disks until QEMU restarts.`,
 		},
 	}
 	disable.Flags().StringVar(&disableMachine, "machine", "", "the machine")
+	a.addRemoteFlags(disable, &disableRemote)
 	disable.Flags().BoolVar(&keepReplica, "keep-replica", false, "keep the replica and its history at the target site")
 	var pointsMachine, pointsSite, pointsGroup string
 	points := &cobra.Command{

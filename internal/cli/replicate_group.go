@@ -132,11 +132,7 @@ func (a *app) groupFailover(cmd *cobra.Command, group, machine, site, to, accel 
 // in the background (lifeboat agent --replicate), as replicate run does;
 // stop ends it and waits.
 func (a *app) startReplication(ctx context.Context, log *slog.Logger) (stop func(), err error) {
-	cfg, err := a.replicationConfig()
-	if err != nil {
-		return nil, err
-	}
-	exe, err := a.executable()
+	tmpl, err := a.replicationTemplate(log)
 	if err != nil {
 		return nil, err
 	}
@@ -144,9 +140,22 @@ func (a *app) startReplication(ctx context.Context, log *slog.Logger) (stop func
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		replicate.Supervise(ctx, cfg, replicate.Runner{Config: cfg, Clock: a.env.Clock, Log: log, Executable: exe})
+		replicate.Supervise(ctx, tmpl.Config, tmpl)
 	}()
 	return func() { cancel(); <-done }, nil
+}
+
+// replicationTemplate is the runner of this host's replications.
+func (a *app) replicationTemplate(log *slog.Logger) (replicate.Runner, error) {
+	cfg, err := a.replicationConfig()
+	if err != nil {
+		return replicate.Runner{}, err
+	}
+	exe, err := a.executable()
+	if err != nil {
+		return replicate.Runner{}, err
+	}
+	return replicate.Runner{Config: cfg, Clock: a.env.Clock, Log: log, Executable: exe}, nil
 }
 
 func (a *app) groupPoints(cmd *cobra.Command, group, site string) error {

@@ -132,4 +132,28 @@ func TestAgentReplicates(t *testing.T) {
 	writeAt(t, fuse, 2<<20, bytes.Repeat([]byte("agent"), 50000))
 	s.cutAfter("qsd", time.Now(), 30*time.Second)
 	s.checkReplica("qsd", "latest", readFile(t, fuse), "the agent's replica differs from the source")
+
+	// The agent reports the replication to the server, which serves it to
+	// replicate status --server (the same JSON, with the agent).
+	var got struct {
+		replStatus
+		Machine  string    `json:"machine"`
+		Agent    string    `json:"agent"`
+		Reported time.Time `json:"reported"`
+	}
+	var last result
+	waitFor(t, 30*time.Second, "the server to list qsd as protected", func() bool {
+		last = inProcEnv(ctx, nil, "replicate", "status", "--server", url, "--token-file", adminToken, "--machine", "qsd", "--json")
+		return last.code == 0 && json.Unmarshal([]byte(last.stdout), &got) == nil && got.State == "protected" && got.LastCut != nil
+	})
+	if got.Machine != "qsd" || got.Agent != "hv2" || got.LastSeq == 0 || got.Reported.IsZero() || got.LagSeconds <= 0 || got.LagSeconds > 60 {
+		t.Fatalf("the server's status of qsd: %s", last)
+	}
+	if r := inProcEnv(ctx, nil, "replicate", "status", "--server", url, "--token-file", adminToken); r.code != 0 ||
+		!strings.Contains(r.stdout, "AGENT") || !strings.Contains(r.stdout, "hv2") || !strings.Contains(r.stdout, "protected") {
+		t.Fatalf("replicate status --server: %s", r)
+	}
+	if r := inProcEnv(ctx, nil, "replicate", "status", "--server", url, "--token-file", adminToken, "--machine", "nosuch"); r.code == 0 || !strings.Contains(r.stderr, "nosuch") {
+		t.Fatalf("replicate status --server of an unknown machine: %s", r)
+	}
 }

@@ -17,7 +17,7 @@ import (
 
 func (a *app) serverCommand() *cobra.Command {
 	var cfg server.Config
-	var noAgent bool
+	var noAgent, replicating bool
 	cmd := &cobra.Command{
 		Use:   "server [--data DIR] [--listen ADDR] [--db postgres://…]",
 		Short: "Run the control plane: API, dashboard, scheduler, alerts",
@@ -36,6 +36,15 @@ func (a *app) serverCommand() *cobra.Command {
 					return err
 				}
 				cfg.Runner = runner
+				if replicating {
+					tmpl, err := a.replicationTemplate(cfg.Log)
+					if err != nil {
+						return err
+					}
+					cfg.Replicate = &tmpl
+				}
+			} else if replicating {
+				return usageError{errors.New("--replicate needs the built-in agent: drop --no-agent")}
 			}
 			err := server.Run(cmd.Context(), cfg)
 			if errors.Is(err, server.ErrConfig) {
@@ -57,6 +66,7 @@ func (a *app) serverCommand() *cobra.Command {
 	f.BoolVar(&noAgent, "no-agent", false, "run no built-in agent: jobs wait for separate agents")
 	f.BoolVar(&cfg.NoDefaultVault, "no-default-vault", false, "make no vault in DATA/vault when the server knows none")
 	f.StringVar(&cfg.Host, "name", "", "name of the built-in agent (default: the host name)")
+	f.BoolVar(&replicating, "replicate", false, "the built-in agent also runs the continuous replication of this host's machines, as lifeboat agent --replicate does")
 	f.StringVar(&cfg.RecoverFrom, "recover-from", "", "rebuild a lost server: fill the new (empty) catalog from the newest catalog snapshot in the vault at this URL, which becomes the default vault")
 	return cmd
 }
@@ -109,15 +119,20 @@ func (a *app) agentCommand() *cobra.Command {
 			info, _ := json.Marshal(map[string]any{"host": name})
 			log := slog.New(slog.NewTextHandler(a.env.Stderr, nil))
 			log.Info("lifeboat agent started", "server", c.URL, "host", name)
+			ag := &agent.Agent{Client: c, Runner: runner, Concurrency: concurrency, Info: info, Log: log,
+				Offers: func(ctx context.Context) any { return libvirt.Offers(ctx, "") }}
 			if replicating {
 				stop, err := a.startReplication(cmd.Context(), log)
 				if err != nil {
 					return err
 				}
 				defer stop()
+				cfg, err := a.replicationConfig()
+				if err != nil {
+					return err
+				}
+				ag.ReplicateWith(cfg, a.env.Clock)
 			}
-			ag := &agent.Agent{Client: c, Runner: runner, Concurrency: concurrency, Info: info, Log: log,
-				Offers: func(ctx context.Context) any { return libvirt.Offers(ctx, "") }}
 			if err := ag.Run(cmd.Context()); err != nil && !errors.Is(err, context.Canceled) {
 				return err
 			}

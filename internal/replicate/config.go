@@ -119,6 +119,9 @@ type Machine struct {
 	// machine's QEMU already runs for others: lifeboat adds its exports to
 	// it instead of starting QEMU's NBD server itself.
 	NBDServer string `json:"nbd_server,omitempty"`
+	// Managed marks a replication enabled through a lifeboat server
+	// (Apply): the agent disables it when the server no longer lists it.
+	Managed bool `json:"managed,omitempty"`
 }
 
 // Capture modes (Machine.Capture, Status.Capture).

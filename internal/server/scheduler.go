@@ -190,6 +190,12 @@ func (s *Scheduler) Tick(ctx context.Context, now time.Time) (TickReport, error)
 		return rep, err
 	}
 
+	if settled { // after a restart, agents need a moment to report again
+		if err := s.replicationAlerts(ctx, &rep, machines, tiers, now); err != nil {
+			return rep, err
+		}
+	}
+
 	agents, err := s.Catalog.Agents(ctx)
 	if err != nil {
 		return rep, err

@@ -31,6 +31,7 @@ import (
 	"lifeboat/internal/listen"
 	"lifeboat/internal/location"
 	"lifeboat/internal/policy"
+	"lifeboat/internal/replicate"
 	"lifeboat/internal/secrets"
 	"lifeboat/internal/vault"
 )
@@ -69,6 +70,12 @@ type Config struct {
 	// DATA/agent.token.
 	Runner agent.Runner
 	Host   string
+	// Replicate, when set with Runner, makes the built-in agent also run
+	// the continuous replication of this host's machines
+	// (replicate.Supervise with this template), report their status and
+	// run those enabled through the server for it, as lifeboat agent
+	// --replicate does.
+	Replicate *replicate.Runner
 	// VaultOptions are used to create the default vault.
 	VaultOptions vault.Options
 	// NoDefaultVault: a catalog without vaults stays without one.
@@ -306,8 +313,12 @@ func Run(ctx context.Context, cfg Config) error {
 		ag := &agent.Agent{Client: client, Runner: cfg.Runner, Log: cfg.Log.With("agent", agentName),
 			Info:   []byte(fmt.Sprintf(`{"builtin":true,"host":%q}`, agentName)),
 			Offers: func(ctx context.Context) any { return libvirt.Offers(ctx, "") }}
+		if cfg.Replicate != nil {
+			ag.ReplicateWith(cfg.Replicate.Config, cfg.Clock)
+			go replicate.Supervise(ctx, cfg.Replicate.Config, *cfg.Replicate)
+		}
 		go ag.Run(ctx)
-		cfg.Log.Info("built-in agent started", "name", agentName)
+		cfg.Log.Info("built-in agent started", "name", agentName, "replicates", cfg.Replicate != nil)
 	}
 
 	if cfg.OpenVault != nil {

@@ -1,0 +1,157 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"lifeboat/internal/catalog"
+	"lifeboat/internal/replicate"
+)
+
+// ReplicationsReportJSON is the body of POST /v1/agent/replications: the
+// status of every replication the agent runs (replicate status --json),
+// which replaces what it reported before.
+type ReplicationsReportJSON struct {
+	// Each a replicate.Status; decoded leniently, so that an agent newer
+	// than its server may add fields.
+	Replications []json.RawMessage `json:"replications"`
+}
+
+// ReplicationJSON is a machine's replication as GET /v1/replications
+// lists it: the agent's last report, with the lag worked out as of now
+// and the agent that reported it.
+type ReplicationJSON struct {
+	replicate.Status
+	Agent    string    `json:"agent"`
+	Reported time.Time `json:"reported"`
+}
+
+// ReportStale is how old an agent's replication report may be before the
+// replication shows as stopped: the agent (or its host) is gone.
+const ReportStale = AgentTimeout
+
+func (s *Server) agentReplications(w http.ResponseWriter, r *http.Request) error {
+	var body ReplicationsReportJSON
+	if err := decode(r, &body); err != nil {
+		return err
+	}
+	reps := make([]catalog.Replication, 0, len(body.Replications))
+	for i, raw := range body.Replications {
+		var st replicate.Status
+		if err := json.Unmarshal(raw, &st); err != nil {
+			return invalid("replications[%d]: %v", i, err)
+		}
+		rep := catalog.Replication{Machine: st.Machine, State: st.State, Status: raw}
+		if st.LastCut != nil {
+			rep.LastCut = *st.LastCut
+		}
+		reps = append(reps, rep)
+	}
+	if err := s.Catalog.ReportReplications(r.Context(), agentName(r), reps, s.Clock.Now()); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]int{"reported": len(reps)})
+	return nil
+}
+
+func (s *Server) listReplications(w http.ResponseWriter, r *http.Request) error {
+	items, err := s.Catalog.Replications(r.Context())
+	if err != nil {
+		return err
+	}
+	now := s.Clock.Now()
+	return listed(w, convert(items, func(c catalog.Replication) ReplicationJSON { return Replication(c, now) }), nil)
+}
+
+// Replication is a catalog replication as of now: the lag is the age of
+// the last acknowledged cut (it grows while nothing is reported), and a
+// report older than ReportStale shows as stopped.
+func Replication(c catalog.Replication, now time.Time) ReplicationJSON {
+	out := ReplicationJSON{Agent: c.Agent, Reported: c.Reported}
+	json.Unmarshal(c.Status, &out.Status) // stored by agentReplications, which decoded it
+	out.Machine, out.State = c.Machine, c.State
+	out.LagSeconds = 0
+	if !c.LastCut.IsZero() {
+		out.LagSeconds = now.Sub(c.LastCut).Seconds()
+	}
+	if quiet := now.Sub(c.Reported); quiet > ReportStale && out.State != replicate.StateFailedOver {
+		out.State = replicate.StateStopped
+		out.Error = fmt.Sprintf("agent %s has not reported this replication for %s", c.Agent, quiet.Round(time.Second))
+	}
+	return out
+}
+
+// ReplicationSpecJSON is the body of PUT /v1/replications/{name}: the
+// agent whose host runs the machine, and its replication (what
+// replicate enable records: a replicate.Machine, with absolute paths on
+// the agent's host; its target site must be named on that host).
+type ReplicationSpecJSON struct {
+	Agent string          `json:"agent"`
+	Spec  json.RawMessage `json:"spec"`
+}
+
+func (s *Server) putReplication(w http.ResponseWriter, r *http.Request) error {
+	var body ReplicationSpecJSON
+	if err := decode(r, &body); err != nil {
+		return err
+	}
+	m, err := ReplicationMachine(body.Spec)
+	if err != nil {
+		return err
+	}
+	name, err := nameMatches(r, m.Name)
+	if err != nil {
+		return err
+	}
+	m.Name = name
+	spec, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	rs := catalog.ReplicationSpec{Machine: name, Agent: body.Agent, Spec: spec}
+	if err := s.Catalog.PutReplicationSpec(r.Context(), rs, s.Clock.Now()); err != nil {
+		return err
+	}
+	rs.Updated = s.Clock.Now()
+	writeJSON(w, http.StatusOK, rs)
+	return nil
+}
+
+// ReplicationMachine reads a replication spec, refusing what its agent
+// could not run: an invalid machine, or paths not absolute (they are on
+// the agent's host, not the caller's).
+func ReplicationMachine(spec json.RawMessage) (replicate.Machine, error) {
+	var m replicate.Machine
+	if len(spec) == 0 {
+		return m, invalid("spec: missing")
+	}
+	dec := json.NewDecoder(bytes.NewReader(spec))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil {
+		return m, invalid("spec: %v", err)
+	}
+	if err := m.Validate(); err != nil {
+		return m, invalid("spec: %v", err)
+	}
+	for what, p := range map[string]string{"qmp": m.QMP, "guest_agent": m.GuestAgent} {
+		if p != "" && !filepath.IsAbs(p) {
+			return m, invalid("spec: %s: %q is not an absolute path (it is a path on the agent's host)", what, p)
+		}
+	}
+	return m, nil
+}
+
+func (s *Server) deleteReplication(w http.ResponseWriter, r *http.Request) error {
+	return deleted(w, s.Catalog.DeleteReplicationSpec(r.Context(), r.PathValue("name")))
+}
+
+// agentReplicationSpecs answers the replications the calling agent is to
+// run.
+func (s *Server) agentReplicationSpecs(w http.ResponseWriter, r *http.Request) error {
+	items, err := s.Catalog.ReplicationSpecs(r.Context(), agentName(r))
+	return listed(w, items, err)
+}

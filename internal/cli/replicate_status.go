@@ -1,0 +1,116 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"lifeboat/internal/api"
+	"lifeboat/internal/catalog"
+	"lifeboat/internal/replicate"
+)
+
+// localReplicationStatus prints this host's replications (status files).
+func (a *app) localReplicationStatus(machine *string) func(*cobra.Command, []string, *replicate.Config) error {
+	return func(cmd *cobra.Command, args []string, cfg *replicate.Config) error {
+		out, err := cfg.Statuses(cmd.Context(), *machine, a.env.Clock.Now())
+		if err != nil {
+			return notFound(err)
+		}
+		if a.jsonOut {
+			if *machine != "" {
+				return a.printJSON(out[0])
+			}
+			return a.printJSON(out)
+		}
+		a.table("MACHINE\tTARGET\tSTATE\tCAPTURE\tLAG\tCUT\tPOINTS\tHISTORY\tNOTE", func(tw *tabwriter.Writer) {
+			for _, st := range out {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", st.Machine, st.Target, st.StateText(), st.CaptureText(), st.LagText(), st.LastSeq, st.Points,
+					size(st.JournalBytes), st.Error)
+			}
+		})
+		return nil
+	}
+}
+
+// serverReplicationStatus prints the replications a server knows of
+// (GET /v1/replications), or machine's.
+func (a *app) serverReplicationStatus(cmd *cobra.Command, r *remote, machine string) error {
+	c, err := a.client(r)
+	if err != nil {
+		return err
+	}
+	var all, out []api.ReplicationJSON
+	if err := c.Do(cmd.Context(), "GET", "/v1/replications", nil, &all); err != nil {
+		return err
+	}
+	for _, st := range all {
+		if machine == "" || st.Machine == machine {
+			out = append(out, st)
+		}
+	}
+	if machine != "" && len(out) == 0 {
+		return notFound(fmt.Errorf("%w: the server has no replication report of machine %q (is lifeboat agent --replicate running on its host?)", replicate.ErrNotFound, machine))
+	}
+	if a.jsonOut {
+		if machine != "" {
+			return a.printJSON(out[0])
+		}
+		if out == nil {
+			out = []api.ReplicationJSON{}
+		}
+		return a.printJSON(out)
+	}
+	a.table("MACHINE\tAGENT\tTARGET\tSTATE\tCAPTURE\tLAG\tCUT\tPOINTS\tHISTORY\tNOTE", func(tw *tabwriter.Writer) {
+		for _, st := range out {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", st.Machine, st.Agent, st.Target, st.StateText(), st.CaptureText(), st.LagText(), st.LastSeq, st.Points,
+				size(st.JournalBytes), st.Error)
+		}
+	})
+	return nil
+}
+
+// serverEnableReplication records m's replication in the server's catalog
+// for agent to run.
+func (a *app) serverEnableReplication(cmd *cobra.Command, r *remote, agent string, m replicate.Machine) error {
+	if agent == "" {
+		return usageError{fmt.Errorf("--agent is required with --server: the agent whose host runs %s", m.Name)}
+	}
+	c, err := a.client(r)
+	if err != nil {
+		return err
+	}
+	spec, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	var out catalog.ReplicationSpec
+	if err := c.Do(cmd.Context(), "PUT", "/v1/replications/"+url.PathEscape(m.Name), api.ReplicationSpecJSON{Agent: agent, Spec: spec}, &out); err != nil {
+		return err
+	}
+	if a.jsonOut {
+		return a.printJSON(out)
+	}
+	if !a.quiet {
+		a.printf("machine %s replicates to %s once agent %s (lifeboat agent --replicate) picks it up\n", m.Name, m.Target, agent)
+	}
+	return nil
+}
+
+// serverDisableReplication forgets a replication enabled through the server.
+func (a *app) serverDisableReplication(cmd *cobra.Command, r *remote, machine string) error {
+	c, err := a.client(r)
+	if err != nil {
+		return err
+	}
+	if err := c.Do(cmd.Context(), "DELETE", "/v1/replications/"+url.PathEscape(machine), nil, nil); err != nil {
+		return err
+	}
+	if !a.quiet {
+		a.printf("machine %s is no longer replicated once its agent picks this up; the replica is kept at the target\n", machine)
+	}
+	return nil
+}
