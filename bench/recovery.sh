@@ -18,7 +18,7 @@ LB=$WORK/lifeboat
 ASSETS=${LIFEBOAT_VM_CACHE:-/var/cache/lifeboat-vm}
 KERNEL=$ASSETS/vmlinux; [ -f "$KERNEL" ] || KERNEL=$ASSETS/vmlinuz
 INITRD=$ASSETS/initramfs.gz
-export LIFEBOAT_PASSWORD=bench
+export LIFEBOAT_PASSWORD=bench-recovery-passphrase
 
 mkdir -p "$WORK"
 (cd "$ROOT" && go build -o "$LB" ./cmd/lifeboat)

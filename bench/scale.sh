@@ -33,7 +33,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
 W=$HERE/work/scale
 GEN=$W/genvault
-export LIFEBOAT_PASSWORD=bench-scale
+export LIFEBOAT_PASSWORD=bench-scale-passphrase
 export PATH=$PATH:/usr/local/go/bin
 mkdir -p "$W/logs"
 SIZES=("$@")
