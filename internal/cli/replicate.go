@@ -55,29 +55,11 @@ func (a *app) replicaCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "replica", Short: "Serve replicas at a target site"}
 	var listen, dir, tokenFile, cert, key, seedDir string
 	serve := &cobra.Command{
-		Use:   "serve --listen ADDR --dir DIR --token-file F [--cert F --key F]",
-		Short: "Receive continuous replication and run failovers at this site",
-		Long: `Run the target side of continuous replication in the foreground: receive each
-protected machine's consistent cuts from its source host (lifeboat replicate run)
-into replica disks plus a journal of history under --dir, keep recovery points
-for each machine's retention, and fail machines over on request (lifeboat
-failover). Every request must carry the site token read from --token-file.
-
-A cut is acknowledged only once it is durable (fsynced, renamed, directory
-fsynced), so a server killed at any moment loses no acknowledged point; a cut
-cut short is discarded on restart and sent again. The on-disk format is in
-docs/replication.md.
-
-With --cert and --key the server speaks HTTPS; without them plain HTTP, which
-sources accept only for loopback addresses.
-
---seed-dir lets sources start a new replica from an image already on this host
-(replicate --seed DISK=IMAGE, IMAGE under --seed-dir): re-protecting a
-failed-over machine back to this, its old, site sends only the blocks that
-differ from its old disks.`,
-		Example: `  lifeboat replica serve --listen :8443 --dir /srv/replica --token-file /etc/lifeboat/site.token \
-      --cert /etc/lifeboat/site.crt --key /etc/lifeboat/site.key`,
-		Args: cobra.NoArgs,
+		Use:     "serve --listen ADDR --dir DIR --token-file F [--cert F --key F]",
+		Short:   "Receive continuous replication and run failovers at this site",
+		Long:    help("replica-serve"),
+		Example: help("replica-serve.example"),
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if listen == "" || dir == "" {
 				return usageError{errors.New("--listen and --dir are required")}
@@ -120,14 +102,10 @@ func (a *app) siteCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "site", Short: "Name the target sites machines replicate to"}
 	var s replicate.Site
 	add := &cobra.Command{
-		Use:   "add NAME --url URL --token-file F [--ca F]",
-		Short: "Name a target site (its replica server)",
-		Long: `Name a target site for this host's replications: the URL of its replica server
-(lifeboat replica serve), the file holding its site token, and the CA that
-signed its certificate when it is not one the system trusts. http:// is
-accepted for loopback addresses only; use https:// otherwise. Adding a site of
-an existing name replaces it.`,
-		Example: `  lifeboat site add dr1 --url https://dr1.example.net:8443 --token-file /etc/lifeboat/dr1.token --ca /etc/lifeboat/dr1-ca.pem`,
+		Use:     "add NAME --url URL --token-file F [--ca F]",
+		Short:   "Name a target site (its replica server)",
+		Long:    help("site-add"),
+		Example: help("site-add.example"),
 		Args:    cobra.ExactArgs(1),
 		RunE: a.withReplication(func(cmd *cobra.Command, args []string, cfg *replicate.Config) error {
 			s.Name = args[0]
@@ -195,26 +173,11 @@ func (a *app) replicateCommand() *cobra.Command {
 	var enableRemote remote
 	var enableAgent string
 	enable := &cobra.Command{
-		Use:   "enable --machine NAME --qmp SOCKET --target SITE",
-		Short: "Protect a machine by continuous replication",
-		Long: `Record that a running QEMU machine replicates to a target site. The replication
-itself runs in lifeboat replicate run (a long-lived process, e.g. a systemd
-service): a crash-consistent cut of all the machine's disks every --every
-(2 s), the writes since the previous cut shipped to the site, where recovery
-points are kept for --retention: the first cut of every --crash-interval, every
-app-consistent cut (--app-interval, the guest frozen through its agent) and
-always the latest cut.
-
-With --server and --agent, the replication is recorded in the lifeboat
-server's catalog instead, for the agent named to run: its lifeboat agent
---replicate enables it on its host within a few seconds (the target site must
-be named there with lifeboat site add; --qmp and --guest-agent are absolute
-paths on that host), and disables it again after replicate disable --server
-(the replica is kept at the target). Machines enabled on a host by hand are
-left as they are.`,
-		Example: `  lifeboat replicate enable --machine db1 --qmp /run/db1.qmp --target dr1 --retention 24h --crash-interval 5m
-  lifeboat replicate enable --server https://lifeboat:8080 --token-file admin.token --agent hv2 --machine db1 --qmp /run/db1.qmp --target dr1`,
-		Args: cobra.NoArgs,
+		Use:     "enable --machine NAME --qmp SOCKET --target SITE",
+		Short:   "Protect a machine by continuous replication",
+		Long:    help("replicate-enable"),
+		Example: help("replicate-enable.example"),
+		Args:    cobra.NoArgs,
 		RunE: a.withReplication(func(cmd *cobra.Command, args []string, cfg *replicate.Config) error {
 			m, err := ef.machine()
 			if err != nil {
@@ -239,19 +202,10 @@ left as they are.`,
 	var rf machineFlags
 	var stall time.Duration
 	run := &cobra.Command{
-		Use:   "run [--machine NAME [--qmp SOCKET --target SITE] | --group GROUP]",
-		Short: "Run the replication of this host's machines (foreground)",
-		Long: `Replicate every enabled machine of this host, or only --machine, in the
-foreground until interrupted (for systemd when no agent runs; lifeboat agent
---replicate does the same). Without --machine or --group, machines enabled or
-disabled while it runs are followed within seconds. With --qmp and
---target the machine is enabled first, as replicate enable does. Failures (QEMU
-or the site unreachable, a cut refused) are reported by replicate status and
-retried every cycle; lost change tracking makes the next cycle a full resync.
-The members of a group (replicate enable --group) are replicated together:
---group GROUP runs only that group's members, each cycle one consistent cut
-across all of them (docs/replication.md, Groups).`,
-		Example: `  lifeboat replicate run --machine db1 --qmp /run/db1.qmp --target dr1`,
+		Use:     "run [--machine NAME [--qmp SOCKET --target SITE] | --group GROUP]",
+		Short:   "Run the replication of this host's machines (foreground)",
+		Long:    help("replicate-run"),
+		Example: help("replicate-run.example"),
 		Args:    cobra.NoArgs,
 		RunE: a.withReplication(func(cmd *cobra.Command, args []string, cfg *replicate.Config) error {
 			if rf.m.QMP != "" || rf.m.Target != "" {
@@ -295,24 +249,8 @@ across all of them (docs/replication.md, Groups).`,
 	status := &cobra.Command{
 		Use:   "status [--machine NAME] [--server URL --token-file F] [--json]",
 		Short: "Show the replication state of this host's machines",
-		Long: `Show each replicated machine's state — starting, initial-sync (with progress),
-protected, resyncing, error, failed-over, or stopped when no replicate run is
-running — its RPO lag (the age of the last cut the target acknowledged: what a
-failover to the latest point would lose), the target's history (journal) size,
-its number of recovery points and the last app-consistent cut, and how writes
-are captured: "mirror N%" (QEMU's write-blocking mirror into the source
-journal, N% of its --journal-limit unshipped) or "bitmap" (dirty-bitmap cuts;
-"fell back Nx" when the mirror failed and bitmap cuts stand in until it is
-started again). --json adds capture, source_journal_bytes,
-source_journal_limit, journal_shipped_bytes, fallbacks, last_fallback and
-last_fallback_at.
-
-With --server (or --token-file), the status comes from a lifeboat server
-instead: the latest report of every agent that replicates (lifeboat agent
---replicate), with an AGENT column and, in --json, "agent" and "reported".
-The lag is worked out by the server as of now, and a replication whose agent
-has not reported for 2 minutes shows as stopped.`,
-		Args: cobra.NoArgs,
+		Long:  help("replicate-status"),
+		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if statusRemote.server != "" || statusRemote.tokenFile != "" {
 				return a.serverReplicationStatus(cmd, &statusRemote, statusMachine)
@@ -329,15 +267,8 @@ has not reported for 2 minutes shows as stopped.`,
 	disable := &cobra.Command{
 		Use:   "disable --machine NAME [--keep-replica]",
 		Short: "Stop protecting a machine and remove its replica",
-		Long: `Stop replicating a machine: its replica and history are removed at the target
-site (unless --keep-replica, or while it is failed over there) and its settings
-on this host are forgotten. A running replicate run stops replicating it at its
-next cycle; the dirty bitmaps it added stay on the disks until QEMU restarts.
-
-With --server, the replication enabled there (replicate enable --server) is
-forgotten by the server, and its agent stops running it within a few seconds;
-the replica and its history are kept at the target.`,
-		Args: cobra.NoArgs,
+		Long:  help("replicate-disable"),
+		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if disableMachine == "" {
 				return usageError{errors.New("--machine is required")}
@@ -370,12 +301,8 @@ the replica and its history are kept at the target.`,
 	points := &cobra.Command{
 		Use:   "points --machine NAME|--group GROUP [--site SITE]",
 		Short: "List a replicated machine's recovery points at its target site",
-		Long: `List the recovery points the target site holds for a machine, oldest first: the
-base (the oldest state kept), the first cut of every crash interval, every
-app-consistent cut, and the latest cut. IDs and times are what failover --point
-takes. With --group, the group's points: the group cuts every member holds
-(what failover --group --point takes).`,
-		Args: cobra.NoArgs,
+		Long:  help("replicate-points"),
+		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if pointsGroup != "" {
 				return a.groupPoints(cmd, pointsGroup, pointsSite)
@@ -409,39 +336,11 @@ func (a *app) failoverCommand() *cobra.Command {
 	var opts replica.FailoverOptions
 	var cleanup, planned bool
 	cmd := &cobra.Command{
-		Use:   "failover --machine NAME|--group GROUP [--point latest|latest-app|ID|TIME] [--planned | --test | --test-cleanup] [--disks-only --to DIR]",
-		Short: "Start a replicated machine at its target site",
-		Long: `Fail a replicated machine over to its target site (unplanned: the source may be
-gone). The site materialises the recovery point's disks as qcow2 overlays over
-its replica, writing only the history since its base (so it takes about as
-long whatever the disks' size), and starts the machine from its stored
-definition with the -dr suffix under TCG (--accel kvm where the site has it).
-While failed over the replica takes no more cuts from the source.
-
---point is latest (the last cut, default), latest-app, a point ID, or an RFC
-3339 time (the newest point at or before it).
---planned (run on the source host) loses nothing: the guest is paused, cuts are
-shipped until one taken after the pause is acknowledged, the site starts the
-copy from exactly that cut, and the source QEMU is shut down; if anything fails
-first, the guest is resumed.
---test starts an isolated copy (no network, new MAC addresses, name -dr-test)
-while replication goes on; --test-cleanup stops and removes it and leaves the
-replica untouched.
---group GROUP fails every member of a replication group over to one group cut
-(a cut all members hold, taken at one instant): no member is ahead of another.
---point then chooses among the group's points (IDs are group cut IDs). With
---planned every member's guest is paused first and a group cut taken after the
-last pause is shipped before the failover; with --test every member gets an
-isolated copy (all or none), and --test-cleanup removes them all.
---disks-only --to DIR has the site write the point's disks as raw images into
-DIR on its host (named after the disks) with the -dr definition, starting
-nothing.
-
-The site is the machine's replication target on this host, or --site.`,
-		Example: `  lifeboat failover --machine db1 --point latest
-  lifeboat failover --machine db1 --test && lifeboat failover --machine db1 --test-cleanup
-  lifeboat failover --site dr1 --machine db1 --point 2026-12-07T01:00:00Z --disks-only --to /srv/restore`,
-		Args: cobra.NoArgs,
+		Use:     "failover --machine NAME|--group GROUP [--point latest|latest-app|ID|TIME] [--planned | --test | --test-cleanup] [--disks-only --to DIR]",
+		Short:   "Start a replicated machine at its target site",
+		Long:    help("failover"),
+		Example: help("failover.example"),
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if group != "" {
 				return a.groupFailover(cmd, group, machine, site, to, accel, opts, planned, cleanup)
@@ -488,11 +387,8 @@ The site is the machine's replication target on this host, or --site.`,
 	commit := &cobra.Command{
 		Use:   "commit --machine NAME [--site SITE]",
 		Short: "Make a failover final: the failed-over disks become standalone",
-		Long: `Commit a machine's failover: the site makes the failed-over machine's disks
-standalone images — streamed from the replica inside the running machine, or
-rebased offline when it is not running — so the replica's history may be folded
-again. The failed-over machine keeps running throughout.`,
-		Args: cobra.NoArgs,
+		Long:  help("failover-commit"),
+		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := a.siteClient(commitMachine, commitSite)
 			if err != nil {
@@ -530,19 +426,11 @@ func (a *app) reprotectCommand() *cobra.Command {
 	var machine, site, back string
 	var mf machineFlags
 	cmd := &cobra.Command{
-		Use:   "reprotect --machine NAME --site SITE --to OLD-SITE [--seed DISK=IMAGE]...",
-		Short: "Protect a failed-over machine back to its old site",
-		Long: `Re-protect a machine after a failover: find its running copy (NAME-dr) at --site
-and enable the copy's replication to --to (its old site, which serves replicas
-again), with the original machine's definition. --seed DISK=IMAGE names the
-machine's old disk image on the old site's host (under its replica serve
---seed-dir): the new replica starts from it and the first sync sends only the
-blocks whose hashes differ. Run on the host where the copy runs; then run
-lifeboat replicate run --machine NAME-dr there. Fail back later with
-lifeboat failover --machine NAME-dr --planned --suffix none.`,
-		Example: `  lifeboat reprotect --machine db1 --site dr1 --to orig --seed vd0=/var/lib/vm/db1.qcow2
-  lifeboat replicate run --machine db1-dr`,
-		Args: cobra.NoArgs,
+		Use:     "reprotect --machine NAME --site SITE --to OLD-SITE [--seed DISK=IMAGE]...",
+		Short:   "Protect a failed-over machine back to its old site",
+		Long:    help("reprotect"),
+		Example: help("reprotect.example"),
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if machine == "" || site == "" || back == "" {
 				return usageError{errors.New("--machine, --site and --to are required")}

@@ -18,33 +18,11 @@ func (a *app) replicateCopyCommand() *cobra.Command {
 	var tags []string
 	var every time.Duration
 	cmd := &cobra.Command{
-		Use:   "copy --machine NAME [--site SITE] [--point latest|latest-app|ID|TIME] --vault URL",
-		Short: "Copy a replica recovery point into a vault as a backup point",
-		Long: `Copy one of a replicated machine's recovery points from its target site into a
-vault, as an ordinary recovery point of the machine there: its disks, its
-definition, the cut's instant as the point's time, and its consistency (a
-crash-consistent cut is crash, an app-consistent one file: the guest's
-filesystems were frozen by its agent), and the tag "replica" (in points
---json). Replication and backup then share one history: restore,
-vault copy, retention and verify treat the point as any other.
-
-Run it on the target site's host (the site names it with lifeboat site add):
-the site holds the point's disks there while they are read, and its history is
-not folded meanwhile. When the machine's latest point in the vault was copied
-from the same replica, only the blocks its journal saw written since are read,
-and the disks record change source "replica"; otherwise every block is read
-and compared with the latest point, so only changed chunks are stored either
-way. Copying the cut the latest point already holds writes nothing.
-
-With --every the command runs in the foreground (a systemd service at the
-site) and copies the point again every interval until stopped: with the
-default --point latest the vault follows the replica at that pace. A failed
-copy is logged and tried again at the next interval.`,
-		Example: `  lifeboat site add dr1 --url http://127.0.0.1:8443 --token-file /etc/lifeboat/site.token
-  lifeboat replicate copy --site dr1 --machine db1 --vault /srv/vault
-  lifeboat replicate copy --site dr1 --machine db1 --point latest-app --vault s3://bucket/vault --json
-  lifeboat replicate copy --site dr1 --machine db1 --vault /srv/vault --every 1h`,
-		Args: cobra.NoArgs,
+		Use:     "copy --machine NAME [--site SITE] [--point latest|latest-app|ID|TIME] --vault URL",
+		Short:   "Copy a replica recovery point into a vault as a backup point",
+		Long:    help("replicate-copy"),
+		Example: help("replicate-copy.example"),
+		Args:    cobra.NoArgs,
 		RunE: a.withVault(func(ctx context.Context, v *vault.Vault, args []string) error {
 			cl, err := a.siteClient(machine, site)
 			if err != nil {

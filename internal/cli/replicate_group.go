@@ -19,24 +19,11 @@ import (
 func (a *app) failbackCommand() *cobra.Command {
 	var machine, accel string
 	cmd := &cobra.Command{
-		Use:   "failback --machine NAME [--accel tcg|kvm]",
-		Short: "Fail a re-protected machine back to its old site, losing nothing",
-		Long: `Fail a machine back to its original site after lifeboat reprotect: a planned
-failover of its copy (NAME-dr), run on the host where the copy runs and where
-reprotect enabled its replication. The copy is paused, cuts are shipped until
-one taken after the pause is acknowledged by the old site, the old site starts
-the machine from exactly that cut under its original NAME, and the copy is shut
-down. If anything fails before the machine runs at the old site, the copy is
-resumed and nothing changed.
-
-It is lifeboat failover --machine NAME-dr --planned --suffix none, found by the
-original machine's name. Afterwards protect the machine again from the old
-site (lifeboat replicate enable there); the second site's replica of the
-original machine can be removed with lifeboat replicate disable.`,
-		Example: `  lifeboat reprotect --machine db1 --site dr1 --to orig --seed vd0=/var/lib/vm/db1.qcow2
-  lifeboat replicate run --machine db1-dr     # until protected
-  lifeboat failback --machine db1`,
-		Args: cobra.NoArgs,
+		Use:     "failback --machine NAME [--accel tcg|kvm]",
+		Short:   "Fail a re-protected machine back to its old site, losing nothing",
+		Long:    help("failback"),
+		Example: help("failback.example"),
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if machine == "" {
 				return usageError{errors.New("--machine is required")}
