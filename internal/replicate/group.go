@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -184,11 +185,15 @@ func (g *GroupRunner) Run(ctx context.Context) error {
 	}
 	for {
 		start := g.Clock.Now()
-		g.cycle(ctx)
+		moved := g.cycle(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
-		t := time.NewTimer(max(0, every-g.Clock.Now().Sub(start)))
+		wait := max(0, every-g.Clock.Now().Sub(start))
+		if moved {
+			wait = retryAfterMove(every, rand.Float64())
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -198,11 +203,22 @@ func (g *GroupRunner) Run(ctx context.Context) error {
 	}
 }
 
+// retryAfterMove is how long a group waits before it takes a cut again
+// after one was dropped because a member wrote (ErrGroupMoved): a random
+// share u (in [0,1)) of the interval, at least a tenth of it. Waiting the
+// fixed interval instead locks the cuts in phase with a periodic writer:
+// every cut then lands in a burst of writes and none is ever kept.
+func retryAfterMove(every time.Duration, u float64) time.Duration {
+	return every/10 + time.Duration(u*float64(every-every/10))
+}
+
 // cycle takes one group cut across the members and ships each member's
-// share; failures are in the members' status.
-func (g *GroupRunner) cycle(ctx context.Context) {
+// share; failures are in the members' status. It reports whether the
+// cut was dropped because a member wrote while it was taken.
+func (g *GroupRunner) cycle(ctx context.Context) (moved bool) {
 	gc := newGroupCut(g.Group, len(g.Members), g.Clock)
 	var wg sync.WaitGroup
+	var mu sync.Mutex
 	for i, r := range g.Members {
 		r.group, r.groupIdx = gc, i
 		wg.Add(1)
@@ -210,9 +226,15 @@ func (g *GroupRunner) cycle(ctx context.Context) {
 			defer wg.Done()
 			err := r.step(ctx)
 			gc.finish(i, r.Machine.Name, err)
+			if errors.Is(err, ErrGroupMoved) {
+				mu.Lock()
+				moved = true
+				mu.Unlock()
+			}
 		}()
 	}
 	wg.Wait()
+	return moved
 }
 
 // RunMachines replicates machines until ctx ends: the members of each

@@ -82,3 +82,18 @@ func TestGroupCut(t *testing.T) {
 		}
 	}
 }
+
+// A dropped group cut is retried after a random share of the interval,
+// never less than a tenth of it nor more than all of it, so the retries
+// drift against a writer that writes in periodic bursts.
+func TestRetryAfterMove(t *testing.T) {
+	every := 2 * time.Second
+	for _, c := range []struct {
+		u    float64
+		want time.Duration
+	}{{0, 200 * time.Millisecond}, {0.5, 1100 * time.Millisecond}, {0.999999, every}} {
+		if got := retryAfterMove(every, c.u); got.Round(time.Millisecond) != c.want {
+			t.Errorf("retryAfterMove(%s, %v) = %s, want %s", every, c.u, got, c.want)
+		}
+	}
+}

@@ -171,7 +171,11 @@ func (r *Runner) step(ctx context.Context) error {
 	}
 	r.status.LastCycleSeconds = r.Clock.Now().Sub(start).Seconds()
 	if err != nil {
-		r.Log.Warn("replication cycle failed", "machine", r.Machine.Name, "err", err)
+		if errors.Is(err, ErrGroupMoved) {
+			r.Log.Debug("group cut dropped, retried", "machine", r.Machine.Name, "err", err)
+		} else {
+			r.Log.Warn("replication cycle failed", "machine", r.Machine.Name, "err", err)
+		}
 		r.status.Error = err.Error()
 		if siteCode(err) == "failed_over" {
 			r.status.State = StateFailedOver
