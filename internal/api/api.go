@@ -144,6 +144,7 @@ func (s *Server) routes() []route {
 		{"GET /v1/jobs/{id}/logs", viewer, s.jobLogs},
 		{"POST /v1/jobs/{id}/cancel", operator, s.cancelJob},
 		{"GET /v1/alerts", viewer, s.listAlerts},
+		{"GET /v1/drills", viewer, s.listDrills},
 		{"GET /v1/agents", viewer, s.listAgents},
 		{"GET /v1/replications", viewer, s.listReplications},
 		{"PUT /v1/replications/{name}", admin, s.putReplication},

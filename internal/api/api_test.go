@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"lifeboat/internal/catalog"
+	"lifeboat/internal/catalog/pgtest"
 	"lifeboat/internal/clock"
 )
 
@@ -32,8 +33,28 @@ func newEnv(t *testing.T) *env { return newEnvWith(t, nil) }
 // newEnvWith is newEnv with set, if not nil, completing the server.
 func newEnvWith(t *testing.T, set func(*Server)) *env {
 	t.Helper()
+	return newEnvOn(t, filepath.Join(t.TempDir(), "catalog.db"), set)
+}
+
+// engines runs fn on a server over an SQLite catalog and one over a
+// PostgreSQL catalog.
+func engines(t *testing.T, fn func(t *testing.T, e *env)) {
+	for _, eng := range []catalog.Engine{catalog.SQLite, catalog.Postgres} {
+		t.Run(string(eng), func(t *testing.T) {
+			dsn := filepath.Join(t.TempDir(), "catalog.db")
+			if eng == catalog.Postgres {
+				dsn = pgtest.Database(t)
+			}
+			fn(t, newEnvOn(t, dsn, nil))
+		})
+	}
+}
+
+// newEnvOn is newEnvWith on the catalog at dsn.
+func newEnvOn(t *testing.T, dsn string, set func(*Server)) *env {
+	t.Helper()
 	ctx := context.Background()
-	cat, err := catalog.Open(ctx, filepath.Join(t.TempDir(), "catalog.db"))
+	cat, err := catalog.Open(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -268,7 +268,7 @@ func (s *Server) machineJSON(m catalog.Machine, tiers map[string]schedule.Tier, 
 // whatever the number of machines.
 func (s *Server) standing(r *http.Request) (map[string]schedule.Tier, map[string]catalog.Policy, map[string]time.Time, error) {
 	ctx := r.Context()
-	ts, err := s.Catalog.Tiers(ctx)
+	tiers, err := s.tiers(ctx)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -280,15 +280,24 @@ func (s *Server) standing(r *http.Request) (map[string]schedule.Tier, map[string
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	tiers := map[string]schedule.Tier{}
-	for _, t := range ts {
-		tiers[t.Name] = t
-	}
 	policies := map[string]catalog.Policy{}
 	for _, p := range ps {
 		policies[p.Name] = p
 	}
 	return tiers, policies, newest, nil
+}
+
+// tiers loads the protection tiers by name.
+func (s *Server) tiers(ctx context.Context) (map[string]schedule.Tier, error) {
+	ts, err := s.Catalog.Tiers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tiers := map[string]schedule.Tier{}
+	for _, t := range ts {
+		tiers[t.Name] = t
+	}
+	return tiers, nil
 }
 
 func (s *Server) listMachines(w http.ResponseWriter, r *http.Request) error {

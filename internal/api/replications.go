@@ -10,6 +10,7 @@ import (
 
 	"lifeboat/internal/catalog"
 	"lifeboat/internal/replicate"
+	"lifeboat/internal/schedule"
 )
 
 // ReplicationsReportJSON is the body of POST /v1/agent/replications: the
@@ -28,6 +29,15 @@ type ReplicationJSON struct {
 	replicate.Status
 	Agent    string    `json:"agent"`
 	Reported time.Time `json:"reported"`
+	// Tier and RPO are the machine's protection tier and its RPO
+	// objective, and RPOState holds the lag (the age of the last cut)
+	// against it as a machine's rpo_state holds its newest backup: green,
+	// warning or missed, unprotected for a tier of no protection. Absent
+	// for a machine the catalog gives no tier, and for one failed over
+	// (it is not replicating, on purpose).
+	Tier     string   `json:"tier,omitempty"`
+	RPO      Duration `json:"rpo,omitempty"`
+	RPOState string   `json:"rpo_state,omitempty"`
 }
 
 // ReportStale is how old an agent's replication report may be before the
@@ -63,8 +73,35 @@ func (s *Server) listReplications(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
+	ms, err := s.Catalog.Machines(r.Context())
+	if err != nil {
+		return err
+	}
+	tiers, err := s.tiers(r.Context())
+	if err != nil {
+		return err
+	}
+	tierOf := map[string]string{}
+	for _, m := range ms {
+		tierOf[m.Name] = m.Tier
+	}
 	now := s.Clock.Now()
-	return listed(w, convert(items, func(c catalog.Replication) ReplicationJSON { return Replication(c, now) }), nil)
+	return listed(w, convert(items, func(c catalog.Replication) ReplicationJSON {
+		out := Replication(c, now)
+		if t, ok := tiers[tierOf[c.Machine]]; ok && out.State != replicate.StateFailedOver {
+			out.Tier, out.RPO, out.RPOState = t.Name, Duration(t.RPO), string(ReplicationRPO(t, c, now).State)
+		}
+		return out
+	}), nil)
+}
+
+// ReplicationRPO holds a replication's lag against tier's RPO by the rule
+// of backups (schedule.Assess), its last cut standing for the newest
+// point: one with no cut yet (initial sync) is as a machine protected
+// when it was last reported, so it turns missed once its agent has been
+// quiet for longer than the RPO.
+func ReplicationRPO(tier schedule.Tier, c catalog.Replication, now time.Time) schedule.RPOStatus {
+	return schedule.Assess(tier, c.LastCut, c.Reported, now)
 }
 
 // Replication is a catalog replication as of now: the lag is the age of
