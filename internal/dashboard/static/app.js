@@ -82,6 +82,29 @@ function bytes(n) {
   return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
 }
 
+// seconds shows a duration the API gives in seconds, to the second
+// under an hour.
+function seconds(n) {
+  if (n === undefined || n === null) return '—';
+  const s = Math.round(n);
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  const h = Math.floor(s / 3600);
+  return h < 48 ? `${h} h ${Math.floor((s % 3600) / 60)} min` : `${Math.floor(h / 24)} d ${h % 24} h`;
+}
+
+// age shows how long ago t was, to the minute: a page redrawn every few
+// seconds then changes once a minute, not at every refresh.
+function age(t, until) {
+  if (!t || t.startsWith('0001-')) return '—';
+  const end = until && !until.startsWith('0001-') ? new Date(until) : new Date();
+  const min = Math.max(0, Math.floor((end - new Date(t)) / 60000));
+  if (min < 1) return 'under a minute';
+  if (min < 60) return `${min} min`;
+  const h = Math.floor(min / 60);
+  return h < 48 ? `${h} h ${min % 60} min` : `${Math.floor(h / 24)} d ${h % 24} h`;
+}
+
 // The RPO states, as the API names them, with what the dashboard calls
 // them: green, amber (warning), red (missed).
 const RPO = {
@@ -95,6 +118,33 @@ function rpoBadge(m) {
   const st = RPO[m.rpo_state] || { label: 'no tier', cls: 'none' };
   const title = m.rpo ? `newest point ${m.rpo_age || 'none'} old; objective ${m.rpo}` : undefined;
   return el('span', { class: `badge ${st.cls}`, 'data-rpo': m.rpo_state || 'none', title }, st.label);
+}
+
+// replicationLag shows a replication's lag against its RPO objective,
+// coloured as the machines' RPO state (the API holds the lag against the
+// RPO by the same rule: rpo_state).
+function replicationLag(r) {
+  const st = RPO[r.rpo_state] || { label: 'no tier', cls: 'none' };
+  const lag = r.last_cut ? seconds(r.lag_seconds) : 'no point yet';
+  const text = r.rpo ? `${lag} of ${r.rpo}: ${st.label}` : `${lag} (${st.label})`;
+  return el('span', { class: `badge ${st.cls}`, 'data-rpo': r.rpo_state || 'none' }, text);
+}
+
+const REPL_CLS = { protected: 'ok', starting: 'warn', 'initial-sync': 'warn', resyncing: 'warn', error: 'bad', stopped: 'bad', 'failed-over': 'none' };
+
+function replicationState(r) {
+  let text = r.state;
+  if (r.progress && r.progress.total_bytes) text += ` ${Math.floor((100 * r.progress.done_bytes) / r.progress.total_bytes)}%`;
+  return el('span', { class: `badge ${REPL_CLS[r.state] || 'none'}`, 'data-state': r.state }, text);
+}
+
+// journal shows the source journal's unshipped part of its limit (mirror
+// capture) and the history kept at the target.
+function journal(r) {
+  const src = r.source_journal_limit
+    ? `source ${bytes(r.source_journal_bytes)} of ${bytes(r.source_journal_limit)} (${Math.floor((100 * (r.source_journal_bytes || 0)) / r.source_journal_limit)}%)`
+    : 'source: none (bitmap capture)';
+  return `${src}; target history ${bytes(r.journal_bytes)}`;
 }
 
 const JOB_CLS = { queued: 'none', running: 'warn', succeeded: 'ok', failed: 'bad', cancelled: 'none' };
@@ -140,10 +190,12 @@ const jobHeaders = (withMachine) => ['Job', 'Kind', withMachine ? 'Machine' : nu
 // ---- pages: each loads its data, then returns the nodes to show ----
 
 async function overview() {
-  const [machines, alerts, running, queued] = await Promise.all([
+  const [machines, alerts, running, queued, reps] = await Promise.all([
     api('GET', '/v1/machines'), api('GET', '/v1/alerts'),
     api('GET', '/v1/jobs?state=running&limit=50'), api('GET', '/v1/jobs?state=queued&limit=50'),
+    api('GET', '/v1/replications'),
   ]);
+  const repCount = (f) => reps.filter(f).length;
   const count = (s) => machines.filter((m) => m.rpo_state === s).length;
   const tile = (label, n, cls, what) => el('div', { class: `tile ${cls}` },
     el('span', { class: 'n', 'data-count': what }, n), el('span', {}, label));
@@ -154,6 +206,14 @@ async function overview() {
       tile('amber (RPO at risk)', count('warning'), 'warn', 'warning'),
       tile('red (RPO missed)', count('missed'), 'bad', 'missed'),
       tile('unprotected or no tier', machines.length - count('green') - count('warning') - count('missed'), 'none', 'other')),
+    ...(reps.length ? [
+      el('h2', {}, el('a', { href: '#/replication' }, 'Replication')),
+      el('section', { class: 'tiles', 'aria-label': 'Replications by lag against RPO' },
+        tile('within RPO', repCount((r) => r.rpo_state === 'green'), 'ok', 'rep-green'),
+        tile('amber (lag near RPO)', repCount((r) => r.rpo_state === 'warning'), 'warn', 'rep-warning'),
+        tile('red (lag beyond RPO)', repCount((r) => r.rpo_state === 'missed'), 'bad', 'rep-missed'),
+        tile('failed, stopped or failed over', repCount((r) => ['error', 'stopped', 'failed-over'].includes(r.state)), 'none', 'rep-down')),
+    ] : []),
     el('h2', {}, 'Active alerts'),
     alertTable(alerts),
     el('h2', {}, 'Running and queued jobs'),
@@ -162,8 +222,9 @@ async function overview() {
 }
 
 function alertTable(alerts) {
-  return table('Alerts', ['Kind', 'Subject', 'Message', 'Opened', 'Cleared'],
-    alerts.map((a) => [el('span', { class: `badge ${a.cleared ? 'none' : 'bad'}` }, a.kind), a.subject, a.message, when(a.opened), when(a.cleared)]),
+  return table('Alerts, newest first', ['Kind', 'Subject', 'Message', 'Opened', 'Open for', 'Cleared'],
+    alerts.map((a) => [el('span', { class: `badge ${a.cleared ? 'none' : 'bad'}`, 'data-kind': a.kind }, a.kind), a.subject, a.message,
+      when(a.opened), el('span', { class: 'age' }, age(a.opened, a.cleared)), when(a.cleared)]),
     'No alert is open.');
 }
 
@@ -263,6 +324,67 @@ async function alerts() {
   ];
 }
 
+// replication lists every replicated machine, the members of a
+// replication group together (their points are cut at one instant).
+async function replication() {
+  const reps = await api('GET', '/v1/replications');
+  const groups = new Map();
+  for (const r of reps) {
+    const g = r.group || '';
+    if (!groups.has(g)) groups.set(g, []);
+    groups.get(g).push(r);
+  }
+  const names = [...groups.keys()].sort((a, b) => (a === '') - (b === '') || a.localeCompare(b));
+  const headers = ['Machine', 'State', 'Lag against RPO', 'Last crash-consistent point', 'Last app-consistent point', 'Target site', 'Agent', 'Journal', 'Problem'];
+  const rows = (rs) => rs.sort((a, b) => a.machine.localeCompare(b.machine)).map((r) => [
+    r.machine, replicationState(r), replicationLag(r), when(r.last_cut), when(r.last_app_cut), r.target, r.agent, journal(r), r.error || '']);
+  const out = [el('h1', {}, 'Replication')];
+  if (!reps.length) {
+    out.push(el('p', { class: 'empty' }, 'No machine is replicated: enable one with lifeboat replicate enable --server … --agent NAME (PUT /v1/replications/NAME).'));
+    return out;
+  }
+  for (const g of names) {
+    const members = groups.get(g);
+    out.push(el('section', { class: 'group', 'data-group': g, 'aria-label': g ? `Replication group ${g}` : 'Machines replicated on their own' },
+      el('h2', {}, g ? `Group ${g}` : 'On their own'),
+      g ? el('p', { class: 'empty' }, `${members.length} machine${members.length === 1 ? '' : 's'}, whose points are cut at the same instant.`) : null,
+      table(g ? `Replication of group ${g}` : 'Machines replicated on their own', headers, rows(members), '')));
+  }
+  return out;
+}
+
+const RTO_CLS = { met: 'ok', missed: 'bad' };
+
+function drillResult(run) {
+  if (!run) return el('span', { class: 'badge none', 'data-result': 'none' }, 'never drilled');
+  if (run.state === 'queued' || run.state === 'running') return el('span', { class: 'badge warn', 'data-result': run.state }, run.state);
+  if (run.ok) return el('span', { class: 'badge ok', 'data-result': 'passed' }, 'passed');
+  return el('span', { class: 'badge bad', 'data-result': 'failed', title: run.error || undefined }, run.state === 'cancelled' ? 'cancelled' : 'failed');
+}
+
+// drillRTO shows the recovery time the newest successful drill measured
+// against the tier's RTO objective (the API holds it: rto_state).
+function drillRTO(d) {
+  if (!d.last_ok || !d.last_ok.rto_seconds) return '—';
+  const measured = seconds(d.last_ok.rto_seconds);
+  if (!d.rto_state) return `${measured} (no RTO objective)`;
+  return el('span', { class: `badge ${RTO_CLS[d.rto_state]}`, 'data-rto': d.rto_state }, `${measured} of ${d.rto}: ${d.rto_state}`);
+}
+
+async function drills() {
+  const ds = await api('GET', '/v1/drills');
+  return [
+    el('h1', {}, 'Drills'),
+    el('p', {}, 'A drill boots a machine\'s recovery point in a sandbox with no network and waits for its guest to answer: the time it took is the recovery time measured against the tier\'s RTO.'),
+    table('Each machine\'s latest drill', ['Machine', 'Tier', 'Latest drill', 'Result', 'Point', 'Error', 'Last passed', 'Measured RTO', 'Every'],
+      ds.map((d) => [machineLink(d.machine), d.tier || '—',
+        d.last ? [jobLink(d.last.job), ' ', when(d.last.finished || d.last.created)] : '—', drillResult(d.last),
+        d.last && d.last.point ? el('code', { class: 'id' }, d.last.point.slice(0, 12)) : '—', (d.last && !d.last.ok && d.last.error) || '',
+        d.last_ok ? when(d.last_ok.finished) : 'never', drillRTO(d), d.drill_every || 'server default']),
+      'No machine yet.'),
+  ];
+}
+
 async function vaults() {
   const [vs, agents] = await Promise.all([api('GET', '/v1/vaults'), api('GET', '/v1/agents')]);
   return [
@@ -282,6 +404,8 @@ function route() {
   switch (parts[0]) {
     case 'machines': return parts[1] ? ['machines', () => machine(parts[1])] : ['machines', machines];
     case 'jobs': return parts[1] ? ['jobs', () => job(parts[1])] : ['jobs', jobs];
+    case 'replication': return ['replication', replication];
+    case 'drills': return ['drills', drills];
     case 'alerts': return ['alerts', alerts];
     case 'vaults': return ['vaults', vaults];
     default: return ['', overview];
