@@ -7,9 +7,9 @@
 //
 //   - Nothing but /healthz answers without a token. A token is sent as
 //     "Authorization: Bearer SECRET"; the catalog keeps only its SHA-256.
-//     Roles: viewer reads; operator also runs, cancels and retries jobs;
-//     admin also changes objects and tokens; agent only speaks the agent
-//     routes (/v1/agent/...), for its own name.
+//     Roles: viewer reads; operator also runs, cancels and retries jobs
+//     and acknowledges alerts; admin also changes objects and tokens; agent
+//     only speaks the agent routes (/v1/agent/...), for its own name.
 //   - Refusals say why: 401 (no or unknown token), 403 (role too low),
 //     400 naming the field, 404, 409 (exists, or a lease lost). Bodies of
 //     errors are {"error": "..."}.
@@ -144,6 +144,7 @@ func (s *Server) routes() []route {
 		{"GET /v1/jobs/{id}/logs", viewer, s.jobLogs},
 		{"POST /v1/jobs/{id}/cancel", operator, s.cancelJob},
 		{"GET /v1/alerts", viewer, s.listAlerts},
+		{"POST /v1/alerts/{id}/ack", operator, s.ackAlert},
 		{"GET /v1/drills", viewer, s.listDrills},
 		{"GET /v1/agents", viewer, s.listAgents},
 		{"GET /v1/replications", viewer, s.listReplications},

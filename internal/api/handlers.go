@@ -583,6 +583,17 @@ func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request) error {
 	return listed(w, items, err)
 }
 
+// ackAlert records that the caller acknowledged an open alert: someone
+// is on it. The alert stays open until its cause is gone.
+func (s *Server) ackAlert(w http.ResponseWriter, r *http.Request) error {
+	a, err := s.Catalog.Ack(r.Context(), r.PathValue("id"), callerOf(r).token.Name, s.Clock.Now())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, a)
+	return nil
+}
+
 func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) error {
 	items, err := s.Catalog.Agents(r.Context())
 	return listed(w, items, err)

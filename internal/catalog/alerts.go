@@ -3,6 +3,7 @@ package catalog
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -17,6 +18,10 @@ type Alert struct {
 	Message string    `json:"message"`
 	Opened  time.Time `json:"opened"`
 	Cleared time.Time `json:"cleared,omitzero"`
+	// Acked is when someone acknowledged the alert (Ack), AckedBy the
+	// name of their token; the alert stays open until its cause is gone.
+	Acked   time.Time `json:"acked,omitzero"`
+	AckedBy string    `json:"acked_by,omitempty"`
 }
 
 // Raise opens an alert unless one of the same kind and subject is open; it
@@ -54,7 +59,7 @@ func (c *Catalog) Alerts(ctx context.Context, all bool, limit int) ([]Alert, err
 	if limit <= 0 {
 		limit = 100
 	}
-	rows, err := c.db.QueryContext(ctx, `SELECT id, kind, subject, message, opened_ms, cleared_ms FROM alerts `+where+
+	rows, err := c.db.QueryContext(ctx, `SELECT id, kind, subject, message, opened_ms, cleared_ms, acked_ms, acked_by FROM alerts `+where+
 		fmt.Sprintf(` ORDER BY opened_ms DESC, id LIMIT %d`, limit))
 	if err != nil {
 		return nil, fmt.Errorf("catalog: listing alerts: %w", err)
@@ -64,12 +69,37 @@ func (c *Catalog) Alerts(ctx context.Context, all bool, limit int) ([]Alert, err
 	for rows.Next() {
 		var a Alert
 		var opened int64
-		var cleared sql.NullInt64
-		if err := rows.Scan(&a.ID, &a.Kind, &a.Subject, &a.Message, &opened, &cleared); err != nil {
+		var cleared, acked sql.NullInt64
+		if err := rows.Scan(&a.ID, &a.Kind, &a.Subject, &a.Message, &opened, &cleared, &acked, &a.AckedBy); err != nil {
 			return nil, fmt.Errorf("catalog: reading alerts: %w", err)
 		}
-		a.Opened, a.Cleared = fromMS(opened), nullMS(cleared)
+		a.Opened, a.Cleared, a.Acked = fromMS(opened), nullMS(cleared), nullMS(acked)
 		out = append(out, a)
 	}
 	return out, rows.Err()
+}
+
+// Ack records that by (a token's name) acknowledged the open alert id at
+// now, and returns the alert. An alert that does not exist is ErrNotFound;
+// one already cleared is ErrInvalid (there is nothing left to acknowledge).
+func (c *Catalog) Ack(ctx context.Context, id, by string, now time.Time) (Alert, error) {
+	if _, err := c.db.ExecContext(ctx, c.q(`UPDATE alerts SET acked_ms = ?, acked_by = ? WHERE id = ? AND cleared_ms IS NULL`), ms(now), by, id); err != nil {
+		return Alert{}, fmt.Errorf("catalog: acknowledging alert %s: %w", id, err)
+	}
+	var a Alert
+	var opened int64
+	var cleared, acked sql.NullInt64
+	err := c.db.QueryRowContext(ctx, c.q(`SELECT id, kind, subject, message, opened_ms, cleared_ms, acked_ms, acked_by FROM alerts WHERE id = ?`), id).
+		Scan(&a.ID, &a.Kind, &a.Subject, &a.Message, &opened, &cleared, &acked, &a.AckedBy)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return Alert{}, fmt.Errorf("catalog: alert %s: %w", id, ErrNotFound)
+	case err != nil:
+		return Alert{}, fmt.Errorf("catalog: reading alert %s: %w", id, err)
+	}
+	a.Opened, a.Cleared, a.Acked = fromMS(opened), nullMS(cleared), nullMS(acked)
+	if !a.Cleared.IsZero() {
+		return a, fmt.Errorf("catalog: alert %s was cleared at %s: %w: nothing to acknowledge", id, a.Cleared.Format(time.RFC3339), ErrInvalid)
+	}
+	return a, nil
 }

@@ -884,3 +884,44 @@ func FuzzSnapshot(f *testing.F) {
 		}
 	})
 }
+
+// An open alert is acknowledged with who and when, and stays open; a
+// cleared one cannot be, an unknown one is not found; a catalog snapshot
+// keeps no acknowledgement.
+func TestAckAlert(t *testing.T) {
+	engines(t, func(t *testing.T, c *Catalog, _ func() *Catalog) {
+		ctx := context.Background()
+		_, err := c.Raise(ctx, "rpo-missed", "web1", "RPO missed", t0)
+		must(t, err)
+		open, err := c.Alerts(ctx, false, 0)
+		must(t, err)
+		if len(open) != 1 || !open[0].Acked.IsZero() || open[0].AckedBy != "" {
+			t.Fatalf("a new alert: %+v", open)
+		}
+		a, err := c.Ack(ctx, open[0].ID, "alice", t0.Add(time.Minute))
+		must(t, err)
+		if !a.Acked.Equal(t0.Add(time.Minute)) || a.AckedBy != "alice" || !a.Cleared.IsZero() {
+			t.Fatalf("acknowledged: %+v", a)
+		}
+		if open, _ = c.Alerts(ctx, false, 0); len(open) != 1 || open[0].AckedBy != "alice" || !open[0].Acked.Equal(t0.Add(time.Minute)) {
+			t.Fatalf("open after the acknowledgement: %+v", open)
+		}
+		snap, err := c.Snapshot(ctx)
+		must(t, err)
+		if len(snap.Alerts) != 1 || snap.Alerts[0].AckedBy != "" || !snap.Alerts[0].Acked.IsZero() {
+			t.Fatalf("the snapshot keeps the acknowledgement: %+v", snap.Alerts)
+		}
+		if _, err := c.Ack(ctx, "nope", "alice", t0); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("acknowledging an unknown alert: %v", err)
+		}
+		_, err = c.Resolve(ctx, "rpo-missed", "web1", t0.Add(time.Hour))
+		must(t, err)
+		if _, err := c.Ack(ctx, a.ID, "bob", t0.Add(2*time.Hour)); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("acknowledging a cleared alert: %v", err)
+		}
+		all, _ := c.Alerts(ctx, true, 0)
+		if len(all) != 1 || all[0].AckedBy != "alice" {
+			t.Fatalf("a refused acknowledgement changed the alert: %+v", all)
+		}
+	})
+}

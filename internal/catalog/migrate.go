@@ -159,6 +159,12 @@ CREATE TABLE replication_specs (
 	updated_ms BIGINT NOT NULL
 );
 `,
+	6: `
+-- Who acknowledged an open alert, and when (POST /v1/alerts/ID/ack):
+-- someone is on it. It stays open until its cause is gone.
+ALTER TABLE alerts ADD COLUMN acked_ms BIGINT;
+ALTER TABLE alerts ADD COLUMN acked_by TEXT NOT NULL DEFAULT '';
+`,
 }
 
 // migrate brings the schema to the newest version. Several servers

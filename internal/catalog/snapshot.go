@@ -124,6 +124,12 @@ func (c *Catalog) Snapshot(ctx context.Context) (Snapshot, error) {
 	if s.Alerts, err = c.Alerts(ctx, true, SnapshotAlerts); err != nil {
 		return s, err
 	}
+	// Acknowledgements are not saved: a recovered server shows its open
+	// alerts unacknowledged (and the snapshot stays readable by servers
+	// that know no acknowledgement).
+	for i := range s.Alerts {
+		s.Alerts[i].Acked, s.Alerts[i].AckedBy = time.Time{}, ""
+	}
 	return s, nil
 }
 

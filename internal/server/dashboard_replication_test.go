@@ -42,7 +42,8 @@ const drillDefinition = `{"schema": "lifeboat.machine/v1", "name": "web1", "cpus
 // tier's RPO, its last point, target site and agent; the drill passed
 // with the RTO it measured, red against an RTO of 1 s (a TCG boot takes
 // seconds); the drill-rto-missed alert the scheduler raised, with its
-// age. A viewer sees the same.
+// age — all to a viewer, who may not acknowledge the alert; an operator
+// does, and it stays open, saying by whom.
 func TestDashboardReplicationAndDrills(t *testing.T) {
 	br := browsertest.Start(t)
 	for _, tool := range []string{"qemu-storage-daemon", "qemu-img"} {
@@ -219,6 +220,29 @@ func TestDashboardReplicationAndDrills(t *testing.T) {
 	}
 	if a := text(alert + " .age"); a != "under a minute" {
 		t.Fatalf("the alert's age shows %q", a)
+	}
+	// A viewer may not acknowledge it: the button is disabled, and says why.
+	disabled, err := chromedp.Run(bctx, chromedp.Evaluate[bool](`document.querySelector('`+alert+` button.ack').disabled`))
+	must(err)
+	if why := text("#ack-why"); !disabled || !strings.Contains(why, "operator role") {
+		t.Fatalf("a viewer's Acknowledge: disabled %v, %q", disabled, why)
+	}
+	// An operator acknowledges it: it stays open, saying by whom.
+	var op api.NewTokenJSON
+	must(c.Do(ctx, "POST", "/v1/tokens", api.NewTokenJSON{Name: "ops", Role: "operator"}, &op))
+	must(chromedp.Do(bctx,
+		chromedp.Click(chromedp.CSS("#logout")),
+		chromedp.WaitVisible(chromedp.CSS("#login-form")),
+		chromedp.SendKeys(chromedp.CSS("#token"), op.Secret),
+		chromedp.Click(chromedp.CSS("#login-form button")),
+		chromedp.WaitVisible(chromedp.CSS(alert+` button.ack:not([disabled])`)),
+		chromedp.Click(chromedp.CSS(alert+` button.ack`)),
+	))
+	wait("the acknowledgement", `(document.querySelector('`+alert+` .acked') || {}).textContent?.startsWith('by ops at ')`)
+	var open []catalog.Alert
+	must(c.Do(ctx, "GET", "/v1/alerts", nil, &open))
+	if len(open) != 1 || open[0].Kind != AlertDrillRTO || open[0].AckedBy != "ops" || !open[0].Cleared.IsZero() {
+		t.Fatalf("open alerts after the acknowledgement: %+v", open)
 	}
 	if p := br.Problems(); len(p) > 0 {
 		t.Fatalf("the pages reported problems:\n%s", strings.Join(p, "\n"))

@@ -9,14 +9,14 @@ const REFRESH_MS = 2000;
 const byId = (id) => document.getElementById(id);
 
 // el builds an element: attrs are attributes (on* are not accepted),
-// children are nodes or strings (as text).
+// children are nodes or strings (as text), or arrays of them.
 function el(tag, attrs, ...children) {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v === undefined || v === null || v === false) continue;
     e.setAttribute(k, v === true ? '' : String(v));
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === undefined || c === null) continue;
     e.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -221,11 +221,26 @@ async function overview() {
   ];
 }
 
+// ackCell says who acknowledged an alert, or offers to (an operator's
+// token; a viewer's button is disabled, the reason above the table).
+function ackCell(a) {
+  if (a.acked) return el('span', { class: 'acked' }, `by ${a.acked_by} at `, when(a.acked));
+  if (a.cleared) return '—';
+  const b = el('button', { type: 'button', id: `ack-${a.id}`, class: 'ack', disabled: !mayRun(), 'aria-describedby': mayRun() ? undefined : 'ack-why' }, 'Acknowledge');
+  b.addEventListener('click', () => act(b, async () => {
+    await api('POST', `/v1/alerts/${enc(a.id)}/ack`);
+    say(`Alert ${a.kind} on ${a.subject} acknowledged.`);
+  }));
+  return b;
+}
+
 function alertTable(alerts) {
-  return table('Alerts, newest first', ['Kind', 'Subject', 'Message', 'Opened', 'Open for', 'Cleared'],
+  const why = !mayRun() && alerts.some((a) => !a.cleared && !a.acked)
+    ? el('p', { id: 'ack-why', class: 'empty' }, `Acknowledging an alert needs the operator role; your token "${me.name}" is a ${me.role}.`) : null;
+  return [why, table('Alerts, newest first', ['Kind', 'Subject', 'Message', 'Opened', 'Open for', 'Cleared', 'Acknowledged'],
     alerts.map((a) => [el('span', { class: `badge ${a.cleared ? 'none' : 'bad'}`, 'data-kind': a.kind }, a.kind), a.subject, a.message,
-      when(a.opened), el('span', { class: 'age' }, age(a.opened, a.cleared)), when(a.cleared)]),
-    'No alert is open.');
+      when(a.opened), el('span', { class: 'age' }, age(a.opened, a.cleared)), when(a.cleared), ackCell(a)]),
+    'No alert is open.')];
 }
 
 async function machines() {
