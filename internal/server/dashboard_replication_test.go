@@ -34,12 +34,14 @@ const drillDefinition = `{"schema": "lifeboat.machine/v1", "name": "web1", "cpus
   "disks": [{"name": "root", "bus": "virtio", "format": "raw", "boot_order": 1}]}`
 
 // The dashboard's Replication, Drills and Alerts pages in a real browser
-// against a real server: its built-in agent replicates a live
-// qemu-storage-daemon (over QMP) to a target site served on loopback and
-// reports it, as lifeboat agent --replicate does; and it drills a backed
+// against a real server: its built-in agent replicates three live
+// qemu-storage-daemons (over QMP), one alone and two as a group, to a
+// target site served on loopback and reports them, as lifeboat agent
+// --replicate does; and it drills a backed
 // up machine by booting its point under TCG until the guest answers. The
-// pages show the replication protected with its lag green against the
-// tier's RPO, its last point, target site and agent; the drill passed
+// pages show the lone replication protected with its lag green against
+// the tier's RPO, its last point, target site and agent, and the group's
+// members together; the drill passed
 // with the RTO it measured, red against an RTO of 1 s (a TCG boot takes
 // seconds); the drill-rto-missed alert the scheduler raised, with its
 // age — all to a viewer, who may not acknowledge the alert; an operator
@@ -72,6 +74,12 @@ func TestDashboardReplicationAndDrills(t *testing.T) {
 	rcfg := replicate.OpenConfig(filepath.Join(dir, "state"))
 	must(rcfg.AddSite(replicate.Site{Name: "dr", URL: "http://" + l.Addr().String(), TokenFile: siteToken}))
 	qmpSock := testenv.StorageDaemon(t, "8M")
+	// db1 and app1 replicate as group shop, cut together.
+	groupSocks := map[string]string{"db1": testenv.StorageDaemon(t, "8M"), "app1": testenv.StorageDaemon(t, "8M")}
+
+	// The runners' directories (NBD sockets, journals) are under TMPDIR,
+	// named after their machines: this test's own, not another's.
+	t.Setenv("TMPDIR", t.TempDir())
 
 	cheap := vault.Options{KDF: crypto.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}, ChunkSize: 64 << 10, PackSize: 1 << 20}
 	data := filepath.Join(dir, "data")
@@ -81,7 +89,7 @@ func TestDashboardReplicationAndDrills(t *testing.T) {
 			return pw, nil
 		}}
 	addr, _ := serve(t, Config{DataDir: data, Listen: "127.0.0.1:0", Tick: time.Second, Runner: runner, Host: "hv1", VaultOptions: cheap,
-		Replicate: &replicate.Runner{Config: rcfg, Dir: filepath.Join(dir, "run")}})
+		Replicate: &replicate.Runner{Config: rcfg}})
 	token, err := os.ReadFile(filepath.Join(data, AdminTokenFile))
 	must(err)
 	base := "http://" + addr
@@ -102,6 +110,10 @@ func TestDashboardReplicationAndDrills(t *testing.T) {
 	}
 	spec, _ := json.Marshal(replicate.Machine{Name: "vm1", QMP: qmpSock, Target: "dr", Every: 200 * time.Millisecond})
 	must(c.Do(ctx, "PUT", "/v1/replications/vm1", api.ReplicationSpecJSON{Agent: "hv1", Spec: spec}, nil))
+	for name, sock := range groupSocks {
+		spec, _ := json.Marshal(replicate.Machine{Name: name, QMP: sock, Target: "dr", Group: "shop", Every: 500 * time.Millisecond})
+		must(c.Do(ctx, "PUT", "/v1/replications/"+name, api.ReplicationSpecJSON{Agent: "hv1", Spec: spec}, nil))
+	}
 
 	waitJob := func(id string) catalog.Job {
 		t.Helper()
@@ -182,10 +194,25 @@ func TestDashboardReplicationAndDrills(t *testing.T) {
 	if st := text(row + ` [data-rpo]`); !strings.Contains(st, "green") {
 		t.Fatalf("vm1's lag badge: %q", st)
 	}
+	// The group's members are shown together, apart from vm1; they have
+	// no tier, so their lag is held against no RPO.
+	group := `section[data-group="shop"] tbody tr`
+	wait("group shop protected", `[...document.querySelectorAll('`+group+`')].map((r) => r.cells[0].textContent + ' ' + r.cells[1].textContent).join() === 'app1 protected,db1 protected'`)
+	if lag := text(group + ` [data-rpo]`); !strings.HasSuffix(lag, "(no tier)") {
+		t.Fatalf("app1's lag shows %q", lag)
+	}
+	if h := text(`section[data-group="shop"] h2`); h != "Group shop" {
+		t.Fatalf("the group's heading: %q", h)
+	}
 	var reps []api.ReplicationJSON
 	must(c.Do(ctx, "GET", "/v1/replications", nil, &reps))
-	if len(reps) != 1 || reps[0].RPOState != "green" || reps[0].LastCut == nil {
+	if len(reps) != 3 {
 		t.Fatalf("the API lists %+v", reps)
+	}
+	for _, r := range reps {
+		if r.Machine == "vm1" && (r.RPOState != "green" || r.LastCut == nil) || r.Machine != "vm1" && (r.Group != "shop" || r.RPOState != "") {
+			t.Fatalf("the API lists %+v", r)
+		}
 	}
 
 	// The overview counts it within its RPO.
