@@ -271,6 +271,16 @@ func TestDashboardReplicationAndDrills(t *testing.T) {
 	if len(open) != 1 || open[0].Kind != AlertDrillRTO || open[0].AckedBy != "ops" || !open[0].Cleared.IsZero() {
 		t.Fatalf("open alerts after the acknowledgement: %+v", open)
 	}
+	// The machines' pages: web1's drill, vm1's replication; an operator
+	// may drill.
+	must(chromedp.Do(bctx, chromedp.Navigate(base+"/#/machines/web1"), chromedp.WaitVisible(chromedp.CSS("#drill-now:not([disabled])"))))
+	if d := text("#machine-drill"); !strings.HasPrefix(d, "passed") || !strings.Contains(d, drilled.ID) {
+		t.Fatalf("web1's page shows its latest drill as %q", d)
+	}
+	must(chromedp.Do(bctx, chromedp.Navigate(base+"/#/machines/vm1"), chromedp.WaitVisible(chromedp.CSS("#machine-replication [data-state]"))))
+	if r := text("#machine-replication"); !strings.HasPrefix(r, "protected") || !strings.Contains(r, "of 1h: green") || !strings.HasSuffix(r, "to dr (agent hv1)") {
+		t.Fatalf("vm1's page shows its replication as %q", r)
+	}
 	if p := br.Problems(); len(p) > 0 {
 		t.Fatalf("the pages reported problems:\n%s", strings.Join(p, "\n"))
 	}

@@ -255,12 +255,21 @@ async function machines() {
 
 async function machine(name) {
   const mp = `/v1/machines/${enc(name)}`;
-  const [m, points, jobs] = await Promise.all([
+  const [m, points, jobs, reps, drillList] = await Promise.all([
     api('GET', mp), api('GET', `${mp}/points?limit=50`), api('GET', `/v1/jobs?machine=${enc(name)}&limit=20`),
+    api('GET', '/v1/replications'), api('GET', '/v1/drills'),
   ]);
+  const r = reps.find((x) => x.machine === m.name);
+  const d = drillList.find((x) => x.machine === m.name) || {};
   const backup = runButton('backup-now', 'Back up now', async () => {
     const j = await api('POST', `${mp}/backup`);
     say(`Backup of ${name} queued: job ${j.id}.`);
+  });
+  // A drill of the latest point with the server's defaults (the guest
+  // agent must answer); lifeboat drill --server takes the other options.
+  const drillNow = runButton('drill-now', 'Drill now', async () => {
+    const j = await api('POST', `${mp}/drill`, { point: 'latest' });
+    say(`Drill of ${name} queued: job ${j.id}.`);
   });
   return [
     el('h1', {}, `Machine ${m.name}`),
@@ -270,8 +279,12 @@ async function machine(name) {
       el('dt', {}, 'Policy'), el('dd', {}, m.policy || '—'),
       el('dt', {}, 'Agent'), el('dd', {}, m.agent || 'any'),
       el('dt', {}, 'Last point'), el('dd', {}, when(m.last_point)),
-      el('dt', {}, 'Next run'), el('dd', {}, when(m.next_run))),
-    backup,
+      el('dt', {}, 'Next run'), el('dd', {}, when(m.next_run)),
+      el('dt', {}, 'Replication'), el('dd', { id: 'machine-replication' },
+        r ? [replicationState(r), ' ', replicationLag(r), ` to ${r.target} (agent ${r.agent})`] : 'not replicated'),
+      el('dt', {}, 'Latest drill'), el('dd', { id: 'machine-drill' }, drillResult(d.last), d.last ? [' ', jobLink(d.last.job)] : ''),
+      el('dt', {}, 'Measured RTO'), el('dd', {}, drillRTO(d))),
+    el('div', { class: 'actions' }, backup, drillNow),
     el('h2', {}, 'Recovery points'),
     table(`Recovery points of ${m.name}, newest first`, ['Point', 'Time', 'Vault', 'Consistency', 'Change source', 'Size'],
       points.map((pt) => [el('code', { class: 'id' }, pt.id), when(pt.time), pt.vault, pt.consistency, pt.change_source || '—', bytes(pt.size)]),
