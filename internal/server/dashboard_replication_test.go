@@ -13,17 +13,14 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"lifeboat/internal/agent"
 	"lifeboat/internal/api"
 	"lifeboat/internal/catalog"
 	"lifeboat/internal/clock"
-	"lifeboat/internal/crypto"
 	"lifeboat/internal/dashboard/browsertest"
 	"lifeboat/internal/job"
 	"lifeboat/internal/replica"
 	"lifeboat/internal/replicate"
 	"lifeboat/internal/testenv"
-	"lifeboat/internal/vault"
 	"lifeboat/internal/vmtest"
 )
 
@@ -81,19 +78,7 @@ func TestDashboardReplicationAndDrills(t *testing.T) {
 	// named after their machines: this test's own, not another's.
 	t.Setenv("TMPDIR", t.TempDir())
 
-	cheap := vault.Options{KDF: crypto.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}, ChunkSize: 64 << 10, PackSize: 1 << 20}
-	data := filepath.Join(dir, "data")
-	runner := &agent.Jobs{Options: cheap, Getenv: func(string) string { return "" },
-		Passphrase: func(url string) ([]byte, error) {
-			pw, _ := DefaultVaultPassphrase(data, url)
-			return pw, nil
-		}}
-	addr, _ := serve(t, Config{DataDir: data, Listen: "127.0.0.1:0", Tick: time.Second, Runner: runner, Host: "hv1", VaultOptions: cheap,
-		Replicate: &replicate.Runner{Config: rcfg}})
-	token, err := os.ReadFile(filepath.Join(data, AdminTokenFile))
-	must(err)
-	base := "http://" + addr
-	c := &api.Client{URL: base, Token: strings.TrimSpace(string(token))}
+	base, c := dashboardServer(t, dir, Config{Tick: time.Second, Replicate: &replicate.Runner{Config: rcfg}})
 
 	// vm1 is replicated, web1 backed up and drilled; both of tier gold.
 	must(c.Do(ctx, "PUT", "/v1/tiers/gold", api.TierJSON{RPO: api.Duration(time.Hour), RTO: api.Duration(time.Second)}, nil))
@@ -151,20 +136,8 @@ func TestDashboardReplicationAndDrills(t *testing.T) {
 
 	bctx, bcancel := context.WithTimeout(br.Ctx, 60*time.Second)
 	defer bcancel()
-	text := func(sel string) string {
-		t.Helper()
-		s, err := chromedp.Run(bctx, chromedp.Text(chromedp.CSS(sel)))
-		if err != nil {
-			t.Fatalf("reading %s: %v", sel, err)
-		}
-		return strings.TrimSpace(s)
-	}
-	wait := func(what, expr string) {
-		t.Helper()
-		if _, err := chromedp.Run(bctx, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingInterval(100*time.Millisecond), chromedp.WithPollingTimeout(50*time.Second))); err != nil {
-			t.Fatalf("waiting for %s: %v", what, err)
-		}
-	}
+	text := func(sel string) string { t.Helper(); return browsertest.Text(t, bctx, sel) }
+	wait := func(what, expr string) { t.Helper(); browsertest.Wait(t, bctx, what, expr) }
 	var viewer api.NewTokenJSON
 	must(c.Do(ctx, "POST", "/v1/tokens", api.NewTokenJSON{Name: "watcher", Role: "viewer"}, &viewer))
 	must(chromedp.Do(bctx,

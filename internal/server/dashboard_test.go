@@ -30,21 +30,8 @@ func TestDashboardInBrowser(t *testing.T) {
 	br := browsertest.Start(t)
 
 	dir := t.TempDir()
-	cheap := vault.Options{KDF: crypto.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}, ChunkSize: 64 << 10, PackSize: 1 << 20}
-	data := filepath.Join(dir, "data")
-	runner := &agent.Jobs{Options: cheap, Getenv: func(string) string { return "" },
-		Passphrase: func(url string) ([]byte, error) {
-			pw, _ := DefaultVaultPassphrase(data, url)
-			return pw, nil
-		}}
 	ctx := context.Background()
-	addr, _ := serve(t, Config{DataDir: data, Listen: "127.0.0.1:0", Tick: time.Hour, Runner: runner, Host: "hv1", VaultOptions: cheap})
-	token, err := os.ReadFile(filepath.Join(data, AdminTokenFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := "http://" + addr
-	c := &api.Client{URL: base, Token: strings.TrimSpace(string(token))}
+	base, c := dashboardServer(t, dir, Config{Tick: time.Hour})
 
 	// A machine with a 4 MiB disk, protected, with one point.
 	img := filepath.Join(dir, "web1.raw")
@@ -78,20 +65,8 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	bctx, bcancel := context.WithTimeout(br.Ctx, 50*time.Second)
 	defer bcancel()
-	text := func(sel string) string {
-		t.Helper()
-		s, err := chromedp.Run(bctx, chromedp.Text(chromedp.CSS(sel)))
-		if err != nil {
-			t.Fatalf("reading %s: %v", sel, err)
-		}
-		return strings.TrimSpace(s)
-	}
-	wait := func(what, expr string) {
-		t.Helper()
-		if _, err := chromedp.Run(bctx, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(45*time.Second))); err != nil {
-			t.Fatalf("waiting for %s: %v", what, err)
-		}
-	}
+	text := func(sel string) string { t.Helper(); return browsertest.Text(t, bctx, sel) }
+	wait := func(what, expr string) { t.Helper(); browsertest.Wait(t, bctx, what, expr) }
 
 	// No token: the login form. A wrong token is refused, with the API's reason.
 	must(chromedp.Do(bctx,
@@ -239,6 +214,28 @@ func TestDashboardInBrowser(t *testing.T) {
 	if p := br.Problems()[len(refused):]; len(p) > 0 {
 		t.Fatalf("the pages reported problems:\n%s", strings.Join(p, "\n"))
 	}
+}
+
+// dashboardServer runs a server with cfg completed: data in dir/data, on
+// loopback, a built-in agent hv1 (with cheap vault options) that runs
+// jobs; it returns the server's URL and a client with the admin token.
+func dashboardServer(t *testing.T, dir string, cfg Config) (string, *api.Client) {
+	t.Helper()
+	cheap := vault.Options{KDF: crypto.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}, ChunkSize: 64 << 10, PackSize: 1 << 20}
+	data := filepath.Join(dir, "data")
+	cfg.Runner = &agent.Jobs{Options: cheap, Getenv: func(string) string { return "" },
+		Passphrase: func(url string) ([]byte, error) {
+			pw, _ := DefaultVaultPassphrase(data, url)
+			return pw, nil
+		}}
+	cfg.DataDir, cfg.Listen, cfg.Host, cfg.VaultOptions = data, "127.0.0.1:0", "hv1", cheap
+	addr, _ := serve(t, cfg)
+	token, err := os.ReadFile(filepath.Join(data, AdminTokenFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + addr
+	return base, &api.Client{URL: base, Token: strings.TrimSpace(string(token))}
 }
 
 // serve runs a server with cfg (its Ready and Out set here) until the test
