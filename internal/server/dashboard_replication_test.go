@@ -190,8 +190,8 @@ func TestDashboardReplicationAndDrills(t *testing.T) {
 
 	// The overview counts it within its RPO.
 	must(chromedp.Do(bctx, chromedp.Click(chromedp.CSS(`nav a[href="#/"]`)), chromedp.WaitVisible(chromedp.CSS(`[data-count="rep-green"]`))))
-	if n := text(`[data-count="rep-green"]`); n != "1" {
-		t.Fatalf("the overview counts %s replications within their RPO, want 1", n)
+	if n := text(`[data-count="rep-green"]`) + " " + text(`[data-count="rep-other"]`); n != "1 2" {
+		t.Fatalf("the overview counts %s replications within their RPO and of no tier, want 1 2", n)
 	}
 
 	// The drills page: web1 passed, its RTO red against 1 s; vm1 never drilled.

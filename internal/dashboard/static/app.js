@@ -195,7 +195,10 @@ async function overview() {
     api('GET', '/v1/jobs?state=running&limit=50'), api('GET', '/v1/jobs?state=queued&limit=50'),
     api('GET', '/v1/replications'),
   ]);
-  const repCount = (f) => reps.filter(f).length;
+  // Each replication counts once: failed or stopped first, then by its
+  // lag against its RPO.
+  const down = (r) => r.state === 'error' || r.state === 'stopped';
+  const repCount = (st) => reps.filter((r) => !down(r) && (r.rpo_state || '') === st).length;
   const count = (s) => machines.filter((m) => m.rpo_state === s).length;
   const tile = (label, n, cls, what) => el('div', { class: `tile ${cls}` },
     el('span', { class: 'n', 'data-count': what }, n), el('span', {}, label));
@@ -209,10 +212,11 @@ async function overview() {
     ...(reps.length ? [
       el('h2', {}, el('a', { href: '#/replication' }, 'Replication')),
       el('section', { class: 'tiles', 'aria-label': 'Replications by lag against RPO' },
-        tile('within RPO', repCount((r) => r.rpo_state === 'green'), 'ok', 'rep-green'),
-        tile('amber (lag near RPO)', repCount((r) => r.rpo_state === 'warning'), 'warn', 'rep-warning'),
-        tile('red (lag beyond RPO)', repCount((r) => r.rpo_state === 'missed'), 'bad', 'rep-missed'),
-        tile('failed, stopped or failed over', repCount((r) => ['error', 'stopped', 'failed-over'].includes(r.state)), 'none', 'rep-down')),
+        tile('within RPO', repCount('green'), 'ok', 'rep-green'),
+        tile('amber (lag near RPO)', repCount('warning'), 'warn', 'rep-warning'),
+        tile('red (lag beyond RPO)', repCount('missed'), 'bad', 'rep-missed'),
+        tile('failed or stopped', reps.filter(down).length, 'bad', 'rep-down'),
+        tile('no tier, or failed over', repCount('') + repCount('unprotected'), 'none', 'rep-other')),
     ] : []),
     el('h2', {}, 'Active alerts'),
     alertTable(alerts),
