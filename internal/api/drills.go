@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"time"
 
 	"lifeboat/internal/catalog"
@@ -81,6 +82,9 @@ func (s *Server) listDrills(w http.ResponseWriter, r *http.Request) error {
 	proven, err := s.Catalog.LatestJobs(ctx, "drill", catalog.Succeeded)
 	if err != nil {
 		return err
+	}
+	if only := r.URL.Query().Get("machine"); only != "" {
+		ms = slices.DeleteFunc(ms, func(m catalog.Machine) bool { return m.Name != only })
 	}
 	return listed(w, convert(ms, func(m catalog.Machine) DrillsJSON {
 		t := tiers[m.Tier]

@@ -78,6 +78,11 @@ func testDrillsListed(t *testing.T, e *env) {
 	if db := list()["db1"]; db.Last != nil || db.LastOK != nil {
 		t.Fatalf("db1 was never drilled: %+v", db)
 	}
+	var one []DrillsJSON
+	e.ok(e.do(viewer, "GET", "/v1/drills?machine=db1", nil, &one))
+	if len(one) != 1 || one[0].Machine != "db1" {
+		t.Fatalf("?machine=db1 lists %+v", one)
+	}
 	if code, body := e.do(agent, "GET", "/v1/drills", nil, nil); code != 403 {
 		t.Fatalf("an agent listed drills: %d %s", code, body)
 	}
@@ -137,6 +142,11 @@ func testReplicationsRPO(t *testing.T, e *env) {
 		if got["off1"].RPOState != "unprotected" {
 			t.Fatalf("a machine of a tier of no protection: %+v", got["off1"])
 		}
+	}
+	var one []ReplicationJSON
+	e.ok(e.do(viewer, "GET", "/v1/replications?machine=web2", nil, &one))
+	if len(one) != 1 || one[0].Machine != "web2" || one[0].RPOState != "missed" {
+		t.Fatalf("?machine=web2 lists %+v", one)
 	}
 	// Failed over: not replicating on purpose, no RPO state.
 	e.ok(e.do(hv, "POST", "/v1/agent/replications", `{"replications":[{"machine":"web1","target":"dr","state":"failed-over","last_cut":"`+cut(time.Hour)+`"}]}`, nil))

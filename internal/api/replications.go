@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"lifeboat/internal/catalog"
@@ -72,6 +73,9 @@ func (s *Server) listReplications(w http.ResponseWriter, r *http.Request) error 
 	items, err := s.Catalog.Replications(r.Context())
 	if err != nil {
 		return err
+	}
+	if only := r.URL.Query().Get("machine"); only != "" {
+		items = slices.DeleteFunc(items, func(c catalog.Replication) bool { return c.Machine != only })
 	}
 	ms, err := s.Catalog.Machines(r.Context())
 	if err != nil {

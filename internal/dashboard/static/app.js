@@ -261,10 +261,10 @@ async function machine(name) {
   const mp = `/v1/machines/${enc(name)}`;
   const [m, points, jobs, reps, drillList] = await Promise.all([
     api('GET', mp), api('GET', `${mp}/points?limit=50`), api('GET', `/v1/jobs?machine=${enc(name)}&limit=20`),
-    api('GET', '/v1/replications'), api('GET', '/v1/drills'),
+    api('GET', `/v1/replications?machine=${enc(name)}`), api('GET', `/v1/drills?machine=${enc(name)}`),
   ]);
-  const r = reps.find((x) => x.machine === m.name);
-  const d = drillList.find((x) => x.machine === m.name) || {};
+  const r = reps[0];
+  const d = drillList[0] || {};
   const backup = runButton('backup-now', 'Back up now', async () => {
     const j = await api('POST', `${mp}/backup`);
     say(`Backup of ${name} queued: job ${j.id}.`);
