@@ -90,6 +90,14 @@ type Runner struct {
 	mirror        *mirrorSession
 	mirrorFails   int
 	mirrorRetryAt time.Time
+	// marks are the verdicts on the group cut markers in the journal
+	// (mirror capture in a group); starving, when set, says why the
+	// group's cuts starve: the saved status shows it as an error.
+	marks    *groupMarks
+	starving string
+	// cannotPause says why the machine cannot be paused for a paused
+	// group cut (no vCPUs: qemu-storage-daemon).
+	cannotPause string
 }
 
 func (r *Runner) init() error {
@@ -331,6 +339,7 @@ func (r *Runner) Cycle(ctx context.Context) error {
 	}
 	var cut time.Time
 	var undo func() error
+	var resume func() // ends a paused group cut's pause
 	sess, err := qmp.Fleece(ctx, mon, fdisks, qmp.FleeceOptions{Dir: r.Dir, Server: server,
 		StartServer: startServer, InstantTimeout: 30 * time.Second,
 		BeforeInstant: func(ctx context.Context) error {
@@ -345,8 +354,13 @@ func (r *Runner) Cycle(ctx context.Context) error {
 			if r.group != nil {
 				// Frozen first (when app-consistent), then every member
 				// ready before the first instant: the window between the
-				// members' instants is their transactions only.
-				t0, err := r.group.before(ctx, r.groupIdx)
+				// members' instants is their transactions only. A paused
+				// cut pauses the guest once every member is ready.
+				err := r.group.arrive(ctx, r.groupIdx)
+				if err == nil && r.group.pause {
+					resume = r.pauseForCut(ctx, mon)
+				}
+				t0, err := r.group.take(ctx, r.groupIdx, err)
 				if err != nil {
 					if undo != nil {
 						undo()
@@ -371,6 +385,11 @@ func (r *Runner) Cycle(ctx context.Context) error {
 				}
 			}
 		}})
+	if resume != nil {
+		// Paused until the last member's instant (or the pause's limit).
+		r.group.waitCut(ctx)
+		resume()
+	}
 	if err != nil {
 		return fmt.Errorf("taking the cut of %s: %w", name, err)
 	}
@@ -428,6 +447,9 @@ func (r *Runner) Cycle(ctx context.Context) error {
 	}
 	r.status.State, r.status.Error, r.status.Progress = StateProtected, "", nil
 	r.status.LastSeq, r.status.LastCut, r.status.LastBatchBytes = seq, &cut, n
+	if h.GroupCut != 0 {
+		r.status.LastGroupCut = &cut
+	}
 	r.status.Resyncs = st.Resyncs
 	if full && st.Resyncs > 0 {
 		r.status.LastResyncBytes = n
@@ -675,7 +697,12 @@ func (r *Runner) progress(done, total int64) {
 
 func (r *Runner) saveStatus() {
 	r.status.Updated = r.Clock.Now()
-	if err := r.Config.put("status", r.Machine.Name, r.status); err != nil {
+	st := r.status
+	if r.starving != "" && st.State == StateProtected {
+		// Cuts of the machine alone may ship; the group's do not.
+		st.State, st.Error = StateError, r.starving
+	}
+	if err := r.Config.put("status", r.Machine.Name, st); err != nil {
 		r.Log.Error("writing the replication status", "machine", r.Machine.Name, "err", err)
 	}
 }
