@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -184,5 +185,53 @@ func TestReplicateGroupMirrorNonstopWriter(t *testing.T) {
 		if st.State != "protected" || st.Error != "" || st.HoldMax <= 0 || st.HoldMax > 0.5 || st.LagSeconds > 30 {
 			t.Fatalf("member status: %+v, want protected, a measured hold under the 500 ms bound", st)
 		}
+	}
+}
+
+// A group under bitmap capture whose members write without a pause drops
+// its cuts (a member wrote while the cut was taken); after a few it tries
+// a paused cut, but storage daemons have no vCPUs to stop: replicate
+// status says the group starves and why (state error, so the
+// replication-lag alert fires), and once the writes stop a cut is kept
+// and the member is protected again.
+func TestReplicateGroupBitmapStarving(t *testing.T) {
+	da, db := newMirrorDaemon(t), newMirrorDaemon(t)
+	s := newReplSite(t)
+	for name, d := range map[string]*mirrorDaemon{"a": da, "b": db} {
+		if r := s.run("replicate", "enable", "--machine", name, "--qmp", d.qmp, "--target", "dr", "--group", "g",
+			"--every", "200ms", "--crash-interval", "1ms", "--nbd-server", "unix:"+d.nbdSock); r.code != 0 {
+			t.Fatalf("replicate enable: %s", r)
+		}
+	}
+	runner := startProcEnv(t, s.env, "replicate", "run", "--group", "g")
+	defer func() {
+		if t.Failed() {
+			t.Logf("replicate run:\n%s", runner.stderr.String())
+		}
+	}()
+	s.cutAfter("a", time.Now(), 30*time.Second)
+	w := startCounterWriter(t, da.uri, db.uri)
+	var st groupMemberStatus
+	waitFor(t, 60*time.Second, "the status to say the group starves", func() bool {
+		var ok bool
+		st, ok = s.groupMemberStatus("a")
+		return ok && st.State == "error" && st.CannotPause != ""
+	})
+	t.Logf("starving: %+v (writer at %d)", st, w.n.Load())
+	if !strings.Contains(st.Error, "starves") || !strings.Contains(st.Error, "cannot be paused") ||
+		!strings.Contains(st.Error, "no vCPUs") || st.CutsDropped < 3 {
+		t.Fatalf("status of a starving group: %+v", st)
+	}
+	if r := s.run("replicate", "status"); !strings.Contains(r.stdout, "error") {
+		t.Fatalf("replicate status does not show the error: %s", r)
+	}
+	w.close()
+	if err := <-w.stopped; err != nil {
+		t.Fatal(err)
+	}
+	s.cutAfter("a", time.Now(), 30*time.Second)
+	s.cutAfter("b", time.Now(), 30*time.Second)
+	if !strings.Contains(runner.stderr.String(), "group cuts starve") {
+		t.Fatalf("the log does not say the group starves:\n%s", runner.stderr.String())
 	}
 }

@@ -448,7 +448,7 @@ func (r *Runner) Cycle(ctx context.Context) error {
 	r.status.State, r.status.Error, r.status.Progress = StateProtected, "", nil
 	r.status.LastSeq, r.status.LastCut, r.status.LastBatchBytes = seq, &cut, n
 	if h.GroupCut != 0 {
-		r.status.LastGroupCut = &cut
+		r.status.LastGroupCut, r.starving = &cut, "" // the group's cuts go on
 	}
 	r.status.Resyncs = st.Resyncs
 	if full && st.Resyncs > 0 {
