@@ -78,8 +78,8 @@ type Status struct {
 	GroupPauseSeconds      float64    `json:"group_pause_seconds,omitempty"`
 	GroupPauseMaxSeconds   float64    `json:"group_pause_max_seconds,omitempty"`
 	CannotPause            string     `json:"cannot_pause,omitempty"`
-	Updated        time.Time  `json:"updated"`
-	PID            int        `json:"pid,omitempty"`
+	Updated                time.Time  `json:"updated"`
+	PID                    int        `json:"pid,omitempty"`
 }
 
 // MachineStatus reads a machine's status as of now: the lag is the age of
