@@ -118,6 +118,7 @@ func counterAt(t *testing.T, path string) int64 {
 func TestReplicateGroupMirrorNonstopWriter(t *testing.T) {
 	da, db := newMirrorDaemon(t), newMirrorDaemon(t)
 	s := newReplSite(t)
+	s.env["TMPDIR"] = t.TempDir() // the runner's directories: apart from other tests' machines a and b
 	for name, d := range map[string]*mirrorDaemon{"a": da, "b": db} {
 		if r := s.run("replicate", "enable", "--machine", name, "--qmp", d.qmp, "--target", "dr", "--group", "g",
 			"--every", "200ms", "--crash-interval", "1ms", "--capture", "mirror", "--nbd-server", "unix:"+d.nbdSock); r.code != 0 {
@@ -197,6 +198,7 @@ func TestReplicateGroupMirrorNonstopWriter(t *testing.T) {
 func TestReplicateGroupBitmapStarving(t *testing.T) {
 	da, db := newMirrorDaemon(t), newMirrorDaemon(t)
 	s := newReplSite(t)
+	s.env["TMPDIR"] = t.TempDir() // the runner's directories: apart from other tests' machines a and b
 	for name, d := range map[string]*mirrorDaemon{"a": da, "b": db} {
 		if r := s.run("replicate", "enable", "--machine", name, "--qmp", d.qmp, "--target", "dr", "--group", "g",
 			"--every", "200ms", "--crash-interval", "1ms", "--nbd-server", "unix:"+d.nbdSock); r.code != 0 {

@@ -15,9 +15,11 @@ import (
 // instant; members that write without pause would never keep one. After
 // escalateAfter dropped cuts in a row the group pauses its guests for the
 // cut: every member that has vCPUs is paused (QMP stop) once all members
-// are ready, takes its instant, and is resumed (cont) when the last member
-// took its own — a paused guest writes nothing, so its cut stays clean.
-// The pause lasts the members' transactions, and never more than
+// are ready, takes its instant, and is resumed (cont) once the last member
+// took its own and it checked its new bitmap is still empty — a paused
+// guest writes nothing, so its cut stays clean (the check still runs: an
+// NBD export or a job may write a paused machine's disk). The pause lasts
+// the members' transactions and that check, and never more than
 // groupPauseLimit (then the guest is resumed whatever happens, and the cut
 // is likely dropped). A qemu-storage-daemon has no vCPUs (stop is
 // CommandNotFound): it keeps the optimistic cut, and when such members

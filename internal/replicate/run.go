@@ -386,9 +386,13 @@ func (r *Runner) Cycle(ctx context.Context) error {
 			}
 		}})
 	if resume != nil {
-		// Paused until the last member's instant (or the pause's limit).
-		r.group.waitCut(ctx)
-		resume()
+		// Paused until the last member's instant, and past this member's
+		// check that it wrote nothing since its own (or the pause's limit).
+		defer resume()
+		if err != nil || r.groupIdx == r.group.n-1 {
+			r.group.waitCut(ctx)
+			resume()
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("taking the cut of %s: %w", name, err)
@@ -403,14 +407,23 @@ func (r *Runner) Cycle(ctx context.Context) error {
 		// The group's verdict before anything ships: a member that wrote
 		// since its instant makes every member drop this cut.
 		err := r.group.settle(ctx, r.groupIdx, name, func(ctx context.Context) (bool, error) {
-			ds, err := live.MachineDisks(ctx, mon)
+			// Read on the disks' own nodes: a device's inserted node is
+			// the fleecing filter now (query-block would not show it).
+			nodes, err := mon.QueryNamedBlockNodes(ctx)
 			if err != nil {
 				return false, fmt.Errorf("checking the cut of %s: %w", name, err)
 			}
-			for _, d := range ds {
-				if b, ok := d.Bitmap(newBitmap); !ok || b.Count != 0 {
+			byName := make(map[string]qmp.BlockNode, len(nodes))
+			for _, n := range nodes {
+				byName[n.NodeName] = n
+			}
+			for _, d := range disks {
+				if b, ok := byName[d.Node].Bitmap(newBitmap); !ok || b.Count != 0 {
 					return false, nil
 				}
+			}
+			if resume != nil {
+				resume()
 			}
 			return true, nil
 		})
