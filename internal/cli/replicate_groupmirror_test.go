@@ -16,31 +16,45 @@ import (
 	"lifeboat/internal/nbd"
 )
 
+// groupMemberStatus is a group member's replicate status --json.
 type groupMemberStatus struct {
-	State         string     `json:"state"`
-	Capture       string     `json:"capture"`
-	Error         string     `json:"error"`
-	LastGroupCut  *time.Time `json:"last_group_cut"`
-	GroupCutMode  string     `json:"group_cut_mode"`
-	HoldSeconds   float64    `json:"group_cut_hold_seconds"`
-	HoldMax       float64    `json:"group_cut_hold_max_seconds"`
-	CutsDropped   int        `json:"group_cuts_dropped"`
-	CannotPause   string     `json:"cannot_pause"`
-	LagSeconds    float64    `json:"lag_seconds"`
-	JournalBytes  int64      `json:"source_journal_bytes"`
-	ShippedBytes  int64      `json:"journal_shipped_bytes"`
-	LastFallback  string     `json:"last_fallback"`
-	LastCut       *time.Time `json:"last_cut"`
-	LastSeq       uint64     `json:"last_seq"`
-	PauseSeconds  float64    `json:"group_pause_seconds"`
-	PauseMax      float64    `json:"group_pause_max_seconds"`
-	GroupFallback int        `json:"fallbacks"`
+	mirrorStatus
+	LastGroupCut *time.Time `json:"last_group_cut"`
+	GroupCutMode string     `json:"group_cut_mode"`
+	HoldSeconds  float64    `json:"group_cut_hold_seconds"`
+	HoldMax      float64    `json:"group_cut_hold_max_seconds"`
+	CutsDropped  int        `json:"group_cuts_dropped"`
+	CannotPause  string     `json:"cannot_pause"`
+	LagSeconds   float64    `json:"lag_seconds"`
+	PauseSeconds float64    `json:"group_pause_seconds"`
+	PauseMax     float64    `json:"group_pause_max_seconds"`
+}
+
+// statusOf decodes replicate status --json of machine into a T.
+func statusOf[T any](s *replSite, machine string) (T, bool) {
+	r := s.run("replicate", "status", "--machine", machine, "--json")
+	var st T
+	return st, r.code == 0 && json.Unmarshal([]byte(r.stdout), &st) == nil
 }
 
 func (s *replSite) groupMemberStatus(machine string) (groupMemberStatus, bool) {
-	r := s.run("replicate", "status", "--machine", machine, "--json")
-	var st groupMemberStatus
-	return st, r.code == 0 && json.Unmarshal([]byte(r.stdout), &st) == nil
+	return statusOf[groupMemberStatus](s, machine)
+}
+
+// enableDaemonGroup enables the storage daemons name→d in group g at site
+// dr (with extra flags), and starts replicate run --group g with its
+// directories apart from other tests' machines of the same names.
+func (s *replSite) enableDaemonGroup(t *testing.T, daemons map[string]*mirrorDaemon, extra ...string) *proc {
+	t.Helper()
+	s.env["TMPDIR"] = t.TempDir()
+	for name, d := range daemons {
+		args := append([]string{"replicate", "enable", "--machine", name, "--qmp", d.qmp, "--target", "dr", "--group", "g",
+			"--every", "200ms", "--crash-interval", "1ms", "--nbd-server", "unix:" + d.nbdSock}, extra...)
+		if r := s.run(args...); r.code != 0 {
+			t.Fatalf("replicate enable: %s", r)
+		}
+	}
+	return startProcEnv(t, s.env, "replicate", "run", "--group", "g")
 }
 
 // counterWriter writes a shared counter to two disks without pause: odd
@@ -118,14 +132,7 @@ func counterAt(t *testing.T, path string) int64 {
 func TestReplicateGroupMirrorNonstopWriter(t *testing.T) {
 	da, db := newMirrorDaemon(t), newMirrorDaemon(t)
 	s := newReplSite(t)
-	s.env["TMPDIR"] = t.TempDir() // the runner's directories: apart from other tests' machines a and b
-	for name, d := range map[string]*mirrorDaemon{"a": da, "b": db} {
-		if r := s.run("replicate", "enable", "--machine", name, "--qmp", d.qmp, "--target", "dr", "--group", "g",
-			"--every", "200ms", "--crash-interval", "1ms", "--capture", "mirror", "--nbd-server", "unix:"+d.nbdSock); r.code != 0 {
-			t.Fatalf("replicate enable: %s", r)
-		}
-	}
-	runner := startProcEnv(t, s.env, "replicate", "run", "--group", "g")
+	runner := s.enableDaemonGroup(t, map[string]*mirrorDaemon{"a": da, "b": db}, "--capture", "mirror")
 	defer func() {
 		if t.Failed() {
 			runner.cmd.Process.Signal(syscall.SIGQUIT)
@@ -198,14 +205,7 @@ func TestReplicateGroupMirrorNonstopWriter(t *testing.T) {
 func TestReplicateGroupBitmapStarving(t *testing.T) {
 	da, db := newMirrorDaemon(t), newMirrorDaemon(t)
 	s := newReplSite(t)
-	s.env["TMPDIR"] = t.TempDir() // the runner's directories: apart from other tests' machines a and b
-	for name, d := range map[string]*mirrorDaemon{"a": da, "b": db} {
-		if r := s.run("replicate", "enable", "--machine", name, "--qmp", d.qmp, "--target", "dr", "--group", "g",
-			"--every", "200ms", "--crash-interval", "1ms", "--nbd-server", "unix:"+d.nbdSock); r.code != 0 {
-			t.Fatalf("replicate enable: %s", r)
-		}
-	}
-	runner := startProcEnv(t, s.env, "replicate", "run", "--group", "g")
+	runner := s.enableDaemonGroup(t, map[string]*mirrorDaemon{"a": da, "b": db})
 	defer func() {
 		if t.Failed() {
 			t.Logf("replicate run:\n%s", runner.stderr.String())
