@@ -2,8 +2,16 @@ package replicate
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
 	"testing"
 	"time"
+
+	"lifeboat/internal/clock"
+	"lifeboat/internal/journal"
+	"lifeboat/internal/replica"
 )
 
 // A held gate lets the writes in flight finish (its idle channel closes
@@ -70,5 +78,99 @@ func TestGroupMarks(t *testing.T) {
 	}
 	if _, ok, err := gm.verdict(ctx, never, 30*time.Millisecond); err != nil || ok {
 		t.Fatalf("undecided marker: %v %v", ok, err)
+	}
+}
+
+// groupOfJournals is a group of n members with a journal and a receiver's
+// gate each, as a mirrored group has (no QEMU: the cut touches only those).
+func groupOfJournals(t *testing.T, n int) *GroupRunner {
+	t.Helper()
+	g := &GroupRunner{Group: "g", Clock: clock.Real{}, marks: newGroupMarks()}
+	for i := range n {
+		j, err := journal.Create(filepath.Join(t.TempDir(), "journal"), 1<<30, time.Now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { j.Remove() })
+		r := &Runner{Machine: Machine{Name: fmt.Sprintf("m%d", i), Group: "g"}, Log: slog.New(slog.DiscardHandler), marks: g.marks,
+			mirror: &mirrorSession{j: j, rc: &receiver{j: j, gate: &writeGate{}}}}
+		g.Members = append(g.Members, r)
+	}
+	return g
+}
+
+// markers are the group markers in a member's journal.
+func markers(t *testing.T, r *Runner) []int64 {
+	t.Helper()
+	rd := r.mirror.j.NewReader(0)
+	defer rd.Close()
+	var ids []int64
+	for {
+		rec, err := rd.Next(r.mirror.j.Stats().End)
+		if err == io.EOF {
+			return ids
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec.Kind == journal.KindMarker && rec.Disk == markGroup {
+			ids = append(ids, rec.Off)
+		}
+	}
+}
+
+// A group cut puts one marker in every member's journal, after every
+// write already received and before every write held meanwhile; the
+// shippers end a batch there with the group's instant. A write that does
+// not finish makes the cut fail within the bound, releasing the writes,
+// and its markers are passed over.
+func TestMarkCut(t *testing.T) {
+	ctx := context.Background()
+	g := groupOfJournals(t, 2)
+	a, b := g.Members[0], g.Members[1]
+	a.mirror.j.Append(journal.KindData, 0, 0, 0, []byte("before"))
+	cut, hold, err := g.markCut(ctx)
+	if err != nil || cut.IsZero() || hold > groupHoldTimeout {
+		t.Fatalf("markCut: %v %v %v", cut, hold, err)
+	}
+	for _, r := range g.Members {
+		if ids := markers(t, r); len(ids) != 1 || ids[0] != 1 {
+			t.Fatalf("%s's markers: %v", r.Machine.Name, ids)
+		}
+	}
+	h := replica.Header{Cut: time.Unix(1, 0)}
+	if stop, err := b.stopAt(ctx, &h, journal.Record{Kind: journal.KindMarker, Disk: markGroup, Off: 1}); err != nil || !stop ||
+		h.Group != "g" || h.GroupCut != cut.UnixNano() || !h.Cut.Equal(cut) || h.Consistency != "" {
+		t.Fatalf("stopAt a kept group marker: %v %v %+v", stop, err, h)
+	}
+
+	// A write stuck in b's receiver: the cut fails in time, and releases.
+	b.mirror.rc.gate.enter()
+	start := time.Now()
+	_, _, err = g.markCut(ctx)
+	if err == nil || time.Since(start) > 4*groupHoldTimeout {
+		t.Fatalf("markCut with a stuck write: %v after %s", err, time.Since(start))
+	}
+	t.Logf("stuck: %v", err)
+	b.mirror.rc.gate.leave()
+	done := make(chan struct{})
+	go func() {
+		a.mirror.rc.gate.enter()
+		a.mirror.rc.gate.leave()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the writes stay held after a failed cut")
+	}
+	h = replica.Header{}
+	if stop, err := a.stopAt(ctx, &h, journal.Record{Kind: journal.KindMarker, Disk: markGroup, Off: 2}); err != nil || stop || h.GroupCut != 0 {
+		t.Fatalf("stopAt a dropped group marker: %v %v %+v", stop, err, h)
+	}
+	// An app-consistent marker (disk 0) still ends a batch as one.
+	h = replica.Header{}
+	if stop, _ := a.stopAt(ctx, &h, journal.Record{Kind: journal.KindMarker, Time: cut}); !stop || h.Consistency != "app" || h.GroupCut != 0 {
+		t.Fatalf("stopAt an app marker: %v %+v", stop, h)
 	}
 }
