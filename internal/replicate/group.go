@@ -195,7 +195,7 @@ func (g *GroupRunner) Run(ctx context.Context) error {
 	every := g.Members[0].Machine.every()
 	mirrored := g.mirrored()
 	if mirrored {
-		g.marks = newGroupMarks()
+		g.marks = newGroupMarks(g.Clock.Now().UnixNano())
 		// A mirror must not outlive its receiver: stopped with the runner.
 		defer g.stopMirrors(ctx)
 	}

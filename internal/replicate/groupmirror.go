@@ -118,8 +118,11 @@ type groupMarks struct {
 	decided chan struct{}       // closed (and replaced) at each decision
 }
 
-func newGroupMarks() *groupMarks {
-	return &groupMarks{kept: map[int64]time.Time{}, decided: make(chan struct{})}
+// newGroupMarks numbers markers from start on: the runner's start time in
+// Unix nanoseconds, so a marker a previous runner left in a journal has a
+// lower id than any of this runner's, and counts as dropped.
+func newGroupMarks(start int64) *groupMarks {
+	return &groupMarks{next: start, kept: map[int64]time.Time{}, decided: make(chan struct{})}
 }
 
 func (gm *groupMarks) newID() int64 {
@@ -273,7 +276,7 @@ func (g *GroupRunner) stopMirrors(ctx context.Context) {
 // recipe above) and returns its instant and how long the writes were held.
 func (g *GroupRunner) markCut(ctx context.Context) (time.Time, time.Duration, error) {
 	if g.marks == nil {
-		g.marks = newGroupMarks()
+		g.marks = newGroupMarks(g.Clock.Now().UnixNano())
 	}
 	id := g.marks.newID()
 	timer := time.NewTimer(groupHoldTimeout)

@@ -62,7 +62,7 @@ func TestWriteGate(t *testing.T) {
 // dropped after the timeout.
 func TestGroupMarks(t *testing.T) {
 	ctx := context.Background()
-	gm := newGroupMarks()
+	gm := newGroupMarks(time.Now().UnixNano())
 	kept, dropped, never := gm.newID(), gm.newID(), gm.newID()
 	at := time.Unix(100, 0)
 	go func() {
@@ -85,7 +85,7 @@ func TestGroupMarks(t *testing.T) {
 // gate each, as a mirrored group has (no QEMU: the cut touches only those).
 func groupOfJournals(t *testing.T, n int) *GroupRunner {
 	t.Helper()
-	g := &GroupRunner{Group: "g", Clock: clock.Real{}, marks: newGroupMarks()}
+	g := &GroupRunner{Group: "g", Clock: clock.Real{}, marks: newGroupMarks(time.Now().UnixNano())}
 	for i := range n {
 		j, err := journal.Create(filepath.Join(t.TempDir(), "journal"), 1<<30, time.Now)
 		if err != nil {
@@ -133,23 +133,26 @@ func TestMarkCut(t *testing.T) {
 	if err != nil || cut.IsZero() || hold > groupHoldTimeout {
 		t.Fatalf("markCut: %v %v %v", cut, hold, err)
 	}
-	for _, r := range g.Members {
-		if ids := markers(t, r); len(ids) != 1 || ids[0] != 1 {
-			t.Fatalf("%s's markers: %v", r.Machine.Name, ids)
-		}
+	ids := markers(t, a)
+	if len(ids) != 1 {
+		t.Fatalf("a's markers: %v", ids)
+	}
+	id := ids[0]
+	if got := markers(t, b); len(got) != 1 || got[0] != id {
+		t.Fatalf("b's markers %v, a's %v", got, ids)
 	}
 	h := replica.Header{Cut: time.Unix(1, 0)}
-	if stop, err := b.stopAt(ctx, &h, journal.Record{Kind: journal.KindMarker, Disk: markGroup, Off: 1}); err != nil || !stop ||
+	if stop, err := b.stopAt(ctx, &h, journal.Record{Kind: journal.KindMarker, Disk: markGroup, Off: id}); err != nil || !stop ||
 		h.Group != "g" || h.GroupCut != cut.UnixNano() || !h.Cut.Equal(cut) || h.Consistency != "" {
 		t.Fatalf("stopAt a kept group marker: %v %v %+v", stop, err, h)
 	}
 
 	// A write stuck in b's receiver: the cut fails in time, and releases.
 	b.mirror.rc.gate.enter()
-	start := time.Now()
+	stuck := time.Now()
 	_, _, err = g.markCut(ctx)
-	if err == nil || time.Since(start) > 4*groupHoldTimeout {
-		t.Fatalf("markCut with a stuck write: %v after %s", err, time.Since(start))
+	if err == nil || time.Since(stuck) > 4*groupHoldTimeout {
+		t.Fatalf("markCut with a stuck write: %v after %s", err, time.Since(stuck))
 	}
 	t.Logf("stuck: %v", err)
 	b.mirror.rc.gate.leave()
@@ -165,8 +168,14 @@ func TestMarkCut(t *testing.T) {
 		t.Fatal("the writes stay held after a failed cut")
 	}
 	h = replica.Header{}
-	if stop, err := a.stopAt(ctx, &h, journal.Record{Kind: journal.KindMarker, Disk: markGroup, Off: 2}); err != nil || stop || h.GroupCut != 0 {
+	if stop, err := a.stopAt(ctx, &h, journal.Record{Kind: journal.KindMarker, Disk: markGroup, Off: id + 1}); err != nil || stop || h.GroupCut != 0 {
 		t.Fatalf("stopAt a dropped group marker: %v %v %+v", stop, err, h)
+	}
+	// A marker a previous runner left (a lower id, never decided here)
+	// is passed over at once.
+	start := time.Now()
+	if stop, err := a.stopAt(ctx, &h, journal.Record{Kind: journal.KindMarker, Disk: markGroup, Off: id - 5000}); err != nil || stop || time.Since(start) > groupHoldTimeout {
+		t.Fatalf("stopAt an earlier runner's marker: %v %v after %s", stop, err, time.Since(start))
 	}
 	// An app-consistent marker (disk 0) still ends a batch as one.
 	h = replica.Header{}
