@@ -133,6 +133,9 @@ func counterAt(t *testing.T, path string) int64 {
 func TestReplicateGroupMirrorNonstopWriter(t *testing.T) {
 	da, db := newMirrorDaemon(t), newMirrorDaemon(t)
 	s := newReplSite(t)
+	// The writer starts first: the bitmap cuts that start the mirrors
+	// face it too (a dropped group cut, then a cut of each member alone).
+	w := startCounterWriter(t, da.uri, db.uri)
 	runner := s.enableDaemonGroup(t, map[string]*mirrorDaemon{"a": da, "b": db}, "--capture", "mirror")
 	defer func() {
 		if t.Failed() {
@@ -141,9 +144,6 @@ func TestReplicateGroupMirrorNonstopWriter(t *testing.T) {
 			t.Logf("replicate run:\n%s", runner.stderr.String())
 		}
 	}()
-	w := startCounterWriter(t, da.uri, db.uri)
-	// The mirrors start under the writer (after a bitmap group cut, which
-	// may be paused or dropped: storage daemons cannot pause).
 	var sta, stb groupMemberStatus
 	waitFor(t, 60*time.Second, "both members mirroring with marker group cuts", func() bool {
 		var oka, okb bool

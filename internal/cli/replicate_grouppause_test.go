@@ -2,7 +2,9 @@ package cli_test
 
 import (
 	"context"
+	"encoding/json"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -119,4 +121,71 @@ func qmpRunState(t *testing.T, ctx context.Context, sock string) string {
 		t.Fatal(err)
 	}
 	return st.Status
+}
+
+// A group of two TCG VMs under mirror capture, each writing a heartbeat
+// to ext4 with its guest agent running: the group's cuts are markers in
+// both journals, and with --app-interval every guest is frozen around one
+// of them — an app-consistent group point, to which failover --group
+// --point latest-app fails both machines over, each ext4 with its journal
+// flushed.
+func TestReplicateGroupMirrorAppConsistent(t *testing.T) {
+	vmtest.RequireBinary(t, "e2fsck")
+	ctx, cancel := context.WithTimeout(context.Background(), vmBootDeadline)
+	defer cancel()
+	vms := map[string]*vmtest.VM{}
+	for _, name := range []string{"a", "b"} {
+		disk := vmtest.NewExt4Disk(t, filepath.Join(t.TempDir(), "root.qcow2"), "qcow2", 32)
+		vms[name] = vmtest.Start(t, vmtest.Config{Disks: []vmtest.Disk{disk}, Workload: "idle", GuestAgent: true, Append: []string{"lifeboat.heartbeat=1"}})
+	}
+	for _, vm := range vms {
+		if _, err := vm.WaitLine(ctx, vmReady); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := newReplSite(t)
+	s.env["TMPDIR"] = t.TempDir()
+	for name, vm := range vms {
+		if r := s.run("replicate", "enable", "--machine", name, "--qmp", vm.QMPSocket, "--guest-agent", vm.GuestAgentSocket,
+			"--target", "dr", "--group", "g", "--every", "300ms", "--crash-interval", "1ms", "--app-interval", "2s", "--capture", "mirror"); r.code != 0 {
+			t.Fatalf("replicate enable: %s", r)
+		}
+	}
+	runner := startProcEnv(t, s.env, "replicate", "run", "--group", "g")
+	defer func() {
+		if t.Failed() {
+			st, _ := s.groupMemberStatus("a")
+			t.Logf("status of a: %+v", st)
+			t.Logf("replicate run:\n%s", runner.stderr.String())
+		}
+	}()
+	waitFor(t, 2*time.Minute, "both members mirroring with marker group cuts", func() bool {
+		sta, oka := s.groupMemberStatus("a")
+		stb, okb := s.groupMemberStatus("b")
+		return oka && okb && sta.Capture == "mirror" && stb.Capture == "mirror" && sta.GroupCutMode == "marker" &&
+			sta.LastGroupCut != nil && stb.LastGroupCut != nil
+	})
+	var gf struct {
+		Point struct {
+			ID          int64     `json:"id"`
+			Time        time.Time `json:"time"`
+			Consistency string    `json:"consistency"`
+		} `json:"point"`
+	}
+	out := t.TempDir()
+	waitFor(t, time.Minute, "an app-consistent group point", func() bool {
+		r := s.run("--json", "failover", "--group", "g", "--point", "latest-app", "--disks-only", "--to", out)
+		return r.code == 0 && json.Unmarshal([]byte(r.stdout), &gf) == nil
+	})
+	if gf.Point.Consistency != "app" {
+		t.Fatalf("failover --group --point latest-app went to %+v", gf.Point)
+	}
+	for name := range vms {
+		raw := filepath.Join(out, name, "vd0.raw")
+		if got := vmtest.QEMU(t, "dumpe2fs", "-h", raw); strings.Contains(got, "needs_recovery") {
+			t.Fatalf("%s at the app-consistent group point needs journal recovery:\n%s", name, got)
+		}
+		vmtest.QEMU(t, "e2fsck", "-fn", raw)
+	}
+	t.Logf("app-consistent group point %d at %s", gf.Point.ID, gf.Point.Time.Format(time.RFC3339Nano))
 }

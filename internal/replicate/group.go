@@ -181,6 +181,8 @@ type GroupRunner struct {
 	dropped    int         // bitmap cuts dropped in a row (ErrGroupMoved)
 	marks      *groupMarks // mirror capture: the verdicts on cut markers
 	failedCuts int         // mirror capture: group cuts failed in a row
+	// mirror capture: the last app-consistent group cut, and try.
+	lastApp, lastAppTry time.Time
 }
 
 // Run replicates the group until ctx ends; failures are reported in the

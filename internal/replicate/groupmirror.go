@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"lifeboat/internal/journal"
+	"lifeboat/internal/live"
+	"lifeboat/internal/recovery"
 	"lifeboat/internal/replica"
 )
 
@@ -114,15 +116,22 @@ func (g *writeGate) release() {
 type groupMarks struct {
 	mu      sync.Mutex
 	next    int64
-	kept    map[int64]time.Time // decided: the instant, or zero when dropped
-	decided chan struct{}       // closed (and replaced) at each decision
+	kept    map[int64]markVerdict // decided
+	decided chan struct{}         // closed (and replaced) at each decision
+}
+
+// markVerdict is the verdict on a group cut's marker: its instant (zero
+// when the cut was dropped), and whether every guest was frozen for it.
+type markVerdict struct {
+	cut time.Time
+	app bool
 }
 
 // newGroupMarks numbers markers from start on: the runner's start time in
 // Unix nanoseconds, so a marker a previous runner left in a journal has a
 // lower id than any of this runner's, and counts as dropped.
 func newGroupMarks(start int64) *groupMarks {
-	return &groupMarks{next: start, kept: map[int64]time.Time{}, decided: make(chan struct{})}
+	return &groupMarks{next: start, kept: map[int64]markVerdict{}, decided: make(chan struct{})}
 }
 
 func (gm *groupMarks) newID() int64 {
@@ -132,11 +141,11 @@ func (gm *groupMarks) newID() int64 {
 	return gm.next
 }
 
-// decide records the verdict on marker id (cut zero: dropped).
-func (gm *groupMarks) decide(id int64, cut time.Time) {
+// decide records the verdict on marker id (v.cut zero: dropped).
+func (gm *groupMarks) decide(id int64, v markVerdict) {
 	gm.mu.Lock()
 	defer gm.mu.Unlock()
-	gm.kept[id] = cut
+	gm.kept[id] = v
 	// The shippers ask in journal order: old verdicts are not asked again.
 	delete(gm.kept, id-1024)
 	close(gm.decided)
@@ -145,23 +154,23 @@ func (gm *groupMarks) decide(id int64, cut time.Time) {
 
 // verdict waits for the verdict on marker id, at most timeout (then it is
 // taken as dropped: the site keeps only group cuts every member holds).
-func (gm *groupMarks) verdict(ctx context.Context, id int64, timeout time.Duration) (time.Time, bool, error) {
+func (gm *groupMarks) verdict(ctx context.Context, id int64, timeout time.Duration) (markVerdict, bool, error) {
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	for {
 		gm.mu.Lock()
-		cut, ok := gm.kept[id]
+		v, ok := gm.kept[id]
 		ch := gm.decided
 		gm.mu.Unlock()
 		if ok || id <= gm.floor() {
-			return cut, !cut.IsZero(), nil
+			return v, !v.cut.IsZero(), nil
 		}
 		select {
 		case <-ch:
 		case <-t.C:
-			return time.Time{}, false, nil
+			return markVerdict{}, false, nil
 		case <-ctx.Done():
-			return time.Time{}, false, ctx.Err()
+			return markVerdict{}, false, ctx.Err()
 		}
 	}
 }
@@ -185,11 +194,14 @@ func (r *Runner) stopAt(ctx context.Context, h *replica.Header, rec journal.Reco
 	if r.marks == nil {
 		return false, nil
 	}
-	cut, kept, err := r.marks.verdict(ctx, rec.Off, 4*groupHoldTimeout)
+	v, kept, err := r.marks.verdict(ctx, rec.Off, 4*groupHoldTimeout)
 	if err != nil || !kept {
 		return false, err
 	}
-	h.Cut, h.Group, h.GroupCut = cut, r.Machine.Group, cut.UnixNano()
+	h.Cut, h.Group, h.GroupCut = v.cut, r.Machine.Group, v.cut.UnixNano()
+	if v.app {
+		h.Consistency = "app"
+	}
 	return true, nil
 }
 
@@ -217,7 +229,13 @@ func (g *GroupRunner) mirrorPeriod(ctx context.Context) (moved bool) {
 			return g.startMirrors(ctx)
 		}
 	}
-	cut, hold, err := g.markCut(ctx)
+	// An app-consistent group cut: every guest frozen around the hold.
+	app, thaw := g.freezeForCut(ctx)
+	cut, hold, err := g.markCut(ctx, app)
+	thaw()
+	if err == nil && app {
+		g.lastApp = cut
+	}
 	g.noteMarkCut(cut, hold, err)
 	var wg sync.WaitGroup
 	for _, r := range g.Members {
@@ -234,7 +252,8 @@ func (g *GroupRunner) mirrorPeriod(ctx context.Context) (moved bool) {
 
 // startMirrors takes a bitmap group cut with every mirror stopped, then
 // starts every member's mirror (each from its member's acknowledged cut,
-// as a lone machine's does).
+// as a lone machine's does; when the group cut was dropped, from a cut
+// of the member alone).
 func (g *GroupRunner) startMirrors(ctx context.Context) (moved bool) {
 	for _, r := range g.Members {
 		r.stopMirror(ctx)
@@ -246,7 +265,17 @@ func (g *GroupRunner) startMirrors(ctx context.Context) (moved bool) {
 			return false
 		}
 	}
-	moved = g.cycle(ctx)
+	if moved = g.cycle(ctx); moved {
+		// A member wrote while the group cut was taken. A mirror needs
+		// its member's own cut acknowledged, not a group one: each member
+		// takes one alone and starts its mirror, so members that write
+		// without pause get the group cuts that never starve.
+		for _, r := range g.Members {
+			r.group = nil
+			r.step(ctx) // mirrorCycle: a bitmap cut, then the mirror
+		}
+		return moved
+	}
 	now := g.Clock.Now()
 	for _, r := range g.Members {
 		if r.status.State != StateProtected || r.status.Error != "" || now.Before(r.mirrorRetryAt) {
@@ -254,6 +283,9 @@ func (g *GroupRunner) startMirrors(ctx context.Context) (moved bool) {
 		}
 	}
 	for _, r := range g.Members {
+		if r.mirror != nil {
+			continue
+		}
 		if err := r.startMirror(ctx); err != nil {
 			r.fallback(ctx, fmt.Sprintf("starting the mirror: %v", err))
 			for _, o := range g.Members {
@@ -273,8 +305,9 @@ func (g *GroupRunner) stopMirrors(ctx context.Context) {
 }
 
 // markCut takes one group cut across the members' journals (see the
-// recipe above) and returns its instant and how long the writes were held.
-func (g *GroupRunner) markCut(ctx context.Context) (time.Time, time.Duration, error) {
+// recipe above) and returns its instant and how long the writes were held;
+// app: every guest is frozen (the cut is app-consistent).
+func (g *GroupRunner) markCut(ctx context.Context, app bool) (time.Time, time.Duration, error) {
 	if g.marks == nil {
 		g.marks = newGroupMarks(g.Clock.Now().UnixNano())
 	}
@@ -291,7 +324,7 @@ func (g *GroupRunner) markCut(ctx context.Context) (time.Time, time.Duration, er
 	fail := func(err error) (time.Time, time.Duration, error) {
 		release()
 		hold := g.Clock.Now().Sub(start)
-		g.marks.decide(id, time.Time{})
+		g.marks.decide(id, markVerdict{})
 		return time.Time{}, hold, fmt.Errorf("group %s: cut dropped after holding the writes for %s: %w", g.Group, hold.Round(time.Millisecond), err)
 	}
 	var idle []<-chan struct{}
@@ -331,7 +364,7 @@ func (g *GroupRunner) markCut(ctx context.Context) (time.Time, time.Duration, er
 	cut := g.Clock.Now()
 	release()
 	hold := g.Clock.Now().Sub(start)
-	g.marks.decide(id, cut)
+	g.marks.decide(id, markVerdict{cut: cut, app: app})
 	return cut, hold, nil
 }
 
@@ -354,4 +387,40 @@ func (g *GroupRunner) noteMarkCut(cut time.Time, hold time.Duration, err error) 
 		r.status.GroupCutMode = groupCutMarker
 		r.starving = starving
 	}
+}
+
+// freezeForCut freezes every member's guest through its agent when an
+// app-consistent point is due (the first member's --app-interval, as the
+// group's points follow its policy), and returns whether all are frozen
+// and what thaws them. Each member's own app-consistent markers wait as
+// long (its lastAppTry), so guests are not frozen twice.
+func (g *GroupRunner) freezeForCut(ctx context.Context) (bool, func()) {
+	p := g.Members[0].Machine.Policy
+	now := g.Clock.Now()
+	if p.AppInterval <= 0 || now.Sub(g.lastApp) < p.AppInterval || now.Sub(g.lastAppTry) < p.AppInterval {
+		return false, func() {}
+	}
+	g.lastAppTry = now
+	all := true
+	var undos []func() error
+	thaw := func() {
+		for i, undo := range undos {
+			if err := undo(); err != nil {
+				g.Members[i].Log.Warn("thawing the guest", "machine", g.Members[i].Machine.Name, "err", err)
+			}
+		}
+	}
+	for _, r := range g.Members {
+		r.lastAppTry = now
+		consistency, notes, undo := live.Quiesce(ctx, live.Options{Consistency: recovery.App, GuestAgent: r.Machine.GuestAgent,
+			QMP: r.Machine.QMP, FreezeTimeout: 10 * time.Second, Executable: r.Executable})
+		undos = append(undos, undo)
+		for _, n := range notes {
+			r.Log.Warn("app-consistent group cut", "machine", r.Machine.Name, "note", n)
+		}
+		if consistency != recovery.App && consistency != recovery.File {
+			all = false
+		}
+	}
+	return all, thaw
 }

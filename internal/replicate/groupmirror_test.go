@@ -67,11 +67,11 @@ func TestGroupMarks(t *testing.T) {
 	at := time.Unix(100, 0)
 	go func() {
 		time.Sleep(20 * time.Millisecond)
-		gm.decide(kept, at)
-		gm.decide(dropped, time.Time{})
+		gm.decide(kept, markVerdict{cut: at, app: true})
+		gm.decide(dropped, markVerdict{})
 	}()
-	if cut, ok, err := gm.verdict(ctx, kept, 10*time.Second); err != nil || !ok || !cut.Equal(at) {
-		t.Fatalf("kept marker: %v %v %v", cut, ok, err)
+	if v, ok, err := gm.verdict(ctx, kept, 10*time.Second); err != nil || !ok || !v.cut.Equal(at) || !v.app {
+		t.Fatalf("kept marker: %+v %v %v", v, ok, err)
 	}
 	if _, ok, err := gm.verdict(ctx, dropped, 10*time.Second); err != nil || ok {
 		t.Fatalf("dropped marker: %v %v", ok, err)
@@ -129,7 +129,7 @@ func TestMarkCut(t *testing.T) {
 	g := groupOfJournals(t, 2)
 	a, b := g.Members[0], g.Members[1]
 	a.mirror.j.Append(journal.KindData, 0, 0, 0, []byte("before"))
-	cut, hold, err := g.markCut(ctx)
+	cut, hold, err := g.markCut(ctx, false)
 	if err != nil || cut.IsZero() || hold > groupHoldTimeout {
 		t.Fatalf("markCut: %v %v %v", cut, hold, err)
 	}
@@ -150,7 +150,7 @@ func TestMarkCut(t *testing.T) {
 	// A write stuck in b's receiver: the cut fails in time, and releases.
 	b.mirror.rc.gate.enter()
 	stuck := time.Now()
-	_, _, err = g.markCut(ctx)
+	_, _, err = g.markCut(ctx, false)
 	if err == nil || time.Since(stuck) > 4*groupHoldTimeout {
 		t.Fatalf("markCut with a stuck write: %v after %s", err, time.Since(stuck))
 	}
@@ -176,6 +176,17 @@ func TestMarkCut(t *testing.T) {
 	start := time.Now()
 	if stop, err := a.stopAt(ctx, &h, journal.Record{Kind: journal.KindMarker, Disk: markGroup, Off: id - 5000}); err != nil || stop || time.Since(start) > groupHoldTimeout {
 		t.Fatalf("stopAt an earlier runner's marker: %v %v after %s", stop, err, time.Since(start))
+	}
+	// A cut taken with every guest frozen is an app-consistent group cut.
+	cut, _, err = g.markCut(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids = markers(t, b)
+	h = replica.Header{}
+	if stop, err := b.stopAt(ctx, &h, journal.Record{Kind: journal.KindMarker, Disk: markGroup, Off: ids[len(ids)-1]}); err != nil || !stop ||
+		h.Consistency != "app" || h.GroupCut != cut.UnixNano() {
+		t.Fatalf("stopAt an app-consistent group marker: %v %v %+v", stop, err, h)
 	}
 	// An app-consistent marker (disk 0) still ends a batch as one.
 	h = replica.Header{}
