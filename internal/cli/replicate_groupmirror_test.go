@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -41,20 +40,39 @@ func (s *replSite) groupMemberStatus(machine string) (groupMemberStatus, bool) {
 	return statusOf[groupMemberStatus](s, machine)
 }
 
-// enableDaemonGroup enables the storage daemons name→d in group g at site
-// dr (with extra flags), and starts replicate run --group g with its
-// directories apart from other tests' machines of the same names.
-func (s *replSite) enableDaemonGroup(t *testing.T, daemons map[string]*mirrorDaemon, extra ...string) *proc {
+// runGroup enables each member (name → its own flags, such as --qmp) in
+// group g at site dr, with the common flags after the defaults (--every
+// 200ms --crash-interval 1ms), and starts replicate run --group g with its
+// directories apart from other tests' machines of the same names. A failed
+// test logs a's status and the runner's log.
+func (s *replSite) runGroup(t *testing.T, members map[string][]string, common ...string) *proc {
 	t.Helper()
 	s.env["TMPDIR"] = t.TempDir()
-	for name, d := range daemons {
-		args := append([]string{"replicate", "enable", "--machine", name, "--qmp", d.qmp, "--target", "dr", "--group", "g",
-			"--every", "200ms", "--crash-interval", "1ms", "--nbd-server", "unix:" + d.nbdSock}, extra...)
-		if r := s.run(args...); r.code != 0 {
+	for name, own := range members {
+		args := append([]string{"replicate", "enable", "--machine", name, "--target", "dr", "--group", "g",
+			"--every", "200ms", "--crash-interval", "1ms"}, own...)
+		if r := s.run(append(args, common...)...); r.code != 0 {
 			t.Fatalf("replicate enable: %s", r)
 		}
 	}
-	return startProcEnv(t, s.env, "replicate", "run", "--group", "g")
+	runner := startProcEnv(t, s.env, "replicate", "run", "--group", "g")
+	t.Cleanup(func() {
+		if t.Failed() {
+			st, _ := s.groupMemberStatus("a")
+			t.Logf("status of a: %+v", st)
+			t.Logf("replicate run:\n%s", runner.stderr.String())
+		}
+	})
+	return runner
+}
+
+// daemonGroup is runGroup's members for storage daemons name→d.
+func daemonGroup(daemons map[string]*mirrorDaemon) map[string][]string {
+	m := map[string][]string{}
+	for name, d := range daemons {
+		m[name] = []string{"--qmp", d.qmp, "--nbd-server", "unix:" + d.nbdSock}
+	}
+	return m
 }
 
 // counterWriter writes a shared counter to two disks without pause: odd
@@ -136,14 +154,7 @@ func TestReplicateGroupMirrorNonstopWriter(t *testing.T) {
 	// The writer starts first: the bitmap cuts that start the mirrors
 	// face it too (a dropped group cut, then a cut of each member alone).
 	w := startCounterWriter(t, da.uri, db.uri)
-	runner := s.enableDaemonGroup(t, map[string]*mirrorDaemon{"a": da, "b": db}, "--capture", "mirror")
-	defer func() {
-		if t.Failed() {
-			runner.cmd.Process.Signal(syscall.SIGQUIT)
-			time.Sleep(time.Second)
-			t.Logf("replicate run:\n%s", runner.stderr.String())
-		}
-	}()
+	s.runGroup(t, daemonGroup(map[string]*mirrorDaemon{"a": da, "b": db}), "--capture", "mirror")
 	var sta, stb groupMemberStatus
 	waitFor(t, 60*time.Second, "both members mirroring with marker group cuts", func() bool {
 		var oka, okb bool
@@ -206,12 +217,7 @@ func TestReplicateGroupMirrorNonstopWriter(t *testing.T) {
 func TestReplicateGroupBitmapStarving(t *testing.T) {
 	da, db := newMirrorDaemon(t), newMirrorDaemon(t)
 	s := newReplSite(t)
-	runner := s.enableDaemonGroup(t, map[string]*mirrorDaemon{"a": da, "b": db})
-	defer func() {
-		if t.Failed() {
-			t.Logf("replicate run:\n%s", runner.stderr.String())
-		}
-	}()
+	runner := s.runGroup(t, daemonGroup(map[string]*mirrorDaemon{"a": da, "b": db}))
 	s.cutAfter("a", time.Now(), 30*time.Second)
 	w := startCounterWriter(t, da.uri, db.uri)
 	var st groupMemberStatus

@@ -56,21 +56,7 @@ func TestReplicateGroupPausedCut(t *testing.T) {
 	defer cancel()
 	a, b := writingVM(t, ctx), writingVM(t, ctx)
 	s := newReplSite(t)
-	s.env["TMPDIR"] = t.TempDir() // the runner's directories: apart from other tests' machines a and b
-	for name, vm := range map[string]*vmtest.VM{"a": a, "b": b} {
-		if r := s.run("replicate", "enable", "--machine", name, "--qmp", vm.QMPSocket, "--target", "dr", "--group", "g",
-			"--every", "300ms", "--crash-interval", "1ms"); r.code != 0 {
-			t.Fatalf("replicate enable: %s", r)
-		}
-	}
-	runner := startProcEnv(t, s.env, "replicate", "run", "--group", "g")
-	defer func() {
-		if t.Failed() {
-			st, _ := s.groupMemberStatus("a")
-			t.Logf("status of a: %+v", st)
-			t.Logf("replicate run:\n%s", runner.stderr.String())
-		}
-	}()
+	s.runGroup(t, map[string][]string{"a": {"--qmp", a.QMPSocket}, "b": {"--qmp", b.QMPSocket}}, "--every", "300ms")
 	var sta, stb groupMemberStatus
 	status := func() bool {
 		var oka, okb bool
@@ -143,22 +129,12 @@ func TestReplicateGroupMirrorAppConsistent(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	s := newReplSite(t)
-	s.env["TMPDIR"] = t.TempDir()
+	members := map[string][]string{}
 	for name, vm := range vms {
-		if r := s.run("replicate", "enable", "--machine", name, "--qmp", vm.QMPSocket, "--guest-agent", vm.GuestAgentSocket,
-			"--target", "dr", "--group", "g", "--every", "300ms", "--crash-interval", "1ms", "--app-interval", "2s", "--capture", "mirror"); r.code != 0 {
-			t.Fatalf("replicate enable: %s", r)
-		}
+		members[name] = []string{"--qmp", vm.QMPSocket, "--guest-agent", vm.GuestAgentSocket}
 	}
-	runner := startProcEnv(t, s.env, "replicate", "run", "--group", "g")
-	defer func() {
-		if t.Failed() {
-			st, _ := s.groupMemberStatus("a")
-			t.Logf("status of a: %+v", st)
-			t.Logf("replicate run:\n%s", runner.stderr.String())
-		}
-	}()
+	s := newReplSite(t)
+	s.runGroup(t, members, "--every", "300ms", "--app-interval", "2s", "--capture", "mirror")
 	waitFor(t, 2*time.Minute, "both members mirroring with marker group cuts", func() bool {
 		sta, oka := s.groupMemberStatus("a")
 		stb, okb := s.groupMemberStatus("b")
