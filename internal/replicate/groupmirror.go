@@ -233,6 +233,9 @@ func (g *GroupRunner) mirrorPeriod(ctx context.Context) (moved bool) {
 	app, thaw := g.freezeForCut(ctx)
 	cut, hold, err := g.markCut(ctx, app)
 	thaw()
+	if ctx.Err() != nil {
+		return false
+	}
 	if err == nil && app {
 		g.lastApp = cut
 	}
@@ -265,7 +268,14 @@ func (g *GroupRunner) startMirrors(ctx context.Context) (moved bool) {
 			return false
 		}
 	}
-	if moved = g.cycle(ctx); moved {
+	moved = g.cycle(ctx)
+	now := g.Clock.Now()
+	for _, r := range g.Members {
+		if now.Before(r.mirrorRetryAt) {
+			return moved // a member's mirror keeps failing: bitmap cuts meanwhile
+		}
+	}
+	if moved {
 		// A member wrote while the group cut was taken. A mirror needs
 		// its member's own cut acknowledged, not a group one: each member
 		// takes one alone and starts its mirror, so members that write
@@ -276,9 +286,8 @@ func (g *GroupRunner) startMirrors(ctx context.Context) (moved bool) {
 		}
 		return moved
 	}
-	now := g.Clock.Now()
 	for _, r := range g.Members {
-		if r.status.State != StateProtected || r.status.Error != "" || now.Before(r.mirrorRetryAt) {
+		if r.status.State != StateProtected || r.status.Error != "" {
 			return moved
 		}
 	}
