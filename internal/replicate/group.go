@@ -44,7 +44,8 @@ type groupCut struct {
 	abortOnce   sync.Once
 	abortReason error
 	// pause: every member that can pauses its guest once all are ready
-	// and resumes it after the last member's instant (a paused cut).
+	// and resumes it after the last member's instant and its own check
+	// (a paused cut, grouppause.go).
 	pause bool
 }
 
