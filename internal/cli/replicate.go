@@ -158,7 +158,7 @@ func (mf *machineFlags) add(c *cobra.Command) {
 	f.StringVar(&mf.m.Capture, "capture", replicate.CaptureBitmap, "how writes are captured: bitmap (a dirty-bitmap cut every --every) or mirror (QEMU's write-blocking mirror into the source journal, shipped as it fills: an RPO under a second; falls back to bitmap cuts when the mirror fails)")
 	f.Int64Var(&mf.m.JournalLimit, "journal-limit", replicate.DefaultJournalLimit, "mirror capture: the most unshipped bytes the source journal holds (a WAN outage); past it, bitmap cuts stand in until the mirror starts again")
 	f.StringVar(&mf.m.NBDServer, "nbd-server", "", "unix:PATH of an NBD server the machine's QEMU already runs for others: lifeboat adds its exports there instead of starting QEMU's NBD server")
-	f.StringVar(&mf.m.Group, "group", "", "replication group: its members' cuts are taken together, and fail over together (replicate run --group)")
+	f.StringVar(&mf.m.Group, "group", "", "replication group: its members' cuts are taken together, and fail over together (replicate run --group); with --capture mirror on every member, each group cut is one instant across their journals, never retried")
 }
 
 func (mf *machineFlags) machine() (replicate.Machine, error) {

@@ -3,7 +3,6 @@ package cli_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -119,9 +118,7 @@ type mirrorStatus struct {
 }
 
 func (s *replSite) mirrorStatus(machine string) (mirrorStatus, bool) {
-	r := s.run("replicate", "status", "--machine", machine, "--json")
-	var st mirrorStatus
-	return st, r.code == 0 && json.Unmarshal([]byte(r.stdout), &st) == nil
+	return statusOf[mirrorStatus](s, machine)
 }
 
 // mirroring waits until the machine's mirror capture runs and the target

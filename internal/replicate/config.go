@@ -156,8 +156,6 @@ func (m Machine) Validate() error {
 		return fmt.Errorf("%w: machine %s: crash-consistent interval %s is longer than the retention %s", ErrInvalid, m.Name, p.CrashInterval, p.Retention)
 	case m.Capture != "" && m.Capture != CaptureBitmap && m.Capture != CaptureMirror:
 		return fmt.Errorf("%w: machine %s: capture %q is neither %s nor %s", ErrInvalid, m.Name, m.Capture, CaptureBitmap, CaptureMirror)
-	case m.Capture == CaptureMirror && m.Group != "":
-		return fmt.Errorf("%w: machine %s: mirror capture is not built for replication groups yet (their cuts are taken together): use bitmap capture", ErrInvalid, m.Name)
 	case m.JournalLimit < 0 || (m.JournalLimit > 0 && m.JournalLimit < 1<<20):
 		return fmt.Errorf("%w: machine %s: the journal limit %d is under 1 MiB", ErrInvalid, m.Name, m.JournalLimit)
 	case m.NBDServer != "" && !strings.HasPrefix(m.NBDServer, "unix:"):

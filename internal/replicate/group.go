@@ -43,6 +43,10 @@ type groupCut struct {
 	abort       chan struct{}
 	abortOnce   sync.Once
 	abortReason error
+	// pause: every member that can pauses its guest once all are ready
+	// and resumes it after the last member's instant and its own check
+	// (a paused cut, grouppause.go).
+	pause bool
 }
 
 func newGroupCut(name string, n int, clk clock.Clock) *groupCut {
@@ -73,18 +77,23 @@ func (g *groupCut) wait(ctx context.Context, ch chan struct{}) error {
 	}
 }
 
-// before waits until every member is ready for its instant (its cut
-// prepared, its guest frozen for an app-consistent cut), then for member
-// i's turn, and returns the group cut's time (read before the first
-// member's instant, so it claims no write a cut lacks).
-func (g *groupCut) before(ctx context.Context, i int) (time.Time, error) {
+// arrive waits until every member is ready for its instant (its cut
+// prepared, its guest frozen for an app-consistent cut).
+func (g *groupCut) arrive(ctx context.Context, i int) error {
 	g.mu.Lock()
 	if g.ready++; g.ready == g.n {
 		close(g.allReady)
 	}
 	g.mu.Unlock()
-	if err := g.wait(ctx, g.allReady); err != nil {
-		return time.Time{}, err
+	return g.wait(ctx, g.allReady)
+}
+
+// take waits, after arrive (whose error it is given), for member i's
+// turn, and returns the group cut's time (read before the first member's
+// instant, so it claims no write a cut lacks).
+func (g *groupCut) take(ctx context.Context, i int, arrived error) (time.Time, error) {
+	if arrived != nil {
+		return time.Time{}, arrived
 	}
 	if err := g.wait(ctx, g.turn[i]); err != nil {
 		return time.Time{}, err
@@ -96,6 +105,10 @@ func (g *groupCut) before(ctx context.Context, i int) (time.Time, error) {
 	}
 	return g.t0, nil
 }
+
+// waitCut waits until every member took its instant (or the cut was
+// abandoned).
+func (g *groupCut) waitCut(ctx context.Context) { g.wait(ctx, g.allCut) }
 
 // after records member i's instant and lets the next member take its.
 func (g *groupCut) after(i int) {
@@ -165,6 +178,12 @@ type GroupRunner struct {
 	Group   string
 	Members []*Runner
 	Clock   clock.Clock
+
+	dropped    int         // bitmap cuts dropped in a row (ErrGroupMoved)
+	marks      *groupMarks // mirror capture: the verdicts on cut markers
+	failedCuts int         // mirror capture: group cuts failed in a row
+	// mirror capture: the last app-consistent group cut, and try.
+	lastApp, lastAppTry time.Time
 }
 
 // Run replicates the group until ctx ends; failures are reported in the
@@ -177,15 +196,31 @@ func (g *GroupRunner) Run(ctx context.Context) error {
 		return fmt.Errorf("%w: group %s has no member", ErrInvalid, g.Group)
 	}
 	every := g.Members[0].Machine.every()
+	mirrored := g.mirrored()
+	if mirrored {
+		g.marks = newGroupMarks(g.Clock.Now().UnixNano())
+		// A mirror must not outlive its receiver: stopped with the runner.
+		defer g.stopMirrors(ctx)
+	}
 	for _, r := range g.Members {
 		if err := r.init(); err != nil {
 			return err
+		}
+		r.marks = g.marks
+		if !mirrored && r.Machine.Capture == CaptureMirror {
+			r.status.LastFallback = fmt.Sprintf("group %s: mirror capture needs every member enabled with --capture mirror: the group takes bitmap cuts", g.Group)
+			r.Log.Warn("mirror capture not used", "machine", r.Machine.Name, "why", r.status.LastFallback)
 		}
 		r.saveStatus()
 	}
 	for {
 		start := g.Clock.Now()
-		moved := g.cycle(ctx)
+		var moved bool
+		if mirrored {
+			moved = g.mirrorPeriod(ctx)
+		} else {
+			moved = g.cycle(ctx)
+		}
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -217,8 +252,10 @@ func retryAfterMove(every time.Duration, u float64) time.Duration {
 // cut was dropped because a member wrote while it was taken.
 func (g *GroupRunner) cycle(ctx context.Context) (moved bool) {
 	gc := newGroupCut(g.Group, len(g.Members), g.Clock)
+	gc.pause = g.plan()
 	var wg sync.WaitGroup
 	var mu sync.Mutex
+	failed := false
 	for i, r := range g.Members {
 		r.group, r.groupIdx = gc, i
 		wg.Add(1)
@@ -226,14 +263,22 @@ func (g *GroupRunner) cycle(ctx context.Context) (moved bool) {
 			defer wg.Done()
 			err := r.step(ctx)
 			gc.finish(i, r.Machine.Name, err)
+			mu.Lock()
+			defer mu.Unlock()
 			if errors.Is(err, ErrGroupMoved) {
-				mu.Lock()
 				moved = true
-				mu.Unlock()
+			} else if err != nil {
+				failed = true
 			}
 		}()
 	}
 	wg.Wait()
+	switch {
+	case moved:
+		g.dropped++
+	case !failed:
+		g.dropped = 0
+	}
 	return moved
 }
 

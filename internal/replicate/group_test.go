@@ -30,7 +30,7 @@ func runGroupCut(t *testing.T, n int, dirty, quit map[int]bool) ([]int, []error)
 				if quit[i] {
 					return errors.New("QEMU is gone")
 				}
-				if cut, err := g.before(ctx, i); err != nil {
+				if cut, err := g.take(ctx, i, g.arrive(ctx, i)); err != nil {
 					return err
 				} else if !cut.Equal(time.Unix(100, 0)) {
 					t.Errorf("member %d's cut time %s is not the group's", i, cut)

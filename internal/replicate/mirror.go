@@ -554,8 +554,13 @@ func (r *Runner) shipBatch(ctx context.Context) error {
 			recs = append(recs, rec)
 			size += rec.End() - rec.Pos
 			if rec.Kind == journal.KindMarker {
-				h.Consistency, h.Cut = "app", rec.Time
-				break
+				// An app-consistent point, or a group cut (groupmirror.go).
+				if stop, err := r.stopAt(ctx, &h, rec); err != nil || stop {
+					if err != nil {
+						return err
+					}
+					break
+				}
 			}
 			if rec.End() >= m.minEnd && size >= journalBatchBytes {
 				h.Cut = rec.Time
@@ -612,6 +617,9 @@ func (r *Runner) shipBatch(ctx context.Context) error {
 	js := m.j.Stats()
 	r.status.State, r.status.Error, r.status.Progress = StateProtected, "", nil
 	r.status.LastSeq, r.status.LastCut, r.status.LastBatchBytes = seq, &c, n
+	if h.GroupCut != 0 {
+		r.status.LastGroupCut = &c
+	}
 	r.status.SourceJournalBytes, r.status.JournalShippedBytes = js.Used(), m.bytes
 	r.saveStatus()
 	return nil

@@ -18,6 +18,7 @@ import (
 // never for the WAN.
 type receiver struct {
 	j    *journal.Journal
+	gate *writeGate // held while a group cut is taken (groupmirror.go)
 	srv  *nbd.Server
 	ln   net.Listener
 	sock string
@@ -26,8 +27,9 @@ type receiver struct {
 // startReceiver serves sizes' disks on a unix socket at sock.
 func startReceiver(j *journal.Journal, sock string, sizes []int64) (*receiver, error) {
 	var exports []nbd.Export
+	gate := &writeGate{}
 	for i, size := range sizes {
-		exports = append(exports, nbd.Export{Name: strconv.Itoa(i), Backend: &journalDisk{j: j, disk: i, size: size}})
+		exports = append(exports, nbd.Export{Name: strconv.Itoa(i), Backend: &journalDisk{j: j, gate: gate, disk: i, size: size}})
 	}
 	srv, err := nbd.NewServer(exports...)
 	if err != nil {
@@ -39,12 +41,13 @@ func startReceiver(j *journal.Journal, sock string, sizes []int64) (*receiver, e
 		return nil, fmt.Errorf("starting the mirror's receiver: %w", err)
 	}
 	go srv.Serve(context.Background(), ln)
-	return &receiver{j: j, srv: srv, ln: ln, sock: sock}, nil
+	return &receiver{j: j, gate: gate, srv: srv, ln: ln, sock: sock}, nil
 }
 
 // Close drops QEMU's connections (a mirror still writing fails) and stops
 // serving.
 func (rc *receiver) Close() {
+	rc.gate.release() // writes held for a group cut fail rather than wait
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // no grace: connections are cut at once
 	rc.srv.Shutdown(ctx)
@@ -64,6 +67,7 @@ var errNoRead = errors.New("the mirror's receiver cannot be read")
 // go to the journal.
 type journalDisk struct {
 	j    *journal.Journal
+	gate *writeGate
 	disk int
 	size int64
 }
@@ -73,6 +77,8 @@ func (d *journalDisk) Size() int64 { return d.size }
 func (d *journalDisk) ReadAt(p []byte, off int64) (int, error) { return 0, errNoRead }
 
 func (d *journalDisk) WriteAt(p []byte, off int64) (int, error) {
+	d.gate.enter()
+	defer d.gate.leave()
 	if _, err := d.j.Append(journal.KindData, d.disk, off, 0, p); err != nil {
 		return 0, err
 	}
@@ -84,6 +90,8 @@ func (d *journalDisk) Flush(ctx context.Context) error { return d.j.Sync() }
 func (d *journalDisk) Trim(ctx context.Context, off, length int64) error { return errTrim }
 
 func (d *journalDisk) WriteZeroes(ctx context.Context, off, length int64, noHole bool) error {
+	d.gate.enter()
+	defer d.gate.leave()
 	_, err := d.j.Append(journal.KindZero, d.disk, off, length, nil)
 	return err
 }

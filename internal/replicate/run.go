@@ -90,6 +90,14 @@ type Runner struct {
 	mirror        *mirrorSession
 	mirrorFails   int
 	mirrorRetryAt time.Time
+	// marks are the verdicts on the group cut markers in the journal
+	// (mirror capture in a group); starving, when set, says why the
+	// group's cuts starve: the saved status shows it as an error.
+	marks    *groupMarks
+	starving string
+	// cannotPause says why the machine cannot be paused for a paused
+	// group cut (no vCPUs: qemu-storage-daemon).
+	cannotPause string
 }
 
 func (r *Runner) init() error {
@@ -331,6 +339,7 @@ func (r *Runner) Cycle(ctx context.Context) error {
 	}
 	var cut time.Time
 	var undo func() error
+	var resume func() // ends a paused group cut's pause
 	sess, err := qmp.Fleece(ctx, mon, fdisks, qmp.FleeceOptions{Dir: r.Dir, Server: server,
 		StartServer: startServer, InstantTimeout: 30 * time.Second,
 		BeforeInstant: func(ctx context.Context) error {
@@ -345,8 +354,13 @@ func (r *Runner) Cycle(ctx context.Context) error {
 			if r.group != nil {
 				// Frozen first (when app-consistent), then every member
 				// ready before the first instant: the window between the
-				// members' instants is their transactions only.
-				t0, err := r.group.before(ctx, r.groupIdx)
+				// members' instants is their transactions only. A paused
+				// cut pauses the guest once every member is ready.
+				err := r.group.arrive(ctx, r.groupIdx)
+				if err == nil && r.group.pause {
+					resume = r.pauseForCut(ctx, mon)
+				}
+				t0, err := r.group.take(ctx, r.groupIdx, err)
 				if err != nil {
 					if undo != nil {
 						undo()
@@ -371,6 +385,15 @@ func (r *Runner) Cycle(ctx context.Context) error {
 				}
 			}
 		}})
+	if resume != nil {
+		// Paused until the last member's instant, and past this member's
+		// check that it wrote nothing since its own (or the pause's limit).
+		defer resume()
+		if err != nil || r.groupIdx == r.group.n-1 {
+			r.group.waitCut(ctx)
+			resume()
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("taking the cut of %s: %w", name, err)
 	}
@@ -384,14 +407,23 @@ func (r *Runner) Cycle(ctx context.Context) error {
 		// The group's verdict before anything ships: a member that wrote
 		// since its instant makes every member drop this cut.
 		err := r.group.settle(ctx, r.groupIdx, name, func(ctx context.Context) (bool, error) {
-			ds, err := live.MachineDisks(ctx, mon)
+			// Read on the disks' own nodes: a device's inserted node is
+			// the fleecing filter now (query-block would not show it).
+			nodes, err := mon.QueryNamedBlockNodes(ctx)
 			if err != nil {
 				return false, fmt.Errorf("checking the cut of %s: %w", name, err)
 			}
-			for _, d := range ds {
-				if b, ok := d.Bitmap(newBitmap); !ok || b.Count != 0 {
+			byName := make(map[string]qmp.BlockNode, len(nodes))
+			for _, n := range nodes {
+				byName[n.NodeName] = n
+			}
+			for _, d := range disks {
+				if b, ok := byName[d.Node].Bitmap(newBitmap); !ok || b.Count != 0 {
 					return false, nil
 				}
+			}
+			if resume != nil {
+				resume()
 			}
 			return true, nil
 		})
@@ -428,6 +460,9 @@ func (r *Runner) Cycle(ctx context.Context) error {
 	}
 	r.status.State, r.status.Error, r.status.Progress = StateProtected, "", nil
 	r.status.LastSeq, r.status.LastCut, r.status.LastBatchBytes = seq, &cut, n
+	if h.GroupCut != 0 {
+		r.status.LastGroupCut, r.starving = &cut, "" // the group's cuts go on
+	}
 	r.status.Resyncs = st.Resyncs
 	if full && st.Resyncs > 0 {
 		r.status.LastResyncBytes = n
@@ -675,7 +710,12 @@ func (r *Runner) progress(done, total int64) {
 
 func (r *Runner) saveStatus() {
 	r.status.Updated = r.Clock.Now()
-	if err := r.Config.put("status", r.Machine.Name, r.status); err != nil {
+	st := r.status
+	if r.starving != "" && st.State == StateProtected {
+		// Cuts of the machine alone may ship; the group's do not.
+		st.State, st.Error = StateError, r.starving
+	}
+	if err := r.Config.put("status", r.Machine.Name, st); err != nil {
 		r.Log.Error("writing the replication status", "machine", r.Machine.Name, "err", err)
 	}
 }

@@ -60,8 +60,26 @@ type Status struct {
 	Fallbacks      int        `json:"fallbacks,omitempty"`
 	LastFallback   string     `json:"last_fallback,omitempty"`
 	LastFallbackAt *time.Time `json:"last_fallback_at,omitempty"`
-	Updated        time.Time  `json:"updated"`
-	PID            int        `json:"pid,omitempty"`
+	// A group member's share of the group's cuts: LastGroupCut is the
+	// last group cut the target acknowledged (the lag of a group member
+	// is its age: what failover --group would lose). GroupCutMode is how
+	// the group takes its cuts: "marker" (mirror capture: the members'
+	// writes held while a marker goes in every journal, for
+	// GroupCutHoldSeconds, the most GroupCutHoldMaxSeconds),
+	// "optimistic" (bitmap cuts in turn, dropped when a member wrote
+	// meanwhile: GroupCutsDropped in a row) or "paused" (after a few
+	// drops: the guests paused around the cut, for GroupPauseSeconds).
+	// CannotPause says why this member cannot be paused.
+	LastGroupCut           *time.Time `json:"last_group_cut,omitempty"`
+	GroupCutMode           string     `json:"group_cut_mode,omitempty"`
+	GroupCutsDropped       int        `json:"group_cuts_dropped,omitempty"`
+	GroupCutHoldSeconds    float64    `json:"group_cut_hold_seconds,omitempty"`
+	GroupCutHoldMaxSeconds float64    `json:"group_cut_hold_max_seconds,omitempty"`
+	GroupPauseSeconds      float64    `json:"group_pause_seconds,omitempty"`
+	GroupPauseMaxSeconds   float64    `json:"group_pause_max_seconds,omitempty"`
+	CannotPause            string     `json:"cannot_pause,omitempty"`
+	Updated                time.Time  `json:"updated"`
+	PID                    int        `json:"pid,omitempty"`
 }
 
 // MachineStatus reads a machine's status as of now: the lag is the age of
@@ -82,7 +100,12 @@ func (c *Config) MachineStatus(ctx context.Context, name string, now time.Time) 
 			st.Error = "no replication runner is running for this machine (lifeboat replicate run)"
 		}
 	}
-	if st.LastCut != nil {
+	switch {
+	case st.Group != "" && st.LastGroupCut != nil:
+		// Cuts of the member alone (mirror capture) do not count: a
+		// group fails over to a group cut.
+		st.LagSeconds = now.Sub(*st.LastGroupCut).Seconds()
+	case st.LastCut != nil:
 		st.LagSeconds = now.Sub(*st.LastCut).Seconds()
 	}
 	return st, nil
