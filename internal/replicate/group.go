@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -282,6 +283,18 @@ func (g *GroupRunner) cycle(ctx context.Context) (moved bool) {
 	return moved
 }
 
+// runnerFor is template's runner for machine m. A Dir in the template is
+// the parent of one directory per machine: it holds the machine's NBD
+// socket and overlays, which two machines must never share.
+func runnerFor(template Runner, m Machine) Runner {
+	r := template
+	r.Machine = m
+	if template.Dir != "" {
+		r.Dir = filepath.Join(template.Dir, m.Name)
+	}
+	return r
+}
+
 // RunMachines replicates machines until ctx ends: the members of each
 // group together (GroupRunner), every other machine on its own (Runner).
 // template gives every runner's settings but Machine.
@@ -289,8 +302,7 @@ func RunMachines(ctx context.Context, machines []Machine, template Runner) error
 	eg, ctx := errgroup.WithContext(ctx)
 	groups := map[string]*GroupRunner{}
 	for _, m := range machines {
-		r := template
-		r.Machine = m
+		r := runnerFor(template, m)
 		if m.Group == "" {
 			eg.Go(func() error { return r.Run(ctx) })
 			continue

@@ -97,3 +97,16 @@ func TestRetryAfterMove(t *testing.T) {
 		}
 	}
 }
+
+// Runners made from one template never share a directory: each holds its
+// machine's NBD socket.
+func TestRunnerForSeparatesDirs(t *testing.T) {
+	tmpl := Runner{Dir: "/var/lib/lifeboat/repl"}
+	a, b := runnerFor(tmpl, Machine{Name: "a"}), runnerFor(tmpl, Machine{Name: "b"})
+	if a.Dir == b.Dir || a.Dir != "/var/lib/lifeboat/repl/a" || a.Machine.Name != "a" {
+		t.Fatalf("runners of a and b: dirs %q and %q", a.Dir, b.Dir)
+	}
+	if r := runnerFor(Runner{}, Machine{Name: "a"}); r.Dir != "" {
+		t.Fatalf("no template dir: runner dir %q, want the default (empty until init)", r.Dir)
+	}
+}

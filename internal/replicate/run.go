@@ -68,7 +68,9 @@ type Runner struct {
 	Clock   clock.Clock
 	Log     *slog.Logger
 	// Dir holds the temporary overlays and QEMU's NBD socket; it must be
-	// writable by QEMU (default: a directory under os.TempDir()).
+	// writable by QEMU (default: a directory under os.TempDir()). In the
+	// template of RunMachines or Supervise it is the parent of one
+	// directory per machine.
 	Dir string
 	// Executable is lifeboat's own binary, run as the watchdog that thaws
 	// the guest if this process dies while it is frozen ("" runs none).
