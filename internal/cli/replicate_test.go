@@ -42,7 +42,9 @@ func newReplSite(t *testing.T, serveArgs ...string) *replSite {
 	}
 	s.listen = l.Addr().String()
 	l.Close()
-	s.env = map[string]string{"LIFEBOAT_STATE_DIR": filepath.Join(t.TempDir(), "state")}
+	// TMPDIR apart: the runners keep their NBD sockets under it, in a
+	// directory named for the machine, which other tests name alike.
+	s.env = map[string]string{"LIFEBOAT_STATE_DIR": filepath.Join(t.TempDir(), "state"), "TMPDIR": t.TempDir()}
 	s.start()
 	if r := s.run("site", "add", "dr", "--url", "http://"+s.listen, "--token-file", s.token); r.code != 0 {
 		t.Fatalf("site add: %s", r)
