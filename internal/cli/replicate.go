@@ -342,10 +342,10 @@ func (a *app) failoverCommand() *cobra.Command {
 		Example: help("failover.example"),
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if group != "" {
-				return a.groupFailover(cmd, group, machine, site, to, accel, opts, planned, cleanup)
-			}
 			opts.To, opts.Accel = to, accel
+			if group != "" {
+				return a.groupFailover(cmd, replicate.GroupFailoverRequest{Group: group, Machine: machine, Site: site, Planned: planned, Cleanup: cleanup, Options: opts})
+			}
 			req := replicate.FailoverRequest{Machine: machine, Site: site, Planned: planned, Cleanup: cleanup, PointGiven: cmd.Flags().Changed("point"), Options: opts}
 			if err := req.Validate(); err != nil {
 				return usageError{err}

@@ -59,60 +59,33 @@ func groupMembers(cfg *replicate.Config, group string) ([]replicate.Machine, err
 	return ms, nil
 }
 
-func (a *app) groupFailover(cmd *cobra.Command, group, machine, site, to, accel string, opts replica.FailoverOptions, planned, cleanup bool) error {
-	if machine != "" {
-		return usageError{errors.New("--group fails the whole group over: it takes no --machine")}
-	}
-	if n := btoi(planned) + btoi(cleanup) + btoi(opts.Test) + btoi(opts.DisksOnly); n > 1 {
-		return usageError{errors.New("--planned, --test, --test-cleanup and --disks-only exclude one another")}
-	}
-	if opts.DisksOnly != (to != "") {
-		return usageError{errors.New("--disks-only and --to go together")}
-	}
-	if planned && site != "" {
-		return usageError{errors.New("--planned runs on the source host and fails over to the group's target: it takes no --site")}
+func (a *app) groupFailover(cmd *cobra.Command, req replicate.GroupFailoverRequest) error {
+	if err := req.Validate(); err != nil {
+		return usageError{err}
 	}
 	cfg, err := a.replicationConfig()
 	if err != nil {
 		return err
 	}
-	cl, err := cfg.GroupClient(group, site)
+	gf, err := cfg.GroupFailover(cmd.Context(), req, a.env.Clock, a.logger())
 	if err != nil {
 		return notFound(err)
 	}
-	ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Minute)
-	defer cancel()
-	opts.To, opts.Accel = to, accel
-	var gf *replica.GroupFailover
-	switch {
-	case cleanup:
-		gf, err = cl.GroupCleanupTest(ctx, group)
-	case planned:
-		gf, err = cfg.GroupPlannedFailover(ctx, group, opts, a.env.Clock, a.logger())
-	default:
-		gf, err = cl.GroupFailover(ctx, group, opts)
-	}
-	if err != nil {
-		return notFound(err)
-	}
-	if a.jsonOut {
-		return a.printJSON(gf)
-	}
-	if cleanup {
+	return a.emit(gf, func() {
 		for _, fo := range gf.Failovers {
-			a.printf("removed test failover %s of %s\n", fo.Name, fo.Machine)
+			switch {
+			case req.Cleanup:
+				a.printf("removed test failover %s of %s\n", fo.Name, fo.Machine)
+			case req.Options.DisksOnly:
+				a.printf("wrote the disks of %s at cut %d to %s in %.1fs\n", fo.Name, fo.Point.ID, filepath.Join(req.Options.To, fo.Machine), fo.Seconds)
+			default:
+				a.printf("%s runs at the target (pid %d) from cut %d; console %s, QMP %s\n", fo.Name, fo.PID, fo.Point.ID, fo.Console, fo.QMP)
+			}
 		}
-		return nil
-	}
-	for _, fo := range gf.Failovers {
-		if opts.DisksOnly {
-			a.printf("wrote the disks of %s at cut %d to %s in %.1fs\n", fo.Name, fo.Point.ID, filepath.Join(to, fo.Machine), fo.Seconds)
-		} else {
-			a.printf("%s runs at the target (pid %d) from cut %d; console %s, QMP %s\n", fo.Name, fo.PID, fo.Point.ID, fo.Console, fo.QMP)
+		if !req.Cleanup {
+			a.printf("group %s failed over to group point %d (%s)\n", req.Group, gf.Point.ID, gf.Point.Time.Format(time.RFC3339Nano))
 		}
-	}
-	a.printf("group %s failed over to group point %d (%s)\n", group, gf.Point.ID, gf.Point.Time.Format(time.RFC3339Nano))
-	return nil
+	})
 }
 
 // startReplication runs the replication of this host's enabled machines
@@ -178,11 +151,4 @@ func (a *app) printPoints(points []replica.Point) {
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", p.ID, p.Time.Format(time.RFC3339Nano), p.Consistency, latest)
 	}
 	tw.Flush()
-}
-
-func btoi(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
