@@ -1,15 +1,11 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
-	"net/url"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
-	"lifeboat/internal/api"
-	"lifeboat/internal/catalog"
 	"lifeboat/internal/replicate"
 )
 
@@ -43,24 +39,13 @@ func (a *app) serverReplicationStatus(cmd *cobra.Command, r *remote, machine str
 	if err != nil {
 		return err
 	}
-	var all, out []api.ReplicationJSON
-	if err := c.Do(cmd.Context(), "GET", "/v1/replications", nil, &all); err != nil {
-		return err
-	}
-	for _, st := range all {
-		if machine == "" || st.Machine == machine {
-			out = append(out, st)
-		}
-	}
-	if machine != "" && len(out) == 0 {
-		return notFound(fmt.Errorf("%w: the server has no replication report of machine %q (is lifeboat agent --replicate running on its host?)", replicate.ErrNotFound, machine))
+	out, err := c.Replications(cmd.Context(), machine)
+	if err != nil {
+		return notFound(err)
 	}
 	if a.jsonOut {
 		if machine != "" {
 			return a.printJSON(out[0])
-		}
-		if out == nil {
-			out = []api.ReplicationJSON{}
 		}
 		return a.printJSON(out)
 	}
@@ -83,12 +68,8 @@ func (a *app) serverEnableReplication(cmd *cobra.Command, r *remote, agent strin
 	if err != nil {
 		return err
 	}
-	spec, err := json.Marshal(m)
+	out, err := c.EnableReplication(cmd.Context(), agent, m)
 	if err != nil {
-		return err
-	}
-	var out catalog.ReplicationSpec
-	if err := c.Do(cmd.Context(), "PUT", "/v1/replications/"+url.PathEscape(m.Name), api.ReplicationSpecJSON{Agent: agent, Spec: spec}, &out); err != nil {
 		return err
 	}
 	if a.jsonOut {
@@ -106,7 +87,7 @@ func (a *app) serverDisableReplication(cmd *cobra.Command, r *remote, machine st
 	if err != nil {
 		return err
 	}
-	if err := c.Do(cmd.Context(), "DELETE", "/v1/replications/"+url.PathEscape(machine), nil, nil); err != nil {
+	if err := c.DisableReplication(cmd.Context(), machine); err != nil {
 		return err
 	}
 	if !a.quiet {
