@@ -116,11 +116,13 @@ func (a *app) runBackup(ctx context.Context, bf backupFlags) error {
 
 var absPath = job.AbsPath
 
-// specFlags names the flag behind each field of a backup spec.
-var specFlags = map[string]string{"machine": "--machine", "disks": "--disk", "vault": "--vault", "consistency": "--consistency",
+// specFlags names the flag behind each field of a job spec; "" says the
+// reason stands alone.
+var specFlags = map[string]string{"machine": "--machine", "point": "POINT", "disks": "--disk", "disk": "--disk", "consistency": "--consistency",
 	"pre_hook": "--pre-hook", "post_hook": "--post-hook", "hook_timeout": "--hook-timeout", "freeze_timeout": "--freeze-timeout",
 	"audit": "--audit", "fleece_dir": "--fleece-dir", "bitmap": "--bitmap", "qmp": "--qmp", "guest_agent": "--guest-agent",
-	"definition": "--definition", "libvirt": "--libvirt", "connect": "--connect"}
+	"definition": "--definition", "libvirt": "--libvirt", "connect": "--connect", "dir": "", "file": "--to-file",
+	"libvirt_define": "--libvirt-define", "start": "--start", "name": "--name", "listen": "--nbd", "overlay_dir": "--overlay-dir", "cache_mib": "--cache"}
 
 // flagError turns a job spec's invalid field into a usage error naming
 // the flag; other errors pass.
@@ -134,10 +136,10 @@ func flagError(err error) error {
 	if field == "vault" {
 		return usageError{errors.New("no vault given: use --vault or set LIFEBOAT_VAULT")}
 	}
-	if flag, ok := specFlags[field]; ok {
+	if flag := specFlags[field]; flag != "" {
 		return usageError{fmt.Errorf("%s: %s", flag, ie.Reason)}
 	}
-	return usageError{err}
+	return usageError{errors.New(ie.Reason)}
 }
 
 // reportPoint prints a new point: its ID on stdout (or JSON), a summary

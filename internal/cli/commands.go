@@ -118,23 +118,6 @@ func (a *app) vaultCommand() *cobra.Command {
 	return cmd
 }
 
-// restoreFlagError names the restore flag behind a spec's invalid field.
-func restoreFlagError(err error) error {
-	var ie *job.InvalidError
-	if errors.As(err, &ie) {
-		if ie.Field == "vault" {
-			return usageError{errors.New("no vault given: use --vault or set LIFEBOAT_VAULT")}
-		}
-		flag := map[string]string{"machine": "--machine", "point": "POINT", "dir": "--to", "file": "--to-file",
-			"libvirt_define": "--libvirt-define", "start": "--start", "name": "--name"}[ie.Field]
-		if flag == "" || ie.Field == "dir" {
-			return usageError{errors.New(ie.Reason)}
-		}
-		return usageError{fmt.Errorf("%s: %s", flag, ie.Reason)}
-	}
-	return err
-}
-
 // pointJSON is a point as points --json shows it.
 var pointJSON = job.PointOf
 
@@ -241,7 +224,7 @@ func (a *app) restoreCommand() *cobra.Command {
 			}
 			spec.Vault, spec.Dir, spec.File = a.vaultURL, absPath(to), absPath(toFile)
 			if err := spec.Validate(); err != nil {
-				return restoreFlagError(err)
+				return flagError(err)
 			}
 			v, err := a.open(ctx)
 			if err != nil {

@@ -64,26 +64,9 @@ func (a *app) openFor(ctx context.Context, machine string, validate func() error
 		return nil, usageError{errors.New("--machine is required")}
 	}
 	if err := validate(); err != nil {
-		return nil, exportFlagError(err)
+		return nil, flagError(err)
 	}
 	return a.open(ctx)
-}
-
-// exportFlagError names the flag behind an invalid export spec.
-func exportFlagError(err error) error {
-	var ie *job.InvalidError
-	if !errors.As(err, &ie) {
-		return err
-	}
-	if ie.Field == "vault" {
-		return usageError{errors.New("no vault given: use --vault or set LIFEBOAT_VAULT")}
-	}
-	flag := map[string]string{"machine": "--machine", "point": "POINT", "disk": "--disk", "listen": "--nbd",
-		"overlay_dir": "--overlay-dir", "cache_mib": "--cache"}[ie.Field]
-	if flag == "" {
-		return usageError{errors.New(ie.Reason)}
-	}
-	return usageError{fmt.Errorf("%s: %s", flag, ie.Reason)}
 }
 
 func (a *app) startCommand() *cobra.Command {
@@ -197,7 +180,7 @@ func (a *app) runInstant(cmd *cobra.Command, f *instantFlags, spec job.InstantRe
 		spec.Boot.SerialLog = absPath(spec.Boot.SerialLog)
 	}
 	if err := spec.Validate(); err != nil {
-		return restoreFlagError(err)
+		return flagError(err)
 	}
 	v, err := a.open(ctx)
 	if err != nil {
