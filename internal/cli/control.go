@@ -31,11 +31,7 @@ func (a *app) addRemoteFlags(cmd *cobra.Command, r *remote) {
 }
 
 func (a *app) client(r *remote) (*api.Client, error) {
-	c, err := api.Connect(r.server, r.tokenFile, a.env.Getenv)
-	if errors.Is(err, api.ErrSettings) {
-		return nil, usageError{err}
-	}
-	return c, err
+	return api.Connect(r.server, r.tokenFile, a.env.Getenv)
 }
 
 // call sends one request and prints the answer: as JSON with --json,

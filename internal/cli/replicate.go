@@ -348,7 +348,7 @@ func (a *app) failoverCommand() *cobra.Command {
 			}
 			req := replicate.FailoverRequest{Machine: machine, Site: site, Planned: planned, Cleanup: cleanup, PointGiven: cmd.Flags().Changed("point"), Options: opts}
 			if err := req.Validate(); err != nil {
-				return usageError{err}
+				return err
 			}
 			cfg, err := a.replicationConfig()
 			if err != nil {

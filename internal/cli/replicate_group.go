@@ -61,7 +61,7 @@ func groupMembers(cfg *replicate.Config, group string) ([]replicate.Machine, err
 
 func (a *app) groupFailover(cmd *cobra.Command, req replicate.GroupFailoverRequest) error {
 	if err := req.Validate(); err != nil {
-		return usageError{err}
+		return err
 	}
 	cfg, err := a.replicationConfig()
 	if err != nil {

@@ -46,11 +46,7 @@ func (a *app) serverCommand() *cobra.Command {
 			} else if replicating {
 				return usageError{errors.New("--replicate needs the built-in agent: drop --no-agent")}
 			}
-			err := server.Run(cmd.Context(), cfg)
-			if errors.Is(err, server.ErrConfig) {
-				return usageError{err}
-			}
-			return err
+			return server.Run(cmd.Context(), cfg)
 		},
 	}
 	f := cmd.Flags()

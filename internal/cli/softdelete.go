@@ -51,9 +51,6 @@ func (a *app) vaultSetCommand() *cobra.Command {
 				return err
 			}
 			st, err := maintenance.SetSoftDelete(cmd.Context(), v, d, force)
-			if errors.Is(err, maintenance.ErrShortenNeedsForce) {
-				return usageError{err}
-			}
 			if err != nil {
 				return err
 			}
