@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -86,23 +85,6 @@ func (a *app) groupFailover(cmd *cobra.Command, req replicate.GroupFailoverReque
 			a.printf("group %s failed over to group point %d (%s)\n", req.Group, gf.Point.ID, gf.Point.Time.Format(time.RFC3339Nano))
 		}
 	})
-}
-
-// startReplication runs the replication of this host's enabled machines
-// in the background (lifeboat agent --replicate), as replicate run does;
-// stop ends it and waits.
-func (a *app) startReplication(ctx context.Context, log *slog.Logger) (stop func(), err error) {
-	tmpl, err := a.replicationTemplate(log)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		replicate.Supervise(ctx, tmpl.Config, tmpl)
-	}()
-	return func() { cancel(); <-done }, nil
 }
 
 // replicationTemplate is the runner of this host's replications.
