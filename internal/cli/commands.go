@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -158,14 +157,12 @@ func (a *app) pointsCommand() *cobra.Command {
 			a.checkSeen(v, points)
 			return a.emit(out, func() {
 				cut := false
-				a.table("ID\tTIME\tMACHINE\tCONSISTENCY\tDISKS\tSIZE\tNEW\tCHANGES\tPROVEN\tNOTES", func(tw *tabwriter.Writer) {
-					for _, p := range out {
-						pt := recovery.Point{Disks: p.Disks, Notes: p.Notes}
-						note, c := pt.NoteSummary(60)
-						cut = cut || c
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Short, when(p.Time), p.Machine, p.Consistency,
-							strings.Join(p.DiskNames(), ","), size(p.Size), size(p.NewBytes()), pt.ChangeSummary(), drill.Summary(p.Drill, a.env.Clock.Now()), note)
-					}
+				table(a, "ID\tTIME\tMACHINE\tCONSISTENCY\tDISKS\tSIZE\tNEW\tCHANGES\tPROVEN\tNOTES", out, func(p job.PointJSON) string {
+					pt := recovery.Point{Disks: p.Disks, Notes: p.Notes}
+					note, c := pt.NoteSummary(60)
+					cut = cut || c
+					return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", p.Short, when(p.Time), p.Machine, p.Consistency,
+						strings.Join(p.DiskNames(), ","), size(p.Size), size(p.NewBytes()), pt.ChangeSummary(), drill.Summary(p.Drill, a.env.Clock.Now()), note)
 				})
 				if cut && !a.quiet {
 					fmt.Fprintln(a.env.Stderr, "notes are shortened: points --json shows them in full")

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -72,20 +71,7 @@ func listCommand[T any](a *app, r *remote, use, short, path, header string, row 
 // getTable GETs path and prints its items as listCommand does.
 func getTable[T any](ctx context.Context, a *app, r *remote, path, header string, row func(T) string) error {
 	var items []T
-	return a.call(ctx, r, "GET", path, nil, &items, func() {
-		a.table(header, func(w *tabwriter.Writer) {
-			for _, it := range items {
-				fmt.Fprintln(w, row(it))
-			}
-		})
-	})
-}
-
-func (a *app) table(header string, rows func(w *tabwriter.Writer)) {
-	w := tabwriter.NewWriter(a.env.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, header)
-	rows(w)
-	w.Flush()
+	return a.call(ctx, r, "GET", path, nil, &items, func() { table(a, header, items, row) })
 }
 
 func orDash(s string) string {

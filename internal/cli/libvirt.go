@@ -1,9 +1,7 @@
 package cli
 
 import (
-	"fmt"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -63,28 +61,9 @@ func (a *app) libvirtCommand() *cobra.Command {
 			if a.jsonOut {
 				return a.printJSON(doms)
 			}
-			a.table("DOMAIN\tSTATE\tDISKS\tPROTECTED BY\tLAST POINT", func(w *tabwriter.Writer) {
-				for _, d := range doms {
-					state := "stopped"
-					if d.Running {
-						state = "running"
-					}
-					var disks []string
-					for _, disk := range d.Disks {
-						disks = append(disks, fmt.Sprintf("%s(%s)", disk.Target, disk.Type))
-					}
-					prot, last := "-", "-"
-					switch {
-					case a.vaultURL == "":
-						prot = "(no vault given)"
-					case len(d.Machines) > 0:
-						prot = strings.Join(d.Machines, ",")
-						last = d.LastPoint.UTC().Format("2006-01-02 15:04:05")
-					default:
-						prot = "unprotected"
-					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", d.Name, state, strings.Join(disks, " "), prot, last)
-				}
+			table(a, "DOMAIN\tSTATE\tDISKS\tPROTECTED BY\tLAST POINT", doms, func(d libvirt.Listed) string {
+				prot, last := d.Protection(a.vaultURL != "")
+				return strings.Join([]string{d.Name, d.StateText(), d.DisksText(), prot, last}, "\t")
 			})
 			for _, d := range doms {
 				for _, p := range d.Problems {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -23,6 +24,17 @@ func (a *app) emit(v any, text func()) error {
 	}
 	text()
 	return nil
+}
+
+// table prints items under header, a line each: row's cells separated
+// by tabs, aligned.
+func table[T any](a *app, header string, items []T, row func(T) string) {
+	w := tabwriter.NewWriter(a.env.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, header)
+	for _, it := range items {
+		fmt.Fprintln(w, row(it))
+	}
+	w.Flush()
 }
 
 // infof prints a progress line on stderr unless --quiet.

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -123,14 +122,7 @@ func (a *app) groupPoints(cmd *cobra.Command, group, site string) error {
 
 // printPoints prints recovery points as a table, oldest first.
 func (a *app) printPoints(points []replica.Point) {
-	tw := tabwriter.NewWriter(a.env.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tTIME\tCONSISTENCY\t")
-	for _, p := range points {
-		latest := ""
-		if p.Latest {
-			latest = "latest"
-		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", p.ID, p.Time.Format(time.RFC3339Nano), p.Consistency, latest)
-	}
-	tw.Flush()
+	table(a, "ID\tTIME\tCONSISTENCY\t", points, func(p replica.Point) string {
+		return fmt.Sprintf("%d\t%s\t%s\t%s", p.ID, p.Time.Format(time.RFC3339Nano), p.Consistency, map[bool]string{true: "latest"}[p.Latest])
+	})
 }

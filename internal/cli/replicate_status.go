@@ -2,10 +2,10 @@ package cli
 
 import (
 	"fmt"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
+	"lifeboat/internal/api"
 	"lifeboat/internal/replicate"
 )
 
@@ -22,11 +22,9 @@ func (a *app) localReplicationStatus(machine *string) func(*cobra.Command, []str
 			}
 			return a.printJSON(out)
 		}
-		a.table("MACHINE\tTARGET\tSTATE\tCAPTURE\tLAG\tCUT\tPOINTS\tHISTORY\tNOTE", func(tw *tabwriter.Writer) {
-			for _, st := range out {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", st.Machine, st.Target, st.StateText(), st.CaptureText(), st.LagText(), st.LastSeq, st.Points,
-					size(st.JournalBytes), st.Error)
-			}
+		table(a, "MACHINE\tTARGET\tSTATE\tCAPTURE\tLAG\tCUT\tPOINTS\tHISTORY\tNOTE", out, func(st replicate.Status) string {
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s", st.Machine, st.Target, st.StateText(), st.CaptureText(), st.LagText(), st.LastSeq, st.Points,
+				size(st.JournalBytes), st.Error)
 		})
 		return nil
 	}
@@ -49,11 +47,9 @@ func (a *app) serverReplicationStatus(cmd *cobra.Command, r *remote, machine str
 		}
 		return a.printJSON(out)
 	}
-	a.table("MACHINE\tAGENT\tTARGET\tSTATE\tCAPTURE\tLAG\tCUT\tPOINTS\tHISTORY\tNOTE", func(tw *tabwriter.Writer) {
-		for _, st := range out {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", st.Machine, st.Agent, st.Target, st.StateText(), st.CaptureText(), st.LagText(), st.LastSeq, st.Points,
-				size(st.JournalBytes), st.Error)
-		}
+	table(a, "MACHINE\tAGENT\tTARGET\tSTATE\tCAPTURE\tLAG\tCUT\tPOINTS\tHISTORY\tNOTE", out, func(st api.ReplicationJSON) string {
+		return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s", st.Machine, st.Agent, st.Target, st.StateText(), st.CaptureText(), st.LagText(), st.LastSeq, st.Points,
+			size(st.JournalBytes), st.Error)
 	})
 	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -109,12 +108,10 @@ func (a *app) pointsDeleted(ctx context.Context, machine string) error {
 		return err
 	}
 	return a.emit(job.DeletedOf(deleted), func() {
-		a.table("ID\tTIME\tMACHINE\tCONSISTENCY\tSIZE\tDELETED\tPURGED AFTER\tBY", func(w *tabwriter.Writer) {
-			for _, d := range deleted {
-				p := d.Point
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID.Short(), when(p.Time), p.Machine, p.Consistency,
-					size(p.Size()), when(d.Deleted), when(d.PurgeAt), orDash(d.Host))
-			}
+		table(a, "ID\tTIME\tMACHINE\tCONSISTENCY\tSIZE\tDELETED\tPURGED AFTER\tBY", deleted, func(d maintenance.DeletedPoint) string {
+			p := d.Point
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", p.ID.Short(), when(p.Time), p.Machine, p.Consistency,
+				size(p.Size()), when(d.Deleted), when(d.PurgeAt), orDash(d.Host))
 		})
 		if len(deleted) == 0 && !a.quiet {
 			a.warnf("no soft-deleted points")
