@@ -195,28 +195,14 @@ func (a *app) replicateCommand() *cobra.Command {
 					return err
 				}
 			}
-			var machines []replicate.Machine
-			var err error
-			switch {
-			case rf.m.Name == "" && rf.m.Group != "":
-				machines, err = groupMembers(cfg, rf.m.Group)
-			case rf.m.Name != "":
-				machines, err = cfg.Selected(rf.m.Name)
-			}
-			if err != nil {
-				return err
-			}
 			ctx, stop := foreground(cmd.Context())
 			defer stop()
-			exe, err := a.executable()
+			template, err := a.replicationTemplate(a.logger())
 			if err != nil {
 				return err
 			}
-			template := replicate.Runner{Config: cfg, Clock: a.env.Clock, Log: a.logger(), Executable: exe, StallTimeout: stall}
-			if rf.m.Name == "" && rf.m.Group == "" {
-				return replicate.Supervise(ctx, cfg, template)
-			}
-			return replicate.RunMachines(ctx, machines, template)
+			template.StallTimeout = stall
+			return cfg.Run(ctx, rf.m.Name, rf.m.Group, template)
 		}),
 	}
 	rf.add(run)

@@ -48,15 +48,6 @@ func (a *app) failbackCommand() *cobra.Command {
 	return cmd
 }
 
-// groupMembers are this host's machines in group.
-func groupMembers(cfg *replicate.Config, group string) ([]replicate.Machine, error) {
-	ms, err := cfg.GroupMembers(group)
-	if err != nil {
-		return nil, usageError{err}
-	}
-	return ms, nil
-}
-
 func (a *app) groupFailover(cmd *cobra.Command, req replicate.GroupFailoverRequest) error {
 	if err := req.Validate(); err != nil {
 		return err

@@ -107,6 +107,30 @@ func (c *Config) Selected(name string) ([]Machine, error) {
 	return machines, nil
 }
 
+// Run is replicate run: the machine called name, or the members of group
+// on this host (none is ErrInvalid), replicated as RunMachines does; with
+// neither, every machine of this host, followed as they are enabled and
+// disabled (Supervise). It runs until ctx ends.
+func (c *Config) Run(ctx context.Context, name, group string, template Runner) error {
+	template.Config = c
+	var machines []Machine
+	var err error
+	switch {
+	case name != "":
+		machines, err = c.Selected(name)
+	case group != "":
+		if machines, err = c.GroupMembers(group); err != nil {
+			err = invalidWrap{err}
+		}
+	default:
+		return Supervise(ctx, c, template)
+	}
+	if err != nil {
+		return err
+	}
+	return RunMachines(ctx, machines, template)
+}
+
 // Statuses reads the status of the machine called name as of now, or of
 // every machine of this host when name is empty.
 func (c *Config) Statuses(ctx context.Context, name string, now time.Time) ([]Status, error) {

@@ -146,6 +146,34 @@ func TestGroupFailoverRequestValidate(t *testing.T) {
 	}
 }
 
+// Run refuses a machine or a group this host does not replicate before
+// running anything; with neither it follows the host's machines until its
+// context ends.
+func TestRun(t *testing.T) {
+	cfg := OpenConfig(t.TempDir())
+	ctx := context.Background()
+	if err := cfg.Run(ctx, "db1", "", Runner{}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Run of an unknown machine: %v", err)
+	}
+	if err := cfg.Run(ctx, "", "g", Runner{}); !errors.Is(err, ErrInvalid) || !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "group g") {
+		t.Fatalf("Run of an unknown group: %v", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- cfg.Run(ctx, "", "", Runner{}) }()
+	select {
+	case err := <-done:
+		t.Fatalf("Run of every machine returned before its context ended: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run of every machine outlived its context")
+	}
+}
+
 func TestSelectedAndStatuses(t *testing.T) {
 	dir := t.TempDir()
 	cfg := OpenConfig(dir)
