@@ -184,10 +184,8 @@ func (a *app) restoreCommand() *cobra.Command {
 	var rem remote
 	var agentName string
 	var wait bool
-	var machine, to, diskName, toFile, suffix, format string
-	var inPlace, newMACs bool
+	var spec job.Restore
 	var inst instantFlags
-	var lv libvirtRestoreFlags
 	cmd := &cobra.Command{
 		Use:     "restore --machine NAME POINT|latest (--to DIR [--libvirt-define [--name NAME] [--start]] | --disk NAME --to-file PATH | --in-place)",
 		Short:   "Restore the disks of a recovery point",
@@ -202,24 +200,23 @@ func (a *app) restoreCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			if inst.instant && inst.status {
-				return a.instantStatus(absPath(to))
+				return a.instantStatus(absPath(spec.Dir))
 			}
+			machine := spec.Machine
 			if machine == "" {
 				return usageError{errors.New("--machine is required")}
 			}
 			if inst.instant {
-				inst.start = lv.start // one --start flag for both
-				return a.runInstant(cmd, &inst, job.InstantRestore{Machine: machine, Point: args[0], Vault: a.vaultURL, Dir: absPath(to), Suffix: suffix, NewMACs: newMACs})
+				inst.start = spec.Start // one --start flag for both
+				return a.runInstant(cmd, &inst, job.InstantRestore{Machine: machine, Point: args[0], Vault: a.vaultURL, Dir: absPath(spec.Dir), Suffix: spec.Suffix, NewMACs: spec.NewMACs})
 			}
-			spec := job.Restore{Machine: machine, Point: args[0], Dir: to, Disk: diskName, File: toFile,
-				InPlace: inPlace, Format: format, Suffix: suffix, NewMACs: newMACs}
-			lv.apply(&spec)
+			spec.Point = args[0]
 			if rem.server != "" {
 				// Through the server, on an agent's host: paths are as
 				// that host sees them, so they are sent as given.
 				return a.queueAndWait(ctx, &rem, "/v1/machines/"+url.PathEscape(machine)+"/restore", api.RestoreJSON{Restore: spec, Agent: agentName}, wait)
 			}
-			spec.Vault, spec.Dir, spec.File = a.vaultURL, absPath(to), absPath(toFile)
+			spec.Vault, spec.Dir, spec.File = a.vaultURL, absPath(spec.Dir), absPath(spec.File)
 			if err := spec.Validate(); err != nil {
 				return flagError(err)
 			}
@@ -258,15 +255,18 @@ func (a *app) restoreCommand() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&machine, "machine", "", "machine name (required)")
-	f.StringVar(&to, "to", "", "directory to restore every disk into")
-	f.StringVar(&diskName, "disk", "", "restore only this disk")
-	f.StringVar(&toFile, "to-file", "", "file to restore --disk into")
-	f.BoolVar(&inPlace, "in-place", false, "revert existing disks, writing only blocks that differ")
-	f.StringVar(&suffix, "suffix", "-dr", "suffix for the restored machine's name (not added to a name that has it)")
-	f.BoolVar(&newMACs, "new-macs", false, "give the restored machine's NICs new random MAC addresses (52:54:00:xx:xx:xx)")
-	f.StringVar(&format, "format", "", "format of new images: raw or qcow2 (default: the disk's format in the point's definition; for --to-file, the file's extension)")
-	lv.register(f)
+	f.StringVar(&spec.Machine, "machine", "", "machine name (required)")
+	f.StringVar(&spec.Dir, "to", "", "directory to restore every disk into")
+	f.StringVar(&spec.Disk, "disk", "", "restore only this disk")
+	f.StringVar(&spec.File, "to-file", "", "file to restore --disk into")
+	f.BoolVar(&spec.InPlace, "in-place", false, "revert existing disks, writing only blocks that differ")
+	f.StringVar(&spec.Suffix, "suffix", "-dr", "suffix for the restored machine's name (not added to a name that has it)")
+	f.BoolVar(&spec.NewMACs, "new-macs", false, "give the restored machine's NICs new random MAC addresses (52:54:00:xx:xx:xx)")
+	f.StringVar(&spec.Format, "format", "", "format of new images: raw or qcow2 (default: the disk's format in the point's definition; for --to-file, the file's extension)")
+	f.BoolVar(&spec.LibvirtDefine, "libvirt-define", false, "with --to: define the restored machine as a new libvirt domain from the point's domain XML")
+	f.StringVar(&spec.Name, "name", "", "with --libvirt-define: the new domain's name (default: the domain's name with --suffix)")
+	f.BoolVar(&spec.Start, "start", false, "start the restored machine: with --libvirt-define the new domain; with --instant (required) the machine run from the vault")
+	f.StringVar(&spec.Connect, "connect", "", "libvirt daemon URI for --libvirt-define and --in-place (default qemu:///system)")
 	f.StringVar(&rem.server, "server", "", "restore through this lifeboat server, on an agent's host (see --agent)")
 	f.StringVar(&rem.tokenFile, "token-file", "", "with --server: file holding an API token (env LIFEBOAT_TOKEN)")
 	f.StringVar(&agentName, "agent", "", "with --server: the host that writes the disks (default: the machine's agent); paths are that host's")

@@ -4,30 +4,10 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 
-	"lifeboat/internal/job"
 	"lifeboat/internal/libvirt"
 	"lifeboat/internal/recovery"
 )
-
-// libvirtRestoreFlags are restore's flags for defining the restored
-// machine as a libvirt domain.
-type libvirtRestoreFlags struct {
-	define, start bool
-	name, connect string
-}
-
-func (l *libvirtRestoreFlags) register(f *pflag.FlagSet) {
-	f.BoolVar(&l.define, "libvirt-define", false, "with --to: define the restored machine as a new libvirt domain from the point's domain XML")
-	f.StringVar(&l.name, "name", "", "with --libvirt-define: the new domain's name (default: the domain's name with --suffix)")
-	f.BoolVar(&l.start, "start", false, "start the restored machine: with --libvirt-define the new domain; with --instant (required) the machine run from the vault")
-	f.StringVar(&l.connect, "connect", "", "libvirt daemon URI for --libvirt-define and --in-place (default qemu:///system)")
-}
-
-func (l *libvirtRestoreFlags) apply(spec *job.Restore) {
-	spec.LibvirtDefine, spec.Start, spec.Name, spec.Connect = l.define, l.start, l.name, l.connect
-}
 
 func (a *app) libvirtCommand() *cobra.Command {
 	cmd := &cobra.Command{
