@@ -76,6 +76,20 @@ func (c *Client) Queue(ctx context.Context, path string, body any) (catalog.Job,
 	return j, err
 }
 
+// RunJob queues a job (POST path with body) and returns it; with wait it
+// first calls queued with the queued job, then follows it every second
+// until it ends and returns it as it ended.
+func (c *Client) RunJob(ctx context.Context, path string, body any, wait bool, queued func(catalog.Job)) (catalog.Job, error) {
+	j, err := c.Queue(ctx, path, body)
+	if err != nil || !wait {
+		return j, err
+	}
+	if queued != nil {
+		queued(j)
+	}
+	return c.Wait(ctx, j, time.Second)
+}
+
 // JobError is nil for a job that succeeded, otherwise an error saying how
 // it ended.
 func JobError(j catalog.Job) error {

@@ -127,6 +127,39 @@ func TestDiscoverWaits(t *testing.T) {
 	}
 }
 
+// RunJob returns a queued job at once, or, asked to wait, says it is
+// queued and follows it until an agent finishes it.
+func TestRunJob(t *testing.T) {
+	e := newEnv(t)
+	c := &Client{URL: e.url, Token: e.admin}
+	ctx := context.Background()
+	j, err := c.RunJob(ctx, "/v1/discover", DiscoverJSON{}, false, func(catalog.Job) { t.Error("queued called without wait") })
+	if err != nil || j.State != catalog.Queued || j.Kind != "discover" {
+		t.Fatalf("without wait: %+v, %v", j, err)
+	}
+	agent := e.token("hv1", catalog.RoleAgent)
+	finishAll := func() {
+		for n := 0; n < 2; {
+			var claimed catalog.Job
+			if code, _ := e.do(agent, "POST", "/v1/agent/claim", nil, &claimed); code != 200 {
+				time.Sleep(20 * time.Millisecond) // polling the queue as an agent does
+				continue
+			}
+			e.ok(e.do(agent, "POST", "/v1/agent/jobs/"+claimed.ID+"/finish", FinishJSON{Lease: claimed.LeaseOwner, Result: json.RawMessage(`{"machines":[]}`)}, nil))
+			n++
+		}
+	}
+	go finishAll()
+	var said []string
+	j, err = c.RunJob(ctx, "/v1/discover", DiscoverJSON{}, true, func(q catalog.Job) { said = append(said, q.ID+" "+q.State) })
+	if err != nil || j.State != catalog.Succeeded || len(said) != 1 || said[0] != j.ID+" "+catalog.Queued {
+		t.Fatalf("with wait: %+v, %v, queued said %q", j, err, said)
+	}
+	if _, err := c.RunJob(ctx, "/v1/nowhere", nil, true, nil); err == nil {
+		t.Fatal("queued at a path the server does not serve")
+	}
+}
+
 // A job that ended in any state but succeeded is an error naming the job,
 // its state and its error.
 func TestJobError(t *testing.T) {

@@ -27,7 +27,9 @@ func (a *app) backupCommand() *cobra.Command {
 		Long:    help("backup"),
 		Example: help("backup.example"),
 		Args:    cobra.NoArgs,
-		RunE:    func(cmd *cobra.Command, args []string) error { return a.runBackup(cmd.Context(), spec, disks, definition) },
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.runBackup(cmd.Context(), spec, disks, definition)
+		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&spec.Machine, "machine", "", "machine name (required)")

@@ -352,27 +352,17 @@ func (a *app) queueAndWait(ctx context.Context, r *remote, path string, body any
 	if err != nil {
 		return err
 	}
-	j, err := c.Queue(ctx, path, body)
+	j, err := c.RunJob(ctx, path, body, wait, func(j catalog.Job) {
+		if !a.jsonOut {
+			a.printf("job %s queued; waiting\n", j.ID)
+		}
+	})
 	if err != nil {
 		return err
 	}
 	if !wait {
-		if a.jsonOut {
-			return a.printJSON(j)
-		}
-		a.printf("job %s queued\n", j.ID)
-		return nil
+		return a.emit(j, func() { a.printf("job %s queued\n", j.ID) })
 	}
-	if !a.jsonOut {
-		a.printf("job %s queued; waiting\n", j.ID)
-	}
-	if j, err = c.Wait(ctx, j, time.Second); err != nil {
-		return err
-	}
-	if a.jsonOut {
-		a.printJSON(j)
-	} else {
-		a.printf("job %s %s\n", j.ID, j.State)
-	}
+	a.emit(j, func() { a.printf("job %s %s\n", j.ID, j.State) })
 	return api.JobError(j)
 }
