@@ -92,7 +92,7 @@ func (a *app) runBackup(ctx context.Context, spec job.Backup, disks []string, de
 	pb := newBar(a.env.Stderr, "backup "+spec.Machine, !a.quiet)
 	p, err := job.RunBackup(ctx, v, spec, job.Env{Executable: exe, Seen: a.book(),
 		Warn:     func(s string) { a.warnf("%s", s) },
-		Progress: func(p backup.Progress) { pb.update(p.DoneBytes, p.TotalBytes, p.Elapsed, p.Final) }})
+		Progress: func(p backup.Progress) { pb.Update(p.DoneBytes, p.TotalBytes, p.Elapsed, p.Final) }})
 	if p == nil {
 		return flagError(err)
 	}

@@ -226,7 +226,7 @@ func (a *app) restoreCommand() *cobra.Command {
 			}
 			pb := newBar(a.env.Stderr, "restore "+machine, !a.quiet)
 			res, err := job.RunRestore(ctx, v, spec, job.Env{Seen: a.book(), Warn: func(s string) { a.warnf("%s", s) },
-				RestoreProgress: func(pr restore.Progress) { pb.update(pr.DoneBytes, pr.TotalBytes, pr.Elapsed, pr.Final) }})
+				RestoreProgress: func(pr restore.Progress) { pb.Update(pr.DoneBytes, pr.TotalBytes, pr.Elapsed, pr.Final) }})
 			if err != nil {
 				return err
 			}

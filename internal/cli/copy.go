@@ -91,7 +91,7 @@ func (a *app) vaultCopyCommand() *cobra.Command {
 			st, err := job.RunCopy(ctx, src, dst, job.Copy{Machine: machine, From: from, To: to}, job.Env{Seen: a.book(),
 				Warn: func(s string) { a.warnf("%s", s) },
 				CopyProgress: func(p vaultcopy.Progress) {
-					pb.update(p.DoneBytes, p.TotalBytes, p.Elapsed, p.Final)
+					pb.Update(p.DoneBytes, p.TotalBytes, p.Elapsed, p.Final)
 				}})
 			if err != nil {
 				if errors.Is(err, vaultcopy.ErrKeysDiffer) || errors.Is(err, vaultcopy.ErrSameVault) {

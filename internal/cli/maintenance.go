@@ -39,7 +39,7 @@ func (a *app) verifyCommand() *cobra.Command {
 				pb := newBar(a.env.Stderr, "verify --read-data", !a.quiet && !a.jsonOut)
 				start := a.env.Clock.Now()
 				opts.Progress = func(done, total int64) {
-					pb.update(done, total, a.env.Clock.Now().Sub(start), done == total)
+					pb.Update(done, total, a.env.Clock.Now().Sub(start), done == total)
 				}
 			}
 			rep, err := maintenance.Verify(cmd.Context(), v, opts)

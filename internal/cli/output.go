@@ -11,7 +11,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"lifeboat/internal/bytesize"
 	"lifeboat/internal/job"
+	"lifeboat/internal/progressbar"
 	"lifeboat/internal/vault"
 )
 
@@ -36,6 +38,12 @@ func table[T any](a *app, header string, items []T, row func(T) string) {
 	}
 	w.Flush()
 }
+
+// newBar is a progress bar on a terminal (internal/progressbar).
+var newBar = progressbar.New
+
+// size formats a byte count in binary units.
+var size = bytesize.Format
 
 // infof prints a progress line on stderr unless --quiet.
 func (a *app) infof(format string, args ...any) {

@@ -202,7 +202,7 @@ func (a *app) runInstant(cmd *cobra.Command, f *instantFlags, spec job.InstantRe
 			fmt.Fprintf(a.env.Stderr, "qmp %s, guest agent %s, definition %s\n", in.QMP, in.GuestAgent, in.Definition)
 		},
 		Progress: func(p boot.StreamProgress) {
-			pb.update(p.DoneBytes, p.TotalBytes, a.env.Clock.Now().Sub(start), false)
+			pb.Update(p.DoneBytes, p.TotalBytes, a.env.Clock.Now().Sub(start), false)
 		},
 	})
 	if err != nil {
@@ -211,7 +211,7 @@ func (a *app) runInstant(cmd *cobra.Command, f *instantFlags, spec job.InstantRe
 		}
 		return err
 	}
-	pb.update(1, 1, a.env.Clock.Now().Sub(start), true)
+	pb.Update(1, 1, a.env.Clock.Now().Sub(start), true)
 	return a.emit(res, func() {
 		if !a.quiet {
 			if res.AnsweredMS > 0 {
