@@ -301,15 +301,8 @@ func (a *app) instantStatus(dir string) error {
 		return err
 	}
 	return a.emit(st, func() {
-		state := "copying"
-		switch {
-		case st.Standalone:
-			state = "done: the images are standalone"
-		case !st.Copying:
-			state = "INTERRUPTED: run the same restore --instant --start again to finish the copy"
-		}
 		a.printf("%s point %s into %s: %s of %s copied (%.0f%%), %s\n", st.Machine, st.Point[:12], st.Dir, size(st.DoneBytes), size(st.TotalBytes),
-			100*float64(st.DoneBytes)/float64(max(st.TotalBytes, 1)), state)
+			st.Percent(), st.StateText())
 		a.printf("machine pid %d: %s\n", st.PID, map[bool]string{true: "running", false: "not running"}[st.MachineRunning])
 	})
 }
