@@ -23,9 +23,8 @@ import (
 
 func (a *app) vaultCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "vault", Short: "Create and inspect vaults"}
-	var chunkSize, compression, softDelete string
+	var spec job.VaultInit
 	var copyOf copyOfFlags
-	var lock lockFlags
 	initCmd := &cobra.Command{
 		Use:     "init",
 		Short:   "Create a new vault",
@@ -34,26 +33,13 @@ func (a *app) vaultCommand() *cobra.Command {
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) (err error) {
 			ctx := cmd.Context()
-			opts := a.options()
-			if chunkSize != "" {
-				n, err := parseSize(chunkSize)
-				if err != nil {
-					return usageError{err}
-				}
-				if err := vault.ValidChunkSize(n); err != nil {
-					return usageError{err}
-				}
-				opts.ChunkSize = n
+			if !cmd.Flags().Changed("lock-mode") {
+				spec.LockMode = "" // the flag's default goes with --lock only
 			}
-			opts.Compression = compression
-			if opts.SoftDelete, err = parseWindow(softDelete); err != nil {
-				return err
-			}
-			lk, err := lock.lock(cmd)
+			opts, err := spec.Options(a.options())
 			if err != nil {
-				return err
+				return flagError(err)
 			}
-			opts.Lock = lk
 			pw, err := a.passphrase()
 			if err != nil {
 				return err
@@ -85,11 +71,11 @@ func (a *app) vaultCommand() *cobra.Command {
 			})
 		},
 	}
-	initCmd.Flags().StringVar(&chunkSize, "chunk-size", "", "chunk size, a power of two from 64K to 8M (default 256K)")
-	initCmd.Flags().StringVar(&compression, "compression", "", "zstd-fastest (default), zstd or zstd-better")
-	initCmd.Flags().StringVar(&softDelete, "soft-delete", policy.FormatDuration(policy.DefaultSoftDelete), "how long forgotten points stay restorable (undelete) before prune purges them; 0 turns soft delete off")
+	initCmd.Flags().StringVar(&spec.ChunkSize, "chunk-size", "", "chunk size, a power of two from 64K to 8M (default 256K)")
+	initCmd.Flags().StringVar(&spec.Compression, "compression", "", "zstd-fastest (default), zstd or zstd-better")
+	initCmd.Flags().StringVar(&spec.SoftDelete, "soft-delete", policy.FormatDuration(policy.DefaultSoftDelete), "how long forgotten points stay restorable (undelete) before prune purges them; 0 turns soft delete off")
 	copyOf.add(initCmd)
-	lock.add(initCmd)
+	addLockFlags(initCmd, &spec)
 	var newFile string
 	passwd := &cobra.Command{
 		Use:   "passwd --new-password-file FILE",

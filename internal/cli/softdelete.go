@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -13,18 +12,6 @@ import (
 	"lifeboat/internal/policy"
 	"lifeboat/internal/vault"
 )
-
-// parseWindow parses a --soft-delete value: 14d, 36h, 2w, 0.
-func parseWindow(s string) (time.Duration, error) {
-	d, err := policy.ParseWindow(s)
-	switch {
-	case errors.Is(err, policy.ErrFraction):
-		return 0, usageError{fmt.Errorf("--soft-delete %s: %w", s, err)}
-	case err != nil:
-		return 0, usageError{fmt.Errorf("--soft-delete: %w", err)}
-	}
-	return d, nil
-}
 
 var windowText = policy.WindowText
 
@@ -41,9 +28,9 @@ func (a *app) vaultSetCommand() *cobra.Command {
 			if !cmd.Flags().Changed("soft-delete") {
 				return usageError{errors.New("nothing to set: give --soft-delete DURATION")}
 			}
-			d, err := parseWindow(window)
+			d, err := job.SoftDeleteWindow(window)
 			if err != nil {
-				return err
+				return flagError(err)
 			}
 			v, err := a.open(cmd.Context())
 			if err != nil {
