@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -88,6 +89,21 @@ func (c *Client) RunJob(ctx context.Context, path string, body any, wait bool, q
 		queued(j)
 	}
 	return c.Wait(ctx, j, time.Second)
+}
+
+// JobsPath is GET /v1/jobs filtered by f's machine, agent, state and kind
+// (where set) and limit (where positive).
+func JobsPath(f catalog.JobFilter) string {
+	q := url.Values{}
+	for k, v := range map[string]string{"machine": f.Machine, "agent": f.Agent, "state": f.State, "kind": f.Kind} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	if f.Limit > 0 {
+		q.Set("limit", strconv.Itoa(f.Limit))
+	}
+	return "/v1/jobs?" + q.Encode()
 }
 
 // JobError is nil for a job that succeeded, otherwise an error saying how

@@ -160,6 +160,33 @@ func TestRunJob(t *testing.T) {
 	}
 }
 
+// JobsPath asks for the jobs of the filter's fields that are set, and the
+// server lists those.
+func TestJobsPath(t *testing.T) {
+	for f, want := range map[catalog.JobFilter]string{
+		{}:                                  "/v1/jobs?",
+		{Machine: "web 1", State: "queued"}: "/v1/jobs?machine=web+1&state=queued",
+		{Kind: "discover", Limit: 5}:        "/v1/jobs?kind=discover&limit=5",
+	} {
+		if got := JobsPath(f); got != want {
+			t.Errorf("%+v: %q, want %q", f, got, want)
+		}
+	}
+	e := newEnv(t)
+	c := &Client{URL: e.url, Token: e.admin}
+	ctx := context.Background()
+	if _, err := c.Queue(ctx, "/v1/discover", DiscoverJSON{}); err != nil {
+		t.Fatal(err)
+	}
+	var jobs []catalog.Job
+	if err := c.Do(ctx, "GET", JobsPath(catalog.JobFilter{State: catalog.Queued, Kind: "discover"}), nil, &jobs); err != nil || len(jobs) != 1 {
+		t.Fatalf("queued discover jobs: %+v, %v", jobs, err)
+	}
+	if err := c.Do(ctx, "GET", JobsPath(catalog.JobFilter{State: catalog.Running}), nil, &jobs); err != nil || len(jobs) != 0 {
+		t.Fatalf("running jobs: %+v, %v", jobs, err)
+	}
+}
+
 // A job that ended in any state but succeeded is an error naming the job,
 // its state and its error.
 func TestJobError(t *testing.T) {

@@ -263,24 +263,17 @@ func (a *app) jobCommand() *cobra.Command {
 	var r remote
 	cmd := &cobra.Command{Use: "job", Short: "Jobs: backups, restores and maintenance the server runs (server)"}
 	a.addRemoteFlags(cmd, &r)
-	var machine, state string
+	var filter catalog.JobFilter
 	list := &cobra.Command{
 		Use: "list [--machine NAME] [--state STATE]", Short: "List jobs, newest first", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			q := url.Values{}
-			if machine != "" {
-				q.Set("machine", machine)
-			}
-			if state != "" {
-				q.Set("state", state)
-			}
-			return getTable(cmd.Context(), a, &r, "/v1/jobs?"+q.Encode(), "ID\tKIND\tMACHINE\tSTATE\tATTEMPT\tCREATED\tERROR", func(j catalog.Job) string {
+			return getTable(cmd.Context(), a, &r, api.JobsPath(filter), "ID\tKIND\tMACHINE\tSTATE\tATTEMPT\tCREATED\tERROR", func(j catalog.Job) string {
 				return fmt.Sprintf("%s\t%s\t%s\t%s\t%d/%d\t%s\t%s", j.ID[:12], j.Kind, orDash(j.Machine), j.State, j.Attempt, j.MaxAttempts, when(j.Created), j.Error)
 			})
 		},
 	}
-	list.Flags().StringVar(&machine, "machine", "", "only this machine's jobs")
-	list.Flags().StringVar(&state, "state", "", "only jobs in this state: queued, running, succeeded, failed, cancelled")
+	list.Flags().StringVar(&filter.Machine, "machine", "", "only this machine's jobs")
+	list.Flags().StringVar(&filter.State, "state", "", "only jobs in this state: queued, running, succeeded, failed, cancelled")
 	cancel := &cobra.Command{
 		Use: "cancel ID", Short: "Cancel a job", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
