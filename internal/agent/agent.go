@@ -25,6 +25,7 @@ import (
 
 	"lifeboat/internal/api"
 	"lifeboat/internal/catalog"
+	"lifeboat/internal/clock"
 	"lifeboat/internal/replicate"
 	"lifeboat/internal/secrets"
 )
@@ -87,6 +88,11 @@ type Agent struct {
 	// this agent (GET /v1/agent/replications) before each report: it
 	// makes the host run them (replicate.Config.Apply).
 	Enable func(ctx context.Context, specs []replicate.Machine) error
+	// Replicate, if set, is the runner of this host's continuous
+	// replications (as replicate run makes it): Run runs them
+	// (replicate.Supervise) beside the jobs, and ReplicateWith reports them
+	// and runs those the server enables.
+	Replicate *replicate.Runner
 
 	instance string // this process's name for the server, set by Run
 }
@@ -123,6 +129,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.instance = hex.EncodeToString(id[:])
 	workers := max(a.Concurrency, 1)
 	var wg sync.WaitGroup
+	if r := a.Replicate; r != nil {
+		clk := r.Clock
+		if clk == nil {
+			clk = clock.Real{}
+		}
+		a.ReplicateWith(r.Config, clk)
+		wg.Add(1)
+		go func() { defer wg.Done(); replicate.Supervise(ctx, r.Config, *r) }()
+	}
 	wg.Add(1)
 	go func() { defer wg.Done(); a.heartbeats(ctx) }()
 	if a.Replications != nil {

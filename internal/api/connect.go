@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -74,6 +75,35 @@ func (c *Client) Queue(ctx context.Context, path string, body any) (catalog.Job,
 	var j catalog.Job
 	err := c.Do(ctx, "POST", path, body, &j)
 	return j, err
+}
+
+// RunJob queues a job (POST path with body) and returns it; with wait it
+// first calls queued with the queued job, then follows it every second
+// until it ends and returns it as it ended.
+func (c *Client) RunJob(ctx context.Context, path string, body any, wait bool, queued func(catalog.Job)) (catalog.Job, error) {
+	j, err := c.Queue(ctx, path, body)
+	if err != nil || !wait {
+		return j, err
+	}
+	if queued != nil {
+		queued(j)
+	}
+	return c.Wait(ctx, j, time.Second)
+}
+
+// JobsPath is GET /v1/jobs filtered by f's machine, agent, state and kind
+// (where set) and limit (where positive).
+func JobsPath(f catalog.JobFilter) string {
+	q := url.Values{}
+	for k, v := range map[string]string{"machine": f.Machine, "agent": f.Agent, "state": f.State, "kind": f.Kind} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	if f.Limit > 0 {
+		q.Set("limit", strconv.Itoa(f.Limit))
+	}
+	return "/v1/jobs?" + q.Encode()
 }
 
 // JobError is nil for a job that succeeded, otherwise an error saying how

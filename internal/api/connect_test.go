@@ -127,6 +127,66 @@ func TestDiscoverWaits(t *testing.T) {
 	}
 }
 
+// RunJob returns a queued job at once, or, asked to wait, says it is
+// queued and follows it until an agent finishes it.
+func TestRunJob(t *testing.T) {
+	e := newEnv(t)
+	c := &Client{URL: e.url, Token: e.admin}
+	ctx := context.Background()
+	j, err := c.RunJob(ctx, "/v1/discover", DiscoverJSON{}, false, func(catalog.Job) { t.Error("queued called without wait") })
+	if err != nil || j.State != catalog.Queued || j.Kind != "discover" {
+		t.Fatalf("without wait: %+v, %v", j, err)
+	}
+	agent := e.token("hv1", catalog.RoleAgent)
+	finishAll := func() {
+		for n := 0; n < 2; {
+			var claimed catalog.Job
+			if code, _ := e.do(agent, "POST", "/v1/agent/claim", nil, &claimed); code != 200 {
+				time.Sleep(20 * time.Millisecond) // polling the queue as an agent does
+				continue
+			}
+			e.ok(e.do(agent, "POST", "/v1/agent/jobs/"+claimed.ID+"/finish", FinishJSON{Lease: claimed.LeaseOwner, Result: json.RawMessage(`{"machines":[]}`)}, nil))
+			n++
+		}
+	}
+	go finishAll()
+	var said []string
+	j, err = c.RunJob(ctx, "/v1/discover", DiscoverJSON{}, true, func(q catalog.Job) { said = append(said, q.ID+" "+q.State) })
+	if err != nil || j.State != catalog.Succeeded || len(said) != 1 || said[0] != j.ID+" "+catalog.Queued {
+		t.Fatalf("with wait: %+v, %v, queued said %q", j, err, said)
+	}
+	if _, err := c.RunJob(ctx, "/v1/nowhere", nil, true, nil); err == nil {
+		t.Fatal("queued at a path the server does not serve")
+	}
+}
+
+// JobsPath asks for the jobs of the filter's fields that are set, and the
+// server lists those.
+func TestJobsPath(t *testing.T) {
+	for f, want := range map[catalog.JobFilter]string{
+		{}:                                  "/v1/jobs?",
+		{Machine: "web 1", State: "queued"}: "/v1/jobs?machine=web+1&state=queued",
+		{Kind: "discover", Limit: 5}:        "/v1/jobs?kind=discover&limit=5",
+	} {
+		if got := JobsPath(f); got != want {
+			t.Errorf("%+v: %q, want %q", f, got, want)
+		}
+	}
+	e := newEnv(t)
+	c := &Client{URL: e.url, Token: e.admin}
+	ctx := context.Background()
+	if _, err := c.Queue(ctx, "/v1/discover", DiscoverJSON{}); err != nil {
+		t.Fatal(err)
+	}
+	var jobs []catalog.Job
+	if err := c.Do(ctx, "GET", JobsPath(catalog.JobFilter{State: catalog.Queued, Kind: "discover"}), nil, &jobs); err != nil || len(jobs) != 1 {
+		t.Fatalf("queued discover jobs: %+v, %v", jobs, err)
+	}
+	if err := c.Do(ctx, "GET", JobsPath(catalog.JobFilter{State: catalog.Running}), nil, &jobs); err != nil || len(jobs) != 0 {
+		t.Fatalf("running jobs: %+v, %v", jobs, err)
+	}
+}
+
 // A job that ended in any state but succeeded is an error naming the job,
 // its state and its error.
 func TestJobError(t *testing.T) {

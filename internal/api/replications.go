@@ -2,9 +2,11 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"time"
@@ -195,4 +197,42 @@ func (s *Server) deleteReplication(w http.ResponseWriter, r *http.Request) error
 func (s *Server) agentReplicationSpecs(w http.ResponseWriter, r *http.Request) error {
 	items, err := s.Catalog.ReplicationSpecs(r.Context(), agentName(r))
 	return listed(w, items, err)
+}
+
+// Replications lists the replications the server knows of (none is an
+// empty list), or only machine's; a machine the server has no report of
+// is replicate.ErrNotFound.
+func (c *Client) Replications(ctx context.Context, machine string) ([]ReplicationJSON, error) {
+	var all []ReplicationJSON
+	if err := c.Do(ctx, "GET", "/v1/replications", nil, &all); err != nil {
+		return nil, err
+	}
+	out := []ReplicationJSON{}
+	for _, st := range all {
+		if machine == "" || st.Machine == machine {
+			out = append(out, st)
+		}
+	}
+	if machine != "" && len(out) == 0 {
+		return nil, fmt.Errorf("%w: the server has no replication report of machine %q (is lifeboat agent --replicate running on its host?)", replicate.ErrNotFound, machine)
+	}
+	return out, nil
+}
+
+// EnableReplication records m's replication in the server's catalog for
+// agent to run.
+func (c *Client) EnableReplication(ctx context.Context, agent string, m replicate.Machine) (catalog.ReplicationSpec, error) {
+	var out catalog.ReplicationSpec
+	spec, err := json.Marshal(m)
+	if err != nil {
+		return out, err
+	}
+	err = c.Do(ctx, "PUT", "/v1/replications/"+url.PathEscape(m.Name), ReplicationSpecJSON{Agent: agent, Spec: spec}, &out)
+	return out, err
+}
+
+// DisableReplication forgets machine's replication; its agent stops it
+// when it next asks.
+func (c *Client) DisableReplication(ctx context.Context, machine string) error {
+	return c.Do(ctx, "DELETE", "/v1/replications/"+url.PathEscape(machine), nil, nil)
 }

@@ -17,69 +17,57 @@ import (
 	"lifeboat/internal/recovery"
 )
 
-type backupFlags struct {
-	machine, definition, consistency string
-	disks, tags                      []string
-	preHook, postHook                string
-	hookTimeout, freezeTimeout       time.Duration
-	audit                            float64
-	qmp, guestAgent, bitmap          string
-	libvirt, connect                 string
-	fleeceDir                        string
-	requireConsistency               bool
-}
-
 func (a *app) backupCommand() *cobra.Command {
-	var bf backupFlags
+	var spec job.Backup
+	var disks []string
+	var definition string
 	cmd := &cobra.Command{
 		Use:     "backup --machine NAME (--disk PATH [--disk PATH ...] | --qmp SOCKET | --libvirt DOMAIN)",
 		Short:   "Back up every disk of a machine as one recovery point",
 		Long:    help("backup"),
 		Example: help("backup.example"),
 		Args:    cobra.NoArgs,
-		RunE:    func(cmd *cobra.Command, args []string) error { return a.runBackup(cmd.Context(), bf) },
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.runBackup(cmd.Context(), spec, disks, definition)
+		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&bf.machine, "machine", "", "machine name (required)")
-	f.StringArrayVar(&bf.disks, "disk", nil, "disk to back up: PATH or NAME=PATH (repeat for each disk)")
-	f.StringVar(&bf.definition, "definition", "", "machine definition JSON file (schema lifeboat.machine/v1)")
-	f.StringVar(&bf.consistency, "consistency", "crash", "consistency wanted: crash, file or app")
-	f.BoolVar(&bf.requireConsistency, "require-consistency", false, "exit 10 when the point written is less consistent than --consistency asked")
-	f.StringVar(&bf.preHook, "pre-hook", "", "shell command run before the snapshot instant (--consistency app)")
-	f.StringVar(&bf.postHook, "post-hook", "", "shell command run after the snapshot instant (--consistency app)")
-	f.DurationVar(&bf.hookTimeout, "hook-timeout", 5*time.Minute, "longest a hook may run")
-	f.DurationVar(&bf.freezeTimeout, "freeze-timeout", time.Minute, "longest the filesystems may stay frozen")
-	f.Float64Var(&bf.audit, "audit", 0, "fraction (0-1) of blocks change tracking calls unchanged to re-read and compare")
-	f.StringArrayVar(&bf.tags, "tag", nil, "tag the point (repeatable)")
-	f.StringVar(&bf.qmp, "qmp", "", "QMP socket of a running QEMU machine: back up its disks live")
-	f.StringVar(&bf.guestAgent, "guest-agent", "", "QEMU guest agent socket, for --qmp with --consistency file or app")
-	f.StringVar(&bf.bitmap, "bitmap", "", "dirty bitmap of the NBD --disk servers that records changes since the last point")
-	f.StringVar(&bf.fleeceDir, "fleece-dir", "", "directory for --qmp's temporary overlays or --libvirt's scratch images (default: one in $TMPDIR)")
-	f.StringVar(&bf.libvirt, "libvirt", "", "libvirt domain to back up through libvirt's backup API")
-	f.StringVar(&bf.connect, "connect", "", "libvirt daemon URI for --libvirt (default qemu:///system)")
+	f.StringVar(&spec.Machine, "machine", "", "machine name (required)")
+	f.StringArrayVar(&disks, "disk", nil, "disk to back up: PATH or NAME=PATH (repeat for each disk)")
+	f.StringVar(&definition, "definition", "", "machine definition JSON file (schema lifeboat.machine/v1)")
+	f.StringVar(&spec.Consistency, "consistency", "crash", "consistency wanted: crash, file or app")
+	f.BoolVar(&spec.RequireConsistency, "require-consistency", false, "exit 10 when the point written is less consistent than --consistency asked")
+	f.StringVar(&spec.PreHook, "pre-hook", "", "shell command run before the snapshot instant (--consistency app)")
+	f.StringVar(&spec.PostHook, "post-hook", "", "shell command run after the snapshot instant (--consistency app)")
+	f.DurationVar((*time.Duration)(&spec.HookTimeout), "hook-timeout", job.DefaultHookTimeout, "longest a hook may run")
+	f.DurationVar((*time.Duration)(&spec.FreezeTimeout), "freeze-timeout", job.DefaultFreezeTimeout, "longest the filesystems may stay frozen")
+	f.Float64Var(&spec.Audit, "audit", 0, "fraction (0-1) of blocks change tracking calls unchanged to re-read and compare")
+	f.StringArrayVar(&spec.Tags, "tag", nil, "tag the point (repeatable)")
+	f.StringVar(&spec.QMP, "qmp", "", "QMP socket of a running QEMU machine: back up its disks live")
+	f.StringVar(&spec.GuestAgent, "guest-agent", "", "QEMU guest agent socket, for --qmp with --consistency file or app")
+	f.StringVar(&spec.Bitmap, "bitmap", "", "dirty bitmap of the NBD --disk servers that records changes since the last point")
+	f.StringVar(&spec.FleeceDir, "fleece-dir", "", "directory for --qmp's temporary overlays or --libvirt's scratch images (default: one in $TMPDIR)")
+	f.StringVar(&spec.Libvirt, "libvirt", "", "libvirt domain to back up through libvirt's backup API")
+	f.StringVar(&spec.Connect, "connect", "", "libvirt daemon URI for --libvirt (default qemu:///system)")
 	return cmd
 }
 
-func (a *app) runBackup(ctx context.Context, bf backupFlags) error {
-	if bf.machine == "" {
+func (a *app) runBackup(ctx context.Context, spec job.Backup, disks []string, definition string) error {
+	if spec.Machine == "" {
 		return usageError{errors.New("--machine is required")}
 	}
-	spec := job.Backup{Machine: bf.machine, Vault: a.vaultURL, Consistency: bf.consistency, RequireConsistency: bf.requireConsistency,
-		PreHook: bf.preHook, PostHook: bf.postHook, HookTimeout: job.Duration(bf.hookTimeout), FreezeTimeout: job.Duration(bf.freezeTimeout),
-		Audit: bf.audit, FleeceDir: bf.fleeceDir, Tags: bf.tags}
-	spec.QMP, spec.GuestAgent, spec.Bitmap = absPath(bf.qmp), absPath(bf.guestAgent), bf.bitmap
-	spec.Libvirt, spec.Connect = bf.libvirt, bf.connect
-	if bf.freezeTimeout <= 0 || bf.hookTimeout <= 0 {
+	spec.Vault, spec.QMP, spec.GuestAgent = a.vaultURL, absPath(spec.QMP), absPath(spec.GuestAgent)
+	if spec.FreezeTimeout <= 0 || spec.HookTimeout <= 0 {
 		return usageError{errors.New("--freeze-timeout and --hook-timeout must be positive")}
 	}
 	var def *recovery.Definition
-	if bf.definition != "" {
+	if definition != "" {
 		var err error
-		if def, spec.Definition, err = readDefinition(bf.definition); err != nil {
+		if def, spec.Definition, err = readDefinition(definition); err != nil {
 			return err
 		}
 	}
-	if err := spec.SetDisks(bf.disks, def); err != nil {
+	if err := spec.SetDisks(disks, def); err != nil {
 		var ie *job.InvalidError
 		if errors.As(err, &ie) {
 			return usageError{errors.New(ie.Reason)}
@@ -89,7 +77,7 @@ func (a *app) runBackup(ctx context.Context, bf backupFlags) error {
 	if err := spec.Validate(); err != nil {
 		var ie *job.InvalidError
 		if errors.As(err, &ie) && ie.Field == "definition" {
-			return usageError{fmt.Errorf("%s: %s", bf.definition, ie.Reason)}
+			return usageError{fmt.Errorf("%s: %s", definition, ie.Reason)}
 		}
 		return flagError(err)
 	}
@@ -101,14 +89,14 @@ func (a *app) runBackup(ctx context.Context, bf backupFlags) error {
 	if err != nil {
 		return err
 	}
-	pb := newBar(a.env.Stderr, "backup "+bf.machine, !a.quiet)
+	pb := newBar(a.env.Stderr, "backup "+spec.Machine, !a.quiet)
 	p, err := job.RunBackup(ctx, v, spec, job.Env{Executable: exe, Seen: a.book(),
 		Warn:     func(s string) { a.warnf("%s", s) },
-		Progress: func(p backup.Progress) { pb.update(p.DoneBytes, p.TotalBytes, p.Elapsed, p.Final) }})
+		Progress: func(p backup.Progress) { pb.Update(p.DoneBytes, p.TotalBytes, p.Elapsed, p.Final) }})
 	if p == nil {
 		return flagError(err)
 	}
-	if rerr := a.reportPoint(bf.machine, p); rerr != nil {
+	if rerr := a.reportPoint(spec.Machine, p); rerr != nil {
 		return rerr
 	}
 	return err // a point less consistent than required
@@ -116,11 +104,13 @@ func (a *app) runBackup(ctx context.Context, bf backupFlags) error {
 
 var absPath = job.AbsPath
 
-// specFlags names the flag behind each field of a backup spec.
-var specFlags = map[string]string{"machine": "--machine", "disks": "--disk", "vault": "--vault", "consistency": "--consistency",
+// specFlags names the flag behind each field of a job spec; "" says the
+// reason stands alone.
+var specFlags = map[string]string{"machine": "--machine", "point": "POINT", "disks": "--disk", "disk": "--disk", "consistency": "--consistency",
 	"pre_hook": "--pre-hook", "post_hook": "--post-hook", "hook_timeout": "--hook-timeout", "freeze_timeout": "--freeze-timeout",
 	"audit": "--audit", "fleece_dir": "--fleece-dir", "bitmap": "--bitmap", "qmp": "--qmp", "guest_agent": "--guest-agent",
-	"definition": "--definition", "libvirt": "--libvirt", "connect": "--connect"}
+	"definition": "--definition", "libvirt": "--libvirt", "connect": "--connect", "dir": "", "file": "--to-file",
+	"libvirt_define": "--libvirt-define", "start": "--start", "name": "--name", "listen": "--nbd", "overlay_dir": "--overlay-dir", "cache_mib": "--cache"}
 
 // flagError turns a job spec's invalid field into a usage error naming
 // the flag; other errors pass.
@@ -134,10 +124,10 @@ func flagError(err error) error {
 	if field == "vault" {
 		return usageError{errors.New("no vault given: use --vault or set LIFEBOAT_VAULT")}
 	}
-	if flag, ok := specFlags[field]; ok {
+	if flag := specFlags[field]; flag != "" {
 		return usageError{fmt.Errorf("%s: %s", flag, ie.Reason)}
 	}
-	return usageError{err}
+	return usageError{errors.New(ie.Reason)}
 }
 
 // reportPoint prints a new point: its ID on stdout (or JSON), a summary

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -24,9 +23,8 @@ import (
 
 func (a *app) vaultCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "vault", Short: "Create and inspect vaults"}
-	var chunkSize, compression, softDelete string
+	var spec job.VaultInit
 	var copyOf copyOfFlags
-	var lock lockFlags
 	initCmd := &cobra.Command{
 		Use:     "init",
 		Short:   "Create a new vault",
@@ -35,26 +33,13 @@ func (a *app) vaultCommand() *cobra.Command {
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) (err error) {
 			ctx := cmd.Context()
-			opts := a.options()
-			if chunkSize != "" {
-				n, err := parseSize(chunkSize)
-				if err != nil {
-					return usageError{err}
-				}
-				if err := vault.ValidChunkSize(n); err != nil {
-					return usageError{err}
-				}
-				opts.ChunkSize = n
+			if !cmd.Flags().Changed("lock-mode") {
+				spec.LockMode = "" // the flag's default goes with --lock only
 			}
-			opts.Compression = compression
-			if opts.SoftDelete, err = parseWindow(softDelete); err != nil {
-				return err
-			}
-			lk, err := lock.lock(cmd)
+			opts, err := spec.Options(a.options())
 			if err != nil {
-				return err
+				return flagError(err)
 			}
-			opts.Lock = lk
 			pw, err := a.passphrase()
 			if err != nil {
 				return err
@@ -86,11 +71,11 @@ func (a *app) vaultCommand() *cobra.Command {
 			})
 		},
 	}
-	initCmd.Flags().StringVar(&chunkSize, "chunk-size", "", "chunk size, a power of two from 64K to 8M (default 256K)")
-	initCmd.Flags().StringVar(&compression, "compression", "", "zstd-fastest (default), zstd or zstd-better")
-	initCmd.Flags().StringVar(&softDelete, "soft-delete", policy.FormatDuration(policy.DefaultSoftDelete), "how long forgotten points stay restorable (undelete) before prune purges them; 0 turns soft delete off")
+	initCmd.Flags().StringVar(&spec.ChunkSize, "chunk-size", "", "chunk size, a power of two from 64K to 8M (default 256K)")
+	initCmd.Flags().StringVar(&spec.Compression, "compression", "", "zstd-fastest (default), zstd or zstd-better")
+	initCmd.Flags().StringVar(&spec.SoftDelete, "soft-delete", policy.FormatDuration(policy.DefaultSoftDelete), "how long forgotten points stay restorable (undelete) before prune purges them; 0 turns soft delete off")
 	copyOf.add(initCmd)
-	lock.add(initCmd)
+	addLockFlags(initCmd, &spec)
 	var newFile string
 	passwd := &cobra.Command{
 		Use:   "passwd --new-password-file FILE",
@@ -116,23 +101,6 @@ func (a *app) vaultCommand() *cobra.Command {
 	passwd.Flags().StringVar(&newFile, "new-password-file", "", "read the new passphrase from this file")
 	cmd.AddCommand(initCmd, passwd, a.vaultCopyCommand(), a.vaultStatusCommand(), a.vaultKeyCommand(), a.vaultRekeyCommand(), a.vaultSetCommand(), a.vaultSettingsCommand(), a.vaultServeCommand(), a.vaultAddCommand(), a.vaultListCommand())
 	return cmd
-}
-
-// restoreFlagError names the restore flag behind a spec's invalid field.
-func restoreFlagError(err error) error {
-	var ie *job.InvalidError
-	if errors.As(err, &ie) {
-		if ie.Field == "vault" {
-			return usageError{errors.New("no vault given: use --vault or set LIFEBOAT_VAULT")}
-		}
-		flag := map[string]string{"machine": "--machine", "point": "POINT", "dir": "--to", "file": "--to-file",
-			"libvirt_define": "--libvirt-define", "start": "--start", "name": "--name"}[ie.Field]
-		if flag == "" || ie.Field == "dir" {
-			return usageError{errors.New(ie.Reason)}
-		}
-		return usageError{fmt.Errorf("%s: %s", flag, ie.Reason)}
-	}
-	return err
 }
 
 // pointJSON is a point as points --json shows it.
@@ -175,14 +143,12 @@ func (a *app) pointsCommand() *cobra.Command {
 			a.checkSeen(v, points)
 			return a.emit(out, func() {
 				cut := false
-				a.table("ID\tTIME\tMACHINE\tCONSISTENCY\tDISKS\tSIZE\tNEW\tCHANGES\tPROVEN\tNOTES", func(tw *tabwriter.Writer) {
-					for _, p := range out {
-						pt := recovery.Point{Disks: p.Disks, Notes: p.Notes}
-						note, c := pt.NoteSummary(60)
-						cut = cut || c
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Short, when(p.Time), p.Machine, p.Consistency,
-							strings.Join(p.DiskNames(), ","), size(p.Size), size(p.NewBytes()), pt.ChangeSummary(), drill.Summary(p.Drill, a.env.Clock.Now()), note)
-					}
+				table(a, "ID\tTIME\tMACHINE\tCONSISTENCY\tDISKS\tSIZE\tNEW\tCHANGES\tPROVEN\tNOTES", out, func(p job.PointJSON) string {
+					pt := recovery.Point{Disks: p.Disks, Notes: p.Notes}
+					note, c := pt.NoteSummary(60)
+					cut = cut || c
+					return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", p.Short, when(p.Time), p.Machine, p.Consistency,
+						strings.Join(p.DiskNames(), ","), size(p.Size), size(p.NewBytes()), pt.ChangeSummary(), drill.Summary(p.Drill, a.env.Clock.Now()), note)
 				})
 				if cut && !a.quiet {
 					fmt.Fprintln(a.env.Stderr, "notes are shortened: points --json shows them in full")
@@ -204,10 +170,8 @@ func (a *app) restoreCommand() *cobra.Command {
 	var rem remote
 	var agentName string
 	var wait bool
-	var machine, to, diskName, toFile, suffix, format string
-	var inPlace, newMACs bool
+	var spec job.Restore
 	var inst instantFlags
-	var lv libvirtRestoreFlags
 	cmd := &cobra.Command{
 		Use:     "restore --machine NAME POINT|latest (--to DIR [--libvirt-define [--name NAME] [--start]] | --disk NAME --to-file PATH | --in-place)",
 		Short:   "Restore the disks of a recovery point",
@@ -222,26 +186,25 @@ func (a *app) restoreCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			if inst.instant && inst.status {
-				return a.instantStatus(absPath(to))
+				return a.instantStatus(absPath(spec.Dir))
 			}
+			machine := spec.Machine
 			if machine == "" {
 				return usageError{errors.New("--machine is required")}
 			}
 			if inst.instant {
-				inst.start = lv.start // one --start flag for both
-				return a.runInstant(cmd, &inst, job.InstantRestore{Machine: machine, Point: args[0], Vault: a.vaultURL, Dir: absPath(to), Suffix: suffix, NewMACs: newMACs})
+				inst.start = spec.Start // one --start flag for both
+				return a.runInstant(cmd, &inst, job.InstantRestore{Machine: machine, Point: args[0], Vault: a.vaultURL, Dir: absPath(spec.Dir), Suffix: spec.Suffix, NewMACs: spec.NewMACs})
 			}
-			spec := job.Restore{Machine: machine, Point: args[0], Dir: to, Disk: diskName, File: toFile,
-				InPlace: inPlace, Format: format, Suffix: suffix, NewMACs: newMACs}
-			lv.apply(&spec)
+			spec.Point = args[0]
 			if rem.server != "" {
 				// Through the server, on an agent's host: paths are as
 				// that host sees them, so they are sent as given.
 				return a.queueAndWait(ctx, &rem, "/v1/machines/"+url.PathEscape(machine)+"/restore", api.RestoreJSON{Restore: spec, Agent: agentName}, wait)
 			}
-			spec.Vault, spec.Dir, spec.File = a.vaultURL, absPath(to), absPath(toFile)
+			spec.Vault, spec.Dir, spec.File = a.vaultURL, absPath(spec.Dir), absPath(spec.File)
 			if err := spec.Validate(); err != nil {
-				return restoreFlagError(err)
+				return flagError(err)
 			}
 			v, err := a.open(ctx)
 			if err != nil {
@@ -249,7 +212,7 @@ func (a *app) restoreCommand() *cobra.Command {
 			}
 			pb := newBar(a.env.Stderr, "restore "+machine, !a.quiet)
 			res, err := job.RunRestore(ctx, v, spec, job.Env{Seen: a.book(), Warn: func(s string) { a.warnf("%s", s) },
-				RestoreProgress: func(pr restore.Progress) { pb.update(pr.DoneBytes, pr.TotalBytes, pr.Elapsed, pr.Final) }})
+				RestoreProgress: func(pr restore.Progress) { pb.Update(pr.DoneBytes, pr.TotalBytes, pr.Elapsed, pr.Final) }})
 			if err != nil {
 				return err
 			}
@@ -278,15 +241,18 @@ func (a *app) restoreCommand() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&machine, "machine", "", "machine name (required)")
-	f.StringVar(&to, "to", "", "directory to restore every disk into")
-	f.StringVar(&diskName, "disk", "", "restore only this disk")
-	f.StringVar(&toFile, "to-file", "", "file to restore --disk into")
-	f.BoolVar(&inPlace, "in-place", false, "revert existing disks, writing only blocks that differ")
-	f.StringVar(&suffix, "suffix", "-dr", "suffix for the restored machine's name (not added to a name that has it)")
-	f.BoolVar(&newMACs, "new-macs", false, "give the restored machine's NICs new random MAC addresses (52:54:00:xx:xx:xx)")
-	f.StringVar(&format, "format", "", "format of new images: raw or qcow2 (default: the disk's format in the point's definition; for --to-file, the file's extension)")
-	lv.register(f)
+	f.StringVar(&spec.Machine, "machine", "", "machine name (required)")
+	f.StringVar(&spec.Dir, "to", "", "directory to restore every disk into")
+	f.StringVar(&spec.Disk, "disk", "", "restore only this disk")
+	f.StringVar(&spec.File, "to-file", "", "file to restore --disk into")
+	f.BoolVar(&spec.InPlace, "in-place", false, "revert existing disks, writing only blocks that differ")
+	f.StringVar(&spec.Suffix, "suffix", "-dr", "suffix for the restored machine's name (not added to a name that has it)")
+	f.BoolVar(&spec.NewMACs, "new-macs", false, "give the restored machine's NICs new random MAC addresses (52:54:00:xx:xx:xx)")
+	f.StringVar(&spec.Format, "format", "", "format of new images: raw or qcow2 (default: the disk's format in the point's definition; for --to-file, the file's extension)")
+	f.BoolVar(&spec.LibvirtDefine, "libvirt-define", false, "with --to: define the restored machine as a new libvirt domain from the point's domain XML")
+	f.StringVar(&spec.Name, "name", "", "with --libvirt-define: the new domain's name (default: the domain's name with --suffix)")
+	f.BoolVar(&spec.Start, "start", false, "start the restored machine: with --libvirt-define the new domain; with --instant (required) the machine run from the vault")
+	f.StringVar(&spec.Connect, "connect", "", "libvirt daemon URI for --libvirt-define and --in-place (default qemu:///system)")
 	f.StringVar(&rem.server, "server", "", "restore through this lifeboat server, on an agent's host (see --agent)")
 	f.StringVar(&rem.tokenFile, "token-file", "", "with --server: file holding an API token (env LIFEBOAT_TOKEN)")
 	f.StringVar(&agentName, "agent", "", "with --server: the host that writes the disks (default: the machine's agent); paths are that host's")

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -32,11 +30,7 @@ func (a *app) addRemoteFlags(cmd *cobra.Command, r *remote) {
 }
 
 func (a *app) client(r *remote) (*api.Client, error) {
-	c, err := api.Connect(r.server, r.tokenFile, a.env.Getenv)
-	if errors.Is(err, api.ErrSettings) {
-		return nil, usageError{err}
-	}
-	return c, err
+	return api.Connect(r.server, r.tokenFile, a.env.Getenv)
 }
 
 // call sends one request and prints the answer: as JSON with --json,
@@ -77,20 +71,7 @@ func listCommand[T any](a *app, r *remote, use, short, path, header string, row 
 // getTable GETs path and prints its items as listCommand does.
 func getTable[T any](ctx context.Context, a *app, r *remote, path, header string, row func(T) string) error {
 	var items []T
-	return a.call(ctx, r, "GET", path, nil, &items, func() {
-		a.table(header, func(w *tabwriter.Writer) {
-			for _, it := range items {
-				fmt.Fprintln(w, row(it))
-			}
-		})
-	})
-}
-
-func (a *app) table(header string, rows func(w *tabwriter.Writer)) {
-	w := tabwriter.NewWriter(a.env.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, header)
-	rows(w)
-	w.Flush()
+	return a.call(ctx, r, "GET", path, nil, &items, func() { table(a, header, items, row) })
 }
 
 func orDash(s string) string {
@@ -111,121 +92,73 @@ func (a *app) tierCommand() *cobra.Command {
 	var r remote
 	cmd := &cobra.Command{Use: "tier", Short: "Protection tiers: RPO and RTO objectives (server)"}
 	a.addRemoteFlags(cmd, &r)
-	var rpo, rto, drillEvery string
-	var none bool
+	var body api.TierRequest
 	add := &cobra.Command{
 		Use:   "add NAME (--rpo DURATION [--rto DURATION] [--drill-every DURATION] | --none)",
 		Short: "Create or replace a tier",
 		Long:  help("tier-add"),
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			body := map[string]any{"none": none}
-			if rpo != "" {
-				body["rpo"] = rpo
-			}
-			if rto != "" {
-				body["rto"] = rto
-			}
-			if drillEvery != "" {
-				body["drill_every"] = drillEvery
-			}
 			var t api.TierJSON
 			return a.call(cmd.Context(), &r, "PUT", "/v1/tiers/"+url.PathEscape(args[0]), body, &t, func() {
 				a.printf("tier %s saved\n", t.Name)
 			})
 		},
 	}
-	add.Flags().StringVar(&rpo, "rpo", "", "recovery point objective, e.g. 15m, 4h, 1d")
-	add.Flags().StringVar(&rto, "rto", "", "recovery time objective, e.g. 15m")
-	add.Flags().StringVar(&drillEvery, "drill-every", "", "drill each machine's latest point this often, e.g. 1d, 1w (default: the server's --drill-every)")
-	add.Flags().BoolVar(&none, "none", false, "a tier that asks for no protection")
+	add.Flags().StringVar(&body.RPO, "rpo", "", "recovery point objective, e.g. 15m, 4h, 1d")
+	add.Flags().StringVar(&body.RTO, "rto", "", "recovery time objective, e.g. 15m")
+	add.Flags().StringVar(&body.DrillEvery, "drill-every", "", "drill each machine's latest point this often, e.g. 1d, 1w (default: the server's --drill-every)")
+	add.Flags().BoolVar(&body.None, "none", false, "a tier that asks for no protection")
 	list := listCommand(a, &r, "list", "List tiers", "/v1/tiers", "NAME\tRPO\tRTO\tDRILLS", func(t api.TierJSON) string {
 		if t.None {
 			return t.Name + "\tno protection\t-\t-"
 		}
-		rpo, _ := t.RPO.MarshalJSON()
-		rto, _ := t.RTO.MarshalJSON()
-		drills := "server default"
-		if t.DrillEvery > 0 {
-			every, _ := t.DrillEvery.MarshalJSON()
-			drills = "every " + strings.Trim(string(every), `"`)
-		}
-		return fmt.Sprintf("%s\t%s\t%s\t%s", t.Name, strings.Trim(string(rpo), `"`), strings.Trim(string(rto), `"`), drills)
+		return fmt.Sprintf("%s\t%s\t%s\t%s", t.Name, t.RPO.Text(), t.RTO.Text(), t.DrillText())
 	})
 	cmd.AddCommand(add, list)
 	return cmd
-}
-
-// vaultRef turns --vault NAME|URL into a vault name (api.Client.VaultRef).
-func (a *app) vaultRef(ctx context.Context, r *remote, ref string) (string, error) {
-	c, err := a.client(r)
-	if err != nil {
-		return "", err
-	}
-	return c.VaultRef(ctx, ref)
 }
 
 func (a *app) policyCommand() *cobra.Command {
 	var r remote
 	cmd := &cobra.Command{Use: "policy", Short: "Backup policies: schedule, consistency, retention, vault (server)"}
 	a.addRemoteFlags(cmd, &r)
-	var p api.PolicyJSON
-	var every, cron, stagger, within, vault, copyTo string
+	var p api.PolicyRequest
 	add := &cobra.Command{
 		Use:   "add NAME (--every DURATION | --cron EXPR) --vault NAME|URL [--keep-… N]",
 		Short: "Create or replace a backup policy",
 		Long:  help("policy-add"),
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			var err error
-			if p.Vault, err = a.vaultRef(ctx, &r, vault); err != nil {
+			c, err := a.client(&r)
+			if err != nil {
 				return err
 			}
-			if p.CopyTo, err = a.vaultRef(ctx, &r, copyTo); err != nil {
+			if err := p.ResolveVaults(cmd.Context(), c); err != nil {
 				return err
-			}
-			body := map[string]any{"cron": cron, "keep": map[string]any{"last": p.Keep.Last, "hourly": p.Keep.Hourly,
-				"daily": p.Keep.Daily, "weekly": p.Keep.Weekly, "monthly": p.Keep.Monthly, "yearly": p.Keep.Yearly},
-				"consistency": p.Consistency, "copy_to": p.CopyTo}
-			if p.Vault != "" {
-				body["vault"] = p.Vault
-			}
-			for k, v := range map[string]string{"every": every, "stagger": stagger} {
-				if v != "" {
-					body[k] = v
-				}
-			}
-			if within != "" {
-				body["keep"].(map[string]any)["within"] = within
 			}
 			var out api.PolicyJSON
-			return a.call(ctx, &r, "PUT", "/v1/policies/"+url.PathEscape(args[0]), body, &out, func() {
+			return a.call(cmd.Context(), &r, "PUT", "/v1/policies/"+url.PathEscape(args[0]), p, &out, func() {
 				a.printf("policy %s saved\n", out.Name)
 			})
 		},
 	}
 	f := add.Flags()
-	f.StringVar(&every, "every", "", "run every DURATION (15m, 1h, 1d)")
-	f.StringVar(&cron, "cron", "", `run at the times of a cron expression ("30 2 * * *", @daily)`)
-	f.StringVar(&stagger, "stagger", "", "spread the machines' starts over this window after each run time")
+	f.StringVar(&p.Every, "every", "", "run every DURATION (15m, 1h, 1d)")
+	f.StringVar(&p.Cron, "cron", "", `run at the times of a cron expression ("30 2 * * *", @daily)`)
+	f.StringVar(&p.Stagger, "stagger", "", "spread the machines' starts over this window after each run time")
 	f.StringVar(&p.Consistency, "consistency", "crash", "crash, file or app")
-	f.StringVar(&vault, "vault", "", "target vault: a name the server knows, or a directory or s3:// URL (default: the server's vault \"default\")")
-	f.StringVar(&copyTo, "copy-to", "", "copy each new point to this vault after the backup")
+	f.StringVar(&p.Vault, "vault", "", "target vault: a name the server knows, or a directory or s3:// URL (default: the server's vault \"default\")")
+	f.StringVar(&p.CopyTo, "copy-to", "", "copy each new point to this vault after the backup")
 	f.IntVar(&p.Keep.Last, "keep-last", 0, "keep the N newest points")
 	f.IntVar(&p.Keep.Hourly, "keep-hourly", 0, "keep the newest point of each of the last N hours")
 	f.IntVar(&p.Keep.Daily, "keep-daily", 0, "keep the newest point of each of the last N days")
 	f.IntVar(&p.Keep.Weekly, "keep-weekly", 0, "keep the newest point of each of the last N weeks")
 	f.IntVar(&p.Keep.Monthly, "keep-monthly", 0, "keep the newest point of each of the last N months")
 	f.IntVar(&p.Keep.Yearly, "keep-yearly", 0, "keep the newest point of each of the last N years")
-	f.StringVar(&within, "keep-within", "", "keep every point newer than this (7d, 2w)")
+	f.StringVar(&p.Keep.Within, "keep-within", "", "keep every point newer than this (7d, 2w)")
 	list := listCommand(a, &r, "list", "List backup policies", "/v1/policies", "NAME\tSCHEDULE\tCONSISTENCY\tVAULT\tCOPY TO", func(p api.PolicyJSON) string {
-		sched := p.Cron
-		if sched == "" {
-			e, _ := p.Every.MarshalJSON()
-			sched = "every " + strings.Trim(string(e), `"`)
-		}
-		return fmt.Sprintf("%s\t%s\t%s\t%s\t%s", p.Name, sched, p.Consistency, p.Vault, orDash(p.CopyTo))
+		return fmt.Sprintf("%s\t%s\t%s\t%s\t%s", p.Name, p.ScheduleText(), p.Consistency, p.Vault, orDash(p.CopyTo))
 	})
 	cmd.AddCommand(add, list)
 	return cmd
@@ -330,24 +263,17 @@ func (a *app) jobCommand() *cobra.Command {
 	var r remote
 	cmd := &cobra.Command{Use: "job", Short: "Jobs: backups, restores and maintenance the server runs (server)"}
 	a.addRemoteFlags(cmd, &r)
-	var machine, state string
+	var filter catalog.JobFilter
 	list := &cobra.Command{
 		Use: "list [--machine NAME] [--state STATE]", Short: "List jobs, newest first", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			q := url.Values{}
-			if machine != "" {
-				q.Set("machine", machine)
-			}
-			if state != "" {
-				q.Set("state", state)
-			}
-			return getTable(cmd.Context(), a, &r, "/v1/jobs?"+q.Encode(), "ID\tKIND\tMACHINE\tSTATE\tATTEMPT\tCREATED\tERROR", func(j catalog.Job) string {
+			return getTable(cmd.Context(), a, &r, api.JobsPath(filter), "ID\tKIND\tMACHINE\tSTATE\tATTEMPT\tCREATED\tERROR", func(j catalog.Job) string {
 				return fmt.Sprintf("%s\t%s\t%s\t%s\t%d/%d\t%s\t%s", j.ID[:12], j.Kind, orDash(j.Machine), j.State, j.Attempt, j.MaxAttempts, when(j.Created), j.Error)
 			})
 		},
 	}
-	list.Flags().StringVar(&machine, "machine", "", "only this machine's jobs")
-	list.Flags().StringVar(&state, "state", "", "only jobs in this state: queued, running, succeeded, failed, cancelled")
+	list.Flags().StringVar(&filter.Machine, "machine", "", "only this machine's jobs")
+	list.Flags().StringVar(&filter.State, "state", "", "only jobs in this state: queued, running, succeeded, failed, cancelled")
 	cancel := &cobra.Command{
 		Use: "cancel ID", Short: "Cancel a job", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -419,27 +345,17 @@ func (a *app) queueAndWait(ctx context.Context, r *remote, path string, body any
 	if err != nil {
 		return err
 	}
-	j, err := c.Queue(ctx, path, body)
+	j, err := c.RunJob(ctx, path, body, wait, func(j catalog.Job) {
+		if !a.jsonOut {
+			a.printf("job %s queued; waiting\n", j.ID)
+		}
+	})
 	if err != nil {
 		return err
 	}
 	if !wait {
-		if a.jsonOut {
-			return a.printJSON(j)
-		}
-		a.printf("job %s queued\n", j.ID)
-		return nil
+		return a.emit(j, func() { a.printf("job %s queued\n", j.ID) })
 	}
-	if !a.jsonOut {
-		a.printf("job %s queued; waiting\n", j.ID)
-	}
-	if j, err = c.Wait(ctx, j, time.Second); err != nil {
-		return err
-	}
-	if a.jsonOut {
-		a.printJSON(j)
-	} else {
-		a.printf("job %s %s\n", j.ID, j.State)
-	}
+	a.emit(j, func() { a.printf("job %s %s\n", j.ID, j.State) })
 	return api.JobError(j)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -92,7 +91,7 @@ func (a *app) vaultCopyCommand() *cobra.Command {
 			st, err := job.RunCopy(ctx, src, dst, job.Copy{Machine: machine, From: from, To: to}, job.Env{Seen: a.book(),
 				Warn: func(s string) { a.warnf("%s", s) },
 				CopyProgress: func(p vaultcopy.Progress) {
-					pb.update(p.DoneBytes, p.TotalBytes, p.Elapsed, p.Final)
+					pb.Update(p.DoneBytes, p.TotalBytes, p.Elapsed, p.Final)
 				}})
 			if err != nil {
 				if errors.Is(err, vaultcopy.ErrKeysDiffer) || errors.Is(err, vaultcopy.ErrSameVault) {
@@ -156,10 +155,8 @@ func (a *app) printStatus(out *job.Status) {
 	a.printf("vault %s (%s): %d point(s) of %d machine(s), %s in %d pack(s)\n", out.Vault, out.ID, out.Points, len(out.Machines),
 		size(out.SizeBytes), out.Packs)
 	if len(out.Machines) > 0 {
-		a.table("MACHINE\tPOINTS\tLATEST\tLATEST ID", func(tw *tabwriter.Writer) {
-			for _, m := range out.Machines {
-				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", m.Machine, m.Points, when(m.LatestTime), m.LatestID[:12])
-			}
+		table(a, "MACHINE\tPOINTS\tLATEST\tLATEST ID", out.Machines, func(m job.MachineStatus) string {
+			return fmt.Sprintf("%s\t%d\t%s\t%s", m.Machine, m.Points, when(m.LatestTime), m.LatestID[:12])
 		})
 	}
 	if out.Copy == nil {
@@ -172,9 +169,7 @@ func (a *app) printStatus(out *job.Status) {
 	}
 	lag := time.Duration(c.LagSeconds * float64(time.Second)).Round(time.Second)
 	a.printf("copy %s: %d point(s) not copied, lag %s\n", c.Vault, c.PendingPoints, lag)
-	a.table("ID\tTIME\tMACHINE", func(tw *tabwriter.Writer) {
-		for _, p := range c.Pending {
-			fmt.Fprintf(tw, "%s\t%s\t%s\n", p.ID[:12], when(p.Time), p.Machine)
-		}
+	table(a, "ID\tTIME\tMACHINE", c.Pending, func(p job.PendingPoint) string {
+		return fmt.Sprintf("%s\t%s\t%s", p.ID[:12], when(p.Time), p.Machine)
 	})
 }

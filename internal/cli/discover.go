@@ -3,11 +3,11 @@ package cli
 import (
 	"fmt"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
 	"lifeboat/internal/api"
+	"lifeboat/internal/discover"
 )
 
 // machineDiscoverCommand asks an agent which QEMU machines run on its host.
@@ -30,14 +30,8 @@ func (a *app) machineDiscoverCommand(r *remote) *cobra.Command {
 			if a.jsonOut {
 				return a.printJSON(machines)
 			}
-			a.table("NAME\tQMP\tGUEST AGENT\tDISKS\tPID\tNOTE", func(w *tabwriter.Writer) {
-				for _, m := range machines {
-					pid := "-"
-					if m.PID != 0 {
-						pid = fmt.Sprint(m.PID)
-					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.QMP, orDash(m.GuestAgent), orDash(strings.Join(m.Disks, ",")), pid, orDash(m.Error))
-				}
+			table(a, "NAME\tQMP\tGUEST AGENT\tDISKS\tPID\tNOTE", machines, func(m discover.Machine) string {
+				return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s", m.Name, m.QMP, orDash(m.GuestAgent), orDash(strings.Join(m.Disks, ",")), m.PIDText(), orDash(m.Error))
 			})
 			return nil
 		},

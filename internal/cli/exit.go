@@ -19,8 +19,10 @@ import (
 	"lifeboat/internal/recovery"
 	"lifeboat/internal/replicate"
 	"lifeboat/internal/restore"
+	"lifeboat/internal/server"
 	"lifeboat/internal/source"
 	"lifeboat/internal/vault"
+	"lifeboat/internal/vaultserve"
 )
 
 // Exit codes, documented in `lifeboat --help` and docs/cli.md.
@@ -56,7 +58,7 @@ func ExitCode(err error) int {
 		return ExitOK
 	case errors.As(err, &u), errors.Is(err, restore.ErrFormat), errors.Is(err, container.ErrUnconfirmed), errors.Is(err, recovery.ErrNoImage),
 		errors.Is(err, job.ErrInvalid), errors.Is(err, capture.ErrInvalid), errors.Is(err, vault.ErrWeakPassphrase),
-		errors.Is(err, maintenance.ErrShortenNeedsForce):
+		errors.Is(err, maintenance.ErrShortenNeedsForce), errors.Is(err, api.ErrSettings), errors.Is(err, server.ErrConfig), errors.Is(err, vaultserve.ErrConfig):
 		return ExitUsage
 	case errors.As(err, &refused):
 		return serverExit(refused.Status)

@@ -12,10 +12,15 @@ import (
 	"testing"
 	"time"
 
+	"lifeboat/internal/api"
 	"lifeboat/internal/backup"
 	"lifeboat/internal/blob"
+	"lifeboat/internal/maintenance"
+	"lifeboat/internal/replicate"
 	"lifeboat/internal/restore"
+	"lifeboat/internal/server"
 	"lifeboat/internal/source"
+	"lifeboat/internal/vaultserve"
 )
 
 // TestExitCodeClassification feeds ExitCode errors made by the real
@@ -62,6 +67,7 @@ func TestExitCodeClassification(t *testing.T) {
 	}()
 	hc := &http.Client{Transport: &http.Transport{ResponseHeaderTimeout: 100 * time.Millisecond}}
 	_, headerTimeout := hc.Get("http://" + silent.Addr().String() + "/")
+	_, settingsErr := api.Connect("ftp://x", "", func(string) string { return "" })
 
 	for _, tc := range []struct {
 		name string
@@ -78,6 +84,11 @@ func TestExitCodeClassification(t *testing.T) {
 		{"source disk EIO", fmt.Errorf("reading disk vda: %w: %w", backup.ErrDiskRead, syscall.EIO), ExitDisk},
 		{"restore target full", fmt.Errorf("restoring disk vda: %w: %w", restore.ErrDiskWrite, syscall.ENOSPC), ExitDisk},
 		{"interrupted", fmt.Errorf("backup: %w", context.Canceled), ExitInterrupted},
+		{"bad --server", settingsErr, ExitUsage},
+		{"bad server config", fmt.Errorf("listening: %w", server.ErrConfig), ExitUsage},
+		{"bad vault serve config", fmt.Errorf("%w: x", vaultserve.ErrConfig), ExitUsage},
+		{"shorter soft delete", maintenance.ErrShortenNeedsForce, ExitUsage},
+		{"bad failover request", replicate.FailoverRequest{}.Validate(), ExitUsage},
 	} {
 		if tc.err == nil {
 			t.Fatalf("%s: the setup made no error", tc.name)

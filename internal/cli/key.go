@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -32,23 +31,10 @@ func (a *app) vaultKeyCommand() *cobra.Command {
 			if a.jsonOut {
 				return a.printJSON(map[string]any{"generation": v.Generation(), "keys": keys})
 			}
-			tw := tabwriter.NewWriter(a.env.Stdout, 2, 8, 2, ' ', 0)
-			fmt.Fprintln(tw, "\tNAME\tCREATED\tGENERATION\tOBJECT")
-			for _, k := range keys {
-				mark, created := "", "-"
-				if k.InUse {
-					mark = "*"
-				}
-				if !k.Created.IsZero() {
-					created = k.Created.Format("2006-01-02 15:04:05")
-				}
-				gen := fmt.Sprint(k.Generation)
-				if k.Damaged != "" {
-					gen = "damaged: " + k.Damaged
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", mark, k.Name, created, gen, k.Object)
-			}
-			return tw.Flush()
+			table(a, "\tNAME\tCREATED\tGENERATION\tOBJECT", keys, func(k vault.KeyInfo) string {
+				return fmt.Sprintf("%s\t%s\t%s\t%s\t%s", map[bool]string{true: "*"}[k.InUse], k.Name, k.CreatedText(), k.GenerationText(), k.Object)
+			})
+			return nil
 		}),
 	}
 	var name, newFile string

@@ -1,35 +1,13 @@
 package cli
 
 import (
-	"fmt"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 
-	"lifeboat/internal/job"
 	"lifeboat/internal/libvirt"
 	"lifeboat/internal/recovery"
 )
-
-// libvirtRestoreFlags are restore's flags for defining the restored
-// machine as a libvirt domain.
-type libvirtRestoreFlags struct {
-	define, start bool
-	name, connect string
-}
-
-func (l *libvirtRestoreFlags) register(f *pflag.FlagSet) {
-	f.BoolVar(&l.define, "libvirt-define", false, "with --to: define the restored machine as a new libvirt domain from the point's domain XML")
-	f.StringVar(&l.name, "name", "", "with --libvirt-define: the new domain's name (default: the domain's name with --suffix)")
-	f.BoolVar(&l.start, "start", false, "start the restored machine: with --libvirt-define the new domain; with --instant (required) the machine run from the vault")
-	f.StringVar(&l.connect, "connect", "", "libvirt daemon URI for --libvirt-define and --in-place (default qemu:///system)")
-}
-
-func (l *libvirtRestoreFlags) apply(spec *job.Restore) {
-	spec.LibvirtDefine, spec.Start, spec.Name, spec.Connect = l.define, l.start, l.name, l.connect
-}
 
 func (a *app) libvirtCommand() *cobra.Command {
 	cmd := &cobra.Command{
@@ -63,28 +41,9 @@ func (a *app) libvirtCommand() *cobra.Command {
 			if a.jsonOut {
 				return a.printJSON(doms)
 			}
-			a.table("DOMAIN\tSTATE\tDISKS\tPROTECTED BY\tLAST POINT", func(w *tabwriter.Writer) {
-				for _, d := range doms {
-					state := "stopped"
-					if d.Running {
-						state = "running"
-					}
-					var disks []string
-					for _, disk := range d.Disks {
-						disks = append(disks, fmt.Sprintf("%s(%s)", disk.Target, disk.Type))
-					}
-					prot, last := "-", "-"
-					switch {
-					case a.vaultURL == "":
-						prot = "(no vault given)"
-					case len(d.Machines) > 0:
-						prot = strings.Join(d.Machines, ",")
-						last = d.LastPoint.UTC().Format("2006-01-02 15:04:05")
-					default:
-						prot = "unprotected"
-					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", d.Name, state, strings.Join(disks, " "), prot, last)
-				}
+			table(a, "DOMAIN\tSTATE\tDISKS\tPROTECTED BY\tLAST POINT", doms, func(d libvirt.Listed) string {
+				prot, last := d.Protection(a.vaultURL != "")
+				return strings.Join([]string{d.Name, d.StateText(), d.DisksText(), prot, last}, "\t")
 			})
 			for _, d := range doms {
 				for _, p := range d.Problems {

@@ -8,7 +8,6 @@ import (
 	"lifeboat/internal/api"
 	"net/url"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -40,7 +39,7 @@ func (a *app) verifyCommand() *cobra.Command {
 				pb := newBar(a.env.Stderr, "verify --read-data", !a.quiet && !a.jsonOut)
 				start := a.env.Clock.Now()
 				opts.Progress = func(done, total int64) {
-					pb.update(done, total, a.env.Clock.Now().Sub(start), done == total)
+					pb.Update(done, total, a.env.Clock.Now().Sub(start), done == total)
 				}
 			}
 			rep, err := maintenance.Verify(cmd.Context(), v, opts)
@@ -113,11 +112,9 @@ func (a *app) forgetCommand() *cobra.Command {
 			}
 			res, pr := f.ForgetResult, f.Prune
 			return a.emit(f.Report(dryRun), func() {
-				a.table("ID\tTIME\tMACHINE\tDECISION\tREASONS", func(tw *tabwriter.Writer) {
-					for _, d := range res.Decisions {
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Point.ID[:12], when(d.Point.Time),
-							d.Point.Machine, map[bool]string{true: "keep", false: "remove"}[d.Keep], strings.Join(d.Reasons, ","))
-					}
+				table(a, "ID\tTIME\tMACHINE\tDECISION\tREASONS", res.Decisions, func(d policy.Decision) string {
+					return fmt.Sprintf("%s\t%s\t%s\t%s\t%s", d.Point.ID[:12], when(d.Point.Time),
+						d.Point.Machine, map[bool]string{true: "keep", false: "remove"}[d.Keep], strings.Join(d.Reasons, ","))
 				})
 				if dryRun {
 					a.printf("would remove %d point(s)\n", f.Removing())

@@ -7,10 +7,13 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
+	"lifeboat/internal/bytesize"
 	"lifeboat/internal/job"
+	"lifeboat/internal/progressbar"
 	"lifeboat/internal/vault"
 )
 
@@ -24,6 +27,23 @@ func (a *app) emit(v any, text func()) error {
 	text()
 	return nil
 }
+
+// table prints items under header, a line each: row's cells separated
+// by tabs, aligned.
+func table[T any](a *app, header string, items []T, row func(T) string) {
+	w := tabwriter.NewWriter(a.env.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, header)
+	for _, it := range items {
+		fmt.Fprintln(w, row(it))
+	}
+	w.Flush()
+}
+
+// newBar is a progress bar on a terminal (internal/progressbar).
+var newBar = progressbar.New
+
+// size formats a byte count in binary units.
+var size = bytesize.Format
 
 // infof prints a progress line on stderr unless --quiet.
 func (a *app) infof(format string, args ...any) {

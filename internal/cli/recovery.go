@@ -64,26 +64,9 @@ func (a *app) openFor(ctx context.Context, machine string, validate func() error
 		return nil, usageError{errors.New("--machine is required")}
 	}
 	if err := validate(); err != nil {
-		return nil, exportFlagError(err)
+		return nil, flagError(err)
 	}
 	return a.open(ctx)
-}
-
-// exportFlagError names the flag behind an invalid export spec.
-func exportFlagError(err error) error {
-	var ie *job.InvalidError
-	if !errors.As(err, &ie) {
-		return err
-	}
-	if ie.Field == "vault" {
-		return usageError{errors.New("no vault given: use --vault or set LIFEBOAT_VAULT")}
-	}
-	flag := map[string]string{"machine": "--machine", "point": "POINT", "disk": "--disk", "listen": "--nbd",
-		"overlay_dir": "--overlay-dir", "cache_mib": "--cache"}[ie.Field]
-	if flag == "" {
-		return usageError{errors.New(ie.Reason)}
-	}
-	return usageError{fmt.Errorf("%s: %s", flag, ie.Reason)}
 }
 
 func (a *app) startCommand() *cobra.Command {
@@ -197,7 +180,7 @@ func (a *app) runInstant(cmd *cobra.Command, f *instantFlags, spec job.InstantRe
 		spec.Boot.SerialLog = absPath(spec.Boot.SerialLog)
 	}
 	if err := spec.Validate(); err != nil {
-		return restoreFlagError(err)
+		return flagError(err)
 	}
 	v, err := a.open(ctx)
 	if err != nil {
@@ -219,7 +202,7 @@ func (a *app) runInstant(cmd *cobra.Command, f *instantFlags, spec job.InstantRe
 			fmt.Fprintf(a.env.Stderr, "qmp %s, guest agent %s, definition %s\n", in.QMP, in.GuestAgent, in.Definition)
 		},
 		Progress: func(p boot.StreamProgress) {
-			pb.update(p.DoneBytes, p.TotalBytes, a.env.Clock.Now().Sub(start), false)
+			pb.Update(p.DoneBytes, p.TotalBytes, a.env.Clock.Now().Sub(start), false)
 		},
 	})
 	if err != nil {
@@ -228,7 +211,7 @@ func (a *app) runInstant(cmd *cobra.Command, f *instantFlags, spec job.InstantRe
 		}
 		return err
 	}
-	pb.update(1, 1, a.env.Clock.Now().Sub(start), true)
+	pb.Update(1, 1, a.env.Clock.Now().Sub(start), true)
 	return a.emit(res, func() {
 		if !a.quiet {
 			if res.AnsweredMS > 0 {
@@ -318,15 +301,8 @@ func (a *app) instantStatus(dir string) error {
 		return err
 	}
 	return a.emit(st, func() {
-		state := "copying"
-		switch {
-		case st.Standalone:
-			state = "done: the images are standalone"
-		case !st.Copying:
-			state = "INTERRUPTED: run the same restore --instant --start again to finish the copy"
-		}
 		a.printf("%s point %s into %s: %s of %s copied (%.0f%%), %s\n", st.Machine, st.Point[:12], st.Dir, size(st.DoneBytes), size(st.TotalBytes),
-			100*float64(st.DoneBytes)/float64(max(st.TotalBytes, 1)), state)
+			st.Percent(), st.StateText())
 		a.printf("machine pid %d: %s\n", st.PID, map[bool]string{true: "running", false: "not running"}[st.MachineRunning])
 	})
 }

@@ -3,7 +3,6 @@ package cli
 import (
 	"errors"
 	"fmt"
-	"net"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -53,7 +52,7 @@ func (a *app) siteClient(machine, site string) (*replicate.Client, error) {
 
 func (a *app) replicaCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "replica", Short: "Serve replicas at a target site"}
-	var listen, dir, tokenFile, cert, key, seedDir string
+	var rs replicate.ReplicaServer
 	serve := &cobra.Command{
 		Use:     "serve --listen ADDR --dir DIR --token-file F [--cert F --key F]",
 		Short:   "Receive continuous replication and run failovers at this site",
@@ -61,39 +60,18 @@ func (a *app) replicaCommand() *cobra.Command {
 		Example: help("replica-serve.example"),
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if listen == "" || dir == "" {
-				return usageError{errors.New("--listen and --dir are required")}
-			}
-			if (cert == "") != (key == "") {
-				return usageError{errors.New("--cert and --key go together")}
-			}
-			token, err := replicate.ReadSecret(tokenFile, "--token-file")
-			if err != nil {
-				return err
-			}
-			store, err := replica.Open(dir, a.env.Clock)
-			if err != nil {
-				return err
-			}
-			store.SeedDir = seedDir
-			l, err := net.Listen("tcp", listen)
-			if err != nil {
-				return usageError{fmt.Errorf("--listen: %w", err)}
-			}
 			ctx, stop := foreground(cmd.Context())
 			defer stop()
-			log := a.logger()
-			log.Info("serving replicas", "listen", l.Addr().String(), "dir", dir, "tls", cert != "")
-			return store.Serve(ctx, l, replica.ServeOptions{Token: token, CertFile: cert, KeyFile: key, Log: log})
+			return rs.Serve(ctx, a.env.Clock, a.logger())
 		},
 	}
 	f := serve.Flags()
-	f.StringVar(&listen, "listen", "", "address to listen on, host:port")
-	f.StringVar(&dir, "dir", "", "directory of the replicas and their history")
-	f.StringVar(&tokenFile, "token-file", "", "file holding the site token sources must present")
-	f.StringVar(&cert, "cert", "", "TLS certificate (PEM)")
-	f.StringVar(&key, "key", "", "TLS private key (PEM)")
-	f.StringVar(&seedDir, "seed-dir", "", "directory whose images sources may name as seeds (replicate --seed), for re-protection")
+	f.StringVar(&rs.Listen, "listen", "", "address to listen on, host:port")
+	f.StringVar(&rs.Dir, "dir", "", "directory of the replicas and their history")
+	f.StringVar(&rs.TokenFile, "token-file", "", "file holding the site token sources must present")
+	f.StringVar(&rs.CertFile, "cert", "", "TLS certificate (PEM)")
+	f.StringVar(&rs.KeyFile, "key", "", "TLS private key (PEM)")
+	f.StringVar(&rs.SeedDir, "seed-dir", "", "directory whose images sources may name as seeds (replicate --seed), for re-protection")
 	cmd.AddCommand(serve)
 	return cmd
 }
@@ -217,28 +195,14 @@ func (a *app) replicateCommand() *cobra.Command {
 					return err
 				}
 			}
-			var machines []replicate.Machine
-			var err error
-			switch {
-			case rf.m.Name == "" && rf.m.Group != "":
-				machines, err = groupMembers(cfg, rf.m.Group)
-			case rf.m.Name != "":
-				machines, err = cfg.Selected(rf.m.Name)
-			}
-			if err != nil {
-				return err
-			}
 			ctx, stop := foreground(cmd.Context())
 			defer stop()
-			exe, err := a.executable()
+			template, err := a.replicationTemplate(a.logger())
 			if err != nil {
 				return err
 			}
-			template := replicate.Runner{Config: cfg, Clock: a.env.Clock, Log: a.logger(), Executable: exe, StallTimeout: stall}
-			if rf.m.Name == "" && rf.m.Group == "" {
-				return replicate.Supervise(ctx, cfg, template)
-			}
-			return replicate.RunMachines(ctx, machines, template)
+			template.StallTimeout = stall
+			return cfg.Run(ctx, rf.m.Name, rf.m.Group, template)
 		}),
 	}
 	rf.add(run)
@@ -342,13 +306,13 @@ func (a *app) failoverCommand() *cobra.Command {
 		Example: help("failover.example"),
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if group != "" {
-				return a.groupFailover(cmd, group, machine, site, to, accel, opts, planned, cleanup)
-			}
 			opts.To, opts.Accel = to, accel
+			if group != "" {
+				return a.groupFailover(cmd, replicate.GroupFailoverRequest{Group: group, Machine: machine, Site: site, Planned: planned, Cleanup: cleanup, Options: opts})
+			}
 			req := replicate.FailoverRequest{Machine: machine, Site: site, Planned: planned, Cleanup: cleanup, PointGiven: cmd.Flags().Changed("point"), Options: opts}
 			if err := req.Validate(); err != nil {
-				return usageError{err}
+				return err
 			}
 			cfg, err := a.replicationConfig()
 			if err != nil {

@@ -51,7 +51,7 @@ func (a *app) replicateCopyCommand() *cobra.Command {
 			pb := newBar(a.env.Stderr, "copy "+machine, !a.quiet)
 			res, err := job.RunReplicaCopy(ctx, v, cl, rc,
 				job.Env{Seen: a.book(), Warn: a.warn,
-					Progress: func(p backup.Progress) { pb.update(p.DoneBytes, p.TotalBytes, p.Elapsed, p.Final) }})
+					Progress: func(p backup.Progress) { pb.Update(p.DoneBytes, p.TotalBytes, p.Elapsed, p.Final) }})
 			if err != nil {
 				return notFound(err)
 			}

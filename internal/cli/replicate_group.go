@@ -1,13 +1,11 @@
 package cli
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -50,86 +48,33 @@ func (a *app) failbackCommand() *cobra.Command {
 	return cmd
 }
 
-// groupMembers are this host's machines in group.
-func groupMembers(cfg *replicate.Config, group string) ([]replicate.Machine, error) {
-	ms, err := cfg.GroupMembers(group)
-	if err != nil {
-		return nil, usageError{err}
-	}
-	return ms, nil
-}
-
-func (a *app) groupFailover(cmd *cobra.Command, group, machine, site, to, accel string, opts replica.FailoverOptions, planned, cleanup bool) error {
-	if machine != "" {
-		return usageError{errors.New("--group fails the whole group over: it takes no --machine")}
-	}
-	if n := btoi(planned) + btoi(cleanup) + btoi(opts.Test) + btoi(opts.DisksOnly); n > 1 {
-		return usageError{errors.New("--planned, --test, --test-cleanup and --disks-only exclude one another")}
-	}
-	if opts.DisksOnly != (to != "") {
-		return usageError{errors.New("--disks-only and --to go together")}
-	}
-	if planned && site != "" {
-		return usageError{errors.New("--planned runs on the source host and fails over to the group's target: it takes no --site")}
+func (a *app) groupFailover(cmd *cobra.Command, req replicate.GroupFailoverRequest) error {
+	if err := req.Validate(); err != nil {
+		return err
 	}
 	cfg, err := a.replicationConfig()
 	if err != nil {
 		return err
 	}
-	cl, err := cfg.GroupClient(group, site)
+	gf, err := cfg.GroupFailover(cmd.Context(), req, a.env.Clock, a.logger())
 	if err != nil {
 		return notFound(err)
 	}
-	ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Minute)
-	defer cancel()
-	opts.To, opts.Accel = to, accel
-	var gf *replica.GroupFailover
-	switch {
-	case cleanup:
-		gf, err = cl.GroupCleanupTest(ctx, group)
-	case planned:
-		gf, err = cfg.GroupPlannedFailover(ctx, group, opts, a.env.Clock, a.logger())
-	default:
-		gf, err = cl.GroupFailover(ctx, group, opts)
-	}
-	if err != nil {
-		return notFound(err)
-	}
-	if a.jsonOut {
-		return a.printJSON(gf)
-	}
-	if cleanup {
+	return a.emit(gf, func() {
 		for _, fo := range gf.Failovers {
-			a.printf("removed test failover %s of %s\n", fo.Name, fo.Machine)
+			switch {
+			case req.Cleanup:
+				a.printf("removed test failover %s of %s\n", fo.Name, fo.Machine)
+			case req.Options.DisksOnly:
+				a.printf("wrote the disks of %s at cut %d to %s in %.1fs\n", fo.Name, fo.Point.ID, filepath.Join(req.Options.To, fo.Machine), fo.Seconds)
+			default:
+				a.printf("%s runs at the target (pid %d) from cut %d; console %s, QMP %s\n", fo.Name, fo.PID, fo.Point.ID, fo.Console, fo.QMP)
+			}
 		}
-		return nil
-	}
-	for _, fo := range gf.Failovers {
-		if opts.DisksOnly {
-			a.printf("wrote the disks of %s at cut %d to %s in %.1fs\n", fo.Name, fo.Point.ID, filepath.Join(to, fo.Machine), fo.Seconds)
-		} else {
-			a.printf("%s runs at the target (pid %d) from cut %d; console %s, QMP %s\n", fo.Name, fo.PID, fo.Point.ID, fo.Console, fo.QMP)
+		if !req.Cleanup {
+			a.printf("group %s failed over to group point %d (%s)\n", req.Group, gf.Point.ID, gf.Point.Time.Format(time.RFC3339Nano))
 		}
-	}
-	a.printf("group %s failed over to group point %d (%s)\n", group, gf.Point.ID, gf.Point.Time.Format(time.RFC3339Nano))
-	return nil
-}
-
-// startReplication runs the replication of this host's enabled machines
-// in the background (lifeboat agent --replicate), as replicate run does;
-// stop ends it and waits.
-func (a *app) startReplication(ctx context.Context, log *slog.Logger) (stop func(), err error) {
-	tmpl, err := a.replicationTemplate(log)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		replicate.Supervise(ctx, tmpl.Config, tmpl)
-	}()
-	return func() { cancel(); <-done }, nil
+	})
 }
 
 // replicationTemplate is the runner of this host's replications.
@@ -168,21 +113,7 @@ func (a *app) groupPoints(cmd *cobra.Command, group, site string) error {
 
 // printPoints prints recovery points as a table, oldest first.
 func (a *app) printPoints(points []replica.Point) {
-	tw := tabwriter.NewWriter(a.env.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tTIME\tCONSISTENCY\t")
-	for _, p := range points {
-		latest := ""
-		if p.Latest {
-			latest = "latest"
-		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", p.ID, p.Time.Format(time.RFC3339Nano), p.Consistency, latest)
-	}
-	tw.Flush()
-}
-
-func btoi(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
+	table(a, "ID\tTIME\tCONSISTENCY\t", points, func(p replica.Point) string {
+		return fmt.Sprintf("%d\t%s\t%s\t%s", p.ID, p.Time.Format(time.RFC3339Nano), p.Consistency, map[bool]string{true: "latest"}[p.Latest])
+	})
 }

@@ -1,15 +1,11 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
-	"net/url"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
 	"lifeboat/internal/api"
-	"lifeboat/internal/catalog"
 	"lifeboat/internal/replicate"
 )
 
@@ -26,11 +22,9 @@ func (a *app) localReplicationStatus(machine *string) func(*cobra.Command, []str
 			}
 			return a.printJSON(out)
 		}
-		a.table("MACHINE\tTARGET\tSTATE\tCAPTURE\tLAG\tCUT\tPOINTS\tHISTORY\tNOTE", func(tw *tabwriter.Writer) {
-			for _, st := range out {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", st.Machine, st.Target, st.StateText(), st.CaptureText(), st.LagText(), st.LastSeq, st.Points,
-					size(st.JournalBytes), st.Error)
-			}
+		table(a, "MACHINE\tTARGET\tSTATE\tCAPTURE\tLAG\tCUT\tPOINTS\tHISTORY\tNOTE", out, func(st replicate.Status) string {
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s", st.Machine, st.Target, st.StateText(), st.CaptureText(), st.LagText(), st.LastSeq, st.Points,
+				size(st.JournalBytes), st.Error)
 		})
 		return nil
 	}
@@ -43,32 +37,19 @@ func (a *app) serverReplicationStatus(cmd *cobra.Command, r *remote, machine str
 	if err != nil {
 		return err
 	}
-	var all, out []api.ReplicationJSON
-	if err := c.Do(cmd.Context(), "GET", "/v1/replications", nil, &all); err != nil {
-		return err
-	}
-	for _, st := range all {
-		if machine == "" || st.Machine == machine {
-			out = append(out, st)
-		}
-	}
-	if machine != "" && len(out) == 0 {
-		return notFound(fmt.Errorf("%w: the server has no replication report of machine %q (is lifeboat agent --replicate running on its host?)", replicate.ErrNotFound, machine))
+	out, err := c.Replications(cmd.Context(), machine)
+	if err != nil {
+		return notFound(err)
 	}
 	if a.jsonOut {
 		if machine != "" {
 			return a.printJSON(out[0])
 		}
-		if out == nil {
-			out = []api.ReplicationJSON{}
-		}
 		return a.printJSON(out)
 	}
-	a.table("MACHINE\tAGENT\tTARGET\tSTATE\tCAPTURE\tLAG\tCUT\tPOINTS\tHISTORY\tNOTE", func(tw *tabwriter.Writer) {
-		for _, st := range out {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", st.Machine, st.Agent, st.Target, st.StateText(), st.CaptureText(), st.LagText(), st.LastSeq, st.Points,
-				size(st.JournalBytes), st.Error)
-		}
+	table(a, "MACHINE\tAGENT\tTARGET\tSTATE\tCAPTURE\tLAG\tCUT\tPOINTS\tHISTORY\tNOTE", out, func(st api.ReplicationJSON) string {
+		return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s", st.Machine, st.Agent, st.Target, st.StateText(), st.CaptureText(), st.LagText(), st.LastSeq, st.Points,
+			size(st.JournalBytes), st.Error)
 	})
 	return nil
 }
@@ -83,12 +64,8 @@ func (a *app) serverEnableReplication(cmd *cobra.Command, r *remote, agent strin
 	if err != nil {
 		return err
 	}
-	spec, err := json.Marshal(m)
+	out, err := c.EnableReplication(cmd.Context(), agent, m)
 	if err != nil {
-		return err
-	}
-	var out catalog.ReplicationSpec
-	if err := c.Do(cmd.Context(), "PUT", "/v1/replications/"+url.PathEscape(m.Name), api.ReplicationSpecJSON{Agent: agent, Spec: spec}, &out); err != nil {
 		return err
 	}
 	if a.jsonOut {
@@ -106,7 +83,7 @@ func (a *app) serverDisableReplication(cmd *cobra.Command, r *remote, machine st
 	if err != nil {
 		return err
 	}
-	if err := c.Do(cmd.Context(), "DELETE", "/v1/replications/"+url.PathEscape(machine), nil, nil); err != nil {
+	if err := c.DisableReplication(cmd.Context(), machine); err != nil {
 		return err
 	}
 	if !a.quiet {

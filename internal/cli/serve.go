@@ -38,11 +38,7 @@ func (a *app) vaultServeCommand() *cobra.Command {
 				}
 				a.printf("lifeboat vault serve: %s at lifeboat+%s (%s)\n", cfg.Dir, url, mode)
 			}
-			err = vaultserve.Run(cmd.Context(), cfg)
-			if errors.Is(err, vaultserve.ErrConfig) {
-				return usageError{err}
-			}
-			return err
+			return vaultserve.Run(cmd.Context(), cfg)
 		},
 	}
 	f := cmd.Flags()

@@ -46,11 +46,7 @@ func (a *app) serverCommand() *cobra.Command {
 			} else if replicating {
 				return usageError{errors.New("--replicate needs the built-in agent: drop --no-agent")}
 			}
-			err := server.Run(cmd.Context(), cfg)
-			if errors.Is(err, server.ErrConfig) {
-				return usageError{err}
-			}
-			return err
+			return server.Run(cmd.Context(), cfg)
 		},
 	}
 	f := cmd.Flags()
@@ -122,16 +118,11 @@ func (a *app) agentCommand() *cobra.Command {
 			ag := &agent.Agent{Client: c, Runner: runner, Concurrency: concurrency, Info: info, Log: log,
 				Offers: func(ctx context.Context) any { return libvirt.Offers(ctx, "") }}
 			if replicating {
-				stop, err := a.startReplication(cmd.Context(), log)
+				tmpl, err := a.replicationTemplate(log)
 				if err != nil {
 					return err
 				}
-				defer stop()
-				cfg, err := a.replicationConfig()
-				if err != nil {
-					return err
-				}
-				ag.ReplicateWith(cfg, a.env.Clock)
+				ag.Replicate = &tmpl
 			}
 			if err := ag.Run(cmd.Context()); err != nil && !errors.Is(err, context.Canceled) {
 				return err

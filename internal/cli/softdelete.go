@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -14,18 +12,6 @@ import (
 	"lifeboat/internal/policy"
 	"lifeboat/internal/vault"
 )
-
-// parseWindow parses a --soft-delete value: 14d, 36h, 2w, 0.
-func parseWindow(s string) (time.Duration, error) {
-	d, err := policy.ParseWindow(s)
-	switch {
-	case errors.Is(err, policy.ErrFraction):
-		return 0, usageError{fmt.Errorf("--soft-delete %s: %w", s, err)}
-	case err != nil:
-		return 0, usageError{fmt.Errorf("--soft-delete: %w", err)}
-	}
-	return d, nil
-}
 
 var windowText = policy.WindowText
 
@@ -42,18 +28,15 @@ func (a *app) vaultSetCommand() *cobra.Command {
 			if !cmd.Flags().Changed("soft-delete") {
 				return usageError{errors.New("nothing to set: give --soft-delete DURATION")}
 			}
-			d, err := parseWindow(window)
+			d, err := job.SoftDeleteWindow(window)
 			if err != nil {
-				return err
+				return flagError(err)
 			}
 			v, err := a.open(cmd.Context())
 			if err != nil {
 				return err
 			}
 			st, err := maintenance.SetSoftDelete(cmd.Context(), v, d, force)
-			if errors.Is(err, maintenance.ErrShortenNeedsForce) {
-				return usageError{err}
-			}
 			if err != nil {
 				return err
 			}
@@ -112,12 +95,10 @@ func (a *app) pointsDeleted(ctx context.Context, machine string) error {
 		return err
 	}
 	return a.emit(job.DeletedOf(deleted), func() {
-		a.table("ID\tTIME\tMACHINE\tCONSISTENCY\tSIZE\tDELETED\tPURGED AFTER\tBY", func(w *tabwriter.Writer) {
-			for _, d := range deleted {
-				p := d.Point
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID.Short(), when(p.Time), p.Machine, p.Consistency,
-					size(p.Size()), when(d.Deleted), when(d.PurgeAt), orDash(d.Host))
-			}
+		table(a, "ID\tTIME\tMACHINE\tCONSISTENCY\tSIZE\tDELETED\tPURGED AFTER\tBY", deleted, func(d maintenance.DeletedPoint) string {
+			p := d.Point
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", p.ID.Short(), when(p.Time), p.Machine, p.Consistency,
+				size(p.Size()), when(d.Deleted), when(d.PurgeAt), orDash(d.Host))
 		})
 		if len(deleted) == 0 && !a.quiet {
 			a.warnf("no soft-deleted points")

@@ -38,6 +38,14 @@ type Machine struct {
 	Error string `json:"error,omitempty"`
 }
 
+// PIDText is the process ID as a table shows it: "-" when unknown.
+func (m Machine) PIDText() string {
+	if m.PID == 0 {
+		return "-"
+	}
+	return strconv.Itoa(m.PID)
+}
+
 // Options say where to look. Zero values are the defaults.
 type Options struct {
 	// Proc is the proc file system (default /proc).

@@ -115,3 +115,12 @@ func TestFindRealProcesses(t *testing.T) {
 		t.Fatalf("the qemu-system: %+v (all: %+v)", m, found)
 	}
 }
+
+func TestPIDText(t *testing.T) {
+	if got := (Machine{}).PIDText(); got != "-" {
+		t.Errorf("no PID: %q", got)
+	}
+	if got := (Machine{PID: 4242}).PIDText(); got != "4242" {
+		t.Errorf("PID 4242: %q", got)
+	}
+}

@@ -307,6 +307,23 @@ type InstantStatus struct {
 	Copying        bool `json:"copying"`
 }
 
+// StateText says where the copy stands, as restore --instant --status
+// shows it: copying, done, or interrupted with what to do.
+func (st InstantStatus) StateText() string {
+	switch {
+	case st.Standalone:
+		return "done: the images are standalone"
+	case !st.Copying:
+		return "INTERRUPTED: run the same restore --instant --start again to finish the copy"
+	}
+	return "copying"
+}
+
+// Percent is how much of the disks is copied, 0 to 100.
+func (st InstantStatus) Percent() float64 {
+	return 100 * float64(st.DoneBytes) / float64(max(st.TotalBytes, 1))
+}
+
 func writeInstantStatus(state string, st InstantStatus) {
 	b, _ := json.Marshal(st)
 	tmp := filepath.Join(state, "status.json.tmp")

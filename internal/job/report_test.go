@@ -124,3 +124,20 @@ func TestReports(t *testing.T) {
 		t.Fatalf("soft delete %v", sd)
 	}
 }
+
+func TestInstantStatusText(t *testing.T) {
+	for _, c := range []struct {
+		st    job.InstantStatus
+		state string
+		pct   float64
+	}{
+		{job.InstantStatus{DoneBytes: 1, TotalBytes: 4, Copying: true}, "copying", 25},
+		{job.InstantStatus{DoneBytes: 4, TotalBytes: 4, Standalone: true}, "done: the images are standalone", 100},
+		{job.InstantStatus{DoneBytes: 1, TotalBytes: 4}, "INTERRUPTED: run the same restore --instant --start again to finish the copy", 25},
+		{job.InstantStatus{Copying: true}, "copying", 0},
+	} {
+		if c.st.StateText() != c.state || c.st.Percent() != c.pct {
+			t.Errorf("%+v: %q %v", c.st, c.st.StateText(), c.st.Percent())
+		}
+	}
+}

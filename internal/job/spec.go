@@ -260,13 +260,16 @@ func (b Backup) Validate() error {
 // Duration is a duration on the wire: "90s", "15m", "1h30m", "7d".
 type Duration time.Duration
 
-// MarshalJSON writes d as ParseDuration reads it back.
-func (d Duration) MarshalJSON() ([]byte, error) {
+// Text is d as ParseDuration reads it back: "15m", "7d", "0s".
+func (d Duration) Text() string {
 	if d == 0 {
-		return []byte(`"0s"`), nil
+		return "0s"
 	}
-	return json.Marshal(policy.FormatDuration(time.Duration(d)))
+	return policy.FormatDuration(time.Duration(d))
 }
+
+// MarshalJSON writes d as ParseDuration reads it back.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.Text()) }
 
 // UnmarshalJSON reads "15m", "36h", "7d", "2w".
 func (d *Duration) UnmarshalJSON(b []byte) error {

@@ -135,6 +135,23 @@ func TestProtection(t *testing.T) {
 	if !got[1].Readable || strings.Join(got[1].Machines, ",") != "web" || !got[1].LastPoint.Equal(t0.Add(time.Hour)) {
 		t.Fatalf("web1: %+v", got[1])
 	}
+	// As libvirt list shows them.
+	got[1].Running = true
+	for _, c := range []struct {
+		l                      Listed
+		vault                  bool
+		state, disks, by, last string
+	}{
+		{got[0], true, "stopped", "vda(network)", "unprotected", "-"},
+		{got[1], true, "running", "vda(file)", "web", "2026-12-01 11:00:00"},
+		{got[1], false, "running", "vda(file)", "(no vault given)", "-"},
+		{Listed{}, true, "stopped", "", "unprotected", "-"},
+	} {
+		by, last := c.l.Protection(c.vault)
+		if c.l.StateText() != c.state || c.l.DisksText() != c.disks || by != c.by || last != c.last {
+			t.Errorf("%+v (vault %t): %q %q %q %q", c.l, c.vault, c.l.StateText(), c.l.DisksText(), by, last)
+		}
+	}
 }
 
 func TestClassify(t *testing.T) {

@@ -27,6 +27,36 @@ type Listed struct {
 	LastPoint *time.Time `json:"last_point,omitempty"`
 }
 
+// StateText is "running" or "stopped".
+func (l Listed) StateText() string {
+	if l.Running {
+		return "running"
+	}
+	return "stopped"
+}
+
+// DisksText is the domain's disks as TARGET(TYPE), space-separated.
+func (l Listed) DisksText() string {
+	var disks []string
+	for _, d := range l.Disks {
+		disks = append(disks, d.Target+"("+d.Type+")")
+	}
+	return strings.Join(disks, " ")
+}
+
+// Protection says which machines protect the domain and the time of their
+// newest point, as libvirt list shows them; vaultGiven says whether a
+// vault was looked at.
+func (l Listed) Protection(vaultGiven bool) (by, last string) {
+	switch {
+	case !vaultGiven:
+		return "(no vault given)", "-"
+	case len(l.Machines) > 0:
+		return strings.Join(l.Machines, ","), l.LastPoint.UTC().Format("2006-01-02 15:04:05")
+	}
+	return "unprotected", "-"
+}
+
 // ListedDisk is one disk of a listed domain.
 type ListedDisk struct {
 	Target string `json:"target"`

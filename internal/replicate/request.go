@@ -107,6 +107,30 @@ func (c *Config) Selected(name string) ([]Machine, error) {
 	return machines, nil
 }
 
+// Run is replicate run: the machine called name, or the members of group
+// on this host (none is ErrInvalid), replicated as RunMachines does; with
+// neither, every machine of this host, followed as they are enabled and
+// disabled (Supervise). It runs until ctx ends.
+func (c *Config) Run(ctx context.Context, name, group string, template Runner) error {
+	template.Config = c
+	var machines []Machine
+	var err error
+	switch {
+	case name != "":
+		machines, err = c.Selected(name)
+	case group != "":
+		if machines, err = c.GroupMembers(group); err != nil {
+			err = invalidWrap{err}
+		}
+	default:
+		return Supervise(ctx, c, template)
+	}
+	if err != nil {
+		return err
+	}
+	return RunMachines(ctx, machines, template)
+}
+
 // Statuses reads the status of the machine called name as of now, or of
 // every machine of this host when name is empty.
 func (c *Config) Statuses(ctx context.Context, name string, now time.Time) ([]Status, error) {
@@ -180,6 +204,62 @@ func (c *Config) Failover(ctx context.Context, r FailoverRequest, clk clock.Cloc
 		return cl.CleanupTest(ctx, r.Machine)
 	}
 	return cl.Failover(ctx, r.Machine, r.Options)
+}
+
+// GroupFailoverRequest is a replication group's failover as an operator
+// asks for it: every member to the same group cut, planned (from the
+// source host), or the removal of the group's test failover (Cleanup).
+type GroupFailoverRequest struct {
+	Group string
+	// Machine must be empty: a group fails over whole.
+	Machine string
+	// Site is the target site; empty for the group's replication target.
+	Site             string
+	Planned, Cleanup bool
+	Options          replica.FailoverOptions
+}
+
+// Validate checks that the request's options go together.
+func (r GroupFailoverRequest) Validate() error {
+	o := r.Options
+	n := 0
+	for _, b := range []bool{r.Planned, r.Cleanup, o.Test, o.DisksOnly} {
+		if b {
+			n++
+		}
+	}
+	switch {
+	case r.Machine != "":
+		return invalid("--group fails the whole group over: it takes no --machine")
+	case n > 1:
+		return invalid("--planned, --test, --test-cleanup and --disks-only exclude one another")
+	case o.DisksOnly != (o.To != ""):
+		return invalid("--disks-only and --to go together")
+	case r.Planned && r.Site != "":
+		return invalid("--planned runs on the source host and fails over to the group's target: it takes no --site")
+	}
+	return nil
+}
+
+// GroupFailover runs a group failover request against its site, within
+// 30 minutes.
+func (c *Config) GroupFailover(ctx context.Context, r GroupFailoverRequest, clk clock.Clock, log *slog.Logger) (*replica.GroupFailover, error) {
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	cl, err := c.GroupClient(r.Group, r.Site)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
+	defer cancel()
+	switch {
+	case r.Cleanup:
+		return cl.GroupCleanupTest(ctx, r.Group)
+	case r.Planned:
+		return c.GroupPlannedFailover(ctx, r.Group, r.Options, clk, log)
+	}
+	return cl.GroupFailover(ctx, r.Group, r.Options)
 }
 
 // IsInvalid reports whether err is a bad request (ErrInvalid, or a site's

@@ -107,6 +107,73 @@ func TestFailoverRequestValidate(t *testing.T) {
 	}
 }
 
+func TestGroupFailoverRequestValidate(t *testing.T) {
+	disks := replica.FailoverOptions{DisksOnly: true, To: "/srv"}
+	for _, c := range []struct {
+		r    GroupFailoverRequest
+		want string
+	}{
+		{GroupFailoverRequest{Group: "g"}, ""},
+		{GroupFailoverRequest{Group: "g", Planned: true}, ""},
+		{GroupFailoverRequest{Group: "g", Options: disks}, ""},
+		{GroupFailoverRequest{Group: "g", Machine: "db1"}, "--group fails the whole group over"},
+		{GroupFailoverRequest{Group: "g", Planned: true, Cleanup: true}, "--planned, --test, --test-cleanup and --disks-only exclude"},
+		{GroupFailoverRequest{Group: "g", Cleanup: true, Options: replica.FailoverOptions{Test: true}}, "--planned, --test, --test-cleanup and --disks-only exclude"},
+		{GroupFailoverRequest{Group: "g", Options: replica.FailoverOptions{Test: true, DisksOnly: true, To: "/srv"}}, "--planned, --test, --test-cleanup and --disks-only exclude"},
+		{GroupFailoverRequest{Group: "g", Options: replica.FailoverOptions{DisksOnly: true}}, "--disks-only and --to go together"},
+		{GroupFailoverRequest{Group: "g", Options: replica.FailoverOptions{To: "/srv"}}, "--disks-only and --to go together"},
+		{GroupFailoverRequest{Group: "g", Planned: true, Site: "dr1"}, "--planned runs on the source host"},
+	} {
+		err := c.r.Validate()
+		if c.want == "" {
+			if err != nil {
+				t.Errorf("%+v: %v", c.r, err)
+			}
+			continue
+		}
+		if err == nil || !strings.HasPrefix(err.Error(), c.want) || !IsInvalid(err) {
+			t.Errorf("%+v: %v, want invalid %q", c.r, err, c.want)
+		}
+	}
+	// GroupFailover checks the request before asking any site, and names
+	// a group with no member here as not found.
+	cfg := OpenConfig(t.TempDir())
+	if _, err := cfg.GroupFailover(context.Background(), GroupFailoverRequest{Group: "g", Machine: "db1"}, nil, nil); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("GroupFailover of an invalid request: %v", err)
+	}
+	if _, err := cfg.GroupFailover(context.Background(), GroupFailoverRequest{Group: "g"}, nil, nil); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("GroupFailover of an unknown group: %v", err)
+	}
+}
+
+// Run refuses a machine or a group this host does not replicate before
+// running anything; with neither it follows the host's machines until its
+// context ends.
+func TestRun(t *testing.T) {
+	cfg := OpenConfig(t.TempDir())
+	ctx := context.Background()
+	if err := cfg.Run(ctx, "db1", "", Runner{}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Run of an unknown machine: %v", err)
+	}
+	if err := cfg.Run(ctx, "", "g", Runner{}); !errors.Is(err, ErrInvalid) || !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "group g") {
+		t.Fatalf("Run of an unknown group: %v", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- cfg.Run(ctx, "", "", Runner{}) }()
+	select {
+	case err := <-done:
+		t.Fatalf("Run of every machine returned before its context ended: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run of every machine outlived its context")
+	}
+}
+
 func TestSelectedAndStatuses(t *testing.T) {
 	dir := t.TempDir()
 	cfg := OpenConfig(dir)

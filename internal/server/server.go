@@ -312,11 +312,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		ag := &agent.Agent{Client: client, Runner: cfg.Runner, Log: cfg.Log.With("agent", agentName),
 			Info:   []byte(fmt.Sprintf(`{"builtin":true,"host":%q}`, agentName)),
-			Offers: func(ctx context.Context) any { return libvirt.Offers(ctx, "") }}
-		if cfg.Replicate != nil {
-			ag.ReplicateWith(cfg.Replicate.Config, cfg.Clock)
-			go replicate.Supervise(ctx, cfg.Replicate.Config, *cfg.Replicate)
-		}
+			Offers: func(ctx context.Context) any { return libvirt.Offers(ctx, "") }, Replicate: cfg.Replicate}
 		go ag.Run(ctx)
 		cfg.Log.Info("built-in agent started", "name", agentName, "replicates", cfg.Replicate != nil)
 	}

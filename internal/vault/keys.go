@@ -163,6 +163,23 @@ type KeyInfo struct {
 	Damaged   string `json:"damaged,omitempty"`
 }
 
+// CreatedText is when the slot was made, as vault key list shows it: "-"
+// for a slot that does not say.
+func (k KeyInfo) CreatedText() string {
+	if k.Created.IsZero() {
+		return "-"
+	}
+	return k.Created.Format("2006-01-02 15:04:05")
+}
+
+// GenerationText is the slot's generation, or why it is damaged.
+func (k KeyInfo) GenerationText() string {
+	if k.Damaged != "" {
+		return "damaged: " + k.Damaged
+	}
+	return fmt.Sprint(k.Generation)
+}
+
 // Keys lists the vault's key slots by name. A slot that does not parse is
 // listed with what is wrong with it.
 func (v *Vault) Keys(ctx context.Context) ([]KeyInfo, error) {

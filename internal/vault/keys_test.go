@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"lifeboat/internal/blob"
 	"lifeboat/internal/chunk"
@@ -195,5 +196,21 @@ func TestRemovedSlotCannotReadNewData(t *testing.T) {
 	}
 	if _, err := m.StartSession(ctx, "backup"); !errors.Is(err, vault.ErrStale) {
 		t.Fatalf("writing session with the kept slot: %v", err)
+	}
+}
+
+func TestKeyInfoText(t *testing.T) {
+	created := time.Date(2026, 12, 1, 10, 30, 0, 0, time.UTC)
+	for _, c := range []struct {
+		k            vault.KeyInfo
+		created, gen string
+	}{
+		{vault.KeyInfo{Generation: 2, Created: created}, "2026-12-01 10:30:00", "2"},
+		{vault.KeyInfo{Generation: 1}, "-", "1"},
+		{vault.KeyInfo{Generation: 1, Damaged: "bad MAC"}, "-", "damaged: bad MAC"},
+	} {
+		if c.k.CreatedText() != c.created || c.k.GenerationText() != c.gen {
+			t.Errorf("%+v: %q %q", c.k, c.k.CreatedText(), c.k.GenerationText())
+		}
 	}
 }
