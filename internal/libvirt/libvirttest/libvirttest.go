@@ -105,7 +105,9 @@ func startDaemon() (*Daemon, error) {
 		}
 		fmt.Fprintf(&script, "mkdir -p %s && mount --bind %s %s\n", b[0], src, b[0])
 	}
-	script.WriteString("exec libvirtd\n")
+	// Its own pid file: libvirtd's default, /run/libvirtd.pid, is shared
+	// with any other libvirtd on the host (another package's tests).
+	fmt.Fprintf(&script, "exec libvirtd --pid-file %s\n", filepath.Join(dir, "run", "libvirtd.pid"))
 	etc := filepath.Join(dir, "etc")
 	if err := os.WriteFile(filepath.Join(etc, "qemu.conf"), []byte(qemuConf), 0o644); err != nil {
 		return nil, err
