@@ -25,7 +25,7 @@ type backupFlags struct {
 	audit                            float64
 	qmp, guestAgent, bitmap          string
 	libvirt, connect                 string
-	fleeceDir                        string
+	fleeceDir, nbdServer             string
 	requireConsistency               bool
 }
 
@@ -55,6 +55,7 @@ func (a *app) backupCommand() *cobra.Command {
 	f.StringVar(&bf.guestAgent, "guest-agent", "", "QEMU guest agent socket, for --qmp with --consistency file or app")
 	f.StringVar(&bf.bitmap, "bitmap", "", "dirty bitmap of the NBD --disk servers that records changes since the last point")
 	f.StringVar(&bf.fleeceDir, "fleece-dir", "", "directory for --qmp's temporary overlays or --libvirt's scratch images (default: one in $TMPDIR)")
+	f.StringVar(&bf.nbdServer, "nbd-server", "", "unix:PATH of an NBD server the --qmp machine's QEMU already runs for others: the backup adds its exports there")
 	f.StringVar(&bf.libvirt, "libvirt", "", "libvirt domain to back up through libvirt's backup API")
 	f.StringVar(&bf.connect, "connect", "", "libvirt daemon URI for --libvirt (default qemu:///system)")
 	return cmd
@@ -66,7 +67,7 @@ func (a *app) runBackup(ctx context.Context, bf backupFlags) error {
 	}
 	spec := job.Backup{Machine: bf.machine, Vault: a.vaultURL, Consistency: bf.consistency, RequireConsistency: bf.requireConsistency,
 		PreHook: bf.preHook, PostHook: bf.postHook, HookTimeout: job.Duration(bf.hookTimeout), FreezeTimeout: job.Duration(bf.freezeTimeout),
-		Audit: bf.audit, FleeceDir: bf.fleeceDir, Tags: bf.tags}
+		Audit: bf.audit, FleeceDir: bf.fleeceDir, NBDServer: bf.nbdServer, Tags: bf.tags}
 	spec.QMP, spec.GuestAgent, spec.Bitmap = absPath(bf.qmp), absPath(bf.guestAgent), bf.bitmap
 	spec.Libvirt, spec.Connect = bf.libvirt, bf.connect
 	if bf.freezeTimeout <= 0 || bf.hookTimeout <= 0 {
@@ -119,7 +120,7 @@ var absPath = job.AbsPath
 // specFlags names the flag behind each field of a backup spec.
 var specFlags = map[string]string{"machine": "--machine", "disks": "--disk", "vault": "--vault", "consistency": "--consistency",
 	"pre_hook": "--pre-hook", "post_hook": "--post-hook", "hook_timeout": "--hook-timeout", "freeze_timeout": "--freeze-timeout",
-	"audit": "--audit", "fleece_dir": "--fleece-dir", "bitmap": "--bitmap", "qmp": "--qmp", "guest_agent": "--guest-agent",
+	"audit": "--audit", "fleece_dir": "--fleece-dir", "nbd_server": "--nbd-server", "bitmap": "--bitmap", "qmp": "--qmp", "guest_agent": "--guest-agent",
 	"definition": "--definition", "libvirt": "--libvirt", "connect": "--connect"}
 
 // flagError turns a job spec's invalid field into a usage error naming

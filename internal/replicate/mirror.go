@@ -54,8 +54,10 @@ import (
 // journal append included) bounds every write the new bitmap misses. Once
 // the target acknowledged up to there, the state names the new bitmap and
 // the old one is removed. A fleecing view cannot be taken while the mirror
-// runs (QEMU blocks the disk node's other jobs), so neither bitmap cuts
-// nor live backups of the machine run beside it.
+// runs (QEMU blocks the disk node's other jobs), so no bitmap cut runs
+// beside it, and a live backup of the machine ends the mirror
+// (live.handOverMirrors): the next check finds the job gone and falls
+// back, as when the receiver dies.
 
 // mirrorSession is a running mirror capture.
 type mirrorSession struct {
@@ -105,7 +107,7 @@ const journalBatchBytes = 64 << 20
 const rotateEvery = 5
 
 func (r *Runner) mirrorJobID(i int) string {
-	return fmt.Sprintf("%smirror-%s-%d", BitmapPrefix, r.Machine.Name, i)
+	return fmt.Sprintf("%s%s-%d", live.MirrorJobPrefix, r.Machine.Name, i)
 }
 
 func (r *Runner) mirrorNode(i int) string {
@@ -194,7 +196,7 @@ func (r *Runner) settleStaleMirror(ctx context.Context) error {
 	}
 	var found []string
 	for _, jb := range jobs {
-		if strings.HasPrefix(jb.ID, fmt.Sprintf("%smirror-%s-", BitmapPrefix, r.Machine.Name)) {
+		if strings.HasPrefix(jb.ID, fmt.Sprintf("%s%s-", live.MirrorJobPrefix, r.Machine.Name)) {
 			found = append(found, fmt.Sprintf("%s %s %s", jb.ID, jb.Status, jb.Error))
 		}
 	}
@@ -232,7 +234,7 @@ func (r *Runner) removeMirror(ctx context.Context, mon *qmp.Monitor, m *mirrorSe
 	if err != nil {
 		return fmt.Errorf("removing the mirror: %w", err)
 	}
-	prefix := fmt.Sprintf("%smirror-%s-", BitmapPrefix, r.Machine.Name)
+	prefix := fmt.Sprintf("%s%s-", live.MirrorJobPrefix, r.Machine.Name)
 	for _, jb := range jobs {
 		if !strings.HasPrefix(jb.ID, prefix) {
 			continue
@@ -244,7 +246,7 @@ func (r *Runner) removeMirror(ctx context.Context, mon *qmp.Monitor, m *mirrorSe
 				r.Log.Debug("cancelling the mirror job", "job", jb.ID, "err", err)
 			}
 		}
-		if err := waitJobConcluded(ctx, mon, jb.ID); err != nil {
+		if err := qmp.WaitJobConcluded(ctx, mon, jb.ID); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -271,32 +273,6 @@ func (r *Runner) removeMirror(ctx context.Context, mon *qmp.Monitor, m *mirrorSe
 		return fmt.Errorf("removing the mirror: %w", err)
 	}
 	return nil
-}
-
-// waitJobConcluded waits until job id is concluded or gone.
-func waitJobConcluded(ctx context.Context, mon *qmp.Monitor, id string) error {
-	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	for {
-		jobs, err := mon.QueryJobs(ctx)
-		if err != nil {
-			return fmt.Errorf("waiting for the mirror job %s to end: %w", id, err)
-		}
-		done := true
-		for _, jb := range jobs {
-			if jb.ID == id && jb.Status != "concluded" {
-				done = false
-			}
-		}
-		if done {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for the mirror job %s to end: %w", id, ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }
 
 // stopMirror ends the running mirror, if any; the bitmaps carry on.
@@ -639,7 +615,7 @@ func (r *Runner) checkMirror(ctx context.Context) error {
 		jb, ok := status[id]
 		switch {
 		case !ok:
-			return errCapture{fmt.Errorf("the mirror job %s is gone", id)}
+			return errCapture{fmt.Errorf("the mirror job %s is gone (a live backup of the machine takes the disks over from it)", id)}
 		case jb.Error != "" || (jb.Status != "ready" && jb.Status != "standby" && jb.Status != "running"):
 			return errCapture{fmt.Errorf("the mirror job %s is %s: %s", id, jb.Status, jb.Error)}
 		}
