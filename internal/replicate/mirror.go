@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -120,9 +121,6 @@ func (r *Runner) mirrorNode(i int) string {
 func (r *Runner) mirrorCycle(ctx context.Context) error {
 	if r.mirror == nil {
 		r.status.Capture = CaptureBitmap
-		if err := r.settleStaleMirror(ctx); err != nil {
-			return err
-		}
 		if err := r.Cycle(ctx); err != nil {
 			return err
 		}
@@ -181,15 +179,14 @@ func mirrorBackoff(fails int, every time.Duration) time.Duration {
 	return min(d, 5*time.Minute)
 }
 
-// settleStaleMirror removes a mirror a killed runner left in QEMU (its
+// settleStaleMirror, at the start of a bitmap cut (Cycle: no mirror of
+// this runner runs), removes a mirror a killed runner left in QEMU (its
 // receiver died with it, so the job failed or fails at the next write);
-// the bitmaps cover what it did not ship.
-func (r *Runner) settleStaleMirror(ctx context.Context) error {
-	mon, err := r.dialQMP(ctx)
-	if err != nil {
-		return err
-	}
-	defer mon.Close()
+// the bitmaps cover what it did not ship. The mirror of another runner
+// still alive (a planned failover draining beside the running runner) is
+// left alone, and the cut refused: that runner's journal batches are the
+// machine's cuts.
+func (r *Runner) settleStaleMirror(ctx context.Context, mon *qmp.Monitor) error {
 	jobs, err := mon.QueryJobs(ctx)
 	if err != nil {
 		return err
@@ -202,6 +199,10 @@ func (r *Runner) settleStaleMirror(ctx context.Context) error {
 	}
 	if len(found) == 0 {
 		return nil
+	}
+	var st Status
+	if r.Config.get("status", r.Machine.Name, &st) == nil && st.PID != os.Getpid() && alive(st.PID) {
+		return fmt.Errorf("the mirror capture of replicate run (pid %d) captures %s's writes: its journal batches are the cuts", st.PID, r.Machine.Name)
 	}
 	if err := r.removeMirror(ctx, mon, nil); err != nil {
 		return err

@@ -161,7 +161,7 @@ func (r *Runner) Run(ctx context.Context) error {
 func (r *Runner) step(ctx context.Context) error {
 	start := r.Clock.Now()
 	var err error
-	if r.Machine.Capture == CaptureMirror && r.group == nil {
+	if r.Machine.capture() == CaptureMirror && r.group == nil {
 		err = r.mirrorCycle(ctx)
 	} else {
 		err = r.Cycle(ctx)
@@ -224,6 +224,11 @@ func (r *Runner) Cycle(ctx context.Context) error {
 		return fmt.Errorf("connecting to QEMU at %s: %w", r.Machine.QMP, err)
 	}
 	defer mon.Close()
+	// A killed runner's mirror first: its target node is a fleecing node
+	// in use until the job is gone.
+	if err := r.settleStaleMirror(ctx, mon); err != nil {
+		return err
+	}
 	// Whoever held the monitor before has finished: fleecing nodes left
 	// in QEMU are a killed cycle's (or a killed backup's).
 	if err := qmp.RemoveStaleFleecing(ctx, mon, r.Dir); err != nil {
