@@ -83,11 +83,13 @@ type mirrorSession struct {
 }
 
 // journalBatch is what a journal batch covers: the journal up to end
-// (or to where a marker or the size cap stops it), as seq, cut at cut.
+// (or to where a marker or the size cap stops it), as seq, cut at cut
+// (or at its last record when dropped: see shipBatch).
 type journalBatch struct {
-	seq uint64
-	end int64
-	cut time.Time
+	seq     uint64
+	end     int64
+	cut     time.Time
+	dropped bool
 }
 
 // errCapture marks a failure of the mirror capture itself (not of the
@@ -221,6 +223,9 @@ func (r *Runner) dialQMP(ctx context.Context) (*qmp.Monitor, error) {
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	mon, err := qmp.Dial(dctx, r.Machine.QMP)
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		return nil, fmt.Errorf("connecting to QEMU at %s: %w (QEMU serves one QMP client at a time: another holds it, such as a live backup of the machine)", r.Machine.QMP, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("connecting to QEMU at %s: %w", r.Machine.QMP, err)
 	}
@@ -474,11 +479,18 @@ func (r *Runner) shipJournal(ctx context.Context) error {
 			case <-time.After(wait):
 			}
 		}
-		if st := m.j.Stats(); st.End > m.shipped || !shippedAny && time.Now().After(deadline) {
-			if err := r.shipBatch(ctx); err != nil {
+		// Read before the journal's end: once QEMU dropped the receiver,
+		// no write is journaled, so what the journal holds is shipped
+		// (its cut no later than its last record) and the mirror ends.
+		dropped := m.rc.Dropped()
+		if st := m.j.Stats(); st.End > m.shipped || !dropped && !shippedAny && time.Now().After(deadline) {
+			if err := r.shipBatch(ctx, dropped); err != nil {
 				return err
 			}
 			shippedAny = true
+		}
+		if dropped && m.j.Stats().End <= m.shipped {
+			return errCapture{errors.New("QEMU dropped the mirror's connection to the receiver (a live backup took the disks over, or QEMU stopped): the journal is shipped")}
 		}
 		left := time.Until(deadline)
 		if left <= 0 {
@@ -493,7 +505,10 @@ func (r *Runner) shipJournal(ctx context.Context) error {
 
 // shipBatch sends the journal from the acknowledged position on as the
 // next batch, up to its end (or a size cap, or an app-consistent marker).
-func (r *Runner) shipBatch(ctx context.Context) error {
+// When dropped (QEMU no longer writes to the receiver, since some unknown
+// moment) the cut is its last record's time, not now: writes after that
+// may be in no journal.
+func (r *Runner) shipBatch(ctx context.Context, dropped bool) error {
 	m := r.mirror
 	name := r.Machine.Name
 	var st State
@@ -502,7 +517,7 @@ func (r *Runner) shipBatch(ctx context.Context) error {
 	}
 	// The cut's time is read before the journal's end: the batch holds
 	// every write journaled before it.
-	b := journalBatch{seq: st.Acked + 1, cut: r.Clock.Now(), end: m.j.Stats().End}
+	b := journalBatch{seq: st.Acked + 1, cut: r.Clock.Now(), end: m.j.Stats().End, dropped: dropped}
 	if m.retry != nil && m.retry.seq == b.seq {
 		b = *m.retry
 	}
@@ -538,6 +553,9 @@ func (r *Runner) shipBatch(ctx context.Context) error {
 				h.Cut = rec.Time
 				break
 			}
+		}
+		if b.dropped && len(recs) > 0 && recs[len(recs)-1].Time.Before(h.Cut) {
+			h.Cut = recs[len(recs)-1].Time
 		}
 		bw, err := replica.NewBatchWriter(w, h)
 		if err != nil {

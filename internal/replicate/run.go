@@ -217,11 +217,9 @@ func (r *Runner) Cycle(ctx context.Context) error {
 	}
 	// QEMU serves one QMP client at a time: the monitor is held for the
 	// cycle only, so a live backup of the machine can run between cycles.
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	mon, err := qmp.Dial(dctx, r.Machine.QMP)
-	cancel()
+	mon, err := r.dialQMP(ctx)
 	if err != nil {
-		return fmt.Errorf("connecting to QEMU at %s: %w", r.Machine.QMP, err)
+		return err
 	}
 	defer mon.Close()
 	// A killed runner's mirror first: its target node is a fleecing node
