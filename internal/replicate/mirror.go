@@ -153,7 +153,9 @@ func (r *Runner) mirrorCycle(ctx context.Context) error {
 // cuts until the mirror starts again (after a back-off when it keeps
 // failing).
 func (r *Runner) fallback(ctx context.Context, why string) {
-	ran := r.mirror != nil && r.Clock.Now().Sub(r.mirror.started) > time.Minute
+	// A mirror that ran a while, or that QEMU dropped (a live backup took
+	// the disks over), did not fail to start: no back-off.
+	ran := r.mirror != nil && (r.Clock.Now().Sub(r.mirror.started) > time.Minute || r.mirror.rc.Dropped())
 	r.stopMirror(ctx)
 	r.Log.Warn("mirror capture fell back to bitmap cuts", "machine", r.Machine.Name, "why", why)
 	if ran {
@@ -189,6 +191,9 @@ func mirrorBackoff(fails int, every time.Duration) time.Duration {
 // left alone, and the cut refused: that runner's journal batches are the
 // machine's cuts.
 func (r *Runner) settleStaleMirror(ctx context.Context, mon *qmp.Monitor) error {
+	if r.mirror != nil {
+		return nil // this runner's own
+	}
 	jobs, err := mon.QueryJobs(ctx)
 	if err != nil {
 		return err
