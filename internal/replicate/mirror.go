@@ -224,12 +224,18 @@ func (r *Runner) fallbackNote(why string) {
 	r.status.LastFallback, r.status.LastFallbackAt = why, &now
 }
 
+// errQMPBusy: QEMU did not greet within the dial timeout. It serves one
+// QMP client at a time, so another holds it (a live backup of the machine
+// does for its whole run): the cycle waits, it did not fail, and the lag
+// tells how long.
+var errQMPBusy = errors.New("QEMU's monitor is busy (a live backup of the machine holds it while it runs)")
+
 func (r *Runner) dialQMP(ctx context.Context) (*qmp.Monitor, error) {
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	mon, err := qmp.Dial(dctx, r.Machine.QMP)
 	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-		return nil, fmt.Errorf("connecting to QEMU at %s: %w (QEMU serves one QMP client at a time: another holds it, such as a live backup of the machine)", r.Machine.QMP, err)
+		return nil, fmt.Errorf("connecting to QEMU at %s: %w: %w", r.Machine.QMP, errQMPBusy, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("connecting to QEMU at %s: %w", r.Machine.QMP, err)

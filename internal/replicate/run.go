@@ -179,9 +179,10 @@ func (r *Runner) step(ctx context.Context) error {
 		r.status.Error = err.Error()
 		if siteCode(err) == "failed_over" {
 			r.status.State = StateFailedOver
-		} else if errors.Is(err, ErrGroupMoved) {
-			// Not a failure: the group cut is taken again; the lag tells
-			// how long ago the last one was.
+		} else if errors.Is(err, ErrGroupMoved) || errors.Is(err, errQMPBusy) {
+			// Not a failure: the group cut is taken again, or the cycle
+			// waits for QEMU's monitor; the lag tells how long ago the
+			// last cut was.
 		} else if r.status.State != StateInitialSync && r.status.State != StateResyncing {
 			r.status.State = StateError
 		}
