@@ -47,6 +47,7 @@ func (a *app) backupCommand() *cobra.Command {
 	f.StringVar(&spec.GuestAgent, "guest-agent", "", "QEMU guest agent socket, for --qmp with --consistency file or app")
 	f.StringVar(&spec.Bitmap, "bitmap", "", "dirty bitmap of the NBD --disk servers that records changes since the last point")
 	f.StringVar(&spec.FleeceDir, "fleece-dir", "", "directory for --qmp's temporary overlays or --libvirt's scratch images (default: one in $TMPDIR)")
+	f.StringVar(&spec.NBDServer, "nbd-server", "", "unix:PATH of an NBD server the --qmp machine's QEMU already runs for others: the backup adds its exports there")
 	f.StringVar(&spec.Libvirt, "libvirt", "", "libvirt domain to back up through libvirt's backup API")
 	f.StringVar(&spec.Connect, "connect", "", "libvirt daemon URI for --libvirt (default qemu:///system)")
 	return cmd
@@ -108,7 +109,7 @@ var absPath = job.AbsPath
 // reason stands alone.
 var specFlags = map[string]string{"machine": "--machine", "point": "POINT", "disks": "--disk", "disk": "--disk", "consistency": "--consistency",
 	"pre_hook": "--pre-hook", "post_hook": "--post-hook", "hook_timeout": "--hook-timeout", "freeze_timeout": "--freeze-timeout",
-	"audit": "--audit", "fleece_dir": "--fleece-dir", "bitmap": "--bitmap", "qmp": "--qmp", "guest_agent": "--guest-agent",
+	"audit": "--audit", "fleece_dir": "--fleece-dir", "nbd_server": "--nbd-server", "bitmap": "--bitmap", "qmp": "--qmp", "guest_agent": "--guest-agent",
 	"definition": "--definition", "libvirt": "--libvirt", "connect": "--connect", "dir": "", "file": "--to-file",
 	"libvirt_define": "--libvirt-define", "start": "--start", "name": "--name", "listen": "--nbd", "overlay_dir": "--overlay-dir", "cache_mib": "--cache"}
 

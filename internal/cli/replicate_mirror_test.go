@@ -30,14 +30,22 @@ type mirrorDaemon struct {
 	lastWriteTaken time.Duration
 }
 
-func newMirrorDaemon(t *testing.T) *mirrorDaemon {
+func newMirrorDaemon(t *testing.T) *mirrorDaemon { return newMirrorDaemonFrom(t, "") }
+
+// newMirrorDaemonFrom is newMirrorDaemon with d0 converted from the raw
+// image src ("" for an empty 8 MiB disk).
+func newMirrorDaemonFrom(t *testing.T, src string) *mirrorDaemon {
 	t.Helper()
 	for _, tool := range []string{"qemu-storage-daemon", "qemu-img", "qemu-io"} {
 		vmtest.RequireBinary(t, tool)
 	}
 	dir := t.TempDir()
 	img := filepath.Join(dir, "d0.qcow2")
-	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", img, "8M").CombinedOutput(); err != nil {
+	args := []string{"create", "-q", "-f", "qcow2", img, "8M"}
+	if src != "" {
+		args = []string{"convert", "-q", "-f", "raw", "-O", "qcow2", src, img}
+	}
+	if out, err := exec.Command("qemu-img", args...).CombinedOutput(); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	d := &mirrorDaemon{t: t, qmp: filepath.Join(dir, "qmp.sock"), nbdSock: filepath.Join(dir, "nbd.sock"), stderr: &bytes.Buffer{}}

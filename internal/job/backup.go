@@ -86,7 +86,7 @@ func backupLive(ctx context.Context, v *vault.Vault, b Backup, cons recovery.Con
 	hookEnv := []string{"LIFEBOAT_MACHINE=" + b.Machine, "LIFEBOAT_QMP=" + b.QMP}
 	return live.Backup(ctx, v, live.Options{Machine: b.Machine, QMP: b.QMP, Consistency: cons, GuestAgent: b.GuestAgent,
 		Executable: env.Executable, FreezeTimeout: b.freezeTimeout(), Disks: only, Dir: b.FleeceDir, Definition: b.Definition,
-		Tags: b.Tags, Audit: b.Audit, Progress: env.Progress, Warn: env.Warn,
+		NBDServer: b.NBDServer, Tags: b.Tags, Audit: b.Audit, Progress: env.Progress, Warn: env.Warn,
 		PreHook:  quiesce.Hook{Command: b.PreHook, Timeout: b.hookTimeout(), Env: hookEnv},
 		PostHook: quiesce.Hook{Command: b.PostHook, Timeout: b.hookTimeout(), Env: hookEnv}})
 }

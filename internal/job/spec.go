@@ -183,7 +183,10 @@ type Backup struct {
 	Audit float64 `json:"audit,omitempty"`
 	// FleeceDir holds a live backup's temporary overlays (QMP) or scratch
 	// images (libvirt).
-	FleeceDir string   `json:"fleece_dir,omitempty"`
+	FleeceDir string `json:"fleece_dir,omitempty"`
+	// NBDServer, "unix:PATH", is an NBD server the machine's QEMU already
+	// runs for others: a live QMP backup adds its exports there.
+	NBDServer string   `json:"nbd_server,omitempty"`
 	Tags      []string `json:"tags,omitempty"`
 }
 
@@ -235,6 +238,9 @@ func (b Backup) Validate() error {
 	}
 	if b.FleeceDir != "" && b.QMP == "" && b.Libvirt == "" {
 		return invalid("fleece_dir", "temporary overlays are for live QMP and libvirt backups only")
+	}
+	if b.NBDServer != "" && (b.QMP == "" || !strings.HasPrefix(b.NBDServer, "unix:") || len(b.NBDServer) == len("unix:")) {
+		return invalid("nbd_server", "%q: want unix:PATH of the NBD server of the QEMU given by qmp", b.NBDServer)
 	}
 	if b.Libvirt != "" && len(b.Definition) > 0 {
 		return invalid("definition", "a libvirt domain's definition is its XML, read from libvirt: give none")

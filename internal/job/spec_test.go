@@ -15,6 +15,13 @@ func TestBackupValidate(t *testing.T) {
 	if err := live.Validate(); err != nil {
 		t.Fatalf("valid live spec refused: %v", err)
 	}
+	for _, srv := range []string{"unix:/run/n.sock", "/run/n.sock", "unix:"} {
+		l := live
+		l.NBDServer = srv
+		if err := l.Validate(); (err == nil) != (srv == "unix:/run/n.sock") {
+			t.Errorf("nbd server %q: Validate() = %v", srv, err)
+		}
+	}
 	for _, tc := range []struct {
 		name, field string
 		mod         func(b *Backup)
@@ -31,6 +38,7 @@ func TestBackupValidate(t *testing.T) {
 		{"app without hook", "pre_hook", func(b *Backup) { b.Consistency = "app" }},
 		{"agent without qmp", "guest_agent", func(b *Backup) { b.GuestAgent = "/run/x.qga" }},
 		{"bitmap without nbd", "disks[0].path", func(b *Backup) { b.Bitmap = "b0" }},
+		{"nbd server without qmp", "nbd_server", func(b *Backup) { b.NBDServer = "unix:/run/n.sock" }},
 		{"broken definition", "definition", func(b *Backup) { b.Definition = json.RawMessage(`{"schema":"x"}`) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

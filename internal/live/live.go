@@ -74,6 +74,10 @@ type Options struct {
 	// AfterInstant, if set, is called once the snapshot instant is taken
 	// and the guest thawed, before any disk is read.
 	AfterInstant func()
+	// NBDServer, "unix:PATH", is an NBD server the machine's QEMU already
+	// runs for others (QEMU has one): the backup adds its exports there
+	// rather than starting QEMU's NBD server. Empty: lifeboat starts it.
+	NBDServer string
 }
 
 // dialTimeout bounds the wait for QEMU's QMP greeting.
@@ -113,11 +117,23 @@ func Backup(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point,
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("fleecing directory: %w", err)
 	}
+	// Replication's mirror capture gives the disks over for the backup
+	// (see handOverMirrors); its target nodes go with the leftovers.
+	ended, err := handOverMirrors(ctx, mon)
+	if err != nil {
+		return nil, fmt.Errorf("taking the disks over from replication's mirror: %w", err)
+	}
+	if len(ended) > 0 {
+		warn(fmt.Sprintf("replication's mirror capture (%s) was stopped for the backup: replication sends the blocks written meanwhile from its dirty bitmap and restarts the mirror after the backup", strings.Join(ended, ", ")))
+	}
 	// A lifeboat killed mid-backup leaves its fleecing behind; clear it.
 	if err := qmp.RemoveStaleFleecing(ctx, mon, dir); err != nil {
 		return nil, fmt.Errorf("removing an earlier backup's leftovers from QEMU: %w", err)
 	}
-	if err := claimNBDServer(ctx, mon); err != nil {
+	server, startServer := qmp.UnixSocket(filepath.Join(dir, "nbd.sock")), true
+	if path, ok := strings.CutPrefix(opts.NBDServer, "unix:"); ok {
+		server, startServer = qmp.UnixSocket(path), false
+	} else if err := claimNBDServer(ctx, mon); err != nil {
 		return nil, err
 	}
 	disks, err := selectDisks(ctx, mon, opts.Disks)
@@ -185,8 +201,8 @@ func Backup(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point,
 		}
 		unquiesce = nil
 	}
-	sess, err := qmp.Fleece(ctx, mon, fdisks, qmp.FleeceOptions{Dir: dir, Server: qmp.UnixSocket(filepath.Join(dir, "nbd.sock")),
-		StartServer: true, InstantTimeout: opts.FreezeTimeout,
+	sess, err := qmp.Fleece(ctx, mon, fdisks, qmp.FleeceOptions{Dir: dir, Server: server,
+		StartServer: startServer, InstantTimeout: opts.FreezeTimeout,
 		BeforeInstant: func(ctx context.Context) error {
 			got, notes, unquiesce = quiesceGuest(ctx, opts)
 			return nil

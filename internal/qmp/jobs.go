@@ -3,6 +3,7 @@ package qmp
 import (
 	"context"
 	"fmt"
+	"time"
 )
 
 // BlockJobInfo is one block job (query-block-jobs).
@@ -139,4 +140,31 @@ func waitJobStatus(ctx context.Context, sub *Subscription, id string, statuses .
 		return false
 	})
 	return got, err
+}
+
+// WaitJobConcluded polls until job id is concluded or gone, for at most
+// 20 s: for a job that ends by itself (one failing refuses a cancel).
+func WaitJobConcluded(ctx context.Context, mon *Monitor, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	for {
+		jobs, err := mon.QueryJobs(ctx)
+		if err != nil {
+			return fmt.Errorf("waiting for job %s to end: %w", id, err)
+		}
+		done := true
+		for _, jb := range jobs {
+			if jb.ID == id && jb.Status != "concluded" {
+				done = false
+			}
+		}
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for job %s to end: %w", id, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }

@@ -107,9 +107,10 @@ type Machine struct {
 	// Group names the replication group the machine belongs to: its cuts
 	// are taken together with the other members' (GroupRunner).
 	Group string `json:"group,omitempty"`
-	// Capture is how writes are captured: CaptureBitmap (dirty-bitmap
-	// cuts, the default) or CaptureMirror (QEMU's write-blocking mirror
-	// into the source journal, falling back to bitmap cuts when it fails).
+	// Capture is how writes are captured: CaptureMirror (QEMU's
+	// write-blocking mirror into the source journal, falling back to
+	// bitmap cuts when it fails) or CaptureBitmap (dirty-bitmap cuts);
+	// empty is the default (Machine.capture).
 	Capture string `json:"capture,omitempty"`
 	// JournalLimit bounds the source journal's unshipped bytes in mirror
 	// capture (DefaultJournalLimit when 0); hitting it falls back to
@@ -129,6 +130,19 @@ const (
 	CaptureBitmap = "bitmap"
 	CaptureMirror = "mirror"
 )
+
+// capture is how m's writes are captured: m.Capture when set, else
+// mirror capture, except for a group member, whose cuts are taken with
+// the other members' (bitmap cuts).
+func (m Machine) capture() string {
+	switch {
+	case m.Capture != "":
+		return m.Capture
+	case m.Group != "":
+		return CaptureBitmap
+	}
+	return CaptureMirror
+}
 
 // DefaultJournalLimit is the source journal's size limit unless a machine
 // says (Machine.JournalLimit).

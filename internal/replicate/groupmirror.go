@@ -261,13 +261,9 @@ func (g *GroupRunner) startMirrors(ctx context.Context) (moved bool) {
 	for _, r := range g.Members {
 		r.stopMirror(ctx)
 		r.status.Capture = CaptureBitmap
-		if err := r.settleStaleMirror(ctx); err != nil {
-			r.status.Error = err.Error()
-			r.saveStatus()
-			r.Log.Warn("removing a mirror left behind", "machine", r.Machine.Name, "err", err)
-			return false
-		}
 	}
+	// Each member's Cycle removes a mirror a killed runner left behind
+	// (settleStaleMirror) before it takes its share of the cut.
 	moved = g.cycle(ctx)
 	now := g.Clock.Now()
 	for _, r := range g.Members {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -54,8 +55,10 @@ import (
 // journal append included) bounds every write the new bitmap misses. Once
 // the target acknowledged up to there, the state names the new bitmap and
 // the old one is removed. A fleecing view cannot be taken while the mirror
-// runs (QEMU blocks the disk node's other jobs), so neither bitmap cuts
-// nor live backups of the machine run beside it.
+// runs (QEMU blocks the disk node's other jobs), so no bitmap cut runs
+// beside it, and a live backup of the machine ends the mirror
+// (live.handOverMirrors): the next check finds the job gone and falls
+// back, as when the receiver dies.
 
 // mirrorSession is a running mirror capture.
 type mirrorSession struct {
@@ -80,11 +83,13 @@ type mirrorSession struct {
 }
 
 // journalBatch is what a journal batch covers: the journal up to end
-// (or to where a marker or the size cap stops it), as seq, cut at cut.
+// (or to where a marker or the size cap stops it), as seq, cut at cut
+// (or at its last record when dropped: see shipBatch).
 type journalBatch struct {
-	seq uint64
-	end int64
-	cut time.Time
+	seq     uint64
+	end     int64
+	cut     time.Time
+	dropped bool
 }
 
 // errCapture marks a failure of the mirror capture itself (not of the
@@ -105,7 +110,7 @@ const journalBatchBytes = 64 << 20
 const rotateEvery = 5
 
 func (r *Runner) mirrorJobID(i int) string {
-	return fmt.Sprintf("%smirror-%s-%d", BitmapPrefix, r.Machine.Name, i)
+	return fmt.Sprintf("%s%s-%d", live.MirrorJobPrefix, r.Machine.Name, i)
 }
 
 func (r *Runner) mirrorNode(i int) string {
@@ -118,9 +123,6 @@ func (r *Runner) mirrorNode(i int) string {
 func (r *Runner) mirrorCycle(ctx context.Context) error {
 	if r.mirror == nil {
 		r.status.Capture = CaptureBitmap
-		if err := r.settleStaleMirror(ctx); err != nil {
-			return err
-		}
 		if err := r.Cycle(ctx); err != nil {
 			return err
 		}
@@ -151,7 +153,9 @@ func (r *Runner) mirrorCycle(ctx context.Context) error {
 // cuts until the mirror starts again (after a back-off when it keeps
 // failing).
 func (r *Runner) fallback(ctx context.Context, why string) {
-	ran := r.mirror != nil && r.Clock.Now().Sub(r.mirror.started) > time.Minute
+	// A mirror that ran a while, or that QEMU dropped (a live backup took
+	// the disks over), did not fail to start: no back-off.
+	ran := r.mirror != nil && (r.Clock.Now().Sub(r.mirror.started) > time.Minute || r.mirror.rc.Dropped())
 	r.stopMirror(ctx)
 	r.Log.Warn("mirror capture fell back to bitmap cuts", "machine", r.Machine.Name, "why", why)
 	if ran {
@@ -179,27 +183,33 @@ func mirrorBackoff(fails int, every time.Duration) time.Duration {
 	return min(d, 5*time.Minute)
 }
 
-// settleStaleMirror removes a mirror a killed runner left in QEMU (its
+// settleStaleMirror, at the start of a bitmap cut (Cycle: no mirror of
+// this runner runs), removes a mirror a killed runner left in QEMU (its
 // receiver died with it, so the job failed or fails at the next write);
-// the bitmaps cover what it did not ship.
-func (r *Runner) settleStaleMirror(ctx context.Context) error {
-	mon, err := r.dialQMP(ctx)
-	if err != nil {
-		return err
+// the bitmaps cover what it did not ship. The mirror of another runner
+// still alive (a planned failover draining beside the running runner) is
+// left alone, and the cut refused: that runner's journal batches are the
+// machine's cuts.
+func (r *Runner) settleStaleMirror(ctx context.Context, mon *qmp.Monitor) error {
+	if r.mirror != nil {
+		return nil // this runner's own
 	}
-	defer mon.Close()
 	jobs, err := mon.QueryJobs(ctx)
 	if err != nil {
 		return err
 	}
 	var found []string
 	for _, jb := range jobs {
-		if strings.HasPrefix(jb.ID, fmt.Sprintf("%smirror-%s-", BitmapPrefix, r.Machine.Name)) {
+		if strings.HasPrefix(jb.ID, fmt.Sprintf("%s%s-", live.MirrorJobPrefix, r.Machine.Name)) {
 			found = append(found, fmt.Sprintf("%s %s %s", jb.ID, jb.Status, jb.Error))
 		}
 	}
 	if len(found) == 0 {
 		return nil
+	}
+	var st Status
+	if r.Config.get("status", r.Machine.Name, &st) == nil && st.PID != os.Getpid() && alive(st.PID) {
+		return fmt.Errorf("the mirror capture of replicate run (pid %d) captures %s's writes: its journal batches are the cuts", st.PID, r.Machine.Name)
 	}
 	if err := r.removeMirror(ctx, mon, nil); err != nil {
 		return err
@@ -214,10 +224,19 @@ func (r *Runner) fallbackNote(why string) {
 	r.status.LastFallback, r.status.LastFallbackAt = why, &now
 }
 
+// errQMPBusy: QEMU did not greet within the dial timeout. It serves one
+// QMP client at a time, so another holds it (a live backup of the machine
+// does for its whole run): the cycle waits, it did not fail, and the lag
+// tells how long.
+var errQMPBusy = errors.New("QEMU's monitor is busy (a live backup of the machine holds it while it runs)")
+
 func (r *Runner) dialQMP(ctx context.Context) (*qmp.Monitor, error) {
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	mon, err := qmp.Dial(dctx, r.Machine.QMP)
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		return nil, fmt.Errorf("connecting to QEMU at %s: %w: %w", r.Machine.QMP, errQMPBusy, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("connecting to QEMU at %s: %w", r.Machine.QMP, err)
 	}
@@ -232,7 +251,7 @@ func (r *Runner) removeMirror(ctx context.Context, mon *qmp.Monitor, m *mirrorSe
 	if err != nil {
 		return fmt.Errorf("removing the mirror: %w", err)
 	}
-	prefix := fmt.Sprintf("%smirror-%s-", BitmapPrefix, r.Machine.Name)
+	prefix := fmt.Sprintf("%s%s-", live.MirrorJobPrefix, r.Machine.Name)
 	for _, jb := range jobs {
 		if !strings.HasPrefix(jb.ID, prefix) {
 			continue
@@ -244,7 +263,7 @@ func (r *Runner) removeMirror(ctx context.Context, mon *qmp.Monitor, m *mirrorSe
 				r.Log.Debug("cancelling the mirror job", "job", jb.ID, "err", err)
 			}
 		}
-		if err := waitJobConcluded(ctx, mon, jb.ID); err != nil {
+		if err := qmp.WaitJobConcluded(ctx, mon, jb.ID); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -271,32 +290,6 @@ func (r *Runner) removeMirror(ctx context.Context, mon *qmp.Monitor, m *mirrorSe
 		return fmt.Errorf("removing the mirror: %w", err)
 	}
 	return nil
-}
-
-// waitJobConcluded waits until job id is concluded or gone.
-func waitJobConcluded(ctx context.Context, mon *qmp.Monitor, id string) error {
-	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	for {
-		jobs, err := mon.QueryJobs(ctx)
-		if err != nil {
-			return fmt.Errorf("waiting for the mirror job %s to end: %w", id, err)
-		}
-		done := true
-		for _, jb := range jobs {
-			if jb.ID == id && jb.Status != "concluded" {
-				done = false
-			}
-		}
-		if done {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for the mirror job %s to end: %w", id, ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }
 
 // stopMirror ends the running mirror, if any; the bitmaps carry on.
@@ -497,11 +490,18 @@ func (r *Runner) shipJournal(ctx context.Context) error {
 			case <-time.After(wait):
 			}
 		}
-		if st := m.j.Stats(); st.End > m.shipped || !shippedAny && time.Now().After(deadline) {
-			if err := r.shipBatch(ctx); err != nil {
+		// Read before the journal's end: once QEMU dropped the receiver,
+		// no write is journaled, so what the journal holds is shipped
+		// (its cut no later than its last record) and the mirror ends.
+		dropped := m.rc.Dropped()
+		if st := m.j.Stats(); st.End > m.shipped || !dropped && !shippedAny && time.Now().After(deadline) {
+			if err := r.shipBatch(ctx, dropped); err != nil {
 				return err
 			}
 			shippedAny = true
+		}
+		if dropped && m.j.Stats().End <= m.shipped {
+			return errCapture{errors.New("QEMU dropped the mirror's connection to the receiver (a live backup took the disks over, or QEMU stopped): the journal is shipped")}
 		}
 		left := time.Until(deadline)
 		if left <= 0 {
@@ -516,7 +516,10 @@ func (r *Runner) shipJournal(ctx context.Context) error {
 
 // shipBatch sends the journal from the acknowledged position on as the
 // next batch, up to its end (or a size cap, or an app-consistent marker).
-func (r *Runner) shipBatch(ctx context.Context) error {
+// When dropped (QEMU no longer writes to the receiver, since some unknown
+// moment) the cut is its last record's time, not now: writes after that
+// may be in no journal.
+func (r *Runner) shipBatch(ctx context.Context, dropped bool) error {
 	m := r.mirror
 	name := r.Machine.Name
 	var st State
@@ -525,7 +528,7 @@ func (r *Runner) shipBatch(ctx context.Context) error {
 	}
 	// The cut's time is read before the journal's end: the batch holds
 	// every write journaled before it.
-	b := journalBatch{seq: st.Acked + 1, cut: r.Clock.Now(), end: m.j.Stats().End}
+	b := journalBatch{seq: st.Acked + 1, cut: r.Clock.Now(), end: m.j.Stats().End, dropped: dropped}
 	if m.retry != nil && m.retry.seq == b.seq {
 		b = *m.retry
 	}
@@ -566,6 +569,9 @@ func (r *Runner) shipBatch(ctx context.Context) error {
 				h.Cut = rec.Time
 				break
 			}
+		}
+		if b.dropped && len(recs) > 0 && recs[len(recs)-1].Time.Before(h.Cut) {
+			h.Cut = recs[len(recs)-1].Time
 		}
 		bw, err := replica.NewBatchWriter(w, h)
 		if err != nil {
@@ -647,7 +653,7 @@ func (r *Runner) checkMirror(ctx context.Context) error {
 		jb, ok := status[id]
 		switch {
 		case !ok:
-			return errCapture{fmt.Errorf("the mirror job %s is gone", id)}
+			return errCapture{fmt.Errorf("the mirror job %s is gone (a live backup of the machine takes the disks over from it)", id)}
 		case jb.Error != "" || (jb.Status != "ready" && jb.Status != "standby" && jb.Status != "running"):
 			return errCapture{fmt.Errorf("the mirror job %s is %s: %s", id, jb.Status, jb.Error)}
 		}

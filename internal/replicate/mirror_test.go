@@ -22,3 +22,19 @@ func TestMirrorBackoff(t *testing.T) {
 		}
 	}
 }
+
+func TestCaptureDefault(t *testing.T) {
+	for _, c := range []struct {
+		m    Machine
+		want string
+	}{
+		{Machine{}, CaptureMirror},
+		{Machine{Capture: CaptureBitmap}, CaptureBitmap},
+		{Machine{Group: "g"}, CaptureBitmap},
+		{Machine{Group: "g", Capture: CaptureMirror}, CaptureMirror},
+	} {
+		if got := c.m.capture(); got != c.want {
+			t.Errorf("%+v: capture %q, want %q", c.m, got, c.want)
+		}
+	}
+}

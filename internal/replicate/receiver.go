@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"sync/atomic"
 
 	"lifeboat/internal/journal"
 	"lifeboat/internal/nbd"
@@ -22,6 +23,10 @@ type receiver struct {
 	srv  *nbd.Server
 	ln   net.Listener
 	sock string
+	// dropped is set once a connection of QEMU's ended while the
+	// receiver served: the mirror's node was deleted (a live backup took
+	// the disks over) or QEMU stopped, so writes are no longer journaled.
+	dropped, closing atomic.Bool
 }
 
 // startReceiver serves sizes' disks on a unix socket at sock.
@@ -40,13 +45,45 @@ func startReceiver(j *journal.Journal, sock string, sizes []int64) (*receiver, e
 	if err != nil {
 		return nil, fmt.Errorf("starting the mirror's receiver: %w", err)
 	}
-	go srv.Serve(context.Background(), ln)
-	return &receiver{j: j, gate: gate, srv: srv, ln: ln, sock: sock}, nil
+	rc := &receiver{j: j, gate: gate, srv: srv, ln: ln, sock: sock}
+	go srv.Serve(context.Background(), watchListener{ln, rc})
+	return rc, nil
+}
+
+// Dropped tells whether QEMU dropped a connection to the receiver: no
+// write is journaled after that.
+func (rc *receiver) Dropped() bool { return rc.dropped.Load() }
+
+// watchListener notes in its receiver when a connection it accepted ends.
+type watchListener struct {
+	net.Listener
+	rc *receiver
+}
+
+func (l watchListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &watchConn{Conn: c, rc: l.rc}, nil
+}
+
+type watchConn struct {
+	net.Conn
+	rc *receiver
+}
+
+func (c *watchConn) Close() error {
+	if !c.rc.closing.Load() {
+		c.rc.dropped.Store(true)
+	}
+	return c.Conn.Close()
 }
 
 // Close drops QEMU's connections (a mirror still writing fails) and stops
 // serving.
 func (rc *receiver) Close() {
+	rc.closing.Store(true)
 	rc.gate.release() // writes held for a group cut fail rather than wait
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // no grace: connections are cut at once

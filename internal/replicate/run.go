@@ -171,7 +171,7 @@ func (r *Runner) Run(ctx context.Context) error {
 func (r *Runner) step(ctx context.Context) error {
 	start := r.Clock.Now()
 	var err error
-	if r.Machine.Capture == CaptureMirror && r.group == nil {
+	if r.Machine.capture() == CaptureMirror && r.group == nil {
 		err = r.mirrorCycle(ctx)
 	} else {
 		err = r.Cycle(ctx)
@@ -189,9 +189,10 @@ func (r *Runner) step(ctx context.Context) error {
 		r.status.Error = err.Error()
 		if siteCode(err) == "failed_over" {
 			r.status.State = StateFailedOver
-		} else if errors.Is(err, ErrGroupMoved) {
-			// Not a failure: the group cut is taken again; the lag tells
-			// how long ago the last one was.
+		} else if errors.Is(err, ErrGroupMoved) || errors.Is(err, errQMPBusy) {
+			// Not a failure: the group cut is taken again, or the cycle
+			// waits for QEMU's monitor; the lag tells how long ago the
+			// last cut was.
 		} else if r.status.State != StateInitialSync && r.status.State != StateResyncing {
 			r.status.State = StateError
 		}
@@ -227,13 +228,16 @@ func (r *Runner) Cycle(ctx context.Context) error {
 	}
 	// QEMU serves one QMP client at a time: the monitor is held for the
 	// cycle only, so a live backup of the machine can run between cycles.
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	mon, err := qmp.Dial(dctx, r.Machine.QMP)
-	cancel()
+	mon, err := r.dialQMP(ctx)
 	if err != nil {
-		return fmt.Errorf("connecting to QEMU at %s: %w", r.Machine.QMP, err)
+		return err
 	}
 	defer mon.Close()
+	// A killed runner's mirror first: its target node is a fleecing node
+	// in use until the job is gone.
+	if err := r.settleStaleMirror(ctx, mon); err != nil {
+		return err
+	}
 	// Whoever held the monitor before has finished: fleecing nodes left
 	// in QEMU are a killed cycle's (or a killed backup's).
 	if err := qmp.RemoveStaleFleecing(ctx, mon, r.Dir); err != nil {
