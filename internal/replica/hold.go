@@ -64,6 +64,10 @@ type Hold struct {
 	Definition json.RawMessage `json:"definition,omitempty"` // as the source sent it, if it did
 	// SinceKnown says Changed was computed (from HoldOptions.Since).
 	SinceKnown bool `json:"since_known,omitempty"`
+	// Checkpoint is the checkpoint the overlays were made over (0: the
+	// base), Batches how many journal batches were written into them.
+	Checkpoint uint64 `json:"checkpoint,omitempty"`
+	Batches    int    `json:"batches"`
 }
 
 const holdPrefix = ".hold-"
@@ -92,15 +96,12 @@ func (s *Store) Hold(ctx context.Context, name string, opts HoldOptions) (*Hold,
 		return nil, fmt.Errorf("holding point %d of %s: %w", pt.ID, name, err)
 	}
 	h := &Hold{ID: id, Machine: name, Replica: m.id, Point: pt}
-	var batches, since []string
+	from, batches := m.startFor(pt.ID)
+	h.Checkpoint, h.Batches = from, len(batches)
+	var since []string
 	for _, c := range m.cuts {
-		if c.Seq > pt.ID {
-			continue
-		}
-		p := filepath.Join(m.dir, "journal", batchName(c.Seq))
-		batches = append(batches, p)
-		if c.Seq > opts.Since {
-			since = append(since, p)
+		if c.Seq > opts.Since && c.Seq <= pt.ID {
+			since = append(since, filepath.Join(m.dir, "journal", batchName(c.Seq)))
 		}
 	}
 	// The journal holds every cut after the base: the changes since cut
@@ -116,7 +117,8 @@ func (s *Store) Hold(ctx context.Context, name string, opts HoldOptions) (*Hold,
 			os.RemoveAll(dir)
 		}
 	}()
-	if err := writeOverlays(ctx, filepath.Join(m.dir, "base"), disks, batches, dir); err != nil {
+	source := func(d DiskSpec) (string, string) { return m.startSource(from, d.Name) }
+	if err := writeOverlays(ctx, source, disks, batches, dir, 0); err != nil {
 		return nil, fmt.Errorf("materialising point %d of %s: %w", pt.ID, name, err)
 	}
 	var changed [][]Extent
