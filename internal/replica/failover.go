@@ -82,9 +82,10 @@ type Failover struct {
 
 // Failover materialises a point of a machine and, unless opts.DisksOnly,
 // starts the machine from its stored definition with the target suffix
-// under TCG (or KVM). The disks are qcow2 overlays over the base images
-// with the journal's batches up to the point written into them: the work
-// grows with the writes since the base, not with the disks' size. While
+// under TCG (or KVM). The disks are qcow2 overlays over the newest
+// checkpoint at or before the point (or the base images) with the
+// journal's batches after it up to the point written into them: the work
+// is bounded by CheckpointEvery, not the history or the disks' size. While
 // any failover of a machine exists its base is not folded. A test failover
 // leaves replication running; a real one stops the replica from taking
 // more batches until it is cleaned up.
@@ -418,7 +419,9 @@ func writeOverlays(ctx context.Context, from func(DiskSpec) (string, string), di
 	for i, d := range disks {
 		overlay := filepath.Join(dir, d.Name+".qcow2")
 		backing, format := from(d)
-		args := []string{"create", "-q", "-f", "qcow2", "-F", format, "-b", backing}
+		// -u: the size is given, so the backing chain is not opened here
+		// (qemu-nbd opens it next).
+		args := []string{"create", "-q", "-u", "-f", "qcow2", "-F", format, "-b", backing}
 		if cluster != 0 {
 			args = append(args, "-o", fmt.Sprintf("cluster_size=%d", cluster))
 		}

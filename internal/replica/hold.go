@@ -14,8 +14,9 @@ import (
 
 // A hold keeps one recovery point's disks readable on the site's host for
 // a reader in another process — replicate copy, which copies the point
-// into a vault: qcow2 overlays over the base images with the journal's
-// batches up to the point written into them, in failover/.hold-ID/. Like
+// into a vault: qcow2 overlays over the newest checkpoint at or before
+// the point (or the base images) with the journal's batches after it up
+// to the point written into them, in failover/.hold-ID/. Like
 // a failover's directory, its existence keeps the base from folding, so
 // the overlays' backing does not change under the reader. A hold is
 // released by its reader; the server removes those a crash left behind
