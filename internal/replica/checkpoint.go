@@ -132,15 +132,19 @@ func (s *Store) Checkpoint(ctx context.Context, name string) (int, error) {
 		}
 		var batches []string
 		var to uint64
+		full := false
 		for _, c := range m.cuts {
 			if c.Seq > prev && len(batches) < every {
 				batches = append(batches, filepath.Join(m.dir, "journal", batchName(c.Seq)))
 				to = c.Seq
+				full = full || c.Full
 			}
 		}
 		disks := m.spec.Disks
 		m.mu.Unlock()
-		if len(batches) < every {
+		// A full cut (a resync) is folded into the base at the next fold
+		// instead: a checkpoint holding it would copy the whole disks.
+		if len(batches) < every || full {
 			return n, nil
 		}
 		if err := m.makeCheckpoint(ctx, prev, to, disks, batches); err != nil {
@@ -290,7 +294,11 @@ func (m *machine) loadCheckpoints(ctx context.Context) error {
 	last := m.lastSeq()
 	valid := 0
 	for i, l := range links {
-		if l > last || !m.linkWhole(l, links[:i]) {
+		prev := uint64(0)
+		if i > 0 {
+			prev = links[i-1]
+		}
+		if l > last || !m.linkWhole(l, prev) {
 			break
 		}
 		valid = i + 1
@@ -304,26 +312,26 @@ func (m *machine) loadCheckpoints(ctx context.Context) error {
 	return m.dropFolded(ctx)
 }
 
-// linkWhole tells whether the checkpoint at seq has every disk's image,
-// each reading the checkpoint before it (the last of before), the base,
-// or a checkpoint the base has passed (dropped and rebased next).
-func (m *machine) linkWhole(seq uint64, before []uint64) bool {
+// linkWhole tells whether the checkpoint at seq, whose predecessor on
+// disk is the checkpoint at prev (0: none), has every disk's image, each
+// reading a right backing file: the checkpoint at prev; the base, when
+// prev is none or the base has passed it; or a checkpoint the base has
+// passed and that is gone (dropped, the rebase of this one cut short).
+func (m *machine) linkWhole(seq, prev uint64) bool {
 	for _, d := range m.spec.Disks {
 		got, err := qcow2Backing(m.linkFile(seq, d.Name))
 		if err != nil {
 			return false
 		}
-		if base, _ := linkBacking(0, d.Name); got == base {
+		if want, _ := linkBacking(prev, d.Name); prev != 0 && got == want {
 			continue
 		}
-		if k := len(before); k > 0 {
-			if prev, _ := linkBacking(before[k-1], d.Name); got == prev {
-				continue
-			}
+		if base, _ := linkBacking(0, d.Name); got == base && prev <= m.base.Cut.Seq {
+			continue
 		}
 		dir, file := filepath.Split(got)
-		seqStr := filepath.Base(filepath.Clean(dir))
-		if prev, ok := parseSeq(seqStr); !ok || file != d.Name+".qcow2" || prev > m.base.Cut.Seq || prev >= seq {
+		p, ok := parseSeq(filepath.Base(filepath.Clean(dir)))
+		if !ok || file != d.Name+".qcow2" || got != filepath.Join("..", seqName(p), file) || p > m.base.Cut.Seq || p < prev || p >= seq {
 			return false
 		}
 	}

@@ -24,6 +24,9 @@ type history struct {
 	dir   string
 	clk   *clock.Fake
 	spec  Spec
+	rng   *rand.Rand
+	cur   [][]byte
+	last  uint64
 	state map[uint64][][]byte // cut → disk contents at it
 }
 
@@ -33,58 +36,70 @@ var checkpointDisks = []DiskSpec{{Name: "a", Size: 2<<20 + 64<<10}, {Name: "b", 
 // cuts batches, one every 20 s (one in five app-consistent).
 func newHistory(t *testing.T, cuts int) *history {
 	t.Helper()
-	ctx := context.Background()
 	h := &history{dir: t.TempDir(), clk: clock.NewFake(t0.Add(time.Duration(cuts) * 20 * time.Second)),
 		spec:  Spec{Machine: "m", Disks: checkpointDisks, Policy: Policy{Retention: time.Hour, CrashInterval: time.Minute}},
+		rng:   rand.New(rand.NewPCG(7, uint64(cuts))),
 		state: map[uint64][][]byte{}}
 	s, err := Open(h.dir, h.clk)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Register(ctx, h.spec); err != nil {
+	if err := s.Register(context.Background(), h.spec); err != nil {
 		t.Fatal(err)
 	}
-	rng := rand.New(rand.NewPCG(7, uint64(cuts)))
-	cur := make([][]byte, len(h.spec.Disks))
+	h.cur = make([][]byte, len(h.spec.Disks))
 	for i, d := range h.spec.Disks {
-		cur[i] = make([]byte, d.Size)
+		h.cur[i] = make([]byte, d.Size)
 	}
-	for seq := uint64(1); seq <= uint64(cuts); seq++ {
-		cons := "crash"
-		if seq%5 == 0 {
-			cons = "app"
-		}
-		// A batch's records never overlap: each goes to its own slot.
-		b := batch(t, Header{Seq: seq, Cut: t0.Add(time.Duration(seq) * 20 * time.Second), Consistency: cons}, func(bw *BatchWriter) {
-			for disk, d := range h.spec.Disks {
-				slots := d.Size / (64 << 10)
-				for _, slot := range rng.Perm(int(slots))[:1+rng.IntN(4)] {
-					off := int64(slot)*(64<<10) + rng.Int64N(64)*512
-					n := min(512*(1+rng.Int64N(100)), int64(slot+1)*(64<<10)-off)
-					if rng.IntN(4) == 0 {
-						bw.Zero(disk, off, n)
-						clear(cur[disk][off : off+n])
-						continue
-					}
-					p := make([]byte, n)
-					for i := range p {
-						p[i] = byte(rng.Uint32())
-					}
-					bw.Data(disk, off, p)
-					copy(cur[disk][off:], p)
-				}
-			}
-		})
-		if err := s.Receive(ctx, "m", seq, bytes.NewReader(b)); err != nil {
-			t.Fatal(err)
-		}
-		snap := make([][]byte, len(cur))
-		for i := range cur {
-			snap[i] = bytes.Clone(cur[i])
-		}
-		h.state[seq] = snap
+	for range cuts {
+		h.send(t, s, false)
 	}
 	return h
+}
+
+// send sends the next cut, 20 s after the last: random writes, or, full,
+// every disk's whole content after them (a resync).
+func (h *history) send(t *testing.T, s *Store, full bool) {
+	t.Helper()
+	h.last++
+	seq, rng := h.last, h.rng
+	cons := "crash"
+	if seq%5 == 0 {
+		cons = "app"
+	}
+	// A batch's records never overlap: each goes to its own slot.
+	b := batch(t, Header{Seq: seq, Cut: t0.Add(time.Duration(seq) * 20 * time.Second), Consistency: cons, Full: full}, func(bw *BatchWriter) {
+		for disk, d := range h.spec.Disks {
+			if full {
+				bw.Data(disk, 0, h.cur[disk])
+				continue
+			}
+			slots := d.Size / (64 << 10)
+			for _, slot := range rng.Perm(int(slots))[:1+rng.IntN(4)] {
+				off := int64(slot)*(64<<10) + rng.Int64N(64)*512
+				n := min(512*(1+rng.Int64N(100)), int64(slot+1)*(64<<10)-off)
+				if rng.IntN(4) == 0 {
+					bw.Zero(disk, off, n)
+					clear(h.cur[disk][off : off+n])
+					continue
+				}
+				p := make([]byte, n)
+				for i := range p {
+					p[i] = byte(rng.Uint32())
+				}
+				bw.Data(disk, off, p)
+				copy(h.cur[disk][off:], p)
+			}
+		}
+	})
+	if err := s.Receive(context.Background(), "m", seq, bytes.NewReader(b)); err != nil {
+		t.Fatal(err)
+	}
+	snap := make([][]byte, len(h.cur))
+	for i := range h.cur {
+		snap[i] = bytes.Clone(h.cur[i])
+	}
+	h.state[seq] = snap
 }
 
 func (h *history) open(t *testing.T, every int) *Store {
@@ -211,6 +226,51 @@ func TestCheckpointsKeepEveryPoint(t *testing.T) {
 		t.Fatalf("checkpointing cuts 11 to 24 again: %d, %v", n, err)
 	}
 	h.checkPoints(t, s)
+}
+
+// A checkpoint whose image does not read the one before it (damage, not
+// a crash) is removed on start with every one after it, and made again;
+// a full cut (a resync) is not put in a checkpoint but folded, and
+// checkpoints go on after it.
+func TestCheckpointRepair(t *testing.T) {
+	ctx := context.Background()
+	h := newHistory(t, 12)
+	s := h.open(t, 3)
+	if _, err := s.Checkpoint(ctx, "m"); err != nil {
+		t.Fatal(err)
+	}
+	skip := filepath.Join(h.dir, "machines", "m", "checkpoints", seqName(9), "a.qcow2")
+	if msg, err := exec.Command("qemu-img", "rebase", "-u", "-f", "qcow2", "-F", "qcow2", "-b", filepath.Join("..", seqName(3), "a.qcow2"), skip).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, msg)
+	}
+	s = h.open(t, 3)
+	if st, _ := s.Status(ctx, "m"); st.Checkpoints != 2 || st.CheckpointSeq != 6 {
+		t.Fatalf("checkpoint 9 reads 3: %d checkpoints left, the newest %d; want 3 and 6", st.Checkpoints, st.CheckpointSeq)
+	}
+	h.checkPoints(t, s)
+	if n, err := s.Checkpoint(ctx, "m"); err != nil || n != 2 {
+		t.Fatalf("making 9 and 12 again: %d, %v", n, err)
+	}
+	h.checkPoints(t, s)
+
+	h.send(t, s, true) // 13, full
+	h.send(t, s, false)
+	h.send(t, s, false)
+	if n, err := s.Checkpoint(ctx, "m"); err != nil || n != 0 {
+		t.Fatalf("checkpointing over a full cut: %d, %v", n, err)
+	}
+	if n, err := s.Fold(ctx, "m"); err != nil || n != 13 {
+		t.Fatalf("folding to the full cut: %d, %v", n, err)
+	}
+	h.send(t, s, false)
+	if n, err := s.Checkpoint(ctx, "m"); err != nil || n != 1 {
+		t.Fatalf("checkpointing after the full cut: %d, %v", n, err)
+	}
+	if st, _ := s.Status(ctx, "m"); st.Checkpoints != 1 || st.CheckpointSeq != 16 {
+		t.Fatalf("after the full cut: %d checkpoints, the newest %d; want 1 at 16", st.Checkpoints, st.CheckpointSeq)
+	}
+	h.checkPoints(t, s)
+	h.checkCuts(t, s, 13, 16)
 }
 
 // A site that dies while making or dropping a checkpoint — an injected
