@@ -472,9 +472,11 @@ func serveOverlay(ctx context.Context, image string) (*nbd.Client, func(), error
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	fail := func(err error) (*nbd.Client, func(), error) {
-		cmd.Process.Kill()
-		<-exited
+	fail := func(err error, waited bool) (*nbd.Client, func(), error) {
+		if !waited {
+			cmd.Process.Kill()
+			<-exited
+		}
 		os.RemoveAll(sockDir)
 		return nil, nil, fmt.Errorf("qemu-nbd on %s: %w (%s)", image, err, strings.TrimSpace(stderr.String()))
 	}
@@ -485,10 +487,10 @@ func serveOverlay(ctx context.Context, image string) (*nbd.Client, func(), error
 			break
 		}
 		select {
-		case err := <-exited:
-			return fail(fmt.Errorf("exited: %v", err))
+		case err := <-exited: // received: fail must not wait for it again
+			return fail(fmt.Errorf("exited: %v", err), true)
 		case <-ctx.Done():
-			return fail(ctx.Err())
+			return fail(ctx.Err(), false)
 		case <-time.After(10 * time.Millisecond): // polling the socket until qemu-nbd listens
 		}
 	}
