@@ -71,13 +71,15 @@ func (m *machine) linkFile(seq uint64, disk string) string {
 }
 
 // linkBacking is the backing file a checkpoint's image of disk names
-// (relative to the checkpoint's directory) when the checkpoint before it
-// is at cut prev (0: the base), and its format.
-func linkBacking(prev uint64, disk string) (string, string) {
+// when the checkpoint before it is at cut prev (0: the base), and its
+// format. The name is absolute: QEMU joins relative names to the path of
+// the image naming them, so a chain of relative names would outgrow
+// PATH_MAX after about 160 checkpoints.
+func (m *machine) linkBacking(prev uint64, disk string) (string, string) {
 	if prev == 0 {
-		return filepath.Join("..", "..", "base", disk+".raw"), "raw"
+		return filepath.Join(m.dir, "base", disk+".raw"), "raw"
 	}
-	return filepath.Join("..", seqName(prev), disk+".qcow2"), "qcow2"
+	return m.linkFile(prev, disk), "qcow2"
 }
 
 // startFor is where the disks of the point at cut pt start (the newest
@@ -176,7 +178,7 @@ func (m *machine) makeCheckpoint(ctx context.Context, prev, to uint64, disks []D
 			os.RemoveAll(tmp)
 		}
 	}()
-	from := func(d DiskSpec) (string, string) { return linkBacking(prev, d.Name) }
+	from := func(d DiskSpec) (string, string) { return m.linkBacking(prev, d.Name) }
 	if err := writeOverlays(ctx, from, disks, batches, tmp, checkpointCluster); err != nil {
 		return err
 	}
@@ -234,7 +236,7 @@ func (m *machine) dropFolded(ctx context.Context) error {
 func (m *machine) rebaseOnBase(ctx context.Context, seq uint64) error {
 	for _, d := range m.spec.Disks {
 		file := m.linkFile(seq, d.Name)
-		want, format := linkBacking(0, d.Name)
+		want, format := m.linkBacking(0, d.Name)
 		if got, err := qcow2Backing(file); err != nil {
 			return err
 		} else if got == want {
@@ -323,15 +325,14 @@ func (m *machine) linkWhole(seq, prev uint64) bool {
 		if err != nil {
 			return false
 		}
-		if want, _ := linkBacking(prev, d.Name); prev != 0 && got == want {
+		if want, _ := m.linkBacking(prev, d.Name); prev != 0 && got == want {
 			continue
 		}
-		if base, _ := linkBacking(0, d.Name); got == base && prev <= m.base.Cut.Seq {
+		if base, _ := m.linkBacking(0, d.Name); got == base && prev <= m.base.Cut.Seq {
 			continue
 		}
-		dir, file := filepath.Split(got)
-		p, ok := parseSeq(filepath.Base(filepath.Clean(dir)))
-		if !ok || file != d.Name+".qcow2" || got != filepath.Join("..", seqName(p), file) || p > m.base.Cut.Seq || p < prev || p >= seq {
+		p, ok := parseSeq(filepath.Base(filepath.Dir(got)))
+		if !ok || got != m.linkFile(p, d.Name) || p > m.base.Cut.Seq || p < prev || p >= seq {
 			return false
 		}
 	}

@@ -200,7 +200,7 @@ func TestCheckpointsKeepEveryPoint(t *testing.T) {
 	if st, _ := s.Status(ctx, "m"); st.Checkpoints != 4 {
 		t.Fatalf("after folding to cut 10: %d checkpoints, want 4", st.Checkpoints)
 	}
-	if got, err := qcow2Backing(filepath.Join(h.dir, "machines", "m", "checkpoints", seqName(12), "a.qcow2")); err != nil || got != filepath.Join("..", "..", "base", "a.raw") {
+	if got, err := qcow2Backing(filepath.Join(h.dir, "machines", "m", "checkpoints", seqName(12), "a.qcow2")); err != nil || got != filepath.Join(h.dir, "machines", "m", "base", "a.raw") {
 		t.Fatalf("checkpoint 12 reads %q (%v), want the base", got, err)
 	}
 	pts := h.checkPoints(t, s)
@@ -240,7 +240,7 @@ func TestCheckpointRepair(t *testing.T) {
 		t.Fatal(err)
 	}
 	skip := filepath.Join(h.dir, "machines", "m", "checkpoints", seqName(9), "a.qcow2")
-	if msg, err := exec.Command("qemu-img", "rebase", "-u", "-f", "qcow2", "-F", "qcow2", "-b", filepath.Join("..", seqName(3), "a.qcow2"), skip).CombinedOutput(); err != nil {
+	if msg, err := exec.Command("qemu-img", "rebase", "-u", "-f", "qcow2", "-F", "qcow2", "-b", filepath.Join(filepath.Dir(filepath.Dir(skip)), seqName(3), "a.qcow2"), skip).CombinedOutput(); err != nil {
 		t.Fatalf("%v: %s", err, msg)
 	}
 	s = h.open(t, 3)
@@ -271,6 +271,24 @@ func TestCheckpointRepair(t *testing.T) {
 	}
 	h.checkPoints(t, s)
 	h.checkCuts(t, s, 13, 16)
+
+	// A replica directory moved: its checkpoints name images at the old
+	// place, so they are dropped and made again.
+	moved := h.dir + "-moved"
+	if err := os.Rename(h.dir, moved); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(moved) })
+	h.dir = moved
+	s = h.open(t, 3)
+	if st, _ := s.Status(ctx, "m"); st.Checkpoints != 0 {
+		t.Fatalf("a moved replica kept %d checkpoints naming the old place", st.Checkpoints)
+	}
+	h.checkPoints(t, s)
+	if n, err := s.Checkpoint(ctx, "m"); err != nil || n != 1 {
+		t.Fatalf("checkpointing the moved replica: %d, %v", n, err)
+	}
+	h.checkPoints(t, s)
 }
 
 // A site that dies while making or dropping a checkpoint — an injected

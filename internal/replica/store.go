@@ -112,6 +112,11 @@ func Open(dir string, clk clock.Clock) (*Store, error) {
 	if clk == nil {
 		clk = clock.Real{}
 	}
+	// Absolute: checkpoints name the images under them by absolute path.
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("replica directory: %w", err)
+	}
 	s := &Store{dir: dir, clock: clk, machines: map[string]*machine{}}
 	if err := os.MkdirAll(filepath.Join(dir, "machines"), 0o700); err != nil {
 		return nil, fmt.Errorf("replica directory: %w", err)
