@@ -203,21 +203,37 @@ func (m *machine) makeCheckpoint(ctx context.Context, prev, to uint64, disks []D
 
 // dropFolded removes the checkpoints at or before the base's cut, once the
 // first one after it reads the base image. m.mu and m.ckMu are held.
+//
+// They leave m.links first, whatever fails after: the base past them, a
+// chain starting at one would read the base's newer blocks. The first one
+// kept reads right through them until it is rebased (see checkpoint.go's
+// top), and their directories, found by listing, go on the next call.
 func (m *machine) dropFolded(ctx context.Context) error {
-	var gone, keep []uint64
+	var keep []uint64
 	for _, l := range m.links {
-		if l <= m.base.Cut.Seq {
-			gone = append(gone, l)
-		} else {
+		if l > m.base.Cut.Seq {
 			keep = append(keep, l)
 		}
 	}
-	if len(keep) > 0 {
+	m.links = keep
+	ents, err := os.ReadDir(m.checkpointsDir())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var gone []uint64
+	for _, e := range ents {
+		if l, ok := parseSeq(e.Name()); ok && l <= m.base.Cut.Seq {
+			gone = append(gone, l)
+		}
+	}
+	if len(keep) > 0 { // a header read per disk when it reads the base already
 		if err := m.rebaseOnBase(ctx, keep[0]); err != nil {
 			return fmt.Errorf("rebasing checkpoint %d onto the base: %w", keep[0], err)
 		}
 	}
-	m.links = keep
 	for _, l := range gone {
 		if err := injectFault("drop"); err != nil {
 			return err

@@ -328,7 +328,8 @@ func TestCheckpointCrash(t *testing.T) {
 			if err == nil {
 				t.Fatalf("no injected failure at %s", step)
 			}
-			s = h.open(t, 3) // the restart
+			h.checkPoints(t, s) // the failure left the running site right too
+			s = h.open(t, 3)    // the restart
 			pts := h.checkPoints(t, s)
 			ents, _ := os.ReadDir(filepath.Join(h.dir, "machines", "m", "checkpoints"))
 			for _, e := range ents {

@@ -672,10 +672,8 @@ func (s *Store) Fold(ctx context.Context, name string) (int, error) {
 		}
 		n++
 	}
-	if n > 0 {
-		if err := m.dropFolded(ctx); err != nil {
-			return n, fmt.Errorf("dropping the checkpoints of %s the base reached: %w", name, err)
-		}
+	if err := m.dropFolded(ctx); err != nil {
+		return n, fmt.Errorf("dropping the checkpoints of %s the base reached: %w", name, err)
 	}
 	return n, nil
 }
