@@ -166,8 +166,8 @@ func dirBytes(dir string) int64 {
 
 // BenchmarkReceiveCheckpointing measures the receive path (Store.Receive
 // of cuts of 8 random 4 KiB writes: checked, fsynced, renamed) alone and
-// while checkpoints of the history are made beside it, as a site's fold
-// tick does: checkpoints take no lock the receive path waits on for
+// while checkpoints of the history are made beside it (64 cuts each), as a
+// site's fold tick does: checkpoints take no lock the receive path waits on for
 // long, so the difference is the CPU and disk they share.
 //
 //	go test -count=1 -run XXX -bench ReceiveCheckpointing -benchtime 3000x ./internal/replica
@@ -195,6 +195,9 @@ func BenchmarkReceiveCheckpointing(b *testing.B) {
 						done <- made
 						return
 					case <-time.After(100 * time.Millisecond): // a fold tick, faster than the site's
+					}
+					if _, err := s.Fold(ctx, "m"); err != nil { // the first cut, full
+						b.Error(err)
 					}
 					n, err := s.Checkpoint(ctx, "m")
 					if err != nil {
