@@ -191,6 +191,35 @@ func TestCheckpointsKeepEveryPoint(t *testing.T) {
 	h.checkPoints(t, s)
 	h.checkCuts(t, s, 1, 24)
 
+	// failover commit of a machine not running makes its disks standalone
+	// (qemu-img rebase) through the whole chain.
+	hd, err := s.Hold(ctx, "m", HoldOptions{Point: "21"})
+	if err != nil || hd.Checkpoint != 20 || hd.Batches != 1 {
+		t.Fatalf("hold of cut 21: %+v, %v", hd, err)
+	}
+	fo := &Failover{}
+	for _, d := range hd.Disks {
+		fo.Disks = append(fo.Disks, FailedDisk{Name: d.Name, File: d.File, Format: "qcow2"})
+	}
+	if err := standalone(ctx, fo); err != nil {
+		t.Fatal(err)
+	}
+	for i, d := range hd.Disks {
+		if got, err := qcow2Backing(d.File); err != nil || got != "" {
+			t.Fatalf("disk %s after commit reads %q (%v)", d.Name, got, err)
+		}
+		out := filepath.Join(t.TempDir(), "x.raw")
+		if msg, err := exec.Command("qemu-img", "convert", "-f", "qcow2", "-O", "raw", d.File, out).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %s", err, msg)
+		}
+		if got, _ := os.ReadFile(out); !bytes.Equal(got, h.state[21][i]) {
+			t.Fatalf("disk %s made standalone differs from cut 21", d.Name)
+		}
+	}
+	if err := s.Release(ctx, "m", hd.ID); err != nil {
+		t.Fatal(err)
+	}
+
 	// The base folds to cut 10 (an hour and 200 s later): checkpoints 4
 	// and 8 go, 12 reads the base.
 	h.clk.Advance(time.Hour + 210*time.Second - 24*20*time.Second)
