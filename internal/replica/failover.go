@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -70,8 +71,10 @@ type Failover struct {
 	Console    string          `json:"console,omitempty"`
 	// Seconds is how long the disks took to be ready to boot.
 	Seconds float64 `json:"seconds"`
-	// Batches is how many journal batches were applied over the base.
-	Batches int `json:"batches"`
+	// Batches is how many journal batches were applied over the base, or
+	// over the checkpoint at cut Checkpoint when not 0.
+	Batches    int    `json:"batches"`
+	Checkpoint uint64 `json:"checkpoint,omitempty"`
 	// Committed: the disks were made standalone (Commit); the base is free
 	// to fold again.
 	Committed bool `json:"committed,omitempty"`
@@ -79,9 +82,10 @@ type Failover struct {
 
 // Failover materialises a point of a machine and, unless opts.DisksOnly,
 // starts the machine from its stored definition with the target suffix
-// under TCG (or KVM). The disks are qcow2 overlays over the base images
-// with the journal's batches up to the point written into them: the work
-// grows with the writes since the base, not with the disks' size. While
+// under TCG (or KVM). The disks are qcow2 overlays over the newest
+// checkpoint at or before the point (or the base images) with the
+// journal's batches after it up to the point written into them: the work
+// is bounded by CheckpointEvery, not the history or the disks' size. While
 // any failover of a machine exists its base is not folded. A test failover
 // leaves replication running; a real one stops the replica from taking
 // more batches until it is cleaned up.
@@ -143,15 +147,11 @@ func (s *Store) Failover(ctx context.Context, name string, opts FailoverOptions)
 		}
 		return nil, fmt.Errorf("failing over %s: %w", name, err)
 	}
-	var batches []string
-	for _, c := range m.cuts {
-		if c.Seq <= pt.ID {
-			batches = append(batches, filepath.Join(m.dir, "journal", batchName(c.Seq)))
-		}
-	}
+	from, batches := m.startFor(pt.ID)
 	disks := m.spec.Disks
 	m.mu.Unlock()
-	fo.Batches = len(batches)
+	fo.Batches, fo.Checkpoint = len(batches), from
+	source := func(d DiskSpec) (string, string) { return m.startSource(from, d.Name) }
 
 	ok := false
 	defer func() {
@@ -159,7 +159,6 @@ func (s *Store) Failover(ctx context.Context, name string, opts FailoverOptions)
 			os.RemoveAll(fdir)
 		}
 	}()
-	baseDir := filepath.Join(m.dir, "base")
 	if opts.DisksOnly {
 		if err := os.MkdirAll(opts.To, 0o700); err != nil {
 			return nil, fmt.Errorf("failover directory: %w", err)
@@ -168,14 +167,14 @@ func (s *Store) Failover(ctx context.Context, name string, opts FailoverOptions)
 		if err != nil {
 			return nil, err
 		}
-		if err := writeRawDisks(ctx, baseDir, disks, batches, to); err != nil {
+		if err := writeRawDisks(ctx, source, disks, batches, to); err != nil {
 			return nil, fmt.Errorf("writing the disks of %s at point %d: %w", name, pt.ID, err)
 		}
 		for _, d := range disks {
 			fo.Disks = append(fo.Disks, FailedDisk{Name: d.Name, File: filepath.Join(to, d.Name+".raw"), Format: "raw"})
 		}
 	} else {
-		if err := writeOverlays(ctx, baseDir, disks, batches, fdir); err != nil {
+		if err := writeOverlays(ctx, source, disks, batches, fdir, 0); err != nil {
 			return nil, fmt.Errorf("materialising the disks of %s at point %d: %w", name, pt.ID, err)
 		}
 		for _, d := range disks {
@@ -411,14 +410,22 @@ func applyBatch(ctx context.Context, path string, writer func(disk int) diskWrit
 	return g.Wait()
 }
 
-// writeOverlays makes dir/DISK.qcow2 over each base image and writes the
-// batches into them through qemu-nbd.
-func writeOverlays(ctx context.Context, baseDir string, disks []DiskSpec, batches []string, dir string) error {
+// writeOverlays makes dir/DISK.qcow2 over the image from gives for each
+// disk (a path, absolute or relative to dir, and its format) and writes
+// the batches into them through qemu-nbd. cluster, when not 0, is the
+// overlays' qcow2 cluster size.
+func writeOverlays(ctx context.Context, from func(DiskSpec) (string, string), disks []DiskSpec, batches []string, dir string, cluster int) error {
 	writers := make([]diskWriter, len(disks))
 	for i, d := range disks {
 		overlay := filepath.Join(dir, d.Name+".qcow2")
-		base := filepath.Join(baseDir, d.Name+".raw")
-		out, err := exec.CommandContext(ctx, "qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", base, overlay).CombinedOutput()
+		backing, format := from(d)
+		// -u: the size is given, so the backing chain is not opened here
+		// (qemu-nbd opens it next).
+		args := []string{"create", "-q", "-u", "-f", "qcow2", "-F", format, "-b", backing}
+		if cluster != 0 {
+			args = append(args, "-o", fmt.Sprintf("cluster_size=%d", cluster))
+		}
+		out, err := exec.CommandContext(ctx, "qemu-img", append(args, overlay, strconv.FormatInt(d.Size, 10))...).CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("creating overlay %s: %v: %s", overlay, err, out)
 		}
@@ -465,9 +472,11 @@ func serveOverlay(ctx context.Context, image string) (*nbd.Client, func(), error
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	fail := func(err error) (*nbd.Client, func(), error) {
-		cmd.Process.Kill()
-		<-exited
+	fail := func(err error, waited bool) (*nbd.Client, func(), error) {
+		if !waited {
+			cmd.Process.Kill()
+			<-exited
+		}
 		os.RemoveAll(sockDir)
 		return nil, nil, fmt.Errorf("qemu-nbd on %s: %w (%s)", image, err, strings.TrimSpace(stderr.String()))
 	}
@@ -478,10 +487,10 @@ func serveOverlay(ctx context.Context, image string) (*nbd.Client, func(), error
 			break
 		}
 		select {
-		case err := <-exited:
-			return fail(fmt.Errorf("exited: %v", err))
+		case err := <-exited: // received: fail must not wait for it again
+			return fail(fmt.Errorf("exited: %v", err), true)
 		case <-ctx.Done():
-			return fail(ctx.Err())
+			return fail(ctx.Err(), false)
 		case <-time.After(10 * time.Millisecond): // polling the socket until qemu-nbd listens
 		}
 	}
@@ -497,14 +506,20 @@ func serveOverlay(ctx context.Context, image string) (*nbd.Client, func(), error
 	}, nil
 }
 
-// writeRawDisks writes each disk as to/DISK.raw: the base copied sparsely,
-// then the batches applied.
-func writeRawDisks(ctx context.Context, baseDir string, disks []DiskSpec, batches []string, to string) error {
+// writeRawDisks writes each disk as to/DISK.raw: the image from gives
+// copied sparsely (a checkpoint converted by qemu-img), then the batches
+// applied.
+func writeRawDisks(ctx context.Context, from func(DiskSpec) (string, string), disks []DiskSpec, batches []string, to string) error {
 	writers := make([]diskWriter, len(disks))
 	for i, d := range disks {
 		out := filepath.Join(to, d.Name+".raw")
-		if err := copySparse(ctx, filepath.Join(baseDir, d.Name+".raw"), out, d.Size); err != nil {
-			return fmt.Errorf("disk %s: %w", d.Name, err)
+		src, format := from(d)
+		if format == "raw" {
+			if err := copySparse(ctx, src, out, d.Size); err != nil {
+				return fmt.Errorf("disk %s: %w", d.Name, err)
+			}
+		} else if msg, err := exec.CommandContext(ctx, "qemu-img", "convert", "-q", "-f", format, "-O", "raw", src, out).CombinedOutput(); err != nil {
+			return fmt.Errorf("disk %s: converting %s: %v: %s", d.Name, src, err, msg)
 		}
 		b, err := nbd.OpenFileBackend(out, false)
 		if err != nil {

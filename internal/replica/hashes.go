@@ -42,13 +42,11 @@ func (s *Store) Hashes(ctx context.Context, name string) (*Hashes, error) {
 		m.mu.Unlock()
 		return nil, err
 	}
-	var batches []string
-	for _, c := range m.cuts {
-		batches = append(batches, filepath.Join(m.dir, "journal", batchName(c.Seq)))
-	}
+	from, batches := m.startFor(h.Seq)
 	m.mu.Unlock()
 	defer os.RemoveAll(tmp)
-	if err := writeRawDisks(ctx, filepath.Join(m.dir, "base"), h.Specs, batches, tmp); err != nil {
+	source := func(d DiskSpec) (string, string) { return m.startSource(from, d.Name) }
+	if err := writeRawDisks(ctx, source, h.Specs, batches, tmp); err != nil {
 		return nil, fmt.Errorf("materialising the latest cut of %s to hash it: %w", name, err)
 	}
 	buf := make([]byte, HashBlock)

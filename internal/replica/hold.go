@@ -14,8 +14,9 @@ import (
 
 // A hold keeps one recovery point's disks readable on the site's host for
 // a reader in another process — replicate copy, which copies the point
-// into a vault: qcow2 overlays over the base images with the journal's
-// batches up to the point written into them, in failover/.hold-ID/. Like
+// into a vault: qcow2 overlays over the newest checkpoint at or before
+// the point (or the base images) with the journal's batches after it up
+// to the point written into them, in failover/.hold-ID/. Like
 // a failover's directory, its existence keeps the base from folding, so
 // the overlays' backing does not change under the reader. A hold is
 // released by its reader; the server removes those a crash left behind
@@ -64,6 +65,10 @@ type Hold struct {
 	Definition json.RawMessage `json:"definition,omitempty"` // as the source sent it, if it did
 	// SinceKnown says Changed was computed (from HoldOptions.Since).
 	SinceKnown bool `json:"since_known,omitempty"`
+	// Checkpoint is the checkpoint the overlays were made over (0: the
+	// base), Batches how many journal batches were written into them.
+	Checkpoint uint64 `json:"checkpoint,omitempty"`
+	Batches    int    `json:"batches"`
 }
 
 const holdPrefix = ".hold-"
@@ -92,15 +97,12 @@ func (s *Store) Hold(ctx context.Context, name string, opts HoldOptions) (*Hold,
 		return nil, fmt.Errorf("holding point %d of %s: %w", pt.ID, name, err)
 	}
 	h := &Hold{ID: id, Machine: name, Replica: m.id, Point: pt}
-	var batches, since []string
+	from, batches := m.startFor(pt.ID)
+	h.Checkpoint, h.Batches = from, len(batches)
+	var since []string
 	for _, c := range m.cuts {
-		if c.Seq > pt.ID {
-			continue
-		}
-		p := filepath.Join(m.dir, "journal", batchName(c.Seq))
-		batches = append(batches, p)
-		if c.Seq > opts.Since {
-			since = append(since, p)
+		if c.Seq > opts.Since && c.Seq <= pt.ID {
+			since = append(since, filepath.Join(m.dir, "journal", batchName(c.Seq)))
 		}
 	}
 	// The journal holds every cut after the base: the changes since cut
@@ -116,7 +118,8 @@ func (s *Store) Hold(ctx context.Context, name string, opts HoldOptions) (*Hold,
 			os.RemoveAll(dir)
 		}
 	}()
-	if err := writeOverlays(ctx, filepath.Join(m.dir, "base"), disks, batches, dir); err != nil {
+	source := func(d DiskSpec) (string, string) { return m.startSource(from, d.Name) }
+	if err := writeOverlays(ctx, source, disks, batches, dir, 0); err != nil {
 		return nil, fmt.Errorf("materialising point %d of %s: %w", pt.ID, name, err)
 	}
 	var changed [][]Extent

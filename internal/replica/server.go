@@ -25,7 +25,7 @@ type ServeOptions struct {
 	// plain HTTP, which sources accept only on loopback addresses.
 	CertFile, KeyFile string
 	// FoldEvery is how often history older than the retention is folded
-	// into the base images (default 10 s).
+	// into the base images, and checkpoints made (default 10 s).
 	FoldEvery time.Duration
 	Log       *slog.Logger
 }
@@ -86,6 +86,11 @@ func (s *Store) foldAll(ctx context.Context, log *slog.Logger) {
 			log.Error("folding history", "machine", n, "err", err)
 		} else if k > 0 {
 			log.Info("folded history into the base", "machine", n, "batches", k)
+		}
+		if k, err := s.Checkpoint(ctx, n); err != nil {
+			log.Error("making checkpoints", "machine", n, "err", err)
+		} else if k > 0 {
+			log.Info("made checkpoints of the history", "machine", n, "checkpoints", k)
 		}
 	}
 }

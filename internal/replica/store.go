@@ -98,6 +98,9 @@ type Store struct {
 	clock clock.Clock
 	// SeedDir is where seed images may be (Spec.Seed); "" refuses seeds.
 	SeedDir string
+	// CheckpointEvery is how many cuts a checkpoint covers (checkpoint.go);
+	// 0 is DefaultCheckpointEvery.
+	CheckpointEvery int
 
 	mu       sync.Mutex
 	machines map[string]*machine
@@ -108,6 +111,11 @@ type Store struct {
 func Open(dir string, clk clock.Clock) (*Store, error) {
 	if clk == nil {
 		clk = clock.Real{}
+	}
+	// Absolute: checkpoints name the images under them by absolute path.
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("replica directory: %w", err)
 	}
 	s := &Store{dir: dir, clock: clk, machines: map[string]*machine{}}
 	if err := os.MkdirAll(filepath.Join(dir, "machines"), 0o700); err != nil {
@@ -138,13 +146,20 @@ func Open(dir string, clk clock.Clock) (*Store, error) {
 //	base.json            the cut the base images hold, and a fold in progress
 //	base/DISK.raw        base images (sparse)
 //	journal/SEQ.batch    one batch per cut after the base, SEQ 20 digits
+//	checkpoints/SEQ/     the disks at cut SEQ, over the checkpoint before
 //	failover/NAME/       an active failover (blocks folding)
 type machine struct {
+	// ckMu is held while checkpoints are made or dropped, and while the
+	// base folds (whose batches and chain a checkpoint reads); taken
+	// before mu.
+	ckMu sync.Mutex
 	mu   sync.Mutex
 	dir  string
 	spec Spec
 	base baseState
 	cuts []Cut // journal, after the base, in order
+	// links are the checkpoints' cuts, oldest first, all after the base.
+	links []uint64
 	// receiving is set while a batch streams in (without mu held).
 	receiving bool
 	// id tells this replica of the machine from an earlier one of the
@@ -229,6 +244,9 @@ func loadMachine(dir string) (*machine, error) {
 		if err := m.foldLocked(context.Background(), m.base.Folding); err != nil {
 			return nil, fmt.Errorf("finishing an interrupted fold: %w", err)
 		}
+	}
+	if err := m.loadCheckpoints(context.Background()); err != nil {
+		return nil, fmt.Errorf("checkpoints: %w", err)
 	}
 	return m, nil
 }
@@ -413,6 +431,8 @@ func (s *Store) Remove(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	m.ckMu.Lock()
+	defer m.ckMu.Unlock()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if fo, _ := m.failovers(); len(fo) > 0 {
@@ -432,14 +452,19 @@ func (s *Store) Remove(ctx context.Context, name string) error {
 
 // Status is a machine's replica as the target sees it.
 type Status struct {
-	Machine      string     `json:"machine"`
-	LastSeq      uint64     `json:"last_seq"`
-	LastCut      *Cut       `json:"last_cut,omitempty"`
-	Points       []Point    `json:"points"`
-	JournalBytes int64      `json:"journal_bytes"`
-	JournalCuts  int        `json:"journal_cuts"`
-	Failovers    []string   `json:"failovers,omitempty"`
-	Disks        []DiskSpec `json:"disks"`
+	Machine      string  `json:"machine"`
+	LastSeq      uint64  `json:"last_seq"`
+	LastCut      *Cut    `json:"last_cut,omitempty"`
+	Points       []Point `json:"points"`
+	JournalBytes int64   `json:"journal_bytes"`
+	JournalCuts  int     `json:"journal_cuts"`
+	// Checkpoints is how many checkpoints the site holds, the newest at
+	// cut CheckpointSeq: a failover applies the batches after the newest
+	// checkpoint at or before its point.
+	Checkpoints   int        `json:"checkpoints"`
+	CheckpointSeq uint64     `json:"checkpoint_seq,omitempty"`
+	Failovers     []string   `json:"failovers,omitempty"`
+	Disks         []DiskSpec `json:"disks"`
 	// Definition is the machine's stored definition, as the source sent it.
 	Definition json.RawMessage `json:"definition,omitempty"`
 }
@@ -459,6 +484,9 @@ func (s *Store) Status(ctx context.Context, name string) (Status, error) {
 	}
 	for _, c := range m.cuts {
 		st.JournalBytes += c.Bytes
+	}
+	if st.Checkpoints = len(m.links); st.Checkpoints > 0 {
+		st.CheckpointSeq = m.links[st.Checkpoints-1]
 	}
 	st.Failovers, _ = m.failovers()
 	return st, nil
@@ -622,12 +650,15 @@ func (m *machine) admit(name string, seq, last uint64) error {
 
 // Fold advances the base of a machine as the policy allows (FoldTo),
 // unless a failover of it is active (its disks are overlays over the
-// base). It returns how many batches it folded.
+// base), and drops the checkpoints the base reached. It returns how many
+// batches it folded.
 func (s *Store) Fold(ctx context.Context, name string) (int, error) {
 	m, err := s.machine(name)
 	if err != nil {
 		return 0, err
 	}
+	m.ckMu.Lock()
+	defer m.ckMu.Unlock()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if held, err := m.baseHeld(); err != nil || held {
@@ -640,6 +671,9 @@ func (s *Store) Fold(ctx context.Context, name string) (int, error) {
 			return n, fmt.Errorf("folding batch %d of %s into its base: %w", m.cuts[0].Seq, name, err)
 		}
 		n++
+	}
+	if err := m.dropFolded(ctx); err != nil {
+		return n, fmt.Errorf("dropping the checkpoints of %s the base reached: %w", name, err)
 	}
 	return n, nil
 }
