@@ -133,10 +133,10 @@ func (mf *machineFlags) add(c *cobra.Command) {
 	f.DurationVar(&mf.m.Every, "every", replicate.DefaultEvery, "how often a consistent cut is taken and shipped (the RPO is about this)")
 	f.StringVar(&mf.definition, "definition", "", "machine definition JSON file to fail over with (default: read from the running machine)")
 	f.StringArrayVar(&mf.seeds, "seed", nil, "DISK=IMAGE: start the replica of DISK from IMAGE on the target site's host (re-protection; repeatable)")
-	f.StringVar(&mf.m.Capture, "capture", "", "how writes are captured: mirror (the default: QEMU's write-blocking mirror into the source journal, shipped as it fills, an RPO under a second; falls back to bitmap cuts while the mirror cannot run) or bitmap (a dirty-bitmap cut every --every; the default for --group)")
+	f.StringVar(&mf.m.Capture, "capture", "", "how writes are captured: mirror (the default: QEMU's write-blocking mirror into the source journal, shipped as it fills, an RPO under a second; falls back to bitmap cuts while the mirror cannot run) or bitmap (a dirty-bitmap cut every --every)")
 	f.Int64Var(&mf.m.JournalLimit, "journal-limit", replicate.DefaultJournalLimit, "mirror capture: the most unshipped bytes the source journal holds (a WAN outage); past it, bitmap cuts stand in until the mirror starts again")
 	f.StringVar(&mf.m.NBDServer, "nbd-server", "", "unix:PATH of an NBD server the machine's QEMU already runs for others: lifeboat adds its exports there instead of starting QEMU's NBD server")
-	f.StringVar(&mf.m.Group, "group", "", "replication group: its members' cuts are taken together, and fail over together (replicate run --group); with --capture mirror on every member, each group cut is one instant across their journals, never retried")
+	f.StringVar(&mf.m.Group, "group", "", "replication group: its members' cuts are taken together, and fail over together (replicate run --group); with mirror capture on every member (the default), each group cut is one instant across their journals, never retried")
 }
 
 func (mf *machineFlags) machine() (replicate.Machine, error) {

@@ -217,7 +217,7 @@ func TestReplicateGroupMirrorNonstopWriter(t *testing.T) {
 func TestReplicateGroupBitmapStarving(t *testing.T) {
 	da, db := newMirrorDaemon(t), newMirrorDaemon(t)
 	s := newReplSite(t)
-	runner := s.runGroup(t, daemonGroup(map[string]*mirrorDaemon{"a": da, "b": db}))
+	runner := s.runGroup(t, daemonGroup(map[string]*mirrorDaemon{"a": da, "b": db}), "--capture", "bitmap")
 	s.cutAfter("a", time.Now(), 30*time.Second)
 	w := startCounterWriter(t, da.uri, db.uri)
 	var st groupMemberStatus

@@ -56,7 +56,7 @@ func TestReplicateGroupPausedCut(t *testing.T) {
 	defer cancel()
 	a, b := writingVM(t, ctx), writingVM(t, ctx)
 	s := newReplSite(t)
-	s.runGroup(t, map[string][]string{"a": {"--qmp", a.QMPSocket}, "b": {"--qmp", b.QMPSocket}}, "--every", "300ms")
+	s.runGroup(t, map[string][]string{"a": {"--qmp", a.QMPSocket}, "b": {"--qmp", b.QMPSocket}}, "--every", "300ms", "--capture", "bitmap")
 	var sta, stb groupMemberStatus
 	status := func() bool {
 		var oka, okb bool

@@ -33,12 +33,14 @@ type groupFailoverJSON struct {
 }
 
 // enableGroup enables machines name→QMP socket in group g at site dr and
-// starts replicate run --group g.
+// starts replicate run --group g, under bitmap capture: its tests export
+// disks over FUSE (which QEMU cannot mirror) or write them through HMP's
+// qemu-io on the disk's node (beneath a mirror's filter).
 func (s *replSite) enableGroup(t *testing.T, socks map[string]string) {
 	t.Helper()
 	for name, sock := range socks {
 		if r := s.run("replicate", "enable", "--machine", name, "--qmp", sock, "--target", "dr", "--group", "g",
-			"--every", "200ms", "--crash-interval", "1ms"); r.code != 0 {
+			"--every", "200ms", "--crash-interval", "1ms", "--capture", "bitmap"); r.code != 0 {
 			t.Fatalf("replicate enable: %s", r)
 		}
 	}

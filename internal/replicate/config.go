@@ -132,14 +132,11 @@ const (
 )
 
 // capture is how m's writes are captured: m.Capture when set, else
-// mirror capture, except for a group member, whose cuts are taken with
-// the other members' (bitmap cuts).
+// mirror capture (for a group member too: its group cuts are then one
+// instant across the members' journals, groupmirror.go).
 func (m Machine) capture() string {
-	switch {
-	case m.Capture != "":
+	if m.Capture != "" {
 		return m.Capture
-	case m.Group != "":
-		return CaptureBitmap
 	}
 	return CaptureMirror
 }

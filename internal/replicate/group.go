@@ -208,7 +208,7 @@ func (g *GroupRunner) Run(ctx context.Context) error {
 			return err
 		}
 		r.marks = g.marks
-		if !mirrored && r.Machine.Capture == CaptureMirror {
+		if !mirrored && r.Machine.capture() == CaptureMirror {
 			r.status.LastFallback = fmt.Sprintf("group %s: mirror capture needs every member enabled with --capture mirror: the group takes bitmap cuts", g.Group)
 			r.Log.Warn("mirror capture not used", "machine", r.Machine.Name, "why", r.status.LastFallback)
 		}

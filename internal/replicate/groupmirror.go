@@ -210,7 +210,7 @@ func (r *Runner) stopAt(ctx context.Context, h *replica.Header, rec journal.Reco
 // that mirrors cannot take a bitmap cut).
 func (g *GroupRunner) mirrored() bool {
 	for _, r := range g.Members {
-		if r.Machine.Capture != CaptureMirror {
+		if r.Machine.capture() != CaptureMirror {
 			return false
 		}
 	}

@@ -30,7 +30,8 @@ func TestCaptureDefault(t *testing.T) {
 	}{
 		{Machine{}, CaptureMirror},
 		{Machine{Capture: CaptureBitmap}, CaptureBitmap},
-		{Machine{Group: "g"}, CaptureBitmap},
+		{Machine{Group: "g"}, CaptureMirror},
+		{Machine{Group: "g", Capture: CaptureBitmap}, CaptureBitmap},
 		{Machine{Group: "g", Capture: CaptureMirror}, CaptureMirror},
 	} {
 		if got := c.m.capture(); got != c.want {
