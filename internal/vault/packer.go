@@ -25,6 +25,7 @@ type Packer struct {
 
 	mu      sync.Mutex
 	cur     *chunk.PackBuilder
+	filling *sync.WaitGroup // blobs of cur being sealed in place (AddBlob)
 	pending []chunk.IndexPack // stored, not yet in an index object
 	sealed  int               // packs closed so far
 	err     error
@@ -139,52 +140,104 @@ func (p *Packer) unindexed(n int) {
 // Add appends a sealed blob for chunk id. It blocks while uploads are
 // behind, which keeps memory bounded.
 func (p *Packer) Add(id chunk.ID, sealed []byte, rawLen int) error {
+	return p.AddBlob(id, len(sealed), rawLen, func(dst []byte) { copy(dst, sealed) })
+}
+
+// AddBlob appends the sealed blob of chunk id, n bytes long, sealing it
+// in place: seal is called, outside the packer's lock and beside other
+// workers' calls, with the blob's n bytes in the pack to fill. A pack is
+// named and uploaded only once every blob in it is filled. It blocks
+// while uploads are behind, which keeps memory bounded.
+func (p *Packer) AddBlob(id chunk.ID, n, rawLen int, seal func(dst []byte)) error {
 	p.mu.Lock()
 	if p.err != nil {
 		err := p.err
 		p.mu.Unlock()
 		return err
 	}
+	if p.cur != nil && p.cur.Room() < n {
+		// Never regrown while blobs are sealed into it (a blob larger
+		// than the vault's chunks, from a copy): closed early instead.
+		p.mu.Unlock()
+		if err := p.flush(p.detach()); err != nil {
+			return err
+		}
+		return p.AddBlob(id, n, rawLen, seal)
+	}
 	if p.cur == nil {
 		// Room for the pack, its last blob and header: never regrown.
-		need := packTarget(p.v.cfg.PackSize, p.sealed) + p.v.cfg.ChunkSize + 1<<16
+		need := packTarget(p.v.cfg.PackSize, p.sealed) + max(p.v.cfg.ChunkSize, n) + 1<<16
 		buf, _ := p.bufs.Get().([]byte)
 		if cap(buf) < need {
 			buf = make([]byte, 0, need)
 		}
-		p.cur = chunk.NewPackBuilderBuf(buf)
+		p.cur, p.filling = chunk.NewPackBuilderBuf(buf), &sync.WaitGroup{}
 	}
-	p.cur.Add(id, sealed, rawLen)
+	dst := p.cur.Reserve(id, n, rawLen)
+	filling := p.filling
+	filling.Add(1)
 	var full *chunk.PackBuilder
+	var fullFilling *sync.WaitGroup
 	if p.cur.Len() >= packTarget(p.v.cfg.PackSize, p.sealed) {
-		full, p.cur = p.cur, nil
-		p.sealed++
+		full, fullFilling = p.detachLocked()
 	}
 	p.mu.Unlock()
+	seal(dst)
+	filling.Done()
 	if full != nil {
-		select {
-		case p.uploads <- p.finish(full):
-		case <-p.ctx.Done():
-			p.fail(p.ctx.Err())
-			p.mu.Lock()
-			defer p.mu.Unlock()
-			return p.err
-		}
+		fullFilling.Wait()
+		return p.flush(full)
 	}
 	return nil
+}
+
+// detachLocked takes the current pack out of the packer, with what
+// counts the blobs still being sealed into it; p.mu is held.
+func (p *Packer) detachLocked() (*chunk.PackBuilder, *sync.WaitGroup) {
+	b, w := p.cur, p.filling
+	p.cur, p.filling = nil, nil
+	if b != nil {
+		p.sealed++
+	}
+	return b, w
+}
+
+// detach takes the current pack out of the packer once every blob in it
+// is sealed; nil when there is none.
+func (p *Packer) detach() *chunk.PackBuilder {
+	p.mu.Lock()
+	b, w := p.detachLocked()
+	p.mu.Unlock()
+	if w != nil {
+		w.Wait()
+	}
+	return b
+}
+
+// flush names a full pack and hands it to an uploader.
+func (p *Packer) flush(full *chunk.PackBuilder) error {
+	if full == nil || full.Count() == 0 {
+		return nil
+	}
+	select {
+	case p.uploads <- p.finish(full):
+		return nil
+	case <-p.ctx.Done():
+		p.fail(p.ctx.Err())
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.err
+	}
 }
 
 // Close uploads what is left, writes the index for every stored pack and
 // returns the first error of the whole run.
 func (p *Packer) Close() error {
+	last := p.detach()
 	p.mu.Lock()
-	var last *chunk.PackBuilder
-	if p.cur != nil && p.cur.Count() > 0 && p.err == nil {
-		last = p.cur
-	}
-	p.cur = nil
+	failed := p.err != nil
 	p.mu.Unlock()
-	if last != nil {
+	if last != nil && last.Count() > 0 && !failed {
 		select {
 		case p.uploads <- p.finish(last):
 		case <-p.ctx.Done():
