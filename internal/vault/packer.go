@@ -25,7 +25,7 @@ type Packer struct {
 
 	mu      sync.Mutex
 	cur     *chunk.PackBuilder
-	filling *sync.WaitGroup // blobs of cur being sealed in place (AddBlob)
+	filling *sync.WaitGroup   // blobs of cur being sealed in place (AddBlob)
 	pending []chunk.IndexPack // stored, not yet in an index object
 	sealed  int               // packs closed so far
 	err     error
