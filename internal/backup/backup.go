@@ -296,6 +296,9 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 			}
 		}
 	}
+	if n, ok := mostToStore(states); ok {
+		packer.ExpectAtMost(n)
+	}
 	progressDone := make(chan struct{})
 	var ticker sync.WaitGroup
 	if opts.Progress != nil {
@@ -726,6 +729,27 @@ func trackingUnusable(d Disk, parent *recovery.Point, pm *image.Manifest) string
 	}
 	return ""
 }
+
+// mostToStore is the most bytes of sealed blobs a backup of tracked
+// disks can store: its dirty blocks, sealed. ok is false when a disk is
+// not tracked (any block may be new).
+func mostToStore(states []*diskState) (n int64, ok bool) {
+	for _, st := range states {
+		if st.dirty == nil {
+			return 0, false
+		}
+		for b, d := range st.dirty {
+			if d || !st.parentHeld[b] {
+				n += int64(st.manifest.BlockLen(b)) + sealOverhead
+			}
+		}
+	}
+	return n, true
+}
+
+// sealOverhead is more than sealing adds to a block (an encoding byte, a
+// data key generation tag, a nonce and an authentication tag).
+const sealOverhead = 64
 
 // dirtyBlocks marks the blocks any extent touches.
 func dirtyBlocks(extents []source.Extent, blocks int, cs int64) []bool {

@@ -30,6 +30,10 @@ type Packer struct {
 	sealed  int               // packs closed so far
 	err     error
 
+	// expect, when not negative, is the most bytes of blobs the run may
+	// still add (ExpectAtMost); added counts those added.
+	expect, added int64
+
 	uploads chan sealedPack
 	wg      sync.WaitGroup
 	bufs    sync.Pool
@@ -44,7 +48,7 @@ type Packer struct {
 // Session.Finish knows whether the run may leave orphan packs.
 func (v *Vault) NewPacker(ctx context.Context, ix ChunkIndex, sess *Session) *Packer {
 	ctx, cancel := context.WithCancel(ctx)
-	p := &Packer{v: v, sess: sess, ix: ix, ctx: ctx, cancel: cancel, uploads: make(chan sealedPack)}
+	p := &Packer{v: v, sess: sess, ix: ix, ctx: ctx, cancel: cancel, uploads: make(chan sealedPack), expect: -1}
 	for i := 0; i < v.upload; i++ {
 		p.wg.Add(1)
 		go p.uploader()
@@ -76,6 +80,37 @@ func packTarget(packSize, n int) int {
 		return max(packSize/2, 1<<20)
 	}
 	return packSize
+}
+
+// tailTarget lowers a pack's target near a run's expected end: at most
+// half of what the run may still add (left, once this pack's len bytes
+// are counted out), and at least 1 MiB. The packs before the end are
+// stored while the run still seals, and its end waits for a pack of about
+// 1 MiB to be named and written rather than for whatever had
+// accumulated, up to half the pack size. left < 0: no expectation.
+func tailTarget(target, len int, left int64) int {
+	if left < 0 {
+		return target
+	}
+	return int(max(min(int64(target), (int64(len)+left)/2), 1<<20))
+}
+
+// ExpectAtMost tells the packer that the run adds at most n more bytes of
+// blobs (a tracked incremental knows its dirty blocks), so that it sizes
+// the last packs down (tailTarget). Call it before the first Add.
+func (p *Packer) ExpectAtMost(n int64) {
+	p.mu.Lock()
+	p.expect = n
+	p.mu.Unlock()
+}
+
+// target is the size at which the current pack closes; p.mu is held.
+func (p *Packer) target() int {
+	t := packTarget(p.v.cfg.PackSize, p.sealed)
+	if p.expect < 0 || p.cur == nil {
+		return t
+	}
+	return tailTarget(t, p.cur.Len(), max(p.expect-p.added, 0))
 }
 
 // sealedPack is a finished pack: its bytes, ID and entries as sealed.
@@ -174,11 +209,12 @@ func (p *Packer) AddBlob(id chunk.ID, n, rawLen int, seal func(dst []byte)) erro
 		p.cur, p.filling = chunk.NewPackBuilderBuf(buf), &sync.WaitGroup{}
 	}
 	dst := p.cur.Reserve(id, n, rawLen)
+	p.added += int64(n)
 	filling := p.filling
 	filling.Add(1)
 	var full *chunk.PackBuilder
 	var fullFilling *sync.WaitGroup
-	if p.cur.Len() >= packTarget(p.v.cfg.PackSize, p.sealed) {
+	if p.cur.Len() >= p.target() {
 		full, fullFilling = p.detachLocked()
 	}
 	p.mu.Unlock()
