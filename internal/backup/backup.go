@@ -207,6 +207,11 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 	// without an index are adopted by the next run.
 	defer sess.Finish(context.WithoutCancel(ctx))
 
+	// The machine's points and its latest point's manifests are read while
+	// the index loads: neither needs the other.
+	parents := make(chan parentView, 1)
+	go func() { parents <- loadParent(ctx, v, opts.Machine, names) }()
+
 	// 2-3. Index without condemned packs; orphans adopted if a session
 	// died or failed since the last adoption.
 	plans, err := v.Plans(ctx)
@@ -224,18 +229,14 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 		return nil, err
 	}
 
-	// The parent is the machine's latest point.
-	points, err := recovery.List(ctx, v)
-	if err != nil {
-		return nil, err
+	pv := <-parents
+	if pv.err != nil {
+		return nil, pv.err
 	}
-	for _, w := range opts.Seen.CheckPoints(v.Config().ID, points, v.Clock().Now()) {
+	for _, w := range opts.Seen.CheckPoints(v.Config().ID, pv.points, v.Clock().Now()) {
 		warn(w)
 	}
-	var parent *recovery.Point
-	if p, err := recovery.Find(points, opts.Machine, "latest"); err == nil {
-		parent = p
-	}
+	parent := pv.parent
 	states := make([]*diskState, len(opts.Disks))
 	var total int64
 	for i, d := range opts.Disks {
@@ -247,10 +248,7 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 		st := &diskState{d: d, manifest: image.NewManifest(d.Source.Size(), cs)}
 		total += d.Source.Size()
 		if pd != nil {
-			pm, err := image.Load(ctx, v, pd.Manifest, pd.Size, pd.ChunkSize)
-			if err != nil {
-				return nil, fmt.Errorf("loading parent point %s disk %s: %w", parent.ID.Short(), d.Name, err)
-			}
+			pm := pv.manifests[d.Name]
 			if pm.Size != d.Source.Size() {
 				warn(fmt.Sprintf("disk %s is %d bytes, was %d in point %s: blocks are compared by position up to the smaller size",
 					d.Name, d.Source.Size(), pm.Size, parent.ID.Short()))
@@ -385,6 +383,42 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 		opts.Progress(pr)
 	}
 	return p, nil
+}
+
+// parentView is what a backup knows of the machine's past: the vault's
+// points, the machine's latest (the parent, nil for none) and the
+// manifests of its disks that this backup has, by name.
+type parentView struct {
+	points    []*recovery.Point
+	parent    *recovery.Point
+	manifests map[string]*image.Manifest
+	err       error
+}
+
+func loadParent(ctx context.Context, v *vault.Vault, machine string, disks []string) parentView {
+	points, err := recovery.List(ctx, v)
+	if err != nil {
+		return parentView{err: err}
+	}
+	pv := parentView{points: points, manifests: map[string]*image.Manifest{}}
+	if p, err := recovery.Find(points, machine, "latest"); err == nil {
+		pv.parent = p
+	}
+	if pv.parent == nil {
+		return pv
+	}
+	for _, name := range disks {
+		pd, ok := pv.parent.Disk(name)
+		if !ok {
+			continue
+		}
+		pm, err := image.Load(ctx, v, pd.Manifest, pd.Size, pd.ChunkSize)
+		if err != nil {
+			return parentView{err: fmt.Errorf("loading parent point %s disk %s: %w", pv.parent.ID.Short(), name, err)}
+		}
+		pv.manifests[name] = pm
+	}
+	return pv
 }
 
 type engine struct {
