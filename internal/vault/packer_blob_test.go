@@ -85,3 +85,62 @@ func TestPackerAddBlobConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// A blob too large for the room left in the current pack (one copied
+// from elsewhere) closes that pack early rather than regrow a buffer
+// other workers seal into: both packs are whole and indexed.
+func TestPackerBlobLargerThanRoom(t *testing.T) {
+	ctx := context.Background()
+	v, err := vault.Init(ctx, blob.NewMem(), []byte("pw"), cheap) // 64 KiB chunks, 1 MiB packs
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, err := v.StartSession(ctx, "backup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.End(ctx)
+	ix := chunk.NewIndex()
+	p := v.NewPacker(ctx, ix, sess)
+	add := func(i, n int) chunk.ID {
+		t.Helper()
+		sealed := bytes.Repeat([]byte{byte(i)}, n)
+		id := chunk.ObjectID(append(sealed, byte(i)))
+		if err := p.Add(id, sealed, n); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	var ids []chunk.ID
+	for i := range 15 { // 960 KiB: under the 1 MiB target, little room left
+		ids = append(ids, add(i, 64<<10))
+	}
+	ids = append(ids, add(99, 300<<10))
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if p.Packs.Load() != 2 {
+		t.Fatalf("%d packs, want the first closed early and the large blob in a second", p.Packs.Load())
+	}
+	packs, _ := v.ListPacks(ctx)
+	n := 0
+	for _, pk := range packs {
+		entries, err := v.ReadPackHeader(ctx, pk.ID, pk.Size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += len(entries)
+	}
+	stored, err := v.LoadIndex(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if !stored.Has(id) {
+			t.Fatalf("blob %s not indexed", id.Short())
+		}
+	}
+	if n != len(ids) {
+		t.Fatalf("pack headers list %d blobs, want %d", n, len(ids))
+	}
+}
