@@ -207,6 +207,11 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 	// without an index are adopted by the next run.
 	defer sess.Finish(context.WithoutCancel(ctx))
 
+	// The machine's points and its latest point's manifests are read while
+	// the index loads: neither needs the other.
+	parents := make(chan parentView, 1)
+	go func() { parents <- loadParent(ctx, v, opts.Machine, names) }()
+
 	// 2-3. Index without condemned packs; orphans adopted if a session
 	// died or failed since the last adoption.
 	plans, err := v.Plans(ctx)
@@ -224,37 +229,32 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 		return nil, err
 	}
 
-	// The parent is the machine's latest point.
-	points, err := recovery.List(ctx, v)
-	if err != nil {
-		return nil, err
+	pv := <-parents
+	if pv.err != nil {
+		return nil, pv.err
 	}
-	for _, w := range opts.Seen.CheckPoints(v.Config().ID, points, v.Clock().Now()) {
+	for _, w := range opts.Seen.CheckPoints(v.Config().ID, pv.points, v.Clock().Now()) {
 		warn(w)
 	}
-	var parent *recovery.Point
-	if p, err := recovery.Find(points, opts.Machine, "latest"); err == nil {
-		parent = p
-	}
-	cs := v.Config().ChunkSize
+	parent := pv.parent
 	states := make([]*diskState, len(opts.Disks))
 	var total int64
 	for i, d := range opts.Disks {
+		var pd *recovery.Disk
+		if parent != nil {
+			pd, _ = parent.Disk(d.Name)
+		}
+		cs := DiskChunkSize(d.Source.Size(), d.Tracking != "", pd, v.Config().ChunkSize)
 		st := &diskState{d: d, manifest: image.NewManifest(d.Source.Size(), cs)}
 		total += d.Source.Size()
-		if parent != nil {
-			if pd, ok := parent.Disk(d.Name); ok {
-				pm, err := image.Load(ctx, v, pd.Manifest, pd.Size, pd.ChunkSize)
-				if err != nil {
-					return nil, fmt.Errorf("loading parent point %s disk %s: %w", parent.ID.Short(), d.Name, err)
-				}
-				if pm.Size != d.Source.Size() {
-					warn(fmt.Sprintf("disk %s is %d bytes, was %d in point %s: blocks are compared by position up to the smaller size",
-						d.Name, d.Source.Size(), pm.Size, parent.ID.Short()))
-				}
-				if pm.ChunkSize == cs {
-					st.parent = pm
-				}
+		if pd != nil {
+			pm := pv.manifests[d.Name]
+			if pm.Size != d.Source.Size() {
+				warn(fmt.Sprintf("disk %s is %d bytes, was %d in point %s: blocks are compared by position up to the smaller size",
+					d.Name, d.Source.Size(), pm.Size, parent.ID.Short()))
+			}
+			if pm.ChunkSize == cs {
+				st.parent = pm
 			}
 		}
 		st.changeSource = "full"
@@ -294,6 +294,9 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 			}
 		}
 	}
+	if n, ok := mostToStore(states); ok {
+		packer.ExpectAtMost(n)
+	}
 	progressDone := make(chan struct{})
 	var ticker sync.WaitGroup
 	if opts.Progress != nil {
@@ -320,28 +323,41 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 		packer.Abort()
 		return nil, err
 	}
-	// 5. Last packs and their index.
-	if err := packer.Close(); err != nil {
+	// 5-6. The last packs and their index, and the manifests, at once: both
+	// only need to be stored before the point (docs/format.md, "Write
+	// ordering"), and a live incremental's end would otherwise wait for
+	// their syncs one after the other.
+	manifests := make([]chunk.ID, len(states))
+	var saving sync.WaitGroup
+	var saveErr error
+	saving.Go(func() {
+		for i, st := range states {
+			if manifests[i], saveErr = image.Save(ctx, v, st.manifest); saveErr != nil {
+				return
+			}
+		}
+	})
+	err = packer.Close()
+	saving.Wait()
+	if err != nil {
 		return nil, err
+	}
+	if saveErr != nil {
+		return nil, saveErr
 	}
 	if opts.Precommit != nil {
 		if err := opts.Precommit(); err != nil {
 			return nil, err
 		}
 	}
-	// 6. Manifests.
 	p := &recovery.Point{Machine: opts.Machine, Time: cmp.Or(opts.Time, start).UTC(), Consistency: opts.Consistency, Host: v.Host(),
 		Tags: opts.Tags, Definition: opts.Definition, Notes: opts.Notes}
 	if parent != nil {
 		p.Parent = parent.ID.String()
 	}
-	for _, st := range states {
-		id, err := image.Save(ctx, v, st.manifest)
-		if err != nil {
-			return nil, err
-		}
+	for i, st := range states {
 		p.Disks = append(p.Disks, recovery.Disk{Name: st.d.Name, Source: st.d.Source.Source(), Size: st.manifest.Size,
-			ChunkSize: cs, Manifest: id, Stats: st.stats, Tracking: st.d.Tracking, ChangeSource: st.changeSource,
+			ChunkSize: st.manifest.ChunkSize, Manifest: manifests[i], Stats: st.stats, Tracking: st.d.Tracking, ChangeSource: st.changeSource,
 			Image: imageOf(st.d), Format: st.d.Format, Backing: st.d.Backing})
 	}
 	p.Stats = recovery.Stats{DurationMS: v.Clock().Now().Sub(start).Milliseconds(),
@@ -367,6 +383,42 @@ func Run(ctx context.Context, v *vault.Vault, opts Options) (*recovery.Point, er
 		opts.Progress(pr)
 	}
 	return p, nil
+}
+
+// parentView is what a backup knows of the machine's past: the vault's
+// points, the machine's latest (the parent, nil for none) and the
+// manifests of its disks that this backup has, by name.
+type parentView struct {
+	points    []*recovery.Point
+	parent    *recovery.Point
+	manifests map[string]*image.Manifest
+	err       error
+}
+
+func loadParent(ctx context.Context, v *vault.Vault, machine string, disks []string) parentView {
+	points, err := recovery.List(ctx, v)
+	if err != nil {
+		return parentView{err: err}
+	}
+	pv := parentView{points: points, manifests: map[string]*image.Manifest{}}
+	if p, err := recovery.Find(points, machine, "latest"); err == nil {
+		pv.parent = p
+	}
+	if pv.parent == nil {
+		return pv
+	}
+	for _, name := range disks {
+		pd, ok := pv.parent.Disk(name)
+		if !ok {
+			continue
+		}
+		pm, err := image.Load(ctx, v, pd.Manifest, pd.Size, pd.ChunkSize)
+		if err != nil {
+			return parentView{err: fmt.Errorf("loading parent point %s disk %s: %w", pv.parent.ID.Short(), name, err)}
+		}
+		pv.manifests[name] = pm
+	}
+	return pv
 }
 
 type engine struct {
@@ -420,7 +472,10 @@ func (e *engine) run(ctx context.Context) error {
 	// in libzstd (cgo), which gives up its P, so the extra one keeps both cores
 	// busy with hashing and sealing while the others compress.
 	workers := vault.Workers() + 1
-	cs := e.v.Config().ChunkSize
+	cs := 0 // the largest chunk size of the disks
+	for _, st := range e.states {
+		cs = max(cs, st.manifest.ChunkSize)
+	}
 	// A fixed set of buffers bounds memory whatever the disk size.
 	free := make(chan []byte, workers*4+e.readers())
 	for i := 0; i < cap(free); i++ {
@@ -432,11 +487,11 @@ func (e *engine) run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var sealed, scratch []byte
+			var scratch []byte
 			for j := range jobs {
 				if ctx.Err() == nil {
 					var err error
-					sealed, scratch, err = e.process(j, sealed, scratch)
+					scratch, err = e.process(j, scratch)
 					if err != nil {
 						cancel(err)
 					}
@@ -534,7 +589,6 @@ func (e *engine) read(ctx context.Context, jobs chan<- job, free chan []byte) (e
 			return context.Cause(ctx)
 		}
 	}
-	cs := int64(e.v.Config().ChunkSize)
 	if n := e.readers(); n > 0 {
 		reqs = make(chan readReq)
 		for range n {
@@ -564,6 +618,7 @@ func (e *engine) read(ctx context.Context, jobs chan<- job, free chan []byte) (e
 			return fmt.Errorf("disk %s: %w: %w", st.d.Name, ErrDiskRead, err)
 		}
 		m := st.manifest
+		cs := int64(m.ChunkSize)
 		ext := 0
 		for b := 0; b < len(m.IDs); b++ {
 			off := int64(b) * cs
@@ -608,7 +663,7 @@ func (e *engine) read(ctx context.Context, jobs chan<- job, free chan []byte) (e
 	return nil
 }
 
-func (e *engine) process(j job, sealed, scratch []byte) ([]byte, []byte, error) {
+func (e *engine) process(j job, scratch []byte) ([]byte, error) {
 	st := e.states[j.disk]
 	defer e.done.Add(int64(j.n))
 	if j.buf == nil || chunk.IsZeroBlock(j.buf[:j.n]) {
@@ -618,7 +673,7 @@ func (e *engine) process(j job, sealed, scratch []byte) ([]byte, []byte, error) 
 			st.stats.ReadBytes += int64(j.n)
 		}
 		st.mu.Unlock()
-		return sealed, scratch, nil // manifest entry stays chunk.Zero
+		return scratch, nil // manifest entry stays chunk.Zero
 	}
 	data := j.buf[:j.n]
 	id := e.v.Codec().Hasher().Sum(data)
@@ -628,9 +683,12 @@ func (e *engine) process(j job, sealed, scratch []byte) ([]byte, []byte, error) 
 	fromParent := st.parent != nil && j.block < len(st.parent.IDs) && st.parent.IDs[j.block] == id && st.parentHeld[j.block]
 	store := !fromParent && e.claim(id)
 	if store {
-		sealed, scratch = e.v.Codec().EncodeBlob(sealed[:0], id, data, scratch)
-		if err := e.packer.Add(id, sealed, j.n); err != nil {
-			return sealed, scratch, err
+		// Sealed straight into its place in the pack: the block is copied
+		// once, and encrypted there.
+		var blob chunk.Blob
+		blob, scratch = e.v.Codec().PrepareBlob(data, scratch)
+		if err := e.packer.AddBlob(id, blob.SealedLen(), j.n, func(dst []byte) { e.v.Codec().SealBlob(dst, id, blob) }); err != nil {
+			return scratch, err
 		}
 		e.newBytes.Add(int64(j.n))
 	}
@@ -646,7 +704,7 @@ func (e *engine) process(j job, sealed, scratch []byte) ([]byte, []byte, error) 
 		st.stats.DedupChunks++
 	}
 	st.mu.Unlock()
-	return sealed, scratch, nil
+	return scratch, nil
 }
 
 // held looks up, once each, the chunks of a parent manifest (in the
@@ -705,6 +763,27 @@ func trackingUnusable(d Disk, parent *recovery.Point, pm *image.Manifest) string
 	}
 	return ""
 }
+
+// mostToStore is the most bytes of sealed blobs a backup of tracked
+// disks can store: its dirty blocks, sealed. ok is false when a disk is
+// not tracked (any block may be new).
+func mostToStore(states []*diskState) (n int64, ok bool) {
+	for _, st := range states {
+		if st.dirty == nil {
+			return 0, false
+		}
+		for b, d := range st.dirty {
+			if d || !st.parentHeld[b] {
+				n += int64(st.manifest.BlockLen(b)) + sealOverhead
+			}
+		}
+	}
+	return n, true
+}
+
+// sealOverhead is more than sealing adds to a block (an encoding byte, a
+// data key generation tag, a nonce and an authentication tag).
+const sealOverhead = 64
 
 // dirtyBlocks marks the blocks any extent touches.
 func dirtyBlocks(extents []source.Extent, blocks int, cs int64) []bool {
@@ -767,7 +846,7 @@ func (e *engine) audit(ctx context.Context, st *diskState, fraction float64) err
 		seen++
 	}
 	slices.Sort(sample)
-	cs := int64(e.v.Config().ChunkSize)
+	cs := int64(st.manifest.ChunkSize)
 	var audited atomic.Int64
 	err := vault.Parallel(ctx, vault.Workers(), sample, func(ctx context.Context, b int) error {
 		buf := make([]byte, st.manifest.BlockLen(b))

@@ -176,12 +176,20 @@ func TestCompressionProbe(t *testing.T) {
 	head := bytes.Clone(random)
 	copy(head, bytes.Repeat([]byte("abc "), 8<<10)) // an eighth of text at the start
 	text := bytes.Repeat([]byte("lifeboat keeps disks safe. "), 10000)
+	// The same at 64 KiB (a tracked disk's chunk size), whose probe is a
+	// quarter as long.
+	tail64 := bytes.Clone(random[:64<<10])
+	clear(tail64[len(tail64)*7/8:])
+	head64 := bytes.Clone(random[:64<<10])
+	copy(head64, bytes.Repeat([]byte("abc "), 2<<10))
 	for _, tc := range []struct {
 		name  string
 		block []byte
 		probe bool
 	}{{"random", random, false}, {"zeros at the end", tail, true}, {"text at the start", head, true},
-		{"text", text, true}, {"small random", random[:probeMin-1], true}} {
+		{"text", text, true}, {"small random", random[:probeMin-1], true},
+		{"random 64 KiB", random[:64<<10], false}, {"zeros at the end of 64 KiB", tail64, true},
+		{"text at the start of 64 KiB", head64, true}, {"text 64 KiB", text[:64<<10], true}} {
 		var buf []byte
 		if got := c.mayCompress(tc.block, &buf); got != tc.probe {
 			t.Errorf("%s: probe says %v", tc.name, got)

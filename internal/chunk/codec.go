@@ -3,6 +3,7 @@ package chunk
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"lifeboat/internal/crypto"
@@ -95,31 +96,64 @@ func (c *Codec) Hasher() *Hasher { return c.hasher }
 // EncodeBlob appends the sealed blob of block (whose ID is id) to dst.
 // scratch is reused for the compressed payload and returned for reuse.
 func (c *Codec) EncodeBlob(dst []byte, id ID, block []byte, scratch []byte) (out, scratchOut []byte) {
+	b, scratch := c.PrepareBlob(block, scratch)
+	n := len(dst)
+	dst = slices.Grow(dst, b.SealedLen())[:n+b.SealedLen()]
+	c.SealBlob(dst[n:], id, b)
+	return dst, scratch
+}
+
+// A Blob is a block ready to seal: its encoding chosen and, when it pays,
+// compressed. body is the block itself (raw) or scratch memory.
+type Blob struct {
+	enc      byte
+	body     []byte
+	overhead int
+}
+
+// SealedLen is the length of the sealed blob.
+func (b Blob) SealedLen() int { return b.overhead + 1 + len(b.body) }
+
+// PrepareBlob chooses how block is stored: compressed (into scratch,
+// returned for reuse) when that saves at least 1/16, else raw.
+func (c *Codec) PrepareBlob(block, scratch []byte) (Blob, []byte) {
 	payload, ok := scratch[:0], false
 	if c.mayCompress(block, &payload) {
 		payload, ok = c.frames.compress(append(payload[:0], encZstd), block)
 	}
-	// Store raw unless compression saves at least 1/16.
 	if !ok || len(payload)-1 > len(block)-len(block)/16 {
-		payload = append(payload[:0], encRaw)
-		payload = append(payload, block...)
+		return Blob{enc: encRaw, body: block, overhead: c.aead.Overhead()}, payload
 	}
-	return c.aead.Seal(dst, payload, id[:]), payload
+	return Blob{enc: encZstd, body: payload[1:], overhead: c.aead.Overhead()}, payload
+}
+
+// SealBlob seals b, the block of chunk id, into dst, which is exactly
+// b.SealedLen() bytes (a blob's place in a pack): the payload is written
+// there once and encrypted in place.
+func (c *Codec) SealBlob(dst []byte, id ID, b Blob) {
+	at := c.aead.PlainOffset()
+	dst[at] = b.enc
+	copy(dst[at+1:], b.body)
+	c.aead.SealInPlace(dst, id[:])
 }
 
 // A block of at least probeMin bytes is compressed only if a sample of it
-// does: probeSlices slices of probeSlice bytes spread evenly over it,
-// compressed together, must save 1/16 (the rule for storing a block
+// does: probeSlices slices of probeSlice bytes (a 128th of the block below
+// 256 KiB: the sample stays a sixteenth of the block) spread evenly over
+// it, compressed together, must save 1/16 (the rule for storing a block
 // compressed). Incompressible blocks (encrypted or compressed files, media)
-// then cost a sixteenth of a compression instead of a whole one, which was
-// most of the time of sealing them; a block with any redundancy the
-// sample sees is compressed whole as before. Only redundancy confined to
-// the gaps between the slices is missed.
+// then cost a sixteenth of a compression at most instead of a whole one,
+// which was most of the time of sealing them; a block with any redundancy
+// the sample sees is compressed whole as before. Only redundancy confined
+// to the gaps between the slices is missed.
 const (
 	probeMin    = 64 << 10
 	probeSlices = 8
 	probeSlice  = 2 << 10
 )
+
+// probeSliceFor is the length of each probe slice of a block of n bytes.
+func probeSliceFor(n int) int { return min(probeSlice, n/(probeSlices*16)) }
 
 // mayCompress reports whether compressing block can save enough to be
 // stored compressed, judging by a sample; buf is scratch space.
@@ -130,9 +164,9 @@ func (c *Codec) mayCompress(block []byte, buf *[]byte) bool {
 	sb := c.samples.Get().(*[]byte)
 	defer c.samples.Put(sb)
 	sample := (*sb)[:0]
-	step := len(block) / probeSlices
+	step, slice := len(block)/probeSlices, probeSliceFor(len(block))
 	for i := range probeSlices {
-		sample = append(sample, block[i*step:i*step+probeSlice]...)
+		sample = append(sample, block[i*step:i*step+slice]...)
 	}
 	*sb = sample
 	out, ok := c.frames.compress((*buf)[:0], sample)

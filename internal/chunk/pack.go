@@ -43,6 +43,23 @@ func (p *PackBuilder) Add(id ID, blob []byte, rawLen int) {
 	p.buf = append(p.buf, blob...)
 }
 
+// Reserve appends room for a sealed blob of n bytes and returns it, to be
+// filled before Finish. The room is in the builder's buffer, which is not
+// regrown: n must be at most Room().
+func (p *PackBuilder) Reserve(id ID, n, rawLen int) []byte {
+	if n > p.Room() {
+		panic(fmt.Sprintf("pack builder: a blob of %d bytes reserved in %d bytes of room", n, p.Room()))
+	}
+	off := len(p.buf)
+	p.entries = append(p.entries, PackEntry{Type: TypeData, ID: id, Offset: uint32(off),
+		Length: uint32(n), RawLength: uint32(rawLen)})
+	p.buf = p.buf[:off+n]
+	return p.buf[off : off+n : off+n]
+}
+
+// Room is how many bytes of blobs the builder's buffer still holds.
+func (p *PackBuilder) Room() int { return cap(p.buf) - len(p.buf) }
+
 // Len is the number of bytes of blobs so far.
 func (p *PackBuilder) Len() int { return len(p.buf) }
 

@@ -145,7 +145,7 @@ func TestCLIBackupQMP(t *testing.T) {
 		Disks []liveDisk `json:"disks"`
 	}
 	decode(t, r.stdout, &pt)
-	if len(pt.Disks) != 1 || pt.Disks[0].Name != "d0" || pt.Disks[0].ChangeSource != "tracking" || pt.Disks[0].Stats.ReadBytes != 256<<10 {
+	if len(pt.Disks) != 1 || pt.Disks[0].Name != "d0" || pt.Disks[0].ChangeSource != "tracking" || pt.Disks[0].Stats.ReadBytes != 64<<10 { // a tracked disk's 64 KiB chunk
 		t.Fatalf("incremental over QMP: %+v", pt.Disks)
 	}
 	want2 := readFile(t, fuse)
@@ -227,7 +227,7 @@ func TestCLIBackupNBDBitmap(t *testing.T) {
 		Disks []liveDisk `json:"disks"`
 	}
 	decode(t, r.stdout, &p2)
-	if p2.Disks[0].ChangeSource != "tracking" || p2.Disks[0].Stats.ReadBytes != 256<<10 {
+	if p2.Disks[0].ChangeSource != "tracking" || p2.Disks[0].Stats.ReadBytes != 64<<10 { // a tracked disk's 64 KiB chunk
 		t.Fatalf("NBD incremental with a bitmap: %+v", p2.Disks)
 	}
 	restoreCompare(t, vaultDir, "nbd", p2.ID, "d0", want)

@@ -71,6 +71,17 @@ func (a *AEAD) Seal(dst, plaintext, aad []byte) []byte {
 	return a.gcm.Seal(dst, nonce, plaintext, aad)
 }
 
+// SealInPlace seals msg[nonceSize:len(msg)-16] in place: msg holds room
+// for the nonce, the plaintext, and room for the tag, and ends up holding
+// exactly what Seal would have appended, without copying the plaintext.
+func (a *AEAD) SealInPlace(msg, aad []byte) {
+	nonce, plain := msg[:nonceSize], msg[nonceSize:len(msg)-a.gcm.Overhead()]
+	if _, err := rand.Read(nonce); err != nil {
+		panic(fmt.Sprintf("reading nonce: %v", err))
+	}
+	a.gcm.Seal(plain[:0], nonce, plain, aad)
+}
+
 // Open authenticates and decrypts a sealed message, appending the plaintext to dst.
 func (a *AEAD) Open(dst, sealed, aad []byte) ([]byte, error) {
 	if len(sealed) < Overhead {

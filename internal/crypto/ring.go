@@ -75,6 +75,22 @@ func (r *Ring) Seal(dst, plaintext, aad []byte) []byte {
 	return r.keys[r.current].Seal(dst, plaintext, aad)
 }
 
+// PlainOffset is where the plaintext goes in a message SealInPlace seals.
+func (r *Ring) PlainOffset() int { return r.Overhead() - 16 }
+
+// SealInPlace seals, under the current generation, the plaintext at
+// msg[PlainOffset():len(msg)-16] in place (msg is Overhead() bytes longer
+// than the plaintext): msg then holds exactly what Seal appends, and the
+// plaintext was never copied.
+func (r *Ring) SealInPlace(msg, aad []byte) {
+	if r.current != 1 {
+		msg[0], msg[1] = 'L', 'K'
+		binary.BigEndian.PutUint16(msg[2:], r.current)
+		msg = msg[TagSize:]
+	}
+	r.keys[r.current].SealInPlace(msg, aad)
+}
+
 // Open authenticates and decrypts what Seal sealed with any generation of
 // the ring, appending the plaintext to dst. A message without a tag is of
 // generation 1; one whose first bytes only look like a tag (a random

@@ -25,9 +25,14 @@ type Packer struct {
 
 	mu      sync.Mutex
 	cur     *chunk.PackBuilder
+	filling *sync.WaitGroup   // blobs of cur being sealed in place (AddBlob)
 	pending []chunk.IndexPack // stored, not yet in an index object
 	sealed  int               // packs closed so far
 	err     error
+
+	// expect, when not negative, is the most bytes of blobs the run may
+	// still add (ExpectAtMost); added counts those added.
+	expect, added int64
 
 	uploads chan sealedPack
 	wg      sync.WaitGroup
@@ -43,7 +48,7 @@ type Packer struct {
 // Session.Finish knows whether the run may leave orphan packs.
 func (v *Vault) NewPacker(ctx context.Context, ix ChunkIndex, sess *Session) *Packer {
 	ctx, cancel := context.WithCancel(ctx)
-	p := &Packer{v: v, sess: sess, ix: ix, ctx: ctx, cancel: cancel, uploads: make(chan sealedPack)}
+	p := &Packer{v: v, sess: sess, ix: ix, ctx: ctx, cancel: cancel, uploads: make(chan sealedPack), expect: -1}
 	for i := 0; i < v.upload; i++ {
 		p.wg.Add(1)
 		go p.uploader()
@@ -75,6 +80,37 @@ func packTarget(packSize, n int) int {
 		return max(packSize/2, 1<<20)
 	}
 	return packSize
+}
+
+// tailTarget lowers a pack's target near a run's expected end: at most
+// half of what the run may still add (left, once this pack's len bytes
+// are counted out), and at least 1 MiB. The packs before the end are
+// stored while the run still seals, and its end waits for a pack of about
+// 1 MiB to be named and written rather than for whatever had
+// accumulated, up to half the pack size. left < 0: no expectation.
+func tailTarget(target, len int, left int64) int {
+	if left < 0 {
+		return target
+	}
+	return int(max(min(int64(target), (int64(len)+left)/2), 1<<20))
+}
+
+// ExpectAtMost tells the packer that the run adds at most n more bytes of
+// blobs (a tracked incremental knows its dirty blocks), so that it sizes
+// the last packs down (tailTarget). Call it before the first Add.
+func (p *Packer) ExpectAtMost(n int64) {
+	p.mu.Lock()
+	p.expect = n
+	p.mu.Unlock()
+}
+
+// target is the size at which the current pack closes; p.mu is held.
+func (p *Packer) target() int {
+	t := packTarget(p.v.cfg.PackSize, p.sealed)
+	if p.expect < 0 || p.cur == nil {
+		return t
+	}
+	return tailTarget(t, p.cur.Len(), max(p.expect-p.added, 0))
 }
 
 // sealedPack is a finished pack: its bytes, ID and entries as sealed.
@@ -139,52 +175,105 @@ func (p *Packer) unindexed(n int) {
 // Add appends a sealed blob for chunk id. It blocks while uploads are
 // behind, which keeps memory bounded.
 func (p *Packer) Add(id chunk.ID, sealed []byte, rawLen int) error {
+	return p.AddBlob(id, len(sealed), rawLen, func(dst []byte) { copy(dst, sealed) })
+}
+
+// AddBlob appends the sealed blob of chunk id, n bytes long, sealing it
+// in place: seal is called, outside the packer's lock and beside other
+// workers' calls, with the blob's n bytes in the pack to fill. A pack is
+// named and uploaded only once every blob in it is filled. It blocks
+// while uploads are behind, which keeps memory bounded.
+func (p *Packer) AddBlob(id chunk.ID, n, rawLen int, seal func(dst []byte)) error {
 	p.mu.Lock()
 	if p.err != nil {
 		err := p.err
 		p.mu.Unlock()
 		return err
 	}
+	if p.cur != nil && p.cur.Room() < n {
+		// Never regrown while blobs are sealed into it (a blob larger
+		// than the vault's chunks, from a copy): closed early instead.
+		p.mu.Unlock()
+		if err := p.flush(p.detach()); err != nil {
+			return err
+		}
+		return p.AddBlob(id, n, rawLen, seal)
+	}
 	if p.cur == nil {
 		// Room for the pack, its last blob and header: never regrown.
-		need := packTarget(p.v.cfg.PackSize, p.sealed) + p.v.cfg.ChunkSize + 1<<16
+		need := packTarget(p.v.cfg.PackSize, p.sealed) + max(p.v.cfg.ChunkSize, n) + 1<<16
 		buf, _ := p.bufs.Get().([]byte)
 		if cap(buf) < need {
 			buf = make([]byte, 0, need)
 		}
-		p.cur = chunk.NewPackBuilderBuf(buf)
+		p.cur, p.filling = chunk.NewPackBuilderBuf(buf), &sync.WaitGroup{}
 	}
-	p.cur.Add(id, sealed, rawLen)
+	dst := p.cur.Reserve(id, n, rawLen)
+	p.added += int64(n)
+	filling := p.filling
+	filling.Add(1)
 	var full *chunk.PackBuilder
-	if p.cur.Len() >= packTarget(p.v.cfg.PackSize, p.sealed) {
-		full, p.cur = p.cur, nil
-		p.sealed++
+	var fullFilling *sync.WaitGroup
+	if p.cur.Len() >= p.target() {
+		full, fullFilling = p.detachLocked()
 	}
 	p.mu.Unlock()
+	seal(dst)
+	filling.Done()
 	if full != nil {
-		select {
-		case p.uploads <- p.finish(full):
-		case <-p.ctx.Done():
-			p.fail(p.ctx.Err())
-			p.mu.Lock()
-			defer p.mu.Unlock()
-			return p.err
-		}
+		fullFilling.Wait()
+		return p.flush(full)
 	}
 	return nil
+}
+
+// detachLocked takes the current pack out of the packer, with what
+// counts the blobs still being sealed into it; p.mu is held.
+func (p *Packer) detachLocked() (*chunk.PackBuilder, *sync.WaitGroup) {
+	b, w := p.cur, p.filling
+	p.cur, p.filling = nil, nil
+	if b != nil {
+		p.sealed++
+	}
+	return b, w
+}
+
+// detach takes the current pack out of the packer once every blob in it
+// is sealed; nil when there is none.
+func (p *Packer) detach() *chunk.PackBuilder {
+	p.mu.Lock()
+	b, w := p.detachLocked()
+	p.mu.Unlock()
+	if w != nil {
+		w.Wait()
+	}
+	return b
+}
+
+// flush names a full pack and hands it to an uploader.
+func (p *Packer) flush(full *chunk.PackBuilder) error {
+	if full == nil || full.Count() == 0 {
+		return nil
+	}
+	select {
+	case p.uploads <- p.finish(full):
+		return nil
+	case <-p.ctx.Done():
+		p.fail(p.ctx.Err())
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.err
+	}
 }
 
 // Close uploads what is left, writes the index for every stored pack and
 // returns the first error of the whole run.
 func (p *Packer) Close() error {
+	last := p.detach()
 	p.mu.Lock()
-	var last *chunk.PackBuilder
-	if p.cur != nil && p.cur.Count() > 0 && p.err == nil {
-		last = p.cur
-	}
-	p.cur = nil
+	failed := p.err != nil
 	p.mu.Unlock()
-	if last != nil {
+	if last != nil && last.Count() > 0 && !failed {
 		select {
 		case p.uploads <- p.finish(last):
 		case <-p.ctx.Done():
