@@ -515,8 +515,9 @@ s3() {
 	rm -rf "$data"
 	mkdir -p "$data"
 	MINIO_ROOT_USER=$key MINIO_ROOT_PASSWORD=$secret "$minio" server --quiet --address 127.0.0.1:$port "$data" >"$LOGS/minio.log" 2>&1 &
-	local mpid=$!
-	trap 'kill $mpid 2>/dev/null' EXIT
+	MINIO_PID=$! # global: the EXIT trap runs after this function has returned
+	local mpid=$MINIO_PID
+	trap 'kill ${MINIO_PID:-} 2>/dev/null || true' EXIT
 	until curl -sf "http://127.0.0.1:$port/minio/health/live"; do sleep 0.2; done
 	export AWS_ACCESS_KEY_ID=$key AWS_SECRET_ACCESS_KEY=$secret LIFEBOAT_S3_ENDPOINT=http://127.0.0.1:$port
 	local img=$WORK/image.raw
