@@ -30,6 +30,13 @@ func (a *app) serverCommand() *cobra.Command {
 			cfg.VaultOptions = a.options()
 			cfg.Getenv = a.env.Getenv
 			cfg.Passphrase = a.vaultPassphrase
+			if cfg.NoDefaultVault || cfg.RecoverFrom != "" {
+				if cmd.Flags().Changed("vault") {
+					return usageError{errors.New("--vault names the default vault: it cannot go with --no-default-vault or --recover-from (which makes the recovered vault the default)")}
+				}
+			} else {
+				cfg.VaultURL = a.vaultURL // --vault or LIFEBOAT_VAULT
+			}
 			if !noAgent {
 				runner, err := a.jobRunner(cfg.DataDir)
 				if err != nil {

@@ -80,6 +80,11 @@ type Config struct {
 	VaultOptions vault.Options
 	// NoDefaultVault: a catalog without vaults stays without one.
 	NoDefaultVault bool
+	// VaultURL names the vault a catalog without vaults takes as its
+	// default (lifeboat server --vault URL) instead of making DATA/vault.
+	// It must be a vault already (lifeboat vault init) that Passphrase
+	// unlocks. A catalog that has a default vault elsewhere refuses it.
+	VaultURL string
 	// Passphrase returns the passphrase of the vault at a URL (the
 	// default vault's is also found in DATA/vault.passphrase); Getenv
 	// supplies S3 settings. With Passphrase nil the server opens no vault
@@ -453,8 +458,14 @@ func hostName(h string) string {
 // backups.
 func defaultVault(ctx context.Context, cat *catalog.Catalog, cfg Config) error {
 	vs, err := cat.Vaults(ctx)
-	if err != nil || len(vs) > 0 {
+	if err != nil {
 		return err
+	}
+	if cfg.VaultURL != "" {
+		return namedDefaultVault(ctx, cat, cfg, vs)
+	}
+	if len(vs) > 0 {
+		return nil
 	}
 	dir := filepath.Join(cfg.DataDir, DefaultVaultDir)
 	passFile := filepath.Join(cfg.DataDir, DefaultPassphraseFile)
@@ -491,4 +502,26 @@ func defaultVault(ctx context.Context, cat *catalog.Catalog, cfg Config) error {
 			"  Keep a copy somewhere other than this host: without it the backups cannot be read.\n", DefaultVault, dir, passFile, pass)
 	}
 	return cat.PutVault(ctx, catalog.Vault{Name: DefaultVault, URL: dir}, cfg.Clock.Now())
+}
+
+// namedDefaultVault makes the vault at cfg.VaultURL the default vault of
+// a catalog that has none, after checking that it is a vault and that
+// its passphrase opens it, so that the first backup does not find out.
+func namedDefaultVault(ctx context.Context, cat *catalog.Catalog, cfg Config, vs []catalog.Vault) error {
+	for _, v := range vs {
+		if v.Name == DefaultVault {
+			if v.URL == cfg.VaultURL {
+				return nil
+			}
+			return fmt.Errorf("--vault %s: this server's default vault is already %s (change it with lifeboat vault add %s --url URL --server …, or add this one under another name)",
+				cfg.VaultURL, v.URL, DefaultVault)
+		}
+	}
+	if cfg.OpenVault == nil {
+		return fmt.Errorf("--vault %s: no passphrase to open it: start lifeboat with --password-file, LIFEBOAT_PASSWORD_FILE or LIFEBOAT_PASSWORD", cfg.VaultURL)
+	}
+	if _, err := cfg.OpenVault(ctx, cfg.VaultURL); err != nil {
+		return fmt.Errorf("--vault %s: %w (make one first with lifeboat vault init --vault URL)", cfg.VaultURL, err)
+	}
+	return cat.PutVault(ctx, catalog.Vault{Name: DefaultVault, URL: cfg.VaultURL}, cfg.Clock.Now())
 }
