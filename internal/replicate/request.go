@@ -145,7 +145,7 @@ func (c *Config) Statuses(ctx context.Context, name string, now time.Time) ([]St
 			names = append(names, m.Name)
 		}
 	}
-	var out []Status
+	out := []Status{} // an empty list, not null, in JSON
 	for _, n := range names {
 		st, err := c.MachineStatus(ctx, n, now)
 		if err != nil {

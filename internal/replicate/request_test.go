@@ -177,6 +177,10 @@ func TestRun(t *testing.T) {
 func TestSelectedAndStatuses(t *testing.T) {
 	dir := t.TempDir()
 	cfg := OpenConfig(dir)
+	// Nothing enabled: an empty list, which scripts read as [] in JSON.
+	if sts, err := cfg.Statuses(context.Background(), "", time.Now()); err != nil || sts == nil || len(sts) != 0 {
+		t.Fatalf("Statuses with nothing enabled = %#v, %v; want an empty, non-nil list", sts, err)
+	}
 	if _, err := cfg.Selected(""); err != ErrNoMachines {
 		t.Fatalf("Selected with no machine: %v", err)
 	}
