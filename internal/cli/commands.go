@@ -116,6 +116,7 @@ func (a *app) pointsCommand() *cobra.Command {
 		Long:  help("points"),
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			a.serverUnlessVault(&rem)
 			if rem.server != "" {
 				if machine == "" {
 					return usageError{errors.New("--machine is required with --server")}
@@ -161,7 +162,7 @@ func (a *app) pointsCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&machine, "machine", "", "only this machine's points")
 	cmd.Flags().BoolVar(&deleted, "deleted", false, "list the soft-deleted points (see undelete)")
-	cmd.Flags().StringVar(&rem.server, "server", "", "list the points a lifeboat server knows of --machine")
+	cmd.Flags().StringVar(&rem.server, "server", "", "list the points a lifeboat server knows of --machine (env LIFEBOAT_SERVER, when no vault is given)")
 	cmd.Flags().StringVar(&rem.tokenFile, "token-file", "", "with --server: file holding an API token (env LIFEBOAT_TOKEN)")
 	return cmd
 }
@@ -197,6 +198,7 @@ func (a *app) restoreCommand() *cobra.Command {
 				return a.runInstant(cmd, &inst, job.InstantRestore{Machine: machine, Point: args[0], Vault: a.vaultURL, Dir: absPath(spec.Dir), Suffix: spec.Suffix, NewMACs: spec.NewMACs})
 			}
 			spec.Point = args[0]
+			a.serverUnlessVault(&rem)
 			if rem.server != "" {
 				// Through the server, on an agent's host: paths are as
 				// that host sees them, so they are sent as given.
@@ -253,7 +255,7 @@ func (a *app) restoreCommand() *cobra.Command {
 	f.StringVar(&spec.Name, "name", "", "with --libvirt-define: the new domain's name (default: the domain's name with --suffix)")
 	f.BoolVar(&spec.Start, "start", false, "start the restored machine: with --libvirt-define the new domain; with --instant (required) the machine run from the vault")
 	f.StringVar(&spec.Connect, "connect", "", "libvirt daemon URI for --libvirt-define and --in-place (default qemu:///system)")
-	f.StringVar(&rem.server, "server", "", "restore through this lifeboat server, on an agent's host (see --agent)")
+	f.StringVar(&rem.server, "server", "", "restore through this lifeboat server, on an agent's host (see --agent; env LIFEBOAT_SERVER, when no vault is given)")
 	f.StringVar(&rem.tokenFile, "token-file", "", "with --server: file holding an API token (env LIFEBOAT_TOKEN)")
 	f.StringVar(&agentName, "agent", "", "with --server: the host that writes the disks (default: the machine's agent); paths are that host's")
 	f.BoolVar(&wait, "wait", false, "with --server: follow the job until it ends")

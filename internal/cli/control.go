@@ -29,6 +29,15 @@ func (a *app) addRemoteFlags(cmd *cobra.Command, r *remote) {
 	pf.StringVar(&r.tokenFile, "token-file", "", "file holding an API token (env LIFEBOAT_TOKEN gives it directly)")
 }
 
+// serverUnlessVault makes a command that reads either a vault or a server
+// (points, restore) use LIFEBOAT_SERVER when neither --server nor a vault
+// (--vault, LIFEBOAT_VAULT) is given.
+func (a *app) serverUnlessVault(r *remote) {
+	if r.server == "" && a.vaultURL == "" {
+		r.server = a.env.Getenv("LIFEBOAT_SERVER")
+	}
+}
+
 func (a *app) client(r *remote) (*api.Client, error) {
 	return api.Connect(r.server, r.tokenFile, a.env.Getenv)
 }

@@ -238,6 +238,25 @@ func TestServerAndAgentRunBackups(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(through, "db1-dr.json")); err != nil {
 		t.Fatalf("no -dr definition from the restore through the server: %v", err)
 	}
+	// LIFEBOAT_SERVER and LIFEBOAT_TOKEN stand for --server and
+	// --token-file when no vault is named; a vault named wins.
+	token, err := os.ReadFile(tokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	viaEnv := map[string]string{"LIFEBOAT_SERVER": url, "LIFEBOAT_TOKEN": strings.TrimSpace(string(token))}
+	if r := inProcEnv(t.Context(), viaEnv, "points", "--machine", "db1"); r.code != 0 || !strings.Contains(r.stdout, "CONSISTENCY") || !strings.Contains(r.stdout, "full") {
+		t.Fatalf("points with LIFEBOAT_SERVER: %s", r)
+	}
+	through2 := filepath.Join(work, "through-env")
+	if r := inProcEnv(t.Context(), viaEnv, "restore", "--machine", "db1", "latest", "--to", through2, "--wait"); r.code != 0 || !strings.Contains(r.stdout, "succeeded") {
+		t.Fatalf("restore with LIFEBOAT_SERVER: %s", r)
+	}
+	sameContent(t, db1, filepath.Join(through2, "root.raw"))
+	viaEnv["LIFEBOAT_PASSWORD"] = testPassphrase
+	if r := inProcEnv(t.Context(), viaEnv, "--vault", vaultDir, "points", "--json"); r.code != 0 || !strings.Contains(r.stdout, `"machine": "db1"`) {
+		t.Fatalf("points --vault with LIFEBOAT_SERVER set must read the vault: %s", r)
+	}
 	json.Unmarshal([]byte(ok("job", "list", "--json", "--machine", "db1").stdout), &jobs)
 	if jobs[0]["kind"] != "restore" || jobs[0]["agent"] != "hv2" {
 		t.Fatalf("db1's jobs: %v", jobs)
