@@ -27,14 +27,21 @@ func handOverMirrors(ctx context.Context, mon *qmp.Monitor) ([]string, error) {
 		return nil, fmt.Errorf("listing QEMU's jobs: %w", err)
 	}
 	var ended []string
+	// Every disk's mirror is cancelled before any is waited for: from one
+	// disk's mirror ending to the next's, the machine's journal holds the
+	// writes of some disks and not others, and a journal batch cut then
+	// would not be crash-consistent across the disks. Cancelled back to
+	// back that window is a QMP round trip, not a job's wind-down.
 	for _, jb := range jobs {
-		if !strings.HasPrefix(jb.ID, MirrorJobPrefix) {
-			continue
-		}
-		if jb.Status != "concluded" {
+		if strings.HasPrefix(jb.ID, MirrorJobPrefix) && jb.Status != "concluded" {
 			// A job already failing refuses the cancel and concludes
 			// by itself: waited for either way.
 			mon.BlockJobCancel(ctx, jb.ID, true)
+		}
+	}
+	for _, jb := range jobs {
+		if !strings.HasPrefix(jb.ID, MirrorJobPrefix) {
+			continue
 		}
 		if err := qmp.WaitJobConcluded(ctx, mon, jb.ID); err != nil {
 			return ended, err

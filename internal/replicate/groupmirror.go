@@ -366,6 +366,15 @@ func (g *GroupRunner) markCut(ctx context.Context, app bool) (time.Time, time.Du
 	case <-timer.C:
 		return fail(fmt.Errorf("the cut's markers were not appended within %s", groupHoldTimeout))
 	}
+	// A member whose mirror QEMU dropped (a live backup took its disks
+	// over, QEMU stopped) journals none of its writes since: its share
+	// would be older than the others', and a write of another member
+	// that depended on one of them would be in the group cut without it.
+	for _, r := range g.Members {
+		if r.mirror.rc.Dropped() {
+			return fail(fmt.Errorf("member %s: QEMU dropped its mirror (a live backup took the disks over, or QEMU stopped): its journal lacks its latest writes", r.Machine.Name))
+		}
+	}
 	cut := g.Clock.Now()
 	release()
 	hold := g.Clock.Now().Sub(start)

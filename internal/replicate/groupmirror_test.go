@@ -188,6 +188,18 @@ func TestMarkCut(t *testing.T) {
 		h.Consistency != "app" || h.GroupCut != cut.UnixNano() {
 		t.Fatalf("stopAt an app-consistent group marker: %v %v %+v", stop, err, h)
 	}
+	// A member whose mirror QEMU dropped (a live backup took its disks
+	// over) journals none of its writes since: no group cut is kept.
+	b.mirror.rc.dropped.Store(true)
+	if _, _, err := g.markCut(ctx, false); err == nil {
+		t.Fatal("a group cut was kept with a member whose mirror QEMU dropped")
+	}
+	ids = markers(t, a)
+	h = replica.Header{}
+	if stop, err := a.stopAt(ctx, &h, journal.Record{Kind: journal.KindMarker, Disk: markGroup, Off: ids[len(ids)-1]}); err != nil || stop {
+		t.Fatalf("stopAt the marker of a cut with a dropped member: %v %v %+v", stop, err, h)
+	}
+	b.mirror.rc.dropped.Store(false)
 	// An app-consistent marker (disk 0) still ends a batch as one.
 	h = replica.Header{}
 	if stop, _ := a.stopAt(ctx, &h, journal.Record{Kind: journal.KindMarker, Time: cut}); !stop || h.Consistency != "app" || h.GroupCut != 0 {

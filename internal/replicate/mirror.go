@@ -90,6 +90,11 @@ type journalBatch struct {
 	end     int64
 	cut     time.Time
 	dropped bool
+	// chosen, once the batch's records were chosen (a send that failed
+	// may have reached the site, which acknowledges a batch it holds
+	// unread): the header they made, and end is where they end. A retry
+	// sends those records again, whatever a marker's verdict reads now.
+	chosen *replica.Header
 }
 
 // errCapture marks a failure of the mirror capture itself (not of the
@@ -535,7 +540,11 @@ func (r *Runner) shipBatch(ctx context.Context, dropped bool) error {
 	m.retry = &b
 	seq, end := b.seq, b.end
 	h := replica.Header{Seq: seq, Cut: b.cut, Consistency: "crash"}
+	if b.chosen != nil {
+		h = *b.chosen
+	}
 	var pos int64
+	var chosen *replica.Header
 	n, err := r.send(ctx, seq, func(ctx context.Context, w io.Writer) error {
 		rd := m.j.NewReader(m.shipped)
 		defer rd.Close()
@@ -556,6 +565,9 @@ func (r *Runner) shipBatch(ctx context.Context, dropped bool) error {
 			rec.Data = nil
 			recs = append(recs, rec)
 			size += rec.End() - rec.Pos
+			if b.chosen != nil {
+				continue // a retry: the same records, up to the same end
+			}
 			if rec.Kind == journal.KindMarker {
 				// An app-consistent point, or a group cut (groupmirror.go).
 				if stop, err := r.stopAt(ctx, &h, rec); err != nil || stop {
@@ -570,9 +582,15 @@ func (r *Runner) shipBatch(ctx context.Context, dropped bool) error {
 				break
 			}
 		}
-		if b.dropped && len(recs) > 0 && recs[len(recs)-1].Time.Before(h.Cut) {
+		if b.chosen == nil && b.dropped && len(recs) > 0 && recs[len(recs)-1].Time.Before(h.Cut) {
 			h.Cut = recs[len(recs)-1].Time
 		}
+		pos = m.shipped
+		if len(recs) > 0 {
+			pos = recs[len(recs)-1].End()
+		}
+		hc := h
+		chosen = &hc
 		bw, err := replica.NewBatchWriter(w, h)
 		if err != nil {
 			return err
@@ -595,13 +613,14 @@ func (r *Runner) shipBatch(ctx context.Context, dropped bool) error {
 				}
 			}
 		}
-		pos = m.shipped
-		if len(recs) > 0 {
-			pos = recs[len(recs)-1].End()
-		}
 		return bw.Close()
 	})
 	if err != nil {
+		if chosen != nil && b.chosen == nil {
+			// The site may hold the batch as it was built: a retry sends
+			// exactly it (send returns once the writer has ended).
+			m.retry.end, m.retry.chosen = pos, chosen
+		}
 		return fmt.Errorf("shipping journal batch %d of %s: %w", seq, name, err)
 	}
 	m.lastBatch, m.retry = time.Now(), nil
