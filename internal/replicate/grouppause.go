@@ -2,7 +2,9 @@ package replicate
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -102,8 +104,14 @@ func (r *Runner) pauseForCut(ctx context.Context, mon *qmp.Monitor) func() {
 	if err == nil && !st.Running {
 		return nil // paused by its owner (or a planned failover): left so
 	}
+	stopped := false
 	if err == nil {
-		err = mon.Stop(ctx)
+		// Recorded before the stop: a runner killed while the guest is
+		// paused leaves it for the next one to resume (resumeLeftPaused).
+		if err = r.markPaused(true); err == nil {
+			stopped = true
+			err = mon.Stop(ctx)
+		}
 	}
 	if err != nil {
 		if qmp.IsClass(err, "CommandNotFound") {
@@ -111,6 +119,12 @@ func (r *Runner) pauseForCut(ctx context.Context, mon *qmp.Monitor) func() {
 			r.Log.Warn("a paused group cut cannot pause this machine: it keeps the optimistic cut", "machine", r.Machine.Name, "err", err)
 		} else {
 			r.Log.Warn("pausing the guest for a group cut", "machine", r.Machine.Name, "err", err)
+		}
+		if stopped {
+			// A stop that failed on our side (a cancelled context, a
+			// lost answer) may still have paused the guest: it was
+			// running a moment ago, so a guest paused now is ours.
+			r.resumeIfPaused(ctx, mon, "after a failed pause for a group cut")
 		}
 		return nil
 	}
@@ -123,6 +137,8 @@ func (r *Runner) pauseForCut(ctx context.Context, mon *qmp.Monitor) func() {
 			defer cancel()
 			if err := mon.Cont(cctx); err != nil {
 				r.Log.Error("resuming the guest after a paused group cut", "machine", r.Machine.Name, "err", err)
+			} else {
+				r.markPaused(false)
 			}
 			paused = r.Clock.Now().Sub(start)
 		})
@@ -135,4 +151,67 @@ func (r *Runner) pauseForCut(ctx context.Context, mon *qmp.Monitor) func() {
 		r.status.GroupPauseMaxSeconds = max(r.status.GroupPauseMaxSeconds, paused.Seconds())
 		r.Log.Debug("paused group cut", "machine", r.Machine.Name, "paused", paused)
 	}
+}
+
+// pausedRecord says that a runner paused the guest for a group cut and
+// has not yet resumed it (paused/NAME.json in the replication state).
+type pausedRecord struct {
+	Machine string    `json:"machine"`
+	Since   time.Time `json:"since"`
+}
+
+// markPaused records (or, with on false, forgets) that this runner
+// paused the guest. Without a Config nothing is recorded.
+func (r *Runner) markPaused(on bool) error {
+	if r.Config == nil {
+		return nil
+	}
+	if on {
+		if err := r.Config.put("paused", r.Machine.Name, pausedRecord{Machine: r.Machine.Name, Since: r.Clock.Now()}); err != nil {
+			return fmt.Errorf("recording the pause for a group cut: %w", err)
+		}
+		return nil
+	}
+	if err := os.Remove(r.Config.path("paused", r.Machine.Name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		r.Log.Warn("forgetting the pause for a group cut", "machine", r.Machine.Name, "err", err)
+	}
+	return nil
+}
+
+// resumeLeftPaused resumes a guest that a runner paused for a group cut
+// and did not resume (killed, or its resume failed): the record says so.
+// A guest paused by anyone else has no record and is left paused.
+func (r *Runner) resumeLeftPaused(ctx context.Context, mon *qmp.Monitor) {
+	if r.Config == nil {
+		return
+	}
+	var rec pausedRecord
+	if err := r.Config.get("paused", r.Machine.Name, &rec); err != nil {
+		if !errors.Is(err, ErrNotFound) {
+			r.Log.Warn("reading the pause record of a group cut", "machine", r.Machine.Name, "err", err)
+		}
+		return
+	}
+	r.resumeIfPaused(ctx, mon, fmt.Sprintf("a runner paused it for a group cut at %s and did not resume it", rec.Since.Format(time.RFC3339)))
+}
+
+// resumeIfPaused resumes the guest when it is paused (QEMU's status is
+// read with a context of its own, so a cancelled caller still resumes),
+// then forgets the pause record.
+func (r *Runner) resumeIfPaused(ctx context.Context, mon *qmp.Monitor, why string) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	st, err := mon.QueryStatus(cctx)
+	if err != nil {
+		r.Log.Warn("reading the guest's status to resume it", "machine", r.Machine.Name, "why", why, "err", err)
+		return
+	}
+	if !st.Running {
+		if err := mon.Cont(cctx); err != nil {
+			r.Log.Error("resuming the guest", "machine", r.Machine.Name, "why", why, "err", err)
+			return
+		}
+		r.Log.Warn("resumed the guest", "machine", r.Machine.Name, "why", why)
+	}
+	r.markPaused(false)
 }

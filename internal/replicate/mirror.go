@@ -245,6 +245,7 @@ func (r *Runner) dialQMP(ctx context.Context) (*qmp.Monitor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connecting to QEMU at %s: %w", r.Machine.QMP, err)
 	}
+	r.resumeLeftPaused(ctx, mon)
 	return mon, nil
 }
 

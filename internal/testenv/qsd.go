@@ -28,6 +28,14 @@ func StorageDaemon(t testing.TB, size string) (qmpSock string) {
 		"--blockdev", "driver=file,node-name=d0-file,filename="+img,
 		"--blockdev", "driver=qcow2,node-name=d0,file=d0-file",
 		"--chardev", "socket,id=m,path="+qmpSock+",server=on,wait=off", "--monitor", "chardev=m")
+	return startQMP(t, cmd, qmpSock)
+}
+
+// startQMP starts cmd, a QEMU process, kills it when the test ends, and
+// returns qmpSock once QEMU accepts connections on it.
+func startQMP(t testing.TB, cmd *exec.Cmd, qmpSock string) string {
+	t.Helper()
+	name := filepath.Base(cmd.Path)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -39,20 +47,34 @@ func StorageDaemon(t testing.TB, size string) (qmpSock string) {
 	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
 	// Ready when QMP accepts a connection (the socket file exists a moment
 	// before QEMU listens on it).
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(25 * time.Millisecond) {
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(25 * time.Millisecond) {
 		if c, err := net.Dial("unix", qmpSock); err == nil {
 			c.Close()
 			return qmpSock
 		}
 		select {
 		case <-exited:
-			t.Fatalf("qemu-storage-daemon exited:\n%s", stderr.String())
+			t.Fatalf("%s exited:\n%s", name, stderr.String())
 		default:
 		}
 		if time.Now().After(deadline) {
 			cmd.Process.Kill()
 			<-exited // stderr is written no more
-			t.Fatalf("qemu-storage-daemon did not listen on %s in 10 s:\n%s", qmpSock, stderr.String())
+			t.Fatalf("%s did not listen on %s in 20 s:\n%s", name, qmpSock, stderr.String())
 		}
 	}
+}
+
+// Emulator starts qemu-system-x86_64 under TCG with no disks, paused
+// before its first instruction (-S: status "prelaunch"), with a QMP socket
+// (returned) that accepts a connection: a machine whose vCPUs tests can
+// stop and resume. It is killed when the test ends. The caller checks
+// that qemu-system-x86_64 is installed (vmtest.RequireBinary).
+func Emulator(t testing.TB) (qmpSock string) {
+	t.Helper()
+	dir := t.TempDir()
+	qmpSock = filepath.Join(dir, "qmp.sock")
+	cmd := exec.Command("qemu-system-x86_64", "-accel", "tcg", "-M", "pc", "-m", "32", "-nodefaults",
+		"-display", "none", "-S", "-qmp", "unix:"+qmpSock+",server=on,wait=off")
+	return startQMP(t, cmd, qmpSock)
 }
