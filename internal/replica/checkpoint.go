@@ -248,39 +248,104 @@ func (m *machine) dropFolded(ctx context.Context) error {
 // rebaseOnBase makes the checkpoint at seq read the base image under it,
 // disk by disk: a copy of its image gets the new backing name and
 // replaces it (rename), so a crash leaves each image whole, reading either
-// the base or the folded checkpoint before it — both right.
+// the base or the folded checkpoint before it — both right. A copy made
+// beforehand by prepareRebase (outside the machine's lock) is used as is.
 func (m *machine) rebaseOnBase(ctx context.Context, seq uint64) error {
 	for _, d := range m.spec.Disks {
 		file := m.linkFile(seq, d.Name)
-		want, format := m.linkBacking(0, d.Name)
+		want, _ := m.linkBacking(0, d.Name)
 		if got, err := qcow2Backing(file); err != nil {
 			return err
 		} else if got == want {
 			continue
 		}
-		if err := injectFault("rebase"); err != nil {
-			return err
-		}
 		tmp := file + ".tmp"
-		if err := copyFile(file, tmp); err != nil {
-			return err
+		if !m.prepared[tmp] { // never a leftover of a crash: it may be cut short
+			if err := m.rebasedCopy(ctx, file, tmp, d.Name); err != nil {
+				return err
+			}
 		}
-		out, err := exec.CommandContext(ctx, "qemu-img", "rebase", "-q", "-u", "-f", "qcow2", "-F", format, "-b", want, tmp).CombinedOutput()
-		if err == nil {
-			err = syncFile(tmp)
+		if err := injectFault("rebase"); err != nil {
+			return err // a crash here leaves tmp, never used again
 		}
-		if err == nil {
-			err = os.Rename(tmp, file)
-		}
-		if err != nil {
+		if err := os.Rename(tmp, file); err != nil {
 			os.Remove(tmp)
-			return fmt.Errorf("rebasing %s: %v %s", file, err, out)
+			return fmt.Errorf("rebasing %s: %w", file, err)
 		}
 		if err := syncDir(filepath.Dir(file)); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// rebasedCopy writes tmp, a copy of the checkpoint image file that reads
+// the base image of disk instead, fsynced.
+func (m *machine) rebasedCopy(ctx context.Context, file, tmp, disk string) error {
+	want, format := m.linkBacking(0, disk)
+	if err := copyFile(file, tmp); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	out, err := exec.CommandContext(ctx, "qemu-img", "rebase", "-q", "-u", "-f", "qcow2", "-F", format, "-b", want, tmp).CombinedOutput()
+	if err == nil {
+		err = syncFile(tmp)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("rebasing %s: %v %s", file, err, out)
+	}
+	return nil
+}
+
+// prepareRebase makes, ahead of a fold that drops the checkpoints up to
+// and including the cut `to`, the rebased copies of the checkpoint that
+// will then be the first (file.tmp beside each image), so that the copy
+// — as large as the blocks written in CheckpointEvery cuts — is made
+// without the machine's lock, which receiving batches needs. The caller
+// holds ckMu (no checkpoint is made or dropped meanwhile) but not mu; it
+// returns what removes the copies, which rebaseOnBase renames into place
+// when the fold drops as planned.
+func (m *machine) prepareRebase(ctx context.Context, links []uint64, to uint64) func() {
+	var next uint64
+	dropped := false
+	for _, l := range links {
+		if l <= to {
+			dropped = true
+		} else {
+			next = l
+			break
+		}
+	}
+	if !dropped || next == 0 {
+		return func() {}
+	}
+	var tmps []string
+	for _, d := range m.spec.Disks {
+		file := m.linkFile(next, d.Name)
+		want, _ := m.linkBacking(0, d.Name)
+		if got, err := qcow2Backing(file); err != nil || got == want {
+			continue
+		}
+		tmp := file + ".tmp"
+		if err := m.rebasedCopy(ctx, file, tmp, d.Name); err != nil {
+			break // made again under the lock, as before
+		}
+		tmps = append(tmps, tmp)
+	}
+	if len(tmps) > 0 {
+		injectFault("rebase-prepared") // tests: the machine's lock is free here
+	}
+	m.prepared = make(map[string]bool, len(tmps))
+	for _, t := range tmps {
+		m.prepared[t] = true
+	}
+	return func() {
+		m.prepared = nil
+		for _, t := range tmps {
+			os.Remove(t) // renamed already when the fold used it
+		}
+	}
 }
 
 // loadCheckpoints finds a machine's checkpoints when it is loaded and

@@ -452,3 +452,51 @@ func TestCheckpointChild(t *testing.T) {
 		}
 	}
 }
+
+// TestFoldRebasesWithoutLock: the copy that rebases a checkpoint onto the
+// base when a fold drops the one before it (as large as the blocks
+// written in CheckpointEvery cuts) is made while the machine's lock is
+// free, so the site answers (and receives) meanwhile; the fold then uses
+// that copy and every point still reads as the source did.
+func TestFoldRebasesWithoutLock(t *testing.T) {
+	ctx := context.Background()
+	h := newHistory(t, 14)
+	s := h.open(t, 3)
+	if _, err := s.Checkpoint(ctx, "m"); err != nil {
+		t.Fatal(err)
+	}
+	h.clk.Advance(time.Hour + 100*time.Second - 14*20*time.Second) // folds cuts 1-5: drops 3, rebases 6
+	prepared := 0
+	checkpointFault = func(at string) error {
+		if at != "rebase-prepared" {
+			return nil
+		}
+		prepared++
+		answered := make(chan error, 1)
+		go func() { _, err := s.Status(ctx, "m"); answered <- err }()
+		select {
+		case err := <-answered:
+			if err != nil {
+				t.Errorf("status while the rebase is copied: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("the site did not answer while a checkpoint was copied for its rebase: the machine's lock is held")
+		}
+		return nil
+	}
+	defer func() { checkpointFault = nil }()
+	if _, err := s.Fold(ctx, "m"); err != nil {
+		t.Fatal(err)
+	}
+	checkpointFault = nil
+	if prepared != 1 {
+		t.Fatalf("the rebase was prepared %d times, want once", prepared)
+	}
+	tmps, _ := filepath.Glob(filepath.Join(h.dir, "machines", "m", "checkpoints", "*", "*.tmp"))
+	if len(tmps) > 0 {
+		t.Fatalf("the fold left %v", tmps)
+	}
+	h.checkPoints(t, s)
+	s = h.open(t, 3)
+	h.checkPoints(t, s)
+}

@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -154,10 +155,13 @@ type machine struct {
 	// before mu.
 	ckMu sync.Mutex
 	mu   sync.Mutex
-	dir  string
-	spec Spec
-	base baseState
-	cuts []Cut // journal, after the base, in order
+	// prepared are the rebased checkpoint copies (file.tmp) made by
+	// prepareRebase for the fold under way; guarded by ckMu.
+	prepared map[string]bool
+	dir      string
+	spec     Spec
+	base     baseState
+	cuts     []Cut // journal, after the base, in order
 	// links are the checkpoints' cuts, oldest first, all after the base.
 	links []uint64
 	// receiving is set while a batch streams in (without mu held).
@@ -659,12 +663,22 @@ func (s *Store) Fold(ctx context.Context, name string) (int, error) {
 	}
 	m.ckMu.Lock()
 	defer m.ckMu.Unlock()
+	// The checkpoint the fold will rebase onto the base is copied first,
+	// without the machine's lock, so batches keep arriving meanwhile.
+	m.mu.Lock()
+	held, err := m.baseHeld()
+	to := FoldTo(m.allCuts(), m.spec.Policy, s.clock.Now())
+	links := slices.Clone(m.links)
+	m.mu.Unlock()
+	if err != nil || held {
+		return 0, err
+	}
+	defer m.prepareRebase(ctx, links, to)()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if held, err := m.baseHeld(); err != nil || held {
-		return 0, err
+		return 0, err // a failover or hold began meanwhile
 	}
-	to := FoldTo(m.allCuts(), m.spec.Policy, s.clock.Now())
 	n := 0
 	for len(m.cuts) > 0 && m.cuts[0].Seq <= to {
 		if err := m.foldLocked(ctx, m.cuts[0].Seq); err != nil {
