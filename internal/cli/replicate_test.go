@@ -730,11 +730,25 @@ func newNetnsSite(t *testing.T) *replSite {
 		t.Skip("cutting a link needs root (network namespaces)")
 	}
 	vmtest.RequireBinary(t, "ip")
-	n := (os.Getpid() + int(netnsSeq.Add(1))) % 250
-	ns, host, peer := fmt.Sprintf("lbrepl%d", n), fmt.Sprintf("lbrh%d", n), fmt.Sprintf("lbrp%d", n)
-	hostIP, nsIP := fmt.Sprintf("10.251.%d.1", n), fmt.Sprintf("10.251.%d.2", n)
-	ipCmd(t, "netns", "add", ns)
+	// The namespace's number names its links and subnet too: claimed by
+	// creating the namespace, which fails when another test process (of
+	// this tree or another) holds it.
+	var n int
+	var ns string
+	for try := 0; ; try++ {
+		n = (os.Getpid() + int(netnsSeq.Add(1))) % 250
+		ns = fmt.Sprintf("lbrepl%d", n)
+		out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput()
+		if err == nil {
+			break
+		}
+		if try == 20 {
+			t.Fatalf("ip netns add %s: %v\n%s", ns, err, out)
+		}
+	}
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	host, peer := fmt.Sprintf("lbrh%d", n), fmt.Sprintf("lbrp%d", n)
+	hostIP, nsIP := fmt.Sprintf("10.251.%d.1", n), fmt.Sprintf("10.251.%d.2", n)
 	ipCmd(t, "link", "add", host, "type", "veth", "peer", "name", peer)
 	t.Cleanup(func() { exec.Command("ip", "link", "del", host).Run() })
 	ipCmd(t, "link", "set", peer, "netns", ns)
