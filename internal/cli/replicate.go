@@ -206,7 +206,7 @@ func (a *app) replicateCommand() *cobra.Command {
 		}),
 	}
 	rf.add(run)
-	run.Flags().DurationVar(&stall, "stall-timeout", replicate.DefaultStallTimeout, "abandon and retry a cut whose shipping makes no progress this long (a cut link)")
+	run.Flags().DurationVar(&stall, "stall-timeout", replicate.DefaultStallTimeout, "abandon and retry a cut whose shipping makes no progress, or whose connection gets no acknowledgement, this long (a cut link)")
 
 	var statusMachine string
 	var statusRemote remote

@@ -18,6 +18,7 @@ type guestWrite struct {
 	off, n     int
 	pattern    byte
 	start, end time.Time
+	op         time.Duration // the write's latency, as qemu-io measured it
 }
 
 // mirrorWriter writes d's disk with qemu-io until stopped, one write per
@@ -28,6 +29,7 @@ type mirrorWriter struct {
 	writes []guestWrite
 	stop   chan struct{}
 	done   chan struct{}
+	once   sync.Once
 }
 
 func startMirrorWriter(d *mirrorDaemon) *mirrorWriter {
@@ -41,7 +43,7 @@ func startMirrorWriter(d *mirrorDaemon) *mirrorWriter {
 			default:
 			}
 			gw := guestWrite{off: (i * 37 % 1900) * 4096, n: 4096 << (i % 3), pattern: byte(0x20 + i%200), start: time.Now()}
-			d.write(fmt.Sprintf("write -P %d %d %d", gw.pattern, gw.off, gw.n))
+			_, gw.op = d.writeTimed(fmt.Sprintf("write -P %d %d %d", gw.pattern, gw.off, gw.n))
 			gw.end = time.Now()
 			w.mu.Lock()
 			w.writes = append(w.writes, gw)
@@ -51,8 +53,23 @@ func startMirrorWriter(d *mirrorDaemon) *mirrorWriter {
 	return w
 }
 
+// during is a copy of the writes that started at or after from and
+// ended by to.
+func (w *mirrorWriter) during(from, to time.Time) []guestWrite {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []guestWrite
+	for _, gw := range w.writes {
+		if !gw.start.Before(from) && !gw.end.After(to) {
+			out = append(out, gw)
+		}
+	}
+	return out
+}
+
+// halt stops the writer (again: a no-op) and returns its writes.
 func (w *mirrorWriter) halt() []guestWrite {
-	close(w.stop)
+	w.once.Do(func() { close(w.stop) })
 	<-w.done
 	return w.writes
 }
@@ -180,14 +197,23 @@ func TestReplicateMirrorLiveBackup(t *testing.T) {
 	// Every replica point cut while the writer ran holds exactly the
 	// writes made before its time: none claims a time the mirror (handed
 	// over to a backup) did not capture.
-	all, _ := s.points("qsd")
+	t.Logf("%d replica points checked against the writes", s.checkPointsHoldWrites("qsd", base, writes))
+}
+
+// checkPointsHoldWrites fails the test unless every replica point of
+// machine cut while the writer ran holds exactly the writes (applied to
+// base) made before its time; it returns how many points it checked.
+func (s *replSite) checkPointsHoldWrites(machine string, base []byte, writes []guestWrite) int {
+	t := s.t
+	t.Helper()
+	all, _ := s.points(machine)
 	checked := 0
 	for _, p := range all {
 		if p.Time.Before(writes[0].start) || p.Time.After(writes[len(writes)-1].end) {
 			continue
 		}
 		out := t.TempDir()
-		if r := s.run("failover", "--machine", "qsd", "--point", fmt.Sprint(p.ID), "--disks-only", "--to", out); r.code != 0 {
+		if r := s.run("failover", "--machine", machine, "--point", fmt.Sprint(p.ID), "--disks-only", "--to", out); r.code != 0 {
 			t.Fatalf("failover --disks-only --point %d: %s", p.ID, r)
 		}
 		if instantOf(base, readFile(t, filepath.Join(out, "d0.raw")), writes, p.Time, p.Time) < 0 {
@@ -195,5 +221,5 @@ func TestReplicateMirrorLiveBackup(t *testing.T) {
 		}
 		checked++
 	}
-	t.Logf("%d replica points checked against the writes", checked)
+	return checked
 }

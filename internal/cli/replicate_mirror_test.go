@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -81,6 +83,17 @@ func newMirrorDaemonFrom(t *testing.T, src string) *mirrorDaemon {
 // dead receiver or a slow site.
 func (d *mirrorDaemon) write(cmds ...string) {
 	d.t.Helper()
+	d.lastWriteTaken, _ = d.writeTimed(cmds...)
+}
+
+// qemuIOTime is the time qemu-io reports for one command ("4 KiB, 1 ops;
+// 00.00 sec (…)"): the write's own latency, without qemu-io's start.
+var qemuIOTime = regexp.MustCompile(`ops; (?:(\d+):)?(\d+(?:\.\d+)?) sec`)
+
+// writeTimed is write, returning how long qemu-io ran (wall) and the time
+// it reports its commands took (op): how long the guest waited.
+func (d *mirrorDaemon) writeTimed(cmds ...string) (wall, op time.Duration) {
+	d.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	args := []string{"-f", "raw"}
@@ -92,7 +105,12 @@ func (d *mirrorDaemon) write(cmds ...string) {
 	if err != nil || bytes.Contains(out, []byte("error")) || bytes.Contains(out, []byte("failed")) {
 		d.t.Fatalf("qemu-io %q: %v\n%s", cmds, err, out)
 	}
-	d.lastWriteTaken = time.Since(start)
+	for _, m := range qemuIOTime.FindAllSubmatch(out, -1) {
+		mins, _ := strconv.Atoi(string(m[1]))
+		secs, _ := strconv.ParseFloat(string(m[2]), 64)
+		op += time.Duration(mins)*time.Minute + time.Duration(secs*float64(time.Second))
+	}
+	return time.Since(start), op
 }
 
 // image reads the whole disk as the guest sees it.
@@ -121,7 +139,9 @@ type mirrorStatus struct {
 	Fallbacks    int        `json:"fallbacks"`
 	LastFallback string     `json:"last_fallback"`
 	Shipped      int64      `json:"journal_shipped_bytes"`
+	Journal      int64      `json:"source_journal_bytes"`
 	JournalLimit int64      `json:"source_journal_limit"`
+	LagSeconds   float64    `json:"lag_seconds"`
 	Error        string     `json:"error"`
 }
 

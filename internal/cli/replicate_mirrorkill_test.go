@@ -29,15 +29,10 @@ func siteBytes(t *testing.T, dir string) int64 {
 	return n
 }
 
-// The runner of a mirror-captured machine killed -9 while the guest
-// writes: its mirror dies with its receiver, and the restarted runner
-// sends what the target lacks from the dirty bitmap it kept under the
-// mirror (the writes since the last acknowledged journal batch, and
-// those made while no mirror ran), then starts the mirror again. No full
-// resync: what reaches the site is a small part of the disk, which is
-// full of incompressible data; the replica ends equal to the source.
-func TestReplicateMirrorRunnerKilled(t *testing.T) {
-	const size = 32 << 20
+// randomImage is a raw image of size bytes of incompressible data: a full
+// resync of it cannot pass for a small one.
+func randomImage(t *testing.T, size int) string {
+	t.Helper()
 	src := filepath.Join(t.TempDir(), "src.raw")
 	data := make([]byte, size)
 	rng := rand.New(rand.NewPCG(3, 4))
@@ -47,7 +42,19 @@ func TestReplicateMirrorRunnerKilled(t *testing.T) {
 	if err := os.WriteFile(src, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d := newMirrorDaemonFrom(t, src)
+	return src
+}
+
+// The runner of a mirror-captured machine killed -9 while the guest
+// writes: its mirror dies with its receiver, and the restarted runner
+// sends what the target lacks from the dirty bitmap it kept under the
+// mirror (the writes since the last acknowledged journal batch, and
+// those made while no mirror ran), then starts the mirror again. No full
+// resync: what reaches the site is a small part of the disk, which is
+// full of incompressible data; the replica ends equal to the source.
+func TestReplicateMirrorRunnerKilled(t *testing.T) {
+	const size = 32 << 20
+	d := newMirrorDaemonFrom(t, randomImage(t, size))
 	s := newReplSite(t)
 	args := []string{"replicate", "run", "--machine", "qsd", "--qmp", d.qmp, "--target", "dr", "--every", "300ms",
 		"--capture", "mirror", "--nbd-server", "unix:" + d.nbdSock}

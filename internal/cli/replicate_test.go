@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -30,6 +31,9 @@ type replSite struct {
 	env                map[string]string
 	srv                *proc
 	serveArgs          []string
+	// netns, when set, is the network namespace the server runs in,
+	// reached over the veth link, named by its end there (newNetnsSite).
+	netns, link string
 }
 
 func newReplSite(t *testing.T, serveArgs ...string) *replSite {
@@ -54,9 +58,14 @@ func newReplSite(t *testing.T, serveArgs ...string) *replSite {
 
 func (s *replSite) start() {
 	s.t.Helper()
-	s.srv = startProc(s.t, append([]string{"replica", "serve", "--listen", s.listen, "--dir", s.dir, "--token-file", s.token}, s.serveArgs...)...)
+	args := append([]string{"replica", "serve", "--listen", s.listen, "--dir", s.dir, "--token-file", s.token}, s.serveArgs...)
+	if s.netns != "" {
+		s.srv = startProcIn(s.t, s.netns, args...)
+	} else {
+		s.srv = startProc(s.t, args...)
+	}
 	waitFor(s.t, 20*time.Second, "the replica server to listen", func() bool {
-		c, err := net.Dial("tcp", s.listen)
+		c, err := net.DialTimeout("tcp", s.listen, time.Second)
 		if err == nil {
 			c.Close()
 		}
@@ -679,68 +688,20 @@ func TestReplicateReprotect(t *testing.T) {
 // unreachable, and once the link is back it catches up from its bitmaps
 // without a resync; the replica equals the source.
 func TestReplicateLinkCut(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if vmtest.Required() {
-			t.Fatal("cutting a link needs root (network namespaces)")
-		}
-		t.Skip("cutting a link needs root (network namespaces)")
-	}
-	vmtest.RequireBinary(t, "ip")
+	s := newNetnsSite(t)
 	_, sock, fuse := storageDaemon(t)
-	n := os.Getpid() % 200
-	ns, host, peer := fmt.Sprintf("lbrepl%d", n), fmt.Sprintf("lbrh%d", n), fmt.Sprintf("lbrp%d", n)
-	hostIP, nsIP := fmt.Sprintf("10.251.%d.1", n), fmt.Sprintf("10.251.%d.2", n)
-	ip := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	ip("netns", "add", ns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	ip("link", "add", host, "type", "veth", "peer", "name", peer)
-	t.Cleanup(func() { exec.Command("ip", "link", "del", host).Run() })
-	ip("link", "set", peer, "netns", ns)
-	ip("addr", "add", hostIP+"/30", "dev", host)
-	ip("link", "set", host, "up")
-	ip("netns", "exec", ns, "ip", "addr", "add", nsIP+"/30", "dev", peer)
-	ip("netns", "exec", ns, "ip", "link", "set", peer, "up")
-
-	dir := t.TempDir()
-	cert, key, _ := testenv.SelfSignedCert(t, dir, net.ParseIP(nsIP))
-	token := filepath.Join(dir, "token")
-	os.WriteFile(token, []byte("site-secret\n"), 0o600)
-	addr := nsIP + ":8443"
-	srv := exec.Command("ip", "netns", "exec", ns, lifeboatBin, "replica", "serve", "--listen", addr,
-		"--dir", filepath.Join(dir, "replica"), "--token-file", token, "--cert", cert, "--key", key)
-	srv.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
-	waitFor(t, 20*time.Second, "the replica server in its namespace", func() bool {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-	s := &replSite{t: t, env: map[string]string{"LIFEBOAT_STATE_DIR": filepath.Join(dir, "state")}}
-	if r := s.run("site", "add", "dr", "--url", "https://"+addr, "--token-file", token, "--ca", cert); r.code != 0 {
-		t.Fatalf("site add: %s", r)
-	}
 	startProcEnv(t, s.env, "replicate", "run", "--machine", "qsd", "--qmp", sock, "--target", "dr",
 		"--every", "200ms", "--stall-timeout", "2s")
 	writeAt(t, fuse, 0, bytes.Repeat([]byte("linked"), 200000))
 	s.cutAfter("qsd", time.Now(), 30*time.Second)
 
-	ip("link", "set", host, "down")
+	s.setLink(false)
 	writeAt(t, fuse, 3<<20, bytes.Repeat([]byte("cutoff"), 200000))
 	waitFor(t, 30*time.Second, "the runner to report the site unreachable", func() bool {
 		st := s.status("qsd")
 		return st.State == "error" && st.Error != ""
 	})
-	ip("link", "set", host, "up")
+	s.setLink(true)
 	s.cutAfter("qsd", time.Now(), time.Minute)
 	r := s.run("replicate", "status", "--machine", "qsd", "--json")
 	var st struct {
@@ -750,4 +711,79 @@ func TestReplicateLinkCut(t *testing.T) {
 		t.Fatalf("the cut link caused a resync: %s", r)
 	}
 	s.checkReplica("qsd", "latest", readFile(t, fuse), "after the link came back the replica differs from the source")
+}
+
+// netnsSeq tells apart the namespaces of the tests of one process.
+var netnsSeq atomic.Int32
+
+// newNetnsSite is a replSite whose replica server runs in a network
+// namespace of its own, over HTTPS, reached through a veth pair whose
+// far end setLink takes down (the link cut: packets go nowhere, nothing
+// is reset; the host's route stays, so they do not leave by its default
+// route instead) and up again. It needs root.
+func newNetnsSite(t *testing.T) *replSite {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if vmtest.Required() {
+			t.Fatal("cutting a link needs root (network namespaces)")
+		}
+		t.Skip("cutting a link needs root (network namespaces)")
+	}
+	vmtest.RequireBinary(t, "ip")
+	// The namespace's number names its links and subnet too: claimed by
+	// creating the namespace, which fails when another test process (of
+	// this tree or another) holds it.
+	var n int
+	var ns string
+	for try := 0; ; try++ {
+		n = (os.Getpid() + int(netnsSeq.Add(1))) % 250
+		ns = fmt.Sprintf("lbrepl%d", n)
+		out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput()
+		if err == nil {
+			break
+		}
+		if try == 20 {
+			t.Fatalf("ip netns add %s: %v\n%s", ns, err, out)
+		}
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	host, peer := fmt.Sprintf("lbrh%d", n), fmt.Sprintf("lbrp%d", n)
+	hostIP, nsIP := fmt.Sprintf("10.251.%d.1", n), fmt.Sprintf("10.251.%d.2", n)
+	ipCmd(t, "link", "add", host, "type", "veth", "peer", "name", peer)
+	t.Cleanup(func() { exec.Command("ip", "link", "del", host).Run() })
+	ipCmd(t, "link", "set", peer, "netns", ns)
+	ipCmd(t, "addr", "add", hostIP+"/30", "dev", host)
+	ipCmd(t, "link", "set", host, "up")
+	ipCmd(t, "netns", "exec", ns, "ip", "addr", "add", nsIP+"/30", "dev", peer)
+	ipCmd(t, "netns", "exec", ns, "ip", "link", "set", peer, "up")
+
+	dir := t.TempDir()
+	cert, key, _ := testenv.SelfSignedCert(t, dir, net.ParseIP(nsIP))
+	s := &replSite{t: t, dir: filepath.Join(dir, "replica"), token: filepath.Join(dir, "token"), listen: nsIP + ":8443",
+		serveArgs: []string{"--cert", cert, "--key", key}, netns: ns, link: peer,
+		// TMPDIR apart, as newReplSite's.
+		env: map[string]string{"LIFEBOAT_STATE_DIR": filepath.Join(dir, "state"), "TMPDIR": t.TempDir()}}
+	os.WriteFile(s.token, []byte("site-secret\n"), 0o600)
+	s.start()
+	if r := s.run("site", "add", "dr", "--url", "https://"+s.listen, "--token-file", s.token, "--ca", cert); r.code != 0 {
+		t.Fatalf("site add: %s", r)
+	}
+	return s
+}
+
+// setLink takes the link to a newNetnsSite's namespace down or up.
+func (s *replSite) setLink(up bool) {
+	s.t.Helper()
+	state := "down"
+	if up {
+		state = "up"
+	}
+	ipCmd(s.t, "netns", "exec", s.netns, "ip", "link", "set", s.link, state)
+}
+
+func ipCmd(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
 }

@@ -178,8 +178,24 @@ func startGroupProc(t testing.TB, args ...string) *proc {
 
 func startProcWith(t testing.TB, env map[string]string, attr *syscall.SysProcAttr, args ...string) *proc {
 	t.Helper()
-	p := &proc{done: make(chan struct{})}
-	p.cmd = exec.Command(lifeboatBin, args...)
+	return startCommand(t, env, attr, exec.Command(lifeboatBin, args...))
+}
+
+// startProcIn starts the lifeboat binary as startProc does, in the
+// network namespace ns (ip netns exec runs it in its own place: the
+// proc is lifeboat itself).
+func startProcIn(t testing.TB, ns string, args ...string) *proc {
+	t.Helper()
+	return startCommand(t, nil, &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL},
+		exec.Command("ip", append([]string{"netns", "exec", ns, lifeboatBin}, args...)...))
+}
+
+// startCommand starts cmd (lifeboat, possibly through a wrapper) with the
+// test passphrase and env added to the test's environment.
+func startCommand(t testing.TB, env map[string]string, attr *syscall.SysProcAttr, cmd *exec.Cmd) *proc {
+	t.Helper()
+	p := &proc{done: make(chan struct{}), cmd: cmd}
+	args := cmd.Args[1:]
 	p.cmd.Env = append(os.Environ(), "LIFEBOAT_PASSWORD="+testPassphrase)
 	for k, v := range env {
 		p.cmd.Env = append(p.cmd.Env, k+"="+v)

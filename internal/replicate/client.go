@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -48,6 +49,14 @@ type Client struct {
 	// Timeout bounds status, registration, removal and cleanup requests
 	// (RequestTimeout when 0).
 	Timeout time.Duration
+	// LinkTimeout, when set, is how long a connection to the site may go
+	// with its bytes or its keep-alive probes unacknowledged before it is
+	// dropped. A cut link then fails a request within about that long
+	// even when nothing is left to send: a batch small enough for the
+	// socket's buffers is all sent at once, and its reply may take long
+	// (the site checks and fsyncs it), so only the link can tell a busy
+	// site from one out of reach. Set before the first request.
+	LinkTimeout time.Duration
 }
 
 // Dial prepares a client for the site (nothing is sent yet).
@@ -71,7 +80,23 @@ func Dial(s Site) (*Client, error) {
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	return &Client{site: s, token: token, http: &http.Client{Transport: tr}}, nil
+	c := &Client{site: s, token: token, http: &http.Client{Transport: tr}}
+	tr.DialContext = c.dial
+	return c, nil
+}
+
+// dial connects to the site as http.DefaultTransport does, with the
+// LinkTimeout's probes and bound when set.
+func (c *Client) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
+	if t := c.LinkTimeout; t > 0 {
+		// Probes a few times within the timeout (the kernel counts them
+		// in whole seconds).
+		probe := max(t/4, time.Second)
+		d.KeepAliveConfig = net.KeepAliveConfig{Enable: true, Idle: probe, Interval: probe, Count: 4}
+		d.Control = userTimeout(t)
+	}
+	return d.DialContext(ctx, network, addr)
 }
 
 func (c *Client) do(ctx context.Context, method, path string, body io.Reader, out any, encoding ...string) error {

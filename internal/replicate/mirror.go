@@ -140,6 +140,10 @@ func (r *Runner) mirrorCycle(ctx context.Context) error {
 		return nil
 	}
 	err := r.shipJournal(ctx)
+	// The journal's use whatever came of it: while the site is out of
+	// reach, it is what absorbs the guest's writes, and status says how
+	// far it has filled.
+	r.status.SourceJournalBytes = r.mirror.j.Stats().Used()
 	if err == nil {
 		err = r.checkMirror(ctx)
 	}

@@ -125,6 +125,10 @@ func (r *Runner) init() error {
 	// A site that does not answer a status within the stall timeout is
 	// as unreachable as one whose shipping stalls.
 	r.client.Timeout = min(RequestTimeout, r.stallTimeout())
+	// And a link that stops carrying anything is cut within it, even while
+	// a shipped batch's reply is awaited (watchStall allows the site ten
+	// times as long to check and store it).
+	r.client.LinkTimeout = r.stallTimeout()
 	r.status = Status{Machine: r.Machine.Name, Target: r.Machine.Target, Group: r.Machine.Group, State: StateStarting, PID: os.Getpid(), Capture: CaptureBitmap}
 	var st State
 	if r.Config.get("state", r.Machine.Name, &st) == nil {
