@@ -10,12 +10,20 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"lifeboat/internal/vmtest"
 )
 
 // freeAddr returns a loopback address nothing listens on.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return freeAddrOn(t, "127.0.0.1")
+}
+
+// freeAddrOn is a free TCP address on host's ip.
+func freeAddrOn(t *testing.T, ip string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,8 +144,14 @@ func startServer(t *testing.T, args ...string) (string, string, *proc) {
 // startServerEnv is startServer with env added to the server's environment.
 func startServerEnv(t *testing.T, env map[string]string, args ...string) (string, string, *proc) {
 	t.Helper()
+	return startServerAt(t, env, freeAddr(t), args...)
+}
+
+// startServerAt is startServerEnv listening on addr (plain HTTP: give
+// --insecure-listen in args for an address that is not loopback).
+func startServerAt(t *testing.T, env map[string]string, addr string, args ...string) (string, string, *proc) {
+	t.Helper()
 	data := t.TempDir()
-	addr := freeAddr(t)
 	srv := startProcEnv(t, env, append([]string{"server", "--data", data, "--listen", addr, "--tick", "1s"}, args...)...)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -166,7 +180,20 @@ func TestServerAndAgentRunBackups(t *testing.T) {
 	db1 := filepath.Join(work, "db1.img")
 	makeExt4(t, db1, 32, []fileSpec{{path: "/var/lib/db/data", size: 5 << 20, kind: 2, seed: 2}})
 
-	url, tokenFile, _ := startServer(t)
+	// The second agent runs in a network namespace of its own, the way
+	// another hypervisor host would: it reaches the server over a link,
+	// not over loopback, so the server listens on the link's address.
+	ns, serverAddr := "", freeAddr(t)
+	var serverArgs []string
+	if os.Geteuid() == 0 {
+		var hostIP string
+		ns, _, hostIP, _ = newNetns(t)
+		serverAddr = freeAddrOn(t, hostIP)
+		serverArgs = []string{"--insecure-listen"}
+	} else if vmtest.Required() {
+		t.Fatal("the second agent's host is a network namespace: needs root")
+	}
+	url, tokenFile, _ := startServerAt(t, nil, serverAddr, serverArgs...)
 	remote := []string{"--server", url, "--token-file", tokenFile}
 	ok := func(args ...string) result {
 		t.Helper()
@@ -191,7 +218,11 @@ func TestServerAndAgentRunBackups(t *testing.T) {
 	secret := strings.TrimSpace(ok("token", "add", "hv2", "--role", "agent").stdout)
 	agentToken := filepath.Join(work, "hv2.token")
 	os.WriteFile(agentToken, []byte(secret+"\n"), 0o600)
-	startProc(t, "agent", "--server", url, "--token-file", agentToken)
+	if ns != "" {
+		startProcIn(t, ns, "agent", "--server", url, "--token-file", agentToken)
+	} else {
+		startProc(t, "agent", "--server", url, "--token-file", agentToken)
+	}
 	ok("machine", "add", "db1", "--agent", "hv2", "--disk", "root="+db1)
 	ok("protect", "db1", "--policy", "daily", "--tier", "gold")
 	ok("backup-now", "db1", "--wait")

@@ -729,12 +729,32 @@ func newNetnsSite(t *testing.T) *replSite {
 		}
 		t.Skip("cutting a link needs root (network namespaces)")
 	}
+	ns, peer, _, nsIP := newNetns(t)
+	dir := t.TempDir()
+	cert, key, _ := testenv.SelfSignedCert(t, dir, net.ParseIP(nsIP))
+	s := &replSite{t: t, dir: filepath.Join(dir, "replica"), token: filepath.Join(dir, "token"), listen: nsIP + ":8443",
+		serveArgs: []string{"--cert", cert, "--key", key}, netns: ns, link: peer,
+		// TMPDIR apart, as newReplSite's.
+		env: map[string]string{"LIFEBOAT_STATE_DIR": filepath.Join(dir, "state"), "TMPDIR": t.TempDir()}}
+	os.WriteFile(s.token, []byte("site-secret\n"), 0o600)
+	s.start()
+	if r := s.run("site", "add", "dr", "--url", "https://"+s.listen, "--token-file", s.token, "--ca", cert); r.code != 0 {
+		t.Fatalf("site add: %s", r)
+	}
+	return s
+}
+
+// newNetns makes a network namespace (removed when the test ends) joined
+// to this host by a veth pair on a /30 of its own: it returns the
+// namespace, its end of the link, and the host's and the namespace's
+// addresses. It needs root and ip(8).
+func newNetns(t *testing.T) (ns, link, hostIP, nsIP string) {
+	t.Helper()
 	vmtest.RequireBinary(t, "ip")
 	// The namespace's number names its links and subnet too: claimed by
 	// creating the namespace, which fails when another test process (of
 	// this tree or another) holds it.
 	var n int
-	var ns string
 	for try := 0; ; try++ {
 		n = (os.Getpid() + int(netnsSeq.Add(1))) % 250
 		ns = fmt.Sprintf("lbrepl%d", n)
@@ -748,7 +768,7 @@ func newNetnsSite(t *testing.T) *replSite {
 	}
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
 	host, peer := fmt.Sprintf("lbrh%d", n), fmt.Sprintf("lbrp%d", n)
-	hostIP, nsIP := fmt.Sprintf("10.251.%d.1", n), fmt.Sprintf("10.251.%d.2", n)
+	hostIP, nsIP = fmt.Sprintf("10.251.%d.1", n), fmt.Sprintf("10.251.%d.2", n)
 	ipCmd(t, "link", "add", host, "type", "veth", "peer", "name", peer)
 	t.Cleanup(func() { exec.Command("ip", "link", "del", host).Run() })
 	ipCmd(t, "link", "set", peer, "netns", ns)
@@ -756,19 +776,7 @@ func newNetnsSite(t *testing.T) *replSite {
 	ipCmd(t, "link", "set", host, "up")
 	ipCmd(t, "netns", "exec", ns, "ip", "addr", "add", nsIP+"/30", "dev", peer)
 	ipCmd(t, "netns", "exec", ns, "ip", "link", "set", peer, "up")
-
-	dir := t.TempDir()
-	cert, key, _ := testenv.SelfSignedCert(t, dir, net.ParseIP(nsIP))
-	s := &replSite{t: t, dir: filepath.Join(dir, "replica"), token: filepath.Join(dir, "token"), listen: nsIP + ":8443",
-		serveArgs: []string{"--cert", cert, "--key", key}, netns: ns, link: peer,
-		// TMPDIR apart, as newReplSite's.
-		env: map[string]string{"LIFEBOAT_STATE_DIR": filepath.Join(dir, "state"), "TMPDIR": t.TempDir()}}
-	os.WriteFile(s.token, []byte("site-secret\n"), 0o600)
-	s.start()
-	if r := s.run("site", "add", "dr", "--url", "https://"+s.listen, "--token-file", s.token, "--ca", cert); r.code != 0 {
-		t.Fatalf("site add: %s", r)
-	}
-	return s
+	return ns, peer, hostIP, nsIP
 }
 
 // setLink takes the link to a newNetnsSite's namespace down or up.
