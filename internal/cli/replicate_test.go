@@ -631,6 +631,20 @@ func TestReplicateReprotect(t *testing.T) {
 		t.Fatalf("failover: %s", r)
 	}
 	t.Cleanup(func() { syscall.Kill(fo.PID, syscall.SIGKILL) })
+	// The copy runs and writes 1% of its disk (80 KiB of the 8 MiB) before
+	// it is protected back: re-protection must send those blocks, and
+	// little else.
+	fmon, err := qmp.Dial(ctx, fo.QMP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hmp string
+	if err := fmon.Execute(ctx, "human-monitor-command", map[string]any{"command-line": `qemu-io -d /machine/peripheral/d0/virtio-backend "write -P 0x5a 0 81920"`}, &hmp); err != nil || strings.TrimSpace(hmp) != "" && !strings.Contains(hmp, "wrote") {
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", fo.PID))
+		t.Fatalf("writing into the failed-over copy: %v %q\n%s", err, hmp, bytes.ReplaceAll(cmdline, []byte{0}, []byte(" ")))
+	}
+	fmon.Close()
+	copy(want, bytes.Repeat([]byte{0x5a}, 81920))
 
 	// The old site comes back and serves a replica seeded from the old disk.
 	old := newReplSite(t, "--seed-dir", dir)
