@@ -135,7 +135,9 @@ func testSchedulerCopyLag(t *testing.T, cat *catalog.Catalog) {
 	if fc.Now().Sub(st.Pending) > rpo+2*time.Minute {
 		t.Fatalf("copy-lag raised %s after the oldest missing point, RPO %s", fc.Now().Sub(st.Pending), rpo)
 	}
-	if !waitFor(func() bool { return hook.got("raised", AlertCopyLag, "web1") && hook.got("raised", AlertJobFailing, "web1") }) {
+	if !waitFor(func() bool {
+		return hook.got("raised", AlertCopyLag, "web1") && hook.got("raised", AlertJobFailing, "web1")
+	}) {
 		t.Fatalf("the webhook did not hear copy-lag and job-failing raised: %+v", hook.events)
 	}
 	as, _ := cat.Alerts(ctx, false, 0)
@@ -156,7 +158,9 @@ func testSchedulerCopyLag(t *testing.T, cat *catalog.Catalog) {
 	for i := 0; i < 100 && (open(AlertCopyLag) || open(AlertJobFailing)); i++ {
 		step()
 	}
-	if !waitFor(func() bool { return hook.got("cleared", AlertCopyLag, "web1") && hook.got("cleared", AlertJobFailing, "web1") }) {
+	if !waitFor(func() bool {
+		return hook.got("cleared", AlertCopyLag, "web1") && hook.got("cleared", AlertJobFailing, "web1")
+	}) {
 		t.Fatalf("the webhook did not hear copy-lag and job-failing cleared: %+v", hook.events)
 	}
 	if st := state(); !st.Pending.IsZero() || st.Failures != 0 || !st.Newest.Equal(newest) {
