@@ -74,9 +74,11 @@ type CopyRun struct {
 
 // FinishCopy is Finish for a copy job of one machine (its Vault the copy
 // target): in the same transaction it records where the machine's copy
-// stands — on success the newest point copied and no failures; on a
-// failed attempt (retried or not) one failure more, which the
-// job-failing alert counts as it counts failed backups.
+// stands — on success the newest point copied (the later of run.Newest
+// and the newest point of the source whose backup job ended before this
+// run began) and no failures; on a failed attempt (retried or not) one
+// failure more, which the job-failing alert counts as it counts failed
+// backups.
 func (c *Catalog) FinishCopy(ctx context.Context, id, owner string, result json.RawMessage, run CopyRun, runErr error, now time.Time) error {
 	return c.finish(ctx, id, owner, result, nil, runErr, now, func(tx *sql.Tx, e ended) error {
 		if e.kind != "copy" || e.machine == "" || e.vault == "" || run.Source == "" || e.state == Cancelled {
@@ -85,19 +87,32 @@ func (c *Catalog) FinishCopy(ctx context.Context, id, owner string, result json.
 		if err := c.expectCopy(ctx, tx, CopyKey{Machine: e.machine, Source: run.Source, Target: e.vault}, now); err != nil {
 			return err
 		}
-		var err error
-		switch {
-		case e.state != Succeeded:
-			_, err = tx.ExecContext(ctx, c.q(`UPDATE copies SET failures = failures + 1, last_error = ? WHERE machine = ? AND target = ?`),
+		if e.state != Succeeded {
+			_, err := tx.ExecContext(ctx, c.q(`UPDATE copies SET failures = failures + 1, last_error = ? WHERE machine = ? AND target = ?`),
 				e.msg, e.machine, e.vault)
-		case run.Newest.IsZero():
-			_, err = tx.ExecContext(ctx, c.q(`UPDATE copies SET failures = 0, last_error = '', copied_ms = ? WHERE machine = ? AND target = ?`),
-				ms(now), e.machine, e.vault)
-		default:
-			_, err = tx.ExecContext(ctx, c.q(`UPDATE copies SET failures = 0, last_error = '', copied_ms = ?,
-				newest_ms = CASE WHEN newest_ms IS NULL OR newest_ms < ? THEN ? ELSE newest_ms END WHERE machine = ? AND target = ?`),
-				ms(now), ms(run.Newest), ms(run.Newest), e.machine, e.vault)
+			return err
 		}
+		// A run that succeeded copied every point of the source there was
+		// when it began: at least those whose backup had ended by then
+		// (this also covers a run that found its points already copied
+		// by one whose report was lost).
+		var had sql.NullInt64
+		err := tx.QueryRowContext(ctx, c.q(`SELECT MAX(p.time_ms) FROM points p JOIN jobs b ON b.id = p.job_id
+			WHERE p.machine = ? AND p.vault = ? AND b.finished_ms <= (SELECT started_ms FROM jobs WHERE id = ?)`),
+			e.machine, run.Source, id).Scan(&had)
+		if err != nil {
+			return err
+		}
+		newest := run.Newest
+		if had.Valid && fromMS(had.Int64).After(newest) {
+			newest = fromMS(had.Int64)
+		}
+		if _, err := tx.ExecContext(ctx, c.q(`UPDATE copies SET failures = 0, last_error = '', copied_ms = ? WHERE machine = ? AND target = ?`),
+			ms(now), e.machine, e.vault); err != nil || newest.IsZero() {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, c.q(`UPDATE copies SET newest_ms = ? WHERE machine = ? AND target = ? AND (newest_ms IS NULL OR newest_ms < ?)`),
+			ms(newest), e.machine, e.vault, ms(newest))
 		return err
 	})
 }

@@ -93,6 +93,22 @@ func TestCopyStates(t *testing.T) {
 			t.Fatalf("a cancelled copy counted as failed: %+v", st)
 		}
 
+		// A copy whose report was lost (the agent killed after its points
+		// were committed): the next run finds nothing to copy, and the
+		// points whose backups had ended before it began count as copied.
+		bid, _ := c.Enqueue(ctx, Job{Kind: "backup", Machine: "web1", Vault: "local"}, t0.Add(11*time.Minute))
+		if j, _ := c.Claim(ctx, "hv1", "s", Limits{}, time.Minute, t0.Add(11*time.Minute)); j == nil || j.ID != bid {
+			t.Fatalf("claimed %+v, want the backup", j)
+		}
+		must(t, c.Finish(ctx, bid, "s", nil, []Point{{Vault: "local", ID: "p5", Machine: "web1", Time: t0.Add(11 * time.Minute), Consistency: "crash"}}, nil, t0.Add(12*time.Minute)))
+		if st = one(); !st.Pending.Equal(t0.Add(11 * time.Minute)) {
+			t.Fatalf("pending %s, want p5's time", st.Pending)
+		}
+		copyRun(t0.Add(13*time.Minute), CopyRun{Source: "local"}, nil)
+		if st = one(); !st.Newest.Equal(t0.Add(11*time.Minute)) || !st.Pending.IsZero() {
+			t.Fatalf("after a copy that found p5 copied: %+v", st)
+		}
+
 		must(t, c.DeleteMachine(ctx, "web1", t0.Add(time.Hour)))
 		if ss, _ := c.CopyStates(ctx); len(ss) != 0 {
 			t.Fatalf("copy states of a removed machine: %+v", ss)
