@@ -13,10 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
+
 	"lifeboat/internal/agent"
 	"lifeboat/internal/api"
 	"lifeboat/internal/catalog"
 	"lifeboat/internal/crypto"
+	"lifeboat/internal/dashboard/browsertest"
 	"lifeboat/internal/job"
 	"lifeboat/internal/location"
 	"lifeboat/internal/vault"
@@ -27,7 +30,8 @@ import (
 // --copy-of), as the machine's policy says; a prune counts the vault's
 // packs. The machine's JSON shows its copy caught up, and /metrics has
 // bytes read and stored, the dedup ratio, the vault's size and the copy
-// lag with values that agree with what happened.
+// lag with values that agree with what happened; the dashboard shows the
+// copy current.
 func TestMetricsAfterBackupAndCopy(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -145,4 +149,24 @@ func TestMetricsAfterBackupAndCopy(t *testing.T) {
 		t.Fatalf("copy: %s, %v copies succeeded", report, copied)
 	}
 	t.Log(report)
+
+	// The dashboard shows the copy as current, on the machines page and
+	// the machine's own.
+	br := browsertest.Start(t)
+	bctx, cancel := context.WithTimeout(br.Ctx, 30*time.Second)
+	defer cancel()
+	must(chromedp.Do(bctx,
+		chromedp.Navigate(c.URL+"/"),
+		chromedp.SendKeys(chromedp.CSS("#token"), c.Token),
+		chromedp.Click(chromedp.CSS("#login-form button")),
+		chromedp.Click(chromedp.CSS(`nav a[href="#/machines"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`a[href="#/machines/web1"]`)),
+	))
+	if cp := browsertest.Text(t, bctx, `tbody tr:has(a[href="#/machines/web1"]) [data-copy]`); cp != "current (dr)" {
+		t.Fatalf("the machines page shows web1's copy as %q", cp)
+	}
+	must(chromedp.Do(bctx, chromedp.Click(chromedp.CSS(`a[href="#/machines/web1"]`)), chromedp.WaitVisible(chromedp.CSS("#machine-copy"))))
+	if cp := browsertest.Text(t, bctx, `#machine-copy [data-copy="ok"]`); cp != "current (dr)" {
+		t.Fatalf("web1's page shows its copy as %q", cp)
+	}
 }
