@@ -94,7 +94,7 @@ func (m *metrics) finished(j catalog.Job, points []catalog.Point, raw json.RawMe
 	for _, p := range points {
 		m.points.WithLabelValues(p.Consistency).Inc()
 	}
-	if j.Kind == "backup" && j.Machine != "" {
+	if j.Kind == "backup" && j.State == catalog.Succeeded && j.Machine != "" {
 		m.newBytes.WithLabelValues(j.Machine).Add(float64(max(res.NewBytes, 0)))
 		m.readBytes.WithLabelValues(j.Machine).Add(float64(max(res.ReadBytes, 0)))
 		m.stored.WithLabelValues(j.Machine).Add(float64(max(res.StoredBytes, 0)))
@@ -209,13 +209,16 @@ func (c *catalogCollector) collectData(ctx context.Context, ch chan<- prometheus
 		return err
 	}
 	for machine, j := range backups {
-		var res backupResult
-		if json.Unmarshal(j.Result, &res) != nil {
-			continue
+		var res struct {
+			NewBytes  int64  `json:"new_bytes"`
+			ReadBytes *int64 `json:"read_bytes"`
+		}
+		if json.Unmarshal(j.Result, &res) != nil || res.ReadBytes == nil {
+			continue // an older agent's result: nothing to say
 		}
 		ratio := 0.0
-		if res.ReadBytes > 0 {
-			ratio = 1 - float64(min(res.NewBytes, res.ReadBytes))/float64(res.ReadBytes)
+		if read := *res.ReadBytes; read > 0 {
+			ratio = 1 - float64(min(res.NewBytes, read))/float64(read)
 		}
 		ch <- prometheus.MustNewConstMetric(descDedup, prometheus.GaugeValue, ratio, machine)
 	}

@@ -223,6 +223,11 @@ func (a *app) machineCommand() *cobra.Command {
 			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", m.Name, orDash(m.Agent), orDash(m.Tier), orDash(m.Policy),
 				orDash(m.RPOState), when(m.LastPoint), when(m.NextRun), copyLag(m.Copy))
 		})
+	list.Long = `List the server's machines: agent, tier, policy, RPO state (green, warning, missed,
+unprotected), newest recovery point, next scheduled backup, and COPY LAG — how long the copy to
+the policy's second vault (--copy-to) has lacked a point, "missed" beyond the tier's RPO (the
+copy-lag alert), "-" when the policy copies nowhere (docs/server.md, "Copy lag").
+With --json, each machine as GET /v1/machines gives it, its copy under "copy".`
 	remove := &cobra.Command{
 		Use: "remove NAME", Short: "Remove a machine from the server (its points stay in the vault)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
