@@ -30,8 +30,9 @@ type PruneReport struct {
 	ReferencedChunks int `json:"referenced_chunks"`
 	Packs            int `json:"packs"`
 	// PackBytes is the size of the packs the vault held when prune listed
-	// them, before it deleted anything (the server's vault-size gauge).
-	PackBytes        int64 `json:"pack_bytes"`
+	// them, before it deleted anything (the server's vault-size gauge);
+	// absent when it did not get that far (a deferred earlier plan).
+	PackBytes        int64 `json:"pack_bytes,omitempty"`
 	KeptPacks        int   `json:"kept_packs"`
 	RepackedPacks    int   `json:"repacked_packs"`
 	DeletedPacks     int   `json:"deleted_packs"`
