@@ -165,13 +165,15 @@ func (r *Jobs) backup(ctx context.Context, j catalog.Job, rep Reporter) (Outcome
 	if p == nil {
 		return Outcome{}, err
 	}
-	var stored int64
+	var stored, read int64
 	for _, d := range p.Disks {
 		stored += d.Stats.NewBytes
+		read += d.Stats.ReadBytes
 	}
 	rep.Log("info", fmt.Sprintf("point %s committed: %s-consistent, %d new bytes, in %s", p.ID.Short(), p.Consistency, stored,
 		(time.Duration(p.Stats.DurationMS)*time.Millisecond).String()))
-	result, _ := json.Marshal(map[string]any{"point": p.ID.String(), "consistency": p.Consistency, "new_bytes": stored})
+	result, _ := json.Marshal(map[string]any{"point": p.ID.String(), "consistency": p.Consistency, "new_bytes": stored,
+		"read_bytes": read, "stored_bytes": p.Stats.StoredBytes})
 	vaultName := j.Vault
 	if vaultName == "" {
 		vaultName = spec.Vault

@@ -241,7 +241,7 @@ func (s *Server) agentFinish(w http.ResponseWriter, r *http.Request) error {
 	if body.Error != "" {
 		runErr = errors.New(body.Error)
 	}
-	if err := s.Catalog.Finish(r.Context(), id, owner, body.Result, body.Points, runErr, s.Clock.Now()); err != nil {
+	if err := s.finish(r.Context(), id, owner, body, runErr); err != nil {
 		return err
 	}
 	j, err := s.Catalog.Job(r.Context(), id)
@@ -270,13 +270,38 @@ func (s *Server) agentFinish(w http.ResponseWriter, r *http.Request) error {
 			s.log().Error("queueing the copy and retention after a backup failed", "machine", j.Machine, "err", err)
 		}
 	}
-	var res struct {
-		NewBytes int64 `json:"new_bytes"`
-	}
-	json.Unmarshal(body.Result, &res)
-	s.metrics().finished(j, body.Points, res.NewBytes)
+	s.metrics().finished(j, body.Points, body.Result)
 	writeJSON(w, http.StatusOK, j)
 	return nil
+}
+
+// finish ends a run as the agent reported it. A copy job of a machine
+// also records where the machine's copy stands (catalog.FinishCopy): the
+// newest point the run copied, from its result (vaultcopy.Stats), and
+// the vault it copied from, named by the spec's URL.
+func (s *Server) finish(ctx context.Context, id, owner string, body FinishJSON, runErr error) error {
+	now := s.Clock.Now()
+	j, err := s.Catalog.Job(ctx, id)
+	if err != nil || j.Kind != "copy" || j.Machine == "" {
+		return s.Catalog.Finish(ctx, id, owner, body.Result, body.Points, runErr, now)
+	}
+	var spec job.Copy
+	var res struct {
+		Newest map[string]time.Time `json:"newest"`
+	}
+	json.Unmarshal(j.Spec, &spec)
+	json.Unmarshal(body.Result, &res)
+	vaults, err := s.Catalog.Vaults(ctx)
+	if err != nil {
+		return err
+	}
+	run := catalog.CopyRun{Newest: res.Newest[j.Machine]}
+	for _, v := range vaults {
+		if v.URL == spec.From {
+			run.Source = v.Name
+		}
+	}
+	return s.Catalog.FinishCopy(ctx, id, owner, body.Result, run, runErr, now)
 }
 
 // alertOn raises the alert kind on subject when job j failed, and clears

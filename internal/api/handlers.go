@@ -91,6 +91,10 @@ type MachineJSON struct {
 	RPO       Duration  `json:"rpo,omitempty"`
 	LastPoint time.Time `json:"last_point,omitzero"`
 	NextRun   time.Time `json:"next_run,omitzero"`
+	// Copy is where the machine's copy to its policy's second vault
+	// stands; absent when the policy copies nowhere (or before the
+	// scheduler's first tick since it began to).
+	Copy *CopyJSON `json:"copy,omitempty"`
 }
 
 func (s *Server) listTiers(w http.ResponseWriter, r *http.Request) error {
@@ -246,13 +250,15 @@ func (s *Server) deletePolicy(w http.ResponseWriter, r *http.Request) error {
 }
 
 // machineJSON builds a machine's wire form with its RPO standing at now.
-func (s *Server) machineJSON(m catalog.Machine, tiers map[string]schedule.Tier, policies map[string]catalog.Policy, newest map[string]time.Time, now time.Time) (MachineJSON, error) {
+func (s *Server) machineJSON(m catalog.Machine, st standing, now time.Time) (MachineJSON, error) {
+	newest := st.newest
 	out := MachineJSON{Name: m.Name, Agent: m.Agent, Source: m.Spec, Policy: m.Policy, Tier: m.Tier, Protected: m.Protected, LastPoint: newest[m.Name]}
-	if tier, ok := tiers[m.Tier]; ok {
+	tier, ok := st.tiers[m.Tier]
+	if ok {
 		st := schedule.Assess(tier, newest[m.Name], m.Protected, now)
 		out.RPOState, out.RPOAge, out.RPO = string(st.State), Duration(st.Age), Duration(st.Objective)
 	}
-	if p, ok := policies[m.Policy]; ok {
+	if p, ok := st.policies[m.Policy]; ok {
 		last := m.LastSlot
 		if last.IsZero() {
 			last = m.Protected
@@ -261,30 +267,47 @@ func (s *Server) machineJSON(m catalog.Machine, tiers map[string]schedule.Tier, 
 			out.NextRun = at
 		}
 	}
+	if c, ok := st.copies[m.Name]; ok {
+		cj := CopyStatus(c, tier, now)
+		out.Copy = &cj
+	}
 	return out, nil
 }
 
-// standing loads what machineJSON needs for every machine: three queries
+// standing is what machineJSON needs for every machine.
+type standing struct {
+	tiers    map[string]schedule.Tier
+	policies map[string]catalog.Policy
+	newest   map[string]time.Time
+	copies   map[string]catalog.CopyState
+}
+
+// standing loads what machineJSON needs for machines: four queries
 // whatever the number of machines.
-func (s *Server) standing(r *http.Request) (map[string]schedule.Tier, map[string]catalog.Policy, map[string]time.Time, error) {
+func (s *Server) standing(r *http.Request, machines []catalog.Machine) (standing, error) {
 	ctx := r.Context()
-	tiers, err := s.tiers(ctx)
-	if err != nil {
-		return nil, nil, nil, err
+	var st standing
+	var err error
+	if st.tiers, err = s.tiers(ctx); err != nil {
+		return st, err
 	}
 	ps, err := s.Catalog.Policies(ctx)
 	if err != nil {
-		return nil, nil, nil, err
+		return st, err
 	}
-	newest, err := s.Catalog.NewestPoints(ctx)
-	if err != nil {
-		return nil, nil, nil, err
+	if st.newest, err = s.Catalog.NewestPoints(ctx); err != nil {
+		return st, err
 	}
-	policies := map[string]catalog.Policy{}
+	st.policies = map[string]catalog.Policy{}
 	for _, p := range ps {
-		policies[p.Name] = p
+		st.policies[p.Name] = p
 	}
-	return tiers, policies, newest, nil
+	copies, err := s.Catalog.CopyStates(ctx)
+	if err != nil {
+		return st, err
+	}
+	st.copies = CurrentCopies(copies, machines, st.policies)
+	return st, nil
 }
 
 // tiers loads the protection tiers by name.
@@ -305,14 +328,14 @@ func (s *Server) listMachines(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	tiers, policies, newest, err := s.standing(r)
+	st, err := s.standing(r, ms)
 	if err != nil {
 		return err
 	}
 	now := s.Clock.Now()
 	out := make([]MachineJSON, 0, len(ms))
 	for _, m := range ms {
-		mj, err := s.machineJSON(m, tiers, policies, newest, now)
+		mj, err := s.machineJSON(m, st, now)
 		if err != nil {
 			return err
 		}
@@ -327,11 +350,11 @@ func (s *Server) getMachine(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	tiers, policies, newest, err := s.standing(r)
+	st, err := s.standing(r, []catalog.Machine{m})
 	if err != nil {
 		return err
 	}
-	mj, err := s.machineJSON(m, tiers, policies, newest, s.Clock.Now())
+	mj, err := s.machineJSON(m, st, s.Clock.Now())
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"sync"
 	"time"
@@ -26,6 +27,8 @@ type metrics struct {
 	durations *prometheus.HistogramVec
 	points    *prometheus.CounterVec
 	newBytes  *prometheus.CounterVec
+	readBytes *prometheus.CounterVec
+	stored    *prometheus.CounterVec
 }
 
 var (
@@ -38,6 +41,16 @@ var (
 	descAlerts    = prometheus.NewDesc("lifeboat_alerts_open", "Open alerts by kind.", []string{"kind"}, nil)
 	descMachines  = prometheus.NewDesc("lifeboat_machines", "Machines in the catalog.", nil, nil)
 	descUp        = prometheus.NewDesc("lifeboat_catalog_up", "1 if the catalog answered this scrape.", nil, nil)
+	descDedup     = prometheus.NewDesc("lifeboat_backup_dedup_ratio",
+		"Share of the bytes the machine's newest successful backup read that it did not store as new chunks: 1 - new_bytes/read_bytes (0 when it read nothing).",
+		[]string{"machine"}, nil)
+	descVaultSize = prometheus.NewDesc("lifeboat_vault_pack_bytes",
+		"Bytes of packs in the vault as its newest successful prune job counted them, before that prune deleted anything (the scheduler prunes daily); data stored since is not counted.",
+		[]string{"vault"}, nil)
+	descVaultSizeAt = prometheus.NewDesc("lifeboat_vault_pack_bytes_timestamp_seconds", "When the prune that counted lifeboat_vault_pack_bytes ended.", []string{"vault"}, nil)
+	descCopyLag     = prometheus.NewDesc("lifeboat_copy_lag_seconds",
+		"How long the machine's copy to its policy's second vault has lacked a point of the policy's vault (0: it has them all); the copy-lag alert fires beyond the tier's RPO.",
+		[]string{"machine", "target"}, nil)
 )
 
 func newMetrics(s *Server) *metrics {
@@ -50,13 +63,26 @@ func newMetrics(s *Server) *metrics {
 			Help: "Recovery points reported to this server, by consistency achieved."}, []string{"consistency"}),
 		newBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_backup_new_bytes_total",
 			Help: "Bytes of new chunks stored by backups reported to this server."}, []string{"machine"}),
+		readBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_backup_read_bytes_total",
+			Help: "Bytes read from the machine's disks by backups reported to this server."}, []string{"machine"}),
+		stored: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lifeboat_backup_stored_bytes_total",
+			Help: "Bytes of packs uploaded to the vault (compressed, encrypted) by backups reported to this server."}, []string{"machine"}),
 	}
-	m.reg.MustRegister(m.jobs, m.durations, m.points, m.newBytes, &catalogCollector{s: s})
+	m.reg.MustRegister(m.jobs, m.durations, m.points, m.newBytes, m.readBytes, m.stored, &catalogCollector{s: s})
 	return m
 }
 
+// backupResult is what the metrics read of a backup's result.
+type backupResult struct {
+	NewBytes    int64 `json:"new_bytes"`
+	ReadBytes   int64 `json:"read_bytes"`
+	StoredBytes int64 `json:"stored_bytes"`
+}
+
 // finished counts a run reported through the agent routes.
-func (m *metrics) finished(j catalog.Job, points []catalog.Point, newBytes int64) {
+func (m *metrics) finished(j catalog.Job, points []catalog.Point, raw json.RawMessage) {
+	var res backupResult
+	json.Unmarshal(raw, &res)
 	result := j.State
 	if j.State == catalog.Queued {
 		result = "retrying"
@@ -68,8 +94,10 @@ func (m *metrics) finished(j catalog.Job, points []catalog.Point, newBytes int64
 	for _, p := range points {
 		m.points.WithLabelValues(p.Consistency).Inc()
 	}
-	if newBytes > 0 && j.Machine != "" {
-		m.newBytes.WithLabelValues(j.Machine).Add(float64(newBytes))
+	if j.Kind == "backup" && j.State == catalog.Succeeded && j.Machine != "" {
+		m.newBytes.WithLabelValues(j.Machine).Add(float64(max(res.NewBytes, 0)))
+		m.readBytes.WithLabelValues(j.Machine).Add(float64(max(res.ReadBytes, 0)))
+		m.stored.WithLabelValues(j.Machine).Add(float64(max(res.StoredBytes, 0)))
 	}
 }
 
@@ -80,7 +108,8 @@ type catalogCollector struct {
 }
 
 func (c *catalogCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRPOAge, descRPOObj, descRPOState, descAgentUp, descAgentBeat, descJobsNow, descAlerts, descMachines, descUp} {
+	for _, d := range []*prometheus.Desc{descRPOAge, descRPOObj, descRPOState, descAgentUp, descAgentBeat, descJobsNow, descAlerts, descMachines, descUp,
+		descDedup, descVaultSize, descVaultSizeAt, descCopyLag} {
 		ch <- d
 	}
 }
@@ -167,6 +196,66 @@ func (c *catalogCollector) collect(ctx context.Context, ch chan<- prometheus.Met
 	}
 	for k, n := range kinds {
 		ch <- prometheus.MustNewConstMetric(descAlerts, prometheus.GaugeValue, float64(n), k)
+	}
+	return c.collectData(ctx, ch, machines, byName, now)
+}
+
+// collectData reports what the catalog knows of the data: dedup of each
+// machine's newest backup, vault sizes, copy lag.
+func (c *catalogCollector) collectData(ctx context.Context, ch chan<- prometheus.Metric, machines []catalog.Machine, tiers map[string]schedule.Tier, now time.Time) error {
+	cat := c.s.Catalog
+	backups, err := cat.LatestJobs(ctx, "backup", catalog.Succeeded)
+	if err != nil {
+		return err
+	}
+	for machine, j := range backups {
+		var res struct {
+			NewBytes  int64  `json:"new_bytes"`
+			ReadBytes *int64 `json:"read_bytes"`
+		}
+		if json.Unmarshal(j.Result, &res) != nil || res.ReadBytes == nil {
+			continue // an older agent's result: nothing to say
+		}
+		ratio := 0.0
+		if read := *res.ReadBytes; read > 0 {
+			ratio = 1 - float64(min(res.NewBytes, read))/float64(read)
+		}
+		ch <- prometheus.MustNewConstMetric(descDedup, prometheus.GaugeValue, ratio, machine)
+	}
+	prunes, err := cat.Jobs(ctx, catalog.JobFilter{Kind: "prune", State: catalog.Succeeded, Limit: 200})
+	if err != nil {
+		return err
+	}
+	sized := map[string]bool{}
+	for _, j := range prunes { // newest first
+		var res struct {
+			PackBytes *int64 `json:"pack_bytes"`
+		}
+		if sized[j.Vault] || j.Vault == "" || json.Unmarshal(j.Result, &res) != nil || res.PackBytes == nil {
+			continue
+		}
+		sized[j.Vault] = true
+		ch <- prometheus.MustNewConstMetric(descVaultSize, prometheus.GaugeValue, float64(*res.PackBytes), j.Vault)
+		ch <- prometheus.MustNewConstMetric(descVaultSizeAt, prometheus.GaugeValue, float64(j.Finished.Unix()), j.Vault)
+	}
+	ps, err := cat.Policies(ctx)
+	if err != nil {
+		return err
+	}
+	policies := map[string]catalog.Policy{}
+	for _, p := range ps {
+		policies[p.Name] = p
+	}
+	states, err := cat.CopyStates(ctx)
+	if err != nil {
+		return err
+	}
+	current := CurrentCopies(states, machines, policies)
+	for _, m := range machines {
+		if st, ok := current[m.Name]; ok {
+			cs := CopyStatus(st, tiers[m.Tier], now)
+			ch <- prometheus.MustNewConstMetric(descCopyLag, prometheus.GaugeValue, time.Duration(cs.Lag).Seconds(), m.Name, cs.Target)
+		}
 	}
 	return nil
 }

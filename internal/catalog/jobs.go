@@ -269,6 +269,17 @@ func (c *Catalog) Renew(ctx context.Context, id, owner string, progress json.Raw
 // otherwise. A run whose lease was lost (reaped, finished, cancelled
 // meanwhile) gets ErrLeaseLost and changes nothing.
 func (c *Catalog) Finish(ctx context.Context, id, owner string, result json.RawMessage, points []Point, runErr error, now time.Time) error {
+	return c.finish(ctx, id, owner, result, points, runErr, now, nil)
+}
+
+// ended is what finish tells its caller's hook about the run that ended,
+// inside finish's transaction.
+type ended struct {
+	machine, vault, kind, state, msg string
+}
+
+func (c *Catalog) finish(ctx context.Context, id, owner string, result json.RawMessage, points []Point, runErr error, now time.Time,
+	after func(tx *sql.Tx, e ended) error) error {
 	if len(result) == 0 {
 		result = json.RawMessage(`{}`)
 	}
@@ -324,6 +335,9 @@ func (c *Catalog) Finish(ctx context.Context, id, owner string, result json.RawM
 			_, err = tx.ExecContext(ctx, c.q(`UPDATE machines SET failures = 0, last_error = '' WHERE name = ?`), machine)
 		default:
 			_, err = tx.ExecContext(ctx, c.q(`UPDATE machines SET failures = failures + 1, last_error = ? WHERE name = ?`), msg, machine)
+		}
+		if err == nil && after != nil {
+			err = after(tx, ended{machine: machine, vault: vault, kind: kind, state: state, msg: msg})
 		}
 		return err
 	})

@@ -165,6 +165,25 @@ CREATE TABLE replication_specs (
 ALTER TABLE alerts ADD COLUMN acked_ms BIGINT;
 ALTER TABLE alerts ADD COLUMN acked_by TEXT NOT NULL DEFAULT '';
 `,
+	7: `
+-- Where each machine's copy to its policy's second vault stands: the
+-- newest point a copy job reported copied, and the copy jobs' failures
+-- in a row (FinishCopy). Expected is when the server began to expect
+-- copies of the machine there (ExpectCopies): copy lag counts from it
+-- for points older than that. What the copy-lag alert and the machine's
+-- copy status read.
+CREATE TABLE copies (
+	machine     TEXT NOT NULL,
+	target      TEXT NOT NULL,
+	source      TEXT NOT NULL,
+	expected_ms BIGINT NOT NULL,
+	newest_ms   BIGINT,
+	copied_ms   BIGINT,
+	failures    INTEGER NOT NULL DEFAULT 0,
+	last_error  TEXT NOT NULL DEFAULT '',
+	PRIMARY KEY (machine, target)
+);
+`,
 }
 
 // migrate brings the schema to the newest version. Several servers

@@ -429,6 +429,9 @@ func (c *Catalog) DeleteMachine(ctx context.Context, name string, now time.Time)
 		if _, err := tx.ExecContext(ctx, c.q(`UPDATE jobs SET cancel = 1 WHERE machine = ? AND state = ?`), name, Running); err != nil {
 			return err
 		}
+		if _, err := tx.ExecContext(ctx, c.q(`DELETE FROM copies WHERE machine = ?`), name); err != nil {
+			return err
+		}
 		_, err = tx.ExecContext(ctx, c.q(`UPDATE alerts SET cleared_ms = ? WHERE subject = ? AND cleared_ms IS NULL`), ms(now), name)
 		return err
 	})

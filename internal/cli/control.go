@@ -90,6 +90,19 @@ func orDash(s string) string {
 	return s
 }
 
+// copyLag is a machine's copy lag to the second, "missed" beyond its
+// tier's RPO; "-" when its policy copies nowhere.
+func copyLag(c *api.CopyJSON) string {
+	if c == nil {
+		return "-"
+	}
+	s := api.Duration(time.Duration(c.Lag).Round(time.Second)).Text()
+	if c.Missed {
+		s += " missed"
+	}
+	return s
+}
+
 func when(t time.Time) string {
 	if t.IsZero() {
 		return "-"
@@ -215,10 +228,15 @@ func (a *app) machineCommand() *cobra.Command {
 	f.StringVar(&agent, "agent", "", "agent whose host reads the disks (default: the server's built-in agent)")
 	f.StringVar(&definition, "definition", "", "machine definition (JSON, lifeboat.machine/v1)")
 	list := listCommand(a, &r, "list", "List machines with their protection and RPO state", "/v1/machines",
-		"NAME\tAGENT\tTIER\tPOLICY\tRPO\tLAST POINT\tNEXT RUN", func(m api.MachineJSON) string {
-			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s", m.Name, orDash(m.Agent), orDash(m.Tier), orDash(m.Policy),
-				orDash(m.RPOState), when(m.LastPoint), when(m.NextRun))
+		"NAME\tAGENT\tTIER\tPOLICY\tRPO\tLAST POINT\tNEXT RUN\tCOPY LAG", func(m api.MachineJSON) string {
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", m.Name, orDash(m.Agent), orDash(m.Tier), orDash(m.Policy),
+				orDash(m.RPOState), when(m.LastPoint), when(m.NextRun), copyLag(m.Copy))
 		})
+	list.Long = `List the server's machines: agent, tier, policy, RPO state (green, warning, missed,
+unprotected), newest recovery point, next scheduled backup, and COPY LAG — how long the copy to
+the policy's second vault (--copy-to) has lacked a point, "missed" beyond the tier's RPO (the
+copy-lag alert), "-" when the policy copies nowhere (docs/server.md, "Copy lag").
+With --json, each machine as GET /v1/machines gives it, its copy under "copy".`
 	remove := &cobra.Command{
 		Use: "remove NAME", Short: "Remove a machine from the server (its points stay in the vault)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -81,7 +81,7 @@ func TestServerCommands(t *testing.T) {
 		t.Fatalf("last_point of a machine never backed up: %s", r.stdout)
 	}
 	r = ok("machine", "list")
-	if !strings.Contains(r.stdout, "web1") || !strings.Contains(r.stdout, "RPO") {
+	if !strings.Contains(r.stdout, "web1") || !strings.Contains(r.stdout, "RPO") || !strings.Contains(r.stdout, "COPY LAG") {
 		t.Fatalf("machine list table:\n%s", r.stdout)
 	}
 	r = ok("backup-now", "web1")

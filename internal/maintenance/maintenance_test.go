@@ -93,9 +93,14 @@ func TestForgetPruneReclaims(t *testing.T) {
 		t.Fatalf("forget removed %d: %v", len(res.Removed), err)
 	}
 	before := storeBytes(store)
+	var packBytes int64
+	store.List(ctx, "packs/", func(i blob.Info) error { packBytes += i.Size; return nil })
 	rep, err := maintenance.Prune(ctx, v, maintenance.PruneOptions{})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if rep.PackBytes != packBytes || packBytes == 0 {
+		t.Fatalf("prune counted %d bytes of packs; the store held %d", rep.PackBytes, packBytes)
 	}
 	if rep.Deferred || rep.DeletedPacks+rep.RepackedPacks == 0 {
 		t.Fatalf("prune did nothing: %+v", rep)

@@ -26,9 +26,13 @@ type PruneOptions struct {
 
 // PruneReport says what prune found and did.
 type PruneReport struct {
-	Points           int   `json:"points"`
-	ReferencedChunks int   `json:"referenced_chunks"`
-	Packs            int   `json:"packs"`
+	Points           int `json:"points"`
+	ReferencedChunks int `json:"referenced_chunks"`
+	Packs            int `json:"packs"`
+	// PackBytes is the size of the packs the vault held when prune listed
+	// them, before it deleted anything (the server's vault-size gauge);
+	// absent when it did not get that far (a deferred earlier plan).
+	PackBytes        int64 `json:"pack_bytes,omitempty"`
 	KeptPacks        int   `json:"kept_packs"`
 	RepackedPacks    int   `json:"repacked_packs"`
 	DeletedPacks     int   `json:"deleted_packs"`
@@ -250,6 +254,7 @@ func prune(ctx context.Context, v *vault.Vault, opts PruneOptions) (*PruneReport
 	t := &packTable{num: map[chunk.ID]uint32{}, owner: refChunks, sizes: map[chunk.ID]int64{}}
 	for _, p := range stored {
 		t.sizes[p.ID] = p.Size
+		rep.PackBytes += p.Size
 	}
 	// Each referenced chunk is owned by the first pack met that holds it
 	// (refChunks maps it to that pack's number, 1-based); other copies are

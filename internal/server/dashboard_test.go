@@ -127,6 +127,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	if st := text(`tbody tr:has(a[href="#/machines/web1"]) [data-rpo]`); st != "green" {
 		t.Fatalf("web1's RPO state shows %q, want green", st)
 	}
+	if cp := text(`tbody tr:has(a[href="#/machines/web1"]) [data-copy]`); cp != "no copy" {
+		t.Fatalf("web1's copy shows %q; its policy copies nowhere", cp)
+	}
 
 	// The machine's page: its point, its job; back up now.
 	must(chromedp.Do(bctx,

@@ -150,6 +150,10 @@ func (s *Scheduler) Tick(ctx context.Context, now time.Time) (TickReport, error)
 	if failuresToAlert <= 0 {
 		failuresToAlert = 3
 	}
+	copies, err := s.copies(ctx, machines, policies, now)
+	if err != nil {
+		return rep, err
+	}
 
 	for _, m := range machines {
 		if p, ok := policies[m.Policy]; ok && !tiers[m.Tier].None {
@@ -179,8 +183,10 @@ func (s *Scheduler) Tick(ctx context.Context, now time.Time) (TickReport, error)
 			}
 			s.alert(ctx, &rep, st.State == schedule.Missed, AlertRPO, m.Name, msg, now)
 		}
-		s.alert(ctx, &rep, m.Failures >= failuresToAlert, AlertJobFailing, m.Name,
-			fmt.Sprintf("the last %d attempts to protect %s failed; the newest: %s", m.Failures, m.Name, m.LastError), now)
+		c, copied := copies[m.Name]
+		s.copyLag(ctx, &rep, m, tiers[m.Tier], c, copied, now)
+		on, msg := failing(m, c, failuresToAlert)
+		s.alert(ctx, &rep, on, AlertJobFailing, m.Name, msg, now)
 	}
 
 	if err := s.prunes(ctx, &rep, ps, urls, now); err != nil {

@@ -58,18 +58,22 @@ type Progress struct {
 
 // Stats say what a copy did. Byte counts are measured at the two stores.
 type Stats struct {
-	Points       []string `json:"points"`        // IDs of the points copied, oldest first
-	PointsCopied int      `json:"points_copied"` // len(Points)
-	Manifests    int      `json:"manifests"`     // manifest objects written
-	Chunks       int64    `json:"chunks"`        // chunks read from the source and stored at the target
-	ChunkBytes   int64    `json:"chunk_bytes"`   // their sealed size
-	ReadBytes    int64    `json:"read_bytes"`    // every byte read from the source (index, points, manifests, chunks)
-	ReadRequests int64    `json:"read_requests"` // GET requests to the source
-	WrittenBytes int64    `json:"written_bytes"` // every byte written to the target
-	Packs        int64    `json:"packs"`         // packs written at the target
-	PackBytes    int64    `json:"pack_bytes"`    // their size
-	AdoptedPacks int      `json:"adopted_packs"` // packs a killed copy or backup left, indexed and reused
-	DurationMS   int64    `json:"duration_ms"`
+	Points []string `json:"points"` // IDs of the points copied, oldest first
+	// Newest is, per machine, the time of the newest point copied: with
+	// copies oldest first, every older point of it is at the target too
+	// (what the server's copy lag reads).
+	Newest       map[string]time.Time `json:"newest,omitempty"`
+	PointsCopied int                  `json:"points_copied"` // len(Points)
+	Manifests    int                  `json:"manifests"`     // manifest objects written
+	Chunks       int64                `json:"chunks"`        // chunks read from the source and stored at the target
+	ChunkBytes   int64                `json:"chunk_bytes"`   // their sealed size
+	ReadBytes    int64                `json:"read_bytes"`    // every byte read from the source (index, points, manifests, chunks)
+	ReadRequests int64                `json:"read_requests"` // GET requests to the source
+	WrittenBytes int64                `json:"written_bytes"` // every byte written to the target
+	Packs        int64                `json:"packs"`         // packs written at the target
+	PackBytes    int64                `json:"pack_bytes"`    // their size
+	AdoptedPacks int                  `json:"adopted_packs"` // packs a killed copy or backup left, indexed and reused
+	DurationMS   int64                `json:"duration_ms"`
 	// Warnings name objects at the target that were ignored, such as copy
 	// markers that do not authenticate.
 	Warnings []string `json:"warnings,omitempty"`
@@ -638,6 +642,12 @@ func (c *copier) commit(ctx context.Context, batch []*sourcePoint) error {
 			return err
 		}
 		c.stats.Points = append(c.stats.Points, p.ID.String())
+		if p.Time.After(c.stats.Newest[p.Machine]) {
+			if c.stats.Newest == nil {
+				c.stats.Newest = map[string]time.Time{}
+			}
+			c.stats.Newest[p.Machine] = p.Time
+		}
 		c.committed.Add(1)
 		if err := c.opts.Seen.Saw(c.to.Config().ID, []*recovery.Point{p.Point}, c.to.Clock().Now()); err != nil {
 			c.stats.Warnings = append(c.stats.Warnings, "target: "+err.Error())

@@ -277,6 +277,9 @@ func TestCopyThenIncremental(t *testing.T) {
 	if len(st.Points) != 3 || st.Points[0] != want[0] || st.Points[1] != want[1] || st.Points[2] != want[2] {
 		t.Fatalf("copied %v, want %v in time order", st.Points, want)
 	}
+	if len(st.Newest) != 2 || !st.Newest["web1"].Equal(p2.Time) || !st.Newest["db1"].Equal(p3.Time) {
+		t.Fatalf("newest points copied %v, want web1 %s, db1 %s", st.Newest, p2.Time, p3.Time)
+	}
 	n1, b1 := newChunks(t, a.v, p1)
 	n2, b2 := newChunks(t, a.v, p2, p1)
 	n3, b3 := newChunks(t, a.v, p3, p1, p2)

@@ -130,6 +130,18 @@ function replicationLag(r) {
   return el('span', { class: `badge ${st.cls}`, 'data-rpo': r.rpo_state || 'none' }, text);
 }
 
+// copyLag shows how long a machine's copy to its policy's second vault
+// has lacked a point (the API's copy.lag), red beyond its tier's RPO
+// (copy.missed: the copy-lag alert).
+function copyLag(m) {
+  const c = m.copy;
+  if (!c) return el('span', { class: 'badge none', 'data-copy': 'none' }, 'no copy');
+  const cls = c.missed ? 'bad' : c.lag === '0s' ? 'ok' : 'warn';
+  const title = [c.newest_copied ? `newest point copied ${c.newest_copied}` : 'nothing copied yet',
+    c.failures ? `${c.failures} failed attempt(s): ${c.last_error}` : ''].filter(Boolean).join('; ');
+  return el('span', { class: `badge ${cls}`, 'data-copy': c.missed ? 'missed' : 'ok', title }, `${c.lag === '0s' ? 'current' : `${c.lag} behind`} (${c.target})`);
+}
+
 const REPL_CLS = { protected: 'ok', starting: 'warn', 'initial-sync': 'warn', resyncing: 'warn', error: 'bad', stopped: 'bad', 'failed-over': 'none' };
 
 function replicationState(r) {
@@ -251,8 +263,8 @@ async function machines() {
   const ms = await api('GET', '/v1/machines');
   return [
     el('h1', {}, 'Machines'),
-    table('Machines and where they stand', ['Machine', 'Tier', 'Policy', 'RPO state', 'Last point', 'Next run'],
-      ms.map((m) => [machineLink(m.name), m.tier || '—', m.policy || '—', rpoBadge(m), when(m.last_point), when(m.next_run)]),
+    table('Machines and where they stand', ['Machine', 'Tier', 'Policy', 'RPO state', 'Last point', 'Next run', 'Copy'],
+      ms.map((m) => [machineLink(m.name), m.tier || '—', m.policy || '—', rpoBadge(m), when(m.last_point), when(m.next_run), copyLag(m)]),
       'No machine yet: add one with lifeboat machine add (POST /v1/machines).'),
   ];
 }
@@ -284,6 +296,7 @@ async function machine(name) {
       el('dt', {}, 'Agent'), el('dd', {}, m.agent || 'any'),
       el('dt', {}, 'Last point'), el('dd', {}, when(m.last_point)),
       el('dt', {}, 'Next run'), el('dd', {}, when(m.next_run)),
+      el('dt', {}, 'Copy'), el('dd', { id: 'machine-copy' }, copyLag(m)),
       el('dt', {}, 'Replication'), el('dd', { id: 'machine-replication' },
         r ? [replicationState(r), ' ', replicationLag(r), ` to ${r.target} (agent ${r.agent})`] : 'not replicated'),
       el('dt', {}, 'Latest drill'), el('dd', { id: 'machine-drill' }, drillResult(d.last), d.last ? [' ', jobLink(d.last.job)] : ''),
