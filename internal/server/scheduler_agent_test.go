@@ -343,7 +343,9 @@ func TestSchedulerHourRealAgent(t *testing.T) {
 	if o := open(); len(o) != 0 {
 		t.Fatalf("alerts still open after db1's disk came back: %v", o)
 	}
-	if !waitFor(func() bool { return hook.got("cleared", AlertRPO, "db1") && hook.got("cleared", AlertJobFailing, "db1") }) {
+	if !waitFor(func() bool {
+		return hook.got("cleared", AlertRPO, "db1") && hook.got("cleared", AlertJobFailing, "db1")
+	}) {
 		t.Fatalf("the webhook did not hear db1's alerts clear: %+v", hook.events)
 	}
 	js := backups("db1")
