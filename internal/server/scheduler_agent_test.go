@@ -273,8 +273,9 @@ func testSchedulerHourRealAgent(t *testing.T, cat *catalog.Catalog) {
 		}
 		return n
 	}
-	for m, n := range countPoints() {
-		if n != 5 {
+	kept := countPoints()
+	for _, m := range machines {
+		if n := kept[m]; n != 5 {
 			t.Fatalf("the vault holds %d points of %s; its policy keeps the last 5", n, m)
 		}
 	}
@@ -322,6 +323,13 @@ func testSchedulerHourRealAgent(t *testing.T, cat *catalog.Catalog) {
 	if !waitFor(func() bool { return hook.got("raised", AlertRPO, "db1") && hook.got("raised", AlertJobFailing, "db1") }) {
 		t.Fatalf("the webhook did not hear db1's alerts: %+v", hook.events)
 	}
+	hook.mu.Lock()
+	for _, e := range hook.events {
+		if e.Kind == AlertJobFailing && !strings.Contains(e.Message, "input/output error") {
+			t.Errorf("the webhook's job-failing alert does not say why: %q", e.Message)
+		}
+	}
+	hook.mu.Unlock()
 	// The first failed backup: three attempts, the later ones after the
 	// backoff of the attempt before, each failing on the disk read.
 	var failed catalog.Job
