@@ -252,7 +252,7 @@ func testSchedulerHourRealAgent(t *testing.T, cat *catalog.Catalog) {
 				NewBytes int64 `json:"new_bytes"`
 			}
 			must(json.Unmarshal(j.Result, &res))
-			if res.NewBytes == 0 || res.NewBytes > 8<<20 {
+			if res.NewBytes == 0 || res.NewBytes > 1<<20 {
 				t.Fatalf("%s's backup %s stored %d new bytes after 1%% of its 32 MiB changed", m, j.ID, res.NewBytes)
 			}
 		}
@@ -279,12 +279,32 @@ func testSchedulerHourRealAgent(t *testing.T, cat *catalog.Catalog) {
 			t.Fatalf("the vault holds %d points of %s; its policy keeps the last 5", n, m)
 		}
 	}
-	prunes, err := cat.Jobs(ctx, catalog.JobFilter{Kind: "prune"})
-	must(err)
 	forgets, err := cat.Jobs(ctx, catalog.JobFilter{Kind: "forget", State: catalog.Succeeded, Limit: 1000})
 	must(err)
-	if len(prunes) != 1 || prunes[0].State != catalog.Succeeded || len(forgets) < 3*59 {
-		t.Fatalf("%d prune(s) (%+v) and %d forgets succeeded in the hour", len(prunes), prunes, len(forgets))
+	if len(forgets) < 3*59 {
+		t.Fatalf("%d forgets succeeded in the hour", len(forgets))
+	}
+	// The scheduler's prune ran at the start (on an empty vault); the next
+	// is a day away. Queued now as it queues it, the agent runs it: the
+	// data only the forgotten points held goes, the kept points' stays.
+	prunes, err := cat.Jobs(ctx, catalog.JobFilter{Kind: "prune"})
+	must(err)
+	if len(prunes) != 1 || prunes[0].State != catalog.Succeeded {
+		t.Fatalf("prunes in the hour: %+v", prunes)
+	}
+	pruneSpec, _ := json.Marshal(job.Prune{Vault: vaultDir})
+	pruneID, err := cat.Enqueue(ctx, catalog.Job{Kind: "prune", Vault: "local", Spec: pruneSpec, MaxAttempts: 1}, fc.Now())
+	must(err)
+	step(fc.Now())
+	var pruned catalog.Job
+	must(c.Do(ctx, "GET", "/v1/jobs/"+pruneID, nil, &pruned))
+	var pr maintenance.PruneReport
+	must(json.Unmarshal(pruned.Result, &pr))
+	if pruned.State != catalog.Succeeded || pr.Points != 15 || pr.DeletedPacks == 0 || pr.Deferred {
+		t.Fatalf("the prune after the hour: %s %s, %+v", pruned.State, pruned.Error, pr)
+	}
+	if kept := countPoints(); kept["web1"] != 5 || kept["db1"] != 5 || kept["vm1"] != 5 {
+		t.Fatalf("points after the prune: %v", kept)
 	}
 	rpo := func() map[string]string {
 		var ms []api.MachineJSON
@@ -390,6 +410,9 @@ func testSchedulerHourRealAgent(t *testing.T, cat *catalog.Catalog) {
 	if n := countPoints(); n["db1"] != 5 || n["web1"] != 5 || n["vm1"] != 5 {
 		t.Fatalf("points in the vault at the end: %v", n)
 	}
+	// A vault opened afresh: prune rewrote the index since v was opened.
+	v, err = location.Open(ctx, vaultDir, os.Getenv, []byte(pass), opts)
+	must(err)
 	vr, err := maintenance.Verify(ctx, v, maintenance.VerifyOptions{ReadData: true})
 	must(err)
 	if len(vr.Problems) > 0 {
@@ -491,8 +514,9 @@ func ext4Image(t *testing.T, dir, name string) (string, []int64) {
 	return img, blocks
 }
 
-// changeBlocks overwrites 1% of the image (in 4 KiB blocks of its data
-// file, so that the file system stays sound) with new random data.
+// changeBlocks overwrites 1% of the image with new random data: a run
+// of 4 KiB blocks of its data file from a random one on (so that the
+// file system stays sound), as a guest rewriting part of a file does.
 func changeBlocks(t *testing.T, rng *rand.ChaCha8, img string, blocks []int64) {
 	t.Helper()
 	f, err := os.OpenFile(img, os.O_WRONLY, 0)
@@ -501,9 +525,11 @@ func changeBlocks(t *testing.T, rng *rand.ChaCha8, img string, blocks []int64) {
 	}
 	defer f.Close()
 	buf := make([]byte, 4096)
-	for range (32 << 20) / 100 / len(buf) {
+	n := (32 << 20) / 100 / len(buf)
+	first := int(rng.Uint64() % uint64(len(blocks)-n))
+	for _, b := range blocks[first : first+n] {
 		rng.Read(buf)
-		if _, err := f.WriteAt(buf, blocks[rng.Uint64()%uint64(len(blocks))]*4096); err != nil {
+		if _, err := f.WriteAt(buf, b*4096); err != nil {
 			t.Fatal(err)
 		}
 	}
