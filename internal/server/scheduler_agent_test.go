@@ -56,7 +56,7 @@ import (
 // comes back: the next backup succeeds and both alerts clear, the
 // webhook hearing that too. The vault verifies (read-data) at the end.
 //
-// On SQLite only, for CI's time (about 20 s, more under -race):
+// On SQLite only, for CI's time (12 s on an idle machine, 40 s with -race):
 // TestSchedulerHour runs the scheduler on both engines, and
 // engines(t, testSchedulerHourRealAgent) runs this on PostgreSQL too.
 func TestSchedulerHourRealAgent(t *testing.T) {
@@ -155,7 +155,7 @@ func testSchedulerHourRealAgent(t *testing.T, cat *catalog.Catalog) {
 		changeBlocks(t, rng, db1, db1Blocks)
 		changeBlocks(t, rng, vm1.FUSE, vm1Blocks)
 	}
-	var raised, cleared []string
+	var raised []string
 	// step moves the fake clock to at, ticks, and waits until the agent
 	// has run every job that can run then (and those they queued).
 	step := func(at time.Time) {
@@ -167,7 +167,6 @@ func testSchedulerHourRealAgent(t *testing.T, cat *catalog.Catalog) {
 		rep, err := sched.Tick(ctx, at)
 		must(err)
 		raised = append(raised, rep.Raised...)
-		cleared = append(cleared, rep.Cleared...)
 		if !idle.wait(30 * time.Second) {
 			t.Fatalf("at +%s the agent did not run out of jobs within 30 s", at.Sub(t0))
 		}
