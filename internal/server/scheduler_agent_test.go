@@ -382,6 +382,9 @@ func testSchedulerHourRealAgent(t *testing.T, cat *catalog.Catalog) {
 	if hook.got("raised", AlertRPO, "web1") || hook.got("raised", AlertRPO, "vm1") {
 		t.Fatalf("healthy machines alerted: %+v", hook.events)
 	}
+	if st := rpo(); st["db1"] != string(schedule.Missed) || st["web1"] != string(schedule.Green) || st["vm1"] != string(schedule.Green) {
+		t.Fatalf("RPO status with db1's disk failing: %v", st)
+	}
 
 	// The disk comes back: the next backup succeeds, both alerts clear.
 	db1Broken.Store(false)
