@@ -372,11 +372,11 @@ func testSchedulerHourRealAgent(t *testing.T, cat *catalog.Catalog) {
 	if len(starts) != api.BackupAttempts {
 		t.Fatalf("db1's failed backup logged %d attempts: %+v", len(starts), logs)
 	}
-	for i := 1; i < len(starts); i++ {
-		// The clock moves in 10 s steps: the retry runs at the first one
-		// its backoff allows.
-		if gap := starts[i].Sub(starts[i-1]); gap < catalog.Backoff(i) || gap >= catalog.Backoff(i)+10*time.Second {
-			t.Fatalf("attempt %d of db1's backup came %s after the one before; its backoff is %s", i+1, gap, catalog.Backoff(i))
+	// The backoff: 30 s, then doubled. The clock moves in 10 s steps: a
+	// retry runs at the first one its backoff allows.
+	for i, backoff := range []time.Duration{30 * time.Second, time.Minute} {
+		if gap := starts[i+1].Sub(starts[i]); gap < backoff || gap >= backoff+10*time.Second {
+			t.Fatalf("attempt %d of db1's backup came %s after the one before; its backoff is %s", i+2, gap, backoff)
 		}
 	}
 	if hook.got("raised", AlertRPO, "web1") || hook.got("raised", AlertRPO, "vm1") {
