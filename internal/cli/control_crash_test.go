@@ -3,7 +3,6 @@ package cli_test
 import (
 	"context"
 	"encoding/json"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"lifeboat/internal/nbd"
+	"lifeboat/internal/testenv"
 )
 
 // controlPlane is a server (and maybe agents) run as real processes on
@@ -129,32 +129,7 @@ func slowDisk(t *testing.T, seed int) string {
 	if err := os.WriteFile(img, fill(16<<20, random, uint64(seed)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	fb, err := nbd.OpenFileBackend(img, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { fb.Close() })
-	srv, err := nbd.NewServer(nbd.Export{Backend: slowReads{fb}, ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp("", "slowdisk")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(dir, "s")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(context.Background(), ln)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		os.RemoveAll(dir)
-	})
-	return "nbd+unix:///?socket=" + sock
+	return testenv.ServeImage(t, img, func(fb *nbd.FileBackend) nbd.Backend { return slowReads{fb} })
 }
 
 // slowReads delays each read as a 2 MB/s disk would.

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +22,7 @@ import (
 	"lifeboat/internal/live"
 	"lifeboat/internal/qmp"
 	"lifeboat/internal/quiesce"
+	"lifeboat/internal/testenv"
 	"lifeboat/internal/vmtest"
 )
 
@@ -40,48 +40,8 @@ func storageDaemonWith(t testing.TB, src string) (dir, qmpSock, fuse string) {
 	for _, tool := range []string{"qemu-storage-daemon", "qemu-img", "fusermount3"} {
 		vmtest.RequireBinary(t, tool)
 	}
-	dir = t.TempDir()
-	img := filepath.Join(dir, "d0.qcow2")
-	mk := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", img, "8M")
-	if src != "" {
-		mk = exec.Command("qemu-img", "convert", "-O", "qcow2", src, img)
-	}
-	if out, err := mk.CombinedOutput(); err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-	qmpSock, fuse = filepath.Join(dir, "qmp.sock"), filepath.Join(dir, "d0.fuse")
-	os.WriteFile(fuse, nil, 0o600)
-	cmd := exec.Command("qemu-storage-daemon",
-		"--blockdev", "driver=file,node-name=d0-file,filename="+img,
-		"--blockdev", "driver=qcow2,node-name=d0,file=d0-file",
-		"--export", "type=fuse,id=fuse0,node-name=d0,mountpoint="+fuse+",writable=on",
-		"--chardev", "socket,id=m,path="+qmpSock+",server=on,wait=off", "--monitor", "chardev=m")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		exec.Command("fusermount3", "-u", fuse).Run()
-	})
-	for i := 0; ; i++ {
-		// Ready when the export has its size and QMP accepts a connection
-		// (the socket file exists a moment before QEMU listens on it).
-		st, err := os.Stat(fuse)
-		if err == nil && st.Size() > 0 {
-			if c, derr := net.Dial("unix", qmpSock); derr == nil {
-				c.Close()
-				return dir, qmpSock, fuse
-			}
-		}
-		if i > 200 {
-			t.Fatalf("qemu-storage-daemon did not start:\n%s", stderr.String())
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+	d := testenv.WritableStorageDaemon(t, src, "8M")
+	return d.Dir, d.QMP, d.FUSE
 }
 
 func writeAt(t *testing.T, path string, off int64, b []byte) {

@@ -3,6 +3,7 @@ package testenv
 import (
 	"bytes"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"syscall"
@@ -18,24 +19,50 @@ import (
 // (vmtest.RequireBinary).
 func StorageDaemon(t testing.TB, size string) (qmpSock string) {
 	t.Helper()
-	dir := t.TempDir()
-	img := filepath.Join(dir, "d0.qcow2")
-	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", img, size).CombinedOutput(); err != nil {
-		t.Fatalf("qemu-img create: %v\n%s", err, out)
-	}
-	qmpSock = filepath.Join(dir, "qmp.sock")
-	cmd := exec.Command("qemu-storage-daemon",
-		"--blockdev", "driver=file,node-name=d0-file,filename="+img,
-		"--blockdev", "driver=qcow2,node-name=d0,file=d0-file",
-		"--chardev", "socket,id=m,path="+qmpSock+",server=on,wait=off", "--monitor", "chardev=m")
-	return startQMP(t, cmd, qmpSock)
+	return startDaemon(t, "", size, false).QMP
 }
 
-// startQMP starts cmd, a QEMU process, kills it when the test ends, and
-// returns qmpSock once QEMU accepts connections on it.
-func startQMP(t testing.TB, cmd *exec.Cmd, qmpSock string) string {
+// Daemon is a running qemu-storage-daemon with one disk, node d0.
+type Daemon struct {
+	Dir   string // its directory, holding the image d0.qcow2
+	Image string // the qcow2 image it serves
+	QMP   string // its QMP socket
+	// FUSE is the disk exported writable over FUSE: what is written there
+	// is written by the "guest", through QEMU, and marks its dirty bitmaps.
+	FUSE string
+}
+
+// WritableStorageDaemon is StorageDaemon on a qcow2 copy of the raw image
+// src (size of zeros when src is ""), the disk also exported writable
+// over FUSE. The caller also checks that fusermount3 is installed.
+func WritableStorageDaemon(t testing.TB, src, size string) Daemon {
 	t.Helper()
-	name := filepath.Base(cmd.Path)
+	return startDaemon(t, src, size, true)
+}
+
+func startDaemon(t testing.TB, src, size string, fuse bool) Daemon {
+	t.Helper()
+	d := Daemon{Dir: t.TempDir()}
+	d.Image, d.QMP = filepath.Join(d.Dir, "d0.qcow2"), filepath.Join(d.Dir, "qmp.sock")
+	mk := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", d.Image, size)
+	if src != "" {
+		mk = exec.Command("qemu-img", "convert", "-O", "qcow2", src, d.Image)
+	}
+	if out, err := mk.CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", mk.Args, out)
+	}
+	args := []string{
+		"--blockdev", "driver=file,node-name=d0-file,filename=" + d.Image,
+		"--blockdev", "driver=qcow2,node-name=d0,file=d0-file",
+		"--chardev", "socket,id=m,path=" + d.QMP + ",server=on,wait=off", "--monitor", "chardev=m"}
+	if fuse {
+		d.FUSE = filepath.Join(d.Dir, "d0.fuse")
+		if err := os.WriteFile(d.FUSE, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--export", "type=fuse,id=fuse0,node-name=d0,mountpoint="+d.FUSE+",writable=on")
+	}
+	cmd := exec.Command("qemu-storage-daemon", args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -44,23 +71,31 @@ func startQMP(t testing.TB, cmd *exec.Cmd, qmpSock string) string {
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
-	// Ready when QMP accepts a connection (the socket file exists a moment
-	// before QEMU listens on it).
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(25 * time.Millisecond) {
-		if c, err := net.Dial("unix", qmpSock); err == nil {
-			c.Close()
-			return qmpSock
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+		if fuse {
+			exec.Command("fusermount3", "-u", d.FUSE).Run()
+		}
+	})
+	// Ready when the export has its size and QMP accepts a connection
+	// (the socket file exists a moment before QEMU listens on it).
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(25 * time.Millisecond) {
+		if st, err := os.Stat(d.FUSE); !fuse || err == nil && st.Size() > 0 {
+			if c, err := net.Dial("unix", d.QMP); err == nil {
+				c.Close()
+				return d
+			}
 		}
 		select {
 		case <-exited:
-			t.Fatalf("%s exited:\n%s", name, stderr.String())
+			t.Fatalf("qemu-storage-daemon exited:\n%s", stderr.String())
 		default:
 		}
 		if time.Now().After(deadline) {
 			cmd.Process.Kill()
 			<-exited // stderr is written no more
-			t.Fatalf("%s did not listen on %s in 20 s:\n%s", name, qmpSock, stderr.String())
+			t.Fatalf("qemu-storage-daemon did not start in 10 s:\n%s", stderr.String())
 		}
 	}
 }
@@ -72,9 +107,32 @@ func startQMP(t testing.TB, cmd *exec.Cmd, qmpSock string) string {
 // that qemu-system-x86_64 is installed (vmtest.RequireBinary).
 func Emulator(t testing.TB) (qmpSock string) {
 	t.Helper()
-	dir := t.TempDir()
-	qmpSock = filepath.Join(dir, "qmp.sock")
+	qmpSock = filepath.Join(t.TempDir(), "qmp.sock")
 	cmd := exec.Command("qemu-system-x86_64", "-accel", "tcg", "-M", "pc", "-m", "32", "-nodefaults",
 		"-display", "none", "-S", "-qmp", "unix:"+qmpSock+",server=on,wait=off")
-	return startQMP(t, cmd, qmpSock)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(25 * time.Millisecond) {
+		if c, err := net.Dial("unix", qmpSock); err == nil {
+			c.Close()
+			return qmpSock
+		}
+		select {
+		case <-exited:
+			t.Fatalf("qemu-system-x86_64 exited:\n%s", stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			<-exited
+			t.Fatalf("qemu-system-x86_64 did not listen on %s in 20 s:\n%s", qmpSock, stderr.String())
+		}
+	}
 }
