@@ -292,6 +292,7 @@ func (a *app) replicateCommand() *cobra.Command {
 	points.Flags().StringVar(&pointsSite, "site", "", "the target site (default: the machine's replication target)")
 	points.Flags().StringVar(&pointsGroup, "group", "", "list the points of this replication group")
 	cmd.AddCommand(enable, run, status, disable, points, a.replicateCopyCommand())
+	cmd.AddCommand(a.replicatePauseCommands()...)
 	return cmd
 }
 

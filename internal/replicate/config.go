@@ -107,6 +107,10 @@ type Machine struct {
 	// Group names the replication group the machine belongs to: its cuts
 	// are taken together with the other members' (GroupRunner).
 	Group string `json:"group,omitempty"`
+	// Paused stops shipping (replicate pause): the runner takes no cuts
+	// and stops the mirror; the dirty bitmap keeps recording, so resuming
+	// sends only what was written meanwhile. Status says paused.
+	Paused bool `json:"paused,omitempty"`
 	// Capture is how writes are captured: CaptureMirror (QEMU's
 	// write-blocking mirror into the source journal, falling back to
 	// bitmap cuts when it fails) or CaptureBitmap (dirty-bitmap cuts);
@@ -288,6 +292,38 @@ func (c *Config) Enable(m Machine) error {
 		}
 	}
 	return c.put("machines", m.Name, m)
+}
+
+// SetPaused pauses (or resumes) the replication of the machine called
+// name, or of every member of group; a group member is paused with its
+// group only. The runners see it within a cycle.
+func (c *Config) SetPaused(name, group string, paused bool) ([]string, error) {
+	var ms []Machine
+	switch {
+	case group != "":
+		var err error
+		if ms, err = c.GroupMembers(group); err != nil {
+			return nil, err
+		}
+	default:
+		m, err := c.Machine(name)
+		if err != nil {
+			return nil, err
+		}
+		if m.Group != "" {
+			return nil, fmt.Errorf("%w: %s replicates in group %s, whose members are cut together: pause or resume the group (--group %s)", ErrInvalid, name, m.Group, m.Group)
+		}
+		ms = []Machine{m}
+	}
+	var names []string
+	for _, m := range ms {
+		m.Paused = paused
+		if err := c.put("machines", m.Name, m); err != nil {
+			return names, err
+		}
+		names = append(names, m.Name)
+	}
+	return names, nil
 }
 
 // Machine returns a replicated machine's settings.

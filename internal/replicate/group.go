@@ -217,9 +217,20 @@ func (g *GroupRunner) Run(ctx context.Context) error {
 	for {
 		start := g.Clock.Now()
 		var moved bool
-		if mirrored {
+		switch {
+		case g.pausedNow():
+			// Paused together: no group cut, every mirror stopped.
+			if mirrored {
+				g.stopMirrors(ctx)
+			}
+			for _, r := range g.Members {
+				r.holdPaused(ctx, false)
+			}
+		case mirrored:
+			g.leavePause()
 			moved = g.mirrorPeriod(ctx)
-		} else {
+		default:
+			g.leavePause()
 			moved = g.cycle(ctx)
 		}
 		if ctx.Err() != nil {
@@ -358,4 +369,21 @@ func (c *Config) GroupClient(group, site string) (*Client, error) {
 		return nil, err
 	}
 	return Dial(s)
+}
+
+// pausedNow tells whether any member is paused (replicate pause --group
+// pauses them all): the group takes no cut then.
+func (g *GroupRunner) pausedNow() bool {
+	for _, r := range g.Members {
+		if r.pausedNow() {
+			return true
+		}
+	}
+	return false
+}
+
+func (g *GroupRunner) leavePause() {
+	for _, r := range g.Members {
+		r.leavePause()
+	}
 }

@@ -231,3 +231,42 @@ func TestStatusText(t *testing.T) {
 		}
 	}
 }
+
+func TestSetPaused(t *testing.T) {
+	dir := t.TempDir()
+	cfg := OpenConfig(dir)
+	tok := filepath.Join(dir, "tok")
+	os.WriteFile(tok, []byte("t"), 0o600)
+	if err := cfg.AddSite(Site{Name: "dr1", URL: "http://127.0.0.1:1", TokenFile: tok}); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []Machine{{Name: "db1", Group: "shop"}, {Name: "web1", Group: "shop"}, {Name: "solo"}} {
+		m.QMP, m.Target = "/run/"+m.Name+".qmp", "dr1"
+		if err := cfg.Enable(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := cfg.SetPaused("db1", "", true); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "--group shop") {
+		t.Fatalf("pausing a group member alone: %v", err)
+	}
+	if _, err := cfg.SetPaused("nosuch", "", true); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("pausing an unknown machine: %v", err)
+	}
+	names, err := cfg.SetPaused("", "shop", true)
+	if err != nil || len(names) != 2 {
+		t.Fatalf("pausing the group: %v, %v", names, err)
+	}
+	now := time.Now()
+	for name, want := range map[string]string{"db1": StatePaused, "web1": StatePaused, "solo": StateStopped} {
+		st, err := cfg.MachineStatus(context.Background(), name, now)
+		if err != nil || st.State != want {
+			t.Fatalf("%s: state %q, %v; want %q", name, st.State, err, want)
+		}
+	}
+	if _, err := cfg.SetPaused("", "shop", false); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := cfg.MachineStatus(context.Background(), "db1", now); st.State != StateStopped {
+		t.Fatalf("after resume with no runner: %q, want stopped", st.State)
+	}
+}

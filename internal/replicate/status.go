@@ -16,6 +16,7 @@ const (
 	StateResyncing   = "resyncing"    // change tracking was lost: a full copy is being sent
 	StateError       = "error"        // the last cycle failed (Error); retried every cycle
 	StateFailedOver  = "failed-over"  // the machine runs at the target: nothing is shipped
+	StatePaused      = "paused"       // replicate pause: nothing is shipped until replicate resume
 	StateStopped     = "stopped"      // no runner is running (replicate run is not running)
 )
 
@@ -94,7 +95,12 @@ func (c *Config) MachineStatus(ctx context.Context, name string, now time.Time) 
 	if err := c.get("status", name, &st); err != nil && !errors.Is(err, ErrNotFound) {
 		return Status{}, err
 	}
-	if st.State != StateFailedOver && !alive(st.PID) {
+	switch {
+	case st.State == StateFailedOver:
+	case m.Paused:
+		// Paused whether a runner runs or not: nothing ships until resumed.
+		st.State, st.Error = StatePaused, ""
+	case !alive(st.PID):
 		st.State = StateStopped
 		if st.Error == "" {
 			st.Error = "no replication runner is running for this machine (lifeboat replicate run)"
