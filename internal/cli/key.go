@@ -81,7 +81,7 @@ func (a *app) vaultKeyCommand() *cobra.Command {
 		}),
 	}
 	remove.Flags().BoolVar(&force, "force", false, "remove the key slot even if it is the one the passphrase opened")
-	cmd.AddCommand(list, add, remove)
+	cmd.AddCommand(list, add, remove, a.vaultKeyExportCommand())
 	return cmd
 }
 

@@ -238,3 +238,55 @@ func TestKeyAddPrompts(t *testing.T) {
 		t.Errorf("the typed passphrase does not open the vault: %s", r)
 	}
 }
+
+// vault key export: the recovery sheet names the vault, its ID and the
+// passphrase once the passphrase opened it; --to writes a new 0600 file
+// and refuses an existing one or a link; a wrong passphrase writes nothing.
+func TestVaultKeyExport(t *testing.T) {
+	work := t.TempDir()
+	dir := filepath.Join(work, "vault")
+	initVault(t, dir, 0)
+	r := mustRun(t, "--vault", dir, "--json", "vault", "key", "export")
+	var sheet struct {
+		Vault, VaultID, KeySlot, Passphrase string
+	}
+	var raw map[string]string
+	if err := json.Unmarshal([]byte(r.stdout), &raw); err != nil {
+		t.Fatalf("--json: %v\n%s", err, r)
+	}
+	sheet.Vault, sheet.VaultID, sheet.Passphrase = raw["vault"], raw["vault_id"], raw["passphrase"]
+	if sheet.Vault != dir || len(sheet.VaultID) != 32 || sheet.Passphrase != testPassphrase {
+		t.Fatalf("sheet %+v", raw)
+	}
+	to := filepath.Join(work, "sheet.txt")
+	mustRun(t, "--vault", dir, "vault", "key", "export", "--to", to)
+	fi, err := os.Lstat(to)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("sheet file: %v, %v", fi, err)
+	}
+	text, _ := os.ReadFile(to)
+	for _, want := range []string{sheet.VaultID, testPassphrase, "--recover-from " + dir} {
+		if !strings.Contains(string(text), want) {
+			t.Fatalf("the sheet lacks %q:\n%s", want, text)
+		}
+	}
+	pass := map[string]string{"LIFEBOAT_PASSWORD": testPassphrase}
+	if r := inProcEnv(context.Background(), pass, "--vault", dir, "vault", "key", "export", "--to", to); r.code == 0 || !strings.Contains(r.stderr, "--to") {
+		t.Fatalf("export over an existing file: %s", r)
+	}
+	link := filepath.Join(work, "link")
+	os.Symlink(filepath.Join(work, "elsewhere"), link)
+	if r := inProcEnv(context.Background(), pass, "--vault", dir, "vault", "key", "export", "--to", link); r.code == 0 || !strings.Contains(r.stderr, "--to") {
+		t.Fatalf("export through a symbolic link: %s", r)
+	}
+	if _, err := os.Stat(filepath.Join(work, "elsewhere")); err == nil {
+		t.Fatal("the sheet was written through the link")
+	}
+	bad := filepath.Join(work, "bad.txt")
+	if r := inProcEnv(context.Background(), map[string]string{"LIFEBOAT_PASSWORD": "not the passphrase at all"}, "--vault", dir, "vault", "key", "export", "--to", bad); r.code == 0 {
+		t.Fatalf("export with a wrong passphrase: %s", r)
+	}
+	if _, err := os.Stat(bad); err == nil {
+		t.Fatal("a wrong passphrase wrote a sheet")
+	}
+}

@@ -499,7 +499,8 @@ func defaultVault(ctx context.Context, cat *catalog.Catalog, cfg Config) error {
 			return fmt.Errorf("default vault: %w", err)
 		}
 		fmt.Fprintf(cfg.Out, "lifeboat server: first start: vault %q created in %s; its passphrase is in %s (shown once):\n  %s\n"+
-			"  Keep a copy somewhere other than this host: without it the backups cannot be read.\n", DefaultVault, dir, passFile, pass)
+			"  Keep a copy somewhere other than this host: without it the backups cannot be read.\n"+
+			"  lifeboat vault key export --vault %s --password-file %s --to FILE writes its recovery sheet.\n", DefaultVault, dir, passFile, pass, dir, passFile)
 	}
 	return cat.PutVault(ctx, catalog.Vault{Name: DefaultVault, URL: dir}, cfg.Clock.Now())
 }
