@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"lifeboat/internal/bytesize"
 	"slices"
 	"strings"
 	"sync"
@@ -115,6 +116,22 @@ type Progress struct {
 	TotalBytes int64   `json:"total_bytes"`
 	Rate       float64 `json:"bytes_per_second"`
 	ETASeconds float64 `json:"eta_seconds,omitempty"`
+}
+
+// Text is the progress as a job list shows it: "42% 37.0 MiB/s ETA 12s";
+// "-" when nothing is known yet.
+func (p Progress) Text() string {
+	if p.TotalBytes <= 0 {
+		return "-"
+	}
+	s := fmt.Sprintf("%d%%", p.DoneBytes*100/p.TotalBytes)
+	if p.Rate > 0 {
+		s += " " + bytesize.Format(int64(p.Rate)) + "/s"
+	}
+	if p.ETASeconds > 0 {
+		s += " ETA " + (time.Duration(p.ETASeconds) * time.Second).String()
+	}
+	return s
 }
 
 // Run runs one job.

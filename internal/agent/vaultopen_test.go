@@ -120,3 +120,18 @@ func TestJobsKeepVaultOpen(t *testing.T) {
 		t.Fatalf("points: %d, %v; want 3", len(pts), err)
 	}
 }
+
+func TestProgressText(t *testing.T) {
+	for _, c := range []struct {
+		p    agent.Progress
+		want string
+	}{
+		{agent.Progress{}, "-"},
+		{agent.Progress{DoneBytes: 1 << 20, TotalBytes: 4 << 20}, "25%"},
+		{agent.Progress{DoneBytes: 3 << 20, TotalBytes: 4 << 20, Rate: 1 << 20, ETASeconds: 1.4}, "75% 1.00 MiB/s ETA 1s"},
+	} {
+		if got := c.p.Text(); got != c.want {
+			t.Errorf("%+v.Text() = %q, want %q", c.p, got, c.want)
+		}
+	}
+}

@@ -586,15 +586,20 @@ func (s *Server) jobLogs(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.Catalog.Job(r.Context(), r.PathValue("id")); err != nil {
+	j, err := s.Catalog.Job(r.Context(), r.PathValue("id")) // the ID or a prefix of it
+	if err != nil {
 		return err
 	}
-	items, err := s.Catalog.Logs(r.Context(), r.PathValue("id"), int64(after))
+	items, err := s.Catalog.Logs(r.Context(), j.ID, int64(after))
 	return listed(w, items, err)
 }
 
 func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) error {
-	if err := s.Catalog.CancelJob(r.Context(), r.PathValue("id"), s.Clock.Now()); err != nil {
+	j, err := s.Catalog.Job(r.Context(), r.PathValue("id")) // the ID or a prefix of it
+	if err != nil {
+		return err
+	}
+	if err := s.Catalog.CancelJob(r.Context(), j.ID, s.Clock.Now()); err != nil {
 		return err
 	}
 	return s.getJob(w, r)

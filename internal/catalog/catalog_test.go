@@ -432,6 +432,33 @@ func TestJobCancel(t *testing.T) {
 		if err := c.CancelJob(ctx, "nope", t0); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("cancel of an unknown job: %v", err)
 		}
+		// A job is found by the prefix lists print (12 digits), not by a
+		// prefix shorter than MinJobPrefix or one naming two jobs.
+		if j, err := c.Job(ctx, r[:12]); err != nil || j.ID != r {
+			t.Fatalf("job by its 12-digit prefix: %+v, %v", j, err)
+		}
+		if _, err := c.Job(ctx, r[:MinJobPrefix-1]); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("job by a %d-digit prefix: %v, want not found", MinJobPrefix-1, err)
+		}
+		if _, err := c.Job(ctx, r[:12]+"%"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("a prefix with a wildcard: %v, want not found", err)
+		}
+		// Two jobs whose IDs share their first 8 digits: their prefix is
+		// ambiguous, a longer one is not.
+		a, _ := c.Enqueue(ctx, Job{Kind: "verify"}, t0)
+		b, _ := c.Enqueue(ctx, Job{Kind: "verify"}, t0)
+		a2, b2 := "deadbeef0000"+a[12:], "deadbeef1111"+b[12:]
+		for old, id := range map[string]string{a: a2, b: b2} {
+			if _, err := c.db.ExecContext(ctx, c.q(`UPDATE jobs SET id = ? WHERE id = ?`), id, old); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := c.Job(ctx, "deadbeef"); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("an ambiguous prefix: %v, want invalid", err)
+		}
+		if j, err := c.Job(ctx, "deadbeef1111"); err != nil || j.ID != b2 {
+			t.Fatalf("a longer prefix: %+v, %v", j, err)
+		}
 	})
 }
 

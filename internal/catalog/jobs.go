@@ -442,15 +442,38 @@ func (c *Catalog) CancelJob(ctx context.Context, id string, now time.Time) error
 }
 
 // Job returns one job.
+//
+// id may also be a prefix of at least MinJobPrefix hex digits, as job
+// lists print them, naming a single job.
 func (c *Catalog) Job(ctx context.Context, id string) (Job, error) {
 	js, err := c.jobs(ctx, `WHERE id = ?`, id)
 	if err != nil {
 		return Job{}, err
 	}
+	if len(js) == 0 && len(id) >= MinJobPrefix && isHex(id) {
+		if js, err = c.jobs(ctx, `WHERE id LIKE ?`, id+"%"); err != nil {
+			return Job{}, err
+		}
+		if len(js) > 1 {
+			return Job{}, fmt.Errorf("catalog: job %s: %w: the prefix names %d jobs, give more of the ID", id, ErrInvalid, len(js))
+		}
+	}
 	if len(js) == 0 {
 		return Job{}, fmt.Errorf("catalog: job %s: %w", id, ErrNotFound)
 	}
 	return js[0], nil
+}
+
+// MinJobPrefix is the shortest ID prefix Job accepts.
+const MinJobPrefix = 8
+
+func isHex(s string) bool {
+	for _, r := range s {
+		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // JobFilter selects jobs to list; zero fields select everything.

@@ -294,8 +294,8 @@ func (a *app) jobCommand() *cobra.Command {
 	list := &cobra.Command{
 		Use: "list [--machine NAME] [--state STATE]", Short: "List jobs, newest first", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return getTable(cmd.Context(), a, &r, api.JobsPath(filter), "ID\tKIND\tMACHINE\tSTATE\tATTEMPT\tCREATED\tERROR", func(j catalog.Job) string {
-				return fmt.Sprintf("%s\t%s\t%s\t%s\t%d/%d\t%s\t%s", j.ID[:12], j.Kind, orDash(j.Machine), j.State, j.Attempt, j.MaxAttempts, when(j.Created), j.Error)
+			return getTable(cmd.Context(), a, &r, api.JobsPath(filter), "ID\tKIND\tMACHINE\tSTATE\tPROGRESS\tATTEMPT\tCREATED\tERROR", func(j catalog.Job) string {
+				return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%d/%d\t%s\t%s", j.ID[:12], j.Kind, orDash(j.Machine), j.State, progressText(j), j.Attempt, j.MaxAttempts, when(j.Created), j.Error)
 			})
 		},
 	}
@@ -310,7 +310,7 @@ func (a *app) jobCommand() *cobra.Command {
 			})
 		},
 	}
-	cmd.AddCommand(list, cancel)
+	cmd.AddCommand(list, cancel, a.jobLogsCommand(&r))
 	return cmd
 }
 

@@ -241,6 +241,24 @@ func TestServerAndAgentRunBackups(t *testing.T) {
 	if backups != 1 {
 		t.Fatalf("db1's jobs: %v", jobs)
 	}
+	// Its log, by the 12-digit ID the job list prints: the agent's lines.
+	var backupID string
+	for _, j := range jobs {
+		if j["kind"] == "backup" {
+			backupID = j["id"].(string)
+		}
+	}
+	if r := ok("job", "list", "--machine", "db1"); !strings.Contains(r.stdout, "PROGRESS") || !strings.Contains(r.stdout, backupID[:12]) {
+		t.Fatalf("job list:\n%s", r.stdout)
+	}
+	for _, args := range [][]string{{"job", "logs", backupID[:12]}, {"job", "logs", backupID[:12], "--follow"}} {
+		if r := ok(args...); !strings.Contains(r.stdout, "backing up db1") || !strings.Contains(r.stdout, "committed") {
+			t.Fatalf("lifeboat %v:\n%s", args, r.stdout)
+		}
+	}
+	if r := inProcEnv(context.Background(), nil, append([]string{"job", "logs", "0123456789ab"}, remote...)...); r.code != 8 {
+		t.Fatalf("logs of an unknown job: %s, want exit 8", r)
+	}
 	var ms []map[string]any
 	json.Unmarshal([]byte(ok("machine", "list", "--json").stdout), &ms)
 	for _, m := range ms {
