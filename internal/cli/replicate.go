@@ -300,7 +300,7 @@ func (a *app) failoverCommand() *cobra.Command {
 	var opts replica.FailoverOptions
 	var cleanup, planned bool
 	cmd := &cobra.Command{
-		Use:     "failover --machine NAME|--group GROUP [--point latest|latest-app|ID|TIME] [--planned | --test | --test-cleanup] [--disks-only --to DIR]",
+		Use:     "failover --machine NAME|--group GROUP [--point latest|latest-app|ID|TIME] [--planned | --test | --test-cleanup] [--disks-only --to DIR | --export-nbd unix:PATH|HOST:PORT]",
 		Short:   "Start a replicated machine at its target site",
 		Long:    help("failover"),
 		Example: help("failover.example"),
@@ -328,6 +328,12 @@ func (a *app) failoverCommand() *cobra.Command {
 					a.printf("removed test failover %s of %s\n", fo.Name, machine)
 				case opts.DisksOnly:
 					a.printf("wrote the disks of %s at point %d (%s) to %s in %.1fs\n", fo.Name, fo.Point.ID, fo.Point.Time.Format(time.RFC3339), to, fo.Seconds)
+				case fo.Export != "":
+					a.printf("the disks of %s at point %d (%s) are served over NBD at the target (pid %d); ready in %.1fs:\n",
+						fo.Name, fo.Point.ID, fo.Point.Time.Format(time.RFC3339), fo.PID, fo.Seconds)
+					for _, d := range fo.Disks {
+						a.printf("%s\t%s\n", d.Name, d.NBD)
+					}
 				default:
 					a.printf("%s runs at the target (pid %d) from point %d (%s); disks ready in %.1fs; console %s, QMP %s\n",
 						fo.Name, fo.PID, fo.Point.ID, fo.Point.Time.Format(time.RFC3339), fo.Seconds, fo.Console, fo.QMP)
@@ -345,6 +351,7 @@ func (a *app) failoverCommand() *cobra.Command {
 	f.BoolVar(&cleanup, "test-cleanup", false, "stop and remove the test copy")
 	f.BoolVar(&opts.DisksOnly, "disks-only", false, "write the disks as raw images into --to, start nothing")
 	f.StringVar(&to, "to", "", "directory on the site's host for --disks-only")
+	f.StringVar(&opts.ExportNBD, "export-nbd", "", "start nothing: serve the disks over NBD, writable, at unix:PATH or HOST:PORT on the site's host")
 	f.StringVar(&accel, "accel", "tcg", "tcg or kvm")
 	f.StringVar(&opts.Suffix, "suffix", "-dr", `added to the machine's name; "none" keeps the name (failing back)`)
 	var commitMachine, commitSite string

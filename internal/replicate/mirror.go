@@ -138,6 +138,13 @@ func (r *Runner) mirrorCycle(ctx context.Context) error {
 	if err == nil {
 		err = r.checkMirror(ctx)
 	}
+	if err == nil && r.mirror != nil && r.mirror.periods%rotateEvery == 1 {
+		// Bitmap cuts read the target's failovers every cycle; the mirror
+		// ships without asking, so it looks now and then.
+		if target, serr := r.client.Status(ctx, r.Machine.Name); serr == nil {
+			r.status.FailoverExports = failoverExports(target.FailedOver)
+		}
+	}
 	var ce errCapture
 	switch {
 	case errors.As(err, &ce):

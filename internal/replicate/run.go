@@ -215,6 +215,7 @@ func (r *Runner) Cycle(ctx context.Context) error {
 	target, err := r.client.Status(ctx, name)
 	switch {
 	case err == nil:
+		r.status.FailoverExports = failoverExports(target.FailedOver)
 		for _, fo := range target.FailedOver {
 			if !fo.Test {
 				r.status.State, r.status.Error = StateFailedOver, ""

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"syscall"
 	"time"
+
+	"lifeboat/internal/replica"
 )
 
 // Replication states, as status reports them.
@@ -78,8 +81,33 @@ type Status struct {
 	GroupPauseSeconds      float64    `json:"group_pause_seconds,omitempty"`
 	GroupPauseMaxSeconds   float64    `json:"group_pause_max_seconds,omitempty"`
 	CannotPause            string     `json:"cannot_pause,omitempty"`
-	Updated                time.Time  `json:"updated"`
-	PID                    int        `json:"pid,omitempty"`
+	// FailoverExports are the disks of the machine's failovers the target
+	// serves over NBD (failover --export-nbd), as the runner last saw the
+	// target.
+	FailoverExports []FailoverExport `json:"failover_exports,omitempty"`
+	Updated         time.Time        `json:"updated"`
+	PID             int              `json:"pid,omitempty"`
+}
+
+// FailoverExport is one disk of a failover served over NBD at the target.
+type FailoverExport struct {
+	Failover string `json:"failover"` // the failed-over machine's name (NAME-dr, NAME-dr-test)
+	Test     bool   `json:"test,omitempty"`
+	Disk     string `json:"disk"`
+	URI      string `json:"uri"`
+}
+
+// failoverExports lists the NBD exports of the target's failovers.
+func failoverExports(fos []replica.Failover) []FailoverExport {
+	var out []FailoverExport
+	for _, fo := range fos {
+		for _, d := range fo.Disks {
+			if d.NBD != "" {
+				out = append(out, FailoverExport{Failover: fo.Name, Test: fo.Test, Disk: d.Name, URI: d.NBD})
+			}
+		}
+	}
+	return out
 }
 
 // MachineStatus reads a machine's status as of now: the lag is the age of
@@ -170,4 +198,17 @@ func (s Status) CaptureText() string {
 		return CaptureBitmap
 	}
 	return s.Capture
+}
+
+// NoteText is the note a table shows: the error, then the NBD exports of
+// the target's failovers.
+func (s Status) NoteText() string {
+	notes := []string{}
+	if s.Error != "" {
+		notes = append(notes, s.Error)
+	}
+	for _, e := range s.FailoverExports {
+		notes = append(notes, fmt.Sprintf("%s %s served at %s", e.Failover, e.Disk, e.URI))
+	}
+	return strings.Join(notes, "; ")
 }
