@@ -136,6 +136,9 @@ func (mf *machineFlags) add(c *cobra.Command) {
 	f.StringVar(&mf.m.Capture, "capture", "", "how writes are captured: mirror (the default: QEMU's write-blocking mirror into the source journal, shipped as it fills, an RPO under a second; falls back to bitmap cuts while the mirror cannot run) or bitmap (a dirty-bitmap cut every --every)")
 	f.Int64Var(&mf.m.JournalLimit, "journal-limit", replicate.DefaultJournalLimit, "mirror capture: the most unshipped bytes the source journal holds (a WAN outage); past it, bitmap cuts stand in until the mirror starts again")
 	f.StringVar(&mf.m.NBDServer, "nbd-server", "", "unix:PATH of an NBD server the machine's QEMU already runs for others: lifeboat adds its exports there instead of starting QEMU's NBD server")
+	f.StringVar(&mf.m.PreHook, "pre-hook", "", "shell command run before the guest is frozen for an app-consistent cut (flush and lock the application); if it fails the cut is crash-consistent")
+	f.StringVar(&mf.m.PostHook, "post-hook", "", "shell command run after the app-consistent cut, once the guest is thawed; it always runs")
+	f.DurationVar(&mf.m.HookTimeout, "hook-timeout", 0, "the most each hook may run (default 5m)")
 	f.StringVar(&mf.m.Group, "group", "", "replication group: its members' cuts are taken together, and fail over together (replicate run --group); with mirror capture on every member (the default), each group cut is one instant across their journals, never retried")
 }
 

@@ -60,6 +60,9 @@ func (a *app) serverEnableReplication(cmd *cobra.Command, r *remote, agent strin
 	if agent == "" {
 		return usageError{fmt.Errorf("--agent is required with --server: the agent whose host runs %s", m.Name)}
 	}
+	if m.PreHook != "" || m.PostHook != "" {
+		return usageError{fmt.Errorf("--pre-hook and --post-hook are set on the machine's host (replicate enable there): a server does not make agents run commands")}
+	}
 	c, err := a.client(r)
 	if err != nil {
 		return err

@@ -15,7 +15,6 @@ import (
 	"lifeboat/internal/live"
 	"lifeboat/internal/nbd"
 	"lifeboat/internal/qmp"
-	"lifeboat/internal/recovery"
 	"lifeboat/internal/replica"
 )
 
@@ -711,13 +710,9 @@ func (r *Runner) appMarker(ctx context.Context, st State) error {
 		return nil
 	}
 	r.lastAppTry = now
-	consistency, notes, undo := live.Quiesce(ctx, live.Options{Consistency: recovery.App, GuestAgent: r.Machine.GuestAgent,
-		QMP: r.Machine.QMP, FreezeTimeout: 10 * time.Second, Executable: r.Executable})
-	for _, n := range notes {
-		r.Log.Warn("app-consistent point", "machine", r.Machine.Name, "note", n)
-	}
+	app, undo := r.quiesceForCut(ctx)
 	var err error
-	if consistency == recovery.App || consistency == recovery.File {
+	if app {
 		_, err = r.mirror.j.Append(journal.KindMarker, 0, 0, 0, nil)
 	}
 	if uerr := undo(); uerr != nil {

@@ -31,22 +31,26 @@ type Progress struct {
 // Status is a machine's replication status (status/NAME.json, written by
 // its runner; LagSeconds and a stopped runner are worked out on reading).
 type Status struct {
-	Machine          string     `json:"machine"`
-	Target           string     `json:"target"`
-	Group            string     `json:"group,omitempty"`
-	State            string     `json:"state"`
-	Progress         *Progress  `json:"progress,omitempty"`
-	LastSeq          uint64     `json:"last_seq"`
-	LastCut          *time.Time `json:"last_cut,omitempty"`
-	LastAppCut       *time.Time `json:"last_app_cut,omitempty"`
-	LagSeconds       float64    `json:"lag_seconds"`
-	LastBatchBytes   int64      `json:"last_batch_bytes"`
-	LastCycleSeconds float64    `json:"last_cycle_seconds"`
-	JournalBytes     int64      `json:"journal_bytes"` // the target's history
-	Points           int        `json:"points"`
-	Resyncs          int        `json:"resyncs"`
-	LastResyncBytes  int64      `json:"last_resync_bytes,omitempty"` // what the last resync sent
-	Error            string     `json:"error,omitempty"`
+	Machine    string     `json:"machine"`
+	Target     string     `json:"target"`
+	Group      string     `json:"group,omitempty"`
+	State      string     `json:"state"`
+	Progress   *Progress  `json:"progress,omitempty"`
+	LastSeq    uint64     `json:"last_seq"`
+	LastCut    *time.Time `json:"last_cut,omitempty"`
+	LastAppCut *time.Time `json:"last_app_cut,omitempty"`
+	// LastAppError says why the last app-consistent cut tried fell short
+	// (a pre-hook failed, the guest agent did not freeze): that cut is
+	// crash-consistent. Empty once one succeeds.
+	LastAppError     string  `json:"last_app_error,omitempty"`
+	LagSeconds       float64 `json:"lag_seconds"`
+	LastBatchBytes   int64   `json:"last_batch_bytes"`
+	LastCycleSeconds float64 `json:"last_cycle_seconds"`
+	JournalBytes     int64   `json:"journal_bytes"` // the target's history
+	Points           int     `json:"points"`
+	Resyncs          int     `json:"resyncs"`
+	LastResyncBytes  int64   `json:"last_resync_bytes,omitempty"` // what the last resync sent
+	Error            string  `json:"error,omitempty"`
 	// Capture is how writes are captured right now: "mirror" (QEMU's
 	// write-blocking mirror into the source journal) or "bitmap" (dirty
 	// bitmap cuts, also the fallback while the mirror is down).
@@ -206,6 +210,9 @@ func (s Status) NoteText() string {
 	notes := []string{}
 	if s.Error != "" {
 		notes = append(notes, s.Error)
+	}
+	if s.LastAppError != "" {
+		notes = append(notes, "last app-consistent cut fell short: "+s.LastAppError)
 	}
 	for _, e := range s.FailoverExports {
 		notes = append(notes, fmt.Sprintf("%s %s served at %s", e.Failover, e.Disk, e.URI))
