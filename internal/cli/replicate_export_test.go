@@ -43,6 +43,18 @@ func (s *replSite) failoverExport(args ...string) exportedFailover {
 	return fo
 }
 
+// cleanupTest removes machine's test failover and waits until its process
+// (pid) has stopped.
+func (s *replSite) cleanupTest(machine string, pid int) {
+	s.t.Helper()
+	if r := s.run("failover", "--machine", machine, "--test-cleanup"); r.code != 0 {
+		s.t.Fatalf("failover --test-cleanup: %s", r)
+	}
+	waitFor(s.t, 10*time.Second, "the test failover's process to stop", func() bool {
+		return syscall.Kill(pid, 0) != nil || isZombie(pid)
+	})
+}
+
 // nbdRead reads a whole disk through an NBD URI with qemu-img.
 func nbdRead(t *testing.T, uri string) []byte {
 	t.Helper()
@@ -94,12 +106,7 @@ func TestReplicateFailoverExportNBD(t *testing.T) {
 	// Replication goes on during the test.
 	writeAt(t, fuse, 3<<20, bytes.Repeat([]byte("during"), 1000))
 	s.cutAfter("qsd", time.Now(), 30*time.Second)
-	if r := s.run("failover", "--machine", "qsd", "--test-cleanup"); r.code != 0 {
-		t.Fatalf("failover --test-cleanup: %s", r)
-	}
-	waitFor(t, 10*time.Second, "the test export's server to stop", func() bool {
-		return syscall.Kill(fo.PID, 0) != nil || isZombie(fo.PID)
-	})
+	s.cleanupTest("qsd", fo.PID)
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
 		t.Fatalf("the test export's socket is left: %v", err)
 	}

@@ -2,8 +2,6 @@ package replicate
 
 import (
 	"errors"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -32,13 +30,7 @@ func TestHookSettings(t *testing.T) {
 			t.Errorf("%+v: %v, want %q", m, err, c.want)
 		}
 	}
-	dir := t.TempDir()
-	c := OpenConfig(filepath.Join(dir, "state"))
-	token := filepath.Join(dir, "token")
-	os.WriteFile(token, []byte("secret\n"), 0o600)
-	if err := c.AddSite(Site{Name: "dr", URL: "http://127.0.0.1:1", TokenFile: token}); err != nil {
-		t.Fatal(err)
-	}
+	c := configWithSite(t)
 	hooked := base
 	hooked.PreHook, hooked.Policy = "touch /tmp/x", replica.Policy{AppInterval: time.Hour}
 	got, err := c.Apply([]Machine{hooked})
