@@ -200,11 +200,22 @@ func TestReplicateVMFailoverExportBoots(t *testing.T) {
 		n, _ = strconv.Atoi(m[1])
 	}
 	s.cutAfter("vm1", time.Now(), time.Minute)
+	killed := time.Now()
 	if err := vm.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	vm.Wait(ctx)
 	last := lastCounter(vm)
+	// The runner ships its journal to the end once QEMU is gone, then
+	// falls back (and ships nothing more): the replica stands still, so
+	// the point failed over to stays a point.
+	waitFor(t, time.Minute, "the runner to notice QEMU is gone", func() bool {
+		r := s.run("replicate", "status", "--machine", "vm1", "--json")
+		var st struct {
+			LastFallbackAt *time.Time `json:"last_fallback_at"`
+		}
+		return json.Unmarshal([]byte(r.stdout), &st) == nil && st.LastFallbackAt != nil && st.LastFallbackAt.After(killed)
+	})
 
 	sock := filepath.Join(t.TempDir(), "vm1.sock")
 	r := s.run("--json", "failover", "--machine", "vm1", "--export-nbd", "unix:"+sock)
