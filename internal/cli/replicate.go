@@ -136,6 +136,9 @@ func (mf *machineFlags) add(c *cobra.Command) {
 	f.StringVar(&mf.m.Capture, "capture", "", "how writes are captured: mirror (the default: QEMU's write-blocking mirror into the source journal, shipped as it fills, an RPO under a second; falls back to bitmap cuts while the mirror cannot run) or bitmap (a dirty-bitmap cut every --every)")
 	f.Int64Var(&mf.m.JournalLimit, "journal-limit", replicate.DefaultJournalLimit, "mirror capture: the most unshipped bytes the source journal holds (a WAN outage); past it, bitmap cuts stand in until the mirror starts again")
 	f.StringVar(&mf.m.NBDServer, "nbd-server", "", "unix:PATH of an NBD server the machine's QEMU already runs for others: lifeboat adds its exports there instead of starting QEMU's NBD server")
+	f.StringVar(&mf.m.PreHook, "pre-hook", "", "shell command run before the guest is frozen for an app-consistent cut (flush and lock the application); if it fails the cut is crash-consistent")
+	f.StringVar(&mf.m.PostHook, "post-hook", "", "shell command run after the app-consistent cut, once the guest is thawed; it always runs")
+	f.DurationVar(&mf.m.HookTimeout, "hook-timeout", 0, "the most each hook may run (default 5m)")
 	f.StringVar(&mf.m.Group, "group", "", "replication group: its members' cuts are taken together, and fail over together (replicate run --group); with mirror capture on every member (the default), each group cut is one instant across their journals, never retried")
 }
 
@@ -301,7 +304,7 @@ func (a *app) failoverCommand() *cobra.Command {
 	var opts replica.FailoverOptions
 	var cleanup, planned bool
 	cmd := &cobra.Command{
-		Use:     "failover --machine NAME|--group GROUP [--point latest|latest-app|ID|TIME] [--planned | --test | --test-cleanup] [--disks-only --to DIR]",
+		Use:     "failover --machine NAME|--group GROUP [--point latest|latest-app|ID|TIME] [--planned | --test | --test-cleanup] [--disks-only --to DIR | --export-nbd unix:PATH|HOST:PORT]",
 		Short:   "Start a replicated machine at its target site",
 		Long:    help("failover"),
 		Example: help("failover.example"),
@@ -329,6 +332,12 @@ func (a *app) failoverCommand() *cobra.Command {
 					a.printf("removed test failover %s of %s\n", fo.Name, machine)
 				case opts.DisksOnly:
 					a.printf("wrote the disks of %s at point %d (%s) to %s in %.1fs\n", fo.Name, fo.Point.ID, fo.Point.Time.Format(time.RFC3339), to, fo.Seconds)
+				case fo.Export != "":
+					a.printf("the disks of %s at point %d (%s) are served over NBD at the target (pid %d); ready in %.1fs:\n",
+						fo.Name, fo.Point.ID, fo.Point.Time.Format(time.RFC3339), fo.PID, fo.Seconds)
+					for _, d := range fo.Disks {
+						a.printf("%s\t%s\n", d.Name, d.NBD)
+					}
 				default:
 					a.printf("%s runs at the target (pid %d) from point %d (%s); disks ready in %.1fs; console %s, QMP %s\n",
 						fo.Name, fo.PID, fo.Point.ID, fo.Point.Time.Format(time.RFC3339), fo.Seconds, fo.Console, fo.QMP)
@@ -346,6 +355,7 @@ func (a *app) failoverCommand() *cobra.Command {
 	f.BoolVar(&cleanup, "test-cleanup", false, "stop and remove the test copy")
 	f.BoolVar(&opts.DisksOnly, "disks-only", false, "write the disks as raw images into --to, start nothing")
 	f.StringVar(&to, "to", "", "directory on the site's host for --disks-only")
+	f.StringVar(&opts.ExportNBD, "export-nbd", "", "start nothing: serve the disks over NBD, writable, at unix:PATH or HOST:PORT on the site's host")
 	f.StringVar(&accel, "accel", "tcg", "tcg or kvm")
 	f.StringVar(&opts.Suffix, "suffix", "-dr", `added to the machine's name; "none" keeps the name (failing back)`)
 	var commitMachine, commitSite string

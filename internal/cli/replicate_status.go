@@ -24,7 +24,7 @@ func (a *app) localReplicationStatus(machine *string) func(*cobra.Command, []str
 		}
 		table(a, "MACHINE\tTARGET\tSTATE\tCAPTURE\tLAG\tCUT\tPOINTS\tHISTORY\tNOTE", out, func(st replicate.Status) string {
 			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s", st.Machine, st.Target, st.StateText(), st.CaptureText(), st.LagText(), st.LastSeq, st.Points,
-				size(st.JournalBytes), st.Error)
+				size(st.JournalBytes), st.NoteText())
 		})
 		return nil
 	}
@@ -49,7 +49,7 @@ func (a *app) serverReplicationStatus(cmd *cobra.Command, r *remote, machine str
 	}
 	table(a, "MACHINE\tAGENT\tTARGET\tSTATE\tCAPTURE\tLAG\tCUT\tPOINTS\tHISTORY\tNOTE", out, func(st api.ReplicationJSON) string {
 		return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s", st.Machine, st.Agent, st.Target, st.StateText(), st.CaptureText(), st.LagText(), st.LastSeq, st.Points,
-			size(st.JournalBytes), st.Error)
+			size(st.JournalBytes), st.NoteText())
 	})
 	return nil
 }
@@ -59,6 +59,9 @@ func (a *app) serverReplicationStatus(cmd *cobra.Command, r *remote, machine str
 func (a *app) serverEnableReplication(cmd *cobra.Command, r *remote, agent string, m replicate.Machine) error {
 	if agent == "" {
 		return usageError{fmt.Errorf("--agent is required with --server: the agent whose host runs %s", m.Name)}
+	}
+	if m.PreHook != "" || m.PostHook != "" {
+		return usageError{fmt.Errorf("--pre-hook and --post-hook are set on the machine's host (replicate enable there): a server does not make agents run commands")}
 	}
 	c, err := a.client(r)
 	if err != nil {

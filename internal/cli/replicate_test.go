@@ -259,12 +259,7 @@ func TestReplicateTestFailover(t *testing.T) {
 	// Replication goes on during the test.
 	writeAt(t, fuse, 1<<20, bytes.Repeat([]byte("during"), 1000))
 	s.cutAfter("qsd", time.Now(), 30*time.Second)
-	if r := s.run("failover", "--machine", "qsd", "--test-cleanup"); r.code != 0 {
-		t.Fatalf("failover --test-cleanup: %s", r)
-	}
-	waitFor(t, 10*time.Second, "the test copy to stop", func() bool {
-		return syscall.Kill(fo.PID, 0) != nil || isZombie(fo.PID)
-	})
+	s.cleanupTest("qsd", fo.PID)
 	after := time.Now()
 	s.cutAfter("qsd", after, 30*time.Second)
 	if r := s.run("failover", "--machine", "qsd", "--test-cleanup"); r.code != 8 {

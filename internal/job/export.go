@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"lifeboat/internal/nbd"
@@ -75,21 +74,7 @@ func pointRef(machine, point, vaultURL, what string) error {
 
 // ParseListen parses where an export listens: unix:PATH (a new socket
 // file) or HOST:PORT.
-func ParseListen(s string) (network, addr string, err error) {
-	if path, ok := strings.CutPrefix(s, "unix:"); ok {
-		if path == "" {
-			return "", "", errors.New("unix: needs a socket path (unix:/run/lifeboat/web1.sock)")
-		}
-		return "unix", path, nil
-	}
-	if s == "" {
-		return "", "", errors.New("give where to listen: unix:PATH or HOST:PORT")
-	}
-	if _, port, err := net.SplitHostPort(s); err != nil || port == "" {
-		return "", "", fmt.Errorf("%q is neither unix:PATH nor HOST:PORT", s)
-	}
-	return "tcp", s, nil
-}
+func ParseListen(s string) (network, addr string, err error) { return nbd.ParseListen(s) }
 
 // ExportedDisk is one disk being served.
 type ExportedDisk struct {
@@ -196,21 +181,11 @@ func ServePoint(ctx context.Context, v *vault.Vault, p *recovery.Point, e Export
 		os.Chmod(addr, 0o600) // the disks' contents are as private as the vault's
 	}
 	for _, d := range pd.Disks {
-		x.Disks = append(x.Disks, ExportedDisk{Name: d.Name(), Size: d.Size(), URI: exportURI(network, x.l.Addr().String(), d.Name())})
+		x.Disks = append(x.Disks, ExportedDisk{Name: d.Name(), Size: d.Size(), URI: nbd.ListenURI(network, x.l.Addr().String(), d.Name())})
 	}
 	go func() { x.served <- x.srv.Serve(context.WithoutCancel(ctx), x.l) }()
 	x.ReadyMS = v.Clock().Now().Sub(start).Milliseconds()
 	return x, nil
-}
-
-// exportURI is the NBD URI of export name at a listener's address, the
-// socket path written as it is (as qemu and libnbd print it): disk names
-// need no escaping.
-func exportURI(network, addr, name string) string {
-	if network == "unix" {
-		return "nbd+unix:///" + name + "?socket=" + addr
-	}
-	return "nbd://" + addr + "/" + name
 }
 
 // URI returns the NBD URI of disk name, or "".

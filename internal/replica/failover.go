@@ -49,6 +49,11 @@ type FailoverOptions struct {
 	// Name, when set, names the failed-over machine (a fail-back: its
 	// original name, which a definition without a name does not hold).
 	Name string `json:"name,omitempty"`
+	// ExportNBD, when set (unix:PATH or HOST:PORT on the site's host),
+	// starts no machine: the failover's disks are served there over NBD,
+	// writable, each an export named after the disk, for another
+	// hypervisor to boot (export.go).
+	ExportNBD string `json:"export_nbd,omitempty"`
 }
 
 // FailedDisk is one disk of a failed-over machine.
@@ -56,6 +61,9 @@ type FailedDisk struct {
 	Name   string `json:"name"`
 	File   string `json:"file"`
 	Format string `json:"format"`
+	// NBD is the disk's NBD URI when the failover serves its disks
+	// (FailoverOptions.ExportNBD).
+	NBD string `json:"nbd,omitempty"`
 }
 
 // Failover is a failed-over machine, as recorded in its failover.json.
@@ -66,9 +74,12 @@ type Failover struct {
 	Test       bool            `json:"test,omitempty"`
 	Disks      []FailedDisk    `json:"disks"`
 	Definition json.RawMessage `json:"definition"`
-	PID        int             `json:"pid,omitempty"`
-	QMP        string          `json:"qmp,omitempty"`
-	Console    string          `json:"console,omitempty"`
+	// PID and QMP are the started machine's, or the NBD server's that
+	// serves its disks when Export is set (where it listens).
+	PID     int    `json:"pid,omitempty"`
+	QMP     string `json:"qmp,omitempty"`
+	Export  string `json:"export_nbd,omitempty"`
+	Console string `json:"console,omitempty"`
 	// Seconds is how long the disks took to be ready to boot.
 	Seconds float64 `json:"seconds"`
 	// Batches is how many journal batches were applied over the base, or
@@ -97,6 +108,14 @@ func (s *Store) Failover(ctx context.Context, name string, opts FailoverOptions)
 	}
 	if opts.DisksOnly && opts.To == "" {
 		return nil, fmt.Errorf("%w: disks-only failover needs a directory to write the disks to", ErrInvalid)
+	}
+	if opts.ExportNBD != "" {
+		if opts.DisksOnly {
+			return nil, fmt.Errorf("%w: --export-nbd serves the failover's overlays: it does not go with --disks-only", ErrInvalid)
+		}
+		if _, err := checkExportListen(opts.ExportNBD); err != nil {
+			return nil, err
+		}
 	}
 	suffix := opts.Suffix
 	switch suffix {
@@ -198,11 +217,17 @@ func (s *Store) Failover(ctx context.Context, name string, opts FailoverOptions)
 		ok = true
 		return fo, nil
 	}
-	if err := startMachine(ctx, fo, fdir, opts); err != nil {
+	if opts.ExportNBD != "" {
+		err = serveDisks(ctx, fo, fdir, opts.ExportNBD)
+	} else {
+		err = startMachine(ctx, fo, fdir, opts)
+	}
+	if err != nil {
 		return nil, err
 	}
 	if err := WriteJSON(filepath.Join(fdir, "failover.json"), fo); err != nil {
 		stopMachine(fo)
+		stopExport(fo)
 		return nil, err
 	}
 	ok = true
@@ -257,6 +282,7 @@ func (s *Store) CleanupTest(ctx context.Context, name string) (*Failover, error)
 			continue
 		}
 		stopMachine(&fo)
+		stopExport(&fo)
 		if err := os.RemoveAll(filepath.Join(m.dir, "failover", fo.Name)); err != nil {
 			return nil, fmt.Errorf("removing test failover %s: %w", fo.Name, err)
 		}
@@ -616,39 +642,33 @@ func startMachine(ctx context.Context, fo *Failover, dir string, opts FailoverOp
 		os.RemoveAll(sockDir)
 		return fmt.Errorf("building the command line of %s: %w", fo.Name, err)
 	}
-	logf, err := os.Create(filepath.Join(dir, "qemu.log"))
-	if err != nil {
+	if err := startDetached(ctx, fo, dir, argv); err != nil {
+		os.RemoveAll(sockDir)
 		return err
 	}
-	defer logf.Close()
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		os.RemoveAll(sockDir)
-		return fmt.Errorf("starting %s: %w", fo.Name, err)
-	}
-	fo.PID = cmd.Process.Pid
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
+	return nil
+}
+
+var errExited = errors.New("exited")
+
+// waitSocket waits until a unix socket accepts a connection (QEMU creates
+// the file a moment before it listens), for at most 30 s; errExited when
+// exited is closed first.
+func waitSocket(ctx context.Context, path string, exited <-chan struct{}) error {
 	deadline := time.NewTimer(30 * time.Second)
 	defer deadline.Stop()
 	for {
-		if c, err := net.Dial("unix", fo.QMP); err == nil {
+		if c, err := net.Dial("unix", path); err == nil {
 			c.Close()
 			return nil
 		}
 		select {
 		case <-exited:
-			log, _ := os.ReadFile(filepath.Join(dir, "qemu.log"))
-			os.RemoveAll(sockDir)
-			return fmt.Errorf("%s exited at once: %s", fo.Name, strings.TrimSpace(string(log)))
+			return errExited
 		case <-ctx.Done():
-			stopMachine(fo)
 			return ctx.Err()
 		case <-deadline.C:
-			stopMachine(fo)
-			return fmt.Errorf("%s did not open its QMP socket within 30 s", fo.Name)
+			return errors.New("did not open its QMP socket within 30 s")
 		case <-time.After(20 * time.Millisecond): // polling until QEMU listens
 		}
 	}

@@ -120,6 +120,10 @@ func (s *Store) GroupStatus(ctx context.Context, group string) (GroupStatus, err
 // member is ever ahead of another. Members already failed over before an
 // error stay failed over; the error names them.
 func (s *Store) GroupFailover(ctx context.Context, group string, opts FailoverOptions) (*GroupFailover, error) {
+	if opts.ExportNBD != "" {
+		// One address cannot serve several members' daemons.
+		return nil, fmt.Errorf("%w: --export-nbd serves one machine's disks: fail the members over one at a time", ErrInvalid)
+	}
 	ms, names, seqs, common, err := s.groupCuts(group)
 	if err != nil {
 		return nil, err

@@ -29,6 +29,12 @@ func (c *Config) Apply(specs []Machine) (Applied, error) {
 	for _, m := range specs {
 		want[m.Name] = true
 		m.Managed = true
+		if m.PreHook != "" || m.PostHook != "" {
+			// A server never makes an agent run commands: hooks are set
+			// on the host itself (replicate enable there).
+			errs = append(errs, fmt.Errorf("%w: the replication of %s from the server carries hooks; set hooks with replicate enable on the host", ErrInvalid, m.Name))
+			continue
+		}
 		old, err := c.Machine(m.Name)
 		switch {
 		case err == nil && !old.Managed:

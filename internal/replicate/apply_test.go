@@ -12,7 +12,9 @@ import (
 // Apply enables what the server lists, changes what changed, disables the
 // managed machines no longer listed, and never touches machines enabled
 // by hand.
-func TestApply(t *testing.T) {
+// configWithSite is a new state directory naming one site, "dr".
+func configWithSite(t *testing.T) *Config {
+	t.Helper()
 	dir := t.TempDir()
 	c := OpenConfig(filepath.Join(dir, "state"))
 	token := filepath.Join(dir, "token")
@@ -20,6 +22,11 @@ func TestApply(t *testing.T) {
 	if err := c.AddSite(Site{Name: "dr", URL: "http://127.0.0.1:1", TokenFile: token}); err != nil {
 		t.Fatal(err)
 	}
+	return c
+}
+
+func TestApply(t *testing.T) {
+	c := configWithSite(t)
 	hand := Machine{Name: "hand", QMP: "/run/hand.qmp", Target: "dr"}
 	if err := c.Enable(hand); err != nil {
 		t.Fatal(err)

@@ -124,6 +124,15 @@ type Machine struct {
 	// machine's QEMU already runs for others: lifeboat adds its exports to
 	// it instead of starting QEMU's NBD server itself.
 	NBDServer string `json:"nbd_server,omitempty"`
+	// PreHook and PostHook are the operator's shell commands run around
+	// the guest's freeze for an app-consistent cut, as backup's
+	// --pre-hook and --post-hook (quiesce.Hook: without lifeboat's
+	// secrets in their environment; HookTimeout each, 5 minutes when 0).
+	// With hooks set, a cut is app-consistent only when the pre-hook
+	// succeeded; the post-hook always runs.
+	PreHook     string        `json:"pre_hook,omitempty"`
+	PostHook    string        `json:"post_hook,omitempty"`
+	HookTimeout time.Duration `json:"hook_timeout,omitempty"`
 	// Managed marks a replication enabled through a lifeboat server
 	// (Apply): the agent disables it when the server no longer lists it.
 	Managed bool `json:"managed,omitempty"`
@@ -175,6 +184,10 @@ func (m Machine) Validate() error {
 		return fmt.Errorf("%w: machine %s: the journal limit %d is under 1 MiB", ErrInvalid, m.Name, m.JournalLimit)
 	case m.NBDServer != "" && !strings.HasPrefix(m.NBDServer, "unix:"):
 		return fmt.Errorf("%w: machine %s: the NBD server address %q is not unix:PATH", ErrInvalid, m.Name, m.NBDServer)
+	case (m.PreHook != "" || m.PostHook != "") && p.AppInterval <= 0:
+		return fmt.Errorf("%w: machine %s: --pre-hook and --post-hook run around app-consistent cuts: give --app-interval", ErrInvalid, m.Name)
+	case m.HookTimeout < 0:
+		return fmt.Errorf("%w: machine %s: the hook timeout must not be negative", ErrInvalid, m.Name)
 	case p.AppInterval > 0 && m.GuestAgent == "":
 		return fmt.Errorf("%w: machine %s: app-consistent points need the guest agent's socket (--guest-agent)", ErrInvalid, m.Name)
 	}

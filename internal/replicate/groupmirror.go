@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"lifeboat/internal/journal"
-	"lifeboat/internal/live"
-	"lifeboat/internal/recovery"
 	"lifeboat/internal/replica"
 )
 
@@ -426,13 +424,9 @@ func (g *GroupRunner) freezeForCut(ctx context.Context) (bool, func()) {
 	}
 	for _, r := range g.Members {
 		r.lastAppTry = now
-		consistency, notes, undo := live.Quiesce(ctx, live.Options{Consistency: recovery.App, GuestAgent: r.Machine.GuestAgent,
-			QMP: r.Machine.QMP, FreezeTimeout: 10 * time.Second, Executable: r.Executable})
+		app, undo := r.quiesceForCut(ctx)
 		undos = append(undos, undo)
-		for _, n := range notes {
-			r.Log.Warn("app-consistent group cut", "machine", r.Machine.Name, "note", n)
-		}
-		if consistency != recovery.App && consistency != recovery.File {
+		if !app {
 			all = false
 		}
 	}

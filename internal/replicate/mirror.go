@@ -15,7 +15,6 @@ import (
 	"lifeboat/internal/live"
 	"lifeboat/internal/nbd"
 	"lifeboat/internal/qmp"
-	"lifeboat/internal/recovery"
 	"lifeboat/internal/replica"
 )
 
@@ -146,6 +145,13 @@ func (r *Runner) mirrorCycle(ctx context.Context) error {
 	r.status.SourceJournalBytes = r.mirror.j.Stats().Used()
 	if err == nil {
 		err = r.checkMirror(ctx)
+	}
+	if err == nil && r.mirror != nil && r.mirror.periods%rotateEvery == 1 {
+		// Bitmap cuts read the target's failovers every cycle; the mirror
+		// ships without asking, so it looks now and then.
+		if target, serr := r.client.Status(ctx, r.Machine.Name); serr == nil {
+			r.status.FailoverExports = failoverExports(target.FailedOver)
+		}
 	}
 	var ce errCapture
 	switch {
@@ -728,13 +734,9 @@ func (r *Runner) appMarker(ctx context.Context, st State) error {
 		return nil
 	}
 	r.lastAppTry = now
-	consistency, notes, undo := live.Quiesce(ctx, live.Options{Consistency: recovery.App, GuestAgent: r.Machine.GuestAgent,
-		QMP: r.Machine.QMP, FreezeTimeout: 10 * time.Second, Executable: r.Executable})
-	for _, n := range notes {
-		r.Log.Warn("app-consistent point", "machine", r.Machine.Name, "note", n)
-	}
+	app, undo := r.quiesceForCut(ctx)
 	var err error
-	if consistency == recovery.App || consistency == recovery.File {
+	if app {
 		_, err = r.mirror.j.Append(journal.KindMarker, 0, 0, 0, nil)
 	}
 	if uerr := undo(); uerr != nil {

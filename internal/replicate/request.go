@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"lifeboat/internal/clock"
+	"lifeboat/internal/nbd"
 	"lifeboat/internal/replica"
 )
 
@@ -182,6 +183,13 @@ func (r FailoverRequest) Validate() error {
 		return invalid("--planned fails over to the last cut after pausing the source: it takes no --point, --site, --test or --disks-only")
 	case o.DisksOnly != (o.To != ""):
 		return invalid("--disks-only and --to go together")
+	case o.ExportNBD != "" && (r.Cleanup || o.DisksOnly):
+		return invalid("--export-nbd serves the failover's disks instead of starting the machine: it does not go with --disks-only or --test-cleanup")
+	}
+	if o.ExportNBD != "" {
+		if _, _, err := nbd.ParseListen(o.ExportNBD); err != nil {
+			return invalid("--export-nbd: " + err.Error())
+		}
 	}
 	return nil
 }
@@ -237,6 +245,8 @@ func (r GroupFailoverRequest) Validate() error {
 		return invalid("--disks-only and --to go together")
 	case r.Planned && r.Site != "":
 		return invalid("--planned runs on the source host and fails over to the group's target: it takes no --site")
+	case o.ExportNBD != "":
+		return invalid("--export-nbd serves one machine's disks: fail the members over one at a time")
 	}
 	return nil
 }

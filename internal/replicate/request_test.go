@@ -85,6 +85,11 @@ func TestFailoverRequestValidate(t *testing.T) {
 		{FailoverRequest{Machine: "db1", Options: replica.FailoverOptions{DisksOnly: true}}, "--disks-only and --to go together"},
 		{FailoverRequest{Machine: "db1", Options: replica.FailoverOptions{To: "/srv"}}, "--disks-only and --to go together"},
 		{FailoverRequest{Machine: "db1", Options: replica.FailoverOptions{DisksOnly: true, To: "/srv"}}, ""},
+		{FailoverRequest{Machine: "db1", Options: replica.FailoverOptions{ExportNBD: "unix:/run/db1.sock", Test: true}}, ""},
+		{FailoverRequest{Machine: "db1", Planned: true, Options: replica.FailoverOptions{ExportNBD: "192.0.2.1:10809"}}, ""},
+		{FailoverRequest{Machine: "db1", Options: replica.FailoverOptions{ExportNBD: "nowhere"}}, "--export-nbd: "},
+		{FailoverRequest{Machine: "db1", Options: replica.FailoverOptions{ExportNBD: "unix:/x", DisksOnly: true, To: "/srv"}}, "--export-nbd serves"},
+		{FailoverRequest{Machine: "db1", Cleanup: true, Options: replica.FailoverOptions{ExportNBD: "unix:/x"}}, "--export-nbd serves"},
 	} {
 		err := c.r.Validate()
 		if c.want == "" {
@@ -123,6 +128,7 @@ func TestGroupFailoverRequestValidate(t *testing.T) {
 		{GroupFailoverRequest{Group: "g", Options: replica.FailoverOptions{DisksOnly: true}}, "--disks-only and --to go together"},
 		{GroupFailoverRequest{Group: "g", Options: replica.FailoverOptions{To: "/srv"}}, "--disks-only and --to go together"},
 		{GroupFailoverRequest{Group: "g", Planned: true, Site: "dr1"}, "--planned runs on the source host"},
+		{GroupFailoverRequest{Group: "g", Options: replica.FailoverOptions{ExportNBD: "unix:/x"}}, "--export-nbd serves one machine"},
 	} {
 		err := c.r.Validate()
 		if c.want == "" {

@@ -21,7 +21,6 @@ import (
 	"lifeboat/internal/live"
 	"lifeboat/internal/nbd"
 	"lifeboat/internal/qmp"
-	"lifeboat/internal/recovery"
 	"lifeboat/internal/replica"
 	"lifeboat/internal/source"
 )
@@ -224,6 +223,7 @@ func (r *Runner) Cycle(ctx context.Context) error {
 	target, err := r.client.Status(ctx, name)
 	switch {
 	case err == nil:
+		r.status.FailoverExports = failoverExports(target.FailedOver)
 		for _, fo := range target.FailedOver {
 			if !fo.Test {
 				r.status.State, r.status.Error = StateFailedOver, ""
@@ -342,7 +342,7 @@ func (r *Runner) Cycle(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	consistency := recovery.Crash
+	app := false
 	// An app-consistent cut is due once the interval passed since the last
 	// one, and since the last attempt (a guest whose agent does not answer
 	// is not made to wait for it every cycle).
@@ -359,12 +359,7 @@ func (r *Runner) Cycle(ctx context.Context) error {
 		StartServer: startServer, InstantTimeout: 30 * time.Second,
 		BeforeInstant: func(ctx context.Context) error {
 			if wantApp {
-				var notes []string
-				consistency, notes, undo = live.Quiesce(ctx, live.Options{Consistency: recovery.App, GuestAgent: r.Machine.GuestAgent,
-					QMP: r.Machine.QMP, FreezeTimeout: 10 * time.Second, Executable: r.Executable})
-				for _, n := range notes {
-					r.Log.Warn("app-consistent cut", "machine", name, "note", n)
-				}
+				app, undo = r.quiesceForCut(ctx)
 			}
 			if r.group != nil {
 				// Frozen first (when app-consistent), then every member
@@ -414,8 +409,8 @@ func (r *Runner) Cycle(ctx context.Context) error {
 	}
 	defer sess.Close(context.WithoutCancel(ctx)) // rolls the bitmaps back unless committed
 	cons := "crash"
-	if consistency == recovery.App || consistency == recovery.File {
-		cons = "app" // the guest's filesystems were frozen at the cut
+	if app {
+		cons = "app" // the guest's filesystems were frozen at the cut (the pre-hook ran)
 	}
 	h := replica.Header{Seq: seq, Cut: cut, Consistency: cons, Full: full && diff == nil}
 	if r.group != nil {

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"syscall"
 	"time"
+
+	"lifeboat/internal/replica"
 )
 
 // Replication states, as status reports them.
@@ -29,22 +32,26 @@ type Progress struct {
 // Status is a machine's replication status (status/NAME.json, written by
 // its runner; LagSeconds and a stopped runner are worked out on reading).
 type Status struct {
-	Machine          string     `json:"machine"`
-	Target           string     `json:"target"`
-	Group            string     `json:"group,omitempty"`
-	State            string     `json:"state"`
-	Progress         *Progress  `json:"progress,omitempty"`
-	LastSeq          uint64     `json:"last_seq"`
-	LastCut          *time.Time `json:"last_cut,omitempty"`
-	LastAppCut       *time.Time `json:"last_app_cut,omitempty"`
-	LagSeconds       float64    `json:"lag_seconds"`
-	LastBatchBytes   int64      `json:"last_batch_bytes"`
-	LastCycleSeconds float64    `json:"last_cycle_seconds"`
-	JournalBytes     int64      `json:"journal_bytes"` // the target's history
-	Points           int        `json:"points"`
-	Resyncs          int        `json:"resyncs"`
-	LastResyncBytes  int64      `json:"last_resync_bytes,omitempty"` // what the last resync sent
-	Error            string     `json:"error,omitempty"`
+	Machine    string     `json:"machine"`
+	Target     string     `json:"target"`
+	Group      string     `json:"group,omitempty"`
+	State      string     `json:"state"`
+	Progress   *Progress  `json:"progress,omitempty"`
+	LastSeq    uint64     `json:"last_seq"`
+	LastCut    *time.Time `json:"last_cut,omitempty"`
+	LastAppCut *time.Time `json:"last_app_cut,omitempty"`
+	// LastAppError says why the last app-consistent cut tried fell short
+	// (a pre-hook failed, the guest agent did not freeze): that cut is
+	// crash-consistent. Empty once one succeeds.
+	LastAppError     string  `json:"last_app_error,omitempty"`
+	LagSeconds       float64 `json:"lag_seconds"`
+	LastBatchBytes   int64   `json:"last_batch_bytes"`
+	LastCycleSeconds float64 `json:"last_cycle_seconds"`
+	JournalBytes     int64   `json:"journal_bytes"` // the target's history
+	Points           int     `json:"points"`
+	Resyncs          int     `json:"resyncs"`
+	LastResyncBytes  int64   `json:"last_resync_bytes,omitempty"` // what the last resync sent
+	Error            string  `json:"error,omitempty"`
 	// Capture is how writes are captured right now: "mirror" (QEMU's
 	// write-blocking mirror into the source journal) or "bitmap" (dirty
 	// bitmap cuts, also the fallback while the mirror is down).
@@ -79,8 +86,33 @@ type Status struct {
 	GroupPauseSeconds      float64    `json:"group_pause_seconds,omitempty"`
 	GroupPauseMaxSeconds   float64    `json:"group_pause_max_seconds,omitempty"`
 	CannotPause            string     `json:"cannot_pause,omitempty"`
-	Updated                time.Time  `json:"updated"`
-	PID                    int        `json:"pid,omitempty"`
+	// FailoverExports are the disks of the machine's failovers the target
+	// serves over NBD (failover --export-nbd), as the runner last saw the
+	// target.
+	FailoverExports []FailoverExport `json:"failover_exports,omitempty"`
+	Updated         time.Time        `json:"updated"`
+	PID             int              `json:"pid,omitempty"`
+}
+
+// FailoverExport is one disk of a failover served over NBD at the target.
+type FailoverExport struct {
+	Failover string `json:"failover"` // the failed-over machine's name (NAME-dr, NAME-dr-test)
+	Test     bool   `json:"test,omitempty"`
+	Disk     string `json:"disk"`
+	URI      string `json:"uri"`
+}
+
+// failoverExports lists the NBD exports of the target's failovers.
+func failoverExports(fos []replica.Failover) []FailoverExport {
+	var out []FailoverExport
+	for _, fo := range fos {
+		for _, d := range fo.Disks {
+			if d.NBD != "" {
+				out = append(out, FailoverExport{Failover: fo.Name, Test: fo.Test, Disk: d.Name, URI: d.NBD})
+			}
+		}
+	}
+	return out
 }
 
 // MachineStatus reads a machine's status as of now: the lag is the age of
@@ -176,4 +208,20 @@ func (s Status) CaptureText() string {
 		return CaptureBitmap
 	}
 	return s.Capture
+}
+
+// NoteText is the note a table shows: the error, then the NBD exports of
+// the target's failovers.
+func (s Status) NoteText() string {
+	notes := []string{}
+	if s.Error != "" {
+		notes = append(notes, s.Error)
+	}
+	if s.LastAppError != "" {
+		notes = append(notes, "last app-consistent cut fell short: "+s.LastAppError)
+	}
+	for _, e := range s.FailoverExports {
+		notes = append(notes, fmt.Sprintf("%s %s served at %s", e.Failover, e.Disk, e.URI))
+	}
+	return strings.Join(notes, "; ")
 }
