@@ -287,24 +287,6 @@ func (a *app) jobCommand() *cobra.Command {
 	return cmd
 }
 
-func (a *app) alertCommand() *cobra.Command {
-	var r remote
-	cmd := &cobra.Command{Use: "alert", Short: "Alerts the server raised (server)"}
-	a.addRemoteFlags(cmd, &r)
-	var all bool
-	list := &cobra.Command{
-		Use: "list [--all]", Short: "List open alerts (--all: with cleared ones)", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return getTable(cmd.Context(), a, &r, fmt.Sprintf("/v1/alerts?all=%t", all), "OPENED\tKIND\tSUBJECT\tCLEARED\tMESSAGE", func(al catalog.Alert) string {
-				return fmt.Sprintf("%s\t%s\t%s\t%s\t%s", when(al.Opened), al.Kind, al.Subject, when(al.Cleared), al.Message)
-			})
-		},
-	}
-	list.Flags().BoolVar(&all, "all", false, "include cleared alerts")
-	cmd.AddCommand(list)
-	return cmd
-}
-
 func (a *app) tokenCommand() *cobra.Command {
 	var r remote
 	cmd := &cobra.Command{Use: "token", Short: "API tokens: for people (admin, operator, viewer) and agents (server)"}
