@@ -57,7 +57,7 @@ func ExitCode(err error) int {
 	case err == nil:
 		return ExitOK
 	case errors.As(err, &u), errors.Is(err, restore.ErrFormat), errors.Is(err, container.ErrUnconfirmed), errors.Is(err, recovery.ErrNoImage),
-		errors.Is(err, job.ErrInvalid), errors.Is(err, capture.ErrInvalid), errors.Is(err, vault.ErrWeakPassphrase),
+		errors.Is(err, job.ErrInvalid), errors.Is(err, capture.ErrInvalid), replicate.IsInvalid(err), errors.Is(err, vault.ErrWeakPassphrase),
 		errors.Is(err, maintenance.ErrShortenNeedsForce), errors.Is(err, api.ErrSettings), errors.Is(err, server.ErrConfig), errors.Is(err, vaultserve.ErrConfig):
 		return ExitUsage
 	case errors.As(err, &refused):
@@ -83,8 +83,6 @@ func ExitCode(err error) int {
 		return ExitCorrupt
 	case errors.Is(err, recovery.ErrConsistencyNotMet):
 		return ExitConsistency
-	case errors.Is(err, replicate.ErrInvalid):
-		return ExitUsage
 	case errors.Is(err, replicate.ErrNotFound):
 		return ExitNotFound
 	case errors.Is(err, recovery.ErrNoPoint), errors.Is(err, restore.ErrSizeMismatch):

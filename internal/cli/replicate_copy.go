@@ -53,7 +53,7 @@ func (a *app) replicateCopyCommand() *cobra.Command {
 				job.Env{Seen: a.book(), Warn: a.warn,
 					Progress: func(p backup.Progress) { pb.Update(p.DoneBytes, p.TotalBytes, p.Elapsed, p.Final) }})
 			if err != nil {
-				return notFound(err)
+				return err
 			}
 			if a.jsonOut {
 				return a.printJSON(struct {

@@ -33,7 +33,7 @@ func (a *app) failbackCommand() *cobra.Command {
 			fo, err := cfg.Failback(cmd.Context(), machine, replica.FailoverOptions{Point: "latest", Accel: accel}, a.env.Clock,
 				slog.New(slog.NewTextHandler(a.env.Stderr, nil)))
 			if err != nil {
-				return notFound(err)
+				return err
 			}
 			if a.jsonOut {
 				return a.printJSON(fo)
@@ -58,7 +58,7 @@ func (a *app) groupFailover(cmd *cobra.Command, req replicate.GroupFailoverReque
 	}
 	gf, err := cfg.GroupFailover(cmd.Context(), req, a.env.Clock, a.logger())
 	if err != nil {
-		return notFound(err)
+		return err
 	}
 	return a.emit(gf, func() {
 		for _, fo := range gf.Failovers {
@@ -97,11 +97,11 @@ func (a *app) groupPoints(cmd *cobra.Command, group, site string) error {
 	}
 	cl, err := cfg.GroupClient(group, site)
 	if err != nil {
-		return notFound(err)
+		return err
 	}
 	st, err := cl.GroupStatus(cmd.Context(), group)
 	if err != nil {
-		return notFound(err)
+		return err
 	}
 	if a.jsonOut {
 		return a.printJSON(st)

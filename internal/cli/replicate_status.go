@@ -14,7 +14,7 @@ func (a *app) localReplicationStatus(machine *string) func(*cobra.Command, []str
 	return func(cmd *cobra.Command, args []string, cfg *replicate.Config) error {
 		out, err := cfg.Statuses(cmd.Context(), *machine, a.env.Clock.Now())
 		if err != nil {
-			return notFound(err)
+			return err
 		}
 		if a.jsonOut {
 			if *machine != "" {
@@ -39,7 +39,7 @@ func (a *app) serverReplicationStatus(cmd *cobra.Command, r *remote, machine str
 	}
 	out, err := c.Replications(cmd.Context(), machine)
 	if err != nil {
-		return notFound(err)
+		return err
 	}
 	if a.jsonOut {
 		if machine != "" {
