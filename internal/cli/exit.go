@@ -46,9 +46,6 @@ type usageError struct{ error }
 
 func (u usageError) Unwrap() error { return u.error }
 
-// ErrProblemsFound is returned by verify when it found problems.
-var ErrProblemsFound = errors.New("verify found problems")
-
 // ExitCode maps an error to the process exit code: the one place that does.
 func ExitCode(err error) int {
 	var u usageError
@@ -78,7 +75,7 @@ func ExitCode(err error) int {
 		return ExitDisk // not the vault's storage: retrying will not help
 	case errors.Is(err, source.ErrOpen):
 		return ExitError
-	case errors.Is(err, ErrProblemsFound), errors.Is(err, chunk.ErrCorrupt), errors.Is(err, vault.ErrConfigChanged),
+	case errors.Is(err, job.ErrProblemsFound), errors.Is(err, chunk.ErrCorrupt), errors.Is(err, vault.ErrConfigChanged),
 		errors.Is(err, blob.ErrOutOfRange): // an object shorter than its index says: truncated
 		return ExitCorrupt
 	case errors.Is(err, recovery.ErrConsistencyNotMet):

@@ -34,16 +34,16 @@ func (a *app) verifyCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			opts := maintenance.VerifyOptions{ReadData: readData}
+			var env job.Env
 			if readData {
 				pb := newBar(a.env.Stderr, "verify --read-data", !a.quiet && !a.jsonOut)
 				start := a.env.Clock.Now()
-				opts.Progress = func(done, total int64) {
+				env.VerifyProgress = func(done, total int64) {
 					pb.Update(done, total, a.env.Clock.Now().Sub(start), done == total)
 				}
 			}
-			rep, err := maintenance.Verify(cmd.Context(), v, opts)
-			if err != nil {
+			rep, err := job.RunVerify(cmd.Context(), v, job.Verify{Vault: a.vaultURL, ReadData: readData}, env)
+			if rep == nil {
 				return err
 			}
 			if a.jsonOut {
@@ -63,10 +63,7 @@ func (a *app) verifyCommand() *cobra.Command {
 				}
 				a.printf(": %d problem(s)\n", len(rep.Problems))
 			}
-			if len(rep.Problems) > 0 {
-				return fmt.Errorf("%w: %d problem(s)", ErrProblemsFound, len(rep.Problems))
-			}
-			return nil
+			return err // problems found
 		},
 	}
 	cmd.Flags().BoolVar(&readData, "read-data", false, "read and check every stored byte")

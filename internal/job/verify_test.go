@@ -1,0 +1,65 @@
+package job_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"lifeboat/internal/blob"
+	"lifeboat/internal/crypto"
+	"lifeboat/internal/job"
+	"lifeboat/internal/vault"
+)
+
+// A verify of a sound vault passes; once a pack is damaged on disk it
+// returns the report naming the pack and ErrProblemsFound counting the
+// problems (what the CLI maps to exit 5 and an agent's job fails with).
+func TestRunVerify(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	vdir := filepath.Join(dir, "vault")
+	os.Mkdir(vdir, 0o700)
+	store, err := blob.NewDir(vdir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := vault.Init(ctx, store, []byte("pw"), vault.Options{KDF: crypto.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(dir, "d.raw")
+	data := make([]byte, 1<<20)
+	for i := range data {
+		data[i] = byte(i * 7 / 3)
+	}
+	os.WriteFile(img, data, 0o600)
+	b := job.Backup{Machine: "m", Vault: vdir, Consistency: "crash", Source: job.Source{Disks: []job.Disk{{Name: "d", Path: img}}}}
+	if _, err := job.RunBackup(ctx, v, b, job.Env{}); err != nil {
+		t.Fatal(err)
+	}
+	var progressed bool
+	env := job.Env{VerifyProgress: func(done, total int64) { progressed = progressed || done > 0 }}
+	rep, err := job.RunVerify(ctx, v, job.Verify{Vault: vdir, ReadData: true}, env)
+	if err != nil || len(rep.Problems) != 0 || rep.Points != 1 || !progressed {
+		t.Fatalf("verify of a sound vault: %+v, %v (progress reported: %v)", rep, err, progressed)
+	}
+	packs, _ := filepath.Glob(filepath.Join(vdir, "packs", "*", "*"))
+	if len(packs) == 0 {
+		t.Fatal("no packs")
+	}
+	f, err := os.OpenFile(packs[0], os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte("damage"), 100)
+	f.Close()
+	rep, err = job.RunVerify(ctx, v, job.Verify{Vault: vdir, ReadData: true}, job.Env{})
+	if !errors.Is(err, job.ErrProblemsFound) || rep == nil || len(rep.Problems) == 0 ||
+		err.Error() != fmt.Sprintf("verify found problems: %d problem(s)", len(rep.Problems)) || !strings.Contains(rep.Problems[0].Object, filepath.Base(packs[0])) {
+		t.Fatalf("verify of a damaged pack: %+v, %v", rep, err)
+	}
+}
