@@ -56,12 +56,7 @@ func (a *app) replicateCopyCommand() *cobra.Command {
 				return err
 			}
 			if a.jsonOut {
-				return a.printJSON(struct {
-					Point         any    `json:"point"`
-					Cut           any    `json:"cut"`
-					AlreadyCopied bool   `json:"already_copied"`
-					ID            string `json:"id"`
-				}{pointJSON(res.Point), res.Cut, res.AlreadyCopied, res.Point.ID.String()})
+				return a.printJSON(res.Report())
 			}
 			if res.AlreadyCopied {
 				a.infof("point %d of %s is in the vault already as %s\n", res.Cut.ID, machine, res.Point.ID.Short())
