@@ -216,28 +216,7 @@ func (a *app) restoreCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			p, targets, st, defPath, def := res.Point, res.Targets, res.Stats, res.DefinitionPath, res.Definition
-			if a.jsonOut {
-				return a.printJSON(res.Report())
-			}
-			if !a.quiet {
-				d := time.Duration(st.DurationMS) * time.Millisecond
-				fmt.Fprintf(a.env.Stderr, "restored point %s of %s: %d disk(s), %s, %s written in %s (%s/s)\n", p.ID.Short(), machine,
-					len(targets), size(st.Bytes), size(st.WrittenBytes), d.Round(time.Millisecond), size(int64(float64(st.Bytes)/max(d.Seconds(), 0.001))))
-			}
-			for _, t := range targets {
-				a.printf("%s\t%s\n", t.Disk.Name, t.Path)
-			}
-			if defPath != "" {
-				a.printf("definition\t%s\n", defPath)
-				for _, m := range def.MACs {
-					a.printf("nic%d\t%s (was %s)\n", m.NIC, m.New, cmp.Or(m.Old, "unset"))
-				}
-			}
-			if res.Domain != nil {
-				a.printf("domain\t%s\n", res.Domain.Name)
-			}
-			return nil
+			return a.emit(res.Report(), func() { a.printRestored(res) })
 		},
 	}
 	f := cmd.Flags()
@@ -259,4 +238,27 @@ func (a *app) restoreCommand() *cobra.Command {
 	f.BoolVar(&wait, "wait", false, "with --server: follow the job until it ends")
 	inst.add(f)
 	return cmd
+}
+
+// printRestored prints what restore did: a summary on stderr, then each
+// disk's image, the -dr definition and its new MACs, and the domain.
+func (a *app) printRestored(res *job.Restored) {
+	p, targets, st := res.Point, res.Targets, res.Stats
+	if !a.quiet {
+		d := time.Duration(st.DurationMS) * time.Millisecond
+		fmt.Fprintf(a.env.Stderr, "restored point %s of %s: %d disk(s), %s, %s written in %s (%s/s)\n", p.ID.Short(), p.Machine,
+			len(targets), size(st.Bytes), size(st.WrittenBytes), d.Round(time.Millisecond), size(int64(float64(st.Bytes)/max(d.Seconds(), 0.001))))
+	}
+	for _, t := range targets {
+		a.printf("%s\t%s\n", t.Disk.Name, t.Path)
+	}
+	if res.DefinitionPath != "" {
+		a.printf("definition\t%s\n", res.DefinitionPath)
+		for _, m := range res.Definition.MACs {
+			a.printf("nic%d\t%s (was %s)\n", m.NIC, m.New, cmp.Or(m.Old, "unset"))
+		}
+	}
+	if res.Domain != nil {
+		a.printf("domain\t%s\n", res.Domain.Name)
+	}
 }

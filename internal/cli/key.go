@@ -28,13 +28,11 @@ func (a *app) vaultKeyCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if a.jsonOut {
-				return a.printJSON(map[string]any{"generation": v.Generation(), "keys": keys})
-			}
-			table(a, "\tNAME\tCREATED\tGENERATION\tOBJECT", keys, func(k vault.KeyInfo) string {
-				return fmt.Sprintf("%s\t%s\t%s\t%s\t%s", map[bool]string{true: "*"}[k.InUse], k.Name, k.CreatedText(), k.GenerationText(), k.Object)
+			return a.emit(map[string]any{"generation": v.Generation(), "keys": keys}, func() {
+				table(a, "\tNAME\tCREATED\tGENERATION\tOBJECT", keys, func(k vault.KeyInfo) string {
+					return fmt.Sprintf("%s\t%s\t%s\t%s\t%s", map[bool]string{true: "*"}[k.InUse], k.Name, k.CreatedText(), k.GenerationText(), k.Object)
+				})
 			})
-			return nil
 		}),
 	}
 	var name, newFile string

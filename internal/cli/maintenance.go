@@ -46,11 +46,7 @@ func (a *app) verifyCommand() *cobra.Command {
 			if rep == nil {
 				return err
 			}
-			if a.jsonOut {
-				if err := a.printJSON(rep); err != nil {
-					return err
-				}
-			} else {
+			if perr := a.emit(rep, func() {
 				for _, w := range rep.Warnings {
 					a.warnf("%s", w)
 				}
@@ -62,6 +58,8 @@ func (a *app) verifyCommand() *cobra.Command {
 					a.printf(", %s read", size(rep.ReadDataBytes))
 				}
 				a.printf(": %d problem(s)\n", len(rep.Problems))
+			}); perr != nil {
+				return perr
 			}
 			return err // problems found
 		},

@@ -267,14 +267,14 @@ func (a *app) drillCommand() *cobra.Command {
 			if res == nil {
 				return err
 			}
-			if a.jsonOut {
-				a.printJSON(res)
-			} else if res.OK {
-				a.printf("point %s of %s proven: the guest answered (%s) after %.1f s (machine running after %.1f s)\n",
-					res.Point[:12], res.Machine, res.Probe, float64(res.RTOMS)/1000, float64(res.BootMS)/1000)
-			} else {
-				a.printf("point %s of %s NOT proven: %s\n", res.Point[:12], res.Machine, res.Error)
-			}
+			a.emit(res, func() {
+				if res.OK {
+					a.printf("point %s of %s proven: the guest answered (%s) after %.1f s (machine running after %.1f s)\n",
+						res.Point[:12], res.Machine, res.Probe, float64(res.RTOMS)/1000, float64(res.BootMS)/1000)
+				} else {
+					a.printf("point %s of %s NOT proven: %s\n", res.Point[:12], res.Machine, res.Error)
+				}
+			})
 			return err
 		},
 	}

@@ -35,12 +35,10 @@ func (a *app) failbackCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if a.jsonOut {
-				return a.printJSON(fo)
-			}
-			a.printf("%s runs at its old site again (pid %d) from cut %d (%s), nothing lost; console %s, QMP %s\n",
-				fo.Name, fo.PID, fo.Point.ID, fo.Point.Time.Format(time.RFC3339), fo.Console, fo.QMP)
-			return nil
+			return a.emit(fo, func() {
+				a.printf("%s runs at its old site again (pid %d) from cut %d (%s), nothing lost; console %s, QMP %s\n",
+					fo.Name, fo.PID, fo.Point.ID, fo.Point.Time.Format(time.RFC3339), fo.Console, fo.QMP)
+			})
 		},
 	}
 	cmd.Flags().StringVar(&machine, "machine", "", "the original machine's name (or its copy's, NAME-dr)")
@@ -103,12 +101,10 @@ func (a *app) groupPoints(cmd *cobra.Command, group, site string) error {
 	if err != nil {
 		return err
 	}
-	if a.jsonOut {
-		return a.printJSON(st)
-	}
-	a.printPoints(st.Points)
-	a.printf("members: %s\n", strings.Join(st.Members, ", "))
-	return nil
+	return a.emit(st, func() {
+		a.printPoints(st.Points)
+		a.printf("members: %s\n", strings.Join(st.Members, ", "))
+	})
 }
 
 // printPoints prints recovery points as a table, oldest first.

@@ -16,17 +16,12 @@ func (a *app) localReplicationStatus(machine *string) func(*cobra.Command, []str
 		if err != nil {
 			return err
 		}
-		if a.jsonOut {
-			if *machine != "" {
-				return a.printJSON(out[0])
-			}
-			return a.printJSON(out)
-		}
-		table(a, "MACHINE\tTARGET\tSTATE\tCAPTURE\tLAG\tCUT\tPOINTS\tHISTORY\tNOTE", out, func(st replicate.Status) string {
-			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s", st.Machine, st.Target, st.StateText(), st.CaptureText(), st.LagText(), st.LastSeq, st.Points,
-				size(st.JournalBytes), st.Error)
+		return a.emit(oneOrAll(*machine, out), func() {
+			table(a, "MACHINE\tTARGET\tSTATE\tCAPTURE\tLAG\tCUT\tPOINTS\tHISTORY\tNOTE", out, func(st replicate.Status) string {
+				return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s", st.Machine, st.Target, st.StateText(), st.CaptureText(), st.LagText(), st.LastSeq, st.Points,
+					size(st.JournalBytes), st.Error)
+			})
 		})
-		return nil
 	}
 }
 
@@ -41,17 +36,21 @@ func (a *app) serverReplicationStatus(cmd *cobra.Command, r *remote, machine str
 	if err != nil {
 		return err
 	}
-	if a.jsonOut {
-		if machine != "" {
-			return a.printJSON(out[0])
-		}
-		return a.printJSON(out)
-	}
-	table(a, "MACHINE\tAGENT\tTARGET\tSTATE\tCAPTURE\tLAG\tCUT\tPOINTS\tHISTORY\tNOTE", out, func(st api.ReplicationJSON) string {
-		return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s", st.Machine, st.Agent, st.Target, st.StateText(), st.CaptureText(), st.LagText(), st.LastSeq, st.Points,
-			size(st.JournalBytes), st.Error)
+	return a.emit(oneOrAll(machine, out), func() {
+		table(a, "MACHINE\tAGENT\tTARGET\tSTATE\tCAPTURE\tLAG\tCUT\tPOINTS\tHISTORY\tNOTE", out, func(st api.ReplicationJSON) string {
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s", st.Machine, st.Agent, st.Target, st.StateText(), st.CaptureText(), st.LagText(), st.LastSeq, st.Points,
+				size(st.JournalBytes), st.Error)
+		})
 	})
-	return nil
+}
+
+// oneOrAll is what status --json prints: the one machine's status when
+// one was asked for, else the list.
+func oneOrAll[T any](machine string, out []T) any {
+	if machine != "" {
+		return out[0]
+	}
+	return out
 }
 
 // serverEnableReplication records m's replication in the server's catalog
@@ -68,13 +67,11 @@ func (a *app) serverEnableReplication(cmd *cobra.Command, r *remote, agent strin
 	if err != nil {
 		return err
 	}
-	if a.jsonOut {
-		return a.printJSON(out)
-	}
-	if !a.quiet {
-		a.printf("machine %s replicates to %s once agent %s (lifeboat agent --replicate) picks it up\n", m.Name, m.Target, agent)
-	}
-	return nil
+	return a.emit(out, func() {
+		if !a.quiet {
+			a.printf("machine %s replicates to %s once agent %s (lifeboat agent --replicate) picks it up\n", m.Name, m.Target, agent)
+		}
+	})
 }
 
 // serverDisableReplication forgets a replication enabled through the server.
