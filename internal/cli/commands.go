@@ -49,7 +49,7 @@ func (a *app) vaultCommand() *cobra.Command {
 			}
 			store, err := location.Store(ctx, a.vaultURL, true, a.env.Getenv)
 			if err != nil {
-				return invalidInput(err)
+				return err
 			}
 			var v *vault.Vault
 			if copyOf.from != "" {
@@ -58,9 +58,6 @@ func (a *app) vaultCommand() *cobra.Command {
 				v, err = vault.Init(ctx, store, pw, opts)
 			}
 			if err != nil {
-				if errors.Is(err, vault.ErrVaultExists) {
-					return usageError{err}
-				}
 				return err
 			}
 			cfg := v.Config()

@@ -15,6 +15,7 @@ import (
 	"lifeboat/internal/job"
 	"lifeboat/internal/libvirt"
 	"lifeboat/internal/live"
+	"lifeboat/internal/location"
 	"lifeboat/internal/maintenance"
 	"lifeboat/internal/recovery"
 	"lifeboat/internal/replicate"
@@ -22,6 +23,7 @@ import (
 	"lifeboat/internal/server"
 	"lifeboat/internal/source"
 	"lifeboat/internal/vault"
+	"lifeboat/internal/vaultcopy"
 	"lifeboat/internal/vaultserve"
 )
 
@@ -55,7 +57,8 @@ func ExitCode(err error) int {
 		return ExitOK
 	case errors.As(err, &u), errors.Is(err, restore.ErrFormat), errors.Is(err, container.ErrUnconfirmed), errors.Is(err, recovery.ErrNoImage),
 		errors.Is(err, job.ErrInvalid), errors.Is(err, capture.ErrInvalid), replicate.IsInvalid(err), errors.Is(err, vault.ErrWeakPassphrase),
-		errors.Is(err, maintenance.ErrShortenNeedsForce), errors.Is(err, api.ErrSettings), errors.Is(err, server.ErrConfig), errors.Is(err, vaultserve.ErrConfig):
+		errors.Is(err, maintenance.ErrShortenNeedsForce), errors.Is(err, api.ErrSettings), errors.Is(err, server.ErrConfig), errors.Is(err, vaultserve.ErrConfig),
+		errors.Is(err, location.ErrInvalid), errors.Is(err, vault.ErrVaultExists), errors.Is(err, vaultcopy.ErrKeysDiffer), errors.Is(err, vaultcopy.ErrSameVault):
 		return ExitUsage
 	case errors.As(err, &refused):
 		return serverExit(refused.Status)

@@ -108,8 +108,7 @@ func (a *app) vaultRekeyCommand() *cobra.Command {
 
 // newPassphrase is location.NewPassphrase with --new-password-file file.
 func (a *app) newPassphrase(file string) ([]byte, error) {
-	p, err := location.NewPassphrase(file, a.env.Getenv, os.Stdin, a.env.Stderr, a.warn)
-	return p, invalidInput(err)
+	return location.NewPassphrase(file, a.env.Getenv, os.Stdin, a.env.Stderr, a.warn)
 }
 
 func (a *app) printRemoved(gone []vault.KeyInfo) {
