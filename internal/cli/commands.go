@@ -158,8 +158,7 @@ func (a *app) pointsCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&machine, "machine", "", "only this machine's points")
 	cmd.Flags().BoolVar(&deleted, "deleted", false, "list the soft-deleted points (see undelete)")
-	cmd.Flags().StringVar(&rem.server, "server", "", "list the points a lifeboat server knows of --machine")
-	cmd.Flags().StringVar(&rem.tokenFile, "token-file", "", "with --server: file holding an API token (env LIFEBOAT_TOKEN)")
+	rem.addServerFlags(cmd.Flags(), "list the points a lifeboat server knows of --machine", nil)
 	return cmd
 }
 
@@ -229,10 +228,8 @@ func (a *app) restoreCommand() *cobra.Command {
 	f.StringVar(&spec.Name, "name", "", "with --libvirt-define: the new domain's name (default: the domain's name with --suffix)")
 	f.BoolVar(&spec.Start, "start", false, "start the restored machine: with --libvirt-define the new domain; with --instant (required) the machine run from the vault")
 	f.StringVar(&spec.Connect, "connect", "", "libvirt daemon URI for --libvirt-define and --in-place (default qemu:///system)")
-	f.StringVar(&rem.server, "server", "", "restore through this lifeboat server, on an agent's host (see --agent)")
-	f.StringVar(&rem.tokenFile, "token-file", "", "with --server: file holding an API token (env LIFEBOAT_TOKEN)")
+	rem.addServerFlags(f, "restore through this lifeboat server, on an agent's host (see --agent)", &wait)
 	f.StringVar(&agentName, "agent", "", "with --server: the host that writes the disks (default: the machine's agent); paths are that host's")
-	f.BoolVar(&wait, "wait", false, "with --server: follow the job until it ends")
 	inst.add(f)
 	return cmd
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"lifeboat/internal/api"
 	"lifeboat/internal/catalog"
@@ -27,6 +28,16 @@ func (a *app) addRemoteFlags(cmd *cobra.Command, r *remote) {
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&r.server, "server", "", "lifeboat server URL (env LIFEBOAT_SERVER; default http://127.0.0.1:8080)")
 	pf.StringVar(&r.tokenFile, "token-file", "", "file holding an API token (env LIFEBOAT_TOKEN gives it directly)")
+}
+
+// addServerFlags adds --server, saying usage, and --token-file to a vault
+// command that can go through a server instead; with wait, also --wait.
+func (r *remote) addServerFlags(f *pflag.FlagSet, usage string, wait *bool) {
+	f.StringVar(&r.server, "server", "", usage)
+	f.StringVar(&r.tokenFile, "token-file", "", "with --server: file holding an API token (env LIFEBOAT_TOKEN)")
+	if wait != nil {
+		f.BoolVar(wait, "wait", false, "with --server: follow the job until it ends")
+	}
 }
 
 func (a *app) client(r *remote) (*api.Client, error) {

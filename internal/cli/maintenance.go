@@ -65,9 +65,7 @@ func (a *app) verifyCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&readData, "read-data", false, "read and check every stored byte")
-	cmd.Flags().StringVar(&rem.server, "server", "", "verify through this lifeboat server (--vault is then the server's name for the vault)")
-	cmd.Flags().StringVar(&rem.tokenFile, "token-file", "", "with --server: file holding an API token (env LIFEBOAT_TOKEN)")
-	cmd.Flags().BoolVar(&wait, "wait", false, "with --server: follow the job until it ends")
+	rem.addServerFlags(cmd.Flags(), "verify through this lifeboat server (--vault is then the server's name for the vault)", &wait)
 	return cmd
 }
 

@@ -284,10 +284,8 @@ func (a *app) drillCommand() *cobra.Command {
 	f.StringVar(&spec.ProbeSerial, "probe-serial", "", "regular expression a serial console line must match")
 	f.DurationVar(&timeout, "timeout", job.DefaultDrillTimeout, "how long the guest has to answer")
 	startFlags(f, &opts)
-	f.StringVar(&rem.server, "server", "", "run the drill through this lifeboat server, on an agent's host (see --agent)")
-	f.StringVar(&rem.tokenFile, "token-file", "", "with --server: file holding an API token (env LIFEBOAT_TOKEN)")
+	rem.addServerFlags(f, "run the drill through this lifeboat server, on an agent's host (see --agent)", &wait)
 	f.StringVar(&agentName, "agent", "", "with --server: the host that boots the sandbox (default: the machine's agent)")
-	f.BoolVar(&wait, "wait", false, "with --server: follow the job until it ends")
 	return cmd
 }
 
