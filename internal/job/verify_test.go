@@ -22,15 +22,7 @@ func TestRunVerify(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	vdir := filepath.Join(dir, "vault")
-	os.Mkdir(vdir, 0o700)
-	store, err := blob.NewDir(vdir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := vault.Init(ctx, store, []byte("pw"), vault.Options{KDF: crypto.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := newDirVault(t, vdir)
 	img := filepath.Join(dir, "d.raw")
 	data := make([]byte, 1<<20)
 	for i := range data {
@@ -62,4 +54,20 @@ func TestRunVerify(t *testing.T) {
 		err.Error() != fmt.Sprintf("verify found problems: %d problem(s)", len(rep.Problems)) || !strings.Contains(rep.Problems[0].Object, filepath.Base(packs[0])) {
 		t.Fatalf("verify of a damaged pack: %+v, %v", rep, err)
 	}
+}
+
+// newDirVault is a new vault in the directory dir, with a cheap key
+// derivation.
+func newDirVault(t testing.TB, dir string) *vault.Vault {
+	t.Helper()
+	os.Mkdir(dir, 0o700)
+	store, err := blob.NewDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := vault.Init(context.Background(), store, []byte("pw"), vault.Options{KDF: crypto.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
