@@ -17,10 +17,7 @@ func (a *app) localReplicationStatus(machine *string) func(*cobra.Command, []str
 			return err
 		}
 		return a.emit(oneOrAll(*machine, out), func() {
-			table(a, "MACHINE\tTARGET\tSTATE\tCAPTURE\tLAG\tCUT\tPOINTS\tHISTORY\tNOTE", out, func(st replicate.Status) string {
-				return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s", st.Machine, st.Target, st.StateText(), st.CaptureText(), st.LagText(), st.LastSeq, st.Points,
-					size(st.JournalBytes), st.Error)
-			})
+			table(a, "MACHINE\t"+replicationHeader, out, func(st replicate.Status) string { return st.Machine + "\t" + replicationRow(st) })
 		})
 	}
 }
@@ -37,11 +34,19 @@ func (a *app) serverReplicationStatus(cmd *cobra.Command, r *remote, machine str
 		return err
 	}
 	return a.emit(oneOrAll(machine, out), func() {
-		table(a, "MACHINE\tAGENT\tTARGET\tSTATE\tCAPTURE\tLAG\tCUT\tPOINTS\tHISTORY\tNOTE", out, func(st api.ReplicationJSON) string {
-			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s", st.Machine, st.Agent, st.Target, st.StateText(), st.CaptureText(), st.LagText(), st.LastSeq, st.Points,
-				size(st.JournalBytes), st.Error)
+		table(a, "MACHINE\tAGENT\t"+replicationHeader, out, func(st api.ReplicationJSON) string {
+			return st.Machine + "\t" + st.Agent + "\t" + replicationRow(st.Status)
 		})
 	})
+}
+
+// replicationHeader heads the columns of replicationRow.
+const replicationHeader = "TARGET\tSTATE\tCAPTURE\tLAG\tCUT\tPOINTS\tHISTORY\tNOTE"
+
+// replicationRow is a replication's state as both status tables show it.
+func replicationRow(st replicate.Status) string {
+	return fmt.Sprintf("%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s", st.Target, st.StateText(), st.CaptureText(), st.LagText(), st.LastSeq, st.Points,
+		size(st.JournalBytes), st.Error)
 }
 
 // oneOrAll is what status --json prints: the one machine's status when
