@@ -249,10 +249,10 @@ func (a *app) drillCommand() *cobra.Command {
 			if spec.Machine == "" {
 				return usageError{errors.New("--machine is required")}
 			}
-			if cmd.Flags().Changed("network") || cmd.Flags().Changed("vnc") || cmd.Flags().Changed("serial-log") {
-				return usageError{errors.New("a drill runs with no network, no display and its own console log")}
+			spec.Boot = job.BootOf(opts)
+			if err := spec.Boot.ForDrill(); err != nil {
+				return flagError(err)
 			}
-			spec.Boot = job.Boot{Accel: opts.Accel, Kernel: opts.Kernel, Initrd: opts.Initrd, Append: opts.Append, UEFICode: opts.UEFICode, QEMU: opts.QEMU}
 			if rem.server != "" {
 				// On an agent's host: paths are as that host sees them.
 				body := api.DrillJSON{Point: spec.Point, Agent: agentName, Probe: spec.Probe, ProbeSerial: spec.ProbeSerial,
