@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"lifeboat/internal/testenv"
 )
 
 // freeAddr returns a loopback address nothing listens on.
@@ -304,16 +306,7 @@ func TestServerAndAgentRunBackups(t *testing.T) {
 	if r := ok("verify", "--vault", "default", "--read-data", "--wait"); !strings.Contains(r.stdout, "succeeded") {
 		t.Fatalf("verify through the server: %s", r)
 	}
-	packs, _ := filepath.Glob(filepath.Join(data, "vault", "packs", "*", "*"))
-	if len(packs) == 0 {
-		t.Fatal("no packs in the default vault")
-	}
-	f, err := os.OpenFile(packs[0], os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.WriteAt([]byte("damage"), 100)
-	f.Close()
+	testenv.DamagePack(t, filepath.Join(data, "vault"))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if r := inProcEnv(ctx, nil, append([]string{"verify", "--vault", "default", "--read-data", "--wait"}, remote...)...); r.code == 0 || !strings.Contains(r.stderr, "problem") {

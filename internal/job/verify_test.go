@@ -12,6 +12,7 @@ import (
 	"lifeboat/internal/blob"
 	"lifeboat/internal/crypto"
 	"lifeboat/internal/job"
+	"lifeboat/internal/testenv"
 	"lifeboat/internal/vault"
 )
 
@@ -39,19 +40,10 @@ func TestRunVerify(t *testing.T) {
 	if err != nil || len(rep.Problems) != 0 || rep.Points != 1 || !progressed {
 		t.Fatalf("verify of a sound vault: %+v, %v (progress reported: %v)", rep, err, progressed)
 	}
-	packs, _ := filepath.Glob(filepath.Join(vdir, "packs", "*", "*"))
-	if len(packs) == 0 {
-		t.Fatal("no packs")
-	}
-	f, err := os.OpenFile(packs[0], os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.WriteAt([]byte("damage"), 100)
-	f.Close()
+	pack := testenv.DamagePack(t, vdir)
 	rep, err = job.RunVerify(ctx, v, job.Verify{Vault: vdir, ReadData: true}, job.Env{})
 	if !errors.Is(err, job.ErrProblemsFound) || rep == nil || len(rep.Problems) == 0 ||
-		err.Error() != fmt.Sprintf("verify found problems: %d problem(s)", len(rep.Problems)) || !strings.Contains(rep.Problems[0].Object, filepath.Base(packs[0])) {
+		err.Error() != fmt.Sprintf("verify found problems: %d problem(s)", len(rep.Problems)) || !strings.Contains(rep.Problems[0].Object, filepath.Base(pack)) {
 		t.Fatalf("verify of a damaged pack: %+v, %v", rep, err)
 	}
 }
