@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -233,6 +234,19 @@ func (a *Agent) enableReplications(ctx context.Context) error {
 		ms = append(ms, m)
 	}
 	return errors.Join(append(errs, a.Enable(ctx, ms))...)
+}
+
+// HostInfo is the Info of an agent on host, the host name when empty
+// (with builtin, the server's own agent), and the name it used.
+func HostInfo(host string, builtin bool) (string, json.RawMessage) {
+	if host == "" {
+		host, _ = os.Hostname()
+	}
+	info, _ := json.Marshal(struct {
+		Builtin bool   `json:"builtin,omitempty"`
+		Host    string `json:"host"`
+	}{builtin, host})
+	return host, info
 }
 
 // info is Info with the host's offers added.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -232,5 +233,25 @@ func TestHeartbeatOffers(t *testing.T) {
 	}
 	if string((&Agent{Info: json.RawMessage(`{"host":"hv1"}`)}).info(context.Background())) != `{"host":"hv1"}` {
 		t.Fatal("info without offers changed")
+	}
+}
+
+// An agent's fixed info names its host (this host when none is given),
+// and marks the server's built-in agent.
+func TestHostInfo(t *testing.T) {
+	self, _ := os.Hostname()
+	for _, c := range []struct {
+		host     string
+		builtin  bool
+		name, js string
+	}{
+		{"hv1", false, "hv1", `{"host":"hv1"}`},
+		{"hv1", true, "hv1", `{"builtin":true,"host":"hv1"}`},
+		{"", false, self, `{"host":"` + self + `"}`},
+	} {
+		name, info := HostInfo(c.host, c.builtin)
+		if name != c.name || string(info) != c.js {
+			t.Errorf("HostInfo(%q, %v) = %q, %s; want %q, %s", c.host, c.builtin, name, info, c.name, c.js)
+		}
 	}
 }

@@ -311,10 +311,10 @@ func (r *Jobs) verify(ctx context.Context, j catalog.Job, rep Reporter) (Outcome
 	if err != nil {
 		return Outcome{}, err
 	}
-	vr, err := maintenance.Verify(ctx, v, maintenance.VerifyOptions{ReadData: spec.ReadData, Progress: func(done, total int64) {
+	vr, err := job.RunVerify(ctx, v, spec, job.Env{VerifyProgress: func(done, total int64) {
 		rep.Progress(Progress{DoneBytes: done, TotalBytes: total})
 	}})
-	if err != nil {
+	if vr == nil {
 		return Outcome{}, err
 	}
 	for _, w := range vr.Warnings {
@@ -325,9 +325,9 @@ func (r *Jobs) verify(ctx context.Context, j catalog.Job, rep Reporter) (Outcome
 		rep.Log("error", string(raw))
 	}
 	result, _ := json.Marshal(vr)
-	if n := len(vr.Problems); n > 0 {
+	if err != nil {
 		first, _ := json.Marshal(vr.Problems[0])
-		return Outcome{Result: result}, fmt.Errorf("verify found %d problem(s) in %s; the first: %s", n, spec.Vault, first)
+		return Outcome{Result: result}, fmt.Errorf("%w in %s; the first: %s", err, spec.Vault, first)
 	}
 	rep.Log("info", fmt.Sprintf("verified %d points, %d packs, %d chunks: no problems", vr.Points, vr.Packs, vr.Chunks))
 	return Outcome{Result: result}, nil

@@ -137,15 +137,13 @@ func (a *app) reportPoint(machine string, p *recovery.Point) error {
 	for _, n := range p.Notes {
 		a.warnf("%s", n)
 	}
-	if a.jsonOut {
-		return a.printJSON(pointJSON(p))
-	}
-	if !a.quiet {
-		fmt.Fprintf(a.env.Stderr, "point %s of %s (%s-consistent): %d disk(s), %s, %s new, %s stored in %s\n", p.ID.Short(), machine,
-			p.Consistency, len(p.Disks), size(p.Size()), size(pointJSON(p).NewBytes()), size(p.Stats.StoredBytes), time.Duration(p.Stats.DurationMS)*time.Millisecond)
-	}
-	a.printf("%s\n", p.ID)
-	return nil
+	return a.emit(pointJSON(p), func() {
+		if !a.quiet {
+			fmt.Fprintf(a.env.Stderr, "point %s of %s (%s-consistent): %d disk(s), %s, %s new, %s stored in %s\n", p.ID.Short(), machine,
+				p.Consistency, len(p.Disks), size(p.Size()), size(pointJSON(p).NewBytes()), size(p.Stats.StoredBytes), time.Duration(p.Stats.DurationMS)*time.Millisecond)
+		}
+		a.printf("%s\n", p.ID)
+	})
 }
 
 // watchdogCommand is the hidden helper process quiesce.Freeze and live

@@ -49,7 +49,7 @@ func (a *app) vaultCommand() *cobra.Command {
 			}
 			store, err := location.Store(ctx, a.vaultURL, true, a.env.Getenv)
 			if err != nil {
-				return invalidInput(err)
+				return err
 			}
 			var v *vault.Vault
 			if copyOf.from != "" {
@@ -58,9 +58,6 @@ func (a *app) vaultCommand() *cobra.Command {
 				v, err = vault.Init(ctx, store, pw, opts)
 			}
 			if err != nil {
-				if errors.Is(err, vault.ErrVaultExists) {
-					return usageError{err}
-				}
 				return err
 			}
 			cfg := v.Config()
@@ -162,8 +159,7 @@ func (a *app) pointsCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&machine, "machine", "", "only this machine's points")
 	cmd.Flags().BoolVar(&deleted, "deleted", false, "list the soft-deleted points (see undelete)")
-	cmd.Flags().StringVar(&rem.server, "server", "", "list the points a lifeboat server knows of --machine (env LIFEBOAT_SERVER, when no vault is given)")
-	cmd.Flags().StringVar(&rem.tokenFile, "token-file", "", "with --server: file holding an API token (env LIFEBOAT_TOKEN)")
+	rem.addServerFlags(cmd.Flags(), "list the points a lifeboat server knows of --machine (env LIFEBOAT_SERVER, when no vault is given)", nil)
 	return cmd
 }
 
@@ -218,28 +214,7 @@ func (a *app) restoreCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			p, targets, st, defPath, def := res.Point, res.Targets, res.Stats, res.DefinitionPath, res.Definition
-			if a.jsonOut {
-				return a.printJSON(res.Report())
-			}
-			if !a.quiet {
-				d := time.Duration(st.DurationMS) * time.Millisecond
-				fmt.Fprintf(a.env.Stderr, "restored point %s of %s: %d disk(s), %s, %s written in %s (%s/s)\n", p.ID.Short(), machine,
-					len(targets), size(st.Bytes), size(st.WrittenBytes), d.Round(time.Millisecond), size(int64(float64(st.Bytes)/max(d.Seconds(), 0.001))))
-			}
-			for _, t := range targets {
-				a.printf("%s\t%s\n", t.Disk.Name, t.Path)
-			}
-			if defPath != "" {
-				a.printf("definition\t%s\n", defPath)
-				for _, m := range def.MACs {
-					a.printf("nic%d\t%s (was %s)\n", m.NIC, m.New, cmp.Or(m.Old, "unset"))
-				}
-			}
-			if res.Domain != nil {
-				a.printf("domain\t%s\n", res.Domain.Name)
-			}
-			return nil
+			return a.emit(res.Report(), func() { a.printRestored(res) })
 		},
 	}
 	f := cmd.Flags()
@@ -255,10 +230,31 @@ func (a *app) restoreCommand() *cobra.Command {
 	f.StringVar(&spec.Name, "name", "", "with --libvirt-define: the new domain's name (default: the domain's name with --suffix)")
 	f.BoolVar(&spec.Start, "start", false, "start the restored machine: with --libvirt-define the new domain; with --instant (required) the machine run from the vault")
 	f.StringVar(&spec.Connect, "connect", "", "libvirt daemon URI for --libvirt-define and --in-place (default qemu:///system)")
-	f.StringVar(&rem.server, "server", "", "restore through this lifeboat server, on an agent's host (see --agent; env LIFEBOAT_SERVER, when no vault is given)")
-	f.StringVar(&rem.tokenFile, "token-file", "", "with --server: file holding an API token (env LIFEBOAT_TOKEN)")
+	rem.addServerFlags(f, "restore through this lifeboat server, on an agent's host (see --agent; env LIFEBOAT_SERVER, when no vault is given)", &wait)
 	f.StringVar(&agentName, "agent", "", "with --server: the host that writes the disks (default: the machine's agent); paths are that host's")
-	f.BoolVar(&wait, "wait", false, "with --server: follow the job until it ends")
 	inst.add(f)
 	return cmd
+}
+
+// printRestored prints what restore did: a summary on stderr, then each
+// disk's image, the -dr definition and its new MACs, and the domain.
+func (a *app) printRestored(res *job.Restored) {
+	p, targets, st := res.Point, res.Targets, res.Stats
+	if !a.quiet {
+		d := time.Duration(st.DurationMS) * time.Millisecond
+		fmt.Fprintf(a.env.Stderr, "restored point %s of %s: %d disk(s), %s, %s written in %s (%s/s)\n", p.ID.Short(), p.Machine,
+			len(targets), size(st.Bytes), size(st.WrittenBytes), d.Round(time.Millisecond), size(int64(float64(st.Bytes)/max(d.Seconds(), 0.001))))
+	}
+	for _, t := range targets {
+		a.printf("%s\t%s\n", t.Disk.Name, t.Path)
+	}
+	if res.DefinitionPath != "" {
+		a.printf("definition\t%s\n", res.DefinitionPath)
+		for _, m := range res.Definition.MACs {
+			a.printf("nic%d\t%s (was %s)\n", m.NIC, m.New, cmp.Or(m.Old, "unset"))
+		}
+	}
+	if res.Domain != nil {
+		a.printf("domain\t%s\n", res.Domain.Name)
+	}
 }

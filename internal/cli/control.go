@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"lifeboat/internal/api"
 	"lifeboat/internal/catalog"
@@ -35,6 +36,16 @@ func (a *app) addRemoteFlags(cmd *cobra.Command, r *remote) {
 func (a *app) serverUnlessVault(r *remote) {
 	if r.server == "" && a.vaultURL == "" {
 		r.server = a.env.Getenv("LIFEBOAT_SERVER")
+	}
+}
+
+// addServerFlags adds --server, saying usage, and --token-file to a vault
+// command that can go through a server instead; with wait, also --wait.
+func (r *remote) addServerFlags(f *pflag.FlagSet, usage string, wait *bool) {
+	f.StringVar(&r.server, "server", "", usage)
+	f.StringVar(&r.tokenFile, "token-file", "", "with --server: file holding an API token (env LIFEBOAT_TOKEN)")
+	if wait != nil {
+		f.BoolVar(wait, "wait", false, "with --server: follow the job until it ends")
 	}
 }
 
@@ -311,24 +322,6 @@ func (a *app) jobCommand() *cobra.Command {
 		},
 	}
 	cmd.AddCommand(list, cancel, a.jobLogsCommand(&r))
-	return cmd
-}
-
-func (a *app) alertCommand() *cobra.Command {
-	var r remote
-	cmd := &cobra.Command{Use: "alert", Short: "Alerts the server raised (server)"}
-	a.addRemoteFlags(cmd, &r)
-	var all bool
-	list := &cobra.Command{
-		Use: "list [--all]", Short: "List open alerts (--all: with cleared ones)", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return getTable(cmd.Context(), a, &r, fmt.Sprintf("/v1/alerts?all=%t", all), "OPENED\tKIND\tSUBJECT\tCLEARED\tMESSAGE", func(al catalog.Alert) string {
-				return fmt.Sprintf("%s\t%s\t%s\t%s\t%s", when(al.Opened), al.Kind, al.Subject, when(al.Cleared), al.Message)
-			})
-		},
-	}
-	list.Flags().BoolVar(&all, "all", false, "include cleared alerts")
-	cmd.AddCommand(list)
 	return cmd
 }
 

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"lifeboat/internal/testenv"
 	"lifeboat/internal/vmtest"
 )
 
@@ -372,16 +373,7 @@ func TestServerAndAgentRunBackups(t *testing.T) {
 	if r := ok("verify", "--vault", "default", "--read-data", "--wait"); !strings.Contains(r.stdout, "succeeded") {
 		t.Fatalf("verify through the server: %s", r)
 	}
-	packs, _ := filepath.Glob(filepath.Join(data, "vault", "packs", "*", "*"))
-	if len(packs) == 0 {
-		t.Fatal("no packs in the default vault")
-	}
-	f, err := os.OpenFile(packs[0], os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.WriteAt([]byte("damage"), 100)
-	f.Close()
+	testenv.DamagePack(t, filepath.Join(data, "vault"))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if r := inProcEnv(ctx, nil, append([]string{"verify", "--vault", "default", "--read-data", "--wait"}, remote...)...); r.code == 0 || !strings.Contains(r.stderr, "problem") {
@@ -395,6 +387,30 @@ func TestServerAndAgentRunBackups(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("no verify-failed alert: %v", alerts)
+	}
+	// Acknowledging it: listed as acknowledged by the token's name, still open.
+	var alertID string
+	for _, a := range alerts {
+		if a["kind"] == "verify-failed" {
+			alertID = a["id"].(string)
+		}
+	}
+	if r := ok("alert", "ack", alertID); !strings.Contains(r.stdout, "alert "+alertID+" (verify-failed on default) acknowledged by admin") {
+		t.Fatalf("alert ack said: %s", r)
+	}
+	json.Unmarshal([]byte(ok("alert", "list", "--json").stdout), &alerts)
+	acked := false
+	for _, a := range alerts {
+		acked = acked || (a["id"] == alertID && a["acked_by"] == "admin" && a["acked"] != nil)
+	}
+	if !acked {
+		t.Fatalf("alert %s not acknowledged in alert list --json: %v", alertID, alerts)
+	}
+	if r := ok("alert", "list"); !strings.Contains(r.stdout, "ACKED BY") || !strings.Contains(r.stdout, alertID) {
+		t.Fatalf("alert list table:\n%s", r.stdout)
+	}
+	if r := inProcEnv(ctx, nil, append([]string{"alert", "ack", "0123456789abcdef0123456789abcdef"}, remote...)...); r.code != 8 || !strings.Contains(r.stderr, "alert 0123456789abcdef0123456789abcdef") || !strings.Contains(r.stderr, "not found") {
+		t.Fatalf("alert ack of an unknown ID: %s", r)
 	}
 	var forgets []map[string]any
 	json.Unmarshal([]byte(ok("job", "list", "--json", "--machine", "app1", "--state", "succeeded").stdout), &forgets)

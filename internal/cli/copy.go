@@ -25,16 +25,14 @@ const envCopy = "LIFEBOAT_COPY_"
 // prefix+NAME first (location.PrefixedEnv), and checks that a vault is
 // there.
 func (a *app) existing(ctx context.Context, url, prefix string) (blob.Store, error) {
-	store, err := location.Existing(ctx, url, location.PrefixedEnv(prefix, a.env.Getenv))
-	return store, invalidInput(err)
+	return location.Existing(ctx, url, location.PrefixedEnv(prefix, a.env.Getenv))
 }
 
 // openSource opens the source vault of a copy at url: its own variables
 // (LIFEBOAT_FROM_*), and its passphrase from passwordFile,
 // LIFEBOAT_FROM_PASSWORD, or else the target's.
 func (a *app) openSource(ctx context.Context, url, passwordFile string) (*vault.Vault, error) {
-	v, err := location.OpenSource(ctx, url, passwordFile, a.env.Getenv, a.warn, a.passphrase, a.options())
-	return v, invalidInput(err)
+	return location.OpenSource(ctx, url, passwordFile, a.env.Getenv, a.warn, a.passphrase, a.options())
 }
 
 // copyOfFlags adds --copy-of to vault init.
@@ -80,6 +78,9 @@ func (a *app) vaultCopyCommand() *cobra.Command {
 			}
 			a.vaultURL = to
 			dst, err := a.open(ctx)
+			if errors.Is(err, vaultcopy.ErrKeysDiffer) || errors.Is(err, vaultcopy.ErrSameVault) {
+				return err // it names both vaults
+			}
 			if err != nil {
 				return fmt.Errorf("copy: %w", err)
 			}
@@ -94,9 +95,6 @@ func (a *app) vaultCopyCommand() *cobra.Command {
 					pb.Update(p.DoneBytes, p.TotalBytes, p.Elapsed, p.Final)
 				}})
 			if err != nil {
-				if errors.Is(err, vaultcopy.ErrKeysDiffer) || errors.Is(err, vaultcopy.ErrSameVault) {
-					return usageError{err}
-				}
 				return fmt.Errorf("copy from %s to %s: %w", src.Store(), dst.Store(), err)
 			}
 			return a.emit(st, func() {

@@ -27,13 +27,11 @@ func (a *app) machineDiscoverCommand(r *remote) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if a.jsonOut {
-				return a.printJSON(machines)
-			}
-			table(a, "NAME\tQMP\tGUEST AGENT\tDISKS\tPID\tNOTE", machines, func(m discover.Machine) string {
-				return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s", m.Name, m.QMP, orDash(m.GuestAgent), orDash(strings.Join(m.Disks, ",")), m.PIDText(), orDash(m.Error))
+			return a.emit(machines, func() {
+				table(a, "NAME\tQMP\tGUEST AGENT\tDISKS\tPID\tNOTE", machines, func(m discover.Machine) string {
+					return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s", m.Name, m.QMP, orDash(m.GuestAgent), orDash(strings.Join(m.Disks, ",")), m.PIDText(), orDash(m.Error))
+				})
 			})
-			return nil
 		},
 	}
 	cmd.Flags().StringVar(&body.Agent, "agent", "", "the agent whose host is searched (default: the server's built-in agent)")

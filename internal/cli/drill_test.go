@@ -58,6 +58,13 @@ func TestDrill(t *testing.T) {
 		t.Helper()
 		return startProcEnv(t, map[string]string{"TMPDIR": tmp}, append(args, drillFlags(t)...)...).wait(t, 3*time.Minute)
 	}
+	// The sandbox's own settings are refused, before anything boots.
+	for _, flag := range []string{"--network=user", "--vnc", "--serial-log=" + filepath.Join(tmp, "console")} {
+		r := inProc(t, "--vault", vdir, "drill", "--machine", "vm1", "latest", flag)
+		if r.code != 2 || !strings.Contains(r.stderr, "a drill runs with no network, no display and its own console log") {
+			t.Errorf("drill %s: want exit 2 naming the sandbox's settings, got %s", flag, r)
+		}
+	}
 	before := sandboxes(t, tmp)
 	r := drill("--vault", vdir, "--json", "drill", "--machine", "vm1", id[:8])
 	var ok drillOut

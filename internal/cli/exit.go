@@ -15,6 +15,7 @@ import (
 	"lifeboat/internal/job"
 	"lifeboat/internal/libvirt"
 	"lifeboat/internal/live"
+	"lifeboat/internal/location"
 	"lifeboat/internal/maintenance"
 	"lifeboat/internal/recovery"
 	"lifeboat/internal/replicate"
@@ -22,6 +23,7 @@ import (
 	"lifeboat/internal/server"
 	"lifeboat/internal/source"
 	"lifeboat/internal/vault"
+	"lifeboat/internal/vaultcopy"
 	"lifeboat/internal/vaultserve"
 )
 
@@ -46,9 +48,6 @@ type usageError struct{ error }
 
 func (u usageError) Unwrap() error { return u.error }
 
-// ErrProblemsFound is returned by verify when it found problems.
-var ErrProblemsFound = errors.New("verify found problems")
-
 // ExitCode maps an error to the process exit code: the one place that does.
 func ExitCode(err error) int {
 	var u usageError
@@ -57,8 +56,9 @@ func ExitCode(err error) int {
 	case err == nil:
 		return ExitOK
 	case errors.As(err, &u), errors.Is(err, restore.ErrFormat), errors.Is(err, container.ErrUnconfirmed), errors.Is(err, recovery.ErrNoImage),
-		errors.Is(err, job.ErrInvalid), errors.Is(err, capture.ErrInvalid), errors.Is(err, vault.ErrWeakPassphrase),
-		errors.Is(err, maintenance.ErrShortenNeedsForce), errors.Is(err, api.ErrSettings), errors.Is(err, server.ErrConfig), errors.Is(err, vaultserve.ErrConfig):
+		errors.Is(err, job.ErrInvalid), errors.Is(err, capture.ErrInvalid), replicate.IsInvalid(err), errors.Is(err, vault.ErrWeakPassphrase),
+		errors.Is(err, maintenance.ErrShortenNeedsForce), errors.Is(err, api.ErrSettings), errors.Is(err, server.ErrConfig), errors.Is(err, vaultserve.ErrConfig),
+		errors.Is(err, location.ErrInvalid), errors.Is(err, vault.ErrVaultExists), errors.Is(err, vaultcopy.ErrKeysDiffer), errors.Is(err, vaultcopy.ErrSameVault):
 		return ExitUsage
 	case errors.As(err, &refused):
 		return serverExit(refused.Status)
@@ -78,13 +78,11 @@ func ExitCode(err error) int {
 		return ExitDisk // not the vault's storage: retrying will not help
 	case errors.Is(err, source.ErrOpen):
 		return ExitError
-	case errors.Is(err, ErrProblemsFound), errors.Is(err, chunk.ErrCorrupt), errors.Is(err, vault.ErrConfigChanged),
+	case errors.Is(err, job.ErrProblemsFound), errors.Is(err, chunk.ErrCorrupt), errors.Is(err, vault.ErrConfigChanged),
 		errors.Is(err, blob.ErrOutOfRange): // an object shorter than its index says: truncated
 		return ExitCorrupt
 	case errors.Is(err, recovery.ErrConsistencyNotMet):
 		return ExitConsistency
-	case errors.Is(err, replicate.ErrInvalid):
-		return ExitUsage
 	case errors.Is(err, replicate.ErrNotFound):
 		return ExitNotFound
 	case errors.Is(err, recovery.ErrNoPoint), errors.Is(err, restore.ErrSizeMismatch):

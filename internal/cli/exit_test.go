@@ -15,11 +15,16 @@ import (
 	"lifeboat/internal/api"
 	"lifeboat/internal/backup"
 	"lifeboat/internal/blob"
+	"lifeboat/internal/crypto"
+	"lifeboat/internal/job"
+	"lifeboat/internal/location"
 	"lifeboat/internal/maintenance"
 	"lifeboat/internal/replicate"
 	"lifeboat/internal/restore"
 	"lifeboat/internal/server"
 	"lifeboat/internal/source"
+	"lifeboat/internal/vault"
+	"lifeboat/internal/vaultcopy"
 	"lifeboat/internal/vaultserve"
 )
 
@@ -68,6 +73,29 @@ func TestExitCodeClassification(t *testing.T) {
 	hc := &http.Client{Transport: &http.Transport{ResponseHeaderTimeout: 100 * time.Millisecond}}
 	_, headerTimeout := hc.Get("http://" + silent.Addr().String() + "/")
 	_, settingsErr := api.Connect("ftp://x", "", func(string) string { return "" })
+	noEnv := func(string) string { return "" }
+	_, noPassphrase := location.Passphrase("", "--password-file", noEnv, nil)
+	_, badURL := location.Store(ctx, "ftp://x/y", true, noEnv)
+	cheap := vault.Options{KDF: crypto.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}}
+	newVault := func(name string) (*vault.Vault, error) {
+		os.Mkdir(filepath.Join(dir, name), 0o700)
+		s, err := blob.NewDir(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return vault.Init(ctx, s, []byte("a passphrase of some length"), cheap)
+	}
+	v1, err := newVault("v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2, err := newVault("v2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, exists := newVault("v1")
+	_, sameVault := vaultcopy.Run(ctx, v1, v1, vaultcopy.Options{})
+	_, keysDiffer := vaultcopy.Run(ctx, v1, v2, vaultcopy.Options{})
 
 	for _, tc := range []struct {
 		name string
@@ -89,6 +117,12 @@ func TestExitCodeClassification(t *testing.T) {
 		{"bad vault serve config", fmt.Errorf("%w: x", vaultserve.ErrConfig), ExitUsage},
 		{"shorter soft delete", maintenance.ErrShortenNeedsForce, ExitUsage},
 		{"bad failover request", replicate.FailoverRequest{}.Validate(), ExitUsage},
+		{"no passphrase", noPassphrase, ExitUsage},
+		{"bad vault URL", badURL, ExitUsage},
+		{"vault init where one is", exists, ExitUsage},
+		{"copy into the source", sameVault, ExitUsage},
+		{"copy into a vault of other keys", keysDiffer, ExitUsage},
+		{"verify found problems", fmt.Errorf("%w: 2 problem(s)", job.ErrProblemsFound), ExitCorrupt},
 	} {
 		if tc.err == nil {
 			t.Fatalf("%s: the setup made no error", tc.name)

@@ -28,13 +28,11 @@ func (a *app) vaultKeyCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if a.jsonOut {
-				return a.printJSON(map[string]any{"generation": v.Generation(), "keys": keys})
-			}
-			table(a, "\tNAME\tCREATED\tGENERATION\tOBJECT", keys, func(k vault.KeyInfo) string {
-				return fmt.Sprintf("%s\t%s\t%s\t%s\t%s", map[bool]string{true: "*"}[k.InUse], k.Name, k.CreatedText(), k.GenerationText(), k.Object)
+			return a.emit(map[string]any{"generation": v.Generation(), "keys": keys}, func() {
+				table(a, "\tNAME\tCREATED\tGENERATION\tOBJECT", keys, func(k vault.KeyInfo) string {
+					return fmt.Sprintf("%s\t%s\t%s\t%s\t%s", map[bool]string{true: "*"}[k.InUse], k.Name, k.CreatedText(), k.GenerationText(), k.Object)
+				})
 			})
-			return nil
 		}),
 	}
 	var name, newFile string
@@ -110,8 +108,7 @@ func (a *app) vaultRekeyCommand() *cobra.Command {
 
 // newPassphrase is location.NewPassphrase with --new-password-file file.
 func (a *app) newPassphrase(file string) ([]byte, error) {
-	p, err := location.NewPassphrase(file, a.env.Getenv, os.Stdin, a.env.Stderr, a.warn)
-	return p, invalidInput(err)
+	return location.NewPassphrase(file, a.env.Getenv, os.Stdin, a.env.Stderr, a.warn)
 }
 
 func (a *app) printRemoved(gone []vault.KeyInfo) {

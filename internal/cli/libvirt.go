@@ -38,19 +38,17 @@ func (a *app) libvirtCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if a.jsonOut {
-				return a.printJSON(doms)
-			}
-			table(a, "DOMAIN\tSTATE\tDISKS\tPROTECTED BY\tLAST POINT", doms, func(d libvirt.Listed) string {
-				prot, last := d.Protection(a.vaultURL != "")
-				return strings.Join([]string{d.Name, d.StateText(), d.DisksText(), prot, last}, "\t")
-			})
-			for _, d := range doms {
-				for _, p := range d.Problems {
-					a.warnf("domain %s: %s", d.Name, p)
+			return a.emit(doms, func() {
+				table(a, "DOMAIN\tSTATE\tDISKS\tPROTECTED BY\tLAST POINT", doms, func(d libvirt.Listed) string {
+					prot, last := d.Protection(a.vaultURL != "")
+					return strings.Join([]string{d.Name, d.StateText(), d.DisksText(), prot, last}, "\t")
+				})
+				for _, d := range doms {
+					for _, p := range d.Problems {
+						a.warnf("domain %s: %s", d.Name, p)
+					}
 				}
-			}
-			return nil
+			})
 		},
 	}
 	list.Flags().StringVar(&connect, "connect", "", "libvirt daemon URI (default qemu:///system)")

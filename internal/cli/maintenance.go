@@ -34,23 +34,19 @@ func (a *app) verifyCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			opts := maintenance.VerifyOptions{ReadData: readData}
+			var env job.Env
 			if readData {
 				pb := newBar(a.env.Stderr, "verify --read-data", !a.quiet && !a.jsonOut)
 				start := a.env.Clock.Now()
-				opts.Progress = func(done, total int64) {
+				env.VerifyProgress = func(done, total int64) {
 					pb.Update(done, total, a.env.Clock.Now().Sub(start), done == total)
 				}
 			}
-			rep, err := maintenance.Verify(cmd.Context(), v, opts)
-			if err != nil {
+			rep, err := job.RunVerify(cmd.Context(), v, job.Verify{Vault: a.vaultURL, ReadData: readData}, env)
+			if rep == nil {
 				return err
 			}
-			if a.jsonOut {
-				if err := a.printJSON(rep); err != nil {
-					return err
-				}
-			} else {
+			if perr := a.emit(rep, func() {
 				for _, w := range rep.Warnings {
 					a.warnf("%s", w)
 				}
@@ -62,17 +58,14 @@ func (a *app) verifyCommand() *cobra.Command {
 					a.printf(", %s read", size(rep.ReadDataBytes))
 				}
 				a.printf(": %d problem(s)\n", len(rep.Problems))
+			}); perr != nil {
+				return perr
 			}
-			if len(rep.Problems) > 0 {
-				return fmt.Errorf("%w: %d problem(s)", ErrProblemsFound, len(rep.Problems))
-			}
-			return nil
+			return err // problems found
 		},
 	}
 	cmd.Flags().BoolVar(&readData, "read-data", false, "read and check every stored byte")
-	cmd.Flags().StringVar(&rem.server, "server", "", "verify through this lifeboat server (--vault is then the server's name for the vault)")
-	cmd.Flags().StringVar(&rem.tokenFile, "token-file", "", "with --server: file holding an API token (env LIFEBOAT_TOKEN)")
-	cmd.Flags().BoolVar(&wait, "wait", false, "with --server: follow the job until it ends")
+	rem.addServerFlags(cmd.Flags(), "verify through this lifeboat server (--vault is then the server's name for the vault)", &wait)
 	return cmd
 }
 

@@ -249,10 +249,10 @@ func (a *app) drillCommand() *cobra.Command {
 			if spec.Machine == "" {
 				return usageError{errors.New("--machine is required")}
 			}
-			if cmd.Flags().Changed("network") || cmd.Flags().Changed("vnc") || cmd.Flags().Changed("serial-log") {
-				return usageError{errors.New("a drill runs with no network, no display and its own console log")}
+			spec.Boot = job.BootOf(opts)
+			if err := spec.Boot.ForDrill(); err != nil {
+				return flagError(err)
 			}
-			spec.Boot = job.Boot{Accel: opts.Accel, Kernel: opts.Kernel, Initrd: opts.Initrd, Append: opts.Append, UEFICode: opts.UEFICode, QEMU: opts.QEMU}
 			if rem.server != "" {
 				// On an agent's host: paths are as that host sees them.
 				body := api.DrillJSON{Point: spec.Point, Agent: agentName, Probe: spec.Probe, ProbeSerial: spec.ProbeSerial,
@@ -267,14 +267,14 @@ func (a *app) drillCommand() *cobra.Command {
 			if res == nil {
 				return err
 			}
-			if a.jsonOut {
-				a.printJSON(res)
-			} else if res.OK {
-				a.printf("point %s of %s proven: the guest answered (%s) after %.1f s (machine running after %.1f s)\n",
-					res.Point[:12], res.Machine, res.Probe, float64(res.RTOMS)/1000, float64(res.BootMS)/1000)
-			} else {
-				a.printf("point %s of %s NOT proven: %s\n", res.Point[:12], res.Machine, res.Error)
-			}
+			a.emit(res, func() {
+				if res.OK {
+					a.printf("point %s of %s proven: the guest answered (%s) after %.1f s (machine running after %.1f s)\n",
+						res.Point[:12], res.Machine, res.Probe, float64(res.RTOMS)/1000, float64(res.BootMS)/1000)
+				} else {
+					a.printf("point %s of %s NOT proven: %s\n", res.Point[:12], res.Machine, res.Error)
+				}
+			})
 			return err
 		},
 	}
@@ -284,10 +284,8 @@ func (a *app) drillCommand() *cobra.Command {
 	f.StringVar(&spec.ProbeSerial, "probe-serial", "", "regular expression a serial console line must match")
 	f.DurationVar(&timeout, "timeout", job.DefaultDrillTimeout, "how long the guest has to answer")
 	startFlags(f, &opts)
-	f.StringVar(&rem.server, "server", "", "run the drill through this lifeboat server, on an agent's host (see --agent)")
-	f.StringVar(&rem.tokenFile, "token-file", "", "with --server: file holding an API token (env LIFEBOAT_TOKEN)")
+	rem.addServerFlags(f, "run the drill through this lifeboat server, on an agent's host (see --agent)", &wait)
 	f.StringVar(&agentName, "agent", "", "with --server: the host that boots the sandbox (default: the machine's agent)")
-	f.BoolVar(&wait, "wait", false, "with --server: follow the job until it ends")
 	return cmd
 }
 

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -47,7 +46,7 @@ func (a *app) siteClient(machine, site string) (*replicate.Client, error) {
 		return nil, err
 	}
 	cl, err := cfg.ClientFor(machine, site)
-	return cl, notFound(err)
+	return cl, err
 }
 
 func (a *app) replicaCommand() *cobra.Command {
@@ -249,11 +248,11 @@ func (a *app) replicateCommand() *cobra.Command {
 			}
 			if !keepReplica {
 				if err := cfg.DisableRemote(cmd.Context(), disableMachine); err != nil {
-					return notFound(err)
+					return err
 				}
 			}
 			if err := cfg.Disable(disableMachine); err != nil {
-				return notFound(err)
+				return err
 			}
 			if !a.quiet {
 				a.printf("machine %s is no longer replicated\n", disableMachine)
@@ -283,7 +282,7 @@ func (a *app) replicateCommand() *cobra.Command {
 			}
 			st, err := cl.Status(cmd.Context(), pointsMachine)
 			if err != nil {
-				return notFound(err)
+				return err
 			}
 			return a.emit(st, func() {
 				a.printPoints(st.Points)
@@ -324,7 +323,7 @@ func (a *app) failoverCommand() *cobra.Command {
 			}
 			fo, err := cfg.Failover(cmd.Context(), req, a.env.Clock, a.logger())
 			if err != nil {
-				return notFound(err)
+				return err
 			}
 			return a.emit(fo, func() {
 				switch {
@@ -371,7 +370,7 @@ func (a *app) failoverCommand() *cobra.Command {
 			}
 			fo, err := cl.Commit(cmd.Context(), commitMachine)
 			if err != nil {
-				return notFound(err)
+				return err
 			}
 			return a.emit(fo, func() { a.printf("committed: %s runs on standalone disks at the target\n", fo.Name) })
 		},
@@ -380,21 +379,6 @@ func (a *app) failoverCommand() *cobra.Command {
 	commit.Flags().StringVar(&commitSite, "site", "", "the target site (default: the machine's replication target)")
 	cmd.AddCommand(commit)
 	return cmd
-}
-
-// notFound makes a missing site, machine or point exit with ExitNotFound
-// and bad settings with ExitUsage.
-func notFound(err error) error {
-	var se *replicate.SiteError
-	switch {
-	case replicate.IsInvalid(err):
-		return usageError{err}
-	case errors.Is(err, replicate.ErrNotFound), errors.As(err, &se) && se.Code == "not_found":
-		if !errors.Is(err, replicate.ErrNotFound) {
-			return fmt.Errorf("%w: %w", replicate.ErrNotFound, err)
-		}
-	}
-	return err
 }
 
 func (a *app) reprotectCommand() *cobra.Command {
@@ -420,7 +404,7 @@ func (a *app) reprotectCommand() *cobra.Command {
 			}
 			got, err := cfg.Reprotect(cmd.Context(), machine, site, back, m.Seed, m.Policy)
 			if err != nil {
-				return notFound(err)
+				return err
 			}
 			return a.emit(got, func() {
 				a.printf("%s replicates to %s once lifeboat replicate run --machine %s runs\n", got.Name, back, got.Name)

@@ -53,15 +53,10 @@ func (a *app) replicateCopyCommand() *cobra.Command {
 				job.Env{Seen: a.book(), Warn: a.warn,
 					Progress: func(p backup.Progress) { pb.Update(p.DoneBytes, p.TotalBytes, p.Elapsed, p.Final) }})
 			if err != nil {
-				return notFound(err)
+				return err
 			}
 			if a.jsonOut {
-				return a.printJSON(struct {
-					Point         any    `json:"point"`
-					Cut           any    `json:"cut"`
-					AlreadyCopied bool   `json:"already_copied"`
-					ID            string `json:"id"`
-				}{pointJSON(res.Point), res.Cut, res.AlreadyCopied, res.Point.ID.String()})
+				return a.printJSON(res.Report())
 			}
 			if res.AlreadyCopied {
 				a.infof("point %d of %s is in the vault already as %s\n", res.Cut.ID, machine, res.Point.ID.Short())

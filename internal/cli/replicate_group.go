@@ -33,14 +33,12 @@ func (a *app) failbackCommand() *cobra.Command {
 			fo, err := cfg.Failback(cmd.Context(), machine, replica.FailoverOptions{Point: "latest", Accel: accel}, a.env.Clock,
 				slog.New(slog.NewTextHandler(a.env.Stderr, nil)))
 			if err != nil {
-				return notFound(err)
+				return err
 			}
-			if a.jsonOut {
-				return a.printJSON(fo)
-			}
-			a.printf("%s runs at its old site again (pid %d) from cut %d (%s), nothing lost; console %s, QMP %s\n",
-				fo.Name, fo.PID, fo.Point.ID, fo.Point.Time.Format(time.RFC3339), fo.Console, fo.QMP)
-			return nil
+			return a.emit(fo, func() {
+				a.printf("%s runs at its old site again (pid %d) from cut %d (%s), nothing lost; console %s, QMP %s\n",
+					fo.Name, fo.PID, fo.Point.ID, fo.Point.Time.Format(time.RFC3339), fo.Console, fo.QMP)
+			})
 		},
 	}
 	cmd.Flags().StringVar(&machine, "machine", "", "the original machine's name (or its copy's, NAME-dr)")
@@ -58,7 +56,7 @@ func (a *app) groupFailover(cmd *cobra.Command, req replicate.GroupFailoverReque
 	}
 	gf, err := cfg.GroupFailover(cmd.Context(), req, a.env.Clock, a.logger())
 	if err != nil {
-		return notFound(err)
+		return err
 	}
 	return a.emit(gf, func() {
 		for _, fo := range gf.Failovers {
@@ -97,18 +95,16 @@ func (a *app) groupPoints(cmd *cobra.Command, group, site string) error {
 	}
 	cl, err := cfg.GroupClient(group, site)
 	if err != nil {
-		return notFound(err)
+		return err
 	}
 	st, err := cl.GroupStatus(cmd.Context(), group)
 	if err != nil {
-		return notFound(err)
+		return err
 	}
-	if a.jsonOut {
-		return a.printJSON(st)
-	}
-	a.printPoints(st.Points)
-	a.printf("members: %s\n", strings.Join(st.Members, ", "))
-	return nil
+	return a.emit(st, func() {
+		a.printPoints(st.Points)
+		a.printf("members: %s\n", strings.Join(st.Members, ", "))
+	})
 }
 
 // printPoints prints recovery points as a table, oldest first.

@@ -24,7 +24,7 @@ func (a *app) replicatePauseCommands() []*cobra.Command {
 				}
 				names, err := cfg.SetPaused(machine, group, paused)
 				if err != nil {
-					return notFound(err)
+					return err
 				}
 				state := map[bool]string{true: "paused", false: "resumed"}[paused]
 				return a.emit(map[string]any{"machines": names, "paused": paused}, func() {

@@ -14,19 +14,11 @@ func (a *app) localReplicationStatus(machine *string) func(*cobra.Command, []str
 	return func(cmd *cobra.Command, args []string, cfg *replicate.Config) error {
 		out, err := cfg.Statuses(cmd.Context(), *machine, a.env.Clock.Now())
 		if err != nil {
-			return notFound(err)
+			return err
 		}
-		if a.jsonOut {
-			if *machine != "" {
-				return a.printJSON(out[0])
-			}
-			return a.printJSON(out)
-		}
-		table(a, "MACHINE\tTARGET\tSTATE\tCAPTURE\tLAG\tCUT\tPOINTS\tHISTORY\tNOTE", out, func(st replicate.Status) string {
-			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s", st.Machine, st.Target, st.StateText(), st.CaptureText(), st.LagText(), st.LastSeq, st.Points,
-				size(st.JournalBytes), st.NoteText())
+		return a.emit(oneOrAll(*machine, out), func() {
+			table(a, "MACHINE\t"+replicationHeader, out, func(st replicate.Status) string { return st.Machine + "\t" + replicationRow(st) })
 		})
-		return nil
 	}
 }
 
@@ -39,19 +31,31 @@ func (a *app) serverReplicationStatus(cmd *cobra.Command, r *remote, machine str
 	}
 	out, err := c.Replications(cmd.Context(), machine)
 	if err != nil {
-		return notFound(err)
+		return err
 	}
-	if a.jsonOut {
-		if machine != "" {
-			return a.printJSON(out[0])
-		}
-		return a.printJSON(out)
-	}
-	table(a, "MACHINE\tAGENT\tTARGET\tSTATE\tCAPTURE\tLAG\tCUT\tPOINTS\tHISTORY\tNOTE", out, func(st api.ReplicationJSON) string {
-		return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s", st.Machine, st.Agent, st.Target, st.StateText(), st.CaptureText(), st.LagText(), st.LastSeq, st.Points,
-			size(st.JournalBytes), st.NoteText())
+	return a.emit(oneOrAll(machine, out), func() {
+		table(a, "MACHINE\tAGENT\t"+replicationHeader, out, func(st api.ReplicationJSON) string {
+			return st.Machine + "\t" + st.Agent + "\t" + replicationRow(st.Status)
+		})
 	})
-	return nil
+}
+
+// replicationHeader heads the columns of replicationRow.
+const replicationHeader = "TARGET\tSTATE\tCAPTURE\tLAG\tCUT\tPOINTS\tHISTORY\tNOTE"
+
+// replicationRow is a replication's state as both status tables show it.
+func replicationRow(st replicate.Status) string {
+	return fmt.Sprintf("%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s", st.Target, st.StateText(), st.CaptureText(), st.LagText(), st.LastSeq, st.Points,
+		size(st.JournalBytes), st.NoteText())
+}
+
+// oneOrAll is what status --json prints: the one machine's status when
+// one was asked for, else the list.
+func oneOrAll[T any](machine string, out []T) any {
+	if machine != "" {
+		return out[0]
+	}
+	return out
 }
 
 // serverEnableReplication records m's replication in the server's catalog
@@ -71,13 +75,11 @@ func (a *app) serverEnableReplication(cmd *cobra.Command, r *remote, agent strin
 	if err != nil {
 		return err
 	}
-	if a.jsonOut {
-		return a.printJSON(out)
-	}
-	if !a.quiet {
-		a.printf("machine %s replicates to %s once agent %s (lifeboat agent --replicate) picks it up\n", m.Name, m.Target, agent)
-	}
-	return nil
+	return a.emit(out, func() {
+		if !a.quiet {
+			a.printf("machine %s replicates to %s once agent %s (lifeboat agent --replicate) picks it up\n", m.Name, m.Target, agent)
+		}
+	})
 }
 
 // serverDisableReplication forgets a replication enabled through the server.

@@ -6,7 +6,6 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -105,16 +104,7 @@ func (a *app) rootCommand() *cobra.Command {
 
 // passphrase is location.Passphrase of --password-file and the environment.
 func (a *app) passphrase() ([]byte, error) {
-	p, err := location.Passphrase(a.passwordFile, "--password-file", a.env.Getenv, a.warn)
-	return p, invalidInput(err)
-}
-
-// invalidInput marks a location's bad input as a usage error.
-func invalidInput(err error) error {
-	if errors.Is(err, location.ErrInvalid) {
-		return usageError{err}
-	}
-	return err
+	return location.Passphrase(a.passwordFile, "--password-file", a.env.Getenv, a.warn)
 }
 
 func (a *app) options() vault.Options {
@@ -134,7 +124,7 @@ func (a *app) options() vault.Options {
 func (a *app) open(ctx context.Context) (*vault.Vault, error) {
 	store, err := location.Existing(ctx, a.vaultURL, a.env.Getenv)
 	if err != nil {
-		return nil, invalidInput(err)
+		return nil, err
 	}
 	pw, err := a.passphrase()
 	if err != nil {

@@ -1,11 +1,7 @@
 package cli
 
 import (
-	"errors"
-	"fmt"
 	"log/slog"
-	"os"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -14,7 +10,6 @@ import (
 
 func (a *app) vaultServeCommand() *cobra.Command {
 	var cfg vaultserve.Config
-	var tokenFile string
 	cmd := &cobra.Command{
 		Use:     "serve --dir DIR --token-file F [--append-only] [--listen ADDR]",
 		Short:   "Serve a directory vault over HTTP(S), optionally append-only",
@@ -22,14 +17,6 @@ func (a *app) vaultServeCommand() *cobra.Command {
 		Example: help("vault-serve.example"),
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if cfg.Dir == "" || tokenFile == "" {
-				return usageError{errors.New("vault serve needs --dir and --token-file")}
-			}
-			tok, err := os.ReadFile(tokenFile)
-			if err != nil {
-				return usageError{fmt.Errorf("--token-file: %w", err)}
-			}
-			cfg.Token = strings.TrimSpace(string(tok))
 			cfg.Log = slog.New(slog.NewTextHandler(a.env.Stderr, nil))
 			cfg.Ready = func(url string) {
 				mode := "read-write"
@@ -43,7 +30,7 @@ func (a *app) vaultServeCommand() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.Dir, "dir", "", "the directory vault to serve")
-	f.StringVar(&tokenFile, "token-file", "", "file holding the token clients must present")
+	f.StringVar(&cfg.TokenFile, "token-file", "", "file holding the token clients must present")
 	f.BoolVar(&cfg.AppendOnly, "append-only", false, "refuse deletes and overwrites: clients may only add objects")
 	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:8443", "address to listen on")
 	f.BoolVar(&cfg.InsecureListen, "insecure-listen", false, "allow plain HTTP on an address that is not loopback")

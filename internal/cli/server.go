@@ -2,11 +2,9 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 
 	"github.com/spf13/cobra"
 
@@ -116,10 +114,7 @@ func (a *app) agentCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if name == "" {
-				name, _ = os.Hostname()
-			}
-			info, _ := json.Marshal(map[string]any{"host": name})
+			name, info := agent.HostInfo(name, false)
 			log := slog.New(slog.NewTextHandler(a.env.Stderr, nil))
 			log.Info("lifeboat agent started", "server", c.URL, "host", name)
 			ag := &agent.Agent{Client: c, Runner: runner, Concurrency: concurrency, Info: info, Log: log,

@@ -28,6 +28,8 @@ type Env struct {
 	Progress        func(backup.Progress)
 	RestoreProgress func(restore.Progress)
 	CopyProgress    func(vaultcopy.Progress)
+	// VerifyProgress receives the pack bytes a verify read and their total.
+	VerifyProgress func(done, total int64)
 	// Seen is this host's record of the newest points seen per vault
 	// (rollback detection); nil records nothing.
 	Seen *lastseen.Book

@@ -58,8 +58,14 @@ func (d Drill) Validate() error {
 	if d.Timeout < 0 {
 		return invalid("timeout", "must be positive")
 	}
-	if d.Boot.Network != "" && d.Boot.Network != "none" {
-		return invalid("boot", "a drill runs without network")
+	return d.Boot.ForDrill()
+}
+
+// ForDrill refuses boot settings a drill makes itself: its sandbox has
+// no network and no display, and its console log is its own.
+func (b Boot) ForDrill() error {
+	if b.Network != "" && b.Network != "none" || b.VNC != "" || b.SerialLog != "" {
+		return invalid("boot", "a drill runs with no network, no display and its own console log")
 	}
 	return nil
 }

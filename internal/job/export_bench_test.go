@@ -12,13 +12,10 @@ import (
 	"time"
 
 	"lifeboat/internal/backup"
-	"lifeboat/internal/blob"
-	"lifeboat/internal/crypto"
 	"lifeboat/internal/job"
 	"lifeboat/internal/nbd"
 	"lifeboat/internal/recovery"
 	"lifeboat/internal/source"
-	"lifeboat/internal/vault"
 )
 
 // exported backs up a dense disk of LIFEBOAT_BENCH_EXPORT_MIB MiB (default
@@ -32,15 +29,7 @@ func exported(b *testing.B) (uri string, size int64, stop func()) {
 		mib, _ = strconv.Atoi(s)
 	}
 	dir := b.TempDir()
-	os.Mkdir(filepath.Join(dir, "vault"), 0o700)
-	store, err := blob.NewDir(filepath.Join(dir, "vault"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	v, err := vault.Init(ctx, store, []byte("pw"), vault.Options{KDF: crypto.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
-	if err != nil {
-		b.Fatal(err)
-	}
+	v := newDirVault(b, filepath.Join(dir, "vault"))
 	img := filepath.Join(dir, "d.raw")
 	f, err := os.Create(img)
 	if err != nil {

@@ -58,6 +58,20 @@ type ReplicaCopyResult struct {
 	AlreadyCopied bool `json:"already_copied,omitempty"`
 }
 
+// ReplicaCopyJSON is a replica copy as reported (replicate copy --json):
+// the point in the vault, the cut it holds, and the point's ID.
+type ReplicaCopyJSON struct {
+	Point         PointJSON     `json:"point"`
+	Cut           replica.Point `json:"cut"`
+	AlreadyCopied bool          `json:"already_copied"`
+	ID            string        `json:"id"`
+}
+
+// Report is r as reported.
+func (r *ReplicaCopyResult) Report() ReplicaCopyJSON {
+	return ReplicaCopyJSON{Point: PointOf(r.Point), Cut: r.Cut, AlreadyCopied: r.AlreadyCopied, ID: r.Point.ID.String()}
+}
+
 // replicaTracking is the tracking a copied disk records: the replica and
 // its cut, so the next copy can read only what the journal saw since.
 func replicaTracking(replicaID string, seq uint64) string {

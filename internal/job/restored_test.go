@@ -2,11 +2,13 @@ package job_test
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"lifeboat/internal/job"
 	"lifeboat/internal/libvirt"
 	"lifeboat/internal/recovery"
+	"lifeboat/internal/replica"
 	"lifeboat/internal/restore"
 )
 
@@ -59,5 +61,38 @@ func TestRestoredReport(t *testing.T) {
 	}
 	if _, ok := got["domain"]; ok || bare.Definition != "" {
 		t.Fatalf("domain or definition without one: %s", raw)
+	}
+}
+
+// A replica copy is reported with the point, the cut it holds and the
+// point's ID, copied or found in the vault already.
+func TestReplicaCopyReport(t *testing.T) {
+	p := &recovery.Point{Machine: "db1", Consistency: recovery.App}
+	p.ID[0] = 0xcd
+	res := &job.ReplicaCopyResult{Point: p, Cut: replica.Point{ID: 42, Consistency: "app"}, AlreadyCopied: true}
+	raw, err := json.Marshal(res.Report())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Point struct {
+			ID, Machine, Consistency string
+		} `json:"point"`
+		Cut struct {
+			ID uint64 `json:"id"`
+		} `json:"cut"`
+		AlreadyCopied *bool  `json:"already_copied"`
+		ID            string `json:"id"`
+	}
+	if err := json.Unmarshal(raw, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != p.ID.String() || got.Point.ID != p.ID.String() || got.Point.Machine != "db1" || got.Point.Consistency != "app" ||
+		got.Cut.ID != 42 || got.AlreadyCopied == nil || !*got.AlreadyCopied {
+		t.Fatalf("report %s", raw)
+	}
+	res.AlreadyCopied = false
+	if raw, _ := json.Marshal(res.Report()); !strings.Contains(string(raw), `"already_copied":false`) {
+		t.Fatalf("a new copy's report lacks already_copied: %s", raw)
 	}
 }

@@ -145,8 +145,13 @@ func (c *Client) doWithin(ctx context.Context, timeout time.Duration, method, pa
 		if e.Error == "" {
 			e.Error = strings.TrimSpace(string(data))
 		}
-		return fmt.Errorf("%w %s: %w", ErrSite, c.site.Name,
-			&SiteError{Status: resp.StatusCode, Code: e.Code, Message: fmt.Sprintf("%s (%s)", e.Error, resp.Status), LastSeq: e.LastSeq})
+		se := &SiteError{Status: resp.StatusCode, Code: e.Code, Message: fmt.Sprintf("%s (%s)", e.Error, resp.Status), LastSeq: e.LastSeq}
+		if se.Code == "not_found" {
+			// No such machine or point at the site: ErrNotFound, as a
+			// site or machine missing on this host is.
+			return fmt.Errorf("%w: %w %s: %w", ErrNotFound, ErrSite, c.site.Name, se)
+		}
+		return fmt.Errorf("%w %s: %w", ErrSite, c.site.Name, se)
 	}
 	if out != nil && len(data) > 0 {
 		if err := json.Unmarshal(data, out); err != nil {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -49,7 +50,16 @@ func TestSiteTLSAndToken(t *testing.T) {
 	if _, err := c.Register(ctx, spec); err != nil {
 		t.Fatalf("HTTPS with the site's CA and token: %v", err)
 	}
+	// A machine the site does not have is ErrNotFound, as a machine this
+	// host does not replicate is, and says so first.
 	var se *SiteError
+	if _, err := c.Status(ctx, "ghost"); !errors.Is(err, ErrNotFound) || !errors.As(err, &se) || se.Status != 404 ||
+		!strings.HasPrefix(err.Error(), "not found: target site dr: ") || IsInvalid(err) {
+		t.Fatalf("status of a machine the site lacks: %v", err)
+	}
+	if _, err := c.Register(ctx, replica.Spec{Machine: "m2"}); !IsInvalid(err) || errors.Is(err, ErrNotFound) {
+		t.Fatalf("registering a machine without disks: %v, want invalid", err)
+	}
 	c, _ = Dial(Site{Name: "dr", URL: url, TokenFile: token("wrong"), CA: cert})
 	if _, err := c.Status(ctx, "m1"); !errors.As(err, &se) || se.Status != 401 {
 		t.Fatalf("wrong token: %v", err)

@@ -315,8 +315,9 @@ func Run(ctx context.Context, cfg Config) error {
 			// The built-in agent talks to this very server over loopback.
 			client.HTTP = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 		}
+		_, builtinInfo := agent.HostInfo(agentName, true)
 		ag := &agent.Agent{Client: client, Runner: cfg.Runner, Log: cfg.Log.With("agent", agentName),
-			Info:   []byte(fmt.Sprintf(`{"builtin":true,"host":%q}`, agentName)),
+			Info:   builtinInfo,
 			Offers: func(ctx context.Context) any { return libvirt.Offers(ctx, "") }, Replicate: cfg.Replicate}
 		go ag.Run(ctx)
 		cfg.Log.Info("built-in agent started", "name", agentName, "replicates", cfg.Replicate != nil)

@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -28,6 +29,13 @@ import (
 
 // ErrConfig marks a configuration the server refuses to start with.
 var ErrConfig = errors.New("invalid vault serve configuration")
+
+// configError is a configuration refused with a message that stands
+// alone; it is ErrConfig.
+type configError string
+
+func (e configError) Error() string        { return string(e) }
+func (e configError) Is(target error) bool { return target == ErrConfig }
 
 // MinToken is the shortest token accepted.
 const MinToken = 16
@@ -234,9 +242,12 @@ func (h *handler) list(w http.ResponseWriter, r *http.Request) {
 
 // Config is what `lifeboat vault serve` runs with.
 type Config struct {
-	Dir        string // the vault's directory, which must exist
-	Listen     string // host:port
-	Token      string // at least MinToken characters
+	Dir    string // the vault's directory, which must exist
+	Listen string // host:port
+	Token  string // at least MinToken characters
+	// TokenFile holds the token (surrounding white space trimmed): read
+	// when Token is empty, and then needed, as Dir is.
+	TokenFile  string
 	AppendOnly bool
 	// TLSCert and TLSKey serve HTTPS; without them plain HTTP is served
 	// on loopback only, unless InsecureListen.
@@ -249,6 +260,16 @@ type Config struct {
 
 // Run serves until ctx ends.
 func Run(ctx context.Context, cfg Config) error {
+	if cfg.Token == "" {
+		if cfg.Dir == "" || cfg.TokenFile == "" {
+			return configError("vault serve needs --dir and --token-file")
+		}
+		tok, err := os.ReadFile(cfg.TokenFile)
+		if err != nil {
+			return configError(fmt.Sprintf("--token-file: %v", err))
+		}
+		cfg.Token = strings.TrimSpace(string(tok))
+	}
 	if len(cfg.Token) < MinToken {
 		return fmt.Errorf("%w: the token must have at least %d characters", ErrConfig, MinToken)
 	}

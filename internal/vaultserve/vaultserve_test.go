@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -105,6 +107,29 @@ func TestRunRefusesClearTextBeyondLoopback(t *testing.T) {
 	} {
 		if err := vaultserve.Run(t.Context(), cfg); !errors.Is(err, vaultserve.ErrConfig) {
 			t.Errorf("Run(%+v) = %v, want ErrConfig", cfg, err)
+		}
+	}
+}
+
+// TestRunTokenFile: without a token Run needs --dir and --token-file, and
+// refuses a file it cannot read, each as ErrConfig with a message of its
+// own; a token read too short is refused as one given is.
+func TestRunTokenFile(t *testing.T) {
+	dir := t.TempDir()
+	short := filepath.Join(dir, "short")
+	os.WriteFile(short, []byte("  short\n"), 0o600)
+	missing := filepath.Join(dir, "missing")
+	for _, c := range []struct {
+		cfg  vaultserve.Config
+		want string
+	}{
+		{vaultserve.Config{Dir: dir, Listen: "127.0.0.1:0"}, "vault serve needs --dir and --token-file"},
+		{vaultserve.Config{TokenFile: short, Listen: "127.0.0.1:0"}, "vault serve needs --dir and --token-file"},
+		{vaultserve.Config{Dir: dir, TokenFile: missing, Listen: "127.0.0.1:0"}, "--token-file: open " + missing + ": no such file or directory"},
+		{vaultserve.Config{Dir: dir, TokenFile: short, Listen: "127.0.0.1:0"}, "invalid vault serve configuration: the token must have at least 16 characters"},
+	} {
+		if err := vaultserve.Run(t.Context(), c.cfg); !errors.Is(err, vaultserve.ErrConfig) || err.Error() != c.want {
+			t.Errorf("Run(%+v) = %v, want ErrConfig %q", c.cfg, err, c.want)
 		}
 	}
 }
