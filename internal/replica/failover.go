@@ -125,6 +125,17 @@ func (s *Store) Failover(ctx context.Context, name string, opts FailoverOptions)
 		suffix = ""
 	}
 	m.mu.Lock()
+	if !opts.Test && !opts.DisksOnly {
+		// From here no batch is admitted or kept (refuseFailedOver);
+		// after, the failover's record refuses them, or, if it failed,
+		// replication goes on.
+		m.failingOver++
+		defer func() {
+			m.mu.Lock()
+			m.failingOver--
+			m.mu.Unlock()
+		}()
+	}
 	pt, err := Choose(m.points(s.clock), opts.Point)
 	if opts.Cut != 0 {
 		pt, err = m.exactCut(opts.Cut)

@@ -166,6 +166,10 @@ type machine struct {
 	links []uint64
 	// receiving is set while a batch streams in (without mu held).
 	receiving bool
+	// failingOver counts the real (not test) failovers under way: from
+	// the point's choice on, no batch is admitted or kept, so the replica
+	// never holds a cut past the point the failed-over machine started at.
+	failingOver int
 	// id tells this replica of the machine from an earlier one of the
 	// same name (replica.id, random, made at registration).
 	id string
@@ -619,6 +623,11 @@ func (s *Store) Receive(ctx context.Context, name string, seq uint64, r io.Reade
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	// A real failover that began while the batch streamed in chose its
+	// point without it: the batch is dropped, not acknowledged.
+	if err := m.refuseFailedOver(name); err != nil {
+		return err
+	}
 	final := filepath.Join(jdir, batchName(seq))
 	if err := os.Rename(tmp.Name(), final); err != nil {
 		return fmt.Errorf("receiving batch %d of %s: %w", seq, name, err)
@@ -630,11 +639,11 @@ func (s *Store) Receive(ctx context.Context, name string, seq uint64, r io.Reade
 	return nil
 }
 
-// admit checks that batch seq may be received now (last is the replica's
-// newest cut); a batch held already is admitted (and not read).
-func (m *machine) admit(name string, seq, last uint64) error {
-	if seq <= last {
-		return nil
+// refuseFailedOver is ErrFailedOver while a real failover of the machine
+// exists or is under way: the replica takes no more batches.
+func (m *machine) refuseFailedOver(name string) error {
+	if m.failingOver > 0 {
+		return fmt.Errorf("%w: %s is being failed over at this site", ErrFailedOver, name)
 	}
 	if fos, _ := m.failoverRecords(); len(fos) > 0 {
 		for _, fo := range fos {
@@ -642,6 +651,18 @@ func (m *machine) admit(name string, seq, last uint64) error {
 				return fmt.Errorf("%w: %s runs at this site as %s", ErrFailedOver, name, fo.Name)
 			}
 		}
+	}
+	return nil
+}
+
+// admit checks that batch seq may be received now (last is the replica's
+// newest cut); a batch held already is admitted (and not read).
+func (m *machine) admit(name string, seq, last uint64) error {
+	if seq <= last {
+		return nil
+	}
+	if err := m.refuseFailedOver(name); err != nil {
+		return err
 	}
 	if seq != last+1 {
 		return fmt.Errorf("%w: got batch %d of %s, the replica holds up to %d", ErrOutOfOrder, seq, name, last)
