@@ -153,10 +153,13 @@ func TestMetricsAfterBackupAndCopy(t *testing.T) {
 	// The dashboard shows the copy as current, on the machines page and
 	// the machine's own.
 	br := browsertest.Start(t)
-	bctx, cancel := context.WithTimeout(br.Ctx, 30*time.Second)
+	bctx, cancel := context.WithTimeout(br.Ctx, 60*time.Second) // as the other browser tests: a loaded CI host is slow
 	defer cancel()
 	must(chromedp.Do(bctx,
 		chromedp.Navigate(c.URL+"/"),
+		// Shown by the page's script: typing before it runs would submit
+		// the form as plain HTML, losing the token.
+		chromedp.WaitVisible(chromedp.CSS("#login-form")),
 		chromedp.SendKeys(chromedp.CSS("#token"), c.Token),
 		chromedp.Click(chromedp.CSS("#login-form button")),
 		chromedp.Click(chromedp.CSS(`nav a[href="#/machines"]`)),
