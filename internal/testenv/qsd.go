@@ -63,6 +63,25 @@ func startDaemon(t testing.TB, src, size string, fuse bool) Daemon {
 		args = append(args, "--export", "type=fuse,id=fuse0,node-name=d0,mountpoint="+d.FUSE+",writable=on")
 	}
 	cmd := exec.Command("qemu-storage-daemon", args...)
+	cleanup := func() {}
+	if fuse {
+		cleanup = func() { exec.Command("fusermount3", "-u", d.FUSE).Run() }
+	}
+	// Ready when the export has its size and QMP accepts a connection.
+	startQEMU(t, cmd, d.QMP, 10*time.Second, cleanup, func() bool {
+		st, err := os.Stat(d.FUSE)
+		return !fuse || err == nil && st.Size() > 0
+	})
+	return d
+}
+
+// startQEMU starts cmd, a QEMU process, kills it (then runs cleanup) when
+// the test ends, and returns once ready says so and QEMU accepts
+// connections on its QMP socket qmp (the socket file exists a moment
+// before QEMU listens on it), failing the test after timeout.
+func startQEMU(t testing.TB, cmd *exec.Cmd, qmp string, timeout time.Duration, cleanup func(), ready func() bool) {
+	t.Helper()
+	name := filepath.Base(cmd.Path)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -74,28 +93,24 @@ func startDaemon(t testing.TB, src, size string, fuse bool) Daemon {
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		<-exited
-		if fuse {
-			exec.Command("fusermount3", "-u", d.FUSE).Run()
-		}
+		cleanup()
 	})
-	// Ready when the export has its size and QMP accepts a connection
-	// (the socket file exists a moment before QEMU listens on it).
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(25 * time.Millisecond) {
-		if st, err := os.Stat(d.FUSE); !fuse || err == nil && st.Size() > 0 {
-			if c, err := net.Dial("unix", d.QMP); err == nil {
+	for deadline := time.Now().Add(timeout); ; time.Sleep(25 * time.Millisecond) {
+		if ready() {
+			if c, err := net.Dial("unix", qmp); err == nil {
 				c.Close()
-				return d
+				return
 			}
 		}
 		select {
 		case <-exited:
-			t.Fatalf("qemu-storage-daemon exited:\n%s", stderr.String())
+			t.Fatalf("%s exited:\n%s", name, stderr.String())
 		default:
 		}
 		if time.Now().After(deadline) {
 			cmd.Process.Kill()
 			<-exited // stderr is written no more
-			t.Fatalf("qemu-storage-daemon did not start in 10 s:\n%s", stderr.String())
+			t.Fatalf("%s did not start in %s:\n%s", name, timeout, stderr.String())
 		}
 	}
 }
@@ -110,29 +125,6 @@ func Emulator(t testing.TB) (qmpSock string) {
 	qmpSock = filepath.Join(t.TempDir(), "qmp.sock")
 	cmd := exec.Command("qemu-system-x86_64", "-accel", "tcg", "-M", "pc", "-m", "32", "-nodefaults",
 		"-display", "none", "-S", "-qmp", "unix:"+qmpSock+",server=on,wait=off")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(25 * time.Millisecond) {
-		if c, err := net.Dial("unix", qmpSock); err == nil {
-			c.Close()
-			return qmpSock
-		}
-		select {
-		case <-exited:
-			t.Fatalf("qemu-system-x86_64 exited:\n%s", stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			<-exited
-			t.Fatalf("qemu-system-x86_64 did not listen on %s in 20 s:\n%s", qmpSock, stderr.String())
-		}
-	}
+	startQEMU(t, cmd, qmpSock, 20*time.Second, func() {}, func() bool { return true })
+	return qmpSock
 }
