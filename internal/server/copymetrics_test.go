@@ -162,6 +162,10 @@ func TestMetricsAfterBackupAndCopy(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS("#login-form")),
 		chromedp.SendKeys(chromedp.CSS("#token"), c.Token),
 		chromedp.Click(chromedp.CSS("#login-form button")),
+		// The overview drawn first: a click while the page still lays
+		// itself out after the login can land beside the link (it did
+		// under load, and the test waited for a page never asked for).
+		chromedp.WaitVisible(chromedp.CSS(`#view [data-count="green"]`)),
 		chromedp.Click(chromedp.CSS(`nav a[href="#/machines"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`a[href="#/machines/web1"]`)),
 	))
