@@ -167,12 +167,14 @@ func TestMetricsAfterBackupAndCopy(t *testing.T) {
 		// under load, and the test waited for a page never asked for).
 		chromedp.WaitVisible(chromedp.CSS(`#view [data-count="green"]`)),
 		chromedp.Click(chromedp.CSS(`nav a[href="#/machines"]`)),
+		chromedp.Poll[chromedp.Void](`document.querySelector('#view h1')?.textContent === 'Machines'`),
 		chromedp.WaitVisible(chromedp.CSS(`a[href="#/machines/web1"]`)),
 	))
 	if cp := browsertest.Text(t, bctx, `tbody tr:has(a[href="#/machines/web1"]) [data-copy]`); cp != "current (dr)" {
 		t.Fatalf("the machines page shows web1's copy as %q", cp)
 	}
-	must(chromedp.Do(bctx, chromedp.Click(chromedp.CSS(`a[href="#/machines/web1"]`)), chromedp.WaitVisible(chromedp.CSS("#machine-copy"))))
+	browsertest.Click(t, bctx, `a[href="#/machines/web1"]`)
+	must(chromedp.Do(bctx, chromedp.WaitVisible(chromedp.CSS("#machine-copy"))))
 	if cp := browsertest.Text(t, bctx, `#machine-copy [data-copy="ok"]`); cp != "current (dr)" {
 		t.Fatalf("web1's page shows its copy as %q", cp)
 	}

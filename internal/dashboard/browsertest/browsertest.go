@@ -113,3 +113,21 @@ func Wait(t testing.TB, ctx context.Context, what, expr string) {
 		t.Fatalf("waiting for %s: %v", what, err)
 	}
 }
+
+// Click clicks the first element sel matches in the tab of ctx, as a user
+// would, and fails t if it cannot. A dashboard view is redrawn whenever
+// its data change (it refreshes every few seconds), so the node a query
+// found may be replaced before the click reaches it ("Could not find node
+// with given id"): the click is then tried again on the new node.
+func Click(t testing.TB, ctx context.Context, sel string) {
+	t.Helper()
+	var err error
+	for range 5 {
+		if _, err = chromedp.Run(ctx, chromedp.Click(chromedp.CSS(sel))); err == nil || !strings.Contains(err.Error(), "Could not find node") {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("clicking %s: %v", sel, err)
+	}
+}
